@@ -1,0 +1,1 @@
+"""Audio in and out: capture, playback, WAV files, resampling, voice activity."""

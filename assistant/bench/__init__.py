@@ -1,0 +1,15 @@
+"""Benchmarks that print figures (``parley bench …`` or ``python -m assistant.bench …``)."""
+
+from __future__ import annotations
+
+
+def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
+    if which == "overhead":
+        from assistant.bench.overhead import main as overhead
+
+        return overhead(turns=turns if not quick else min(turns, 40))
+    if which == "latency":
+        from assistant.bench.latency import main as latency
+
+        return latency(quick=quick)
+    raise ValueError(f"unknown benchmark {which!r}")

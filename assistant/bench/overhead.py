@@ -1,0 +1,104 @@
+"""How much latency does the orchestration itself add to a turn?
+
+Fake engines with known delays run many push-to-talk turns through the real session, text
+splitter and player (a virtual device rendering as soon as audio exists). The added latency is
+voice-to-voice minus the engines' own delays; the loop monitor reports event-loop stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
+from assistant.audio.player import VirtualPlayer
+from assistant.bench.loopmon import LoopMonitor
+from assistant.config import Settings
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.events import SessionEvent, TurnFinished
+from assistant.history import HistoryStore, TurnRecord
+from assistant.session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    stt_final: float
+    llm_ttft: float
+    tts_first_audio: float
+
+    @property
+    def engine_delay_ms(self) -> float:
+        return (self.stt_final + self.llm_ttft + self.tts_first_audio) * 1000.0
+
+
+SCENARIOS = (
+    Scenario("zero-latency engines", 0.0, 0.0, 0.0),
+    Scenario("fixed latencies (STT 100, LLM 200, TTS 80 ms)", 0.1, 0.2, 0.08),
+)
+
+
+def _speech_frames(seconds: float) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    n = int(seconds * 16_000 / FRAME_SAMPLES)
+    return [(rng.standard_normal(FRAME_SAMPLES) * 3000).astype(np.int16) for _ in range(n)]
+
+
+async def run_scenario(scenario: Scenario, turns: int) -> tuple[list[float], LoopMonitor]:
+    settings = Settings()
+    stt = FakeSTT(final_delay=scenario.stt_final)
+    llm = FakeLLM(ttft=scenario.llm_ttft, tokens_per_second=0)
+    tts = FakeTTS(first_audio_delay=scenario.tts_first_audio, realtime_factor=0.0)
+    player = VirtualPlayer(pace="fast")
+    added: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+        conversation, _ = HistoryStore(Path(tmp)).latest()
+        session = Session(
+            stt=stt, llm=llm, tts=tts, player=player, conversation=conversation, settings=settings
+        )
+        finished: asyncio.Queue[TurnRecord] = asyncio.Queue()
+
+        def on_event(event: SessionEvent) -> None:
+            if isinstance(event, TurnFinished):
+                finished.put_nowait(event.turn)
+
+        session.subscribe(on_event)
+        await session.start()
+        frames = _speech_frames(0.4)
+        monitor = LoopMonitor()
+        monitor.start()
+        for _ in range(turns):
+            session.press_to_talk()
+            for i, pcm in enumerate(frames):
+                await session.feed(AudioFrame(pcm, time.monotonic(), i * FRAME_SAMPLES / 16_000))
+            session.release_to_talk()
+            record = await asyncio.wait_for(finished.get(), 30)
+            v2v = record.timeline.get("voice_to_voice_ms")
+            if isinstance(v2v, int | float):
+                added.append(v2v - scenario.engine_delay_ms)
+            await session.wait_idle(10)
+        await monitor.stop()
+        await session.close()
+    return added, monitor
+
+
+def main(turns: int = 200) -> int:
+    print(f"parley bench overhead: {turns} push-to-talk turns per scenario, fake engines")
+    print(f"{'scenario':<48} {'added p50':>10} {'added p99':>10} {'stall p99':>10} {'stall max':>10}")
+    for scenario in SCENARIOS:
+        added, monitor = asyncio.run(run_scenario(scenario, turns))
+        if not added:
+            print(f"{scenario.name:<48} no turn produced audio")
+            return 1
+        a = np.array(added)
+        print(
+            f"{scenario.name:<48} {np.percentile(a, 50):>8.2f}ms {np.percentile(a, 99):>8.2f}ms "
+            f"{monitor.percentile(99):>8.2f}ms {monitor.worst:>8.2f}ms"
+        )
+    print("added = voice-to-voice minus the engines' own delays; stall = event-loop lateness")
+    return 0

@@ -1,0 +1,157 @@
+"""The ``parley`` command: the desktop app, and headless ``talk``, ``bench`` and ``voices``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from assistant.config import SettingsError, load_settings
+
+LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
+
+
+def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "talk",
+        help="run a conversation headless: a WAV file in as the microphone, the answer out to a WAV",
+    )
+    p.add_argument("--input", required=True, type=Path, help="WAV file spoken into the microphone")
+    p.add_argument("--output", type=Path, help="WAV file for the assistant's audio")
+    p.add_argument("--timeline", type=Path, help="JSON file for the per-turn latency timeline")
+    p.add_argument("--stt", help="speech-to-text engine (default from settings: local)")
+    p.add_argument("--llm", help="language model engine (default from settings: local)")
+    p.add_argument("--tts", help="text-to-speech engine (default from settings: local)")
+    p.add_argument("--language", help=LANG_HELP)
+    p.add_argument("--voice", help="voice id (see `parley voices`)")
+    p.add_argument("--turns", choices=("ptt", "vad"), help="push-to-talk (one press over the file) or VAD turns")
+    p.add_argument("--pace", choices=("fast", "realtime"), default="realtime", help="feed the file at real-time pace or as fast as possible")
+    p.add_argument("--history", type=Path, help="conversation directory to use (default: a temporary one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley, a voice assistant.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command")
+    _talk_parser(sub)
+    bench = sub.add_parser("bench", help="print performance figures")
+    bench.add_argument("which", choices=("overhead", "latency"), help="what to measure")
+    bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
+    bench.add_argument("--quick", action="store_true", help="a shorter run")
+    voices = sub.add_parser("voices", help="list the offline languages and voices")
+    voices.add_argument("--language", help=LANG_HELP)
+    sub.add_parser("gui", help="open the desktop app (the default)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        if args.command == "talk":
+            return _talk(args)
+        if args.command == "bench":
+            from assistant.bench import run_bench
+
+            return run_bench(args.which, turns=args.turns, quick=args.quick)
+        if args.command == "voices":
+            return _voices(args.language)
+        return _gui()
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> int:
+    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"parley: error: {first_line}", file=sys.stderr)
+    return 1
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from assistant.audio.wav import WavError
+    from assistant.engines.base import EngineError
+    from assistant.engines.registry import UnknownEngineError
+    from assistant.talk import TalkError, describe_event, run_talk, write_timeline
+
+    try:
+        loaded = load_settings()
+    except (OSError, SettingsError) as exc:
+        return _fail(f"cannot read settings: {exc}")
+    settings = loaded.settings
+    if loaded.notice:
+        print(f"parley: {loaded.notice}", file=sys.stderr)
+    for key in ("stt", "llm", "tts", "language", "voice"):
+        value = getattr(args, key)
+        if value:
+            setattr(settings, key, value)
+    if args.turns:
+        settings.turn_mode = args.turns
+    if not args.input.exists():
+        return _fail(f"{args.input}: no such file")
+
+    def show(event: object) -> None:
+        line = describe_event(event)  # type: ignore[arg-type]
+        if line:
+            print(line, flush=True)
+
+    try:
+        result = asyncio.run(
+            run_talk(
+                args.input,
+                settings=settings,
+                output_path=args.output,
+                pace=args.pace,
+                history_dir=args.history,
+                on_event=show,
+            )
+        )
+    except (WavError, EngineError, UnknownEngineError, TalkError, OSError) as exc:
+        return _fail(str(exc))
+    for notice in result.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    if args.timeline is not None:
+        write_timeline(args.timeline, result)
+    if result.errors:
+        return _fail(result.errors[0])
+    if not result.turns:
+        return _fail("no speech was recognized in the input")
+    return 0
+
+
+def _voices(language: str | None) -> int:
+    try:
+        from assistant.engines.local.voices import list_voices
+    except ImportError as exc:
+        return _fail(f"the offline voices are not installed ({exc})")
+    voices = list_voices(language)
+    if not voices:
+        return _fail(f"no offline voice for language {language!r}")
+    width = max(len(v.id) for v in voices)
+    for v in voices:
+        print(f"{v.id:<{width}}  {v.language:<8} {v.engine:<7} {v.sample_rate:>6} Hz  {v.name}")
+    return 0
+
+
+def _gui() -> int:
+    try:
+        from ui.app import run_app
+    except ImportError:
+        print(
+            "parley: the desktop app is not installed here; use `parley talk --input IN.wav` "
+            "for a headless conversation.",
+            file=sys.stderr,
+        )
+        return 2
+    return run_app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

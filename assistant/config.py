@@ -1,0 +1,261 @@
+"""Typed settings, stored as TOML in the platform's config directory.
+
+The file is written atomically (temp file + ``os.replace``). A file that cannot be parsed or does
+not validate is moved aside (never deleted) and defaults are used, with a notice for the user.
+API keys never live here: see ``secrets.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import platformdirs
+import tomli_w
+
+from assistant.timeline import Budgets
+
+APP_NAME = "Parley"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Parley, a friendly voice assistant. Your replies are spoken aloud, so answer in "
+    "one to three short sentences of plain conversational text: no markdown, no lists, no code, "
+    "no emoji. If you are unsure, say so briefly. Ask a short question when the request is unclear."
+)
+
+TurnMode = Literal["ptt", "vad"]
+
+#: Documented default endpoint of each provider. ``PARLEY_<PROVIDER>_URL`` overrides any of them.
+DEFAULT_ENDPOINTS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "openai_realtime": "wss://api.openai.com/v1/realtime",
+    "openai_compatible": "http://127.0.0.1:11434/v1",
+    "assemblyai": "wss://streaming.assemblyai.com/v3/ws",
+    "deepgram": "wss://api.deepgram.com/v1/listen",
+    "elevenlabs": "wss://api.elevenlabs.io",
+    "async": "wss://api.async.com/text_to_speech/websocket/ws",
+}
+
+#: Extra environment variable names accepted for some endpoints (first match wins).
+ENDPOINT_ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "openai": ("PARLEY_OPENAI_BASE_URL", "PARLEY_OPENAI_URL"),
+    "openai_realtime": ("PARLEY_OPENAI_REALTIME_URL",),
+}
+
+
+class SettingsError(ValueError):
+    """A settings file or value is invalid."""
+
+
+@dataclass(slots=True)
+class VadSettings:
+    threshold: float = 0.5
+    #: Speech shorter than this does not start a turn (clicks, coughs).
+    min_speech_ms: int = 200
+    #: Silence after speech that ends the user's turn.
+    end_silence_ms: int = 600
+    #: Audio kept from before speech was detected, so the first syllable is not lost.
+    preroll_ms: int = 300
+
+
+@dataclass(slots=True)
+class InterruptionSettings:
+    enabled: bool = True
+    #: User speech while the assistant talks pauses playback at once; it becomes a real
+    #: interruption once it lasts this long or the transcript holds words.
+    min_duration_ms: int = 500
+    #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
+    resume_timeout_ms: int = 1200
+
+
+@dataclass(slots=True)
+class ProviderSettings:
+    url: str = ""
+    model: str = ""
+    voice: str = ""
+
+
+@dataclass(slots=True)
+class Settings:
+    stt: str = "local"
+    llm: str = "local"
+    tts: str = "local"
+    #: When a chosen cloud engine fails before producing output, try the local one.
+    fallback_to_local: bool = True
+    language: str = "en"
+    voice: str = ""
+    turn_mode: TurnMode = "ptt"
+    vad: VadSettings = field(default_factory=VadSettings)
+    interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
+    budgets: Budgets = field(default_factory=Budgets)
+    input_device: str = ""
+    output_device: str = ""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    #: Rough token budget of the context sent to the LLM (system prompt included).
+    context_tokens: int = 3000
+    local_llm_model: str = "qwen2.5-coder-1.5b"
+    hotkey: str = "Space"
+    global_hotkey: bool = False
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+
+    def endpoint(self, provider: str) -> str:
+        """The endpoint URL of ``provider``: environment override, then settings, then default."""
+        names = (*ENDPOINT_ENV_ALIASES.get(provider, ()), f"PARLEY_{provider.upper()}_URL")
+        for name in names:
+            value = os.environ.get(name)
+            if value:
+                return value
+        configured = self.providers.get(provider)
+        if configured and configured.url:
+            return configured.url
+        if provider not in DEFAULT_ENDPOINTS:
+            raise SettingsError(f"unknown provider {provider!r}")
+        return DEFAULT_ENDPOINTS[provider]
+
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers.get(name) or ProviderSettings()
+
+
+# ------------------------------------------------------------------------------------ (de)serializing
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        }
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Validate ``value`` against the annotation ``tp``; raise SettingsError with the key path."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise SettingsError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(arg, value, where)
+            except SettingsError:
+                continue
+        raise SettingsError(f"{where}: {value!r} has the wrong type")
+    if origin is dict:
+        _, value_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a table")
+        return {str(k): _coerce(value_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a table")
+        return _from_dict(tp, value, where)
+    if tp is type(None):
+        if value is not None:
+            raise SettingsError(f"{where}: expected nothing")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise SettingsError(f"{where}: expected a whole number")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise SettingsError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"{where or 'settings'}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    settings: Settings = _from_dict(Settings, data)
+    return settings
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    plain: dict[str, Any] = _to_plain(settings)
+    return plain
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def config_dir() -> Path:
+    override = os.environ.get("PARLEY_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME, False))
+
+
+def data_dir() -> Path:
+    override = os.environ.get("PARLEY_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, False))
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("PARLEY_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("parley", False))
+
+
+def settings_path() -> Path:
+    return config_dir() / "settings.toml"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(slots=True)
+class LoadedSettings:
+    settings: Settings
+    #: Set when the file was invalid and was moved aside: say this to the user.
+    notice: str | None = None
+
+
+def load_settings(path: Path | None = None) -> LoadedSettings:
+    path = path or settings_path()
+    if not path.exists():
+        return LoadedSettings(Settings())
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return LoadedSettings(settings_from_dict(data))
+    except (tomllib.TOMLDecodeError, SettingsError, UnicodeDecodeError, TypeError) as exc:
+        aside = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        notice = (
+            f"Your settings file was invalid ({exc}); it was kept as {aside.name} and the "
+            "defaults are in use."
+        )
+        return LoadedSettings(Settings(), notice)
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    path = path or settings_path()
+    atomic_write_bytes(path, tomli_w.dumps(settings_to_dict(settings)).encode("utf-8"))

@@ -1,0 +1,1 @@
+"""Engine protocols, fallback chains and the registry of providers."""

@@ -1,0 +1,271 @@
+"""The three engine protocols every provider implements, and the types they exchange.
+
+Audio crossing these interfaces is mono signed 16-bit PCM in a numpy ``int16`` array, with its
+sample rate carried alongside. Engines never touch the player or the session: they turn audio
+into text, text into text, or text into audio, and report failures by raising ``EngineError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+PCM = npt.NDArray[np.int16]
+
+# --------------------------------------------------------------------------------------- errors
+
+
+class EngineError(Exception):
+    """An engine failed. ``retryable`` tells a fallback chain whether another try may help.
+
+    Messages must be actionable and must never contain secrets (API keys, auth headers).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        engine: str = "",
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class MissingKeyError(EngineError):
+    """A provider needs an API key that is not set."""
+
+    def __init__(self, provider: str, env_var: str) -> None:
+        super().__init__(
+            f"{provider}: no API key. Set it in Settings → {provider} (stored in the OS keyring) "
+            f"or in the {env_var} environment variable.",
+            engine=provider,
+            retryable=False,
+        )
+
+
+class EngineUnavailable(EngineError):
+    """An engine cannot run here (missing model, missing binary, unreachable server)."""
+
+
+# ------------------------------------------------------------------------------------- speech to text
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A transcript of the current user utterance.
+
+    ``is_final`` marks the settled text of one utterance; partials replace each other (each
+    carries the whole utterance so far, not a delta). ``end_of_turn`` is set by engines that do
+    their own endpointing when they decide the user's turn is over.
+    """
+
+    text: str
+    is_final: bool
+    start: float = 0.0  # seconds of audio since the session opened
+    end: float = 0.0
+    end_of_turn: bool = False
+    language: str | None = None
+    at: float = field(default_factory=time.monotonic)
+
+
+@runtime_checkable
+class STTSession(Protocol):
+    """A streaming transcription session, open for as long as the conversation listens."""
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate ``push`` expects (the capture path resamples to it)."""
+        ...
+
+    async def push(self, pcm: PCM) -> None:
+        """Feed audio of the current utterance. Must return quickly (no inference inline)."""
+        ...
+
+    async def end_turn(self) -> None:
+        """The user stopped talking (PTT release or VAD end): produce the final transcript."""
+        ...
+
+    async def clear(self) -> None:
+        """Drop the audio of the current utterance without transcribing it."""
+        ...
+
+    def transcripts(self) -> AsyncIterator[Transcript]:
+        """Partial and final transcripts, in order, until the session closes."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    name: str
+    #: True when the engine decides by itself where a turn ends (cloud VAD / turn models).
+    provides_endpointing: bool
+
+    async def open(self, language: str) -> STTSession: ...
+
+    async def warm_up(self) -> None:
+        """Load models / open connections ahead of the first turn. Idempotent."""
+        ...
+
+
+# ----------------------------------------------------------------------------------- language model
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text as produced by the model
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        """The Chat Completions wire form of this message."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]  # JSON Schema
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.parameters),
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a streamed tool call; fragments with the same index belong together."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: str  # stop | length | tool_calls | content_filter
+
+
+LLMEvent = TextDelta | ToolCallDelta | Usage | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec] = ()
+    response_format: Mapping[str, Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        """Stream one completion. Cancelling the consuming task (or ``aclose``) stops it."""
+        ...
+
+    async def warm_up(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------ text to speech
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechChunk:
+    """Synthesized audio for (part of) one text piece.
+
+    ``piece`` is the index of the text piece (in the order given to ``stream``) that this audio
+    speaks; ``text`` is that piece's text. ``last`` marks the final chunk of a piece. Engines that
+    know word timings may fill ``alignment`` with (character offset within the piece, start ms
+    within this piece's audio) pairs.
+    """
+
+    pcm: PCM
+    sample_rate: int
+    piece: int
+    text: str
+    last: bool = False
+    alignment: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    id: str
+    name: str
+    language: str  # BCP-47-ish: "en-US", "de", ...
+    engine: str
+    sample_rate: int
+    description: str = ""
+
+
+@runtime_checkable
+class TextToSpeech(Protocol):
+    name: str
+
+    def stream(
+        self, pieces: AsyncIterable[str], *, voice: str | None, language: str
+    ) -> AsyncIterator[SpeechChunk]:
+        """Speak text pieces as they arrive; yield audio as soon as it exists.
+
+        Cancellation (task cancel / ``aclose``) must stop within one chunk.
+        """
+        ...
+
+    def voices(self, language: str | None = None) -> list[Voice]: ...
+
+    async def warm_up(self) -> None: ...

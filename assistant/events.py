@@ -1,0 +1,151 @@
+"""Typed events the session emits for user interfaces, the CLI, logs and tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from assistant.history import TurnRecord
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: State
+    previous: State
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeechStarted:
+    turn_id: int
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class PartialTranscript:
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class FinalTranscript:
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantText:
+    """The assistant's reply so far: ``spoken`` has been played, ``generated`` includes it."""
+
+    turn_id: int
+    spoken: str
+    generated: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    turn_id: int
+    name: str
+    arguments: str
+    result: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackPaused:
+    """Possible interruption (noise, "mhm"): playback paused, may resume."""
+
+    turn_id: int
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackResumed:
+    turn_id: int
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineUpdated:
+    turn_id: int
+    timeline: dict[str, Any]
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished:
+    """A turn is over and durably stored."""
+
+    turn: TurnRecord
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something failed; ``message`` says what the user can do about it."""
+
+    message: str
+    source: str = ""  # "stt", "llm", "tts", "audio", "history", "settings"
+    turn_id: int | None = None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something worth telling the user that is not a failure (a fallback, a restart)."""
+
+    message: str
+    source: str = ""
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class Loading:
+    """Progress of loading an engine (models, voices, server start)."""
+
+    component: str
+    fraction: float  # 0..1; 1 = ready
+    message: str = ""
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class MicLevel:
+    rms: float
+    at: float = field(default_factory=_now)
+
+
+SessionEvent = (
+    StateChanged
+    | UserSpeechStarted
+    | PartialTranscript
+    | FinalTranscript
+    | AssistantText
+    | ToolCalled
+    | PlaybackPaused
+    | PlaybackResumed
+    | TimelineUpdated
+    | TurnFinished
+    | ErrorEvent
+    | Notice
+    | Loading
+    | MicLevel
+)

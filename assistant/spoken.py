@@ -1,0 +1,105 @@
+"""Which part of a reply has the user actually heard?
+
+The TTS produces audio piece by piece; the player reports how many seconds of the reply it has
+handed to the device. This maps that position back to text, cut at a word boundary, so the
+history keeps only what was heard when the user interrupts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from assistant.engines.base import SpeechChunk
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(slots=True)
+class _Piece:
+    text: str
+    start: float  # seconds into the reply's audio
+    duration: float = 0.0
+    complete: bool = False
+    #: (character offset within the piece, seconds from the piece's start)
+    alignment: list[tuple[int, float]] = field(default_factory=list)
+
+
+class SpokenText:
+    """Accumulates a reply's pieces with their place on the audio timeline."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[int, _Piece] = {}
+        self._order: list[int] = []
+        self._audio_end = 0.0
+
+    def add(self, chunk: SpeechChunk) -> None:
+        piece = self._pieces.get(chunk.piece)
+        if piece is None:
+            piece = _Piece(chunk.text, self._audio_end)
+            self._pieces[chunk.piece] = piece
+            self._order.append(chunk.piece)
+        if chunk.alignment:
+            offset = piece.duration
+            piece.alignment.extend((c, offset + ms / 1000.0) for c, ms in chunk.alignment)
+        piece.duration += chunk.duration
+        piece.complete = piece.complete or chunk.last
+        self._audio_end = piece.start + piece.duration
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._audio_end
+
+    @property
+    def text(self) -> str:
+        """All text that has audio so far."""
+        return " ".join(self._pieces[i].text for i in self._order)
+
+    def heard(self, position: float) -> str:
+        """Text spoken up to ``position`` seconds of reply audio, ending on a whole word."""
+        parts: list[str] = []
+        for i in self._order:
+            piece = self._pieces[i]
+            end = piece.start + piece.duration
+            if position >= end - 1e-6 and piece.complete:
+                parts.append(piece.text)
+                continue
+            if position > piece.start:
+                partial = _heard_within(piece, position - piece.start)
+                if partial:
+                    parts.append(partial)
+            break
+        return " ".join(parts)
+
+
+def _heard_within(piece: _Piece, elapsed: float) -> str:
+    """The words of ``piece`` whose audio has been fully played after ``elapsed`` seconds."""
+    words = [(m.start(), m.end()) for m in _WORD.finditer(piece.text)]
+    if not words or piece.duration <= 0:
+        return ""
+    if piece.alignment:
+        # A word is heard once the next word has started (its own audio is over).
+        starts = sorted(piece.alignment)
+        heard_chars = 0
+        for idx, (_, w_end) in enumerate(words):
+            nxt = words[idx + 1][0] if idx + 1 < len(words) else None
+            next_start = _time_of_char(starts, nxt) if nxt is not None else piece.duration
+            if next_start is None or next_start > elapsed:
+                break
+            heard_chars = w_end
+        return piece.text[:heard_chars]
+    # No word timings: assume characters are spoken at an even pace through the piece.
+    spoken_chars = len(piece.text) * min(1.0, elapsed / piece.duration)
+    heard_chars = 0
+    for _, w_end in words:
+        if w_end > spoken_chars:
+            break
+        heard_chars = w_end
+    return piece.text[:heard_chars]
+
+
+def _time_of_char(alignment: list[tuple[int, float]], char: int) -> float | None:
+    for c, t in alignment:
+        if c >= char:
+            return t
+    return None

@@ -1,0 +1,137 @@
+"""Shared test fixtures: isolated settings/data directories and a scripted conversation harness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
+from assistant.audio.player import VirtualPlayer
+from assistant.config import Settings
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.events import SessionEvent, State, StateChanged, TurnFinished
+from assistant.history import HistoryStore
+from assistant.session import Session
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings and history never touch the real user directories."""
+    monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    yield
+
+
+class ScriptVAD:
+    """A scripted voice-activity detector: the test says when the user is speaking."""
+
+    def __init__(self) -> None:
+        self.speaking = False
+
+    def process(self, pcm: object) -> float:
+        return 1.0 if self.speaking else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+class Harness:
+    """Drives a real Session with fake engines and a real-time virtual audio device."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        mode: str = "ptt",
+        stt: object | None = None,
+        llm: object | None = None,
+        tts: object | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.settings.turn_mode = mode  # type: ignore[assignment]
+        self.settings.vad.end_silence_ms = 300
+        self.settings.vad.min_speech_ms = 100
+        self.settings.interruption.min_duration_ms = 400
+        self.settings.interruption.resume_timeout_ms = 500
+        self.vad = ScriptVAD()
+        self.player = VirtualPlayer(pace="realtime")
+        self.store = HistoryStore(tmp_path / "history")
+        conversation, _ = self.store.latest()
+        self.session = Session(
+            stt=stt or FakeSTT(),  # type: ignore[arg-type]
+            llm=llm or FakeLLM(ttft=0.05, tokens_per_second=200),  # type: ignore[arg-type]
+            tts=tts or FakeTTS(first_audio_delay=0.02, chars_per_second=40),  # type: ignore[arg-type]
+            player=self.player,
+            conversation=conversation,
+            settings=self.settings,
+            vad=self.vad,
+        )
+        self.events: list[SessionEvent] = []
+        self.session.subscribe(self.events.append)
+        self._offset = 0.0
+        self._deadline = 0.0
+        self._rng = np.random.default_rng(0)
+
+    async def __aenter__(self) -> Harness:
+        await self.session.start()
+        self._deadline = time.monotonic()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def audio(self, seconds: float, *, speech: bool) -> None:
+        """Feed ``seconds`` of (speech-like noise | silence) at real-time pace."""
+        self.vad.speaking = speech
+        for _ in range(round(seconds / FRAME_SECONDS)):
+            self._deadline = max(self._deadline + FRAME_SECONDS, time.monotonic() - 0.1)
+            delay = self._deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            scale = 4000 if speech else 30
+            pcm = (self._rng.standard_normal(FRAME_SAMPLES) * scale).astype(np.int16)
+            await self.session.feed(AudioFrame(pcm, time.monotonic(), self._offset))
+            self._offset += FRAME_SECONDS
+
+    async def ptt(self, seconds: float) -> None:
+        self.session.press_to_talk()
+        await self.audio(seconds, speech=True)
+        self.session.release_to_talk()
+
+    async def until(self, predicate: object, timeout: float = 10.0) -> None:
+        """Keep feeding silence until ``predicate()`` holds."""
+        end = time.monotonic() + timeout
+        while not predicate():  # type: ignore[operator]
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out; states: {self.states()}")
+            await self.audio(FRAME_SECONDS * 3, speech=False)
+
+    async def until_state(self, state: State, timeout: float = 10.0) -> None:
+        await self.until(lambda: self.session.state is state, timeout)
+
+    def states(self) -> list[str]:
+        return [e.state.value for e in self.events if isinstance(e, StateChanged)]
+
+    def finished(self) -> list:
+        return [e.turn for e in self.events if isinstance(e, TurnFinished)]
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def harness_factory(tmp_path: Path):
+    def make(**kwargs: object) -> Harness:
+        return Harness(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+    return make
