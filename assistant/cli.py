@@ -18,7 +18,7 @@ LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
 def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "talk",
-        help="run a conversation headless: a WAV file in as the microphone, the answer out to a WAV",
+        help="a headless conversation: a WAV file in as the microphone, the answer out to a WAV",
     )
     p.add_argument("--input", required=True, type=Path, help="WAV file spoken into the microphone")
     p.add_argument("--output", type=Path, help="WAV file for the assistant's audio")
@@ -28,9 +28,20 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--tts", help="text-to-speech engine (default from settings: local)")
     p.add_argument("--language", help=LANG_HELP)
     p.add_argument("--voice", help="voice id (see `parley voices`)")
-    p.add_argument("--turns", choices=("ptt", "vad"), help="push-to-talk (one press over the file) or VAD turns")
-    p.add_argument("--pace", choices=("fast", "realtime"), default="realtime", help="feed the file at real-time pace or as fast as possible")
-    p.add_argument("--history", type=Path, help="conversation directory to use (default: a temporary one)")
+    p.add_argument(
+        "--turns",
+        choices=("ptt", "vad"),
+        help="push-to-talk (one press over the file) or VAD turns",
+    )
+    p.add_argument(
+        "--pace",
+        choices=("fast", "realtime"),
+        default="realtime",
+        help="feed the file at real-time pace or as fast as possible",
+    )
+    p.add_argument(
+        "--history", type=Path, help="conversation directory to use (default: a temporary one)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

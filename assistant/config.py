@@ -123,7 +123,7 @@ class Settings:
         return self.providers.get(name) or ProviderSettings()
 
 
-# ------------------------------------------------------------------------------------ (de)serializing
+# --------------------------------------------------------------------------------- (de)serializing
 
 
 def _to_plain(value: Any) -> Any:

@@ -93,7 +93,9 @@ class Conversation:
                 os.fsync(f.fileno())
             self.turns.append(turn)
 
-    def context(self, system_prompt: str, token_budget: int, pending_user: str | None = None) -> list[Message]:
+    def context(
+        self, system_prompt: str, token_budget: int, pending_user: str | None = None
+    ) -> list[Message]:
         """Messages for the LLM: the system prompt, then as many recent turns as fit the budget.
 
         Whole turns are dropped oldest first; the system prompt and the pending user message are
@@ -161,7 +163,12 @@ class HistoryStore:
     def new(self) -> Conversation:
         conv_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         path = self.directory / f"{conv_id}.jsonl"
-        header = {"type": "conversation", "id": conv_id, "version": FORMAT_VERSION, "created": time.time()}
+        header = {
+            "type": "conversation",
+            "id": conv_id,
+            "version": FORMAT_VERSION,
+            "created": time.time(),
+        }
         atomic_write_bytes(path, (json.dumps(header) + "\n").encode("utf-8"))
         return Conversation(path, conv_id, [])
 

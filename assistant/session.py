@@ -15,11 +15,13 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal
 
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
+from assistant.audio.player import Player
+from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings
 from assistant.engines.base import (
     ChatRequest,
@@ -71,30 +73,6 @@ FINAL_TRANSCRIPT_TIMEOUT = 15.0
 LEVEL_INTERVAL = 0.05
 
 
-class PlayerLike(Protocol):
-    """What the session needs of a player (see ``assistant.audio.player``)."""
-
-    underruns: int
-    current_turn: int
-    on_playback_started: list[Callable[[int, float], None]]
-    on_playback_finished: list[Callable[[int, float, bool], None]]
-
-    @property
-    def position(self) -> float: ...
-    def write(self, pcm: object, rate: int, turn_id: int) -> bool: ...
-    def flush(self) -> None: ...
-    def clear(self) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-class VadLike(Protocol):
-    def process(self, pcm: object) -> float: ...
-    def reset(self) -> None: ...
-
-
 def has_words(text: str) -> bool:
     """True when a transcript holds at least one real word (not a filler or a noise tag)."""
     words = re.findall(r"[^\W_]+(?:[-'][^\W_]+)*", text.lower())
@@ -141,10 +119,10 @@ class Session:
         stt: SpeechToText,
         llm: LanguageModel,
         tts: TextToSpeech,
-        player: PlayerLike,
+        player: Player,
         conversation: Conversation,
         settings: Settings | None = None,
-        vad: VadLike | None = None,
+        vad: VoiceActivityDetector | None = None,
         tools: ToolRegistry | None = None,
     ) -> None:
         self.stt = stt
@@ -254,8 +232,8 @@ class Session:
         if self._reply is None and self._utterance is None and self._final_waiter is None:
             self._idle.set()
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return task
@@ -387,7 +365,9 @@ class Session:
         """Promote a suspected interruption to a real one once it lasts or holds words."""
         start = utterance.timeline.marks["speech_start"]
         # Duration of the speech itself: trailing silence before the endpoint does not count.
-        lasted = (utterance.last_speech_at - start) * 1000.0 >= self.settings.interruption.min_duration_ms
+        lasted = (
+            utterance.last_speech_at - start
+        ) * 1000.0 >= self.settings.interruption.min_duration_ms
         if lasted or has_words(utterance.partial):
             utterance.tentative = False
             self.interrupt(reason="barge_in")
@@ -442,7 +422,9 @@ class Session:
             text = await asyncio.wait_for(asyncio.shield(waiter), FINAL_TRANSCRIPT_TIMEOUT)
         except TimeoutError:
             self._final_waiter = None
-            self.emit(ErrorEvent("The speech recognizer gave no transcript; please try again.", "stt"))
+            self.emit(
+                ErrorEvent("The speech recognizer gave no transcript; please try again.", "stt")
+            )
             self._after_turn()
             return
         except EngineError as exc:
@@ -575,7 +557,7 @@ class Session:
             calls: dict[int, ToolCall] = {}
             reply.timeline.mark("llm_request")
             stream = self.llm.stream(ChatRequest(messages, tools=specs))
-            async with contextlib.aclosing(stream):
+            async with _closing(stream):
                 async for event in stream:
                     if isinstance(event, TextDelta):
                         reply.timeline.mark("llm_first_token")
@@ -603,9 +585,13 @@ class Session:
         for piece in splitter.flush():
             await self._queue_piece(reply, piece, pieces)
 
-    async def _queue_piece(self, reply: _Reply, piece: str, pieces: asyncio.Queue[str | None]) -> None:
+    async def _queue_piece(
+        self, reply: _Reply, piece: str, pieces: asyncio.Queue[str | None]
+    ) -> None:
         await pieces.put(piece)
-        self.emit(AssistantText(reply.turn_id, reply.spoken.heard(self.player.position), reply.generated))
+        self.emit(
+            AssistantText(reply.turn_id, reply.spoken.heard(self.player.position), reply.generated)
+        )
 
     async def _speak(self, reply: _Reply, pieces: asyncio.Queue[str | None]) -> None:
         async def texts() -> AsyncIterator[str]:
@@ -613,8 +599,10 @@ class Session:
                 reply.timeline.mark("first_text_to_tts")
                 yield piece
 
-        stream = self.tts.stream(texts(), voice=self.settings.voice or None, language=self.settings.language)
-        async with contextlib.aclosing(stream):
+        stream = self.tts.stream(
+            texts(), voice=self.settings.voice or None, language=self.settings.language
+        )
+        async with _closing(stream):
             async for chunk in stream:
                 self._play_chunk(reply, chunk)
 
@@ -681,7 +669,9 @@ class Session:
         self._set_state(State.INTERRUPTED)
         self._finish_reply(reply, interrupted=True, position=position)
 
-    def _finish_reply(self, reply: _Reply, *, interrupted: bool, position: float | None = None) -> None:
+    def _finish_reply(
+        self, reply: _Reply, *, interrupted: bool, position: float | None = None
+    ) -> None:
         if reply.finished:
             return
         reply.finished = True
@@ -742,6 +732,17 @@ class Session:
 
     def notice(self, message: str, source: str = "") -> None:
         self.emit(Notice(message, source))
+
+
+@contextlib.asynccontextmanager
+async def _closing[T](stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an engine's stream promptly when the reply ends or is cancelled."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _source_of(exc: BaseException) -> str:

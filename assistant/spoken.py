@@ -83,8 +83,10 @@ def _heard_within(piece: _Piece, elapsed: float) -> str:
         heard_chars = 0
         for idx, (_, w_end) in enumerate(words):
             nxt = words[idx + 1][0] if idx + 1 < len(words) else None
-            next_start = _time_of_char(starts, nxt) if nxt is not None else piece.duration
-            if next_start is None or next_start > elapsed:
+            next_start = _time_of_char(starts, nxt) if nxt is not None else None
+            if next_start is None:
+                next_start = piece.duration
+            if next_start > elapsed:
                 break
             heard_chars = w_end
         return piece.text[:heard_chars]

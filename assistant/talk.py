@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from assistant.audio.capture import WavSource
 from assistant.audio.player import VirtualPlayer
+from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings, atomic_write_bytes
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.registry import build_engines
@@ -28,7 +29,7 @@ from assistant.events import (
     TurnFinished,
 )
 from assistant.history import HistoryStore, TurnRecord
-from assistant.session import Session, VadLike
+from assistant.session import Session
 
 Pace = Literal["fast", "realtime"]
 
@@ -69,7 +70,7 @@ class TalkResult:
         }
 
 
-def make_vad(settings: Settings) -> VadLike:
+def make_vad(settings: Settings) -> VoiceActivityDetector:
     """Silero VAD when the embedded engines are installed, else a level-based detector."""
     from assistant.audio import vad
 
@@ -86,7 +87,7 @@ async def run_talk(
     output_path: Path | None = None,
     pace: Pace = "realtime",
     engines: tuple[SpeechToText, LanguageModel, TextToSpeech] | None = None,
-    vad: VadLike | None = None,
+    vad: VoiceActivityDetector | None = None,
     history_dir: Path | None = None,
     on_event: Any = None,
     idle_timeout: float = 120.0,
@@ -96,7 +97,9 @@ async def run_talk(
     source = WavSource(
         input_path,
         pace=pace,
-        tail_silence=settings.vad.end_silence_ms / 1000.0 + 0.3 if settings.turn_mode == "vad" else 0.0,
+        tail_silence=settings.vad.end_silence_ms / 1000.0 + 0.3
+        if settings.turn_mode == "vad"
+        else 0.0,
     )
 
     def on_fallback(kind: str, failed: str, nxt: str, reason: str) -> None:
@@ -108,10 +111,18 @@ async def run_talk(
     player = VirtualPlayer(pace=pace)
     with contextlib.ExitStack() as stack:
         if history_dir is None:
-            history_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-talk-")))
+            history_dir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-talk-"))
+            )
         conversation, _ = HistoryStore(history_dir).latest()
         session = Session(
-            stt=stt, llm=llm, tts=tts, player=player, conversation=conversation, settings=settings, vad=vad
+            stt=stt,
+            llm=llm,
+            tts=tts,
+            player=player,
+            conversation=conversation,
+            settings=settings,
+            vad=vad,
         )
 
         def listen(event: SessionEvent) -> None:
@@ -148,7 +159,7 @@ async def run_talk(
             result.underruns = player.underruns
             await session.close()
         if output_path is not None:
-            player.save_wav(output_path)
+            player.save_wav(str(output_path))
             recorded = player.recorded()
             result.audio_seconds = len(recorded) / player.rate
     return result

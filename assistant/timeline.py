@@ -77,7 +77,9 @@ class Timeline:
             # A typed or scripted turn has no speech: anchor at the first mark.
             anchor = min(self.marks.values()) if self.marks else 0.0
         return {
-            name: round((self.marks[name] - anchor) * 1000.0, 3) for name in MARKS if name in self.marks
+            name: round((self.marks[name] - anchor) * 1000.0, 3)
+            for name in MARKS
+            if name in self.marks
         }
 
     def stage_ms(self, stage: str) -> float | None:
@@ -105,9 +107,7 @@ class Timeline:
         out: dict[str, Any] = {
             "marks_ms": self.relative_ms(),
             "voice_to_voice_ms": round(v2v, 3) if v2v is not None else None,
-            "stages_ms": {
-                s: round(ms, 3) for s in STAGES if (ms := self.stage_ms(s)) is not None
-            },
+            "stages_ms": {s: round(ms, 3) for s in STAGES if (ms := self.stage_ms(s)) is not None},
         }
         if budgets is not None:
             out["over_budget"] = self.over_budget(budgets)

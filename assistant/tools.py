@@ -64,7 +64,9 @@ class ToolRegistry:
             if inspect.iscoroutinefunction(tool.function):
                 result = await asyncio.wait_for(tool.function(**args), tool.timeout)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(tool.function, **args), tool.timeout)
+                result = await asyncio.wait_for(
+                    asyncio.to_thread(tool.function, **args), tool.timeout
+                )
         except TimeoutError:
             return f"error: {call.name} took longer than {tool.timeout:g} s"
         except Exception as exc:

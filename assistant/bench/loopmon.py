@@ -20,7 +20,9 @@ class LoopMonitor:
         while True:
             start = time.perf_counter()
             await asyncio.sleep(self.interval)
-            self.lateness_ms.append(max(0.0, (time.perf_counter() - start - self.interval) * 1000.0))
+            self.lateness_ms.append(
+                max(0.0, (time.perf_counter() - start - self.interval) * 1000.0)
+            )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -89,7 +89,9 @@ async def run_scenario(scenario: Scenario, turns: int) -> tuple[list[float], Loo
 
 def main(turns: int = 200) -> int:
     print(f"parley bench overhead: {turns} push-to-talk turns per scenario, fake engines")
-    print(f"{'scenario':<48} {'added p50':>10} {'added p99':>10} {'stall p99':>10} {'stall max':>10}")
+    print(
+        f"{'scenario':<48} {'added p50':>10} {'added p99':>10} {'stall p99':>10} {'stall max':>10}"
+    )
     for scenario in SCENARIOS:
         added, monitor = asyncio.run(run_scenario(scenario, turns))
         if not added:

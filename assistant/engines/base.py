@@ -56,7 +56,7 @@ class EngineUnavailable(EngineError):
     """An engine cannot run here (missing model, missing binary, unreachable server)."""
 
 
-# ------------------------------------------------------------------------------------- speech to text
+# ---------------------------------------------------------------------------------- speech to text
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,11 @@ class Message:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
                 for c in self.tool_calls
             ]
         if self.tool_call_id is not None:
@@ -218,7 +222,7 @@ class LanguageModel(Protocol):
     async def warm_up(self) -> None: ...
 
 
-# ------------------------------------------------------------------------------------ text to speech
+# ---------------------------------------------------------------------------------- text to speech
 
 
 @dataclass(frozen=True, slots=True)

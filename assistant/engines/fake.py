@@ -1,4 +1,4 @@
-"""Scripted engines with configurable latencies, for tests, benchmarks and ``--stt/--llm/--tts fake``.
+"""Scripted engines with set latencies, for tests, benchmarks and ``--stt/--llm/--tts fake``.
 
 They behave like real streaming engines on the outside (partials while audio arrives, tokens at
 a steady rate, audio chunks faster than real time) without any model, so the orchestration can
@@ -95,7 +95,9 @@ class FakeSTTSession:
         shown = " ".join(words[: int(seconds * self._engine.words_per_second)])
         if shown and shown != self._last_partial:
             self._last_partial = shown
-            await self._queue.put(Transcript(shown, is_final=False, start=self._offset, end=self._offset + seconds))
+            await self._queue.put(
+                Transcript(shown, is_final=False, start=self._offset, end=self._offset + seconds)
+            )
 
     async def end_turn(self) -> None:
         seconds = self._samples / self.sample_rate
@@ -105,7 +107,9 @@ class FakeSTTSession:
             pass  # a click: do not consume a scripted utterance
         self._reset()
         await asyncio.sleep(self._engine.final_delay)
-        await self._queue.put(Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds))
+        await self._queue.put(
+            Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds)
+        )
         self._offset += seconds
 
     async def clear(self) -> None:
@@ -183,7 +187,10 @@ class FakeLLM:
             yield TextDelta(token)
             if delay:
                 await asyncio.sleep(delay)
-        yield Usage(prompt_tokens=sum(len(m.content) // 4 for m in request.messages), completion_tokens=len(tokens))
+        yield Usage(
+            prompt_tokens=sum(len(m.content) // 4 for m in request.messages),
+            completion_tokens=len(tokens),
+        )
         yield Finished("stop")
 
     async def warm_up(self) -> None:
@@ -248,7 +255,9 @@ class FakeTTS:
         return None
 
 
-def synthesize_words(text: str, rate: int, chars_per_second: float) -> tuple[PCM, list[tuple[int, float]]]:
+def synthesize_words(
+    text: str, rate: int, chars_per_second: float
+) -> tuple[PCM, list[tuple[int, float]]]:
     """A tone burst per word (pitch from the word), silence between; word start times."""
     parts: list[np.ndarray] = []
     alignment: list[tuple[int, float]] = []
@@ -270,3 +279,18 @@ def synthesize_words(text: str, rate: int, chars_per_second: float) -> tuple[PCM
         return np.zeros(0, dtype=np.int16), []
     audio = np.concatenate(parts)
     return (audio * 32767).astype(np.int16), alignment
+
+
+# ------------------------------------------------------------------------------------- factories
+
+
+def make_stt(settings: object) -> FakeSTT:
+    return FakeSTT()
+
+
+def make_llm(settings: object) -> FakeLLM:
+    return FakeLLM()
+
+
+def make_tts(settings: object) -> FakeTTS:
+    return FakeTTS()

@@ -59,7 +59,9 @@ class _Chain:
 class FallbackLLM(_Chain):
     kind = "llm"
 
-    def __init__(self, engines: Sequence[LanguageModel], on_fallback: FallbackListener | None = None):
+    def __init__(
+        self, engines: Sequence[LanguageModel], on_fallback: FallbackListener | None = None
+    ):
         super().__init__([e.name for e in engines], on_fallback)
         self.engines = list(engines)
         self.name = self.engines[0].name
@@ -113,7 +115,9 @@ class _ReplayablePieces:
 class FallbackTTS(_Chain):
     kind = "tts"
 
-    def __init__(self, engines: Sequence[TextToSpeech], on_fallback: FallbackListener | None = None):
+    def __init__(
+        self, engines: Sequence[TextToSpeech], on_fallback: FallbackListener | None = None
+    ):
         super().__init__([e.name for e in engines], on_fallback)
         self.engines = list(engines)
         self.name = self.engines[0].name
@@ -128,7 +132,9 @@ class FallbackTTS(_Chain):
             # The chosen voice belongs to the first engine; the others use their default.
             engine_voice = voice if i == 0 else None
             try:
-                async for chunk in engine.stream(replayable.replay(), voice=engine_voice, language=language):
+                async for chunk in engine.stream(
+                    replayable.replay(), voice=engine_voice, language=language
+                ):
                     produced = True
                     yield chunk
                 return
@@ -150,7 +156,9 @@ class FallbackTTS(_Chain):
 class FallbackSTT(_Chain):
     kind = "stt"
 
-    def __init__(self, engines: Sequence[SpeechToText], on_fallback: FallbackListener | None = None):
+    def __init__(
+        self, engines: Sequence[SpeechToText], on_fallback: FallbackListener | None = None
+    ):
         super().__init__([e.name for e in engines], on_fallback)
         self.engines = list(engines)
         self.name = self.engines[0].name

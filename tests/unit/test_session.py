@@ -44,8 +44,17 @@ async def test_ptt_turn_runs_through_every_state(harness_factory) -> None:
     assert turn.assistant_text.startswith("You asked: What is a good name for a cat.")
     assert turn.assistant_text == turn.generated_text
     marks = turn.timeline["marks_ms"]
-    order = ["speech_start", "speech_end", "stt_final", "llm_request", "llm_first_token",
-             "first_text_to_tts", "tts_first_audio", "playback_start", "playback_end"]
+    order = [
+        "speech_start",
+        "speech_end",
+        "stt_final",
+        "llm_request",
+        "llm_first_token",
+        "first_text_to_tts",
+        "tts_first_audio",
+        "playback_start",
+        "playback_end",
+    ]
     assert [m for m in order if m in marks] == order
     assert [marks[m] for m in order] == sorted(marks[m] for m in order)
     assert marks["speech_end"] == 0.0
@@ -150,7 +159,10 @@ async def test_tts_error_mid_reply_tells_user_and_keeps_history(harness_factory)
     assert second.assistant_text and LONG_REPLY.startswith(second.assistant_text)
     assert len(second.assistant_text) < len(LONG_REPLY)
     reloaded, _ = h.store.latest()
-    assert [t.assistant_text for t in reloaded.turns] == [first.assistant_text, second.assistant_text]
+    assert [t.assistant_text for t in reloaded.turns] == [
+        first.assistant_text,
+        second.assistant_text,
+    ]
 
 
 async def test_two_quick_turns_in_a_row(harness_factory) -> None:

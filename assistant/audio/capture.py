@@ -1,0 +1,355 @@
+"""Audio sources: the microphone, WAV files and in-memory arrays, as ``AudioFrame``s on the loop.
+
+Every source yields frames of exactly ``FRAME_SAMPLES`` mono int16 samples at ``CAPTURE_RATE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
+from assistant.audio.wav import WavError, read_wav, resample, to_int16
+from assistant.engines.base import PCM, EngineUnavailable
+
+__all__ = [
+    "ArraySource",
+    "AudioSource",
+    "MicrophoneCapture",
+    "WavError",
+    "WavSource",
+]
+
+log = logging.getLogger(__name__)
+
+Pace = Literal["realtime", "fast"]
+Float32 = npt.NDArray[np.float32]
+
+#: Seconds of one frame.
+FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
+
+
+@runtime_checkable
+class AudioSource(Protocol):
+    on_error: list[Callable[[str], None]]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def frames(self) -> AsyncIterator[AudioFrame]:
+        """Frames in order; the iterator ends when the source ends or is stopped."""
+        ...
+
+
+# -------------------------------------------------------------------------------- microphone
+
+
+class MicrophoneCapture:
+    """Captures from a sounddevice ``InputStream`` into a preallocated ring buffer.
+
+    The PortAudio callback only copies the block into the ring and, if the consumer is waiting
+    and the ring holds enough to complete the next frame, wakes the loop (so about one wake-up
+    per frame, never one per block). The loop side resamples the device rate to 16 kHz with a
+    streaming soxr resampler and cuts exact frames. If the loop falls more than ``ring_seconds``
+    behind, incoming blocks are dropped and counted in ``overflows`` (as are PortAudio's own input
+    overflows); frame times just before such a drop come out late by the dropped duration.
+
+    ``blocksize`` defaults to one frame's duration at the device rate. ``samplerate`` defaults to
+    the device's default rate. ``stream_factory`` replaces ``sounddevice.InputStream`` (same
+    keyword arguments), which lets the callback path run without a microphone.
+    """
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        blocksize: int | None = None,
+        *,
+        samplerate: int | None = None,
+        ring_seconds: float = 2.0,
+        latency: str | float = "low",
+        stream_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.device = device
+        self.blocksize = blocksize
+        self.latency = latency
+        self.on_error: list[Callable[[str], None]] = []
+        #: Blocks lost because the ring was full or PortAudio reported an input overflow.
+        self.overflows = 0
+        self.callback_errors = 0
+        self.rate = samplerate or 0
+        self._samplerate = samplerate
+        self._ring_seconds = ring_seconds
+        self._factory = stream_factory
+        self._stream: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._waiting = False
+        self._stopped = False
+        self._closing = False
+        self._ring: Float32 = np.zeros(0, dtype=np.float32)
+        self._w = 0  # absolute samples written (callback)
+        self._r = 0  # absolute samples read (loop)
+        self._stamp: tuple[int, float] = (0, 0.0)  # (_w, monotonic time) at the last callback
+        self._wake_at = 1
+        self._resampler: Any = None
+        self._pending: Float32 = np.zeros(0, dtype=np.float32)
+        self._emitted = 0  # frames yielded
+
+    async def start(self) -> None:
+        if self._stream is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        factory, rate = self._factory, self._samplerate
+        stream: Any = None
+        try:
+            if factory is None or rate is None:
+                import sounddevice as sd
+
+                factory = factory or sd.InputStream
+                if rate is None:
+                    rate = int(sd.query_devices(self.device, "input")["default_samplerate"])
+            self._prepare(rate)
+            blocksize = self.blocksize
+            if blocksize is None:
+                blocksize = math.ceil(FRAME_SECONDS * rate)
+            stream = factory(
+                samplerate=rate,
+                blocksize=blocksize,
+                device=self.device,
+                channels=1,
+                dtype="float32",
+                latency=self.latency,
+                callback=self._callback,
+                finished_callback=self._stream_finished,
+            )
+            stream.start()
+        except Exception as e:
+            from assistant.audio.devices import describe_missing
+
+            if stream is not None:
+                _close_quietly(stream)
+            raise EngineUnavailable(
+                describe_missing("input", e, self.device), engine="audio-input", retryable=False
+            ) from e
+        self._stream = stream
+
+    def _prepare(self, rate: int) -> None:
+        self.rate = rate
+        self._ring = np.zeros(max(int(self._ring_seconds * rate), 4 * FRAME_SAMPLES), np.float32)
+        self._w = self._r = 0
+        self._stamp = (0, time.monotonic())
+        self._wake_at = math.ceil(FRAME_SAMPLES * rate / CAPTURE_RATE)
+        self._resampler = (
+            None if rate == CAPTURE_RATE else soxr.ResampleStream(rate, CAPTURE_RATE, 1, "float32")
+        )
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._emitted = 0
+        self._stopped = self._closing = False
+        self._wake = asyncio.Event()
+
+    # PortAudio's thread. Copies and bookkeeping only; never raises.
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        try:
+            if status and getattr(status, "input_overflow", False):
+                self.overflows += 1
+            x = indata[:, 0]
+            n = len(x)
+            ring = self._ring
+            cap = len(ring)
+            w = self._w
+            if (w - self._r) + n > cap:
+                self.overflows += 1  # the loop is too far behind: drop this block
+            else:
+                i = w % cap
+                first = n if n <= cap - i else cap - i
+                ring[i : i + first] = x[:first]
+                if first < n:
+                    ring[: n - first] = x[first:]
+                w += n
+                self._w = w
+            self._stamp = (w, time.monotonic())
+            if self._waiting and w - self._r >= self._wake_at:
+                self._waiting = False
+                loop = self._loop
+                if loop is not None:
+                    loop.call_soon_threadsafe(self._wake.set)
+        except Exception:
+            self.callback_errors += 1
+
+    def _stream_finished(self) -> None:
+        if not self._closing and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._lost)
+            except RuntimeError:
+                pass
+
+    def _lost(self) -> None:
+        if self._closing or self._stopped:
+            return
+        dead, self._stream = self._stream, None
+        if dead is not None:
+            asyncio.get_running_loop().run_in_executor(None, _close_quietly, dead)
+        self._end()
+        message = "Audio input stopped: the microphone was lost or disconnected."
+        log.error("%s", message)
+        for cb in list(self.on_error):
+            try:
+                cb(message)
+            except Exception:
+                log.exception("audio error listener failed")
+
+    def _end(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._end()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await asyncio.to_thread(_close_quietly, stream)
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        while not self._stopped:
+            if self._w - self._r < self._wake_at:
+                self._wake.clear()
+                self._waiting = True
+                if self._w - self._r < self._wake_at:  # re-check: no lost wake-up
+                    await self._wake.wait()
+                self._waiting = False
+                continue
+            for frame in self._drain():
+                yield frame
+
+    def _drain(self) -> list[AudioFrame]:
+        """Take everything in the ring, resample it and cut whole frames (loop thread)."""
+        stamp_w, stamp_t = self._stamp
+        r, w = self._r, self._w
+        ring = self._ring
+        cap = len(ring)
+        i = r % cap
+        n = w - r
+        first = min(n, cap - i)
+        chunk = np.concatenate((ring[i : i + first], ring[: n - first]))
+        self._r = w
+        if self._resampler is not None:
+            chunk = self._resampler.resample_chunk(chunk)
+        pending = np.concatenate((self._pending, chunk)) if len(self._pending) else chunk
+        count = len(pending) // FRAME_SAMPLES
+        out: list[AudioFrame] = []
+        for k in range(count):
+            index = self._emitted
+            end = (index + 1) * FRAME_SAMPLES  # 16 kHz samples since start
+            end_device = end * self.rate / CAPTURE_RATE
+            out.append(
+                AudioFrame(
+                    pcm=to_int16(pending[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]),
+                    t=stamp_t - (stamp_w - end_device) / self.rate,
+                    offset=index * FRAME_SECONDS,
+                )
+            )
+            self._emitted += 1
+        self._pending = pending[count * FRAME_SAMPLES :].copy()
+        # Wake again once the ring holds what completes the next frame.
+        missing = FRAME_SAMPLES - len(self._pending)
+        self._wake_at = max(1, math.ceil(missing * self.rate / CAPTURE_RATE))
+        return out
+
+
+# ------------------------------------------------------------------------- arrays and files
+
+
+class ArraySource:
+    """Frames from 16 kHz mono audio in memory, at real-time pace or as fast as possible.
+
+    ``realtime``: frame k is yielded when it would have finished being captured,
+    ``start + (k + 1) * 32 ms`` on the monotonic clock (deadline-based, so no drift), and that
+    deadline is its ``t``. ``fast``: frames follow each other with only a yield to the loop in
+    between, and ``t`` is the time each is yielded. ``tail_silence`` seconds of zeros follow the
+    audio; the last frame is padded with zeros to a full frame.
+    """
+
+    def __init__(self, pcm16k: np.ndarray, pace: Pace = "realtime", tail_silence: float = 0.0):
+        if pace not in ("realtime", "fast"):
+            raise ValueError(f"pace must be 'realtime' or 'fast', not {pace!r}")
+        data = np.asarray(pcm16k)
+        if data.ndim != 1:
+            raise ValueError(f"expected mono audio (1-D), got shape {data.shape}")
+        pcm: PCM = to_int16(data) if data.dtype.kind == "f" else data.astype(np.int16, copy=False)
+        tail = max(0, round(tail_silence * CAPTURE_RATE))
+        total = len(pcm) + tail
+        padded = math.ceil(total / FRAME_SAMPLES) * FRAME_SAMPLES
+        self._pcm = np.concatenate((pcm, np.zeros(padded - len(pcm), dtype=np.int16)))
+        self.pace: Pace = pace
+        #: Seconds of source audio (without the tail silence).
+        self.duration = len(pcm) / CAPTURE_RATE
+        self.frame_count = padded // FRAME_SAMPLES
+        self.on_error: list[Callable[[str], None]] = []
+        self._anchor: float | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        if self._anchor is None:
+            self._anchor = time.monotonic()
+            self._stopped = False
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        await self.start()
+        anchor = self._anchor if self._anchor is not None else time.monotonic()
+        realtime = self.pace == "realtime"
+        for k in range(self.frame_count):
+            if self._stopped:
+                return
+            due = anchor + (k + 1) * FRAME_SECONDS
+            if realtime:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self._stopped:
+                    return
+            else:
+                await asyncio.sleep(0)
+            yield AudioFrame(
+                pcm=self._pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES].copy(),
+                t=due if realtime else time.monotonic(),
+                offset=k * FRAME_SECONDS,
+            )
+
+
+class WavSource(ArraySource):
+    """Frames from an audio file (any rate or channel count: mixed to mono, resampled).
+
+    The file is read when constructed, so a missing or broken file raises ``WavError`` at once.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        pace: Pace = "realtime",
+        tail_silence: float = 0.0,
+    ) -> None:
+        pcm, rate = read_wav(path)
+        self.path = os.fspath(path)
+        #: The file's own sample rate.
+        self.source_rate = rate
+        super().__init__(resample(pcm, rate, CAPTURE_RATE), pace, tail_silence)
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception as e:  # the device may already be gone
+        log.debug("closing audio stream: %s", e)

@@ -1,0 +1,86 @@
+"""The sound devices PortAudio can see.
+
+Never raises because of the machine: no PortAudio library, or no devices at all, is an empty
+list (headless servers and CI have no sound card).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    index: int
+    name: str
+    inputs: int  # max input channels
+    outputs: int  # max output channels
+    default_samplerate: float
+    is_default_input: bool
+    is_default_output: bool
+
+
+def _sounddevice() -> Any | None:
+    try:
+        import sounddevice
+    except OSError:  # the PortAudio library itself is missing
+        return None
+    return sounddevice
+
+
+def _defaults(sd: Any) -> tuple[int, int]:
+    try:
+        d_in, d_out = sd.default.device
+        return int(d_in if d_in is not None else -1), int(d_out if d_out is not None else -1)
+    except Exception:
+        return -1, -1
+
+
+def list_devices() -> list[DeviceInfo]:
+    """All input and output devices, in PortAudio's order."""
+    sd = _sounddevice()
+    if sd is None:
+        return []
+    try:
+        raw = sd.query_devices()
+    except Exception:  # PortAudioError when the host API cannot be initialised
+        return []
+    d_in, d_out = _defaults(sd)
+    out: list[DeviceInfo] = []
+    for i, dev in enumerate(raw):
+        idx = int(dev.get("index", i))
+        out.append(
+            DeviceInfo(
+                index=idx,
+                name=str(dev.get("name", f"device {idx}")),
+                inputs=int(dev.get("max_input_channels", 0)),
+                outputs=int(dev.get("max_output_channels", 0)),
+                default_samplerate=float(dev.get("default_samplerate", 0.0)),
+                is_default_input=idx == d_in,
+                is_default_output=idx == d_out,
+            )
+        )
+    return out
+
+
+def has_input_device() -> bool:
+    return any(d.inputs > 0 for d in list_devices())
+
+
+def has_output_device() -> bool:
+    return any(d.outputs > 0 for d in list_devices())
+
+
+def describe_missing(kind: str, error: object | None = None, device: object = None) -> str:
+    """A one-line message for a missing or unusable ``kind`` ("input"/"output") device."""
+    what = "microphone" if kind == "input" else "speaker or headphones"
+    devices = list_devices()
+    usable = [d for d in devices if (d.inputs if kind == "input" else d.outputs) > 0]
+    if not usable:
+        detail = "the system reports no audio devices" if not devices else f"none has {kind}s"
+        return f"No audio {kind} device: {detail}. Connect a {what} or check the sound settings."
+    names = "; ".join(f"{d.index}: {d.name}" for d in usable[:6])
+    which = "the default device" if device is None else f"device {device!r}"
+    reason = str(error).splitlines()[0] if error else "it is unavailable"
+    return f"Cannot open audio {kind} on {which}: {reason}. Available {kind}s: {names}."

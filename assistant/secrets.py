@@ -1,0 +1,146 @@
+"""API keys: read from the environment (headless use) or the OS keyring, never from files.
+
+Keys never appear in logs or exception messages; ``redact`` scrubs any that slipped into a text.
+When no keyring backend exists (a headless Linux box), saving says so clearly; there is no
+insecure fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+SERVICE = "parley"
+
+#: Provider → the conventional environment variable holding its key.
+ENV_VARS: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "openai_compatible": "OPENAI_COMPATIBLE_API_KEY",
+    "assemblyai": "ASSEMBLYAI_API_KEY",
+    "deepgram": "DEEPGRAM_API_KEY",
+    "elevenlabs": "ELEVENLABS_API_KEY",
+    "async": "ASYNC_API_KEY",
+}
+
+DISPLAY_NAMES: dict[str, str] = {
+    "openai": "OpenAI",
+    "openai_compatible": "OpenAI-compatible server",
+    "assemblyai": "AssemblyAI",
+    "deepgram": "Deepgram",
+    "elevenlabs": "ElevenLabs",
+    "async": "Async",
+}
+
+_known_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+class KeyringUnavailable(RuntimeError):
+    """No usable OS keyring on this machine."""
+
+
+def _remember(value: str) -> str:
+    if len(value) >= 6:
+        with _lock:
+            _known_secrets.add(value)
+    return value
+
+
+def redact(text: str) -> str:
+    """Replace every key this process has seen with a placeholder."""
+    with _lock:
+        secrets = sorted(_known_secrets, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _backend_usable() -> bool:
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return False
+    backend = keyring.get_keyring()
+    if isinstance(backend, fail.Keyring):
+        return False
+    # The chainer with no real backend behind it is as good as none.
+    return getattr(backend, "priority", 1) > 0
+
+
+def keyring_status() -> str | None:
+    """None when a keyring works; otherwise a sentence for the user."""
+    if _backend_usable():
+        return None
+    return (
+        "No system keyring is available, so API keys cannot be saved here. Install and unlock a "
+        "keyring (GNOME Keyring, KWallet, macOS Keychain, Windows Credential Manager), or set the "
+        "provider's environment variable for this session."
+    )
+
+
+def get_key(provider: str) -> str | None:
+    """The key for ``provider``: its environment variable first, then the keyring."""
+    env = ENV_VARS.get(provider)
+    if env and os.environ.get(env):
+        return _remember(os.environ[env])
+    if not _backend_usable():
+        return None
+    import keyring
+    from keyring.errors import KeyringError
+
+    try:
+        value = keyring.get_password(SERVICE, provider)
+    except KeyringError:
+        return None
+    return _remember(value) if value else None
+
+
+def has_key(provider: str) -> bool:
+    return get_key(provider) is not None
+
+
+def key_source(provider: str) -> str | None:
+    """Where the key comes from ("environment" or "keyring"), for showing — never the key."""
+    env = ENV_VARS.get(provider)
+    if env and os.environ.get(env):
+        return "environment"
+    return "keyring" if get_key(provider) else None
+
+
+def set_key(provider: str, value: str) -> None:
+    """Store ``value`` in the OS keyring (raises KeyringUnavailable when there is none)."""
+    status = keyring_status()
+    if status is not None:
+        raise KeyringUnavailable(status)
+    import keyring
+    from keyring.errors import KeyringError
+
+    try:
+        keyring.set_password(SERVICE, provider, _remember(value.strip()))
+    except KeyringError as exc:
+        raise KeyringUnavailable(
+            f"The keyring refused to store the key: {type(exc).__name__}"
+        ) from None
+
+
+def delete_key(provider: str) -> None:
+    if keyring_status() is not None:
+        return
+    import keyring
+    from keyring.errors import KeyringError, PasswordDeleteError
+
+    try:
+        keyring.delete_password(SERVICE, provider)
+    except (PasswordDeleteError, KeyringError):
+        pass
+
+
+def require_key(provider: str) -> str:
+    """The key, or a MissingKeyError naming the provider and where to set it."""
+    from assistant.engines.base import MissingKeyError
+
+    key = get_key(provider)
+    if not key:
+        raise MissingKeyError(DISPLAY_NAMES.get(provider, provider), ENV_VARS.get(provider, ""))
+    return key

@@ -1,0 +1,104 @@
+"""`parley talk` end to end with the scripted engines, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "resources" / "samples" / "question.wav"
+
+
+def parley(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "assistant.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_talk_with_fake_engines_writes_audio_and_timeline(tmp_path: Path) -> None:
+    out, timeline = tmp_path / "out.wav", tmp_path / "timeline.json"
+    result = parley(
+        "talk",
+        "--input",
+        str(SAMPLE),
+        "--output",
+        str(out),
+        "--timeline",
+        str(timeline),
+        "--stt",
+        "fake",
+        "--llm",
+        "fake",
+        "--tts",
+        "fake",
+        "--pace",
+        "fast",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "you: What is a good name for a cat?" in result.stdout
+    assert "parley: You asked:" in result.stdout
+    audio, rate = sf.read(out, dtype="int16")
+    assert rate == 24_000 and len(audio) > rate and np.abs(audio).max() > 3000
+    data = json.loads(timeline.read_text())
+    (turn,) = data["turns"]
+    assert set(turn) >= {
+        "user_text",
+        "assistant_text",
+        "interrupted",
+        "marks_ms",
+        "voice_to_voice_ms",
+    }
+    assert turn["marks_ms"]["speech_end"] == 0
+    assert turn["voice_to_voice_ms"] == turn["marks_ms"]["playback_start"] > 0
+
+
+def test_talk_vad_mode_finds_the_turn_in_the_file(tmp_path: Path) -> None:
+    timeline = tmp_path / "timeline.json"
+    result = parley(
+        "talk",
+        "--input",
+        str(SAMPLE),
+        "--timeline",
+        str(timeline),
+        "--turns",
+        "vad",
+        "--stt",
+        "fake",
+        "--llm",
+        "fake",
+        "--tts",
+        "fake",
+        "--pace",
+        "realtime",
+    )
+    assert result.returncode == 0, result.stderr
+    (turn,) = json.loads(timeline.read_text())["turns"]
+    # The sample has 0.3 s of silence, then about 2.5 s of speech.
+    assert -3200 < turn["marks_ms"]["speech_start"] < -1500
+
+
+def test_talk_fails_with_one_line_reasons(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    cases = [
+        (["--input", str(corrupt)], "corrupt.wav"),
+        (["--input", str(tmp_path / "missing.wav")], "no such file"),
+        (["--input", str(SAMPLE), "--stt", "martian"], "unknown speech-to-text engine 'martian'"),
+    ]
+    for args, expected in cases:
+        result = parley("talk", *args, "--llm", "fake", "--tts", "fake", "--pace", "fast")
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("parley: error:") and expected in lines[0]

@@ -1,0 +1,313 @@
+"""Unit tests of the core pieces: timeline, config, history, turns, fallback, spoken text."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
+from assistant.config import (
+    Settings,
+    VadSettings,
+    load_settings,
+    save_settings,
+    settings_path,
+)
+from assistant.engines.base import EngineError, Message, SpeechChunk
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
+from assistant.history import HistoryStore, ToolRecord, TurnRecord
+from assistant.session import has_words
+from assistant.spoken import SpokenText
+from assistant.timeline import Budgets, Timeline
+from assistant.tools import calculate, default_tools
+from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
+
+# ----------------------------------------------------------------------------------- timeline
+
+
+def test_timeline_relative_marks_and_budgets() -> None:
+    t = Timeline(1)
+    base = 100.0
+    for name, dt in [
+        ("speech_start", -1.5),
+        ("speech_end", 0),
+        ("stt_final", 0.35),
+        ("llm_request", 0.36),
+        ("llm_first_token", 0.6),
+        ("first_text_to_tts", 0.7),
+        ("tts_first_audio", 0.95),
+        ("playback_start", 0.97),
+    ]:
+        t.mark(name, base + dt)
+    t.mark("speech_end", base + 5)  # a second call keeps the first time
+    data = t.to_dict(Budgets())
+    assert data["marks_ms"]["speech_end"] == 0
+    assert data["marks_ms"]["speech_start"] == pytest.approx(-1500)
+    assert data["voice_to_voice_ms"] == pytest.approx(970)
+    # STT 350 > 300 budget, TTS 250 > 200, and voice-to-voice 970 > 800.
+    assert data["over_budget"] == ["stt_final", "tts_first_audio", "voice_to_voice"]
+    with pytest.raises(ValueError):
+        t.mark("bogus")
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+def test_settings_round_trip_and_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(language="de", turn_mode="vad", vad=VadSettings(end_silence_ms=450))
+    s.providers["deepgram"] = s.provider("deepgram")
+    s.providers["deepgram"].url = "ws://127.0.0.1:9/v1/listen"
+    save_settings(s)
+    loaded = load_settings()
+    assert loaded.notice is None
+    assert loaded.settings == s
+    assert loaded.settings.endpoint("deepgram") == "ws://127.0.0.1:9/v1/listen"
+    monkeypatch.setenv("PARLEY_DEEPGRAM_URL", "ws://localhost:1234/v1/listen")
+    assert loaded.settings.endpoint("deepgram") == "ws://localhost:1234/v1/listen"
+    assert loaded.settings.endpoint("openai") == "https://api.openai.com/v1"
+    monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert loaded.settings.endpoint("openai") == "http://127.0.0.1:8080/v1"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["this is [not toml", 'turn_mode = "walkie-talkie"', "language = 3", 'mystery = "x"'],
+)
+def test_invalid_settings_file_is_kept_aside(content: str) -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    loaded = load_settings()
+    assert loaded.settings == Settings()
+    assert loaded.notice and "kept as settings.toml.invalid-" in loaded.notice
+    aside = list(path.parent.glob("settings.toml.invalid-*"))
+    assert len(aside) == 1 and aside[0].read_text() == content
+    assert not path.exists()
+
+
+def test_settings_file_has_no_secrets_fields() -> None:
+    save_settings(Settings())
+    text = settings_path().read_text()
+    assert "key" not in text.lower().replace("hotkey", "")
+
+
+# ------------------------------------------------------------------------------------ history
+
+
+def _turn(i: int, text: str = "hi") -> TurnRecord:
+    return TurnRecord(turn_id=i, user_text=f"{text} {i}", assistant_text=f"answer {i}")
+
+
+def test_history_appends_durably_and_reloads(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path)
+    conv, report = store.latest()
+    assert report.notice is None
+    conv.append(_turn(1))
+    conv.append(
+        TurnRecord(
+            2,
+            "calc",
+            "It is 4.",
+            tool_calls=[ToolRecord("c1", "calculate", '{"expression":"2+2"}', "4")],
+        )
+    )
+    again, _ = HistoryStore(tmp_path).latest()
+    assert [t.turn_id for t in again.turns] == [1, 2]
+    assert again.turns[1].tool_calls[0].result == "4"
+    assert again.next_turn_id == 3
+
+
+def test_half_written_history_is_recovered_not_discarded(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path)
+    conv, _ = store.latest()
+    conv.append(_turn(1))
+    conv.append(_turn(2))
+    with open(conv.path, "a") as f:
+        f.write('{"type": "turn", "turn_id": 3, "user_te')  # a crash mid-write
+    original = conv.path.read_bytes()
+    again, report = HistoryStore(tmp_path).load(conv.path)
+    assert [t.turn_id for t in again.turns] == [1, 2]
+    assert report.recovered_lines == 1
+    assert report.notice and "kept as" in report.notice
+    assert report.kept_as is not None and report.kept_as.read_bytes() == original
+    again.append(_turn(3))  # appends stay valid after recovery
+    third, report3 = HistoryStore(tmp_path).load(conv.path)
+    assert [t.turn_id for t in third.turns] == [1, 2, 3]
+    assert report3.notice is None
+
+
+def test_context_keeps_system_prompt_and_fits_budget(tmp_path: Path) -> None:
+    conv, _ = HistoryStore(tmp_path).latest()
+    for i in range(1, 60):
+        conv.append(_turn(i, "a fairly long question about many different things " * 3))
+    msgs = conv.context("SYSTEM", token_budget=400, pending_user="latest?")
+    assert msgs[0] == Message("system", "SYSTEM")
+    assert msgs[-1] == Message("user", "latest?")
+    assert len(msgs) < 30
+    # The kept turns are the most recent ones, whole and in order.
+    users = [m.content for m in msgs if m.role == "user"][:-1]
+    assert users[-1].endswith(" 59")
+    numbers = [int(u.rsplit(" ", 1)[1]) for u in users]
+    assert numbers == list(range(numbers[0], 60))
+
+
+# -------------------------------------------------------------------------------------- turns
+
+
+def _frame(t: float) -> AudioFrame:
+    return AudioFrame(np.zeros(FRAME_SAMPLES, np.int16), t, t)
+
+
+def test_vad_endpointing_start_end_and_hysteresis() -> None:
+    vad = VadEndpointing(VadSettings(threshold=0.5, min_speech_ms=96, end_silence_ms=320))
+    probs = [0.0] * 5 + [0.9] * 20 + [0.4] * 3 + [0.9] * 5 + [0.1] * 12
+    events = []
+    for i, p in enumerate(probs):
+        ev = vad.process(_frame((i + 1) * FRAME_SECONDS), p)
+        if ev:
+            events.append((ev.kind, i, ev))
+    kinds = [(k, i) for k, i, _ in events]
+    # Start after 3 speech frames (96 ms); 0.4 stays inside speech (hysteresis); end after 10
+    # silent frames (320 ms).
+    assert kinds == [("start", 7), ("end", 42)]
+    start, end = events[0][2], events[1][2]
+    assert start.at == pytest.approx(5 * FRAME_SECONDS)  # the first speech frame's start
+    assert end.at == pytest.approx(33 * FRAME_SECONDS)  # the last speech frame's end
+    assert end.detected_at - end.at == pytest.approx(10 * FRAME_SECONDS)
+
+
+def test_vad_ignores_short_blips() -> None:
+    vad = VadEndpointing(VadSettings(min_speech_ms=200))
+    probs = ([0.9] * 2 + [0.0] * 10) * 5
+    assert all(vad.process(_frame((i + 1) * FRAME_SECONDS), p) is None for i, p in enumerate(probs))
+
+
+def test_push_to_talk_ignores_auto_repeat() -> None:
+    ptt = PushToTalk()
+    assert ptt.press(1.0) is not None
+    assert ptt.press(1.1) is None and ptt.press(1.2) is None
+    end = ptt.release(2.0)
+    assert end is not None and end.kind == "end" and end.at == 2.0
+    assert ptt.release(2.1) is None
+
+
+def test_has_words() -> None:
+    assert not has_words("")
+    assert not has_words("Mhm.")
+    assert not has_words("uh-huh, hmm")
+    assert has_words("wait")
+    assert has_words("mhm stop please")
+
+
+# ----------------------------------------------------------------------------------- fallback
+
+
+async def test_fallback_llm_moves_on_only_before_output() -> None:
+    reports: list[tuple[str, str, str, str]] = []
+    chain = FallbackLLM(
+        [
+            FakeLLM(ttft=0, fail_before_first_token=EngineError("down"), name="a"),
+            FakeLLM(ttft=0, name="b"),
+        ],
+        lambda *r: reports.append(r),
+    )
+    from assistant.engines.base import ChatRequest, TextDelta
+
+    out = [e async for e in chain.stream(ChatRequest([Message("user", "hi")]))]
+    assert any(isinstance(e, TextDelta) for e in out)
+    assert reports == [("llm", "a", "b", "down")]
+
+    mid = FallbackLLM([FakeLLM(ttft=0, fail_after_tokens=2, name="a"), FakeLLM(ttft=0, name="b")])
+    with pytest.raises(EngineError, match="mid-reply"):
+        [e async for e in mid.stream(ChatRequest([Message("user", "hi")]))]
+
+
+async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
+    failing = FakeTTS(first_audio_delay=0, realtime_factor=0, fail_after_chunks=0, name="a")
+    chain = FallbackTTS([failing, FakeTTS(first_audio_delay=0, realtime_factor=0, name="b")])
+
+    async def pieces():
+        for p in ("First piece.", "Second piece."):
+            yield p
+
+    chunks = [c async for c in chain.stream(pieces(), voice=None, language="en")]
+    assert sorted({(c.piece, c.text) for c in chunks}) == [
+        (0, "First piece."),
+        (1, "Second piece."),
+    ]
+
+
+async def test_fallback_stt_reports_and_uses_next() -> None:
+    reports = []
+    chain = FallbackSTT(
+        [FakeSTT(fail_on_open=EngineError("no key"), name="cloud"), FakeSTT()],
+        lambda *r: reports.append(r),
+    )
+    session = await chain.open("en")
+    assert session is not None and chain.active.name == "fake"
+    assert reports[0][:3] == ("stt", "cloud", "fake")
+
+
+async def test_every_engine_failing_is_one_clear_error() -> None:
+    chain = FallbackSTT(
+        [
+            FakeSTT(fail_on_open=EngineError("x down"), name="x"),
+            FakeSTT(fail_on_open=EngineError("y down"), name="y"),
+        ]
+    )
+    with pytest.raises(EngineError, match="every stt engine failed: x: x down; y: y down"):
+        await chain.open("en")
+
+
+# -------------------------------------------------------------------------------- spoken text
+
+
+def _chunk(piece: int, text: str, seconds: float, last: bool = True, alignment=()) -> SpeechChunk:
+    return SpeechChunk(np.zeros(int(seconds * 1000), np.int16), 1000, piece, text, last, alignment)
+
+
+def test_heard_text_cuts_at_word_boundary() -> None:
+    s = SpokenText()
+    s.add(_chunk(0, "Hello there.", 1.0))
+    s.add(_chunk(1, "This is the second sentence.", 2.8))
+    assert s.heard(0.4) == ""  # 4.8 of 12 characters: "Hello" is not quite over
+    assert s.heard(0.5) == "Hello"
+    assert s.heard(1.0) == "Hello there."
+    assert s.heard(1.0 + 2.8 * 0.5) == "Hello there. This is the"
+    assert s.heard(10) == "Hello there. This is the second sentence."
+
+
+def test_heard_text_uses_alignment_when_given() -> None:
+    s = SpokenText()
+    # Words start at 0, 0.2, 0.9 s: the second word is long.
+    s.add(_chunk(0, "one twooooo three", 1.2, alignment=((0, 0.0), (4, 200.0), (12, 900.0))))
+    assert s.heard(0.5) == "one"
+    assert s.heard(0.95) == "one twooooo"
+
+
+# -------------------------------------------------------------------------------------- tools
+
+
+async def test_tools_run_and_report_errors_as_results() -> None:
+    from assistant.engines.base import ToolCall
+
+    tools = default_tools()
+    assert await tools.run(ToolCall("1", "calculate", '{"expression": "2**10 / 4"}')) == "256"
+    assert "error" in await tools.run(ToolCall("2", "calculate", '{"expression": "__import__(1)"}'))
+    assert "no tool named" in await tools.run(ToolCall("3", "nope", "{}"))
+    assert "invalid arguments" in await tools.run(ToolCall("4", "calculate", "{not json"))
+    assert calculate("0.1 + 0.2") == "0.3"
+    assert (await tools.run(ToolCall("5", "get_time", "{}")))[:3].isalpha()
+
+
+def test_json_dump_of_timeline_is_plain() -> None:
+    t = Timeline(3)
+    t.mark("speech_end", 1.0)
+    t.mark("playback_start", 1.5)
+    assert json.loads(json.dumps(t.to_dict(Budgets())))["voice_to_voice_ms"] == 500
+    assert os.sep  # keep the import used on every platform

@@ -1,0 +1,380 @@
+"""The streaming text splitter: cleaning, sentence rules, latency, and chunking independence."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assistant.text import TextSplitter, speakable, split_stream
+
+
+def split(text: str, chunks: Sequence[str] | None = None, /, **options: int) -> list[str]:
+    """Pieces of ``text`` fed as ``chunks`` (default: all at once), flush included."""
+    splitter = TextSplitter(**options)
+    pieces: list[str] = []
+    for chunk in [text] if chunks is None else chunks:
+        pieces += splitter.push(chunk)
+    return pieces + splitter.flush()
+
+
+def check(text: str, expected: list[str]) -> None:
+    """Whole-text, per-character and speakable() all agree with ``expected``."""
+    assert split(text) == expected
+    assert split(text, list(text)) == expected
+    assert speakable(text) == " ".join(expected)
+
+
+# ------------------------------------------------------------------------------- sentence rules
+
+NO_SPLIT = [
+    ("title", "Dr. Smith is here. He left.", ["Dr. Smith is here.", "He left."]),
+    ("mr-mrs", "Mr. and Mrs. Li came. Ms. Wu too.", ["Mr. and Mrs. Li came.", "Ms. Wu too."]),
+    (
+        "prof-st",
+        "Prof. Ada lives on St. James St. Nice.",
+        ["Prof. Ada lives on St. James St. Nice."],
+    ),
+    ("vs", "It was Ali vs. Frazier. Epic.", ["It was Ali vs. Frazier.", "Epic."]),
+    ("etc", "Apples, pears, etc. Everything. Done.", ["Apples, pears, etc. Everything.", "Done."]),
+    ("z.B.", "Obst, z.B. Äpfel. Gut.", ["Obst, z.B. Äpfel.", "Gut."]),
+    ("usw", "Äpfel usw. Alles da. Ja.", ["Äpfel usw. Alles da.", "Ja."]),
+    ("bzw", "Eins bzw. Zwei. Ja.", ["Eins bzw. Zwei.", "Ja."]),
+    ("sr-sra", "El Sr. Pérez y la Sra. Ruiz. Hola.", ["El Sr. Pérez y la Sra. Ruiz.", "Hola."]),
+    ("p.ej.", "Frutas, p.ej. Manzanas. Bien.", ["Frutas, p.ej. Manzanas.", "Bien."]),
+    ("mme", "Mme. Curie est là. Oui.", ["Mme. Curie est là.", "Oui."]),
+    ("decimal", "Pi is 3.14 today. Yes.", ["Pi is 3.14 today.", "Yes."]),
+    ("e.g.-i.e.", "Fruit, e.g. Apples, i.e. Food. Go.", ["Fruit, e.g. Apples, i.e. Food.", "Go."]),
+    ("time", "We eat at 12:30 today. Then sleep.", ["We eat at 12:30 today.", "Then sleep."]),
+    ("u.s.", "The U.S. Army is big. Yes.", ["The U.S. Army is big.", "Yes."]),
+    ("initials", "J. R. R. Tolkien wrote it. Yes.", ["J. R. R. Tolkien wrote it.", "Yes."]),
+    ("list", "1. First item\n2. Second item", ["1. First item", "2. Second item"]),
+    ("list-dot-upper", "1. The first one. 2. Next", ["1. The first one.", "2. Next"]),
+    (
+        "ordinal",
+        "He came in the 3. place overall. Good.",
+        ["He came in the 3. place overall.", "Good."],
+    ),
+    ("number-abbrev", "See No. 5 here. No. I won't.", ["See No. 5 here.", "No.", "I won't."]),
+    ("year", "I moved in 1990. Then I left.", ["I moved in 1990.", "Then I left."]),
+    (
+        "url",
+        "Open https://example.com/a.b?x=1 now. Then wait.",
+        ["Open https://example.com/a.b?x=1 now.", "Then wait."],
+    ),
+    (
+        "url-end",
+        "Visit https://example.com. Then wait.",
+        ["Visit https://example.com.", "Then wait."],
+    ),
+    (
+        "email",
+        "Mail a.b@example.co.uk today. Thanks.",
+        ["Mail a.b@example.co.uk today.", "Thanks."],
+    ),
+    ("ellipsis-lower", "Well... maybe not. Ok.", ["Well... maybe not.", "Ok."]),
+    ("ellipsis-upper", "I waited... Then it came.", ["I waited...", "Then it came."]),
+    ("ellipsis-char", "Hmm… okay. Hmm… Yes.", ["Hmm… okay.", "Hmm…", "Yes."]),
+    ("bang-question", "Wow! Really?! Yes? Fine.", ["Wow!", "Really?!", "Yes?", "Fine."]),
+    ("quote-lower", '"Really?" she asked. Yes.', ['"Really?" she asked.', "Yes."]),
+    ("closing-quote", 'He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+    ("closing-paren", "(See above.) Next one.", ["(See above.)", "Next one."]),
+    ("cjk", "你好。世界！好吗？", ["你好。", "世界！", "好吗？"]),
+    ("cjk-quote", "「你好。」他说。", ["「你好。」", "他说。"]),
+    ("cjk-mixed", "こんにちは。Hello there. 元気？", ["こんにちは。", "Hello there.", "元気？"]),
+    ("no-space-after-dot", "Version 2.0.1 is out.Ok", ["Version 2.0.1 is out.Ok"]),
+    ("trailing", "No end here", ["No end here"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in NO_SPLIT], ids=[c[0] for c in NO_SPLIT]
+)
+def test_sentence_rules(text: str, expected: list[str]) -> None:
+    check(text, expected)
+
+
+# -------------------------------------------------------------------------------------- cleaning
+
+CLEANING = [
+    ("bold", "This is **very** good.", ["This is very good."]),
+    ("italic", "This is *quite* good.", ["This is quite good."]),
+    ("underscores", "A __big__ and _small_ deal.", ["A big and small deal."]),
+    ("bold-italic", "A ***huge*** deal.", ["A huge deal."]),
+    ("strike", "A ~~bad~~ good idea.", ["A bad good idea."]),
+    ("identifier", "Call snake_case_name now.", ["Call snake_case_name now."]),
+    ("math", "It is 2 * 3 and 2*3.", ["It is 2 * 3 and 2*3."]),
+    ("tilde", "About ~5 minutes.", ["About ~5 minutes."]),
+    ("heading", "## Step one\nDo it.", ["Step one", "Do it."]),
+    ("hashtag", "#hashtag trends.", ["#hashtag trends."]),
+    (
+        "bullets",
+        "Items:\n- apples\n* pears\n+ plums\n• figs",
+        ["Items:", "apples", "pears", "plums", "figs"],
+    ),
+    ("nested-bullet", "  - **Nested** item", ["Nested item"]),
+    ("numbered-bold", "1. **Bold**: text here", ["1. Bold: text here"]),
+    ("rule", "Above\n---\nBelow", ["Above", "Below"]),
+    ("quote", "> Quoted text.\n> - quoted item", ["Quoted text.", "quoted item"]),
+    ("inline-code", "Use `print()` and ``a`b`` here.", ["Use print() and ab here."]),
+    ("code-keeps-markers", "Call `__init__` now.", ["Call __init__ now."]),
+    (
+        "fence",
+        "Look at this:\n```python\nprint('Hi. There.')\n```\nDone.",
+        ["Look at this:", "Done."],
+    ),
+    ("tilde-fence", "Code:\n~~~\nx = 1\n~~~\nEnd.", ["Code:", "End."]),
+    ("unclosed-fence", "Code:\n```\nx = 1. Y = 2.", ["Code:"]),
+    ("longer-closing-needed", "A\n````\n```\nstill code\n````\nB", ["A", "B"]),
+    ("inline-triple", "```code``` here", ["code here"]),
+    ("link", "Read [the docs](https://x.y/z?a=1) now.", ["Read the docs now."]),
+    ("link-emphasis", "See [**this** one](http://a.b). Ok.", ["See this one.", "Ok."]),
+    ("image", "Logo: ![a cat](cat.png) here.", ["Logo: a cat here."]),
+    ("footnote", "True [1] indeed.", ["True [1] indeed."]),
+    ("escape", r"Not \*bold\* at all.", ["Not *bold* at all."]),
+    ("emoji", "Hello 👋 world 🌍.", ["Hello world ."]),
+    ("emoji-sequences", "Family 👨‍👩‍👧 and 👍🏽 and 🇩🇪 and ❤️ ok.", ["Family and and and ok."]),
+    ("dingbats", "Done ✅ star ⭐ sun ☀ clock ⏰.", ["Done star sun clock ."]),
+    (
+        "keep-symbols",
+        "Costs €5, £3, ¥100 at 25°C © café ñ 東京.",
+        ["Costs €5, £3, ¥100 at 25°C © café ñ 東京."],
+    ),
+    ("blank-lines", "One\n\n\nTwo", ["One", "Two"]),
+    ("whitespace", "  Lots   of\tspace  here.  ", ["Lots of space here."]),
+    ("only-markup", "**  **\n```\ncode\n```\n🎉", []),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in CLEANING], ids=[c[0] for c in CLEANING]
+)
+def test_cleaning(text: str, expected: list[str]) -> None:
+    check(text, expected)
+
+
+def test_speakable_is_defined_for_cjk_gaps() -> None:
+    # The one place a piece ends without whitespace in the text: speakable() adds the space.
+    assert speakable("你好。世界") == "你好。 世界"
+    assert speakable("你好。」世界") == "你好。」 世界"
+    assert speakable("你好。 世界") == "你好。 世界"
+    assert speakable("3.14 and a.b") == "3.14 and a.b"
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+
+def test_marker_split_across_deltas() -> None:
+    assert split("a **bold** move.", ["a *", "*bold*", "*", " move."]) == ["a bold move."]
+
+
+def test_fence_opening_split_across_deltas() -> None:
+    chunks = ["Look:\n`", "`", "`py", "thon\nprint(1). X.\n`", "``\nDone."]
+    assert split("".join(chunks), chunks) == ["Look:", "Done."]
+
+
+def test_link_split_across_deltas() -> None:
+    chunks = ["See [the", " docs](http", "s://x.y/a.b", ") now."]
+    assert split("".join(chunks), chunks) == ["See the docs now."]
+
+
+def test_decimal_split_across_deltas_is_not_a_sentence_end() -> None:
+    splitter = TextSplitter()
+    assert splitter.push("Pi is 3.") == []
+    assert splitter.push("14 exactly.") == []
+    assert splitter.flush() == ["Pi is 3.14 exactly."]
+
+
+def test_sentence_end_waits_for_next_non_space() -> None:
+    splitter = TextSplitter()
+    assert splitter.push("Hello there.") == []
+    assert splitter.push("  ") == []
+    assert splitter.push("How") == ["Hello there."]
+    assert splitter.push(" are you?") == []
+    assert splitter.flush() == ["How are you?"]
+
+
+def test_cjk_end_needs_no_space_but_waits_for_closers() -> None:
+    splitter = TextSplitter()
+    assert splitter.push("你好。") == []
+    assert splitter.push("」") == []
+    assert splitter.push("他") == ["你好。」"]
+    assert splitter.flush() == ["他"]
+
+
+def test_first_clause_released_before_sentence_end() -> None:
+    splitter = TextSplitter()
+    assert splitter.push("Well, I think that") == []  # "Well," is too short a clause
+    assert splitter.push(" we should go, ") == ["Well, I think that we should go,"]
+    # After the first piece only whole sentences come out.
+    assert splitter.push("and then, later, we eat") == []
+    assert splitter.push(". Next") == ["and then, later, we eat."]
+    assert splitter.flush() == ["Next"]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Here is the thing: it works. Yes.", "Here is the thing:"),
+        ("One two three four; five six. Yes.", "One two three four;"),
+        ("I really think so — but maybe not. Yes.", "I really think so —"),
+        ("I really think so - but not. Yes.", "I really think so -"),
+        ("One two three, four five. Yes.", "One two three, four five."),  # 3 words: too short
+        ("We meet at 12:30 and then eat. Yes.", "We meet at 12:30 and then eat."),
+        ("It costs 1,000 dollars and more. Yes.", "It costs 1,000 dollars and more."),
+        ("So—called words here. Yes.", "So—called words here."),  # unspaced dash is a word
+    ],
+)
+def test_first_clause_marks(text: str, first: str) -> None:
+    pieces = split(text)
+    assert pieces[0] == first
+    assert " ".join(pieces) == speakable(text)
+
+
+def test_min_first_clause_words_is_configurable() -> None:
+    text = "Yes sir, we will do that now. Ok."
+    assert split(text)[0] == "Yes sir, we will do that now."
+    assert split(text, min_first_clause_words=2)[0] == "Yes sir,"
+
+
+def test_long_sentence_is_capped_at_last_clause_boundary() -> None:
+    clause = "this clause has quite a few words in it"
+    text = ", ".join([clause] * 12) + ". End."
+    pieces = split(text, max_piece_chars=100)
+    assert all(len(p) <= 100 for p in pieces)
+    assert all(p.endswith((",", ".")) for p in pieces)
+    assert len(pieces) > 3
+    assert " ".join(pieces) == speakable(text)
+
+
+def test_long_sentence_without_clauses_is_capped_at_word_boundary() -> None:
+    words = [f"word{i}" for i in range(100)]
+    text = " ".join(words) + "."
+    pieces = split(text, max_piece_chars=50)
+    assert all(len(p) <= 50 for p in pieces)
+    assert " ".join(pieces).split() == text.split()  # no word was cut
+
+
+def test_single_overlong_token_is_not_cut() -> None:
+    url = "https://example.com/" + "a" * 300
+    pieces = split(f"Go {url} now. Ok.", max_piece_chars=50)
+    assert pieces == ["Go", url, "now.", "Ok."]
+
+
+def test_flush_resets_for_the_next_reply() -> None:
+    splitter = TextSplitter()
+    splitter.push("```\ncode without an end")
+    assert splitter.flush() == []
+    assert splitter.push("Fresh, clean start here, yes") == ["Fresh, clean start here,"]
+    assert splitter.flush() == ["yes"]
+
+
+def test_reset_drops_pending_text() -> None:
+    splitter = TextSplitter()
+    splitter.push("Half a sent")
+    splitter.reset()
+    assert splitter.push("New one. Two") == ["New one."]
+    assert splitter.flush() == ["Two"]
+
+
+def test_invalid_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="min_first_clause_words"):
+        TextSplitter(min_first_clause_words=0)
+    with pytest.raises(ValueError, match="max_piece_chars"):
+        TextSplitter(max_piece_chars=5)
+
+
+async def test_split_stream() -> None:
+    text = "Sure, here is what I would do: first, stretch. **Then** run 5.5 km! Done 🎉"
+
+    async def deltas() -> AsyncIterator[str]:
+        for i in range(0, len(text), 3):
+            yield text[i : i + 3]
+
+    pieces = [p async for p in split_stream(deltas())]
+    assert pieces == [
+        "Sure, here is what I would do:",
+        "first, stretch.",
+        "Then run 5.5 km!",
+        "Done",
+    ]
+
+
+# ------------------------------------------------------------------------------------ properties
+
+# fmt: off
+FRAGMENTS = [
+    # words, several scripts and cases
+    "hello", "World", "the", "Über", "café", "año", "東京", "こんにちは", "大丈夫",
+    # punctuation and spacing
+    " ", " ", " ", "  ", "\n", "\n\n", "\t", ".", ",", "!", "?", "...", "…", ";", ":", " - ",
+    " — ", "—", "。", "！", "？", "，", '"', "'", "(", ")", "」", "「", "¿", "¡",
+    # abbreviations, numbers, times, addresses
+    "Dr.", "Mr.", "etc.", "e.g.", "i.e.", "U.S.", "z.B.", "usw.", "Sra.", "p.ej.", "No.", "J.",
+    "3.14", "12:30", "1,000", "1.", "42", "2.", "https://example.com/a.b?x=1",
+    "a.b@example.co.uk",
+    # markdown
+    "**", "*", "_", "__", "~~", "`", "```", "```python\n", "\n```\n", "~~~\n", "# ", "\n## ",
+    "\n- ", "\n* ", "\n+ ", "\n> ", "\n---\n", "[", "]", "](", "(http://a.b/c)", "[link](u.rl)",
+    "![img](x.png)", "\\", "\\*", "snake_case",
+    # emoji and friends
+    "🎉", "👍🏽", "👨\u200d👩\u200d👧", "❤️", "🇩🇪", "\u200d", "\ufe0f", "✅", "€", "°",
+]
+# fmt: on
+
+texts = st.lists(
+    st.one_of(
+        st.sampled_from(FRAGMENTS),
+        st.text(st.sampled_from(" .!?,:*_`#-[]()\n。aB1é🎉"), max_size=4),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@st.composite
+def chunkings(draw: st.DrawFn, text: str) -> list[str]:
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=max(1, len(text) // 2))))
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+options = st.fixed_dictionaries(
+    {
+        "min_first_clause_words": st.sampled_from([1, 4]),
+        "max_piece_chars": st.sampled_from([20, 60, 220]),
+    }
+)
+
+PROPERTY_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPERTY_SETTINGS
+@given(text=texts, data=st.data(), opts=options)
+def test_pieces_join_to_speakable_text(
+    text: str, data: st.DataObject, opts: dict[str, int]
+) -> None:
+    pieces = split(text, data.draw(chunkings(text)), **opts)
+    assert " ".join(pieces) == speakable(text)
+
+
+@PROPERTY_SETTINGS
+@given(text=texts, data=st.data(), opts=options)
+def test_no_piece_is_blank_or_padded(text: str, data: st.DataObject, opts: dict[str, int]) -> None:
+    for piece in split(text, data.draw(chunkings(text)), **opts):
+        assert piece.strip()
+        assert piece == piece.strip()
+
+
+@PROPERTY_SETTINGS
+@given(text=texts, data=st.data(), opts=options)
+def test_pieces_do_not_depend_on_chunking(
+    text: str, data: st.DataObject, opts: dict[str, int]
+) -> None:
+    whole = split(text, **opts)
+    assert split(text, data.draw(chunkings(text)), **opts) == whole
+    assert split(text, list(text), **opts) == whole
