@@ -16,20 +16,20 @@ from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.fallback import FallbackListener, FallbackLLM, FallbackSTT, FallbackTTS
 
 STT_FACTORIES: dict[str, str] = {
-    "local": "assistant.engines.local.stt:make_stt",
+    "local": "assistant.engines.local.factories:make_stt",
     "openai": "assistant.engines.openai.realtime:make_stt",
     "assemblyai": "assistant.engines.assemblyai:make_stt",
     "deepgram": "assistant.engines.deepgram:make_stt",
     "fake": "assistant.engines.fake:make_stt",
 }
 LLM_FACTORIES: dict[str, str] = {
-    "local": "assistant.engines.local.llama_server:make_llm",
-    "openai": "assistant.engines.openai.chat:make_llm",
-    "openai_compatible": "assistant.engines.openai.chat:make_compatible_llm",
+    "local": "assistant.engines.local.factories:make_llm",
+    "openai": "assistant.engines.openai.factories:make_llm",
+    "openai_compatible": "assistant.engines.openai.factories:make_compatible_llm",
     "fake": "assistant.engines.fake:make_llm",
 }
 TTS_FACTORIES: dict[str, str] = {
-    "local": "assistant.engines.local.tts:make_tts",
+    "local": "assistant.engines.local.factories:make_tts",
     "openai": "assistant.engines.openai.speech:make_tts",
     "elevenlabs": "assistant.engines.elevenlabs:make_tts",
     "async": "assistant.engines.asyncai:make_tts",

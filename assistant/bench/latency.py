@@ -1,0 +1,243 @@
+"""Voice-to-voice latency of the real engines, through ``parley talk``'s path at real-time pace.
+
+Utterances in English, Spanish, German and French are synthesized with espeak-ng, plus real
+human recordings from the test data; each is run push-to-talk and hands-free through the same
+session, capture and player code as the app. Prints per-stage figures, WER, underruns, peak RSS
+and event-loop stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import psutil
+
+from assistant.bench.loopmon import LoopMonitor
+from assistant.bench.textnorm import word_error_rate
+from assistant.config import Settings
+from assistant.engines.registry import build_engines
+from assistant.talk import make_vad, run_talk
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_SPEECH = ROOT / "tests" / "data" / "speech"
+
+SYNTHESIZED: tuple[tuple[str, str, str], ...] = (
+    ("en", "en-us", "What is the capital of France?"),
+    ("en", "en-us", "Give me one tip for sleeping better."),
+    ("en", "en-us", "How many legs does a spider have?"),
+    ("es", "es", "¿Cuál es la capital de España?"),
+    ("es", "es", "Dime algo interesante sobre la luna."),
+    ("de", "de", "Was ist die Hauptstadt von Deutschland?"),
+    ("de", "de", "Erzähl mir etwas über Katzen."),
+    ("fr", "fr", "Quelle est la capitale de l'Italie ?"),
+    ("fr", "fr", "Donne-moi une idée de dîner rapide."),
+)
+
+STAGES = ("stt_final", "llm_first_token", "first_text_to_tts", "tts_first_audio", "voice_to_voice")
+
+
+@dataclass(slots=True)
+class Utterance:
+    path: Path
+    language: str
+    reference: str
+    real: bool
+
+
+@dataclass(slots=True)
+class ModeResult:
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    refs: dict[str, list[str]] = field(default_factory=dict)
+    hyps: dict[str, list[str]] = field(default_factory=dict)
+    real_refs: list[str] = field(default_factory=list)
+    real_hyps: list[str] = field(default_factory=list)
+    underruns: int = 0
+    failures: list[str] = field(default_factory=list)
+    turns: int = 0
+
+
+def synthesize(directory: Path, quick: bool) -> list[Utterance]:
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        raise RuntimeError(
+            "the latency benchmark needs espeak-ng and sox (apt-get install espeak-ng sox)"
+        )
+    chosen = SYNTHESIZED
+    if quick:
+        seen: set[str] = set()
+        chosen = tuple(u for u in SYNTHESIZED if not (u[0] in seen or seen.add(u[0])))  # type: ignore[func-returns-value]
+    out = []
+    for i, (language, voice, text) in enumerate(chosen):
+        raw, wav = directory / f"raw{i}.wav", directory / f"{language}-{i}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(raw), text], check=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", "0.4", "0.25"],
+            check=True,
+        )
+        out.append(Utterance(wav, language, text, real=False))
+    return out
+
+
+def real_recordings(quick: bool) -> list[Utterance]:
+    """Real read speech with reference transcripts (tests/data/speech/transcripts.json)."""
+    index = REAL_SPEECH / "transcripts.json"
+    if not index.exists():
+        return []
+    entries = json.loads(index.read_text(encoding="utf-8"))
+    out = [
+        Utterance(REAL_SPEECH / e["file"], e.get("language", "en"), e["text"], real=True)
+        for e in entries
+        if (REAL_SPEECH / e["file"]).exists()
+    ]
+    return out[:2] if quick else out
+
+
+class RssSampler:
+    """Peak resident memory of this process plus its children (llama-server)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def _close_engines(engines: tuple[Any, ...]) -> None:
+    for chain in engines:
+        for engine in getattr(chain, "engines", [chain]):
+            for method in ("aclose", "close"):
+                fn = getattr(engine, method, None)
+                if fn is None:
+                    continue
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
+                break
+
+
+async def run(quick: bool) -> int:
+    settings = Settings()
+    with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
+        utterances = synthesize(Path(tmp), quick) + real_recordings(quick)
+        engines = build_engines(settings)
+        print("loading engines…", flush=True)
+        started = time.monotonic()
+        await asyncio.gather(*(e.warm_up() for e in engines))
+        print(f"engines ready in {time.monotonic() - started:.1f} s", flush=True)
+        vad = make_vad(settings)
+        results: dict[str, ModeResult] = {"ptt": ModeResult(), "vad": ModeResult()}
+        monitor = LoopMonitor()
+        with RssSampler() as rss:
+            # One unmeasured turn so caches and prompt processing are warm.
+            await run_talk(utterances[0].path, settings=settings, engines=engines, vad=vad)
+            monitor.start()
+            for mode in ("ptt", "vad"):
+                for utt in utterances:
+                    await _one(utt, mode, settings, engines, vad, results[mode])
+            await monitor.stop()
+        await _close_engines(engines)
+    _print(results, rss.peak, monitor, len(utterances))
+    return 0
+
+
+async def _one(
+    utt: Utterance,
+    mode: Literal["ptt", "vad"],
+    base: Settings,
+    engines: Any,
+    vad: Any,
+    out: ModeResult,
+) -> None:
+    settings = Settings(language=utt.language, turn_mode=mode)
+    settings.vad = base.vad
+    try:
+        result = await run_talk(
+            utt.path, settings=settings, engines=engines, vad=vad, pace="realtime"
+        )
+    except Exception as exc:
+        out.failures.append(f"{utt.path.name} ({mode}): {exc}")
+        return
+    out.underruns += result.underruns
+    out.failures.extend(f"{utt.path.name} ({mode}): {e}" for e in result.errors)
+    if not result.turns:
+        out.failures.append(f"{utt.path.name} ({mode}): no turn")
+        return
+    turn = result.turns[0]
+    out.turns += 1
+    for stage in STAGES:
+        value = turn.timeline.get("stages_ms", {}).get(stage)
+        if value is not None:
+            out.stages[stage].append(float(value))
+    hypothesis = " ".join(t.user_text for t in result.turns)
+    if utt.real:
+        out.real_refs.append(utt.reference)
+        out.real_hyps.append(hypothesis)
+    else:
+        out.refs.setdefault(utt.language, []).append(utt.reference)
+        out.hyps.setdefault(utt.language, []).append(hypothesis)
+    print(
+        f"  [{mode}] {utt.path.name}: “{hypothesis}” → {turn.timeline.get('voice_to_voice_ms')} ms",
+        flush=True,
+    )
+
+
+def _pct(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q):7.0f}" if values else "      -"
+
+
+def _print(results: dict[str, ModeResult], peak_rss: int, monitor: LoopMonitor, n: int) -> None:
+    print()
+    print(f"parley bench latency — {n} utterances per mode, real-time pace, local engines")
+    header = f"{'mode':<12}{'turns':>6}" + "".join(f"{s + ' p50/p90':>28}" for s in STAGES)
+    print(header)
+    for mode, r in results.items():
+        cells = "".join(
+            f"{_pct(r.stages[s], 50)} /{_pct(r.stages[s], 90)} ms".rjust(28) for s in STAGES
+        )
+        print(f"{'push-to-talk' if mode == 'ptt' else 'hands-free':<12}{r.turns:>6}{cells}")
+    print()
+    for mode, r in results.items():
+        wers = ", ".join(
+            f"{lang} {word_error_rate(r.refs[lang], r.hyps[lang], lang) * 100:.1f}%"
+            for lang in sorted(r.refs)
+        )
+        real = "no real recordings found"
+        if r.real_refs:
+            real_wer = word_error_rate(r.real_refs, r.real_hyps) * 100
+            real = f"{real_wer:.1f}% on {len(r.real_refs)} real English recordings"
+        print(f"WER {mode}: synthesized {wers}; {real}")
+        print(f"underruns {mode}: {r.underruns}")
+        for failure in r.failures:
+            print(f"FAILED {mode}: {failure}")
+    print(f"peak RSS (Parley + llama-server): {peak_rss / 2**30:.2f} GiB")
+    print(f"event-loop stall p99: {monitor.percentile(99):.1f} ms (worst {monitor.worst:.1f} ms)")
+
+
+def main(quick: bool = False) -> int:
+    return asyncio.run(run(quick))

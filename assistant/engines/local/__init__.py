@@ -1,0 +1,1 @@
+"""Embedded engines that run on this machine with packaged weights: no network needed."""

@@ -1,0 +1,30 @@
+"""Registry factories for the embedded engines (names ``local`` in settings and on the CLI)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from assistant.config import Settings
+
+if TYPE_CHECKING:
+    from assistant.engines.local.llm import LocalLLM
+    from assistant.engines.local.stt import LocalSTT
+    from assistant.engines.local.tts import LocalTTS
+
+
+def make_stt(settings: Settings) -> LocalSTT:
+    from assistant.engines.local.stt import LocalSTT
+
+    return LocalSTT(language=settings.language)
+
+
+def make_llm(settings: Settings) -> LocalLLM:
+    from assistant.engines.local.llm import LocalLLM
+
+    return LocalLLM(model=settings.local_llm_model)
+
+
+def make_tts(settings: Settings) -> LocalTTS:
+    from assistant.engines.local.tts import LocalTTS
+
+    return LocalTTS(language=settings.language, voice=settings.voice or None)

@@ -1,0 +1,119 @@
+"""The offline language model: a packaged Qwen2.5-Coder GGUF served by a supervised llama-server.
+
+It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint; the server needs no key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+from assistant.engines.base import ChatRequest, EngineError, LLMEvent
+from assistant.engines.local.llama_server import LlamaServer, Notice
+from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
+from assistant.engines.openai.chat import OpenAIChatLLM
+
+
+def default_threads() -> tuple[int, int]:
+    """(generation threads, prompt threads) for this machine.
+
+    Speech recognition and synthesis run at the same time as generation. Measured on 2 cores
+    shared with other work: one generation thread kept 12–15 tok/s (1.5B) where two fell to
+    1–6 tok/s, while two threads for the short prompt bursts halved the time to first token.
+    Larger machines leave half their cores to the speech engines.
+    """
+    cores = os.cpu_count() or 1
+    if cores <= 2:
+        return 1, cores
+    half = min(8, cores // 2)
+    return half, half
+
+
+class LocalLLM:
+    """``LanguageModel`` backed by llama-server on 127.0.0.1."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        threads: int | None = None,
+        threads_batch: int | None = None,
+        context: int = 4096,
+        timeout_first_token: float = 90.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self.model = resolve(model)
+        auto_threads, auto_batch = default_threads()
+        self.threads = threads or auto_threads
+        self.threads_batch = threads_batch or (auto_batch if threads is None else threads)
+        self.context = context
+        self.timeout_first_token = timeout_first_token
+        self.progress = progress
+        #: Listeners for user-facing notices (crash, restart); shared with the server.
+        self.on_notice: list[Notice] = []
+        self._server: LlamaServer | None = None
+        self._chat: OpenAIChatLLM | None = None
+        self._warm_lock = asyncio.Lock()
+
+    @property
+    def server(self) -> LlamaServer | None:
+        return self._server
+
+    async def warm_up(self) -> None:
+        """Assemble the model file if needed and start the server. Idempotent."""
+        async with self._warm_lock:
+            if self._server is None:
+                path = await asyncio.to_thread(ensure_model, self.model.name, self.progress)
+                server = LlamaServer(
+                    path,
+                    alias=self.model.name,
+                    threads=self.threads,
+                    threads_batch=self.threads_batch,
+                    context=self.context,
+                )
+                server.on_notice = self.on_notice
+                self._server = server
+            await self._server.start(self.progress)
+
+    def _client(self, server: LlamaServer) -> OpenAIChatLLM:
+        # A restart may move the server to another port; follow it.
+        if self._chat is None or self._chat.base_url != server.base_url:
+            self._chat = OpenAIChatLLM(
+                server.base_url,
+                None,
+                self.model.name,
+                name=self.name,
+                timeout_first_token=self.timeout_first_token,
+            )
+        return self._chat
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        if self._server is None:
+            await self.warm_up()
+        server = self._server
+        assert server is not None
+        await server.ensure_running()
+        pid = server.pid
+        try:
+            async for event in self._client(server).stream(request):
+                yield event
+        except EngineError as err:
+            if server.pid != pid or not await server.healthy():
+                raise EngineError(
+                    "The local language model stopped while answering; it is being restarted. "
+                    "Try again in a moment.",
+                    engine=self.name,
+                    retryable=True,
+                ) from err
+            raise
+
+    async def aclose(self) -> None:
+        """Stop the server (the model file stays cached)."""
+        if self._server is not None:
+            await self._server.stop()
+        if self._chat is not None:
+            await self._chat.aclose()
+            self._chat = None

@@ -1,0 +1,1 @@
+"""Adapters for OpenAI and every OpenAI-compatible endpoint."""

@@ -1,0 +1,71 @@
+"""Registry factories for the Chat Completions engines: OpenAI itself, and any compatible server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from assistant import secrets
+from assistant.config import Settings
+from assistant.engines.base import ChatRequest, LLMEvent
+from assistant.engines.openai.chat import OpenAIChatLLM
+
+DEFAULT_MODEL = "gpt-4o-mini"
+#: Local compatible servers (llama-server, vLLM) serve one model whatever the name; Ollama
+#: needs a real one, set in ``providers.openai_compatible.model``.
+COMPATIBLE_DEFAULT_MODEL = "default"
+
+
+class KeyedChatLLM:
+    """An OpenAI chat engine whose key is looked up when first used, not when built.
+
+    A missing key then fails the first request (a ``MissingKeyError`` naming where to set it),
+    which lets a fallback chain move on to the next engine instead of failing at start-up. The
+    client is rebuilt if the key changes (the user saved a new one in the settings).
+    """
+
+    def __init__(self, provider: str, base_url: str, model: str, *, required: bool) -> None:
+        self.name = provider
+        self._provider = provider
+        self._base_url = base_url
+        self._model = model
+        self._required = required
+        self._engine: OpenAIChatLLM | None = None
+        self._key: str | None = None
+
+    def _current(self) -> OpenAIChatLLM:
+        key = (
+            secrets.require_key(self._provider)
+            if self._required
+            else secrets.get_key(self._provider)
+        )
+        if self._engine is None or key != self._key:
+            self._key = key
+            self._engine = OpenAIChatLLM(self._base_url, key, self._model, name=self.name)
+        return self._engine
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        async for event in self._current().stream(request):
+            yield event
+
+    async def warm_up(self) -> None:
+        if self._required and not secrets.has_key(self._provider):
+            return  # reported on first use, where the fallback chain can act on it
+        await self._current().warm_up()
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.aclose()
+
+
+def make_llm(settings: Settings) -> KeyedChatLLM:
+    """OpenAI Chat Completions; the key is required (MissingKeyError names where to set it)."""
+    model = settings.provider("openai").model or DEFAULT_MODEL
+    return KeyedChatLLM("openai", settings.endpoint("openai"), model, required=True)
+
+
+def make_compatible_llm(settings: Settings) -> KeyedChatLLM:
+    """Any OpenAI-compatible server (Ollama, llama-server, vLLM); a key only if it wants one."""
+    model = settings.provider("openai_compatible").model or COMPATIBLE_DEFAULT_MODEL
+    return KeyedChatLLM(
+        "openai_compatible", settings.endpoint("openai_compatible"), model, required=False
+    )

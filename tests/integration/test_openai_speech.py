@@ -1,0 +1,297 @@
+"""OpenAI speech (TTS) against a local server speaking the real protocol: chunked raw PCM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from assistant import secrets
+from assistant.config import Settings
+from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk, TextToSpeech
+from assistant.engines.netpolicy import Backoff
+from assistant.engines.openai.speech import VOICES, OpenAISpeechTTS, make_tts
+from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
+
+KEY = "sk-test-speech-0123456789"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def openai_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer) -> None:
+    monkeypatch.setattr(secrets, "_backend_usable", lambda: False)  # never the real keyring
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", server.http_url)
+
+
+async def _pieces(*texts: str) -> AsyncIterator[str]:
+    for text in texts:
+        yield text
+
+
+async def _collect(tts: TextToSpeech, *texts: str, voice: str | None = None) -> list[SpeechChunk]:
+    return [c async for c in tts.stream(_pieces(*texts), voice=voice, language="en")]
+
+
+def _audio(chunks: list[SpeechChunk], piece: int) -> bytes:
+    parts = [c.pcm for c in chunks if c.piece == piece]
+    return np.concatenate(parts).astype("<i2").tobytes() if parts else b""
+
+
+async def _eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    assert predicate()
+
+
+def _fast(server: FakeOpenAIServer, **kwargs: Any) -> OpenAISpeechTTS:
+    options: dict[str, Any] = {"backoff": Backoff(base=0.02, cap=0.1)}
+    return OpenAISpeechTTS(server.http_url, **(options | kwargs))
+
+
+async def test_streams_pcm_split_at_odd_byte_boundaries(server: FakeOpenAIServer) -> None:
+    tts = make_tts(Settings())
+    assert isinstance(tts, TextToSpeech)
+    await tts.warm_up()
+    texts = ("Hello there.", "It is a quarter past nine, and the sun is out.")
+    chunks = await _collect(tts, *texts)
+    await tts.aclose()
+
+    for i, text in enumerate(texts):
+        # Reads of 4801, 1, 2047, 3 bytes: samples straddle reads and must be put back together.
+        assert _audio(chunks, i) == speech_pcm(text)
+        mine = [c for c in chunks if c.piece == i]
+        assert len(mine) > 3 and all(c.text == text and c.sample_rate == 24_000 for c in mine)
+        assert [c.last for c in mine] == [False] * (len(mine) - 1) + [True]
+    bodies = [r.body for r in server.speech_requests]
+    assert [b["input"] for b in bodies] == list(texts)
+    assert all(b["model"] == "gpt-4o-mini-tts" and b["response_format"] == "pcm" for b in bodies)
+    assert all(b["voice"] == "alloy" for b in bodies)
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in server.speech_requests)
+    # Warm-up opened the only connection; both pieces reused it.
+    assert server.model_requests == 1
+    assert server.http_connections == 1
+    assert tts.stats.connections_opened == 1 and tts.stats.last_reused
+
+
+async def test_voice_choice_and_voice_list(server: FakeOpenAIServer) -> None:
+    tts = _fast(server, voice="sage")
+    await _collect(tts, "One.", voice="openai:coral")
+    await _collect(tts, "Two.", voice="verse")
+    await _collect(tts, "Three.", voice="piper:en_US-lessac-medium")  # another engine's voice
+    await _collect(tts, "Four.", voice=None)
+    await tts.aclose()
+    assert [r.body["voice"] for r in server.speech_requests] == ["coral", "verse", "sage", "sage"]
+
+    voices = tts.voices("de")
+    assert [v.id for v in voices] == [f"openai:{v}" for v in VOICES]
+    assert {v.language for v in voices} == {"de"} and {v.sample_rate for v in voices} == {24_000}
+    assert {v.language for v in tts.voices()} == {"mul"}
+
+
+async def test_blank_pieces_are_skipped_but_keep_their_index(server: FakeOpenAIServer) -> None:
+    tts = _fast(server)
+    chunks = await _collect(tts, "First.", "  ", "Third.")
+    await tts.aclose()
+    assert sorted({c.piece for c in chunks}) == [0, 2]
+    assert len(server.speech_requests) == 2
+
+
+async def test_unknown_voice_is_a_clear_error(server: FakeOpenAIServer) -> None:
+    tts = _fast(server)
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.", voice="bob")
+    await tts.aclose()
+    message = str(caught.value)
+    assert "'bob'" in message and "coral" in message and not caught.value.retryable
+    assert len(server.speech_requests) == 1  # not retried
+
+
+async def test_rejected_key_names_the_provider_and_where_to_set_it(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "sk-wrong-key-abcdef123456"
+    monkeypatch.setenv("OPENAI_API_KEY", wrong)
+    tts = _fast(server)
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.")
+    await tts.aclose()
+    message = str(caught.value)
+    assert "OpenAI" in message and "401" in message and "OPENAI_API_KEY" in message
+    assert "Settings" in message and not caught.value.retryable
+    assert wrong not in message
+    assert server.unauthorized == 1  # not retried
+
+
+async def test_rate_limit_is_retried_after_the_servers_delay(server: FakeOpenAIServer) -> None:
+    for _ in range(2):
+        server.speech_faults.append(HttpFault(429, {"retry-after": "0.2"}))
+    tts = _fast(server)
+    started = time.monotonic()
+    chunks = await _collect(tts, "Finally some audio.")
+    waited = time.monotonic() - started
+    await tts.aclose()
+    assert _audio(chunks, 0) == speech_pcm("Finally some audio.")
+    assert len(server.speech_requests) == 3
+    assert waited >= 0.4  # both retry-after waits were honoured
+
+
+async def test_rate_limit_beyond_the_retry_budget_fails_at_once(server: FakeOpenAIServer) -> None:
+    server.speech_faults.append(HttpFault(429, {"retry-after": "30"}))
+    tts = _fast(server, max_retry_wait=5.0)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.")
+    await tts.aclose()
+    assert time.monotonic() - started < 2.0
+    assert caught.value.retryable and caught.value.retry_after == pytest.approx(30.0)
+    assert "429" in str(caught.value) and "30" in str(caught.value)
+    assert len(server.speech_requests) == 1
+
+
+async def test_exhausted_quota_is_not_retried(server: FakeOpenAIServer) -> None:
+    error = {"error": {"message": "You exceeded your current quota.", "code": "insufficient_quota"}}
+    server.speech_faults.append(HttpFault(429, error=error))
+    tts = _fast(server)
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.")
+    await tts.aclose()
+    assert "quota" in str(caught.value) and not caught.value.retryable
+    assert len(server.speech_requests) == 1
+
+
+async def test_server_error_is_retried_once(server: FakeOpenAIServer) -> None:
+    server.speech_faults.append(HttpFault(500))
+    tts = _fast(server)
+    chunks = await _collect(tts, "Second time lucky.")
+    assert _audio(chunks, 0) == speech_pcm("Second time lucky.")
+    assert len(server.speech_requests) == 2
+
+    server.speech_faults.extend([HttpFault(503), HttpFault(500)])
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Not this time.")
+    await tts.aclose()
+    assert "500" in str(caught.value) and caught.value.retryable
+    assert len(server.speech_requests) == 4
+
+
+@pytest.mark.parametrize("stall", ["headers", "body"])
+async def test_stalled_server_hits_the_first_byte_timeout(
+    server: FakeOpenAIServer, stall: str
+) -> None:
+    server.speech_faults.append(HttpFault(stall=stall))  # type: ignore[arg-type]
+    tts = _fast(server, first_byte_timeout=0.4)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.")
+    elapsed = time.monotonic() - started
+    await tts.aclose()
+    assert 0.35 <= elapsed < 2.0
+    assert "no audio" in str(caught.value) and caught.value.retryable
+
+
+async def test_socket_closed_mid_stream(server: FakeOpenAIServer) -> None:
+    server.speech_faults.append(HttpFault(cut_after=10_001))
+    text = "A long sentence that is cut short."
+    tts = _fast(server)
+    chunks: list[SpeechChunk] = []
+    with pytest.raises(EngineError) as caught:
+        async for chunk in tts.stream(_pieces(text), voice=None, language="en"):
+            chunks.append(chunk)
+    await tts.aclose()
+    assert "broke off" in str(caught.value)
+    got = _audio(chunks, 0)
+    # What arrived before the cut was handed on, and it is exactly the start of the audio.
+    assert 9_000 <= len(got) <= 10_001
+    assert got == speech_pcm(text)[: len(got)]
+    assert len(server.speech_requests) == 1  # audio had been produced: never retried
+
+
+async def test_cancelling_mid_stream_hangs_up_at_once(server: FakeOpenAIServer) -> None:
+    server.chunk_delay = 0.01
+    text = "This reply goes on and on. " * 6
+    tts = _fast(server)
+    first = asyncio.Event()
+    received: list[SpeechChunk] = []
+
+    async def consume() -> None:
+        async for chunk in tts.stream(_pieces(text), voice=None, language="en"):
+            received.append(chunk)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    started = time.monotonic()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 0.2
+    assert len(_audio(received, 0)) < len(speech_pcm(text)) // 2
+    await _eventually(lambda: server.speech_hangups == 1)
+
+    # Closing the generator (what the session does on barge-in) hangs up the same way.
+    stream = tts.stream(_pieces(text), voice=None, language="en")
+    await anext(stream)
+    await cast(AsyncGenerator[SpeechChunk], stream).aclose()
+    await _eventually(lambda: server.speech_hangups == 2)
+
+    # The pool is still healthy afterwards.
+    server.chunk_delay = 0.0
+    chunks = await _collect(tts, "Still here.")
+    await tts.aclose()
+    assert _audio(chunks, 0) == speech_pcm("Still here.")
+
+
+async def test_missing_key_fails_before_any_request(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    tts = make_tts(Settings())
+    await tts.warm_up()  # quietly does nothing without a key
+    with pytest.raises(MissingKeyError) as caught:
+        await _collect(tts, "Hello.")
+    assert "OpenAI" in str(caught.value) and "OPENAI_API_KEY" in str(caught.value)
+    assert server.speech_requests == [] and server.model_requests == 0
+
+
+async def test_unreachable_server_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    tts = OpenAISpeechTTS("http://127.0.0.1:9/v1", backoff=Backoff(base=0.01, cap=0.02))
+    await tts.warm_up()  # logs, does not raise
+    with pytest.raises(EngineError) as caught:
+        await _collect(tts, "Hello.")
+    await tts.aclose()
+    assert "could not reach" in str(caught.value) and caught.value.retryable
+
+
+async def test_added_latency_over_the_servers_first_byte_delay(server: FakeOpenAIServer) -> None:
+    server.first_byte_delay = 0.05
+    tts = make_tts(Settings())
+    await tts.warm_up()
+    added: list[float] = []
+    for i in range(5):
+        started = time.monotonic()
+        first_chunk: float | None = None
+        async for _chunk in tts.stream(_pieces(f"Measure number {i}."), voice=None, language="en"):
+            if first_chunk is None:
+                first_chunk = time.monotonic() - started
+        assert first_chunk is not None
+        added.append((first_chunk - server.first_byte_delay) * 1000.0)
+    await tts.aclose()
+    median = statistics.median(added)
+    print(f"\nOpenAI TTS added latency over the server's 50 ms first byte: median {median:.1f} ms, "
+          f"runs {[round(a, 1) for a in added]}")  # fmt: skip
+    assert server.http_connections == 1  # no turn paid for a new connection
+    assert median < 60.0
