@@ -1,0 +1,200 @@
+"""The settings dialog: keys only through the keyring (never on disk), a clear message without
+one, voices filtered by language with a spoken preview, and settings applied and saved."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+from keyring.backends import fail
+from PySide6.QtWidgets import QLabel
+
+from assistant import secrets
+from assistant.config import Settings, load_settings
+from assistant.engines.base import Voice
+from tests.ui.helpers import fake_settings, noise_source, run, virtual_player
+from ui.controller import Controller
+from ui.settings_dialog import SettingsDialog
+
+pytestmark = pytest.mark.gui
+
+SECRET = "sk-test-Zq8v3LkW0pX9mN2rT5yU"
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that lives only in this process."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.store.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch):
+    for var in secrets.ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring(monkeypatch):
+    for var in secrets.ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)
+
+
+def files_containing(text: str, roots: list[Path], since: float) -> list[Path]:
+    hits = []
+    needle = text.encode()
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    if path.stat().st_mtime < since or path.stat().st_size > 5_000_000:
+                        continue
+                    if needle in path.read_bytes():
+                        hits.append(path)
+                except OSError:
+                    continue
+    return hits
+
+
+def test_keys_go_to_the_keyring_and_never_to_disk(qtbot, memory_keyring, tmp_path):
+    started = time.time() - 1
+    applied: list[tuple[Settings, bool]] = []
+    dialog = SettingsDialog(fake_settings())
+    qtbot.addWidget(dialog)
+    dialog.applied.connect(lambda s, k: applied.append((s, k)))
+    row = dialog.provider_rows["openai"]
+    assert row.status and row.key_edit and row.save_button and row.remove_button
+    assert row.status.text() == "No key stored"
+    row.key_edit.setText(SECRET)
+    row.save_button.click()
+    assert memory_keyring.store[(secrets.SERVICE, "openai")] == SECRET
+    assert row.key_edit.text() == ""  # the field never shows the key again
+    assert row.status.text() == "Key stored in the system keyring"
+    assert secrets.key_source("openai") == "keyring"
+    row.url.setText("http://127.0.0.1:8080/v1")
+    dialog.tabs.setCurrentIndex(0)
+    dialog.llm_combo.setCurrentIndex(dialog.llm_combo.findData("openai"))
+    dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+
+    settings, keys_changed = applied[-1]
+    assert keys_changed and settings.llm == "openai"
+    assert settings.providers["openai"].url == "http://127.0.0.1:8080/v1"
+    from assistant.config import save_settings
+
+    save_settings(settings)
+    assert load_settings().settings.providers["openai"].url == "http://127.0.0.1:8080/v1"
+    # Nowhere on disk: not in the settings, the data directory or any new temporary file.
+    roots = [tmp_path, Path(tempfile.gettempdir())]
+    assert files_containing(SECRET, roots, started) == []
+    for label in dialog.findChildren(QLabel):
+        assert SECRET not in label.text()
+
+    row.remove_button.click()
+    assert (secrets.SERVICE, "openai") not in memory_keyring.store
+    assert row.status.text() == "No key stored"
+
+
+def test_environment_key_is_reported_without_showing_it(qtbot, memory_keyring, monkeypatch):
+    monkeypatch.setenv("DEEPGRAM_API_KEY", SECRET)
+    dialog = SettingsDialog(fake_settings())
+    qtbot.addWidget(dialog)
+    status = dialog.provider_rows["deepgram"].status
+    assert status is not None
+    assert status.text() == "Key set by the environment variable DEEPGRAM_API_KEY"
+
+
+def test_without_a_keyring_the_dialog_says_so_and_stores_nothing(qtbot, no_keyring):
+    dialog = SettingsDialog(fake_settings())
+    qtbot.addWidget(dialog)
+    assert "No system keyring is available" in dialog.keyring_note.text()
+    row = dialog.provider_rows["elevenlabs"]
+    assert row.key_edit and row.save_button
+    assert not row.key_edit.isEnabled() and not row.save_button.isEnabled()
+    assert "no system keyring" in row.key_edit.placeholderText()
+    row.key_edit.setText(SECRET)
+    row.save_key()  # even if forced, nothing is stored and the reason is shown
+    assert secrets.get_key("elevenlabs") is None
+
+
+def test_voices_follow_the_language_and_the_preview_speaks(qtbot, qloop, memory_keyring):
+    catalog = {
+        "en": [Voice("piper:joe", "Joe", "en-US", "piper", 22050)],
+        "de": [Voice("pico:de-DE", "Pico Deutsch", "de-DE", "pico", 16000)],
+    }
+    asked: list[tuple[str, str]] = []
+
+    def voices(engine: str, language: str) -> list[Voice]:
+        asked.append((engine, language))
+        return catalog.get(language.split("-")[0], [])
+
+    controller = Controller(
+        fake_settings(), player_factory=virtual_player("fast"), source_factory=noise_source()
+    )
+    dialog = SettingsDialog(
+        fake_settings(language="en"), voices=voices, preview=controller.preview_voice
+    )
+    qtbot.addWidget(dialog)
+    assert dialog.voice_combo.findData("piper:joe") > 0
+    dialog.language_combo.setCurrentIndex(dialog.language_combo.findData("de"))
+    assert asked[-1] == ("fake", "de")
+    assert dialog.voice_combo.findData("piper:joe") < 0
+    dialog.voice_combo.setCurrentIndex(dialog.voice_combo.findData("pico:de-DE"))
+    assert dialog.result_settings().voice == "pico:de-DE"
+    assert dialog.result_settings().language == "de"
+
+    async def preview() -> None:
+        task = dialog.start_preview()
+        assert task is not None and not dialog.preview_button.isEnabled()
+        await task
+
+    run(qloop, preview())
+    assert dialog.preview_status.text().startswith("Played ")
+    seconds = float(dialog.preview_status.text().split()[1])
+    assert seconds > 1.0  # the fake engine speaks the German sample sentence
+    assert dialog.preview_button.isEnabled()
+
+
+def test_every_setting_round_trips_through_the_dialog(qtbot, memory_keyring):
+    original = fake_settings(turn_mode="vad", hotkey="F9", system_prompt="Be brief.")
+    original.vad.end_silence_ms = 900
+    original.interruption.min_duration_ms = 700
+    dialog = SettingsDialog(original)
+    qtbot.addWidget(dialog)
+    unchanged = dialog.result_settings()
+    assert unchanged == original
+    dialog.ptt_radio.setChecked(True)
+    dialog.budget_v2v.setValue(1200)
+    dialog.vad_threshold.setValue(0.7)
+    dialog.prompt_edit.setPlainText("Speak French.")
+    edited = dialog.result_settings()
+    assert edited.turn_mode == "ptt" and edited.budgets.voice_to_voice == 1200
+    assert edited.vad.threshold == 0.7 and edited.vad.end_silence_ms == 900
+    assert edited.system_prompt == "Speak French."
+    assert original.turn_mode == "vad"  # the dialog edits a copy

@@ -1,0 +1,292 @@
+"""The window driving real sessions on fake engines: push-to-talk turns, interruption, typing,
+no audio devices, loading, hands-free, new conversation, settings applied live."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QApplication, QPushButton
+
+from assistant.audio.player import DevicePlayer
+from assistant.config import load_settings, settings_path
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.history import HistoryStore, TurnRecord
+from tests.ui.helpers import (
+    fake_settings,
+    noise_source,
+    reply,
+    run,
+    seed_history,
+    until,
+    user,
+    virtual_player,
+)
+from ui import theme
+from ui.controller import Controller
+from ui.main_window import MainWindow
+
+pytestmark = pytest.mark.gui
+
+
+def make_window(qtbot, controller: Controller) -> MainWindow:
+    window = MainWindow(controller)
+    qtbot.addWidget(window)
+    window.show()
+    window.activateWindow()
+    qtbot.waitActive(window)
+    return window
+
+
+def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=False) -> None:
+    """Deliver a key event the way Qt does: to the focus widget, through the app's filters."""
+    target = QApplication.focusWidget() or window
+    text = " " if key == Qt.Key.Key_Space else ""
+    event = QKeyEvent(kind, key, Qt.KeyboardModifier.NoModifier, text, autorepeat)
+    QApplication.sendEvent(target, event)
+
+
+@pytest.fixture
+def controllers(qloop):
+    """Make controllers; each is closed after the test even when it fails midway."""
+    made: list[Controller] = []
+
+    def make(settings=None, **kwargs) -> Controller:
+        kwargs.setdefault("player_factory", virtual_player("fast"))
+        kwargs.setdefault("source_factory", noise_source())
+        controller = Controller(settings or fake_settings(), **kwargs)
+        made.append(controller)
+        return controller
+
+    yield make
+    for controller in made:
+        run(qloop, controller.close())
+
+
+async def close(controller: Controller) -> None:
+    await controller.close()
+
+
+def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
+    qtbot, qloop, controllers, tmp_path
+):
+    seed_history(tmp_path / "data")
+    controller = controllers()
+    window = make_window(qtbot, controller)
+    finished: list[TurnRecord] = []
+    controller.turnFinished.connect(finished.append)
+
+    async def scenario() -> None:
+        await controller.start()
+        assert window.conversation.turn_ids() == [1, 2, 3]  # the past conversation is back
+        await controller.wait_ready(5)
+        key(window, QEvent.Type.KeyPress)
+        await until(lambda: controller.state.value == "user_speaking", what="user speaking")
+        # Held key: auto-repeat, flagged or as bare release/press pairs, must not end the turn.
+        for _ in range(4):
+            await asyncio.sleep(0.12)
+            key(window, QEvent.Type.KeyRelease, autorepeat=True)
+            key(window, QEvent.Type.KeyPress, autorepeat=True)
+            key(window, QEvent.Type.KeyRelease)
+            key(window, QEvent.Type.KeyPress)
+        await until(lambda: window.conversation.user_bubble(4) is not None, what="a partial")
+        assert controller.state.value == "user_speaking"
+        partial = user(window.conversation, 4)
+        assert partial.partial and partial.plain.startswith("What")
+        key(window, QEvent.Type.KeyRelease)
+        await until(lambda: finished, timeout=8, what="the turn to finish")
+        await close(controller)
+
+    run(qloop, scenario(), 15)
+    record = finished[0]
+    assert record.turn_id == 4 and not record.interrupted
+    question = user(window.conversation, 4)
+    assert not question.partial and question.plain == "What is a good name for a cat?"
+    assistant = reply(window.conversation, 4)
+    assert assistant.plain == record.assistant_text and "You asked" in record.assistant_text
+    assert "voice-to-voice" in assistant.meta.text()
+    assert [t for t, _ in window.timeline.timelines()] == [1, 2, 3, 4]
+    # Durable: the turn is on disk in the conversation the window reloaded.
+    conversation, _ = HistoryStore(tmp_path / "data" / "conversations").latest()
+    assert [t.turn_id for t in conversation.turns] == [1, 2, 3, 4]
+
+
+def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, controllers):
+    controller = controllers(player_factory=virtual_player("realtime"))
+    window = make_window(qtbot, controller)
+    finished: list[TurnRecord] = []
+    controller.turnFinished.connect(finished.append)
+    states: list[str] = []
+    controller.stateChanged.connect(lambda s: states.append(s) if s != "idle" else None)
+
+    async def scenario() -> None:
+        await controller.start()
+        await controller.wait_ready(5)
+        window.ptt_button.pressed.emit()
+        await asyncio.sleep(0.8)
+        window.ptt_button.released.emit()
+        await until(lambda: controller.state.value == "speaking", timeout=6, what="speaking")
+        assert window.stop_button.isEnabled()
+        player = controller.session.player
+        await until(lambda: player.position > 1.2, timeout=6, what="some of the answer heard")
+        spoken = reply(window.conversation, 1).html
+        assert f'<span style="color:{theme.UNSPOKEN_HTML}">' in spoken  # the rest is dimmed
+        key(window, QEvent.Type.KeyPress, Qt.Key.Key_Escape)
+        await until(lambda: finished, timeout=5, what="the interrupted turn")
+        await close(controller)
+
+    run(qloop, scenario(), 20)
+    record = finished[0]
+    assert record.interrupted
+    assert record.assistant_text and len(record.assistant_text) < len(record.generated_text)
+    html = reply(window.conversation, 1).html
+    assert html.index(record.assistant_text.split()[-1]) < html.index("— interrupted")
+    assert states[-3:] == ["speaking", "interrupted", "listening"]
+
+
+def test_typed_message_works_without_any_audio_device(qtbot, qloop, controllers):
+    def no_device(**_kwargs):
+        raise OSError("Error querying device -1")
+
+    def no_microphone(_settings):
+        from assistant.audio.capture import MicrophoneCapture
+
+        return MicrophoneCapture(samplerate=16_000, stream_factory=no_device)
+
+    controller = controllers(
+        player_factory=lambda _s: DevicePlayer(samplerate=48_000, stream_factory=no_device),
+        source_factory=no_microphone,
+    )
+    window = make_window(qtbot, controller)
+    finished: list[TurnRecord] = []
+    controller.turnFinished.connect(finished.append)
+
+    async def scenario() -> None:
+        await controller.start()
+        await controller.wait_ready(5)
+        assert not controller.microphone_ok and not controller.speaker_ok
+        assert not controller.press_to_talk()  # says why instead of starting a silent turn
+        window.message_box.setText("How do I boil an egg?")
+        window.send_button.click()
+        await until(lambda: finished, timeout=8, what="the typed turn")
+        await close(controller)
+
+    run(qloop, scenario(), 15)
+    messages = " | ".join(window.banners.messages())
+    assert "No audio output device" in messages
+    assert "type" in messages.lower()  # what to do without a microphone
+    assert window.message_box.text() == ""
+    assert user(window.conversation, 1).plain == "How do I boil an egg?"
+    assert finished[0].assistant_text.startswith("You asked: How do I boil an egg")
+    assert "No microphone" in window.hint_label.text()
+    actions = [b.action_button.text() for b in window.banners.banners() if b.action_button]
+    assert "Retry" in actions
+
+
+class SlowLLM(FakeLLM):
+    """A language model that takes until ``loaded`` is set to warm up."""
+
+    def __init__(self) -> None:
+        super().__init__(ttft=0.01, tokens_per_second=500)
+        self.loaded = asyncio.Event()
+
+    async def warm_up(self) -> None:
+        await self.loaded.wait()
+
+
+def test_window_is_usable_while_engines_load_and_says_talking_waits(qtbot, qloop, controllers):
+    llm = SlowLLM()
+    controller = controllers(
+        engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0))
+    )
+    window = make_window(qtbot, controller)
+    notices: list[str] = []
+    controller.notice.connect(lambda m, _s: notices.append(m))
+
+    async def scenario() -> None:
+        await controller.start()
+        await asyncio.sleep(0.1)
+        assert not controller.ready
+        assert window.indicator.state == "loading"
+        assert window.loading_row.isVisibleTo(window)
+        assert "language model" in window.loading_label.text()
+        assert "talking starts when they are ready" in window.hint_label.text()
+        key(window, QEvent.Type.KeyPress)
+        key(window, QEvent.Type.KeyRelease)
+        assert any("still loading" in n for n in notices)
+        llm.loaded.set()
+        await controller.wait_ready(5)
+        await until(lambda: not window.loading_row.isVisibleTo(window), what="loading to end")
+        assert window.indicator.text == "Ready"
+        await close(controller)
+
+    run(qloop, scenario(), 10)
+
+
+def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, controllers, tmp_path):
+    seed_history(tmp_path / "data")
+    controller = controllers()
+    window = make_window(qtbot, controller)
+
+    async def scenario() -> None:
+        await controller.start()
+        await controller.wait_ready(5)
+        window.hands_free_button.click()
+        assert controller.session.turn_mode == "vad"
+        assert not window.ptt_button.isEnabled()
+        assert load_settings().settings.turn_mode == "vad"  # persisted
+        window.hands_free_button.click()
+        assert controller.session.turn_mode == "ptt"
+
+        first_session = controller.session
+        conversation = controller.conversation
+        changed = fake_settings(system_prompt="Answer like a pirate.", hotkey="F8")
+        await controller.apply_settings(changed)
+        assert controller.session is not first_session  # rebuilt without restarting the app
+        assert controller.session.settings.system_prompt == "Answer like a pirate."
+        assert controller.conversation is conversation
+        assert window.conversation.turn_ids() == [1, 2, 3]  # the conversation is kept
+        assert "F8" in window.ptt_button.text()
+        assert "Answer like a pirate." in settings_path().read_text()
+
+        window.new_button.click()
+        assert window.conversation.turn_ids() == []
+        assert controller.session.conversation.turns == []
+        await close(controller)
+
+    run(qloop, scenario(), 10)
+    store = HistoryStore(tmp_path / "data" / "conversations")
+    assert len(store.conversations()) == 2  # the old conversation stays on disk
+
+
+def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, qloop, controllers):
+    controller = controllers()
+    window = make_window(qtbot, controller)
+    clicks = []
+    focusable = QPushButton("focus me", window.centralWidget())
+    focusable.clicked.connect(lambda: clicks.append(1))
+    focusable.show()
+
+    async def scenario() -> None:
+        await controller.start()
+        await controller.wait_ready(5)
+        focusable.setFocus()
+        await until(focusable.hasFocus, what="focus")
+        key(window, QEvent.Type.KeyPress)
+        await until(lambda: controller.state.value == "user_speaking", what="talking")
+        key(window, QEvent.Type.KeyRelease)
+        await until(lambda: controller.state.value != "user_speaking", what="release")
+
+        window.message_box.setFocus()
+        await until(window.message_box.hasFocus, what="focus")
+        qtbot.keyClicks(window.message_box, "hi there")
+        assert window.message_box.text() == "hi there"
+        key(window, QEvent.Type.KeyPress, Qt.Key.Key_Escape)
+        assert not window.message_box.hasFocus()  # Esc hands the keyboard back to talking
+        controller.interrupt()
+        await close(controller)
+
+    run(qloop, scenario(), 10)
+    assert clicks == []

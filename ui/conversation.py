@@ -1,0 +1,410 @@
+"""The conversation as chat bubbles: live partial transcripts, replies as they are spoken.
+
+The assistant's bubble shows what has been heard in full colour and what is generated but not
+yet spoken dimmed; an interrupted reply ends at the point the user cut in, with a marker.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QGuiApplication, QResizeEvent, QTextDocument
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from assistant.history import TurnRecord
+from ui import theme
+
+#: Bubbles take at most this share of the view's width.
+BUBBLE_WIDTH = 0.74
+_PUNCTUATION = ".,!?;:\"'()[]{}*_`~#>-…“”‘’«»"
+
+
+def split_heard(spoken: str, generated: str) -> tuple[str, str]:
+    """Split ``generated`` into the part covered by ``spoken`` and the rest.
+
+    ``spoken`` is the text the speech engine was given (markdown stripped, pieces re-joined), so
+    it is matched word by word rather than as a prefix; a word that cannot be found nearby is
+    skipped.
+    """
+    if not generated:
+        return spoken, ""
+    cursor = 0
+    for word in spoken.split():
+        for candidate in (word, word.strip(_PUNCTUATION)):
+            if not candidate:
+                continue
+            index = generated.find(candidate, cursor)
+            if 0 <= index <= cursor + max(40, 4 * len(candidate)):
+                cursor = index + len(candidate)
+                break
+    # Keep punctuation that directly follows the last heard word with it.
+    while (
+        cursor < len(generated) and generated[cursor] in _PUNCTUATION and generated[cursor] != "-"
+    ):
+        cursor += 1
+    return generated[:cursor], generated[cursor:]
+
+
+def _text(value: str) -> str:
+    return html.escape(value).replace("\n", "<br>")
+
+
+def render_live(spoken: str, generated: str) -> str:
+    """HTML of a reply in progress: heard part normal, the rest dimmed."""
+    heard, rest = split_heard(spoken, generated)
+    if not heard and not rest:
+        return f'<span style="color:{theme.UNSPOKEN_HTML}">…</span>'
+    return f'{_text(heard)}<span style="color:{theme.UNSPOKEN_HTML}">{_text(rest)}</span>'
+
+
+def render_finished(record: TurnRecord) -> str:
+    """HTML of a finished reply: as heard, cut and marked when it was interrupted."""
+    parts: list[str] = []
+    if record.interrupted:
+        heard = record.assistant_text
+        _, rest = split_heard(heard, record.generated_text) if record.generated_text else ("", "")
+        marker = "— interrupted" if heard else "— interrupted before it was spoken"
+        parts.append(_text(heard))
+        parts.append(
+            f' <span style="color:{theme.INTERRUPTED_HTML}; font-weight:600">{marker}</span>'
+        )
+        if rest.strip():
+            parts.append(
+                ' <span style="color:#BCC1CA; text-decoration:line-through">'
+                f"{_text(rest.strip())}</span>"
+            )
+    else:
+        parts.append(_text(record.assistant_text or record.generated_text))
+    if record.error:
+        prefix = "<br>" if parts and parts[0] else ""
+        parts.append(
+            f'{prefix}<span style="color:{theme.INTERRUPTED_HTML}">⚠ {_text(record.error)}</span>'
+        )
+    return "".join(parts)
+
+
+def render_partial(text: str) -> str:
+    return f'<i><span style="color:rgba(255,255,255,0.78)">{_text(text)} …</span></i>'
+
+
+class Bubble(QFrame):
+    """One message: selectable rich text and a small meta line."""
+
+    PADDING = 14
+
+    def __init__(self, role: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.role = role
+        self.setObjectName("userBubble" if role == "user" else "assistantBubble")
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Minimum)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(self.PADDING, 9, self.PADDING, 9)
+        layout.setSpacing(3)
+        self.label = QLabel()
+        self.label.setObjectName("bubbleText")
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+            | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        self.meta = QLabel()
+        self.meta.setObjectName("bubbleMeta")
+        self.meta.hide()
+        layout.addWidget(self.label)
+        layout.addWidget(self.meta)
+        #: The plain text shown (for copying the conversation and for tests).
+        self.plain = ""
+        self.partial = False
+
+    def set_content(self, html_text: str, plain: str, *, partial: bool = False) -> None:
+        self.label.setText(html_text)
+        self.plain = plain
+        self.partial = partial
+        self.fit()
+
+    def fit(self) -> None:
+        """Size the text to its natural width, up to the bubble's maximum.
+
+        A word-wrapped QLabel otherwise settles on a narrow column for long text.
+        """
+        room = max(80, self.maximumWidth() - 2 * self.PADDING)
+        document = QTextDocument()
+        document.setDefaultFont(self.label.font())
+        document.setHtml(self.label.text())
+        document.setDocumentMargin(0)
+        natural = math.ceil(document.idealWidth()) + 2
+        self.label.setMinimumWidth(min(natural, room))
+
+    def set_max_width(self, width: int) -> None:
+        self.setMaximumWidth(width)
+        self.fit()
+
+    def set_meta(self, text: str) -> None:
+        self.meta.setText(text)
+        self.meta.setVisible(bool(text))
+
+    @property
+    def html(self) -> str:
+        return self.label.text()
+
+
+@dataclass
+class _Turn:
+    row_user: QWidget | None = None
+    user: Bubble | None = None
+    row_assistant: QWidget | None = None
+    assistant: Bubble | None = None
+    finished: bool = False
+    v2v_ms: float | None = None
+    tools: tuple[str, ...] = ()
+    interrupted: bool = False
+
+
+class ConversationView(QScrollArea):
+    """Scrolling list of bubbles that follows new text unless the user scrolled up."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("conversation")
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        content = QWidget()
+        content.setObjectName("conversationContent")
+        self._layout = QVBoxLayout(content)
+        self._layout.setContentsMargins(22, 18, 22, 18)
+        self._layout.setSpacing(10)
+        self._hint = QLabel(
+            "Hold <b>Space</b> (or the microphone button) and speak — or type a message below."
+        )
+        self._hint.setObjectName("emptyHint")
+        self._hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._hint.setWordWrap(True)
+        self._layout.addStretch(1)
+        self._layout.addWidget(self._hint)
+        self._layout.addStretch(2)
+        self.setWidget(content)
+        self._turns: dict[int, _Turn] = {}
+        self._follow = True
+        bar = self.verticalScrollBar()
+        bar.rangeChanged.connect(self._on_range_changed)
+        bar.valueChanged.connect(self._on_scrolled)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
+
+    # ----------------------------------------------------------------------------- public API
+
+    def set_hotkey_name(self, name: str) -> None:
+        self._hint.setText(
+            f"Hold <b>{html.escape(name)}</b> (or the microphone button) and speak — "
+            "or type a message below."
+        )
+
+    def clear(self) -> None:
+        for turn in self._turns.values():
+            for row in (turn.row_user, turn.row_assistant):
+                if row is not None:
+                    row.deleteLater()
+        self._turns.clear()
+        self._update_hint()
+
+    def load_turns(self, turns: list[TurnRecord]) -> None:
+        self.clear()
+        for record in turns:
+            self.on_final(record.turn_id, record.user_text)
+            self.on_turn_finished(record)
+        self._follow = True
+        self._scroll_to_end()
+
+    def on_partial(self, turn_id: int, text: str) -> None:
+        if not text.strip():
+            return
+        turn = self._turn(turn_id)
+        bubble = self._user_bubble(turn)
+        bubble.set_content(render_partial(text), text, partial=True)
+
+    def on_final(self, turn_id: int, text: str) -> None:
+        turn = self._turn(turn_id)
+        if not text.strip():
+            self._remove(turn_id)  # nothing was understood: no bubble
+            return
+        self._drop_carried_over(turn_id, text)
+        bubble = self._user_bubble(turn)
+        bubble.set_content(_text(text), text)
+        if not turn.finished:
+            self._assistant_bubble(turn).set_content(render_live("", ""), "")
+
+    def on_assistant_text(self, turn_id: int, spoken: str, generated: str) -> None:
+        turn = self._turn(turn_id)
+        if turn.finished:
+            return
+        bubble = self._assistant_bubble(turn)
+        bubble.set_content(render_live(spoken, generated), generated)
+
+    def on_tool_called(self, turn_id: int, name: str) -> None:
+        turn = self._turn(turn_id)
+        turn.tools = (*turn.tools, name)
+        self._update_meta(turn)
+
+    def on_timeline(self, turn_id: int, timeline: dict[str, object]) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            return
+        value = timeline.get("voice_to_voice_ms")
+        turn.v2v_ms = float(value) if isinstance(value, int | float) else None
+        self._update_meta(turn)
+
+    def on_turn_finished(self, record: TurnRecord) -> None:
+        turn = self._turn(record.turn_id)
+        if turn.user is None and record.user_text:
+            self._user_bubble(turn).set_content(_text(record.user_text), record.user_text)
+        turn.finished = True
+        turn.interrupted = record.interrupted
+        turn.tools = tuple(t.name for t in record.tool_calls) or turn.tools
+        value = record.timeline.get("voice_to_voice_ms")
+        turn.v2v_ms = float(value) if isinstance(value, int | float) else turn.v2v_ms
+        text = record.assistant_text or ("" if record.interrupted else record.generated_text)
+        if text or record.interrupted or record.error:
+            self._assistant_bubble(turn).set_content(render_finished(record), text)
+        elif turn.assistant is not None:
+            self._remove_assistant(turn)
+        self._update_meta(turn)
+
+    def user_bubble(self, turn_id: int) -> Bubble | None:
+        turn = self._turns.get(turn_id)
+        return turn.user if turn else None
+
+    def assistant_bubble(self, turn_id: int) -> Bubble | None:
+        turn = self._turns.get(turn_id)
+        return turn.assistant if turn else None
+
+    def turn_ids(self) -> list[int]:
+        return list(self._turns)
+
+    def plain_text(self) -> str:
+        lines: list[str] = []
+        for turn in self._turns.values():
+            if turn.user is not None and turn.user.plain:
+                lines.append(f"You: {turn.user.plain}")
+            if turn.assistant is not None and turn.assistant.plain:
+                cut = " [interrupted]" if turn.interrupted else ""
+                lines.append(f"Parley: {turn.assistant.plain}{cut}")
+        return "\n\n".join(lines)
+
+    def at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 24
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _turn(self, turn_id: int) -> _Turn:
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            turn = self._turns[turn_id] = _Turn()
+        return turn
+
+    def _user_bubble(self, turn: _Turn) -> Bubble:
+        if turn.user is None:
+            turn.row_user, turn.user = self._add_row("user", before=turn.row_assistant)
+        return turn.user
+
+    def _assistant_bubble(self, turn: _Turn) -> Bubble:
+        if turn.assistant is None:
+            turn.row_assistant, turn.assistant = self._add_row("assistant")
+        return turn.assistant
+
+    def _add_row(self, role: str, before: QWidget | None = None) -> tuple[QWidget, Bubble]:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        bubble = Bubble(role)
+        bubble.set_max_width(self._bubble_width())
+        if role == "user":
+            layout.addStretch(1)
+            layout.addWidget(bubble)
+        else:
+            layout.addWidget(bubble)
+            layout.addStretch(1)
+        # Rows go before the trailing stretch (and before the hint, which hides anyway).
+        index = self._layout.indexOf(before) if before is not None else self._layout.count() - 2
+        self._layout.insertWidget(index, row)
+        self._update_hint()
+        return row, bubble
+
+    def _remove(self, turn_id: int) -> None:
+        turn = self._turns.pop(turn_id, None)
+        if turn is None:
+            return
+        for row in (turn.row_user, turn.row_assistant):
+            if row is not None:
+                row.deleteLater()
+        self._update_hint()
+
+    def _remove_assistant(self, turn: _Turn) -> None:
+        if turn.row_assistant is not None:
+            turn.row_assistant.deleteLater()
+        turn.row_assistant = turn.assistant = None
+
+    def _drop_carried_over(self, turn_id: int, text: str) -> None:
+        """A reply withdrawn before it was heard hands its words on to the next turn."""
+        for earlier, turn in list(self._turns.items()):
+            if earlier >= turn_id or turn.finished or turn.user is None:
+                continue
+            if text.startswith(turn.user.plain):
+                self._remove(earlier)
+
+    def _update_meta(self, turn: _Turn) -> None:
+        if turn.assistant is None:
+            return
+        bits: list[str] = []
+        if turn.tools:
+            bits.append("used " + ", ".join(turn.tools))
+        if turn.v2v_ms is not None:
+            bits.append(f"{turn.v2v_ms:.0f} ms voice-to-voice")
+        turn.assistant.set_meta("  ·  ".join(bits))
+
+    def _update_hint(self) -> None:
+        self._hint.setVisible(not self._turns)
+
+    def _bubble_width(self) -> int:
+        return max(220, int(self.viewport().width() * BUBBLE_WIDTH))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        width = self._bubble_width()
+        for turn in self._turns.values():
+            for bubble in (turn.user, turn.assistant):
+                if bubble is not None:
+                    bubble.set_max_width(width)
+
+    def _on_scrolled(self, _value: int) -> None:
+        self._follow = self.at_bottom()
+
+    def _on_range_changed(self, _low: int, _high: int) -> None:
+        if self._follow:
+            self._scroll_to_end()
+
+    def _scroll_to_end(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _menu(self, pos: QPoint) -> None:
+        menu = QMenu(self)
+        copy_all = menu.addAction("Copy conversation")
+        copy_all.setEnabled(bool(self._turns))
+        chosen = menu.exec(self.mapToGlobal(pos))
+        if chosen is copy_all:
+            QGuiApplication.clipboard().setText(self.plain_text())

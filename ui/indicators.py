@@ -1,0 +1,165 @@
+"""The conversation state as a coloured pill, and the live microphone level meter."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QFontMetrics, QLinearGradient, QPainter, QPaintEvent
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ui import theme
+
+STATE_LABELS: dict[str, str] = {
+    "loading": "Loading…",
+    "idle": "Idle",
+    "listening": "Listening",
+    "user_speaking": "You're speaking",
+    "thinking": "Thinking…",
+    "speaking": "Speaking",
+    "interrupted": "Interrupted",
+}
+
+
+class StateIndicator(QWidget):
+    """A pill with a coloured dot and the state's name."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._state = "loading"
+        self._label = STATE_LABELS["loading"]
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def text(self) -> str:
+        return self._label
+
+    def set_state(self, state: str, label: str | None = None) -> None:
+        self._state = state if state in STATE_LABELS else "idle"
+        self._label = label or STATE_LABELS[self._state]
+        self.setToolTip(f"State: {self._label}")
+        self.updateGeometry()
+        self.update()
+
+    def color(self) -> QColor:
+        return theme.STATE_COLORS[self._state]
+
+    def sizeHint(self) -> QSize:
+        font = self.font()
+        font.setBold(True)
+        metrics = QFontMetrics(font)
+        # As wide as the longest state, so the header does not shift as the state changes.
+        widest = max(metrics.horizontalAdvance(t) for t in (*STATE_LABELS.values(), self._label))
+        return QSize(widest + 42, max(28, metrics.height() + 12))
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        color = self.color()
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        fill = QColor(color)
+        fill.setAlpha(28)
+        border = QColor(color)
+        border.setAlpha(90)
+        painter.setPen(border)
+        painter.setBrush(fill)
+        radius = rect.height() / 2
+        painter.drawRoundedRect(rect, radius, radius)
+        font = painter.font()
+        font.setBold(True)
+        painter.setFont(font)
+        text_width = painter.fontMetrics().horizontalAdvance(self._label)
+        left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawEllipse(QRectF(left, rect.center().y() - 4.5, 9, 9))
+        painter.setPen(color.darker(150))
+        text_rect = QRectF(left + 16, rect.top(), text_width + 4, rect.height())
+        painter.drawText(
+            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self._label
+        )
+
+
+class LevelMeter(QWidget):
+    """Microphone level on a dB scale, rising at once and falling smoothly."""
+
+    FLOOR_DB = -60.0
+    FALL_PER_SECOND = 1.2  # of the full scale
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._level = 0.0
+        self._shown = 0.0
+        self._at = time.monotonic()
+        self._enabled_input = True
+        self._timer = QTimer(self)
+        self._timer.setInterval(33)
+        self._timer.timeout.connect(self._decay)
+        self.setMinimumSize(120, 10)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.setToolTip("Microphone level")
+
+    @property
+    def level(self) -> float:
+        """The displayed level, 0..1."""
+        return self._shown
+
+    def sizeHint(self) -> QSize:
+        return QSize(140, 10)
+
+    @classmethod
+    def to_fraction(cls, rms: float) -> float:
+        if rms <= 0:
+            return 0.0
+        db = 20.0 * math.log10(max(rms, 1e-9))
+        return min(1.0, max(0.0, (db - cls.FLOOR_DB) / -cls.FLOOR_DB))
+
+    def set_rms(self, rms: float) -> None:
+        self._level = self.to_fraction(rms)
+        if self._level >= self._shown:
+            self._shown = self._level
+        self._at = time.monotonic()
+        if not self._timer.isActive():
+            self._timer.start()
+        self.update()
+
+    def set_input_available(self, available: bool) -> None:
+        self._enabled_input = available
+        self.setToolTip("Microphone level" if available else "No microphone")
+        if not available:
+            self._level = self._shown = 0.0
+        self.update()
+
+    def _decay(self) -> None:
+        now = time.monotonic()
+        dt, self._at = now - self._at, now
+        self._shown = max(self._level, self._shown - self.FALL_PER_SECOND * dt)
+        self._level = max(0.0, self._level - self.FALL_PER_SECOND * dt)
+        if self._shown <= 0.0:
+            self._timer.stop()
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        radius = rect.height() / 2
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.TRACK)
+        painter.drawRoundedRect(rect, radius, radius)
+        if not self._enabled_input or self._shown <= 0.0:
+            return
+        filled = QRectF(
+            rect.left(), rect.top(), max(rect.height(), rect.width() * self._shown), rect.height()
+        )
+        gradient = QLinearGradient(rect.left(), 0, rect.right(), 0)
+        gradient.setColorAt(0.0, QColor("#34D399"))
+        gradient.setColorAt(0.7, QColor("#FBBF24"))
+        gradient.setColorAt(1.0, QColor("#EF4444"))
+        painter.setBrush(gradient)
+        painter.drawRoundedRect(filled, radius, radius)
