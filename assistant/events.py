@@ -99,6 +99,16 @@ class TurnFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnWithdrawn:
+    """A reply was dropped before any of it was heard because the user went on talking; its
+    words carry over into the next turn's transcript."""
+
+    turn_id: int
+    user_text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something failed; ``message`` says what the user can do about it."""
 
@@ -144,6 +154,7 @@ SessionEvent = (
     | PlaybackResumed
     | TimelineUpdated
     | TurnFinished
+    | TurnWithdrawn
     | ErrorEvent
     | Notice
     | Loading

@@ -52,6 +52,7 @@ from assistant.events import (
     TimelineUpdated,
     ToolCalled,
     TurnFinished,
+    TurnWithdrawn,
     UserSpeechStarted,
 )
 from assistant.history import Conversation, ToolRecord, TurnRecord
@@ -664,6 +665,7 @@ class Session:
             self._reply = None
             reply.finished = True
             log.info("turn %d withdrawn before any audio; its text carries over", reply.turn_id)
+            self.emit(TurnWithdrawn(reply.turn_id, reply.user_text))
             return
         reply.timeline.mark("interrupted")
         self._set_state(State.INTERRUPTED)

@@ -811,7 +811,7 @@ class StreamingSTTSession:
     async def clear(self) -> None:
         self._pending = np.zeros(0, dtype=np.int16)
         self._socket.drop_audio()
-        if self._partial_text and not self._end_requested:
+        if self._partial_text and not self._end_requested and self._socket.failure is None:
             self._abandon_turn()
         self._turn_audio.clear()
         self._turn_seconds = 0.0

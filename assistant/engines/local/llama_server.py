@@ -222,7 +222,11 @@ class LlamaServer:
                 self._watcher = asyncio.create_task(self._watch(), name="llama-server watcher")
 
     async def ensure_running(self) -> None:
-        """Return once the server is ready: start it, or wait for a restart in progress."""
+        """Return once the server is ready: start it, or wait for a restart in progress.
+
+        After the server has crashed too often this keeps raising the reason; an explicit
+        ``start()`` tries again.
+        """
         if self._failed is not None:
             raise self._failed
         if self._watcher is None or self._watcher.done():

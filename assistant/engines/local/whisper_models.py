@@ -72,14 +72,21 @@ def base_dir(cache: Path | None = None, *, progress: Progress | None = None) -> 
     if _cached_ok(target, expected_size):
         return target
     _report(progress, 0.0, "Preparing the Whisper base model")
-    target.mkdir(parents=True, exist_ok=True)
-    for name in _BASE_SIDE_FILES:
-        _atomic_copy(part1.parent / name, target / name)
 
     def joined(fraction: float) -> None:
         _report(progress, 0.95 * fraction, "Joining the Whisper base model")
 
-    digest = _join((part1, part2), model, expected_size, joined)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _BASE_SIDE_FILES:
+            _atomic_copy(part1.parent / name, target / name)
+        digest = _join((part1, part2), model, expected_size, joined)
+    except OSError as exc:
+        raise EngineUnavailable(
+            f"Could not write the Whisper model to {target}: {exc}. "
+            "Free some disk space or point PARLEY_CACHE_DIR at a writable directory.",
+            engine="local",
+        ) from exc
     if digest != BASE_MODEL_SHA256:
         model.unlink(missing_ok=True)
         raise EngineUnavailable(
@@ -151,16 +158,8 @@ def _join(parts: tuple[Path, ...], dest: Path, size: int, progress: Callable[[fl
             out.flush()
             os.fsync(out.fileno())
         if tmp.stat().st_size != size:
-            raise EngineUnavailable(
-                f"Could not write the Whisper model to {dest.parent} (disk full?).", engine="local"
-            )
+            raise OSError(f"wrote {tmp.stat().st_size} bytes instead of {size}")
         os.replace(tmp, dest)
-    except OSError as exc:
-        raise EngineUnavailable(
-            f"Could not write the Whisper model to {dest.parent}: {exc}. "
-            "Free some disk space or point PARLEY_CACHE_DIR at a writable directory.",
-            engine="local",
-        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return digest.hexdigest()
