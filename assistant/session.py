@@ -152,6 +152,8 @@ class Session:
         self._pending: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._listening = False
+        self._prefill_task: asyncio.Task[None] | None = None
+        self._prefill_text: str | None = None
         player.on_playback_started.append(self._on_playback_started)
         player.on_playback_finished.append(self._on_playback_finished)
         for engine in (stt, llm, tts):
@@ -353,6 +355,8 @@ class Session:
             self._resume_handle = None
         self._utterance.preroll = list(self._preroll)
         self.emit(UserSpeechStarted(turn_id))
+        if not talking:
+            self._schedule_prefill("")
         if talking and not explicit:
             # Hands-free barge-in: pause now, decide once we know whether it is speech.
             self._utterance.tentative = True
@@ -447,14 +451,31 @@ class Session:
         self._start_reply(utterance.turn_id, text, utterance.timeline)
 
     async def _read_transcripts(self, stt: STTSession) -> None:
-        try:
-            async for transcript in stt.transcripts():
-                self._on_transcript(transcript)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("speech recognition stopped")
-            self.emit(ErrorEvent(f"Speech recognition stopped: {exc}", "stt"))
+        """Route transcripts; if the engine's stream breaks, fail the utterance and reopen."""
+        while True:
+            try:
+                async for transcript in stt.transcripts():
+                    self._on_transcript(transcript)
+                return  # the session was closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("speech recognition stream failed: %s", exc)
+                waiter = self._final_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(
+                        exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                    )
+                else:
+                    self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt"))
+            with contextlib.suppress(Exception):
+                await stt.aclose()
+            try:
+                stt = await self.stt.open(self.settings.language)
+            except Exception as exc:
+                self.emit(ErrorEvent(f"Speech recognition is unavailable: {exc}", "stt"))
+                return
+            self._stt_session = stt
 
     def _on_transcript(self, transcript: Transcript) -> None:
         if transcript.is_final:
@@ -477,10 +498,42 @@ class Session:
             return
         utterance.partial = transcript.text
         self.emit(PartialTranscript(utterance.turn_id, transcript.text))
+        if not utterance.tentative:
+            self._schedule_prefill(transcript.text)
         if utterance.tentative:
             self._check_tentative(utterance)
 
-    # ---------------------------------------------------------------------------------- typed text
+    # ------------------------------------------------------------------------------- prefill
+
+    def _schedule_prefill(self, partial: str) -> None:
+        """Let the LLM process the prompt while the user is still talking (if it can).
+
+        At most one prefill runs at a time; when it ends, a newer partial gets its turn. A reply
+        in progress always takes precedence.
+        """
+        if getattr(self.llm, "prefill", None) is None:
+            return
+        self._prefill_text = f"{self._carry_over} {partial}".strip()
+        if self._prefill_task is None or self._prefill_task.done():
+            self._prefill_task = asyncio.create_task(self._run_prefill())
+
+    async def _run_prefill(self) -> None:
+        prefill = getattr(self.llm, "prefill", None)
+        done: str | None = None
+        while prefill is not None and self._reply is None and self._prefill_text != done:
+            text = self._prefill_text or ""
+            messages = self.conversation.context(
+                self.settings.system_prompt, self.settings.context_tokens, pending_user=text
+            )
+            specs = self.tools.specs if self.tools is not None else []
+            try:
+                await prefill(ChatRequest(messages, tools=specs))
+            except Exception:
+                log.debug("prefill failed", exc_info=True)
+                return
+            done = text
+
+    # ---------------------------------------------------------------------------- typed text
 
     def submit_text(self, text: str) -> None:
         """A typed message: a turn without speech."""

@@ -54,6 +54,8 @@ class FakeSTT:
     words_per_second: float = 2.5
     min_audio_seconds: float = 0.15
     fail_on_open: EngineError | None = None
+    #: The first final fails by breaking the transcript stream (as a crashed engine would).
+    fail_first_final: EngineError | None = None
     name: str = "fake"
     provides_endpointing: bool = False
     _counter: itertools.count[int] = field(default_factory=itertools.count)
@@ -75,7 +77,7 @@ class FakeSTTSession:
 
     def __init__(self, engine: FakeSTT) -> None:
         self._engine = engine
-        self._queue: asyncio.Queue[Transcript | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Transcript | EngineError | None] = asyncio.Queue()
         self._samples = 0
         self._text: str | None = None
         self._last_partial = ""
@@ -103,10 +105,12 @@ class FakeSTTSession:
         seconds = self._samples / self.sample_rate
         long_enough = seconds >= self._engine.min_audio_seconds
         text = self._utterance_text() if long_enough else ""
-        if not long_enough and self._text is None:
-            pass  # a click: do not consume a scripted utterance
         self._reset()
         await asyncio.sleep(self._engine.final_delay)
+        failure, self._engine.fail_first_final = self._engine.fail_first_final, None
+        if failure is not None:
+            await self._queue.put(failure)
+            return
         await self._queue.put(
             Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds)
         )
@@ -125,6 +129,8 @@ class FakeSTTSession:
             item = await self._queue.get()
             if item is None:
                 return
+            if isinstance(item, EngineError):
+                raise item
             yield item
 
     async def aclose(self) -> None:

@@ -86,6 +86,12 @@ class FallbackLLM(_Chain):
     async def warm_up(self) -> None:
         await _warm_all(self.engines)
 
+    async def prefill(self, request: ChatRequest) -> None:
+        """Warm the first engine's prompt cache, when it has one (see ``LocalLLM.prefill``)."""
+        prefill = getattr(self.engines[0], "prefill", None)
+        if prefill is not None:
+            await prefill(request)
+
 
 class _ReplayablePieces:
     """Lets a second engine re-read the text pieces the failed first engine already took."""

@@ -287,10 +287,12 @@ def parse_json(engine: str, raw: str | bytes) -> Message | None:
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        log.warning("%s sent a message that is not JSON (%d bytes); skipped", engine, len(raw))
+        log.warning(
+            "%s sent a message that is not JSON (%d bytes); skipped", display(engine), len(raw)
+        )
         return None
     if not isinstance(value, dict):
-        log.warning("%s sent JSON that is not an object; skipped", engine)
+        log.warning("%s sent JSON that is not an object; skipped", display(engine))
         return None
     return value
 
@@ -434,10 +436,12 @@ class LiveSocket:
         self._wake.set()
 
     def drop_audio(self) -> None:
-        """Forget audio not sent yet (control messages stay)."""
-        kept = [item for item in self._outbox if not item.audio]
+        """Forget the audio queued after the last control message (the current turn's; an
+        earlier turn still waiting behind the pacer keeps its audio)."""
+        items = list(self._outbox)
+        keep = max((i + 1 for i, item in enumerate(items) if not item.audio), default=0)
         self._outbox.clear()
-        self._outbox.extend(kept)
+        self._outbox.extend(items[:keep])
 
     @property
     def queued_audio(self) -> float:

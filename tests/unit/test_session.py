@@ -18,6 +18,7 @@ from assistant.events import (
     PlaybackResumed,
     State,
     ToolCalled,
+    TurnWithdrawn,
 )
 from assistant.tools import default_tools
 
@@ -192,6 +193,8 @@ async def test_speaking_again_before_the_answer_merges_the_words(harness_factory
     assert turn.user_text == "Book a table for two people tonight."
     finals = [e.text for e in h.of(FinalTranscript)]
     assert finals[-1] == turn.user_text
+    (withdrawn,) = h.of(TurnWithdrawn)
+    assert withdrawn.user_text == "Book a table"
 
 
 async def test_tool_result_is_kept_and_spoken(harness_factory) -> None:
@@ -221,3 +224,16 @@ async def test_stop_button_interrupts_and_history_shows_cut(harness_factory) -> 
     assert 0 < len(turn.assistant_text) < len(LONG_REPLY)
     spoken = [e for e in h.of(AssistantText) if e.turn_id == turn.turn_id]
     assert spoken[-1].spoken == turn.assistant_text
+
+
+async def test_broken_transcript_stream_fails_one_turn_and_recovers(harness_factory) -> None:
+    stt = FakeSTT(fail_first_final=EngineError("the recognizer crashed"))
+    async with harness_factory(stt=stt) as h:
+        await h.ptt(0.6)
+        await h.until(lambda: h.of(ErrorEvent), timeout=10)
+        await h.until_state(State.LISTENING)
+        await h.ptt(0.6)
+        await h.until(lambda: h.finished(), timeout=10)
+    assert "the recognizer crashed" in h.of(ErrorEvent)[0].message
+    (turn,) = h.finished()
+    assert turn.user_text == "Tell me something interesting about the moon."

@@ -6,6 +6,7 @@ It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint; the serve
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,8 @@ from assistant.engines.base import ChatRequest, EngineError, LLMEvent
 from assistant.engines.local.llama_server import LlamaServer, Notice
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.openai.chat import OpenAIChatLLM
+
+log = logging.getLogger(__name__)
 
 
 def default_threads() -> tuple[int, int]:
@@ -109,6 +112,23 @@ class LocalLLM:
                     retryable=True,
                 ) from err
             raise
+
+    async def prefill(self, request: ChatRequest) -> None:
+        """Process ``request``'s prompt now so the real request finds it in the server's cache.
+
+        Called while the user is still talking: when the final transcript arrives, only the
+        tokens after the common prefix (the end of the user's message) remain to be processed.
+        Best effort: does nothing while the server is not up, and never raises.
+        """
+        server = self._server
+        if server is None or not server.running:
+            return
+        warm = ChatRequest(request.messages, request.tools, request.response_format, max_tokens=1)
+        try:
+            async for _event in self._client(server).stream(warm):
+                pass
+        except EngineError as err:
+            log.debug("prefill failed: %s", err)
 
     async def aclose(self) -> None:
         """Stop the server (the model file stays cached)."""
