@@ -36,6 +36,7 @@ from assistant.engines.base import (
     ToolCall,
     ToolCallDelta,
     Transcript,
+    closing_stream,
 )
 from assistant.events import (
     AssistantText,
@@ -611,7 +612,7 @@ class Session:
             calls: dict[int, ToolCall] = {}
             reply.timeline.mark("llm_request")
             stream = self.llm.stream(ChatRequest(messages, tools=specs))
-            async with _closing(stream):
+            async with closing_stream(stream):
                 async for event in stream:
                     if isinstance(event, TextDelta):
                         reply.timeline.mark("llm_first_token")
@@ -656,7 +657,7 @@ class Session:
         stream = self.tts.stream(
             texts(), voice=self.settings.voice or None, language=self.settings.language
         )
-        async with _closing(stream):
+        async with closing_stream(stream):
             async for chunk in stream:
                 self._play_chunk(reply, chunk)
 
@@ -787,17 +788,6 @@ class Session:
 
     def notice(self, message: str, source: str = "") -> None:
         self.emit(Notice(message, source))
-
-
-@contextlib.asynccontextmanager
-async def _closing[T](stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close an engine's stream promptly when the reply ends or is cancelled."""
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _source_of(exc: BaseException) -> str:

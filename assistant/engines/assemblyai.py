@@ -82,7 +82,7 @@ class AssemblyAISTT:
         model: str = "",
         format_turns: bool = True,
         format_timeout: float = 1.0,
-        final_timeout: float = 3.0,
+        final_timeout: float = 2.0,
         burst: float = 1.0,
         policy: ConnectPolicy | None = None,
     ) -> None:

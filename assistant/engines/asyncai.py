@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -168,7 +168,7 @@ class AsyncTTS:
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
-    ) -> AsyncIterator[SpeechChunk]:
+    ) -> AsyncGenerator[SpeechChunk, None]:
         socket = self.socket(self.voice_id(voice), language or self.language)
         tracker = PieceTracker(SAMPLE_RATE, self.chars_per_second)
         async with contextlib.aclosing(

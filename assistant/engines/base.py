@@ -7,6 +7,7 @@ into text, text into text, or text into audio, and report failures by raising ``
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,3 +274,21 @@ class TextToSpeech(Protocol):
     def voices(self, language: str | None = None) -> list[Voice]: ...
 
     async def warm_up(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+@contextlib.asynccontextmanager
+async def closing_stream[T](stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an engine's stream as soon as its consumer is done, finished or cancelled.
+
+    Stopping iteration early does not close an async generator by itself; this makes an
+    interruption reach the engine (HTTP response, websocket context, synthesis) at once.
+    """
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -10,7 +10,7 @@ timeline, so an interrupted reply keeps exactly the words that were played.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -167,7 +167,7 @@ class ElevenLabsTTS:
 
     def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
-    ) -> AsyncIterator[SpeechChunk]:
+    ) -> AsyncGenerator[SpeechChunk, None]:
         return speak(
             self.socket(self.voice_id(voice)),
             _Wire(),

@@ -21,6 +21,7 @@ from assistant.engines.base import (
     STTSession,
     TextToSpeech,
     Voice,
+    closing_stream,
 )
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,10 @@ class FallbackLLM(_Chain):
         for i, engine in enumerate(self.engines):
             produced = False
             try:
-                async for event in engine.stream(request):
-                    produced = True
-                    yield event
+                async with closing_stream(engine.stream(request)) as events:
+                    async for event in events:
+                        produced = True
+                        yield event
                 return
             except (EngineError, OSError, TimeoutError) as exc:
                 if produced:
@@ -138,11 +140,11 @@ class FallbackTTS(_Chain):
             # The chosen voice belongs to the first engine; the others use their default.
             engine_voice = voice if i == 0 else None
             try:
-                async for chunk in engine.stream(
-                    replayable.replay(), voice=engine_voice, language=language
-                ):
-                    produced = True
-                    yield chunk
+                stream = engine.stream(replayable.replay(), voice=engine_voice, language=language)
+                async with closing_stream(stream) as chunks:
+                    async for chunk in chunks:
+                        produced = True
+                        yield chunk
                 return
             except (EngineError, OSError, TimeoutError) as exc:
                 if produced:

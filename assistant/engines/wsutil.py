@@ -1,14 +1,18 @@
 """Websocket plumbing shared by the streaming cloud adapters (AssemblyAI, Deepgram, ElevenLabs,
-Async).
+Async). Each adapter keeps only its URL, its messages and their meaning; the rest is here.
 
 - ``connect``: open a socket with auth headers, retrying transient failures (5xx, network errors,
   429 with its ``retry-after``) with exponential backoff and jitter; a rejected key or a refused
-  request becomes a non-retryable ``EngineError`` at once.
-- ``LiveSocket``: a long-lived socket for a streaming STT session. An ordered outbox (audio paced
-  to real time where the provider demands it), a keep-alive, and reconnection after a drop with
-  the owner re-sending what the new connection must know.
-- ``ContextSocket``: one socket carrying several TTS contexts; incoming messages are routed to the
-  context they name, messages for forgotten contexts are dropped.
+  request becomes a non-retryable ``EngineError`` at once. ``close_error`` and ``status_error``
+  turn close codes and HTTP statuses into actionable messages.
+- ``LiveSocket`` and ``StreamingSTTSession``: a long-lived STT socket with an ordered outbox
+  (audio batched, and paced to real time where the provider demands it), a keep-alive, and
+  reconnection after a drop that re-sends the current turn's audio; turns ended on request with
+  a deadline for the server's answer.
+- ``ContextSocket`` and ``speak``: one TTS socket carrying the replies of a voice as contexts,
+  messages routed to the context they name (others dropped); ``PieceTracker`` cuts a context's
+  audio into per-piece ``SpeechChunk``s, by character alignment or by estimate.
+- ``VoiceCache``: a provider's voice list, fetched off the loop and cached.
 
 Keys never reach a log line or an exception text: the websocket library's own debug log goes
 through a scrubbing adapter and every message from a server passes ``secrets.redact``.
@@ -443,10 +447,6 @@ class LiveSocket:
         self._outbox.clear()
         self._outbox.extend(items[:keep])
 
-    @property
-    def queued_audio(self) -> float:
-        return sum(item.audio for item in self._outbox)
-
     # ------------------------------------------------------------------------------ running
 
     async def _run(self) -> None:
@@ -500,8 +500,9 @@ class LiveSocket:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
-            if not task.cancelled() and isinstance(task.exception(), EngineError):
-                return task.exception()  # type: ignore[return-value]
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, EngineError):
+                return error
         return None
 
     async def _read(self, ws: ClientConnection) -> None:
@@ -614,8 +615,6 @@ class ContextSocket:
         self._contexts: dict[str, asyncio.Queue[Message | EngineError]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.last_sent = time.monotonic()
-        #: How many connections were opened (for tests and diagnostics).
-        self.connections = 0
 
     @property
     def connected(self) -> bool:
@@ -636,7 +635,6 @@ class ContextSocket:
                 await ws.close()
                 raise
             self._ws = ws
-            self.connections += 1
             self.last_sent = time.monotonic()
             self._tasks = [asyncio.create_task(self._read(ws), name=f"{self.engine}-reader")]
             if self._keepalive is not None:
@@ -1031,10 +1029,11 @@ class PieceTracker:
 
     def _locate(self, ch: str) -> int:
         sent, cursor = self._sent, self._cursor
-        if ch.isspace():
+        if ch.isspace():  # a space belongs with what precedes it, never opens a piece
             if cursor < len(sent) and sent[cursor].isspace():
                 self._cursor += 1
-            return max(0, min(cursor, len(sent) - 1))
+                return cursor
+            return max(0, cursor - 1)
         while cursor < len(sent) and sent[cursor].isspace():
             cursor += 1
         found = sent.find(ch, cursor, cursor + 8)  # normalization may have changed a little
@@ -1044,13 +1043,15 @@ class PieceTracker:
 
     def _aligned(self, pcm: PCM, chars: list[str], starts_ms: list[float]) -> list[SpeechChunk]:
         last_piece = len(self.texts) - 1
-        marks: list[tuple[int, int, float]] = []  # (piece, offset in piece, ms in this audio)
+        # (piece, offset in piece or -1 for a space, ms in this audio)
+        marks: list[tuple[int, int, float]] = []
         for ch, ms in zip(chars, starts_ms, strict=True):
             pos = self._locate(ch)
             piece = min(last_piece, max(self._current, bisect.bisect_right(self._starts, pos) - 1))
             if marks and piece < marks[-1][0]:
                 piece = marks[-1][0]
-            marks.append((piece, pos - self._starts[piece], float(ms)))
+            offset = -1 if ch.isspace() else pos - self._starts[piece]
+            marks.append((piece, offset, float(ms)))
         out: list[SpeechChunk] = []
         seg_start_ms, seg_start = 0.0, 0
         align: list[tuple[int, float]] = []
@@ -1060,7 +1061,7 @@ class PieceTracker:
                 out.append(self._chunk(self._current, pcm[seg_start:cut], tuple(align), True))
                 out += self._advance(piece)
                 seg_start, seg_start_ms, align = cut, cut * 1000.0 / self.rate, []
-            if offset < len(self.texts[piece]) and not self.texts[piece][offset].isspace():
+            if 0 <= offset < len(self.texts[piece]):
                 align.append((offset, max(0.0, ms - seg_start_ms)))
         rest = pcm[seg_start:]
         out.append(self._chunk(self._current, rest, tuple(align), False))

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from assistant.engines.base import ChatRequest, EngineError, LLMEvent
+from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
 from assistant.engines.local.llama_server import LlamaServer, Notice
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.openai.chat import OpenAIChatLLM
@@ -101,8 +101,9 @@ class LocalLLM:
         await server.ensure_running()
         pid = server.pid
         try:
-            async for event in self._client(server).stream(request):
-                yield event
+            async with closing_stream(self._client(server).stream(request)) as events:
+                async for event in events:
+                    yield event
         except EngineError as err:
             if server.pid != pid or not await server.healthy():
                 raise EngineError(

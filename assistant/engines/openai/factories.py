@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.base import ChatRequest, LLMEvent
+from assistant.engines.base import ChatRequest, LLMEvent, closing_stream
 from assistant.engines.openai.chat import OpenAIChatLLM
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -44,8 +44,9 @@ class KeyedChatLLM:
         return self._engine
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        async for event in self._current().stream(request):
-            yield event
+        async with closing_stream(self._current().stream(request)) as events:
+            async for event in events:
+                yield event
 
     async def warm_up(self) -> None:
         if self._required and not secrets.has_key(self._provider):

@@ -1,0 +1,268 @@
+"""A private PulseAudio server with virtual devices, and a recorder of what a sink plays.
+
+The daemon runs in user mode with its own HOME, runtime and state directories, answers only on a
+socket inside them, and never touches the machine's own sound setup. Two null sinks stand in for
+the hardware: ``parley_out`` is the speaker (its monitor is what a listener would hear) and
+``mic_in`` is the room (whatever is played into it comes out of its monitor, which serves as the
+microphone). Programs reach it through ``client_env()``: libpulse reads ``PULSE_SERVER``, and
+PortAudio's ALSA backend reaches it through the ALSA "pulse" plugin (libasound2-plugins), which
+makes itself ALSA's default device whenever a server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+SPEAKER = "parley_out"
+ROOM = "mic_in"
+MICROPHONE = f"{ROOM}.monitor"
+TOOLS = ("pulseaudio", "pactl", "paplay", "parec")
+
+Int16 = npt.NDArray[np.int16]
+
+
+class PulseUnavailable(RuntimeError):
+    """The PulseAudio daemon could not be started here."""
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+class PulseServer:
+    """A PulseAudio daemon living entirely under ``root``; use as a context manager."""
+
+    def __init__(self, root: Path, rate: int = 48_000) -> None:
+        self.root = root
+        self.rate = rate
+        self.home = root / "home"
+        self.runtime = root / "run"
+        self.socket = self.runtime / "pulse" / "native"
+        self.log_path = root / "pulseaudio.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # ---------------------------------------------------------------------------- environment
+
+    def client_env(self) -> dict[str, str]:
+        """Variables that point a program (and its ALSA default device) at this server only."""
+        return {
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "PULSE_SERVER": f"unix:{self.socket}",
+            "PULSE_CLIENTCONFIG": str(self.root / "client.conf"),
+            "PULSE_COOKIE": str(self.home / ".config" / "pulse" / "cookie"),
+            "PULSE_SINK": SPEAKER,
+            "PULSE_SOURCE": MICROPHONE,
+        }
+
+    def _daemon_env(self) -> dict[str, str]:
+        # No DISPLAY or session bus: the daemon must not start a D-Bus session of its own.
+        keep = ("PATH", "LANG", "LC_ALL", "TZ")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env.update(
+            HOME=str(self.home),
+            XDG_RUNTIME_DIR=str(self.runtime),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            PULSE_RUNTIME_PATH=str(self.runtime / "pulse"),
+            PULSE_STATE_PATH=str(self.root / "state"),
+        )
+        return env
+
+    def _write_config(self) -> Path:
+        for d in (self.home, self.runtime / "pulse", self.root / "state"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.runtime.chmod(0o700)
+        script = self.root / "parley-e2e.pa"
+        sink = f"rate={self.rate} channels=1"
+        script.write_text(
+            f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.socket}\n"
+            f"load-module module-null-sink sink_name={SPEAKER} {sink} "
+            "sink_properties=device.description=Parley-speaker\n"
+            f"load-module module-null-sink sink_name={ROOM} {sink} "
+            "sink_properties=device.description=Parley-microphone\n"
+            f"set-default-sink {SPEAKER}\n"
+            f"set-default-source {MICROPHONE}\n",
+            encoding="utf-8",
+        )
+        # Clients must never start a daemon of their own (in the real HOME) if this one dies.
+        (self.root / "client.conf").write_text("autospawn = no\n", encoding="utf-8")
+        return script
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 10.0) -> None:
+        script = self._write_config()
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    "pulseaudio",
+                    "--daemonize=no",
+                    "--system=false",
+                    "--exit-idle-time=-1",
+                    "--use-pid-file=false",
+                    "--realtime=false",
+                    "--high-priority=false",
+                    "--log-target=stderr",
+                    "-n",
+                    "-F",
+                    str(script),
+                ],
+                env=self._daemon_env(),
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._process.poll() is not None:
+                break
+            if self._pactl("info").returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise PulseUnavailable(f"PulseAudio did not start: {self.log_tail()}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def __enter__(self) -> PulseServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, limit: int = 1500) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return text[-limit:].strip() or "(empty log)"
+
+    # ------------------------------------------------------------------------------ utilities
+
+    def _run(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args),
+            env={**os.environ, **self.client_env()},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def _pactl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self._run("pactl", *args, timeout=5.0)
+
+    def sinks(self) -> list[str]:
+        listed = self._pactl("list", "short", "sinks").stdout.splitlines()
+        return [line.split("\t")[1] for line in listed if "\t" in line]
+
+    def play(self, wav: Path, sink: str = ROOM, timeout: float = 30.0) -> None:
+        """Play a sound file into ``sink``; returns when it has been played."""
+        done = self._run("paplay", "-d", sink, str(wav), timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"paplay failed: {done.stderr.strip()}")
+
+    def recorder(self, source: str = f"{SPEAKER}.monitor", rate: int = 16_000) -> Recorder:
+        return Recorder(self, source, rate)
+
+
+class Recorder:
+    """Records a source (16-bit mono) with ``parec`` into memory while the test goes on."""
+
+    def __init__(self, server: PulseServer, source: str, rate: int) -> None:
+        self.rate = rate
+        #: ``time.monotonic()`` at which the first recorded sample was played (estimated from
+        #: the chunks' arrival times: the least delayed one tells best).
+        self.started_at = float("inf")
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            [
+                "parec",
+                "-d",
+                source,
+                "--raw",
+                "--format=s16le",
+                "--channels=1",
+                f"--rate={rate}",
+                "--latency-msec=50",
+            ],
+            env={**os.environ, **server.client_env()},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._thread = threading.Thread(target=self._read, name="parec-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stream = self._process.stdout
+        assert stream is not None
+        while chunk := os.read(stream.fileno(), 8192):
+            now = time.monotonic()
+            with self._lock:
+                self._chunks.append(chunk)
+                self._received += len(chunk)
+                self.started_at = min(self.started_at, now - self._received / 2 / self.rate)
+
+    def samples(self) -> Int16:
+        with self._lock:
+            data = b"".join(self._chunks)
+        usable = len(data) // 2 * 2
+        return np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+
+    def stop(self) -> Int16:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+        self._thread.join(5)
+        return self.samples()
+
+
+def speech_spans(
+    pcm: Int16, rate: int, threshold: float = 300.0, window: float = 0.05
+) -> list[tuple[float, float]]:
+    """(start, end) seconds of the stretches louder than ``threshold`` RMS, in 50 ms windows.
+
+    A null sink's monitor is digital silence between sounds, so any real signal stands out.
+    """
+    size = max(1, int(rate * window))
+    count = len(pcm) // size
+    if count == 0:
+        return []
+    blocks = pcm[: count * size].astype(np.float64).reshape(count, size)
+    loud = np.sqrt((blocks**2).mean(axis=1)) > threshold
+    spans: list[tuple[float, float]] = []
+    start: int | None = None
+    for i, is_loud in enumerate(loud):
+        if is_loud and start is None:
+            start = i
+        elif not is_loud and start is not None:
+            spans.append((start * window, i * window))
+            start = None
+    if start is not None:
+        spans.append((start * window, count * window))
+    return spans

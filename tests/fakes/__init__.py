@@ -1,0 +1,1 @@
+"""Local servers that speak real provider wire protocols, for integration tests."""

@@ -1,0 +1,255 @@
+"""A local Deepgram live-transcription server (``/v1/listen``) speaking the real wire protocol.
+
+It "recognizes" scripted text: while audio above a speech level arrives, words of the turn's text
+are revealed at ``words_per_second`` as interim ``Results``; every ``segment_seconds`` of speech
+the words so far become an ``is_final`` segment. After ``endpointing`` seconds of silence the rest
+comes as a ``speech_final`` result, after ``utterance_end`` an ``UtteranceEnd``; ``Finalize``
+answers a ``from_finalize`` result at once. A socket that gets neither audio nor a ``KeepAlive``
+for ``idle_timeout`` is closed with 1011, as Deepgram does. Misbehaviour on request: handshake
+statuses, a connection dropped after some audio, malformed messages, no answer to ``Finalize``.
+Each connection recognizes the script from its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+RATE = 16_000
+_server_log = logging.getLogger("tests.fakes.deepgram_server")
+_server_log.propagate = False
+_server_log.setLevel(logging.CRITICAL)
+IDLE_REASON = (
+    "Deepgram did not receive audio data or a text message within the timeout window. "
+    "See https://dpgr.am/net0001"
+)
+
+
+@dataclass
+class FakeDeepgram:
+    key: str = "dg-test-key"
+    script: tuple[str, ...] = ("What time is it?", "Thank you.")
+    handshake_faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    words_per_second: float = 4.0
+    speech_rms: float = 300.0
+    segment_seconds: float = 0.4
+    #: Silence that ends a turn with ``speech_final`` / with ``UtteranceEnd``; None: never.
+    endpointing: float | None = 0.3
+    utterance_end: float | None = 1.0
+    finalize_delay: float = 0.02
+    answer_finalize: bool = True
+    idle_timeout: float = 10.0
+    garbage: bool = False
+    drop_after_audio: float | None = None
+    drop_code: int | None = 1011
+
+    requests: list[Request] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
+    audio_seconds: float = 0.0
+    idle_closes: int = 0
+    finalize_received: list[float] = field(default_factory=list)
+    finals_sent: list[float] = field(default_factory=list)
+    _server: Server | None = None
+
+    async def __aenter__(self) -> FakeDeepgram:
+        self._server = await serve(
+            self._handle, "127.0.0.1", 0, process_request=self._process_request, logger=_server_log
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/v1/listen"
+
+    def query(self, index: int = -1) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.requests[index].path).query))
+
+    def count(self, kind: str) -> int:
+        return sum(1 for c in self.controls if c.get("type") == kind)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.requests.append(request)
+        if self.handshake_faults:
+            status, headers = self.handshake_faults.pop(0)
+            response = connection.respond(status, json.dumps({"err_msg": f"fake error {status}"}))
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
+        if request.headers.get("Authorization") != f"Token {self.key}":
+            return connection.respond(401, json.dumps({"err_code": "INVALID_AUTH"}))
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        session = _Session(self, ws)
+        watchdog = asyncio.create_task(session.watch_idle())
+        try:
+            await session.run()
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+            for task in session.tasks:
+                task.cancel()
+
+
+class _Session:
+    def __init__(self, server: FakeDeepgram, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.audio = 0.0
+        self.turn = 0
+        self.words: list[str] | None = None
+        self.done = 0  # words already sent in is_final results
+        self.speech = 0.0
+        self.segment_speech = 0.0
+        self.segment_start = 0.0
+        self.silence = 0.0
+        self.speech_final_sent = False
+        self.last_activity = time.monotonic()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def watch_idle(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if time.monotonic() - self.last_activity > self.server.idle_timeout:
+                self.server.idle_closes += 1
+                await self.ws.close(1011, IDLE_REASON)
+                return
+
+    async def run(self) -> None:
+        async for message in self.ws:
+            self.last_activity = time.monotonic()
+            if isinstance(message, bytes):
+                if not await self._audio(message):
+                    return
+                continue
+            msg = json.loads(message)
+            self.server.controls.append(msg)
+            kind = msg.get("type")
+            if kind == "Finalize":
+                self.server.finalize_received.append(time.monotonic())
+                if self.server.answer_finalize:
+                    await asyncio.sleep(self.server.finalize_delay)
+                    await self._final(from_finalize=True)
+            elif kind == "CloseStream":
+                await self._send({"type": "Metadata", "request_id": "fake", "duration": self.audio,
+                                  "channels": 1})  # fmt: skip
+                await self.ws.close(1000)
+                return
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        if self.server.garbage:
+            await self.ws.send("<html>not json")
+        await self.ws.send(json.dumps(msg))
+
+    async def _audio(self, data: bytes) -> bool:
+        server = self.server
+        seconds = len(data) / 2 / RATE
+        self.audio += seconds
+        server.audio_seconds += seconds
+        if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
+            server.drop_after_audio = None
+            if server.drop_code is None:
+                self.ws.transport.abort()
+            else:
+                await self.ws.close(server.drop_code, "NET-0000: internal error")
+            return False
+        pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
+        rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0
+        if rms >= server.speech_rms:
+            if self.words is None:
+                self.words = server.script[self.turn % len(server.script)].split()
+                self.segment_start = self.audio - seconds
+                await self._send({"type": "SpeechStarted", "timestamp": self.segment_start})
+            self.speech += seconds
+            self.segment_speech += seconds
+            self.silence = 0.0
+            self.speech_final_sent = False
+            shown = min(len(self.words), max(1, int(self.speech * server.words_per_second)))
+            if self.segment_speech >= server.segment_seconds and shown > self.done:
+                await self._results(self.words[self.done : shown], is_final=True)
+                self.done = shown
+            else:
+                await self._results(self.words[self.done : shown], is_final=False)
+        elif self.words is not None:
+            self.silence += seconds
+            if server.endpointing is not None and self.silence >= server.endpointing:
+                if not self.speech_final_sent:
+                    await self._final(speech_final=True)
+            if server.utterance_end is not None and self.silence >= server.utterance_end:
+                if self.done < len(self.words):  # the tail settles before the utterance ends
+                    await self._results(self.words[self.done :], is_final=True)
+                    self.done = len(self.words)
+                last_word_end = round(self.audio - self.silence, 3)
+                await self._send({"type": "UtteranceEnd", "last_word_end": last_word_end})
+                self._next_turn()
+        return True
+
+    async def _results(
+        self, words: list[str], *, is_final: bool, speech_final: bool = False,
+        from_finalize: bool = False,
+    ) -> None:  # fmt: skip
+        start = self.segment_start
+        duration = max(0.0, self.audio - start)
+        message = {
+            "type": "Results",
+            "channel_index": [0, 1],
+            "duration": round(duration, 3),
+            "start": round(start, 3),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {"alternatives": [{
+                "transcript": " ".join(words),
+                "confidence": 0.95,
+                "words": [{"word": w.lower().strip("?.,!"), "punctuated_word": w,
+                           "start": start, "end": start + duration, "confidence": 0.9}
+                          for w in words],
+            }]},
+        }  # fmt: skip
+        await self._send(message)
+        if is_final:
+            self.segment_start = self.audio
+            self.segment_speech = 0.0
+            if speech_final or from_finalize:
+                self.server.finals_sent.append(time.monotonic())
+
+    async def _final(self, *, speech_final: bool = False, from_finalize: bool = False) -> None:
+        words = self.words or []
+        rest = words[self.done :]
+        await self._results(
+            rest, is_final=True, speech_final=speech_final, from_finalize=from_finalize
+        )
+        self.done = len(words)
+        self.speech_final_sent = True
+        if from_finalize or self.server.utterance_end is None:
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        if self.words is not None:
+            self.turn += 1
+        self.words = None
+        self.done = 0
+        self.speech = self.segment_speech = self.silence = 0.0
+        self.speech_final_sent = False

@@ -1,0 +1,417 @@
+"""The Async TTS adapter against a local server speaking Async's websocket API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import subprocess
+import time
+import traceback
+import urllib.parse
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from assistant.config import Settings
+from assistant.engines.asyncai import (
+    DEFAULT_VOICE,
+    INITIAL_RATE,
+    AsyncTTS,
+    default_voices,
+    make_tts,
+)
+from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fallback import FallbackTTS
+from assistant.engines.wsutil import ConnectPolicy
+from assistant.spoken import SpokenText
+from assistant.talk import run_talk
+from tests.fakes.async_server import FakeAsync
+from tests.fakes.elevenlabs_server import RATE, synthesize_parts
+
+KEY = "async-test-key-0123456789"
+POLICY = ConnectPolicy(
+    open_timeout=2.0,
+    first_message_timeout=0.5,
+    stall_timeout=0.5,
+    attempts=3,
+    backoff_base=0.02,
+    backoff_max=0.1,
+    max_retry_after=1.0,
+    close_timeout=0.5,
+)
+PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
+
+
+@pytest.fixture
+def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ASYNC_API_KEY", KEY)
+    return KEY
+
+
+@pytest.fixture
+async def server(key_env: str) -> AsyncIterator[FakeAsync]:
+    async with FakeAsync(key=key_env) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def tts(server: FakeAsync) -> AsyncIterator[AsyncTTS]:
+    engine = AsyncTTS(server.url, policy=POLICY, voices_url=server.voices_url)
+    yield engine
+    await engine.aclose()
+
+
+async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
+    for piece in pieces:
+        if delay:
+            await asyncio.sleep(delay)
+        yield piece
+
+
+async def speak(
+    tts: AsyncTTS, pieces: Sequence[str] = PIECES, voice: str | None = None, language: str = "en"
+) -> list[SpeechChunk]:
+    return [c async for c in tts.stream(texts(pieces), voice=voice, language=language)]
+
+
+def expected_samples(pieces: Sequence[str], server: FakeAsync) -> int:
+    return sum(
+        len(part.pcm) // 2
+        for piece in pieces
+        for part in synthesize_parts(piece + " ", server.chars_per_second, server.chunk_ms)
+    )
+
+
+# ------------------------------------------------------------------------------------ protocol
+
+
+async def test_reply_is_one_context_of_forced_pieces(server: FakeAsync, tts: AsyncTTS) -> None:
+    chunks = await speak(tts)
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(server.requests[0].path).query))
+    assert query == {"api_key": KEY, "version": "v1"}
+    assert server.inits == [
+        {
+            "model_id": "async_flash_v1.5",
+            "voice": {"mode": "id", "id": DEFAULT_VOICE},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
+            "language": "en",
+        }
+    ]
+    (context,) = server.contexts()
+    sent = [m for m in server.received if (m.get("transcript") or "").strip()]
+    assert [m["transcript"] for m in sent] == [p + " " for p in PIECES]
+    assert all(m["force"] is True and m["context_id"] == context for m in sent)
+    assert server.received[-1] == {"context_id": context, "close_context": True, "transcript": ""}
+    assert server.finals == [context]
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert all(c.sample_rate == RATE for c in chunks)
+    assert [c.piece for c in chunks] == sorted(c.piece for c in chunks)
+    assert [c.text for c in chunks if c.last] == list(PIECES)
+    spoken = SpokenText()
+    for c in chunks:
+        spoken.add(c)
+    assert spoken.heard(spoken.audio_seconds) == " ".join(PIECES)
+    assert spoken.heard(0.0) == ""
+
+
+async def test_pieces_are_placed_by_their_length(server: FakeAsync) -> None:
+    tts = AsyncTTS(server.url, policy=POLICY)
+    tts.chars_per_second = server.chars_per_second  # as if learnt from earlier replies
+    chunks = await speak(tts)
+    await tts.aclose()
+    per_piece = [sum(len(c.pcm) for c in chunks if c.piece == i) for i in range(len(PIECES))]
+    expected = [expected_samples([p], server) for p in PIECES]
+    for got, want in zip(per_piece, expected, strict=True):
+        assert abs(got - want) <= 0.35 * want, (per_piece, expected)  # an estimate
+
+
+async def test_speaking_rate_is_learnt(server: FakeAsync, tts: AsyncTTS) -> None:
+    assert tts.chars_per_second == INITIAL_RATE
+    await speak(tts, ["A reply that is long enough to measure how fast this voice speaks."])
+    assert tts.chars_per_second > INITIAL_RATE  # the fake speaks 40 characters a second
+
+
+async def test_older_audio_messages_without_context(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.audio_output_type = True
+    chunks = await speak(tts)
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+
+
+async def test_voice_and_language_choose_the_socket(server: FakeAsync, tts: AsyncTTS) -> None:
+    await speak(tts, ["Hallo."], voice="async:22222222-bbbb", language="de")
+    await speak(tts, ["Hi."], voice="piper:en_US-amy")  # another engine's voice: the default
+    assert [(i["voice"]["id"], i["language"]) for i in server.inits] == [
+        ("22222222-bbbb", "de"),
+        (DEFAULT_VOICE, "en"),
+    ]
+
+
+async def test_socket_is_reused_and_kept_alive(server: FakeAsync) -> None:
+    server.idle_timeout = 0.3
+    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=0.1)
+    await tts.warm_up()
+    await asyncio.sleep(0.7)  # idle: only keep-alives flow
+    await speak(tts, ["Still here."])
+    await tts.aclose()
+    assert server.connections == 1 and server.idle_closes == 0
+    assert {"transcript": " "} in server.received
+
+
+async def test_idle_socket_closed_by_the_server_is_reopened(server: FakeAsync) -> None:
+    server.idle_timeout = 0.2
+    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=60.0)
+    await speak(tts, ["One."])
+    await asyncio.sleep(0.4)
+    chunks = await speak(tts, ["Two."])
+    await tts.aclose()
+    assert server.idle_closes == 1 and server.connections == 2
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Two."], server)
+
+
+async def test_barge_in_closes_only_the_context(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.realtime_factor = 1.0
+    stream = tts.stream(
+        texts(["This reply goes on and on for quite a while, with many words to say."]),
+        voice=None,
+        language="en",
+    )
+    first = await anext(stream)
+    assert len(first.pcm)
+    await stream.aclose()
+    await asyncio.sleep(0.05)
+    (interrupted,) = server.contexts()
+    assert {"context_id": interrupted, "close_context": True, "transcript": ""} in server.received
+    chunks = await speak(tts, ["Yes?"])
+    assert server.connections == 1
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Yes?"], server)
+
+
+async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.realtime_factor = 1.0
+    chain = FallbackTTS([tts, FakeTTS()])
+    pieces = texts(["A long reply that the user cuts short."])
+    # The chain's stream is an async generator, as the session's ``aclosing`` expects.
+    stream = cast(
+        AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
+    )
+    assert len((await anext(stream)).pcm)
+    await stream.aclose()
+    (context,) = server.contexts()
+    closing = {"context_id": context, "close_context": True, "transcript": ""}
+    for _ in range(50):
+        if closing in server.received:
+            break
+        await asyncio.sleep(0.01)
+    assert closing in server.received
+    assert server.connections == 1
+
+
+# -------------------------------------------------------------------------------- resilience
+
+
+async def test_rejected_key(
+    server: FakeAsync, tts: AsyncTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNC_API_KEY", "wrong-key-abcdef")
+    with pytest.raises(EngineError) as caught:
+        await speak(tts)
+    assert not caught.value.retryable
+    assert "rejected the API key (HTTP 401)" in str(caught.value)
+    assert "ASYNC_API_KEY" in str(caught.value)
+
+
+async def test_missing_key(server: FakeAsync, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNC_API_KEY")
+    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    with pytest.raises(MissingKeyError, match="ASYNC_API_KEY"):
+        await speak(AsyncTTS(server.url, policy=POLICY))
+
+
+async def test_rate_limit_and_server_errors_are_retried(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.handshake_faults = [(429, {"Retry-After": "0.2"}), (500, {})]
+    started = time.monotonic()
+    chunks = await speak(tts, ["Hi."])
+    assert time.monotonic() - started >= 0.2
+    assert len(server.requests) == 3
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Hi."], server)
+
+
+async def test_persistent_rate_limit_fails_with_retry_after(
+    server: FakeAsync, tts: AsyncTTS
+) -> None:
+    server.handshake_faults = [(429, {"Retry-After": "30"})]
+    with pytest.raises(EngineError, match="HTTP 429") as caught:
+        await speak(tts)
+    assert caught.value.retry_after == 30
+
+
+async def test_drop_before_audio_is_replayed(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.drop_after_audio = 0
+    chunks = await speak(tts)
+    assert server.connections == 2 and len(server.inits) == 2
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+
+
+@pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
+async def test_drop_mid_reply_fails_then_next_reply_reconnects(
+    server: FakeAsync, tts: AsyncTTS, code: int | None
+) -> None:
+    server.drop_after_audio = 3
+    server.drop_code = code
+    got: list[SpeechChunk] = []
+    with pytest.raises(EngineError, match="connection dropped"):
+        async for chunk in tts.stream(texts(PIECES), voice=None, language="en"):
+            got.append(chunk)
+    assert sum(len(c.pcm) for c in got) > 0
+    chunks = await speak(tts, ["Back again."])
+    assert server.connections == 2
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Back again."], server)
+
+
+async def test_stalled_server_falls_back_with_every_piece(server: FakeAsync, tts: AsyncTTS) -> None:
+    server.stall = True
+    chain = FallbackTTS([tts, FakeTTS(first_audio_delay=0.0)])
+    chunks = [c async for c in chain.stream(texts(PIECES), voice=None, language="en")]
+    assert [c.text for c in chunks if c.last] == list(PIECES)
+
+
+async def test_malformed_messages_are_skipped(
+    server: FakeAsync, tts: AsyncTTS, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.garbage = True
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+        chunks = await speak(tts)
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert "not JSON" in caplog.text
+
+
+# ------------------------------------------------------------------------------------ voices
+
+
+async def test_voices_from_the_api(server: FakeAsync, tts: AsyncTTS) -> None:
+    voices = await tts.load_voices()
+    assert [(v.id, v.name, v.language) for v in voices] == [
+        ("async:11111111-aaaa", "Ava", "en"),
+        ("async:22222222-bbbb", "Bernd", "de"),
+    ]
+    assert [v.name for v in tts.voices("de")] == ["Bernd"]
+    assert len(server.voice_requests) == 1  # cached
+    assert server.voice_requests[0]["x-api-key"] == KEY
+    assert server.voice_requests[0]["version"] == "v1"
+
+
+async def test_voices_without_a_working_key(
+    server: FakeAsync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNC_API_KEY", "wrong-key-abcdef")
+    tts = AsyncTTS(server.url, voices_url=server.voices_url)
+    with pytest.raises(EngineError, match="HTTP 401"):
+        await tts.load_voices()
+    assert tts.voices() == default_voices()
+    await tts.voice_cache.wait()
+
+
+def espeak_wav(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "utterance.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def files_containing(root: Path, needle: str) -> list[Path]:
+    """Files under ``root`` whose bytes contain ``needle``."""
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+async def test_talk_end_to_end(
+    server: FakeAsync, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_ASYNC_URL", server.url)
+    reply = "It is noon. Anything else?"
+    tts = make_tts(Settings())
+    result = await run_talk(
+        espeak_wav(tmp_path, "What time is it?"),
+        settings=Settings(),
+        pace="fast",
+        engines=(FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts),
+        history_dir=tmp_path / "history",
+        output_path=tmp_path / "out.wav",
+        idle_timeout=20,
+    )
+    await tts.aclose()
+    assert not result.errors, result.errors
+    assert [t.assistant_text for t in result.turns] == [reply]
+    pieces = [t.strip() for t in server.texts(server.contexts()[0])]
+    assert " ".join(pieces).split() == reply.split()
+    assert result.audio_seconds == pytest.approx(expected_samples(pieces, server) / RATE, abs=0.05)
+
+
+async def test_canary_key_never_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    canary = f"canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ASYNC_API_KEY", canary)
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    async with FakeAsync(key=canary, drop_after_audio=0) as good:
+        monkeypatch.setenv("PARLEY_ASYNC_URL", good.url)
+        tts = make_tts(Settings())
+        tts.voices_url = good.voices_url
+        result = await run_talk(
+            espeak_wav(tmp_path, "What time is it?"),
+            settings=Settings(),
+            pace="fast",
+            engines=(FakeSTT(), FakeLLM(ttft=0.01), tts),
+            history_dir=tmp_path / "history",
+            output_path=tmp_path / "out.wav",
+            idle_timeout=20,
+        )
+        await tts.load_voices()
+        await tts.aclose()
+        seen += result.errors + result.notices
+        assert result.turns and result.audio_seconds > 0
+    async with FakeAsync(key="another-key") as bad:
+        for attempt in (speak(AsyncTTS(bad.url, policy=POLICY)),
+                        AsyncTTS(bad.url, voices_url=bad.voices_url).load_voices()):  # fmt: skip
+            with pytest.raises(EngineError) as caught:
+                await attempt
+            seen.append("".join(traceback.format_exception(caught.value)))
+    # The handshake was logged, with the key scrubbed out of the URL.
+    assert "api_key=[redacted]" in caplog.text
+    assert canary not in caplog.text
+    assert all(canary not in t for t in seen)
+    assert files_containing(tmp_path, canary) == []
+
+
+# ---------------------------------------------------------------------------------- latency
+
+
+async def test_added_latency_over_the_server(server: FakeAsync, tts: AsyncTTS) -> None:
+    """A piece handed over → its first audio, less the fake server's own first-audio delay."""
+    await tts.warm_up()
+    added: list[float] = []
+    for _ in range(5):
+        handed = 0.0
+
+        async def one() -> AsyncIterator[str]:
+            nonlocal handed
+            handed = time.monotonic()
+            yield "Quick test."
+
+        stream = tts.stream(one(), voice=None, language="en")
+        async with contextlib.aclosing(stream):
+            await anext(stream)
+            added.append(time.monotonic() - handed - server.first_audio_delay)
+            async for _ in stream:
+                pass
+    median = statistics.median(added)
+    print(f"\nasync added latency: median {median * 1000:.1f} ms, max {max(added) * 1000:.1f} ms")
+    assert median < 0.05
