@@ -61,6 +61,9 @@ class VadSettings:
     min_speech_ms: int = 200
     #: Silence after speech that ends the user's turn.
     end_silence_ms: int = 600
+    #: After this much silence the reply is prepared speculatively (transcript, LLM, TTS) and
+    #: held; it plays once the turn really ends, or is dropped if the user goes on. 0 = off.
+    speculative_silence_ms: int = 200
     #: Audio kept from before speech was detected, so the first syllable is not lost.
     preroll_ms: int = 300
 

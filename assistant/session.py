@@ -93,6 +93,10 @@ class _Utterance:
     last_speech_at: float = 0.0
     #: Audio from just before the start was detected; sent to STT ahead of the live frames.
     preroll: list[AudioFrame] | None = None
+    #: Ended speculatively (a pause): its reply is prepared but held until the end is confirmed.
+    held: bool = False
+    #: The user went on talking after the pause: its words carry over to the next utterance.
+    withdrawn: bool = False
 
 
 @dataclass(slots=True)
@@ -112,6 +116,10 @@ class _Reply:
     finished: bool = False
     error: str | None = None
     last_spoken_event: str = ""
+    #: Prepared speculatively: audio waits in ``pending`` until the turn's end is confirmed.
+    held: bool = False
+    pending: list[SpeechChunk] = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Session:
@@ -142,7 +150,9 @@ class Session:
         self._detector: TurnDetector = self._make_detector(self.settings.turn_mode)
         self._preroll: deque[AudioFrame] = deque()
         self._utterance: _Utterance | None = None
-        self._final_waiter: asyncio.Future[str] | None = None
+        #: One per utterance awaiting its final transcript, oldest first (finals come in order).
+        self._final_waiters: deque[asyncio.Future[str]] = deque()
+        self._speculative: _Utterance | None = None
         self._reply: _Reply | None = None
         self._carry_over = ""
         self._next_turn_id = conversation.next_turn_id
@@ -233,7 +243,7 @@ class Session:
         self._idle.clear()
 
     def _maybe_idle(self) -> None:
-        if self._reply is None and self._utterance is None and self._final_waiter is None:
+        if self._reply is None and self._utterance is None and not self._final_waiters:
             self._idle.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -253,6 +263,8 @@ class Session:
             return
         if self._utterance is not None and not self._utterance.tentative:
             self._end_utterance(time.monotonic())
+        if self._speculative is not None:
+            self._confirm_end(self._speculative)
         self.settings.turn_mode = mode
         self._detector = self._make_detector(mode)
         if self.vad is not None:
@@ -329,14 +341,57 @@ class Session:
     # --------------------------------------------------------------------------------- turn events
 
     def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None:
+        utterance = self._utterance
         if event.kind == "start":
             self._begin_utterance(event, explicit=explicit)
-        elif self._utterance is not None:
-            if self._utterance.tentative:
+        elif event.kind == "pause":
+            if utterance is not None and not utterance.tentative:
+                # Probably the end: get the transcript and the reply ready, but hold the audio.
+                self._speculative = utterance
+                self._end_utterance(event.at, held=True)
+        elif event.kind == "resume":
+            speculative = self._speculative
+            if speculative is not None:
+                self._withdraw(speculative)
+                self._begin_utterance(event, explicit=False)
+        elif utterance is not None:
+            if utterance.tentative:
                 # The suspected interruption ended before it proved to be speech.
                 self._false_interruption()
             else:
                 self._end_utterance(event.at)
+        elif self._speculative is not None:
+            self._confirm_end(self._speculative)
+
+    def _confirm_end(self, utterance: _Utterance) -> None:
+        """The turn really ended: release the reply prepared during the pause."""
+        self._speculative = None
+        utterance.held = False
+        speech_end = utterance.timeline.marks.get("speech_end")
+        if speech_end is not None:
+            utterance.timeline.notes["endpoint_ms"] = round((time.monotonic() - speech_end) * 1e3)
+        reply = self._reply
+        if reply is not None and reply.turn_id == utterance.turn_id:
+            self._release(reply)
+            if not reply.playing:
+                self._set_state(State.THINKING)
+        elif self._utterance is None and self._final_waiters:
+            self._set_state(State.THINKING)
+
+    def _withdraw(self, utterance: _Utterance) -> None:
+        """The user went on after a pause: drop the prepared reply; the words carry over."""
+        self._speculative = None
+        utterance.withdrawn = True
+        reply = self._reply
+        if reply is not None and reply.turn_id == utterance.turn_id:
+            self.interrupt(reason="barge_in")
+
+    def _release(self, reply: _Reply) -> None:
+        reply.held = False
+        pending, reply.pending = reply.pending, []
+        for chunk in pending:
+            self._write_chunk(reply, chunk)
+        reply.released.set()
 
     def _begin_utterance(self, event: TurnEvent, *, explicit: bool) -> None:
         reply = self._reply
@@ -405,19 +460,20 @@ class Session:
         self.player.resume()
         self.emit(PlaybackResumed(reply.turn_id))
 
-    def _end_utterance(self, at: float) -> None:
+    def _end_utterance(self, at: float, *, held: bool = False) -> None:
         utterance = self._utterance
         if utterance is None:
             return
         self._utterance = None
+        utterance.held = held
         utterance.timeline.mark("speech_end", at)
-        self._set_state(State.THINKING)
+        if not held:
+            self._set_state(State.THINKING)
         stt = self._stt_session
         if stt is None:
             return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[str] = loop.create_future()
-        self._final_waiter = waiter
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._final_waiters.append(waiter)
         self._spawn(self._finish_utterance(stt, utterance, waiter))
 
     async def _finish_utterance(
@@ -426,30 +482,39 @@ class Session:
         try:
             await stt.end_turn()
             text = await asyncio.wait_for(asyncio.shield(waiter), FINAL_TRANSCRIPT_TIMEOUT)
-        except TimeoutError:
-            self._final_waiter = None
-            self.emit(
-                ErrorEvent("The speech recognizer gave no transcript; please try again.", "stt")
+        except (TimeoutError, EngineError) as exc:
+            with contextlib.suppress(ValueError):
+                self._final_waiters.remove(waiter)
+            if self._speculative is utterance:
+                self._speculative = None
+            message = (
+                "The speech recognizer gave no transcript; please try again."
+                if isinstance(exc, TimeoutError)
+                else f"Speech recognition failed: {exc}"
             )
+            self.emit(ErrorEvent(message, "stt"))
             self._after_turn()
             return
-        except EngineError as exc:
-            self._final_waiter = None
-            self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt"))
-            self._after_turn()
-            return
-        if self._final_waiter is waiter:
-            self._final_waiter = None
+        with contextlib.suppress(ValueError):
+            self._final_waiters.remove(waiter)
         utterance.timeline.mark("stt_final")
         text = text.strip()
         if self._carry_over:
             text = f"{self._carry_over} {text}".strip()
             self._carry_over = ""
-        self.emit(FinalTranscript(utterance.turn_id, text))
-        if not text:
+        if utterance.withdrawn:
+            # The user went on talking: these words open the next utterance's transcript.
+            self._carry_over = text
+            self.emit(TurnWithdrawn(utterance.turn_id, text))
             self._after_turn()
             return
-        self._start_reply(utterance.turn_id, text, utterance.timeline)
+        self.emit(FinalTranscript(utterance.turn_id, text))
+        if not text:
+            if self._speculative is utterance:
+                self._speculative = None
+            self._after_turn()
+            return
+        self._start_reply(utterance.turn_id, text, utterance.timeline, held=utterance.held)
 
     async def _read_transcripts(self, stt: STTSession) -> None:
         """Route transcripts; if the engine's stream breaks, fail the utterance and reopen."""
@@ -462,12 +527,11 @@ class Session:
                 raise
             except Exception as exc:
                 log.warning("speech recognition stream failed: %s", exc)
-                waiter = self._final_waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(
-                        exc if isinstance(exc, EngineError) else EngineError(str(exc))
-                    )
-                else:
+                waiters = [w for w in self._final_waiters if not w.done()]
+                error = exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                for waiter in waiters:
+                    waiter.set_exception(error)
+                if not waiters:
                     self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt"))
             with contextlib.suppress(Exception):
                 await stt.aclose()
@@ -480,8 +544,8 @@ class Session:
 
     def _on_transcript(self, transcript: Transcript) -> None:
         if transcript.is_final:
-            waiter = self._final_waiter
-            if waiter is not None and not waiter.done():
+            waiter = next((w for w in self._final_waiters if not w.done()), None)
+            if waiter is not None:
                 waiter.set_result(transcript.text)
             elif (
                 transcript.end_of_turn
@@ -491,8 +555,8 @@ class Session:
                 # The engine ended the turn itself (its own endpointing).
                 self._utterance.partial = transcript.text
                 self._end_utterance(time.monotonic())
-                if self._final_waiter is not None and not self._final_waiter.done():
-                    self._final_waiter.set_result(transcript.text)
+                if self._final_waiters and not self._final_waiters[-1].done():
+                    self._final_waiters[-1].set_result(transcript.text)
             return
         utterance = self._utterance
         if utterance is None:
@@ -553,12 +617,17 @@ class Session:
 
     # --------------------------------------------------------------------------------------- reply
 
-    def _start_reply(self, turn_id: int, user_text: str, timeline: Timeline) -> None:
+    def _start_reply(
+        self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
+    ) -> None:
         self._busy()
-        reply = _Reply(turn_id, user_text, timeline)
+        reply = _Reply(turn_id, user_text, timeline, held=held)
+        if not held:
+            reply.released.set()
         reply.played = asyncio.get_running_loop().create_future()
         self._reply = reply
-        self._set_state(State.THINKING)
+        if not held:
+            self._set_state(State.THINKING)
         reply.task = asyncio.create_task(self._run_reply(reply), name=f"reply-{turn_id}")
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_spoken_text())
@@ -597,6 +666,7 @@ class Session:
                 tts_task.cancel()
                 with contextlib.suppress(BaseException):
                     await tts_task
+        await reply.released.wait()  # a speculative reply plays only once the turn has ended
         if reply.spoken.audio_seconds > 0:
             self.player.flush()
             await self._await_playback(reply)
@@ -665,6 +735,12 @@ class Session:
         if len(chunk.pcm) == 0 and not chunk.last:
             return
         reply.timeline.mark("tts_first_audio")
+        if reply.held:
+            reply.pending.append(chunk)
+        else:
+            self._write_chunk(reply, chunk)
+
+    def _write_chunk(self, reply: _Reply, chunk: SpeechChunk) -> None:
         if self.player.write(chunk.pcm, chunk.sample_rate, reply.turn_id):
             reply.spoken.add(chunk)
 
@@ -770,7 +846,7 @@ class Session:
     def _after_turn(self) -> None:
         if self._utterance is not None and not self._utterance.tentative:
             self._set_state(State.USER_SPEAKING)
-        elif self._reply is None and self._final_waiter is None:
+        elif self._reply is None and not self._final_waiters:
             self._set_state(self._rest_state())
         self._maybe_idle()
 

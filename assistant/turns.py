@@ -17,9 +17,15 @@ from assistant.config import VadSettings
 FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
 
 
+TurnKind = Literal["start", "pause", "resume", "end"]
+
+
 @dataclass(frozen=True, slots=True)
 class TurnEvent:
-    kind: Literal["start", "end"]
+    """``start``/``end`` bound a user turn. In between, hands-free detection may report a
+    ``pause`` (the turn will probably end: prepare the reply) and a ``resume`` (it did not)."""
+
+    kind: TurnKind
     #: Monotonic time the user started / stopped speaking (not when it was detected).
     at: float
     #: When the detector decided; ``detected_at − at`` is the endpointing delay.
@@ -77,7 +83,10 @@ class VadEndpointing:
     """Speech for at least ``min_speech_ms`` starts a turn; ``end_silence_ms`` of silence ends it.
 
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
-    dips inside words.
+    dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
+    reply can be prepared while the endpoint is confirmed; speech before the end (two frames
+    over the threshold) reports ``resume``. An end-of-turn model may shorten the wait
+    (``end_now``) or lengthen it (``extend_silence``) for the current turn.
     """
 
     mode: Literal["ptt", "vad"] = "vad"
@@ -92,15 +101,34 @@ class VadEndpointing:
         self._first_speech_at: float | None = None
         self._silence = 0.0
         self._last_speech_end = 0.0
+        self._paused = False
+        self._resume_frames = 0
+        self._end_silence_override: float | None = None
 
     @property
     def active(self) -> bool:
         return self._speaking
 
     @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
     def candidate(self) -> bool:
         """Speech has been heard but is not yet long enough to start a turn."""
         return not self._speaking and self._speech_run > 0
+
+    def extend_silence(self, end_silence_ms: float) -> None:
+        """Wait this long (instead of the setting) before ending the current turn."""
+        self._end_silence_override = end_silence_ms
+
+    def end_now(self, now: float) -> TurnEvent | None:
+        """End the current turn at once (its words sound finished)."""
+        if not self._speaking:
+            return None
+        end = self._last_speech_end
+        self.reset()
+        return TurnEvent("end", end, now)
 
     def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
         s = self.settings
@@ -122,13 +150,32 @@ class VadEndpointing:
                     self._speech_run = 0.0
                     self._first_speech_at = None
             return None
-        if speech_probability >= max(0.0, s.threshold - 0.15):
+        if self._paused:
+            # Prepared for the end: only clear speech (two frames in a row) resumes the turn.
+            if speech_probability >= s.threshold:
+                self._resume_frames += 1
+                if self._resume_frames >= 2:
+                    self._paused = False
+                    self._silence = 0.0
+                    self._last_speech_end = frame.t
+                    self._end_silence_override = None
+                    return TurnEvent("resume", frame_start - FRAME_SECONDS, frame.t)
+                return None
+            self._resume_frames = 0
+        elif speech_probability >= max(0.0, s.threshold - 0.15):
             self._silence = 0.0
             self._last_speech_end = frame.t
             return None
         self._silence += FRAME_SECONDS
-        if self._silence * 1000.0 >= s.end_silence_ms:
+        silence_ms = self._silence * 1000.0
+        end_silence = self._end_silence_override or float(s.end_silence_ms)
+        if silence_ms >= end_silence:
             end = self._last_speech_end
             self.reset()
             return TurnEvent("end", end, frame.t)
+        speculative = s.speculative_silence_ms
+        if not self._paused and 0 < speculative <= silence_ms:
+            self._paused = True
+            self._resume_frames = 0
+            return TurnEvent("pause", self._last_speech_end, frame.t)
         return None

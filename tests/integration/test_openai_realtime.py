@@ -511,4 +511,3 @@ def _assert_not_in_files(root: Path, secret: bytes) -> None:
 async def _aiter(items: list[str]) -> AsyncIterator[str]:
     for item in items:
         yield item
-

@@ -172,13 +172,43 @@ def test_vad_endpointing_start_end_and_hysteresis() -> None:
         if ev:
             events.append((ev.kind, i, ev))
     kinds = [(k, i) for k, i, _ in events]
-    # Start after 3 speech frames (96 ms); 0.4 stays inside speech (hysteresis); end after 10
-    # silent frames (320 ms).
-    assert kinds == [("start", 7), ("end", 42)]
-    start, end = events[0][2], events[1][2]
+    # Start after 3 speech frames (96 ms); 0.4 stays inside speech (hysteresis); a speculative
+    # pause after 7 silent frames (224 ms >= 200); end after 10 silent frames (320 ms).
+    assert kinds == [("start", 7), ("pause", 39), ("end", 42)]
+    start, pause, end = (e for _, _, e in events)
+    assert pause.at == end.at
     assert start.at == pytest.approx(5 * FRAME_SECONDS)  # the first speech frame's start
     assert end.at == pytest.approx(33 * FRAME_SECONDS)  # the last speech frame's end
     assert end.detected_at - end.at == pytest.approx(10 * FRAME_SECONDS)
+
+
+def test_vad_pause_then_resume_when_the_user_goes_on() -> None:
+    vad = VadEndpointing(
+        VadSettings(min_speech_ms=64, end_silence_ms=640, speculative_silence_ms=192)
+    )
+    probs = [0.9] * 10 + [0.0] * 8 + [0.9] + [0.0] + [0.9] * 2 + [0.9] * 5 + [0.0] * 25
+    kinds = []
+    for i, p in enumerate(probs):
+        ev = vad.process(_frame((i + 1) * FRAME_SECONDS), p)
+        if ev:
+            kinds.append((ev.kind, i))
+    # One speech frame after the pause is not enough; two in a row resume the turn, which then
+    # pauses and ends again after the final silence.
+    assert kinds == [("start", 1), ("pause", 15), ("resume", 21), ("pause", 32), ("end", 46)]
+
+
+def test_vad_end_now_and_extended_silence() -> None:
+    vad = VadEndpointing(
+        VadSettings(min_speech_ms=64, end_silence_ms=320, speculative_silence_ms=96)
+    )
+    for i in range(6):
+        vad.process(_frame((i + 1) * FRAME_SECONDS), 0.9)
+    vad.extend_silence(2000)
+    events = [vad.process(_frame((i + 7) * FRAME_SECONDS), 0.0) for i in range(20)]
+    assert [e.kind for e in events if e] == ["pause"]  # 640 ms of silence, but 2 s are needed
+    end = vad.end_now(10.0)
+    assert end is not None and end.kind == "end" and end.at == pytest.approx(6 * FRAME_SECONDS)
+    assert not vad.active
 
 
 def test_vad_ignores_short_blips() -> None:

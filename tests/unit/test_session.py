@@ -75,10 +75,31 @@ async def test_vad_turn_ends_after_silence_and_anchors_at_speech_end(harness_fac
         await h.until(lambda: h.finished(), timeout=15)
     turn = h.finished()[0]
     marks = turn.timeline["marks_ms"]
-    # Speech started ~1 s before it ended; the final came after the 300 ms endpoint silence.
+    # Speech started ~1 s before it ended. The transcript was asked for after the 200 ms
+    # speculative pause; the answer played only after the 300 ms endpoint silence.
     assert -1150 < marks["speech_start"] < -850
-    assert 280 <= marks["stt_final"] < 700
-    assert "playback_start" in marks
+    assert 200 <= marks["stt_final"] < 600
+    assert 290 <= turn.timeline["notes"]["endpoint_ms"] < 600
+    assert marks["playback_start"] >= turn.timeline["notes"]["endpoint_ms"] - 5
+
+
+async def test_a_pause_mid_sentence_does_not_answer_half_a_question(harness_factory) -> None:
+    stt = FakeSTT(script=("Book a table", "for two people tonight."))
+    llm = FakeLLM(ttft=0.02, tokens_per_second=400)
+    async with harness_factory(mode="vad", stt=stt, llm=llm) as h:
+        h.settings.vad.end_silence_ms = 700
+        await h.audio(0.8, speech=True)
+        await h.audio(0.45, speech=False)  # a thinking pause: past the 200 ms speculation
+        await h.audio(0.8, speech=True)
+        await h.until(lambda: h.finished(), timeout=15)
+    (turn,) = h.finished()
+    assert turn.user_text == "Book a table for two people tonight."
+    (withdrawn,) = h.of(TurnWithdrawn)
+    assert withdrawn.user_text == "Book a table"
+    # The reply prepared during the pause was never heard, and only one was answered.
+    assert len(llm.requests) == 2
+    assert llm.requests[0].messages[-1].content == "Book a table"
+    assert "interrupted" not in h.states()
 
 
 async def test_barge_in_stops_playback_and_keeps_only_what_was_heard(harness_factory) -> None:
