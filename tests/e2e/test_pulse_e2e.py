@@ -261,7 +261,8 @@ def answer_over(recorder: pulse.Recorder, app: ParleyProcess, timeout: float) ->
 def transcribe(pcm16k: np.ndarray) -> str:
     """The embedded Whisper's reading of 16 kHz int16 speech."""
     audio = pcm16k.astype(np.float32) / 32768.0
-    return WhisperRunner("tiny.en", threads=2).transcribe(audio, "en").text
+    # Whisper base: tiny.en often hears Piper's "Paris is" as "Parishes".
+    return WhisperRunner("base", threads=2).transcribe(audio, "en").text
 
 
 # ------------------------------------------------------------------------------------- test
