@@ -17,13 +17,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings
 from assistant.engines.base import (
+    PCM,
     ChatRequest,
     EngineError,
     LanguageModel,
@@ -97,6 +100,8 @@ class _Utterance:
     held: bool = False
     #: The user went on talking after the pause: its words carry over to the next utterance.
     withdrawn: bool = False
+    #: The audio sent to STT, kept for the end-of-turn model.
+    audio: list[PCM] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -122,6 +127,12 @@ class _Reply:
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class EndOfTurnModel(Protocol):
+    """Judges from the audio whether the user's words sound finished (see SmartTurn)."""
+
+    def end_probability(self, pcm16k: PCM) -> float: ...
+
+
 class Session:
     def __init__(
         self,
@@ -134,6 +145,7 @@ class Session:
         settings: Settings | None = None,
         vad: VoiceActivityDetector | None = None,
         tools: ToolRegistry | None = None,
+        turn_model: EndOfTurnModel | None = None,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -143,6 +155,7 @@ class Session:
         self.settings = settings or Settings()
         self.vad = vad
         self.tools = tools
+        self.turn_model = turn_model
         self._listeners: list[Callable[[SessionEvent], None]] = []
         self._state = State.IDLE
         self._stt_session: STTSession | None = None
@@ -324,9 +337,11 @@ class Session:
                 frames, utterance.preroll = utterance.preroll, None
                 await stt.clear()
                 for earlier in frames:
+                    utterance.audio.append(earlier.pcm)
                     await stt.push(earlier.pcm)
                 if frames and frames[-1] is frame:
                     return
+            utterance.audio.append(frame.pcm)
             await stt.push(frame.pcm)
         except EngineError as exc:
             self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
@@ -349,6 +364,8 @@ class Session:
                 # Probably the end: get the transcript and the reply ready, but hold the audio.
                 self._speculative = utterance
                 self._end_utterance(event.at, held=True)
+                if self.turn_model is not None and self.settings.vad.smart_turn:
+                    self._spawn(self._judge_end_of_turn(utterance))
         elif event.kind == "resume":
             speculative = self._speculative
             if speculative is not None:
@@ -362,6 +379,30 @@ class Session:
                 self._end_utterance(event.at)
         elif self._speculative is not None:
             self._confirm_end(self._speculative)
+
+    async def _judge_end_of_turn(self, utterance: _Utterance) -> None:
+        """Ask the end-of-turn model about this pause; end now, or wait longer."""
+        model = self.turn_model
+        if model is None or not utterance.audio:
+            return
+        audio = np.concatenate(utterance.audio)
+        try:
+            probability = await asyncio.to_thread(model.end_probability, audio)
+        except Exception as exc:
+            log.warning("end-of-turn model failed: %s", exc)
+            return
+        utterance.timeline.notes["end_of_turn_probability"] = round(probability, 3)
+        detector = self._detector
+        if self._speculative is not utterance or not isinstance(detector, VadEndpointing):
+            return  # the user went on, or the turn already ended
+        vad = self.settings.vad
+        spoken = len(audio) / 16_000 - vad.speculative_silence_ms / 1000
+        if probability >= vad.smart_turn_end and spoken >= 0.8:
+            event = detector.end_now(time.monotonic())
+            if event is not None:
+                self._on_turn_event(event, explicit=False)
+        elif probability < vad.smart_turn_wait:
+            detector.extend_silence(vad.max_end_silence_ms)
 
     def _confirm_end(self, utterance: _Utterance) -> None:
         """The turn really ended: release the reply prepared during the pause."""

@@ -29,7 +29,7 @@ from assistant.events import (
     TurnFinished,
 )
 from assistant.history import HistoryStore, TurnRecord
-from assistant.session import Session
+from assistant.session import EndOfTurnModel, Session
 
 Pace = Literal["fast", "realtime"]
 
@@ -80,6 +80,15 @@ def make_vad(settings: Settings) -> VoiceActivityDetector:
         return vad.EnergyVAD()
 
 
+def make_turn_model(settings: Settings) -> EndOfTurnModel | None:
+    """The Smart Turn end-of-turn model when it is installed and enabled, else None."""
+    if not settings.vad.smart_turn:
+        return None
+    from assistant.audio.smart_turn import SmartTurn, smart_turn_available
+
+    return SmartTurn() if smart_turn_available() else None
+
+
 async def run_talk(
     input_path: Path,
     *,
@@ -88,6 +97,7 @@ async def run_talk(
     pace: Pace = "realtime",
     engines: tuple[SpeechToText, LanguageModel, TextToSpeech] | None = None,
     vad: VoiceActivityDetector | None = None,
+    turn_model: EndOfTurnModel | None = None,
     history_dir: Path | None = None,
     on_event: Any = None,
     idle_timeout: float = 120.0,
@@ -108,6 +118,8 @@ async def run_talk(
     stt, llm, tts = engines or build_engines(settings, on_fallback)
     if settings.turn_mode == "vad" and vad is None:
         vad = make_vad(settings)
+    if settings.turn_mode == "vad" and turn_model is None:
+        turn_model = make_turn_model(settings)
     player = VirtualPlayer(pace=pace)
     with contextlib.ExitStack() as stack:
         if history_dir is None:
@@ -123,6 +135,7 @@ async def run_talk(
             conversation=conversation,
             settings=settings,
             vad=vad,
+            turn_model=turn_model,
         )
 
         def listen(event: SessionEvent) -> None:

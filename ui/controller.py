@@ -330,6 +330,8 @@ class Controller(QObject):
         if session is not None:
             if mode == "vad" and session.vad is None:
                 session.vad = self._make_vad()
+            if mode == "vad" and session.turn_model is None:
+                session.turn_model = self._make_turn_model()
             session.set_turn_mode(mode)
         self._settings.turn_mode = mode
         if changed:
@@ -482,6 +484,7 @@ class Controller(QObject):
             conversation=self._conversation,
             settings=self._settings,
             vad=self._make_vad() if self._settings.turn_mode == "vad" else None,
+            turn_model=self._make_turn_model() if self._settings.turn_mode == "vad" else None,
         )
         self._unsubscribe = session.subscribe(self._on_event)
         self._session = session
@@ -510,6 +513,15 @@ class Controller(QObject):
         from assistant.talk import make_vad
 
         return make_vad(self._settings)
+
+    def _make_turn_model(self) -> Any:
+        from assistant.talk import make_turn_model
+
+        try:
+            return make_turn_model(self._settings)
+        except Exception as exc:  # optional: hands-free works without it, only less smartly
+            log.warning("end-of-turn model unavailable: %s", exc)
+            return None
 
     async def _warm_and_start(self, session: Session, rebuilt: bool) -> None:
         assert self._engines is not None

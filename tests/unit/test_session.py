@@ -258,3 +258,39 @@ async def test_broken_transcript_stream_fails_one_turn_and_recovers(harness_fact
     assert "the recognizer crashed" in h.of(ErrorEvent)[0].message
     (turn,) = h.finished()
     assert turn.user_text == "Tell me something interesting about the moon."
+
+
+class ScriptedTurnModel:
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+        self.calls: list[int] = []
+
+    def end_probability(self, pcm16k) -> float:
+        self.calls.append(len(pcm16k))
+        return self.probability
+
+
+async def test_finished_sounding_words_end_the_turn_without_waiting(harness_factory) -> None:
+    async with harness_factory(mode="vad") as h:
+        h.settings.vad.end_silence_ms = 900
+        h.session.turn_model = ScriptedTurnModel(0.95)
+        await h.audio(1.2, speech=True)
+        await h.until(lambda: h.finished(), timeout=15)
+    (turn,) = h.finished()
+    assert h.session.turn_model.calls  # type: ignore[union-attr]
+    notes = turn.timeline["notes"]
+    assert notes["end_of_turn_probability"] == 0.95
+    # Ended at the 200 ms pause plus the model's time, well before the 900 ms silence.
+    assert notes["endpoint_ms"] < 600
+    assert turn.timeline["marks_ms"]["playback_start"] < 800
+
+
+async def test_unfinished_sounding_words_wait_longer(harness_factory) -> None:
+    async with harness_factory(mode="vad") as h:
+        h.settings.vad.end_silence_ms = 300
+        h.settings.vad.max_end_silence_ms = 1000
+        h.session.turn_model = ScriptedTurnModel(0.05)
+        await h.audio(1.2, speech=True)
+        await h.until(lambda: h.finished(), timeout=15)
+    (turn,) = h.finished()
+    assert turn.timeline["notes"]["endpoint_ms"] >= 950
