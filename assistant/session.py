@@ -76,6 +76,9 @@ FILLERS = frozenset(
 MAX_TOOL_ROUNDS = 3
 FINAL_TRANSCRIPT_TIMEOUT = 15.0
 LEVEL_INTERVAL = 0.05
+#: With less reply audio than this left to play, the next clause goes to TTS without waiting
+#: for the end of its sentence, so playback does not run dry.
+HURRY_BELOW_SECONDS = 1.5
 
 
 def has_words(text: str) -> bool:
@@ -237,7 +240,7 @@ class Session:
     async def close(self) -> None:
         self._listening = False
         self.interrupt(reason="closing")
-        for task in [*self._pending, self._ticker]:
+        for task in [*self._pending, self._ticker, self._prefill_task]:
             if task is not None:
                 task.cancel()
         if self._transcript_task is not None:
@@ -347,6 +350,19 @@ class Session:
             self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
             self._utterance = None
             self._after_turn()
+
+    def end_of_input(self) -> None:
+        """The audio source ended (a file ran out, a microphone closed): end an open turn."""
+        now = time.monotonic()
+        utterance = self._utterance
+        if utterance is not None:
+            if utterance.tentative:
+                self._false_interruption()
+            else:
+                self._end_utterance(utterance.last_speech_at or now)
+        if self._speculative is not None:
+            self._confirm_end(self._speculative)
+        self._detector.reset()
 
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         """Feed every frame of a source (a microphone or a WAV file) until it ends."""
@@ -728,7 +744,8 @@ class Session:
                     if isinstance(event, TextDelta):
                         reply.timeline.mark("llm_first_token")
                         reply.generated += event.text
-                        for piece in splitter.push(event.text):
+                        hurry = reply.playing and self._queued_audio(reply) < HURRY_BELOW_SECONDS
+                        for piece in splitter.push(event.text, hurry=hurry):
                             await self._queue_piece(reply, piece, pieces)
                     elif isinstance(event, ToolCallDelta):
                         reply.timeline.mark("llm_first_token")
@@ -750,6 +767,10 @@ class Session:
                 messages.append(Message("tool", result, tool_call_id=call.id))
         for piece in splitter.flush():
             await self._queue_piece(reply, piece, pieces)
+
+    def _queued_audio(self, reply: _Reply) -> float:
+        """Seconds of this reply's audio synthesized but not yet played."""
+        return reply.spoken.audio_seconds - self.player.position
 
     async def _queue_piece(
         self, reply: _Reply, piece: str, pieces: asyncio.Queue[str | None]

@@ -70,6 +70,15 @@ class TalkResult:
         }
 
 
+def _tail_silence(settings: Settings) -> float:
+    """Silence fed after the file, so hands-free detection can end the last turn by itself."""
+    if settings.turn_mode != "vad":
+        return 0.0
+    vad = settings.vad
+    longest = max(vad.end_silence_ms, vad.max_end_silence_ms if vad.smart_turn else 0)
+    return longest / 1000.0 + 0.3
+
+
 def make_vad(settings: Settings) -> VoiceActivityDetector:
     """Silero VAD when the embedded engines are installed, else a level-based detector."""
     from assistant.audio import vad
@@ -107,9 +116,7 @@ async def run_talk(
     source = WavSource(
         input_path,
         pace=pace,
-        tail_silence=settings.vad.end_silence_ms / 1000.0 + 0.3
-        if settings.turn_mode == "vad"
-        else 0.0,
+        tail_silence=_tail_silence(settings),
     )
 
     def on_fallback(kind: str, failed: str, nxt: str, reason: str) -> None:
@@ -164,6 +171,7 @@ async def run_talk(
                 await session.feed(frame)
             if pressed:
                 session.release_to_talk()
+            session.end_of_input()
             await session.wait_idle(timeout=idle_timeout)
         except TimeoutError:
             raise TalkError(f"the conversation did not finish within {idle_timeout:g} s") from None

@@ -354,8 +354,14 @@ class TextSplitter:
         self._text = ""  # cleaned text not yet released
         self._first = True
 
-    def push(self, delta: str) -> list[str]:
-        """Add a delta; return the pieces that became ready (often none)."""
+    def push(self, delta: str, *, hurry: bool = False) -> list[str]:
+        """Add a delta; return the pieces that became ready (often none).
+
+        ``hurry``: the listener is about to run out of audio, so release the next clause as
+        soon as it is speakable (as for the first one) instead of waiting for the sentence.
+        """
+        if hurry:
+            self._first = True
         self._text += self._cleaner.feed(delta, final=False)
         return self._release(final=False)
 

@@ -1,6 +1,6 @@
 """Voice-to-voice latency of the real engines, through ``parley talk``'s path at real-time pace.
 
-Utterances in English, Spanish, German and French are synthesized with espeak-ng, plus real
+Utterances in English, Spanish, German and French are spoken by the offline voices, plus real
 human recordings from the test data; each is run push-to-talk and hands-free through the same
 session, capture and player code as the app. Prints per-stage figures, WER, underruns, peak RSS
 and event-loop stalls.
@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import psutil
 
+from assistant.audio.wav import resample, write_wav
 from assistant.bench.loopmon import LoopMonitor
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
@@ -32,16 +32,16 @@ from assistant.talk import make_vad, run_talk
 ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = ROOT / "tests" / "data" / "speech"
 
-SYNTHESIZED: tuple[tuple[str, str, str], ...] = (
-    ("en", "en-us", "What is the capital of France?"),
-    ("en", "en-us", "Give me one tip for sleeping better."),
-    ("en", "en-us", "How many legs does a spider have?"),
-    ("es", "es", "¿Cuál es la capital de España?"),
-    ("es", "es", "Dime algo interesante sobre la luna."),
-    ("de", "de", "Was ist die Hauptstadt von Deutschland?"),
-    ("de", "de", "Erzähl mir etwas über Katzen."),
-    ("fr", "fr", "Quelle est la capitale de l'Italie ?"),
-    ("fr", "fr", "Donne-moi une idée de dîner rapide."),
+SYNTHESIZED: tuple[tuple[str, str], ...] = (
+    ("en", "What is the capital of France?"),
+    ("en", "Give me one tip for sleeping better."),
+    ("en", "How many legs does a spider have?"),
+    ("es", "¿Cuál es la capital de España?"),
+    ("es", "Dime algo interesante sobre la luna."),
+    ("de", "Was ist die Hauptstadt von Deutschland?"),
+    ("de", "Erzähl mir etwas über Katzen."),
+    ("fr", "Quelle est la capitale de l'Italie ?"),
+    ("fr", "Donne-moi une idée de dîner rapide."),
 )
 
 STAGES = ("stt_final", "llm_first_token", "first_text_to_tts", "tts_first_audio", "voice_to_voice")
@@ -67,24 +67,28 @@ class ModeResult:
     turns: int = 0
 
 
-def synthesize(directory: Path, quick: bool) -> list[Utterance]:
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        raise RuntimeError(
-            "the latency benchmark needs espeak-ng and sox (apt-get install espeak-ng sox)"
-        )
+async def synthesize(directory: Path, quick: bool) -> list[Utterance]:
+    """The utterances spoken by the project's own offline voices (Piper, Pico), 16 kHz WAVs."""
+    from assistant.engines.local.tts import LocalTTS
+
     chosen = SYNTHESIZED
     if quick:
         seen: set[str] = set()
         chosen = tuple(u for u in SYNTHESIZED if not (u[0] in seen or seen.add(u[0])))  # type: ignore[func-returns-value]
+    tts = LocalTTS()
     out = []
-    for i, (language, voice, text) in enumerate(chosen):
-        raw, wav = directory / f"raw{i}.wav", directory / f"{language}-{i}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(raw), text], check=True)
-        subprocess.run(
-            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", "0.4", "0.25"],
-            check=True,
-        )
+    for i, (language, text) in enumerate(chosen):
+
+        async def one(text: str = text) -> AsyncIterator[str]:
+            yield text
+
+        chunks = [c async for c in tts.stream(one(), voice=None, language=language)]
+        pcm = resample(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate, 16_000)
+        silence = np.zeros(int(0.4 * 16_000), np.int16)
+        wav = directory / f"{language}-{i}.wav"
+        write_wav(wav, np.concatenate([silence, pcm, silence[: int(0.25 * 16_000)]]), 16_000)
         out.append(Utterance(wav, language, text, real=False))
+    tts.close()
     return out
 
 
@@ -144,7 +148,7 @@ async def _close_engines(engines: tuple[Any, ...]) -> None:
 async def run(quick: bool) -> int:
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
-        utterances = synthesize(Path(tmp), quick) + real_recordings(quick)
+        utterances = await synthesize(Path(tmp), quick) + real_recordings(quick)
         engines = build_engines(settings)
         print("loading engines…", flush=True)
         started = time.monotonic()

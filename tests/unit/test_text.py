@@ -378,3 +378,13 @@ def test_pieces_do_not_depend_on_chunking(
     whole = split(text, **opts)
     assert split(text, data.draw(chunkings(text)), **opts) == whole
     assert split(text, list(text), **opts) == whole
+
+
+def test_hurry_releases_the_next_clause_early() -> None:
+    splitter = TextSplitter()
+    first = splitter.push("Paris is the capital of France, a city of art. ")
+    assert first == ["Paris is the capital of France,"]
+    calm = splitter.push("It has many museums, parks and cafés along the river")
+    assert calm == ["a city of art."]
+    assert splitter.push(", and", hurry=True) == ["It has many museums,"]
+    assert splitter.flush() == ["parks and cafés along the river, and"]
