@@ -13,6 +13,7 @@ from pathlib import Path
 from assistant.config import SettingsError, load_settings
 
 LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
+AUDIO_SWITCH_INTERVAL = 0.001
 
 
 def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Audio callbacks run on PortAudio's threads and need the GIL: a shorter switch interval
+    # (default 5 ms) lets them in sooner while inference threads are busy.
+    sys.setswitchinterval(AUDIO_SWITCH_INTERVAL)
     try:
         if args.command == "talk":
             return _talk(args)

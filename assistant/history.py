@@ -190,6 +190,8 @@ class HistoryStore:
                 continue
             try:
                 record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a record")
                 if record.get("type") == "conversation":
                     conv_id = str(record.get("id", conv_id))
                 elif record.get("type") == "turn":

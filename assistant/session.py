@@ -105,6 +105,8 @@ class _Utterance:
     withdrawn: bool = False
     #: The audio sent to STT, kept for the end-of-turn model.
     audio: list[PCM] = field(default_factory=list)
+    #: Capture time of the last frame sent to STT.
+    last_frame_t: float = 0.0
 
 
 @dataclass(slots=True)
@@ -277,8 +279,11 @@ class Session:
         """Switch between push-to-talk and hands-free; takes effect at once."""
         if mode == self._detector.mode:
             return
-        if self._utterance is not None and not self._utterance.tentative:
-            self._end_utterance(time.monotonic())
+        if self._utterance is not None:
+            if self._utterance.tentative:
+                self._false_interruption()
+            else:
+                self._end_utterance(time.monotonic())
         if self._speculative is not None:
             self._confirm_end(self._speculative)
         self.settings.turn_mode = mode
@@ -323,7 +328,7 @@ class Session:
         if probability >= self.settings.vad.threshold:
             utterance.last_speech_at = frame.t
         await self._push_audio(utterance, frame)
-        if utterance.tentative:
+        if utterance.tentative and self._utterance is utterance:
             self._check_tentative(utterance)
 
     def _preroll_frames(self) -> int:
@@ -345,11 +350,17 @@ class Session:
                 if frames and frames[-1] is frame:
                     return
             utterance.audio.append(frame.pcm)
+            utterance.last_frame_t = frame.t
             await stt.push(frame.pcm)
         except EngineError as exc:
             self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
-            self._utterance = None
-            self._after_turn()
+            if self._utterance is not utterance:
+                return
+            if utterance.tentative:
+                self._false_interruption()  # the paused reply resumes
+            else:
+                self._utterance = None
+                self._after_turn()
 
     def end_of_input(self) -> None:
         """The audio source ended (a file ran out, a microphone closed): end an open turn."""
@@ -386,7 +397,10 @@ class Session:
             speculative = self._speculative
             if speculative is not None:
                 self._withdraw(speculative)
-                self._begin_utterance(event, explicit=False)
+            if self._utterance is None:
+                # Only audio the paused utterance did not already send to STT.
+                after = speculative.last_frame_t if speculative is not None else None
+                self._begin_utterance(event, explicit=False, preroll_after=after)
         elif utterance is not None:
             if utterance.tentative:
                 # The suspected interruption ended before it proved to be speech.
@@ -450,7 +464,9 @@ class Session:
             self._write_chunk(reply, chunk)
         reply.released.set()
 
-    def _begin_utterance(self, event: TurnEvent, *, explicit: bool) -> None:
+    def _begin_utterance(
+        self, event: TurnEvent, *, explicit: bool, preroll_after: float | None = None
+    ) -> None:
         reply = self._reply
         talking = reply is not None and not reply.finished
         if self._utterance is not None:
@@ -466,7 +482,9 @@ class Session:
         if self._resume_handle is not None:
             self._resume_handle.cancel()
             self._resume_handle = None
-        self._utterance.preroll = list(self._preroll)
+        self._utterance.preroll = [
+            f for f in self._preroll if preroll_after is None or f.t > preroll_after
+        ]
         self.emit(UserSpeechStarted(turn_id))
         if not talking:
             self._schedule_prefill("")
@@ -539,7 +557,7 @@ class Session:
         try:
             await stt.end_turn()
             text = await asyncio.wait_for(asyncio.shield(waiter), FINAL_TRANSCRIPT_TIMEOUT)
-        except (TimeoutError, EngineError) as exc:
+        except Exception as exc:
             with contextlib.suppress(ValueError):
                 self._final_waiters.remove(waiter)
             if self._speculative is utterance:
@@ -559,7 +577,8 @@ class Session:
         if self._carry_over:
             text = f"{self._carry_over} {text}".strip()
             self._carry_over = ""
-        if utterance.withdrawn:
+        talking_again = self._utterance is not None and not self._utterance.tentative
+        if utterance.withdrawn or talking_again or self._final_waiters:
             # The user went on talking: these words open the next utterance's transcript.
             self._carry_over = text
             self.emit(TurnWithdrawn(utterance.turn_id, text))
@@ -678,6 +697,9 @@ class Session:
         self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
     ) -> None:
         self._busy()
+        previous = self._reply
+        if previous is not None and not previous.finished:
+            self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
         reply = _Reply(turn_id, user_text, timeline, held=held)
         if not held:
             reply.released.set()
@@ -690,7 +712,6 @@ class Session:
             self._ticker = asyncio.create_task(self._tick_spoken_text())
 
     async def _run_reply(self, reply: _Reply) -> None:
-        cpu_priority.reply_started()
         try:
             await self._produce_reply(reply)
         except asyncio.CancelledError:
@@ -700,13 +721,12 @@ class Session:
             log.warning("reply %d failed: %s", reply.turn_id, message)
             reply.error = message
             self.emit(ErrorEvent(f"The reply failed: {message}", _source_of(exc), reply.turn_id))
-            if reply.playing:
+            if reply.spoken.audio_seconds > 0 and not reply.held:
                 # Let what is already queued play out, then record exactly what was heard.
                 self.player.flush()
-                await self._await_playback(reply)
+                await self._play_out(reply)
+                return
             self._finish_reply(reply, interrupted=False)
-        finally:
-            cpu_priority.reply_finished()
 
     async def _produce_reply(self, reply: _Reply) -> None:
         messages = self.conversation.context(
@@ -714,11 +734,14 @@ class Session:
         )
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(reply, pieces))
+        # While the reply is being generated, optional work (partial transcripts) steps aside.
+        cpu_priority.reply_started()
         try:
             await self._generate(reply, messages, pieces)
             await pieces.put(None)
             await tts_task
         finally:
+            cpu_priority.reply_finished()
             if not tts_task.done():
                 tts_task.cancel()
                 with contextlib.suppress(BaseException):
@@ -726,8 +749,16 @@ class Session:
         await reply.released.wait()  # a speculative reply plays only once the turn has ended
         if reply.spoken.audio_seconds > 0:
             self.player.flush()
-            await self._await_playback(reply)
+            await self._play_out(reply)
+            return
         self._finish_reply(reply, interrupted=False)
+
+    async def _play_out(self, reply: _Reply) -> None:
+        """Wait for the player to finish the reply, and record it as it was heard."""
+        assert reply.played is not None
+        position, cut = await reply.played
+        # A cut the session did not ask for (the device was lost) still shortens what was heard.
+        self._finish_reply(reply, interrupted=cut, position=position if cut else None)
 
     async def _generate(
         self, reply: _Reply, messages: list[Message], pieces: asyncio.Queue[str | None]
@@ -755,6 +786,8 @@ class Session:
                         call.arguments += event.arguments
             if not calls or self.tools is None:
                 break
+            # A speculative reply must not act before the user has really finished.
+            await reply.released.wait()
             ordered = [calls[i] for i in sorted(calls)]
             for n, call in enumerate(ordered):
                 call.id = call.id or f"call_{reply.turn_id}_{n}"
@@ -779,6 +812,9 @@ class Session:
         self.emit(
             AssistantText(reply.turn_id, reply.spoken.heard(self.player.position), reply.generated)
         )
+        # Hand over to the TTS task now: a model streaming from a local cache may not yield to
+        # the loop between tokens, and the piece would wait for the whole reply.
+        await asyncio.sleep(0)
 
     async def _speak(self, reply: _Reply, pieces: asyncio.Queue[str | None]) -> None:
         async def texts() -> AsyncIterator[str]:
@@ -805,10 +841,8 @@ class Session:
     def _write_chunk(self, reply: _Reply, chunk: SpeechChunk) -> None:
         if self.player.write(chunk.pcm, chunk.sample_rate, reply.turn_id):
             reply.spoken.add(chunk)
-
-    async def _await_playback(self, reply: _Reply) -> None:
-        assert reply.played is not None
-        await reply.played
+            if reply.paused:
+                self.player.pause()  # a new response resets the player's pause; keep it
 
     def _on_playback_started(self, turn_id: int, at: float) -> None:
         reply = self._reply
@@ -919,7 +953,8 @@ class Session:
         self.interrupt(reason="new conversation")
         self._carry_over = ""
         self.conversation = conversation
-        self._next_turn_id = conversation.next_turn_id
+        # Ids keep growing: the player treats lower ids as stale audio.
+        self._next_turn_id = max(self._next_turn_id, conversation.next_turn_id)
 
     def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
         self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from assistant.engines.base import SpeechChunk
 
 _WORD = re.compile(r"\S+")
+#: A typical speaking rate, for estimating how long a partly synthesized piece will be.
+SPEAKING_CHARS_PER_SECOND = 14.0
 
 
 @dataclass(slots=True)
@@ -85,13 +87,19 @@ def _heard_within(piece: _Piece, elapsed: float) -> str:
             nxt = words[idx + 1][0] if idx + 1 < len(words) else None
             next_start = _time_of_char(starts, nxt) if nxt is not None else None
             if next_start is None:
+                if not piece.complete:
+                    break  # the rest of the piece has no audio yet
                 next_start = piece.duration
             if next_start > elapsed:
                 break
             heard_chars = w_end
         return piece.text[:heard_chars]
-    # No word timings: assume characters are spoken at an even pace through the piece.
-    spoken_chars = len(piece.text) * min(1.0, elapsed / piece.duration)
+    # No word timings: assume characters are spoken at an even pace through the piece. While
+    # the piece is still being synthesized, its full length is estimated from a speaking rate.
+    total = piece.duration
+    if not piece.complete:
+        total = max(total, len(piece.text) / SPEAKING_CHARS_PER_SECOND)
+    spoken_chars = len(piece.text) * min(1.0, elapsed / total)
     heard_chars = 0
     for _, w_end in words:
         if w_end > spoken_chars:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 
 def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
+    import sys
+
+    from assistant.cli import AUDIO_SWITCH_INTERVAL
+
+    sys.setswitchinterval(AUDIO_SWITCH_INTERVAL)  # as the app runs (python -m assistant.bench too)
     if which == "overhead":
         from assistant.bench.overhead import main as overhead
 

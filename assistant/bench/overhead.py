@@ -2,7 +2,8 @@
 
 Fake engines with known delays run many push-to-talk turns through the real session, text
 splitter and player (a virtual device rendering as soon as audio exists). The added latency is
-voice-to-voice minus the engines' own delays; the loop monitor reports event-loop stalls.
+voice-to-voice minus the time the engines actually took (each fake engine measures its own),
+broken down by hop; the loop monitor reports event-loop stalls.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ class Scenario:
     llm_ttft: float
     tts_first_audio: float
 
-    @property
-    def engine_delay_ms(self) -> float:
-        return (self.stt_final + self.llm_ttft + self.tts_first_audio) * 1000.0
-
 
 SCENARIOS = (
     Scenario("zero-latency engines", 0.0, 0.0, 0.0),
@@ -49,13 +46,27 @@ def _speech_frames(seconds: float) -> list[np.ndarray]:
     return [(rng.standard_normal(FRAME_SAMPLES) * 3000).astype(np.int16) for _ in range(n)]
 
 
-async def run_scenario(scenario: Scenario, turns: int) -> tuple[list[float], LoopMonitor]:
+#: Hops of a turn: (label, from mark, to mark, engine delay list that the hop contains).
+HOPS = (
+    ("release→final", "speech_end", "stt_final", "stt"),
+    ("final→request", "stt_final", "llm_request", None),
+    ("request→token", "llm_request", "llm_first_token", "llm"),
+    ("token→piece", "llm_first_token", "first_text_to_tts", None),
+    ("piece→audio", "first_text_to_tts", "tts_first_audio", "tts"),
+    ("audio→device", "tts_first_audio", "playback_start", None),
+)
+
+
+async def run_scenario(
+    scenario: Scenario, turns: int
+) -> tuple[list[float], dict[str, list[float]], LoopMonitor]:
     settings = Settings()
     stt = FakeSTT(final_delay=scenario.stt_final)
     llm = FakeLLM(ttft=scenario.llm_ttft, tokens_per_second=0)
     tts = FakeTTS(first_audio_delay=scenario.tts_first_audio, realtime_factor=0.0)
     player = VirtualPlayer(pace="fast")
     added: list[float] = []
+    hops: dict[str, list[float]] = {label: [] for label, *_ in HOPS}
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
         conversation, _ = HistoryStore(Path(tmp)).latest()
         session = Session(
@@ -80,11 +91,25 @@ async def run_scenario(scenario: Scenario, turns: int) -> tuple[list[float], Loo
             record = await asyncio.wait_for(finished.get(), 30)
             v2v = record.timeline.get("voice_to_voice_ms")
             if isinstance(v2v, int | float):
-                added.append(v2v - scenario.engine_delay_ms)
+                # Subtract what the engines really took (timers wake a little late), so only
+                # the orchestration's own work remains.
+                engines_ms = 1000.0 * (
+                    stt.final_delays[-1] + llm.first_token_delays[-1] + tts.first_audio_delays[-1]
+                )
+                added.append(v2v - engines_ms)
+                marks = record.timeline["marks_ms"]
+                inside = {
+                    "stt": stt.final_delays[-1],
+                    "llm": llm.first_token_delays[-1],
+                    "tts": tts.first_audio_delays[-1],
+                }
+                for label, start, end, engine in HOPS:
+                    engine_ms = inside[engine] * 1000.0 if engine else 0.0
+                    hops[label].append(marks[end] - marks[start] - engine_ms)
             await session.wait_idle(10)
         await monitor.stop()
         await session.close()
-    return added, monitor
+    return added, hops, monitor
 
 
 def main(turns: int = 200) -> int:
@@ -93,7 +118,7 @@ def main(turns: int = 200) -> int:
         f"{'scenario':<48} {'added p50':>10} {'added p99':>10} {'stall p99':>10} {'stall max':>10}"
     )
     for scenario in SCENARIOS:
-        added, monitor = asyncio.run(run_scenario(scenario, turns))
+        added, hops, monitor = asyncio.run(run_scenario(scenario, turns))
         if not added:
             print(f"{scenario.name:<48} no turn produced audio")
             return 1
@@ -102,5 +127,10 @@ def main(turns: int = 200) -> int:
             f"{scenario.name:<48} {np.percentile(a, 50):>8.2f}ms {np.percentile(a, 99):>8.2f}ms "
             f"{monitor.percentile(99):>8.2f}ms {monitor.worst:>8.2f}ms"
         )
-    print("added = voice-to-voice minus the engines' own delays; stall = event-loop lateness")
+        detail = ", ".join(
+            f"{label} {np.percentile(v, 50):.2f}/{np.percentile(v, 99):.2f}"
+            for label, v in hops.items()
+        )
+        print(f"    by hop, p50/p99 ms: {detail}")
+    print("added = voice-to-voice minus the time spent inside the engines; stall = loop lateness")
     return 0

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ class FakeSTT:
     fail_first_final: EngineError | None = None
     name: str = "fake"
     provides_endpointing: bool = False
+    #: Measured time from each ``end_turn`` to its final transcript (for benchmarks).
+    final_delays: list[float] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     async def open(self, language: str) -> FakeSTTSession:
@@ -102,6 +105,7 @@ class FakeSTTSession:
             )
 
     async def end_turn(self) -> None:
+        started = time.perf_counter()
         seconds = self._samples / self.sample_rate
         long_enough = seconds >= self._engine.min_audio_seconds
         text = self._utterance_text() if long_enough else ""
@@ -111,9 +115,9 @@ class FakeSTTSession:
         if failure is not None:
             await self._queue.put(failure)
             return
-        await self._queue.put(
-            Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds)
-        )
+        final = Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds)
+        self._engine.final_delays.append(time.perf_counter() - started)
+        await self._queue.put(final)
         self._offset += seconds
 
     async def clear(self) -> None:
@@ -170,10 +174,14 @@ class FakeLLM:
     fail_after_tokens: int | None = None
     name: str = "fake"
     requests: list[ChatRequest] = field(default_factory=list)
+    #: Measured time from each request to its first event (for benchmarks).
+    first_token_delays: list[float] = field(default_factory=list)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        started = time.perf_counter()
         self.requests.append(request)
         await asyncio.sleep(self.ttft)
+        self.first_token_delays.append(time.perf_counter() - started)
         if self.fail_before_first_token is not None:
             raise self.fail_before_first_token
         delay = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
@@ -226,6 +234,8 @@ class FakeTTS:
     chunk_ms: int = 100
     fail_after_chunks: int | None = None
     name: str = "fake"
+    #: Measured time from each reply's first piece to its first audio (for benchmarks).
+    first_audio_delays: list[float] = field(default_factory=list)
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
@@ -233,8 +243,11 @@ class FakeTTS:
         produced = 0
         index = 0
         async for text in pieces:
+            started = time.perf_counter()
             await asyncio.sleep(self.first_audio_delay)
             pcm, alignment = synthesize_words(text, self.sample_rate, self.chars_per_second)
+            if index == 0:
+                self.first_audio_delays.append(time.perf_counter() - started)
             step = max(1, self.sample_rate * self.chunk_ms // 1000)
             starts = range(0, max(1, len(pcm)), step)
             for start in starts:

@@ -341,3 +341,14 @@ def test_json_dump_of_timeline_is_plain() -> None:
     t.mark("playback_start", 1.5)
     assert json.loads(json.dumps(t.to_dict(Budgets())))["voice_to_voice_ms"] == 500
     assert os.sep  # keep the import used on every platform
+
+
+def test_heard_text_of_a_piece_still_being_synthesized_is_not_overestimated() -> None:
+    s = SpokenText()
+    text = "This sentence is about seventy characters long when it is all spoken out."
+    s.add(_chunk(0, text, 0.8, last=False))  # only the first 0.8 s of ~5 s exists yet
+    heard = s.heard(0.8)
+    assert len(heard) < 20 and text.startswith(heard)
+    t = SpokenText()
+    t.add(_chunk(0, "one two three four", 0.6, last=False, alignment=((0, 0.0), (4, 300.0))))
+    assert t.heard(0.6) == "one"  # "two" has no known end yet

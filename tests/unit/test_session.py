@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -294,3 +296,63 @@ async def test_unfinished_sounding_words_wait_longer(harness_factory) -> None:
         await h.until(lambda: h.finished(), timeout=15)
     (turn,) = h.finished()
     assert turn.timeline["notes"]["endpoint_ms"] >= 950
+
+
+async def test_talking_again_before_a_slow_transcript_merges_instead_of_orphaning(
+    harness_factory,
+) -> None:
+    stt = FakeSTT(script=("Book a table", "for two people tonight."), final_delay=0.6)
+    async with harness_factory(stt=stt) as h:
+        await h.ptt(0.6)
+        await h.audio(0.1, speech=False)  # the first transcript is not in yet
+        await h.ptt(0.6)
+        await h.until(lambda: h.finished(), timeout=15)
+        await h.until_state(State.LISTENING)
+    (turn,) = h.finished()
+    assert turn.user_text == "Book a table for two people tonight."
+    assert h.session._reply is None
+    assert not [
+        t for t in asyncio.all_tasks() if t.get_name().startswith("reply-") and not t.done()
+    ]
+
+
+async def test_replies_after_new_conversation_are_heard(harness_factory) -> None:
+    async with harness_factory() as h:
+        for n in (1, 2):
+            await h.ptt(0.6)
+            await h.until(lambda n=n: len(h.finished()) == n, timeout=15)
+        h.session.new_conversation(h.store.new())
+        before = len(h.player.recorded())
+        await h.ptt(0.6)
+        await h.until(lambda: len(h.finished()) == 3, timeout=15)
+    last = h.finished()[-1]
+    assert "playback_start" in last.timeline["marks_ms"]
+    assert len(h.player.recorded()) - before > h.player.rate  # over a second of it was played
+
+
+async def test_speech_after_an_empty_speculative_transcript_is_not_lost(harness_factory) -> None:
+    stt = FakeSTT(script=("", "what is the weather in Paris"))
+    async with harness_factory(mode="vad", stt=stt) as h:
+        h.settings.vad.end_silence_ms = 600
+        await h.audio(0.5, speech=True)  # a cough
+        await h.audio(0.35, speech=False)  # the pause: its transcript comes back empty
+        await h.audio(1.2, speech=True)  # the user goes on
+        await h.until(lambda: h.finished(), timeout=15)
+    (turn,) = h.finished()
+    assert turn.user_text == "what is the weather in Paris"
+
+
+async def test_speculative_reply_runs_no_tool_before_the_turn_ends(harness_factory) -> None:
+    stt = FakeSTT(script=("What is six times", "seven?"))
+    llm = FakeLLM(ttft=0.02, tool_call=("calculate", '{"expression": "6*7"}'))
+    async with harness_factory(mode="vad", stt=stt, llm=llm) as h:
+        h.session.tools = default_tools()
+        h.settings.vad.end_silence_ms = 700
+        await h.audio(0.8, speech=True)
+        await h.audio(0.45, speech=False)
+        await h.audio(0.6, speech=True)
+        await h.until(lambda: h.finished(), timeout=15)
+    (turn,) = h.finished()
+    assert turn.user_text == "What is six times seven?"
+    assert [t.name for t in turn.tool_calls] == ["calculate"]
+    assert not turn.interrupted
