@@ -41,6 +41,7 @@ from assistant.events import (
     TimelineUpdated,
     ToolCalled,
     TurnFinished,
+    TurnWithdrawn,
     UserSpeechStarted,
 )
 from assistant.history import Conversation, HistoryStore
@@ -120,6 +121,7 @@ class Controller(QObject):
     playbackResumed = Signal(int)
     timelineUpdated = Signal(int, object)  # turn id, timeline dict (assistant.timeline)
     turnFinished = Signal(object)  # TurnRecord
+    turnWithdrawn = Signal(int, str)  # turn id, its words (they open the next turn)
     micLevel = Signal(float)
     error = Signal(str, str)  # message, source
     notice = Signal(str, str)  # message, source
@@ -607,6 +609,9 @@ class Controller(QObject):
         except Exception as exc:
             log.exception("audio capture failed")
             self.error.emit(f"Audio input failed: {_describe(exc)}", "audio-input")
+        session = self._session
+        if session is not None:
+            session.end_of_input()  # the microphone is gone: do not leave a turn hanging open
         if self._source is source:
             self._set_audio(mic=False)
 
@@ -643,12 +648,13 @@ class Controller(QObject):
                 await self._warm_task
         session, self._session = self._session, None
         self._listening = False
+        if session is not None:
+            # Still subscribed while closing, so a reply cut off here reaches the view too.
+            with contextlib.suppress(Exception):
+                await session.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                await session.close()
         elif self._player is not None:
             with contextlib.suppress(Exception):
                 await self._player.close()
@@ -712,6 +718,8 @@ class Controller(QObject):
                 self.timelineUpdated.emit(event.turn_id, event.timeline)
             case TurnFinished():
                 self.turnFinished.emit(event.turn)
+            case TurnWithdrawn():
+                self.turnWithdrawn.emit(event.turn_id, event.user_text)
             case ErrorEvent():
                 self.error.emit(event.message, event.source)
             case Notice():

@@ -2,6 +2,8 @@
 
 The assistant's bubble shows what has been heard in full colour and what is generated but not
 yet spoken dimmed; an interrupted reply ends at the point the user cut in, with a marker.
+A reply withdrawn unheard because the user went on talking leaves no bubble of its own: its words
+move into the next turn's bubble.
 """
 
 from __future__ import annotations
@@ -95,8 +97,23 @@ def render_finished(record: TurnRecord) -> str:
     return "".join(parts)
 
 
-def render_partial(text: str) -> str:
-    return f'<i><span style="color:rgba(255,255,255,0.78)">{_text(text)} …</span></i>'
+def render_partial(text: str, carried: str = "") -> str:
+    """HTML of words still being recognised, after any ``carried`` words already settled."""
+    live = f'<i><span style="color:rgba(255,255,255,0.78)">{_text(text)} …</span></i>'
+    return f"{_text(carried)} {live}" if carried else live
+
+
+def empty_hint(turn_mode: str, hotkey: str) -> str:
+    """What the empty conversation says to do, for the current way of taking turns."""
+    if turn_mode == "vad":
+        return (
+            "Just start speaking — Parley listens and answers when you pause. "
+            "Or type a message below."
+        )
+    return (
+        f"Hold <b>{html.escape(hotkey)}</b> (or the microphone button) and speak — "
+        "or type a message below."
+    )
 
 
 class Bubble(QFrame):
@@ -141,6 +158,7 @@ class Bubble(QFrame):
         A word-wrapped QLabel otherwise settles on a narrow column for long text.
         """
         room = max(80, self.maximumWidth() - 2 * self.PADDING)
+        self.label.ensurePolished()  # measure with the stylesheet's font, not the default one
         document = QTextDocument()
         document.setDefaultFont(self.label.font())
         document.setHtml(self.label.text())
@@ -171,6 +189,7 @@ class _Turn:
     v2v_ms: float | None = None
     tools: tuple[str, ...] = ()
     interrupted: bool = False
+    partial: str = ""  # the latest partial transcript, without carried words
 
 
 class ConversationView(QScrollArea):
@@ -187,9 +206,9 @@ class ConversationView(QScrollArea):
         self._layout = QVBoxLayout(content)
         self._layout.setContentsMargins(22, 18, 22, 18)
         self._layout.setSpacing(10)
-        self._hint = QLabel(
-            "Hold <b>Space</b> (or the microphone button) and speak — or type a message below."
-        )
+        self._hotkey = "Space"
+        self._turn_mode = "ptt"
+        self._hint = QLabel(empty_hint(self._turn_mode, self._hotkey))
         self._hint.setObjectName("emptyHint")
         self._hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._hint.setWordWrap(True)
@@ -198,6 +217,8 @@ class ConversationView(QScrollArea):
         self._layout.addStretch(2)
         self.setWidget(content)
         self._turns: dict[int, _Turn] = {}
+        #: (withdrawn turn, its words): they open the next turn's transcript.
+        self._carry: tuple[int, str] | None = None
         self._follow = True
         bar = self.verticalScrollBar()
         bar.rangeChanged.connect(self._on_range_changed)
@@ -208,10 +229,17 @@ class ConversationView(QScrollArea):
     # ----------------------------------------------------------------------------- public API
 
     def set_hotkey_name(self, name: str) -> None:
-        self._hint.setText(
-            f"Hold <b>{html.escape(name)}</b> (or the microphone button) and speak — "
-            "or type a message below."
-        )
+        self._hotkey = name
+        self._hint.setText(empty_hint(self._turn_mode, self._hotkey))
+
+    def set_turn_mode(self, mode: str) -> None:
+        """``"ptt"`` (hold a key to talk) or ``"vad"`` (hands-free)."""
+        self._turn_mode = mode
+        self._hint.setText(empty_hint(self._turn_mode, self._hotkey))
+
+    @property
+    def hint_text(self) -> str:
+        return self._hint.text()
 
     def clear(self) -> None:
         for turn in self._turns.values():
@@ -219,6 +247,7 @@ class ConversationView(QScrollArea):
                 if row is not None:
                     row.deleteLater()
         self._turns.clear()
+        self._carry = None
         self._update_hint()
 
     def load_turns(self, turns: list[TurnRecord]) -> None:
@@ -233,24 +262,42 @@ class ConversationView(QScrollArea):
         if not text.strip():
             return
         turn = self._turn(turn_id)
-        bubble = self._user_bubble(turn)
-        bubble.set_content(render_partial(text), text, partial=True)
+        turn.partial = text
+        self._show_partial(turn_id, turn)
 
     def on_final(self, turn_id: int, text: str) -> None:
+        # The final transcript already includes words carried over from a withdrawn turn.
+        if self._carry is not None and self._carry[0] < turn_id:
+            self._remove(self._carry[0])
+            self._carry = None
         turn = self._turn(turn_id)
         if not text.strip():
             self._remove(turn_id)  # nothing was understood: no bubble
             return
-        self._drop_carried_over(turn_id, text)
         bubble = self._user_bubble(turn)
         bubble.set_content(_text(text), text)
         if not turn.finished:
             self._assistant_bubble(turn).set_content(render_live("", ""), "")
 
-    def on_assistant_text(self, turn_id: int, spoken: str, generated: str) -> None:
+    def on_withdrawn(self, turn_id: int, user_text: str) -> None:
+        """The reply to ``turn_id`` was dropped unheard; its words open the next turn."""
         turn = self._turn(turn_id)
-        if turn.finished:
+        turn.finished = True  # no reply is coming for it
+        self._remove_assistant(turn)
+        self._carry = (turn_id, user_text.strip()) if user_text.strip() else None
+        later = [t for t, other in self._turns.items() if t > turn_id and other.partial]
+        if self._carry is None or later:
+            # Nothing to carry, or the next turn is already being heard: it shows the words.
+            self._remove(turn_id)
+            for t in later:
+                self._show_partial(t, self._turns[t])
             return
+        self._user_bubble(turn).set_content(_text(user_text), user_text)
+
+    def on_assistant_text(self, turn_id: int, spoken: str, generated: str) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.finished:
+            return  # a reply follows its final transcript; none means it was withdrawn
         bubble = self._assistant_bubble(turn)
         bubble.set_content(render_live(spoken, generated), generated)
 
@@ -358,13 +405,17 @@ class ConversationView(QScrollArea):
             turn.row_assistant.deleteLater()
         turn.row_assistant = turn.assistant = None
 
-    def _drop_carried_over(self, turn_id: int, text: str) -> None:
-        """A reply withdrawn before it was heard hands its words on to the next turn."""
-        for earlier, turn in list(self._turns.items()):
-            if earlier >= turn_id or turn.finished or turn.user is None:
-                continue
-            if text.startswith(turn.user.plain):
-                self._remove(earlier)
+    def _show_partial(self, turn_id: int, turn: _Turn) -> None:
+        """A partial transcript, after the words a withdrawn turn carried over (whose bubble
+        it replaces)."""
+        carried = ""
+        if self._carry is not None and self._carry[0] < turn_id:
+            self._remove(self._carry[0])
+            carried = self._carry[1]
+        plain = f"{carried} {turn.partial}".strip()
+        self._user_bubble(turn).set_content(
+            render_partial(turn.partial, carried), plain, partial=True
+        )
 
     def _update_meta(self, turn: _Turn) -> None:
         if turn.assistant is None:

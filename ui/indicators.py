@@ -100,8 +100,9 @@ class LevelMeter(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(33)
         self._timer.timeout.connect(self._decay)
-        self.setMinimumSize(120, 10)
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        # Narrower than its preferred width when the header is short of room.
+        self.setMinimumSize(80, 10)
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         self.setToolTip("Microphone level")
 
     @property

@@ -5,12 +5,14 @@ from __future__ import annotations
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -52,9 +54,9 @@ class MainWindow(QMainWindow):
         self._loading: dict[str, tuple[float, str]] = {}
         self.setWindowTitle("Parley — voice assistant")
         self.setWindowIcon(icon("parley"))
-        self.resize(1180, 760)
-        self.setMinimumSize(820, 560)
         self._build()
+        # The layouts set the smallest size, so nothing is ever cut off.
+        self.resize(1180, 760)
         self._wire()
         self.hold_filter = HoldToTalkFilter(self, controller.settings.hotkey)
         self.hold_filter.pressed.connect(self._talk_pressed)
@@ -82,11 +84,21 @@ class MainWindow(QMainWindow):
         self.conversation = ConversationView()
         self.timeline = TimelinePanel()
         self.timeline.setMinimumWidth(300)
+        # In a short window the latency panel scrolls instead of drawing over itself.
+        self.side = QScrollArea()
+        self.side.setObjectName("sideScroll")
+        self.side.setFrameShape(QFrame.Shape.NoFrame)
+        self.side.setWidgetResizable(True)
+        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side.setWidget(self.timeline)
+        self.side.setMinimumWidth(300 + self.side.verticalScrollBar().sizeHint().width())
         self.splitter.addWidget(self.conversation)
-        self.splitter.addWidget(self.timeline)
+        self.splitter.addWidget(self.side)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([800, 380])
+        self.splitter.setMinimumHeight(260)
+        self.conversation.setMinimumWidth(420)
         root.addWidget(self.splitter, 1)
         root.addWidget(self._controls())
         self.setCentralWidget(central)
@@ -196,6 +208,9 @@ class MainWindow(QMainWindow):
         talk.addSpacing(8)
         self.hint_label = QLabel("")
         self.hint_label.setObjectName("hintLabel")
+        # Wraps onto a second line rather than squeezing the buttons in a narrow window.
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setMinimumWidth(120)
         talk.addWidget(self.hint_label, 1)
         layout.addLayout(talk)
         return bar
@@ -213,6 +228,7 @@ class MainWindow(QMainWindow):
         )
         c.timelineUpdated.connect(self._on_timeline)
         c.turnFinished.connect(self._on_turn_finished)
+        c.turnWithdrawn.connect(self.conversation.on_withdrawn)
         c.micLevel.connect(self.meter.set_rms)
         c.error.connect(self.show_error)
         c.notice.connect(self.show_notice)
@@ -388,6 +404,7 @@ class MainWindow(QMainWindow):
             self.hands_free_button.setChecked(hands_free)
             self.hands_free_button.blockSignals(False)
         self.ptt_button.setEnabled(not hands_free)
+        self.conversation.set_turn_mode(mode)
         self._update_indicator()
 
     def _apply_settings_to_ui(self, settings: Settings) -> None:

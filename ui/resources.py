@@ -1,23 +1,61 @@
-"""Icons and the stylesheet, loaded from the ``resources/`` folder beside the package.
+"""Icons and the stylesheet, loaded from the ``resources/`` folder.
 
-A missing file is not fatal: the window then uses Qt's default look and plain buttons.
+The folder is looked for, in order:
+
+1. ``$PARLEY_RESOURCES`` — set it when the files live elsewhere (an installed copy, a bundle);
+2. ``resources/`` at the top of the source checkout (also right for an editable install);
+3. ``<sys.prefix>/share/parley/resources`` — where an installer puts shared data files.
+
+A missing folder or file is not fatal: the window then uses Qt's default look and plain buttons,
+and the log says where the folder was looked for.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
 log = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+ENV_VAR = "PARLEY_RESOURCES"
+CHECKOUT = Path(__file__).resolve().parent.parent / "resources"
+
+
+def candidates() -> list[Path]:
+    """Where the resources folder may be, best first."""
+    places = [CHECKOUT, Path(sys.prefix) / "share" / "parley" / "resources"]
+    override = os.environ.get(ENV_VAR, "").strip()
+    if override:
+        chosen = Path(override).expanduser()
+        if not chosen.is_dir():
+            log.warning("%s=%s is not a folder; looking in the usual places", ENV_VAR, override)
+        places.insert(0, chosen)
+    return places
+
+
+@functools.cache
+def resources_dir() -> Path:
+    """The resources folder in use (the checkout's path, even if missing, when none is found)."""
+    places = candidates()
+    for place in places:
+        if (place / "style.qss").is_file():
+            return place
+    log.warning(
+        "Parley's resources folder was not found (looked in %s); icons and styling are "
+        "unavailable. Set %s to the folder that holds style.qss and icons/.",
+        ", ".join(str(p) for p in places),
+        ENV_VAR,
+    )
+    return CHECKOUT
 
 
 def resource_path(*parts: str) -> Path:
-    return RESOURCES.joinpath(*parts)
+    return resources_dir().joinpath(*parts)
 
 
 @functools.cache

@@ -47,6 +47,11 @@ STAGE_NAMES = {
     "tts_first_audio": "Speech synthesis (text → first audio)",
     "voice_to_voice": "Voice-to-voice (end of speech → playback)",
 }
+#: Hands-free facts from the timeline's notes: (key, label, format).
+NOTES: tuple[tuple[str, str, str], ...] = (
+    ("endpoint_ms", "End of turn confirmed (after the end of speech)", "{:.0f} ms"),
+    ("end_of_turn_probability", "Smart Turn: probability the turn was over", "{:.2f}"),
+)
 Timeline = Mapping[str, Any]
 
 
@@ -98,6 +103,14 @@ def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
             f"<tr><td>{html.escape(name)}</td><td align='right' style='color:{colour}'>"
             f"&nbsp;{stages[stage]:.0f}{limit} ms{flag}</td></tr>"
         )
+    notes = timeline.get("notes") or {}
+    for key, name, fmt in NOTES:
+        value = notes.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td align='right'>&nbsp;"
+                f"{fmt.format(value)}</td></tr>"
+            )
     rows.append("</table>")
     marks = timeline.get("marks_ms", {})
     if marks:
@@ -123,7 +136,7 @@ class TimelineView(QWidget):
         self.max_rows = max_rows
         self._turns: list[tuple[int, Timeline]] = []
         self._budgets = Budgets()
-        self.setMinimumHeight(self.TOP + 2 * (self.ROW + self.GAP))
+        # Fixed height: always as tall as its rows (the side panel scrolls when short of room).
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMouseTracking(True)
 

@@ -81,11 +81,60 @@ def test_interrupted_reply_is_cut_where_the_user_cut_in(view):
     assert "[interrupted]" in view.plain_text()
 
 
-def test_reply_withdrawn_before_audio_merges_into_the_next_turn(view):
+def test_withdrawn_reply_hands_its_words_to_the_next_turn(view):
+    view.on_final(5, "Tell me about")
+    assert view.assistant_bubble(5) is not None  # waiting for the answer
+    view.on_withdrawn(5, "Tell me about")
+    # The unheard reply goes; the words stay where they were until the next turn takes them.
+    assert view.assistant_bubble(5) is None
+    assert user(view, 5).plain == "Tell me about"
+    view.on_assistant_text(5, "", "The")  # a late piece of the withdrawn reply
+    assert view.assistant_bubble(5) is None
+
+    view.on_partial(6, "the moon")
+    assert view.user_bubble(5) is None and view.turn_ids() == [6]
+    live = user(view, 6)
+    assert live.partial and live.plain == "Tell me about the moon"
+    assert live.html.startswith("Tell me about <i>")  # carried words settled, new ones live
+
+    view.on_final(6, "Tell me about the moon")
+    assert view.turn_ids() == [6]
+    assert user(view, 6).plain == "Tell me about the moon" and not user(view, 6).partial
+    assert view.plain_text() == "You: Tell me about the moon"
+
+
+def test_withdrawal_reported_after_the_next_partial_still_merges(view):
+    view.on_partial(7, "Book a table")
+    view.on_partial(8, "for two")
+    view.on_withdrawn(7, "Book a table")
+    assert view.turn_ids() == [8]
+    assert user(view, 8).plain == "Book a table for two"
+    view.on_final(8, "Book a table for two people tonight.")
+    assert view.turn_ids() == [8]
+
+
+def test_only_the_withdrawal_event_merges_turns(view):
+    # A new question that happens to start like an unanswered one is a turn of its own.
     view.on_final(5, "Tell me about")
     view.on_final(6, "Tell me about the moon")
-    assert view.user_bubble(5) is None
-    assert user(view, 6).plain == "Tell me about the moon"
+    assert view.turn_ids() == [5, 6]
+    assert user(view, 5).plain == "Tell me about"
+    # A withdrawal with no words leaves nothing behind.
+    view.on_partial(7, "uh")
+    view.on_withdrawn(7, "")
+    view.on_final(8, "Hello")
+    assert view.turn_ids() == [5, 6, 8]
+
+
+def test_empty_conversation_hint_follows_the_turn_mode(view):
+    assert "Hold <b>Space</b>" in view.hint_text
+    view.set_turn_mode("vad")
+    assert view.hint_text.startswith("Just start speaking — Parley listens and answers")
+    assert "Hold" not in view.hint_text
+    view.set_hotkey_name("F8")  # the key matters only for push-to-talk
+    assert "F8" not in view.hint_text
+    view.set_turn_mode("ptt")
+    assert "Hold <b>F8</b>" in view.hint_text
 
 
 def test_history_reloads_with_timings_and_text_is_selectable(view):

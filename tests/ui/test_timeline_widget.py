@@ -7,7 +7,9 @@ import io
 import json
 
 import pytest
-from PySide6.QtGui import QColor, QImage
+from PySide6.QtCore import QEvent
+from PySide6.QtGui import QColor, QHelpEvent, QImage
+from PySide6.QtWidgets import QApplication, QToolTip
 
 from assistant.timeline import Budgets
 from tests.ui.helpers import SEEDED, timeline
@@ -120,6 +122,26 @@ def test_tooltip_gives_the_numbers():
     html = tooltip_html(8, SLOW_LLM, Budgets())
     assert "Turn 8" in html and "1400 ms voice-to-voice" in html
     assert "1000 / 400 ms ⚠ over budget" in html  # llm_first_token: request → first token
+
+
+def test_hover_shows_how_the_hands_free_turn_end_was_decided(view):
+    hands_free = {**FAST, "notes": {"endpoint_ms": 412, "end_of_turn_probability": 0.934}}
+    view.set_turns([(7, hands_free), (8, SLOW_LLM)])
+    centre = view.row_rect(0).center().toPoint()
+    event = QHelpEvent(QEvent.Type.ToolTip, centre, view.mapToGlobal(centre))
+    QApplication.sendEvent(view, event)
+    shown = QToolTip.text()
+    QToolTip.hideText()
+    assert "Turn 7" in shown
+    endpoint = shown.index("End of turn confirmed")
+    assert "412 ms" in shown[endpoint:]
+    smart = shown.index("Smart Turn")
+    assert "0.93" in shown[smart:]
+    # Push-to-talk and typed turns have no such notes, and none are made up.
+    plain = tooltip_html(8, SLOW_LLM, Budgets())
+    assert "End of turn confirmed" not in plain and "Smart Turn" not in plain
+    only_endpoint = tooltip_html(7, {**FAST, "notes": {"endpoint_ms": 380.6}}, Budgets())
+    assert "381 ms" in only_endpoint and "Smart Turn" not in only_endpoint
 
 
 def test_chart_bars_scale_with_voice_to_voice_and_flag_late_turns(qtbot):

@@ -233,9 +233,11 @@ def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, cont
     async def scenario() -> None:
         await controller.start()
         await controller.wait_ready(5)
+        assert window.conversation.hint_text.startswith("Hold <b>Space</b>")
         window.hands_free_button.click()
         assert controller.session.turn_mode == "vad"
         assert not window.ptt_button.isEnabled()
+        assert window.conversation.hint_text.startswith("Just start speaking")
         assert load_settings().settings.turn_mode == "vad"  # persisted
         window.hands_free_button.click()
         assert controller.session.turn_mode == "ptt"
@@ -259,6 +261,40 @@ def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, cont
     run(qloop, scenario(), 10)
     store = HistoryStore(tmp_path / "data" / "conversations")
     assert len(store.conversations()) == 2  # the old conversation stays on disk
+
+
+def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, controllers):
+    stt = FakeSTT(script=("Book a table", "for two people tonight."))
+    llm = FakeLLM(ttft=1.0, tokens_per_second=200)  # slow enough to speak on before it answers
+    controller = controllers(engine_factory=lambda _s: (stt, llm, FakeTTS(realtime_factor=0.0)))
+    window = make_window(qtbot, controller)
+    withdrawn: list[tuple[int, str]] = []
+    controller.turnWithdrawn.connect(lambda turn, text: withdrawn.append((turn, text)))
+    finished: list[TurnRecord] = []
+    controller.turnFinished.connect(finished.append)
+
+    async def scenario() -> None:
+        await controller.start()
+        await controller.wait_ready(5)
+        window.ptt_button.pressed.emit()
+        await asyncio.sleep(0.6)
+        window.ptt_button.released.emit()
+        await until(lambda: window.conversation.assistant_bubble(1) is not None, what="thinking")
+        window.ptt_button.pressed.emit()
+        await until(lambda: withdrawn, what="the first reply withdrawn")
+        assert window.conversation.assistant_bubble(1) is None
+        await asyncio.sleep(0.8)
+        window.ptt_button.released.emit()
+        await until(lambda: finished, timeout=8, what="the merged turn")
+        await close(controller)
+
+    run(qloop, scenario(), 15)
+    assert withdrawn == [(1, "Book a table")]
+    (record,) = finished
+    view = window.conversation
+    assert view.turn_ids() == [record.turn_id]  # one question, one answer
+    assert user(view, record.turn_id).plain == "Book a table for two people tonight."
+    assert reply(view, record.turn_id).plain == record.assistant_text
 
 
 def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, qloop, controllers):
