@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -99,6 +100,10 @@ class FakeOpenAIServer:
         #: Speech responses the client hung up on before their end.
         self.speech_hangups = 0
         self.http_connections = 0
+        # chat
+        self.chat_reply = "Sure. Here is a short answer from the cloud model."
+        self.chat_first_token_delay = 0.05
+        self.chat_requests: list[dict[str, Any]] = []
         # realtime
         self.transcripts: deque[str] = deque()
         self.default_transcript = "hello there"
@@ -268,7 +273,52 @@ class FakeOpenAIServer:
             return True
         if method == "POST" and path == "/v1/audio/speech":
             return await self._speech(headers, body, reader, writer)
+        if method == "POST" and path == "/v1/chat/completions":
+            return await self._chat(body, writer)
         await _send_json(writer, 404, _error_body(f"Unknown path {path}", "not_found"))
+        return True
+
+    async def _chat(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Chat Completions, streamed as SSE: events split across writes, a keep-alive comment
+        and a usage chunk, as the real API sends them."""
+        request = json.loads(body)
+        self.chat_requests.append(request)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+
+        async def send(data: bytes) -> None:
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            event = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": request.get("model", ""),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(event)}\n\n".encode()
+
+        await asyncio.sleep(self.chat_first_token_delay)
+        await send(b": keep-alive\n\n")
+        await send(chunk({"role": "assistant", "content": ""}))
+        for word in re.findall(r"\s*\S+", self.chat_reply):
+            data = chunk({"content": word})
+            half = len(data) // 2
+            await send(data[:half])  # one event split across two reads
+            await send(data[half:])
+        await send(chunk({}, "stop"))
+        usage = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
+        }
+        await send(f"data: {json.dumps(usage)}\n\n".encode())
+        await send(b"data: [DONE]\n\n")
+        await send(b"")
         return True
 
     async def _speech(

@@ -1,0 +1,159 @@
+"""`parley talk` end to end with the cloud adapters, against local servers speaking each
+provider's real wire protocol, and the fallback to the local engines when a provider fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.fakes.assemblyai_server import FakeAssemblyAI
+from tests.fakes.async_server import FakeAsync
+from tests.fakes.deepgram_server import FakeDeepgram
+from tests.fakes.elevenlabs_server import FakeElevenLabs
+from tests.fakes.openai_server import FakeOpenAIServer
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "resources" / "samples" / "question.wav"
+
+
+class InThread:
+    """Serves an async fake server from its own thread and loop while a subprocess uses it."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.fake:
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        assert self._ready.wait(10), "the fake server did not start"
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def openai_fake() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(api_key="sk-test-key") as server:
+        server.transcripts.extend(["What is the tallest mountain in the world?"] * 3)
+        yield server
+
+
+def talk(
+    tmp: Path, *engines: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out, timeline = tmp / "out.wav", tmp / "timeline.json"
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "assistant.cli",
+            "talk",
+            "--input",
+            str(SAMPLE),
+            "--output",
+            str(out),
+            "--timeline",
+            str(timeline),
+            *engines,
+            "--pace",
+            "realtime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env={**clean, **env},
+    )
+    data = json.loads(timeline.read_text()) if timeline.exists() else {}
+    if out.exists():
+        audio, _ = sf.read(out, dtype="int16")
+        data["peak"] = int(np.abs(audio).max()) if len(audio) else 0
+    return result, data
+
+
+def openai_env(server: FakeOpenAIServer) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": "sk-test-key",
+        "PARLEY_OPENAI_BASE_URL": server.http_url,
+        "PARLEY_OPENAI_REALTIME_URL": server.realtime_url,
+    }
+
+
+def test_talk_with_openai_for_every_stage(tmp_path: Path, openai_fake: FakeOpenAIServer) -> None:
+    result, data = talk(
+        tmp_path,
+        "--stt",
+        "openai",
+        "--llm",
+        "openai",
+        "--tts",
+        "openai",
+        env=openai_env(openai_fake),
+    )
+    assert result.returncode == 0, result.stderr
+    (turn,) = data["turns"]
+    assert turn["user_text"] == "What is the tallest mountain in the world?"
+    assert turn["assistant_text"] == openai_fake.chat_reply
+    assert data["peak"] > 1000
+    assert openai_fake.chat_requests[0]["messages"][-1]["content"] == turn["user_text"]
+    assert "sk-test-key" not in result.stdout + result.stderr + json.dumps(data)
+
+
+@pytest.mark.parametrize("stt", ["assemblyai", "deepgram"])
+@pytest.mark.parametrize("tts", ["elevenlabs", "async"])
+def test_talk_with_streaming_cloud_stt_and_tts(
+    tmp_path: Path, openai_fake: FakeOpenAIServer, stt: str, tts: str
+) -> None:
+    stt_fake = FakeAssemblyAI() if stt == "assemblyai" else FakeDeepgram()
+    tts_fake = FakeElevenLabs() if tts == "elevenlabs" else FakeAsync()
+    with InThread(stt_fake) as s, InThread(tts_fake) as t:
+        env = {
+            **openai_env(openai_fake),
+            f"PARLEY_{stt.upper()}_URL": s.url,
+            f"{stt.upper()}_API_KEY": s.key,
+            f"PARLEY_{tts.upper()}_URL": t.url,
+            f"{tts.upper()}_API_KEY": t.key,
+        }
+        result, data = talk(tmp_path, "--stt", stt, "--llm", "openai", "--tts", tts, env=env)
+    assert result.returncode == 0, result.stderr
+    (turn,) = data["turns"]
+    assert turn["user_text"]
+    assert turn["assistant_text"] == openai_fake.chat_reply
+    assert data["peak"] > 500
+    assert turn["voice_to_voice_ms"] > 0
+
+
+def test_a_failing_cloud_voice_falls_back_to_the_local_one(tmp_path: Path) -> None:
+    # No ElevenLabs key: the provider fails before producing audio, the local voice answers.
+    result, data = talk(tmp_path, "--stt", "fake", "--llm", "fake", "--tts", "elevenlabs", env={})
+    assert result.returncode == 0, result.stderr
+    assert "elevenlabs failed" in result.stderr and "using local" in result.stderr
+    assert "ELEVENLABS_API_KEY" in result.stderr  # says where to set the key
+    (turn,) = data["turns"]
+    assert turn["assistant_text"].startswith("You asked:")
+    assert data["peak"] > 1000
