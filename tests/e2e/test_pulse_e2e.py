@@ -319,7 +319,9 @@ def test_spoken_question_gets_a_spoken_answer(
     heard = transcribe(answer)
     print(f"\nheard ({last - first:.1f} s of speech): {heard!r}")
     assert len(words(heard)) >= 3, f"the answer is not a spoken sentence: {heard!r}"
-    assert "paris" in words(heard), f"the answer does not name Paris: {heard!r}"
+    # The answer is about France; whether the recognizer spells Piper's "Paris is" as "Paris"
+    # varies ("Parishes", "Carousses"), so the name itself is checked in the app's own text.
+    assert "france" in words(heard) or "paris" in words(heard), heard
 
     # The app understood the question and stored the turn with its timeline.
     finals = [e["text"] for e in events if e["kind"] == "final"]
@@ -339,6 +341,7 @@ def test_spoken_question_gets_a_spoken_answer(
     assert not turn["interrupted"]
     v2v = turn["timeline"].get("voice_to_voice_ms")
     assert isinstance(v2v, int | float) and 0 < v2v < 20_000, turn["timeline"]
+    assert "paris" in words(turn["assistant_text"]), turn["assistant_text"]
     # The words heard are the words the app says it spoke.
     said = set(words(turn["assistant_text"]))
     overlap = len(said & set(words(heard))) / max(1, len(said))
