@@ -26,6 +26,7 @@ from assistant.engines.wsutil import (
     ConnectPolicy,
     Message,
     Outgoing,
+    PrewarmedSTT,
     RealtimePacer,
     StreamingSTTSession,
     closed_error,
@@ -68,7 +69,7 @@ def stream_url(endpoint: str, model: str, *, format_turns: bool = True) -> str:
     return with_query(endpoint, params)
 
 
-class AssemblyAISTT:
+class AssemblyAISTT(PrewarmedSTT["AssemblyAISession"]):
     """The ``SpeechToText`` engine "assemblyai"."""
 
     name = ENGINE
@@ -94,24 +95,9 @@ class AssemblyAISTT:
         self.final_timeout = final_timeout
         self.burst = burst
         self.policy = policy or ConnectPolicy()
-        self._warm: tuple[str, AssemblyAISession] | None = None
 
-    async def open(self, language: str) -> AssemblyAISession:
-        warm, self._warm = self._warm, None
-        if warm is not None:
-            if warm[0] == language and warm[1].usable:
-                return warm[1]
-            await warm[1].aclose()
-        session = AssemblyAISession(self, language)
-        await session.start()
-        return session
-
-    async def warm_up(self) -> None:
-        """Check the key and open the session ahead of time (the next ``open`` takes it)."""
-        if self._warm is None:
-            session = AssemblyAISession(self, self.language)
-            await session.start()
-            self._warm = (self.language, session)
+    def _new_session(self, language: str) -> AssemblyAISession:
+        return AssemblyAISession(self, language)
 
 
 class AssemblyAISession(StreamingSTTSession):
@@ -138,10 +124,6 @@ class AssemblyAISession(StreamingSTTSession):
         self._discard: set[int] = set()
         self._open_turn: int | None = None
         self._late_format: dict[int, asyncio.TimerHandle] = {}
-
-    @property
-    def usable(self) -> bool:
-        return self._socket.failure is None and not self._closed
 
     async def _open_connection(self) -> ClientConnection:
         return await connect(ENGINE, self._url, {"Authorization": self._key}, self.policy)

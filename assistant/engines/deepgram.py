@@ -21,6 +21,7 @@ from assistant.engines.wsutil import (
     ConnectPolicy,
     Message,
     Outgoing,
+    PrewarmedSTT,
     StreamingSTTSession,
     connect,
     server_error_text,
@@ -58,7 +59,7 @@ def listen_url(endpoint: str, model: str, language: str) -> str:
     )
 
 
-class DeepgramSTT:
+class DeepgramSTT(PrewarmedSTT["DeepgramSession"]):
     """The ``SpeechToText`` engine "deepgram"."""
 
     name = ENGINE
@@ -80,24 +81,9 @@ class DeepgramSTT:
         self.final_timeout = final_timeout
         self.keepalive_interval = keepalive_interval
         self.policy = policy or ConnectPolicy()
-        self._warm: tuple[str, DeepgramSession] | None = None
 
-    async def open(self, language: str) -> DeepgramSession:
-        warm, self._warm = self._warm, None
-        if warm is not None:
-            if warm[0] == language and warm[1].usable:
-                return warm[1]
-            await warm[1].aclose()
-        session = DeepgramSession(self, language)
-        await session.start()
-        return session
-
-    async def warm_up(self) -> None:
-        """Check the key and open the session ahead of time (the next ``open`` takes it)."""
-        if self._warm is None:
-            session = DeepgramSession(self, self.language)
-            await session.start()
-            self._warm = (self.language, session)
+    def _new_session(self, language: str) -> DeepgramSession:
+        return DeepgramSession(self, language)
 
 
 class DeepgramSession(StreamingSTTSession):
@@ -121,10 +107,6 @@ class DeepgramSession(StreamingSTTSession):
         #: belong to audio the session dropped.
         self._sent_seconds = 0.0
         self._ignore_before = 0.0
-
-    @property
-    def usable(self) -> bool:
-        return self._socket.failure is None and not self._closed
 
     async def _open_connection(self) -> ClientConnection:
         headers = {"Authorization": f"Token {self._key}"}

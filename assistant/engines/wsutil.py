@@ -782,6 +782,11 @@ class StreamingSTTSession:
             keepalive=keepalive,
         )
 
+    @property
+    def usable(self) -> bool:
+        """Connected (or reconnecting) and not closed: a pre-warmed session can be handed out."""
+        return self._socket.failure is None and not self._closed
+
     async def start(self) -> None:
         await self._socket.start()
 
@@ -1298,3 +1303,34 @@ class VoiceCache:
         except EngineError as exc:
             log.info("%s voices not fetched: %s", display(self.engine), exc)
             self._retry_at = time.monotonic() + self._retry_after
+
+
+class PrewarmedSTT[S: StreamingSTTSession]:
+    """A streaming STT engine that opens its session ahead of the first turn.
+
+    ``warm_up`` checks the key and connects; the next ``open`` in the same language takes that
+    session, so no turn pays the handshake.
+    """
+
+    language: str
+    _warm: tuple[str, S] | None = None
+
+    def _new_session(self, language: str) -> S:
+        raise NotImplementedError
+
+    async def open(self, language: str) -> S:
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            if warm[0] == language and warm[1].usable:
+                return warm[1]
+            await warm[1].aclose()
+        session = self._new_session(language)
+        await session.start()
+        return session
+
+    async def warm_up(self) -> None:
+        """Check the key and open the session ahead of time (the next ``open`` takes it)."""
+        if self._warm is None:
+            session = self._new_session(self.language)
+            await session.start()
+            self._warm = (self.language, session)
