@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from assistant.audio.devices import close_quietly, start_stream, stream_defaults
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.wav import WavError, read_wav, resample, to_int16
-from assistant.engines.base import PCM, EngineUnavailable
+from assistant.engines.base import PCM
 
 __all__ = [
     "ArraySource",
@@ -109,38 +110,23 @@ class MicrophoneCapture:
         if self._stream is not None:
             return
         self._loop = asyncio.get_running_loop()
-        factory, rate = self._factory, self._samplerate
-        stream: Any = None
-        try:
-            if factory is None or rate is None:
-                import sounddevice as sd
-
-                factory = factory or sd.InputStream
-                if rate is None:
-                    rate = int(sd.query_devices(self.device, "input")["default_samplerate"])
-            self._prepare(rate)
-            blocksize = self.blocksize
-            if blocksize is None:
-                blocksize = math.ceil(FRAME_SECONDS * rate)
-            stream = factory(
-                samplerate=rate,
-                blocksize=blocksize,
-                device=self.device,
-                channels=1,
-                dtype="float32",
-                latency=self.latency,
-                callback=self._callback,
-                finished_callback=self._stream_finished,
-            )
-            stream.start()
-        except Exception as e:
-            from assistant.audio.devices import describe_missing
-
-            if stream is not None:
-                _close_quietly(stream)
-            raise EngineUnavailable(
-                describe_missing("input", e, self.device), engine="audio-input", retryable=False
-            ) from e
+        factory, rate = stream_defaults("input", self.device, self._factory, self._samplerate)
+        self._prepare(rate)
+        blocksize = self.blocksize
+        if blocksize is None:
+            blocksize = math.ceil(FRAME_SECONDS * rate)
+        stream = start_stream(
+            "input",
+            self.device,
+            factory,
+            samplerate=rate,
+            blocksize=blocksize,
+            channels=1,
+            dtype="float32",
+            latency=self.latency,
+            callback=self._callback,
+            finished_callback=self._stream_finished,
+        )
         self._stream = stream
 
     def _prepare(self, rate: int) -> None:
@@ -198,7 +184,7 @@ class MicrophoneCapture:
             return
         dead, self._stream = self._stream, None
         if dead is not None:
-            asyncio.get_running_loop().run_in_executor(None, _close_quietly, dead)
+            asyncio.get_running_loop().run_in_executor(None, close_quietly, dead)
         self._end()
         message = "Audio input stopped: the microphone was lost or disconnected."
         log.error("%s", message)
@@ -217,7 +203,7 @@ class MicrophoneCapture:
         self._end()
         stream, self._stream = self._stream, None
         if stream is not None:
-            await asyncio.to_thread(_close_quietly, stream)
+            await asyncio.to_thread(close_quietly, stream)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
         while not self._stopped:
@@ -346,10 +332,3 @@ class WavSource(ArraySource):
         #: The file's own sample rate.
         self.source_rate = rate
         super().__init__(resample(pcm, rate, CAPTURE_RATE), pace, tail_silence)
-
-
-def _close_quietly(stream: Any) -> None:
-    try:
-        stream.close()
-    except Exception as e:  # the device may already be gone
-        log.debug("closing audio stream: %s", e)

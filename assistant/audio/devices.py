@@ -6,8 +6,14 @@ list (headless servers and CI have no sound card).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from assistant.engines.base import EngineUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +90,50 @@ def describe_missing(kind: str, error: object | None = None, device: object = No
     which = "the default device" if device is None else f"device {device!r}"
     reason = str(error).splitlines()[0] if error else "it is unavailable"
     return f"Cannot open audio {kind} on {which}: {reason}. Available {kind}s: {names}."
+
+
+# ------------------------------------------------------------------------------------ streams
+
+Kind = Literal["input", "output"]
+
+
+def _unavailable(kind: Kind, error: Exception, device: object) -> EngineUnavailable:
+    return EngineUnavailable(
+        describe_missing(kind, error, device), engine=f"audio-{kind}", retryable=False
+    )
+
+
+def stream_defaults(
+    kind: Kind, device: object, factory: Callable[..., Any] | None, rate: int | None
+) -> tuple[Callable[..., Any], int]:
+    """The sounddevice stream class and the device's default rate, unless given."""
+    try:
+        if factory is None or rate is None:
+            import sounddevice as sd
+
+            factory = factory or (sd.InputStream if kind == "input" else sd.OutputStream)
+            if rate is None:
+                rate = int(sd.query_devices(device, kind)["default_samplerate"])
+    except Exception as e:
+        raise _unavailable(kind, e, device) from e
+    return factory, rate
+
+
+def start_stream(kind: Kind, device: object, factory: Callable[..., Any], **options: Any) -> Any:
+    """Open and start a stream; on failure close what was opened and say what is missing."""
+    stream: Any = None
+    try:
+        stream = factory(device=device, **options)
+        stream.start()
+    except Exception as e:
+        if stream is not None:
+            close_quietly(stream)
+        raise _unavailable(kind, e, device) from e
+    return stream
+
+
+def close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception as e:  # the device may already be gone
+        log.debug("closing audio stream: %s", e)

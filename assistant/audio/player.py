@@ -24,8 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from assistant.audio.devices import close_quietly, start_stream, stream_defaults
 from assistant.audio.wav import to_int16, write_wav
-from assistant.engines.base import PCM, EngineUnavailable
+from assistant.engines.base import PCM
 
 log = logging.getLogger(__name__)
 
@@ -523,38 +524,22 @@ class DevicePlayer(BufferedPlayer):
         if self._stream is not None:
             return
         await super().start()
-        factory = self._factory
-        rate = self._samplerate
-        stream: Any = None
-        try:
-            if factory is None or rate is None:
-                import sounddevice as sd
-
-                factory = factory or sd.OutputStream
-                if rate is None:
-                    rate = int(sd.query_devices(self.device, "output")["default_samplerate"])
-            if rate != self._buf.rate:
-                self._buf = self._make_buffer(rate)
-            self._closing = False
-            stream = factory(
-                samplerate=rate,
-                blocksize=self.blocksize,
-                device=self.device,
-                channels=1,
-                dtype="float32",
-                latency=self.latency,
-                callback=self._callback,
-                finished_callback=self._stream_finished,
-            )
-            stream.start()
-        except Exception as e:
-            from assistant.audio.devices import describe_missing
-
-            if stream is not None:
-                _close_quietly(stream)
-            raise EngineUnavailable(
-                describe_missing("output", e, self.device), engine="audio-output", retryable=False
-            ) from e
+        factory, rate = stream_defaults("output", self.device, self._factory, self._samplerate)
+        if rate != self._buf.rate:
+            self._buf = self._make_buffer(rate)
+        self._closing = False
+        stream = start_stream(
+            "output",
+            self.device,
+            factory,
+            samplerate=rate,
+            blocksize=self.blocksize,
+            channels=1,
+            dtype="float32",
+            latency=self.latency,
+            callback=self._callback,
+            finished_callback=self._stream_finished,
+        )
         self._stream = stream
         lat = getattr(stream, "latency", 0.0)
         self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
@@ -573,7 +558,7 @@ class DevicePlayer(BufferedPlayer):
         if self._closing or self._stream is None:
             return
         dead, self._stream = self._stream, None
-        asyncio.get_running_loop().run_in_executor(None, _close_quietly, dead)
+        asyncio.get_running_loop().run_in_executor(None, close_quietly, dead)
         self._buf.abandon()
         self._dispatch_error("Audio output stopped: the output device was lost or disconnected.")
 
@@ -581,7 +566,7 @@ class DevicePlayer(BufferedPlayer):
         self._closing = True
         stream, self._stream = self._stream, None
         if stream is not None:
-            await asyncio.to_thread(_close_quietly, stream)
+            await asyncio.to_thread(close_quietly, stream)
         await super().close()
 
 
@@ -758,10 +743,3 @@ class FakeClockDevice(BufferedPlayer):
 
     def render_seconds(self, seconds: float) -> Float32:
         return self.render_blocks(math.ceil(seconds * self.rate / self.blocksize))
-
-
-def _close_quietly(stream: Any) -> None:
-    try:
-        stream.close()
-    except Exception as e:  # the device may already be gone
-        log.debug("closing audio stream: %s", e)

@@ -32,6 +32,7 @@ from assistant.engines.wsutil import (
     VoiceCache,
     WireEvent,
     connect,
+    context_of,
     fetch_json,
     http_base,
     server_error_text,
@@ -97,11 +98,6 @@ class _Wire:
         return WireEvent(str(msg.get("audio") or ""), final=final)
 
 
-def _context_of(msg: Message) -> str | None:
-    context = msg.get("context_id") or msg.get("contextId")
-    return str(context) if context else None
-
-
 class AsyncTTS:
     """The ``TextToSpeech`` engine "async"."""
 
@@ -159,7 +155,7 @@ class AsyncTTS:
             found = ContextSocket(
                 ENGINE,
                 open_connection=open_connection,
-                context_of=_context_of,
+                context_of=context_of,
                 after_connect=after_connect,
                 keepalive=(self.keepalive_interval, KEEPALIVE),
             )

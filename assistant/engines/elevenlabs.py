@@ -26,6 +26,7 @@ from assistant.engines.wsutil import (
     VoiceCache,
     WireEvent,
     connect,
+    context_of,
     fetch_json,
     http_base,
     server_error_text,
@@ -111,11 +112,6 @@ class _Wire:
         return WireEvent(str(msg.get("audio") or ""), chars, starts, final)
 
 
-def _context_of(msg: Message) -> str | None:
-    context = msg.get("contextId") or msg.get("context_id")
-    return str(context) if context else None
-
-
 class ElevenLabsTTS:
     """The ``TextToSpeech`` engine "elevenlabs"."""
 
@@ -161,7 +157,7 @@ class ElevenLabsTTS:
                 headers = {"xi-api-key": secrets.require_key(ENGINE)}
                 return await connect(ENGINE, url, headers, self.policy)
 
-            found = ContextSocket(ENGINE, open_connection=open_connection, context_of=_context_of)
+            found = ContextSocket(ENGINE, open_connection=open_connection, context_of=context_of)
             self._sockets[voice_id] = found
         return found
 

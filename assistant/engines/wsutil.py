@@ -1334,3 +1334,9 @@ class PrewarmedSTT[S: StreamingSTTSession]:
             session = self._new_session(self.language)
             await session.start()
             self._warm = (self.language, session)
+
+
+def context_of(message: dict[str, Any]) -> str | None:
+    """The context a multi-context TTS message belongs to (both spellings of the key occur)."""
+    context = message.get("contextId") or message.get("context_id")
+    return str(context) if context else None
