@@ -13,7 +13,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,11 +211,3 @@ class HistoryStore:
             atomic_write_bytes(path, "".join(f"{ln}\n" for ln in good_lines).encode("utf-8"))
             report = LoadReport(recovered_lines=bad, kept_as=kept)
         return Conversation(path, conv_id, turns), report
-
-
-def plain_history(turns: Iterable[TurnRecord]) -> list[dict[str, Any]]:
-    """A compact view of turns for exports and logs."""
-    return [
-        {"user": t.user_text, "assistant": t.assistant_text, "interrupted": t.interrupted}
-        for t in turns
-    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import re
 import time
@@ -209,11 +208,6 @@ class FakeLLM:
 
     async def warm_up(self) -> None:
         return None
-
-
-def fake_json_reply(payload: dict[str, object]) -> Callable[[ChatRequest], str]:
-    text = json.dumps(payload)
-    return lambda _request: text
 
 
 # --------------------------------------------------------------------------------------------- TTS
