@@ -13,10 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
-PCM = npt.NDArray[np.int16]
+from assistant.types import PCM as PCM  # engines speak PCM; re-exported for adapters
 
 # --------------------------------------------------------------------------------------- errors
 
