@@ -116,14 +116,15 @@ class ManualClock:
 
     async def advance_to(self, t: float) -> None:
         """Move time to ``t``, firing every timer due on the way, in order."""
-        await self.settle()
-        while (due := self.next_due) is not None and due <= t:
+        while True:
+            await self.settle()
+            due = self.next_due
+            if due is None or due > t:
+                break
             _, _, timer = heapq.heappop(self._timers)
             self._now = max(self._now, timer.due)
             timer.callback()
-            await self.settle()
         self._now = max(self._now, t)
-        await self.settle()
 
     async def advance(self, seconds: float) -> None:
         await self.advance_to(self._now + seconds)

@@ -7,6 +7,7 @@ between finishing their sentence and hearing the first sample of the answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,19 +50,20 @@ class Budgets:
 
 @dataclass(slots=True)
 class Timeline:
-    """Monotonic timestamps (``time.monotonic()`` seconds) of one turn's milestones."""
+    """Monotonic timestamps of one turn's milestones, read from ``now`` (the session's clock)."""
 
     turn_id: int
     marks: dict[str, float] = field(default_factory=dict)
     #: Extra facts worth showing beside the marks (engine names, connection reuse, ...).
     notes: dict[str, Any] = field(default_factory=dict)
+    now: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def mark(self, name: str, at: float | None = None, *, overwrite: bool = False) -> None:
         """Record a mark once; later calls keep the first time unless ``overwrite``."""
         if name not in MARKS:
             raise ValueError(f"unknown timeline mark {name!r}")
         if overwrite or name not in self.marks:
-            self.marks[name] = time.monotonic() if at is None else at
+            self.marks[name] = self.now() if at is None else at
 
     def has(self, name: str) -> bool:
         return name in self.marks

@@ -1,23 +1,43 @@
-"""Turn-detection strategies: when does the user start and stop talking?
+"""Turn detection: when does the user start and stop talking?
 
-Both strategies produce the same ``TurnEvent``s, so the session does not care which one runs and
-the user can switch between them at any time. Push-to-talk takes press/release from the caller;
-VAD endpointing reads per-frame speech probabilities and ends a turn after enough silence.
+A ``TurnDetection`` strategy turns key presses or per-frame speech probabilities into
+``TurnEvent``s; the session does not know which strategy runs, and the user can switch at any
+time (``make_turn_detection``). Push-to-talk takes press/release from the caller. Hands-free
+combines VAD endpointing with an optional ``EndOfTurnJudge`` that is asked about each pause and
+may end the turn at once (the words sound finished) or let it wait longer (they do not).
+
+Nothing here reads the clock: times come in with the frames and the calls.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
-from assistant.config import VadSettings
+import numpy as np
 
-FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
+from assistant.config import Settings, TurnMode, VadSettings
+from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
+__all__ = [
+    "FRAME_SECONDS",
+    "EndOfTurnJudge",
+    "EndOfTurnModel",
+    "HandsFree",
+    "PauseVerdict",
+    "PushToTalk",
+    "SmartTurnJudge",
+    "TurnDetection",
+    "TurnEvent",
+    "VadEndpointing",
+    "make_turn_detection",
+]
 
 TurnKind = Literal["start", "pause", "resume", "end"]
+#: Runs a blocking call off the event loop (``asyncio.to_thread`` unless a test runs it inline).
+Offload = Callable[..., Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,23 +52,38 @@ class TurnEvent:
     detected_at: float
 
 
-class TurnDetector(Protocol):
-    mode: Literal["ptt", "vad"]
+class TurnDetection(Protocol):
+    """The strategy the session consumes."""
 
-    @property
-    def active(self) -> bool:
-        """True while the detector considers the user to be talking."""
-        ...
+    mode: TurnMode
+    #: Whether ``process`` needs speech probabilities (the session runs the VAD only then).
+    needs_vad: bool
+
+    def press(self, at: float) -> TurnEvent | None: ...
+
+    def release(self, at: float) -> TurnEvent | None: ...
 
     def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None: ...
 
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        """Asked once per ``pause`` with the turn's audio so far; None when there is no judge."""
+        ...
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        """Act on a verdict for the current pause: maybe an ``end`` event right now."""
+        ...
+
     def reset(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------ push-to-talk
 
 
 class PushToTalk:
     """The user holds a key or button while talking. Audio frames do not decide anything."""
 
-    mode: Literal["ptt", "vad"] = "ptt"
+    mode: TurnMode = "ptt"
+    needs_vad = False
 
     def __init__(self) -> None:
         self._pressed = False
@@ -57,26 +92,33 @@ class PushToTalk:
     def active(self) -> bool:
         return self._pressed
 
-    def press(self, at: float | None = None) -> TurnEvent | None:
+    def press(self, at: float) -> TurnEvent | None:
         """Key down. Repeated presses (key auto-repeat) while held are ignored."""
         if self._pressed:
             return None
         self._pressed = True
-        now = time.monotonic()
-        return TurnEvent("start", now if at is None else at, now)
+        return TurnEvent("start", at, at)
 
-    def release(self, at: float | None = None) -> TurnEvent | None:
+    def release(self, at: float) -> TurnEvent | None:
         if not self._pressed:
             return None
         self._pressed = False
-        now = time.monotonic()
-        return TurnEvent("end", now if at is None else at, now)
+        return TurnEvent("end", at, at)
 
     def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
         return None
 
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        return None
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        return None
+
     def reset(self) -> None:
         self._pressed = False
+
+
+# ----------------------------------------------------------------------------- VAD endpointing
 
 
 class VadEndpointing:
@@ -85,11 +127,9 @@ class VadEndpointing:
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
     dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
     reply can be prepared while the endpoint is confirmed; speech before the end (two frames
-    over the threshold) reports ``resume``. An end-of-turn model may shorten the wait
+    over the threshold) reports ``resume``. An end-of-turn judge may shorten the wait
     (``end_now``) or lengthen it (``extend_silence``) for the current turn.
     """
-
-    mode: Literal["ptt", "vad"] = "vad"
 
     def __init__(self, settings: VadSettings | None = None) -> None:
         self.settings = settings or VadSettings()
@@ -179,3 +219,107 @@ class VadEndpointing:
             self._resume_frames = 0
             return TurnEvent("pause", self._last_speech_end, frame.t)
         return None
+
+
+# ---------------------------------------------------------------------------- end-of-turn judge
+
+
+class EndOfTurnModel(Protocol):
+    """Judges from the audio whether the user's words sound finished (see ``SmartTurn``)."""
+
+    def end_probability(self, pcm16k: PCM) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PauseVerdict:
+    """What a judge concluded about one pause.
+
+    ``end_now``: the turn is over. ``wait_ms``: wait this much silence in all before ending it.
+    Neither: keep the configured silence. ``probability`` is kept in the turn's timeline notes.
+    """
+
+    end_now: bool = False
+    wait_ms: float | None = None
+    probability: float | None = None
+
+
+class EndOfTurnJudge(Protocol):
+    async def judge(self, audio: PCM) -> PauseVerdict: ...
+
+
+class SmartTurnJudge:
+    """Asks an audio end-of-turn model (Smart Turn) whether the words sound finished.
+
+    Finished (``smart_turn_end`` or more) after at least ``MIN_SPOKEN_SECONDS`` of speech: end
+    now. Unfinished (below ``smart_turn_wait``): wait up to ``max_end_silence_ms``. The model
+    runs through ``offload`` (a worker thread) because one check takes tens of milliseconds.
+    """
+
+    MIN_SPOKEN_SECONDS = 0.8
+
+    def __init__(
+        self, model: EndOfTurnModel, settings: VadSettings, offload: Offload = asyncio.to_thread
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self._offload = offload
+
+    async def judge(self, audio: PCM) -> PauseVerdict:
+        s = self.settings
+        probability = float(await self._offload(self.model.end_probability, audio))  # type: ignore[arg-type]
+        spoken = len(audio) / 16_000 - s.speculative_silence_ms / 1000
+        if probability >= s.smart_turn_end and spoken >= self.MIN_SPOKEN_SECONDS:
+            return PauseVerdict(end_now=True, probability=probability)
+        if probability < s.smart_turn_wait:
+            return PauseVerdict(wait_ms=float(s.max_end_silence_ms), probability=probability)
+        return PauseVerdict(probability=probability)
+
+
+class HandsFree:
+    """Voice activity endpointing, with an optional judge for each pause."""
+
+    mode: TurnMode = "vad"
+    needs_vad = True
+
+    def __init__(self, settings: VadSettings, judge: EndOfTurnJudge | None = None) -> None:
+        self.settings = settings
+        self.endpointing = VadEndpointing(settings)
+        self.judge = judge
+
+    def press(self, at: float) -> TurnEvent | None:
+        return None
+
+    def release(self, at: float) -> TurnEvent | None:
+        return None
+
+    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+        return self.endpointing.process(frame, speech_probability)
+
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        if self.judge is None or not self.settings.smart_turn or len(audio) == 0:
+            return None
+        return await self.judge.judge(audio)
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        if verdict.end_now:
+            return self.endpointing.end_now(now)
+        if verdict.wait_ms is not None:
+            self.endpointing.extend_silence(verdict.wait_ms)
+        return None
+
+    def reset(self) -> None:
+        self.endpointing.reset()
+
+
+def make_turn_detection(
+    mode: TurnMode, settings: Settings, judge: EndOfTurnJudge | None = None
+) -> TurnDetection:
+    """The strategy for ``mode``; ``judge`` is asked in hands-free mode while Smart Turn is on."""
+    if mode == "vad":
+        return HandsFree(settings.vad, judge)
+    return PushToTalk()
+
+
+def concat_audio(parts: list[PCM]) -> PCM:
+    """One array of a turn's audio pieces (empty when there are none)."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)

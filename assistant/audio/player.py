@@ -6,8 +6,9 @@ the newest turn is ever heard. Position, "started" and "finished" are measured w
 handed to the device, so they are sample-accurate; events reach listeners on the asyncio loop.
 
 Implementations: ``DevicePlayer`` (a sounddevice output stream), ``VirtualPlayer`` (a clocked
-thread that records what it plays, for headless runs) and ``FakeClockDevice`` (rendered block by
-block by the caller, for tests).
+thread that records what it plays, for headless runs), ``FakeClockDevice`` (rendered block by
+block by the caller, for tests) and ``ClockedPlayer`` (rendered by an injected clock's timers,
+for turn-taking tests in virtual time).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import soxr
 
 from assistant.audio.devices import close_quietly, start_stream, stream_defaults
 from assistant.audio.wav import to_int16, write_wav
-from assistant.engines.base import PCM
+from assistant.clock import Clock, Timer
+from assistant.types import PCM
 
 log = logging.getLogger(__name__)
 
@@ -743,3 +745,46 @@ class FakeClockDevice(BufferedPlayer):
 
     def render_seconds(self, seconds: float) -> Float32:
         return self.render_blocks(math.ceil(seconds * self.rate / self.blocksize))
+
+
+class ClockedPlayer(BufferedPlayer):
+    """A virtual device rendered by an injected ``Clock``'s timers, one block per period.
+
+    On a ``ManualClock`` playback runs in virtual time: ``playback_started`` times come from
+    that clock, and the recording holds every rendered block (silence included) from
+    ``start()`` on, so sample ``i`` of ``recorded()`` was played at ``started_at + i / rate``.
+    """
+
+    def __init__(self, clock: Clock, rate: int = 24_000, blocksize: int = 480) -> None:
+        super().__init__(rate, clock=clock.now)
+        self.blocksize = blocksize
+        self.started_at = 0.0
+        self._ticks = clock
+        self._timer: Timer | None = None
+        self._out = np.zeros(blocksize, dtype=np.float32)
+        self._rec = _Recorder(rate * 10)
+
+    async def start(self) -> None:
+        if self._timer is not None:
+            return
+        await super().start()
+        self.started_at = self._ticks.now()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._timer = self._ticks.call_later(self.blocksize / self.rate, self._tick)
+
+    def _tick(self) -> None:
+        self._buf.render(self._out)
+        self._rec.append(self._out)
+        self._schedule()
+
+    async def close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        await super().close()
+
+    def recorded(self) -> PCM:
+        """Everything rendered since ``start()``, int16 mono at ``rate``."""
+        return self._rec.snapshot()

@@ -220,6 +220,15 @@ class LanguageModel(Protocol):
     async def warm_up(self) -> None: ...
 
 
+@runtime_checkable
+class Prefillable(Protocol):
+    """A language model that can read a prompt ahead of the request (a prompt cache)."""
+
+    async def prefill(self, request: ChatRequest) -> None:
+        """Process ``request``'s prompt without generating; the next ``stream`` reuses it."""
+        ...
+
+
 # ---------------------------------------------------------------------------------- text to speech
 
 

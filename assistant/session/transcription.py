@@ -1,0 +1,146 @@
+"""The conversation's speech-recognition stream: one engine session, kept open, reopened when
+it breaks.
+
+Audio of the open utterance goes in with ``push``; partials come out through ``on_partial``.
+Each utterance that ends asks for its final with ``expect_final`` (synchronously, so finals are
+matched to utterances strictly in order) and then ``wait_final``. If the engine's stream breaks,
+the utterances waiting for a final fail with the engine's error and the stream is reopened; a
+recognizer that ends turns by itself reports them through ``on_endpoint``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from assistant.clock import Clock
+from assistant.engines.base import PCM, EngineError, SpeechToText, STTSession, Transcript
+
+log = logging.getLogger(__name__)
+
+#: An utterance whose final transcript takes longer than this fails with a clear message.
+FINAL_TRANSCRIPT_TIMEOUT = 15.0
+
+
+class Transcription:
+    def __init__(
+        self,
+        stt: SpeechToText,
+        *,
+        language: Callable[[], str],
+        clock: Clock,
+        on_partial: Callable[[str], None],
+        on_endpoint: Callable[[str], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.stt = stt
+        self._language = language
+        self._clock = clock
+        self._on_partial = on_partial
+        self._on_endpoint = on_endpoint
+        self._on_error = on_error
+        self._session: STTSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: deque[asyncio.Future[str]] = deque()
+
+    @property
+    def open(self) -> bool:
+        return self._session is not None
+
+    async def start(self) -> None:
+        """Open the engine's session (raises ``EngineError`` when it cannot)."""
+        self._session = await self.stt.open(self._language())
+        self._reader = asyncio.create_task(self._read(self._session), name="transcripts")
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.aclose()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+
+    async def push(self, pcm: PCM) -> None:
+        if self._session is not None:
+            await self._session.push(pcm)
+
+    async def clear(self) -> None:
+        if self._session is not None:
+            await self._session.clear()
+
+    def expect_final(self) -> asyncio.Future[str]:
+        """Reserve the next final transcript for the utterance that just ended."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def wait_final(self, waiter: asyncio.Future[str], known: str | None = None) -> str:
+        """Ask the engine to finish the utterance and wait for its final transcript.
+
+        ``known``: the engine already gave it (its own endpointing). Raises ``EngineError`` or
+        ``TimeoutError`` when no transcript comes.
+        """
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_exception(TimeoutError())
+
+        timer = self._clock.call_later(FINAL_TRANSCRIPT_TIMEOUT, expire)
+        try:
+            if known is not None and not waiter.done():
+                waiter.set_result(known)
+            session = self._session
+            if session is None:
+                raise EngineError("speech recognition is not running")
+            await session.end_turn()
+            return await asyncio.shield(waiter)
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    async def _read(self, session: STTSession) -> None:
+        """Route transcripts; if the engine's stream breaks, fail the waiting finals and reopen."""
+        while True:
+            try:
+                async for transcript in session.transcripts():
+                    self._route(transcript)
+                return  # the session was closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("speech recognition stream failed: %s", exc)
+                waiters = [w for w in self._waiters if not w.done()]
+                error = exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                for waiter in waiters:
+                    waiter.set_exception(error)
+                if not waiters:
+                    self._on_error(f"Speech recognition failed: {exc}")
+            with contextlib.suppress(Exception):
+                await session.aclose()
+            try:
+                session = await self.stt.open(self._language())
+            except Exception as exc:
+                self._session = None
+                self._on_error(f"Speech recognition is unavailable: {exc}")
+                return
+            self._session = session
+
+    def _route(self, transcript: Transcript) -> None:
+        if transcript.is_final:
+            waiter = next((w for w in self._waiters if not w.done()), None)
+            if waiter is not None:
+                waiter.set_result(transcript.text)
+            elif transcript.end_of_turn:
+                self._on_endpoint(transcript.text)
+            return
+        self._on_partial(transcript.text)
