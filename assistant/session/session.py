@@ -170,6 +170,8 @@ class Session:
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Turns being written to the history: awaited on close, never cancelled.
+        self._saving: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._level_at = float("-inf")
@@ -179,6 +181,9 @@ class Session:
             listeners = getattr(engine, "on_fallback", None)
             if isinstance(listeners, list):
                 listeners.append(self._on_fallback)
+            recovered = getattr(engine, "on_recovered", None)
+            if isinstance(recovered, list):
+                recovered.append(self._on_recovered)
 
     # ------------------------------------------------------------------------------- events, state
 
@@ -249,6 +254,7 @@ class Session:
     async def close(self) -> None:
         """Stop everything this session started, wait for it, and save the turn in flight."""
         self._listening = False
+        replies = [r for r in (self._reply, *self._finishing) if r is not None]
         self.interrupt(reason="closing")
         self._prefiller.cancel()
         self._cancel_resume()
@@ -256,10 +262,9 @@ class Session:
         for task in tasks:
             task.cancel()
         await self._transcription.close()
-        replies = [r for r in (self._reply, *self._finishing) if r is not None]
         for reply in replies:
             await reply.wait_for_playout()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._saving, self._prefiller.wait(), return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
         self._sync()
@@ -555,7 +560,9 @@ class Session:
         if self._reply is reply:
             self._reply = None
         self._finishing.append(reply)
-        self._spawn(self._record(reply, record), f"record-{reply.turn_id}")
+        task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
         self._sync()
 
     async def _record(self, reply: Reply, record: TurnRecord) -> None:
@@ -607,6 +614,9 @@ class Session:
 
     def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
         self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
+
+    def _on_recovered(self, kind: str, name: str) -> None:
+        self.emit(Notice(f"{name} works again; using it from now on.", kind))
 
     def notice(self, message: str, source: str = "") -> None:
         self.emit(Notice(message, source))
