@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from assistant.config import Settings
-from assistant.timeline import Timeline
+from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
 from assistant.types import PCM, AudioFrame
 
@@ -271,7 +271,7 @@ class UserTurnTracker:
         utterance = self.utterance
         if utterance is None or not self._tentative:
             return []
-        start = utterance.timeline.marks["speech_start"]
+        start = utterance.timeline.marks[Mark.SPEECH_START]
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
         if lasted_ms >= self.settings.interruption.min_duration_ms or has_words(utterance.partial):
@@ -391,7 +391,7 @@ class UserTurnTracker:
         assert utterance is not None
         self.speculative = None
         utterance.held = False
-        speech_end = utterance.timeline.marks.get("speech_end")
+        speech_end = utterance.timeline.marks.get(Mark.SPEECH_END)
         if speech_end is not None:
             utterance.timeline.notes["endpoint_ms"] = round((self._now() - speech_end) * 1e3)
         return Commit(utterance, speculative=True)

@@ -170,13 +170,13 @@ class Transcription:
                 await session.aclose()
             reconnected = self._reconnected = asyncio.Event()
             try:
-                session = await self._reopen(quick)
+                reopened = await self._reopen(quick)
             finally:
                 self._reconnected = None
                 reconnected.set()
-            if session is None:
+            if reopened is None:
                 return
-            opened_at = self._clock.now()
+            session, opened_at = reopened, self._clock.now()
 
     async def _reopen(self, quick: int) -> STTSession | None:
         """A new stream after a failure (None: given up, and the user was told why)."""

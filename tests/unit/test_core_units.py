@@ -23,7 +23,7 @@ from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
 from assistant.session import has_words
 from assistant.spoken import SpokenText
-from assistant.timeline import Budgets, Timeline
+from assistant.timeline import Budgets, Timeline, TimelineSnapshot
 from assistant.tools import calculate, default_tools
 from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
 
@@ -352,3 +352,19 @@ def test_heard_text_of_a_piece_still_being_synthesized_is_not_overestimated() ->
     t = SpokenText()
     t.add(_chunk(0, "one two three four", 0.6, last=False, alignment=((0, 0.0), (4, 300.0))))
     assert t.heard(0.6) == "one"  # "two" has no known end yet
+
+
+def test_timeline_snapshot_round_trips_and_reads_damaged_data_totally() -> None:
+    t = Timeline(3)
+    t.mark("speech_start", 9.0)
+    t.mark("speech_end", 10.0)
+    t.mark("playback_start", 10.5)
+    t.notes["endpoint_ms"] = 300
+    snap = t.snapshot(Budgets())
+    data = json.loads(json.dumps(snap.to_json()))
+    assert data == t.to_dict(Budgets())
+    assert TimelineSnapshot.from_json(data) == snap
+    assert snap.voice_to_voice_ms == 500 and snap.mark_ms("speech_start") == -1000
+    damaged = {"marks_ms": {"speech_end": "x", "bogus": 1, "stt_final": 5}, "stages_ms": [1]}
+    assert TimelineSnapshot.from_json(damaged).marks_ms == {"stt_final": 5.0}
+    assert TimelineSnapshot.from_json(None) == TimelineSnapshot()
