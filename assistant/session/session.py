@@ -59,10 +59,13 @@ from assistant.session.tracker import (
     Commit,
     ConfirmBargeIn,
     Decision,
+    Dismiss,
     DropUtterance,
     FalseInterruption,
+    JudgeInterjection,
     Phase,
     Speculate,
+    StopCommand,
     TentativeBargeIn,
     UserTurnTracker,
     Utterance,
@@ -403,6 +406,10 @@ class Session:
                 case Speculate(utterance):
                     self._finalize(utterance)
                     self._spawn(self._judge_pause(utterance), "judge-pause")
+                case JudgeInterjection(utterance, resume):
+                    self._finalize(utterance)
+                    if resume:
+                        self._resume_reply()
                 case Withdraw(utterance):
                     if self._reply is not None and self._reply.turn_id == utterance.turn_id:
                         self.interrupt(reason="barge_in")
@@ -468,9 +475,19 @@ class Session:
             case CarryOver(carried):
                 # The user went on talking: these words open the next utterance's transcript.
                 self.emit(TurnWithdrawn(utterance.turn_id, carried))
-            case Answer(answer, held):
+            case Answer(answer, held, barge_in):
+                if barge_in:
+                    self.interrupt(reason="barge_in")
+                    answer = self._tracker.with_carry_over(answer)
                 self.emit(FinalTranscript(utterance.turn_id, answer))
                 self._start_reply(utterance.turn_id, answer, utterance.timeline, held=held)
+            case Dismiss():
+                # A backchannel or a noise: it takes no turn, and the reply goes on.
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self._resume_reply()
+            case StopCommand():
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self.interrupt(reason="user")
             case _:
                 self.emit(FinalTranscript(utterance.turn_id, ""))
         self._sync()
