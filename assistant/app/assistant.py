@@ -96,7 +96,8 @@ class Assistant:
         self._engine_factory: EngineFactory = engine_factory or EngineSet.build
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
-        #: The tools the language model may call (the same in every front end).
+        #: The tools the language model may call (the same in every front end), offered to
+        #: every language model that returns real tool calls (``EngineSet.calls_tools``).
         self.tools = tools if tools is not None else default_tools()
         self._persist = persist
         self._input = AudioInput(
@@ -365,7 +366,7 @@ class Assistant:
             conversation=self._conversation,
             settings=self._settings,
             vad=self._vad_factory(self._settings) if hands_free else None,
-            tools=self.tools,
+            tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
         )
 

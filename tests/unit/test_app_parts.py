@@ -55,6 +55,15 @@ def test_a_settings_change_rebuilds_only_what_it_needs(
     assert compare(Settings(), new, keys_changed=keys) == expected
 
 
+def test_tools_are_offered_to_models_that_return_tool_calls() -> None:
+    def llm(name: str) -> EngineSet:
+        return EngineSet(FakeSTT(), FakeLLM(name=name), FakeTTS())
+
+    assert llm("openai").calls_tools and llm("fake").calls_tools
+    # The embedded models write their calls as text, which would be spoken.
+    assert not llm("local").calls_tools
+
+
 @dataclass
 class ProgressTTS(FakeTTS):
     """A voice that reports loading progress from a worker thread, and counts closings."""
