@@ -104,17 +104,11 @@ def openai_env(server: FakeOpenAIServer) -> dict[str, str]:
     }
 
 
+ALL_OPENAI = ("--stt", "openai", "--llm", "openai", "--tts", "openai")
+
+
 def test_talk_with_openai_for_every_stage(tmp_path: Path, openai_fake: FakeOpenAIServer) -> None:
-    result, data = talk(
-        tmp_path,
-        "--stt",
-        "openai",
-        "--llm",
-        "openai",
-        "--tts",
-        "openai",
-        env=openai_env(openai_fake),
-    )
+    result, data = talk(tmp_path, *ALL_OPENAI, env=openai_env(openai_fake))
     assert result.returncode == 0, result.stderr
     (turn,) = data["turns"]
     assert turn["user_text"] == "What is the tallest mountain in the world?"
@@ -131,16 +125,7 @@ def test_talk_offers_the_tools_and_the_timeline_records_each_call(
     openai_fake.transcripts.append("What is seventeen times twenty-three?")
     openai_fake.chat_tool_call = ("calculate", '{"expression": "17 * 23"}')
     openai_fake.chat_reply = "Seventeen times twenty-three is 391."
-    result, data = talk(
-        tmp_path,
-        "--stt",
-        "openai",
-        "--llm",
-        "openai",
-        "--tts",
-        "openai",
-        env=openai_env(openai_fake),
-    )
+    result, data = talk(tmp_path, *ALL_OPENAI, env=openai_env(openai_fake))
     assert result.returncode == 0, result.stderr
     (turn,) = data["turns"]
     assert turn["tool_calls"] == [
