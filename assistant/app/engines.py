@@ -6,7 +6,7 @@ window stays usable while an engine is missing. ``aclose()`` releases what the s
 built for it, not engines a caller lent it.
 
 This is the only module that asks engines what they can do beyond their protocols (progress
-reporting, closing), and the only one that looks inside fallback chains.
+reporting, closing, real tool calls), and the only one that looks inside fallback chains.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 #: The names the user sees for the three kinds, in the set's order (also ``Loading.component``).
 KINDS = ("speech recognition", "language model", "speech synthesis")
-
 
 #: Language models whose tool calls come back as plain text rather than as calls: the embedded
 #: Qwen2.5-Coder models never emit their template's tool-call tags (they write the JSON, which
@@ -60,6 +59,8 @@ def members(engine: object) -> list[object]:
 
 @dataclass(eq=False)
 class EngineSet:
+    """The three engines a conversation runs on (each usually a fallback chain)."""
+
     stt: SpeechToText
     llm: LanguageModel
     tts: TextToSpeech
