@@ -17,7 +17,7 @@ from assistant.config import (
     save_settings,
     settings_path,
 )
-from assistant.engines.base import EngineError, Message, SpeechChunk
+from assistant.engines.base import EngineError, EngineNotice, FellBack, Message, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
@@ -266,19 +266,20 @@ def test_unfinished_sentences_are_told_by_their_last_word() -> None:
 
 
 async def test_fallback_llm_moves_on_only_before_output() -> None:
-    reports: list[tuple[str, str, str, str]] = []
+    reports: list[EngineNotice] = []
     chain = FallbackLLM(
         [
             FakeLLM(ttft=0, fail_before_first_token=EngineError("down"), name="a"),
             FakeLLM(ttft=0, name="b"),
-        ],
-        lambda *r: reports.append(r),
+        ]
     )
+    chain.notices.subscribe(reports.append)
     from assistant.engines.base import ChatRequest, TextDelta
 
     out = [e async for e in chain.stream(ChatRequest([Message("user", "hi")]))]
     assert any(isinstance(e, TextDelta) for e in out)
-    assert reports == [("llm", "a", "b", "down")]
+    assert reports == [FellBack("llm", "a", "b", "down")]
+    await chain.aclose()
 
     mid = FallbackLLM([FakeLLM(ttft=0, fail_after_tokens=2, name="a"), FakeLLM(ttft=0, name="b")])
     with pytest.raises(EngineError, match="mid-reply"):
@@ -301,14 +302,13 @@ async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
 
 
 async def test_fallback_stt_reports_and_uses_next() -> None:
-    reports = []
-    chain = FallbackSTT(
-        [FakeSTT(fail_on_open=EngineError("no key"), name="cloud"), FakeSTT()],
-        lambda *r: reports.append(r),
-    )
+    reports: list[EngineNotice] = []
+    chain = FallbackSTT([FakeSTT(fail_on_open=EngineError("no key"), name="cloud"), FakeSTT()])
+    chain.notices.subscribe(reports.append)
     session = await chain.open("en")
     assert session is not None and chain.active.name == "fake"
-    assert reports[0][:3] == ("stt", "cloud", "fake")
+    assert reports == [FellBack("stt", "cloud", "fake", "no key")]
+    await chain.aclose()
 
 
 async def test_every_engine_failing_is_one_clear_error() -> None:
