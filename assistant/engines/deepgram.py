@@ -1,38 +1,43 @@
 """Speech to text with Deepgram's live transcription (``wss://api.deepgram.com/v1/listen``).
 
-Interim results become partials (the turn's settled ``is_final`` segments plus the current
-interim); a turn ends on ``speech_final`` or ``UtteranceEnd`` (the server's endpointing) with all
-its ``is_final`` segments joined. Push-to-talk release sends ``Finalize``, whose ``from_finalize``
-result ends the turn. ``KeepAlive`` goes out whenever no audio has flowed for a few seconds
-(Deepgram closes idle sockets after about ten), ``CloseStream`` on close.
+Wire rules (``DeepgramWire``, no I/O): interim results become partials (the turn's settled
+``is_final`` segments plus the current interim); a turn ends on ``speech_final`` or
+``UtteranceEnd`` (the server's endpointing) with all its ``is_final`` segments joined.
+Push-to-talk release sends ``Finalize``, whose ``from_finalize`` result ends the turn.
+``KeepAlive`` goes out whenever no audio has flowed for a few seconds (Deepgram closes idle
+sockets after about ten), ``CloseStream`` → ``Metadata`` on close. Timestamps start again at 0
+on each connection.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-
-from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.wsutil import (
-    ConnectPolicy,
+from assistant.engines.net.errors import Service
+from assistant.engines.net.messages import (
     Message,
     Outgoing,
-    PrewarmedSTT,
-    StreamingSTTSession,
-    connect,
+    flag,
+    items,
+    number,
+    obj,
+    parse_json,
     server_error_text,
-    with_query,
+    text,
 )
+from assistant.engines.net.retry import Policy
+from assistant.engines.net.stt_driver import PrewarmedSTT
+from assistant.engines.net.stt_protocol import EndpointedWire, Finished
+from assistant.engines.net.urls import with_query
 
 log = logging.getLogger(__name__)
 
 ENGINE = "deepgram"
+SERVICE = Service.of(ENGINE)
 DEFAULT_MODEL = "nova-3"
-KEEPALIVE = json.dumps({"type": "KeepAlive"})
+KEEPALIVE = Outgoing.json({"type": "KeepAlive"})
 
 
 def deepgram_language(language: str) -> str:
@@ -59,10 +64,118 @@ def listen_url(endpoint: str, model: str, language: str) -> str:
     )
 
 
-class DeepgramSTT(PrewarmedSTT["DeepgramSession"]):
+class DeepgramWire(EndpointedWire):
+    """Deepgram live transcription's messages and turn rules."""
+
+    service = SERVICE
+    END_TURN = Outgoing.json({"type": "Finalize"})
+    GOODBYE = Outgoing.json({"type": "CloseStream"})
+
+    def __init__(
+        self,
+        endpoint: str,
+        language: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        final_timeout: float = 2.0,
+        keepalive_interval: float = 4.0,
+    ) -> None:
+        super().__init__(batch_seconds=0.06, final_timeout=final_timeout)
+        self.language = language
+        self.keepalive = (keepalive_interval, KEEPALIVE)
+        self._url = listen_url(endpoint, model, language)
+        self._segments: list[str] = []
+        self._span = (0.0, 0.0)
+        #: Seconds of audio sent on this connection; results ending before ``_ignore_before``
+        #: belong to audio the session dropped.
+        self._sent_seconds = 0.0
+        self._ignore_before = 0.0
+
+    def url(self) -> str:
+        return self._url
+
+    def headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Token {key}"}
+
+    def goodbye(self) -> Outgoing:
+        return self.GOODBYE
+
+    def sent(self, item: Outgoing, now: float) -> None:
+        super().sent(item, now)
+        self._sent_seconds += item.audio
+
+    def receive(self, raw: str | bytes, now: float) -> None:
+        msg = parse_json(self.service.label, raw)
+        if msg is None:
+            return
+        kind = msg.get("type")
+        if kind == "Results":
+            self._on_results(msg)
+        elif kind == "UtteranceEnd":
+            if self._segments:
+                self._end_turn()
+        elif kind == "Metadata":
+            self._events.append(Finished())
+        elif kind == "SpeechStarted":
+            pass
+        elif (error := server_error_text(msg)) is not None:
+            log.warning("Deepgram reported: %s", error)
+        else:
+            log.debug("Deepgram message %r ignored", kind)
+
+    def _on_results(self, msg: Message) -> None:
+        start, duration = number(msg.get("start")), number(msg.get("duration"))
+        if start + duration <= self._ignore_before + 1e-3:
+            return
+        said = _transcript(msg)
+        if self._segments or said:
+            first = self._span[0] if self._segments else start
+            self._span = (first, start + duration)
+        if not flag(msg, "is_final"):
+            self._partial(" ".join([*self._segments, said]), *self._span)
+            return
+        if said:
+            self._segments.append(said)
+        if flag(msg, "from_finalize") and self.end_requested:
+            self._end_turn()
+        elif flag(msg, "speech_final") and self._segments:
+            self._end_turn()
+        elif self._segments:
+            self._partial(" ".join(self._segments), *self._span)
+
+    def _end_turn(self) -> None:
+        said = " ".join(self._segments)
+        self._segments.clear()
+        self._final(said, *self._span)
+
+    def clear(self, now: float) -> None:
+        super().clear(now)
+        self._segments.clear()
+
+    def _abandon_turn(self) -> None:
+        # Results for audio sent so far are ignored; Finalize flushes them out now.
+        self._segments.clear()
+        self._ignore_before = self._sent_seconds
+        if not self.end_requested:
+            self._out.append(self.END_TURN)
+
+    def _new_connection(self) -> None:
+        self._segments.clear()
+        self._sent_seconds = 0.0
+        self._ignore_before = 0.0
+
+
+def _transcript(msg: Message) -> str:
+    alternatives = items(obj(msg, "channel").get("alternatives"))
+    first: Any = alternatives[0] if alternatives else None
+    return text(first, "transcript").strip() if isinstance(first, dict) else ""
+
+
+class DeepgramSTT(PrewarmedSTT):
     """The ``SpeechToText`` engine "deepgram"."""
 
     name = ENGINE
+    provider = ENGINE
     provides_endpointing = True
 
     def __init__(
@@ -73,124 +186,23 @@ class DeepgramSTT(PrewarmedSTT["DeepgramSession"]):
         model: str = "",
         final_timeout: float = 2.0,
         keepalive_interval: float = 4.0,
-        policy: ConnectPolicy | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.language = language
         self.model = model or DEFAULT_MODEL
         self.final_timeout = final_timeout
         self.keepalive_interval = keepalive_interval
-        self.policy = policy or ConnectPolicy()
+        self.policy = policy or Policy()
 
-    def _new_session(self, language: str) -> DeepgramSession:
-        return DeepgramSession(self, language)
-
-
-class DeepgramSession(StreamingSTTSession):
-    END_TURN = json.dumps({"type": "Finalize"})
-    GOODBYE = json.dumps({"type": "CloseStream"})
-
-    def __init__(self, engine: DeepgramSTT, language: str) -> None:
-        self._key = secrets.require_key(ENGINE)
-        self._url = listen_url(engine.endpoint, engine.model, language)
-        super().__init__(
-            ENGINE,
-            open_connection=self._open_connection,
-            policy=engine.policy,
-            batch_seconds=0.06,
-            final_timeout=engine.final_timeout,
-            keepalive=(engine.keepalive_interval, KEEPALIVE),
+    def _wire(self, language: str) -> DeepgramWire:
+        return DeepgramWire(
+            self.endpoint,
+            language,
+            model=self.model,
+            final_timeout=self.final_timeout,
+            keepalive_interval=self.keepalive_interval,
         )
-        self._segments: list[str] = []
-        self._span = (0.0, 0.0)
-        #: Seconds of audio sent on this connection; results ending before ``_ignore_before``
-        #: belong to audio the session dropped.
-        self._sent_seconds = 0.0
-        self._ignore_before = 0.0
-
-    async def _open_connection(self) -> ClientConnection:
-        headers = {"Authorization": f"Token {self._key}"}
-        return await connect(ENGINE, self._url, headers, self.policy)
-
-    def _sent(self, item: Outgoing) -> None:
-        super()._sent(item)
-        self._sent_seconds += item.audio
-
-    # -------------------------------------------------------------------------------- messages
-
-    def _on_json(self, msg: Message) -> None:
-        kind = msg.get("type")
-        if kind == "Results":
-            self._on_results(msg)
-        elif kind == "UtteranceEnd":
-            if self._segments:
-                self._end_turn()
-        elif kind == "Metadata":
-            self._finished.set()
-        elif kind == "SpeechStarted":
-            pass
-        elif (text := server_error_text(msg)) is not None:
-            log.warning("Deepgram reported: %s", text)
-        else:
-            log.debug("Deepgram message %r ignored", kind)
-
-    def _on_results(self, msg: Message) -> None:
-        start, duration = _float(msg.get("start")), _float(msg.get("duration"))
-        if start + duration <= self._ignore_before + 1e-3:
-            return
-        text = _transcript(msg)
-        if self._segments or text:
-            first = self._span[0] if self._segments else start
-            self._span = (first, start + duration)
-        if not msg.get("is_final"):
-            self._partial(" ".join([*self._segments, text]), *self._span)
-            return
-        if text:
-            self._segments.append(text)
-        if msg.get("from_finalize") and self.end_requested:
-            self._end_turn()
-        elif msg.get("speech_final") and self._segments:
-            self._end_turn()
-        elif self._segments:
-            self._partial(" ".join(self._segments), *self._span)
-
-    def _end_turn(self) -> None:
-        text = " ".join(self._segments)
-        self._segments.clear()
-        self._final(text, *self._span)
-
-    # ------------------------------------------------------------------------------- turn state
-
-    async def clear(self) -> None:
-        await super().clear()
-        self._segments.clear()
-
-    def _abandon_turn(self) -> None:
-        # Results for audio sent so far are ignored; Finalize flushes them out now.
-        self._segments.clear()
-        self._ignore_before = self._sent_seconds
-        if not self.end_requested:
-            self._socket.send(Outgoing(self.END_TURN))
-
-    def _on_new_connection(self) -> None:
-        # Timestamps start again at 0; the turn's audio is sent again.
-        self._segments.clear()
-        self._sent_seconds = 0.0
-        self._ignore_before = 0.0
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _transcript(msg: Message) -> str:
-    try:
-        return str(msg["channel"]["alternatives"][0].get("transcript") or "").strip()
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
 
 
 def make_stt(settings: Settings) -> DeepgramSTT:

@@ -20,25 +20,24 @@ from assistant.config import Settings
 from assistant.engines.assemblyai import (
     ENGLISH_MODEL,
     MULTILINGUAL_MODEL,
-    AssemblyAISession,
     AssemblyAISTT,
     make_stt,
     speech_model,
 )
 from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.wsutil import ConnectPolicy
+from assistant.engines.net.retry import Backoff, Policy
+from assistant.engines.net.stt_driver import StreamingSession
 from assistant.talk import run_talk
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 
 KEY = "aai-test-key-0123456789"
-POLICY = ConnectPolicy(
+POLICY = Policy(
     open_timeout=2.0,
     first_message_timeout=0.5,
     stall_timeout=0.5,
     attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
+    backoff=Backoff(base=0.02, cap=0.1),
     max_retry_after=1.0,
     reconnects=3,
     close_timeout=0.5,
@@ -54,7 +53,7 @@ def silence(seconds: float) -> PCM:
     return np.zeros(int(seconds * 16_000), dtype=np.int16)
 
 
-async def push(session: AssemblyAISession, pcm: PCM) -> None:
+async def push(session: StreamingSession, pcm: PCM) -> None:
     """Push as the capture path does: 32 ms frames, as fast as the caller likes."""
     for i in range(0, len(pcm), 512):
         await session.push(pcm[i : i + 512])
@@ -63,12 +62,12 @@ async def push(session: AssemblyAISession, pcm: PCM) -> None:
 class Collector:
     """Everything a session's ``transcripts()`` yields, read in the background."""
 
-    def __init__(self, session: AssemblyAISession) -> None:
+    def __init__(self, session: StreamingSession) -> None:
         self.items: list[Transcript] = []
         self.error: EngineError | None = None
         self.task = asyncio.create_task(self._run(session))
 
-    async def _run(self, session: AssemblyAISession) -> None:
+    async def _run(self, session: StreamingSession) -> None:
         try:
             async for item in session.transcripts():
                 self.items.append(item)
@@ -111,7 +110,7 @@ def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
     return AssemblyAISTT(server.url, **options)  # type: ignore[arg-type]
 
 
-async def one_turn(server: FakeAssemblyAI, **kwargs: object) -> tuple[Collector, AssemblyAISession]:
+async def one_turn(server: FakeAssemblyAI, **kwargs: object) -> tuple[Collector, StreamingSession]:
     session = await engine(server, **kwargs).open("en")
     collector = Collector(session)
     await push(session, speech(0.6))
@@ -342,7 +341,7 @@ async def test_unreachable_server_is_unavailable(key_env: str) -> None:
 
 async def test_stalled_session_start_times_out(server: FakeAssemblyAI) -> None:
     server.stall_begin = True
-    policy = ConnectPolicy(first_message_timeout=0.3, attempts=1)
+    policy = Policy(first_message_timeout=0.3, attempts=1)
     started = time.monotonic()
     with pytest.raises(EngineError, match="did not start the session"):
         await AssemblyAISTT(server.url, policy=policy).open("en")
@@ -383,7 +382,7 @@ async def test_malformed_messages_are_skipped(
     server: FakeAssemblyAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         collector, session = await one_turn(server)
     await session.aclose()
     assert [t.text for t in collector.finals] == ["What time is it?"]

@@ -28,20 +28,19 @@ from assistant.engines.asyncai import (
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.wsutil import ConnectPolicy
+from assistant.engines.net.retry import Backoff, Policy
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.elevenlabs_server import RATE, synthesize_parts
 
 KEY = "async-test-key-0123456789"
-POLICY = ConnectPolicy(
+POLICY = Policy(
     open_timeout=2.0,
     first_message_timeout=0.5,
     stall_timeout=0.5,
     attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
+    backoff=Backoff(base=0.02, cap=0.1),
     max_retry_after=1.0,
     close_timeout=0.5,
 )
@@ -285,7 +284,7 @@ async def test_malformed_messages_are_skipped(
     server: FakeAsync, tts: AsyncTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         chunks = await speak(tts)
     assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
     assert "not JSON" in caplog.text

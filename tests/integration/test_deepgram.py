@@ -17,19 +17,19 @@ import pytest
 
 from assistant.config import Settings
 from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
-from assistant.engines.deepgram import DeepgramSession, DeepgramSTT, make_stt
+from assistant.engines.deepgram import DeepgramSTT, make_stt
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.wsutil import ConnectPolicy
+from assistant.engines.net.retry import Backoff, Policy
+from assistant.engines.net.stt_driver import StreamingSession
 from assistant.talk import run_talk
 from tests.fakes.deepgram_server import FakeDeepgram
 
 KEY = "dg-test-key-0123456789"
-POLICY = ConnectPolicy(
+POLICY = Policy(
     open_timeout=2.0,
     first_message_timeout=0.5,
     attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
+    backoff=Backoff(base=0.02, cap=0.1),
     max_retry_after=1.0,
     reconnects=3,
     close_timeout=0.5,
@@ -45,18 +45,18 @@ def silence(seconds: float) -> PCM:
     return np.zeros(int(seconds * 16_000), dtype=np.int16)
 
 
-async def push(session: DeepgramSession, pcm: PCM) -> None:
+async def push(session: StreamingSession, pcm: PCM) -> None:
     for i in range(0, len(pcm), 512):
         await session.push(pcm[i : i + 512])
 
 
 class Collector:
-    def __init__(self, session: DeepgramSession) -> None:
+    def __init__(self, session: StreamingSession) -> None:
         self.items: list[Transcript] = []
         self.error: EngineError | None = None
         self.task = asyncio.create_task(self._run(session))
 
-    async def _run(self, session: DeepgramSession) -> None:
+    async def _run(self, session: StreamingSession) -> None:
         try:
             async for item in session.transcripts():
                 self.items.append(item)
@@ -262,7 +262,7 @@ async def test_malformed_messages_are_skipped(
 ) -> None:
     server.garbage = True
     server.endpointing = server.utterance_end = None
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         session = await engine(server).open("en")
         collector = Collector(session)
         await push(session, speech(0.9))
@@ -335,7 +335,7 @@ async def test_canary_key_never_leaks(
         with pytest.raises(EngineError) as caught:
             await DeepgramSTT(bad.url, policy=POLICY).open("en")
         texts.append("".join(traceback.format_exception(caught.value)))
-    assert "Authorization: [redacted]" in caplog.text
+    assert "Authorization: Token [redacted]" in caplog.text
     assert canary not in caplog.text
     assert all(canary not in t for t in texts)
     assert files_containing(tmp_path, canary) == []

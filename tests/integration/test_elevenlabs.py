@@ -23,19 +23,19 @@ from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.wsutil import ConnectPolicy, PieceTracker
+from assistant.engines.net.retry import Backoff, Policy
+from assistant.engines.pieces import PieceTracker
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
 from tests.fakes.elevenlabs_server import RATE, FakeElevenLabs, synthesize_parts
 
 KEY = "el-test-key-0123456789"
-POLICY = ConnectPolicy(
+POLICY = Policy(
     open_timeout=2.0,
     first_message_timeout=0.5,
     stall_timeout=0.5,
     attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
+    backoff=Backoff(base=0.02, cap=0.1),
     max_retry_after=1.0,
     close_timeout=0.5,
 )
@@ -335,7 +335,7 @@ async def test_malformed_messages_are_skipped(
     server: FakeElevenLabs, tts: ElevenLabsTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         chunks = await speak(tts)
     assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
     assert "not JSON" in caplog.text

@@ -4,6 +4,7 @@ and a whole headless conversation through both OpenAI adapters."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -23,8 +24,9 @@ from assistant import secrets
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechToText, Transcript
 from assistant.engines.fake import FakeLLM
-from assistant.engines.netpolicy import Backoff
-from assistant.engines.openai.realtime import OpenAIRealtimeSTT, RealtimeTranscription, make_stt
+from assistant.engines.net.retry import Backoff, Policy
+from assistant.engines.net.stt_driver import StreamingSession
+from assistant.engines.openai.realtime import OpenAIRealtimeSTT, make_stt
 from assistant.engines.openai.speech import make_tts
 from assistant.talk import TalkResult, run_talk, write_timeline
 from tests.fakes.openai_server import FakeOpenAIServer, speech_pcm
@@ -49,8 +51,9 @@ def openai_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer) -> Non
 
 
 def _fast(server: FakeOpenAIServer, **kwargs: Any) -> OpenAIRealtimeSTT:
-    options: dict[str, Any] = {"backoff": Backoff(base=0.02, cap=0.1), "connect_timeout": 3.0}
-    return OpenAIRealtimeSTT(server.realtime_url, **(options | kwargs))
+    policy = Policy(open_timeout=3.0, backoff=Backoff(base=0.02, cap=0.1), reconnects=6)
+    policy = dataclasses.replace(policy, **kwargs.pop("policy", {}))
+    return OpenAIRealtimeSTT(server.realtime_url, policy=policy, **kwargs)
 
 
 def _tone(seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -58,7 +61,7 @@ def _tone(seconds: float, freq: float = 440.0) -> np.ndarray:
     return (0.3 * 32767 * np.sin(2 * np.pi * freq * t / RATE)).astype(np.int16)
 
 
-async def _say(session: RealtimeTranscription, audio: np.ndarray) -> None:
+async def _say(session: StreamingSession, audio: np.ndarray) -> None:
     for start in range(0, len(audio), FRAME):
         await session.push(audio[start : start + FRAME])
 
@@ -66,12 +69,12 @@ async def _say(session: RealtimeTranscription, audio: np.ndarray) -> None:
 class Reader:
     """Collects a session's transcripts in the background."""
 
-    def __init__(self, session: RealtimeTranscription) -> None:
+    def __init__(self, session: StreamingSession) -> None:
         self.items: list[Transcript] = []
         self.error: BaseException | None = None
         self.task = asyncio.create_task(self._read(session))
 
-    async def _read(self, session: RealtimeTranscription) -> None:
+    async def _read(self, session: StreamingSession) -> None:
         try:
             async for transcript in session.transcripts():
                 self.items.append(transcript)
@@ -279,7 +282,7 @@ async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> 
 
 
 async def test_audio_spoken_while_reconnecting_is_kept(server: FakeOpenAIServer) -> None:
-    stt = _fast(server, backoff=Backoff(base=0.3, cap=0.3, jitter=0.0))
+    stt = _fast(server, policy={"backoff": Backoff(base=0.3, cap=0.3, jitter=0.0)})
     session = await stt.open("en")
     reader = Reader(session)
     server.drop_realtime(1011)
@@ -295,7 +298,7 @@ async def test_audio_spoken_while_reconnecting_is_kept(server: FakeOpenAIServer)
 async def test_a_server_that_stays_down_ends_the_session_with_an_error(
     server: FakeOpenAIServer,
 ) -> None:
-    stt = _fast(server, max_reconnects=2)
+    stt = _fast(server, policy={"reconnects": 2})
     session = await stt.open("en")
     reader = Reader(session)
     await asyncio.to_thread(server.stop)
@@ -346,7 +349,8 @@ async def test_missing_key(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyP
 
 
 async def test_unreachable_server_fails_open_quickly() -> None:
-    stt = OpenAIRealtimeSTT("ws://127.0.0.1:9/v1/realtime", backoff=Backoff(base=0.02, cap=0.05))
+    policy = Policy(backoff=Backoff(base=0.02, cap=0.05))
+    stt = OpenAIRealtimeSTT("ws://127.0.0.1:9/v1/realtime", policy=policy)
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
         await stt.open("en")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import statistics
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -15,8 +16,8 @@ import pytest
 from assistant import secrets
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk, TextToSpeech
-from assistant.engines.netpolicy import Backoff
-from assistant.engines.openai.speech import VOICES, OpenAISpeechTTS, make_tts
+from assistant.engines.net.retry import Backoff
+from assistant.engines.openai.speech import DEFAULT_POLICY, VOICES, OpenAISpeechTTS, make_tts
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 
 KEY = "sk-test-speech-0123456789"
@@ -58,8 +59,9 @@ async def _eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> No
 
 
 def _fast(server: FakeOpenAIServer, **kwargs: Any) -> OpenAISpeechTTS:
-    options: dict[str, Any] = {"backoff": Backoff(base=0.02, cap=0.1)}
-    return OpenAISpeechTTS(server.http_url, **(options | kwargs))
+    policy = dataclasses.replace(DEFAULT_POLICY, backoff=Backoff(base=0.02, cap=0.1))
+    policy = dataclasses.replace(policy, **kwargs.pop("policy", {}))
+    return OpenAISpeechTTS(server.http_url, policy=policy, **kwargs)
 
 
 async def test_streams_pcm_split_at_odd_byte_boundaries(server: FakeOpenAIServer) -> None:
@@ -193,7 +195,7 @@ async def test_stalled_server_hits_the_first_byte_timeout(
     server: FakeOpenAIServer, stall: str
 ) -> None:
     server.speech_faults.append(HttpFault(stall=stall))  # type: ignore[arg-type]
-    tts = _fast(server, first_byte_timeout=0.4)
+    tts = _fast(server, policy={"first_message_timeout": 0.4})
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
         await _collect(tts, "Hello.")
@@ -268,7 +270,8 @@ async def test_missing_key_fails_before_any_request(
 
 
 async def test_unreachable_server_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    tts = OpenAISpeechTTS("http://127.0.0.1:9/v1", backoff=Backoff(base=0.01, cap=0.02))
+    policy = dataclasses.replace(DEFAULT_POLICY, backoff=Backoff(base=0.01, cap=0.02))
+    tts = OpenAISpeechTTS("http://127.0.0.1:9/v1", policy=policy)
     await tts.warm_up()  # logs, does not raise
     with pytest.raises(EngineError) as caught:
         await _collect(tts, "Hello.")
