@@ -1,14 +1,14 @@
 """A local AssemblyAI Streaming v3 server (``/v3/ws``) speaking the real wire protocol, for tests.
 
 It "recognizes" scripted text: while audio above a speech level arrives, the next turn's words are
-revealed at ``words_per_second`` as cumulative ``Turn`` partials. A turn ends after
-``end_silence`` seconds of silence (its own endpointing) or on ``ForceEndpoint``: first the raw
-end (``turn_is_formatted: false``), then the formatted one ``format_delay`` later. It enforces the
-rules a real server enforces with an ``Error`` and close 3007: audio messages of 50–1000 ms, and
-audio no faster than real time. It can be told to misbehave: handshake statuses (401/429/500),
-a 1008 close for a wrong key, a stalled ``Begin``, a connection dropped after some audio,
-malformed messages, a formatted end sent twice or never. Each connection recognizes the script
-from its start, so audio sent again after a reconnect gives the same text.
+revealed at ``words_per_second`` as cumulative ``Turn`` partials. A turn ends after ``end_silence``
+seconds of silence (its own endpointing) or on ``ForceEndpoint``: first the raw end
+(``turn_is_formatted: false``), then the formatted one ``format_delay`` later. It enforces the rules
+a real server enforces with an ``Error`` and close 3007: audio messages of 50–1000 ms, and audio no
+faster than real time. It can be told to misbehave: handshake statuses (401/429/500), a 1008 close
+for a wrong key, a stalled ``Begin``, every session closed right after ``Begin``, a connection
+dropped after some audio, malformed messages, a formatted end sent twice or never. Each connection
+recognizes the script from its start, so audio sent again after a reconnect gives the same text.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.fakes.faults import drop
 
 RATE = 16_000
 # The server side logs handshake headers (the key) at DEBUG: keep that out of captured logs.
@@ -52,6 +54,8 @@ class FakeAssemblyAI:
     #: A wrong key is refused with close 1008 after the upgrade (else HTTP 401 at the handshake).
     auth_by_close: bool = False
     stall_begin: bool = False
+    #: Close every session right after ``Begin`` (as ``drop_code`` says).
+    accept_then_close: bool = False
     words_per_second: float = 4.0
     speech_rms: float = 300.0
     #: Silence after speech that ends a turn (the server's own endpointing); None: never.
@@ -131,6 +135,9 @@ class FakeAssemblyAI:
         session = _Session(self, ws)
         begin = {"type": "Begin", "id": "fake-session", "expires_at": 1_900_000_000}
         await ws.send(json.dumps(begin))
+        if self.accept_then_close:
+            await drop(ws, self.drop_code)
+            return
         try:
             await session.run()
         except ConnectionClosed:
@@ -202,10 +209,7 @@ class _Session:
             return False
         if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
             server.drop_after_audio = None
-            if server.drop_code is None:
-                self.ws.transport.abort()
-            else:
-                await self.ws.close(server.drop_code, "Internal server error")
+            await drop(self.ws, server.drop_code, "Internal server error")
             return False
         pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
         rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0

@@ -2,13 +2,13 @@
 
 The socket takes the key and version from its query (``api_key``, ``version``), or from the older
 ``x-api-key`` / ``version`` headers, then expects the init message (model, voice, output format).
-Text is buffered per context and synthesized (tone bursts, see ``elevenlabs_server``) on
-``force`` and on ``close_context``, which answers ``final`` once the audio is out. Audio goes out
-as ``{"audio", "context_id"}`` or, when told, as the older ``{"type": "audioOutput", "audio"}``
-without a context. A socket that hears nothing for ``idle_timeout`` is closed. Misbehaviour on
-request: handshake statuses, a stalled synthesis, a socket dropped after some audio, malformed
-messages. The voice list is a plain HTTP server of its own (the websocket library serves only
-GET requests without a body).
+Text is buffered per context and synthesized (tone bursts, see ``elevenlabs_server``) on ``force``
+and on ``close_context``, which answers ``final`` once the audio is out. Audio goes out as
+``{"audio", "context_id"}`` or, when told, as the older ``{"type": "audioOutput", "audio"}`` without
+a context. A socket that hears nothing for ``idle_timeout`` is closed. Misbehaviour on request:
+handshake statuses, a stalled synthesis, every socket closed right after it was accepted, a socket
+dropped after some audio, malformed messages. The voice list is a plain HTTP server of its own (the
+websocket library serves only GET requests without a body).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.elevenlabs_server import RATE, synthesize_parts
+from tests.fakes.faults import drop
 
 _server_log = logging.getLogger("tests.fakes.async_server")
 _server_log.propagate = False
@@ -55,6 +56,8 @@ class FakeAsync:
     garbage: bool = False
     drop_after_audio: int | None = None
     drop_code: int | None = 1011
+    #: Close every socket right after accepting it (as ``drop_code`` says).
+    accept_then_close: bool = False
 
     requests: list[Request] = field(default_factory=list)
     inits: list[dict[str, Any]] = field(default_factory=list)
@@ -159,6 +162,9 @@ class FakeAsync:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        if self.accept_then_close:
+            await drop(ws, self.drop_code)
+            return
         contexts: dict[str, _Context] = {}
         try:
             raw = await asyncio.wait_for(ws.recv(), 5.0)
@@ -193,10 +199,7 @@ class FakeAsync:
     async def send_audio(self, ws: ServerConnection, cid: str, pcm: bytes) -> bool:
         if self.drop_after_audio is not None and self._sent_audio >= self.drop_after_audio:
             self.drop_after_audio = None
-            if self.drop_code is None:
-                ws.transport.abort()
-            else:
-                await ws.close(self.drop_code, "internal error")
+            await drop(ws, self.drop_code)
             return False
         audio = base64.b64encode(pcm).decode()
         if self.audio_output_type:

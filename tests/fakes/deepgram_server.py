@@ -6,7 +6,8 @@ the words so far become an ``is_final`` segment. After ``endpointing`` seconds o
 comes as a ``speech_final`` result, after ``utterance_end`` an ``UtteranceEnd``; ``Finalize``
 answers a ``from_finalize`` result at once. A socket that gets neither audio nor a ``KeepAlive``
 for ``idle_timeout`` is closed with 1011, as Deepgram does. Misbehaviour on request: handshake
-statuses, a connection dropped after some audio, malformed messages, no answer to ``Finalize``.
+statuses, every connection closed right after it was accepted, a connection dropped after some
+audio, malformed messages, no answer to ``Finalize``.
 Each connection recognizes the script from its start.
 """
 
@@ -25,6 +26,8 @@ import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.fakes.faults import drop
 
 RATE = 16_000
 _server_log = logging.getLogger("tests.fakes.deepgram_server")
@@ -53,6 +56,8 @@ class FakeDeepgram:
     garbage: bool = False
     drop_after_audio: float | None = None
     drop_code: int | None = 1011
+    #: Close every connection right after accepting it (as ``drop_code`` says).
+    accept_then_close: bool = False
 
     requests: list[Request] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)
@@ -101,6 +106,9 @@ class FakeDeepgram:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        if self.accept_then_close:
+            await drop(ws, self.drop_code)
+            return
         session = _Session(self, ws)
         watchdog = asyncio.create_task(session.watch_idle())
         try:
@@ -170,10 +178,7 @@ class _Session:
         server.audio_seconds += seconds
         if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
             server.drop_after_audio = None
-            if server.drop_code is None:
-                self.ws.transport.abort()
-            else:
-                await self.ws.close(server.drop_code, "NET-0000: internal error")
+            await drop(self.ws, server.drop_code, "NET-0000: internal error")
             return False
         pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
         rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0

@@ -7,7 +7,8 @@ synthesized on ``flush``; ``close_context`` drops unflushed text, lets the flush
 answers ``isFinal``. What the spelling of keys can be, it can be told to use: ``contextId`` or
 ``context_id``, ``charDurationsMs`` or ``charsDurationsMs``, with or without the ``alignment`` of
 the original text. Misbehaviour on request: handshake statuses, a 1008 close for a wrong key, a
-stalled synthesis, a socket dropped after some audio, malformed messages, the five-context limit.
+stalled synthesis, every socket closed right after it was accepted, a socket dropped after some
+audio, malformed messages, the five-context limit.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from assistant.engines.fake import synthesize_words
+from tests.fakes.faults import drop
 
 RATE = 24_000
 _server_log = logging.getLogger("tests.fakes.elevenlabs_server")
@@ -106,6 +108,8 @@ class FakeElevenLabs:
     #: Drop the socket after this many audio messages (once): close code, or None = abort.
     drop_after_audio: int | None = None
     drop_code: int | None = 1011
+    #: Close every socket right after accepting it (as ``drop_code`` says).
+    accept_then_close: bool = False
     max_contexts: int = 5
 
     requests: list[Request] = field(default_factory=list)
@@ -178,6 +182,9 @@ class FakeElevenLabs:
         if ws.request.headers.get("xi-api-key") != self.key:
             await ws.close(1008, "invalid_api_key: Invalid API key")
             return
+        if self.accept_then_close:
+            await drop(ws, self.drop_code)
+            return
         contexts: dict[str, _Context] = {}
         try:
             async for raw in ws:
@@ -208,10 +215,7 @@ class FakeElevenLabs:
         """Send one audio message; False when the socket was dropped instead."""
         if self.drop_after_audio is not None and self._sent_audio >= self.drop_after_audio:
             self.drop_after_audio = None
-            if self.drop_code is None:
-                ws.transport.abort()
-            else:
-                await ws.close(self.drop_code, "internal error")
+            await drop(ws, self.drop_code)
             return False
         alignment = {"chars": part.chars, "charStartTimesMs": part.starts_ms,
                      self.duration_key: part.durations_ms}  # fmt: skip
