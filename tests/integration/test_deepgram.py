@@ -209,16 +209,6 @@ async def test_unanswered_finalize_falls_back_to_the_partial(server: FakeDeepgra
 # -------------------------------------------------------------------------------- resilience
 
 
-async def test_rejected_key(server: FakeDeepgram, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await engine(server).open("en")
-    assert not caught.value.retryable
-    assert "rejected the API key (HTTP 401)" in str(caught.value)
-    assert "DEEPGRAM_API_KEY" in str(caught.value)
-    assert len(server.requests) == 1
-
-
 async def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)

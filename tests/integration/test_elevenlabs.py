@@ -24,7 +24,6 @@ from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts,
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.engines.net.retry import Backoff, Policy
-from assistant.engines.pieces import PieceTracker
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
 from tests.fakes.elevenlabs_server import RATE, FakeElevenLabs, synthesize_parts
@@ -145,29 +144,6 @@ async def test_alignment_places_words_on_the_audio(
     assert spoken.heard(spoken.audio_seconds) == " ".join(PIECES)
 
 
-async def test_start_times_from_durations_alone(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
-    from assistant.engines.elevenlabs import alignment_of
-
-    for key in ("charDurationsMs", "charsDurationsMs"):
-        chars, starts = alignment_of(
-            {"normalizedAlignment": {"chars": ["a", "b", "c"], key: [10, 20, 30]}}
-        )
-        assert chars == ["a", "b", "c"] and starts == [0.0, 10.0, 30.0]
-
-
-def test_audio_spanning_two_pieces_is_cut_where_the_next_begins() -> None:
-    """A server that merges pieces into one generation: the alignment says where to cut."""
-    tracker = PieceTracker(1000)
-    tracker.add("Hi there.")
-    tracker.add("Bye.")
-    chars = list(" Hi there. Bye. ")
-    chunks = tracker.audio(np.ones(1000, dtype=np.int16), chars, [i * 60.0 for i in range(16)])
-    assert [(c.piece, len(c.pcm), c.last) for c in chunks] == [(0, 660, True), (1, 340, False)]
-    assert chunks[0].alignment[0] == (0, 60.0)  # "H", after the leading space
-    assert chunks[1].alignment[0] == (0, 0.0)  # "B" starts the second chunk
-    assert [(c.piece, c.last) for c in tracker.finish()] == [(1, True)]
-
-
 async def test_socket_is_reused_across_replies(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     await tts.warm_up()
     assert server.connections == 1
@@ -234,18 +210,6 @@ async def test_empty_reply_sends_nothing(server: FakeElevenLabs, tts: ElevenLabs
 # -------------------------------------------------------------------------------- resilience
 
 
-async def test_rejected_key(
-    server: FakeElevenLabs, tts: ElevenLabsTTS, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await speak(tts)
-    assert not caught.value.retryable
-    assert "rejected the API key (HTTP 401)" in str(caught.value)
-    assert "ELEVENLABS_API_KEY" in str(caught.value)
-    assert len(server.requests) == 1
-
-
 async def test_rejected_key_by_close(
     server: FakeElevenLabs, tts: ElevenLabsTTS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,15 +244,6 @@ async def test_persistent_server_error(server: FakeElevenLabs, tts: ElevenLabsTT
         await speak(tts)
 
 
-async def test_drop_before_audio_is_replayed_on_a_new_socket(
-    server: FakeElevenLabs, tts: ElevenLabsTTS
-) -> None:
-    server.drop_after_audio = 0
-    chunks = await speak(tts)
-    assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
-
-
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
 async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server: FakeElevenLabs, tts: ElevenLabsTTS, code: int | None
@@ -304,19 +259,6 @@ async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     chunks = await speak(tts, ["Back again."])
     assert server.connections == 2
     assert sum(len(c.pcm) for c in chunks) == expected_samples(["Back again."], server)
-
-
-async def test_stalled_server_falls_back_with_every_piece(
-    server: FakeElevenLabs, tts: ElevenLabsTTS
-) -> None:
-    server.stall = True
-    local = FakeTTS(first_audio_delay=0.0)
-    chain = FallbackTTS([tts, local])
-    started = time.monotonic()
-    chunks = [c async for c in chain.stream(texts(PIECES), voice=None, language="en")]
-    assert time.monotonic() - started < POLICY.first_message_timeout + 0.5
-    # The fallback spoke every piece, the ones ElevenLabs never asked for too.
-    assert [c.text for c in chunks if c.last] == list(PIECES)
 
 
 async def test_stall_mid_reply_times_out(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -375,14 +317,6 @@ async def test_voices_fall_back_to_premade_on_a_rejected_key(
     assert tts.voices() == premade_voices()
     await tts.voice_cache.wait()  # the background fetch fails quietly and caches nothing
     assert tts.voices() == premade_voices()
-
-
-def test_voice_ids() -> None:
-    tts = ElevenLabsTTS("wss://api.elevenlabs.io", voice="elevenlabs:abc")
-    assert tts.voice_id(None) == "abc"
-    assert tts.voice_id("elevenlabs:xyz") == "xyz"
-    assert tts.voice_id("piper:en_US-amy") == "abc"  # another engine's voice: the default
-    assert ElevenLabsTTS("wss://x").voice_id(None) == DEFAULT_VOICE
 
 
 def espeak_wav(tmp_path: Path, text: str) -> Path:

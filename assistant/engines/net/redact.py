@@ -34,7 +34,7 @@ _HEADER_QUOTED = re.compile(
 _BEARER = re.compile(rf"(\bbearer\s+){_VALUE}", re.I)
 _SECRET_QUERY = re.compile(r"((?:api_key|token|key)=)[^&\s'\"]+", re.I)
 #: Anything shaped like a secret key that a server might echo back in an error message.
-_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}", re.I)
+_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_\-*.]{5,}[A-Za-z0-9*]", re.I)
 PLACEHOLDER = "[redacted]"
 
 

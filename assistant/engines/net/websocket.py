@@ -182,9 +182,11 @@ class ReconnectingSocket:
         try:
             if self._handshake is not None:
                 await self._handshake(ws)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), self.policy.close_timeout)
+            if isinstance(exc, ConnectionClosed):
+                raise closed_error(self.service, exc) from None
             raise
         self.connections += 1
         self.last_sent = self._now()
@@ -197,6 +199,9 @@ class ReconnectingSocket:
         if self.failure is not None:
             raise self.failure
         if self._on_reconnect is None and not self.connected:
+            ws = self._ws
+            if self.dropped is None and ws is not None and ws.close_code is not None:
+                self.dropped = close_error(self.service, ws.close_code, ws.close_reason or "")
             raise self.dropped or self.service.error("is not connected.")
         self._outbox.append(item)
         self._wake.set()

@@ -35,6 +35,7 @@ from assistant.engines.net.errors import (
     http_error,
     unreachable,
 )
+from assistant.engines.net.redact import describe
 from assistant.engines.net.retry import Backoff, RetryBudget
 
 
@@ -99,7 +100,7 @@ class OpenAIChatLLM:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         body = self._body(request)
-        finished = False
+        finished = opened = False
         # One deadline covers connecting, the response headers and the first chunk.
         deadline = asyncio.get_running_loop().time() + self.timeout_first_token
         try:
@@ -108,6 +109,7 @@ class OpenAIChatLLM:
             # ``async with`` closes the HTTP response however this generator ends, including
             # when the consumer stops early or its task is cancelled.
             async with stream:
+                opened = True
                 chunks = aiter(stream)
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks, None)
@@ -125,6 +127,8 @@ class OpenAIChatLLM:
         except EngineError:
             raise
         except openai.APIError as err:
+            if opened and type(err) is openai.APIConnectionError:
+                raise self._broke_off(err) from None
             raise self._map_error(err) from None
         except (json.JSONDecodeError, RecursionError):
             raise self._service.error(
@@ -133,9 +137,7 @@ class OpenAIChatLLM:
             ) from None
         except Exception as err:
             # Transport errors that some client versions let escape while iterating a stream.
-            raise self._service.error(
-                f": the connection to {self.base_url} broke off ({type(err).__name__}); try again."
-            ) from None
+            raise self._broke_off(err) from None
         if not finished:
             raise self._service.error(
                 f": the answer from {self.base_url} ended before it was complete."
@@ -157,6 +159,12 @@ class OpenAIChatLLM:
                 if delay is None:
                     raise error from None
                 await asyncio.sleep(delay)
+
+    def _broke_off(self, err: BaseException) -> EngineError:
+        cause = err.__cause__ or err
+        return self._service.error(
+            f": the connection to {self.base_url} broke off ({describe(cause)}); try again."
+        )
 
     def _map_error(self, err: openai.APIError) -> EngineError:
         """The SDK's error → the shared table's ``EngineError`` (``net.errors``)."""
