@@ -367,7 +367,11 @@ async def test_added_latency_from_commit_to_final(server: FakeOpenAIServer) -> N
     reader = Reader(session)
     added: list[float] = []
     for i in range(5):
+        sent = sum(server.append_sizes)
         await _say(session, _tone(0.5))
+        # Audio is pushed here far faster than a microphone gives it: let the whole batches go
+        # out first, so that the end of the turn is measured alone.
+        await _eventually(lambda sent=sent: sum(server.append_sizes) - sent >= 0.3 * 48_000)
         called = time.monotonic()
         await session.end_turn()
         final = [t for t in reader.items if t.is_final][-1]
