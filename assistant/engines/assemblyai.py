@@ -15,24 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from assistant.config import Settings
 from assistant.engines.net.errors import Service
-from assistant.engines.net.messages import (
-    Outgoing,
-    flag,
-    integer,
-    items,
-    number,
-    parse_json,
-    server_error_text,
-    text,
-)
+from assistant.engines.net.messages import Message, Outgoing, flag, integer, items, number, text
 from assistant.engines.net.pacing import RealtimePacer
-from assistant.engines.net.retry import Policy
 from assistant.engines.net.stt_driver import PrewarmedSTT
-from assistant.engines.net.stt_protocol import EndpointedWire, Finished, Ready
+from assistant.engines.net.stt_protocol import EndpointedWire
 from assistant.engines.net.urls import with_query
 
 log = logging.getLogger(__name__)
@@ -73,9 +64,9 @@ class AssemblyAIWire(EndpointedWire):
     """AssemblyAI Streaming v3's messages and turn rules."""
 
     service = SERVICE
-    greets = True
     END_TURN = Outgoing.json({"type": "ForceEndpoint"})
     GOODBYE = Outgoing.json({"type": "Terminate"})
+    READY, FINISHED = "Begin", "Termination"
     MIN_SECONDS = 0.05
 
     def __init__(
@@ -88,9 +79,8 @@ class AssemblyAIWire(EndpointedWire):
         format_timeout: float = 1.0,
         final_timeout: float = 2.0,
     ) -> None:
-        super().__init__(batch_seconds=0.1, final_timeout=final_timeout)
-        self.language = language
-        self._url = stream_url(endpoint, speech_model(language, model), format_turns=format_turns)
+        url = stream_url(endpoint, speech_model(language, model), format_turns=format_turns)
+        super().__init__(url, language, batch_seconds=0.1, final_timeout=final_timeout)
         self._format_turns = format_turns
         self._format_timeout = format_timeout
         self._answered: set[int] = set()
@@ -99,33 +89,15 @@ class AssemblyAIWire(EndpointedWire):
         #: Raw ends waiting for their formatted twin: turn order → (text, start, end, language).
         self._raw_ends: dict[int, tuple[str, float, float, str | None]] = {}
 
-    def url(self) -> str:
-        return self._url
-
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": key}  # no "Bearer"
 
-    def goodbye(self) -> Outgoing:
-        return self.GOODBYE
-
-    def receive(self, raw: str | bytes, now: float) -> None:
-        msg = parse_json(self.service.label, raw)
-        if msg is None:
-            return
-        kind = msg.get("type")
+    def _on_message(self, kind: str | None, msg: Message, now: float) -> bool:
         if kind == "Turn":
             self._on_turn(msg, now)
-        elif kind == "Begin":
-            log.debug("AssemblyAI session began (expires at %s)", msg.get("expires_at"))
-            self._events.append(Ready())
-        elif kind == "Termination":
-            self._events.append(Finished())
-        elif (error := server_error_text(msg)) is not None:
-            log.warning("AssemblyAI reported: %s", error)
-        else:
-            log.debug("AssemblyAI message %r ignored", kind)
+        return kind == "Turn"
 
-    def _on_turn(self, msg: dict[str, Any], now: float) -> None:
+    def _on_turn(self, msg: Message, now: float) -> None:
         order = integer(msg.get("turn_order"))
         transcript = text(msg, "transcript").strip()
         start, end = _span(msg.get("words"))
@@ -199,6 +171,7 @@ def _span(words: Any) -> tuple[float, float]:
     return number(first.get("start")) / 1000.0, number(last.get("end")) / 1000.0
 
 
+@dataclass(eq=False)
 class AssemblyAISTT(PrewarmedSTT):
     """The ``SpeechToText`` engine "assemblyai"."""
 
@@ -206,26 +179,14 @@ class AssemblyAISTT(PrewarmedSTT):
     provider = ENGINE
     provides_endpointing = True
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        language: str = "en",
-        model: str = "",
-        format_turns: bool = True,
-        format_timeout: float = 1.0,
-        final_timeout: float = 2.0,
-        burst: float = 1.0,
-        policy: Policy | None = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.language = language
-        self.model = model
-        self.format_turns = format_turns
-        self.format_timeout = format_timeout
-        self.final_timeout = final_timeout
-        self.burst = burst
-        self.policy = policy or Policy()
+    _: KW_ONLY
+    model: str = ""
+    format_turns: bool = True
+    #: How long the raw end of a turn waits for its formatted twin.
+    format_timeout: float = 1.0
+    final_timeout: float = 2.0
+    #: How far audio may run ahead of real time.
+    burst: float = 1.0
 
     def _wire(self, language: str) -> AssemblyAIWire:
         return AssemblyAIWire(

@@ -14,6 +14,7 @@ The key travels in the URL's query, as the API requires; URLs are never logged u
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -24,7 +25,6 @@ from assistant.engines.base import Voice
 from assistant.engines.net.errors import Service
 from assistant.engines.net.http import HttpClient
 from assistant.engines.net.messages import Message, flag, items, server_error_text, text
-from assistant.engines.net.retry import Policy
 from assistant.engines.net.tts_driver import MultiContextTTS, TtsSocket
 from assistant.engines.net.tts_protocol import ContextEvent, context_of
 from assistant.engines.net.urls import http_base, with_query
@@ -104,6 +104,7 @@ class AsyncWire:
         return ContextEvent(text(msg, "audio"), final=flag(msg, "final", "isFinal"))
 
 
+@dataclass(eq=False)
 class AsyncTTS(MultiContextTTS):
     """The ``TextToSpeech`` engine "async"."""
 
@@ -111,26 +112,13 @@ class AsyncTTS(MultiContextTTS):
     sample_rate = SAMPLE_RATE
     default_voice_id = DEFAULT_VOICE
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        voice: str = "",
-        model: str = "",
-        language: str = "en",
-        policy: Policy | None = None,
-        keepalive_interval: float = 10.0,
-        voices_url: str = "",
-    ) -> None:
-        self.endpoint = endpoint
-        self.default_voice = voice
-        self.model = model or DEFAULT_MODEL
-        self.language = language
-        self.policy = policy or Policy()
-        self.keepalive_interval = keepalive_interval
-        self.voices_url = voices_url or f"{http_base(endpoint)}/voices"
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+    voices_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.voices_url = self.voices_url or f"{http_base(self.endpoint)}/voices"
         self.chars_per_second = INITIAL_RATE
-        self._sockets = {}
         self._http = HttpClient(SERVICE, self.policy)
         self.voice_cache = VoiceCache(SERVICE.label, self._fetch_voices, default_voices)
 
@@ -223,6 +211,6 @@ def make_tts(settings: Settings) -> AsyncTTS:
     return AsyncTTS(
         settings.endpoint(ENGINE),
         voice=provider.voice,
-        model=provider.model,
+        model=provider.model or DEFAULT_MODEL,
         language=settings.language,
     )

@@ -12,6 +12,7 @@ on each connection.
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from assistant.config import Settings
@@ -23,13 +24,10 @@ from assistant.engines.net.messages import (
     items,
     number,
     obj,
-    parse_json,
-    server_error_text,
     text,
 )
-from assistant.engines.net.retry import Policy
 from assistant.engines.net.stt_driver import PrewarmedSTT
-from assistant.engines.net.stt_protocol import EndpointedWire, Finished
+from assistant.engines.net.stt_protocol import EndpointedWire
 from assistant.engines.net.urls import with_query
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,7 @@ class DeepgramWire(EndpointedWire):
     service = SERVICE
     END_TURN = Outgoing.json({"type": "Finalize"})
     GOODBYE = Outgoing.json({"type": "CloseStream"})
+    FINISHED = "Metadata"
 
     def __init__(
         self,
@@ -80,10 +79,9 @@ class DeepgramWire(EndpointedWire):
         final_timeout: float = 2.0,
         keepalive_interval: float = 4.0,
     ) -> None:
-        super().__init__(batch_seconds=0.06, final_timeout=final_timeout)
-        self.language = language
+        url = listen_url(endpoint, model, language)
+        super().__init__(url, language, batch_seconds=0.06, final_timeout=final_timeout)
         self.keepalive = (keepalive_interval, KEEPALIVE)
-        self._url = listen_url(endpoint, model, language)
         self._segments: list[str] = []
         self._span = (0.0, 0.0)
         #: Seconds of audio sent on this connection; results ending before ``_ignore_before``
@@ -91,37 +89,19 @@ class DeepgramWire(EndpointedWire):
         self._sent_seconds = 0.0
         self._ignore_before = 0.0
 
-    def url(self) -> str:
-        return self._url
-
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Token {key}"}
-
-    def goodbye(self) -> Outgoing:
-        return self.GOODBYE
 
     def sent(self, item: Outgoing, now: float) -> None:
         super().sent(item, now)
         self._sent_seconds += item.audio
 
-    def receive(self, raw: str | bytes, now: float) -> None:
-        msg = parse_json(self.service.label, raw)
-        if msg is None:
-            return
-        kind = msg.get("type")
+    def _on_message(self, kind: str | None, msg: Message, now: float) -> bool:
         if kind == "Results":
             self._on_results(msg)
-        elif kind == "UtteranceEnd":
-            if self._segments:
-                self._end_turn()
-        elif kind == "Metadata":
-            self._events.append(Finished())
-        elif kind == "SpeechStarted":
-            pass
-        elif (error := server_error_text(msg)) is not None:
-            log.warning("Deepgram reported: %s", error)
-        else:
-            log.debug("Deepgram message %r ignored", kind)
+        elif kind == "UtteranceEnd" and self._segments:
+            self._end_turn()
+        return kind in ("Results", "UtteranceEnd", "SpeechStarted")
 
     def _on_results(self, msg: Message) -> None:
         start, duration = number(msg.get("start")), number(msg.get("duration"))
@@ -171,6 +151,7 @@ def _transcript(msg: Message) -> str:
     return text(first, "transcript").strip() if isinstance(first, dict) else ""
 
 
+@dataclass(eq=False)
 class DeepgramSTT(PrewarmedSTT):
     """The ``SpeechToText`` engine "deepgram"."""
 
@@ -178,22 +159,11 @@ class DeepgramSTT(PrewarmedSTT):
     provider = ENGINE
     provides_endpointing = True
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        language: str = "en",
-        model: str = "",
-        final_timeout: float = 2.0,
-        keepalive_interval: float = 4.0,
-        policy: Policy | None = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.language = language
-        self.model = model or DEFAULT_MODEL
-        self.final_timeout = final_timeout
-        self.keepalive_interval = keepalive_interval
-        self.policy = policy or Policy()
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+    final_timeout: float = 2.0
+    #: ``KeepAlive`` after this long without audio.
+    keepalive_interval: float = 4.0
 
     def _wire(self, language: str) -> DeepgramWire:
         return DeepgramWire(
@@ -207,4 +177,6 @@ class DeepgramSTT(PrewarmedSTT):
 
 def make_stt(settings: Settings) -> DeepgramSTT:
     provider = settings.provider(ENGINE)
-    return DeepgramSTT(settings.endpoint(ENGINE), language=settings.language, model=provider.model)
+    return DeepgramSTT(
+        settings.endpoint(ENGINE), language=settings.language, model=provider.model or DEFAULT_MODEL
+    )

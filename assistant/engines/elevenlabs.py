@@ -12,6 +12,7 @@ the words that were played. Responses name their context as ``contextId`` or ``c
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -22,7 +23,6 @@ from assistant.engines.base import Voice
 from assistant.engines.net.errors import Service
 from assistant.engines.net.http import HttpClient
 from assistant.engines.net.messages import Message, flag, server_error_text, text
-from assistant.engines.net.retry import Policy
 from assistant.engines.net.tts_driver import MultiContextTTS, TtsSocket
 from assistant.engines.net.tts_protocol import ContextEvent, alignment_in, context_of
 from assistant.engines.net.urls import http_base, with_query
@@ -100,6 +100,7 @@ class ElevenLabsWire:
         return ContextEvent(text(msg, "audio"), chars, starts, flag(msg, "isFinal", "is_final"))
 
 
+@dataclass(eq=False)
 class ElevenLabsTTS(MultiContextTTS):
     """The ``TextToSpeech`` engine "elevenlabs"."""
 
@@ -107,22 +108,12 @@ class ElevenLabsTTS(MultiContextTTS):
     sample_rate = SAMPLE_RATE
     default_voice_id = DEFAULT_VOICE
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        voice: str = "",
-        model: str = "",
-        policy: Policy | None = None,
-        keepalive_interval: float = 10.0,
-    ) -> None:
-        self.endpoint = endpoint
-        self.default_voice = voice
-        self.model = model or DEFAULT_MODEL
-        self.language = ""
-        self.policy = policy or Policy()
-        self.keepalive_interval = self.context_keepalive = keepalive_interval
-        self._sockets = {}
+    keeps_contexts_alive = True
+
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+
+    def __post_init__(self) -> None:
         self._http = HttpClient(SERVICE, self.policy)
         self.voice_cache = VoiceCache(SERVICE.label, self._fetch_voices, premade_voices)
 
@@ -202,4 +193,5 @@ def _voice(item: Any) -> Voice | None:
 
 def make_tts(settings: Settings) -> ElevenLabsTTS:
     provider = settings.provider(ENGINE)
-    return ElevenLabsTTS(settings.endpoint(ENGINE), voice=provider.voice, model=provider.model)
+    model = provider.model or DEFAULT_MODEL
+    return ElevenLabsTTS(settings.endpoint(ENGINE), voice=provider.voice, model=model)

@@ -28,8 +28,9 @@ from assistant.engines.openai.realtime import OpenAIRealtimeSTT
 from assistant.engines.openai.speech import OpenAISpeechTTS
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
+from tests.fakes.contexts import synthesize_parts
 from tests.fakes.deepgram_server import FakeDeepgram
-from tests.fakes.elevenlabs_server import FakeElevenLabs, synthesize_parts
+from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")

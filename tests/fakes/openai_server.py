@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.fakes.faults import drop
+from tests.fakes.base import drop
 
 SPEECH_RATE = 24_000
 VOICES = (
@@ -300,15 +300,8 @@ class FakeOpenAIServer:
         request = json.loads(body)
         self.chat_requests.append(request)
         fault = self.chat_faults.popleft() if self.chat_faults else HttpFault()
-        if fault.hangup:
-            return False
-        if fault.status != 200:
-            error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
-            await _send_json(writer, fault.status, error, fault.headers)
-            return True
-        if fault.stall == "headers":
-            await _wait_for_hangup(reader)
-            return False
+        if (handled := await _no_answer(fault, reader, writer)) is not None:
+            return handled
         try:
             return await self._chat_stream(request, fault, reader, writer)
         except ConnectionError:
@@ -379,12 +372,8 @@ class FakeOpenAIServer:
         record = SpeechRequest(headers, body, time.monotonic())
         self.speech_requests.append(record)
         fault = self.speech_faults.popleft() if self.speech_faults else HttpFault()
-        if fault.hangup:
-            return False
-        if fault.status != 200:
-            error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
-            await _send_json(writer, fault.status, error, fault.headers)
-            return True
+        if (handled := await _no_answer(fault, reader, writer)) is not None:
+            return handled
         if body.get("voice") not in VOICES:
             message = f"Invalid value for 'voice': {body.get('voice')!r}."
             await _send_json(writer, 400, _error_body(message, "invalid_value", "voice"))
@@ -392,9 +381,6 @@ class FakeOpenAIServer:
         if body.get("response_format") != "pcm" or not body.get("input"):
             await _send_json(writer, 400, _error_body("bad request", "invalid_value"))
             return True
-        if fault.stall == "headers":
-            await _wait_for_hangup(reader)
-            return False
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: audio/pcm\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
@@ -583,6 +569,23 @@ async def _send_json(
     )
     writer.write(head.encode("latin-1") + data)
     await writer.drain()
+
+
+async def _no_answer(
+    fault: HttpFault, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool | None:
+    """Act on a fault that leaves a request without its answer: hung up on, refused with an
+    error status, or never answered. The handler's result, or None when there is no such fault."""
+    if fault.hangup:
+        return False
+    if fault.status != 200:
+        error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
+        await _send_json(writer, fault.status, error, fault.headers)
+        return True
+    if fault.stall == "headers":
+        await _wait_for_hangup(reader)
+        return False
+    return None
 
 
 async def _wait_for_hangup(reader: asyncio.StreamReader) -> None:

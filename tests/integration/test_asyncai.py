@@ -32,7 +32,7 @@ from assistant.engines.net.retry import Backoff, Policy
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
 from tests.fakes.async_server import FakeAsync
-from tests.fakes.elevenlabs_server import RATE, synthesize_parts
+from tests.fakes.contexts import RATE, synthesize_parts
 
 KEY = "async-test-key-0123456789"
 POLICY = Policy(

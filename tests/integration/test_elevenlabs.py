@@ -26,7 +26,8 @@ from assistant.engines.fallback import FallbackTTS
 from assistant.engines.net.retry import Backoff, Policy
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
-from tests.fakes.elevenlabs_server import RATE, FakeElevenLabs, synthesize_parts
+from tests.fakes.contexts import RATE, synthesize_parts
+from tests.fakes.elevenlabs_server import FakeElevenLabs
 
 KEY = "el-test-key-0123456789"
 POLICY = Policy(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import KW_ONLY, dataclass, field
+from typing import ClassVar
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -125,10 +127,8 @@ class StreamingSession:
             self._pump()
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._transcripts.get()
-            if item is None:
-                return
+        """Partials and finals until the session closes; raises the error that ended it."""
+        while (item := await self._transcripts.get()) is not None:
             if isinstance(item, EngineError):
                 raise item
             yield item
@@ -257,19 +257,24 @@ class StreamingSession:
             raise self._wire.service.error(": the transcription session was closed.")
 
 
+@dataclass(eq=False)
 class PrewarmedSTT:
     """A streaming STT engine whose session is opened ahead of the first turn.
 
     ``warm_up`` checks the key and connects; the next ``open`` takes that session when it can
     serve the language asked for (same key, same language or one the wire can switch to), so no
-    turn pays the handshake. Subclasses say how to build the wire."""
+    turn pays the handshake. Subclasses say how to build the wire (``_wire``) and whose key it
+    uses (``provider``)."""
 
-    language: str
-    policy: Policy
-    provider: str
+    provider: ClassVar[str]
     #: Warm-up failures are logged instead of raised (``open`` reports them).
-    quiet_warm_up = False
-    _warm: StreamingSession | None = None
+    quiet_warm_up: ClassVar[bool] = False
+
+    endpoint: str
+    _: KW_ONLY
+    language: str = "en"
+    policy: Policy = field(default_factory=Policy)
+    _warm: StreamingSession | None = field(default=None, init=False, repr=False)
 
     def _wire(self, language: str) -> SttWire:
         raise NotImplementedError

@@ -30,7 +30,7 @@ import numpy as np
 
 from assistant.engines.base import PCM, EngineError
 from assistant.engines.net.errors import Service
-from assistant.engines.net.messages import Outgoing
+from assistant.engines.net.messages import Message, Outgoing, parse_json, server_error_text
 
 log = logging.getLogger(__name__)
 _NO_AUDIO: PCM = np.zeros(0, dtype=np.int16)
@@ -175,15 +175,25 @@ class SttWire:
 class EndpointedWire(SttWire):
     """Shared rules of servers that end turns themselves and answer a turn-end request."""
 
-    #: Sent to end the turn now (``ForceEndpoint``, ``Finalize``).
+    #: Sent to end the turn now (``ForceEndpoint``, ``Finalize``), and on closing.
     END_TURN = Outgoing("")
+    GOODBYE: Outgoing | None = None
+    #: The ``type`` of the message that starts the session (a server that greets) and of the
+    #: one that acknowledges the goodbye.
+    READY: str | None = None
+    FINISHED: str | None = None
     #: Messages must hold at least this much audio.
     MIN_SECONDS = 0.0
     #: Audio kept for sending again after a reconnect.
     MAX_RESEND_SECONDS = 60.0
 
-    def __init__(self, *, batch_seconds: float, final_timeout: float) -> None:
+    def __init__(
+        self, url: str, language: str, *, batch_seconds: float, final_timeout: float
+    ) -> None:
         super().__init__()
+        self._url = url
+        self.language = language
+        self.greets = self.READY is not None
         self._pending: PCM = _NO_AUDIO
         self._batch_samples = max(1, round(batch_seconds * self.sample_rate))
         self._final_timeout = final_timeout
@@ -197,6 +207,29 @@ class EndpointedWire(SttWire):
     @property
     def end_requested(self) -> bool:
         return self._end_requested
+
+    def url(self) -> str:
+        return self._url
+
+    def goodbye(self) -> Outgoing | None:
+        return self.GOODBYE
+
+    def receive(self, raw: str | bytes, now: float) -> None:
+        msg = parse_json(self.service.label, raw)
+        if msg is None:
+            return
+        kind = msg.get("type")
+        kind = kind if isinstance(kind, str) else None
+        if kind is not None and kind == self.READY:
+            self._events.append(Ready())
+        elif kind is not None and kind == self.FINISHED:
+            self._events.append(Finished())
+        elif self._on_message(kind, msg, now):
+            pass
+        elif (error := server_error_text(msg)) is not None:
+            log.warning("%s reported: %s", self.service.label, error)
+        else:
+            log.debug("%s message %r ignored", self.service.label, kind)
 
     def audio(self, pcm: PCM, now: float) -> None:
         self._pending = np.concatenate([self._pending, np.asarray(pcm, dtype=np.int16)])
@@ -249,6 +282,10 @@ class EndpointedWire(SttWire):
         return items
 
     # ------------------------------------------------------------------------ for providers
+
+    def _on_message(self, kind: str | None, msg: Message, now: float) -> bool:
+        """Act on a message of type ``kind``; False when the type means nothing here."""
+        return False
 
     def _new_connection(self) -> None:
         """Reset what a server forgets with its connection (turn numbers, timestamps)."""

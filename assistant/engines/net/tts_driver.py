@@ -16,6 +16,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import ClassVar
 
 from websockets.asyncio.client import ClientConnection
 
@@ -59,10 +61,6 @@ class TtsSocket:
     @property
     def connected(self) -> bool:
         return self._socket.connected
-
-    @property
-    def connections(self) -> int:
-        return self._socket.connections
 
     async def ensure(self) -> None:
         """Connect unless connected (raises ``EngineError``)."""
@@ -247,6 +245,7 @@ async def speak(
             socket.send_soon(wire.closing(context))
 
 
+@dataclass(eq=False)
 class MultiContextTTS:
     """What a multi-context TTS engine shares: a socket per voice (and whatever else the
     provider binds to a socket), opened ahead of the first reply, a reply per context.
@@ -254,19 +253,26 @@ class MultiContextTTS:
     Subclasses give ``name``, ``default_voice_id``, ``_slot`` (what a socket serves),
     ``_open_socket(slot)`` and ``_tracker()``; ``_spoken(tracker)`` hears about each reply."""
 
-    name: str
-    default_voice_id: str
-    default_voice: str
-    language: str
-    policy: Policy
-    #: Keep a context alive while its text waits (None: the socket's keep-alive covers it).
-    context_keepalive: float | None = None
-    _sockets: dict[tuple[str, ...], TtsSocket]
+    name: ClassVar[str]
+    default_voice_id: ClassVar[str]
+    #: Keep a context alive while its text waits (False: the socket's keep-alive covers it).
+    keeps_contexts_alive: ClassVar[bool] = False
+
+    endpoint: str
+    _: KW_ONLY
+    #: The configured voice ("<engine>:ID" or a bare id; empty: ``default_voice_id``).
+    voice: str = ""
+    model: str = ""
+    language: str = "en"
+    policy: Policy = field(default_factory=Policy)
+    #: The keep-alive interval (of a waiting context, or of the socket).
+    keepalive_interval: float = 10.0
+    _sockets: dict[tuple[str, ...], TtsSocket] = field(default_factory=dict, init=False)
 
     def voice_id(self, voice: str | None) -> str:
         """The provider's id for ``voice`` ("<engine>:ID" or a bare id); other engines' voices
         and no voice at all mean the configured default."""
-        for candidate in (voice, self.default_voice):
+        for candidate in (voice, self.voice):
             if not candidate:
                 continue
             engine, sep, key = candidate.partition(":")
@@ -288,9 +294,8 @@ class MultiContextTTS:
     ) -> AsyncGenerator[SpeechChunk, None]:
         socket = self.socket(self.voice_id(voice), language or self.language)
         tracker = self._tracker()
-        chunks = speak(
-            socket, pieces, tracker, self.policy, keepalive_interval=self.context_keepalive
-        )
+        interval = self.keepalive_interval if self.keeps_contexts_alive else None
+        chunks = speak(socket, pieces, tracker, self.policy, keepalive_interval=interval)
         try:
             async for chunk in chunks:
                 yield chunk

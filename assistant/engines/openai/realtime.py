@@ -22,7 +22,7 @@ import json
 import logging
 import urllib.parse
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
@@ -338,6 +338,7 @@ def _error_message(event: Message) -> str:
     return scrub(message)[:300]
 
 
+@dataclass(eq=False)
 class OpenAIRealtimeSTT(PrewarmedSTT):
     """Streaming transcription with OpenAI's Realtime API (client-side turn ends)."""
 
@@ -346,26 +347,16 @@ class OpenAIRealtimeSTT(PrewarmedSTT):
     provides_endpointing = False
     quiet_warm_up = True
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        model: str = DEFAULT_MODEL,
-        language: str = "en",
-        final_timeout: float = 15.0,
-        batch_ms: int = 100,
-        policy: Policy | None = None,
-    ) -> None:
-        self.url = url
-        self.model = model
-        self.language = language
-        self.final_timeout = final_timeout
-        self.batch_ms = batch_ms
-        self.policy = policy or DEFAULT_POLICY
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+    final_timeout: float = 15.0
+    #: Audio per ``input_audio_buffer.append`` message.
+    batch_ms: int = 100
+    policy: Policy = DEFAULT_POLICY
 
     def _wire(self, language: str) -> RealtimeWire:
         return RealtimeWire(
-            self.url,
+            self.endpoint,
             language,
             model=self.model,
             final_timeout=self.final_timeout,
