@@ -1,9 +1,11 @@
 """Every cloud adapter behind one small interface, against its local fake server, so that the
 shared faults can run over all of them.
 
-An ``Adapter`` builds its engine on the fake (with the conformance ``Policy``), uses it once the
-way the conversation does (``use``: one turn, one reply or one completion), interrupts it
-mid-stream (``cancel``), and arranges each fault on its fake. ``Run`` is what the user got.
+An adapter builds its engine on the fake (with the conformance ``Policy``, whose waits are
+recorded), uses it once the way the conversation does (``use``: one turn, one reply or one
+completion), interrupts it mid-stream (``cancel``), and arranges each fault on its fake:
+``rate_limit``, ``drop_mid_turn``, ``drop_before_output``, ``stall``, ``accept_then_close``.
+``Run`` is what the user got.
 """
 
 from __future__ import annotations
@@ -14,27 +16,25 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
-
 from assistant.config import Settings
 from assistant.engines.assemblyai import AssemblyAISTT
 from assistant.engines.asyncai import AsyncTTS
-from assistant.engines.base import EngineError, LLMEvent, SpeechChunk, TextDelta, Transcript
+from assistant.engines.base import ChatRequest, EngineError, Message, SpeechChunk, TextDelta
 from assistant.engines.deepgram import DeepgramSTT
 from assistant.engines.elevenlabs import ElevenLabsTTS
 from assistant.engines.net.retry import Backoff, Policy
 from assistant.engines.openai.factories import make_llm
 from assistant.engines.openai.realtime import OpenAIRealtimeSTT
 from assistant.engines.openai.speech import OpenAISpeechTTS
+from tests.cloud import Collector, expected_samples, fast, push, silence, speech, texts, until
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
-from tests.fakes.contexts import synthesize_parts
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
-RNG = np.random.default_rng(5)
+HELLO = ChatRequest([Message("user", "Hi")])
 
 
 class Sleeps(list[float]):
@@ -43,22 +43,6 @@ class Sleeps(list[float]):
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
         await asyncio.sleep(0)
-
-
-def policy(sleeps: Sleeps) -> Policy:
-    return Policy(
-        open_timeout=2.0,
-        first_message_timeout=0.5,
-        stall_timeout=0.5,
-        attempts=3,
-        backoff=Backoff(base=0.02, cap=0.08),
-        max_retry_after=1.0,
-        reconnects=3,
-        stable_after=0.3,
-        quick_failures=3,
-        close_timeout=0.5,
-        sleep=sleeps,
-    )
 
 
 @dataclass
@@ -72,147 +56,59 @@ class Run:
     chunks: list[SpeechChunk] = field(default_factory=list)
 
 
-async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait for ``predicate`` (a condition, not a measured time)."""
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-
-
-# ---------------------------------------------------------------------------------------- STT
-
-
-def speech(seconds: float) -> np.ndarray:
-    return (RNG.standard_normal(int(seconds * 16_000)) * 3000).astype(np.int16)
-
-
-class SttAdapter:
-    kind: ClassVar[str] = "stt"
-    #: Connections (or requests) an undisturbed use makes.
-    per_use: ClassVar[int] = 1
+class Adapter:
+    kind: ClassVar[str]
     name: ClassVar[str]
     env: ClassVar[str]
-    #: What the fake transcribes for the first and the second turn.
-    first: ClassVar[str]
-    second: ClassVar[str]
-    #: A turn the server ends by itself is answered without ``end_turn`` … this one ends it.
-    client_ends_turns: ClassVar[bool] = False
+    #: Connections (or requests) an undisturbed use makes.
+    per_use: ClassVar[int] = 1
+    #: (fake attribute, value) pairs that arrange a fault (else the adapter's method does).
+    MID_TURN: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    BEFORE_OUTPUT: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    STALL: ClassVar[tuple[tuple[str, Any], ...]] = ()
 
     def __init__(self, sleeps: Sleeps) -> None:
         self.sleeps = sleeps
-        self.policy = policy(sleeps)
+        self.policy: Policy = fast(
+            backoff=Backoff(base=0.02, cap=0.08), stable_after=0.3, sleep=sleeps
+        )
 
-    async def _say(self, session: Any, seconds: float) -> None:
-        pcm = speech(seconds)
-        for i in range(0, len(pcm), 512):
-            await session.push(pcm[i : i + 512])
+    def drop_mid_turn(self, fake: Any) -> None:
+        _set(fake, self.MID_TURN)
 
-    async def use(self, engine: Any, *, cancel_first: bool = False) -> Run:
-        """One push-to-talk turn (after a cancelled one when ``cancel_first``)."""
-        try:
-            session = await engine.open("en")
-        except EngineError as exc:
-            return Run(error=exc)
-        items: list[Transcript] = []
-        failure: list[EngineError] = []
+    def drop_before_output(self, fake: Any) -> None:
+        _set(fake, self.BEFORE_OUTPUT)
 
-        async def read() -> None:
-            try:
-                async for item in session.transcripts():
-                    items.append(item)
-            except EngineError as exc:
-                failure.append(exc)
-
-        reader = asyncio.create_task(read())
-        run = Run()
-        try:
-            if cancel_first:
-                await self._say(session, 0.4)
-                await until(lambda: bool(items) or self.client_ends_turns, 3.0)
-                await session.clear()
-                await asyncio.sleep(0.2)
-            await self._say(session, 0.6)
-            await session.push(np.zeros(1600, dtype=np.int16))
-            await session.end_turn()
-            await until(lambda: any(t.is_final for t in items) or bool(failure))
-        except EngineError as exc:
-            run.error = exc
-        finally:
-            await session.aclose()
-            await asyncio.wait_for(reader, 5.0)
-        finals = [t.text for t in items if t.is_final]
-        run.output = " | ".join(finals)
-        run.produced = bool(items)
-        run.error = run.error or (failure[0] if failure else None)
-        return run
+    def stall(self, fake: Any) -> None:
+        _set(fake, self.STALL)
 
 
-class AssemblyAI(SttAdapter):
-    name = "assemblyai"
-    env = "ASSEMBLYAI_API_KEY"
-    first, second = "What time is it?", "Thank you."
+def _set(fake: Any, values: tuple[tuple[str, Any], ...]) -> None:
+    for name, value in values:
+        setattr(fake, name, value)
+
+
+class WebsocketFake:
+    """The faults every websocket fake arranges the same way."""
+
+    FAKE: ClassVar[Callable[..., Any]]
 
     @contextlib.asynccontextmanager
-    async def serve(self, key: str) -> AsyncIterator[FakeAssemblyAI]:
-        async with FakeAssemblyAI(key=key) as fake:
+    async def serve(self, key: str) -> AsyncIterator[Any]:
+        async with self.FAKE(key=key) as fake:
             yield fake
 
-    def engine(self, fake: FakeAssemblyAI) -> AssemblyAISTT:
-        return AssemblyAISTT(fake.url, policy=self.policy, format_timeout=0.3, final_timeout=1.0)
-
-    def connections(self, fake: FakeAssemblyAI) -> int:
+    def connections(self, fake: Any) -> int:
         return len(fake.requests)
 
-    def rate_limit(self, fake: FakeAssemblyAI, seconds: float) -> None:
+    def rate_limit(self, fake: Any, seconds: float) -> None:
         fake.handshake_faults = [(429, {"Retry-After": f"{seconds:g}"})]
 
-    def drop_mid_turn(self, fake: FakeAssemblyAI) -> None:
-        fake.drop_after_audio = 0.3
-
-    def drop_before_output(self, fake: FakeAssemblyAI) -> None:
-        fake.drop_after_audio = 0.05
-
-    def stall(self, fake: FakeAssemblyAI) -> None:
-        fake.stall_begin = True
-
-    def accept_then_close(self, fake: FakeAssemblyAI) -> None:
+    def accept_then_close(self, fake: Any) -> None:
         fake.accept_then_close = True
 
 
-class Deepgram(SttAdapter):
-    name = "deepgram"
-    env = "DEEPGRAM_API_KEY"
-    first, second = "What time is it?", "Thank you."
-
-    @contextlib.asynccontextmanager
-    async def serve(self, key: str) -> AsyncIterator[FakeDeepgram]:
-        async with FakeDeepgram(key=key, endpointing=None, utterance_end=None) as fake:
-            yield fake
-
-    def engine(self, fake: FakeDeepgram) -> DeepgramSTT:
-        return DeepgramSTT(fake.url, policy=self.policy, final_timeout=0.5)
-
-    def connections(self, fake: FakeDeepgram) -> int:
-        return len(fake.requests)
-
-    def rate_limit(self, fake: FakeDeepgram, seconds: float) -> None:
-        fake.handshake_faults = [(429, {"Retry-After": f"{seconds:g}"})]
-
-    def drop_mid_turn(self, fake: FakeDeepgram) -> None:
-        fake.drop_after_audio = 0.3
-
-    def drop_before_output(self, fake: FakeDeepgram) -> None:
-        fake.drop_after_audio = 0.05
-
-    def stall(self, fake: FakeDeepgram) -> None:
-        fake.answer_finalize = False
-
-    def accept_then_close(self, fake: FakeDeepgram) -> None:
-        fake.accept_then_close = True
-
-
-class OpenAIServed:
+class OpenAIFake:
     """The OpenAI fake runs in a thread of its own; it is stopped off the event loop."""
 
     @contextlib.asynccontextmanager
@@ -224,7 +120,71 @@ class OpenAIServed:
             await asyncio.to_thread(fake.stop)
 
 
-class OpenAITranscription(OpenAIServed, SttAdapter):
+# ---------------------------------------------------------------------------------------- STT
+
+
+class SttAdapter(Adapter):
+    kind = "stt"
+    #: What the fake transcribes for the first and the second turn.
+    first: ClassVar[str] = "What time is it?"
+    second: ClassVar[str] = "Thank you."
+    #: The client ends turns (no partial comes before ``end_turn``).
+    client_ends_turns: ClassVar[bool] = False
+
+    async def use(self, engine: Any, *, cancel_first: bool = False) -> Run:
+        """One push-to-talk turn (after a cancelled one when ``cancel_first``)."""
+        try:
+            session = await engine.open("en")
+        except EngineError as exc:
+            return Run(error=exc)
+        collector = Collector(session)
+        run = Run()
+        try:
+            if cancel_first:
+                await push(session, speech(0.4))
+                await until(lambda: bool(collector.items) or self.client_ends_turns, 3.0)
+                await session.clear()
+                await asyncio.sleep(0.2)
+            await push(session, speech(0.6))
+            await push(session, silence(0.1))
+            await session.end_turn()
+            await until(lambda: bool(collector.finals) or collector.error is not None)
+        except EngineError as exc:
+            run.error = exc
+        finally:
+            await session.aclose()
+            await asyncio.wait_for(collector.task, 5.0)
+        run.output = " | ".join(collector.final_texts())
+        run.produced = bool(collector.items)
+        run.error = run.error or collector.error
+        return run
+
+
+class AssemblyAI(WebsocketFake, SttAdapter):
+    name = "assemblyai"
+    env = "ASSEMBLYAI_API_KEY"
+    FAKE = FakeAssemblyAI
+    MID_TURN = (("drop_after_audio", 0.3),)
+    BEFORE_OUTPUT = (("drop_after_audio", 0.05),)
+    STALL = (("stall_begin", True),)
+
+    def engine(self, fake: FakeAssemblyAI) -> AssemblyAISTT:
+        return AssemblyAISTT(fake.url, policy=self.policy, format_timeout=0.3, final_timeout=1.0)
+
+
+class Deepgram(WebsocketFake, SttAdapter):
+    name = "deepgram"
+    env = "DEEPGRAM_API_KEY"
+    FAKE = staticmethod(lambda key: FakeDeepgram(key=key, endpointing=None, utterance_end=None))
+    MID_TURN = (("drop_after_audio", 0.3),)
+    BEFORE_OUTPUT = (("drop_after_audio", 0.05),)
+    STALL = (("answer_finalize", False),)
+
+    def engine(self, fake: FakeDeepgram) -> DeepgramSTT:
+        return DeepgramSTT(fake.url, policy=self.policy, final_timeout=0.5)
+
+
+class OpenAITranscription(OpenAIFake, SttAdapter):
     name = "openai transcription"
     env = "OPENAI_API_KEY"
     first = second = "hello there"
@@ -255,33 +215,17 @@ class OpenAITranscription(OpenAIServed, SttAdapter):
 # ---------------------------------------------------------------------------------------- TTS
 
 
-async def texts(pieces: tuple[str, ...]) -> AsyncIterator[str]:
-    for piece in pieces:
-        yield piece
+class SpeechAdapter(Adapter):
+    kind = "tts"
 
+    def samples(self, fake: Any) -> int:
+        """Every sample the fake synthesizes for the pieces."""
+        return expected_samples(PIECES, fake)
 
-class SpeechAdapter:
-    kind: ClassVar[str] = "tts"
-    per_use: ClassVar[int] = 1
-    name: ClassVar[str]
-    env: ClassVar[str]
-
-    def __init__(self, sleeps: Sleeps) -> None:
-        self.sleeps = sleeps
-        self.policy = policy(sleeps)
-
-    def samples(self, fake: Any, pieces: tuple[str, ...] = PIECES) -> int:
-        """Every sample the fake synthesizes for ``pieces``."""
-        return sum(
-            len(part.pcm) // 2
-            for piece in pieces
-            for part in synthesize_parts(piece + " ", fake.chars_per_second, fake.chunk_ms)
-        )
-
-    async def use(self, engine: Any, pieces: tuple[str, ...] = PIECES) -> Run:
+    async def use(self, engine: Any) -> Run:
         run = Run()
         try:
-            async for chunk in engine.stream(texts(pieces), voice=None, language="en"):
+            async for chunk in engine.stream(texts(PIECES), voice=None, language="en"):
                 run.chunks.append(chunk)
         except EngineError as exc:
             run.error = exc
@@ -292,82 +236,61 @@ class SpeechAdapter:
     async def cancel(self, engine: Any, fake: Any) -> None:
         """Close the stream after its first audio, as a barge-in does."""
         stream = engine.stream(texts(PIECES), voice=None, language="en")
-        first = await anext(stream)
-        assert len(first.pcm)
+        assert len((await anext(stream)).pcm)
         await stream.aclose()
 
 
-class ElevenLabs(SpeechAdapter):
+class ElevenLabs(WebsocketFake, SpeechAdapter):
     name = "elevenlabs"
     env = "ELEVENLABS_API_KEY"
-
-    @contextlib.asynccontextmanager
-    async def serve(self, key: str) -> AsyncIterator[FakeElevenLabs]:
-        async with FakeElevenLabs(key=key) as fake:
-            yield fake
+    FAKE = FakeElevenLabs
+    MID_TURN = (("drop_after_audio", 3),)
+    BEFORE_OUTPUT = (("drop_after_audio", 0),)
+    STALL = (("stall", True),)
 
     def engine(self, fake: FakeElevenLabs) -> ElevenLabsTTS:
         return ElevenLabsTTS(fake.url, policy=self.policy)
 
-    def connections(self, fake: FakeElevenLabs) -> int:
-        return len(fake.requests)
-
     def cancelled(self, fake: FakeElevenLabs) -> bool:
         return fake.closed_contexts == fake.contexts()[:1] and fake.connections == 1
 
-    def rate_limit(self, fake: FakeElevenLabs, seconds: float) -> None:
-        fake.handshake_faults = [(429, {"Retry-After": f"{seconds:g}"})]
 
-    def drop_mid_turn(self, fake: FakeElevenLabs) -> None:
-        fake.drop_after_audio = 3
-
-    def drop_before_output(self, fake: FakeElevenLabs) -> None:
-        fake.drop_after_audio = 0
-
-    def stall(self, fake: FakeElevenLabs) -> None:
-        fake.stall = True
-
-    def accept_then_close(self, fake: FakeElevenLabs) -> None:
-        fake.accept_then_close = True
-
-
-class Async(SpeechAdapter):
+class Async(WebsocketFake, SpeechAdapter):
     name = "async"
     env = "ASYNC_API_KEY"
-
-    @contextlib.asynccontextmanager
-    async def serve(self, key: str) -> AsyncIterator[FakeAsync]:
-        async with FakeAsync(key=key) as fake:
-            yield fake
+    FAKE = FakeAsync
+    MID_TURN = (("drop_after_audio", 3),)
+    BEFORE_OUTPUT = (("drop_after_audio", 0),)
+    STALL = (("stall", True),)
 
     def engine(self, fake: FakeAsync) -> AsyncTTS:
         return AsyncTTS(fake.url, policy=self.policy, voices_url=fake.voices_url)
 
-    def connections(self, fake: FakeAsync) -> int:
-        return len(fake.requests)
-
     def cancelled(self, fake: FakeAsync) -> bool:
-        (context,) = fake.contexts()
-        closing = {"context_id": context, "close_context": True, "transcript": ""}
+        closing = {"context_id": fake.contexts()[0], "close_context": True, "transcript": ""}
         return closing in fake.received and fake.connections == 1
 
-    def rate_limit(self, fake: FakeAsync, seconds: float) -> None:
-        fake.handshake_faults = [(429, {"Retry-After": f"{seconds:g}"})]
 
-    def drop_mid_turn(self, fake: FakeAsync) -> None:
-        fake.drop_after_audio = 3
+class HttpFaults:
+    """The faults of an HTTP request to the OpenAI fake, queued on ``faults(fake)``."""
 
-    def drop_before_output(self, fake: FakeAsync) -> None:
-        fake.drop_after_audio = 0
+    def faults(self, fake: FakeOpenAIServer) -> Any:
+        raise NotImplementedError
 
-    def stall(self, fake: FakeAsync) -> None:
-        fake.stall = True
+    def rate_limit(self, fake: FakeOpenAIServer, seconds: float) -> None:
+        self.faults(fake).append(HttpFault(429, {"retry-after": f"{seconds:g}"}))
 
-    def accept_then_close(self, fake: FakeAsync) -> None:
-        fake.accept_then_close = True
+    def drop_before_output(self, fake: FakeOpenAIServer) -> None:
+        self.faults(fake).append(HttpFault(hangup=True))
+
+    def stall(self, fake: FakeOpenAIServer) -> None:
+        self.faults(fake).append(HttpFault(stall="headers"))
+
+    def accept_then_close(self, fake: FakeOpenAIServer) -> None:
+        self.faults(fake).extend([HttpFault(hangup=True)] * 3)
 
 
-class OpenAISpeech(OpenAIServed, SpeechAdapter):
+class OpenAISpeech(HttpFaults, OpenAIFake, SpeechAdapter):
     name = "openai speech"
     env = "OPENAI_API_KEY"
     per_use = len(PIECES)  # one request per piece
@@ -375,14 +298,17 @@ class OpenAISpeech(OpenAIServed, SpeechAdapter):
     def engine(self, fake: FakeOpenAIServer) -> OpenAISpeechTTS:
         return OpenAISpeechTTS(fake.http_url, policy=self.policy)
 
-    def samples(self, fake: FakeOpenAIServer, pieces: tuple[str, ...] = PIECES) -> int:
-        return sum(len(speech_pcm(piece)) // 2 for piece in pieces)
+    def faults(self, fake: FakeOpenAIServer) -> Any:
+        return fake.speech_faults
+
+    def samples(self, fake: FakeOpenAIServer) -> int:
+        return sum(len(speech_pcm(piece)) // 2 for piece in PIECES)
 
     def connections(self, fake: FakeOpenAIServer) -> int:
         return len(fake.speech_requests) + fake.unauthorized
 
-    def cancelled(self, fake: FakeOpenAIServer) -> bool:
-        return fake.speech_hangups == 1
+    def drop_mid_turn(self, fake: FakeOpenAIServer) -> None:
+        fake.speech_faults.append(HttpFault(cut_after=10_001))
 
     async def cancel(self, engine: Any, fake: FakeOpenAIServer) -> None:
         fake.chunk_delay = 0.01
@@ -390,61 +316,46 @@ class OpenAISpeech(OpenAIServed, SpeechAdapter):
         await until(lambda: fake.speech_hangups == 1)
         fake.chunk_delay = 0.0
 
-    def rate_limit(self, fake: FakeOpenAIServer, seconds: float) -> None:
-        fake.speech_faults.append(HttpFault(429, {"retry-after": f"{seconds:g}"}))
-
-    def drop_mid_turn(self, fake: FakeOpenAIServer) -> None:
-        fake.speech_faults.append(HttpFault(cut_after=10_001))
-
-    def drop_before_output(self, fake: FakeOpenAIServer) -> None:
-        fake.speech_faults.append(HttpFault(hangup=True))
-
-    def stall(self, fake: FakeOpenAIServer) -> None:
-        fake.speech_faults.append(HttpFault(stall="headers"))
-
-    def accept_then_close(self, fake: FakeOpenAIServer) -> None:
-        fake.speech_faults.extend([HttpFault(hangup=True)] * 3)
+    def cancelled(self, fake: FakeOpenAIServer) -> bool:
+        return fake.speech_hangups == 1
 
 
 # --------------------------------------------------------------------------------------- chat
 
 
-class OpenAIChat(OpenAIServed):
-    kind: ClassVar[str] = "llm"
-    per_use: ClassVar[int] = 1
+class OpenAIChat(HttpFaults, OpenAIFake, Adapter):
+    kind = "llm"
     name = "openai chat"
     env = "OPENAI_API_KEY"
-
-    def __init__(self, sleeps: Sleeps) -> None:
-        self.sleeps = sleeps
 
     def engine(self, fake: FakeOpenAIServer) -> Any:
         llm = make_llm(Settings())
         llm._current().timeout_first_token = 0.5  # the stall deadline, short for the test
         return llm
 
+    def faults(self, fake: FakeOpenAIServer) -> Any:
+        return fake.chat_faults
+
     def connections(self, fake: FakeOpenAIServer) -> int:
         return len(fake.chat_requests) + fake.unauthorized
 
-    async def use(self, engine: Any) -> Run:
-        from assistant.engines.base import ChatRequest, Message
+    def drop_mid_turn(self, fake: FakeOpenAIServer) -> None:
+        fake.chat_faults.append(HttpFault(cut_after=3))
 
-        events: list[LLMEvent] = []
+    async def use(self, engine: Any) -> Run:
         run = Run()
         try:
-            async for event in engine.stream(ChatRequest([Message("user", "Hi")])):
-                events.append(event)
+            async for event in engine.stream(HELLO):
+                if isinstance(event, TextDelta):
+                    run.output += event.text
         except EngineError as exc:
             run.error = exc
-        run.output = "".join(e.text for e in events if isinstance(e, TextDelta))
         run.produced = bool(run.output)
         return run
 
     async def cancel(self, engine: Any, fake: FakeOpenAIServer) -> None:
-        from assistant.engines.base import ChatRequest, Message
-
         fake.chat_word_delay = 0.02
-        stream = engine.stream(ChatRequest([Message("user", "Hi")]))
+        stream = engine.stream(HELLO)
         async for event in stream:
             if isinstance(event, TextDelta) and event.text.strip():
                 break
@@ -454,21 +365,6 @@ class OpenAIChat(OpenAIServed):
 
     def cancelled(self, fake: FakeOpenAIServer) -> bool:
         return fake.chat_hangups == 1
-
-    def rate_limit(self, fake: FakeOpenAIServer, seconds: float) -> None:
-        fake.chat_faults.append(HttpFault(429, {"retry-after": f"{seconds:g}"}))
-
-    def drop_mid_turn(self, fake: FakeOpenAIServer) -> None:
-        fake.chat_faults.append(HttpFault(cut_after=3))
-
-    def drop_before_output(self, fake: FakeOpenAIServer) -> None:
-        fake.chat_faults.append(HttpFault(hangup=True))
-
-    def stall(self, fake: FakeOpenAIServer) -> None:
-        fake.chat_faults.append(HttpFault(stall="headers"))
-
-    def accept_then_close(self, fake: FakeOpenAIServer) -> None:
-        fake.chat_faults.extend([HttpFault(hangup=True)] * 3)
 
 
 ADAPTERS: tuple[type[Any], ...] = (

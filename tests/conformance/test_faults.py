@@ -20,7 +20,8 @@ from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.engines.net.errors import RateLimited
-from tests.conformance.adapters import PIECES, Run, texts, until
+from tests.cloud import texts, until
+from tests.conformance.adapters import PIECES, Run
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,14 +6,11 @@ import asyncio
 import itertools
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from assistant.config import Settings
@@ -22,88 +19,28 @@ from assistant.engines.assemblyai import (
     AssemblyAISTT,
     make_stt,
 )
-from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.net.retry import Backoff, Policy
 from assistant.engines.net.stt_driver import StreamingSession
 from assistant.talk import run_talk
+from tests.cloud import (
+    FAST,
+    Collector,
+    espeak_wav,
+    files_containing,
+    push,
+    served,
+    silence,
+    speech,
+)
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 
 KEY = "aai-test-key-0123456789"
-POLICY = Policy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff=Backoff(base=0.02, cap=0.1),
-    max_retry_after=1.0,
-    reconnects=3,
-    close_timeout=0.5,
-)
-RNG = np.random.default_rng(7)
-
-
-def speech(seconds: float) -> PCM:
-    return (RNG.standard_normal(int(seconds * 16_000)) * 3000).astype(np.int16)
-
-
-def silence(seconds: float) -> PCM:
-    return np.zeros(int(seconds * 16_000), dtype=np.int16)
-
-
-async def push(session: StreamingSession, pcm: PCM) -> None:
-    """Push as the capture path does: 32 ms frames, as fast as the caller likes."""
-    for i in range(0, len(pcm), 512):
-        await session.push(pcm[i : i + 512])
-
-
-class Collector:
-    """Everything a session's ``transcripts()`` yields, read in the background."""
-
-    def __init__(self, session: StreamingSession) -> None:
-        self.items: list[Transcript] = []
-        self.error: EngineError | None = None
-        self.task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: StreamingSession) -> None:
-        try:
-            async for item in session.transcripts():
-                self.items.append(item)
-        except EngineError as exc:
-            self.error = exc
-
-    @property
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-    async def wait_items(self, timeout: float = 5.0) -> None:
-        end = time.monotonic() + timeout
-        while not self.items:
-            assert time.monotonic() < end, f"nothing transcribed; error {self.error}"
-            await asyncio.sleep(0.005)
-
-    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
-        end = time.monotonic() + timeout
-        while len(self.finals) < count:
-            assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
-            await asyncio.sleep(0.01)
-        return self.finals
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ASSEMBLYAI_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeAssemblyAI]:
-    async with FakeAssemblyAI(key=key_env) as fake:
-        yield fake
+key_env, server = served("ASSEMBLYAI_API_KEY", KEY, lambda key: FakeAssemblyAI(key=key))
 
 
 def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
-    options: dict[str, object] = {"policy": POLICY, "format_timeout": 0.3, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": FAST, "format_timeout": 0.3, "final_timeout": 1.0}
     options.update(kwargs)
     return AssemblyAISTT(server.url, **options)  # type: ignore[arg-type]
 
@@ -268,7 +205,7 @@ async def test_missing_key_names_where_to_set_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ASSEMBLYAI_API_KEY"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=POLICY).open("en")
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=FAST).open("en")
 
 
 async def test_server_errors_are_retried_with_backoff(server: FakeAssemblyAI) -> None:
@@ -282,12 +219,12 @@ async def test_persistent_server_error_fails(server: FakeAssemblyAI) -> None:
     server.handshake_faults = [(500, {})] * 5
     with pytest.raises(EngineError, match="HTTP 500"):
         await engine(server).open("en")
-    assert len(server.requests) == POLICY.attempts
+    assert len(server.requests) == FAST.attempts
 
 
 async def test_unreachable_server_is_unavailable(key_env: str) -> None:
     with pytest.raises(EngineError, match="unreachable"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=POLICY).open("en")
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=FAST).open("en")
 
 
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
@@ -331,18 +268,7 @@ async def test_malformed_messages_are_skipped(
     assert "not JSON" in caplog.text
 
 
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ----------------------------------------------------------------------------- end to end
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
 
 
 async def test_talk_end_to_end(
@@ -392,7 +318,7 @@ async def test_canary_key_never_leaks(
     for auth_by_close in (False, True):
         async with FakeAssemblyAI(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await AssemblyAISTT(bad.url, policy=POLICY).open("en")
+                await AssemblyAISTT(bad.url, policy=FAST).open("en")
             texts.append("".join(traceback.format_exception(caught.value)))
     # The wire log did record the handshake, with the key scrubbed from it.
     assert "Authorization: [redacted]" in caplog.text

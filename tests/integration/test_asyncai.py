@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import urllib.parse
@@ -28,63 +27,28 @@ from assistant.engines.asyncai import (
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.net.retry import Backoff, Policy
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
+from tests.cloud import FAST, espeak_wav, expected_samples, files_containing, served, texts
 from tests.fakes.async_server import FakeAsync
-from tests.fakes.contexts import RATE, synthesize_parts
+from tests.fakes.contexts import RATE
 
 KEY = "async-test-key-0123456789"
-POLICY = Policy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff=Backoff(base=0.02, cap=0.1),
-    max_retry_after=1.0,
-    close_timeout=0.5,
-)
+key_env, server = served("ASYNC_API_KEY", KEY, lambda key: FakeAsync(key=key))
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ASYNC_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeAsync]:
-    async with FakeAsync(key=key_env) as fake:
-        yield fake
-
-
-@pytest.fixture
 async def tts(server: FakeAsync) -> AsyncIterator[AsyncTTS]:
-    engine = AsyncTTS(server.url, policy=POLICY, voices_url=server.voices_url)
+    engine = AsyncTTS(server.url, policy=FAST, voices_url=server.voices_url)
     yield engine
     await engine.aclose()
-
-
-async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
-    for piece in pieces:
-        if delay:
-            await asyncio.sleep(delay)
-        yield piece
 
 
 async def speak(
     tts: AsyncTTS, pieces: Sequence[str] = PIECES, voice: str | None = None, language: str = "en"
 ) -> list[SpeechChunk]:
     return [c async for c in tts.stream(texts(pieces), voice=voice, language=language)]
-
-
-def expected_samples(pieces: Sequence[str], server: FakeAsync) -> int:
-    return sum(
-        len(part.pcm) // 2
-        for piece in pieces
-        for part in synthesize_parts(piece + " ", server.chars_per_second, server.chunk_ms)
-    )
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -120,7 +84,7 @@ async def test_reply_is_one_context_of_forced_pieces(server: FakeAsync, tts: Asy
 
 
 async def test_pieces_are_placed_by_their_length(server: FakeAsync) -> None:
-    tts = AsyncTTS(server.url, policy=POLICY)
+    tts = AsyncTTS(server.url, policy=FAST)
     tts.chars_per_second = server.chars_per_second  # as if learnt from earlier replies
     chunks = await speak(tts)
     await tts.aclose()
@@ -153,7 +117,7 @@ async def test_voice_and_language_choose_the_socket(server: FakeAsync, tts: Asyn
 
 async def test_socket_is_reused_and_kept_alive(server: FakeAsync) -> None:
     server.idle_timeout = 0.3
-    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=0.1)
+    tts = AsyncTTS(server.url, policy=FAST, keepalive_interval=0.1)
     await tts.warm_up()
     await asyncio.sleep(0.7)  # idle: only keep-alives flow
     await speak(tts, ["Still here."])
@@ -164,7 +128,7 @@ async def test_socket_is_reused_and_kept_alive(server: FakeAsync) -> None:
 
 async def test_idle_socket_closed_by_the_server_is_reopened(server: FakeAsync) -> None:
     server.idle_timeout = 0.2
-    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=60.0)
+    tts = AsyncTTS(server.url, policy=FAST, keepalive_interval=60.0)
     await speak(tts, ["One."])
     await asyncio.sleep(0.4)
     chunks = await speak(tts, ["Two."])
@@ -218,7 +182,7 @@ async def test_missing_key(server: FakeAsync, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("ASYNC_API_KEY")
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ASYNC_API_KEY"):
-        await speak(AsyncTTS(server.url, policy=POLICY))
+        await speak(AsyncTTS(server.url, policy=FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(server: FakeAsync, tts: AsyncTTS) -> None:
@@ -289,17 +253,6 @@ async def test_voices_without_a_working_key(
     await tts.voice_cache.wait()
 
 
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
-
-
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ------------------------------------------------------------------------------ end to end
 
 
@@ -351,7 +304,7 @@ async def test_canary_key_never_leaks(
         seen += result.errors + result.notices
         assert result.turns and result.audio_seconds > 0
     async with FakeAsync(key="another-key") as bad:
-        for attempt in (speak(AsyncTTS(bad.url, policy=POLICY)),
+        for attempt in (speak(AsyncTTS(bad.url, policy=FAST)),
                         AsyncTTS(bad.url, voices_url=bad.voices_url).load_voices()):  # fmt: skip
             with pytest.raises(EngineError) as caught:
                 await attempt

@@ -5,90 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from assistant.config import Settings
-from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.deepgram import DeepgramSTT, make_stt
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.net.retry import Backoff, Policy
-from assistant.engines.net.stt_driver import StreamingSession
 from assistant.talk import run_talk
+from tests.cloud import FAST, Collector, espeak_wav, files_containing, push, served, silence, speech
 from tests.fakes.deepgram_server import FakeDeepgram
 
 KEY = "dg-test-key-0123456789"
-POLICY = Policy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    attempts=3,
-    backoff=Backoff(base=0.02, cap=0.1),
-    max_retry_after=1.0,
-    reconnects=3,
-    close_timeout=0.5,
-)
-RNG = np.random.default_rng(11)
-
-
-def speech(seconds: float) -> PCM:
-    return (RNG.standard_normal(int(seconds * 16_000)) * 3000).astype(np.int16)
-
-
-def silence(seconds: float) -> PCM:
-    return np.zeros(int(seconds * 16_000), dtype=np.int16)
-
-
-async def push(session: StreamingSession, pcm: PCM) -> None:
-    for i in range(0, len(pcm), 512):
-        await session.push(pcm[i : i + 512])
-
-
-class Collector:
-    def __init__(self, session: StreamingSession) -> None:
-        self.items: list[Transcript] = []
-        self.error: EngineError | None = None
-        self.task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: StreamingSession) -> None:
-        try:
-            async for item in session.transcripts():
-                self.items.append(item)
-        except EngineError as exc:
-            self.error = exc
-
-    @property
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
-        end = time.monotonic() + timeout
-        while len(self.finals) < count:
-            assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
-            await asyncio.sleep(0.005)
-        return self.finals
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeDeepgram]:
-    async with FakeDeepgram(key=key_env) as fake:
-        yield fake
+key_env, server = served("DEEPGRAM_API_KEY", KEY, lambda key: FakeDeepgram(key=key))
 
 
 def engine(server: FakeDeepgram, **kwargs: object) -> DeepgramSTT:
-    options: dict[str, object] = {"policy": POLICY, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": FAST, "final_timeout": 1.0}
     options.update(kwargs)
     return DeepgramSTT(server.url, **options)  # type: ignore[arg-type]
 
@@ -213,7 +150,7 @@ async def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="DEEPGRAM_API_KEY"):
-        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=POLICY).open("en")
+        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=FAST).open("en")
 
 
 async def test_rate_limit_then_success(server: FakeDeepgram) -> None:
@@ -263,18 +200,7 @@ async def test_malformed_messages_are_skipped(
     assert "not JSON" in caplog.text
 
 
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ----------------------------------------------------------------------------- end to end
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
 
 
 async def test_talk_end_to_end(
@@ -323,7 +249,7 @@ async def test_canary_key_never_leaks(
         assert result.turns
     async with FakeDeepgram(key="another-key") as bad:
         with pytest.raises(EngineError) as caught:
-            await DeepgramSTT(bad.url, policy=POLICY).open("en")
+            await DeepgramSTT(bad.url, policy=FAST).open("en")
         texts.append("".join(traceback.format_exception(caught.value)))
     assert "Authorization: Token [redacted]" in caplog.text
     assert canary not in caplog.text

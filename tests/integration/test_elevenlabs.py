@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import urllib.parse
@@ -23,63 +22,28 @@ from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.net.retry import Backoff, Policy
 from assistant.spoken import SpokenText
 from assistant.talk import run_talk
-from tests.fakes.contexts import RATE, synthesize_parts
+from tests.cloud import FAST, espeak_wav, expected_samples, files_containing, served, texts
+from tests.fakes.contexts import RATE
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 
 KEY = "el-test-key-0123456789"
-POLICY = Policy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff=Backoff(base=0.02, cap=0.1),
-    max_retry_after=1.0,
-    close_timeout=0.5,
-)
+key_env, server = served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ELEVENLABS_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeElevenLabs]:
-    async with FakeElevenLabs(key=key_env) as fake:
-        yield fake
-
-
-@pytest.fixture
 async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
-    engine = ElevenLabsTTS(server.url, policy=POLICY)
+    engine = ElevenLabsTTS(server.url, policy=FAST)
     yield engine
     await engine.aclose()
-
-
-async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
-    for piece in pieces:
-        if delay:
-            await asyncio.sleep(delay)
-        yield piece
 
 
 async def speak(
     tts: ElevenLabsTTS, pieces: Sequence[str] = PIECES, **kw: float
 ) -> list[SpeechChunk]:
     return [c async for c in tts.stream(texts(pieces, **kw), voice=None, language="en")]
-
-
-def expected_samples(pieces: Sequence[str], server: FakeElevenLabs) -> int:
-    return sum(
-        len(part.pcm) // 2
-        for piece in pieces
-        for part in synthesize_parts(piece + " ", server.chars_per_second, server.chunk_ms)
-    )
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -193,7 +157,7 @@ async def test_barge_in_through_a_fallback_chain(
 
 
 async def test_context_keepalive_while_the_text_waits(server: FakeElevenLabs) -> None:
-    tts = ElevenLabsTTS(server.url, policy=POLICY, keepalive_interval=0.1)
+    tts = ElevenLabsTTS(server.url, policy=FAST, keepalive_interval=0.1)
     chunks = await speak(tts, ["Let me check.", "It is sunny."], delay=0.35)
     await tts.aclose()
     (context,) = server.contexts()
@@ -225,7 +189,7 @@ async def test_missing_key(server: FakeElevenLabs, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("ELEVENLABS_API_KEY")
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ELEVENLABS_API_KEY"):
-        await speak(ElevenLabsTTS(server.url, policy=POLICY))
+        await speak(ElevenLabsTTS(server.url, policy=FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(
@@ -312,23 +276,12 @@ async def test_voices_fall_back_to_premade_on_a_rejected_key(
     server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-abcdef")
-    tts = ElevenLabsTTS(server.url, policy=POLICY)
+    tts = ElevenLabsTTS(server.url, policy=FAST)
     with pytest.raises(EngineError, match="HTTP 401"):
         await tts.load_voices()
     assert tts.voices() == premade_voices()
     await tts.voice_cache.wait()  # the background fetch fails quietly and caches nothing
     assert tts.voices() == premade_voices()
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
-
-
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -386,10 +339,10 @@ async def test_canary_key_never_leaks(
     for auth_by_close in (False, True):
         async with FakeElevenLabs(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await speak(ElevenLabsTTS(bad.url, policy=POLICY))
+                await speak(ElevenLabsTTS(bad.url, policy=FAST))
             texts_seen.append("".join(traceback.format_exception(caught.value)))
             with pytest.raises(EngineError) as caught:
-                await ElevenLabsTTS(bad.url, policy=POLICY).load_voices()
+                await ElevenLabsTTS(bad.url, policy=FAST).load_voices()
             texts_seen.append("".join(traceback.format_exception(caught.value)))
     assert "xi-api-key: [redacted]" in caplog.text
     assert canary not in caplog.text

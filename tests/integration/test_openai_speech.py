@@ -7,33 +7,21 @@ import contextlib
 import dataclasses
 import statistics
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
-from assistant import secrets
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk, TextToSpeech
 from assistant.engines.net.retry import Backoff
 from assistant.engines.openai.speech import DEFAULT_POLICY, VOICES, OpenAISpeechTTS, make_tts
+from tests.cloud import eventually, openai_served
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 
 KEY = "sk-test-speech-0123456789"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(api_key=KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def openai_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer) -> None:
-    monkeypatch.setattr(secrets, "_backend_usable", lambda: False)  # never the real keyring
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", server.http_url)
+server, openai_env = openai_served(KEY)
 
 
 async def _pieces(*texts: str) -> AsyncIterator[str]:
@@ -48,14 +36,6 @@ async def _collect(tts: TextToSpeech, *texts: str, voice: str | None = None) -> 
 def _audio(chunks: list[SpeechChunk], piece: int) -> bytes:
     parts = [c.pcm for c in chunks if c.piece == piece]
     return np.concatenate(parts).astype("<i2").tobytes() if parts else b""
-
-
-async def _eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
 
 
 def _fast(server: FakeOpenAIServer, **kwargs: Any) -> OpenAISpeechTTS:
@@ -213,13 +193,13 @@ async def test_cancelling_mid_stream_hangs_up_at_once(server: FakeOpenAIServer) 
         await task
     assert time.monotonic() - started < 0.2
     assert len(_audio(received, 0)) < len(speech_pcm(text)) // 2
-    await _eventually(lambda: server.speech_hangups == 1)
+    await eventually(lambda: server.speech_hangups == 1)
 
     # Closing the generator (what the session does on barge-in) hangs up the same way.
     stream = tts.stream(_pieces(text), voice=None, language="en")
     await anext(stream)
     await cast(AsyncGenerator[SpeechChunk], stream).aclose()
-    await _eventually(lambda: server.speech_hangups == 2)
+    await eventually(lambda: server.speech_hangups == 2)
 
     # The pool is still healthy afterwards.
     server.chunk_delay = 0.0
