@@ -172,3 +172,34 @@ async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
 async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
     """Wait until ``predicate`` holds, and fail if it never does."""
     assert await until(predicate, seconds)
+
+
+async def talk(
+    tmp_path: Path,
+    engines: tuple[Any, Any, Any],
+    *,
+    settings: Any = None,
+    pace: str = "fast",
+    output: bool = True,
+) -> Any:
+    """``parley talk`` on a spoken "What time is it?" with ``engines``; history (and the reply's
+    audio, with ``output``) under ``tmp_path``."""
+    from assistant.config import Settings
+    from assistant.talk import run_talk
+
+    return await run_talk(
+        espeak_wav(tmp_path, "What time is it?"),
+        settings=settings or Settings(),
+        pace=pace,  # type: ignore[arg-type]
+        engines=engines,
+        history_dir=tmp_path / "history",
+        output_path=tmp_path / "out.wav" if output else None,
+        idle_timeout=20,
+    )
+
+
+def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> None:
+    """``key`` is in no log line, no message or traceback, no file under ``root``."""
+    assert key not in log
+    assert all(key not in text for text in texts)
+    assert files_containing(root, key) == []

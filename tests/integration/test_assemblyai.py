@@ -22,34 +22,26 @@ from assistant.engines.assemblyai import (
 from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.fake import FakeLLM, FakeTTS
 from assistant.engines.net.stt_driver import StreamingSession
-from assistant.talk import run_talk
-from tests.cloud import (
-    FAST,
-    Collector,
-    espeak_wav,
-    files_containing,
-    push,
-    served,
-    silence,
-    speech,
-)
+from tests import cloud
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 
 KEY = "aai-test-key-0123456789"
-key_env, server = served("ASSEMBLYAI_API_KEY", KEY, lambda key: FakeAssemblyAI(key=key))
+key_env, server = cloud.served("ASSEMBLYAI_API_KEY", KEY, lambda key: FakeAssemblyAI(key=key))
 
 
 def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
-    options: dict[str, object] = {"policy": FAST, "format_timeout": 0.3, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": cloud.FAST, "format_timeout": 0.3, "final_timeout": 1.0}
     options.update(kwargs)
     return AssemblyAISTT(server.url, **options)  # type: ignore[arg-type]
 
 
-async def one_turn(server: FakeAssemblyAI, **kwargs: object) -> tuple[Collector, StreamingSession]:
+async def one_turn(
+    server: FakeAssemblyAI, **kwargs: object
+) -> tuple[cloud.Collector, StreamingSession]:
     session = await engine(server, **kwargs).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.6))
-    await push(session, silence(0.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.6))
+    await cloud.push(session, cloud.silence(0.1))
     await session.end_turn()
     await collector.wait_finals()
     return collector, session
@@ -107,9 +99,9 @@ async def test_missing_formatted_end_falls_back_to_raw(server: FakeAssemblyAI) -
 async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
     server.end_silence = 0.3
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.5))
-    await push(session, silence(0.5))  # no end_turn: the server decides
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.5))
+    await cloud.push(session, cloud.silence(0.5))  # no end_turn: the server decides
     finals = await collector.wait_finals()
     await session.aclose()
     assert [t.text for t in finals] == ["What time is it?"]
@@ -120,7 +112,7 @@ async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
 async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
     collector, session = await one_turn(server)
     await session.clear()
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals(2)
     await session.aclose()
@@ -129,7 +121,7 @@ async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
 
 async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyAI) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -139,11 +131,11 @@ async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyA
 
 async def test_audio_is_batched_and_paced_to_real_time(server: FakeAssemblyAI) -> None:
     session = await engine(server, burst=0.5).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     started = time.monotonic()
-    await push(session, speech(1.5))  # pushed far faster than real time
+    await cloud.push(session, cloud.speech(1.5))  # pushed far faster than real time
     pushed = time.monotonic() - started
-    await push(session, silence(0.03))  # a short remainder: padded to 50 ms at the end
+    await cloud.push(session, cloud.silence(0.03))  # a short remainder: padded to 50 ms at the end
     await session.end_turn()
     finals = await collector.wait_finals()
     elapsed = time.monotonic() - started
@@ -158,11 +150,11 @@ async def test_audio_is_batched_and_paced_to_real_time(server: FakeAssemblyAI) -
 
 async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeAssemblyAI) -> None:
     session = await engine(server, burst=0.3).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))  # mostly still waiting for the pacer...
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))  # mostly still waiting for the pacer...
     await session.end_turn()
     await session.clear()  # ...when the next utterance starts
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals(2)
     await session.aclose()
@@ -172,12 +164,12 @@ async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeA
 
 async def test_clear_discards_a_noise_turn(server: FakeAssemblyAI) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.4))  # a false interruption, say
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.4))  # a false interruption, say
     await collector.wait_items()
     await session.clear()
     await asyncio.sleep(0.2)
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals()
     await asyncio.sleep(0.2)
@@ -205,7 +197,7 @@ async def test_missing_key_names_where_to_set_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ASSEMBLYAI_API_KEY"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=FAST).open("en")
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
 
 async def test_server_errors_are_retried_with_backoff(server: FakeAssemblyAI) -> None:
@@ -219,12 +211,12 @@ async def test_persistent_server_error_fails(server: FakeAssemblyAI) -> None:
     server.handshake_faults = [(500, {})] * 5
     with pytest.raises(EngineError, match="HTTP 500"):
         await engine(server).open("en")
-    assert len(server.requests) == FAST.attempts
+    assert len(server.requests) == cloud.FAST.attempts
 
 
 async def test_unreachable_server_is_unavailable(key_env: str) -> None:
     with pytest.raises(EngineError, match="unreachable"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=FAST).open("en")
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
 
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
@@ -234,8 +226,8 @@ async def test_dropped_connection_reconnects_and_resends_the_turn(
     server.drop_after_audio = 0.3
     server.drop_code = code
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.6))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.6))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -247,13 +239,13 @@ async def test_dropped_connection_reconnects_and_resends_the_turn(
 async def test_reconnect_gives_up_after_repeated_failures(server: FakeAssemblyAI) -> None:
     server.drop_after_audio = 0.2
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     server.handshake_faults = [(500, {})] * 50
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await asyncio.wait_for(collector.task, 5.0)
     assert isinstance(collector.error, EngineError)
     with pytest.raises(EngineError):
-        await session.push(speech(0.1))
+        await session.push(cloud.speech(0.1))
     await session.aclose()
 
 
@@ -280,13 +272,8 @@ async def test_talk_end_to_end(
     assert stt.endpoint == server.url
     llm = FakeLLM(reply=lambda request: "It is noon.", ttft=0.02)
     tts = FakeTTS(first_audio_delay=0.01, chars_per_second=60)
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=settings,
-        pace="realtime",
-        engines=(stt, llm, tts),
-        history_dir=tmp_path / "history",
-        idle_timeout=20,
+    result = await cloud.talk(
+        tmp_path, (stt, llm, tts), settings=settings, pace="realtime", output=False
     )
     assert not result.errors, result.errors
     assert [t.user_text for t in result.turns] == ["What time is it?"]
@@ -304,27 +291,19 @@ async def test_canary_key_never_leaks(
     async with FakeAssemblyAI(key=canary) as good:
         monkeypatch.setenv("PARLEY_ASSEMBLYAI_URL", good.url)
         good.drop_after_audio = 0.3  # a reconnect too
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0)),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
+        result = await cloud.talk(
+            tmp_path, (make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0))
         )
         texts += result.errors + result.notices
         assert result.turns
     for auth_by_close in (False, True):
         async with FakeAssemblyAI(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await AssemblyAISTT(bad.url, policy=FAST).open("en")
+                await AssemblyAISTT(bad.url, policy=cloud.FAST).open("en")
             texts.append("".join(traceback.format_exception(caught.value)))
     # The wire log did record the handshake, with the key scrubbed from it.
     assert "Authorization: [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency
@@ -335,10 +314,10 @@ async def test_added_latency_over_the_server(server: FakeAssemblyAI) -> None:
     server.force_delay = 0.02
     server.format_delay = 0.05
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     added: list[float] = []
     for n in range(1, 6):
-        await push(session, speech(0.3))
+        await cloud.push(session, cloud.speech(0.3))
         await asyncio.sleep(0.35)  # the audio has gone out: measure the end of turn alone
         started = time.monotonic()
         await session.end_turn()

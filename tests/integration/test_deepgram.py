@@ -7,6 +7,7 @@ import logging
 import statistics
 import time
 import traceback
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -14,18 +15,17 @@ import pytest
 
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError
-from assistant.engines.deepgram import DeepgramSTT, make_stt
+from assistant.engines.deepgram import DeepgramSTT, DeepgramWire, make_stt
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.talk import run_talk
-from tests.cloud import FAST, Collector, espeak_wav, files_containing, push, served, silence, speech
+from tests import cloud
 from tests.fakes.deepgram_server import FakeDeepgram
 
 KEY = "dg-test-key-0123456789"
-key_env, server = served("DEEPGRAM_API_KEY", KEY, lambda key: FakeDeepgram(key=key))
+key_env, server = cloud.served("DEEPGRAM_API_KEY", KEY, lambda key: FakeDeepgram(key=key))
 
 
 def engine(server: FakeDeepgram, **kwargs: object) -> DeepgramSTT:
-    options: dict[str, object] = {"policy": FAST, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": cloud.FAST, "final_timeout": 1.0}
     options.update(kwargs)
     return DeepgramSTT(server.url, **options)  # type: ignore[arg-type]
 
@@ -36,19 +36,11 @@ def engine(server: FakeDeepgram, **kwargs: object) -> DeepgramSTT:
 async def test_request_carries_documented_parameters(server: FakeDeepgram) -> None:
     session = await engine(server).open("en")
     await session.aclose()
-    assert server.query() == {
-        "model": "nova-3",
-        "language": "en-US",
-        "encoding": "linear16",
-        "sample_rate": "16000",
-        "channels": "1",
-        "interim_results": "true",
-        "punctuate": "true",
-        "smart_format": "true",
-        "vad_events": "true",
-        "endpointing": "300",
-        "utterance_end_ms": "1000",
-    }
+    # The documented parameters, as the wire rules build them (see tests/wire).
+    assert (
+        server.requests[0].path
+        == "/v1/listen?" + urllib.parse.urlsplit(DeepgramWire(server.url, "en").url()).query
+    )
     assert server.requests[0].headers["Authorization"] == f"Token {KEY}"
     assert server.count("CloseStream") == 1
 
@@ -56,8 +48,8 @@ async def test_request_carries_documented_parameters(server: FakeDeepgram) -> No
 async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(1.1))  # two is_final segments and an interim tail
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(1.1))  # two is_final segments and an interim tail
     await session.end_turn()
     finals = await collector.wait_finals()
     await asyncio.sleep(0.2)
@@ -72,9 +64,9 @@ async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) ->
 
 async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
-    await push(session, silence(1.2))  # speech_final at 0.3 s, UtteranceEnd at 1.0 s
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
+    await cloud.push(session, cloud.silence(1.2))  # speech_final at 0.3 s, UtteranceEnd at 1.0 s
     await asyncio.sleep(0.1)
     await session.aclose()
     assert [t.text for t in collector.finals] == ["What time is it?"]
@@ -84,9 +76,9 @@ async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
 async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
     server.endpointing = None  # no speech_final: only UtteranceEnd
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
-    await push(session, silence(1.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
+    await cloud.push(session, cloud.silence(1.1))
     finals = await collector.wait_finals()
     await session.aclose()
     assert [t.text for t in finals] == ["What time is it?"]
@@ -95,10 +87,10 @@ async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
 async def test_two_turns(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     for _ in range(2):
         await session.clear()
-        await push(session, speech(0.8))
+        await cloud.push(session, cloud.speech(0.8))
         await session.end_turn()
         await collector.wait_finals(len(collector.finals) + 1)
     await session.aclose()
@@ -119,9 +111,9 @@ async def test_idle_close_without_keepalive_reconnects(server: FakeDeepgram) -> 
     server.idle_timeout = 0.3
     server.endpointing = server.utterance_end = None
     session = await engine(server, keepalive_interval=60.0).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     await asyncio.sleep(0.6)  # the server closes the idle socket with 1011
-    await push(session, speech(0.8))
+    await cloud.push(session, cloud.speech(0.8))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -133,8 +125,8 @@ async def test_unanswered_finalize_falls_back_to_the_partial(server: FakeDeepgra
     server.endpointing = server.utterance_end = None
     server.answer_finalize = False  # the server stalls
     session = await engine(server, final_timeout=0.3).open("en")
-    collector = Collector(session)
-    await push(session, speech(1.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(1.1))
     started = time.monotonic()
     await session.end_turn()
     finals = await collector.wait_finals()
@@ -150,7 +142,7 @@ async def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="DEEPGRAM_API_KEY"):
-        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=FAST).open("en")
+        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=cloud.FAST).open("en")
 
 
 async def test_rate_limit_then_success(server: FakeDeepgram) -> None:
@@ -174,8 +166,8 @@ async def test_dropped_connection_reconnects(server: FakeDeepgram, code: int | N
     server.drop_after_audio = 0.4
     server.drop_code = code
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -191,8 +183,8 @@ async def test_malformed_messages_are_skipped(
     server.endpointing = server.utterance_end = None
     with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         session = await engine(server).open("en")
-        collector = Collector(session)
-        await push(session, speech(0.9))
+        collector = cloud.Collector(session)
+        await cloud.push(session, cloud.speech(0.9))
         await session.end_turn()
         finals = await collector.wait_finals()
         await session.aclose()
@@ -209,17 +201,15 @@ async def test_talk_end_to_end(
     server.endpointing = server.utterance_end = None  # push-to-talk release ends the turn
     monkeypatch.setenv("PARLEY_DEEPGRAM_URL", server.url)
     settings = Settings()
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=settings,
-        pace="fast",
-        engines=(
+    result = await cloud.talk(
+        tmp_path,
+        (
             make_stt(settings),
             FakeLLM(reply=lambda request: "It is noon.", ttft=0.02),
             FakeTTS(first_audio_delay=0.01),
         ),
-        history_dir=tmp_path / "history",
-        idle_timeout=20,
+        settings=settings,
+        output=False,
     )
     assert not result.errors, result.errors
     assert [t.user_text for t in result.turns] == ["What time is it?"]
@@ -236,25 +226,17 @@ async def test_canary_key_never_leaks(
     texts: list[str] = []
     async with FakeDeepgram(key=canary, drop_after_audio=0.3) as good:
         monkeypatch.setenv("PARLEY_DEEPGRAM_URL", good.url)
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0)),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
+        result = await cloud.talk(
+            tmp_path, (make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0))
         )
         texts += result.errors + result.notices
         assert result.turns
     async with FakeDeepgram(key="another-key") as bad:
         with pytest.raises(EngineError) as caught:
-            await DeepgramSTT(bad.url, policy=FAST).open("en")
+            await DeepgramSTT(bad.url, policy=cloud.FAST).open("en")
         texts.append("".join(traceback.format_exception(caught.value)))
     assert "Authorization: Token [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency
@@ -264,11 +246,11 @@ async def test_added_latency_over_the_server(server: FakeDeepgram) -> None:
     """Finalize → final transcript, less the fake server's own delay."""
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     added: list[float] = []
     for n in range(1, 6):
         await session.clear()
-        await push(session, speech(0.5))
+        await cloud.push(session, cloud.speech(0.5))
         await asyncio.sleep(0.1)
         started = time.monotonic()
         await session.end_turn()

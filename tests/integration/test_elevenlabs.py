@@ -23,19 +23,18 @@ from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts,
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
-from assistant.talk import run_talk
-from tests.cloud import FAST, espeak_wav, expected_samples, files_containing, served, texts
+from tests import cloud
 from tests.fakes.contexts import RATE
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 
 KEY = "el-test-key-0123456789"
-key_env, server = served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
+key_env, server = cloud.served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
 async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
-    engine = ElevenLabsTTS(server.url, policy=FAST)
+    engine = ElevenLabsTTS(server.url, policy=cloud.FAST)
     yield engine
     await engine.aclose()
 
@@ -43,7 +42,7 @@ async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
 async def speak(
     tts: ElevenLabsTTS, pieces: Sequence[str] = PIECES, **kw: float
 ) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(texts(pieces, **kw), voice=None, language="en")]
+    return [c async for c in tts.stream(cloud.texts(pieces, **kw), voice=None, language="en")]
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -68,7 +67,7 @@ async def test_reply_is_one_context_of_flushed_pieces(
     assert server.received[-1] == {"context_id": context, "close_context": True}
     assert server.finals == [context]
     # Audio: every sample the server sent, in piece order, each piece closed once.
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert all(c.sample_rate == RATE for c in chunks)
     assert [c.piece for c in chunks] == sorted(c.piece for c in chunks)
     assert [c.piece for c in chunks if c.last] == [0, 1, 2]
@@ -121,7 +120,7 @@ async def test_socket_is_reused_across_replies(server: FakeElevenLabs, tts: Elev
 async def test_barge_in_closes_only_the_context(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     server.realtime_factor = 1.0  # slow enough to be interrupted
     long_text = ["This reply goes on and on for quite a while, with many words to say."]
-    stream = tts.stream(texts(long_text), voice=None, language="en")
+    stream = tts.stream(cloud.texts(long_text), voice=None, language="en")
     first = await anext(stream)
     assert len(first.pcm)
     await stream.aclose()  # the user barged in
@@ -131,7 +130,7 @@ async def test_barge_in_closes_only_the_context(server: FakeElevenLabs, tts: Ele
     # The same socket speaks the next reply; late audio of the old context is not in it.
     chunks = await speak(tts, ["Yes?"])
     assert server.connections == 1
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Yes?"], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Yes?"], server)
     assert {c.text for c in chunks} == {"Yes?"}
 
 
@@ -141,7 +140,7 @@ async def test_barge_in_through_a_fallback_chain(
     """The session speaks through a fallback chain: closing it must reach the context too."""
     server.realtime_factor = 1.0
     chain = FallbackTTS([tts, FakeTTS()])
-    pieces = texts(["A long reply that will be cut short by the user."])
+    pieces = cloud.texts(["A long reply that will be cut short by the user."])
     # The chain's stream is an async generator, as the session's ``aclosing`` expects.
     stream = cast(
         AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
@@ -157,12 +156,12 @@ async def test_barge_in_through_a_fallback_chain(
 
 
 async def test_context_keepalive_while_the_text_waits(server: FakeElevenLabs) -> None:
-    tts = ElevenLabsTTS(server.url, policy=FAST, keepalive_interval=0.1)
+    tts = ElevenLabsTTS(server.url, policy=cloud.FAST, keepalive_interval=0.1)
     chunks = await speak(tts, ["Let me check.", "It is sunny."], delay=0.35)
     await tts.aclose()
     (context,) = server.contexts()
     assert {"context_id": context, "text": ""} in server.received
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(
         ["Let me check.", "It is sunny."], server
     )
 
@@ -189,7 +188,7 @@ async def test_missing_key(server: FakeElevenLabs, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("ELEVENLABS_API_KEY")
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ELEVENLABS_API_KEY"):
-        await speak(ElevenLabsTTS(server.url, policy=FAST))
+        await speak(ElevenLabsTTS(server.url, policy=cloud.FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(
@@ -200,7 +199,7 @@ async def test_rate_limit_and_server_errors_are_retried(
     chunks = await speak(tts, ["Hi."])
     assert time.monotonic() - started >= 0.2
     assert len(server.requests) == 3
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Hi."], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Hi."], server)
 
 
 async def test_persistent_server_error(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -217,13 +216,13 @@ async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server.drop_code = code
     got: list[SpeechChunk] = []
     with pytest.raises(EngineError, match="connection dropped") as caught:
-        async for chunk in tts.stream(texts(PIECES), voice=None, language="en"):
+        async for chunk in tts.stream(cloud.texts(PIECES), voice=None, language="en"):
             got.append(chunk)
     assert caught.value.retryable
     assert sum(len(c.pcm) for c in got) > 0  # it failed after output
     chunks = await speak(tts, ["Back again."])
     assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Back again."], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Back again."], server)
 
 
 async def test_stall_mid_reply_times_out(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -244,7 +243,7 @@ async def test_malformed_messages_are_skipped(
     server.garbage = True
     with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert "not JSON" in caplog.text
 
 
@@ -276,7 +275,7 @@ async def test_voices_fall_back_to_premade_on_a_rejected_key(
     server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-abcdef")
-    tts = ElevenLabsTTS(server.url, policy=FAST)
+    tts = ElevenLabsTTS(server.url, policy=cloud.FAST)
     with pytest.raises(EngineError, match="HTTP 401"):
         await tts.load_voices()
     assert tts.voices() == premade_voices()
@@ -293,14 +292,8 @@ async def test_talk_end_to_end(
     monkeypatch.setenv("PARLEY_ELEVENLABS_URL", server.url)
     reply = "It is noon. Anything else?"
     tts = make_tts(Settings())
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=Settings(),
-        pace="fast",
-        engines=(FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts),
-        history_dir=tmp_path / "history",
-        output_path=tmp_path / "out.wav",
-        idle_timeout=20,
+    result = await cloud.talk(
+        tmp_path, (FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts)
     )
     await tts.aclose()
     assert not result.errors, result.errors
@@ -308,7 +301,8 @@ async def test_talk_end_to_end(
     spoken = "".join(server.texts(server.contexts()[0]))
     assert spoken.split() == reply.split()
     assert result.audio_seconds == pytest.approx(
-        expected_samples([m.strip() for m in server.texts(server.contexts()[0])], server) / RATE,
+        cloud.expected_samples([m.strip() for m in server.texts(server.contexts()[0])], server)
+        / RATE,
         abs=0.05,
     )
 
@@ -323,15 +317,7 @@ async def test_canary_key_never_leaks(
     async with FakeElevenLabs(key=canary, drop_after_audio=0) as good:
         monkeypatch.setenv("PARLEY_ELEVENLABS_URL", good.url)
         tts = make_tts(Settings())
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(FakeSTT(), FakeLLM(ttft=0.01), tts),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
-        )
+        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
         await tts.load_voices()
         await tts.aclose()
         texts_seen += result.errors + result.notices
@@ -339,15 +325,13 @@ async def test_canary_key_never_leaks(
     for auth_by_close in (False, True):
         async with FakeElevenLabs(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await speak(ElevenLabsTTS(bad.url, policy=FAST))
+                await speak(ElevenLabsTTS(bad.url, policy=cloud.FAST))
             texts_seen.append("".join(traceback.format_exception(caught.value)))
             with pytest.raises(EngineError) as caught:
-                await ElevenLabsTTS(bad.url, policy=FAST).load_voices()
+                await ElevenLabsTTS(bad.url, policy=cloud.FAST).load_voices()
             texts_seen.append("".join(traceback.format_exception(caught.value)))
     assert "xi-api-key: [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts_seen)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, texts_seen, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency

@@ -28,11 +28,11 @@ from assistant.engines.net.stt_driver import StreamingSession
 from assistant.engines.openai.realtime import OpenAIRealtimeSTT, make_stt
 from assistant.engines.openai.speech import make_tts
 from assistant.talk import TalkResult, run_talk, write_timeline
-from tests.cloud import Collector, eventually, openai_served
+from tests import cloud
 from tests.fakes.openai_server import FakeOpenAIServer, speech_pcm
 
 KEY = "sk-test-realtime-0123456789"
-server, openai_env = openai_served(KEY)
+server, openai_env = cloud.openai_served(KEY)
 RATE = 16_000
 FRAME = 512
 
@@ -62,12 +62,12 @@ async def test_partials_then_final_over_a_prewarmed_socket(server: FakeOpenAISer
     session = await stt.open("en")
     assert server.ws_connections == 1  # the warm socket was handed over: no new handshake
     assert session.sample_rate == 16_000
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     audio = _tone(1.0)
     await _say(session, audio)
     await session.end_turn()
     # ``end_turn`` returns once the final has been emitted.
-    await eventually(lambda: reader.final_texts() == ["what time is it"])
+    await cloud.eventually(lambda: reader.final_texts() == ["what time is it"])
     assert reader.partials() == ["what", "what time", "what time is", "what time is it"]
     final = next(t for t in reader.items if t.is_final)
     assert final.start == 0.0 and final.end == pytest.approx(1.0, abs=0.04)
@@ -95,7 +95,7 @@ async def test_language_of_open_reconfigures_the_warm_socket(server: FakeOpenAIS
     stt = _fast(server, language="en")
     await stt.warm_up()
     session = await stt.open("de-DE")
-    await eventually(lambda: len(server.session_updates) == 2)
+    await cloud.eventually(lambda: len(server.session_updates) == 2)
     await session.aclose()
     inputs = [u["session"]["audio"]["input"] for u in server.session_updates]
     languages = [i["transcription"]["language"] for i in inputs]
@@ -106,7 +106,7 @@ async def test_language_of_open_reconfigures_the_warm_socket(server: FakeOpenAIS
 async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5, 300.0))
     await session.clear()
     await _say(session, _tone(0.4))
@@ -120,10 +120,10 @@ async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> No
 async def test_a_click_is_not_committed(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.05))
     await session.end_turn()
-    await eventually(lambda: reader.final_texts() == [""])
+    await cloud.eventually(lambda: reader.final_texts() == [""])
     await session.aclose()
     assert server.commits == []
 
@@ -135,7 +135,7 @@ async def test_malformed_messages_are_skipped(
     server.transcripts.append("still understood")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     with caplog.at_level(logging.WARNING):
         await session.end_turn()
@@ -153,7 +153,7 @@ async def test_a_failed_item_fails_the_turn_and_the_next_one_works(
     server.transcripts.extend(["lost", "second try"])
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     with pytest.raises(EngineError) as caught:
         await session.end_turn()
@@ -169,7 +169,7 @@ async def test_no_transcript_in_time_fails_the_turn(server: FakeOpenAIServer) ->
     server.realtime_faults.append("silent")
     stt = _fast(server, final_timeout=0.3)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
@@ -189,14 +189,14 @@ async def test_close_1011_after_commit_fails_that_turn_then_reconnects(
     server.transcripts.append("after the reconnect")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
         await session.end_turn()
     assert time.monotonic() - started < 1.0  # failed at once, not after the final timeout
     assert "1011" in str(caught.value) and caught.value.retryable
-    await eventually(lambda: server.ws_connections == 2 and session.connections == 2)
+    await cloud.eventually(lambda: server.ws_connections == 2 and session.connections == 2)
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
@@ -209,11 +209,11 @@ async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenA
     server.transcripts.append("a fresh start")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.3))
-    await eventually(lambda: len(server.append_sizes) >= 2)
+    await cloud.eventually(lambda: len(server.append_sizes) >= 2)
     server.drop_realtime(1011)
-    await eventually(lambda: session.connections == 2)
+    await cloud.eventually(lambda: session.connections == 2)
     with pytest.raises(EngineError) as caught:
         await _say(session, _tone(0.1))
     assert "dropped" in str(caught.value)
@@ -229,9 +229,9 @@ async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenA
 async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1006)
-    await eventually(lambda: session.connections == 2)
+    await cloud.eventually(lambda: session.connections == 2)
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
@@ -241,7 +241,7 @@ async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> 
 async def test_audio_spoken_while_reconnecting_is_kept(server: FakeOpenAIServer) -> None:
     stt = _fast(server, policy={"backoff": Backoff(base=0.3, cap=0.3, jitter=0.0)})
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1011)
     await asyncio.sleep(0.05)  # down, and the reconnect waits 300 ms
     assert session.connections == 1
@@ -257,7 +257,7 @@ async def test_a_server_that_stays_down_ends_the_session_with_an_error(
 ) -> None:
     stt = _fast(server, policy={"reconnects": 2})
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     await asyncio.to_thread(server.stop)
     await asyncio.wait_for(reader.task, 5)
     assert isinstance(reader.error, EngineError)
@@ -270,7 +270,7 @@ async def test_a_server_that_stays_down_ends_the_session_with_an_error(
 async def test_policy_close_is_not_retried(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1008)
     await asyncio.wait_for(reader.task, 5)
     assert isinstance(reader.error, EngineError) and not reader.error.retryable
@@ -321,14 +321,14 @@ async def test_added_latency_from_commit_to_final(server: FakeOpenAIServer) -> N
     stt = make_stt(Settings())
     await stt.warm_up()
     session = await stt.open("en")
-    reader = Collector(session)
+    reader = cloud.Collector(session)
     added: list[float] = []
     for i in range(5):
         sent = sum(server.append_sizes)
         await _say(session, _tone(0.5))
         # Audio is pushed here far faster than a microphone gives it: let the whole batches go
         # out first, so that the end of the turn is measured alone.
-        await eventually(lambda sent=sent: sum(server.append_sizes) - sent >= 0.3 * 48_000)
+        await cloud.eventually(lambda sent=sent: sum(server.append_sizes) - sent >= 0.3 * 48_000)
         called = time.monotonic()
         await session.end_turn()
         final = [t for t in reader.items if t.is_final][-1]
@@ -453,7 +453,7 @@ async def test_the_key_never_leaks(
         with pytest.raises(EngineError) as failed:
             await session.end_turn()
         keep(failed.value)
-        await eventually(lambda: session.usable and session.connections >= 1)
+        await cloud.eventually(lambda: session.usable and session.connections >= 1)
         await session.clear()
     await session.aclose()
 

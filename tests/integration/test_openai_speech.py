@@ -17,11 +17,11 @@ from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk, TextToSpeech
 from assistant.engines.net.retry import Backoff
 from assistant.engines.openai.speech import DEFAULT_POLICY, VOICES, OpenAISpeechTTS, make_tts
-from tests.cloud import eventually, openai_served
+from tests import cloud
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 
 KEY = "sk-test-speech-0123456789"
-server, openai_env = openai_served(KEY)
+server, openai_env = cloud.openai_served(KEY)
 
 
 async def _pieces(*texts: str) -> AsyncIterator[str]:
@@ -193,13 +193,13 @@ async def test_cancelling_mid_stream_hangs_up_at_once(server: FakeOpenAIServer) 
         await task
     assert time.monotonic() - started < 0.2
     assert len(_audio(received, 0)) < len(speech_pcm(text)) // 2
-    await eventually(lambda: server.speech_hangups == 1)
+    await cloud.eventually(lambda: server.speech_hangups == 1)
 
     # Closing the generator (what the session does on barge-in) hangs up the same way.
     stream = tts.stream(_pieces(text), voice=None, language="en")
     await anext(stream)
     await cast(AsyncGenerator[SpeechChunk], stream).aclose()
-    await eventually(lambda: server.speech_hangups == 2)
+    await cloud.eventually(lambda: server.speech_hangups == 2)
 
     # The pool is still healthy afterwards.
     server.chunk_delay = 0.0

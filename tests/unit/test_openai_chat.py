@@ -349,14 +349,16 @@ async def test_unreachable_server_names_the_url() -> None:
     assert info.value.retryable is True
 
 
-async def test_stopping_early_closes_the_http_stream(server: FakeServer) -> None:
-    async def endless(writer: asyncio.StreamWriter) -> None:
-        writer.write(SSE_HEAD)
-        for i in range(1000):
-            writer.write(event(chunk({"content": f"{i} "})))
-            await writer.drain()
-            await asyncio.sleep(0.02)
+async def endless(writer: asyncio.StreamWriter) -> None:
+    """An answer that never ends: a number every 20 ms."""
+    writer.write(SSE_HEAD)
+    for i in range(1000):
+        writer.write(event(chunk({"content": f"{i} "})))
+        await writer.drain()
+        await asyncio.sleep(0.02)
 
+
+async def test_stopping_early_closes_the_http_stream(server: FakeServer) -> None:
     server.handlers.append(endless)
     gen = llm_for(server).stream(HELLO)
     first = await anext(gen)
@@ -368,13 +370,6 @@ async def test_stopping_early_closes_the_http_stream(server: FakeServer) -> None
 
 
 async def test_cancelling_the_consumer_closes_the_http_stream(server: FakeServer) -> None:
-    async def endless(writer: asyncio.StreamWriter) -> None:
-        writer.write(SSE_HEAD)
-        for i in range(1000):
-            writer.write(event(chunk({"content": f"{i} "})))
-            await writer.drain()
-            await asyncio.sleep(0.02)
-
     server.handlers.append(endless)
     streaming = asyncio.Event()
 

@@ -95,12 +95,6 @@ AAI_MESSAGES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("messages", "events"), [c[1:] for c in AAI_MESSAGES],
-                         ids=[c[0] for c in AAI_MESSAGES])  # fmt: skip
-def test_assemblyai_messages(messages: list[Any], events: list[SttEvent]) -> None:
-    assert feed(AssemblyAIWire("wss://x/v3/ws", "en"), *messages) == events
-
-
 def test_assemblyai_connection() -> None:
     wire = AssemblyAIWire("wss://streaming.assemblyai.com/v3/ws", "en")
     assert query(wire.url()) == {"sample_rate": "16000", "encoding": "pcm_s16le",
@@ -218,19 +212,25 @@ DG_MESSAGES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("messages", "events"), [c[1:] for c in DG_MESSAGES],
-                         ids=[c[0] for c in DG_MESSAGES])  # fmt: skip
-def test_deepgram_messages(messages: list[Any], events: list[SttEvent]) -> None:
-    assert feed(DeepgramWire("wss://x/v1/listen", "en"), *messages) == events
+WIRES = {"assemblyai": AssemblyAIWire, "deepgram": DeepgramWire}
+TABLES = [("assemblyai", *case) for case in AAI_MESSAGES] + [
+    ("deepgram", *case) for case in DG_MESSAGES
+]
+
+
+@pytest.mark.parametrize(("provider", "messages", "events"), [(c[0], *c[2:]) for c in TABLES],
+                         ids=[f"{c[0]}: {c[1]}" for c in TABLES])  # fmt: skip
+def test_endpointed_messages(provider: str, messages: list[Any], events: list[SttEvent]) -> None:
+    assert feed(WIRES[provider]("wss://x/ws", "en"), *messages) == events
 
 
 def test_deepgram_connection() -> None:
     wire = DeepgramWire("wss://api.deepgram.com/v1/listen", "en")
-    assert query(wire.url()) == {
-        "model": "nova-3", "language": "en-US", "encoding": "linear16", "sample_rate": "16000",
-        "channels": "1", "interim_results": "true", "punctuate": "true", "smart_format": "true",
-        "vad_events": "true", "endpointing": "300", "utterance_end_ms": "1000",
-    }  # fmt: skip
+    assert urllib.parse.urlsplit(wire.url()).query == (
+        "model=nova-3&language=en-US&encoding=linear16&sample_rate=16000&channels=1"
+        "&interim_results=true&punctuate=true&smart_format=true&vad_events=true&endpointing=300"
+        "&utterance_end_ms=1000"
+    )
     assert wire.headers(KEY) == {"Authorization": f"Token {KEY}"}
     assert not wire.greets and wire.start() == []
     assert wire.keepalive == (4.0, Outgoing('{"type": "KeepAlive"}'))

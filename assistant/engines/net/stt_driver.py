@@ -21,19 +21,10 @@ from websockets.exceptions import ConnectionClosed
 
 from assistant import secrets
 from assistant.engines.base import PCM, EngineError, Transcript
+from assistant.engines.net import stt_protocol as stt
 from assistant.engines.net.messages import Outgoing
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.stt_protocol import (
-    Failed,
-    Final,
-    Finished,
-    Partial,
-    Ready,
-    SttEvent,
-    SttWire,
-    TurnFailed,
-)
 from assistant.engines.net.websocket import ReconnectingSocket, closed_error, connect
 
 log = logging.getLogger(__name__)
@@ -44,7 +35,7 @@ class StreamingSession:
 
     def __init__(
         self,
-        wire: SttWire,
+        wire: stt.SttWire,
         *,
         key: str,
         policy: Policy,
@@ -161,10 +152,10 @@ class StreamingSession:
                     wire.receive(await ws.recv(), self._loop.time())
                     events = wire.events_received()
                     for event in events:
-                        if isinstance(event, Failed):
+                        if isinstance(event, stt.Failed):
                             raise event.error
                         self._dispatch(event)
-                    if any(isinstance(event, Ready) for event in events):
+                    if any(isinstance(event, stt.Ready) for event in events):
                         return
         except TimeoutError:
             waited = self.policy.first_message_timeout
@@ -207,23 +198,23 @@ class StreamingSession:
             self._dispatch(event)
         self._arm()
 
-    def _dispatch(self, event: SttEvent) -> None:
+    def _dispatch(self, event: stt.SttEvent) -> None:
         match event:
-            case Partial(text, start, end):
+            case stt.Partial(text, start, end):
                 self._transcripts.put_nowait(Transcript(text, False, start, end))
-            case Final(text, start, end, language, turn):
+            case stt.Final(text, start, end, language, turn):
                 final = Transcript(text, True, start, end, end_of_turn=True, language=language)
                 self._transcripts.put_nowait(final)
                 waiter = self._waiters.get(turn)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-            case TurnFailed(error, turn):
+            case stt.TurnFailed(error, turn):
                 waiter = self._waiters.get(turn)
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(error)
-            case Finished():
+            case stt.Finished():
                 self._finished.set()
-            case Failed(error):
+            case stt.Failed(error):
                 self._socket.abort(error)
 
     def _arm(self) -> None:
@@ -276,7 +267,7 @@ class PrewarmedSTT:
     policy: Policy = field(default_factory=Policy)
     _warm: StreamingSession | None = field(default=None, init=False, repr=False)
 
-    def _wire(self, language: str) -> SttWire:
+    def _wire(self, language: str) -> stt.SttWire:
         raise NotImplementedError
 
     def _pacer(self) -> RealtimePacer | None:
