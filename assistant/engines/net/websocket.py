@@ -222,7 +222,8 @@ class ReconnectingSocket:
             error = await self._serve()
             if self._closing:
                 return
-            log.warning("%s", error)
+            # A socket used per reply may close while idle; one that streams must not.
+            log.log(logging.INFO if self._on_reconnect is None else logging.WARNING, "%s", error)
             if self._on_drop is not None:
                 self._on_drop(error)
             if self._on_reconnect is None:  # reconnected by the next ``ensure``
