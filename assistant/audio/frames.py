@@ -1,34 +1,5 @@
-"""The unit of captured audio that flows from the microphone (or a WAV file) to the session."""
+"""The unit of captured audio (defined in ``assistant.types``; kept here for the audio package)."""
 
-from __future__ import annotations
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 
-from dataclasses import dataclass
-
-import numpy as np
-
-from assistant.engines.base import PCM
-
-#: Rate of the capture path: what VAD and local STT consume.
-CAPTURE_RATE = 16_000
-#: 32 ms at 16 kHz: one Silero VAD window, and a frame size every STT accepts.
-FRAME_SAMPLES = 512
-
-
-@dataclass(frozen=True, slots=True)
-class AudioFrame:
-    """``FRAME_SAMPLES`` of mono int16 audio at ``CAPTURE_RATE``.
-
-    ``t`` is the monotonic time the frame's last sample was captured (for a WAV source played at
-    real-time pace, when it would have been); ``offset`` is the frame's start in seconds since the
-    source started.
-    """
-
-    pcm: PCM
-    t: float
-    offset: float
-
-    @property
-    def rms(self) -> float:
-        """Root-mean-square level in [0, 1], for level meters."""
-        x = self.pcm.astype(np.float32) / 32768.0
-        return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+__all__ = ["CAPTURE_RATE", "FRAME_SAMPLES", "AudioFrame"]

@@ -6,8 +6,9 @@ the newest turn is ever heard. Position, "started" and "finished" are measured w
 handed to the device, so they are sample-accurate; events reach listeners on the asyncio loop.
 
 Implementations: ``DevicePlayer`` (a sounddevice output stream), ``VirtualPlayer`` (a clocked
-thread that records what it plays, for headless runs) and ``FakeClockDevice`` (rendered block by
-block by the caller, for tests).
+thread that records what it plays, for headless runs), ``FakeClockDevice`` (rendered block by
+block by the caller, for tests) and ``ClockedPlayer`` (rendered by an injected clock's timers,
+for turn-taking tests in virtual time).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import close_quietly, start_stream, stream_defaults
+from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import to_int16, write_wav
-from assistant.engines.base import PCM
+from assistant.clock import SYSTEM_CLOCK, Clock, Timer
+from assistant.types import PCM
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +500,9 @@ class DevicePlayer(BufferedPlayer):
 
     ``samplerate`` defaults to the device's own default rate, so PortAudio never resamples.
     ``stream_factory`` replaces ``sounddevice.OutputStream`` (same keyword arguments), which
-    lets the callback path run without a sound card.
+    lets the callback path run without a sound card. A device that stops calling back without
+    a word is noticed by a watchdog on ``clock`` and reported like any other loss; closing a
+    dead stream never blocks the loop for more than ``close_timeout`` seconds.
     """
 
     def __init__(
@@ -508,6 +513,8 @@ class DevicePlayer(BufferedPlayer):
         *,
         samplerate: int | None = None,
         stream_factory: Callable[..., Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         super().__init__(samplerate or 48_000)
         self.device = device
@@ -519,6 +526,10 @@ class DevicePlayer(BufferedPlayer):
         self._factory = stream_factory
         self._stream: Any = None
         self._closing = False
+        self._close_timeout = close_timeout
+        self._watchdog = CallbackWatchdog(clock, self._lost)
+        #: Closing a lost stream, in the background (kept referenced until it ends).
+        self._closer: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -543,8 +554,10 @@ class DevicePlayer(BufferedPlayer):
         self._stream = stream
         lat = getattr(stream, "latency", 0.0)
         self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
+        self._watchdog.start()
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self._watchdog.beat()
         if status and getattr(status, "output_underflow", False):
             self.device_underflows += 1
         self._buf.render(outdata[:, 0])
@@ -557,16 +570,18 @@ class DevicePlayer(BufferedPlayer):
     def _lost(self) -> None:
         if self._closing or self._stream is None:
             return
+        self._watchdog.stop()
         dead, self._stream = self._stream, None
-        asyncio.get_running_loop().run_in_executor(None, close_quietly, dead)
+        self._closer = asyncio.ensure_future(close_off_loop(dead, self._close_timeout))
         self._buf.abandon()
         self._dispatch_error("Audio output stopped: the output device was lost or disconnected.")
 
     async def close(self) -> None:
         self._closing = True
+        self._watchdog.stop()
         stream, self._stream = self._stream, None
         if stream is not None:
-            await asyncio.to_thread(close_quietly, stream)
+            await close_off_loop(stream, self._close_timeout)
         await super().close()
 
 
@@ -743,3 +758,46 @@ class FakeClockDevice(BufferedPlayer):
 
     def render_seconds(self, seconds: float) -> Float32:
         return self.render_blocks(math.ceil(seconds * self.rate / self.blocksize))
+
+
+class ClockedPlayer(BufferedPlayer):
+    """A virtual device rendered by an injected ``Clock``'s timers, one block per period.
+
+    On a ``ManualClock`` playback runs in virtual time: ``playback_started`` times come from
+    that clock, and the recording holds every rendered block (silence included) from
+    ``start()`` on, so sample ``i`` of ``recorded()`` was played at ``started_at + i / rate``.
+    """
+
+    def __init__(self, clock: Clock, rate: int = 24_000, blocksize: int = 480) -> None:
+        super().__init__(rate, clock=clock.now)
+        self.blocksize = blocksize
+        self.started_at = 0.0
+        self._ticks = clock
+        self._timer: Timer | None = None
+        self._out = np.zeros(blocksize, dtype=np.float32)
+        self._rec = _Recorder(rate * 10)
+
+    async def start(self) -> None:
+        if self._timer is not None:
+            return
+        await super().start()
+        self.started_at = self._ticks.now()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._timer = self._ticks.call_later(self.blocksize / self.rate, self._tick)
+
+    def _tick(self) -> None:
+        self._buf.render(self._out)
+        self._rec.append(self._out)
+        self._schedule()
+
+    async def close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        await super().close()
+
+    def recorded(self) -> PCM:
+        """Everything rendered since ``start()``, int16 mono at ``rate``."""
+        return self._rec.snapshot()

@@ -13,10 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
-PCM = npt.NDArray[np.int16]
+from assistant.types import PCM as PCM  # engines speak PCM; re-exported for adapters
 
 # --------------------------------------------------------------------------------------- errors
 
@@ -116,6 +113,15 @@ class SpeechToText(Protocol):
 
     async def warm_up(self) -> None:
         """Load models / open connections ahead of the first turn. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SkipsFailedEngines(Protocol):
+    """A chain of recognizers that can be told its active one keeps dropping after opening."""
+
+    def failed_after_open(self, exc: BaseException) -> None:
+        """Skip the active engine from now on (it is probed in the background)."""
         ...
 
 
@@ -221,6 +227,15 @@ class LanguageModel(Protocol):
         ...
 
     async def warm_up(self) -> None: ...
+
+
+@runtime_checkable
+class Prefillable(Protocol):
+    """A language model that can read a prompt ahead of the request (a prompt cache)."""
+
+    async def prefill(self, request: ChatRequest) -> None:
+        """Process ``request``'s prompt without generating; the next ``stream`` reuses it."""
+        ...
 
 
 # ---------------------------------------------------------------------------------- text to speech

@@ -11,12 +11,12 @@ import asyncio
 import itertools
 import math
 import re
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.engines.base import (
     PCM,
     ChatRequest,
@@ -60,6 +60,8 @@ class FakeSTT:
     provides_endpointing: bool = False
     #: Measured time from each ``end_turn`` to its final transcript (for benchmarks).
     final_delays: list[float] = field(default_factory=list)
+    #: Whose time the latencies are spent on (a manual clock in turn-taking tests).
+    clock: Clock = SYSTEM_CLOCK
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     async def open(self, language: str) -> FakeSTTSession:
@@ -104,18 +106,18 @@ class FakeSTTSession:
             )
 
     async def end_turn(self) -> None:
-        started = time.perf_counter()
+        started = self._engine.clock.now()
         seconds = self._samples / self.sample_rate
         long_enough = seconds >= self._engine.min_audio_seconds
         text = self._utterance_text() if long_enough else ""
         self._reset()
-        await asyncio.sleep(self._engine.final_delay)
+        await self._engine.clock.sleep(self._engine.final_delay)
         failure, self._engine.fail_first_final = self._engine.fail_first_final, None
         if failure is not None:
             await self._queue.put(failure)
             return
         final = Transcript(text, is_final=True, start=self._offset, end=self._offset + seconds)
-        self._engine.final_delays.append(time.perf_counter() - started)
+        self._engine.final_delays.append(self._engine.clock.now() - started)
         await self._queue.put(final)
         self._offset += seconds
 
@@ -175,12 +177,13 @@ class FakeLLM:
     requests: list[ChatRequest] = field(default_factory=list)
     #: Measured time from each request to its first event (for benchmarks).
     first_token_delays: list[float] = field(default_factory=list)
+    clock: Clock = SYSTEM_CLOCK
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        started = time.perf_counter()
+        started = self.clock.now()
         self.requests.append(request)
-        await asyncio.sleep(self.ttft)
-        self.first_token_delays.append(time.perf_counter() - started)
+        await self.clock.sleep(self.ttft)
+        self.first_token_delays.append(self.clock.now() - started)
         if self.fail_before_first_token is not None:
             raise self.fail_before_first_token
         delay = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
@@ -189,7 +192,7 @@ class FakeLLM:
             yield ToolCallDelta(0, id="call_1", name=name, arguments="")
             half = len(args) // 2
             for fragment in (args[:half], args[half:]):
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
                 yield ToolCallDelta(0, arguments=fragment)
             yield Finished("tool_calls")
             return
@@ -199,7 +202,7 @@ class FakeLLM:
                 raise EngineError("the fake language model failed mid-reply", engine=self.name)
             yield TextDelta(token)
             if delay:
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
         yield Usage(
             prompt_tokens=sum(len(m.content) // 4 for m in request.messages),
             completion_tokens=len(tokens),
@@ -230,6 +233,7 @@ class FakeTTS:
     name: str = "fake"
     #: Measured time from each reply's first piece to its first audio (for benchmarks).
     first_audio_delays: list[float] = field(default_factory=list)
+    clock: Clock = SYSTEM_CLOCK
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
@@ -237,11 +241,11 @@ class FakeTTS:
         produced = 0
         index = 0
         async for text in pieces:
-            started = time.perf_counter()
-            await asyncio.sleep(self.first_audio_delay)
+            started = self.clock.now()
+            await self.clock.sleep(self.first_audio_delay)
             pcm, alignment = synthesize_words(text, self.sample_rate, self.chars_per_second)
             if index == 0:
-                self.first_audio_delays.append(time.perf_counter() - started)
+                self.first_audio_delays.append(self.clock.now() - started)
             step = max(1, self.sample_rate * self.chunk_ms // 1000)
             starts = range(0, max(1, len(pcm)), step)
             for start in starts:
@@ -258,7 +262,7 @@ class FakeTTS:
                     alignment=tuple((c, (t - t0) * 1000.0) for c, t in alignment if t0 <= t < t1),
                 )
                 produced += 1
-                await asyncio.sleep(self.realtime_factor * len(chunk) / self.sample_rate)
+                await self.clock.sleep(self.realtime_factor * len(chunk) / self.sample_rate)
             index += 1
 
     def voices(self, language: str | None = None) -> list[Voice]:

@@ -110,6 +110,9 @@ class FakeOpenAIServer:
         self.chat_reply = "Sure. Here is a short answer from the cloud model."
         self.chat_first_token_delay = 0.05
         self.chat_word_delay = 0.0
+        #: (name, JSON arguments): a request offering tools, with no tool result yet, is
+        #: answered with this call instead of text.
+        self.chat_tool_call: tuple[str, str] | None = None
         self.chat_requests: list[dict[str, Any]] = []
         self.chat_faults: deque[HttpFault] = deque()
         #: Chat responses the client hung up on before their end.
@@ -338,6 +341,32 @@ class FakeOpenAIServer:
             return False
         await asyncio.sleep(self.chat_first_token_delay)
         await send(b": keep-alive\n\n")
+        called = any(m.get("role") == "tool" for m in request.get("messages", []))
+        if self.chat_tool_call is not None and request.get("tools") and not called:
+            name, arguments = self.chat_tool_call
+            await send(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake1",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ],
+                    }
+                )
+            )
+            half = len(arguments) // 2
+            for part in (arguments[:half], arguments[half:]):  # arguments arrive in fragments
+                await send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+            await send(chunk({}, "tool_calls"))
+            await send(b"data: [DONE]\n\n")
+            await send(b"")
+            return True
         await send(chunk({"role": "assistant", "content": ""}))
         for sent, word in enumerate(re.findall(r"\s*\S+", self.chat_reply)):
             if fault.cut_after is not None and sent >= fault.cut_after:

@@ -1,0 +1,346 @@
+"""One reply in flight: LLM → splitter → TTS → player, as one task with one handle.
+
+A ``Reply`` is created for a user turn and started at once. It may be *held* (prepared during a
+pause, its audio kept back until ``release()``), *paused* (the user may be interrupting), and
+ends in exactly one of three ways, each decided in one place:
+
+- it plays out (or fails after part of it was heard): ``finished`` with what was heard;
+- ``interrupt()``: playback stops within one audio block, the task is cancelled, and the record
+  keeps only the words played up to that position;
+- ``withdraw()``: dropped before any of it was heard (the user was not done talking); no record.
+
+The record of a reply that ended is handed to ``on_finished`` once, synchronously; the reply
+never writes history itself. Everything it reports goes through ``emit`` on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from assistant.audio.player import Player
+from assistant.clock import Clock
+from assistant.config import Settings
+from assistant.engines.base import (
+    EngineError,
+    LanguageModel,
+    Message,
+    SpeechChunk,
+    TextToSpeech,
+    closing_stream,
+)
+from assistant.events import (
+    AssistantText,
+    ErrorEvent,
+    PlaybackPaused,
+    PlaybackResumed,
+    SessionEvent,
+    TimelineUpdated,
+    ToolCalled,
+)
+from assistant.history import Conversation, ToolRecord, TurnRecord
+from assistant.scheduling import cpu_priority
+from assistant.session.generate import Generation, generate
+from assistant.spoken import SpokenText
+from assistant.timeline import Timeline
+from assistant.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+#: With less reply audio than this left to play, the next clause goes to TTS without waiting
+#: for the end of its sentence, so playback does not run dry.
+HURRY_BELOW_SECONDS = 1.5
+#: How often the words heard so far are reported while a reply plays.
+HEARD_INTERVAL = 0.1
+
+
+class Reply:
+    """The handle of one reply (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: int,
+        user_text: str,
+        timeline: Timeline,
+        conversation: Conversation,
+        context: Callable[[], Awaitable[list[Message]]],
+        llm: LanguageModel,
+        tts: TextToSpeech,
+        player: Player,
+        tools: ToolRegistry | None,
+        settings: Settings,
+        clock: Clock,
+        emit: Callable[[SessionEvent], None],
+        on_finished: Callable[[Reply, TurnRecord], None],
+        held: bool = False,
+    ) -> None:
+        self.turn_id = turn_id
+        self.user_text = user_text
+        self.timeline = timeline
+        #: The conversation this turn belongs to (kept even if a new one starts meanwhile).
+        self.conversation = conversation
+        self._context = context
+        self._llm = llm
+        self._tts = tts
+        self._player = player
+        self._tools = tools
+        self._settings = settings
+        self._clock = clock
+        self._emit = emit
+        self._on_finished = on_finished
+        self.spoken = SpokenText()
+        self.generation = Generation()
+        self.error: str | None = None
+        self.playing = False
+        self.paused = False
+        self.finished = False
+        self.interrupted = False
+        self._held = held
+        self._pending: list[SpeechChunk] = []
+        self._released = asyncio.Event()
+        if not held:
+            self._released.set()
+        self._played: asyncio.Future[tuple[float, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_heard = ""
+
+    # ------------------------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reply-{self.turn_id}")
+        self._ticker = asyncio.create_task(self._report_heard(), name=f"heard-{self.turn_id}")
+
+    @property
+    def held(self) -> bool:
+        """Prepared speculatively: its audio waits until ``release()``."""
+        return self._held
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    def release(self) -> None:
+        """The turn really ended: let the prepared audio (and any tool call) go."""
+        if not self._held:
+            return
+        self._held = False
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            self._write(chunk)
+        self._released.set()
+
+    def pause(self) -> None:
+        """Hold playback where it is (the user may be interrupting)."""
+        if self.finished or self.paused:
+            return
+        self.paused = True
+        self._player.pause()
+        self._emit(PlaybackPaused(self.turn_id))
+
+    def resume(self) -> None:
+        if self.finished or not self.paused:
+            return
+        self.paused = False
+        self._player.resume()
+        self._emit(PlaybackResumed(self.turn_id))
+
+    def interrupt(self) -> None:
+        """Stop now; the record keeps only what was heard, cut at a word."""
+        if self.finished:
+            return
+        position = self._player.position if self.playing else 0.0
+        self._stop()
+        self.timeline.mark("interrupted")
+        self._finish(interrupted=True, position=position)
+
+    def withdraw(self) -> None:
+        """Drop the reply before any of it was heard; nothing is recorded."""
+        if self.finished:
+            return
+        self._stop()
+        self.finished = True
+        self._stop_ticker()
+
+    @property
+    def withdrawable(self) -> bool:
+        """Nothing was heard and no tool ran: the turn can be taken back without a trace."""
+        return not self.finished and not self.playing and not self.generation.tools
+
+    async def wait_for_playout(self) -> None:
+        """Until the reply has ended, one way or another (its tasks included)."""
+        tasks = [t for t in (self._task, self._ticker) if t is not None]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------- player notifications
+
+    def playback_started(self, at: float) -> None:
+        self.playing = True
+        self.timeline.mark("playback_start", at)
+        self._emit(TimelineUpdated(self.turn_id, self.timeline.to_dict(self._settings.budgets)))
+
+    def playback_finished(self, position: float, cut: bool) -> None:
+        if not self._played.done():
+            self._played.set_result((position, cut))
+
+    # ----------------------------------------------------------------------------- the task
+
+    async def _run(self) -> None:
+        try:
+            await self._produce()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            log.warning("reply %d failed: %s", self.turn_id, message)
+            self.error = message
+            self._emit(ErrorEvent(f"The reply failed: {message}", _source_of(exc), self.turn_id))
+            if self.spoken.audio_seconds > 0 and not self._held:
+                # Let what is already queued play out, then record exactly what was heard.
+                self._player.flush()
+                await self._play_out()
+                return
+            self._finish(interrupted=False)
+
+    async def _produce(self) -> None:
+        messages = await self._context()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        tts_task = asyncio.create_task(self._speak(pieces))
+        # While the reply is being generated, optional work (partial transcripts) steps aside.
+        cpu_priority.reply_started()
+        try:
+            stream = generate(
+                self._llm,
+                messages,
+                tools=self._tools,
+                timeline=self.timeline,
+                into=self.generation,
+                before_tools=self._released.wait,
+                hurry=self._hurry,
+                on_tool=self._tool_ran,
+            )
+            async with closing_stream(stream):
+                async for piece in stream:
+                    await pieces.put(piece)
+                    self._emit(AssistantText(self.turn_id, self._heard_now(), self.generation.text))
+                    # Hand over to the TTS task now: a model streaming from a local cache may
+                    # not yield to the loop between tokens, and the piece would wait.
+                    await asyncio.sleep(0)
+            await pieces.put(None)
+            await tts_task
+        finally:
+            cpu_priority.reply_finished()
+            if not tts_task.done():
+                tts_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await tts_task
+        await self._released.wait()  # a speculative reply plays only once the turn has ended
+        if self.spoken.audio_seconds > 0:
+            self._player.flush()
+            await self._play_out()
+            return
+        self._finish(interrupted=False)
+
+    async def _speak(self, pieces: asyncio.Queue[str | None]) -> None:
+        async def texts() -> AsyncIterator[str]:
+            while (piece := await pieces.get()) is not None:
+                self.timeline.mark("first_text_to_tts")
+                yield piece
+
+        settings = self._settings
+        stream = self._tts.stream(texts(), voice=settings.voice or None, language=settings.language)
+        async with closing_stream(stream):
+            async for chunk in stream:
+                if len(chunk.pcm) == 0 and not chunk.last:
+                    continue
+                self.timeline.mark("tts_first_audio")
+                if self._held:
+                    self._pending.append(chunk)
+                else:
+                    self._write(chunk)
+
+    def _write(self, chunk: SpeechChunk) -> None:
+        if self._player.write(chunk.pcm, chunk.sample_rate, self.turn_id):
+            self.spoken.add(chunk)
+            if self.paused:
+                self._player.pause()  # a new response resets the player's pause; keep it
+
+    async def _play_out(self) -> None:
+        """Wait for the player to finish the reply, and record it as it was heard."""
+        position, cut = await self._played
+        # A cut the session did not ask for (the device was lost) still shortens what was heard.
+        self._finish(interrupted=cut, position=position if cut else None)
+
+    def _hurry(self) -> bool:
+        queued = self.spoken.audio_seconds - self._player.position
+        return self.playing and queued < HURRY_BELOW_SECONDS
+
+    def _tool_ran(self, record: ToolRecord) -> None:
+        self._emit(ToolCalled(self.turn_id, record.name, record.arguments, record.result))
+
+    def _heard_now(self) -> str:
+        return self.spoken.heard(self._player.position)
+
+    async def _report_heard(self) -> None:
+        """While the reply plays, report how much of it has been heard (for the UI)."""
+        while not self.finished:
+            if self.playing:
+                heard = self._heard_now()
+                if heard != self._last_heard:
+                    self._last_heard = heard
+                    self._emit(AssistantText(self.turn_id, heard, self.generation.text))
+            await self._clock.sleep(HEARD_INTERVAL)
+
+    # ------------------------------------------------------------------------------ ending
+
+    def _stop(self) -> None:
+        self._player.clear()
+        if self.paused:
+            self.paused = False
+            self._player.resume()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+    def _finish(self, *, interrupted: bool, position: float | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.interrupted = interrupted
+        self._stop_ticker()
+        if self.playing:
+            self.timeline.mark("playback_end")
+        generated = self.generation.text.strip()
+        if interrupted:
+            heard = self.spoken.heard(position if position is not None else 0.0)
+        elif self.error is not None:
+            heard = self._heard_now() if self.playing else ""
+        else:
+            heard = self.spoken.text or generated
+        record = TurnRecord(
+            turn_id=self.turn_id,
+            user_text=self.user_text,
+            assistant_text=heard,
+            interrupted=interrupted,
+            generated_text=generated,
+            tool_calls=list(self.generation.tools),
+            timeline=self.timeline.to_dict(self._settings.budgets),
+            error=self.error,
+        )
+        self._emit(AssistantText(self.turn_id, heard, self.generation.text))
+        self._emit(TimelineUpdated(self.turn_id, record.timeline))
+        self._on_finished(self, record)
+
+
+def _source_of(exc: BaseException) -> str:
+    engine = getattr(exc, "engine", "")
+    return str(engine) if engine else "engine"

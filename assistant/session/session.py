@@ -1,0 +1,639 @@
+"""The conversation: routes audio, commands and engine output to the parts that decide.
+
+One ``Session`` owns one conversation's machinery. Audio frames come in through ``feed``;
+commands (push-to-talk, interrupt, typed text, mode switches) come from the caller; everything
+that happens goes out as typed events (``assistant.events``) through one emitter. The session
+itself decides little:
+
+- the turn-detection strategy (``assistant.turns``) turns frames and key presses into turn
+  events, and the ``UserTurnTracker`` turns those into decisions, which the session carries out;
+- ``Transcription`` owns the recognizer's stream, ``Prefiller`` the prompt read-ahead;
+- each reply is a ``Reply`` handle (LLM → splitter → TTS → player as one task);
+- ``TurnRecorder`` stores every finished turn durably, in order, before announcing it.
+
+The ``State`` the user sees is derived from those parts in one function, ``derive_state``.
+All time comes from the injected ``Clock``; blocking work goes through ``offload``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Literal
+
+from assistant.audio.player import Player
+from assistant.audio.vad import VoiceActivityDetector
+from assistant.clock import SYSTEM_CLOCK, Clock, Timer
+from assistant.config import Settings
+from assistant.emitter import Emitter
+from assistant.engines.base import (
+    ChatRequest,
+    EngineError,
+    LanguageModel,
+    Message,
+    SpeechToText,
+    TextToSpeech,
+)
+from assistant.events import (
+    ErrorEvent,
+    FinalTranscript,
+    MicLevel,
+    Notice,
+    PartialTranscript,
+    SessionEvent,
+    State,
+    StateChanged,
+    TurnWithdrawn,
+    UserSpeechStarted,
+)
+from assistant.history import Conversation, TurnRecord
+from assistant.session.prefill import Prefiller
+from assistant.session.recorder import TurnRecorder
+from assistant.session.reply import Reply
+from assistant.session.tracker import (
+    Answer,
+    Begin,
+    CarryOver,
+    Commit,
+    ConfirmBargeIn,
+    Decision,
+    Dismiss,
+    DropUtterance,
+    FalseInterruption,
+    JudgeInterjection,
+    Phase,
+    Speculate,
+    StopCommand,
+    TentativeBargeIn,
+    UserTurnTracker,
+    Utterance,
+    Withdraw,
+)
+from assistant.session.transcription import Transcription
+from assistant.timeline import Timeline
+from assistant.tools import ToolRegistry
+from assistant.turns import (
+    EndOfTurnModel,
+    SmartTurnJudge,
+    TurnDetection,
+    TurnEvent,
+    concat_audio,
+    make_turn_detection,
+)
+from assistant.types import FRAME_SAMPLES, AudioFrame
+
+log = logging.getLogger(__name__)
+
+LEVEL_INTERVAL = 0.05
+Offload = Callable[..., Awaitable[Any]]
+
+
+def derive_state(
+    *,
+    listening: bool,
+    phase: Phase,
+    reply: Reply | None,
+    finishing: list[Reply],
+    awaiting_answer: bool,
+) -> State:
+    """The one place the user-visible state comes from.
+
+    ``reply`` is the reply in flight; ``finishing`` the replies that ended and are being saved
+    (a turn counts as under way until it is on disk).
+    """
+    if any(r.interrupted for r in finishing):
+        return State.INTERRUPTED
+    if phase in (Phase.SPEAKING, Phase.PAUSED):
+        return State.USER_SPEAKING
+    if reply is not None:
+        if reply.playing:
+            return State.SPEAKING
+        if not reply.held:
+            return State.THINKING
+    if finishing:
+        return State.SPEAKING if any(r.playing for r in finishing) else State.THINKING
+    if awaiting_answer:
+        return State.THINKING
+    return State.LISTENING if listening else State.IDLE
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        stt: SpeechToText,
+        llm: LanguageModel,
+        tts: TextToSpeech,
+        player: Player,
+        conversation: Conversation,
+        settings: Settings | None = None,
+        vad: VoiceActivityDetector | None = None,
+        tools: ToolRegistry | None = None,
+        turn_model: EndOfTurnModel | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        offload: Offload = asyncio.to_thread,
+    ) -> None:
+        self.stt = stt
+        self.llm = llm
+        self.tts = tts
+        self.player = player
+        self.settings = settings or Settings()
+        self.vad = vad
+        self.tools = tools
+        self.clock = clock
+        self._offload = offload
+        self._emitter: Emitter[SessionEvent] = Emitter("session")
+        self._conversation = conversation
+        self._state = State.IDLE
+        self._listening = False
+        self._tracker = UserTurnTracker(
+            self.settings,
+            next_turn_id=conversation.next_turn_id,
+            reply_turn=self._reply_turn,
+            now=clock.now,
+        )
+        self._transcription = Transcription(
+            stt,
+            language=lambda: self.settings.language,
+            clock=clock,
+            on_partial=self._on_partial,
+            on_endpoint=self._on_engine_endpoint,
+            on_error=lambda message: self.emit(ErrorEvent(message, "stt")),
+        )
+        self._recorder = TurnRecorder(self.emit, offload)
+        self._prefiller = Prefiller(
+            llm, request_for=self._prefill_request, replying=lambda: self._reply is not None
+        )
+        self._turn_model = turn_model
+        self._detection = self._make_detection(self.settings.turn_mode)
+        self._preroll: deque[AudioFrame] = deque()
+        self._reply: Reply | None = None
+        self._finishing: list[Reply] = []
+        self._resume_timer: Timer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Turns being written to the history: awaited on close, never cancelled.
+        self._saving: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._level_at = float("-inf")
+        player.on_playback_started.append(self._on_playback_started)
+        player.on_playback_finished.append(self._on_playback_finished)
+        for engine in (stt, llm, tts):
+            listeners = getattr(engine, "on_fallback", None)
+            if isinstance(listeners, list):
+                listeners.append(self._on_fallback)
+            recovered = getattr(engine, "on_recovered", None)
+            if isinstance(recovered, list):
+                recovered.append(self._on_recovered)
+
+    # ------------------------------------------------------------------------------- events, state
+
+    def subscribe(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        return self._emitter.subscribe(listener)
+
+    def emit(self, event: SessionEvent) -> None:
+        self._emitter.emit(event)
+
+    def events(self) -> AsyncIterator[SessionEvent]:
+        """All events from now on, as an async iterator (for headless callers)."""
+        return self._emitter.stream()
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def conversation(self) -> Conversation:
+        return self._conversation
+
+    @property
+    def turn_mode(self) -> Literal["ptt", "vad"]:
+        return self._detection.mode
+
+    @property
+    def turn_model(self) -> EndOfTurnModel | None:
+        return self._turn_model
+
+    @turn_model.setter
+    def turn_model(self, model: EndOfTurnModel | None) -> None:
+        self._turn_model = model
+        self._detection = self._make_detection(self._detection.mode)
+
+    def _sync(self) -> None:
+        """Recompute the state (announcing a change) and whether the session is idle."""
+        tracker = self._tracker
+        state = derive_state(
+            listening=self._listening,
+            phase=tracker.phase,
+            reply=self._reply,
+            finishing=self._finishing,
+            awaiting_answer=tracker.awaiting_answer,
+        )
+        if state is not self._state:
+            previous, self._state = self._state, state
+            self.emit(StateChanged(state, previous, at=self.clock.now()))
+        busy = (
+            self._reply is not None
+            or bool(self._finishing)
+            or tracker.phase is not Phase.IDLE
+            or bool(tracker.finalizing)
+        )
+        if busy:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the STT session and the player; the session then listens."""
+        await self.player.start()
+        await self._transcription.start()
+        self._listening = True
+        self._sync()
+
+    async def close(self) -> None:
+        """Stop everything this session started, wait for it, and save the turn in flight."""
+        self._listening = False
+        replies = [r for r in (self._reply, *self._finishing) if r is not None]
+        self.interrupt(reason="closing")
+        self._prefiller.cancel()
+        self._cancel_resume()
+        tasks = [*self._tasks]
+        for task in tasks:
+            task.cancel()
+        await self._transcription.close()
+        for reply in replies:
+            await reply.wait_for_playout()
+        await asyncio.gather(*tasks, *self._saving, self._prefiller.wait(), return_exceptions=True)
+        await self._recorder.drain()
+        await self.player.close()
+        self._sync()
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no user speech, reply, playback or history write is in progress."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "") -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name or None)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------------------- turn strategy
+
+    def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
+        model = self._turn_model
+        judge = SmartTurnJudge(model, self.settings.vad, self._offload) if model else None
+        return make_turn_detection(mode, self.settings, judge)
+
+    def set_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
+        """Switch between push-to-talk and hands-free; takes effect at once."""
+        if mode == self._detection.mode:
+            return
+        self._apply(self._tracker.end_input(at=self.clock.now()))
+        self.settings.turn_mode = mode
+        self._detection = self._make_detection(mode)
+        if self.vad is not None:
+            self.vad.reset()
+
+    def press_to_talk(self) -> None:
+        """Talk key down. While the assistant talks, this interrupts it at once."""
+        event = self._detection.press(self.clock.now())
+        if event is not None:
+            self._on_turn_event(event, explicit=True)
+
+    def release_to_talk(self) -> None:
+        event = self._detection.release(self.clock.now())
+        if event is not None:
+            self._on_turn_event(event, explicit=True)
+
+    # --------------------------------------------------------------------------------------- audio
+
+    async def feed(self, frame: AudioFrame) -> None:
+        """One captured frame: level meter, VAD, turn detection, and STT while the user talks.
+
+        Never raises: a failure is reported and the next frame is handled as usual.
+        """
+        try:
+            await self._feed(frame)
+        except Exception as exc:
+            log.exception("handling an audio frame failed")
+            self.emit(ErrorEvent(f"Audio processing failed: {exc}", "audio"))
+
+    async def _feed(self, frame: AudioFrame) -> None:
+        if frame.t - self._level_at >= LEVEL_INTERVAL:
+            self._level_at = frame.t
+            self.emit(MicLevel(frame.rms, at=frame.t))
+        probability = 0.0
+        if self.vad is not None and self._detection.needs_vad:
+            probability = self.vad.process(frame.pcm)
+        self._preroll.append(frame)
+        while len(self._preroll) > self._preroll_frames():
+            self._preroll.popleft()
+        event = self._detection.process(frame, probability)
+        if event is not None:
+            self._on_turn_event(event, explicit=False)
+        utterance = self._tracker.utterance
+        if utterance is None:
+            return
+        if probability >= self.settings.vad.threshold:
+            self._tracker.on_speech(frame.t)
+        await self._push_audio(utterance, frame)
+        if self._tracker.utterance is utterance:
+            self._apply(self._tracker.check_tentative())
+
+    def _preroll_frames(self) -> int:
+        vad = self.settings.vad
+        ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.needs_vad else 0)
+        return max(1, round(ms / 1000 * 16_000 / FRAME_SAMPLES))
+
+    async def _push_audio(self, utterance: Utterance, frame: AudioFrame) -> None:
+        stt = self._transcription
+        try:
+            if utterance.preroll is not None:
+                frames, utterance.preroll = utterance.preroll, None
+                await stt.clear()
+                for earlier in frames:
+                    utterance.audio.append(earlier.pcm)
+                    await stt.push(earlier.pcm)
+                if frames and frames[-1] is frame:
+                    return
+            utterance.audio.append(frame.pcm)
+            utterance.last_frame_t = frame.t
+            await stt.push(frame.pcm)
+        except EngineError as exc:
+            self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
+            if self._tracker.utterance is utterance:
+                self._apply(self._tracker.drop_open())
+
+    def end_of_input(self) -> None:
+        """The audio source ended (a file ran out, a microphone closed): end an open turn."""
+        self._apply(self._tracker.end_input())
+        self._detection.reset()
+
+    async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
+        """Feed every frame of a source (a microphone or a WAV file) until it ends."""
+        async for frame in frames:
+            await self.feed(frame)
+
+    # --------------------------------------------------------------------------------- decisions
+
+    def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None:
+        preroll = list(self._preroll)
+        self._apply(self._tracker.on_turn_event(event, explicit=explicit, preroll=preroll))
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        """Carry out the tracker's decisions, in order."""
+        for decision in decisions:
+            match decision:
+                case Begin(utterance, prefill):
+                    self._cancel_resume()
+                    self.emit(UserSpeechStarted(utterance.turn_id, at=self.clock.now()))
+                    if prefill:
+                        self._prefiller.schedule(self._prefill_text(""))
+                case TentativeBargeIn():
+                    if self._reply is not None:
+                        self._reply.pause()
+                case ConfirmBargeIn():
+                    self.interrupt(reason="barge_in")
+                case FalseInterruption(resume_after):
+                    self._spawn(self._transcription.clear(), "stt-clear")
+                    self._cancel_resume()
+                    self._resume_timer = self.clock.call_later(resume_after, self._resume_reply)
+                case Speculate(utterance):
+                    self._finalize(utterance)
+                    self._spawn(self._judge_pause(utterance), "judge-pause")
+                case JudgeInterjection(utterance, resume):
+                    self._finalize(utterance)
+                    if resume:
+                        self._resume_reply()
+                case Withdraw(utterance):
+                    if self._reply is not None and self._reply.turn_id == utterance.turn_id:
+                        self.interrupt(reason="barge_in")
+                case Commit(utterance, speculative, transcript):
+                    if not speculative:
+                        self._finalize(utterance, transcript)
+                    elif self._reply is not None and self._reply.turn_id == utterance.turn_id:
+                        self._reply.release()
+                case DropUtterance():
+                    pass
+            self._sync()
+
+    def _cancel_resume(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+
+    def _resume_reply(self) -> None:
+        self._resume_timer = None
+        if self._reply is not None and self._tracker.utterance is None:
+            self._reply.resume()
+
+    async def _judge_pause(self, utterance: Utterance) -> None:
+        """Ask the end-of-turn judge about this pause; end now, or wait longer."""
+        try:
+            verdict = await self._detection.judge_pause(concat_audio(utterance.audio))
+        except Exception as exc:
+            log.warning("end-of-turn model failed: %s", exc)
+            return
+        if verdict is None:
+            return
+        if verdict.probability is not None:
+            utterance.timeline.notes["end_of_turn_probability"] = round(verdict.probability, 3)
+        if self._tracker.speculative is not utterance:
+            return  # the user went on, or the turn already ended
+        event = self._detection.apply(verdict, self.clock.now())
+        if event is not None:
+            self._on_turn_event(event, explicit=False)
+
+    # ---------------------------------------------------------------------------- transcripts
+
+    def _finalize(self, utterance: Utterance, known: str | None = None) -> None:
+        waiter = self._transcription.expect_final()
+        self._spawn(self._finish_utterance(utterance, waiter, known), "final-transcript")
+
+    async def _finish_utterance(
+        self, utterance: Utterance, waiter: asyncio.Future[str], known: str | None
+    ) -> None:
+        try:
+            text = await self._transcription.wait_final(waiter, known)
+        except Exception as exc:
+            self._tracker.on_final_failed(utterance)
+            message = (
+                "The speech recognizer gave no transcript; please try again."
+                if isinstance(exc, TimeoutError)
+                else f"Speech recognition failed: {exc}"
+            )
+            self.emit(ErrorEvent(message, "stt"))
+            self._sync()
+            return
+        utterance.timeline.mark("stt_final")
+        match self._tracker.on_final(utterance, text):
+            case CarryOver(carried):
+                # The user went on talking: these words open the next utterance's transcript.
+                self.emit(TurnWithdrawn(utterance.turn_id, carried))
+            case Answer(answer, held, barge_in):
+                if barge_in:
+                    self.interrupt(reason="barge_in")
+                    answer = self._tracker.with_carry_over(answer)
+                self.emit(FinalTranscript(utterance.turn_id, answer))
+                self._start_reply(utterance.turn_id, answer, utterance.timeline, held=held)
+            case Dismiss():
+                # A backchannel or a noise: it takes no turn, and the reply goes on.
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self._resume_reply()
+            case StopCommand():
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self.interrupt(reason="user")
+            case _:
+                self.emit(FinalTranscript(utterance.turn_id, ""))
+        self._sync()
+
+    def _on_partial(self, text: str) -> None:
+        utterance = self._tracker.utterance
+        if utterance is None:
+            return
+        confirmed = self._tracker.phase is Phase.SPEAKING
+        decisions = self._tracker.on_partial(text)
+        self.emit(PartialTranscript(utterance.turn_id, text))
+        if confirmed:
+            self._prefiller.schedule(self._prefill_text(text))
+        self._apply(decisions)
+
+    def _on_engine_endpoint(self, text: str) -> None:
+        self._apply(self._tracker.engine_ended_turn(text))
+
+    # ----------------------------------------------------------------------------- prefill
+
+    def _prefill_text(self, partial: str) -> str:
+        return f"{self._tracker.carry_over} {partial}".strip()
+
+    def _prefill_request(self, text: str) -> ChatRequest:
+        messages = self._conversation.context(
+            self.settings.system_prompt, self.settings.context_tokens, pending_user=text
+        )
+        return ChatRequest(messages, tools=self.tools.specs if self.tools is not None else [])
+
+    # ---------------------------------------------------------------------------- typed text
+
+    def submit_text(self, text: str) -> None:
+        """A typed message: a turn without speech."""
+        text = text.strip()
+        if not text:
+            return
+        self.interrupt(reason="typed")
+        timeline = Timeline(self._tracker.allocate_turn_id(), now=self.clock.now)
+        now = self.clock.now()
+        timeline.mark("speech_end", now)
+        timeline.mark("stt_final", now)
+        self.emit(FinalTranscript(timeline.turn_id, text))
+        self._start_reply(timeline.turn_id, text, timeline)
+        self._sync()
+
+    # --------------------------------------------------------------------------------------- reply
+
+    def _reply_turn(self) -> int | None:
+        reply = self._reply
+        return reply.turn_id if reply is not None and not reply.finished else None
+
+    def _start_reply(
+        self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
+    ) -> None:
+        previous = self._reply
+        if previous is not None and not previous.finished:
+            self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
+        conversation = self._conversation
+
+        async def context() -> list[Message]:
+            await self._recorder.drain()  # the previous turn is part of the context
+            return conversation.context(
+                self.settings.system_prompt, self.settings.context_tokens, pending_user=user_text
+            )
+
+        reply = Reply(
+            turn_id=turn_id,
+            user_text=user_text,
+            timeline=timeline,
+            conversation=conversation,
+            context=context,
+            llm=self.llm,
+            tts=self.tts,
+            player=self.player,
+            tools=self.tools,
+            settings=self.settings,
+            clock=self.clock,
+            emit=self.emit,
+            on_finished=self._on_reply_finished,
+            held=held,
+        )
+        self._reply = reply
+        reply.start()
+        self._sync()
+
+    def _on_reply_finished(self, reply: Reply, record: TurnRecord) -> None:
+        if self._reply is reply:
+            self._reply = None
+        self._finishing.append(reply)
+        task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+        self._sync()
+
+    async def _record(self, reply: Reply, record: TurnRecord) -> None:
+        try:
+            await self._recorder.record(reply.conversation, record)
+        finally:
+            self._finishing.remove(reply)
+            self._sync()
+
+    def _on_playback_started(self, turn_id: int, at: float) -> None:
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id:
+            reply.playback_started(at)
+            self._sync()
+
+    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id:
+            reply.playback_finished(position, interrupted)
+
+    # ----------------------------------------------------------------------------- interruption
+
+    def interrupt(self, reason: str = "user") -> None:
+        """Stop the reply now: LLM, TTS and queued audio; keep only what was heard."""
+        reply = self._reply
+        if reply is None or reply.finished:
+            return
+        if reason == "barge_in" and reply.withdrawable:
+            # Nothing was heard yet: the user was not done talking. Their words carry over to
+            # the next turn instead of being answered separately.
+            reply.withdraw()
+            self._reply = None
+            self._tracker.carry(reply.user_text)
+            log.info("turn %d withdrawn before any audio; its text carries over", reply.turn_id)
+            self.emit(TurnWithdrawn(reply.turn_id, reply.user_text))
+        else:
+            reply.interrupt()
+        self._sync()
+
+    # ------------------------------------------------------------------------------ conversation
+
+    def new_conversation(self, conversation: Conversation) -> None:
+        """Start over with an empty conversation (the old one stays on disk)."""
+        self.interrupt(reason="new conversation")
+        self._tracker.forget_carry_over()
+        self._conversation = conversation
+        # Ids keep growing: the player treats lower ids as stale audio.
+        self._tracker.keep_ids_above(conversation.next_turn_id)
+
+    def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
+        self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
+
+    def _on_recovered(self, kind: str, name: str) -> None:
+        self.emit(Notice(f"{name} works again; using it from now on.", kind))
+
+    def notice(self, message: str, source: str = "") -> None:
+        self.emit(Notice(message, source))

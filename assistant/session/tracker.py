@@ -1,0 +1,486 @@
+"""The user's side of the conversation: who holds the floor, and what to do about it.
+
+``UserTurnTracker`` has no I/O and never reads the clock: turn events, partial transcripts and
+finals come in (with their times), typed decisions come out, and the session carries them out.
+It owns the open utterance, the speculative end of turn (a pause after which a reply is
+prepared but held), the utterances waiting for their final transcript, and the words carried
+over to the next turn when the user went on talking. Its phase is one enum:
+
+- ``IDLE``: nobody is talking (a reply may be in flight).
+- ``SPEAKING``: the user holds the floor.
+- ``TENTATIVE``: the user started talking over the assistant; the reply is paused until the
+  speech proves to be words (a barge-in) or a noise / "mhm" (a false interruption).
+- ``PAUSED``: the user paused; the reply is being prepared and held until the end is confirmed.
+
+Speech over the assistant is an *interjection* until its words are known. Partial transcripts
+with real words (or a stop command) confirm it at once; a long stretch of speech with no
+transcript yet confirms it too. When it pauses, its final transcript decides
+(``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
+the pause already, unless the words so far were real), a stop command stops the reply and is
+not answered, and real words interrupt the reply and are answered like any turn.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from assistant.config import Settings
+from assistant.timeline import Mark, Timeline
+from assistant.turns import TurnEvent
+from assistant.turns.words import Interjection, classify_interjection
+from assistant.types import PCM, AudioFrame
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    SPEAKING = "speaking"
+    TENTATIVE = "tentative"
+    PAUSED = "paused"
+
+
+@dataclass(slots=True, eq=False)
+class Utterance:
+    """One stretch of the user's speech, from its start to its (possibly speculative) end."""
+
+    turn_id: int
+    timeline: Timeline
+    partial: str = ""
+    last_speech_at: float = 0.0
+    #: Audio from just before the start was detected; sent to STT ahead of the live frames.
+    preroll: list[AudioFrame] | None = None
+    #: The audio sent to STT, kept for the end-of-turn judge.
+    audio: list[PCM] = field(default_factory=list)
+    #: Capture time of the last frame sent to STT.
+    last_frame_t: float = 0.0
+    #: Ended speculatively: its reply is prepared but held until the end is confirmed.
+    held: bool = False
+    #: The user went on talking after the pause: its words carry over to the next utterance.
+    withdrawn: bool = False
+    #: Began while the assistant was talking.
+    over_reply: bool = False
+    #: Spoken over the assistant and ended before its words were known: the final decides.
+    interjection: bool = False
+
+
+# ------------------------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """The user started talking: a new utterance."""
+
+    utterance: Utterance
+    #: No reply is in flight, so the LLM may start reading the prompt now.
+    prefill: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TentativeBargeIn:
+    """Speech over the assistant: pause its playback until we know what it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmBargeIn:
+    """A real interruption: stop the reply (keeping what was heard)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FalseInterruption:
+    """Only a noise or a backchannel: drop its audio, resume playback after ``resume_after`` s
+    unless the user speaks again."""
+
+    resume_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Speculate:
+    """A pause that may end the turn: get the final transcript and prepare the reply, held."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeInterjection:
+    """Speech over the assistant paused before its words were known: get its transcript.
+
+    ``resume``: nothing so far suggests words, so playback may go on meanwhile.
+    """
+
+    utterance: Utterance
+    resume: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """The user went on after the pause: drop the reply prepared for ``utterance``."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The turn ended. A speculative one releases its held reply; otherwise the final
+    transcript is asked for now."""
+
+    utterance: Utterance
+    speculative: bool
+    #: The final transcript, when the recognizer ended the turn itself and already gave it.
+    transcript: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DropUtterance:
+    """The open utterance cannot be transcribed (the recognizer failed): forget it."""
+
+    utterance: Utterance
+
+
+Decision = (
+    Begin
+    | TentativeBargeIn
+    | ConfirmBargeIn
+    | FalseInterruption
+    | Speculate
+    | JudgeInterjection
+    | Withdraw
+    | Commit
+    | DropUtterance
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Reply to ``text`` (held while the end of the turn is unconfirmed).
+
+    ``barge_in``: the words were said over the assistant, whose reply must stop first (its
+    carried-over words, if it had not been heard yet, then go in front of ``text``).
+    """
+
+    text: str
+    held: bool
+    barge_in: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CarryOver:
+    """The user went on talking: ``text`` opens the next utterance's transcript."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """The utterance held no words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dismiss:
+    """An interjection that was only a backchannel or a noise: the reply goes on."""
+
+    kind: Interjection
+
+
+@dataclass(frozen=True, slots=True)
+class StopCommand:
+    """ "Stop", "wait": the reply stops, and the command itself is not answered."""
+
+
+FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
+
+
+# -------------------------------------------------------------------------------------- tracker
+
+
+class UserTurnTracker:
+    """Turn-taking decisions for the user's side (see the module docstring).
+
+    ``reply_turn()`` tells the tracker which turn's reply is in flight (None if none), so it
+    knows whether new speech talks over the assistant. ``settings`` is read live.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        next_turn_id: int,
+        reply_turn: Callable[[], int | None],
+        now: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._reply_turn = reply_turn
+        self._now = now
+        self._next_turn_id = next_turn_id
+        self.utterance: Utterance | None = None
+        self.speculative: Utterance | None = None
+        #: Utterances that ended and wait for their final transcript, oldest first.
+        self.finalizing: deque[Utterance] = deque()
+        self.carry_over = ""
+        #: The open utterance talks over the assistant and is not yet known to be words.
+        self._tentative = False
+
+    # ----------------------------------------------------------------------------------- state
+
+    @property
+    def phase(self) -> Phase:
+        if self.utterance is not None:
+            return Phase.TENTATIVE if self._tentative else Phase.SPEAKING
+        speculative = self.speculative
+        paused = speculative is not None and not speculative.interjection
+        return Phase.PAUSED if paused else Phase.IDLE
+
+    @property
+    def awaiting_answer(self) -> bool:
+        """An utterance ended for good and its transcript is not in yet."""
+        return any(not u.held and not u.interjection for u in self.finalizing)
+
+    def allocate_turn_id(self) -> int:
+        turn_id = self._next_turn_id
+        self._next_turn_id += 1
+        return turn_id
+
+    def keep_ids_above(self, turn_id: int) -> None:
+        """Turn ids only grow (the player treats lower ids as stale audio)."""
+        self._next_turn_id = max(self._next_turn_id, turn_id)
+
+    # ---------------------------------------------------------------------------------- inputs
+
+    def on_turn_event(
+        self, event: TurnEvent, *, explicit: bool, preroll: list[AudioFrame]
+    ) -> list[Decision]:
+        """A turn event from the detection strategy (``explicit``: a key press or release).
+
+        ``preroll``: the frames captured just before it, for a ``start``.
+        """
+        if event.kind == "start":
+            return self._begin(event, explicit=explicit, preroll=preroll)
+        if event.kind == "pause":
+            utterance = self.utterance
+            if utterance is None:
+                return []
+            if self._tentative:
+                self.speculative = utterance
+                return [self._interjection_ended(event.at, held=True)]
+            self.speculative = utterance
+            self._end(event.at, held=True)
+            return [Speculate(utterance)]
+        if event.kind == "resume":
+            out: list[Decision] = []
+            speculative = self.speculative
+            if speculative is not None:
+                self.speculative = None
+                speculative.withdrawn = True
+                out.append(Withdraw(speculative))
+            if self.utterance is None:
+                # Only audio the paused utterance did not already send to STT.
+                after = speculative.last_frame_t if speculative is not None else None
+                kept = [f for f in preroll if after is None or f.t > after]
+                ignore = speculative.turn_id if speculative is not None else None
+                out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
+            return out
+        # "end"
+        if self.utterance is not None:
+            if self._tentative:
+                return [self._interjection_ended(event.at, held=False)]
+            return self._commit_open(event.at)
+        if self.speculative is not None:
+            return [self._confirm_speculative()]
+        return []
+
+    def on_speech(self, t: float) -> None:
+        """A frame of the open utterance was speech (its time)."""
+        if self.utterance is not None:
+            self.utterance.last_speech_at = t
+
+    def on_partial(self, text: str) -> list[Decision]:
+        if self.utterance is None:
+            return []
+        self.utterance.partial = text
+        return self.check_tentative()
+
+    def check_tentative(self) -> list[Decision]:
+        """Promote speech over the assistant to a real interruption once it holds words, or
+        once it lasts with no transcript yet to say it is only a backchannel."""
+        utterance = self.utterance
+        if utterance is None or not self._tentative:
+            return []
+        start = utterance.timeline.marks[Mark.SPEECH_START]
+        # Duration of the speech itself: trailing silence before the endpoint does not count.
+        lasted_ms = (utterance.last_speech_at - start) * 1000.0
+        kind = self._classify(utterance.partial)
+        long_unknown = kind is Interjection.NOTHING and (
+            lasted_ms >= self.settings.interruption.min_duration_ms
+        )
+        if kind in (Interjection.WORDS, Interjection.STOP) or long_unknown:
+            self._tentative = False
+            return [ConfirmBargeIn()]
+        return []
+
+    def end_input(self, at: float | None = None) -> list[Decision]:
+        """The audio stopped (the source ended, the mode changed): settle what is open.
+
+        The open utterance ends at ``at`` (default: when its speech was last heard).
+        """
+        out: list[Decision] = []
+        utterance = self.utterance
+        if utterance is not None:
+            if self._tentative:
+                out += self._false_interruption()
+            else:
+                end = at if at is not None else (utterance.last_speech_at or self._now())
+                out += self._commit_open(end)
+        if self.speculative is not None:
+            out.append(self._confirm_speculative())
+        return out
+
+    def engine_ended_turn(self, text: str) -> list[Decision]:
+        """A recognizer that does its own endpointing ended the turn."""
+        if self.utterance is None or self._tentative:
+            return []
+        self.utterance.partial = text
+        return [Commit(self._end(self._now(), held=False), speculative=False, transcript=text)]
+
+    def drop_open(self) -> list[Decision]:
+        """The open utterance cannot be transcribed any more."""
+        utterance = self.utterance
+        if utterance is None:
+            return []
+        if self._tentative:
+            return self._false_interruption()  # the paused reply resumes
+        self.utterance = None
+        return [DropUtterance(utterance)]
+
+    def on_final(self, utterance: Utterance, text: str) -> FinalOutcome:
+        """The final transcript of an utterance that ended: answer it, or carry it over."""
+        self._settled(utterance)
+        text = text.strip()
+        if utterance.interjection:
+            return self._judge_interjection(utterance, text)
+        if utterance.over_reply and self._classify(text) is Interjection.STOP:
+            if self.speculative is utterance:
+                self.speculative = None
+            return StopCommand()
+        if self.carry_over:
+            text = f"{self.carry_over} {text}".strip()
+            self.carry_over = ""
+        talking_again = self.utterance is not None and not self._tentative
+        more = any(not u.interjection for u in self.finalizing)
+        if utterance.withdrawn or talking_again or more:
+            self.carry_over = text
+            return CarryOver(text)
+        if not text:
+            if self.speculative is utterance:
+                self.speculative = None
+            return Silence()
+        return Answer(text, utterance.held)
+
+    def on_final_failed(self, utterance: Utterance) -> None:
+        self._settled(utterance)
+        if self.speculative is utterance:
+            self.speculative = None
+
+    def carry(self, text: str) -> None:
+        """A reply was withdrawn before it was heard: its question opens the next turn."""
+        self.carry_over = text
+
+    def forget_carry_over(self) -> None:
+        self.carry_over = ""
+
+    def with_carry_over(self, text: str) -> str:
+        """``text`` after the words carried over (which are used up)."""
+        carried, self.carry_over = self.carry_over, ""
+        return f"{carried} {text}".strip()
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _begin(
+        self,
+        event: TurnEvent,
+        *,
+        explicit: bool,
+        preroll: list[AudioFrame],
+        ignore_reply: int | None = None,
+    ) -> list[Decision]:
+        if self.utterance is not None:
+            return []
+        reply = self._reply_turn()
+        talking = reply is not None and reply != ignore_reply
+        if talking and not explicit and not self.settings.interruption.enabled:
+            return []
+        timeline = Timeline(self.allocate_turn_id(), now=self._now)
+        timeline.mark("speech_start", event.at)
+        self.utterance = Utterance(
+            timeline.turn_id,
+            timeline,
+            last_speech_at=event.detected_at,
+            preroll=list(preroll),
+            over_reply=talking,
+        )
+        self._tentative = talking and not explicit
+        out: list[Decision] = [Begin(self.utterance, prefill=not talking)]
+        if talking:
+            out.append(ConfirmBargeIn() if explicit else TentativeBargeIn())
+        return out
+
+    def _classify(self, text: str) -> Interjection:
+        return classify_interjection(text, self.settings.language)
+
+    def _interjection_ended(self, at: float, *, held: bool) -> Decision:
+        """The speech over the assistant stopped before its words were known."""
+        utterance = self.utterance
+        assert utterance is not None
+        self._tentative = False
+        utterance.interjection = True
+        self._end(at, held=held)
+        resume = self._classify(utterance.partial) in (
+            Interjection.NOTHING,
+            Interjection.BACKCHANNEL,
+        )
+        return JudgeInterjection(utterance, resume=resume)
+
+    def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
+        if self.speculative is utterance:
+            self.speculative = None
+        kind = self._classify(text)
+        if kind is Interjection.STOP:
+            return StopCommand()
+        if kind is not Interjection.WORDS:
+            return Dismiss(kind)
+        if utterance.withdrawn or self.utterance is not None:
+            # The user is still talking: these words open the next utterance's transcript.
+            self.carry_over = f"{self.carry_over} {text}".strip()
+            return CarryOver(self.carry_over)
+        return Answer(text, held=utterance.held, barge_in=True)
+
+    def _false_interruption(self) -> list[Decision]:
+        self.utterance = None
+        self._tentative = False
+        return [FalseInterruption(self.settings.interruption.resume_timeout_ms / 1000.0)]
+
+    def _end(self, at: float, *, held: bool) -> Utterance:
+        utterance = self.utterance
+        assert utterance is not None
+        self.utterance = None
+        utterance.held = held
+        utterance.timeline.mark("speech_end", at)
+        self.finalizing.append(utterance)
+        return utterance
+
+    def _commit_open(self, at: float) -> list[Decision]:
+        return [Commit(self._end(at, held=False), speculative=False)]
+
+    def _confirm_speculative(self) -> Decision:
+        utterance = self.speculative
+        assert utterance is not None
+        self.speculative = None
+        utterance.held = False
+        speech_end = utterance.timeline.marks.get(Mark.SPEECH_END)
+        if speech_end is not None:
+            utterance.timeline.notes["endpoint_ms"] = round((self._now() - speech_end) * 1e3)
+        return Commit(utterance, speculative=True)
+
+    def _settled(self, utterance: Utterance) -> None:
+        if utterance in self.finalizing:
+            self.finalizing.remove(utterance)

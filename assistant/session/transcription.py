@@ -1,0 +1,215 @@
+"""The conversation's speech-recognition stream: one engine session, kept open, reopened when
+it breaks.
+
+Audio of the open utterance goes in with ``push``; partials come out through ``on_partial``.
+Each utterance that ends asks for its final with ``expect_final`` (synchronously, so finals are
+matched to utterances strictly in order) and then ``wait_final``. If the engine's stream breaks,
+the utterances waiting for a final fail with the engine's error and the stream is reopened; a
+recognizer that ends turns by itself reports them through ``on_endpoint``.
+
+A server that accepts the connection and then drops it at once must not be reconnected without
+end: reopening backs off after each quick failure (audio that arrives meanwhile is kept and
+handed to the new stream, so an utterance spoken across a reconnection is not lost), a chain
+of engines is told to skip the one that keeps dropping (the next one, usually the local engine,
+takes over), and after ``MAX_QUICK_FAILURES`` in a row the stream stays closed with one clear
+message. The user hears
+of a burst of failures once, not once per reconnection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from assistant.clock import Clock
+from assistant.engines.base import (
+    PCM,
+    EngineError,
+    SkipsFailedEngines,
+    SpeechToText,
+    STTSession,
+    Transcript,
+)
+
+log = logging.getLogger(__name__)
+
+#: An utterance whose final transcript takes longer than this fails with a clear message.
+FINAL_TRANSCRIPT_TIMEOUT = 15.0
+#: A stream that breaks within this many seconds of opening failed "quickly".
+QUICK_FAILURE_SECONDS = 5.0
+#: Quick failures in a row before the active engine of a chain is skipped.
+SKIP_AFTER_QUICK_FAILURES = 2
+#: Quick failures in a row before reopening stops.
+MAX_QUICK_FAILURES = 5
+#: Pause before reopening after the n-th quick failure: base * 2**(n-1), capped.
+REOPEN_BACKOFF = (0.5, 8.0)
+#: Audio kept while reconnecting, at most (samples at 16 kHz: 30 s).
+BACKLOG_SAMPLES = 30 * 16_000
+
+
+class Transcription:
+    def __init__(
+        self,
+        stt: SpeechToText,
+        *,
+        language: Callable[[], str],
+        clock: Clock,
+        on_partial: Callable[[str], None],
+        on_endpoint: Callable[[str], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.stt = stt
+        self._language = language
+        self._clock = clock
+        self._on_partial = on_partial
+        self._on_endpoint = on_endpoint
+        self._on_error = on_error
+        self._session: STTSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: deque[asyncio.Future[str]] = deque()
+        #: Set while a broken stream is being replaced; audio waits in the backlog meanwhile.
+        self._reconnected: asyncio.Event | None = None
+        self._backlog: list[PCM] = []
+
+    @property
+    def open(self) -> bool:
+        return self._session is not None
+
+    async def start(self) -> None:
+        """Open the engine's session (raises ``EngineError`` when it cannot)."""
+        self._session = await self.stt.open(self._language())
+        self._reader = asyncio.create_task(self._read(self._session), name="transcripts")
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.aclose()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+
+    async def push(self, pcm: PCM) -> None:
+        if self._reconnected is not None:
+            self._backlog.append(pcm)
+            while sum(len(p) for p in self._backlog) > BACKLOG_SAMPLES:
+                self._backlog.pop(0)
+        elif self._session is not None:
+            await self._session.push(pcm)
+
+    async def clear(self) -> None:
+        self._backlog.clear()
+        if self._session is not None and self._reconnected is None:
+            await self._session.clear()
+
+    def expect_final(self) -> asyncio.Future[str]:
+        """Reserve the next final transcript for the utterance that just ended."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def wait_final(self, waiter: asyncio.Future[str], known: str | None = None) -> str:
+        """Ask the engine to finish the utterance and wait for its final transcript.
+
+        ``known``: the engine already gave it (its own endpointing). Raises ``EngineError`` or
+        ``TimeoutError`` when no transcript comes.
+        """
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_exception(TimeoutError())
+
+        timer = self._clock.call_later(FINAL_TRANSCRIPT_TIMEOUT, expire)
+        try:
+            if known is not None and not waiter.done():
+                waiter.set_result(known)
+            reconnected = self._reconnected
+            if reconnected is not None:
+                await reconnected.wait()
+            session = self._session
+            if session is None:
+                raise EngineError("speech recognition is not running")
+            await session.end_turn()
+            return await asyncio.shield(waiter)
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    async def _read(self, session: STTSession) -> None:
+        """Route transcripts; if the engine's stream breaks, fail the waiting finals and reopen."""
+        quick = 0
+        opened_at = self._clock.now()
+        while True:
+            try:
+                async for transcript in session.transcripts():
+                    self._route(transcript)
+                return  # the session was closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("speech recognition stream failed: %s", exc)
+                error = exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                quick = quick + 1 if self._clock.now() - opened_at < QUICK_FAILURE_SECONDS else 1
+                waiters = [w for w in self._waiters if not w.done()]
+                for waiter in waiters:
+                    waiter.set_exception(error)
+                if not waiters and quick == 1:
+                    self._on_error(f"Speech recognition failed: {exc}")
+                if quick >= SKIP_AFTER_QUICK_FAILURES and isinstance(self.stt, SkipsFailedEngines):
+                    self.stt.failed_after_open(error)
+            with contextlib.suppress(Exception):
+                await session.aclose()
+            reconnected = self._reconnected = asyncio.Event()
+            try:
+                reopened = await self._reopen(quick)
+            finally:
+                self._reconnected = None
+                reconnected.set()
+            if reopened is None:
+                return
+            session, opened_at = reopened, self._clock.now()
+
+    async def _reopen(self, quick: int) -> STTSession | None:
+        """A new stream after a failure (None: given up, and the user was told why)."""
+        if quick >= MAX_QUICK_FAILURES:
+            self._session = None
+            self._on_error(
+                "Speech recognition keeps dropping its connection, so it was stopped. Check "
+                "the network or choose another speech engine in Settings, then Retry."
+            )
+            return None
+        base, cap = REOPEN_BACKOFF
+        await self._clock.sleep(min(cap, base * 2 ** (quick - 1)))
+        try:
+            session = await self.stt.open(self._language())
+        except Exception as exc:
+            self._session = None
+            self._on_error(f"Speech recognition is unavailable: {exc}")
+            return None
+        backlog, self._backlog = self._backlog, []
+        try:
+            for pcm in backlog:
+                await session.push(pcm)
+        except Exception as exc:
+            log.warning("replaying audio into the new recognizer stream failed: %s", exc)
+        self._session = session
+        return session
+
+    def _route(self, transcript: Transcript) -> None:
+        if transcript.is_final:
+            waiter = next((w for w in self._waiters if not w.done()), None)
+            if waiter is not None:
+                waiter.set_result(transcript.text)
+            elif transcript.end_of_turn:
+                self._on_endpoint(transcript.text)
+            return
+        self._on_partial(transcript.text)

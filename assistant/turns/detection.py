@@ -1,0 +1,311 @@
+"""Turn detection strategies: when does the user start and stop talking?
+
+A ``TurnDetection`` strategy turns key presses or per-frame speech probabilities into
+``TurnEvent``s; the session does not know which strategy runs, and the user can switch at any
+time (``make_turn_detection``). Push-to-talk takes press/release from the caller. Hands-free
+combines VAD endpointing with an optional ``EndOfTurnJudge`` that is asked about each pause and
+may end the turn at once (the words sound finished) or let it wait longer (they do not).
+
+Nothing here reads the clock: times come in with the frames and the calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from assistant.config import Settings, TurnMode, VadSettings
+from assistant.types import FRAME_SECONDS, PCM, AudioFrame
+
+TurnKind = Literal["start", "pause", "resume", "end"]
+#: Runs a blocking call off the event loop (``asyncio.to_thread`` unless a test runs it inline).
+Offload = Callable[..., Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """``start``/``end`` bound a user turn. In between, hands-free detection may report a
+    ``pause`` (the turn will probably end: prepare the reply) and a ``resume`` (it did not)."""
+
+    kind: TurnKind
+    #: Monotonic time the user started / stopped speaking (not when it was detected).
+    at: float
+    #: When the detector decided; ``detected_at − at`` is the endpointing delay.
+    detected_at: float
+
+
+class TurnDetection(Protocol):
+    """The strategy the session consumes."""
+
+    mode: TurnMode
+    #: Whether ``process`` needs speech probabilities (the session runs the VAD only then).
+    needs_vad: bool
+
+    def press(self, at: float) -> TurnEvent | None: ...
+
+    def release(self, at: float) -> TurnEvent | None: ...
+
+    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None: ...
+
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        """Asked once per ``pause`` with the turn's audio so far; None when there is no judge."""
+        ...
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        """Act on a verdict for the current pause: maybe an ``end`` event right now."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------ push-to-talk
+
+
+class PushToTalk:
+    """The user holds a key or button while talking. Audio frames do not decide anything."""
+
+    mode: TurnMode = "ptt"
+    needs_vad = False
+
+    def __init__(self) -> None:
+        self._pressed = False
+
+    @property
+    def active(self) -> bool:
+        return self._pressed
+
+    def press(self, at: float) -> TurnEvent | None:
+        """Key down. Repeated presses (key auto-repeat) while held are ignored."""
+        if self._pressed:
+            return None
+        self._pressed = True
+        return TurnEvent("start", at, at)
+
+    def release(self, at: float) -> TurnEvent | None:
+        if not self._pressed:
+            return None
+        self._pressed = False
+        return TurnEvent("end", at, at)
+
+    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+        return None
+
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        return None
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        return None
+
+    def reset(self) -> None:
+        self._pressed = False
+
+
+# ----------------------------------------------------------------------------- VAD endpointing
+
+
+class VadEndpointing:
+    """Speech for at least ``min_speech_ms`` starts a turn; ``end_silence_ms`` of silence ends it.
+
+    Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
+    dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
+    reply can be prepared while the endpoint is confirmed; speech before the end (two frames
+    over the threshold) reports ``resume``. An end-of-turn judge may shorten the wait
+    (``end_now``) or lengthen it (``extend_silence``) for the current turn.
+    """
+
+    def __init__(self, settings: VadSettings | None = None) -> None:
+        self.settings = settings or VadSettings()
+        self.reset()
+
+    def reset(self) -> None:
+        self._speaking = False
+        self._speech_run = 0.0  # seconds of (nearly) continuous speech while not yet in a turn
+        self._first_speech_at: float | None = None
+        self._silence = 0.0
+        self._last_speech_end = 0.0
+        self._paused = False
+        self._resume_frames = 0
+        self._end_silence_override: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._speaking
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def candidate(self) -> bool:
+        """Speech has been heard but is not yet long enough to start a turn."""
+        return not self._speaking and self._speech_run > 0
+
+    def extend_silence(self, end_silence_ms: float) -> None:
+        """Wait this long (instead of the setting) before ending the current turn."""
+        self._end_silence_override = end_silence_ms
+
+    def end_now(self, now: float) -> TurnEvent | None:
+        """End the current turn at once (its words sound finished)."""
+        if not self._speaking:
+            return None
+        end = self._last_speech_end
+        self.reset()
+        return TurnEvent("end", end, now)
+
+    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+        s = self.settings
+        frame_start = frame.t - FRAME_SECONDS
+        if not self._speaking:
+            if speech_probability >= s.threshold:
+                if self._first_speech_at is None:
+                    self._first_speech_at = frame_start
+                self._speech_run += FRAME_SECONDS
+                self._silence = 0.0
+                if self._speech_run * 1000.0 >= s.min_speech_ms:
+                    self._speaking = True
+                    self._last_speech_end = frame.t
+                    return TurnEvent("start", self._first_speech_at, frame.t)
+            else:
+                # A short gap inside a starting word is tolerated; a longer one resets.
+                self._silence += FRAME_SECONDS
+                if self._silence * 1000.0 > 100.0:
+                    self._speech_run = 0.0
+                    self._first_speech_at = None
+            return None
+        if self._paused:
+            # Prepared for the end: only clear speech (two frames in a row) resumes the turn.
+            if speech_probability >= s.threshold:
+                self._resume_frames += 1
+                if self._resume_frames >= 2:
+                    self._paused = False
+                    self._silence = 0.0
+                    self._last_speech_end = frame.t
+                    self._end_silence_override = None
+                    return TurnEvent("resume", frame_start - FRAME_SECONDS, frame.t)
+                return None
+            self._resume_frames = 0
+        elif speech_probability >= max(0.0, s.threshold - 0.15):
+            self._silence = 0.0
+            self._last_speech_end = frame.t
+            return None
+        self._silence += FRAME_SECONDS
+        silence_ms = self._silence * 1000.0
+        end_silence = self._end_silence_override or float(s.end_silence_ms)
+        if silence_ms >= end_silence:
+            end = self._last_speech_end
+            self.reset()
+            return TurnEvent("end", end, frame.t)
+        speculative = s.speculative_silence_ms
+        if not self._paused and 0 < speculative <= silence_ms:
+            self._paused = True
+            self._resume_frames = 0
+            return TurnEvent("pause", self._last_speech_end, frame.t)
+        return None
+
+
+# ---------------------------------------------------------------------------- end-of-turn judge
+
+
+class EndOfTurnModel(Protocol):
+    """Judges from the audio whether the user's words sound finished (see ``SmartTurn``)."""
+
+    def end_probability(self, pcm16k: PCM) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PauseVerdict:
+    """What a judge concluded about one pause.
+
+    ``end_now``: the turn is over. ``wait_ms``: wait this much silence in all before ending it.
+    Neither: keep the configured silence. ``probability`` is kept in the turn's timeline notes.
+    """
+
+    end_now: bool = False
+    wait_ms: float | None = None
+    probability: float | None = None
+
+
+class EndOfTurnJudge(Protocol):
+    async def judge(self, audio: PCM) -> PauseVerdict: ...
+
+
+class SmartTurnJudge:
+    """Asks an audio end-of-turn model (Smart Turn) whether the words sound finished.
+
+    Finished (``smart_turn_end`` or more) after at least ``MIN_SPOKEN_SECONDS`` of speech: end
+    now. Unfinished (below ``smart_turn_wait``): wait up to ``max_end_silence_ms``. The model
+    runs through ``offload`` (a worker thread) because one check takes tens of milliseconds.
+    """
+
+    MIN_SPOKEN_SECONDS = 0.8
+
+    def __init__(
+        self, model: EndOfTurnModel, settings: VadSettings, offload: Offload = asyncio.to_thread
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self._offload = offload
+
+    async def judge(self, audio: PCM) -> PauseVerdict:
+        s = self.settings
+        probability = float(await self._offload(self.model.end_probability, audio))  # type: ignore[arg-type]
+        spoken = len(audio) / 16_000 - s.speculative_silence_ms / 1000
+        if probability >= s.smart_turn_end and spoken >= self.MIN_SPOKEN_SECONDS:
+            return PauseVerdict(end_now=True, probability=probability)
+        if probability < s.smart_turn_wait:
+            return PauseVerdict(wait_ms=float(s.max_end_silence_ms), probability=probability)
+        return PauseVerdict(probability=probability)
+
+
+class HandsFree:
+    """Voice activity endpointing, with an optional judge for each pause."""
+
+    mode: TurnMode = "vad"
+    needs_vad = True
+
+    def __init__(self, settings: VadSettings, judge: EndOfTurnJudge | None = None) -> None:
+        self.settings = settings
+        self.endpointing = VadEndpointing(settings)
+        self.judge = judge
+
+    def press(self, at: float) -> TurnEvent | None:
+        return None
+
+    def release(self, at: float) -> TurnEvent | None:
+        return None
+
+    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+        return self.endpointing.process(frame, speech_probability)
+
+    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+        if self.judge is None or not self.settings.smart_turn or len(audio) == 0:
+            return None
+        return await self.judge.judge(audio)
+
+    def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
+        if verdict.end_now:
+            return self.endpointing.end_now(now)
+        if verdict.wait_ms is not None:
+            self.endpointing.extend_silence(verdict.wait_ms)
+        return None
+
+    def reset(self) -> None:
+        self.endpointing.reset()
+
+
+def make_turn_detection(
+    mode: TurnMode, settings: Settings, judge: EndOfTurnJudge | None = None
+) -> TurnDetection:
+    """The strategy for ``mode``; ``judge`` is asked in hands-free mode while Smart Turn is on."""
+    if mode == "vad":
+        return HandsFree(settings.vad, judge)
+    return PushToTalk()
+
+
+def concat_audio(parts: list[PCM]) -> PCM:
+    """One array of a turn's audio pieces (empty when there are none)."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)

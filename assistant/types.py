@@ -1,0 +1,40 @@
+"""The data that crosses every layer: PCM audio and captured frames.
+
+Audio is mono signed 16-bit PCM in a numpy ``int16`` array with its sample rate carried beside
+it. The capture path delivers ``AudioFrame``s of ``FRAME_SAMPLES`` at ``CAPTURE_RATE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+PCM = npt.NDArray[np.int16]
+
+#: Rate of the capture path: what VAD and local STT consume.
+CAPTURE_RATE = 16_000
+#: 32 ms at 16 kHz: one Silero VAD window, and a frame size every STT accepts.
+FRAME_SAMPLES = 512
+FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """``FRAME_SAMPLES`` of mono int16 audio at ``CAPTURE_RATE``.
+
+    ``t`` is the monotonic time the frame's last sample was captured (for a WAV source played at
+    real-time pace, when it would have been); ``offset`` is the frame's start in seconds since the
+    source started.
+    """
+
+    pcm: PCM
+    t: float
+    offset: float
+
+    @property
+    def rms(self) -> float:
+        """Root-mean-square level in [0, 1], for level meters."""
+        x = self.pcm.astype(np.float32) / 32768.0
+        return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0

@@ -1,0 +1,228 @@
+"""The user-turn tracker alone: turn events in, typed decisions out; and the state function."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from assistant.config import Settings
+from assistant.events import State
+from assistant.session import derive_state
+from assistant.session.tracker import (
+    Answer,
+    Begin,
+    CarryOver,
+    Commit,
+    ConfirmBargeIn,
+    Dismiss,
+    JudgeInterjection,
+    Phase,
+    Silence,
+    Speculate,
+    StopCommand,
+    TentativeBargeIn,
+    UserTurnTracker,
+    Withdraw,
+)
+from assistant.turns import TurnEvent
+from assistant.turns.words import Interjection
+from assistant.types import FRAME_SAMPLES, AudioFrame
+
+
+class World:
+    """The tracker's surroundings: a clock and the reply in flight."""
+
+    def __init__(self) -> None:
+        self.now = 10.0
+        self.reply: int | None = None
+        self.settings = Settings()
+        self.tracker = UserTurnTracker(
+            self.settings, next_turn_id=1, reply_turn=lambda: self.reply, now=lambda: self.now
+        )
+
+    def event(self, kind: str, at: float, *, explicit: bool = False, preroll=()) -> list:
+        self.now = max(self.now, at)
+        event = TurnEvent(kind, at, at)  # type: ignore[arg-type]
+        return self.tracker.on_turn_event(event, explicit=explicit, preroll=list(preroll))
+
+
+def frame(t: float) -> AudioFrame:
+    return AudioFrame(np.zeros(FRAME_SAMPLES, dtype=np.int16), t, t)
+
+
+def test_speech_while_idle_begins_a_turn_and_allows_prefill() -> None:
+    w = World()
+    (begin,) = w.event("start", 10.0)
+    assert isinstance(begin, Begin) and begin.prefill
+    assert w.tracker.phase is Phase.SPEAKING
+    assert begin.utterance.timeline.marks["speech_start"] == 10.0
+    (commit,) = w.event("end", 11.0)
+    assert commit == Commit(begin.utterance, speculative=False)
+    assert w.tracker.phase is Phase.IDLE and w.tracker.awaiting_answer
+
+
+def test_hands_free_speech_over_a_reply_is_tentative_until_it_lasts() -> None:
+    w = World()
+    w.reply = 7
+    begin, pause = w.event("start", 10.0)
+    assert isinstance(begin, Begin) and not begin.prefill
+    assert isinstance(pause, TentativeBargeIn)
+    assert w.tracker.phase is Phase.TENTATIVE
+    w.tracker.on_speech(10.3)
+    assert w.tracker.check_tentative() == []  # 300 ms < 500 ms
+    w.tracker.on_speech(10.5)
+    assert w.tracker.check_tentative() == [ConfirmBargeIn()]
+    assert w.tracker.phase is Phase.SPEAKING
+
+
+def test_words_confirm_a_barge_in_at_once_but_a_backchannel_does_not() -> None:
+    w = World()
+    w.reply = 7
+    w.event("start", 10.0)
+    assert w.tracker.on_partial("mhm") == []
+    assert w.tracker.on_partial("mhm wait") == [ConfirmBargeIn()]
+
+
+def test_speech_over_a_reply_that_pauses_is_judged_by_its_words() -> None:
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    u = begin.utterance
+    (judge,) = w.event("pause", 10.3)
+    assert judge == JudgeInterjection(u, resume=True)  # nothing says words: play on meanwhile
+    assert w.tracker.phase is Phase.IDLE and not w.tracker.awaiting_answer
+    assert w.tracker.on_final(u, "Mm-hmm.") == Dismiss(Interjection.BACKCHANNEL)
+    assert w.tracker.speculative is None
+
+
+def test_interjection_outcomes() -> None:
+    for said, expected in [
+        ("", Dismiss(Interjection.NOTHING)),
+        ("Stop!", StopCommand()),
+        ("Why is that?", Answer("Why is that?", held=False, barge_in=True)),
+    ]:
+        w = World()
+        w.reply = 7
+        (begin, _) = w.event("start", 10.0)
+        w.event("end", 10.3)
+        assert w.tracker.on_final(begin.utterance, said) == expected
+
+
+def test_words_in_the_partial_keep_the_reply_paused_at_the_pause() -> None:
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    begin.utterance.partial = "Uh-uh."
+    (judge,) = w.event("pause", 10.3)
+    assert judge.resume
+    _, begin2, _ = w.event("resume", 10.5)
+    assert w.tracker.phase is Phase.TENTATIVE
+    begin2.utterance.partial = "why"
+    (judge2,) = w.event("pause", 11.0)
+    assert not judge2.resume
+
+
+def test_push_to_talk_over_a_reply_interrupts_at_once() -> None:
+    w = World()
+    w.reply = 7
+    begin, confirm = w.event("start", 10.0, explicit=True)
+    assert isinstance(begin, Begin) and confirm == ConfirmBargeIn()
+
+
+def test_no_barge_in_when_interruptions_are_off() -> None:
+    w = World()
+    w.settings.interruption.enabled = False
+    w.reply = 7
+    assert w.event("start", 10.0) == []
+    assert w.event("start", 10.0, explicit=True)  # the key still works
+
+
+def test_pause_speculates_resume_withdraws_and_keeps_only_new_audio() -> None:
+    w = World()
+    (begin,) = w.event("start", 10.0)
+    first = begin.utterance
+    first.last_frame_t = 11.0
+    (spec,) = w.event("pause", 11.0)
+    assert spec == Speculate(first) and first.held
+    assert w.tracker.phase is Phase.PAUSED and not w.tracker.awaiting_answer
+    withdraw, again = w.event("resume", 11.4, preroll=[frame(10.9), frame(11.2), frame(11.3)])
+    assert withdraw == Withdraw(first) and first.withdrawn
+    assert isinstance(again, Begin) and again.utterance.turn_id == first.turn_id + 1
+    assert [f.t for f in again.utterance.preroll or []] == [11.2, 11.3]
+
+
+def test_the_withdrawn_reply_does_not_count_as_the_assistant_talking() -> None:
+    w = World()
+    (begin,) = w.event("start", 10.0)
+    w.event("pause", 11.0)
+    w.reply = begin.utterance.turn_id  # its reply is being prepared
+    _, again = w.event("resume", 11.4)
+    assert isinstance(again, Begin) and w.tracker.phase is Phase.SPEAKING
+
+
+def test_end_after_a_pause_commits_the_speculation_and_notes_the_endpoint() -> None:
+    w = World()
+    (begin,) = w.event("start", 10.0)
+    w.event("pause", 11.0)
+    w.now = 11.6
+    (commit,) = w.event("end", 11.0)
+    assert commit == Commit(begin.utterance, speculative=True)
+    assert not begin.utterance.held
+    assert begin.utterance.timeline.notes["endpoint_ms"] == 600
+
+
+def test_finals_answer_carry_over_or_stay_silent() -> None:
+    w = World()
+    (b1,) = w.event("start", 10.0)
+    w.event("pause", 11.0)
+    w.event("resume", 11.4)  # the user went on: the first final carries over
+    assert w.tracker.on_final(b1.utterance, "Book a table") == CarryOver("Book a table")
+    (commit,) = w.event("end", 12.5)
+    outcome = w.tracker.on_final(commit.utterance, " for two. ")
+    assert outcome == Answer("Book a table for two.", held=False)
+    (b3,) = w.event("start", 13.0)
+    w.event("end", 13.1)
+    assert w.tracker.on_final(b3.utterance, "") == Silence()
+
+
+def test_engine_endpointing_commits_with_its_transcript() -> None:
+    w = World()
+    w.event("start", 10.0)
+    (commit,) = w.tracker.engine_ended_turn("hello there")
+    assert isinstance(commit, Commit) and commit.transcript == "hello there"
+
+
+@pytest.mark.parametrize(
+    ("listening", "phase", "reply", "finishing", "awaiting", "expected"),
+    [
+        (True, Phase.IDLE, None, [], False, State.LISTENING),
+        (False, Phase.IDLE, None, [], False, State.IDLE),
+        (True, Phase.SPEAKING, None, [], False, State.USER_SPEAKING),
+        (True, Phase.PAUSED, "held", [], False, State.USER_SPEAKING),
+        (True, Phase.IDLE, None, [], True, State.THINKING),
+        (True, Phase.IDLE, "preparing", [], False, State.THINKING),
+        (True, Phase.IDLE, "held", [], False, State.LISTENING),
+        (True, Phase.IDLE, "playing", [], False, State.SPEAKING),
+        (True, Phase.TENTATIVE, "playing", [], False, State.SPEAKING),
+        (True, Phase.SPEAKING, None, ["interrupted"], False, State.INTERRUPTED),
+        (True, Phase.IDLE, None, ["played"], False, State.SPEAKING),
+    ],
+)
+def test_state_is_derived_in_one_place(listening, phase, reply, finishing, awaiting, expected):
+    replies = {
+        "held": SimpleNamespace(playing=False, held=True, interrupted=False),
+        "preparing": SimpleNamespace(playing=False, held=False, interrupted=False),
+        "playing": SimpleNamespace(playing=True, held=False, interrupted=False),
+        "interrupted": SimpleNamespace(playing=True, held=False, interrupted=True),
+        "played": SimpleNamespace(playing=True, held=False, interrupted=False),
+    }
+    state = derive_state(
+        listening=listening,
+        phase=phase,
+        reply=replies.get(reply),  # type: ignore[arg-type]
+        finishing=[replies[f] for f in finishing],  # type: ignore[misc]
+        awaiting_answer=awaiting,
+    )
+    assert state is expected
