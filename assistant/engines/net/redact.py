@@ -73,7 +73,10 @@ class ScrubbingLogger(logging.LoggerAdapter[logging.Logger]):
             text = str(msg) % args if args else str(msg)
         except (TypeError, ValueError):
             text = " ".join(str(a) for a in (msg, *args))
-        if kwargs.pop("exc_info", None):
+        exc_info = kwargs.pop("exc_info", None)
+        if isinstance(exc_info, BaseException):
+            text += "\n" + "".join(traceback.format_exception(exc_info))
+        elif exc_info:
             text += "\n" + traceback.format_exc()
         kwargs.pop("stack_info", None)
         kwargs.pop("stacklevel", None)
