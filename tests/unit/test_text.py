@@ -258,10 +258,63 @@ def test_long_sentence_without_clauses_is_capped_at_word_boundary() -> None:
     assert " ".join(pieces).split() == text.split()  # no word was cut
 
 
-def test_single_overlong_token_is_not_cut() -> None:
-    url = "https://example.com/" + "a" * 300
-    pieces = split(f"Go {url} now. Ok.", max_piece_chars=50)
-    assert pieces == ["Go", url, "now.", "Ok."]
+def test_overlong_run_without_spaces_is_broken_at_a_natural_boundary() -> None:
+    url = "https://example.com/" + "/".join(["segment"] * 30)
+    text = f"Go {url} now. Ok."
+    pieces = split(text, max_piece_chars=50)
+    assert all(len(p) <= 50 for p in pieces)
+    assert " ".join(pieces) == speakable(text)
+    assert "".join(" ".join(pieces).split()) == "".join(text.split())  # only spaces were added
+    # Past the soft width a run breaks after its next separator, not in the middle of a word.
+    assert all(w.endswith("/") for w in speakable(url).split()[:-1])
+
+
+def test_run_of_letters_is_broken_at_the_hard_width() -> None:
+    text = "a" * 1000
+    pieces = split(text, list(text))
+    assert all(len(p) <= 220 for p in pieces)
+    words = " ".join(pieces).split()
+    assert max(len(w) for w in words) <= 64
+    assert "".join(words) == text
+
+
+def test_combining_marks_stay_with_their_letter() -> None:
+    word = "e\u0301" * 200  # "é" spelled with a combining accent: never cut between the two
+    words = speakable(word).split()
+    assert len(words) > 1
+    assert not any(w.startswith("\u0301") for w in words)
+
+
+def test_text_without_spaces_is_spoken_before_the_reply_ends() -> None:
+    splitter = TextSplitter()
+    released = [p for ch in "x" * 16_000 for p in splitter.push(ch)]
+    assert len(released) > 60  # pieces come out while the text streams in, not at flush
+    assert all(len(p) <= 220 for p in released)
+
+
+def test_cjk_without_sentence_ends_is_spoken_while_streaming() -> None:
+    text = "我们今天去公园玩然后回家吃饭" * 40
+    splitter = TextSplitter()
+    released = [p for ch in text for p in splitter.push(ch)]
+    assert released, "nothing spoken before the end of the reply"
+    assert " ".join(released + splitter.flush()) == speakable(text)
+
+
+def test_cjk_first_clause_is_cut_at_a_cjk_comma() -> None:
+    text = "我觉得我们应该先去公园，然后回家吃饭。好的。"
+    splitter = TextSplitter()
+    released: list[str] = []
+    for ch in text[: text.index("。")]:
+        released += splitter.push(ch)
+    assert released == ["我觉得我们应该先去公园，"]
+    rest = text[text.index("。") :]
+    assert " ".join(released + splitter.push(rest) + splitter.flush()) == speakable(text)
+    assert speakable("你好，世界") == "你好， 世界"
+
+
+def test_japanese_clause_mark_counts_too() -> None:
+    first = split("今日はとても良い天気ですね、散歩に行きましょう。")[0]
+    assert first == "今日はとても良い天気ですね、"
 
 
 def test_flush_resets_for_the_next_reply() -> None:
