@@ -1,6 +1,7 @@
 """The offline language model: a packaged Qwen2.5-Coder GGUF served by a supervised llama-server.
 
-It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint; the server needs no key.
+It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint, with the key the server
+was started with (a new one at each launch).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class LocalLLM:
         self.on_notice: list[Notice] = []
         self._server: LlamaServer | None = None
         self._chat: OpenAIChatLLM | None = None
+        self._chat_key = ""
+        self._retired: list[OpenAIChatLLM] = []  # clients of earlier launches, closed at the end
         self._warm_lock = asyncio.Lock()
 
     @property
@@ -82,15 +85,21 @@ class LocalLLM:
             await self._server.start(self.progress)
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
-        # A restart may move the server to another port; follow it.
-        if self._chat is None or self._chat.base_url != server.base_url:
+        # A restart may move the server to another port, and always brings a new key.
+        if self._chat is None or (self._chat.base_url, self._chat_key) != (
+            server.base_url,
+            server.api_key,
+        ):
+            if self._chat is not None:
+                self._retired.append(self._chat)
             self._chat = OpenAIChatLLM(
                 server.base_url,
-                None,
+                server.api_key,
                 self.model.name,
                 name=self.name,
                 timeout_first_token=self.timeout_first_token,
             )
+            self._chat_key = server.api_key
         return self._chat
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
@@ -135,6 +144,7 @@ class LocalLLM:
         """Stop the server (the model file stays cached)."""
         if self._server is not None:
             await self._server.stop()
-        if self._chat is not None:
-            await self._chat.aclose()
-            self._chat = None
+        for chat in [*self._retired, *([self._chat] if self._chat is not None else [])]:
+            await chat.aclose()
+        self._retired.clear()
+        self._chat = None
