@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from assistant.config import atomic_write_bytes
 from assistant.durable import append_lines, json_line, replace_keeping_original
 from assistant.engines.base import Message, ToolCall
+from assistant.tokens import estimate_tokens
 
 FORMAT_VERSION = 1
 
@@ -72,11 +74,6 @@ class TurnRecord:
         )
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~3.5 characters a token for English, more for others)."""
-    return len(text) * 2 // 7 + 4
-
-
 class Conversation:
     """One conversation's turns, backed by an append-only JSONL file."""
 
@@ -123,11 +120,11 @@ class Conversation:
         always kept.
         """
         tail: list[Message] = [Message("user", pending_user)] if pending_user is not None else []
-        used = estimate_tokens(system_prompt) + sum(estimate_tokens(m.content) for m in tail)
+        used = estimate_tokens(system_prompt) + sum(message_tokens(m) for m in tail)
         kept: list[list[Message]] = []
         for turn in reversed(self.turns):
             msgs = turn_messages(turn)
-            cost = sum(estimate_tokens(m.content) + _tool_tokens(m) for m in msgs)
+            cost = sum(message_tokens(m) for m in msgs)
             if used + cost > token_budget:
                 break
             used += cost
@@ -139,8 +136,37 @@ class Conversation:
         return out
 
 
-def _tool_tokens(message: Message) -> int:
-    return sum(estimate_tokens(c.name + c.arguments) for c in message.tool_calls)
+def message_tokens(message: Message) -> int:
+    """Estimated tokens of one chat message, its tool calls included."""
+    return estimate_tokens(message.content) + sum(
+        estimate_tokens(c.name + c.arguments) for c in message.tool_calls
+    )
+
+
+def drop_oldest_turns(messages: Sequence[Message], token_budget: int) -> list[Message] | None:
+    """``messages`` without as many earlier turns as it takes to fit ``token_budget``.
+
+    The leading system messages and the current turn (from the last user message on, tool
+    rounds included) are always kept; earlier turns go whole, oldest first, as in
+    ``Conversation.context``. None when there is no earlier turn left to drop.
+    """
+    head = 0
+    while head < len(messages) and messages[head].role == "system":
+        head += 1
+    users = [i for i in range(head, len(messages)) if messages[i].role == "user"]
+    current = users[-1] if users else len(messages)
+    starts = [head, *(i for i in users if i > head and i < current)]
+    turns = [list(messages[a:b]) for a, b in zip(starts, [*starts[1:], current], strict=True)]
+    turns = [t for t in turns if t]
+    if not turns:
+        return None
+    fixed = [*messages[:head], *messages[current:]]
+    used = sum(message_tokens(m) for m in fixed) + sum(message_tokens(m) for t in turns for m in t)
+    dropped = 0
+    while dropped < len(turns) and (used > token_budget or dropped == 0):
+        used -= sum(message_tokens(m) for m in turns[dropped])
+        dropped += 1
+    return [*messages[:head], *(m for t in turns[dropped:] for m in t), *messages[current:]]
 
 
 def turn_messages(turn: TurnRecord) -> list[Message]:
