@@ -15,10 +15,17 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "json_line", "replace_keeping_original", "valid_unicode"]
+__all__ = [
+    "append_lines",
+    "json_line",
+    "replace_keeping_original",
+    "unused_name",
+    "valid_unicode",
+]
 
 
 def valid_unicode(text: str) -> str:
@@ -70,6 +77,16 @@ def append_lines(path: Path, data: bytes) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def unused_name(path: Path, label: str) -> Path:
+    """``path`` plus ``.{label}-{date-time}`` (numbered if taken): where to keep a copy."""
+    base = path.with_name(f"{path.name}.{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}.{n}")
+    return candidate
 
 
 def _fsync_dir(directory: Path) -> None:

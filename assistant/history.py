@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import atomic_write_bytes
-from assistant.durable import append_lines, json_line, replace_keeping_original
+from assistant.durable import append_lines, json_line, replace_keeping_original, unused_name
 from assistant.engines.base import Message, ToolCall
 from assistant.tokens import estimate_tokens
 
@@ -258,7 +258,7 @@ class HistoryStore:
             append_lines(path, b"")  # a complete last record missing its newline gets one
         if bad:
             # Keep the damaged original; rewrite the readable part so appends stay valid.
-            kept = _unused_name(path, "damaged")
+            kept = unused_name(path, "damaged")
             replace_keeping_original(path, b"".join(ln + b"\n" for ln in good_lines), kept)
             report = LoadReport(recovered_lines=bad, kept_as=kept)
         return Conversation(path, conv_id, turns), report
@@ -282,13 +282,3 @@ def _turn_line(turn: TurnRecord) -> bytes:
             "at": turn.at,
         }
     return json_line(data)
-
-
-def _unused_name(path: Path, label: str) -> Path:
-    """``path`` with ``.{label}-{time}`` appended, numbered if that name is taken."""
-    base = path.with_name(f"{path.name}.{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}.{n}")
-    return candidate
