@@ -334,7 +334,14 @@ class LlamaServer:
             self._port = port
             log_file = self._open_log(binary, port)
             key = secrets.token_urlsafe(32)
-            key_file = _write_key_file(key)
+            try:
+                key_file = _write_key_file(key)
+            except OSError as err:
+                log_file.close()
+                raise EngineUnavailable(
+                    f"Could not write the local model server's key file: {err.strerror or err}.",
+                    engine="local",
+                ) from err
             started = time.monotonic()
             try:
                 try:
