@@ -76,7 +76,16 @@ def test_settings_round_trip_and_env_override(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize(
     "content",
-    ["this is [not toml", 'turn_mode = "walkie-talkie"', "language = 3", 'mystery = "x"'],
+    [
+        "this is [not toml",
+        'turn_mode = "walkie-talkie"',
+        "language = 3",
+        'mystery = "x"',
+        "vad = " + "[" * 5000 + "]" * 5000,  # deeper than the TOML parser's recursion limit
+        "vad = " + "{a = " * 5000 + "1" + "}" * 5000,
+        'turn_mode = "' + "x" * 100_000 + '"',  # a huge value, kept out of the notice
+    ],
+    ids=["syntax", "choice", "type", "unknown", "deep-arrays", "deep-tables", "huge-value"],
 )
 def test_invalid_settings_file_is_kept_aside(content: str) -> None:
     path = settings_path()
@@ -88,6 +97,26 @@ def test_invalid_settings_file_is_kept_aside(content: str) -> None:
     aside = list(path.parent.glob("settings.toml.invalid-*"))
     assert len(aside) == 1 and aside[0].read_text() == content
     assert not path.exists()
+    assert "\n" not in loaded.notice and len(loaded.notice) < 400
+
+
+def test_two_invalid_settings_files_in_one_second_are_both_kept() -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    for content in ("first = [", "second = ["):
+        path.write_text(content)
+        assert load_settings().notice
+    kept = sorted(p.read_text() for p in path.parent.glob("settings.toml.invalid-*"))
+    assert kept == ["first = [", "second = ["]
+
+
+def test_unreadable_settings_file_gives_defaults_and_a_notice() -> None:
+    path = settings_path()
+    path.mkdir(parents=True)  # a directory where the file should be
+    loaded = load_settings()
+    assert loaded.settings == Settings()
+    assert loaded.notice and "could not be read" in loaded.notice
+    assert path.is_dir()  # left where it is
 
 
 def test_settings_file_has_no_secrets_fields() -> None:
