@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant import secrets
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
@@ -26,10 +27,13 @@ FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings and history never touch the real user directories."""
+    """Settings and history never touch the real user directories, and what one test's keyring
+    said is not remembered in the next."""
     monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    secrets.forget_keys()
     yield
+    secrets.forget_keys()
 
 
 class Harness:

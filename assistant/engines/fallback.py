@@ -29,6 +29,7 @@ from assistant.engines.base import (
     LLMEvent,
     Message,
     Recovered,
+    ReportsNotices,
     SpeechChunk,
     SpeechToText,
     STTSession,
@@ -66,6 +67,13 @@ class _Chain:
         self.notices: Emitter[EngineNotice] = Emitter(f"{self.kind} fallback")
         self._down: set[int] = set()
         self._probes: dict[int, asyncio.Task[None]] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    def _pass_on_notices(self, engines: Sequence[object]) -> None:
+        """Members' own news (a local server restarting) reaches the chain's listeners."""
+        for engine in engines:
+            if isinstance(engine, ReportsNotices):
+                self._unsubscribe.append(engine.notices.subscribe(self.notices.emit))
 
     # ---------------------------------------------------------------------------- health
 
@@ -123,6 +131,9 @@ class _Chain:
 
     async def aclose(self) -> None:
         """Stop probing and release every engine of the chain."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         probes = list(self._probes.values())
         self._probes.clear()
         for probe in probes:
@@ -189,6 +200,7 @@ class FallbackLLM(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
 
     @property
     def members(self) -> Sequence[object]:
@@ -258,6 +270,7 @@ class FallbackTTS(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
         self._language = "en"
 
     @property
@@ -306,6 +319,7 @@ class FallbackSTT(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
         self.provides_endpointing = self.engines[0].provides_endpointing
         self.active: SpeechToText = self.engines[0]
         self._language = "en"

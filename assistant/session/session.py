@@ -29,6 +29,7 @@ from assistant.clock import SYSTEM_CLOCK, Clock, Timer
 from assistant.config import Settings
 from assistant.emitter import Emitter
 from assistant.engines.base import (
+    Announcement,
     ChatRequest,
     EngineError,
     EngineNotice,
@@ -36,7 +37,7 @@ from assistant.engines.base import (
     LanguageModel,
     Message,
     Recovered,
-    ReportsFallback,
+    ReportsNotices,
     SpeechToText,
     TextToSpeech,
 )
@@ -189,7 +190,7 @@ class Session:
         self._unsubscribe = [
             engine.notices.subscribe(self.on_engine_notice)
             for engine in (stt, llm, tts)
-            if isinstance(engine, ReportsFallback)
+            if isinstance(engine, ReportsNotices)
         ]
 
     # ------------------------------------------------------------------------------- events, state
@@ -638,13 +639,18 @@ class Session:
         self._tracker.keep_ids_above(conversation.next_turn_id)
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
-        """An engine chain switched members: tell the user (once per switch)."""
+        """An engine has news: a chain switched members (told once per switch), or an engine
+        speaks for itself (a local server crashed and restarts)."""
         match notice:
             case FellBack(kind, failed, replacement, reason):
                 text = f"{failed} failed ({reason}); using {replacement} instead."
                 self.emit(Notice(text, Source(kind)))
             case Recovered(kind, name):
                 self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
+            case Announcement(kind, message, True):
+                self.emit(ErrorEvent(message, Source(kind)))
+            case Announcement(kind, message, False):
+                self.emit(Notice(message, Source(kind)))
 
     def notice(self, message: str, source: Source = Source.NONE) -> None:
         self.emit(Notice(message, source))

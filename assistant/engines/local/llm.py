@@ -15,8 +15,16 @@ from collections.abc import AsyncIterator
 
 import openai
 
-from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
-from assistant.engines.local.llama_server import LlamaServer, Notice
+from assistant.emitter import Emitter
+from assistant.engines.base import (
+    Announcement,
+    ChatRequest,
+    EngineError,
+    EngineNotice,
+    LLMEvent,
+    closing_stream,
+)
+from assistant.engines.local.llama_server import LlamaServer
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.openai.chat import OpenAIChatLLM
 from assistant.history import drop_oldest_turns, message_tokens
@@ -85,8 +93,8 @@ class LocalLLM:
         self.context = context
         self.timeout_first_token = timeout_first_token
         self.progress = progress
-        #: Listeners for user-facing notices (crash, restart); shared with the server.
-        self.on_notice: list[Notice] = []
+        #: What the user should hear about the server (a crash, a restart, giving up).
+        self.notices: Emitter[EngineNotice] = Emitter("local language model")
         self._server: LlamaServer | None = None
         self._chat: OpenAIChatLLM | None = None
         self._chat_key = ""
@@ -109,9 +117,12 @@ class LocalLLM:
                     threads_batch=self.threads_batch,
                     context=self.context,
                 )
-                server.on_notice = self.on_notice
+                server.on_notice.append(self._server_notice)
                 self._server = server
             await self._server.start(self.progress)
+
+    def _server_notice(self, message: str, failure: bool) -> None:
+        self.notices.emit(Announcement("llm", message, failure))
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
         # A restart may move the server to another port, and always brings a new key.

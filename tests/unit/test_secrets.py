@@ -1,0 +1,103 @@
+"""Reading API keys from the keyring: never on the event loop, one read at a time, and a locked,
+failing or silent keyring told apart from a key that is not set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from assistant import secrets
+from assistant.engines.base import KeyUnreadableError, MissingKeyError
+from tests.fakes.keyrings import BrokenKeyring, LockedKeyring, MemoryKeyring, SlowKeyring, installed
+
+KEY = "sk-keyring-0123456789abcdef"
+STORED = {(secrets.SERVICE, "openai"): KEY}
+
+
+@pytest.fixture(autouse=True)
+def no_environment_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in secrets.ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_a_locked_keyring_is_not_a_missing_key() -> None:
+    with installed(LockedKeyring(STORED)) as backend:
+        with pytest.raises(secrets.KeyringProblem, match="locked"):
+            secrets.get_key("openai")
+        with pytest.raises(KeyUnreadableError) as info:
+            secrets.require_key("openai")
+        message = str(info.value)
+        assert not isinstance(info.value, MissingKeyError) and "no API key" not in message
+        assert message.startswith("OpenAI: the system keyring is locked")
+        assert "OPENAI_API_KEY" in message and "\n" not in message
+        assert info.value.retryable is False and info.value.engine == "OpenAI"
+        assert secrets.key_state("openai") == "unreadable"
+        assert secrets.key_problem("openai") == "the system keyring is locked"
+        backend.unlock()  # a failure is not remembered: the next read asks again
+        assert secrets.require_key("openai") == KEY
+        assert secrets.key_state("openai") == "keyring"
+
+
+def test_a_failing_keyring_says_so() -> None:
+    with installed(BrokenKeyring(STORED)):
+        with pytest.raises(KeyUnreadableError, match=r"keyring failed \(KeyringError\)"):
+            secrets.require_key("openai")
+
+
+def test_a_key_that_is_not_stored_is_missing() -> None:
+    with installed(MemoryKeyring()):
+        with pytest.raises(MissingKeyError, match="OpenAI: no API key"):
+            secrets.require_key("openai")
+        assert secrets.key_state("openai") == "none"
+
+
+async def test_a_slow_keyring_never_stalls_the_loop_and_is_read_once() -> None:
+    with installed(SlowKeyring(STORED, delay=0.3)) as backend:
+        assert secrets.key_state("openai") == "unknown"
+        ticks: list[float] = []
+
+        async def tick() -> None:
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        keys = await asyncio.gather(*(secrets.arequire_key("openai") for _ in range(5)))
+        ticker.cancel()
+        assert keys == [KEY] * 5
+        assert backend.reads == 1  # five callers, one read
+        gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+        assert len(ticks) > 5 and max(gaps) < 0.25  # the loop went on while the keyring read
+        assert await secrets.aget_key("openai") == KEY and backend.reads == 1  # remembered
+
+
+async def test_a_keyring_that_never_answers_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(secrets, "KEYRING_TIMEOUT", 0.2)
+    with installed(SlowKeyring(STORED, delay=None)):
+        with pytest.raises(KeyUnreadableError) as info:
+            await secrets.arequire_key("openai")
+        assert "did not answer within 0.2 s (it may be waiting to be unlocked)" in str(info.value)
+
+
+def test_storing_and_removing_keep_what_is_known_right() -> None:
+    with installed(MemoryKeyring()) as backend:
+        assert secrets.get_key("openai") is None
+        secrets.set_key("openai", f"  {KEY}\r\n")
+        assert backend.store[(secrets.SERVICE, "openai")] == KEY
+        assert secrets.key_state("openai") == "keyring" and secrets.get_key("openai") == KEY
+        secrets.delete_key("openai")
+        assert secrets.key_state("openai") == "none" and secrets.get_key("openai") is None
+
+
+def test_the_environment_wins_without_asking_the_keyring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment\r")
+    with installed(LockedKeyring(STORED)) as backend:
+        assert secrets.require_key("openai") == "sk-from-the-environment"
+        assert secrets.key_state("openai") == "environment"
+        assert backend.reads == 0
