@@ -62,10 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from assistant.logs import log_to_console
+
+    log_to_console(logging.INFO if args.verbose else logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Audio callbacks run on PortAudio's threads and need the GIL: a shorter switch interval
     # (default 5 ms) lets them in sooner while inference threads are busy.

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from assistant import config
+from assistant.logs import scrubbed
 
 if TYPE_CHECKING:
     from assistant.app import Assistant
@@ -62,7 +63,8 @@ def log_file() -> Path:
 
 
 def setup_logging() -> Path | None:
-    """Log to a rotating file in the data directory (where the banners point)."""
+    """Log to a rotating file in the data directory (where the banners point), scrubbed of
+    keys."""
     path = log_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def setup_logging() -> Path | None:
     except OSError as exc:
         log.warning("cannot write the log file %s: %s", path, exc)
         return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    scrubbed(handler)  # no API key is ever written to the file
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
     root.addHandler(handler)
