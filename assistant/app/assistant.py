@@ -37,6 +37,7 @@ from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_mo
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import Player
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings, TurnMode
 from assistant.emitter import Emitter
 from assistant.engines.base import TextToSpeech, Voice
@@ -57,6 +58,7 @@ from assistant.events import (
 )
 from assistant.history import Conversation, HistoryStore
 from assistant.session import Session
+from assistant.session.session import Offload
 from assistant.tools import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ class Assistant:
     unusable). The factories replace the engines, the speaker, the microphone and the hands-free
     detectors (tests and headless callers use virtual ones); engines a factory returns are owned
     and closed here unless it returns an ``EngineSet`` with ``owned=False``. ``persist=False``
-    never writes the settings file.
+    never writes the settings file. ``clock`` and ``offload`` are the conversation's time and
+    its way to run blocking work (virtual time and inline work in tests that script time).
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class Assistant:
         turn_model_factory: TurnModelFactory | None = None,
         tools: ToolRegistry | None = None,
         persist: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         #: Everything that happens, in order: ``assistant.events.AppEvent``s.
         self.events: Emitter[AppEvent] = Emitter("assistant")
@@ -101,6 +106,8 @@ class Assistant:
         #: every language model that returns real tool calls (``EngineSet.calls_tools``).
         self.tools = tools if tools is not None else default_tools()
         self._persist = persist
+        self._clock = clock
+        self._offload = offload
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
@@ -371,6 +378,8 @@ class Assistant:
             vad=self._vad_factory(self._settings) if hands_free else None,
             tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            clock=self._clock,
+            offload=self._offload,
         )
 
     def _switch_session_mode(self, mode: TurnMode) -> None:

@@ -258,15 +258,18 @@ class Reply:
 
         settings = self._settings
         stream = self._tts.stream(texts(), voice=settings.voice or None, language=settings.language)
-        async with closing_stream(stream):
-            async for chunk in stream:
-                if len(chunk.pcm) == 0 and not chunk.last:
-                    continue
-                self.timeline.mark("tts_first_audio")
-                if self._held:
-                    self._pending.append(chunk)
-                else:
-                    self._write(chunk)
+        try:
+            async with closing_stream(stream):
+                async for chunk in stream:
+                    if len(chunk.pcm) == 0 and not chunk.last:
+                        continue
+                    self.timeline.mark("tts_first_audio")
+                    if self._held:
+                        self._pending.append(chunk)
+                    else:
+                        self._write(chunk)
+        except Exception as exc:
+            raise _StageFailed(Source.TTS, exc) from exc  # the voice failed, not the model
 
     def _write(self, chunk: SpeechChunk) -> None:
         if self._player.write(chunk.pcm, chunk.sample_rate, self.turn_id):

@@ -210,6 +210,12 @@ class Session:
         return self._state
 
     @property
+    def user_has_floor(self) -> bool:
+        """The user is talking (or paused mid-turn) right now; no reply may be heard meanwhile.
+        Up to date even between two ``StateChanged`` events."""
+        return self._tracker.phase in (Phase.SPEAKING, Phase.PAUSED)
+
+    @property
     def conversation(self) -> Conversation:
         return self._conversation
 

@@ -20,6 +20,7 @@ from assistant.events import (
     PartialTranscript,
     PlaybackPaused,
     PlaybackResumed,
+    Source,
     State,
     ToolCalled,
     TurnWithdrawn,
@@ -244,6 +245,7 @@ async def test_tts_error_mid_reply_tells_user_and_keeps_history(tmp_path) -> Non
     assert first.assistant_text == LONG_REPLY
     errors = stage.events(ErrorEvent)
     assert errors and "fake speech engine failed" in errors[0].message
+    assert errors[0].source is Source.TTS  # the voice failed, not the language model
     assert second.error and "failed mid-reply" in second.error
     assert second.assistant_text and LONG_REPLY.startswith(second.assistant_text)
     assert len(second.assistant_text) < len(LONG_REPLY)
