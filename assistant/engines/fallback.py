@@ -1,7 +1,9 @@
 """Fallback chains: when an engine fails before producing output, the next one of its kind runs.
 
 A failure after output has started is not retried elsewhere (the user has already heard part of
-the reply); it propagates so the session can tell the user and keep what was heard.
+the reply); it propagates so the session can tell the user and keep what was heard, and later
+turns go to the next engine as after any failure. Only real output counts: a language model's
+usage report or finish reason before its first word is not an answer.
 
 A chain remembers failures. An engine that failed is skipped on later turns (a dead cloud
 service must not cost every turn its timeout) and probed in the background, with growing
@@ -33,7 +35,9 @@ from assistant.engines.base import (
     SpeechChunk,
     SpeechToText,
     STTSession,
+    TextDelta,
     TextToSpeech,
+    ToolCallDelta,
     Voice,
     close_engine,
     closing_stream,
@@ -159,10 +163,15 @@ class _Chain:
         joined = "; ".join(errors)
         return EngineError(f"every {self.kind} engine failed: {joined}", engine=self._names[-1])
 
-    async def _attempts[T](self, run: Callable[[int, bool], AsyncIterator[T]]) -> AsyncIterator[T]:
+    async def _attempts[T](
+        self,
+        run: Callable[[int, bool], AsyncIterator[T]],
+        output: Callable[[T], bool] = lambda _item: True,
+    ) -> AsyncIterator[T]:
         """Yield from ``run(index, first)`` for each engine in order until one succeeds.
 
-        ``run`` must not be retried once it produced anything: that failure propagates.
+        ``run`` must not be retried once it produced output (``output(item)``): that failure
+        propagates, and the engine is skipped from then on like any failed one.
         """
         errors: list[str] = []
         order = self._order()
@@ -170,20 +179,21 @@ class _Chain:
             waited = False
             while True:
                 produced = False
+                later = order[position + 1] if position + 1 < len(order) else None
                 try:
                     async for item in run(index, position == 0):
-                        produced = True
+                        produced = produced or output(item)
                         yield item
                     self._mark_up(index)
                     return
                 except _FAILURES as exc:
                     if produced:
+                        self._mark_down(index, exc, later)
                         raise
                     if await self._short_wait(exc, position, waited):
                         waited = True
                         continue
                     errors.append(f"{self._names[index]}: {_describe(exc)}")
-                    later = order[position + 1] if position + 1 < len(order) else None
                     self._mark_down(index, exc, later)
                     break
         raise self._give_up(errors)
@@ -212,7 +222,7 @@ class FallbackLLM(_Chain):
                 async for event in events:
                     yield event
 
-        async for event in self._attempts(run):
+        async for event in self._attempts(run, _is_answer):
             yield event
 
     async def _probe(self, index: int) -> None:
@@ -354,6 +364,10 @@ class FallbackSTT(_Chain):
 
     async def warm_up(self) -> None:
         await _warm_all(self.engines)
+
+
+def _is_answer(event: LLMEvent) -> bool:
+    return isinstance(event, TextDelta | ToolCallDelta)
 
 
 async def _warm_all(engines: Sequence[SpeechToText | LanguageModel | TextToSpeech]) -> None:

@@ -480,7 +480,7 @@ class Session:
             message = (
                 "The speech recognizer gave no transcript; please try again."
                 if isinstance(exc, TimeoutError)
-                else f"Speech recognition failed: {exc}"
+                else f"Speech recognition failed: {exc} Please say it again."
             )
             self.emit(ErrorEvent(message, Source.STT))
             self._sync()

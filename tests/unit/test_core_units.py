@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -311,8 +312,29 @@ async def test_fallback_llm_moves_on_only_before_output() -> None:
     await chain.aclose()
 
     mid = FallbackLLM([FakeLLM(ttft=0, fail_after_tokens=2, name="a"), FakeLLM(ttft=0, name="b")])
+    mid_reports: list[EngineNotice] = []
+    mid.notices.subscribe(mid_reports.append)
     with pytest.raises(EngineError, match="mid-reply"):
         [e async for e in mid.stream(ChatRequest([Message("user", "hi")]))]
+    # What was said stands; the next reply comes from the engine that works.
+    assert mid_reports == [FellBack("llm", "a", "b", "the fake language model failed mid-reply")]
+    again = [e async for e in mid.stream(ChatRequest([Message("user", "hi")]))]
+    assert any(isinstance(e, TextDelta) for e in again)
+    await mid.aclose()
+
+
+async def test_fallback_llm_a_usage_report_is_not_an_answer() -> None:
+    from assistant.engines.base import ChatRequest, TextDelta, Usage
+
+    class Empty(FakeLLM):
+        async def stream(self, request: ChatRequest) -> Any:  # type: ignore[override]
+            yield Usage(prompt_tokens=3)
+            raise EngineError("the answer was unreadable", engine="a")
+
+    chain = FallbackLLM([Empty(ttft=0, name="a"), FakeLLM(ttft=0, name="b")])
+    out = [e async for e in chain.stream(ChatRequest([Message("user", "hi")]))]
+    assert any(isinstance(e, TextDelta) for e in out)  # the second engine answered
+    await chain.aclose()
 
 
 async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:

@@ -100,7 +100,8 @@ class OpenAIChatLLM:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         body = self._body(request)
-        finished = opened = False
+        finished = opened = said = False
+        unreadable = ""
         # One deadline covers connecting, the response headers and the first chunk.
         deadline = asyncio.get_running_loop().time() + self.timeout_first_token
         try:
@@ -114,9 +115,13 @@ class OpenAIChatLLM:
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks, None)
                 while chunk is not None:
+                    unreadable = unreadable or _unreadable(chunk)
                     for event in _events(chunk):
                         if isinstance(event, Finished):
                             finished = True
+                            if not said and unreadable:
+                                raise self._unreadable_answer(unreadable)
+                        said = said or isinstance(event, TextDelta | ToolCallDelta)
                         yield event
                     chunk = await anext(chunks, None)
         except TimeoutError:
@@ -138,10 +143,18 @@ class OpenAIChatLLM:
         except Exception as err:
             # Transport errors that some client versions let escape while iterating a stream.
             raise self._broke_off(err) from None
+        if not finished and not said and unreadable:
+            raise self._unreadable_answer(unreadable)
         if not finished:
             raise self._service.error(
                 f": the answer from {self.base_url} ended before it was complete."
             )
+
+    def _unreadable_answer(self, what: str) -> EngineError:
+        return self._service.error(
+            f": {self.base_url} sent an answer Parley cannot read ({what}). Check that the URL "
+            "points to an OpenAI-compatible API."
+        )
 
     async def _open(self, body: dict[str, Any]) -> Any:
         """Send the request, retrying what the shared policy allows before any response."""
@@ -216,6 +229,18 @@ def _events(chunk: Any) -> Iterable[LLMEvent]:
             completion_tokens=_count(getattr(usage, "completion_tokens", None)),
             cached_tokens=_count(getattr(details, "cached_tokens", None)),
         )
+
+
+def _unreadable(chunk: Any) -> str:
+    """What in a streamed chunk is there but of the wrong type ("" when all is readable)."""
+    choices = getattr(chunk, "choices", None)
+    if choices is not None and not isinstance(choices, list):
+        return "choices that are not a list"
+    for choice in _list(choices):
+        content = getattr(getattr(choice, "delta", None), "content", None)
+        if content is not None and not isinstance(content, str):
+            return "text that is not a string"
+    return ""
 
 
 def _list(value: Any) -> list[Any]:
