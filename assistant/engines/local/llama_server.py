@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from assistant.engines.base import EngineError, EngineUnavailable
 from assistant.engines.local.models import Progress, cache_dir
+from assistant.engines.local.shipped import shipped_file
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def default_binary_path() -> Path:
 
 
 def find_binary() -> Path:
-    """The llama-server to run: ``$PARLEY_LLAMA_SERVER``, the built cache copy, or one on PATH."""
+    """The llama-server to run: ``$PARLEY_LLAMA_SERVER``, the installed app's own copy, the built
+    cache copy, or one on PATH."""
     env = os.environ.get(BINARY_ENV)
     if env:
         path = Path(env).expanduser()
@@ -60,6 +62,9 @@ def find_binary() -> Path:
             engine="local",
             retryable=False,
         )
+    shipped = shipped_file(_EXE)
+    if shipped is not None and os.access(shipped, os.X_OK):
+        return shipped
     built = default_binary_path()
     if built.is_file() and os.access(built, os.X_OK):
         return built
