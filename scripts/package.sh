@@ -131,8 +131,8 @@ smoke_test() {  # smoke_test PARLEY_EXECUTABLE: the checks the release workflow 
 # ------------------------------------------------------------------------------ Linux
 
 glibc_needed() {  # the newest glibc symbol version any binary in the bundle uses
-    find "$1" -type f \( -name '*.so*' -o -perm -u+x \) -print0 \
-        | xargs -0 objdump -T 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' \
+    { find "$1" -type f \( -name '*.so*' -o -perm -u+x \) -print0 \
+        | xargs -0 objdump -T 2>/dev/null || true; } | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' \
         | sort -t. -k1,1n -k2,2n -u | tail -n 1
 }
 
