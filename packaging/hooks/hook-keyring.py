@@ -19,19 +19,21 @@ ALWAYS = {"chainer": "keyring.backends.chainer", "fail": "keyring.backends.fail"
 
 kept = {**BACKENDS["linux" if sys.platform.startswith("linux") else sys.platform], **ALWAYS}
 hiddenimports = sorted(kept.values())
-excludedimports = sorted(
-    module
-    for platform, backends in BACKENDS.items()
-    for module in backends.values()
-    if module not in kept.values()
-) + ["keyring.backends.kwallet", "keyring.backends.libsecret"]
+excludedimports = [
+    *(
+        module
+        for backends in BACKENDS.values()
+        for module in backends.values()
+        if module not in kept.values()
+    ),
+    "keyring.backends.kwallet",
+    "keyring.backends.libsecret",
+]
 
 dist = metadata.distribution("keyring")
 source = Path(str(dist._path))  # type: ignore[attr-defined]  # the .dist-info folder
 staged = Path(tempfile.mkdtemp(prefix="parley-keyring-")) / source.name
 shutil.copytree(source, staged)
-points = [
-    f"{name} = {module}" for name, module in kept.items() if name in dist.entry_points.names
-]
+points = [f"{name} = {module}" for name, module in kept.items() if name in dist.entry_points.names]
 (staged / "entry_points.txt").write_text("[keyring.backends]\n" + "\n".join(points) + "\n")
 datas = [(str(staged), source.name)]

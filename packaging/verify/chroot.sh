@@ -60,8 +60,7 @@ jail_pids() {  # processes running inside the jail (their root directory is the 
     return 0
 }
 XVFB_PID=""
-cleanup() {
-    [[ -n "$XVFB_PID" ]] && kill "$XVFB_PID" 2>/dev/null || true
+remove_jail() {
     if [[ -n "$JAIL" ]]; then
         # Anything still running inside the jail goes first, then its mounts, then the jail.
         for pid in $(jail_pids); do kill -9 "$pid" 2>/dev/null || true; done
@@ -72,16 +71,23 @@ cleanup() {
         JAIL=""
     fi
 }
+cleanup() {
+    remove_jail
+    [[ -n "$XVFB_PID" ]] && kill "$XVFB_PID" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 fresh_jail() {  # fresh_jail NAME: a new copy of the base system, with /proc, /dev and DNS
-    cleanup
+    remove_jail
     JAIL="$ROOT/build/jail-$1"
     rm -rf --one-file-system "$JAIL"
     cp -a "$BASE" "$JAIL"
     mount -t proc proc "$JAIL/proc" && MOUNTED+=("$JAIL/proc")
     mount --rbind /dev "$JAIL/dev" && mount --make-rslave "$JAIL/dev" && MOUNTED+=("$JAIL/dev")
     mount -t tmpfs tmpfs "$JAIL/tmp" && MOUNTED+=("$JAIL/tmp")
+    # The display: this machine's Xvfb socket, as a desktop session would provide it.
+    mkdir -p "$JAIL/tmp/.X11-unix"
+    mount --bind /tmp/.X11-unix "$JAIL/tmp/.X11-unix" && MOUNTED+=("$JAIL/tmp/.X11-unix")
     cp /etc/resolv.conf "$JAIL/etc/resolv.conf"
     in_jail useradd -m -s /bin/sh "$USER_NAME"
     for forbidden in python3 python gcc cc; do
@@ -107,13 +113,14 @@ apt_in_jail() {
 # ------------------------------------------------------------------------------ measurements
 
 tree_rss_mb() {  # total resident memory of a process and all its descendants, in MB
-    local pids=("$1") i=0 total=0 kid
+    local pids=("$1") i=0 total=0 kid rss
     while ((i < ${#pids[@]})); do
         for kid in $(pgrep -P "${pids[$i]}" 2>/dev/null || true); do pids+=("$kid"); done
         i=$((i + 1))
     done
-    for kid in "${pids[@]}"; do
-        total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$kid/status" 2>/dev/null || echo 0)))
+    for kid in "${pids[@]}"; do  # a zombie has no VmRSS line
+        rss=$(awk '/^VmRSS/ {print $2}' "/proc/$kid/status" 2>/dev/null || true)
+        total=$((total + ${rss:-0}))
     done
     echo $((total / 1024))
 }
@@ -121,10 +128,14 @@ tree_rss_mb() {  # total resident memory of a process and all its descendants, i
 transcribe() {  # transcribe WAV: what the answer says, by Whisper base on this machine
     PYTHONPATH="$ROOT" HF_HUB_OFFLINE=1 "$VENV/bin/python" - "$1" <<'EOF'
 import sys
+import soundfile
+import soxr
 from faster_whisper import WhisperModel
 from assistant.engines.local.whisper_models import model_dir
+audio, rate = soundfile.read(sys.argv[1], dtype="float32", always_2d=True)
+audio = soxr.resample(audio.mean(axis=1), rate, 16000)
 segments, _ = WhisperModel(str(model_dir("base")), device="cpu", compute_type="int8").transcribe(
-    sys.argv[1], language="en", beam_size=1
+    audio, language="en", beam_size=1
 )
 print(" ".join(s.text.strip() for s in segments))
 EOF
@@ -173,7 +184,8 @@ check_window() {  # check_window PARLEY_COMMAND: open the window, wait for "read
     import -display ":$DISPLAY_NUMBER" -window root "$OUT/window-$NAME.png"
     RESULTS+=("$NAME window: $(grep -o 'ready to talk, [0-9.]* s after launch' "$logfile" | tail -1)" \
         "$NAME window: RSS when ready ${rss} MB (app + llama-server)")
-    kill "$pid"
+    # What a logout does: SIGTERM to the app (the child of the background subshell).
+    pkill -TERM -P "$pid"
     wait "$pid" 2>/dev/null || true
     sleep 1
     local left
