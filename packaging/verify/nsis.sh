@@ -23,6 +23,8 @@ WINE_BIN_DIR=/usr/lib/x86_64-linux-gnu/wine/x86_64-windows
 log() { printf '\033[1m[verify nsis]\033[0m %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 command -v makensis >/dev/null || die "makensis is missing (apt-get install nsis)"
+# Debian's wine64 package keeps its programs out of PATH.
+export PATH="$PATH:/usr/lib/wine"
 command -v wine64 >/dev/null || die "wine64 is missing (apt-get install wine64)"
 
 rm -rf "$WORK"
@@ -57,7 +59,7 @@ base_prefix="$CACHE/wine-prefix"
 if [[ ! -f "$base_prefix/.complete" ]]; then
     log "making a wine prefix (once)"
     rm -rf "$base_prefix"
-    WINEPREFIX="$base_prefix" wineboot -i >/dev/null 2>&1
+    WINEPREFIX="$base_prefix" wine64 wineboot -i >/dev/null 2>&1
     WINEPREFIX="$base_prefix" wineserver -w
     touch "$base_prefix/.complete"
 fi

@@ -116,6 +116,7 @@ Section "Uninstall"
   Delete "$INSTDIR\parleyw.exe"
   Delete "$INSTDIR\Uninstall.exe"
   RMDir "$INSTDIR"
+  RMDir "$LOCALAPPDATA\Programs" ; only if the install made it and nothing else uses it
   Delete "$SMPROGRAMS\${APP}.lnk"
   Delete "$DESKTOP\${APP}.lnk"
   DeleteRegKey HKCU "${UNINSTALL_KEY}"
