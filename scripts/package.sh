@@ -58,13 +58,16 @@ ensure_venv() {
     if [[ -x "$PY" ]] && "$PY" -c 'import assistant, PySide6, faster_whisper, piper' 2>/dev/null; then
         return 0
     fi
-    local venv=${PARLEY_VENV:-$ROOT/.venv} base=${PARLEY_PYTHON:-}
-    if [[ -z "$base" ]]; then
-        for candidate in python3.12 python3 python; do
-            if command -v "$candidate" >/dev/null 2>&1; then base=$candidate; break; fi
-        done
-    fi
-    [[ -n "$base" ]] || die "no Python 3.12 found; set PARLEY_PYTHON"
+    local venv=${PARLEY_VENV:-$ROOT/.venv} base="" candidate
+    for candidate in "${PARLEY_PYTHON:-}" python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3 \
+        python3 python; do
+        if [[ -n "$candidate" ]] && "$candidate" -c \
+            'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+            base=$candidate
+            break
+        fi
+    done
+    [[ -n "$base" ]] || die "no Python 3.12 or newer found; set PARLEY_PYTHON"
     log "creating $venv with $base and installing Parley with its offline engines (~2 GB)"
     "$base" -m venv "$venv"
     PY=$(venv_python)
@@ -156,7 +159,9 @@ package_linux() {
     size=$(du -sk --apparent-size "$stage" | cut -f1)
     sed -e "s/@VERSION@/$v/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@GLIBC@/$glibc/" \
         packaging/linux/control > "$stage/DEBIAN/control"
-    timed ".deb" dpkg-deb --root-owner-group -Zgzip --build "$stage" "$DIST/parley_${v}_${arch}.deb" >/dev/null
+    # zstd: every dpkg new enough for the bundle's glibc (Debian 12, Ubuntu 22.04) reads it, and it
+    # packs the 2 GB several times faster than gzip -9, smaller too.
+    timed ".deb" dpkg-deb --root-owner-group -Zzstd -z6 --threads-max=2 --build "$stage" "$DIST/parley_${v}_${arch}.deb" >/dev/null
     rm -rf "$stage"
 
     tarname="parley-$v-linux-x86_64"
@@ -269,6 +274,8 @@ verify() {
     timed "the chroot checks" bash packaging/verify/chroot.sh "$DIST/parley_${v}_amd64.deb" \
         "$DIST/parley-$v-linux-x86_64.tar.gz"
     timed "the Windows installer checks" bash packaging/verify/nsis.sh "$v"
+    # Each check stops the run at its first failure: getting here means all of them passed.
+    echo "package verify: 3 passed, 0 failed"
 }
 
 case "${1:-}" in

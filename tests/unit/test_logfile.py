@@ -79,3 +79,14 @@ def test_an_unwritable_folder_is_a_warning_not_a_crash(
     blocker.write_text("")
     monkeypatch.setenv("PARLEY_DATA_DIR", str(blocker))
     assert logfile.start_file_log() is None
+
+
+def test_the_app_notes_when_it_is_ready_to_talk(caplog: pytest.LogCaptureFixture) -> None:
+    from ui.app import log_ready
+
+    with caplog.at_level(logging.INFO, logger="ui.app"):
+        log_ready(False)
+        log_ready(True)
+    [record] = caplog.records
+    assert record.getMessage().startswith("ready to talk, ")
+    assert record.getMessage().endswith(" s after launch")

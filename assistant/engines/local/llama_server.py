@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ HOST = "127.0.0.1"
 Notice = Callable[[str], None]
 
 _EXE = "llama-server.exe" if sys.platform == "win32" else "llama-server"
+_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 _LOG_LIMIT = 4 * 1024 * 1024
 
 
@@ -311,6 +313,9 @@ class LlamaServer:
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=_child_setup(os.getpid()),
+                    # A console program started from the windowed app would open a console
+                    # window of its own on Windows.
+                    creationflags=_NO_WINDOW,
                 )
             except OSError as err:
                 raise EngineUnavailable(
