@@ -172,6 +172,11 @@ package_linux() {
     cp packaging/linux/parley.desktop resources/icons/parley.svg "$BUILD/$tarname/share/"
     install -m 0755 packaging/linux/install.sh "$BUILD/$tarname/install.sh"
     chmod -R u+rwX,go+rX,go-w "$BUILD/$tarname"
+    # pigz gzips on every core (the same .tar.gz); fetched when this is a root Debian machine.
+    if ! command -v pigz >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pigz \
+            >/dev/null 2>&1 || true
+    fi
     local gz=gzip
     command -v pigz >/dev/null 2>&1 && gz=pigz
     timed ".tar.gz" tar -C "$BUILD" --owner=0 --group=0 -I "$gz" -cf "$DIST/$tarname.tar.gz" "$tarname"
@@ -265,7 +270,7 @@ need_tools() {  # need_tools COMMAND:PACKAGE...: install the Debian packages of 
 
 verify() {
     local v
-    need_tools debootstrap:debootstrap Xvfb:xvfb import:imagemagick makensis:nsis \
+    need_tools debootstrap:debootstrap Xvfb:xvfb import:imagemagick xwininfo:x11-utils makensis:nsis \
         /usr/lib/wine/wine64:wine64
     PY=$(venv_python)
     [[ -x "$PY" ]] || PY=$(command -v python3)

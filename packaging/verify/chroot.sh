@@ -33,8 +33,8 @@ log() { printf '\033[1m[verify]\033[0m %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 [[ "$(id -u)" == 0 ]] || die "run as root (debootstrap, chroot and mounts need it)"
-for tool in debootstrap Xvfb import; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install debootstrap xvfb imagemagick)"
+for tool in debootstrap Xvfb import xwininfo; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install debootstrap xvfb imagemagick x11-utils)"
 done
 mkdir -p "$OUT" "$CACHE"
 
@@ -173,6 +173,15 @@ check_window() {  # check_window PARLEY_COMMAND: open the window, wait for "read
     start=$SECONDS
     as_user "$parley" >"$OUT/window-$NAME.log" 2>&1 &
     pid=$!
+    for ((i = 0; i < 20; i++)); do  # the window as it loads its engines
+        if DISPLAY=":$DISPLAY_NUMBER" xwininfo -root -children 2>/dev/null | grep -i parley >/dev/null
+        then
+            break
+        fi
+        sleep 0.5
+    done
+    sleep 1
+    import -display ":$DISPLAY_NUMBER" -window root "$OUT/window-$NAME-loading.png" || true
     for ((i = 0; i < 600; i++)); do
         if grep -q "ready to talk" "$logfile" 2>/dev/null; then ready=yes; break; fi
         kill -0 "$pid" 2>/dev/null || break
