@@ -232,7 +232,8 @@ log "deb: removed cleanly"
 
 NAME=tarball
 fresh_jail tarball
-read -ra depends <<<"$(dpkg-deb -f "$DEB" Depends | sed -e 's/([^)]*)//g' -e 's/,/ /g')"
+# The first of each set of alternatives, without versions.
+read -ra depends <<<"$(dpkg-deb -f "$DEB" Depends | sed -e 's/([^)]*)//g' -e 's/|[^,]*//g' -e 's/,/ /g')"
 apt_in_jail "${depends[@]}"
 cp "$TARBALL" "$JAIL/home/$USER_NAME/"
 chown "$(stat -c %u:%g "$JAIL/home/$USER_NAME")" "$JAIL/home/$USER_NAME/$(basename "$TARBALL")"
