@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from assistant import __version__
 from assistant.config import SettingsError, load_settings
 
 LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
@@ -48,6 +49,7 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Parley, a voice assistant.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
