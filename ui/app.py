@@ -155,6 +155,9 @@ def run_app(
         return 1
     log_path = setup_logging()
     app = create_application(list(argv) if argv is not None else sys.argv)
+    from ui.gc import MainThreadCollector
+
+    collector = MainThreadCollector(app)  # Qt objects are only ever freed on the Qt thread
     try:
         return asyncio.run(
             _main(app, assistant_factory, log_path), loop_factory=lambda: qasync.QEventLoop(app)
@@ -167,6 +170,8 @@ def run_app(
             log.info("the application was asked to quit")
             return 0
         raise
+    finally:
+        collector.stop()
 
 
 def create_application(argv: list[str]) -> Any:
