@@ -18,6 +18,13 @@ transcript yet confirms it too. When it pauses, its final transcript decides
 (``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
 the pause already, unless the words so far were real), a stop command stops the reply and is
 not answered, and real words interrupt the reply and are answered like any turn.
+
+Echo: while ``echo_uncertain`` is set (the input chain does not know yet that the assistant's
+own voice is cancelled from the microphone), speech that starts while the assistant may be
+heard (``own_speech()`` is not empty: a reply in flight, or one that just ended) may be that
+voice coming back. It is an *echo suspect*: the reply is not paused, a long stretch of it does
+not count, and only words the assistant did not say (``assistant.turns.words.not_said``, at
+least ``MIN_FOREIGN_WORDS`` of them, or a stop command) make it an interruption or a turn.
 """
 
 from __future__ import annotations
@@ -30,8 +37,12 @@ from enum import StrEnum
 from assistant.config import Settings
 from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
-from assistant.turns.words import Interjection, classify_interjection
+from assistant.turns.words import Interjection, classify_interjection, not_said, words_of
 from assistant.types import PCM, AudioFrame
+
+#: Words the assistant did not say that make an echo suspect the user's (a stop command alone
+#: is enough).
+MIN_FOREIGN_WORDS = 2
 
 
 class Phase(StrEnum):
@@ -63,6 +74,10 @@ class Utterance:
     over_reply: bool = False
     #: Spoken over the assistant and ended before its words were known: the final decides.
     interjection: bool = False
+    #: Began while the assistant's voice may come back uncancelled: only words it did not say
+    #: count (``own`` is what it said).
+    echo_suspect: bool = False
+    own: str = ""
 
 
 # ------------------------------------------------------------------------------------ decisions
@@ -208,10 +223,15 @@ class UserTurnTracker:
         next_turn_id: int,
         reply_turn: Callable[[], int | None],
         now: Callable[[], float],
+        own_speech: Callable[[], str] = lambda: "",
     ) -> None:
         self.settings = settings
         self._reply_turn = reply_turn
         self._now = now
+        self._own_speech = own_speech
+        #: The assistant's voice may come back through the microphone uncancelled (see the
+        #: module docstring). Set by the session from the input chain.
+        self.echo_uncertain = False
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
@@ -309,9 +329,12 @@ class UserTurnTracker:
         start = utterance.timeline.marks[Mark.SPEECH_START]
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
-        kind = self._classify(utterance.partial)
-        long_unknown = kind is Interjection.NOTHING and (
-            lasted_ms >= self.settings.interruption.min_duration_ms
+        kind = self._classify_heard(utterance, utterance.partial)
+        # The assistant's own voice lasts too: for an echo suspect, only words count.
+        long_unknown = (
+            kind is Interjection.NOTHING
+            and not utterance.echo_suspect
+            and lasted_ms >= self.settings.interruption.min_duration_ms
         )
         if kind in (Interjection.WORDS, Interjection.STOP) or long_unknown:
             self._tentative = False
@@ -409,6 +432,8 @@ class UserTurnTracker:
         talking = reply is not None and reply != ignore_reply
         if talking and not explicit and not self.settings.interruption.enabled:
             return []
+        own = self._own_speech() if self.echo_uncertain and not explicit else ""
+        suspect = bool(own.strip())
         timeline = Timeline(self.allocate_turn_id(), now=self._now)
         timeline.mark("speech_start", event.at)
         self.utterance = Utterance(
@@ -416,16 +441,33 @@ class UserTurnTracker:
             timeline,
             last_speech_at=event.detected_at,
             preroll=list(preroll),
-            over_reply=talking,
+            over_reply=talking or suspect,
+            echo_suspect=suspect,
+            own=own,
         )
-        self._tentative = talking and not explicit
+        self._tentative = (talking or suspect) and not explicit
         out: list[Decision] = [Begin(self.utterance, prefill=not talking)]
-        if talking:
-            out.append(ConfirmBargeIn() if explicit else TentativeBargeIn())
+        if talking and explicit:
+            out.append(ConfirmBargeIn())
+        elif talking and not suspect:
+            out.append(TentativeBargeIn())
         return out
 
     def _classify(self, text: str) -> Interjection:
         return classify_interjection(text, self.settings.language)
+
+    def _classify_heard(self, utterance: Utterance, text: str) -> Interjection:
+        """``_classify``, but an echo suspect is judged by the words the assistant did not say."""
+        if not utterance.echo_suspect:
+            return self._classify(text)
+        said = self._own_speech()
+        if len(said) > len(utterance.own):  # the reply went on: more of it may come back
+            utterance.own = said
+        foreign = not_said(text, utterance.own)
+        kind = self._classify(foreign)
+        if kind is Interjection.WORDS and len(words_of(foreign)) < MIN_FOREIGN_WORDS:
+            return Interjection.NOTHING
+        return kind
 
     def _interjection_ended(self, at: float, *, held: bool) -> Decision:
         """The speech over the assistant stopped before its words were known."""
@@ -434,7 +476,7 @@ class UserTurnTracker:
         self._tentative = False
         utterance.interjection = True
         self._end(at, held=held)
-        resume = self._classify(utterance.partial) in (
+        resume = self._classify_heard(utterance, utterance.partial) in (
             Interjection.NOTHING,
             Interjection.BACKCHANNEL,
         )
@@ -443,7 +485,7 @@ class UserTurnTracker:
     def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
         if self.speculative is utterance:
             self.speculative = None
-        kind = self._classify(text)
+        kind = self._classify_heard(utterance, text)
         if kind is Interjection.STOP:
             return StopCommand()
         if kind is not Interjection.WORDS:
