@@ -31,6 +31,8 @@ Float32 = npt.NDArray[np.float32]
 
 #: Seconds of room kept for ``played``/``heard`` (and the longest ``say`` ahead of time).
 HORIZON = 600.0
+#: How much quieter the speaker is at the microphone when ``--echo`` gives no gain.
+DEFAULT_GAIN_DB = -6.0
 #: The noise floor of the microphone (RMS, full scale 1.0).
 NOISE_FLOOR = 3e-4
 
@@ -40,7 +42,7 @@ class EchoPath:
     """How the speaker reaches the microphone: ``DELAY_MS[:GAIN_DB]`` on the command line."""
 
     delay_ms: float = 120.0
-    gain_db: float = -6.0
+    gain_db: float = DEFAULT_GAIN_DB
     reverb: bool = True
     #: Loudspeaker distortion: 0 is linear; 1 is a mild soft clip.
     drive: float = 1.0
@@ -51,7 +53,7 @@ class EchoPath:
         delay, _, gain = text.partition(":")
         try:
             delay_ms = float(delay)
-            gain_db = float(gain) if gain else cls.gain_db
+            gain_db = float(gain) if gain else DEFAULT_GAIN_DB
         except ValueError:
             raise ValueError(
                 f"--echo takes DELAY_MS[:GAIN_DB], e.g. 120:-6, not {text!r}"
