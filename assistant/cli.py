@@ -43,6 +43,18 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--history", type=Path, help="conversation directory to use (default: a temporary one)"
     )
+    p.add_argument(
+        "--echo",
+        metavar="DELAY_MS[:GAIN_DB]",
+        help="play in a software room: the assistant's own voice comes back into the "
+        "microphone at this delay and gain (default -6 dB) with a little reverb, as on a "
+        "laptop's speakers (needs --pace realtime)",
+    )
+    p.add_argument(
+        "--aec",
+        choices=("on", "off"),
+        help="echo cancellation on or off (default from settings: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +122,18 @@ def _talk(args: argparse.Namespace) -> int:
             setattr(settings, key, value)
     if args.turns:
         settings.turn_mode = args.turns
+    if args.aec:
+        settings.echo_cancellation = args.aec
+    echo = None
+    if args.echo is not None:
+        from assistant.audio.room import EchoPath
+
+        try:
+            echo = EchoPath.parse(args.echo)
+        except ValueError as exc:
+            return _fail(str(exc))
+        if args.pace != "realtime":
+            return _fail("--echo needs --pace realtime: a room plays in real time")
     if not args.input.exists():
         return _fail(f"{args.input}: no such file")
 
@@ -127,6 +151,7 @@ def _talk(args: argparse.Namespace) -> int:
                 pace=args.pace,
                 history_dir=args.history,
                 on_event=show,
+                echo=echo,
             )
         )
     except (WavError, EngineError, UnknownEngineError, TalkError, OSError) as exc:

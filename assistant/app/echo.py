@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from assistant.app import messages
-from assistant.app.audio import device_id
 from assistant.audio.capture import AudioSource, MicrophoneCapture
-from assistant.audio.devices import looks_like_headset, output_name
+from assistant.audio.devices import looks_like_headset
 from assistant.audio.echo import EchoCanceller, processing_available
-from assistant.audio.player import BufferedPlayer, DevicePlayer, Player, VirtualPlayer
+from assistant.audio.player import BufferedPlayer, DevicePlayer, Player, RenderTap, VirtualPlayer
 from assistant.config import Settings
 from assistant.events import AppEvent, EchoStatus, Notice
 
@@ -72,20 +71,21 @@ class EchoControl:
         *,
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None] = lambda: None,
-        device_name: Callable[[Settings], str] | None = None,
         available: Callable[[], bool] = processing_available,
         factory: CancellerFactory = _default_canceller,
     ) -> None:
         self._emit = emit
         self._on_change = on_change
-        self._device_name = device_name or (lambda s: output_name(device_id(s.output_device)))
         self._available = available
         self._factory = factory
-        self._plan = EchoPlan(False, False)
+        self._settings: Settings | None = None
+        self._output_name = ""
+        self._plan: EchoPlan | None = None
         self._unavailable: str | None = None
         self._told = False
         self.canceller: EchoCanceller | None = None
         self._player: BufferedPlayer | None = None
+        self._tap: RenderTap | None = None
         self._output_key: tuple[object, ...] | None = None
         self._source: MicrophoneCapture | None = None
         self._logged_fallbacks: set[str] = set()
@@ -95,8 +95,14 @@ class EchoControl:
 
     def configure(self, settings: Settings) -> None:
         """Decide from ``settings`` (again): a changed plan re-creates the processor."""
-        new = plan(settings, self._device_name(settings))
-        if new == self._plan and (self.canceller is not None or self._unavailable is not None):
+        self._settings = settings
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        if self._settings is None:
+            return
+        new = plan(self._settings, self._output_name)
+        if new == self._plan:
             return
         self._plan = new
         wanted = new.cancel or new.noise_suppression
@@ -113,42 +119,53 @@ class EchoControl:
         if self._unavailable is not None and new.cancel and not self._told:
             self._told = True
             self._emit(Notice(messages.echo_unavailable(self._unavailable), "audio-echo"))
-        # Re-attach to what is playing and capturing now.
+        # Hang the new processor on what is playing and capturing now.
         player, source = self._player, self._source
-        self.detach_output()
-        self._source = None
-        self._output_key = None
+        self._player, self._output_key = None, None
         if player is not None:
-            self.attach_output(player)
+            self._remove_tap(player)
+            self._attach_player(player)
         if source is not None:
+            source.processor = None
             self.attach_input(source)
         self._changed()
 
     # ---------------------------------------------------------------------------- attaching
 
     def attach_output(self, player: Player) -> None:
-        """The session's player (the far end): its render path feeds the canceller."""
+        """The session's player (the far end): its render path feeds the canceller. Its
+        device decides "auto"."""
         self.detach_output()
+        name = player.device_name if isinstance(player, DevicePlayer) else ""
+        if name != self._output_name:
+            self._output_name = name
+            self._rebuild()
+        self._attach_player(player)
+        self._changed()
+
+    def _attach_player(self, player: Player) -> None:
         if not _plays_aloud(player):
-            self._changed()
             return
         assert isinstance(player, BufferedPlayer)
         self._player = player
         canceller = self.canceller
-        if canceller is not None and self._plan.cancel:
+        if canceller is not None and self._plan is not None and self._plan.cancel:
             key = (type(player).__name__, getattr(player, "device", None), player.rate)
             if self._output_key is not None and key != self._output_key:
                 canceller.reset()  # another device or rate: another echo path
             self._output_key = key
-            player.taps.append(canceller.tap.rendered)
-        self._changed()
+            self._tap = canceller.tap.rendered
+            player.taps.append(self._tap)
 
     def detach_output(self) -> None:
         player, self._player = self._player, None
-        if player is not None and self.canceller is not None:
-            tap = self.canceller.tap.rendered
-            if tap in player.taps:
-                player.taps.remove(tap)
+        if player is not None:
+            self._remove_tap(player)
+
+    def _remove_tap(self, player: BufferedPlayer) -> None:
+        tap, self._tap = self._tap, None
+        if tap is not None and tap in player.taps:
+            player.taps.remove(tap)
 
     def attach_input(self, source: AudioSource | None) -> None:
         """The source about to start: a microphone gets the processor (a new one is a new echo
@@ -176,6 +193,7 @@ class EchoControl:
     def cancelling(self) -> bool:
         return (
             self.echo_possible
+            and self._plan is not None
             and self._plan.cancel
             and self.canceller is not None
             and self.canceller.echo_cancellation
@@ -184,7 +202,7 @@ class EchoControl:
     @property
     def uncertain(self) -> bool:
         """The assistant's voice may come back uncancelled: barge-in needs words."""
-        if not self.echo_possible or not self._plan.cancel:
+        if not self.echo_possible or self._plan is None or not self._plan.cancel:
             return False
         if self.canceller is None:
             return True  # speakers without echo cancellation
@@ -201,9 +219,10 @@ class EchoControl:
             else:
                 detail = "Echo cancellation is on: Parley does not hear itself"
             return EchoStatus(True, not canceller.uncertain, noise, detail)
-        if self._unavailable is not None and self._plan.cancel:
+        cancel = self._plan is not None and self._plan.cancel
+        if self._unavailable is not None and cancel:
             detail = f"Echo cancellation is unavailable: {self._unavailable}"
-        elif not self._plan.cancel:
+        elif self._plan is not None and not cancel:
             detail = f"Echo cancellation is off: {self._plan.reason}"
         else:
             detail = "No echo: nothing plays aloud while a microphone captures"

@@ -30,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.devices import (
+    CLOSE_TIMEOUT,
+    close_off_loop,
+    output_name,
+    start_stream,
+    stream_defaults,
+)
 from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import to_int16, write_wav
@@ -552,6 +558,8 @@ class DevicePlayer(BufferedPlayer):
         self._closer: asyncio.Future[bool] | None = None
         #: How far ahead of its callback each block is played (PortAudio's DAC time).
         self.delay = DeviceDelay("output")
+        #: The output device's name once started ("" when it cannot be told).
+        self.device_name = ""
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -577,6 +585,8 @@ class DevicePlayer(BufferedPlayer):
         lat = getattr(stream, "latency", 0.0)
         self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
         self.delay = DeviceDelay("output", self.output_latency)
+        name = getattr(stream, "device_name", None)
+        self.device_name = name if isinstance(name, str) else output_name(self.device)
         self._watchdog.start()
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:

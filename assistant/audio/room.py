@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from assistant.audio.capture import MicrophoneCapture
 from assistant.types import CAPTURE_RATE
 
 Float32 = npt.NDArray[np.float32]
@@ -129,6 +130,7 @@ class _RoomStream:
         self.callback = callback
         self.finished_callback = finished_callback
         self.latency = room.output_latency if kind == "output" else room.input_latency
+        self.device_name = f"Software room {'speaker' if kind == 'output' else 'microphone'}"
         self.active = False
         self.closed = False
         self.blocks = 0
@@ -380,3 +382,29 @@ class SoftwareRoom:
         adc = captured_end - n / stream.samplerate
         stream.callback(indata, n, self._time_info(self.now(), 0.0, adc), None)
         stream.blocks += 1
+
+
+class RoomMicrophone(MicrophoneCapture):
+    """The room's microphone, into which ``voice`` is said once, ``lead`` seconds after it
+    starts (``voice_ends_at`` tells when the voice is over, on the monotonic clock)."""
+
+    def __init__(
+        self,
+        room: SoftwareRoom,
+        voice16k: npt.NDArray[Any],
+        *,
+        lead: float = 0.3,
+        samplerate: int = 48_000,
+    ) -> None:
+        super().__init__(samplerate=samplerate, stream_factory=room.input_stream)
+        self.room = room
+        self._voice = voice16k
+        self._lead = lead
+        self.voice_ends_at = float("inf")
+
+    async def start(self) -> None:
+        await super().start()
+        if self.voice_ends_at == float("inf"):
+            at = self.room.now() + self._lead
+            self.room.say(self._voice, at)
+            self.voice_ends_at = self.room.to_monotonic(at + len(self._voice) / CAPTURE_RATE)
