@@ -145,7 +145,7 @@ def run_canceller(far: Float32, near: Float32) -> tuple[Float32, EchoCanceller]:
     return np.concatenate((y, np.zeros(len(near) - len(y), np.float32))), canceller
 
 
-def _power(x: Float32) -> Float32:
+def _power(x: Float32) -> npt.NDArray[np.float64]:
     n = len(x) // 160
     return (x[: n * 160].reshape(n, 160).astype(np.float64) ** 2).mean(axis=1)
 
@@ -157,7 +157,8 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
     active = (p_echo > 1e-6) & (k >= start) & (k < end)
     if not active.any():
         return float("nan")
-    return float(10 * np.log10(p_raw[active].sum() / max(p_out[active].sum(), 1e-12)))
+    residual = max(float(p_out[active].sum()), 1e-12)
+    return float(10 * np.log10(float(p_raw[active].sum()) / residual))
 
 
 def vad_share(vad: object, x: Float32, echo: Float32) -> float:
