@@ -114,8 +114,9 @@ class Settings:
     #: Cancel the assistant's own voice from the microphone: "auto" does unless the output
     #: device looks like a headset (then there is no echo to cancel).
     echo_cancellation: EchoCancellation = "auto"
-    #: Suppress steady background noise in the microphone (fans, hum).
-    noise_suppression: bool = True
+    #: Suppress steady background noise in the microphone (fans, hum). Off by default: the
+    #: recognizer copes with noise, and in double talk suppression costs it words.
+    noise_suppression: bool = False
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Rough token budget of the context sent to the LLM (system prompt included).
     context_tokens: int = 3000

@@ -7,8 +7,8 @@ the device is handed, when it is played.
 
 Alignment: the microphone's samples carry the monotonic time they were captured, the tap's
 samples the time they were played (both from PortAudio's timestamps, see
-``assistant.audio.timing``). Before each 10 ms of microphone audio captured at ``C`` is
-processed, the far end played up to ``C + LEAD`` is fed, one 10 ms chunk of far end for each
+``assistant.audio.timing``). Before the 10 ms of microphone audio captured until ``C`` are
+processed, the far end played until ``C + LEAD`` is fed, one 10 ms chunk of far end for each
 chunk of microphone audio. So the render stream runs a fixed ``LEAD`` ahead of the capture
 stream, echo always arrives after its reference, and what is left for AEC3's own delay estimator
 is the acoustic path plus any error in the timestamps (it tolerates hundreds of ms). Far end
@@ -279,9 +279,9 @@ class EchoCanceller:
         return near.astype(np.float32) * (1.0 / 32768.0)
 
     def _feed_far_end(self, captured_at: float) -> float | None:
-        """Feed the far end played up to ``captured_at + LEAD``; its mean power, or None if it
-        is not known yet (the chunk must wait)."""
-        target = captured_at + LEAD
+        """Feed the far end played until ``LEAD`` after the chunk captured from ``captured_at``
+        ends; its mean power, or None if that is not known yet (the chunk must wait)."""
+        target = captured_at + CHUNK_SECONDS + LEAD
         cursor = self._cursor
         if cursor is None or abs(cursor + CHUNK_SECONDS - target) > NEAR_JUMP:
             cursor = target - CHUNK_SECONDS  # start, or re-anchor after a jump

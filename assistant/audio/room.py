@@ -75,12 +75,15 @@ class RoomAcoustics:
         ir = np.zeros(1, dtype=np.float32)
         ir[0] = 1.0
         if path.reverb:
-            # Early reflections and an exponential tail (RT60 about 0.3 s), like a small room.
+            # Reflections with an exponential tail (RT60 about 0.3 s), 10 dB below the direct
+            # sound in all: a small room, heard by a microphone a few centimetres from the
+            # loudspeaker.
             n = int(0.25 * CAPTURE_RATE)
             t = np.arange(n) / CAPTURE_RATE
             rng = np.random.default_rng(seed)
-            tail = rng.standard_normal(n) * np.exp(-t / 0.045) * 0.25
+            tail = rng.standard_normal(n) * np.exp(-t / 0.045)
             tail[: int(0.004 * CAPTURE_RATE)] = 0.0
+            tail *= np.sqrt(0.1 / float(np.sum(tail**2)))
             ir = np.concatenate((ir, np.zeros(n - 1, np.float32)))
             ir = (ir + tail).astype(np.float32)
         self._ir = ir

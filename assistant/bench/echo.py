@@ -36,6 +36,7 @@ from assistant.audio.echo import EchoCanceller
 from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
 from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
+from assistant.config import Settings
 from assistant.types import CAPTURE_RATE, FRAME_SAMPLES
 
 Float32 = npt.NDArray[np.float32]
@@ -52,6 +53,7 @@ REPLIES = (
     "The moon is slowly moving away from the Earth, by about four centimetres every year, "
     "because of the tides.",
 )
+NOISE_SUPPRESSION = Settings().noise_suppression
 DELAYS_MS = (40, 120, 250)
 GAINS_DB = (-6.0, -12.0)
 FIRST_SECONDS = 1.5
@@ -76,6 +78,7 @@ class RoomFigures:
     erle_first: list[float] = field(default_factory=list)
     erle_settled: list[float] = field(default_factory=list)
     vad_on: list[float] = field(default_factory=list)
+    vad_first: list[float] = field(default_factory=list)
     vad_off: list[float] = field(default_factory=list)
     wer_refs: list[str] = field(default_factory=list)
     wer_clean: list[str] = field(default_factory=list)
@@ -131,8 +134,9 @@ def run_canceller(far: Float32, near: Float32) -> tuple[Float32, EchoCanceller]:
     """Process ``near`` (16 kHz) with ``far`` (16 kHz, played in step) as the far end."""
     t0 = 1000.0
     clock = [t0]
-    # Exact times: the far end of each 10 ms is played as the microphone captures it.
-    canceller = EchoCanceller(now=lambda: clock[0])
+    # Exact times: the far end of each 10 ms is played as the microphone captures it. Noise
+    # suppression as the settings have it by default.
+    canceller = EchoCanceller(now=lambda: clock[0], noise_suppression=NOISE_SUPPRESSION)
     far48 = resample((far * 32767).astype(np.int16), CAPTURE_RATE, 48_000).astype(np.float32)
     far48 /= 32768.0
     out = []
@@ -161,8 +165,8 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
     return float(10 * np.log10(float(p_raw[active].sum()) / residual))
 
 
-def vad_share(vad: object, x: Float32, echo: Float32) -> float:
-    """Share of 32 ms frames with echo in them that the VAD calls speech."""
+def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> float:
+    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech."""
     from assistant.audio.vad import SileroVAD
 
     assert isinstance(vad, SileroVAD)
@@ -173,7 +177,7 @@ def vad_share(vad: object, x: Float32, echo: Float32) -> float:
     hits = total = 0
     for i in range(n):
         p = vad.process(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
-        if float((e[i] ** 2).mean()) > 1e-6:
+        if float((e[i] ** 2).mean()) > 1e-6 and i * FRAME_SAMPLES >= start * CAPTURE_RATE:
             total += 1
             hits += p >= vad.threshold
     return hits / total if total else 0.0
@@ -201,7 +205,8 @@ def signal_part(
             first = onset(far)
             fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
             fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
-            fig.vad_on.append(vad_share(vad, out, echo))
+            fig.vad_on.append(vad_share(vad, out, echo, first + FIRST_SECONDS))
+            fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
             fig.vad_off.append(vad_share(vad, near, echo))
             stats = canceller.stats
             fig.cpu_ms.append(1000 * stats.cpu_seconds / max(stats.processed_seconds, 1e-9))
@@ -240,6 +245,9 @@ class BargeIns:
     trials: int = 0
     detected: int = 0
     onset_to_silent_ms: list[float] = field(default_factory=list)
+    #: What the user said over the replies, and what the app understood.
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
     self_interruptions: int = 0
     phantom_turns: int = 0
     failures: list[str] = field(default_factory=list)
@@ -255,6 +263,7 @@ async def barge_in_part(
     from assistant.config import Settings
     from assistant.events import (
         AppEvent,
+        FinalTranscript,
         PlaybackPaused,
         State,
         StateChanged,
@@ -271,6 +280,7 @@ async def barge_in_part(
     finished: list[bool] = []
     speaking = asyncio.Event()
     ended = asyncio.Event()
+    finals: list[tuple[float, str]] = []
 
     def on_event(event: AppEvent) -> None:
         match event:
@@ -281,6 +291,8 @@ async def barge_in_part(
             case TurnFinished(turn=turn):
                 finished.append(turn.interrupted)
                 ended.set()
+            case FinalTranscript(text=text):
+                finals.append((time.monotonic(), text))
             case StateChanged(state=state):
                 if state is State.SPEAKING:
                     speaking.set()
@@ -333,12 +345,17 @@ async def barge_in_part(
                     result.onset_to_silent_ms.append((silent - begin) * 1000.0)
             result.self_interruptions += sum(1 for p in paused if reply_start <= p < begin - 0.05)
             paused[:] = [p for p in paused if p >= begin - 0.05]
-            await asyncio.sleep(0.5)
+            if stopped:  # what the app understood of the interruption answers it next
+                try:
+                    await asyncio.wait_for(speaking.wait(), 30)
+                except TimeoutError:
+                    pass
+                said = [text for at, text in finals if at >= begin and text]
+                result.refs.append(voice.text)
+                result.hyps.append(" ".join(said))
         await app.wait_idle(60)
         await asyncio.sleep(1.5)
-        result.phantom_turns = sum(
-            1 for s in started if not any(a <= s <= b for a, b in windows)
-        )
+        result.phantom_turns = sum(1 for s in started if not any(a <= s <= b for a, b in windows))
         await app.close()
     return result
 
@@ -378,21 +395,28 @@ async def run(quick: bool) -> int:
     whisper = WhisperRunner("base", threads=2)
     figures = signal_part(replies, voices, rooms, whisper)
     _print_signal(figures)
-    barge_rooms = [EchoPath(120, -6, True)] if quick else [
-        EchoPath(40, -6, True),
-        EchoPath(120, -6, True),
-        EchoPath(250, -12, True),
-    ]
+    first = next(iter(figures.values()))
+    clean_wer = word_error_rate(first.wer_refs, first.wer_clean) * 100
+    barge_rooms = (
+        [EchoPath(120, -6, True)]
+        if quick
+        else [
+            EchoPath(40, -6, True),
+            EchoPath(120, -6, True),
+            EchoPath(250, -12, True),
+        ]
+    )
     trials = 4 if quick else 8
     total = BargeIns()
     print(flush=True)
     for i, room in enumerate(barge_rooms):
         got = await barge_in_part(room, voices, trials, seed=i)
         detail = _pcts(got.onset_to_silent_ms)
+        wer = word_error_rate(got.refs, got.hyps) * 100 if got.refs else float("nan")
         print(
             f"barge-in {_name(room):<22} detected {got.detected}/{got.trials}, onset->silent "
             f"{detail}, self-interruptions {got.self_interruptions}, phantom turns "
-            f"{got.phantom_turns}",
+            f"{got.phantom_turns}, WER of the interruptions {wer:.1f} %",
             flush=True,
         )
         for failure in got.failures:
@@ -402,12 +426,20 @@ async def run(quick: bool) -> int:
         total.onset_to_silent_ms += got.onset_to_silent_ms
         total.self_interruptions += got.self_interruptions
         total.phantom_turns += got.phantom_turns
+        total.refs += got.refs
+        total.hyps += got.hyps
     rate = 100.0 * total.detected / max(1, total.trials)
     print(
         f"barge-in overall: detected {rate:.0f} % ({total.detected}/{total.trials}), "
         f"onset->silent {_pcts(total.onset_to_silent_ms)}, self-interruptions "
         f"{total.self_interruptions}, phantom turns {total.phantom_turns}"
     )
+    if total.refs:
+        print(
+            f"user WER of the words said over replies (as the app transcribed them): "
+            f"{word_error_rate(total.refs, total.hyps) * 100:.1f} % ({len(total.refs)} "
+            f"interruptions; the same recordings with no echo: {clean_wer:.1f} %)"
+        )
     print(TARGETS)
     return 0
 
@@ -421,10 +453,10 @@ def _pcts(values: list[float]) -> str:
 def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
     print()
     print(
-        f"{'room':<24}{'ERLE first 1.5 s':>17}{'ERLE settled':>14}{'VAD echo on/off':>17}"
+        f"{'room':<24}{'ERLE first 1.5 s':>17}{'ERLE settled':>14}{'VAD echo AEC/first/off':>24}"
         f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}"
     )
-    all_first, all_settled, all_vad, all_cpu = [], [], [], []
+    all_first, all_settled, all_vad, all_vad_first, all_cpu = [], [], [], [], []
     refs: list[str] = []
     clean: list[str] = []
     aec: list[str] = []
@@ -437,13 +469,15 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         print(
             f"{_name(room):<24}{np.nanmin(f.erle_first):>8.1f} dB min"
             f"{np.nanmin(f.erle_settled):>9.1f} dB min"
-            f"{100 * max(f.vad_on):>9.1f}/{100 * max(f.vad_off):.0f} %"
+            f"{100 * max(f.vad_on):>13.1f}/{100 * max(f.vad_first):.0f}"
+            f"/{100 * max(f.vad_off):.0f} %"
             f"{wers + ' %':>21}{np.mean(f.cpu_ms):>10.1f}"
         )
         clean += f.wer_clean
         all_first += f.erle_first
         all_settled += f.erle_settled
         all_vad += f.vad_on
+        all_vad_first += f.vad_first
         all_cpu += f.cpu_ms
         refs += f.wer_refs
         aec += f.wer_aec
@@ -451,11 +485,13 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
     print(
         f"overall: ERLE first 1.5 s median {np.nanmedian(all_first):.1f} dB (min "
         f"{np.nanmin(all_first):.1f}); settled median {np.nanmedian(all_settled):.1f} dB (min "
-        f"{np.nanmin(all_settled):.1f}); VAD on echo-only frames with AEC max "
-        f"{100 * max(all_vad):.1f} %; CPU {np.mean(all_cpu):.1f} ms per audio second"
+        f"{np.nanmin(all_settled):.1f}); VAD on echo-only frames with AEC after the first "
+        f"{FIRST_SECONDS} s max {100 * max(all_vad):.1f} % (in them max "
+        f"{100 * max(all_vad_first):.1f} %); CPU {np.mean(all_cpu):.1f} ms per audio second"
     )
     print(
-        f"user WER: no echo {word_error_rate(refs, clean) * 100:.1f} %; over a reply with AEC "
+        f"user WER, talking through a whole reply: no echo {word_error_rate(refs, clean) * 100:.1f}"
+        f" %; over the reply with AEC "
         f"{word_error_rate(refs, aec) * 100:.1f} %, without AEC "
         f"{word_error_rate(refs, raw) * 100:.1f} %"
     )
