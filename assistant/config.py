@@ -86,7 +86,7 @@ class InterruptionSettings:
     #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn
     #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
     #: proves to be a noise resumes when it ends.
-    pause_after_ms: int = 64
+    pause_after_ms: int = 32
 
 
 @dataclass(slots=True)

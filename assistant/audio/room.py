@@ -34,6 +34,8 @@ Float32 = npt.NDArray[np.float32]
 HORIZON = 600.0
 #: How much quieter the speaker is at the microphone when ``--echo`` gives no gain.
 DEFAULT_GAIN_DB = -6.0
+#: Samples (in seconds) a resampled microphone stream starts with, ahead of the room's sound.
+HEAD_START = 0.02
 #: The noise floor of the microphone (RMS, full scale 1.0).
 NOISE_FLOOR = 3e-4
 
@@ -276,7 +278,12 @@ class SoftwareRoom:
                 "resampler": resampler,
                 # The grid index of the stream's next sample.
                 "index": None,
-                "fifo": np.zeros(0, dtype=np.float32),
+                # A head start for the resampler, which hands its output over in uneven
+                # pieces: a block is never short (so nothing is ever padded in later).
+                "fifo": np.zeros(
+                    round(HEAD_START * stream.samplerate) if resampler is not None else 0,
+                    dtype=np.float32,
+                ),
             }
 
     def _detach(self, stream: _RoomStream) -> None:
@@ -378,7 +385,7 @@ class SoftwareRoom:
         else:
             y = np.zeros(0, dtype=np.float32)
         fifo = np.concatenate((state["fifo"], y))
-        if len(fifo) < n:  # the resampler's start-up: pad in front
+        if len(fifo) < n:  # (not with the head start given at attach)
             fifo = np.concatenate((np.zeros(n - len(fifo), np.float32), fifo))
         block, state["fifo"] = fifo[:n], fifo[n:]
         indata = block.reshape(n, 1).astype(np.float32)
@@ -397,7 +404,7 @@ class RoomMicrophone(MicrophoneCapture):
         voice16k: npt.NDArray[Any],
         *,
         lead: float = 0.3,
-        samplerate: int = 48_000,
+        samplerate: int = CAPTURE_RATE,
     ) -> None:
         super().__init__(samplerate=samplerate, stream_factory=room.input_stream)
         self.room = room

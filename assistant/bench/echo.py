@@ -54,6 +54,9 @@ REPLIES = (
     "because of the tides.",
 )
 NOISE_SUPPRESSION = Settings().noise_suppression
+#: The room's microphone runs at the recognizer's rate (no resampling delay of its own); its
+#: speaker at 48 kHz, so the far end goes through the tap's resampler.
+MIC_RATE = 16_000
 DELAYS_MS = (40, 120, 250)
 GAINS_DB = (-6.0, -12.0)
 FIRST_SECONDS = 1.5
@@ -300,7 +303,7 @@ async def barge_in_part(
                     speaking.clear()
 
     with SoftwareRoom(room_path) as room, tempfile.TemporaryDirectory() as tmp:
-        mic = MicrophoneCapture(samplerate=48_000, stream_factory=room.input_stream)
+        mic = MicrophoneCapture(samplerate=MIC_RATE, stream_factory=room.input_stream)
         player = DevicePlayer(samplerate=48_000, stream_factory=room.output_stream)
         app = Assistant(
             settings,

@@ -22,9 +22,9 @@ from assistant.types import CAPTURE_RATE, FRAME_SAMPLES
 
 @dataclass
 class TimeInfo:
-    currentTime: float  # noqa: N815
-    outputBufferDacTime: float = 0.0  # noqa: N815
-    inputBufferAdcTime: float = 0.0  # noqa: N815
+    currentTime: float
+    outputBufferDacTime: float = 0.0
+    inputBufferAdcTime: float = 0.0
 
 
 def speechlike(seconds: float, seed: int = 0) -> np.ndarray:

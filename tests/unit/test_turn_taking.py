@@ -134,10 +134,10 @@ async def test_barge_in_stops_playback_and_keeps_only_what_was_heard(tmp_path) -
     assert not second.interrupted
     states = stage.states()
     assert "interrupted" in states and states.index("interrupted") < len(states) - 1
-    # Playback paused after interruption.pause_after_ms (64 ms) of speech plus a frame of the
-    # barge-in, and stayed silent (no stale audio) until the second reply began.
+    # Playback paused after interruption.pause_after_ms (one 32 ms frame) of speech plus the
+    # frame's own rounding, and stayed silent (no stale audio) until the second reply began.
     (paused_at,) = stage.times(PlaybackPaused)
-    assert paused_at - barge == pytest.approx(0.064 + 0.032 / 2, abs=0.03)
+    assert paused_at - barge == pytest.approx(0.032 + 0.032 / 2, abs=0.03)
     second_start = stage.first_sound_after(paused_at + 0.05)
     assert second_start is not None and second_start - paused_at > 0.8
     assert not stage.audible(paused_at + 0.05, second_start - 0.01)
