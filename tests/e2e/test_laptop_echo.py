@@ -27,14 +27,14 @@ import soundfile as sf
 from assistant.engines.base import EngineUnavailable
 from assistant.engines.local import llama_server
 from tests.e2e import pulse
-from tests.e2e.test_pulse_e2e import (  # noqa: F401 - fixtures
+from tests.e2e.test_pulse_e2e import (
     READY_TIMEOUT,
     ParleyProcess,
-    display,
     running_parley,
-    sound_server,
     words,
 )
+from tests.e2e.test_pulse_e2e import display as display  # a fixture
+from tests.e2e.test_pulse_e2e import sound_server as sound_server  # a fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.gui]
 
@@ -64,7 +64,7 @@ def finished(events: list[Event]) -> list[Event]:
 
 def wait_quiet(app: ParleyProcess, turns: int) -> list[Event]:
     """Until ``turns`` turns finished and the app is listening again for a while."""
-    events = app.wait_for(lambda ev: len(finished(ev)) >= turns, TURN_TIMEOUT, f"turn {turns}")
+    app.wait_for(lambda ev: len(finished(ev)) >= turns, TURN_TIMEOUT, f"turn {turns}")
     time.sleep(2.0)  # an echo tail that became a phantom turn would start here
     return app.wait_for(
         lambda ev: [e for e in ev if e["kind"] == "state"][-1]["state"] == "listening",
@@ -73,9 +73,9 @@ def wait_quiet(app: ParleyProcess, turns: int) -> list[Event]:
     )
 
 
-def test_on_laptop_speakers_parley_never_hears_itself(
-    sound_server: pulse.PulseServer, display: Any, tmp_path: Path
-) -> None:
+def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: Any) -> None:
+    sound_server: pulse.PulseServer = request.getfixturevalue("sound_server")
+    display = request.getfixturevalue("display")
     try:
         llama_server.find_binary()
     except EngineUnavailable as exc:

@@ -85,7 +85,7 @@ async def test_the_tap_gets_what_the_device_was_handed_with_its_play_time() -> N
     blocks = tap.take()
     assert len(blocks) == silent_blocks + len(handed) // 512
     # Each block's time is the fake clock's at its callback; samples are what the device got.
-    for k, (block, rate, played_at) in enumerate(blocks):
+    for k, (_, rate, played_at) in enumerate(blocks):
         assert rate == 48_000
         assert played_at == pytest.approx(1000.0 + k * 512 / 48_000, abs=1e-12)
     got = np.concatenate([b for b, _, _ in blocks[silent_blocks:]])
@@ -135,7 +135,8 @@ def test_callback_jitter_does_not_move_samples() -> None:
     ramp = np.arange(16_000, dtype=np.float32) / 16_000
     rng = np.random.default_rng(3)
     for k in range(100):  # each callback up to 4 ms early or late
-        timeline.add(ramp[k * 160 : (k + 1) * 160], CAPTURE_RATE, 1.0 + k * 0.01 + rng.uniform(-0.004, 0.004))
+        jitter = rng.uniform(-0.004, 0.004)
+        timeline.add(ramp[k * 160 : (k + 1) * 160], CAPTURE_RATE, 1.0 + k * 0.01 + jitter)
     assert timeline.runs == 1
     got = timeline.read(1.5, 160)
     np.testing.assert_allclose(got, ramp[8000:8160], atol=0.0015)
