@@ -155,6 +155,7 @@ class _NearClock:
     def __init__(self) -> None:
         self._t0: float | None = None
         self._correction = 0.0
+        self._jump: float | None = None
 
     def update(self, index_end: int, end_time: float) -> bool:
         """The sample before ``index_end`` was captured at ``end_time``; True if re-anchored."""
@@ -163,8 +164,14 @@ class _NearClock:
             return True
         error = end_time - self.time_of(index_end)
         if abs(error) > NEAR_JUMP:
-            self._t0, self._correction = end_time - index_end / CAPTURE_RATE, 0.0
-            return True
+            # Re-anchored when the next update confirms the jump; one odd time is ignored.
+            candidate, self._jump = self._jump, error
+            if candidate is not None and abs(candidate - error) <= NEAR_JUMP / 2:
+                self._t0, self._correction = end_time - index_end / CAPTURE_RATE, 0.0
+                self._jump = None
+                return True
+            return False
+        self._jump = None
         self._correction += 0.02 * error
         return False
 

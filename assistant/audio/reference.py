@@ -8,10 +8,10 @@ block into a queue under a lock. The loop takes the queued blocks (``take``) and
 reads the far end of any 10 ms of microphone audio by time.
 
 Sample accounting: within a run of blocks that follow each other (each starts where the last
-ended, within ``JUMP`` seconds), sample ``i`` of the run is played at the run's start plus
+ended, within ``JUMP`` seconds; a single block off by more is taken as a glitch in its time), sample ``i`` of the run is played at the run's start plus
 ``i / rate`` plus a slowly tracked correction, so callback jitter never shifts the samples and a
-device clock that drifts against the monotonic clock is followed. A block that does not follow
-(the first one, a new device, a stall) starts a new run at its own time. Times with no block
+device clock that drifts against the monotonic clock is followed. Two blocks in a row that do
+not follow (a stall, a new device), or a first block, start a new run at their own time. Times with no block
 read as silence: nothing was played then.
 """
 
@@ -83,6 +83,7 @@ class ReferenceTimeline:
         self._run_out = 0  # samples of the run produced, at 16 kHz
         self._correction = 0.0
         self._known_until = float("-inf")
+        self._jump: float | None = None
         #: Runs started (1 for an uninterrupted output).
         self.runs = 0
 
@@ -102,10 +103,19 @@ class ReferenceTimeline:
         if len(block) == 0:
             return
         expected = self._expected()
-        if rate != self._rate or abs(played_at - expected) > JUMP:
+        error = played_at - expected
+        if rate != self._rate or self._rate == 0:
             self._new_run(rate, played_at)
+        elif abs(error) > JUMP:
+            # A jump counts when the next block confirms it (a real gap or a new device);
+            # a single odd time is ignored and the run goes on by sample count.
+            candidate = self._jump
+            self._jump = error
+            if candidate is not None and abs(candidate - error) <= JUMP / 2:
+                self._new_run(rate, played_at)
         else:
-            self._correction += SLEW * (played_at - expected)
+            self._jump = None
+            self._correction += SLEW * error
         self._run_in += len(block)
         x = np.asarray(block, dtype=np.float32)
         y = self._resampler.resample_chunk(x) if self._resampler is not None else x.copy()
@@ -135,6 +145,7 @@ class ReferenceTimeline:
         self._run_start = played_at
         self._run_in = self._run_out = 0
         self._correction = 0.0
+        self._jump = None
         self.runs += 1
 
     def _emit(self, y: Float32) -> None:

@@ -3,13 +3,14 @@
 A PortAudio callback gets ``time_info`` with the stream's ``currentTime`` and, for an output,
 the ``outputBufferDacTime`` at which its first sample reaches the converter (for an input, the
 ``inputBufferAdcTime`` at which its first sample left it). ``DeviceDelay`` turns that into a
-delay in seconds on every callback, so a caller can place the block on the monotonic clock:
+delay in seconds on every callback (the median of the last five, so one odd timestamp does not
+move the audio), so a caller can place the block on the monotonic clock:
 ``time.monotonic() + delay`` for an output, ``time.monotonic() - delay`` for an input.
 
 Some backends report zeros (or nonsense) there. Then the stream's nominal latency (what
 ``stream.latency`` says; 0 when it says nothing either) stands in, ``measured`` turns False,
-and ``fallback_reason`` says why, once, for the log. Called on the audio thread: no
-allocation, no logging, never raises.
+and ``fallback_reason`` says why, once, for the log. Called on the audio thread: no logging,
+never raises.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class DeviceDelay:
         #: Why the timestamps were not used (None while they are); set once, kept.
         self.fallback_reason: str | None = None
         self._updates = 0
+        self._recent = [0.0] * 5
+        self._written = 0
+        self._filled = 0
 
     def update(self, time_info: Any) -> float:
         """The delay for this callback's block (seconds); the fallback when unusable."""
@@ -51,9 +55,14 @@ class DeviceDelay:
             return self._fallback("the device reports zero timestamps")
         if not 0.0 <= delay <= MAX_BELIEVABLE:
             return self._fallback(f"the device reports a delay of {delay * 1000:.0f} ms")
-        self.seconds = delay
+        # The median of the last few: a single block's odd timestamp must not move the audio.
+        recent = self._recent
+        recent[self._written % len(recent)] = delay
+        self._written += 1
+        self._filled = min(self._filled + 1, len(recent))
+        self.seconds = sorted(recent[: self._filled])[self._filled // 2]
         self.measured = True
-        return delay
+        return self.seconds
 
     def _fallback(self, reason: str) -> float:
         if self.fallback_reason is None:

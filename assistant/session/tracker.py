@@ -19,12 +19,13 @@ transcript yet confirms it too. When it pauses, its final transcript decides
 the pause already, unless the words so far were real), a stop command stops the reply and is
 not answered, and real words interrupt the reply and are answered like any turn.
 
-Echo: while ``echo_uncertain`` is set (the input chain does not know yet that the assistant's
-own voice is cancelled from the microphone), speech that starts while the assistant may be
-heard (``own_speech()`` is not empty: a reply in flight, or one that just ended) may be that
-voice coming back. It is an *echo suspect*: the reply is not paused, a long stretch of it does
-not count, and only words the assistant did not say (``assistant.turns.words.not_said``, at
-least ``MIN_FOREIGN_WORDS`` of them, or a stop command) make it an interruption or a turn.
+Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
+reply in flight, or one that just ended) is judged by the words the assistant did not say
+(``assistant.turns.words.not_said``: at least ``MIN_FOREIGN_WORDS`` of them, or a stop
+command), so a leak of its own voice never becomes a turn. While ``echo_uncertain`` is set
+(the input chain does not know yet that that voice is cancelled from the microphone) such
+speech is an *echo suspect* besides: the reply is not paused for it, and a long stretch of it
+does not count; only those words make it an interruption.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from assistant.turns.words import Interjection, classify_interjection, not_said,
 from assistant.types import PCM, AudioFrame
 
 #: Words the assistant did not say that make an echo suspect the user's (a stop command alone
-#: is enough).
+#: is enough; once the echo is known to be cancelled, one word is).
 MIN_FOREIGN_WORDS = 2
 
 
@@ -330,10 +331,12 @@ class UserTurnTracker:
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
         kind = self._classify_heard(utterance, utterance.partial)
-        # The assistant's own voice lasts too: for an echo suspect, only words count.
+        # The assistant's own voice lasts too: for an echo suspect, only words count; and with
+        # no reply playing there is nothing to stop before the words are known.
         long_unknown = (
             kind is Interjection.NOTHING
             and not utterance.echo_suspect
+            and self._reply_turn() is not None
             and lasted_ms >= self.settings.interruption.min_duration_ms
         )
         if kind in (Interjection.WORDS, Interjection.STOP) or long_unknown:
@@ -432,8 +435,9 @@ class UserTurnTracker:
         talking = reply is not None and reply != ignore_reply
         if talking and not explicit and not self.settings.interruption.enabled:
             return []
-        own = self._own_speech() if self.echo_uncertain and not explicit else ""
-        suspect = bool(own.strip())
+        own = "" if explicit else self._own_speech()
+        audible = bool(own.strip())  # the assistant is, or just was, heard in the room
+        suspect = audible and self.echo_uncertain
         timeline = Timeline(self.allocate_turn_id(), now=self._now)
         timeline.mark("speech_start", event.at)
         self.utterance = Utterance(
@@ -441,11 +445,11 @@ class UserTurnTracker:
             timeline,
             last_speech_at=event.detected_at,
             preroll=list(preroll),
-            over_reply=talking or suspect,
+            over_reply=talking or audible,
             echo_suspect=suspect,
             own=own,
         )
-        self._tentative = (talking or suspect) and not explicit
+        self._tentative = (talking or audible) and not explicit
         out: list[Decision] = [Begin(self.utterance, prefill=not talking)]
         if talking and explicit:
             out.append(ConfirmBargeIn())
@@ -457,16 +461,18 @@ class UserTurnTracker:
         return classify_interjection(text, self.settings.language)
 
     def _classify_heard(self, utterance: Utterance, text: str) -> Interjection:
-        """``_classify``, but an echo suspect is judged by the words the assistant did not say."""
-        if not utterance.echo_suspect:
+        """``_classify``, but speech heard while the assistant could be heard is judged by the
+        words the assistant did not say (a leak of its echo is not a turn)."""
+        if not utterance.own:
             return self._classify(text)
         said = self._own_speech()
         if len(said) > len(utterance.own):  # the reply went on: more of it may come back
             utterance.own = said
         foreign = not_said(text, utterance.own)
         kind = self._classify(foreign)
-        if kind is Interjection.WORDS and len(words_of(foreign)) < MIN_FOREIGN_WORDS:
-            return Interjection.NOTHING
+        few = len(words_of(foreign)) < MIN_FOREIGN_WORDS
+        if kind is Interjection.WORDS and utterance.echo_suspect and few:
+            return Interjection.NOTHING  # one stray word may be the echo misheard
         return kind
 
     def _interjection_ended(self, at: float, *, held: bool) -> Decision:

@@ -310,3 +310,20 @@ def test_the_talk_key_is_never_an_echo() -> None:
     w = echo_world()
     begin, confirm = w.event("start", 10.0, explicit=True)
     assert confirm == ConfirmBargeIn() and not begin.utterance.echo_suspect
+
+
+def test_once_cancelled_a_leak_of_the_assistants_words_is_still_no_turn() -> None:
+    w = echo_world()
+    w.tracker.echo_uncertain = False
+    w.reply = None  # just finished; a little of its echo leaks through
+    (begin,) = w.event("start", 10.0)
+    assert w.tracker.phase is Phase.TENTATIVE and not begin.utterance.echo_suspect
+    w.tracker.on_speech(10.8)
+    assert w.tracker.check_tentative() == []  # no reply to stop: its words decide
+    w.event("end", 10.9)
+    assert w.tracker.on_final(begin.utterance, "along the Seine.") == Dismiss(Interjection.NOTHING)
+    # One word of the user's own is enough once the echo is cancelled.
+    w.reply = 8
+    (begin2, _) = w.event("start", 12.0)
+    w.event("end", 12.4)
+    assert w.tracker.on_final(begin2.utterance, "Why?") == Answer("Why?", held=False, barge_in=True)
