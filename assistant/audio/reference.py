@@ -8,11 +8,12 @@ block into a queue under a lock. The loop takes the queued blocks (``take``) and
 reads the far end of any 10 ms of microphone audio by time.
 
 Sample accounting: within a run of blocks that follow each other (each starts where the last
-ended, within ``JUMP`` seconds; a single block off by more is taken as a glitch in its time), sample ``i`` of the run is played at the run's start plus
-``i / rate`` plus a slowly tracked correction, so callback jitter never shifts the samples and a
-device clock that drifts against the monotonic clock is followed. Two blocks in a row that do
-not follow (a stall, a new device), or a first block, start a new run at their own time. Times with no block
-read as silence: nothing was played then.
+ended, within ``JUMP`` seconds; a single block off by more is taken as a glitch in its time),
+sample ``i`` of the run is played at the run's start plus ``i / rate`` plus a slowly tracked
+correction, so callback jitter never shifts the samples and a device clock that drifts against
+the monotonic clock is followed. Two blocks in a row that do not follow (a stall, a new
+device), or a first block, start a new run at their own time. Times with no block read as
+silence: nothing was played then.
 """
 
 from __future__ import annotations
