@@ -22,7 +22,8 @@ not answered, and real words interrupt the reply and are answered like any turn.
 Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
 reply in flight, or one that just ended) is judged by the words the assistant did not say
 (``assistant.turns.words.not_said``: at least ``MIN_FOREIGN_WORDS`` of them, or a stop
-command), so a leak of its own voice never becomes a turn. While ``echo_uncertain`` is set
+command), so a leak of its own voice never becomes a turn; its length alone never makes it an
+interruption (the reply stays paused until its words are known). While ``echo_uncertain`` is set
 (the input chain does not know yet that that voice is cancelled from the microphone) such
 speech is an *echo suspect* besides: the reply is not paused for it, and a long stretch of it
 does not count; only those words make it an interruption.
@@ -331,11 +332,11 @@ class UserTurnTracker:
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
         kind = self._classify_heard(utterance, utterance.partial)
-        # The assistant's own voice lasts too: for an echo suspect, only words count; and with
-        # no reply playing there is nothing to stop before the words are known.
+        # The assistant's own voice lasts too: while it may be heard, only words count (the
+        # reply stays paused meanwhile); with no reply playing there is nothing to stop.
         long_unknown = (
             kind is Interjection.NOTHING
-            and not utterance.echo_suspect
+            and not utterance.own
             and self._reply_turn() is not None
             and lasted_ms >= self.settings.interruption.min_duration_ms
         )
@@ -384,6 +385,11 @@ class UserTurnTracker:
         text = text.strip()
         if utterance.interjection:
             return self._judge_interjection(utterance, text)
+        if utterance.own and self._classify_heard(utterance, text) is Interjection.NOTHING:
+            # Only the assistant's own words, heard back: not a turn.
+            if self.speculative is utterance:
+                self.speculative = None
+            return Dismiss(Interjection.NOTHING)
         if utterance.over_reply and self._classify(text) is Interjection.STOP:
             if self.speculative is utterance:
                 self.speculative = None

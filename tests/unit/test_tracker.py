@@ -327,3 +327,25 @@ def test_once_cancelled_a_leak_of_the_assistants_words_is_still_no_turn() -> Non
     (begin2, _) = w.event("start", 12.0)
     w.event("end", 12.4)
     assert w.tracker.on_final(begin2.utterance, "Why?") == Answer("Why?", held=False, barge_in=True)
+
+
+def test_while_the_assistant_is_heard_only_words_stop_it_and_its_own_words_are_no_turn() -> None:
+    w = echo_world()
+    w.tracker.echo_uncertain = False
+    begin, pause = w.event("start", 10.0)
+    assert isinstance(pause, TentativeBargeIn)  # paused at once...
+    w.tracker.on_speech(11.5)
+    assert w.tracker.check_tentative() == []  # ...but its length alone does not stop the reply
+    assert w.tracker.on_partial("a city of museums") == []
+    assert w.tracker.on_partial("what about Rome") == [ConfirmBargeIn()]
+    w.event("end", 11.6)
+    assert w.tracker.on_final(begin.utterance, "What about Rome?") == Answer(
+        "What about Rome?", held=False
+    )
+    (begin2, _) = w.event("start", 13.0)
+    begin2.utterance.partial = ""
+    w.tracker._tentative = False  # confirmed some other way; its final is still judged
+    w.event("end", 13.5)
+    assert w.tracker.on_final(begin2.utterance, "cafes along the Seine") == Dismiss(
+        Interjection.NOTHING
+    )
