@@ -26,7 +26,7 @@ from assistant.audio.devices import looks_like_headset
 from assistant.audio.echo import EchoCanceller, processing_available
 from assistant.audio.player import BufferedPlayer, DevicePlayer, Player, RenderTap, VirtualPlayer
 from assistant.config import Settings
-from assistant.events import AppEvent, EchoStatus, Notice
+from assistant.events import AppEvent, EchoStatus, Notice, Source
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class EchoControl:
             self._unavailable = "the WebRTC audio processing package is missing"
         if self._unavailable is not None and new.cancel and not self._told:
             self._told = True
-            self._emit(Notice(messages.echo_unavailable(self._unavailable), "audio-echo"))
+            self._emit(Notice(messages.echo_unavailable(self._unavailable), Source.AUDIO))
         # Hang the new processor on what is playing and capturing now.
         player, source = self._player, self._source
         self._player, self._output_key = None, None
