@@ -12,7 +12,7 @@ from assistant.audio.capture import ArraySource, MicrophoneCapture
 from assistant.audio.echo import EchoCanceller
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings, settings_from_dict, settings_to_dict
-from assistant.events import EchoStatus, Notice
+from assistant.events import EchoStatus, Notice, Source
 
 
 class NullApm:
@@ -96,7 +96,7 @@ def test_without_the_wheel_barge_in_stays_strict_and_the_user_is_told_once() -> 
     echo.configure(settings("on", noise=True))
     notices = [e for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "headphones" in notices[0].message
-    assert notices[0].source == "audio-echo"
+    assert notices[0].source is Source.AUDIO
     status = [e for e in events if isinstance(e, EchoStatus)][-1]
     assert not status.cancelling and "unavailable" in status.detail
 
