@@ -32,6 +32,7 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.echo import EchoControl
 from assistant.app.engines import Engines, EngineSet, close_engine
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
@@ -108,12 +109,15 @@ class Assistant:
         self._persist = persist
         self._clock = clock
         self._offload = offload
+        #: Echo cancellation and noise suppression of the microphone.
+        self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
             emit=self._emit,
             on_change=self._audio_changed,
             on_end=self._input_ended,
+            echo=self.echo,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -307,6 +311,8 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        if change.reconfigure_echo and not change.reopen_session:
+            self.echo.configure(self._settings)
         if change.reopen_session:
             await self._reopen(
                 rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
@@ -368,7 +374,7 @@ class Assistant:
         """The one place a Session is built."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
-        return Session(
+        session = Session(
             stt=engines.stt,
             llm=engines.llm,
             tts=engines.tts,
@@ -381,6 +387,8 @@ class Assistant:
             clock=self._clock,
             offload=self._offload,
         )
+        session.set_echo_uncertain(self.echo.uncertain)
+        return session
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
         """Switch the running session's turn detection; hands-free parts are made when first
@@ -422,6 +430,8 @@ class Assistant:
                 self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         player = await self._output.open(self._settings)
+        self.echo.configure(self._settings)
+        self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
@@ -463,6 +473,7 @@ class Assistant:
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False
+        self.echo.detach_output()
         if session is not None:
             # Still subscribed while closing, so a reply cut off here reaches the views too.
             with contextlib.suppress(Exception):
@@ -528,6 +539,10 @@ class Assistant:
 
     def _audio_changed(self) -> None:
         self._emit(AudioStatus(self._input.ok, self._output.ok))
+
+    def _echo_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_echo_uncertain(self.echo.uncertain)
 
     def _save(self) -> None:
         if self._persist:
