@@ -41,8 +41,8 @@ def settings_unsaved(exc: BaseException) -> str:
 
 def history_unavailable(directory: Path, exc: BaseException) -> str:
     return (
-        f"Cannot open the conversation history in {directory} ({exc}); this conversation will "
-        "not be saved."
+        f"Cannot open the conversation history in {directory} ({exc}); this conversation is kept "
+        "in memory and saved there as soon as the folder can be written."
     )
 
 
