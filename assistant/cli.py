@@ -65,9 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("which", choices=("overhead", "latency", "echo"), help="what to measure")
-    bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
+    bench.add_argument(
+        "which", choices=("overhead", "latency", "echo", "faults", "soak"), help="what to measure"
+    )
+    bench.add_argument(
+        "--turns", type=int, default=200, help="turns per scenario (overhead), turns (soak)"
+    )
     bench.add_argument("--quick", action="store_true", help="a shorter run")
+    bench.add_argument(
+        "--local", action="store_true", help="soak: 30 turns on the real offline engines"
+    )
     voices = sub.add_parser("voices", help="list the offline languages and voices")
     voices.add_argument("--language", help=LANG_HELP)
     sub.add_parser("gui", help="open the desktop app (the default)")
@@ -89,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from assistant.bench import run_bench
 
-            return run_bench(args.which, turns=args.turns, quick=args.quick)
+            return run_bench(args.which, turns=args.turns, quick=args.quick, local=args.local)
         if args.command == "voices":
             return _voices(args.language)
         return _gui()

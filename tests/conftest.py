@@ -1,4 +1,5 @@
-"""Shared test fixtures: isolated settings/data directories and a scripted conversation harness."""
+"""Shared test fixtures: isolated settings/data directories, a scripted conversation harness, and
+a check that no test leaves tasks, threads or file descriptors behind (``tests.leaks``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,26 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
+from tests.leaks import (
+    check_every_test,
+    no_leaked_tasks,
+    no_leaked_threads_or_fds,
+    warm_singletons,
+)
 from tests.scenario import ScriptVAD
+
+__all__ = ["no_leaked_tasks", "no_leaked_threads_or_fds"]  # fixtures, used by name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    warm_singletons()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    check_every_test(items)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -114,7 +114,9 @@ class Stage:
         for engine in (self.stt, self.llm, self.tts):
             engine.clock = self.clock
         given = self.engines or (None, None, None)
-        stt, llm, tts = (g or d for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True))
+        stt, llm, tts = (
+            cast(Any, g or d) for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True)
+        )
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
         self.store = HistoryStore(self.tmp_path / "history")

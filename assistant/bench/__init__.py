@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
+def run_bench(which: str, *, turns: int = 200, quick: bool = False, local: bool = False) -> int:
     import sys
 
     from assistant.cli import AUDIO_SWITCH_INTERVAL
@@ -21,4 +21,12 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick)
+    if which == "faults":
+        from assistant.bench.faults import main as faults
+
+        return faults(quick=quick)
+    if which == "soak":
+        from assistant.bench.soak import main as soak
+
+        return soak(turns=turns if not quick else min(turns, 40), local=local)
     raise ValueError(f"unknown benchmark {which!r}")

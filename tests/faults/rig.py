@@ -223,14 +223,15 @@ class Rig:
         self.app.release_to_talk()
         return True
 
-    def type(self, text: str = "How do I boil an egg?") -> bool:
+    def send_text(self, text: str = "How do I boil an egg?") -> bool:
+        """Type a message and send it."""
         return self.app.submit_text(text)
 
     async def turn(self, how: str = "talk", *, within: float = 10.0) -> TurnRecord | None:
         """One whole turn (``talk`` or ``type``), waited for until the app listens again; the
         turn, or None if it did not finish (it failed, or the app said it could not start)."""
         before = len(self.finished())
-        started = await self.talk() if how == "talk" else self.type()
+        started = await self.talk() if how == "talk" else self.send_text()
         if not started:
             return None
         await self.until(lambda: self.app.state is State.LISTENING, within=within)

@@ -58,7 +58,7 @@ async def llm_rate_limited_briefly(ctx: Context) -> Observed | None:
     class Limited(FakeLLM):
         limited = 1
 
-        async def stream(self, request: Any) -> Any:  # type: ignore[override]
+        async def stream(self, request: Any) -> Any:
             if self.limited:
                 self.limited -= 1
                 raise RateLimited("cloud: rate limited (HTTP 429)", engine="cloud", retry_after=1.0)

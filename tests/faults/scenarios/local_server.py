@@ -59,7 +59,7 @@ async def killed_mid_reply(ctx: Context) -> Observed | None:
     pid = server.pid
     before = len(rig.of(AssistantText))
     rig.fault()
-    assert rig.type("Count slowly to ten.")
+    assert rig.send_text("Count slowly to ten.")
     await rig.until(lambda: len(rig.of(AssistantText)) > before, within=10.0)
     os.kill(pid, signal.SIGKILL)
     await rig.until(lambda: any("running again" in line for line in rig.lines()), within=15.0)

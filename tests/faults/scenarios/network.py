@@ -42,6 +42,7 @@ class Served:
 
     def engines(self, clock: Clock) -> tuple[Any, Any, Any]:
         stt, llm, tts = fake_engines(clock)
+        cloud: Any
         spare = dict(zip(("stt", "llm", "tts"), fake_engines(clock, name="local"), strict=True))
         if self.kind == "stt":
             cloud = DeepgramSTT(self.url, policy=POLICY, final_timeout=0.5)
