@@ -198,7 +198,11 @@ def _not_answering() -> KeyringProblem:
     )
 
 
-def _known(provider: str) -> tuple[bool, str | None]:
+def _answered(provider: str) -> tuple[bool, str | None]:
+    """(True, the key or None) when the environment, or what the keyring said before, answers
+    without asking the keyring."""
+    if (value := _from_environment(provider)) is not None:
+        return True, value
     with _lock:
         return provider in _stored, _stored.get(provider)
 
@@ -209,9 +213,7 @@ def get_key(provider: str) -> str | None:
     Blocks while the keyring is read (not for use on the event loop: see ``aget_key``). None
     when no key is set; ``KeyringProblem`` when the keyring could not be read.
     """
-    if (value := _from_environment(provider)) is not None:
-        return value
-    known, value = _known(provider)
+    known, value = _answered(provider)
     if known:
         return value
     try:
@@ -269,9 +271,7 @@ async def off_loop[R](call: Callable[..., R], *args: object) -> R:
 async def aget_key(provider: str) -> str | None:
     """``get_key`` for the event loop: the keyring is read on its own thread, and waited for at
     most ``KEYRING_TIMEOUT`` seconds."""
-    if (value := _from_environment(provider)) is not None:
-        return value
-    known, value = _known(provider)
+    known, value = _answered(provider)
     if known:
         return value
     try:

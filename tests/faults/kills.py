@@ -154,9 +154,7 @@ async def _one(
             report.orphans.append(server)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server, signal.SIGKILL)
-    said = sum(
-        line.startswith("finished ") or line.startswith("parley: ") for line in lines
-    )
+    said = sum(line.startswith("finished ") or line.startswith("parley: ") for line in lines)
     try:
         after = turns_on_disk(history)
     except Exception as exc:

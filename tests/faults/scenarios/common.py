@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from assistant.bench.loopmon import LoopMonitor
 from assistant.clock import Clock
-from tests.faults.matrix import Context
+from tests.faults.matrix import Context, Observed
 from tests.faults.rig import Rig
 
 #: How long a scenario waits for a turn to finish (rig seconds).
@@ -40,3 +41,18 @@ async def fault_then_recover(
         fix(rig)
     await rig.turn(recover_turn, within=TURN_WITHIN)
     return rig
+
+
+#: A loop stall longer than this while a slow part works proves it worked on the loop.
+STALL_LIMIT_MS = 150.0
+
+
+async def observed_without_stalls(rig: Rig, monitor: LoopMonitor, slow_part: str) -> Observed:
+    """Close ``rig`` and observe it; a loop stall over ``STALL_LIMIT_MS`` during the run (the
+    ``monitor`` watched it) breaks an invariant: ``slow_part`` must never run on the loop."""
+    await monitor.stop()
+    await rig.close()
+    observed = Observed.of(rig)
+    if monitor.worst > STALL_LIMIT_MS:
+        observed.violations.append(f"the loop stalled {monitor.worst:.0f} ms on {slow_part}")
+    return observed

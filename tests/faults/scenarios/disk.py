@@ -15,7 +15,7 @@ from assistant.bench.loopmon import LoopMonitor
 from assistant.events import Source
 from assistant.history import HistoryStore
 from tests.faults.matrix import Context, Observed, Scenario
-from tests.faults.scenarios.common import fault_then_recover
+from tests.faults.scenarios.common import fault_then_recover, observed_without_stalls
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -98,12 +98,7 @@ async def slow_fsync(ctx: Context) -> Observed | None:
         monitor.start()
 
     rig = await fault_then_recover(ctx, arm=arm, warm=True, virtual=False)
-    await monitor.stop()
-    await rig.close()
-    observed = Observed.of(rig)
-    if monitor.worst > 150.0:
-        observed.violations.append(f"the loop stalled {monitor.worst:.0f} ms on a slow fsync")
-    return observed
+    return await observed_without_stalls(rig, monitor, "a slow fsync")
 
 
 SAVE_FAILED = r"error \[history\] Could not save the conversation \(.*{}.*\); it stays in memory"

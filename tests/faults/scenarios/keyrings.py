@@ -14,7 +14,7 @@ from assistant.bench.loopmon import LoopMonitor
 from assistant.events import Source
 from tests.fakes.keyrings import BrokenKeyring, LockedKeyring, SlowKeyring, installed
 from tests.faults.matrix import Context, Observed, Scenario
-from tests.faults.scenarios.common import fault_then_recover
+from tests.faults.scenarios.common import fault_then_recover, observed_without_stalls
 from tests.faults.scenarios.network import serve
 
 
@@ -33,12 +33,7 @@ def with_keyring(make: Callable[[dict[tuple[str, str], str]], Any], timeout: flo
         rig = await fault_then_recover(
             ctx, engines=served.engines, virtual=False, fault_turn="type", recover_turn="type"
         )
-        await monitor.stop()
-        await rig.close()
-        observed = Observed.of(rig)
-        if monitor.worst > 150.0:
-            observed.violations.append(f"the loop stalled {monitor.worst:.0f} ms on the keyring")
-        return observed
+        return await observed_without_stalls(rig, monitor, "the keyring")
 
     return run
 

@@ -8,38 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from assistant.events import Source
-from tests.faults.matrix import Context, Observed, Scenario
-from tests.faults.scenarios.common import fault_then_recover
-from tests.faults.scenarios.network import PROVIDER, serve
+from tests.faults.matrix import Scenario
+from tests.faults.scenarios.network import PROVIDER, provider_run
 
 
 def mangled(kind: str, rewrite: Callable[[dict[str, Any]], Any] | None, **fake: Any) -> Any:
     """A run: the provider of ``kind`` rewrites its messages with ``rewrite`` from the second
     turn on (``fake``: settings of the fake server from the start)."""
-
-    async def run(ctx: Context) -> Observed | None:
-        ctx.keys_in_environment()
-        served = await ctx.stack.enter_async_context(serve(kind, ctx.canary, **fake))
-
-        def arm(_rig: object) -> None:
-            if kind == "llm":
-                served.fake.chat_mangle = rewrite
-            else:
-                served.fake.mangle = rewrite
-
-        await fault_then_recover(
-            ctx,
-            engines=served.engines,
-            virtual=False,
-            warm=True,
-            arm=arm,
-            settle=1.5,
-            fault_turn="talk" if kind == "stt" else "type",
-            recover_turn="talk" if kind == "stt" else "type",
-        )
-        return None
-
-    return run
+    hook = "chat_mangle" if kind == "llm" else "mangle"
+    return provider_run(kind, lambda served: setattr(served.fake, hook, rewrite), **fake)
 
 
 def transcript_of_the_wrong_type(msg: dict[str, Any]) -> dict[str, Any]:

@@ -80,29 +80,34 @@ async def serve(kind: str, key: str, **fake_options: Any) -> AsyncIterator[Serve
         yield Served(kind, proxy.url(server.url), proxy, server)
 
 
-def through(kind: str, fault: Fault, **fake_options: Any) -> Callable[[Context], Any]:
-    """A scenario run: the app on ``kind``'s provider, the fault armed before the second turn."""
+def provider_run(
+    kind: str, arm: Callable[[Served], object], **fake_options: Any
+) -> Callable[[Context], Any]:
+    """A scenario run: the app on ``kind``'s provider (behind the proxy, every key the canary),
+    a good turn, ``arm(served)``, a turn that meets the fault, then one that must succeed."""
 
     async def run(ctx: Context) -> Observed | None:
         ctx.keys_in_environment()
         served = await ctx.stack.enter_async_context(serve(kind, ctx.canary, **fake_options))
-
-        def arm(_rig: object) -> None:
-            served.proxy.arm(fault)
-
+        how = "talk" if kind == "stt" else "type"
         await fault_then_recover(
             ctx,
             engines=served.engines,
             virtual=False,
             warm=True,
-            arm=arm,
+            arm=lambda _rig: arm(served),
             settle=1.5,
-            fault_turn="talk" if kind == "stt" else "type",
-            recover_turn="talk" if kind == "stt" else "type",
+            fault_turn=how,
+            recover_turn=how,
         )
         return None
 
     return run
+
+
+def through(kind: str, fault: Fault) -> Callable[[Context], Any]:
+    """A run with ``fault`` armed on the proxy before the second turn."""
+    return provider_run(kind, lambda served: served.proxy.arm(fault))
 
 
 def _absorbed(kind: str, label: str, fault: Fault, what: str) -> Scenario:
