@@ -79,6 +79,7 @@ class Transcription:
         self._reconnected: asyncio.Event | None = None
         #: The open utterance's audio so far, for a new stream should this one break.
         self._utterance: list[PCM] = []
+        self._kept = 0  # samples in ``_utterance``
         #: The audio of each utterance waiting for its final, and whether its end was asked.
         self._awaiting: dict[asyncio.Future[str], tuple[list[PCM], bool]] = {}
 
@@ -110,8 +111,9 @@ class Transcription:
         """Audio of the open utterance. A stream that broke is not this call's problem: the
         audio is kept for the new stream."""
         self._utterance.append(pcm)
-        while sum(len(p) for p in self._utterance) > BACKLOG_SAMPLES:
-            self._utterance.pop(0)
+        self._kept += len(pcm)
+        while self._kept > BACKLOG_SAMPLES and len(self._utterance) > 1:
+            self._kept -= len(self._utterance.pop(0))
         if self._reconnected is None and self._session is not None:
             try:
                 await self._session.push(pcm)
@@ -120,6 +122,7 @@ class Transcription:
 
     async def clear(self) -> None:
         self._utterance.clear()
+        self._kept = 0
         if self._session is not None and self._reconnected is None:
             await self._session.clear()
 
@@ -129,6 +132,7 @@ class Transcription:
         self._waiters.append(waiter)
         self._awaiting[waiter] = (self._utterance, False)
         self._utterance = []
+        self._kept = 0
         waiter.add_done_callback(lambda w: self._awaiting.pop(w, None))
         return waiter
 
