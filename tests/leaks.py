@@ -16,7 +16,14 @@ Allowed, because they belong to the process rather than to a test:
 - daemon threads stuck in an operation that cannot be cancelled, named for it: a keyring read
   (``parley-keyring``) or a close inside the audio backend (``audio-close``) — exactly what
   those threads exist for. A test that arranges such a hang releases it at its end; these are
-  only waited for, not failed on.
+  only waited for, not failed on;
+- threads Python did not start (native threads of Qt or an inference library that called into
+  Python appear as ``threading._DummyThread``s), and tqdm's one progress monitor thread;
+- data files that native libraries open once and keep for the process: model and language
+  files inside installed packages, onnxruntime's own cache database.
+
+What a fixture of a wider scope (a module's engine, the session's ``QApplication``) sets up is
+there before the checks start: they are set up after every wider-scoped fixture.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import site
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,7 +40,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 #: Threads that belong to the process or to an uncancellable wait (see the module docstring).
-ALLOWED_THREADS = ("asyncio_", "parley-keyring", "audio-close")
+ALLOWED_THREADS = ("asyncio_", "parley-keyring", "audio-close", "tqdm_monitor")
+#: Where installed packages keep their data files (models, language files).
+PACKAGE_DIRS = tuple({sys.prefix, sys.base_prefix, *site.getsitepackages()})
+#: onnxruntime's own cache database, opened once for the process.
+ONNXRUNTIME_DB = "/.onnxruntime/onnxruntime.db"
 GRACE_SECONDS = 2.0
 
 
@@ -58,12 +71,23 @@ def _leaked_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and not t.name.startswith(ALLOWED_THREADS)
+        if t not in before
+        and t.is_alive()
+        and not t.name.startswith(ALLOWED_THREADS)
+        and not isinstance(t, threading._DummyThread)
     ]
 
 
+def _allowed_file(target: str) -> bool:
+    return target.startswith(PACKAGE_DIRS) or ONNXRUNTIME_DB in target
+
+
 def _leaked_fds(before: dict[int, str]) -> dict[int, str]:
-    return {fd: target for fd, target in _fds().items() if before.get(fd) != target}
+    return {
+        fd: target
+        for fd, target in _fds().items()
+        if before.get(fd) != target and not _allowed_file(target)
+    }
 
 
 @pytest.fixture
@@ -103,14 +127,26 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         pytest.fail(f"the test left {len(left)} asyncio tasks running: {names}", pytrace=False)
 
 
+def _first_function_scoped(item: pytest.Item, names: list[str]) -> int:
+    """Where the function-scoped fixtures start in ``names`` (wider scopes come first)."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = getattr(info, "name2fixturedefs", {})
+    for index, name in enumerate(names):
+        found = definitions.get(name)
+        if not found or found[-1].scope == "function":
+            return index
+    return len(names)
+
+
 def check_every_test(items: list[pytest.Item]) -> None:
-    """Have every test checked: the task check goes first (torn down last) in async tests."""
+    """Have every test checked: the checks are the first function-scoped fixtures (torn down
+    last), the task check after the thread check, in async tests."""
     for item in items:
         names = getattr(item, "fixturenames", None)
-        if not isinstance(names, list):
+        if not isinstance(names, list) or "no_leaked_threads_or_fds" in names:
             continue
-        if "no_leaked_threads_or_fds" not in names:
-            names.insert(0, "no_leaked_threads_or_fds")
+        at = _first_function_scoped(item, names)
+        names.insert(at, "no_leaked_threads_or_fds")
         function = getattr(item, "function", None)
-        if asyncio.iscoroutinefunction(function) and "no_leaked_tasks" not in names:
-            names.insert(1, "no_leaked_tasks")
+        if asyncio.iscoroutinefunction(function):
+            names.insert(at + 1, "no_leaked_tasks")

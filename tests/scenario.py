@@ -8,6 +8,7 @@ The session, its tracker, replies, recorder and the text splitter are the real o
 engines are the scripted fakes with set latencies, all on one ``ManualClock``; the player is a
 ``ClockedPlayer`` rendered by that clock; the VAD says "speech" exactly where the script does.
 A ten-second conversation runs in milliseconds, and every mark is exact up to the 32 ms frame.
+The engines are closed when the stage ends.
 
 ``Speech`` is what the microphone hears (speech-like noise); ``Key`` holds the talk key (and
 speaks while it is held); ``Do`` calls something on the session at a moment.
@@ -27,6 +28,7 @@ import numpy as np
 from assistant.audio.player import ClockedPlayer
 from assistant.clock import ManualClock
 from assistant.config import Settings
+from assistant.engines.base import close_engine
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore, TurnRecord
@@ -150,6 +152,8 @@ class Stage:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.session.close()
+        for engine in (self.session.stt, self.session.llm, self.session.tts):
+            await close_engine(engine)  # a fallback chain stops probing
 
     # ------------------------------------------------------------------------------ script
 

@@ -346,6 +346,7 @@ async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
             yield p
 
     chunks = [c async for c in chain.stream(pieces(), voice=None, language="en")]
+    await chain.aclose()
     assert sorted({(c.piece, c.text) for c in chunks}) == [
         (0, "First piece."),
         (1, "Second piece."),
@@ -371,6 +372,7 @@ async def test_every_engine_failing_is_one_clear_error() -> None:
     )
     with pytest.raises(EngineError, match="every stt engine failed: x: x down; y: y down"):
         await chain.open("en")
+    await chain.aclose()
 
 
 # -------------------------------------------------------------------------------- spoken text
