@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,7 @@ async def openai_speech(runs: int) -> list[float]:
 
 
 #: (adapter, what is timed, measurement).
-ADAPTERS: tuple[tuple[str, str, Callable[[int], Awaitable[list[float]]]], ...] = (
+ADAPTERS: tuple[tuple[str, str, Callable[[int], Coroutine[Any, Any, list[float]]]], ...] = (
     ("deepgram", "end of turn → final", deepgram),
     ("assemblyai", "end of turn → final", assemblyai),
     ("openai transcription", "end of turn → final", openai_transcription),

@@ -60,7 +60,7 @@ async def _voice(voice: str | None, language: str, long_text: str) -> str:
         stream = tts.stream(_pieces(long_text), voice=voice, language=language)
         await anext(stream)
         start = time.perf_counter()
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         closed = time.perf_counter() - start
         await asyncio.get_running_loop().run_in_executor(tts._worker, lambda: None)
         free = time.perf_counter() - start
