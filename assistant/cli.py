@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
-        "which", choices=("overhead", "latency", "echo", "faults", "soak"), help="what to measure"
+        "which",
+        choices=("overhead", "latency", "echo", "engines", "faults", "soak"),
+        help="what to measure",
     )
     bench.add_argument(
         "--turns", type=int, default=200, help="turns per scenario (overhead), turns (soak)"

@@ -210,9 +210,7 @@ class EchoControl:
 
     def status(self) -> EchoStatus:
         canceller = self.canceller
-        noise = (
-            self._source is not None and canceller is not None and canceller.noise_suppression
-        )
+        noise = self._source is not None and canceller is not None and canceller.noise_suppression
         if self.cancelling and canceller is not None:
             if canceller.uncertain:
                 detail = "Echo cancellation is learning the room"
@@ -277,4 +275,3 @@ def _same(a: EchoStatus, b: EchoStatus) -> bool:
         b.noise_suppression,
         b.detail,
     )
-
