@@ -505,10 +505,11 @@ class Session:
             text = await self._transcription.wait_final(waiter, known)
         except Exception as exc:
             self._tracker.on_final_failed(utterance)
+            said = str(exc).strip().rstrip(".")
             message = (
                 "The speech recognizer gave no transcript; please try again."
                 if isinstance(exc, TimeoutError)
-                else f"Speech recognition failed: {exc} Please say it again."
+                else f"Speech recognition failed: {said}. Please say it again."
             )
             self.emit(ErrorEvent(message, Source.STT))
             self._sync()
