@@ -124,6 +124,7 @@ class Assistant:
             emit=self._emit,
             on_change=self._audio_changed,
             on_lost=self._output_lost,
+            clock=clock,
         )
         self._store: HistoryStore | None = None
         self._conversation: Conversation | None = None
@@ -328,6 +329,7 @@ class Assistant:
 
     async def restart_audio(self) -> None:
         """Try the microphone and speaker again (after plugging a device in)."""
+        self._output.retry()
         await self._reopen(rebuild_engines=False, restart_input=True)
 
     def voices(self, engine: str, language: str) -> list[Voice]:
@@ -506,7 +508,8 @@ class Assistant:
 
     def _output_lost(self) -> None:
         if not self._closed:
-            # A silent player takes over until Retry.
+            # The device is tried once more (a silent player takes over if it cannot be opened,
+            # or if it keeps failing) until Retry.
             self.spawn(self._reopen(rebuild_engines=False), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events

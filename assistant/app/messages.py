@@ -21,6 +21,10 @@ NOT_LISTENING = (
     "message below."
 )
 SETTINGS_APPLIED = "Settings saved and applied."
+OUTPUT_KEEPS_FAILING = (
+    "The audio output device keeps failing as soon as it opens; replies are shown as text only "
+    "until you reconnect it and choose Retry."
+)
 
 
 def describe(exc: BaseException) -> str:

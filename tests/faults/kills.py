@@ -9,8 +9,9 @@ and kills the program with SIGKILL (no cleanup of any kind runs). Then:
   (the turn in flight may have been written without being reported) — nothing else was lost;
 - the model server the program started dies with it (no orphan).
 
-``parley talk`` holds the talk key over its input file (one turn per run); the app sends typed
-messages one after the other (``tests.faults.app_child``).
+``parley talk`` holds the talk key over its input file (one turn per run), and is killed a random
+moment after its model server started; the app sends typed messages one after the other
+(``tests.faults.app_child``), and is killed a random moment after its first turn finished.
 """
 
 from __future__ import annotations
@@ -133,11 +134,16 @@ async def _one(
     reader = asyncio.create_task(read())
     servers: list[int] = []
     try:
-        for _ in range(600):  # until the model server runs (or the program ended)
+        for _ in range(1200):  # until the model server runs (or the program ended)
             servers = _servers(proc.pid)
             if servers or proc.returncode is not None:
                 break
             await asyncio.sleep(0.05)
+        if target == "app":  # the conversation is under way: a first turn was finished
+            for _ in range(1200):
+                if proc.returncode is not None or any(x.startswith("finished ") for x in lines):
+                    break
+                await asyncio.sleep(0.05)
         await asyncio.sleep(delay)
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -21,5 +21,5 @@ async def test_kill_9_of_parley_talk_mid_turn(tmp_path: Path) -> None:
 async def test_kill_9_of_the_app_mid_turn(tmp_path: Path) -> None:
     pytest.importorskip("PySide6")
     report = await kill_repeatedly("app", 3, tmp_path, seed=3, longest=3.0)
-    assert report.kills == 3 and report.reported >= 1  # turns were finished before the kills
+    assert report.kills == 3 and report.reported >= 3  # turns were finished before each kill
     assert report.ok, report

@@ -44,6 +44,7 @@ def broken(
             lambda: any(s.event.source == f"audio-{kind}" for s in rig.shown()),
             within=NOTICE_WITHIN,
         )
+        await rig.step(2.0)  # the user reads the message, reconnects the device, presses Retry
         card.repair()
         await rig.retry()
         await rig.turn("talk")

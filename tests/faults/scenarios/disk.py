@@ -82,13 +82,13 @@ async def damaged_file(ctx: Context) -> Observed | None:
 
 
 async def slow_fsync(ctx: Context) -> Observed | None:
-    """Every fsync takes 0.3 s: the conversation must not wait for it (the loop never stalls)."""
+    """Every fsync takes 1 s: the conversation must not wait for it (the loop never stalls)."""
     fsync = os.fsync
 
     def slow(fd: int) -> None:
         import time
 
-        time.sleep(0.3)
+        time.sleep(1.0)
         fsync(fd)
 
     monitor = LoopMonitor(interval=0.01)
@@ -153,7 +153,7 @@ SCENARIOS = (
     Scenario(
         "slow fsync",
         "disk",
-        "every fsync takes 0.3 s",
+        "every fsync takes 1 s",
         None,
         Source.HISTORY,
         0.0,

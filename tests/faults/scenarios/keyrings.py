@@ -63,9 +63,9 @@ SCENARIOS = (
     ),
     _scenario(
         "keyring slow",
-        "every keyring read takes 0.5 s",
+        "every keyring read takes 1 s",
         None,
-        lambda store: SlowKeyring(store, delay=0.5),
+        lambda store: SlowKeyring(store, delay=1.0),
     ),
     _scenario(
         "keyring silent",
