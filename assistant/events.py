@@ -138,6 +138,30 @@ class Loading:
     at: float = field(default_factory=_now)
 
 
+class Doing(StrEnum):
+    """What a reply is waiting on, for a progress indicator."""
+
+    #: The model is reading a long message before it can answer.
+    READING = "reading"
+    THINKING = "thinking"
+    #: A tool the model asked for is running (``Activity.detail`` names it).
+    TOOL = "tool"
+    #: Engines are being changed or loaded after a change of settings, or a failed engine is
+    #: being replaced by the next one (``Activity.detail`` says which).
+    SWITCHING = "switching"
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Parley is busy with something the user is waiting for, since ``since`` (monotonic)."""
+
+    doing: Doing
+    detail: str = ""
+    turn_id: int | None = None
+    since: float = field(default_factory=_now)
+    at: float = field(default_factory=_now)
+
+
 @dataclass(frozen=True, slots=True)
 class MicLevel:
     rms: float
@@ -159,6 +183,7 @@ SessionEvent = (
     | ErrorEvent
     | Notice
     | Loading
+    | Activity
     | MicLevel
 )
 
@@ -190,6 +215,15 @@ class ConversationLoaded:
 
     turns: tuple[TurnRecord, ...]
     at: float = field(default_factory=_now)
+    #: Which conversation it is (``HistoryStore`` id; empty when it is not stored).
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationsChanged:
+    """The list of past conversations changed (renamed, deleted, restored, a turn added)."""
+
+    at: float = field(default_factory=_now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,5 +244,11 @@ class SettingsApplied:
 
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
 AppEvent = (
-    SessionEvent | Ready | AudioStatus | ConversationLoaded | TurnModeChanged | SettingsApplied
+    SessionEvent
+    | Ready
+    | AudioStatus
+    | ConversationLoaded
+    | ConversationsChanged
+    | TurnModeChanged
+    | SettingsApplied
 )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from assistant import config
+from assistant import config, history_export
 from assistant.app import messages
 from assistant.app import settings as app_settings
 from assistant.app.audio import (
@@ -32,7 +32,7 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
-from assistant.app.engines import Engines, EngineSet, close_engine
+from assistant.app.engines import KINDS, Engines, EngineSet, close_engine
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio.frames import AudioFrame
@@ -42,9 +42,12 @@ from assistant.emitter import Emitter
 from assistant.engines.base import TextToSpeech, Voice
 from assistant.engines.registry import make_tts
 from assistant.events import (
+    Activity,
     AppEvent,
     AudioStatus,
     ConversationLoaded,
+    ConversationsChanged,
+    Doing,
     ErrorEvent,
     Notice,
     Ready,
@@ -52,13 +55,19 @@ from assistant.events import (
     SettingsApplied,
     State,
     StateChanged,
+    TurnFinished,
     TurnModeChanged,
 )
-from assistant.history import Conversation, HistoryStore
+from assistant.history import Conversation, ConversationSummary, HistoryStore
 from assistant.session import Session
 from assistant.tools import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
+
+ALL_KINDS = frozenset(KINDS)
+#: Deleted conversations are kept this long (in the history's ``deleted/`` folder) before they
+#: are removed for good at a start.
+KEEP_DELETED_SECONDS = 30 * 24 * 3600
 
 EngineFactory = Callable[[Settings], EngineSet | Engines]
 
@@ -193,7 +202,7 @@ class Assistant:
         if self._startup_notice:
             self._emit(Notice(self._startup_notice, "settings"))
         self._conversation = self._load_conversation()
-        await self._open(rebuild_engines=True)
+        await self._open(rebuild=ALL_KINDS)
 
     async def close(self) -> None:
         """Stop capture and playback, end the session and release the engines."""
@@ -285,10 +294,126 @@ class Assistant:
         except OSError as exc:
             self._emit(ErrorEvent(messages.new_conversation_failed(exc), "history"))
             return
+        self._switch_conversation(conversation)
+
+    # ------------------------------------------------------------------ past conversations
+
+    @property
+    def conversation_id(self) -> str:
+        """The current conversation's id in the history ("" before ``start``)."""
+        return self._conversation.id if self._conversation is not None else ""
+
+    def conversations(self, query: str = "") -> list[ConversationSummary]:
+        """Past conversations, the most recent first, those matching ``query`` (every word, in
+        the title or in what was said). The current one is listed even while it is empty."""
+        if self._store is None:
+            return []
+        try:
+            found = self._store.summaries()
+            current = self.conversation_id
+            if current and all(c.id != current for c in found):
+                summary = self._store.summary(current)
+                found = ([summary] if summary is not None else []) + found
+        except OSError as exc:
+            self._emit(ErrorEvent(messages.history_unreadable(exc), "history"))
+            return []
+        return [c for c in found if c.matches(query)] if query.strip() else found
+
+    def open_conversation(self, conversation_id: str) -> bool:
+        """Continue a past conversation: it becomes the current one (the reply in progress, if
+        any, is stopped). False, with a message, when it cannot be opened."""
+        if self._store is None:
+            return False
+        if conversation_id == self.conversation_id:
+            return True
+        try:
+            conversation, report = self._store.open(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_opened(exc), "history"))
+            return False
+        self._switch_conversation(conversation)
+        if report.notice:
+            self._emit(Notice(report.notice, "history"))
+        return True
+
+    def rename_conversation(self, conversation_id: str, title: str) -> bool:
+        """Name a conversation (an empty title names it by its first question again)."""
+        if self._store is None:
+            return False
+        try:
+            self._store.rename(conversation_id, title)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_renamed(exc), "history"))
+            return False
+        self._emit(ConversationsChanged())
+        return True
+
+    def delete_conversation(self, conversation_id: str) -> ConversationSummary | None:
+        """Delete a conversation, undoably (``restore_conversation``); deleting the current one
+        starts a new one. Returns what was deleted, or None (with a message) on failure."""
+        if self._store is None:
+            return None
+        try:
+            summary = self._store.summary(conversation_id)
+            if summary is None:
+                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            if conversation_id == self.conversation_id:
+                self.new_conversation()
+                if conversation_id == self.conversation_id:
+                    return None  # no new conversation could be started: keep this one
+            self._store.delete(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_deleted(exc), "history"))
+            return None
+        self._emit(ConversationsChanged())
+        return summary
+
+    def restore_conversation(self, conversation_id: str) -> bool:
+        """Undo ``delete_conversation``."""
+        if self._store is None:
+            return False
+        try:
+            self._store.restore(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_restored(exc), "history"))
+            return False
+        self._emit(ConversationsChanged())
+        return True
+
+    def export_conversation(self, conversation_id: str, path: Path) -> bool:
+        """Write a conversation to ``path``: Markdown for ``.md``, JSON with the timelines for
+        ``.json``. False, with a message, when it cannot be written."""
+        if self._store is None:
+            return False
+        try:
+            summary = self._store.summary(conversation_id)
+            if summary is None:
+                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            if conversation_id == self.conversation_id and self._conversation is not None:
+                turns = list(self._conversation.turns)
+            else:
+                turns = self._store.load(summary.path)[0].turns
+            history_export.write(path, summary.id, summary.title, turns, summary.created)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_exported(path, exc), "history"))
+            return False
+        return True
+
+    def _switch_conversation(self, conversation: Conversation) -> None:
+        previous = self._conversation
+        # A turn still in flight would be written to the previous conversation.
+        settled = self._state in (State.IDLE, State.LISTENING)
         self._conversation = conversation
         if self._session is not None:
             self._session.new_conversation(conversation)
-        self._emit(ConversationLoaded(()))
+        self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
+        self._emit(ConversationsChanged())
+        if settled and previous is not None and not previous.turns and self._store is not None:
+            # An empty conversation left behind is not worth keeping or listing.
+            with contextlib.suppress(OSError):
+                if previous.path.parent == self._store.directory:
+                    if len(previous.path.read_bytes().splitlines()) <= 1:
+                        previous.path.unlink()
 
     async def apply_settings(self, settings: Settings, *, keys_changed: bool = False) -> None:
         """Use ``settings`` from now on and save them; rebuild only what the change needs.
@@ -300,9 +425,9 @@ class Assistant:
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
         if change.reopen_session:
-            await self._reopen(
-                rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
-            )
+            if change.rebuild:
+                self._emit(Activity(Doing.SWITCHING, ", ".join(sorted(change.rebuild))))
+            await self._reopen(rebuild=change.rebuild, restart_input=change.restart_input)
         elif change.restart_input:
             await self._input.stop()
             await self._input.start(self._settings)
@@ -314,7 +439,7 @@ class Assistant:
 
     async def restart_audio(self) -> None:
         """Try the microphone and speaker again (after plugging a device in)."""
-        await self._reopen(rebuild_engines=False, restart_input=True)
+        await self._reopen(rebuild=frozenset(), restart_input=True)
 
     def voices(self, engine: str, language: str) -> list[Voice]:
         """Voices for a picker: the offline catalog for ``local``, else the engine's own list."""
@@ -390,28 +515,43 @@ class Assistant:
             self._emit(ErrorEvent(messages.history_unavailable(self._history_dir, exc), "history"))
             conversation = Conversation(self._history_dir / "unsaved.jsonl", "unsaved", [])
             report = None
-        self._emit(ConversationLoaded(tuple(conversation.turns)))
+        else:
+            with contextlib.suppress(OSError):
+                self._store.purge_deleted(KEEP_DELETED_SECONDS)
+        self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
         if report is not None and report.notice:
             self._emit(Notice(report.notice, "history"))
         return conversation
 
-    async def _open(self, *, rebuild_engines: bool) -> None:
+    async def _open(self, *, rebuild: frozenset[str]) -> None:
+        """A new session on the engines, building anew those of the kinds in ``rebuild``."""
         self._set_ready(False)
-        if rebuild_engines or self._engines is None:
-            await self._close_engines()
+        if rebuild or self._engines is None:
             try:
-                self._engines = EngineSet.of(self._engine_factory(self._settings))
+                await self._build_engines(rebuild)
                 self._failure = None
             except Exception as exc:
                 log.exception("building the engines failed")
                 self._failure = messages.engines_unusable(exc)
                 self._emit(ErrorEvent(self._failure, "settings"))
                 return
+        assert self._engines is not None
         player = await self._output.open(self._settings)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
-        self._warm_task = asyncio.ensure_future(self._warm_and_start(session, rebuild_engines))
+        self._warm_task = asyncio.ensure_future(self._warm_and_start(session, bool(rebuild)))
+
+    async def _build_engines(self, kinds: frozenset[str]) -> None:
+        """Replace the engines of ``kinds``; the others keep running (a custom factory builds
+        the three together)."""
+        old = self._engines
+        if old is not None and self._engine_factory == EngineSet.build and kinds != ALL_KINDS:
+            self._engines = old.rebuilt(self._settings, kinds)
+            await old.release(kinds)
+            return
+        await self._close_engines()
+        self._engines = EngineSet.of(self._engine_factory(self._settings))
 
     async def _warm_and_start(self, session: Session, rebuilt: bool) -> None:
         assert self._engines is not None
@@ -429,13 +569,13 @@ class Assistant:
             await self._input.start(self._settings)
         self._set_ready(True)
 
-    async def _reopen(self, *, rebuild_engines: bool, restart_input: bool = False) -> None:
+    async def _reopen(self, *, rebuild: frozenset[str], restart_input: bool = False) -> None:
         assert self._reopen_lock is not None
         async with self._reopen_lock:
             if restart_input:
                 await self._input.stop()
             await self._close_session()
-            await self._open(rebuild_engines=rebuild_engines)
+            await self._open(rebuild=rebuild)
             if self._warm_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._warm_task
@@ -482,7 +622,7 @@ class Assistant:
     def _output_lost(self) -> None:
         if not self._closed:
             # A silent player takes over until Retry.
-            self.spawn(self._reopen(rebuild_engines=False), "audio-output")
+            self.spawn(self._reopen(rebuild=frozenset()), "audio-output")
 
     # ---------------------------------------------------------------------------------- events
 
@@ -492,6 +632,8 @@ class Assistant:
     def _on_session_event(self, event: SessionEvent) -> None:
         if not isinstance(event, StateChanged):
             self._emit(event)
+            if isinstance(event, TurnFinished):
+                self._emit(ConversationsChanged())
         elif event.state is not self._state:
             self._state = event.state
             self._emit(event)

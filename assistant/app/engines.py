@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from assistant.app import messages
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
-from assistant.engines.registry import build_engines
+from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts
 from assistant.events import AppEvent, ErrorEvent, Loading
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,41 @@ KINDS = ("speech recognition", "language model", "speech synthesis")
 TEXT_ONLY_LANGUAGE_MODELS = frozenset({"local"})
 
 
-def engine_key(settings: Settings) -> tuple[object, ...]:
-    """The settings whose change needs new engines (and a new warm-up)."""
+#: Engine names that run on this computer and read no provider settings or keys.
+OFFLINE = frozenset({"local", "fake"})
+
+
+def engine_keys(settings: Settings) -> dict[str, tuple[object, ...]]:
+    """For each kind, the settings whose change needs a new engine of that kind.
+
+    The language model does not depend on the language (the prompt says which to answer in),
+    so changing the language never restarts the offline model's server.
+    """
     providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
-    return (
-        settings.stt,
-        settings.llm,
-        settings.tts,
-        settings.fallback_to_local,
-        settings.language,
-        settings.local_llm_model,
-        providers,
+
+    def chain(name: str) -> tuple[object, ...]:
+        # A cloud engine reads its provider's settings, and falls back to an offline one.
+        return (name,) if name in OFFLINE else (name, settings.fallback_to_local, providers)
+
+    local_llm = settings.llm == "local" or (
+        settings.llm not in OFFLINE and settings.fallback_to_local
+    )
+    return {
+        KINDS[0]: (*chain(settings.stt), settings.language, settings.detect_language),
+        KINDS[1]: (*chain(settings.llm), settings.local_llm_model if local_llm else ""),
+        KINDS[2]: (*chain(settings.tts), settings.language),
+    }
+
+
+def changed_kinds(old: Settings, new: Settings, *, keys_changed: bool = False) -> frozenset[str]:
+    """The kinds of engine a change of settings needs rebuilt. ``keys_changed``: an API key was
+    stored or removed, which only engines of a cloud provider read."""
+    before, after = engine_keys(old), engine_keys(new)
+    names = dict(zip(KINDS, (new.stt, new.llm, new.tts), strict=True))
+    return frozenset(
+        kind
+        for kind in KINDS
+        if before[kind] != after[kind] or (keys_changed and names[kind] not in OFFLINE)
     )
 
 
@@ -83,6 +107,30 @@ class EngineSet:
     @classmethod
     def of(cls, engines: EngineSet | Engines) -> EngineSet:
         return engines if isinstance(engines, EngineSet) else cls(*engines)
+
+    def rebuilt(self, settings: Settings, kinds: frozenset[str]) -> EngineSet:
+        """A set with new engines of ``kinds`` (built from ``settings``) and this set's others.
+
+        Release this set with ``release(kinds)`` afterwards: the engines it keeps now belong to
+        the new set. Raises like ``build`` when an engine cannot be constructed.
+        """
+        return EngineSet(
+            build_stt(settings) if KINDS[0] in kinds else self.stt,
+            build_llm(settings) if KINDS[1] in kinds else self.llm,
+            build_tts(settings) if KINDS[2] in kinds else self.tts,
+            owned=self.owned,
+        )
+
+    async def release(self, kinds: frozenset[str]) -> None:
+        """Give up this set after ``rebuilt(..., kinds)``: unhook its progress reporting and
+        close only the engines of ``kinds`` (the others live on in the new set)."""
+        for detach in self._detach:
+            detach()
+        self._detach.clear()
+        if self.owned:
+            for kind, engine in zip(KINDS, self, strict=True):
+                if kind in kinds:
+                    await close_engine(engine)
 
     @property
     def calls_tools(self) -> bool:

@@ -50,6 +50,30 @@ def new_conversation_failed(exc: BaseException) -> str:
     return f"Cannot start a new conversation file: {exc}"
 
 
+def history_unreadable(exc: BaseException) -> str:
+    return f"Cannot read the list of conversations: {describe(exc)}"
+
+
+def conversation_not_opened(exc: BaseException) -> str:
+    return f"Cannot open that conversation: {describe(exc)} The current one stays open."
+
+
+def conversation_not_renamed(exc: BaseException) -> str:
+    return f"Cannot rename the conversation: {describe(exc)}"
+
+
+def conversation_not_deleted(exc: BaseException) -> str:
+    return f"Cannot delete the conversation: {describe(exc)} It is kept."
+
+
+def conversation_not_restored(exc: BaseException) -> str:
+    return f"Cannot bring the conversation back: {describe(exc)}"
+
+
+def conversation_not_exported(path: Path, exc: BaseException) -> str:
+    return f"Cannot export the conversation to {path}: {describe(exc)}"
+
+
 def engines_unusable(exc: BaseException) -> str:
     return f"Cannot set up the engines: {describe(exc)} Choose other engines in Settings."
 

@@ -77,6 +77,21 @@ def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str)
     return names
 
 
+def build_stt(settings: Settings, on_fallback: FallbackListener | None = None) -> FallbackSTT:
+    names = chain_names(settings.stt, settings, STT_FACTORIES, "speech-to-text")
+    return FallbackSTT([make_stt(n, settings) for n in names], on_fallback)
+
+
+def build_llm(settings: Settings, on_fallback: FallbackListener | None = None) -> FallbackLLM:
+    names = chain_names(settings.llm, settings, LLM_FACTORIES, "language model")
+    return FallbackLLM([make_llm(n, settings) for n in names], on_fallback)
+
+
+def build_tts(settings: Settings, on_fallback: FallbackListener | None = None) -> FallbackTTS:
+    names = chain_names(settings.tts, settings, TTS_FACTORIES, "text-to-speech")
+    return FallbackTTS([make_tts(n, settings) for n in names], on_fallback)
+
+
 def build_engines(
     settings: Settings,
     on_fallback: FallbackListener | None = None,

@@ -37,6 +37,8 @@ from assistant.engines.base import (
     TextToSpeech,
 )
 from assistant.events import (
+    Activity,
+    Doing,
     ErrorEvent,
     FinalTranscript,
     MicLevel,
@@ -49,6 +51,7 @@ from assistant.events import (
     UserSpeechStarted,
 )
 from assistant.history import Conversation, TurnRecord
+from assistant.prompt import system_prompt
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
@@ -512,8 +515,9 @@ class Session:
         return f"{self._tracker.carry_over} {partial}".strip()
 
     def _prefill_request(self, text: str) -> ChatRequest:
+        prompt = system_prompt(self.settings.system_prompt, self._reply_language())
         messages = self._conversation.context(
-            self.settings.system_prompt, self.settings.context_tokens, pending_user=text
+            prompt, self.settings.context_tokens, pending_user=text
         )
         return ChatRequest(messages, tools=self.tools.specs if self.tools is not None else [])
 
@@ -526,6 +530,7 @@ class Session:
             return
         self.interrupt(reason="typed")
         timeline = Timeline(self._tracker.allocate_turn_id(), now=self.clock.now)
+        timeline.notes["input"] = "typed"
         now = self.clock.now()
         timeline.mark("speech_end", now)
         timeline.mark("stt_final", now)
@@ -534,6 +539,11 @@ class Session:
         self._sync()
 
     # --------------------------------------------------------------------------------------- reply
+
+    def _reply_language(self) -> str:
+        """The settings' language, or the one last spoken when answers follow the speaker."""
+        heard = self._transcription.heard_language
+        return heard if self.settings.detect_language and heard else self.settings.language
 
     def _reply_turn(self) -> int | None:
         reply = self._reply
@@ -546,11 +556,15 @@ class Session:
         if previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
         conversation = self._conversation
+        language = self._reply_language()
+        if self.settings.detect_language:
+            timeline.notes["language"] = language
 
         async def context() -> list[Message]:
             await self._recorder.drain()  # the previous turn is part of the context
+            prompt = system_prompt(self.settings.system_prompt, language)
             return conversation.context(
-                self.settings.system_prompt, self.settings.context_tokens, pending_user=user_text
+                prompt, self.settings.context_tokens, pending_user=user_text
             )
 
         reply = Reply(
@@ -568,6 +582,7 @@ class Session:
             emit=self.emit,
             on_finished=self._on_reply_finished,
             held=held,
+            language=language,
         )
         self._reply = reply
         reply.start()
@@ -631,6 +646,8 @@ class Session:
 
     def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
         self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
+        if self._reply is not None:
+            self.emit(Activity(Doing.SWITCHING, nxt, turn_id=self._reply.turn_id))
 
     def _on_recovered(self, kind: str, name: str) -> None:
         self.emit(Notice(f"{name} works again; using it from now on.", kind))

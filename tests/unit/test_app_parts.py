@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from assistant.app.audio import AudioOutput
-from assistant.app.engines import EngineSet
+from assistant.app.engines import KINDS, EngineSet
 from assistant.app.settings import SettingsChange, compare
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
@@ -30,29 +30,46 @@ def changed(**changes: object) -> Settings:
     return settings
 
 
+STT, LLM, TTS = KINDS
+NONE: frozenset[str] = frozenset()
+
+
 @pytest.mark.parametrize(
-    ("new", "keys", "expected"),
+    ("old", "new", "keys", "expected"),
     [
-        (changed(), False, SettingsChange(False, False, False, False)),
-        (changed(), True, SettingsChange(True, True, False, False)),
-        (changed(llm="openai"), False, SettingsChange(True, True, False, False)),
-        (changed(language="de"), False, SettingsChange(True, True, False, False)),
+        (Settings(), changed(), False, SettingsChange(NONE, False, False, False)),
+        # Offline engines read no keys; cloud ones are rebuilt when a key changes.
+        (Settings(), changed(), True, SettingsChange(NONE, False, False, False)),
         (
-            changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
-            False,
-            SettingsChange(True, True, False, False),
+            changed(llm="openai"),
+            changed(llm="openai"),
+            True,
+            SettingsChange(frozenset({LLM}), True, False, False),
         ),
-        (changed(system_prompt="Be brief."), False, SettingsChange(False, True, False, False)),
-        (changed(output_device="3"), False, SettingsChange(False, True, False, False)),
-        (changed(input_device="2"), False, SettingsChange(False, False, True, False)),
-        (changed(turn_mode="vad"), False, SettingsChange(False, False, False, True)),
-        (changed(hotkey="F8"), False, SettingsChange(False, False, False, False)),
+        (Settings(), changed(llm="openai"), False, SettingsChange(frozenset({LLM}), True, False, False)),
+        # The language needs new recognition and voices, never a new language model.
+        (Settings(), changed(language="de"), False, SettingsChange(frozenset({STT, TTS}), True, False, False)),
+        (Settings(), changed(detect_language=True), False, SettingsChange(frozenset({STT}), True, False, False)),
+        (Settings(), changed(local_llm_model="qwen2.5-coder-0.5b"), False, SettingsChange(frozenset({LLM}), True, False, False)),
+        (
+            changed(stt="openai", llm="openai", tts="openai"),
+            changed(stt="openai", llm="openai", tts="openai", providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
+            False,
+            SettingsChange(frozenset(KINDS), True, False, False),
+        ),
+        # Provider settings mean nothing to the offline engines.
+        (Settings(), changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}), False, SettingsChange(NONE, False, False, False)),
+        (Settings(), changed(system_prompt="Be brief."), False, SettingsChange(NONE, True, False, False)),
+        (Settings(), changed(output_device="3"), False, SettingsChange(NONE, True, False, False)),
+        (Settings(), changed(input_device="2"), False, SettingsChange(NONE, False, True, False)),
+        (Settings(), changed(turn_mode="vad"), False, SettingsChange(NONE, False, False, True)),
+        (Settings(), changed(hotkey="F8"), False, SettingsChange(NONE, False, False, False)),
     ],
-)
+)  # fmt: skip
 def test_a_settings_change_rebuilds_only_what_it_needs(
-    new: Settings, keys: bool, expected: SettingsChange
+    old: Settings, new: Settings, keys: bool, expected: SettingsChange
 ) -> None:
-    assert compare(Settings(), new, keys_changed=keys) == expected
+    assert compare(old, new, keys_changed=keys) == expected
 
 
 def test_tools_are_offered_to_models_that_return_tool_calls() -> None:

@@ -1,0 +1,151 @@
+"""The languages Parley can hold a conversation in, and what each has.
+
+A conversation needs three things in a language: speech recognition, a voice, and a language
+model that answers in it. With cloud engines the provider decides; the offline engines were
+measured (``scripts/measure_languages.py``: three questions per language spoken by the offline
+voice, recognized by Whisper base, and answered by the packaged Qwen2.5-Coder 1.5B with the
+reply-language instruction of ``assistant/prompt.py``). Only languages that passed all three are
+offered, each marked with how good its parts are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from assistant.config import Settings
+
+Quality = Literal["good", "fair"]
+
+#: English names (the model is told the language by name) and each language's own name.
+NAMES: dict[str, tuple[str, str]] = {
+    "ar": ("Arabic", "العربية"),
+    "cs": ("Czech", "Čeština"),
+    "de": ("German", "Deutsch"),
+    "en": ("English", "English"),
+    "es": ("Spanish", "Español"),
+    "fr": ("French", "Français"),
+    "hi": ("Hindi", "हिन्दी"),
+    "id": ("Indonesian", "Bahasa Indonesia"),
+    "it": ("Italian", "Italiano"),
+    "ja": ("Japanese", "日本語"),
+    "ko": ("Korean", "한국어"),
+    "nl": ("Dutch", "Nederlands"),
+    "pl": ("Polish", "Polski"),
+    "pt": ("Portuguese", "Português"),
+    "ru": ("Russian", "Русский"),
+    "sv": ("Swedish", "Svenska"),
+    "tr": ("Turkish", "Türkçe"),
+    "uk": ("Ukrainian", "Українська"),
+    "vi": ("Vietnamese", "Tiếng Việt"),
+    "zh": ("Chinese", "中文"),
+}
+REGIONS = {"en-GB": "English (UK)", "en-US": "English (US)"}
+
+
+def base_language(tag: str) -> str:
+    """``"en-GB"`` → ``"en"``."""
+    return tag.replace("_", "-").split("-", 1)[0].lower()
+
+
+def language_name(tag: str) -> str:
+    """The language's English name (the tag itself when it is not one Parley knows)."""
+    return NAMES.get(base_language(tag), (tag, tag))[0]
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageSupport:
+    """One language as the picker shows it: what recognizes, speaks and answers it."""
+
+    code: str
+    name: str
+    native: str
+    recognition: str  # "Whisper base (good)", "the provider"
+    voice: str  # "Piper, natural", "SVOX Pico, clear", "eSpeak NG, robotic", "the provider"
+    answers: str  # "good", "fair", "the provider"
+
+    @property
+    def label(self) -> str:
+        native = f" — {self.native}" if self.native != self.name else ""
+        return f"{self.name}{native}"
+
+    @property
+    def marks(self) -> str:
+        """What it has, in a few words: recognition, voice and answers."""
+        return f"Recognition: {self.recognition} · Voice: {self.voice} · Answers: {self.answers}"
+
+
+#: The offline engines, measured: (recognition by Whisper base, answers by the packaged model).
+#: Character error rate of recognition under 10 % counts as good, under 25 % as fair; answers
+#: in the language 3 of 3 times as good, 2 of 3 as fair. Languages below either are left out.
+OFFLINE: dict[str, tuple[Quality, Quality]] = {
+    "en": ("good", "good"),
+}
+
+#: The offline voice engine of each language, best first (``engines/local/voices.py``).
+_VOICES = {"piper": "Piper, natural", "pico": "SVOX Pico, clear", "espeak": "eSpeak NG, robotic"}
+_REGIONAL_OFFLINE = ("en-US", "en-GB")
+
+
+def _offline_voice(code: str) -> str | None:
+    try:
+        from assistant.engines.local.voices import list_voices
+    except ImportError:  # the offline voices are not installed
+        return None
+    try:
+        found = list_voices(code)
+    except Exception:
+        return None
+    return _VOICES.get(found[0].engine) if found else None
+
+
+def conversation_languages(settings: Settings) -> list[LanguageSupport]:
+    """The languages a conversation can be held in with the engines ``settings`` choose.
+
+    A language is offered when speech recognition, a voice and the language model all handle
+    it; cloud engines are taken to handle every language listed in ``NAMES``.
+    """
+    offline_stt = settings.stt in ("local", "fake")
+    offline_llm = settings.llm in ("local", "fake")
+    offline_tts = settings.tts in ("local", "fake")
+    out: list[LanguageSupport] = []
+    codes = [*_REGIONAL_OFFLINE, *NAMES] if offline_tts else list(NAMES)
+    for code in codes:
+        base = base_language(code)
+        measured = OFFLINE.get(base)
+        if (offline_stt or offline_llm) and measured is None:
+            continue
+        if code in _REGIONAL_OFFLINE and base == "en" and not offline_tts:
+            continue
+        if code == "en" and offline_tts:
+            continue  # offered as its two regional voices instead
+        voice = _offline_voice(code) if offline_tts else "the provider"
+        if voice is None:
+            continue
+        heard, answered = measured or ("good", "good")
+        name, native = NAMES[base]
+        out.append(
+            LanguageSupport(
+                code=code,
+                name=REGIONS.get(code, name),
+                native=native,
+                recognition=f"Whisper, {heard}" if offline_stt else "the provider",
+                voice=voice,
+                answers=answered if offline_llm else "the provider",
+            )
+        )
+    return sorted(out, key=lambda lang: lang.name)
+
+
+def find(settings: Settings, code: str) -> LanguageSupport | None:
+    """The entry of ``code`` (exactly, or by its base language) among the offered ones."""
+    offered = conversation_languages(settings)
+    exact = next((lang for lang in offered if lang.code.lower() == code.lower()), None)
+    if exact is not None:
+        return exact
+    return next((lang for lang in offered if base_language(lang.code) == base_language(code)), None)
+
+
+def whisper_codes(settings: Settings) -> frozenset[str]:
+    """The base languages offered, as speech recognition's detection may choose among them."""
+    return frozenset(base_language(lang.code) for lang in conversation_languages(settings))
