@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from assistant.audio.devices import DeviceList
 from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
 
@@ -210,6 +211,14 @@ class AudioStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DevicesChanged:
+    """Microphones or speakers were connected or disconnected: what is there now."""
+
+    devices: DeviceList
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationLoaded:
     """The current conversation was (re)placed: its past turns, oldest first (none when new)."""
 
@@ -247,6 +256,7 @@ AppEvent = (
     SessionEvent
     | Ready
     | AudioStatus
+    | DevicesChanged
     | ConversationLoaded
     | ConversationsChanged
     | TurnModeChanged

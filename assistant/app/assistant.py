@@ -32,9 +32,12 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.devices import DeviceLister, DeviceWatch
 from assistant.app.engines import KINDS, Engines, EngineSet, close_engine
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
+from assistant.audio import alsa_messages, devices
+from assistant.audio.devices import DeviceList, Kind
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import Player
 from assistant.config import Settings, TurnMode
@@ -47,6 +50,7 @@ from assistant.events import (
     AudioStatus,
     ConversationLoaded,
     ConversationsChanged,
+    DevicesChanged,
     Doing,
     ErrorEvent,
     Notice,
@@ -79,7 +83,8 @@ class Assistant:
     unusable). The factories replace the engines, the speaker, the microphone and the hands-free
     detectors (tests and headless callers use virtual ones); engines a factory returns are owned
     and closed here unless it returns an ``EngineSet`` with ``owned=False``. ``persist=False``
-    never writes the settings file.
+    never writes the settings file. The sound devices are watched (a device plugged in later is
+    used at once) when the real microphone and speaker are used, or through ``device_lister``.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class Assistant:
         turn_model_factory: TurnModelFactory | None = None,
         tools: ToolRegistry | None = None,
         persist: bool = True,
+        device_lister: DeviceLister | None = None,
     ) -> None:
         #: Everything that happens, in order: ``assistant.events.AppEvent``s.
         self.events: Emitter[AppEvent] = Emitter("assistant")
@@ -138,6 +144,11 @@ class Assistant:
         self._failure: str | None = None
         self._ready_event: asyncio.Event | None = None
         self._reopen_lock: asyncio.Lock | None = None
+        self._devices = DeviceWatch(self._devices_changed, lister=device_lister)
+        self._device_task: asyncio.Task[Any] | None = None
+        self._watch_devices = device_lister is not None or (
+            player_factory is None and source_factory is None
+        )
 
     # ------------------------------------------------------------------------------ properties
 
@@ -199,6 +210,9 @@ class Assistant:
         """
         self._ready_event = asyncio.Event()
         self._reopen_lock = asyncio.Lock()
+        alsa_messages.quiet()
+        if self._watch_devices:
+            self._devices.start()
         if self._startup_notice:
             self._emit(Notice(self._startup_notice, "settings"))
         self._conversation = self._load_conversation()
@@ -212,9 +226,11 @@ class Assistant:
         for task in [self._warm_task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
+        await self._devices.stop()
         await self._input.stop()
         await self._close_session()
         await self._close_engines()
+        alsa_messages.summarize()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         if self._ready_event is None:
@@ -438,8 +454,19 @@ class Assistant:
         self._emit(Notice(messages.SETTINGS_APPLIED, "settings"))
 
     async def restart_audio(self) -> None:
-        """Try the microphone and speaker again (after plugging a device in)."""
-        await self._reopen(rebuild=frozenset(), restart_input=True)
+        """Try the microphone and speaker again (after plugging a device in): the devices are
+        looked for anew once the old streams are closed."""
+        await self._reopen(rebuild=frozenset(), restart_input=True, rescan=True)
+
+    @property
+    def devices(self) -> DeviceList:
+        """The microphones and speakers found by the latest look (see ``refresh_devices``)."""
+        return self._devices.current
+
+    async def refresh_devices(self) -> DeviceList:
+        """Look for sound devices now (a device that just appeared is then used, as when the
+        periodic look finds it)."""
+        return await self._devices.refresh()
 
     def voices(self, engine: str, language: str) -> list[Voice]:
         """Voices for a picker: the offline catalog for ``local``, else the engine's own list."""
@@ -569,12 +596,17 @@ class Assistant:
             await self._input.start(self._settings)
         self._set_ready(True)
 
-    async def _reopen(self, *, rebuild: frozenset[str], restart_input: bool = False) -> None:
+    async def _reopen(
+        self, *, rebuild: frozenset[str], restart_input: bool = False, rescan: bool = False
+    ) -> None:
         assert self._reopen_lock is not None
         async with self._reopen_lock:
             if restart_input:
                 await self._input.stop()
             await self._close_session()
+            if rescan and self._watch_devices:
+                # No stream of ours is open now: PortAudio may start over and find new devices.
+                await asyncio.to_thread(devices.rescan)
             await self._open(rebuild=rebuild)
             if self._warm_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -618,6 +650,35 @@ class Assistant:
         if self._talk_held:
             self.release_to_talk()
         session.end_of_input()
+
+    def _devices_changed(self, old: DeviceList, new: DeviceList) -> None:
+        """Use a device that just appeared when it is wanted: nothing works without one, or it
+        is the chosen one and the system default stands in for it."""
+        self._emit(DevicesChanged(new))
+        wanted: list[tuple[Kind, str]] = []
+        chains: tuple[tuple[Kind, AudioInput | AudioOutput, str], ...] = (
+            ("input", self._input, self._settings.input_device),
+            ("output", self._output, self._settings.output_device),
+        )
+        for kind, chain, key in chains:
+            if not new.has(kind, key):
+                continue
+            appeared = not old.has(kind, key)
+            if not chain.ok or (chain.substituted and appeared):
+                found = new.choices(kind)
+                wanted.append((kind, (new.label(kind, key) if key else None) or found[0].label))
+        busy = self._device_task is not None and not self._device_task.done()
+        if not wanted or busy or self._closed or self._ready_event is None:
+            return
+        self._device_task = self.spawn(self._use_new_devices(wanted), "audio")
+
+    async def _use_new_devices(self, wanted: list[tuple[Kind, str]]) -> None:
+        await self.wait_idle()  # never cut a reply short for it
+        await self.restart_audio()
+        for kind, label in wanted:
+            ok = self._input.ok if kind == "input" else self._output.ok
+            if ok:
+                self._emit(Notice(messages.devices_back(kind, label), f"audio-{kind}"))
 
     def _output_lost(self) -> None:
         if not self._closed:

@@ -110,3 +110,26 @@ def output_lost(message: str) -> str:
 
 def input_lost(message: str) -> str:
     return f"{message} Choose Retry after reconnecting it, or type below."
+
+
+def _device_name(setting: str) -> str:
+    return setting.removeprefix("pulse:")
+
+
+def input_substituted(setting: str) -> str:
+    return (
+        f"The chosen microphone ({_device_name(setting)}) is not connected; the system default "
+        "is used until it is."
+    )
+
+
+def output_substituted(setting: str) -> str:
+    return (
+        f"The chosen speaker ({_device_name(setting)}) is not connected; the system default "
+        "plays until it is."
+    )
+
+
+def devices_back(kind: str, label: str) -> str:
+    what = "microphone" if kind == "input" else "speaker"
+    return f"The {what} {label} is connected: Parley uses it now."
