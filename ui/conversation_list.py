@@ -92,9 +92,8 @@ class _TwoLines(QStyledItemDelegate):
         small.setBold(False)
         painter.setFont(small)
         painter.setPen(theme.TEXT_SECONDARY)
-        painter.drawText(
-            rect.adjusted(0, line + 2, 0, 0), Qt.AlignmentFlag.AlignLeft, str(index.data(DETAIL_ROLE))
-        )
+        below = rect.adjusted(0, line + 2, 0, 0)
+        painter.drawText(below, Qt.AlignmentFlag.AlignLeft, str(index.data(DETAIL_ROLE)))
         painter.restore()
 
 

@@ -31,41 +31,45 @@ def changed(**changes: object) -> Settings:
 
 
 STT, LLM, TTS = KINDS
-NONE: frozenset[str] = frozenset()
+CLOUD = {"stt": "openai", "llm": "openai", "tts": "openai"}
+
+
+def needs(*kinds: str, reopen: bool = True, restart: bool = False, mode: bool = False):
+    return SettingsChange(frozenset(kinds), reopen, restart, mode)
 
 
 @pytest.mark.parametrize(
     ("old", "new", "keys", "expected"),
     [
-        (Settings(), changed(), False, SettingsChange(NONE, False, False, False)),
+        (Settings(), changed(), False, needs(reopen=False)),
         # Offline engines read no keys; cloud ones are rebuilt when a key changes.
-        (Settings(), changed(), True, SettingsChange(NONE, False, False, False)),
-        (
-            changed(llm="openai"),
-            changed(llm="openai"),
-            True,
-            SettingsChange(frozenset({LLM}), True, False, False),
-        ),
-        (Settings(), changed(llm="openai"), False, SettingsChange(frozenset({LLM}), True, False, False)),
+        (Settings(), changed(), True, needs(reopen=False)),
+        (changed(llm="openai"), changed(llm="openai"), True, needs(LLM)),
+        (Settings(), changed(llm="openai"), False, needs(LLM)),
         # The language needs new recognition and voices, never a new language model.
-        (Settings(), changed(language="de"), False, SettingsChange(frozenset({STT, TTS}), True, False, False)),
-        (Settings(), changed(detect_language=True), False, SettingsChange(frozenset({STT}), True, False, False)),
-        (Settings(), changed(local_llm_model="qwen2.5-coder-0.5b"), False, SettingsChange(frozenset({LLM}), True, False, False)),
+        (Settings(), changed(language="de"), False, needs(STT, TTS)),
+        (Settings(), changed(detect_language=True), False, needs(STT)),
+        (Settings(), changed(local_llm_model="qwen2.5-coder-0.5b"), False, needs(LLM)),
         (
-            changed(stt="openai", llm="openai", tts="openai"),
-            changed(stt="openai", llm="openai", tts="openai", providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
+            changed(**CLOUD),
+            changed(**CLOUD, providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
             False,
-            SettingsChange(frozenset(KINDS), True, False, False),
+            needs(*KINDS),
         ),
         # Provider settings mean nothing to the offline engines.
-        (Settings(), changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}), False, SettingsChange(NONE, False, False, False)),
-        (Settings(), changed(system_prompt="Be brief."), False, SettingsChange(NONE, True, False, False)),
-        (Settings(), changed(output_device="3"), False, SettingsChange(NONE, True, False, False)),
-        (Settings(), changed(input_device="2"), False, SettingsChange(NONE, False, True, False)),
-        (Settings(), changed(turn_mode="vad"), False, SettingsChange(NONE, False, False, True)),
-        (Settings(), changed(hotkey="F8"), False, SettingsChange(NONE, False, False, False)),
+        (
+            Settings(),
+            changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
+            False,
+            needs(reopen=False),
+        ),
+        (Settings(), changed(system_prompt="Be brief."), False, needs()),
+        (Settings(), changed(output_device="3"), False, needs()),
+        (Settings(), changed(input_device="2"), False, needs(reopen=False, restart=True)),
+        (Settings(), changed(turn_mode="vad"), False, needs(reopen=False, mode=True)),
+        (Settings(), changed(hotkey="F8"), False, needs(reopen=False)),
     ],
-)  # fmt: skip
+)
 def test_a_settings_change_rebuilds_only_what_it_needs(
     old: Settings, new: Settings, keys: bool, expected: SettingsChange
 ) -> None:
