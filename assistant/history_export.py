@@ -15,6 +15,7 @@ from typing import Any
 
 from assistant.config import atomic_write_bytes
 from assistant.history import TurnRecord
+from assistant.timeline import delay_label
 
 FORMATS = {".md": "markdown", ".markdown": "markdown", ".json": "json"}
 JSON_FORMAT = "parley-conversation"
@@ -23,12 +24,6 @@ JSON_VERSION = 1
 
 def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
-
-
-def reply_delay_label(timeline: dict[str, Any]) -> str:
-    """What the headline latency of a turn is called: typed turns have no voice to start from."""
-    notes = timeline.get("notes") or {}
-    return "reply time" if notes.get("input") == "typed" else "voice-to-voice"
 
 
 def to_markdown(title: str, turns: Sequence[TurnRecord], created: float) -> str:
@@ -49,7 +44,7 @@ def to_markdown(title: str, turns: Sequence[TurnRecord], created: float) -> str:
             lines += [f"*Error: {turn.error}*", ""]
         delay = turn.timeline.get("voice_to_voice_ms")
         if isinstance(delay, int | float) and not isinstance(delay, bool):
-            lines += [f"*{delay:.0f} ms {reply_delay_label(turn.timeline)}*", ""]
+            lines += [f"*{delay:.0f} ms {delay_label(turn.timeline)}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -37,6 +37,7 @@ from assistant.events import (
     TurnWithdrawn,
 )
 from assistant.history import TurnRecord
+from assistant.timeline import typed
 from ui import theme
 
 #: Bubbles take at most this share of the view's width.
@@ -198,6 +199,8 @@ class _Turn:
     assistant: Bubble | None = None
     finished: bool = False
     v2v_ms: float | None = None
+    #: The question was typed: its delay is a reply time, not voice-to-voice.
+    typed: bool = False
     tools: tuple[str, ...] = ()
     interrupted: bool = False
     partial: str = ""  # the latest partial transcript, without carried words
@@ -343,6 +346,7 @@ class ConversationView(QScrollArea):
             return
         value = timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else None
+        turn.typed = typed(timeline)
         self._update_meta(turn)
 
     def on_turn_finished(self, record: TurnRecord) -> None:
@@ -354,6 +358,7 @@ class ConversationView(QScrollArea):
         turn.tools = tuple(t.name for t in record.tool_calls) or turn.tools
         value = record.timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else turn.v2v_ms
+        turn.typed = typed(record.timeline) or turn.typed
         text = record.assistant_text or ("" if record.interrupted else record.generated_text)
         if text or record.interrupted or record.error:
             self._assistant_bubble(turn).set_content(render_finished(record), text)
@@ -455,7 +460,7 @@ class ConversationView(QScrollArea):
         if turn.tools:
             bits.append("used " + ", ".join(turn.tools))
         if turn.v2v_ms is not None:
-            bits.append(f"{turn.v2v_ms:.0f} ms voice-to-voice")
+            bits.append(f"{turn.v2v_ms:.0f} ms {'reply time' if turn.typed else 'voice-to-voice'}")
         turn.assistant.set_meta("  ·  ".join(bits))
 
     def _update_hint(self) -> None:

@@ -62,13 +62,18 @@ from assistant.events import (
     TurnFinished,
     TurnModeChanged,
 )
-from assistant.history import Conversation, ConversationSummary, HistoryStore
+from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
 from assistant.tools import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
 
 ALL_KINDS = frozenset(KINDS)
+#: Typed messages this long are accepted with a word that the offline model needs a while to
+#: read them: it reads about 70 tokens a second on two cores (a 5,000-character message took
+#: 18.6 s before the first word of the answer).
+LONG_MESSAGE_CHARS = 2000
+OFFLINE_READING_TOKENS_PER_SECOND = 70.0
 #: Deleted conversations are kept this long (in the history's ``deleted/`` folder) before they
 #: are removed for good at a start.
 KEEP_DELETED_SECONDS = 30 * 24 * 3600
@@ -287,6 +292,9 @@ class Assistant:
         if self._session is None or not self._ready:
             self._emit(Notice(messages.NOT_READY_TO_SEND, "talk"))
             return False
+        if len(text) >= LONG_MESSAGE_CHARS and self._settings.llm == "local":
+            seconds = estimate_tokens(text) / OFFLINE_READING_TOKENS_PER_SECOND
+            self._emit(Notice(messages.long_message(len(text), seconds), "talk"))
         self._session.submit_text(text)
         return True
 
@@ -678,7 +686,7 @@ class Assistant:
         for kind, label in wanted:
             ok = self._input.ok if kind == "input" else self._output.ok
             if ok:
-                self._emit(Notice(messages.devices_back(kind, label), f"audio-{kind}"))
+                self._emit(Notice(messages.devices_back(kind, label), "devices"))
 
     def _output_lost(self) -> None:
         if not self._closed:

@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from assistant import secrets
 from assistant.app import messages
 from assistant.config import Settings
-from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
+from assistant.engines.base import LanguageModel, MissingKeyError, SpeechToText, TextToSpeech
 from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts
 from assistant.events import AppEvent, ErrorEvent, Loading
 
@@ -39,6 +40,8 @@ TEXT_ONLY_LANGUAGE_MODELS = frozenset({"local"})
 
 #: Engine names that run on this computer and read no provider settings or keys.
 OFFLINE = frozenset({"local", "fake"})
+#: Engines that cannot work without their provider's API key (named like the provider).
+KEYED = frozenset(secrets.ENV_VARS) - {"openai_compatible"}
 
 
 def engine_keys(settings: Settings) -> dict[str, tuple[object, ...]]:
@@ -147,6 +150,7 @@ class EngineSet:
         the end) and, for an engine that fails, an ``ErrorEvent`` whose source is its kind.
         """
         self._attach_progress(emit)
+        self._set_aside_keyless(emit)
         warming = [
             self._warm(kind, engine, emit, announce)
             for kind, engine in zip(KINDS, self, strict=True)
@@ -170,6 +174,24 @@ class EngineSet:
             return False
         emit(Loading(kind, 1.0, f"{kind.capitalize()} ready"))
         return True
+
+    def _set_aside_keyless(self, emit: Callable[[AppEvent], None]) -> None:
+        """A cloud engine without its API key cannot answer: the chain goes straight to the next
+        engine (no failing first request), and the user hears of it now, not at the first
+        question."""
+        for kind, engine in zip(KINDS, self, strict=True):
+            inside = members(engine)
+            for index, member in enumerate(inside):
+                provider = str(getattr(member, "name", ""))
+                if provider not in KEYED or secrets.has_key(provider):
+                    continue
+                name = secrets.DISPLAY_NAMES.get(provider, provider)
+                missing = MissingKeyError(name, secrets.ENV_VARS[provider])
+                set_aside = getattr(engine, "set_aside", None)
+                if len(inside) > 1 and callable(set_aside):
+                    set_aside(index, missing)  # the chain says which engine takes over
+                else:
+                    emit(ErrorEvent(messages.missing_key(kind, name), "settings"))
 
     def _attach_progress(self, emit: Callable[[AppEvent], None]) -> None:
         """Route engines' own progress reports to ``emit`` (once per set, on the current loop)."""

@@ -78,6 +78,21 @@ def engines_unusable(exc: BaseException) -> str:
     return f"Cannot set up the engines: {describe(exc)} Choose other engines in Settings."
 
 
+def missing_key(kind: str, provider: str) -> str:
+    return (
+        f"{provider} ({kind}) has no API key, so it cannot work: add the key in Settings → API "
+        f"keys → {provider}, or choose an offline engine."
+    )
+
+
+def long_message(characters: int, seconds: float | None) -> str:
+    wait = f"about {seconds:.0f} s" if seconds is not None else "a while"
+    return (
+        f"That is a long message ({characters:,} characters): reading it takes {wait} before "
+        "the answer starts."
+    )
+
+
 def engine_not_loaded(kind: str, exc: BaseException) -> str:
     return f"The {kind} engine could not load: {describe(exc)}"
 

@@ -108,7 +108,7 @@ def display(engine: str) -> str:
 
 def _where_to_set(engine: str) -> str:
     env = ENV_VARS.get(engine)
-    where = f"Settings → {display(engine)}"
+    where = f"Settings → API keys → {display(engine)}"
     return f"{where} or the {env} environment variable" if env else where
 
 

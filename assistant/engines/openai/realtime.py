@@ -52,7 +52,7 @@ _MIN_COMMIT_BYTES = 100 * _BYTES_PER_MS
 _STABLE_SECONDS = 10.0
 _TRANSCRIPTION = "conversation.item.input_audio_transcription"
 _KEY_HINT = (
-    f"Set a valid key in Settings → OpenAI or in the {secrets.ENV_VARS[PROVIDER]} "
+    f"Set a valid key in Settings → API keys → OpenAI or in the {secrets.ENV_VARS[PROVIDER]} "
     "environment variable."
 )
 

@@ -37,7 +37,7 @@ VOICES = (
 PROVIDER = "openai"
 _EMPTY: PCM = np.zeros(0, dtype=np.int16)
 _KEY_HINT = (
-    f"Set a valid key in Settings → OpenAI or in the {secrets.ENV_VARS[PROVIDER]} "
+    f"Set a valid key in Settings → API keys → OpenAI or in the {secrets.ENV_VARS[PROVIDER]} "
     "environment variable."
 )
 
