@@ -169,6 +169,8 @@ class ConversationSummary:
     updated: float
     #: Everything said in it, lower-cased, for searching.
     text: str = field(repr=False, default="")
+    #: When its last turn was stored (when it was started, if it has none).
+    last_turn_at: float = 0.0
 
     def matches(self, query: str) -> bool:
         """Every word of ``query`` appears in the title or in what was said (any case)."""
@@ -334,6 +336,10 @@ class HistoryStore:
         if path.exists():
             raise FileExistsError(f"conversation {conversation_id!r} exists")
         os.replace(deleted, path)
+        # Back in its place among the others: last changed when its last turn was.
+        summary = _read_summary(path, path.stat().st_mtime)
+        if summary is not None:
+            os.utime(path, (summary.last_turn_at, summary.last_turn_at))
 
     def purge_deleted(self, older_than: float, now: float | None = None) -> int:
         """Remove conversations deleted more than ``older_than`` seconds ago; how many went."""
@@ -417,4 +423,5 @@ def _read_summary(path: Path, mtime: float) -> ConversationSummary | None:
         created=created,
         updated=mtime,
         text=text,
+        last_turn_at=max((t.at for t in turns), default=created),
     )

@@ -31,7 +31,7 @@ ACTIVITY_LABELS: dict[Doing, str] = {
     Doing.SWITCHING: "Switching engines…",
 }
 #: A tool's name is cut to this many characters in the pill.
-TOOL_NAME_CHARS = 14
+TOOL_NAME_CHARS = 12
 
 
 def activity_label(doing: Doing, detail: str, elapsed: float) -> str:
@@ -48,7 +48,9 @@ class StateIndicator(QWidget):
         super().__init__(parent)
         self._state = "loading"
         self._label = STATE_LABELS["loading"]
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        # As wide as its longest text when there is room; in a narrow window as wide as the
+        # longest state, the text of a long wait then cut short.
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         self.setAccessibleName("Status")
         self.setAccessibleDescription(self._label)
 
@@ -75,12 +77,17 @@ class StateIndicator(QWidget):
         return theme.STATE_COLORS[self._state]
 
     def sizeHint(self) -> QSize:
+        # As wide as the longest state or wait, so the header does not shift as it changes.
+        samples = [activity_label(d, "x" * TOOL_NAME_CHARS, 88) for d in ACTIVITY_LABELS]
+        return self._fitting((*STATE_LABELS.values(), *samples))
+
+    def minimumSizeHint(self) -> QSize:
+        return self._fitting(tuple(STATE_LABELS.values()))
+
+    def _fitting(self, texts: tuple[str, ...]) -> QSize:
         font = self.font()
         font.setBold(True)
         metrics = QFontMetrics(font)
-        # As wide as the longest state or wait, so the header does not shift as it changes.
-        samples = [activity_label(d, "x" * TOOL_NAME_CHARS, 888) for d in ACTIVITY_LABELS]
-        texts = (*STATE_LABELS.values(), *samples, self._label)
         widest = max(metrics.horizontalAdvance(t) for t in texts)
         return QSize(widest + 42, max(28, metrics.height() + 12))
 
@@ -100,7 +107,9 @@ class StateIndicator(QWidget):
         font = painter.font()
         font.setBold(True)
         painter.setFont(font)
-        text_width = painter.fontMetrics().horizontalAdvance(self._label)
+        room = int(rect.width()) - 42
+        label = painter.fontMetrics().elidedText(self._label, Qt.TextElideMode.ElideMiddle, room)
+        text_width = painter.fontMetrics().horizontalAdvance(label)
         left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
@@ -108,7 +117,7 @@ class StateIndicator(QWidget):
         painter.setPen(color.darker(150))
         text_rect = QRectF(left + 16, rect.top(), text_width + 4, rect.height())
         painter.drawText(
-            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self._label
+            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label
         )
 
 

@@ -135,7 +135,8 @@ class MainWindow(QMainWindow):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setHandleWidth(1)
         self.conversations = ConversationList(self.assistant)
-        self.conversations.setMinimumWidth(200)
+        # No minimum of its own: it closes in a narrow window rather than widening it.
+        self.conversations.setMinimumWidth(1)
         self.conversation = ConversationView()
         self.timeline = TimelinePanel()
         self.timeline.setMinimumWidth(300)
@@ -193,9 +194,10 @@ class MainWindow(QMainWindow):
         self.meter = LevelMeter()
         row.addWidget(self.meter, 0, Qt.AlignmentFlag.AlignVCenter)
         row.addStretch(1)
-        self.list_button = QPushButton(" Conversations")
-        self.list_button.setObjectName("listButton")
+        self.list_button = QPushButton()
+        self.list_button.setObjectName("iconButton")
         self.list_button.setIcon(icon("history"))
+        self.list_button.setIconSize(QSize(20, 20))
         self.list_button.setCheckable(True)
         self.list_button.setChecked(True)
         row.addWidget(self.list_button)
@@ -473,24 +475,23 @@ class MainWindow(QMainWindow):
         self.assistant.new_conversation()
 
     def set_list_visible(self, visible: bool) -> None:
-        """Show or hide the past conversations (the choice is kept when the window narrows)."""
+        """Show or hide the past conversations; showing them widens a narrow window."""
         self._list_wanted = visible
+        if visible and self.width() < LIST_MIN_WINDOW:
+            self.resize(LIST_MIN_WINDOW + 80, self.height())
         self._sync_list()
 
     def _sync_list(self) -> None:
         show = self._list_wanted and self.width() >= LIST_MIN_WINDOW
         self.conversations.setVisible(show)
         for toggle in (self.list_button, self.list_action):
-            if toggle.isChecked() != self._list_wanted:
+            if toggle.isChecked() != show:
                 toggle.blockSignals(True)
-                toggle.setChecked(self._list_wanted)
+                toggle.setChecked(show)
                 toggle.blockSignals(False)
 
     def find_conversation(self) -> None:
-        self._list_wanted = True
-        if self.width() < LIST_MIN_WINDOW:
-            self.resize(max(self.width(), LIST_MIN_WINDOW + 80), self.height())
-        self._sync_list()
+        self.set_list_visible(True)
         self.conversations.focus_search()
 
     def export_conversation(self) -> None:
@@ -663,8 +664,9 @@ class MainWindow(QMainWindow):
         self.assistant.spawn(self.assistant.restart_audio(), "audio")
 
     def _on_state(self, state: str) -> None:
-        if state != "thinking":
-            self._activity = None
+        activity = self._activity
+        if state != "thinking" and activity is not None and activity.turn_id is not None:
+            self._activity = None  # a reply's wait ends with it; a change of engines when ready
         self._state = state
         self.stop_button.setEnabled(state in ("thinking", "speaking"))
         if state != "user_speaking":

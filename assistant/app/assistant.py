@@ -553,6 +553,7 @@ class Assistant:
         else:
             with contextlib.suppress(OSError):
                 self._store.purge_deleted(KEEP_DELETED_SECONDS)
+        self._conversation = conversation  # before the event: listeners ask which it is
         self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
         if report is not None and report.notice:
             self._emit(Notice(report.notice, "history"))

@@ -317,3 +317,14 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
 
     run(qloop, scenario(), 10)
     assert clicks == []
+
+
+def test_notices_to_read_stay_and_confirmations_are_info(qtbot, assistants):
+    from assistant.app import messages
+
+    window = make_window(qtbot, assistants())
+    window.show_notice("Your settings file was invalid (bad key); it was kept aside.", "settings")
+    window.show_notice(messages.SETTINGS_APPLIED, "settings")
+    kinds = {b.message: b.kind for b in window.banners.banners()}
+    assert kinds["Your settings file was invalid (bad key); it was kept aside."] == "warning"
+    assert kinds[messages.SETTINGS_APPLIED] == "info"  # info banners close after 8 s
