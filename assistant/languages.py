@@ -76,18 +76,20 @@ class LanguageSupport:
 
 
 #: The offline engines, measured: (recognition by Whisper, answers by the packaged model).
-#: A mean character error rate of recognition under 10 % counts as good, under 25 % as fair;
-#: answers in the language 3 times of 3 as good, 2 of 3 as fair. Left out for now: Polish
-#: (recognition 40 %), Russian (28 %), Portuguese (38 %), Dutch, Swedish, Czech, Turkish,
-#: Ukrainian, Indonesian, Vietnamese, Chinese, Japanese, Korean, Arabic and Hindi (23-99 %):
-#: their offline voice is eSpeak NG, whose speech Whisper base mostly mishears, so a question
-#: spoken by a person may fare better than measured here.
+#: A mean character error rate of recognition under 10 % counts as good, under 25 % as fair
+#: (two runs, averaged); answers in the language 3 times of 3 as good, 2 of 3 as fair. Left out
+#: for now: Polish (recognition 40 %), Portuguese (38 %), Vietnamese (45 %), Dutch, Swedish,
+#: Czech, Turkish, Ukrainian, Chinese, Japanese, Korean, Arabic and Hindi (32-99 %). Their
+#: offline voice is eSpeak NG, whose speech Whisper base often mishears, so a question spoken
+#: by a person may fare better than measured here.
 OFFLINE: dict[str, tuple[Quality, Quality]] = {
     "en": ("good", "good"),  # recognition 0 % (English model), answers 3/3
     "de": ("good", "good"),  # 1 %, 3/3
     "es": ("good", "good"),  # 0 %, 3/3
     "fr": ("good", "good"),  # 9 %, 3/3
     "it": ("good", "good"),  # 1 %, 3/3
+    "id": ("fair", "good"),  # 20 %, 3/3
+    "ru": ("fair", "good"),  # 22 %, 3/3
 }
 
 #: The offline voice engine of each language, best first (``engines/local/voices.py``).

@@ -176,9 +176,13 @@ async def main(argv: list[str]) -> int:
             row["top1_candidates"] += max(allowed, key=lambda c: allowed[c]) == code  # type: ignore[operator]
             row["prior_en"] += choose_language(probs, "en", set(QUESTIONS)) == code  # type: ignore[operator]
             row.setdefault("p", []).append(  # type: ignore[union-attr]
-                {"self": round(probs.get(code, 0.0), 3), "en": round(probs.get("en", 0.0), 3),
-                 "all": {c: round(v, 4) for c, v in probs.items() if v >= 0.0005},
-                 "heard": heard, "seconds": round(len(audio) / 16000, 1)}  # fmt: skip
+                {
+                    "self": round(probs.get(code, 0.0), 3),
+                    "en": round(probs.get("en", 0.0), 3),
+                    "all": {c: round(v, 4) for c, v in probs.items() if v >= 0.0005},
+                    "heard": heard,
+                    "seconds": round(len(audio) / 16000, 1),
+                }  # fmt: skip
             )
             if llm is not None:
                 request = ChatRequest(
