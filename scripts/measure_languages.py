@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import sys
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -131,7 +132,7 @@ async def speak(text: str, language: str) -> np.ndarray:
 
     tts = LocalTTS(language=language)
 
-    async def one() -> Iterable[str]:
+    async def one() -> AsyncIterator[str]:
         yield text
 
     chunks, rate = [], 16_000
@@ -161,51 +162,59 @@ async def main(argv: list[str]) -> int:
 
         llm = LocalLLM()
         await llm.warm_up()
-    rows = []
+    rows: list[Row] = []
     for code in codes:
-        row: dict[str, object] = {"language": code, "cer": [], "top1": 0, "top1_candidates": 0,
-                                  "prior_en": 0, "answers": 0, "answer_seconds": []}  # fmt: skip
+        row = Row(code)
         for question in QUESTIONS[code]:
             audio = await speak(question, code)
             heard = runner.transcribe(audio, code).text
-            row["cer"].append(round(char_error_rate(question, heard), 3))  # type: ignore[union-attr]
+            row.cer.append(round(char_error_rate(question, heard), 3))
             probs = runner.language_probabilities(audio)
-            top = max(probs, key=lambda c: probs[c])
-            row["top1"] += top == code  # type: ignore[operator]
             allowed = {c: p for c, p in probs.items() if c in QUESTIONS}
-            row["top1_candidates"] += max(allowed, key=lambda c: allowed[c]) == code  # type: ignore[operator]
-            row["prior_en"] += choose_language(probs, "en", set(QUESTIONS)) == code  # type: ignore[operator]
-            row.setdefault("p", []).append(  # type: ignore[union-attr]
-                {
-                    "self": round(probs.get(code, 0.0), 3),
-                    "en": round(probs.get("en", 0.0), 3),
-                    "all": {c: round(v, 4) for c, v in probs.items() if v >= 0.0005},
-                    "heard": heard,
-                    "seconds": round(len(audio) / 16000, 1),
-                }  # fmt: skip
+            row.top1 += max(probs, key=lambda c: probs[c]) == code
+            row.top1_candidates += max(allowed, key=lambda c: allowed[c]) == code
+            row.prior_en += choose_language(probs, "en", set(QUESTIONS)) == code
+            row.heard.append(heard)
+            row.probabilities.append({c: round(v, 4) for c, v in probs.items() if v >= 0.0005})
+            if llm is None:
+                continue
+            request = ChatRequest(
+                [Message("system", system_prompt("", code)), Message("user", question)],
+                max_tokens=60,
             )
-            if llm is not None:
-                request = ChatRequest(
-                    [Message("system", system_prompt("", code)), Message("user", question)],
-                    max_tokens=60,
-                )
-                t0, answer = time.perf_counter(), ""
-                async for event in llm.stream(request):
-                    if isinstance(event, TextDelta):
-                        answer += event.text
-                row["answer_seconds"].append(round(time.perf_counter() - t0, 1))  # type: ignore[union-attr]
-                row["answers"] += answer_language(answer) == code  # type: ignore[operator]
-                row.setdefault("samples", []).append(answer.strip()[:80])  # type: ignore[union-attr]
-        print(json.dumps(row, ensure_ascii=False), flush=True)
+            t0, answer = time.perf_counter(), ""
+            async for event in llm.stream(request):
+                if isinstance(event, TextDelta):
+                    answer += event.text
+            row.answer_seconds.append(round(time.perf_counter() - t0, 1))
+            row.answers += answer_language(answer) == code
+            row.samples.append(answer.strip()[:80])
+        print(json.dumps(dataclasses.asdict(row), ensure_ascii=False), flush=True)
         rows.append(row)
     if llm is not None:
         await llm.aclose()
     print("\nlang  CER(mean)  detect(all)  detect(candidates)  prior-en  answers")
     for row in rows:
-        cer = sum(row["cer"]) / len(row["cer"])  # type: ignore[arg-type]
-        print(f"{row['language']:<5} {cer:9.2f}  {row['top1']}/3          {row['top1_candidates']}/3"
-              f"                 {row['prior_en']}/3       {row['answers']}/3")  # fmt: skip
+        cer = sum(row.cer) / len(row.cer)
+        print(
+            f"{row.language:<5} {cer:9.2f}  {row.top1}/3{'':10}{row.top1_candidates}/3"
+            f"{'':17}{row.prior_en}/3{'':7}{row.answers}/3"
+        )
     return 0
+
+
+@dataclasses.dataclass
+class Row:
+    language: str
+    cer: list[float] = dataclasses.field(default_factory=list)
+    top1: int = 0
+    top1_candidates: int = 0
+    prior_en: int = 0
+    answers: int = 0
+    answer_seconds: list[float] = dataclasses.field(default_factory=list)
+    heard: list[str] = dataclasses.field(default_factory=list)
+    probabilities: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    samples: list[str] = dataclasses.field(default_factory=list)
 
 
 if __name__ == "__main__":
