@@ -40,7 +40,9 @@ NAMES: dict[str, tuple[str, str]] = {
     "vi": ("Vietnamese", "Tiếng Việt"),
     "zh": ("Chinese", "中文"),
 }
-REGIONS = {"en-GB": "English (UK)", "en-US": "English (US)"}
+#: Languages the offline voices speak in more than one accent: (tag, name), the bare language
+#: first (it keeps the default voice, so "en" in the settings stays "en").
+OFFLINE_ACCENTS = {"en": (("en", "English (US)"), ("en-GB", "English (UK)"))}
 
 
 def base_language(tag: str) -> str:
@@ -55,24 +57,38 @@ def language_name(tag: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LanguageSupport:
-    """One language as the picker shows it: what recognizes, speaks and answers it."""
+    """One language as the picker shows it: what recognizes, speaks and answers it.
+
+    ``None`` for a part means a cloud provider's engine does it.
+    """
 
     code: str
     name: str
     native: str
-    recognition: str  # "Whisper base (good)", "the provider"
-    voice: str  # "Piper, natural", "SVOX Pico, clear", "eSpeak NG, robotic", "the provider"
-    answers: str  # "good", "fair", "the provider"
+    recognition: Quality | None
+    voice: str | None  # "Piper (natural)", "SVOX Pico (clear)", "eSpeak NG (robotic)"
+    answers: Quality | None
 
     @property
     def label(self) -> str:
-        native = f" — {self.native}" if self.native != self.name else ""
+        native = f" — {self.native}" if not self.name.startswith(self.native) else ""
         return f"{self.name}{native}"
 
     @property
+    def brief(self) -> str:
+        """What it has, in a few words: its voice, how well it is understood and answered."""
+        voice = f"{self.voice} voice" if self.voice else "the provider's voice"
+        heard = f"recognition {self.recognition}" if self.recognition else "provider recognition"
+        answers = f"answers {self.answers}" if self.answers else "provider model"
+        return f"{voice} · {heard} · {answers}"
+
+    @property
     def marks(self) -> str:
-        """What it has, in a few words: recognition, voice and answers."""
-        return f"Recognition: {self.recognition} · Voice: {self.voice} · Answers: {self.answers}"
+        """The same, in full sentences' worth."""
+        heard = f"Whisper, {self.recognition}" if self.recognition else "the provider's"
+        voice = self.voice or "the provider's"
+        answers = self.answers or "the provider's model"
+        return f"Recognition: {heard} · Voice: {voice} · Answers: {answers}"
 
 
 #: The offline engines, measured: (recognition by Whisper, answers by the packaged model).
@@ -93,8 +109,11 @@ OFFLINE: dict[str, tuple[Quality, Quality]] = {
 }
 
 #: The offline voice engine of each language, best first (``engines/local/voices.py``).
-_VOICES = {"piper": "Piper, natural", "pico": "SVOX Pico, clear", "espeak": "eSpeak NG, robotic"}
-_REGIONAL_OFFLINE = ("en-US", "en-GB")
+_VOICES = {
+    "piper": "Piper (natural)",
+    "pico": "SVOX Pico (clear)",
+    "espeak": "eSpeak NG (robotic)",
+}
 
 
 def _offline_voice(code: str) -> str | None:
@@ -119,31 +138,28 @@ def conversation_languages(settings: Settings) -> list[LanguageSupport]:
     offline_llm = settings.llm == "local"
     offline_tts = settings.tts == "local"
     out: list[LanguageSupport] = []
-    codes = [*_REGIONAL_OFFLINE, *NAMES] if offline_tts else list(NAMES)
-    for code in codes:
-        base = base_language(code)
+    for base, (english, native) in NAMES.items():
         measured = OFFLINE.get(base)
         if (offline_stt or offline_llm) and measured is None:
             continue
-        if code in _REGIONAL_OFFLINE and base == "en" and not offline_tts:
-            continue
-        if code == "en" and offline_tts:
-            continue  # offered as its two regional voices instead
-        voice = _offline_voice(code) if offline_tts else "the provider"
-        if voice is None:
-            continue
         heard, answered = measured or ("good", "good")
-        name, native = NAMES[base]
-        out.append(
-            LanguageSupport(
-                code=code,
-                name=REGIONS.get(code, name),
-                native=native,
-                recognition=f"Whisper, {heard}" if offline_stt else "the provider",
-                voice=voice,
-                answers=answered if offline_llm else "the provider",
-            )
+        accents = (
+            OFFLINE_ACCENTS.get(base, ((base, english),)) if offline_tts else ((base, english),)
         )
+        for code, name in accents:
+            voice = _offline_voice(code) if offline_tts else None
+            if offline_tts and voice is None:
+                continue
+            out.append(
+                LanguageSupport(
+                    code=code,
+                    name=name,
+                    native=native,
+                    recognition=heard if offline_stt else None,
+                    voice=voice,
+                    answers=answered if offline_llm else None,
+                )
+            )
     return sorted(out, key=lambda lang: lang.name)
 
 

@@ -42,6 +42,8 @@ from ui import theme
 
 #: Bubbles take at most this share of the view's width.
 BUBBLE_WIDTH = 0.74
+#: A typed message longer than this shows its beginning only (copying takes it all).
+LONG_MESSAGE_SHOWN = 600
 _PUNCTUATION = ".,!?;:\"'()[]{}*_`~#>-…“”‘’«»"
 
 
@@ -107,6 +109,15 @@ def render_finished(record: TurnRecord) -> str:
             f'{prefix}<span style="color:{theme.INTERRUPTED_HTML}">⚠ {_text(record.error)}</span>'
         )
     return "".join(parts)
+
+
+def render_question(text: str) -> str:
+    """HTML of the user's words; a very long typed message shows only its beginning."""
+    if len(text) <= LONG_MESSAGE_SHOWN * 2:
+        return _text(text)
+    shown = text[:LONG_MESSAGE_SHOWN].rsplit(" ", 1)[0]
+    rest = f"… ({len(text):,} characters in all)"
+    return f'{_text(shown)}<span style="color:rgba(255,255,255,0.78)"> {rest}</span>'
 
 
 def render_partial(text: str, carried: str = "") -> str:
@@ -309,7 +320,7 @@ class ConversationView(QScrollArea):
             self._remove(turn_id)  # nothing was understood: no bubble
             return
         bubble = self._user_bubble(turn)
-        bubble.set_content(_text(text), text)
+        bubble.set_content(render_question(text), text)
         if not turn.finished:
             self._assistant_bubble(turn).set_content(render_live("", ""), "")
 
@@ -352,7 +363,7 @@ class ConversationView(QScrollArea):
     def on_turn_finished(self, record: TurnRecord) -> None:
         turn = self._turn(record.turn_id)
         if turn.user is None and record.user_text:
-            self._user_bubble(turn).set_content(_text(record.user_text), record.user_text)
+            self._user_bubble(turn).set_content(render_question(record.user_text), record.user_text)
         turn.finished = True
         turn.interrupted = record.interrupted
         turn.tools = tuple(t.name for t in record.tool_calls) or turn.tools

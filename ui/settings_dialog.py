@@ -438,7 +438,7 @@ class SettingsDialog(QDialog):
         combo.blockSignals(True)
         combo.clear()
         for lang in offered:
-            combo.addItem(f"{lang.label}   ·   {lang.voice} voice", lang.code)
+            combo.addItem(f"{lang.label}   ·   {lang.brief}", lang.code)
             combo.setItemData(combo.count() - 1, lang.marks, Qt.ItemDataRole.ToolTipRole)
         index = combo.findData(wanted)
         if index < 0:

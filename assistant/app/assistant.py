@@ -292,6 +292,7 @@ class Assistant:
         if self._session is None or not self._ready:
             self._emit(Notice(messages.NOT_READY_TO_SEND, "talk"))
             return False
+        text = text.strip()
         if len(text) >= LONG_MESSAGE_CHARS and self._settings.llm == "local":
             seconds = estimate_tokens(text) / OFFLINE_READING_TOKENS_PER_SECOND
             self._emit(Notice(messages.long_message(len(text), seconds), "talk"))

@@ -207,11 +207,13 @@ def test_languages_offered_are_those_the_engines_can_converse_in(qtbot, memory_k
     qtbot.addWidget(dialog)
     combo = dialog.language_combo
     codes = [combo.itemData(i) for i in range(combo.count())]
-    assert {"en-US", "en-GB", "de", "es", "fr", "it"} <= set(codes)
+    assert {"en", "en-GB", "de", "es", "fr", "it"} <= set(codes)
+    assert combo.itemText(codes.index("en")).startswith("English (US)   ·   Piper (natural)")
     assert "tlh" not in codes and "qya" not in codes  # no Klingon, no Quenya
     assert len(codes) < 10
     assert combo.currentData() == "fr"
-    assert "SVOX Pico, clear" in combo.currentText()
+    assert "SVOX Pico (clear) voice" in combo.currentText()
+    assert "recognition good · answers good" in combo.currentText()
     marks = dialog.language_marks.text()
     assert "Recognition: Whisper, good" in marks and "Answers: good" in marks
     assert combo.itemData(combo.currentIndex(), Qt.ItemDataRole.ToolTipRole) == marks
