@@ -12,7 +12,12 @@ from PySide6.QtWidgets import QApplication
 
 from assistant.app import Assistant
 from assistant.history import HistoryStore, TurnRecord
-from tests.ui.helpers import fake_settings, finished_turns, noise_source, run, until, virtual_player
+from tests.ui.helpers import (
+    finished_turns,
+    run,
+    show_window,
+    until,
+)
 from ui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
@@ -37,14 +42,9 @@ def seed(data_dir, conversations: list[list[str]]) -> list[str]:
     return ids
 
 
-def make(qtbot) -> tuple[Assistant, MainWindow]:
-    assistant = Assistant(
-        fake_settings(), player_factory=virtual_player("fast"), source_factory=noise_source()
-    )
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
-    return assistant, window
+def make(qtbot, assistants) -> tuple[Assistant, MainWindow]:
+    assistant = assistants()
+    return assistant, show_window(qtbot, assistant)
 
 
 def press_enter(widget) -> None:
@@ -53,12 +53,12 @@ def press_enter(widget) -> None:
     )
 
 
-def test_list_actions_persist_across_restarts(qtbot, qloop, tmp_path):
+def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path):
     trip, cats, soup = seed(
         tmp_path / "data",
         [["Plan a trip to Lisbon", "What about the weather?"], ["Name my cat"], ["Soup recipe"]],
     )
-    assistant, window = make(qtbot)
+    assistant, window = make(qtbot, assistants)
     listing = window.conversations
     finished = finished_turns(assistant)
     markdown, data = tmp_path / "trip.md", tmp_path / "trip.json"
@@ -114,7 +114,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, tmp_path):
     assert turns[-1]["timeline"]["notes"]["input"] == "typed"
 
     # Parley starts again: the same list, the same current conversation.
-    again, window2 = make(qtbot)
+    again, window2 = make(qtbot, assistants)
 
     async def second_run() -> None:
         await again.start()
@@ -128,10 +128,10 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, tmp_path):
 
 
 def test_deleting_the_current_conversation_starts_a_new_one_and_undo_reopens_it(
-    qtbot, qloop, tmp_path
+    qtbot, qloop, assistants, tmp_path
 ):
     (only,) = seed(tmp_path / "data", [["Keep me"]])
-    assistant, window = make(qtbot)
+    assistant, window = make(qtbot, assistants)
 
     async def scenario() -> None:
         await assistant.start()
@@ -149,8 +149,8 @@ def test_deleting_the_current_conversation_starts_a_new_one_and_undo_reopens_it(
     run(qloop, scenario(), 10)
 
 
-def test_turn_numbers_start_at_one_in_each_conversation(qtbot, qloop, tmp_path):
-    assistant, window = make(qtbot)
+def test_turn_numbers_start_at_one_in_each_conversation(qtbot, qloop, assistants, tmp_path):
+    assistant, window = make(qtbot, assistants)
     finished = finished_turns(assistant)
 
     async def scenario() -> None:

@@ -8,15 +8,19 @@ import asyncio
 
 import pytest
 
-from assistant.app import Assistant
 from assistant.app.devices import DeviceWatch
 from assistant.audio.capture import ArraySource
 from assistant.audio.devices import DeviceChoice, DeviceList
 from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
 from assistant.events import DevicesChanged, Notice
-from tests.ui.helpers import collect, fake_settings, noise_source, run, until, virtual_player
-from ui.main_window import MainWindow
+from tests.ui.helpers import (
+    collect,
+    noise_source,
+    run,
+    show_window,
+    until,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -42,18 +46,12 @@ class Machine:
         return self._microphone(settings)
 
 
-def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop):
+def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistants):
     machine = Machine()
-    assistant = Assistant(
-        fake_settings(),
-        player_factory=virtual_player("fast"),
-        source_factory=machine.microphone,
-        device_lister=machine.list,
-        persist=False,
+    assistant = assistants(
+        source_factory=machine.microphone, device_lister=machine.list, persist=False
     )
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
+    window = show_window(qtbot, assistant)
     changes = collect(assistant, DevicesChanged)
     notices = collect(assistant, Notice)
 

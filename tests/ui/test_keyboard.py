@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant.app import Assistant
-from tests.ui.helpers import collect, fake_settings, noise_source, run, until, virtual_player
+from assistant.events import SettingsApplied
+from tests.ui.helpers import collect, fake_settings, run, show_window, until
 from ui.main_window import MainWindow
 from ui.settings_dialog import SettingsDialog
 
@@ -41,29 +41,7 @@ INTERACTIVE = (
 )
 
 
-@pytest.fixture
-def assistants(qloop):
-    made: list[Assistant] = []
-
-    def make(settings=None, **kwargs) -> Assistant:
-        kwargs.setdefault("player_factory", virtual_player("fast"))
-        kwargs.setdefault("source_factory", noise_source())
-        assistant = Assistant(settings or fake_settings(), **kwargs)
-        made.append(assistant)
-        return assistant
-
-    yield make
-    for assistant in made:
-        run(qloop, assistant.close())
-
-
-def make_window(qtbot, assistant: Assistant) -> MainWindow:
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
-    window.activateWindow()
-    qtbot.waitActive(window)
-    return window
+make_window = show_window
 
 
 def press(target: QWidget, key: Qt.Key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
@@ -248,9 +226,6 @@ def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
 def test_settings_open_again_after_ok_cancel_and_escape(qtbot, qloop, assistants):
     assistant = assistants()
     window = make_window(qtbot, assistant)
-    applied = collect(assistant, type(None))  # replaced below: SettingsApplied events
-    from assistant.events import SettingsApplied
-
     applied = collect(assistant, SettingsApplied)
 
     async def scenario() -> None:

@@ -7,13 +7,18 @@ from __future__ import annotations
 import pytest
 
 from assistant import secrets
-from assistant.app import Assistant, EngineSet
+from assistant.app import EngineSet
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.engines.openai.factories import KeyedChatLLM
 from assistant.events import ErrorEvent, Notice, TurnFinished
-from tests.ui.helpers import collect, fake_settings, noise_source, run, until, virtual_player
-from ui.main_window import MainWindow
+from tests.ui.helpers import (
+    collect,
+    fake_settings,
+    run,
+    show_window,
+    until,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -25,7 +30,9 @@ def no_keys(monkeypatch):
     monkeypatch.setattr(secrets, "_backend_usable", lambda: False)
 
 
-def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(qtbot, qloop, no_keys):
+def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(
+    qtbot, qloop, assistants, no_keys
+):
     # Nothing listens on this address: a request to it would fail only after a while.
     openai = KeyedChatLLM("openai", "http://127.0.0.1:9/v1", "gpt-4o-mini", required=True)
     offline = FakeLLM(ttft=0.01)
@@ -37,16 +44,8 @@ def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(qtbot
             FallbackTTS([FakeTTS(realtime_factor=0.0)]),
         )
 
-    assistant = Assistant(
-        fake_settings(llm="openai"),
-        engine_factory=engines,
-        player_factory=virtual_player("fast"),
-        source_factory=noise_source(),
-        persist=False,
-    )
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
+    assistant = assistants(fake_settings(llm="openai"), engine_factory=engines, persist=False)
+    window = show_window(qtbot, assistant)
     notices = collect(assistant, Notice)
     errors = collect(assistant, ErrorEvent)
     finished = collect(assistant, TurnFinished)
@@ -75,7 +74,7 @@ def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(qtbot
     dialog.reject()
 
 
-def test_missing_key_without_a_fallback_is_an_error_at_start(qtbot, qloop, no_keys):
+def test_missing_key_without_a_fallback_is_an_error_at_start(qtbot, qloop, assistants, no_keys):
     openai = KeyedChatLLM("openai", "http://127.0.0.1:9/v1", "gpt-4o-mini", required=True)
 
     def engines(_settings):
@@ -85,12 +84,8 @@ def test_missing_key_without_a_fallback_is_an_error_at_start(qtbot, qloop, no_ke
             FallbackTTS([FakeTTS(realtime_factor=0.0)]),
         )
 
-    assistant = Assistant(
-        fake_settings(llm="openai", fallback_to_local=False),
-        engine_factory=engines,
-        player_factory=virtual_player("fast"),
-        source_factory=noise_source(),
-        persist=False,
+    assistant = assistants(
+        fake_settings(llm="openai", fallback_to_local=False), engine_factory=engines, persist=False
     )
     errors = collect(assistant, ErrorEvent)
 

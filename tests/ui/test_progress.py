@@ -8,11 +8,15 @@ import copy
 
 import pytest
 
-from assistant.app import Assistant
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import Activity, Doing, Notice
-from tests.ui.helpers import collect, fake_settings, noise_source, run, until, virtual_player
-from ui.main_window import MainWindow
+from tests.ui.helpers import (
+    collect,
+    fake_settings,
+    run,
+    show_window,
+    until,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -31,21 +35,15 @@ class GatedTTS(FakeTTS):
             await self.loaded.wait()
 
 
-def make_window(qtbot, assistant: Assistant) -> MainWindow:
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
-    return window
+make_window = show_window
 
 
-def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop):
+def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop, assistants):
     llm = FakeLLM(reply=lambda _r: "Here is the gist in one line.", ttft=1.5)
     # The offline model is chosen (the factory stands in for it): long reads are announced.
-    assistant = Assistant(
+    assistant = assistants(
         fake_settings(llm="local"),
         engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0)),
-        player_factory=virtual_player("fast"),
-        source_factory=noise_source(),
         persist=False,
     )
     window = make_window(qtbot, assistant)
@@ -74,14 +72,10 @@ def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop):
     assert llm.requests[-1].messages[-1].content == LONG_MESSAGE.strip()  # taken whole
 
 
-def test_thinking_and_calling_a_tool_are_shown(qtbot, qloop):
+def test_thinking_and_calling_a_tool_are_shown(qtbot, qloop, assistants):
     llm = FakeLLM(ttft=0.05, tool_call=("calculate", '{"expression": "6*7"}'))
-    assistant = Assistant(
-        fake_settings(),
-        engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0)),
-        player_factory=virtual_player("fast"),
-        source_factory=noise_source(),
-        persist=False,
+    assistant = assistants(
+        engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0)), persist=False
     )
     window = make_window(qtbot, assistant)
     activities = collect(assistant, Activity)
@@ -101,7 +95,7 @@ def test_thinking_and_calling_a_tool_are_shown(qtbot, qloop):
     assert "Calling calculate…" in labels and "Thinking…" in labels
 
 
-def test_switching_engines_after_a_change_of_settings(qtbot, qloop):
+def test_switching_engines_after_a_change_of_settings(qtbot, qloop, assistants):
     loaded = asyncio.Event()
     loaded.set()
     voices = [GatedTTS(loaded)]
@@ -109,13 +103,7 @@ def test_switching_engines_after_a_change_of_settings(qtbot, qloop):
     def engines(_settings):
         return FakeSTT(), FakeLLM(), voices[-1]
 
-    assistant = Assistant(
-        fake_settings(),
-        engine_factory=engines,
-        player_factory=virtual_player("fast"),
-        source_factory=noise_source(),
-        persist=False,
-    )
+    assistant = assistants(engine_factory=engines, persist=False)
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
