@@ -1,8 +1,9 @@
 """Typed settings, stored as TOML in the platform's config directory.
 
 The file is written atomically (temp file + ``os.replace``). A file that cannot be parsed or does
-not validate is moved aside (never deleted) and defaults are used, with a notice for the user.
-API keys never live here: see ``secrets.py``.
+not validate (bad syntax, a wrong value, absurd nesting) is moved aside (never deleted) and
+defaults are used, with a notice for the user; so is one that cannot be read at all, left where
+it is. Loading never raises. API keys never live here: see ``secrets.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import time
 import tomllib
 import types
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import platformdirs
 import tomli_w
 
+from assistant.durable import unused_name
 from assistant.timeline import Budgets
 
 APP_NAME = "Parley"
@@ -31,6 +32,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 TurnMode = Literal["ptt", "vad"]
+EchoCancellation = Literal["on", "auto", "off"]
 
 #: Documented default endpoint of each provider. ``PARLEY_<PROVIDER>_URL`` overrides any of them.
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -82,6 +84,10 @@ class InterruptionSettings:
     min_duration_ms: int = 500
     #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
     resume_timeout_ms: int = 1200
+    #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn
+    #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
+    #: proves to be a noise resumes when it ends.
+    pause_after_ms: int = 32
 
 
 @dataclass(slots=True)
@@ -109,6 +115,12 @@ class Settings:
     budgets: Budgets = field(default_factory=Budgets)
     input_device: str = ""
     output_device: str = ""
+    #: Cancel the assistant's own voice from the microphone: "auto" does unless the output
+    #: device looks like a headset (then there is no echo to cancel).
+    echo_cancellation: EchoCancellation = "auto"
+    #: Suppress steady background noise in the microphone (fans, hum). Off by default: the
+    #: recognizer copes with noise, and in double talk suppression costs it words.
+    noise_suppression: bool = False
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Rough token budget of the context sent to the LLM (system prompt included).
     context_tokens: int = 3000
@@ -254,20 +266,38 @@ class LoadedSettings:
 
 
 def load_settings(path: Path | None = None) -> LoadedSettings:
+    """The settings in ``path`` (default: ``settings_path()``); never raises, see above."""
     path = path or settings_path()
-    if not path.exists():
-        return LoadedSettings(Settings())
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return LoadedSettings(settings_from_dict(data))
-    except (tomllib.TOMLDecodeError, SettingsError, UnicodeDecodeError, TypeError) as exc:
-        aside = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, aside)
-        notice = (
-            f"Your settings file was invalid ({exc}); it was kept as {aside.name} and the "
-            "defaults are in use."
+        if not path.exists():
+            return LoadedSettings(Settings())
+        raw = path.read_bytes()
+    except OSError as exc:
+        return LoadedSettings(
+            Settings(),
+            f"Your settings file {path} could not be read ({exc.strerror or exc}); the "
+            "defaults are in use.",
         )
-        return LoadedSettings(Settings(), notice)
+    try:
+        return LoadedSettings(settings_from_dict(tomllib.loads(raw.decode("utf-8"))))
+    except (ValueError, TypeError, RecursionError) as exc:  # TOML, UTF-8 and value errors
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        if len(reason) > 200:
+            reason = reason[:200] + "…"
+    aside = unused_name(path, "invalid")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        return LoadedSettings(
+            Settings(),
+            f"Your settings file was invalid ({reason}) and could not be moved aside "
+            f"({exc.strerror or exc}); the defaults are in use.",
+        )
+    notice = (
+        f"Your settings file was invalid ({reason}); it was kept as {aside.name} and the "
+        "defaults are in use."
+    )
+    return LoadedSettings(Settings(), notice)
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:

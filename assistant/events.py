@@ -21,6 +21,24 @@ class State(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class Source(StrEnum):
+    """What an error or a notice is about (what the user can act on)."""
+
+    NONE = ""
+    STT = "stt"
+    LLM = "llm"
+    TTS = "tts"
+    TOOLS = "tools"
+    AUDIO = "audio"
+    AUDIO_INPUT = "audio-input"
+    AUDIO_OUTPUT = "audio-output"
+    HISTORY = "history"
+    SETTINGS = "settings"
+    TALK = "talk"
+    #: A sound device came or went.
+    DEVICES = "devices"
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -115,7 +133,7 @@ class ErrorEvent:
     """Something failed; ``message`` says what the user can do about it."""
 
     message: str
-    source: str = ""  # "stt", "llm", "tts", "audio", "history", "settings"
+    source: Source = Source.NONE
     turn_id: int | None = None
     at: float = field(default_factory=_now)
 
@@ -125,7 +143,7 @@ class Notice:
     """Something worth telling the user that is not a failure (a fallback, a restart)."""
 
     message: str
-    source: str = ""
+    source: Source = Source.NONE
     at: float = field(default_factory=_now)
 
 
@@ -251,6 +269,24 @@ class SettingsApplied:
     at: float = field(default_factory=_now)
 
 
+@dataclass(frozen=True, slots=True)
+class EchoStatus:
+    """What the microphone's audio processing does now.
+
+    ``cancelling``: the assistant's voice is cancelled from the microphone (echo
+    cancellation runs and its far end is the speaker). ``settled``: its echo return loss is
+    known (until then, talking over a reply needs words). ``noise_suppression``: background
+    noise is suppressed. ``detail``: one line for a tooltip (why it is off, or how well it
+    works).
+    """
+
+    cancelling: bool
+    settled: bool
+    noise_suppression: bool
+    detail: str = ""
+    at: float = field(default_factory=_now)
+
+
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
 AppEvent = (
     SessionEvent
@@ -261,4 +297,5 @@ AppEvent = (
     | ConversationsChanged
     | TurnModeChanged
     | SettingsApplied
+    | EchoStatus
 )

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant import config
+from assistant import mic_access
 from assistant.app import Assistant
 from assistant.app import messages as app_messages
 from assistant.config import Settings
@@ -48,15 +48,17 @@ from assistant.events import (
     Notice,
     Ready,
     SettingsApplied,
+    Source,
     StateChanged,
     TurnModeChanged,
 )
 from assistant.history import ConversationSummary
-from ui import shortcuts, theme
+from ui import about, shortcuts, theme
 from ui.banner import BannerArea
 from ui.bridge import Bridge
 from ui.conversation import ConversationView
 from ui.conversation_list import EXPORT_FILTERS, ConversationList
+from ui.echo import EchoBadge
 from ui.hotkeys import GlobalHotkey, HoldToTalkFilter, hotkey_label
 from ui.indicators import LevelMeter, StateIndicator, activity_label
 from ui.resources import icon
@@ -64,18 +66,10 @@ from ui.settings_dialog import SettingsDialog
 from ui.timeline_view import TimelinePanel
 from ui.tray import Tray
 
-AUDIO_SOURCES = ("audio", "audio-input", "audio-output")
-SETTINGS_SOURCES = (
-    "settings",
-    "stt",
-    "llm",
-    "tts",
-    "speech recognition",
-    "language model",
-    "speech synthesis",
-)
+AUDIO_SOURCES = (Source.AUDIO, Source.AUDIO_INPUT, Source.AUDIO_OUTPUT)
+SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS)
 #: Notices that only confirm something and may go by themselves; the others stay until read.
-TRANSIENT_SOURCES = ("talk", "devices")
+TRANSIENT_SOURCES = (Source.TALK, Source.DEVICES)
 #: Below this width the conversation list closes by itself (it reopens when there is room).
 LIST_MIN_WINDOW = 1000
 UNDO_SECONDS = 12
@@ -193,6 +187,9 @@ class MainWindow(QMainWindow):
         row.addWidget(mic)
         self.meter = LevelMeter()
         row.addWidget(self.meter, 0, Qt.AlignmentFlag.AlignVCenter)
+        row.addSpacing(8)
+        self.echo_badge = EchoBadge()
+        row.addWidget(self.echo_badge)
         row.addStretch(1)
         self.list_button = QPushButton()
         self.list_button.setObjectName("iconButton")
@@ -372,12 +369,19 @@ class MainWindow(QMainWindow):
         self._action(talk, "Stop the answer", self.assistant.interrupt, "stop")
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_shortcuts, "shortcuts")
+        self._action(help_menu, "Microphone access…", self.show_microphone_help)
         self._action(help_menu, "About Parley", self.show_about)
 
     # ---------------------------------------------------------------------------------- wiring
 
     def _wire(self) -> None:
-        for view in (self.conversation, self.timeline, self.meter, self.conversations):
+        for view in (
+            self.conversation,
+            self.timeline,
+            self.meter,
+            self.echo_badge,
+            self.conversations,
+        ):
             self.bridge.occurred.connect(view.on_event)
         self.bridge.occurred.connect(self.on_event)
         a = self.assistant
@@ -542,7 +546,7 @@ class MainWindow(QMainWindow):
             )
             dialog.applied.connect(
                 lambda settings, keys: a.spawn(
-                    a.apply_settings(settings, keys_changed=keys), "settings"
+                    a.apply_settings(settings, keys_changed=keys), Source.SETTINGS
                 )
             )
             dialog.finished.connect(lambda _result, d=dialog: self._settings_closed(d))
@@ -579,16 +583,12 @@ class MainWindow(QMainWindow):
         box.open()
 
     def show_about(self) -> None:
-        from ui.app import log_file
+        """Help → About: the version and where the log, settings and conversations are."""
+        about.show_about(self)
 
-        QMessageBox.about(
-            self,
-            "About Parley",
-            f"<h3>{config.APP_NAME}</h3><p>A voice assistant that talks with you, locally by "
-            f"default.</p><p><b>Log file</b>: {log_file()}<br><b>Conversations</b>: "
-            f"{config.data_dir() / 'conversations'}<br><b>Settings</b>: "
-            f"{config.settings_path()}</p>",
-        )
+    def show_microphone_help(self) -> None:
+        """Help → Microphone access: how to let Parley use the microphone on this system."""
+        about.show_microphone_help(self)
 
     def toggle_visible(self) -> None:
         if self.isVisible() and not self.isMinimized():
@@ -634,7 +634,9 @@ class MainWindow(QMainWindow):
 
     def show_error(self, message: str, source: str = "") -> None:
         action = None
-        if source in AUDIO_SOURCES:
+        if source == Source.AUDIO_INPUT and mic_access.looks_denied(message):
+            action = ("Microphone access…", self.show_microphone_help)
+        elif source in AUDIO_SOURCES:
             action = ("Retry", self._retry_audio)
         elif source in SETTINGS_SOURCES or "API key" in message:
             action = ("Open settings", lambda: self._open_settings_for(message))
@@ -661,7 +663,7 @@ class MainWindow(QMainWindow):
 
     def _retry_audio(self) -> None:
         self.banners.clear("error")
-        self.assistant.spawn(self.assistant.restart_audio(), "audio")
+        self.assistant.spawn(self.assistant.restart_audio(), Source.AUDIO)
 
     def _on_state(self, state: str) -> None:
         activity = self._activity

@@ -49,6 +49,7 @@ from assistant.engines.base import Voice
 from assistant.engines.local.models import MODELS
 from assistant.engines.registry import LLM_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
+from ui.echo import EchoSettings
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
 from ui.resources import icon
 
@@ -492,6 +493,8 @@ class SettingsDialog(QDialog):
                 "device that is not connected is replaced by the system default until it is."
             )
         )
+        self.echo_settings = EchoSettings(s)
+        layout.addWidget(self.echo_settings)
         layout.addStretch(1)
         self._wanted_devices = (s.input_device, s.output_device)
         found = self._devices() if self._devices is not None else None
@@ -786,6 +789,7 @@ class SettingsDialog(QDialog):
         s.voice = str(self.voice_combo.currentData() or "")
         s.input_device = self._device_choice(self.input_combo)
         s.output_device = self._device_choice(self.output_combo)
+        self.echo_settings.apply_to(s)
         s.turn_mode = "vad" if self.vad_radio.isChecked() else "ptt"
         sequence = self.hotkey_edit.keySequence()
         s.hotkey = sequence.toString(QKeySequence.SequenceFormat.PortableText) or "Space"

@@ -33,6 +33,7 @@ from assistant.app.audio import (
     default_source,
 )
 from assistant.app.devices import DeviceLister, DeviceWatch
+from assistant.app.echo import EchoControl
 from assistant.app.engines import KINDS, Engines, EngineSet, close_engine
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
@@ -57,6 +58,7 @@ from assistant.events import (
     Ready,
     SessionEvent,
     SettingsApplied,
+    Source,
     State,
     StateChanged,
     TurnFinished,
@@ -120,12 +122,15 @@ class Assistant:
         #: every language model that returns real tool calls (``EngineSet.calls_tools``).
         self.tools = tools if tools is not None else default_tools()
         self._persist = persist
+        #: Echo cancellation and noise suppression of the microphone.
+        self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
             emit=self._emit,
             on_change=self._audio_changed,
             on_end=self._input_ended,
+            echo=self.echo,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -219,7 +224,7 @@ class Assistant:
         if self._watch_devices:
             self._devices.start()
         if self._startup_notice:
-            self._emit(Notice(self._startup_notice, "settings"))
+            self._emit(Notice(self._startup_notice, Source.SETTINGS))
         self._conversation = self._load_conversation()
         await self._open(rebuild=ALL_KINDS)
 
@@ -257,16 +262,16 @@ class Assistant:
         """Talk key down; False (with a message saying why) when talking is not possible yet."""
         session = self._session
         if self._failure is not None:
-            self._emit(ErrorEvent(self._failure, "settings"))
+            self._emit(ErrorEvent(self._failure, Source.SETTINGS))
             return False
         if session is None or not self._ready:
-            self._emit(Notice(messages.NOT_READY, "talk"))
+            self._emit(Notice(messages.NOT_READY, Source.TALK))
             return False
         if not self._input.ok:
-            self._emit(ErrorEvent(messages.NO_MICROPHONE, "audio-input"))
+            self._emit(ErrorEvent(messages.NO_MICROPHONE, Source.AUDIO_INPUT))
             return False
         if not self._listening:
-            self._emit(ErrorEvent(messages.NOT_LISTENING, "stt"))
+            self._emit(ErrorEvent(messages.NOT_LISTENING, Source.STT))
             return False
         session.press_to_talk()
         self._talk_held = True
@@ -287,15 +292,15 @@ class Assistant:
         if not text.strip():
             return False
         if self._failure is not None:
-            self._emit(ErrorEvent(self._failure, "settings"))
+            self._emit(ErrorEvent(self._failure, Source.SETTINGS))
             return False
         if self._session is None or not self._ready:
-            self._emit(Notice(messages.NOT_READY_TO_SEND, "talk"))
+            self._emit(Notice(messages.NOT_READY_TO_SEND, Source.TALK))
             return False
         text = text.strip()
         if len(text) >= LONG_MESSAGE_CHARS and self._settings.llm == "local":
             seconds = estimate_tokens(text) / OFFLINE_READING_TOKENS_PER_SECOND
-            self._emit(Notice(messages.long_message(len(text), seconds), "talk"))
+            self._emit(Notice(messages.long_message(len(text), seconds), Source.TALK))
         self._session.submit_text(text)
         return True
 
@@ -317,7 +322,7 @@ class Assistant:
         try:
             conversation = self._store.new()
         except OSError as exc:
-            self._emit(ErrorEvent(messages.new_conversation_failed(exc), "history"))
+            self._emit(ErrorEvent(messages.new_conversation_failed(exc), Source.HISTORY))
             return
         self._switch_conversation(conversation)
 
@@ -340,7 +345,7 @@ class Assistant:
                 summary = self._store.summary(current)
                 found = ([summary] if summary is not None else []) + found
         except OSError as exc:
-            self._emit(ErrorEvent(messages.history_unreadable(exc), "history"))
+            self._emit(ErrorEvent(messages.history_unreadable(exc), Source.HISTORY))
             return []
         return [c for c in found if c.matches(query)] if query.strip() else found
 
@@ -354,11 +359,11 @@ class Assistant:
         try:
             conversation, report = self._store.open(conversation_id)
         except (OSError, ValueError) as exc:
-            self._emit(ErrorEvent(messages.conversation_not_opened(exc), "history"))
+            self._emit(ErrorEvent(messages.conversation_not_opened(exc), Source.HISTORY))
             return False
         self._switch_conversation(conversation)
         if report.notice:
-            self._emit(Notice(report.notice, "history"))
+            self._emit(Notice(report.notice, Source.HISTORY))
         return True
 
     def rename_conversation(self, conversation_id: str, title: str) -> bool:
@@ -368,7 +373,7 @@ class Assistant:
         try:
             self._store.rename(conversation_id, title)
         except (OSError, ValueError) as exc:
-            self._emit(ErrorEvent(messages.conversation_not_renamed(exc), "history"))
+            self._emit(ErrorEvent(messages.conversation_not_renamed(exc), Source.HISTORY))
             return False
         self._emit(ConversationsChanged())
         return True
@@ -388,7 +393,7 @@ class Assistant:
                     return None  # no new conversation could be started: keep this one
             self._store.delete(conversation_id)
         except (OSError, ValueError) as exc:
-            self._emit(ErrorEvent(messages.conversation_not_deleted(exc), "history"))
+            self._emit(ErrorEvent(messages.conversation_not_deleted(exc), Source.HISTORY))
             return None
         self._emit(ConversationsChanged())
         return summary
@@ -400,7 +405,7 @@ class Assistant:
         try:
             self._store.restore(conversation_id)
         except (OSError, ValueError) as exc:
-            self._emit(ErrorEvent(messages.conversation_not_restored(exc), "history"))
+            self._emit(ErrorEvent(messages.conversation_not_restored(exc), Source.HISTORY))
             return False
         self._emit(ConversationsChanged())
         return True
@@ -420,7 +425,7 @@ class Assistant:
                 turns = self._store.load(summary.path)[0].turns
             history_export.write(path, summary.id, summary.title, turns, summary.created)
         except (OSError, ValueError) as exc:
-            self._emit(ErrorEvent(messages.conversation_not_exported(path, exc), "history"))
+            self._emit(ErrorEvent(messages.conversation_not_exported(path, exc), Source.HISTORY))
             return False
         return True
 
@@ -449,6 +454,8 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        if change.reconfigure_echo and not change.reopen_session:
+            self.echo.configure(self._settings)
         if change.reopen_session:
             if change.rebuild:
                 self._emit(Activity(Doing.SWITCHING, ", ".join(sorted(change.rebuild))))
@@ -460,7 +467,7 @@ class Assistant:
             self._switch_session_mode(self._settings.turn_mode)
             self._emit(TurnModeChanged(self._settings.turn_mode))
         self._emit(SettingsApplied(copy.deepcopy(self._settings)))
-        self._emit(Notice(messages.SETTINGS_APPLIED, "settings"))
+        self._emit(Notice(messages.SETTINGS_APPLIED, Source.SETTINGS))
 
     async def restart_audio(self) -> None:
         """Try the microphone and speaker again (after plugging a device in): the devices are
@@ -496,7 +503,9 @@ class Assistant:
             if current is None:
                 await close_engine(tts)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], source: str = "") -> asyncio.Task[Any]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], source: Source = Source.NONE
+    ) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; an exception becomes an ``ErrorEvent``, not a crash."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -519,7 +528,7 @@ class Assistant:
         """The one place a Session is built."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
-        return Session(
+        session = Session(
             stt=engines.stt,
             llm=engines.llm,
             tts=engines.tts,
@@ -530,6 +539,8 @@ class Assistant:
             tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
         )
+        session.set_echo_uncertain(self.echo.uncertain)
+        return session
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
         """Switch the running session's turn detection; hands-free parts are made when first
@@ -548,7 +559,9 @@ class Assistant:
             self._store = HistoryStore(self._history_dir)
             conversation, report = self._store.latest()
         except OSError as exc:
-            self._emit(ErrorEvent(messages.history_unavailable(self._history_dir, exc), "history"))
+            self._emit(
+                ErrorEvent(messages.history_unavailable(self._history_dir, exc), Source.HISTORY)
+            )
             conversation = Conversation(self._history_dir / "unsaved.jsonl", "unsaved", [])
             report = None
         else:
@@ -557,7 +570,7 @@ class Assistant:
         self._conversation = conversation  # before the event: listeners ask which it is
         self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
         if report is not None and report.notice:
-            self._emit(Notice(report.notice, "history"))
+            self._emit(Notice(report.notice, Source.HISTORY))
         return conversation
 
     async def _open(self, *, rebuild: frozenset[str]) -> None:
@@ -570,10 +583,12 @@ class Assistant:
             except Exception as exc:
                 log.exception("building the engines failed")
                 self._failure = messages.engines_unusable(exc)
-                self._emit(ErrorEvent(self._failure, "settings"))
+                self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         assert self._engines is not None
         player = await self._output.open(self._settings)
+        self.echo.configure(self._settings)
+        self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
@@ -601,7 +616,7 @@ class Assistant:
         except Exception as exc:
             log.warning("the session could not start listening: %s", exc)
             self._listening = False
-            self._emit(ErrorEvent(messages.not_listening(exc), "stt"))
+            self._emit(ErrorEvent(messages.not_listening(exc), Source.STT))
         if not self._input.running:
             await self._input.start(self._settings)
         self._set_ready(True)
@@ -631,6 +646,7 @@ class Assistant:
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False
+        self.echo.detach_output()
         if session is not None:
             # Still subscribed while closing, so a reply cut off here reaches the views too.
             with contextlib.suppress(Exception):
@@ -680,7 +696,7 @@ class Assistant:
         busy = self._device_task is not None and not self._device_task.done()
         if not wanted or busy or self._closed or self._ready_event is None:
             return
-        self._device_task = self.spawn(self._use_new_devices(wanted), "audio")
+        self._device_task = self.spawn(self._use_new_devices(wanted), Source.AUDIO)
 
     async def _use_new_devices(self, wanted: list[tuple[Kind, str]]) -> None:
         await self.wait_idle()  # never cut a reply short for it
@@ -688,12 +704,12 @@ class Assistant:
         for kind, label in wanted:
             ok = self._input.ok if kind == "input" else self._output.ok
             if ok:
-                self._emit(Notice(messages.devices_back(kind, label), "devices"))
+                self._emit(Notice(messages.devices_back(kind, label), Source.DEVICES))
 
     def _output_lost(self) -> None:
         if not self._closed:
             # A silent player takes over until Retry.
-            self.spawn(self._reopen(rebuild=frozenset()), "audio-output")
+            self.spawn(self._reopen(rebuild=frozenset()), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events
 
@@ -728,8 +744,12 @@ class Assistant:
     def _audio_changed(self) -> None:
         self._emit(AudioStatus(self._input.ok, self._output.ok))
 
+    def _echo_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_echo_uncertain(self.echo.uncertain)
+
     def _save(self) -> None:
         if self._persist:
             problem = app_settings.save(self._settings)
             if problem is not None:
-                self._emit(ErrorEvent(problem, "settings"))
+                self._emit(ErrorEvent(problem, Source.SETTINGS))

@@ -1,10 +1,12 @@
 """The audio chains: microphone → conversation, and conversation → speaker.
 
 ``AudioInput`` pumps the source's frames to a sink (the session's ``feed``) on the loop. It is
-the one place every captured frame passes through on its way to the conversation, so a stage
-that must see them all (an echo canceller, with the player's output as its reference) goes in
-``_pump``. ``AudioOutput`` opens the player and, when the device is missing, falls back to a
-silent virtual one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
+the one place every captured frame passes through on its way to the conversation. The echo
+canceller (``EchoControl``, with the player's output as its far end) gets each microphone
+before it starts and runs inside it, on the 16 kHz stream before frames are cut, so every
+frame the conversation sees is processed audio; ``_pump`` lets it report after each frame.
+``AudioOutput`` opens the player and, when the device is missing, falls back to a silent virtual
+one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
 with the sources ``audio-input``/``audio-output`` (a view offers Retry for those) and call
 ``on_change`` whenever whether they work may have changed.
 
@@ -19,13 +21,17 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from assistant.app import messages
 from assistant.audio.capture import AudioSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.config import Settings
-from assistant.events import AppEvent, ErrorEvent, Notice
+from assistant.events import AppEvent, ErrorEvent, Notice, Source
+
+if TYPE_CHECKING:
+    from assistant.app.echo import EchoControl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,8 @@ PlayerFactory = Callable[[Settings], Player]
 SourceFactory = Callable[[Settings], AudioSource | None]
 
 
-def _device(name: str) -> int | str | None:
+def device_id(name: str) -> int | str | None:
+    """A device setting as PortAudio takes it: None (the default), an index or a name."""
     name = name.strip()
     if not name:
         return None
@@ -42,11 +49,11 @@ def _device(name: str) -> int | str | None:
 
 
 def default_player(settings: Settings) -> Player:
-    return DevicePlayer(device=_device(settings.output_device))
+    return DevicePlayer(device=device_id(settings.output_device))
 
 
 def default_source(settings: Settings) -> AudioSource | None:
-    return MicrophoneCapture(device=_device(settings.input_device))
+    return MicrophoneCapture(device=device_id(settings.input_device))
 
 
 class AudioInput:
@@ -64,8 +71,10 @@ class AudioInput:
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None],
         on_end: Callable[[], None],
+        echo: EchoControl | None = None,
     ) -> None:
         self._factory = factory
+        self._echo = echo
         self._sink = sink
         self._emit = emit
         self._on_change = on_change
@@ -98,10 +107,12 @@ class AudioInput:
             if source is None:
                 log.warning("microphone unavailable: %s", exc)
                 self._set_ok(False)
-                self._emit(ErrorEvent(messages.no_input(exc), "audio-input"))
+                self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
                 return
             self.substituted = True
-            self._emit(Notice(messages.input_substituted(settings.input_device), "audio-input"))
+            self._emit(
+                Notice(messages.input_substituted(settings.input_device), Source.AUDIO_INPUT)
+            )
         if source is None:
             self._set_ok(False)
             return
@@ -115,9 +126,13 @@ class AudioInput:
         if source is None:
             return None
         source.on_error.append(self._lost)
+        if self._echo is not None:
+            self._echo.attach_input(source)
         try:
             await source.start()
         except BaseException:
+            if self._echo is not None:
+                self._echo.detach_input()
             with contextlib.suppress(Exception):
                 await source.stop()
             raise
@@ -126,6 +141,8 @@ class AudioInput:
     async def stop(self) -> None:
         source, self._source = self._source, None
         task, self._task = self._task, None
+        if self._echo is not None:
+            self._echo.detach_input()
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.stop()
@@ -142,20 +159,25 @@ class AudioInput:
 
     async def _pump(self, source: AudioSource) -> None:
         try:
+            echo = self._echo
             async for frame in source.frames():
                 await self._sink(frame)
+                if echo is not None:
+                    echo.poll()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("audio capture failed")
-            self._emit(ErrorEvent(messages.input_failed(exc), "audio-input"))
+            self._emit(ErrorEvent(messages.input_failed(exc), Source.AUDIO_INPUT))
         self._on_end()
         if self._source is source:
+            if self._echo is not None:
+                self._echo.detach_input()
             self._set_ok(False)
 
     def _lost(self, message: str) -> None:
         self._set_ok(False)
-        self._emit(ErrorEvent(messages.input_lost(message), "audio-input"))
+        self._emit(ErrorEvent(messages.input_lost(message), Source.AUDIO_INPUT))
 
     def _set_ok(self, ok: bool) -> None:
         self.ok = ok
@@ -195,12 +217,12 @@ class AudioOutput:
             if not isinstance(fallback, _Silent):
                 player, self.substituted = fallback, True
                 self._emit(
-                    Notice(messages.output_substituted(settings.output_device), "audio-output")
+                    Notice(messages.output_substituted(settings.output_device), Source.AUDIO_OUTPUT)
                 )
         self.ok = not isinstance(player, _Silent)
         self._on_change()
         if isinstance(player, _Silent):
-            self._emit(ErrorEvent(messages.no_output(player.reason), "audio-output"))
+            self._emit(ErrorEvent(messages.no_output(player.reason), Source.AUDIO_OUTPUT))
         else:
             # Not part of the Player protocol: only players on a real device can lose it.
             listeners = getattr(player, "on_error", None)
@@ -223,7 +245,7 @@ class AudioOutput:
     def _lost(self, message: str) -> None:
         self.ok = False
         self._on_change()
-        self._emit(ErrorEvent(messages.output_lost(message), "audio-output"))
+        self._emit(ErrorEvent(messages.output_lost(message), Source.AUDIO_OUTPUT))
         self._on_lost()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,15 +20,22 @@ from dataclasses import dataclass, field
 from assistant import secrets
 from assistant.app import messages
 from assistant.config import Settings
-from assistant.engines.base import LanguageModel, MissingKeyError, SpeechToText, TextToSpeech
+from assistant.engines.base import (
+    LanguageModel,
+    MissingKeyError,
+    SpeechToText,
+    TextToSpeech,
+    close_engine,
+)
 from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts
-from assistant.events import AppEvent, ErrorEvent, Loading
+from assistant.events import AppEvent, ErrorEvent, Loading, Source
 
 log = logging.getLogger(__name__)
 
 Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 #: The names the user sees for the three kinds, in the set's order (also ``Loading.component``).
 KINDS = ("speech recognition", "language model", "speech synthesis")
+KIND_SOURCES = dict(zip(KINDS, (Source.STT, Source.LLM, Source.TTS), strict=True))
 
 #: Language models whose tool calls come back as plain text rather than as calls: the embedded
 #: Qwen2.5-Coder models never emit their template's tool-call tags (they write the JSON, which
@@ -170,7 +176,7 @@ class EngineSet:
         except Exception as exc:
             log.warning("warming up %s failed: %s", kind, exc)
             emit(Loading(kind, 1.0, f"{kind} failed"))
-            emit(ErrorEvent(messages.engine_not_loaded(kind, exc), kind))
+            emit(ErrorEvent(messages.engine_not_loaded(kind, exc), KIND_SOURCES[kind]))
             return False
         emit(Loading(kind, 1.0, f"{kind.capitalize()} ready"))
         return True
@@ -191,7 +197,7 @@ class EngineSet:
                 if len(inside) > 1 and callable(set_aside):
                     set_aside(index, missing)  # the chain says which engine takes over
                 else:
-                    emit(ErrorEvent(messages.missing_key(kind, name), "settings"))
+                    emit(ErrorEvent(messages.missing_key(kind, name), Source.SETTINGS))
 
     def _attach_progress(self, emit: Callable[[AppEvent], None]) -> None:
         """Route engines' own progress reports to ``emit`` (once per set, on the current loop)."""
@@ -249,18 +255,3 @@ def _hook_progress(
 
             return [unhook]
     return []
-
-
-async def close_engine(engine: object) -> None:
-    """Release one engine, or every engine of a chain; failures are logged, not raised."""
-    for member in members(engine):
-        for name in ("aclose", "close"):
-            method = getattr(member, name, None)
-            if callable(method):
-                try:
-                    result = method()
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    log.debug("closing %s: %s", member, exc)
-                break

@@ -148,3 +148,11 @@ def output_substituted(setting: str) -> str:
 def devices_back(kind: str, label: str) -> str:
     what = "microphone" if kind == "input" else "speaker"
     return f"The {what} {label} is connected: Parley uses it now."
+
+
+def echo_unavailable(reason: str) -> str:
+    return (
+        f"Echo cancellation is not available on this computer ({reason}). Hands-free still "
+        "works, but use headphones: on speakers Parley waits for your words before it stops "
+        "talking."
+    )

@@ -93,6 +93,42 @@ def list_devices() -> list[DeviceInfo]:
     return out
 
 
+_HEADSET = re.compile(
+    r"head(set|phone)|earphone|earbud|ear-?piece|in-?ear|airpods|buds\b|hands-?free|\bhfp\b"
+    r"|\bhsp\b|\bbt\b|bluetooth|jabra|plantronics|poly\b|sennheiser|steelseries|hyperx|arctis",
+    re.IGNORECASE,
+)
+
+
+def looks_like_headset(name: str) -> bool:
+    """The output device's name suggests a headset or headphones (no speaker in the room)."""
+    return bool(_HEADSET.search(name))
+
+
+def output_name(device: object = None) -> str:
+    """The name of an output device (the default one for None); "" when it cannot be told.
+
+    A sound server's device (a ``pulse:`` setting, or the default while a server answers) is
+    named by its description, which says what it is ("USB Headset Analog Stereo").
+    """
+    chosen = pulse_devices.server_name(device) if isinstance(device, str) else None
+    if chosen is not None or device is None or device == "":
+        served = pulse_devices.list_devices()
+        if served is not None:
+            sinks = [d for d in served if d.kind == "output"]
+            match_ = [d for d in sinks if (d.name == chosen if chosen else d.is_default)]
+            if match_:
+                return match_[0].description
+    outputs = [d for d in list_devices() if d.outputs > 0]
+    if isinstance(device, int):
+        match = [d for d in outputs if d.index == device]
+    elif isinstance(device, str) and device:
+        match = [d for d in outputs if device.lower() in d.name.lower()]
+    else:
+        match = [d for d in outputs if d.is_default_output]
+    return match[0].name if match else ""
+
+
 def has_input_device() -> bool:
     return any(d.inputs > 0 for d in list_devices())
 

@@ -31,8 +31,12 @@ from assistant.emitter import Emitter
 from assistant.engines.base import (
     ChatRequest,
     EngineError,
+    EngineNotice,
+    FellBack,
     LanguageModel,
     Message,
+    Recovered,
+    ReportsFallback,
     SpeechToText,
     TextToSpeech,
 )
@@ -45,6 +49,7 @@ from assistant.events import (
     Notice,
     PartialTranscript,
     SessionEvent,
+    Source,
     State,
     StateChanged,
     TurnWithdrawn,
@@ -90,6 +95,9 @@ from assistant.types import FRAME_SAMPLES, AudioFrame
 log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL = 0.05
+#: How long after a reply stopped playing its echo may still be heard (the longest echo path
+#: plus a room's reverberation).
+ECHO_TAIL = 1.0
 Offload = Callable[..., Awaitable[Any]]
 
 
@@ -156,14 +164,17 @@ class Session:
             next_turn_id=conversation.next_turn_id,
             reply_turn=self._reply_turn,
             now=clock.now,
+            own_speech=self._own_speech,
         )
+        #: (text, when its playback ended) of the last reply heard, for its echo tail.
+        self._last_heard: tuple[str, float] | None = None
         self._transcription = Transcription(
             stt,
             language=lambda: self.settings.language,
             clock=clock,
             on_partial=self._on_partial,
             on_endpoint=self._on_engine_endpoint,
-            on_error=lambda message: self.emit(ErrorEvent(message, "stt")),
+            on_error=lambda message: self.emit(ErrorEvent(message, Source.STT)),
         )
         self._recorder = TurnRecorder(self.emit, offload)
         self._prefiller = Prefiller(
@@ -183,13 +194,12 @@ class Session:
         self._level_at = float("-inf")
         player.on_playback_started.append(self._on_playback_started)
         player.on_playback_finished.append(self._on_playback_finished)
-        for engine in (stt, llm, tts):
-            listeners = getattr(engine, "on_fallback", None)
-            if isinstance(listeners, list):
-                listeners.append(self._on_fallback)
-            recovered = getattr(engine, "on_recovered", None)
-            if isinstance(recovered, list):
-                recovered.append(self._on_recovered)
+        #: Undoes the subscriptions to engines, which outlive the session.
+        self._unsubscribe = [
+            engine.notices.subscribe(self.on_engine_notice)
+            for engine in (stt, llm, tts)
+            if isinstance(engine, ReportsFallback)
+        ]
 
     # ------------------------------------------------------------------------------- events, state
 
@@ -273,6 +283,8 @@ class Session:
         await asyncio.gather(*tasks, *self._saving, self._prefiller.wait(), return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self._sync()
 
     async def wait_idle(self, timeout: float | None = None) -> None:
@@ -324,7 +336,7 @@ class Session:
             await self._feed(frame)
         except Exception as exc:
             log.exception("handling an audio frame failed")
-            self.emit(ErrorEvent(f"Audio processing failed: {exc}", "audio"))
+            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
 
     async def _feed(self, frame: AudioFrame) -> None:
         if frame.t - self._level_at >= LEVEL_INTERVAL:
@@ -336,7 +348,8 @@ class Session:
         self._preroll.append(frame)
         while len(self._preroll) > self._preroll_frames():
             self._preroll.popleft()
-        event = self._detection.process(frame, probability)
+        over_reply = self._reply_turn() is not None and not self._tracker.echo_uncertain
+        event = self._detection.process(frame, probability, over_reply=over_reply)
         if event is not None:
             self._on_turn_event(event, explicit=False)
         utterance = self._tracker.utterance
@@ -368,9 +381,32 @@ class Session:
             utterance.last_frame_t = frame.t
             await stt.push(frame.pcm)
         except EngineError as exc:
-            self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
+            self.emit(
+                ErrorEvent(f"Speech recognition failed: {exc}", Source.STT, utterance.turn_id)
+            )
             if self._tracker.utterance is utterance:
                 self._apply(self._tracker.drop_open())
+
+    @property
+    def echo_uncertain(self) -> bool:
+        return self._tracker.echo_uncertain
+
+    def set_echo_uncertain(self, uncertain: bool) -> None:
+        """The input chain does (not) know that the assistant's voice is cancelled from the
+        microphone; while it does not, barge-in needs words the assistant did not say."""
+        self._tracker.echo_uncertain = uncertain
+
+    def _own_speech(self) -> str:
+        """What the assistant said that may still come back through the microphone: the reply
+        in flight, and the last one heard if it ended less than ``ECHO_TAIL`` seconds ago."""
+        texts = []
+        last = self._last_heard
+        if last is not None and self.clock.now() - last[1] <= ECHO_TAIL:
+            texts.append(last[0])
+        for reply in (*self._finishing, self._reply):
+            if reply is not None:
+                texts.append(reply.generation.text)
+        return " ".join(t for t in texts if t)
 
     def end_of_input(self) -> None:
         """The audio source ended (a file ran out, a microphone closed): end an open turn."""
@@ -470,7 +506,7 @@ class Session:
                 if isinstance(exc, TimeoutError)
                 else f"Speech recognition failed: {exc}"
             )
-            self.emit(ErrorEvent(message, "stt"))
+            self.emit(ErrorEvent(message, Source.STT))
             self._sync()
             return
         utterance.timeline.mark("stt_final")
@@ -591,6 +627,8 @@ class Session:
     def _on_reply_finished(self, reply: Reply, record: TurnRecord) -> None:
         if self._reply is reply:
             self._reply = None
+        if reply.generation.text:
+            self._last_heard = (reply.generation.text, self.clock.now())
         self._finishing.append(reply)
         task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
         self._saving.add(task)
@@ -644,13 +682,16 @@ class Session:
         # Ids keep growing: the player treats lower ids as stale audio.
         self._tracker.keep_ids_above(conversation.next_turn_id)
 
-    def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
-        self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
-        if self._reply is not None:
-            self.emit(Activity(Doing.SWITCHING, nxt, turn_id=self._reply.turn_id))
+    def on_engine_notice(self, notice: EngineNotice) -> None:
+        """An engine chain switched members: tell the user (once per switch)."""
+        match notice:
+            case FellBack(kind, failed, replacement, reason):
+                text = f"{failed} failed ({reason}); using {replacement} instead."
+                self.emit(Notice(text, Source(kind)))
+                if self._reply is not None:  # the wait goes on with the next engine
+                    self.emit(Activity(Doing.SWITCHING, replacement, turn_id=self._reply.turn_id))
+            case Recovered(kind, name):
+                self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
 
-    def _on_recovered(self, kind: str, name: str) -> None:
-        self.emit(Notice(f"{name} works again; using it from now on.", kind))
-
-    def notice(self, message: str, source: str = "") -> None:
+    def notice(self, message: str, source: Source = Source.NONE) -> None:
         self.emit(Notice(message, source))
