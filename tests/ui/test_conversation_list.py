@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 from assistant.app import Assistant
 from assistant.history import HistoryStore, TurnRecord
 from tests.ui.helpers import (
+    PATIENCE,
     finished_turns,
     run,
     show_window,
@@ -65,7 +66,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path
 
     async def first_run() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assert assistant.conversation_id == soup  # the latest is continued
         assert listing.ids() == [soup, cats, trip]
         assert listing.titles() == ["Soup recipe", "Name my cat", "Plan a trip to Lisbon"]
@@ -82,7 +83,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path
         assert assistant.conversation_id == trip
         assert window.conversation.plain_text().startswith("You: Plan a trip to Lisbon")
         assert assistant.submit_text("And the food?")
-        await until(lambda: finished, timeout=8, what="the new turn")
+        await until(lambda: finished, what="the new turn")
         assert listing.ids()[0] == trip  # the most recently used comes first
         assert window.timeline.view.rows[-1][0] == 3  # numbered within this conversation
 
@@ -106,7 +107,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path
         assert listing.export(markdown, trip) and listing.export(data, trip)
         await assistant.close()
 
-    run(qloop, first_run(), 20)
+    run(qloop, first_run(), 4 * PATIENCE)
     window.close()
     assert "**You:** And the food?" in markdown.read_text()
     turns = json.loads(data.read_text())["turns"]
@@ -124,7 +125,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path
         assert [t.user_text for t in again.conversation.turns][-1] == "And the food?"
         await again.close()
 
-    run(qloop, second_run(), 10)
+    run(qloop, second_run(), 4 * PATIENCE)
 
 
 def test_deleting_the_current_conversation_starts_a_new_one_and_undo_reopens_it(
@@ -146,7 +147,7 @@ def test_deleting_the_current_conversation_starts_a_new_one_and_undo_reopens_it(
         assert window.conversation.plain_text().startswith("You: Keep me")
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)
 
 
 def test_turn_numbers_start_at_one_in_each_conversation(qtbot, qloop, assistants, tmp_path):
@@ -155,16 +156,16 @@ def test_turn_numbers_start_at_one_in_each_conversation(qtbot, qloop, assistants
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         for n, text in enumerate(("One", "Two"), 1):
             assistant.submit_text(text)
-            await until(lambda n=n: len(finished) == n, timeout=8, what="a turn")
+            await until(lambda n=n: len(finished) == n, what="a turn")
         assistant.new_conversation()
         assistant.submit_text("Three")
-        await until(lambda: len(finished) == 3, timeout=8, what="a turn")
+        await until(lambda: len(finished) == 3, what="a turn")
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert finished[-1].turn_id == 3  # ids keep growing (the player relies on it)...
     assert [n for n, _ in window.timeline.view.rows] == [1]  # ...the shown number does not
     assert "reply time" in window.conversation.assistant_bubble(3).meta.text()

@@ -15,6 +15,7 @@ from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
 from assistant.events import DevicesChanged, Notice
 from tests.ui.helpers import (
+    PATIENCE,
     collect,
     noise_source,
     run,
@@ -57,7 +58,7 @@ def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistan
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         await until(lambda: machine.looks >= 1, what="the first look")
         assert not assistant.microphone_ok
         assert "No microphone" in window.hint_label.text()
@@ -73,7 +74,7 @@ def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistan
         await assistant.refresh_devices()
         assert changes and changes[-1].devices.inputs == (HEADSET,)
         assert dialog.input_combo.findData(HEADSET.key) > 0  # the open dialog follows
-        await until(lambda: assistant.microphone_ok, timeout=8, what="the microphone to be used")
+        await until(lambda: assistant.microphone_ok, what="the microphone to be used")
         assert any("USB Headset is connected" in n.message for n in notices)
         assert "No microphone" not in window.hint_label.text()
         # Chosen by name, then unplugged: it stays chosen, marked as not connected.
@@ -89,7 +90,7 @@ def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistan
         dialog.reject()
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
 
 
 def test_the_watch_looks_again_on_its_timer():

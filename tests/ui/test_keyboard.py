@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from assistant.events import SettingsApplied
-from tests.ui.helpers import collect, fake_settings, run, show_window, until
+from tests.ui.helpers import PATIENCE, collect, fake_settings, run, show_window, until
 from ui.main_window import MainWindow
 from ui.settings_dialog import SettingsDialog
 
@@ -154,7 +154,7 @@ def test_shortcuts_and_enter_on_a_focused_button(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         shortcut(window, "Ctrl+Shift+H")
         assert assistant.turn_mode == "vad" and window.hands_free_button.isChecked()
         shortcut(window, "Ctrl+Shift+H")
@@ -173,14 +173,14 @@ def test_shortcuts_and_enter_on_a_focused_button(qtbot, qloop, assistants):
         await until(lambda: assistant.state.value == "thinking", what="thinking")
         shortcut(window, "Ctrl+.")
         await until(lambda: assistant.state.value != "thinking", what="stopped")
-        await assistant.wait_idle(5)
+        await assistant.wait_idle(PATIENCE)
         window.new_button.setFocus()
         press(window.new_button, Qt.Key.Key_Return)  # Enter presses the focused button
         await until(lambda: assistant.conversation_id != first, what="a new conversation")
         shortcut(window, "Ctrl+N")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
 
 
 def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
@@ -191,7 +191,7 @@ def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         window.hands_free_button.setFocus()
         QApplication.sendEvent(
             window.hands_free_button,
@@ -206,7 +206,7 @@ def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
             ),
         )
         await until(lambda: assistant.state.value != "user_speaking", what="released")
-        await assistant.wait_idle(8)
+        await assistant.wait_idle(PATIENCE)
         window.ptt_button.setFocus()
         QApplication.sendEvent(
             window.ptt_button,
@@ -220,7 +220,7 @@ def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
         await until(lambda: assistant.state.value != "user_speaking", what="released")
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
 
 
 def test_settings_open_again_after_ok_cancel_and_escape(qtbot, qloop, assistants):
@@ -230,7 +230,7 @@ def test_settings_open_again_after_ok_cancel_and_escape(qtbot, qloop, assistants
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         seen: list[SettingsDialog] = []
         # 1: the gear, then OK.
         window.settings_button.click()
@@ -261,7 +261,7 @@ def test_settings_open_again_after_ok_cancel_and_escape(qtbot, qloop, assistants
         await until(lambda: len(applied) == 2, what="the second change applied")
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert assistant.settings.system_prompt == "Be very brief."
 
 
@@ -271,7 +271,7 @@ def test_tray_shows_the_state_and_the_system_wide_key(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assert window.tray.tooltip.startswith("Parley — Ready")
         assert "System-wide talk key: off" in window.tray.tooltip
         window.tray.hands_free_action.trigger()
@@ -283,4 +283,4 @@ def test_tray_shows_the_state_and_the_system_wide_key(qtbot, qloop, assistants):
         assert window.isVisible()
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)

@@ -13,6 +13,7 @@ from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.engines.openai.factories import KeyedChatLLM
 from assistant.events import ErrorEvent, Notice, TurnFinished
 from tests.ui.helpers import (
+    PATIENCE,
     collect,
     fake_settings,
     run,
@@ -52,15 +53,15 @@ def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         # Told before any question, with the place to add the key.
         (told,) = [n.message for n in notices if "no API key" in n.message]
         assert "Settings → API keys → OpenAI" in told and "using fake instead" in told
         assert assistant.submit_text("Hello?")
-        await until(lambda: finished, timeout=5, what="the answer")
+        await until(lambda: finished, what="the answer")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert finished[0].turn.assistant_text.startswith("You asked: Hello")
     assert finished[0].turn.error is None and errors == []
     assert len(offline.requests) == 1  # the offline engine answered the first question
@@ -91,10 +92,10 @@ def test_missing_key_without_a_fallback_is_an_error_at_start(qtbot, qloop, assis
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)
     (error,) = [e for e in errors if "API key" in e.message]
     assert error.source == "settings"
     assert error.message.startswith("OpenAI (language model) has no API key")

@@ -11,6 +11,7 @@ import pytest
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import Activity, Doing, Notice
 from tests.ui.helpers import (
+    PATIENCE,
     collect,
     fake_settings,
     run,
@@ -52,7 +53,7 @@ def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop, as
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assert len(LONG_MESSAGE) > 5000
         window.message_box.setText(LONG_MESSAGE)
         window.send_button.click()
@@ -60,12 +61,12 @@ def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop, as
         assert window.indicator.state == "thinking"
         await asyncio.sleep(1.1)  # the pill counts the seconds
         await until(lambda: window.indicator.text.endswith(" s"), what="elapsed time")
-        await assistant.wait_idle(10)
+        await assistant.wait_idle(PATIENCE)
         assert window.indicator.text == "Ready"
         assert any("long message" in m for m in window.banners.messages())
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert activities[0].doing is Doing.READING
     (long,) = [n.message for n in notices if "long message" in n.message]
     assert "5," in long and "takes about" in long
@@ -84,12 +85,12 @@ def test_thinking_and_calling_a_tool_are_shown(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assistant.submit_text("What is six times seven?")
-        await assistant.wait_idle(10)
+        await assistant.wait_idle(PATIENCE)
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
     kinds = [(a.doing, a.detail) for a in activities]
     assert kinds[:3] == [(Doing.THINKING, ""), (Doing.TOOL, "calculate"), (Doing.THINKING, "")]
     assert "Calling calculate…" in labels and "Thinking…" in labels
@@ -108,7 +109,7 @@ def test_switching_engines_after_a_change_of_settings(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         slow = asyncio.Event()
         voices.append(GatedTTS(slow))
         changed = copy.deepcopy(assistant.settings)
@@ -121,4 +122,4 @@ def test_switching_engines_after_a_change_of_settings(qtbot, qloop, assistants):
         await until(lambda: window.indicator.text == "Ready", what="ready again")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
