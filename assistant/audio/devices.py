@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from assistant.audio import pulse_devices
 from assistant.engines.base import EngineUnavailable
+from assistant.environment import temporarily
 
 log = logging.getLogger(__name__)
 
@@ -274,20 +273,6 @@ def _portaudio_target(kind: Kind, device: object) -> tuple[object, dict[str, str
     return device, {}
 
 
-@contextmanager
-def _environment(changes: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _unavailable(kind: Kind, error: Exception, device: object) -> EngineUnavailable:
     return EngineUnavailable(
         describe_missing(kind, error, device), engine=f"audio-{kind}", retryable=False
@@ -321,7 +306,7 @@ def start_stream(kind: Kind, device: object, factory: Callable[..., Any], **opti
     target, env = _portaudio_target(kind, device)
     try:
         with _streams_lock:  # PortAudio does not restart while a stream is being opened
-            with _environment(env):
+            with temporarily(env):
                 stream = factory(device=target, **options)
             _open_streams.add(id(stream))
         stream.start()
