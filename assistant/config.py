@@ -104,7 +104,10 @@ class Settings:
     tts: str = "local"
     #: When a chosen cloud engine fails before producing output, try the local one.
     fallback_to_local: bool = True
+    #: The language spoken and answered in (BCP-47-ish: "en", "en-GB", "fr").
     language: str = "en"
+    #: Answer in the language each utterance is spoken in (detected, ``language`` first).
+    detect_language: bool = False
     voice: str = ""
     turn_mode: TurnMode = "ptt"
     vad: VadSettings = field(default_factory=VadSettings)
@@ -124,6 +127,8 @@ class Settings:
     local_llm_model: str = "qwen2.5-coder-1.5b"
     hotkey: str = "Space"
     global_hotkey: bool = False
+    #: Start with only the tray icon showing (where the system has a tray).
+    start_in_tray: bool = False
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
 
     def endpoint(self, provider: str) -> str:

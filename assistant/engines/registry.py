@@ -8,6 +8,7 @@ producing output fall back to the local engine of the same kind when the setting
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -77,6 +78,21 @@ def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str)
     return names
 
 
+def build_stt(settings: Settings) -> FallbackSTT:
+    names = chain_names(settings.stt, settings, STT_FACTORIES, "speech-to-text")
+    return FallbackSTT([make_stt(n, settings) for n in names])
+
+
+def build_llm(settings: Settings) -> FallbackLLM:
+    names = chain_names(settings.llm, settings, LLM_FACTORIES, "language model")
+    return FallbackLLM([make_llm(n, settings) for n in names])
+
+
+def build_tts(settings: Settings) -> FallbackTTS:
+    names = chain_names(settings.tts, settings, TTS_FACTORIES, "text-to-speech")
+    return FallbackTTS([make_tts(n, settings) for n in names])
+
+
 def build_engines(
     settings: Settings,
     *,
@@ -85,11 +101,7 @@ def build_engines(
     tts: str | None = None,
 ) -> tuple[FallbackSTT, FallbackLLM, FallbackTTS]:
     """The three engine chains for the given names (default: the settings' choices)."""
-    stt_names = chain_names(stt or settings.stt, settings, STT_FACTORIES, "speech-to-text")
-    llm_names = chain_names(llm or settings.llm, settings, LLM_FACTORIES, "language model")
-    tts_names = chain_names(tts or settings.tts, settings, TTS_FACTORIES, "text-to-speech")
-    return (
-        FallbackSTT([make_stt(n, settings) for n in stt_names]),
-        FallbackLLM([make_llm(n, settings) for n in llm_names]),
-        FallbackTTS([make_tts(n, settings) for n in tts_names]),
+    chosen = dataclasses.replace(
+        settings, stt=stt or settings.stt, llm=llm or settings.llm, tts=tts or settings.tts
     )
+    return build_stt(chosen), build_llm(chosen), build_tts(chosen)
