@@ -57,6 +57,8 @@ ENGINE_NAMES: dict[str, str] = {
     "deepgram": "Deepgram",
     "elevenlabs": "ElevenLabs",
     "async": "Async",
+    "anthropic": "Anthropic Claude",
+    "assemblyai-gateway": "AssemblyAI LLM Gateway",
     "fake": "Test engine (scripted, no real speech)",
 }
 PROVIDER_NAMES: dict[str, str] = {

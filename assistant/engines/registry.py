@@ -26,6 +26,8 @@ LLM_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_llm",
     "openai": "assistant.engines.openai.factories:make_llm",
     "openai_compatible": "assistant.engines.openai.factories:make_compatible_llm",
+    "anthropic": "assistant.engines.claude:make_llm",
+    "assemblyai-gateway": "assistant.engines.assemblyai_gateway:make_llm",
     "fake": "assistant.engines.fake:make_llm",
 }
 TTS_FACTORIES: dict[str, str] = {
