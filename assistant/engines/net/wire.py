@@ -200,6 +200,8 @@ class WireDriver[E]:
             async with asyncio.timeout(self.policy.first_message_timeout):
                 while True:
                     wire.receive(await ws.recv(), self._loop.time())
+                    for item in wire.data_to_send():  # the wire's answers during the handshake
+                        await ws.send(item.data)
                     events = wire.events_received()
                     for event in events:
                         if isinstance(event, Failed):
