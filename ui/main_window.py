@@ -42,7 +42,7 @@ from ui.settings_dialog import SettingsDialog
 from ui.timeline_view import TimelinePanel
 
 AUDIO_SOURCES = (Source.AUDIO, Source.AUDIO_INPUT, Source.AUDIO_OUTPUT)
-SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS)
+SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS, Source.S2S)
 
 
 class MainWindow(QMainWindow):
@@ -331,9 +331,8 @@ class MainWindow(QMainWindow):
         self.banners.show_message(message, "error", action)
 
     def show_notice(self, message: str, source: str = "") -> None:
-        kind = (
-            "warning" if source in (Source.HISTORY, Source.STT, Source.LLM, Source.TTS) else "info"
-        )
+        engines = (Source.STT, Source.LLM, Source.TTS, Source.S2S)
+        kind = "warning" if source in (Source.HISTORY, *engines) else "info"
         self.banners.show_message(message, kind, timeout_ms=8000 if kind == "info" else None)
 
     def _open_settings_from_banner(self) -> None:

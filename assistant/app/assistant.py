@@ -32,7 +32,13 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
-from assistant.app.engines import Engines, EngineSet, close_engine
+from assistant.app.engines import (
+    AgentEngineSet,
+    Engines,
+    EngineSet,
+    build_engine_set,
+    close_engine,
+)
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio.frames import AudioFrame
@@ -57,11 +63,12 @@ from assistant.events import (
 )
 from assistant.history import Conversation, HistoryStore
 from assistant.session import Session
+from assistant.session.s2s import SpeechSession
 from assistant.tools import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], EngineSet | Engines]
+EngineFactory = Callable[[Settings], EngineSet | AgentEngineSet | Engines]
 
 
 class Assistant:
@@ -94,7 +101,7 @@ class Assistant:
             settings, self._startup_notice = app_settings.load()
         self._settings = settings
         self._history_dir = history_dir or config.data_dir() / "conversations"
-        self._engine_factory: EngineFactory = engine_factory or EngineSet.build
+        self._engine_factory: EngineFactory = engine_factory or build_engine_set
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
         #: The tools the language model may call (the same in every front end), offered to
@@ -116,8 +123,8 @@ class Assistant:
         )
         self._store: HistoryStore | None = None
         self._conversation: Conversation | None = None
-        self._engines: EngineSet | None = None
-        self._session: Session | None = None
+        self._engines: EngineSet | AgentEngineSet | None = None
+        self._session: Session | SpeechSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -139,7 +146,7 @@ class Assistant:
         return self._settings
 
     @property
-    def session(self) -> Session | None:
+    def session(self) -> Session | SpeechSession | None:
         return self._session
 
     @property
@@ -147,12 +154,13 @@ class Assistant:
         return self._conversation
 
     @property
-    def engines(self) -> EngineSet | None:
+    def engines(self) -> EngineSet | AgentEngineSet | None:
         return self._engines
 
     @property
     def tts(self) -> TextToSpeech | None:
-        return self._engines.tts if self._engines else None
+        """The chained pipeline's voice (None with a speech-to-speech engine)."""
+        return self._engines.tts if isinstance(self._engines, EngineSet) else None
 
     @property
     def ready(self) -> bool:
@@ -357,10 +365,23 @@ class Assistant:
 
     # ------------------------------------------------------------------------ the conversation
 
-    def _make_session(self, engines: EngineSet, player: Player) -> Session:
-        """The one place a Session is built."""
+    def _make_session(
+        self, engines: EngineSet | AgentEngineSet, player: Player
+    ) -> Session | SpeechSession:
+        """The one place a session is built (a ``SpeechSession`` for a speech-to-speech
+        engine)."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
+        if isinstance(engines, AgentEngineSet):
+            return SpeechSession(
+                engine=engines.s2s,
+                player=player,
+                conversation=self._conversation,
+                settings=self._settings,
+                vad=self._vad_factory(self._settings) if hands_free else None,
+                tools=self.tools,
+                turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            )
         return Session(
             stt=engines.stt,
             llm=engines.llm,
@@ -405,7 +426,8 @@ class Assistant:
         if rebuild_engines or self._engines is None:
             await self._close_engines()
             try:
-                self._engines = EngineSet.of(self._engine_factory(self._settings))
+                built = self._engine_factory(self._settings)
+                self._engines = built if isinstance(built, AgentEngineSet) else EngineSet.of(built)
                 self._failure = None
             except Exception as exc:
                 log.exception("building the engines failed")
@@ -418,7 +440,7 @@ class Assistant:
         self._session = session
         self._warm_task = asyncio.ensure_future(self._warm_and_start(session, rebuild_engines))
 
-    async def _warm_and_start(self, session: Session, rebuilt: bool) -> None:
+    async def _warm_and_start(self, session: Session | SpeechSession, rebuilt: bool) -> None:
         assert self._engines is not None
         await self._engines.warm_up(self._emit, announce=rebuilt)
         if self._session is not session:

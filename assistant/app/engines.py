@@ -1,4 +1,6 @@
-"""The engine set: one speech-to-text, one language model and one text-to-speech chain.
+"""The engines a conversation runs on: one speech-to-text, one language model and one
+text-to-speech chain (``EngineSet``), or one speech-to-speech engine (``AgentEngineSet``), as
+``Settings.pipeline`` says (``build_engine_set``).
 
 Warming up reports progress as ``Loading`` events (engines may report from worker threads; the
 events reach the loop first) and a failure as an ``ErrorEvent`` rather than an exception, so a
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field
 from assistant.app import messages
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech, close_engine
-from assistant.engines.registry import build_engines
+from assistant.engines.registry import build_engines, make_s2s
+from assistant.engines.s2s import SpeechToSpeech
 from assistant.events import AppEvent, ErrorEvent, Loading, Source
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,9 @@ def engine_key(settings: Settings) -> tuple[object, ...]:
     """The settings whose change needs new engines (and a new warm-up)."""
     providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
     return (
+        settings.pipeline,
+        settings.s2s.engine,
+        settings.s2s.model,
         settings.stt,
         settings.llm,
         settings.tts,
@@ -179,3 +185,45 @@ def _hook_progress(
 
             return [unhook]
     return []
+
+
+#: The name the user sees for a speech-to-speech engine (also ``Loading.component``).
+S2S_KIND = "speech to speech"
+
+
+@dataclass(eq=False)
+class AgentEngineSet:
+    """One speech-to-speech engine: it hears, answers and speaks (``Settings.pipeline`` is
+    ``"s2s"``). Tools go to it natively."""
+
+    s2s: SpeechToSpeech
+    owned: bool = True
+    calls_tools = True
+
+    async def warm_up(self, emit: Callable[[AppEvent], None], *, announce: bool = True) -> bool:
+        """Check the engine (its key); ``Loading`` progress and an ``ErrorEvent`` as for the
+        chained set."""
+        if announce:
+            emit(Loading(S2S_KIND, 0.0, f"Loading {S2S_KIND}…"))
+        try:
+            await self.s2s.warm_up()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("warming up %s failed: %s", S2S_KIND, exc)
+            emit(Loading(S2S_KIND, 1.0, f"{S2S_KIND} failed"))
+            emit(ErrorEvent(messages.engine_not_loaded(S2S_KIND, exc), Source.S2S))
+            return False
+        emit(Loading(S2S_KIND, 1.0, "Speech to speech ready"))
+        return True
+
+    async def aclose(self) -> None:
+        if self.owned:
+            await close_engine(self.s2s)
+
+
+def build_engine_set(settings: Settings) -> EngineSet | AgentEngineSet:
+    """The engines the settings name: the chained set, or the speech-to-speech engine."""
+    if settings.pipeline == "s2s":
+        return AgentEngineSet(make_s2s(settings.s2s.engine, settings))
+    return EngineSet.build(settings)

@@ -1,9 +1,10 @@
 """Engine names → engine objects, wrapped in fallback chains.
 
-The names are the ones used by ``--stt/--llm/--tts`` and in settings. Each name points at a
-factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only when used so
-that a missing optional dependency affects only its own engine. Cloud engines that fail before
-producing output fall back to the local engine of the same kind when the settings allow.
+The names are the ones used by ``--stt/--llm/--tts`` and ``--s2s``, and in settings. Each name
+points at a factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only
+when used so that a missing optional dependency affects only its own engine. Cloud engines that
+fail before producing output fall back to the local engine of the same kind when the settings
+allow.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
+from assistant.engines.s2s import SpeechToSpeech
 
 STT_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_stt",
@@ -36,6 +38,13 @@ TTS_FACTORIES: dict[str, str] = {
     "elevenlabs": "assistant.engines.elevenlabs:make_tts",
     "async": "assistant.engines.asyncai:make_tts",
     "fake": "assistant.engines.fake:make_tts",
+}
+#: Speech-to-speech engines (``--s2s``; ``Settings.pipeline == "s2s"``). They have no fallback
+#: chain: a provider that hears and speaks cannot hand a turn to another midway.
+S2S_FACTORIES: dict[str, str] = {
+    "openai-realtime": "assistant.engines.openai.agent:make_s2s",
+    "assemblyai-agent": "assistant.engines.assemblyai_agent:make_s2s",
+    "fake": "assistant.engines.fake_agent:make_s2s",
 }
 _OFFLINE = ("local", "fake")
 
@@ -66,6 +75,11 @@ def make_llm(name: str, settings: Settings) -> LanguageModel:
 
 def make_tts(name: str, settings: Settings) -> TextToSpeech:
     engine: TextToSpeech = _make("text-to-speech", TTS_FACTORIES, name, settings)
+    return engine
+
+
+def make_s2s(name: str, settings: Settings) -> SpeechToSpeech:
+    engine: SpeechToSpeech = _make("speech-to-speech", S2S_FACTORIES, name, settings)
     return engine
 
 

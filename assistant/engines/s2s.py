@@ -153,7 +153,8 @@ AgentEvent = (
 
 @dataclass(frozen=True, slots=True)
 class Heard:
-    """How much of one reply item the user heard: ``heard`` of its ``duration`` seconds."""
+    """How much of one reply item the user heard: ``heard`` of the ``duration`` seconds
+    received so far (0: none of it; the item may still be growing)."""
 
     item: str
     heard: float

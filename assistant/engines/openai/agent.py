@@ -266,8 +266,9 @@ class RealtimeAgentWire(AgentWire):
                 out.append(
                     Outgoing.json({"type": "conversation.item.delete", "item_id": item.item})
                 )
-            elif item.heard < item.duration:
-                # Whole milliseconds, never past the end of the item's audio.
+            else:
+                # Even an item played to its end so far: more of it may be on the way. Whole
+                # milliseconds, never past the end of the item's audio.
                 end_ms = min(int(item.heard * 1000), int(item.duration * 1000))
                 truncate = {"type": "conversation.item.truncate", "item_id": item.item}
                 out.append(Outgoing.json({**truncate, "content_index": 0, "audio_end_ms": end_ms}))
