@@ -57,6 +57,7 @@ from assistant.engines.net.errors import (
 )
 from assistant.engines.net.messages import integer, obj, text
 from assistant.engines.net.redact import describe
+from assistant.engines.openai.chat import resend_budget
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +383,7 @@ class ClaudeLLM:
         deadline = asyncio.get_running_loop().time() + self.timeout_first_token
         try:
             async with asyncio.timeout_at(deadline):
-                stream = await client.messages.create(**body, stream=True)
+                stream = await self._open(client, body)
             async with stream:
                 opened = True
                 events = aiter(stream)
@@ -412,6 +413,23 @@ class ClaudeLLM:
             ) from None
         if not reader.finished:
             raise SERVICE.error(f": the answer from {self.base_url} ended before it was complete.")
+
+
+    async def _open(self, client: anthropic.AsyncAnthropic, body: dict[str, Any]) -> Any:
+        """Send the request; a pooled connection closed just as it was reused is tried once
+        more (the request never reached the server)."""
+        budget = resend_budget()
+        while True:
+            try:
+                return await client.messages.create(**body, stream=True)
+            except anthropic.APITimeoutError:
+                raise
+            except anthropic.APIConnectionError as err:
+                error = map_error(err, self.base_url, self.model, opened=False)
+                delay = budget.next_delay(error)
+                if delay is None:
+                    raise error from None
+                await asyncio.sleep(delay)
 
 
 def make_llm(settings: Settings) -> ClaudeLLM:

@@ -209,7 +209,7 @@ class FakeVoiceAgent(FakeWebsocketServer):
             return "close"
         state.session = session
         await self._send(state.ws, {"type": "session.ready", "session_id": sid})
-        return ""
+        return "" if await self._accepted(state.ws) else "close"
 
     # ------------------------------------------------------------------------------ turns
 

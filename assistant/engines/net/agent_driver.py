@@ -382,3 +382,6 @@ class AgentEngine:
     async def warm_up(self) -> None:
         """Check that a key is set (the session itself opens with the conversation)."""
         secrets.require_key(self.provider)
+
+    async def aclose(self) -> None:
+        """Nothing is held between sessions (each session closes its own socket)."""

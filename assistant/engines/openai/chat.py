@@ -39,7 +39,7 @@ from assistant.engines.net.redact import describe
 from assistant.engines.net.retry import Backoff, RetryBudget
 
 
-def _resend_budget() -> RetryBudget:
+def resend_budget() -> RetryBudget:
     """A pooled keep-alive connection can be closed by the server just as it is reused; the
     request never reached the server then, so it is sent again at once, once. Anything else is
     left to the fallback chain."""
@@ -162,7 +162,7 @@ class OpenAIChatLLM:
 
     async def _open(self, body: dict[str, Any]) -> Any:
         """Send the request, retrying what the shared policy allows before any response."""
-        budget = _resend_budget()
+        budget = resend_budget()
         while True:
             try:
                 return await self._client.chat.completions.create(
