@@ -255,6 +255,9 @@ class AgentReply:
         self.finished = True
         self.interrupted = interrupted
         self._ticker.cancel()
+        waiting = self._waiting
+        if waiting is not None and waiting is not asyncio.current_task():
+            waiting.cancel()  # cut before it played out: nothing more to wait for
         if self.playing:
             self.timeline.mark("playback_end")
         if interrupted:

@@ -512,6 +512,11 @@ class SpeechSession:
         turn.timeline.mark("speech_end", at)
         agent = self._usable()
         answered = False
+        start = turn.timeline.marks[Mark.SPEECH_START]
+        if (at - start) * 1000 < self.settings.vad.min_speech_ms:
+            agent = None  # a click of the talk key: nothing to answer
+            if self._agent is not None:
+                self._agent.clear()
         if agent is not None:
             try:
                 answered = agent.commit()
