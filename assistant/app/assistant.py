@@ -32,6 +32,7 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.echo import EchoControl
 from assistant.app.engines import (
     AgentEngineSet,
     Engines,
@@ -108,12 +109,15 @@ class Assistant:
         #: every language model that returns real tool calls (``EngineSet.calls_tools``).
         self.tools = tools if tools is not None else default_tools()
         self._persist = persist
+        #: Echo cancellation and noise suppression of the microphone.
+        self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
             emit=self._emit,
             on_change=self._audio_changed,
             on_end=self._input_ended,
+            echo=self.echo,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -308,6 +312,8 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        if change.reconfigure_echo and not change.reopen_session:
+            self.echo.configure(self._settings)
         if change.reopen_session:
             await self._reopen(
                 rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
@@ -372,8 +378,9 @@ class Assistant:
         engine)."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
+        session: Session | SpeechSession
         if isinstance(engines, AgentEngineSet):
-            return SpeechSession(
+            session = SpeechSession(
                 engine=engines.s2s,
                 player=player,
                 conversation=self._conversation,
@@ -382,7 +389,9 @@ class Assistant:
                 tools=self.tools,
                 turn_model=self._turn_model_factory(self._settings) if hands_free else None,
             )
-        return Session(
+            session.set_echo_uncertain(self.echo.uncertain)
+            return session
+        session = Session(
             stt=engines.stt,
             llm=engines.llm,
             tts=engines.tts,
@@ -393,6 +402,8 @@ class Assistant:
             tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
         )
+        session.set_echo_uncertain(self.echo.uncertain)
+        return session
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
         """Switch the running session's turn detection; hands-free parts are made when first
@@ -435,6 +446,8 @@ class Assistant:
                 self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         player = await self._output.open(self._settings)
+        self.echo.configure(self._settings)
+        self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
@@ -476,6 +489,7 @@ class Assistant:
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False
+        self.echo.detach_output()
         if session is not None:
             # Still subscribed while closing, so a reply cut off here reaches the views too.
             with contextlib.suppress(Exception):
@@ -541,6 +555,10 @@ class Assistant:
 
     def _audio_changed(self) -> None:
         self._emit(AudioStatus(self._input.ok, self._output.ok))
+
+    def _echo_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_echo_uncertain(self.echo.uncertain)
 
     def _save(self) -> None:
         if self._persist:

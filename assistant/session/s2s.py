@@ -15,7 +15,10 @@ state derivation. What differs is who answers: every turn goes to the engine's s
   the engine how much of each item was played, so its context keeps only what was heard. With
   Parley's detection, speech over a reply pauses it first and interrupts once it lasts
   ``interruption.min_duration_ms`` (shorter speech is a noise: the reply resumes); a key press
-  interrupts at once. With the provider's, its ``SpeechStarted`` interrupts at once.
+  interrupts at once. While the input chain cannot vouch that the assistant's own voice is
+  cancelled from the microphone (``set_echo_uncertain``), hands-free speech over a reply is not
+  taken for an interruption: with no transcript to tell it from the echo, only the key cuts in.
+  With the provider's detection, its ``SpeechStarted`` interrupts at once.
 - **History = what was heard**: the record of a turn holds the words of the provider's
   transcript played up to the cut (``spoken.py``), the user's final transcript (waited for a
   little when the provider sends it after the answer), and the tools that ran.
@@ -136,6 +139,7 @@ class SpeechSession:
         self._pump: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[None] | None = None
         self._failed_at = float("-inf")
+        self._echo_uncertain = False
         self._utterance: _Utterance | None = None
         #: Turns whose answer is asked for and not started yet, oldest first.
         self._awaiting: deque[AgentTurn] = deque()
@@ -359,6 +363,11 @@ class SpeechSession:
             self._failed_at = float("-inf")
             self._reopen_soon()
 
+    def set_echo_uncertain(self, uncertain: bool) -> None:
+        """The input chain does (not) know that the assistant's voice is cancelled from the
+        microphone; while it does not, hands-free speech over a reply does not interrupt it."""
+        self._echo_uncertain = uncertain
+
     def press_to_talk(self) -> None:
         event = self._detection.press(self.clock.now())
         if event is not None:
@@ -465,7 +474,9 @@ class SpeechSession:
             return
         reply = self._reply
         talking = reply is not None and not reply.finished
-        if talking and not explicit and not self.settings.interruption.enabled:
+        if talking and not explicit and (
+            not self.settings.interruption.enabled or self._echo_uncertain
+        ):
             return  # hands-free speech over the reply is not an interruption: ignored
         turn = self._new_turn()
         turn.timeline.mark("speech_start", event.at)
