@@ -124,33 +124,21 @@ class Stage:
         self.store = HistoryStore(self.tmp_path / "history")
         conversation, _ = self.store.latest()
         self.session: Any
+        shared: dict[str, Any] = dict(
+            player=self.player,
+            conversation=conversation,
+            settings=s,
+            vad=self.vad,
+            tools=self.tools,
+            turn_model=self.turn_model,
+            clock=self.clock,
+            offload=inline,
+        )
         if self.agent is not None:
             self.agent.clock = self.clock
-            self.session = SpeechSession(
-                engine=self.agent,
-                player=self.player,
-                conversation=conversation,
-                settings=s,
-                vad=self.vad,
-                tools=self.tools,
-                turn_model=self.turn_model,
-                clock=self.clock,
-                offload=inline,
-            )
+            self.session = SpeechSession(engine=self.agent, **shared)
         else:
-            self.session = Session(
-                stt=stt,
-                llm=llm,
-                tts=tts,
-                player=self.player,
-                conversation=conversation,
-                settings=s,
-                vad=self.vad,
-                tools=self.tools,
-                turn_model=self.turn_model,
-                clock=self.clock,
-                offload=inline,
-            )
+            self.session = Session(stt=stt, llm=llm, tts=tts, **shared)
         self.log: list[tuple[float, SessionEvent]] = []
         self.session.subscribe(lambda e: self.log.append((self.clock.now() - T0, e)))
         self._rng = np.random.default_rng(0)

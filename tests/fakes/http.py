@@ -40,6 +40,20 @@ class HttpRequest:
         return json.loads(self.body or b"{}")
 
 
+async def read_request(reader: asyncio.StreamReader) -> HttpRequest:
+    """The next request on a connection (raises ``IncompleteReadError`` when it closed)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers = {}
+    for line in lines:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return HttpRequest(method, target, headers, body)
+
+
 async def send_json(
     writer: asyncio.StreamWriter,
     status: int,
@@ -152,16 +166,7 @@ class FakeHttpServer:
         self._writers.add(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                request_line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = request_line.split(" ", 2)
-                headers = {}
-                for line in lines:
-                    if ":" in line:
-                        name, value = line.split(":", 1)
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                request = HttpRequest(method, target, headers, body)
+                request = await read_request(reader)
                 self.requests.append(request)
                 try:
                     keep = await self.route(request, reader, writer)

@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.base import drop
-from tests.fakes.http import HttpFault, no_answer, send_json, wait_for_hangup
+from tests.fakes.http import HttpFault, no_answer, read_request, send_json, wait_for_hangup
 
 SPEECH_RATE = 24_000
 VOICES = (
@@ -237,18 +237,11 @@ class FakeOpenAIServer:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    request = await read_request(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                request_line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = request_line.split(" ", 2)
-                headers = {}
-                for line in lines:
-                    if ":" in line:
-                        name, value = line.split(":", 1)
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if not await self._route(method, target, headers, body, reader, writer):
+                method, target, headers = request.method, request.path, request.headers
+                if not await self._route(method, target, headers, request.body, reader, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return

@@ -55,6 +55,7 @@ from assistant.engines.net.redact import scrub
 from assistant.engines.net.retry import Backoff, Policy
 from assistant.engines.net.urls import with_query
 from assistant.engines.net.wire import Failed, Ready
+from assistant.engines.openai.realtime import error_message
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ class RealtimeAgentWire(AgentWire):
             self._events.append(s2s.UserText(text(event, "transcript").strip(), final=True))
         elif kind == f"{_USER}.failed":
             self._partial = ""
-            log.warning("OpenAI Realtime could not transcribe the user: %s", _error_text(event))
+            log.warning("OpenAI Realtime could not transcribe the user: %s", error_message(event))
             self._events.append(s2s.UserText("", final=True))
         elif kind == "error":
             self._on_error(event)
@@ -382,7 +383,7 @@ class RealtimeAgentWire(AgentWire):
 
     def _on_error(self, event: Json) -> None:
         error = obj(event, "error")
-        code, param, message = text(error, "code"), text(error, "param"), _error_text(event)
+        code, param, message = text(error, "code"), text(error, "param"), error_message(event)
         if code in _FATAL:
             cause = _FATAL[code]
             failure = (
@@ -398,15 +399,6 @@ class RealtimeAgentWire(AgentWire):
             self._out.append(self._session_update())
             return
         log.warning("OpenAI Realtime reported: %s", message)
-
-
-def _error_text(event: Json) -> str:
-    info = event.get("error")
-    if isinstance(info, dict):
-        message = text(info, "message") or text(info, "code") or "no details"
-    else:
-        message = info if isinstance(info, str) and info else "no details"
-    return scrub(message)[:300]
 
 
 @dataclass(eq=False)
