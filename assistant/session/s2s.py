@@ -79,7 +79,7 @@ from assistant.turns import (
     concat_audio,
     make_turn_detection,
 )
-from assistant.types import FRAME_SAMPLES, PCM, AudioFrame
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM, AudioFrame
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class _Utterance:
         self.over_reply = over_reply
         self.tentative = tentative
         self.audio: list[PCM] = []
+        #: Seconds of audio captured since the start (the pre-roll not counted).
+        self.live_seconds = 0.0
         self.last_speech_at = turn.timeline.marks.get(Mark.SPEECH_START, 0.0)
 
 
@@ -422,6 +424,7 @@ class SpeechSession:
             return  # a new utterance sent its pre-roll, this frame included
         if probability >= self.settings.vad.threshold or not self._detection.needs_vad:
             utterance.last_speech_at = frame.t
+        utterance.live_seconds += len(frame.pcm) / CAPTURE_RATE
         self._send_audio(utterance, frame.pcm)
         if utterance.tentative:
             self._check_barge_in(utterance)
@@ -429,7 +432,7 @@ class SpeechSession:
     def _preroll_frames(self) -> int:
         vad = self.settings.vad
         ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.needs_vad else 0)
-        return max(1, round(ms / 1000 * 16_000 / FRAME_SAMPLES))
+        return max(1, round(ms / 1000 * CAPTURE_RATE / FRAME_SAMPLES))
 
     def _push(self, agent: s2s.AgentSession, pcm: PCM) -> bool:
         try:
@@ -523,8 +526,7 @@ class SpeechSession:
         turn.timeline.mark("speech_end", at)
         agent = self._usable()
         answered = False
-        start = turn.timeline.marks[Mark.SPEECH_START]
-        if (at - start) * 1000 < self.settings.vad.min_speech_ms:
+        if utterance.live_seconds * 1000 < self.settings.vad.min_speech_ms:
             agent = None  # a click of the talk key: nothing to answer
             if self._agent is not None:
                 self._agent.clear()
