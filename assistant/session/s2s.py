@@ -247,7 +247,8 @@ class SpeechSession:
         await self._close_agent()
         for reply in replies:
             await reply.wait_for_playout()
-        await asyncio.gather(*self._tasks, *self._saving, return_exceptions=True)
+        opening = [self._opening] if self._opening is not None else []
+        await asyncio.gather(*self._tasks, *opening, *self._saving, return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
         self._sync()
