@@ -6,7 +6,8 @@ comes as transcript deltas and tone bursts a word at a time, faster than real ti
 ``server_turns`` it ends turns itself on ``end_silence_ms`` of quiet audio. A scripted
 ``tool_call`` is asked for before the answer, which then says the result. ``interrupt`` stops
 the answer (``cancelled``) and is recorded, as are typed messages and remembered turns, so tests
-can check what a provider would have been told. Everything waits on the injected clock.
+can check what a provider would have been told; ``fail`` ends a session. Everything waits on
+the injected clock.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class FakeAgentSession:
         self.typed: list[str] = []
         self.results: list[tuple[str, str]] = []
         self.closed = False
-        self._queue: asyncio.Queue[s2s.AgentEvent | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[s2s.AgentEvent | EngineError | None] = asyncio.Queue()
         self._audio = 0.0
         self._speaking = False
         self._quiet = 0.0
@@ -124,8 +125,14 @@ class FakeAgentSession:
     def remember(self, messages: Sequence[Message]) -> None:
         self.remembered.extend(messages)
 
+    def fail(self, error: EngineError) -> None:
+        """End the session as a provider that went away for good would."""
+        self._queue.put_nowait(error)
+
     async def events(self) -> AsyncIterator[s2s.AgentEvent]:
         while (event := await self._queue.get()) is not None:
+            if isinstance(event, EngineError):
+                raise event
             yield event
 
     async def aclose(self) -> None:

@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 LEVEL_INTERVAL = 0.05
 #: A provider may send the user's transcript after its answer: the record waits this long.
 USER_TEXT_WAIT = 3.0
-#: A session that failed is not reopened more often than this.
+#: After a session could not be opened, the next try waits this long.
 REOPEN_INTERVAL = 5.0
 Offload = Callable[..., Awaitable[Any]]
 
@@ -302,7 +302,7 @@ class SpeechSession:
 
     def _reopen_soon(self) -> None:
         """Open a new engine session in the background (after a failure, a mode switch, a new
-        conversation), at most every ``REOPEN_INTERVAL`` seconds after a failure."""
+        conversation); after an open that failed, not again for ``REOPEN_INTERVAL`` seconds."""
         if self._opening is not None and not self._opening.done():
             return
         if self.clock.now() - self._failed_at < REOPEN_INTERVAL:
@@ -332,10 +332,18 @@ class SpeechSession:
                     log.exception("handling a speech-to-speech event failed")
                 self._sync()
         except EngineError as exc:
-            if self._agent is agent:
-                self._agent = None
-                self._failed_at = self.clock.now()
-                self._agent_failed(exc)
+            self._lost(agent, exc)
+
+    def _lost(self, agent: s2s.AgentSession, exc: EngineError) -> None:
+        """The engine's session failed for good: release it, tell the user, end what was in
+        flight; the next turn opens a new one."""
+        if self._agent is not agent:
+            return
+        self._agent = None
+        self._spawn(agent.aclose(), "s2s-close")
+        self._agent_failed(exc)
+        if self._listening:
+            self._reopen_soon()
 
     def _agent_failed(self, exc: EngineError) -> None:
         log.warning("the speech-to-speech session failed: %s", exc)
@@ -439,10 +447,7 @@ class SpeechSession:
         try:
             agent.push(pcm)
         except EngineError as exc:
-            if self._agent is agent:
-                self._agent = None
-                self._failed_at = self.clock.now()
-                self._agent_failed(exc)
+            self._lost(agent, exc)
             return False
         return True
 
@@ -535,8 +540,11 @@ class SpeechSession:
             try:
                 answered = agent.commit()
             except EngineError as exc:
-                self._agent_failed(exc)
+                self._lost(agent, exc)
         if not answered:
+            if agent is None and self._agent is None:
+                message = "Speech to speech is reconnecting; please say that again."
+                self.emit(ErrorEvent(message, Source.S2S, turn.turn_id))
             self.emit(FinalTranscript(turn.turn_id, ""))
             self._sync()
             return
@@ -590,7 +598,7 @@ class SpeechSession:
         try:
             agent.say(text)
         except EngineError as exc:
-            self._agent_failed(exc)
+            self._lost(agent, exc)
             return
         turn.timeline.mark("llm_request")
         self._awaiting.append(turn)
@@ -731,7 +739,7 @@ class SpeechSession:
             reply.continues = True
             agent.tool_results(provider_reply, results)
         except EngineError as exc:
-            self._agent_failed(exc)
+            self._lost(agent, exc)
         self._sync()
 
     # ----------------------------------------------------------------------------- replies

@@ -13,6 +13,7 @@ import pytest
 from assistant.engines.base import EngineError
 from assistant.engines.fake_agent import FakeSpeechAgent
 from assistant.events import (
+    ErrorEvent,
     FinalTranscript,
     PlaybackPaused,
     PlaybackResumed,
@@ -167,3 +168,17 @@ async def test_earlier_turns_start_the_next_session_and_a_failed_open_is_told(
         async with Stage(tmp_path / "b", agent=failing):
             pass
 
+
+async def test_a_session_that_fails_is_told_and_reopened_for_the_next_turn(tmp_path: Path) -> None:
+    engine = agent()
+    fail = Do(5.0, lambda s: engine.sessions[0].fail(EngineError("gone")))
+    async with Stage(tmp_path, script=[Key(0.5, 1.5), fail, Key(6.0, 7.0)], agent=engine) as stage:
+        await stage.run_until(lambda: len(stage.finished()) == 2, limit=15)
+    errors = [e.message for e in stage.events(ErrorEvent)]
+    assert errors == ["Speech to speech failed: gone"]
+    assert len(engine.sessions) == 2 and engine.sessions[0].closed
+    first, second = stage.finished()
+    # The new session starts from the turn already heard.
+    history = [m.content for m in engine.sessions[1].setup.history]
+    assert history == [first.user_text, first.assistant_text]
+    assert second.assistant_text == engine.reply and not second.error
