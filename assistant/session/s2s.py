@@ -28,8 +28,9 @@ state derivation. What differs is who answers: every turn goes to the engine's s
   ``end``: voice to voice is speech end → first sample played.
 - **Tools** the engine calls run through Parley's registry; their results go back to it and
   the answer continues in the same turn.
-- A session that fails is reopened on the user's next turn; a new conversation, or a switch of
-  the turn detection, opens a new one. Earlier turns go to every new one as context.
+- The engine's session is kept by an ``AgentLink`` (``agent_link.py``): one that fails is
+  reported and reopened; a new conversation, or a switch of the turn detection, opens a new
+  one. Earlier turns go to every new one as context.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from assistant.events import (
     UserSpeechStarted,
 )
 from assistant.history import Conversation, ToolRecord, TurnRecord, turn_messages
+from assistant.session.agent_link import AgentLink
 from assistant.session.agent_reply import AgentReply, AgentTurn
 from assistant.session.recorder import TurnRecorder
 from assistant.session.session import derive_state
@@ -86,8 +88,6 @@ log = logging.getLogger(__name__)
 LEVEL_INTERVAL = 0.05
 #: A provider may send the user's transcript after its answer: the record waits this long.
 USER_TEXT_WAIT = 3.0
-#: After a session could not be opened, the next try waits this long.
-REOPEN_INTERVAL = 5.0
 Offload = Callable[..., Awaitable[Any]]
 
 
@@ -136,11 +136,15 @@ class SpeechSession:
         self._detection = self._make_detection(self.settings.turn_mode)
         self._preroll: deque[AudioFrame] = deque()
         self._level_at = float("-inf")
-        self._agent: s2s.AgentSession | None = None
-        self._agent_server_turns = False
-        self._pump: asyncio.Task[None] | None = None
-        self._opening: asyncio.Task[None] | None = None
-        self._failed_at = float("-inf")
+        self._link = AgentLink(
+            engine,
+            setup=self._setup,
+            on_event=self._on_agent_event,
+            on_failure=self._agent_failed,
+            on_open_failed=self._open_failed,
+            spawn=self._spawn,
+            clock=clock,
+        )
         self._echo_uncertain = False
         self._utterance: _Utterance | None = None
         #: Turns whose answer is asked for and not started yet, oldest first.
@@ -232,7 +236,7 @@ class SpeechSession:
     async def start(self) -> None:
         """Start the player and open the engine's session; the session then listens."""
         await self.player.start()
-        await self._open_agent()
+        await self._link.open()
         self._listening = True
         self._sync()
 
@@ -241,14 +245,12 @@ class SpeechSession:
         self._listening = False
         replies = [r for r in (self._reply, *self._finishing) if r is not None]
         self.interrupt(reason="closing")
-        for task in [*self._tasks, self._opening]:
-            if task is not None:
-                task.cancel()
-        await self._close_agent()
+        for task in self._tasks:
+            task.cancel()
+        await self._link.close()
         for reply in replies:
             await reply.wait_for_playout()
-        opening = [self._opening] if self._opening is not None else []
-        await asyncio.gather(*self._tasks, *opening, *self._saving, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._saving, return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
         self._sync()
@@ -281,69 +283,12 @@ class SpeechSession:
             greeting=s.s2s.greeting,
         )
 
-    async def _open_agent(self) -> None:
-        """Open the engine's session (raises ``EngineError``)."""
-        await self._close_agent()
-        server_turns = self.server_turns
-        agent = await self.engine.open(self._setup())
-        self._agent = agent
-        self._agent_server_turns = server_turns
-        self._pump = asyncio.create_task(self._read(agent), name="s2s-events")
+    def _on_agent_event(self, event: s2s.AgentEvent) -> None:
+        self._on_agent(event)
+        self._sync()
 
-    async def _close_agent(self) -> None:
-        agent, self._agent = self._agent, None
-        pump, self._pump = self._pump, None
-        if agent is not None:
-            with contextlib.suppress(Exception):
-                await agent.aclose()
-        if pump is not None:
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
-
-    def _reopen_soon(self) -> None:
-        """Open a new engine session in the background (after a failure, a mode switch, a new
-        conversation); after an open that failed, not again for ``REOPEN_INTERVAL`` seconds."""
-        if self._opening is not None and not self._opening.done():
-            return
-        if self.clock.now() - self._failed_at < REOPEN_INTERVAL:
-            return
-
-        async def reopen() -> None:
-            try:
-                await self._open_agent()
-            except EngineError as exc:
-                self._failed_at = self.clock.now()
-                self.emit(ErrorEvent(f"Speech to speech could not start: {exc}", Source.S2S))
-
-        self._opening = asyncio.ensure_future(reopen())
-
-    def _usable(self) -> s2s.AgentSession | None:
-        """The engine's session, or None (reopening it) when there is none."""
-        if self._agent is None:
-            self._reopen_soon()
-        return self._agent
-
-    async def _read(self, agent: s2s.AgentSession) -> None:
-        try:
-            async for event in agent.events():
-                try:
-                    self._on_agent(event)
-                except Exception:
-                    log.exception("handling a speech-to-speech event failed")
-                self._sync()
-        except EngineError as exc:
-            self._lost(agent, exc)
-
-    def _lost(self, agent: s2s.AgentSession, exc: EngineError) -> None:
-        """The engine's session failed for good: release it, tell the user, end what was in
-        flight; the next turn opens a new one."""
-        if self._agent is not agent:
-            return
-        self._agent = None
-        self._spawn(agent.aclose(), "s2s-close")
-        self._agent_failed(exc)
-        if self._listening:
-            self._reopen_soon()
+    def _open_failed(self, exc: EngineError) -> None:
+        self.emit(ErrorEvent(f"Speech to speech could not start: {exc}", Source.S2S))
 
     def _agent_failed(self, exc: EngineError) -> None:
         log.warning("the speech-to-speech session failed: %s", exc)
@@ -369,10 +314,9 @@ class SpeechSession:
         self._detection = self._make_detection(mode)
         if self.vad is not None:
             self.vad.reset()
-        if self._agent is not None and self.server_turns != self._agent_server_turns:
-            self._agent_closing()  # its turn detection is set when it opens
-            self._failed_at = float("-inf")
-            self._reopen_soon()
+        used = self._link.setup_used
+        if used is not None and self.server_turns != used.server_turns:
+            self._link.restart()  # its turn detection is set when it opens
 
     def set_echo_uncertain(self, uncertain: bool) -> None:
         """The input chain does (not) know that the assistant's voice is cancelled from the
@@ -415,7 +359,7 @@ class SpeechSession:
             self._level_at = frame.t
             self.emit(MicLevel(frame.rms, at=frame.t))
         if self.server_turns:
-            agent = self._usable()
+            agent = self._link.current()
             if agent is not None:
                 self._push(agent, frame.pcm)
             return
@@ -447,13 +391,13 @@ class SpeechSession:
         try:
             agent.push(pcm)
         except EngineError as exc:
-            self._lost(agent, exc)
+            self._link.lost(agent, exc)
             return False
         return True
 
     def _send_audio(self, utterance: _Utterance, pcm: PCM) -> None:
         utterance.audio.append(pcm)
-        agent = self._usable()
+        agent = self._link.current()
         if agent is not None:
             self._push(agent, pcm)
 
@@ -499,7 +443,7 @@ class SpeechSession:
             else:
                 reply.pause()
                 self.emit(PlaybackPaused(reply.turn_id))
-        agent = self._usable()
+        agent = self._link.current()
         if agent is not None:
             agent.clear()
         for frame in list(self._preroll):
@@ -519,7 +463,7 @@ class SpeechSession:
         turn = utterance.turn
         if utterance.tentative:
             # Too short to be an interruption (a cough, a click): the reply goes on.
-            agent = self._usable()
+            agent = self._link.current()
             if agent is not None:
                 agent.clear()
             self.emit(TurnWithdrawn(turn.turn_id, ""))
@@ -530,19 +474,18 @@ class SpeechSession:
             self._sync()
             return
         turn.timeline.mark("speech_end", at)
-        agent = self._usable()
+        agent = self._link.current()
+        click = utterance.live_seconds * 1000 < self.settings.vad.min_speech_ms
         answered = False
-        if utterance.live_seconds * 1000 < self.settings.vad.min_speech_ms:
-            agent = None  # a click of the talk key: nothing to answer
-            if self._agent is not None:
-                self._agent.clear()
-        if agent is not None:
+        if agent is not None and click:
+            agent.clear()  # a click of the talk key: nothing to answer
+        elif agent is not None:
             try:
                 answered = agent.commit()
             except EngineError as exc:
-                self._lost(agent, exc)
+                self._link.lost(agent, exc)
         if not answered:
-            if agent is None and self._agent is None:
+            if not click and self._link.current() is None:
                 message = "Speech to speech is reconnecting; please say that again."
                 self.emit(ErrorEvent(message, Source.S2S, turn.turn_id))
             self.emit(FinalTranscript(turn.turn_id, ""))
@@ -590,7 +533,7 @@ class SpeechSession:
         turn.timeline.mark("stt_final", now)
         turn.heard_user(text)
         self.emit(FinalTranscript(turn.turn_id, text))
-        agent = self._usable()
+        agent = self._link.current()
         if agent is None:
             message = "Speech to speech is not connected yet; try again."
             self.emit(ErrorEvent(message, Source.S2S, turn.turn_id))
@@ -598,7 +541,7 @@ class SpeechSession:
         try:
             agent.say(text)
         except EngineError as exc:
-            self._lost(agent, exc)
+            self._link.lost(agent, exc)
             return
         turn.timeline.mark("llm_request")
         self._awaiting.append(turn)
@@ -675,7 +618,7 @@ class SpeechSession:
         if turn is None:
             turn = self._new_turn()  # the provider spoke first (a greeting)
             turn.heard_user("")
-        agent = self._agent
+        agent = self._link.current()
         if agent is None:
             return
         reply = AgentReply(
@@ -732,14 +675,14 @@ class SpeechSession:
             self.emit(ToolCalled(reply.turn_id, call.name, call.arguments, result))
             results.append((call.id, result))
         reply.calls = []
-        agent = self._agent
+        agent = self._link.current()
         if reply.finished or agent is None:
             return
         try:
             reply.continues = True
             agent.tool_results(provider_reply, results)
         except EngineError as exc:
-            self._lost(agent, exc)
+            self._link.lost(agent, exc)
         self._sync()
 
     # ----------------------------------------------------------------------------- replies
@@ -764,7 +707,7 @@ class SpeechSession:
                     log.info("turn %d: the provider sent no transcript of the user", turn.turn_id)
                 record.timeline = turn.timeline.to_dict(self.settings.budgets)
             await self._recorder.record(self._conversation, record)
-            agent = self._agent
+            agent = self._link.current() if self._listening else None
             if agent is not None:
                 agent.remember(turn_messages(record))
         finally:
@@ -801,17 +744,7 @@ class SpeechSession:
         self._awaiting.clear()
         self._conversation = conversation
         self._next_turn_id = max(self._next_turn_id, conversation.next_turn_id)
-        self._agent_closing()
-        self._failed_at = float("-inf")
-        self._reopen_soon()
-
-    def _agent_closing(self) -> None:
-        agent, self._agent = self._agent, None
-        pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-        if agent is not None:
-            self._spawn(agent.aclose(), "s2s-close")
+        self._link.restart()
 
     def notice(self, message: str, source: Source = Source.NONE) -> None:
         self.emit(Notice(message, source))
