@@ -544,3 +544,12 @@ def test_outgoing_audio_is_marked_for_pacing() -> None:
     wire.audio(speech(0.2), 0.0)
     item = wire.data_to_send()[0]
     assert isinstance(item, Outgoing) and item.audio == pytest.approx(0.05)
+
+
+def test_deadlines_of_different_kinds_due_together_all_expire() -> None:
+    wire = VoiceAgentWire("ws://x", s2s.AgentSetup("x"))
+    wire._deadlines.update({"reply": 1.0, ("final", 3): 1.0})
+    fired: list[object] = []
+    wire._on_deadline = lambda key, now: fired.append(key)  # type: ignore[method-assign]
+    wire.expire(2.0)
+    assert sorted(map(str, fired)) == ["('final', 3)", "reply"]

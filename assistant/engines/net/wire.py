@@ -78,7 +78,8 @@ class Wire[E]:
 
     def expire(self, now: float) -> None:
         """Act on every deadline that has passed by ``now``."""
-        due = sorted((at, key) for key, at in self._deadlines.items() if at <= now)
+        # In time order; keys of different kinds (a name, a (name, turn) pair) are not compared.
+        due = sorted(((at, key) for key, at in self._deadlines.items() if at <= now), key=_first)
         for _, key in due:
             if self._deadlines.pop(key, None) is not None:
                 self._on_deadline(key, now)
@@ -116,6 +117,10 @@ class Wire[E]:
     def reconnected(self, now: float) -> list[Outgoing]:
         """A new connection is ready: the messages to send before anything queued."""
         return []
+
+
+def _first(pair: tuple[float, Hashable]) -> float:
+    return pair[0]
 
 
 class WireDriver[E]:
