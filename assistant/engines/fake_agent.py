@@ -24,6 +24,7 @@ from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.engines import s2s
 from assistant.engines.base import PCM, EngineError, Message, ToolCall
 from assistant.engines.fake import DEFAULT_UTTERANCES, synthesize_words
+from assistant.engines.net.wire import queued
 
 RATE = 24_000
 
@@ -129,11 +130,8 @@ class FakeAgentSession:
         """End the session as a provider that went away for good would."""
         self._queue.put_nowait(error)
 
-    async def events(self) -> AsyncIterator[s2s.AgentEvent]:
-        while (event := await self._queue.get()) is not None:
-            if isinstance(event, EngineError):
-                raise event
-            yield event
+    def events(self) -> AsyncIterator[s2s.AgentEvent]:
+        return queued(self._queue)
 
     async def aclose(self) -> None:
         self.closed = True

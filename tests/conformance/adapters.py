@@ -390,6 +390,11 @@ class OpenAIChat(HttpFaults, OpenAIFake, LlmAdapter):
         return fake.chat_hangups == 1
 
 
+#: The first-answer deadline of the language models whose fake shares the test's loop: short for
+#: the stall, with room for a busy machine in the other cases.
+STALL_DEADLINE = 2.0
+
+
 class HttpFake:
     """A fake HTTP provider served in the test's loop, its faults one per request."""
 
@@ -427,7 +432,7 @@ class Claude(HttpFake, HttpFaults, LlmAdapter):
     FAKE = FakeAnthropic
 
     def engine(self, fake: FakeAnthropic) -> ClaudeLLM:
-        return ClaudeLLM(fake.url, timeout_first_token=0.5)
+        return ClaudeLLM(fake.url, timeout_first_token=STALL_DEADLINE)
 
 
 class Gateway(HttpFake, HttpFaults, LlmAdapter):
@@ -439,7 +444,7 @@ class Gateway(HttpFake, HttpFaults, LlmAdapter):
     def engine(self, fake: FakeGateway) -> KeyedChatLLM:
         def build(key: str | None) -> GatewayLLM:
             llm = GatewayLLM(fake.url, key)
-            llm.timeout_first_token = 0.5  # the stall deadline, short for the test
+            llm.timeout_first_token = STALL_DEADLINE
             return llm
 
         return KeyedChatLLM("assemblyai", fake.url, "", required=True, build=build)

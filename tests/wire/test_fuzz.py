@@ -134,49 +134,42 @@ def total(parse: Callable[..., object], *args: Any) -> None:
         pass
 
 
+def waiting(wires: list[Any], end: Callable[[Any], object]) -> list[Any]:
+    """``wires`` in a state where they wait for the server: audio sent, the turn ended by
+    ``end(wire)``, every message out."""
+    for wire in wires:
+        wire.audio(np.full(8000, 900, dtype=np.int16), 0.0)
+        end(wire)
+        for item in wire.data_to_send():
+            wire.sent(item, 0.0)
+    return wires
+
+
 def stt_wires() -> list[SttWire]:
-    """Each STT wire in a state where it waits for a transcript (audio sent, turn ended)."""
-    wires: list[SttWire] = [
+    """Each STT wire waiting for a transcript."""
+    wires = [
         AssemblyAIWire("wss://x/v3/ws", "en"),
         DeepgramWire("wss://x/v1/listen", "en"),
         RealtimeWire("wss://x/v1/realtime", "en"),
     ]
-    for wire in wires:
-        wire.audio(np.full(8000, 900, dtype=np.int16), 0.0)
-        wire.end_turn(0.0)
-        for item in wire.data_to_send():
-            wire.sent(item, 0.0)
-    return wires
-
-
-@FUZZ
-@given(st.lists(raw, min_size=1, max_size=4))
-def test_stt_wires_read_anything(batch: list[str | bytes]) -> None:
-    for wire in stt_wires():
-        for message in batch:
-            total(wire.receive, message, 1.0)
-        total(wire.expire, 100.0)
-        wire.events_received()
+    return waiting(wires, lambda wire: wire.end_turn(0.0))
 
 
 def agent_wires() -> list[AgentWire]:
-    """Each speech-to-speech wire with a turn asked for and a reply under way."""
-    wires: list[AgentWire] = [
+    """Each speech-to-speech wire waiting for the answer to a turn."""
+    wires = [
         RealtimeAgentWire("wss://x/v1/realtime", s2s.AgentSetup("x")),
         VoiceAgentWire("wss://x/v1/ws", s2s.AgentSetup("x")),
     ]
-    for wire in wires:
-        wire.audio(np.full(8000, 900, dtype=np.int16), 0.0)
-        wire.commit(0.0)
-        for item in wire.data_to_send():
-            wire.sent(item, 0.0)
-    return wires
+    return waiting(wires, lambda wire: wire.commit(0.0))
 
 
 @FUZZ
-@given(st.lists(raw, min_size=1, max_size=4))
-def test_agent_wires_read_anything(batch: list[str | bytes]) -> None:
-    for wire in agent_wires():
+@given(st.lists(raw, min_size=1, max_size=4), st.sampled_from([stt_wires, agent_wires]))
+def test_stt_and_agent_wires_read_anything(
+    batch: list[str | bytes], wires: Callable[[], list[Any]]
+) -> None:
+    for wire in wires():
         for message in batch:
             total(wire.receive, message, 1.0)
         total(wire.expire, 100.0)

@@ -31,7 +31,7 @@ from assistant.engines.net.messages import Message as Json
 from assistant.engines.net.messages import Outgoing
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.wire import Wire, WireDriver
+from assistant.engines.net.wire import Wire, WireDriver, queued
 
 log = logging.getLogger(__name__)
 
@@ -327,11 +327,8 @@ class AgentConnection(WireDriver[s2s.AgentEvent]):
     def remember(self, messages: Sequence[Message]) -> None:
         self._agent.remember(messages)
 
-    async def events(self) -> AsyncIterator[s2s.AgentEvent]:
-        while (item := await self._queue.get()) is not None:
-            if isinstance(item, EngineError):
-                raise item
-            yield item
+    def events(self) -> AsyncIterator[s2s.AgentEvent]:
+        return queued(self._queue)
 
     async def aclose(self) -> None:
         if self._closed:

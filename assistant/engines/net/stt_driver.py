@@ -20,7 +20,7 @@ from assistant.engines.base import PCM, EngineError, Transcript
 from assistant.engines.net import stt_protocol as stt
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.wire import WireDriver
+from assistant.engines.net.wire import WireDriver, queued
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,9 @@ class StreamingSession(WireDriver[stt.Partial | stt.Final | stt.TurnFailed]):
         if self._socket.failure is None:
             self._pump()
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
+    def transcripts(self) -> AsyncIterator[Transcript]:
         """Partials and finals until the session closes; raises the error that ended it."""
-        while (item := await self._transcripts.get()) is not None:
-            if isinstance(item, EngineError):
-                raise item
-            yield item
+        return queued(self._transcripts)
 
     async def aclose(self) -> None:
         if self._closed:
