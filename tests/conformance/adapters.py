@@ -31,7 +31,17 @@ from assistant.engines.openai.agent import OpenAIRealtimeAgent
 from assistant.engines.openai.factories import KeyedChatLLM, make_llm
 from assistant.engines.openai.realtime import OpenAIRealtimeSTT
 from assistant.engines.openai.speech import OpenAISpeechTTS
-from tests.cloud import Collector, expected_samples, fast, push, silence, speech, texts, until
+from tests.cloud import (
+    Collector,
+    Sleeps,
+    expected_samples,
+    fast,
+    push,
+    silence,
+    speech,
+    texts,
+    until,
+)
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
@@ -45,14 +55,6 @@ from tests.fakes.voice_agent_server import FakeVoiceAgent
 
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 HELLO = ChatRequest([Message("user", "Hi")])
-
-
-class Sleeps(list[float]):
-    """The waits the policy asked for, recorded instead of slept through."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -323,10 +325,9 @@ class OpenAISpeech(HttpFaults, OpenAIFake, SpeechAdapter):
         fake.speech_faults.append(HttpFault(cut_after=10_001))
 
     async def cancel(self, engine: Any, fake: FakeOpenAIServer) -> None:
-        fake.chunk_delay = 0.01
+        fake.speech_faults.append(HttpFault(stall="rest"))  # the first audio, then nothing
         await super().cancel(engine, fake)
         await until(lambda: fake.speech_hangups == 1)
-        fake.chunk_delay = 0.0
 
     def cancelled(self, fake: FakeOpenAIServer) -> bool:
         return fake.speech_hangups == 1

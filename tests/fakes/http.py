@@ -21,8 +21,9 @@ class HttpFault:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     error: dict[str, Any] | None = None
-    #: "headers": never answer; "body": send the headers, then nothing.
-    stall: Literal["", "headers", "body"] = ""
+    #: "headers": never answer; "body": send the headers, then nothing; "rest": send the first
+    #: part of the answer, then nothing (until the client hangs up).
+    stall: Literal["", "headers", "body", "rest"] = ""
     #: Close the socket after this many units of the answer (bytes of audio, chat events).
     cut_after: int | None = None
     #: Close the connection without any answer.

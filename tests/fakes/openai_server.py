@@ -406,13 +406,17 @@ class FakeOpenAIServer:
             return False
         await asyncio.sleep(self.first_byte_delay)
         try:
-            return await self._stream_audio(record, fault, writer)
+            return await self._stream_audio(record, fault, reader, writer)
         except ConnectionError:
             self.speech_hangups += 1  # the client went away mid-stream
             return False
 
     async def _stream_audio(
-        self, record: SpeechRequest, fault: HttpFault, writer: asyncio.StreamWriter
+        self,
+        record: SpeechRequest,
+        fault: HttpFault,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
         audio = speech_pcm(str(record.body["input"]))
         sizes = itertools.cycle(self.chunk_sizes)
@@ -430,6 +434,9 @@ class FakeOpenAIServer:
             if pos == 0:
                 record.first_byte_at = time.monotonic()
             pos += len(part)
+            if fault.stall == "rest":
+                await wait_for_hangup(reader)
+                raise ConnectionResetError("the client hung up")
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         writer.write(b"0\r\n\r\n")

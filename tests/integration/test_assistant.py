@@ -49,7 +49,7 @@ class Recorder:
     def messages(self, kind: type[ErrorEvent] | type[Notice]) -> list[str]:
         return [e.message for e in self.of(kind)]
 
-    async def until(self, predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    async def until(self, predicate: Callable[[], object], what: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > end:

@@ -127,6 +127,7 @@ async def test_barge_in_truncates_openai_context_to_what_was_played(
         await talk.audio(0.8, speech=True)
         talk.session.release_to_talk()
         await talk.until(lambda: talk.player.position > 1.0)
+        played = talk.player.position
         talk.session.press_to_talk()  # the user cuts in
         await talk.audio(0.6, speech=True)
         talk.session.release_to_talk()
@@ -134,11 +135,10 @@ async def test_barge_in_truncates_openai_context_to_what_was_played(
     first = talk.finished()[0]
     assert first.interrupted and LONG.startswith(first.assistant_text) and first.assistant_text
     # The answer had arrived whole (nothing left to cancel), but the provider's context keeps
-    # only the audio the device played before the cut, and the words in it.
+    # only the audio the device had played at the cut (the device may render one more block
+    # between reading its position and the press), and the words in it.
     ((_item, end_ms),) = realtime.truncations
-    marks = first.timeline["marks_ms"]
-    played = marks["playback_end"] - marks["playback_start"]
-    assert abs(end_ms - played) <= 2 * 1000 * 480 / 24_000  # within two audio blocks
+    assert -1 <= end_ms - 1000 * played <= 1000 * 480 / 24_000  # whole milliseconds
     kept = next(text for role, text in realtime.context() if role == "assistant")
     assert LONG.startswith(kept) and kept != LONG
     assert abs(len(kept.split()) - len(first.assistant_text.split())) <= 1

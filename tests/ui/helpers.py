@@ -24,11 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
-def run(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 10.0) -> Any:
+#: How long a wait may take before it is called a hang (never the thing a test asserts).
+PATIENCE = 30.0
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 2 * PATIENCE) -> Any:
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
-async def until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+async def until(predicate: Callable[[], object], timeout: float = PATIENCE, what: str = "") -> None:
     """Let the loop (and Qt) run until ``predicate()`` holds."""
     end = time.monotonic() + timeout
     while not predicate():
