@@ -28,6 +28,8 @@ class Source(StrEnum):
     STT = "stt"
     LLM = "llm"
     TTS = "tts"
+    #: A speech-to-speech engine (it hears, thinks and speaks).
+    S2S = "s2s"
     TOOLS = "tools"
     AUDIO = "audio"
     AUDIO_INPUT = "audio-input"

@@ -67,7 +67,7 @@ from ui.timeline_view import TimelinePanel
 from ui.tray import Tray
 
 AUDIO_SOURCES = (Source.AUDIO, Source.AUDIO_INPUT, Source.AUDIO_OUTPUT)
-SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS)
+SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS, Source.S2S)
 #: Notices that only confirm something and may go by themselves; the others stay until read.
 TRANSIENT_SOURCES = (Source.TALK, Source.DEVICES)
 #: Below this width the conversation list closes by itself (it reopens when there is room).

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence
@@ -44,10 +44,16 @@ from assistant import languages, secrets
 from assistant.app.engines import KEYED
 from assistant.audio import devices
 from assistant.audio.devices import DeviceList
-from assistant.config import DEFAULT_ENDPOINTS, DEFAULT_SYSTEM_PROMPT, ProviderSettings, Settings
+from assistant.config import (
+    DEFAULT_ENDPOINTS,
+    DEFAULT_SYSTEM_PROMPT,
+    ProviderSettings,
+    Settings,
+    SpeechToSpeechSettings,
+)
 from assistant.engines.base import Voice
 from assistant.engines.local.models import MODELS
-from assistant.engines.registry import LLM_FACTORIES, STT_FACTORIES, TTS_FACTORIES
+from assistant.engines.registry import LLM_FACTORIES, S2S_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
 from ui.echo import EchoSettings
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
@@ -63,6 +69,10 @@ ENGINE_NAMES: dict[str, str] = {
     "deepgram": "Deepgram",
     "elevenlabs": "ElevenLabs",
     "async": "Async",
+    "anthropic": "Anthropic Claude",
+    "assemblyai-gateway": "AssemblyAI LLM Gateway",
+    "openai-realtime": "OpenAI Realtime",
+    "assemblyai-agent": "AssemblyAI Voice Agent",
     "fake": "Test engine (scripted, no real speech)",
 }
 #: Engines for trying Parley out, not for use: offered only when already chosen.
@@ -74,10 +84,23 @@ MODEL_NOTES = {
 }
 PROVIDER_NAMES: dict[str, str] = {
     **secrets.DISPLAY_NAMES,
-    "openai_realtime": "OpenAI Realtime (speech recognition)",
+    "openai_realtime": "OpenAI Realtime (speech recognition, speech to speech)",
+    "assemblyai_gateway": "AssemblyAI LLM Gateway",
+    "assemblyai_agent": "AssemblyAI Voice Agent",
 }
 #: Providers whose key is another provider's.
-SHARED_KEYS = {"openai_realtime": "openai"}
+SHARED_KEYS = {
+    "openai_realtime": "openai",
+    "assemblyai_gateway": "assemblyai",
+    "assemblyai_agent": "assemblyai",
+}
+#: Voices to offer for each speech-to-speech engine (the field also takes any other name).
+S2S_VOICES: dict[str, tuple[str, ...]] = {
+    "openai-realtime": (
+        "marin", "cedar", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
+    ),
+    "assemblyai-agent": ("ivy",),
+}  # fmt: skip
 
 VoiceLister = Callable[[str, str], list[Voice]]
 Previewer = Callable[[str, str, str], Coroutine[Any, Any, float]]
@@ -226,6 +249,91 @@ class ProviderRow(QGroupBox):
         )
 
 
+class PipelineChoice(QGroupBox):
+    """Chained (speech recognition → language model → speech synthesis) or one
+    speech-to-speech engine, with its model, voice, turn detection and greeting."""
+
+    def __init__(
+        self, s: Settings, engine_combo: Callable[[dict[str, str], str], QComboBox]
+    ) -> None:
+        super().__init__("Pipeline")
+        self.setObjectName("pipelineChoice")
+        self.chained_widgets: list[QWidget] = []
+        layout = QVBoxLayout(self)
+        self.chained_radio = QRadioButton(
+            "Chained: speech recognition → language model → speech synthesis"
+        )
+        self.s2s_radio = QRadioButton("Speech to speech: one engine hears, answers and speaks")
+        group = QButtonGroup(self)
+        for radio in (self.chained_radio, self.s2s_radio):
+            group.addButton(radio)
+            layout.addWidget(radio)
+        (self.s2s_radio if s.pipeline == "s2s" else self.chained_radio).setChecked(True)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.engine = engine_combo(S2S_FACTORIES, s.s2s.engine)
+        self.model = QLineEdit(s.s2s.model)
+        self.model.setPlaceholderText("provider default")
+        self.voice = QComboBox()
+        self.voice.setEditable(True)
+        edit = self.voice.lineEdit()
+        if edit is not None:
+            edit.setPlaceholderText("provider default")
+        self.turns = QComboBox()
+        self.turns.addItem("Parley's (on this computer)", "parley")
+        self.turns.addItem("The provider's", "provider")
+        self.turns.setCurrentIndex(max(0, self.turns.findData(s.s2s.turn_detection)))
+        self.turns.setToolTip(
+            "Hands-free: who decides that you finished speaking, or that you are cutting in"
+        )
+        self.greeting = QLineEdit(s.s2s.greeting)
+        self.greeting.setPlaceholderText("none")
+        form.addRow("Engine", self.engine)
+        form.addRow("Model", self.model)
+        form.addRow("Voice", self.voice)
+        form.addRow("Turn detection", self.turns)
+        form.addRow("Greeting", self.greeting)
+        layout.addLayout(form)
+        self._s2s_widgets: list[QWidget] = [
+            self.engine, self.model, self.voice, self.turns, self.greeting,
+        ]  # fmt: skip
+        self._fill_voices(s.s2s.voice)
+        self.engine.currentIndexChanged.connect(lambda _i: self._fill_voices(""))
+        self.s2s_radio.toggled.connect(lambda _on: self.refresh())
+
+    def _fill_voices(self, current: str) -> None:
+        self.voice.clear()
+        self.voice.addItem("provider default", "")
+        for name in S2S_VOICES.get(str(self.engine.currentData()), ()):
+            self.voice.addItem(name, name)
+        index = self.voice.findData(current)
+        if index < 0:
+            self.voice.addItem(current, current)
+            index = self.voice.count() - 1
+        self.voice.setCurrentIndex(index)
+
+    def refresh(self) -> None:
+        """Only the chosen pipeline's fields are editable."""
+        s2s = self.s2s_radio.isChecked()
+        for widget in self._s2s_widgets:
+            widget.setEnabled(s2s)
+        for widget in self.chained_widgets:
+            widget.setEnabled(not s2s)
+
+    def value(self) -> tuple[Literal["chained", "s2s"], SpeechToSpeechSettings]:
+        voice = self.voice.currentText().strip()
+        if voice == "provider default":
+            voice = ""
+        chosen = SpeechToSpeechSettings(
+            engine=str(self.engine.currentData()),
+            model=self.model.text().strip(),
+            voice=voice,
+            turn_detection="provider" if self.turns.currentData() == "provider" else "parley",
+            greeting=self.greeting.text().strip(),
+        )
+        return ("s2s" if self.s2s_radio.isChecked() else "chained"), chosen
+
+
 class SettingsDialog(QDialog):
     """Edits a copy of the settings; ``applied(settings, keys_changed)`` on OK or Apply."""
 
@@ -302,6 +410,8 @@ class SettingsDialog(QDialog):
 
     def _engines_tab(self, s: Settings) -> QWidget:
         page, layout = self._page()
+        self.pipeline = PipelineChoice(s, self._engine_combo)
+        layout.addWidget(self.pipeline)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.stt_combo = self._engine_combo(STT_FACTORIES, s.stt)
@@ -339,6 +449,8 @@ class SettingsDialog(QDialog):
         for combo in (self.stt_combo, self.llm_combo, self.tts_combo):
             combo.currentIndexChanged.connect(self._update_key_warning)
             combo.currentIndexChanged.connect(self._refresh_languages)
+        self.pipeline.chained_widgets = [self.stt_combo, self.llm_combo, self.tts_combo]
+        self.pipeline.refresh()
         return page
 
     def _providers_tab(self, s: Settings) -> QWidget:
@@ -773,6 +885,7 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> Settings:
         """The settings as edited (the original object is left untouched)."""
         s = copy.deepcopy(self._original)
+        s.pipeline, s.s2s = self.pipeline.value()
         s.stt = str(self.stt_combo.currentData())
         s.llm = str(self.llm_combo.currentData())
         s.tts = str(self.tts_combo.currentData())

@@ -34,7 +34,14 @@ from assistant.app.audio import (
 )
 from assistant.app.devices import DeviceLister, DeviceWatch
 from assistant.app.echo import EchoControl
-from assistant.app.engines import KINDS, Engines, EngineSet, close_engine
+from assistant.app.engines import (
+    KINDS,
+    AgentEngineSet,
+    Engines,
+    EngineSet,
+    build_engine_set,
+    close_engine,
+)
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio import alsa_messages, devices
@@ -66,6 +73,7 @@ from assistant.events import (
 )
 from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
+from assistant.session.s2s import SpeechSession
 from assistant.tools import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
@@ -80,7 +88,7 @@ OFFLINE_READING_TOKENS_PER_SECOND = 70.0
 #: are removed for good at a start.
 KEEP_DELETED_SECONDS = 30 * 24 * 3600
 
-EngineFactory = Callable[[Settings], EngineSet | Engines]
+EngineFactory = Callable[[Settings], EngineSet | AgentEngineSet | Engines]
 
 
 class Assistant:
@@ -115,7 +123,7 @@ class Assistant:
             settings, self._startup_notice = app_settings.load()
         self._settings = settings
         self._history_dir = history_dir or config.data_dir() / "conversations"
-        self._engine_factory: EngineFactory = engine_factory or EngineSet.build
+        self._engine_factory: EngineFactory = engine_factory or build_engine_set
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
         #: The tools the language model may call (the same in every front end), offered to
@@ -140,8 +148,8 @@ class Assistant:
         )
         self._store: HistoryStore | None = None
         self._conversation: Conversation | None = None
-        self._engines: EngineSet | None = None
-        self._session: Session | None = None
+        self._engines: EngineSet | AgentEngineSet | None = None
+        self._session: Session | SpeechSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -168,7 +176,7 @@ class Assistant:
         return self._settings
 
     @property
-    def session(self) -> Session | None:
+    def session(self) -> Session | SpeechSession | None:
         return self._session
 
     @property
@@ -176,12 +184,13 @@ class Assistant:
         return self._conversation
 
     @property
-    def engines(self) -> EngineSet | None:
+    def engines(self) -> EngineSet | AgentEngineSet | None:
         return self._engines
 
     @property
     def tts(self) -> TextToSpeech | None:
-        return self._engines.tts if self._engines else None
+        """The chained pipeline's voice (None with a speech-to-speech engine)."""
+        return self._engines.tts if isinstance(self._engines, EngineSet) else None
 
     @property
     def ready(self) -> bool:
@@ -524,10 +533,26 @@ class Assistant:
 
     # ------------------------------------------------------------------------ the conversation
 
-    def _make_session(self, engines: EngineSet, player: Player) -> Session:
-        """The one place a Session is built."""
+    def _make_session(
+        self, engines: EngineSet | AgentEngineSet, player: Player
+    ) -> Session | SpeechSession:
+        """The one place a session is built (a ``SpeechSession`` for a speech-to-speech
+        engine)."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
+        session: Session | SpeechSession
+        if isinstance(engines, AgentEngineSet):
+            session = SpeechSession(
+                engine=engines.s2s,
+                player=player,
+                conversation=self._conversation,
+                settings=self._settings,
+                vad=self._vad_factory(self._settings) if hands_free else None,
+                tools=self.tools,
+                turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            )
+            session.set_echo_uncertain(self.echo.uncertain)
+            return session
         session = Session(
             stt=engines.stt,
             llm=engines.llm,
@@ -598,14 +623,17 @@ class Assistant:
         """Replace the engines of ``kinds``; the others keep running (a custom factory builds
         the three together)."""
         old = self._engines
-        if old is not None and self._engine_factory == EngineSet.build and kinds != ALL_KINDS:
+        chained = self._settings.pipeline != "s2s"
+        default = self._engine_factory == build_engine_set
+        if isinstance(old, EngineSet) and chained and default and kinds != ALL_KINDS:
             self._engines = old.rebuilt(self._settings, kinds)
             await old.release(kinds)
             return
         await self._close_engines()
-        self._engines = EngineSet.of(self._engine_factory(self._settings))
+        built = self._engine_factory(self._settings)
+        self._engines = built if isinstance(built, AgentEngineSet) else EngineSet.of(built)
 
-    async def _warm_and_start(self, session: Session, rebuilt: bool) -> None:
+    async def _warm_and_start(self, session: Session | SpeechSession, rebuilt: bool) -> None:
         assert self._engines is not None
         await self._engines.warm_up(self._emit, announce=rebuilt)
         if self._session is not session:

@@ -1,4 +1,6 @@
-"""The engine set: one speech-to-text, one language model and one text-to-speech chain.
+"""The engines a conversation runs on: one speech-to-text, one language model and one
+text-to-speech chain (``EngineSet``), or one speech-to-speech engine (``AgentEngineSet``), as
+``Settings.pipeline`` says (``build_engine_set``).
 
 Warming up reports progress as ``Loading`` events (engines may report from worker threads; the
 events reach the loop first) and a failure as an ``ErrorEvent`` rather than an exception, so a
@@ -27,7 +29,8 @@ from assistant.engines.base import (
     TextToSpeech,
     close_engine,
 )
-from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts
+from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts, make_s2s
+from assistant.engines.s2s import SpeechToSpeech
 from assistant.events import AppEvent, ErrorEvent, Loading, Source
 
 log = logging.getLogger(__name__)
@@ -72,9 +75,20 @@ def engine_keys(settings: Settings) -> dict[str, tuple[object, ...]]:
     }
 
 
+def _agent_key(settings: Settings) -> tuple[object, ...]:
+    """The settings a speech-to-speech engine is built from (nothing in the chained pipeline)."""
+    if settings.pipeline != "s2s":
+        return ("chained",)
+    s2s = settings.s2s
+    providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
+    return ("s2s", s2s.engine, s2s.model, s2s.voice, settings.language, providers)
+
+
 def changed_kinds(old: Settings, new: Settings, *, keys_changed: bool = False) -> frozenset[str]:
     """The kinds of engine a change of settings needs rebuilt. ``keys_changed``: an API key was
     stored or removed, which only engines of a cloud provider read."""
+    if _agent_key(old) != _agent_key(new) or (keys_changed and new.pipeline == "s2s"):
+        return frozenset(KINDS)  # a speech-to-speech engine is built whole
     before, after = engine_keys(old), engine_keys(new)
     names = dict(zip(KINDS, (new.stt, new.llm, new.tts), strict=True))
     return frozenset(
@@ -255,3 +269,45 @@ def _hook_progress(
 
             return [unhook]
     return []
+
+
+#: The name the user sees for a speech-to-speech engine (also ``Loading.component``).
+S2S_KIND = "speech to speech"
+
+
+@dataclass(eq=False)
+class AgentEngineSet:
+    """One speech-to-speech engine: it hears, answers and speaks (``Settings.pipeline`` is
+    ``"s2s"``). Tools go to it natively."""
+
+    s2s: SpeechToSpeech
+    owned: bool = True
+    calls_tools = True
+
+    async def warm_up(self, emit: Callable[[AppEvent], None], *, announce: bool = True) -> bool:
+        """Check the engine (its key); ``Loading`` progress and an ``ErrorEvent`` as for the
+        chained set."""
+        if announce:
+            emit(Loading(S2S_KIND, 0.0, f"Loading {S2S_KIND}…"))
+        try:
+            await self.s2s.warm_up()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("warming up %s failed: %s", S2S_KIND, exc)
+            emit(Loading(S2S_KIND, 1.0, f"{S2S_KIND} failed"))
+            emit(ErrorEvent(messages.engine_not_loaded(S2S_KIND, exc), Source.S2S))
+            return False
+        emit(Loading(S2S_KIND, 1.0, "Speech to speech ready"))
+        return True
+
+    async def aclose(self) -> None:
+        if self.owned:
+            await close_engine(self.s2s)
+
+
+def build_engine_set(settings: Settings) -> EngineSet | AgentEngineSet:
+    """The engines the settings name: the chained set, or the speech-to-speech engine."""
+    if settings.pipeline == "s2s":
+        return AgentEngineSet(make_s2s(settings.s2s.engine, settings))
+    return EngineSet.build(settings)

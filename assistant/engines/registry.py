@@ -1,9 +1,10 @@
 """Engine names → engine objects, wrapped in fallback chains.
 
-The names are the ones used by ``--stt/--llm/--tts`` and in settings. Each name points at a
-factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only when used so
-that a missing optional dependency affects only its own engine. Cloud engines that fail before
-producing output fall back to the local engine of the same kind when the settings allow.
+The names are the ones used by ``--stt/--llm/--tts`` and ``--s2s``, and in settings. Each name
+points at a factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only
+when used so that a missing optional dependency affects only its own engine. Cloud engines that
+fail before producing output fall back to the local engine of the same kind when the settings
+allow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
+from assistant.engines.s2s import SpeechToSpeech
 
 STT_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_stt",
@@ -27,6 +29,8 @@ LLM_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_llm",
     "openai": "assistant.engines.openai.factories:make_llm",
     "openai_compatible": "assistant.engines.openai.factories:make_compatible_llm",
+    "anthropic": "assistant.engines.claude:make_llm",
+    "assemblyai-gateway": "assistant.engines.assemblyai_gateway:make_llm",
     "fake": "assistant.engines.fake:make_llm",
 }
 TTS_FACTORIES: dict[str, str] = {
@@ -35,6 +39,13 @@ TTS_FACTORIES: dict[str, str] = {
     "elevenlabs": "assistant.engines.elevenlabs:make_tts",
     "async": "assistant.engines.asyncai:make_tts",
     "fake": "assistant.engines.fake:make_tts",
+}
+#: Speech-to-speech engines (``--s2s``; ``Settings.pipeline == "s2s"``). They have no fallback
+#: chain: a provider that hears and speaks cannot hand a turn to another midway.
+S2S_FACTORIES: dict[str, str] = {
+    "openai-realtime": "assistant.engines.openai.agent:make_s2s",
+    "assemblyai-agent": "assistant.engines.assemblyai_agent:make_s2s",
+    "fake": "assistant.engines.fake_agent:make_s2s",
 }
 _OFFLINE = ("local", "fake")
 
@@ -65,6 +76,11 @@ def make_llm(name: str, settings: Settings) -> LanguageModel:
 
 def make_tts(name: str, settings: Settings) -> TextToSpeech:
     engine: TextToSpeech = _make("text-to-speech", TTS_FACTORIES, name, settings)
+    return engine
+
+
+def make_s2s(name: str, settings: Settings) -> SpeechToSpeech:
+    engine: SpeechToSpeech = _make("speech-to-speech", S2S_FACTORIES, name, settings)
     return engine
 
 

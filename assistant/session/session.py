@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
 
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
@@ -101,12 +101,25 @@ ECHO_TAIL = 1.0
 Offload = Callable[..., Awaitable[Any]]
 
 
+class ReplyView(Protocol):
+    """What the state is derived from in a reply (chained or speech to speech)."""
+
+    @property
+    def playing(self) -> bool: ...
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+
 def derive_state(
     *,
     listening: bool,
     phase: Phase,
-    reply: Reply | None,
-    finishing: list[Reply],
+    reply: ReplyView | None,
+    finishing: Sequence[ReplyView],
     awaiting_answer: bool,
 ) -> State:
     """The one place the user-visible state comes from.

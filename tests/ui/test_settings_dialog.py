@@ -299,3 +299,37 @@ def test_the_window_shows_echo_cancellation_while_it_works(qtbot) -> None:
     assert badge.toolTip() == "Echo cancellation is on"
     badge.on_event(EchoStatus(False, False, False, "Echo cancellation is off: headset"))
     assert badge.isHidden()
+
+
+def test_the_pipeline_choice_offers_every_speech_to_speech_engine(qtbot, memory_keyring):
+    original = fake_settings()
+    dialog = SettingsDialog(original)
+    qtbot.addWidget(dialog)
+    pipeline = dialog.pipeline
+    assert pipeline.chained_radio.isChecked() and not pipeline.engine.isEnabled()
+    assert dialog.llm_combo.findData("anthropic") >= 0
+    assert dialog.llm_combo.findData("assemblyai-gateway") >= 0
+    engines = [pipeline.engine.itemData(i) for i in range(pipeline.engine.count())]
+    assert {"openai-realtime", "assemblyai-agent"} <= set(engines)
+    assert {"anthropic", "assemblyai_gateway", "assemblyai_agent"} <= set(dialog.provider_rows)
+    assert dialog.provider_rows["anthropic"].key_edit is not None  # its own key
+    assert dialog.provider_rows["assemblyai_agent"].key_edit is None  # AssemblyAI's key
+    assert dialog.result_settings() == original
+    pipeline.s2s_radio.setChecked(True)
+    assert pipeline.engine.isEnabled() and not dialog.stt_combo.isEnabled()
+    pipeline.engine.setCurrentIndex(pipeline.engine.findData("openai-realtime"))
+    pipeline.voice.setCurrentIndex(pipeline.voice.findData("cedar"))
+    pipeline.model.setText("gpt-realtime-mini")
+    pipeline.turns.setCurrentIndex(pipeline.turns.findData("provider"))
+    pipeline.greeting.setText("Hello!")
+    edited = dialog.result_settings()
+    assert edited.pipeline == "s2s"
+    assert (edited.s2s.engine, edited.s2s.model, edited.s2s.voice) == (
+        "openai-realtime",
+        "gpt-realtime-mini",
+        "cedar",
+    )
+    assert edited.s2s.turn_detection == "provider" and edited.s2s.greeting == "Hello!"
+    again = SettingsDialog(edited)
+    qtbot.addWidget(again)
+    assert again.result_settings() == edited  # and it reads back
