@@ -4,6 +4,13 @@ One JSON-lines file per conversation, one record per finished turn, appended and
 the next turn begins, so a crash loses at most the turn in flight. A damaged file (a half-written
 last line, a corrupt record) is recovered on load: the readable turns are kept, and the original
 file is preserved beside it for inspection — nothing is silently discarded.
+
+What a turn stores about tools: each call with its result and how long it ran (``ms``), in the
+order they ran. A turn that asked "Shall I go ahead?" stores that question as its answer; the
+call itself belongs to the next turn, the one whose "yes" let it run. The filler said while a
+slow tool ran ("One moment.") is not part of ``assistant_text`` or ``generated_text`` and never
+reaches the model's context; it is kept in the timeline's notes (``"filler"``) only. Fields
+added over time (``ms``, ``structured``, ``structured_error``) are optional: older files load.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class ToolRecord:
     name: str
     arguments: str
     result: str
+    #: How long the tool ran, in milliseconds (absent in older files).
+    ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -44,13 +53,20 @@ class TurnRecord:
     timeline: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     at: float = field(default_factory=time.time)
+    #: The object extracted from the turn beside the reply (``assistant.tools.structured``).
+    structured: dict[str, Any] | None = None
+    #: Why the extraction gave no object (invalid JSON twice, a failed request).
+    structured_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "turn", **asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
-        tools = [ToolRecord(**t) for t in data.get("tool_calls", [])]
+        tools = [
+            ToolRecord(t["id"], t["name"], t["arguments"], t["result"], t.get("ms"))
+            for t in data.get("tool_calls", [])
+        ]
         return cls(
             turn_id=int(data["turn_id"]),
             user_text=str(data["user_text"]),
@@ -61,6 +77,8 @@ class TurnRecord:
             timeline=dict(data.get("timeline", {})),
             error=data.get("error"),
             at=float(data.get("at", 0.0)),
+            structured=data["structured"] if isinstance(data.get("structured"), dict) else None,
+            structured_error=data.get("structured_error"),
         )
 
 

@@ -114,6 +114,8 @@ class Stage:
         stt, llm, tts = self.engines or (self.stt, self.llm, self.tts)
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
+        if self.tools is not None:
+            self.tools.offload = inline  # tools run on the loop, in virtual time
         self.store = HistoryStore(self.tmp_path / "history")
         conversation, _ = self.store.latest()
         self.session = Session(

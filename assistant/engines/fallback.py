@@ -16,6 +16,7 @@ from assistant.engines.base import (
     EngineError,
     LanguageModel,
     LLMEvent,
+    NeedsToolRouter,
     SpeechChunk,
     SpeechToText,
     STTSession,
@@ -84,6 +85,12 @@ class FallbackLLM(_Chain):
                 if i + 1 < len(self.engines):
                     self._report(i, exc)
         raise self._give_up(errors)
+
+    @property
+    def needs_tool_router(self) -> bool:
+        """Tools are offered the way the first engine (the one normally answering) needs."""
+        first = self.engines[0]
+        return isinstance(first, NeedsToolRouter) and first.needs_tool_router
 
     async def warm_up(self) -> None:
         await _warm_all(self.engines)

@@ -9,7 +9,12 @@ itself decides little:
   events, and the ``UserTurnTracker`` turns those into decisions, which the session carries out;
 - ``Transcription`` owns the recognizer's stream, ``Prefiller`` the prompt read-ahead;
 - each reply is a ``Reply`` handle (LLM → splitter → TTS → player as one task);
-- ``TurnRecorder`` stores every finished turn durably, in order, before announcing it.
+- ``TurnRecorder`` stores every finished turn durably, in order, before announcing it;
+- ``ConfirmationGate`` holds the tool call a reply asked about ("Shall I go ahead?") until the
+  user's next words (or ``confirm``) settle it.
+
+The session also speaks on its own initiative (``announce``: an alarm's chime and line) once
+nobody is talking; such announcements are not turns and are not stored.
 
 The ``State`` the user sees is derived from those parts in one function, ``derive_state``.
 All time comes from the injected ``Clock``; blocking work goes through ``offload``.
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
+from assistant.audio.chime import CHIME_RATE, chime
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
@@ -33,10 +39,14 @@ from assistant.engines.base import (
     EngineError,
     LanguageModel,
     Message,
+    SpeechChunk,
     SpeechToText,
     TextToSpeech,
 )
 from assistant.events import (
+    Announcement,
+    ConfirmationRequested,
+    ConfirmationResolved,
     ErrorEvent,
     FinalTranscript,
     MicLevel,
@@ -49,6 +59,14 @@ from assistant.events import (
     UserSpeechStarted,
 )
 from assistant.history import Conversation, TurnRecord
+from assistant.session.confirmation import (
+    ConfirmationGate,
+    ConfirmOutcome,
+    Decline,
+    Drop,
+    RunConfirmed,
+)
+from assistant.session.generate import Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
@@ -71,6 +89,7 @@ from assistant.session.tracker import (
 from assistant.session.transcription import Transcription
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
+from assistant.tools.phrases import phrases
 from assistant.turns import (
     EndOfTurnModel,
     SmartTurnJudge,
@@ -169,6 +188,9 @@ class Session:
         self._reply: Reply | None = None
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
+        self._confirmation = ConfirmationGate()
+        #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
+        self._settling: dict[int, PendingAction] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -465,7 +487,7 @@ class Session:
                 self.emit(TurnWithdrawn(utterance.turn_id, carried))
             case Answer(answer, held):
                 self.emit(FinalTranscript(utterance.turn_id, answer))
-                self._start_reply(utterance.turn_id, answer, utterance.timeline, held=held)
+                self._answer(utterance.turn_id, answer, utterance.timeline, held=held)
             case _:
                 self.emit(FinalTranscript(utterance.turn_id, ""))
         self._sync()
@@ -493,7 +515,7 @@ class Session:
         messages = self._conversation.context(
             self.settings.system_prompt, self.settings.context_tokens, pending_user=text
         )
-        return ChatRequest(messages, tools=self.tools.specs if self.tools is not None else [])
+        return request_for(self.llm, messages, self.tools)
 
     # ---------------------------------------------------------------------------- typed text
 
@@ -502,14 +524,86 @@ class Session:
         text = text.strip()
         if not text:
             return
+        self._typed_turn(text)
+
+    def confirm(self, accept: bool) -> bool:
+        """A click on a confirmation chip: run (True) or decline (False) the call the assistant
+        asked about. Recorded as a turn whose words are "Yes." / "No." in the conversation's
+        language. Returns False when no question is open."""
+        outcome = self._confirmation.click(accept)
+        if outcome is None:
+            return False
+        lines = phrases(self.settings.language)
+        self._typed_turn(lines.yes if accept else lines.no, outcome)
+        return True
+
+    @property
+    def pending_confirmation(self) -> PendingAction | None:
+        """The call the assistant asked about and is waiting to hear yes or no on."""
+        return self._confirmation.pending
+
+    def _typed_turn(self, text: str, outcome: ConfirmOutcome | None = None) -> None:
         self.interrupt(reason="typed")
         timeline = Timeline(self._tracker.allocate_turn_id(), now=self.clock.now)
         now = self.clock.now()
         timeline.mark("speech_end", now)
         timeline.mark("stt_final", now)
         self.emit(FinalTranscript(timeline.turn_id, text))
-        self._start_reply(timeline.turn_id, text, timeline)
+        self._answer(timeline.turn_id, text, timeline, outcome=outcome)
         self._sync()
+
+    # ------------------------------------------------------------------------- confirmation
+
+    def _answer(
+        self,
+        turn_id: int,
+        text: str,
+        timeline: Timeline,
+        *,
+        held: bool = False,
+        outcome: ConfirmOutcome | None = None,
+    ) -> None:
+        """Reply to a finished user turn, settling an open confirmation question with it."""
+        if outcome is None:
+            outcome = self._confirmation.answer(text, self.settings.language)
+        match outcome:
+            case RunConfirmed(action):
+                self._settling[turn_id] = action
+                self.emit(ConfirmationResolved(action.call.name, True))
+                self._start_reply(turn_id, text, timeline, held=held, confirmed=action)
+            case Decline(action):
+                self._settling[turn_id] = action
+                self.emit(ConfirmationResolved(action.call.name, False))
+                declined = phrases(self.settings.language).declined
+                self._start_reply(turn_id, text, timeline, held=held, script=declined)
+            case Drop(action):
+                self.emit(ConfirmationResolved(action.call.name, None))
+                self._start_reply(turn_id, text, timeline, held=held)
+            case None:
+                self._start_reply(turn_id, text, timeline, held=held)
+
+    def _offer_confirmation(self, action: PendingAction, turn_id: int) -> None:
+        self._confirmation.offer(action)
+        call = action.call
+        prompt = phrases(self.settings.language).confirm.format(action=action.action)
+        self.emit(ConfirmationRequested(turn_id, call.name, action.title, call.arguments, prompt))
+
+    # ------------------------------------------------------------------------- announcements
+
+    def announce(self, text: str, *, ring: bool = True) -> None:
+        """Say ``text`` on the assistant's own initiative (an alarm), after a chime when
+        ``ring``, as soon as nobody is talking. Not a turn: nothing is stored."""
+        self._spawn(self._announce_when_free(text, ring), "announce")
+
+    async def _announce_when_free(self, text: str, ring: bool) -> None:
+        while not (self._idle.is_set() and self._reply is None):
+            await self._idle.wait()
+            await asyncio.sleep(0)  # let whatever woke with us claim the floor first
+        turn_id = self._tracker.allocate_turn_id()
+        timeline = Timeline(turn_id, now=self.clock.now)
+        sound = SpeechChunk(chime(), CHIME_RATE, piece=0, text="") if ring else None
+        self.emit(Announcement(turn_id, text))
+        self._start_reply(turn_id, "", timeline, script=text, chime=sound, announcement=True)
 
     # --------------------------------------------------------------------------------------- reply
 
@@ -518,7 +612,16 @@ class Session:
         return reply.turn_id if reply is not None and not reply.finished else None
 
     def _start_reply(
-        self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
+        self,
+        turn_id: int,
+        user_text: str,
+        timeline: Timeline,
+        *,
+        held: bool = False,
+        confirmed: PendingAction | None = None,
+        script: str | None = None,
+        chime: SpeechChunk | None = None,
+        announcement: bool = False,
     ) -> None:
         previous = self._reply
         if previous is not None and not previous.finished:
@@ -546,14 +649,30 @@ class Session:
             emit=self.emit,
             on_finished=self._on_reply_finished,
             held=held,
+            lines=self._lines(),
+            confirmed=confirmed,
+            script=script,
+            chime=chime,
+            announcement=announcement,
         )
         self._reply = reply
         reply.start()
         self._sync()
 
+    def _lines(self) -> Lines:
+        said = phrases(self.settings.language)
+        return Lines(filler=said.filler, confirm=said.confirm)
+
     def _on_reply_finished(self, reply: Reply, record: TurnRecord) -> None:
         if self._reply is reply:
             self._reply = None
+        self._settling.pop(reply.turn_id, None)
+        if reply.announcement:
+            self._sync()
+            return
+        pending = reply.generation.pending
+        if pending is not None and not reply.interrupted and reply.error is None:
+            self._offer_confirmation(pending, reply.turn_id)
         self._finishing.append(reply)
         self._spawn(self._record(reply, record), f"record-{reply.turn_id}")
         self._sync()
@@ -583,12 +702,15 @@ class Session:
         reply = self._reply
         if reply is None or reply.finished:
             return
-        if reason == "barge_in" and reply.withdrawable:
+        if reason == "barge_in" and reply.withdrawable and not reply.announcement:
             # Nothing was heard yet: the user was not done talking. Their words carry over to
             # the next turn instead of being answered separately.
             reply.withdraw()
             self._reply = None
             self._tracker.carry(reply.user_text)
+            settled = self._settling.pop(reply.turn_id, None)
+            if settled is not None and self._confirmation.pending is None:
+                self._offer_confirmation(settled, reply.turn_id)  # the question is open again
             log.info("turn %d withdrawn before any audio; its text carries over", reply.turn_id)
             self.emit(TurnWithdrawn(reply.turn_id, reply.user_text))
         else:
@@ -601,6 +723,7 @@ class Session:
         """Start over with an empty conversation (the old one stays on disk)."""
         self.interrupt(reason="new conversation")
         self._tracker.forget_carry_over()
+        self._confirmation.forget()
         self._conversation = conversation
         # Ids keep growing: the player treats lower ids as stale audio.
         self._tracker.keep_ids_above(conversation.next_turn_id)
