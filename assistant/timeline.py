@@ -22,6 +22,9 @@ MARKS = (
     "playback_start",
     "playback_end",
     "interrupted",
+    # The structured object extracted beside the reply (never on the reply's path).
+    "structured_request",
+    "structured_done",
 )
 
 #: Stage name → (from mark, to mark). Each stage's duration is compared with its budget.

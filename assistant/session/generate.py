@@ -75,6 +75,9 @@ class Generation:
     pending: PendingAction | None = None
     #: The filler said while a tool ran ("" if none was needed).
     filler: str = ""
+    #: The prompt of the last model request (with tool calls and results): what the model's
+    #: prompt cache holds, for a follow-up request that should reuse it.
+    messages: list[Message] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ async def generate(
     routed = has_tools and uses_router(llm)
     specs = tools.specs if tools is not None and has_tools else []
     history = with_tools_block(messages, specs) if routed else list(messages)
+    into.messages = history
     if confirmed is not None:
         async for filler in turn.run([confirmed], history, confirmed=confirmed):
             yield filler

@@ -83,6 +83,7 @@ class Reply:
         script: str | None = None,
         chime: SpeechChunk | None = None,
         announcement: bool = False,
+        on_generated: Callable[[Reply], None] | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.user_text = user_text
@@ -105,6 +106,7 @@ class Reply:
         self._chime = chime
         #: Spoken on its own (an alarm), not an answer to a user turn: never recorded.
         self.announcement = announcement
+        self._on_generated = on_generated
         self._pieces_sent = 0
         self.spoken = SpokenText()
         self.generation = Generation()
@@ -181,6 +183,11 @@ class Reply:
         self._stop()
         self.finished = True
         self._stop_ticker()
+
+    @property
+    def scripted(self) -> bool:
+        """Speaks a fixed line (no model)."""
+        return self._script is not None
 
     @property
     def withdrawable(self) -> bool:
@@ -264,6 +271,8 @@ class Reply:
                     # Hand over to the TTS task now: a model streaming from a local cache may
                     # not yield to the loop between tokens, and the piece would wait.
                     await asyncio.sleep(0)
+            if self._on_generated is not None:
+                self._on_generated(self)
             await pieces.put(None)
             await tts_task
         finally:

@@ -55,6 +55,8 @@ from assistant.events import (
     SessionEvent,
     State,
     StateChanged,
+    StructuredExtracted,
+    TimelineUpdated,
     TurnWithdrawn,
     UserSpeechStarted,
 )
@@ -90,6 +92,7 @@ from assistant.session.transcription import Transcription
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
+from assistant.tools.structured import Extraction, StructuredExtractor
 from assistant.turns import (
     EndOfTurnModel,
     SmartTurnJudge,
@@ -150,6 +153,7 @@ class Session:
         turn_model: EndOfTurnModel | None = None,
         clock: Clock = SYSTEM_CLOCK,
         offload: Offload = asyncio.to_thread,
+        structured: StructuredExtractor | None = None,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -158,6 +162,8 @@ class Session:
         self.settings = settings or Settings()
         self.vad = vad
         self.tools = tools
+        #: Extracts an object from every answered turn, beside the reply (None: off).
+        self.structured = structured
         self.clock = clock
         self._offload = offload
         self._emitter: Emitter[SessionEvent] = Emitter("session")
@@ -191,6 +197,7 @@ class Session:
         self._confirmation = ConfirmationGate()
         #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
         self._settling: dict[int, PendingAction] = {}
+        self._extractions: dict[int, asyncio.Task[Extraction]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -275,7 +282,7 @@ class Session:
         self._prefiller.cancel()
         self._cancel_resume()
         tasks = [*self._tasks]
-        for task in tasks:
+        for task in [*tasks, *self._extractions.values()]:
             task.cancel()
         await self._transcription.close()
         replies = [r for r in (self._reply, *self._finishing) if r is not None]
@@ -654,6 +661,7 @@ class Session:
             script=script,
             chime=chime,
             announcement=announcement,
+            on_generated=self._on_generated,
         )
         self._reply = reply
         reply.start()
@@ -677,9 +685,41 @@ class Session:
         self._spawn(self._record(reply, record), f"record-{reply.turn_id}")
         self._sync()
 
+    def _on_generated(self, reply: Reply) -> None:
+        """The reply's text is complete: extract the turn's object now, while it plays."""
+        extractor = self.structured
+        if extractor is None or reply.scripted or reply.announcement:
+            return
+        reply.timeline.mark("structured_request")
+        answer = reply.generation.text.strip()
+        messages = list(reply.generation.messages)
+
+        async def extract() -> Extraction:
+            try:
+                return await extractor.extract(messages, answer)
+            finally:
+                reply.timeline.mark("structured_done")
+
+        self._extractions[reply.turn_id] = asyncio.create_task(
+            extract(), name=f"structured-{reply.turn_id}"
+        )
+
+    async def _complete(self, reply: Reply, record: TurnRecord) -> None:
+        """Wait for the turn's structured object and put it in the record."""
+        task = self._extractions.pop(reply.turn_id, None)
+        if task is None:
+            return
+        result = await task
+        record.structured, record.structured_error = result.data, result.error
+        record.timeline = reply.timeline.to_dict(self.settings.budgets)
+        self.emit(StructuredExtracted(reply.turn_id, result.data, result.error))
+        self.emit(TimelineUpdated(reply.turn_id, record.timeline))
+
     async def _record(self, reply: Reply, record: TurnRecord) -> None:
         try:
-            await self._recorder.record(reply.conversation, record)
+            await self._recorder.record(
+                reply.conversation, record, lambda r: self._complete(reply, r)
+            )
         finally:
             self._finishing.remove(reply)
             self._sync()
