@@ -94,6 +94,7 @@ def _talk(args: argparse.Namespace) -> int:
     from assistant.audio.wav import WavError
     from assistant.engines.base import EngineError
     from assistant.engines.registry import UnknownEngineError
+    from assistant.events import AppEvent
     from assistant.talk import TalkError, describe_event, run_talk, write_timeline
 
     try:
@@ -112,8 +113,8 @@ def _talk(args: argparse.Namespace) -> int:
     if not args.input.exists():
         return _fail(f"{args.input}: no such file")
 
-    def show(event: object) -> None:
-        line = describe_event(event)  # type: ignore[arg-type]
+    def show(event: AppEvent) -> None:
+        line = describe_event(event)
         if line:
             print(line, flush=True)
 

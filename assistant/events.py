@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
 
 
@@ -221,4 +222,55 @@ SessionEvent = (
     | Notice
     | Loading
     | MicLevel
+)
+
+
+# ----------------------------------------------------------------------------- the app's own
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The engines are warm and the conversation is listening: typed messages work, and talking
+    does too when a microphone is capturing. False while engines are (re)built or warming up."""
+
+    ready: bool
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioStatus:
+    """Whether a microphone is capturing and whether replies reach a real output device."""
+
+    microphone_ok: bool
+    speaker_ok: bool
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationLoaded:
+    """The current conversation was (re)placed: its past turns, oldest first (none when new)."""
+
+    turns: tuple[TurnRecord, ...]
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnModeChanged:
+    """Push-to-talk (``ptt``) or hands-free (``vad``) is now in force."""
+
+    mode: TurnMode
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsApplied:
+    """New settings are saved and in force (a copy: editing it changes nothing)."""
+
+    settings: Settings
+    at: float = field(default_factory=_now)
+
+
+#: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
+AppEvent = (
+    SessionEvent | Ready | AudioStatus | ConversationLoaded | TurnModeChanged | SettingsApplied
 )

@@ -1,35 +1,36 @@
 """Headless conversations: a WAV file in as the microphone, the assistant's audio out to a WAV.
 
-This is ``parley talk``'s engine room, also used by benchmarks and end-to-end tests. It runs the
-same session, turn detection and player contract as the desktop app.
+``parley talk`` over ``Assistant``, with the file as its microphone and a virtual player as its
+speaker; also used by benchmarks and end-to-end tests. In push-to-talk mode the talk key is held
+over the whole file; in hands-free mode voice activity finds the turns in it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from assistant.app import Assistant, EngineSet
 from assistant.audio.capture import WavSource
 from assistant.audio.player import VirtualPlayer
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings, atomic_write_bytes
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
-from assistant.engines.registry import build_engines
 from assistant.events import (
+    AppEvent,
     ErrorEvent,
     FinalTranscript,
-    Loading,
     Notice,
-    SessionEvent,
+    Ready,
     TurnFinished,
 )
-from assistant.history import HistoryStore, TurnRecord
-from assistant.session import EndOfTurnModel, Session
+from assistant.history import TurnRecord
+from assistant.session import EndOfTurnModel
 
 Pace = Literal["fast", "realtime"]
 
@@ -45,6 +46,14 @@ class TalkResult:
     notices: list[str] = field(default_factory=list)
     underruns: int = 0
     audio_seconds: float = 0.0
+
+    def record(self, event: AppEvent) -> None:
+        if isinstance(event, TurnFinished):
+            self.turns.append(event.turn)
+        elif isinstance(event, ErrorEvent):
+            self.errors.append(event.message)
+        elif isinstance(event, Notice):
+            self.notices.append(event.message)
 
     def timeline_json(self) -> dict[str, Any]:
         return {
@@ -79,25 +88,6 @@ def _tail_silence(settings: Settings) -> float:
     return longest / 1000.0 + 0.3
 
 
-def make_vad(settings: Settings) -> VoiceActivityDetector:
-    """Silero VAD when the embedded engines are installed, else a level-based detector."""
-    from assistant.audio import vad
-
-    try:
-        return vad.SileroVAD(threshold=settings.vad.threshold)
-    except Exception:
-        return vad.EnergyVAD()
-
-
-def make_turn_model(settings: Settings) -> EndOfTurnModel | None:
-    """The Smart Turn end-of-turn model when it is installed and enabled, else None."""
-    if not settings.vad.smart_turn:
-        return None
-    from assistant.audio.smart_turn import SmartTurn, smart_turn_available
-
-    return SmartTurn() if smart_turn_available() else None
-
-
 async def run_talk(
     input_path: Path,
     *,
@@ -108,81 +98,58 @@ async def run_talk(
     vad: VoiceActivityDetector | None = None,
     turn_model: EndOfTurnModel | None = None,
     history_dir: Path | None = None,
-    on_event: Any = None,
+    on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
 ) -> TalkResult:
-    """Feed ``input_path`` through the capture path as if spoken, and run the conversation."""
-    result = TalkResult()
-    source = WavSource(
-        input_path,
-        pace=pace,
-        tail_silence=_tail_silence(settings),
-    )
+    """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
-    def on_fallback(kind: str, failed: str, nxt: str, reason: str) -> None:
-        result.notices.append(f"{kind}: {failed} failed ({reason}); using {nxt}")
-
-    stt, llm, tts = engines or build_engines(settings, on_fallback)
-    if settings.turn_mode == "vad" and vad is None:
-        vad = make_vad(settings)
-    if settings.turn_mode == "vad" and turn_model is None:
-        turn_model = make_turn_model(settings)
+    ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
+    settings' engines are built here, and a missing file or unknown engine raises at once.
+    """
+    source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
+    engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
     player = VirtualPlayer(pace=pace)
+    result = TalkResult()
     with contextlib.ExitStack() as stack:
         if history_dir is None:
-            history_dir = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-talk-"))
-            )
-        conversation, _ = HistoryStore(history_dir).latest()
-        session = Session(
-            stt=stt,
-            llm=llm,
-            tts=tts,
-            player=player,
-            conversation=conversation,
-            settings=settings,
-            vad=vad,
-            turn_model=turn_model,
+            temporary = tempfile.TemporaryDirectory(prefix="parley-talk-")
+            history_dir = Path(stack.enter_context(temporary))
+        app = Assistant(
+            settings,
+            history_dir=history_dir,
+            engine_factory=lambda _s: engine_set,
+            source_factory=lambda _s: source,
+            player_factory=lambda _s: player,
+            vad_factory=(lambda _s: vad) if vad is not None else None,
+            turn_model_factory=(lambda _s: turn_model) if turn_model is not None else None,
+            persist=False,
         )
 
-        def listen(event: SessionEvent) -> None:
-            if isinstance(event, TurnFinished):
-                result.turns.append(event.turn)
-            elif isinstance(event, ErrorEvent):
-                result.errors.append(event.message)
-            elif isinstance(event, Notice):
-                result.notices.append(event.message)
+        def listen(event: AppEvent) -> None:
+            result.record(event)
             if on_event is not None:
                 on_event(event)
+            # Before the file's first frame: one press of the talk key over the whole file
+            # (released when the file ends).
+            if isinstance(event, Ready) and event.ready and settings.turn_mode == "ptt":
+                if not result.errors:
+                    app.press_to_talk()
 
-        session.subscribe(listen)
-        await asyncio.gather(stt.warm_up(), llm.warm_up(), tts.warm_up())
-        await session.start()
+        app.events.subscribe(listen)
         try:
-            await source.start()
-            pressed = False
-            if settings.turn_mode == "ptt":
-                session.press_to_talk()
-                pressed = True
-            async for frame in source.frames():
-                if pressed and frame.offset >= source.duration:
-                    session.release_to_talk()
-                    pressed = False
-                await session.feed(frame)
-            if pressed:
-                session.release_to_talk()
-            session.end_of_input()
-            await session.wait_idle(timeout=idle_timeout)
+            await app.start()
+            await app.wait_ready()
+            if not result.errors:
+                await app.wait_input_ended()
+                await app.wait_idle(timeout=idle_timeout)
         except TimeoutError:
             raise TalkError(f"the conversation did not finish within {idle_timeout:g} s") from None
         finally:
-            await source.stop()
             result.underruns = player.underruns
-            await session.close()
+            await app.close()
         if output_path is not None:
             player.save_wav(str(output_path))
-            recorded = player.recorded()
-            result.audio_seconds = len(recorded) / player.rate
+            result.audio_seconds = len(player.recorded()) / player.rate
     return result
 
 
@@ -191,7 +158,7 @@ def write_timeline(path: Path, result: TalkResult) -> None:
     atomic_write_bytes(path, data.encode("utf-8"))
 
 
-def describe_event(event: SessionEvent) -> str | None:
+def describe_event(event: AppEvent) -> str | None:
     """A one-line rendering of the events a terminal user cares about."""
     if isinstance(event, FinalTranscript) and event.text:
         return f"you: {event.text}"
@@ -201,6 +168,4 @@ def describe_event(event: SessionEvent) -> str | None:
         v2v = t.timeline.get("voice_to_voice_ms")
         figure = f"  ({v2v:.0f} ms voice-to-voice)" if isinstance(v2v, int | float) else ""
         return f"parley: {t.assistant_text}{cut}{figure}"
-    if isinstance(event, Loading) and event.fraction >= 1.0:
-        return f"[ready] {event.component}"
     return None

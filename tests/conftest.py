@@ -19,6 +19,7 @@ from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
 from assistant.tools import ToolRegistry
+from tests.scenario import ScriptVAD
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
@@ -30,19 +31,6 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
     yield
-
-
-class ScriptVAD:
-    """A scripted voice-activity detector: the test says when the user is speaking."""
-
-    def __init__(self) -> None:
-        self.speaking = False
-
-    def process(self, pcm: object) -> float:
-        return 1.0 if self.speaking else 0.0
-
-    def reset(self) -> None:
-        pass
 
 
 class Harness:

@@ -96,6 +96,7 @@ class Stage:
     tts: FakeTTS | None = None
     tools: ToolRegistry | None = None
     turn_model: EndOfTurnModel | None = None
+    #: Engines used instead of the fakes (None in a place keeps that fake).
     engines: tuple[Any, Any, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -111,7 +112,8 @@ class Stage:
         self.tts = self.tts or FakeTTS(first_audio_delay=0.02, chars_per_second=40)
         for engine in (self.stt, self.llm, self.tts):
             engine.clock = self.clock
-        stt, llm, tts = self.engines or (self.stt, self.llm, self.tts)
+        given = self.engines or (None, None, None)
+        stt, llm, tts = (g or d for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True))
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
         if self.tools is not None:

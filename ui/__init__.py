@@ -1,5 +1,6 @@
-"""Parley's desktop window: a thin Qt layer that renders the session's events and sends it commands.
+"""Parley's desktop window: a thin Qt layer over ``assistant.app.Assistant``.
 
-The conversation engine lives in ``assistant/`` and never imports Qt; everything here only shows
-what the engine reports and forwards what the user does (``ui.controller`` is the seam).
+The app itself lives in ``assistant/`` and never imports Qt. Here, ``ui.bridge`` turns the
+assistant's events into one Qt signal that the widgets ``match`` on, and the widgets call the
+assistant's methods for what the user does.
 """

@@ -18,9 +18,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant import config
+
+if TYPE_CHECKING:
+    from assistant.app import Assistant
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +140,13 @@ def loop_exception_handler(
 
 
 def run_app(
-    argv: Sequence[str] | None = None, *, controller_factory: Callable[[], Any] | None = None
+    argv: Sequence[str] | None = None, *, assistant_factory: Callable[[], Assistant] | None = None
 ) -> int:
-    """Open the window and run until it is closed; the process exit code."""
+    """Open the window and run until it is closed; the process exit code.
+
+    ``assistant_factory`` replaces the default ``Assistant()`` (the saved settings, the system's
+    microphone and speaker); it is called on the running loop.
+    """
     problem = display_problem()
     if problem is not None:
         print(problem, file=sys.stderr)
@@ -158,7 +165,7 @@ def run_app(
     app = create_application(list(argv) if argv is not None else sys.argv)
     try:
         return asyncio.run(
-            _main(app, controller_factory, log_path), loop_factory=lambda: qasync.QEventLoop(app)
+            _main(app, assistant_factory, log_path), loop_factory=lambda: qasync.QEventLoop(app)
         )
     except KeyboardInterrupt:
         return 130
@@ -200,11 +207,11 @@ def create_application(argv: list[str]) -> Any:
 
 
 async def _main(
-    app: Any, controller_factory: Callable[[], Any] | None, log_path: Path | None
+    app: Any, assistant_factory: Callable[[], Assistant] | None, log_path: Path | None
 ) -> int:
     from PySide6.QtCore import QObject, QTimer, Signal
 
-    from ui.controller import Controller
+    from assistant.app import Assistant
     from ui.main_window import MainWindow
 
     class _Relay(QObject):
@@ -214,8 +221,8 @@ async def _main(
     restore = install_error_handlers(relay.message.emit, log_path)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(loop_exception_handler(relay.message.emit, log_path))
-    controller = controller_factory() if controller_factory is not None else Controller()
-    window = MainWindow(controller)
+    assistant = assistant_factory() if assistant_factory is not None else Assistant()
+    window = MainWindow(assistant)
     relay.message.connect(lambda message: window.show_error(message, "app"))
     closed = asyncio.Event()
     window.closed.connect(closed.set)
@@ -227,13 +234,13 @@ async def _main(
     heartbeat.timeout.connect(lambda: None)
     window.show()
     try:
-        await controller.start()
+        await assistant.start()
     except Exception as exc:
         log.exception("starting failed")
         window.show_error(describe_unexpected(exc, log_path), "app")
     await closed.wait()
     try:
-        await asyncio.wait_for(controller.close(), 5.0)
+        await asyncio.wait_for(assistant.close(), 5.0)
     except Exception as exc:
         log.warning("closing took too long or failed: %s", exc)
     heartbeat.stop()

@@ -25,6 +25,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from assistant.events import (
+    AppEvent,
+    AssistantText,
+    ConversationLoaded,
+    FinalTranscript,
+    PartialTranscript,
+    TimelineUpdated,
+    ToolCalled,
+    TurnFinished,
+    TurnWithdrawn,
+)
 from assistant.history import TurnRecord
 from ui import theme
 
@@ -227,6 +238,26 @@ class ConversationView(QScrollArea):
         self.customContextMenuRequested.connect(self._menu)
 
     # ----------------------------------------------------------------------------- public API
+
+    def on_event(self, event: AppEvent) -> None:
+        """Follow the conversation as the assistant reports it."""
+        match event:
+            case PartialTranscript(turn_id=turn_id, text=text):
+                self.on_partial(turn_id, text)
+            case FinalTranscript(turn_id=turn_id, text=text):
+                self.on_final(turn_id, text)
+            case AssistantText(turn_id=turn_id, spoken=spoken, generated=generated):
+                self.on_assistant_text(turn_id, spoken, generated)
+            case ToolCalled(turn_id=turn_id, name=name):
+                self.on_tool_called(turn_id, name)
+            case TimelineUpdated(turn_id=turn_id, timeline=timeline):
+                self.on_timeline(turn_id, timeline)
+            case TurnFinished(turn=record):
+                self.on_turn_finished(record)
+            case TurnWithdrawn(turn_id=turn_id, user_text=text):
+                self.on_withdrawn(turn_id, text)
+            case ConversationLoaded(turns=turns):
+                self.load_turns(list(turns))
 
     def set_hotkey_name(self, name: str) -> None:
         self._hotkey = name

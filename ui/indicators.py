@@ -9,6 +9,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFontMetrics, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from assistant.events import AppEvent, AudioStatus, MicLevel
 from ui import theme
 
 STATE_LABELS: dict[str, str] = {
@@ -128,6 +129,13 @@ class LevelMeter(QWidget):
         if not self._timer.isActive():
             self._timer.start()
         self.update()
+
+    def on_event(self, event: AppEvent) -> None:
+        match event:
+            case MicLevel(rms=rms):
+                self.set_rms(rms)
+            case AudioStatus(microphone_ok=available):
+                self.set_input_available(available)
 
     def set_input_available(self, available: bool) -> None:
         self._enabled_input = available

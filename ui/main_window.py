@@ -18,10 +18,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from assistant.app import Assistant
 from assistant.config import Settings
-from assistant.history import TurnRecord
+from assistant.events import (
+    AppEvent,
+    AudioStatus,
+    ErrorEvent,
+    Loading,
+    Notice,
+    Ready,
+    SettingsApplied,
+    StateChanged,
+    TurnModeChanged,
+)
 from ui.banner import BannerArea
-from ui.controller import Controller
+from ui.bridge import Bridge
 from ui.conversation import ConversationView
 from ui.hotkeys import GlobalHotkey, HoldToTalkFilter, hotkey_label
 from ui.indicators import LevelMeter, StateIndicator
@@ -42,13 +53,14 @@ SETTINGS_SOURCES = (
 
 
 class MainWindow(QMainWindow):
-    """Renders the controller's signals and turns clicks and keys into its commands."""
+    """Renders the assistant's events and turns clicks and keys into its commands."""
 
     closed = Signal()
 
-    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+    def __init__(self, assistant: Assistant, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.controller = controller
+        self.assistant = assistant
+        self.bridge = Bridge(assistant, self)
         self.settings_dialog: SettingsDialog | None = None
         self._state = "idle"
         self._loading: dict[str, tuple[float, str]] = {}
@@ -58,7 +70,7 @@ class MainWindow(QMainWindow):
         # The layouts set the smallest size, so nothing is ever cut off.
         self.resize(1180, 760)
         self._wire()
-        self.hold_filter = HoldToTalkFilter(self, controller.settings.hotkey)
+        self.hold_filter = HoldToTalkFilter(self, assistant.settings.hotkey)
         self.hold_filter.pressed.connect(self._talk_pressed)
         self.hold_filter.released.connect(self._talk_released)
         self.hold_filter.escape.connect(self._escape)
@@ -66,7 +78,7 @@ class MainWindow(QMainWindow):
         self.global_hotkey = GlobalHotkey(self)
         self.global_hotkey.pressed.connect(self._global_pressed)
         self.global_hotkey.released.connect(self._global_released)
-        self._apply_settings_to_ui(controller.settings)
+        self._apply_settings_to_ui(assistant.settings)
         self._update_indicator()
 
     # ---------------------------------------------------------------------------------- layout
@@ -218,42 +230,24 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------------------------- wiring
 
     def _wire(self) -> None:
-        c = self.controller
-        c.stateChanged.connect(self._on_state)
-        c.partialTranscript.connect(self.conversation.on_partial)
-        c.finalTranscript.connect(self.conversation.on_final)
-        c.assistantText.connect(self.conversation.on_assistant_text)
-        c.toolCalled.connect(
-            lambda turn, name, _a, _r: self.conversation.on_tool_called(turn, name)
-        )
-        c.timelineUpdated.connect(self._on_timeline)
-        c.turnFinished.connect(self._on_turn_finished)
-        c.turnWithdrawn.connect(self.conversation.on_withdrawn)
-        c.micLevel.connect(self.meter.set_rms)
-        c.error.connect(self.show_error)
-        c.notice.connect(self.show_notice)
-        c.loading.connect(self._on_loading)
-        c.readyChanged.connect(lambda _ready: self._update_indicator())
-        c.audioChanged.connect(self._on_audio)
-        c.conversationLoaded.connect(self._on_conversation)
-        c.turnModeChanged.connect(self._on_turn_mode)
-        c.settingsChanged.connect(self._apply_settings_to_ui)
+        for view in (self.conversation, self.timeline, self.meter):
+            self.bridge.occurred.connect(view.on_event)
+        self.bridge.occurred.connect(self.on_event)
+        a = self.assistant
         self.ptt_button.pressed.connect(self._talk_pressed)
         self.ptt_button.released.connect(self._talk_released)
-        self.hands_free_button.toggled.connect(
-            lambda on: self.controller.set_turn_mode("vad" if on else "ptt")
-        )
-        self.stop_button.clicked.connect(self.controller.interrupt)
+        self.hands_free_button.toggled.connect(lambda on: a.set_turn_mode("vad" if on else "ptt"))
+        self.stop_button.clicked.connect(a.interrupt)
         self.send_button.clicked.connect(self.send_message)
         self.message_box.returnPressed.connect(self.send_message)
-        self.new_button.clicked.connect(self.controller.new_conversation)
+        self.new_button.clicked.connect(a.new_conversation)
         self.settings_button.clicked.connect(self.open_settings)
         for keys, slot in (
             (
                 [QKeySequence(QKeySequence.StandardKey.Preferences), QKeySequence("Ctrl+,")],
                 self.open_settings,
             ),
-            ([QKeySequence("Ctrl+N")], self.controller.new_conversation),
+            ([QKeySequence("Ctrl+N")], a.new_conversation),
             ([QKeySequence("Ctrl+Q")], self.close),
         ):
             action = QAction(self)
@@ -261,17 +255,37 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             self.addAction(action)
 
+    def on_event(self, event: AppEvent) -> None:
+        """What the window itself shows of the assistant's events (the views show the rest)."""
+        match event:
+            case StateChanged(state=state):
+                self._on_state(state.value)
+            case ErrorEvent(message=message, source=source):
+                self.show_error(message, source)
+            case Notice(message=message, source=source):
+                self.show_notice(message, source)
+            case Loading(component=component, fraction=fraction, message=message):
+                self._on_loading(component, fraction, message)
+            case Ready():
+                self._update_indicator()
+            case AudioStatus(microphone_ok=mic_ok, speaker_ok=speaker_ok):
+                self._on_audio(mic_ok, speaker_ok)
+            case TurnModeChanged(mode=mode):
+                self._on_turn_mode(mode)
+            case SettingsApplied(settings=settings):
+                self._apply_settings_to_ui(settings)
+
     # ------------------------------------------------------------------------------- commands
 
     def _talk_pressed(self) -> None:
-        if self.controller.turn_mode == "vad":
+        if self.assistant.turn_mode == "vad":
             return
-        if self.controller.press_to_talk():
+        if self.assistant.press_to_talk():
             self._set_ptt_active(True)
 
     def _talk_released(self) -> None:
         self._set_ptt_active(False)
-        self.controller.release_to_talk()
+        self.assistant.release_to_talk()
 
     def _global_pressed(self) -> None:
         if not self.isActiveWindow():  # in the window, the in-window key already acts
@@ -282,7 +296,7 @@ class MainWindow(QMainWindow):
             self._talk_released()
 
     def _escape(self) -> None:
-        self.controller.interrupt()
+        self.assistant.interrupt()
         if self.message_box.hasFocus():
             self.conversation.setFocus()  # so the talk key works again at once
 
@@ -293,7 +307,7 @@ class MainWindow(QMainWindow):
 
     def send_message(self) -> None:
         text = self.message_box.text()
-        if self.controller.submit_text(text):
+        if self.assistant.submit_text(text):
             self.message_box.clear()
 
     def open_settings(self) -> SettingsDialog:
@@ -301,14 +315,12 @@ class MainWindow(QMainWindow):
             self.settings_dialog.raise_()
             self.settings_dialog.activateWindow()
             return self.settings_dialog
-        dialog = SettingsDialog(
-            self.controller.settings,
-            voices=self.controller.voices,
-            preview=self.controller.preview_voice,
-            parent=self,
-        )
+        a = self.assistant
+        dialog = SettingsDialog(a.settings, voices=a.voices, preview=a.preview_voice, parent=self)
         dialog.applied.connect(
-            lambda settings, keys: self.controller.apply_settings_soon(settings, keys_changed=keys)
+            lambda settings, keys: a.spawn(
+                a.apply_settings(settings, keys_changed=keys), "settings"
+            )
         )
         dialog.finished.connect(lambda _r: dialog.deleteLater())
         self.settings_dialog = dialog
@@ -334,7 +346,7 @@ class MainWindow(QMainWindow):
 
     def _retry_audio(self) -> None:
         self.banners.clear("error")
-        self.controller.spawn(self.controller.restart_audio(), "audio")
+        self.assistant.spawn(self.assistant.restart_audio(), "audio")
 
     def _on_state(self, state: str) -> None:
         self._state = state
@@ -344,23 +356,23 @@ class MainWindow(QMainWindow):
         self._update_indicator()
 
     def _update_indicator(self) -> None:
-        c = self.controller
-        if not c.ready:
+        a = self.assistant
+        if not a.ready:
             self.indicator.set_state("loading", "Loading engines…")
-        elif self._state == "listening" and c.turn_mode == "ptt":
+        elif self._state == "listening" and a.turn_mode == "ptt":
             self.indicator.set_state("listening", "Ready")
         else:
             self.indicator.set_state(self._state)
         self._update_hint()
 
     def _update_hint(self) -> None:
-        c = self.controller
-        key = hotkey_label(c.settings.hotkey)
-        if not c.ready:
+        a = self.assistant
+        key = hotkey_label(a.settings.hotkey)
+        if not a.ready:
             text = "Loading engines — you can type now; talking starts when they are ready."
-        elif not c.microphone_ok:
+        elif not a.microphone_ok:
             text = "No microphone — type your message above."
-        elif c.turn_mode == "vad":
+        elif a.turn_mode == "vad":
             text = "Hands-free: just speak; Parley answers when you pause. Esc stops the answer."
         else:
             text = f"Hold {key} or the button to talk · Esc stops the answer"
@@ -379,23 +391,10 @@ class MainWindow(QMainWindow):
             self._loading.clear()
 
     def _on_audio(self, mic_ok: bool, speaker_ok: bool) -> None:
-        self.meter.set_input_available(mic_ok)
         self.ptt_button.setToolTip(
             "Hold to talk" if mic_ok else "No microphone: connect one and choose Retry, or type"
         )
         self._update_hint()
-
-    def _on_conversation(self, turns: list[TurnRecord]) -> None:
-        self.conversation.load_turns(turns)
-        self.timeline.set_timelines([(t.turn_id, t.timeline) for t in turns])
-
-    def _on_timeline(self, turn_id: int, timeline: dict[str, object]) -> None:
-        self.conversation.on_timeline(turn_id, timeline)
-        self.timeline.update_turn(turn_id, timeline)
-
-    def _on_turn_finished(self, record: TurnRecord) -> None:
-        self.conversation.on_turn_finished(record)
-        self.timeline.update_turn(record.turn_id, record.timeline)
 
     def _on_turn_mode(self, mode: str) -> None:
         hands_free = mode == "vad"

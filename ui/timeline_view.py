@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from assistant.events import AppEvent, ConversationLoaded, TimelineUpdated, TurnFinished
 from assistant.timeline import Budgets
 from ui import theme
 from ui.resources import icon
@@ -454,6 +455,16 @@ class TimelinePanel(QFrame):
         layout.addWidget(self.chart)
         layout.addStretch(1)
         self._refresh()
+
+    def on_event(self, event: AppEvent) -> None:
+        """Keep a bar per turn as the assistant reports timelines."""
+        match event:
+            case TimelineUpdated(turn_id=turn_id, timeline=timeline):
+                self.update_turn(turn_id, timeline)
+            case TurnFinished(turn=record):
+                self.update_turn(record.turn_id, record.timeline)
+            case ConversationLoaded(turns=turns):
+                self.set_timelines([(t.turn_id, t.timeline) for t in turns])
 
     def set_budgets(self, budgets: Budgets) -> None:
         self._budgets = budgets

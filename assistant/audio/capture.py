@@ -17,10 +17,12 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import close_quietly, start_stream, stream_defaults
+from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
+from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import WavError, read_wav, resample, to_int16
-from assistant.engines.base import PCM
+from assistant.clock import SYSTEM_CLOCK, Clock
+from assistant.types import PCM
 
 __all__ = [
     "ArraySource",
@@ -67,7 +69,9 @@ class MicrophoneCapture:
 
     ``blocksize`` defaults to one frame's duration at the device rate. ``samplerate`` defaults to
     the device's default rate. ``stream_factory`` replaces ``sounddevice.InputStream`` (same
-    keyword arguments), which lets the callback path run without a microphone.
+    keyword arguments), which lets the callback path run without a microphone. A device that
+    stops calling back without a word is noticed by a watchdog on ``clock`` and reported as
+    lost; closing a dead stream never blocks the loop for more than ``close_timeout`` seconds.
     """
 
     def __init__(
@@ -79,6 +83,8 @@ class MicrophoneCapture:
         ring_seconds: float = 2.0,
         latency: str | float = "low",
         stream_factory: Callable[..., Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.device = device
         self.blocksize = blocksize
@@ -105,6 +111,9 @@ class MicrophoneCapture:
         self._resampler: Any = None
         self._pending: Float32 = np.zeros(0, dtype=np.float32)
         self._emitted = 0  # frames yielded
+        self._close_timeout = close_timeout
+        self._watchdog = CallbackWatchdog(clock, self._lost)
+        self._closer: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -128,6 +137,7 @@ class MicrophoneCapture:
             finished_callback=self._stream_finished,
         )
         self._stream = stream
+        self._watchdog.start()
 
     def _prepare(self, rate: int) -> None:
         self.rate = rate
@@ -145,6 +155,7 @@ class MicrophoneCapture:
 
     # PortAudio's thread. Copies and bookkeeping only; never raises.
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self._watchdog.beat()
         try:
             if status and getattr(status, "input_overflow", False):
                 self.overflows += 1
@@ -182,9 +193,10 @@ class MicrophoneCapture:
     def _lost(self) -> None:
         if self._closing or self._stopped:
             return
+        self._watchdog.stop()
         dead, self._stream = self._stream, None
         if dead is not None:
-            asyncio.get_running_loop().run_in_executor(None, close_quietly, dead)
+            self._closer = asyncio.ensure_future(close_off_loop(dead, self._close_timeout))
         self._end()
         message = "Audio input stopped: the microphone was lost or disconnected."
         log.error("%s", message)
@@ -200,10 +212,11 @@ class MicrophoneCapture:
 
     async def stop(self) -> None:
         self._closing = True
+        self._watchdog.stop()
         self._end()
         stream, self._stream = self._stream, None
         if stream is not None:
-            await asyncio.to_thread(close_quietly, stream)
+            await close_off_loop(stream, self._close_timeout)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
         while not self._stopped:

@@ -6,7 +6,9 @@ list (headless servers and CI have no sound card).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -137,3 +139,38 @@ def close_quietly(stream: Any) -> None:
         stream.close()
     except Exception as e:  # the device may already be gone
         log.debug("closing audio stream: %s", e)
+
+
+#: How long closing a stream may take before the caller stops waiting for it.
+CLOSE_TIMEOUT = 2.0
+
+
+async def close_off_loop(stream: Any, timeout: float = CLOSE_TIMEOUT) -> bool:
+    """Close ``stream`` on a daemon thread; stop waiting after ``timeout`` seconds.
+
+    Closing a stream whose device died can hang inside the audio backend. The loop (and any
+    lock its caller holds) must not hang with it, and the process must still be able to exit,
+    so the close runs on a daemon thread rather than the default executor. True if it closed
+    in time.
+    """
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not closed.done():
+            closed.set_result(None)
+
+    def run() -> None:
+        close_quietly(stream)
+        try:
+            loop.call_soon_threadsafe(finished)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    threading.Thread(target=run, name="audio-close", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(closed), timeout)
+    except TimeoutError:
+        log.warning("closing an audio stream did not finish within %.0f s; left behind", timeout)
+        return False
+    return True

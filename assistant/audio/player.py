@@ -25,9 +25,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import close_quietly, start_stream, stream_defaults
+from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import to_int16, write_wav
-from assistant.clock import Clock, Timer
+from assistant.clock import SYSTEM_CLOCK, Clock, Timer
 from assistant.types import PCM
 
 log = logging.getLogger(__name__)
@@ -499,7 +500,9 @@ class DevicePlayer(BufferedPlayer):
 
     ``samplerate`` defaults to the device's own default rate, so PortAudio never resamples.
     ``stream_factory`` replaces ``sounddevice.OutputStream`` (same keyword arguments), which
-    lets the callback path run without a sound card.
+    lets the callback path run without a sound card. A device that stops calling back without
+    a word is noticed by a watchdog on ``clock`` and reported like any other loss; closing a
+    dead stream never blocks the loop for more than ``close_timeout`` seconds.
     """
 
     def __init__(
@@ -510,6 +513,8 @@ class DevicePlayer(BufferedPlayer):
         *,
         samplerate: int | None = None,
         stream_factory: Callable[..., Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         super().__init__(samplerate or 48_000)
         self.device = device
@@ -521,6 +526,10 @@ class DevicePlayer(BufferedPlayer):
         self._factory = stream_factory
         self._stream: Any = None
         self._closing = False
+        self._close_timeout = close_timeout
+        self._watchdog = CallbackWatchdog(clock, self._lost)
+        #: Closing a lost stream, in the background (kept referenced until it ends).
+        self._closer: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -545,8 +554,10 @@ class DevicePlayer(BufferedPlayer):
         self._stream = stream
         lat = getattr(stream, "latency", 0.0)
         self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
+        self._watchdog.start()
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self._watchdog.beat()
         if status and getattr(status, "output_underflow", False):
             self.device_underflows += 1
         self._buf.render(outdata[:, 0])
@@ -559,16 +570,18 @@ class DevicePlayer(BufferedPlayer):
     def _lost(self) -> None:
         if self._closing or self._stream is None:
             return
+        self._watchdog.stop()
         dead, self._stream = self._stream, None
-        asyncio.get_running_loop().run_in_executor(None, close_quietly, dead)
+        self._closer = asyncio.ensure_future(close_off_loop(dead, self._close_timeout))
         self._buf.abandon()
         self._dispatch_error("Audio output stopped: the output device was lost or disconnected.")
 
     async def close(self) -> None:
         self._closing = True
+        self._watchdog.stop()
         stream, self._stream = self._stream, None
         if stream is not None:
-            await asyncio.to_thread(close_quietly, stream)
+            await close_off_loop(stream, self._close_timeout)
         await super().close()
 
 

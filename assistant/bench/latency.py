@@ -22,12 +22,14 @@ from typing import Any, Literal
 import numpy as np
 import psutil
 
+from assistant.app import EngineSet
+from assistant.app.turn_taking import make_vad
 from assistant.audio.wav import resample, write_wav
 from assistant.bench.loopmon import LoopMonitor
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
-from assistant.engines.registry import build_engines
-from assistant.talk import make_vad, run_talk
+from assistant.events import AppEvent, ErrorEvent
+from assistant.talk import run_talk
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = ROOT / "tests" / "data" / "speech"
@@ -132,27 +134,24 @@ class RssSampler:
         self._thread.join()
 
 
-async def _close_engines(engines: tuple[Any, ...]) -> None:
-    for chain in engines:
-        for engine in getattr(chain, "engines", [chain]):
-            for method in ("aclose", "close"):
-                fn = getattr(engine, method, None)
-                if fn is None:
-                    continue
-                result = fn()
-                if asyncio.iscoroutine(result):
-                    await result
-                break
-
-
 async def run(quick: bool) -> int:
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
         utterances = await synthesize(Path(tmp), quick) + real_recordings(quick)
-        engines = build_engines(settings)
+        engine_set = EngineSet.build(settings)
+        engines = (engine_set.stt, engine_set.llm, engine_set.tts)
         print("loading engines…", flush=True)
         started = time.monotonic()
-        await asyncio.gather(*(e.warm_up() for e in engines))
+        problems: list[str] = []
+
+        def note(event: AppEvent) -> None:
+            if isinstance(event, ErrorEvent):
+                problems.append(event.message)
+
+        if not await engine_set.warm_up(note):
+            print(f"parley bench latency: {problems[0]}", flush=True)
+            await engine_set.aclose()
+            return 1
         print(f"engines ready in {time.monotonic() - started:.1f} s", flush=True)
         vad = make_vad(settings)
         results: dict[str, ModeResult] = {"ptt": ModeResult(), "vad": ModeResult()}
@@ -165,7 +164,7 @@ async def run(quick: bool) -> int:
                 for utt in utterances:
                     await _one(utt, mode, settings, engines, vad, results[mode])
             await monitor.stop()
-        await _close_engines(engines)
+        await engine_set.aclose()
     _print(results, rss.peak, monitor, len(utterances))
     return 0
 

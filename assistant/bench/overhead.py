@@ -1,7 +1,8 @@
 """How much latency does the orchestration itself add to a turn?
 
-Fake engines with known delays run many push-to-talk turns through the real session, text
-splitter and player (a virtual device rendering as soon as audio exists). The added latency is
+Fake engines with known delays run many push-to-talk turns through the app as it is assembled
+for the window (``Assistant``: capture chain, session, text splitter, player), with a program
+as the microphone and a virtual device rendering as soon as audio exists. The added latency is
 voice-to-voice minus the time the engines actually took (each fake engine measures its own),
 broken down by hop; the loop monitor reports event-loop stalls.
 """
@@ -16,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.app import Assistant
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
+from assistant.audio.push import PushSource
 from assistant.bench.loopmon import LoopMonitor
 from assistant.config import Settings
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
-from assistant.events import SessionEvent, TurnFinished
-from assistant.history import HistoryStore, TurnRecord
-from assistant.session import Session
+from assistant.events import AppEvent, TurnFinished
+from assistant.history import TurnRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,34 +62,38 @@ HOPS = (
 async def run_scenario(
     scenario: Scenario, turns: int
 ) -> tuple[list[float], dict[str, list[float]], LoopMonitor]:
-    settings = Settings()
     stt = FakeSTT(final_delay=scenario.stt_final)
     llm = FakeLLM(ttft=scenario.llm_ttft, tokens_per_second=0)
     tts = FakeTTS(first_audio_delay=scenario.tts_first_audio, realtime_factor=0.0)
-    player = VirtualPlayer(pace="fast")
+    microphone = PushSource()
     added: list[float] = []
     hops: dict[str, list[float]] = {label: [] for label, *_ in HOPS}
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        conversation, _ = HistoryStore(Path(tmp)).latest()
-        session = Session(
-            stt=stt, llm=llm, tts=tts, player=player, conversation=conversation, settings=settings
+        app = Assistant(
+            Settings(),
+            history_dir=Path(tmp),
+            engine_factory=lambda _s: (stt, llm, tts),
+            source_factory=lambda _s: microphone,
+            player_factory=lambda _s: VirtualPlayer(pace="fast"),
+            persist=False,
         )
         finished: asyncio.Queue[TurnRecord] = asyncio.Queue()
 
-        def on_event(event: SessionEvent) -> None:
+        def on_event(event: AppEvent) -> None:
             if isinstance(event, TurnFinished):
                 finished.put_nowait(event.turn)
 
-        session.subscribe(on_event)
-        await session.start()
+        app.events.subscribe(on_event)
+        await app.start()
+        await app.wait_ready(30)
         frames = _speech_frames(0.4)
         monitor = LoopMonitor()
         monitor.start()
         for _ in range(turns):
-            session.press_to_talk()
+            app.press_to_talk()
             for i, pcm in enumerate(frames):
-                await session.feed(AudioFrame(pcm, time.monotonic(), i * FRAME_SAMPLES / 16_000))
-            session.release_to_talk()
+                await microphone.push(AudioFrame(pcm, time.monotonic(), i * FRAME_SAMPLES / 16_000))
+            app.release_to_talk()
             record = await asyncio.wait_for(finished.get(), 30)
             v2v = record.timeline.get("voice_to_voice_ms")
             if isinstance(v2v, int | float):
@@ -106,9 +112,9 @@ async def run_scenario(
                 for label, start, end, engine in HOPS:
                     engine_ms = inside[engine] * 1000.0 if engine else 0.0
                     hops[label].append(marks[end] - marks[start] - engine_ms)
-            await session.wait_idle(10)
+            await app.wait_idle(10)
         await monitor.stop()
-        await session.close()
+        await app.close()
     return added, hops, monitor
 
 

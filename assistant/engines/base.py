@@ -116,6 +116,15 @@ class SpeechToText(Protocol):
         ...
 
 
+@runtime_checkable
+class SkipsFailedEngines(Protocol):
+    """A chain of recognizers that can be told its active one keeps dropping after opening."""
+
+    def failed_after_open(self, exc: BaseException) -> None:
+        """Skip the active engine from now on (it is probed in the background)."""
+        ...
+
+
 # ----------------------------------------------------------------------------------- language model
 
 

@@ -2,6 +2,12 @@
 
 A failure after output has started is not retried elsewhere (the user has already heard part of
 the reply); it propagates so the session can tell the user and keep what was heard.
+
+A chain remembers failures. An engine that failed is skipped on later turns (a dead cloud
+service must not cost every turn its timeout) and probed in the background, with growing
+pauses, until it answers again; the switch away and the switch back are each reported once.
+A rate limit with a short ``retry-after`` (at most ``SHORT_RETRY_AFTER`` seconds) from the
+engine the user chose is waited out once before falling back.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.engines.base import (
     ChatRequest,
     EngineError,
     LanguageModel,
     LLMEvent,
+    Message,
     NeedsToolRouter,
     SpeechChunk,
     SpeechToText,
@@ -29,6 +37,17 @@ log = logging.getLogger(__name__)
 
 #: (kind, failed engine, next engine, reason)
 FallbackListener = Callable[[str, str, str, str], None]
+#: (kind, engine that works again)
+RecoveryListener = Callable[[str, str], None]
+
+#: A rate limit asking for at most this many seconds is waited out once on the chosen engine.
+SHORT_RETRY_AFTER = 2.0
+#: Pauses between background probes of a failed engine (then the last one, repeated).
+PROBE_DELAYS = (5.0, 15.0, 30.0, 60.0, 120.0)
+#: A probe that takes longer than this counts as a failure.
+PROBE_TIMEOUT = 10.0
+
+_FAILURES = (EngineError, OSError, TimeoutError)
 
 
 def _describe(exc: BaseException) -> str:
@@ -38,18 +57,91 @@ def _describe(exc: BaseException) -> str:
 class _Chain:
     kind = ""
 
-    def __init__(self, names: Sequence[str], on_fallback: FallbackListener | None) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        on_fallback: FallbackListener | None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         if not names:
             raise ValueError("a fallback chain needs at least one engine")
         self._names = list(names)
+        self._clock = clock
         self.on_fallback: list[FallbackListener] = [on_fallback] if on_fallback else []
+        self.on_recovered: list[RecoveryListener] = []
+        self._down: set[int] = set()
+        self._probes: dict[int, asyncio.Task[None]] = {}
 
-    def _report(self, index: int, exc: BaseException) -> None:
-        failed, nxt = self._names[index], self._names[index + 1]
-        reason = _describe(exc)
-        log.warning("%s engine %s failed (%s); falling back to %s", self.kind, failed, reason, nxt)
-        for listener in self.on_fallback:
-            listener(self.kind, failed, nxt, reason)
+    # ---------------------------------------------------------------------------- health
+
+    def _order(self) -> list[int]:
+        """Engines to try: the working ones in order, then (if all else fails) the failed ones."""
+        up = [i for i in range(len(self._names)) if i not in self._down]
+        return up + sorted(self._down)
+
+    def _mark_down(self, index: int, exc: BaseException, nxt: int | None) -> None:
+        if index in self._down:
+            return
+        self._down.add(index)
+        failed, reason = self._names[index], _describe(exc)
+        if nxt is not None:
+            nxt_name = self._names[nxt]
+            log.warning("%s engine %s failed (%s); using %s", self.kind, failed, reason, nxt_name)
+            for listener in self.on_fallback:
+                listener(self.kind, failed, nxt_name, reason)
+        if len(self._names) > 1:
+            self._probes[index] = asyncio.create_task(
+                self._probe_until_up(index), name=f"probe-{failed}"
+            )
+
+    def _mark_up(self, index: int) -> None:
+        if index not in self._down:
+            return
+        self._down.discard(index)
+        probe = self._probes.pop(index, None)
+        if probe is not None and probe is not asyncio.current_task():
+            probe.cancel()
+        name = self._names[index]
+        log.info("%s engine %s works again", self.kind, name)
+        for listener in self.on_recovered:
+            listener(self.kind, name)
+
+    async def _probe_until_up(self, index: int) -> None:
+        for attempt in range(10_000):
+            await self._clock.sleep(PROBE_DELAYS[min(attempt, len(PROBE_DELAYS) - 1)])
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await self._probe(index)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("%s probe of %s failed: %s", self.kind, self._names[index], exc)
+                continue
+            self._probes.pop(index, None)
+            self._mark_up(index)
+            return
+
+    async def _probe(self, index: int) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop probing (the engines themselves are closed by their owner)."""
+        probes = list(self._probes.values())
+        self._probes.clear()
+        for probe in probes:
+            probe.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+
+    # ------------------------------------------------------------------------- attempts
+
+    async def _short_wait(self, exc: BaseException, position: int, waited: bool) -> bool:
+        """Wait out a short rate limit of the first engine tried, once. True if it waited."""
+        retry_after = exc.retry_after if isinstance(exc, EngineError) else None
+        if waited or position != 0 or retry_after is None or retry_after > SHORT_RETRY_AFTER:
+            return False
+        log.info("%s engine %s asked to wait %.1f s", self.kind, self._names[0], retry_after)
+        await self._clock.sleep(retry_after)
+        return True
 
     def _give_up(self, errors: list[str]) -> EngineError:
         if len(errors) == 1:
@@ -57,34 +149,62 @@ class _Chain:
         joined = "; ".join(errors)
         return EngineError(f"every {self.kind} engine failed: {joined}", engine=self._names[-1])
 
+    async def _attempts[T](self, run: Callable[[int, bool], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Yield from ``run(index, first)`` for each engine in order until one succeeds.
+
+        ``run`` must not be retried once it produced anything: that failure propagates.
+        """
+        errors: list[str] = []
+        order = self._order()
+        for position, index in enumerate(order):
+            waited = False
+            while True:
+                produced = False
+                try:
+                    async for item in run(index, position == 0):
+                        produced = True
+                        yield item
+                    self._mark_up(index)
+                    return
+                except _FAILURES as exc:
+                    if produced:
+                        raise
+                    if await self._short_wait(exc, position, waited):
+                        waited = True
+                        continue
+                    errors.append(f"{self._names[index]}: {_describe(exc)}")
+                    later = order[position + 1] if position + 1 < len(order) else None
+                    self._mark_down(index, exc, later)
+                    break
+        raise self._give_up(errors)
+
 
 class FallbackLLM(_Chain):
     kind = "llm"
 
     def __init__(
-        self, engines: Sequence[LanguageModel], on_fallback: FallbackListener | None = None
+        self,
+        engines: Sequence[LanguageModel],
+        on_fallback: FallbackListener | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback)
+        super().__init__([e.name for e in engines], on_fallback, clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        errors: list[str] = []
-        for i, engine in enumerate(self.engines):
-            produced = False
-            try:
-                async with closing_stream(engine.stream(request)) as events:
-                    async for event in events:
-                        produced = True
-                        yield event
-                return
-            except (EngineError, OSError, TimeoutError) as exc:
-                if produced:
-                    raise
-                errors.append(f"{engine.name}: {_describe(exc)}")
-                if i + 1 < len(self.engines):
-                    self._report(i, exc)
-        raise self._give_up(errors)
+        async def run(index: int, first: bool) -> AsyncIterator[LLMEvent]:
+            async with closing_stream(self.engines[index].stream(request)) as events:
+                async for event in events:
+                    yield event
+
+        async for event in self._attempts(run):
+            yield event
+
+    async def _probe(self, index: int) -> None:
+        request = ChatRequest([Message("user", "Say OK.")], max_tokens=1)
+        async with closing_stream(self.engines[index].stream(request)) as events:
+            await anext(events, None)
 
     @property
     def needs_tool_router(self) -> bool:
@@ -96,8 +216,8 @@ class FallbackLLM(_Chain):
         await _warm_all(self.engines)
 
     async def prefill(self, request: ChatRequest) -> None:
-        """Warm the first engine's prompt cache, when it has one (see ``LocalLLM.prefill``)."""
-        prefill = getattr(self.engines[0], "prefill", None)
+        """Warm the first working engine's prompt cache, when it has one."""
+        prefill = getattr(self.engines[self._order()[0]], "prefill", None)
         if prefill is not None:
             await prefill(request)
 
@@ -127,39 +247,47 @@ class _ReplayablePieces:
             self._seen.append(piece)
 
 
+async def _one(text: str) -> AsyncIterator[str]:
+    yield text
+
+
 class FallbackTTS(_Chain):
     kind = "tts"
 
     def __init__(
-        self, engines: Sequence[TextToSpeech], on_fallback: FallbackListener | None = None
+        self,
+        engines: Sequence[TextToSpeech],
+        on_fallback: FallbackListener | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback)
+        super().__init__([e.name for e in engines], on_fallback, clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._language = "en"
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
     ) -> AsyncIterator[SpeechChunk]:
+        self._language = language
         replayable = _ReplayablePieces(pieces)
-        errors: list[str] = []
-        for i, engine in enumerate(self.engines):
-            produced = False
+
+        async def run(index: int, first: bool) -> AsyncIterator[SpeechChunk]:
             # The chosen voice belongs to the first engine; the others use their default.
-            engine_voice = voice if i == 0 else None
-            try:
-                stream = engine.stream(replayable.replay(), voice=engine_voice, language=language)
-                async with closing_stream(stream) as chunks:
-                    async for chunk in chunks:
-                        produced = True
-                        yield chunk
-                return
-            except (EngineError, OSError, TimeoutError) as exc:
-                if produced:
-                    raise
-                errors.append(f"{engine.name}: {_describe(exc)}")
-                if i + 1 < len(self.engines):
-                    self._report(i, exc)
-        raise self._give_up(errors)
+            engine_voice = voice if index == 0 else None
+            stream = self.engines[index].stream(
+                replayable.replay(), voice=engine_voice, language=language
+            )
+            async with closing_stream(stream) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+        async for chunk in self._attempts(run):
+            yield chunk
+
+    async def _probe(self, index: int) -> None:
+        stream = self.engines[index].stream(_one("OK."), voice=None, language=self._language)
+        async with closing_stream(stream) as chunks:
+            await anext(chunks, None)
 
     def voices(self, language: str | None = None) -> list[Voice]:
         return self.engines[0].voices(language)
@@ -172,28 +300,41 @@ class FallbackSTT(_Chain):
     kind = "stt"
 
     def __init__(
-        self, engines: Sequence[SpeechToText], on_fallback: FallbackListener | None = None
+        self,
+        engines: Sequence[SpeechToText],
+        on_fallback: FallbackListener | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback)
+        super().__init__([e.name for e in engines], on_fallback, clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
         self.provides_endpointing = self.engines[0].provides_endpointing
         self.active: SpeechToText = self.engines[0]
+        self._language = "en"
 
     async def open(self, language: str) -> STTSession:
-        errors: list[str] = []
-        for i, engine in enumerate(self.engines):
-            try:
-                session = await engine.open(language)
-            except (EngineError, OSError, TimeoutError) as exc:
-                errors.append(f"{engine.name}: {_describe(exc)}")
-                if i + 1 < len(self.engines):
-                    self._report(i, exc)
-                continue
-            self.active = engine
-            self.provides_endpointing = engine.provides_endpointing
-            return session
-        raise self._give_up(errors)
+        self._language = language
+        opened: list[STTSession] = []
+
+        async def run(index: int, first: bool) -> AsyncIterator[None]:
+            opened.append(await self.engines[index].open(language))
+            self.active = self.engines[index]
+            self.provides_endpointing = self.active.provides_endpointing
+            yield None
+
+        async for _ in self._attempts(run):
+            pass
+        return opened[-1]
+
+    def failed_after_open(self, exc: BaseException) -> None:
+        """The active engine's stream broke soon after it opened: skip it from now on."""
+        index = self.engines.index(self.active)
+        later = next((i for i in self._order() if i != index), None)
+        self._mark_down(index, exc, later)
+
+    async def _probe(self, index: int) -> None:
+        session = await self.engines[index].open(self._language)
+        await session.aclose()
 
     async def warm_up(self) -> None:
         await _warm_all(self.engines)

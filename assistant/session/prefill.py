@@ -43,6 +43,11 @@ class Prefiller:
         if self._task is not None:
             self._task.cancel()
 
+    async def wait(self) -> None:
+        """Until the prefill in progress (if any) has ended."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def _run(self, llm: Prefillable) -> None:
         done: str | None = None
         while not self._replying() and self._text != done:

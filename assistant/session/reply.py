@@ -195,10 +195,10 @@ class Reply:
         return not self.finished and not self.playing and not self.generation.tools
 
     async def wait_for_playout(self) -> None:
-        """Until the reply has ended, one way or another."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+        """Until the reply has ended, one way or another (its tasks included)."""
+        tasks = [t for t in (self._task, self._ticker) if t is not None]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
 
     # ------------------------------------------------------------------- player notifications
 

@@ -79,10 +79,13 @@ from assistant.session.tracker import (
     Commit,
     ConfirmBargeIn,
     Decision,
+    Dismiss,
     DropUtterance,
     FalseInterruption,
+    JudgeInterjection,
     Phase,
     Speculate,
+    StopCommand,
     TentativeBargeIn,
     UserTurnTracker,
     Utterance,
@@ -199,6 +202,8 @@ class Session:
         self._settling: dict[int, PendingAction] = {}
         self._extractions: dict[int, asyncio.Task[Extraction]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Turns being written to the history: awaited on close, never cancelled.
+        self._saving: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._level_at = float("-inf")
@@ -208,6 +213,9 @@ class Session:
             listeners = getattr(engine, "on_fallback", None)
             if isinstance(listeners, list):
                 listeners.append(self._on_fallback)
+            recovered = getattr(engine, "on_recovered", None)
+            if isinstance(recovered, list):
+                recovered.append(self._on_recovered)
 
     # ------------------------------------------------------------------------------- events, state
 
@@ -278,6 +286,7 @@ class Session:
     async def close(self) -> None:
         """Stop everything this session started, wait for it, and save the turn in flight."""
         self._listening = False
+        replies = [r for r in (self._reply, *self._finishing) if r is not None]
         self.interrupt(reason="closing")
         self._prefiller.cancel()
         self._cancel_resume()
@@ -285,10 +294,9 @@ class Session:
         for task in [*tasks, *self._extractions.values()]:
             task.cancel()
         await self._transcription.close()
-        replies = [r for r in (self._reply, *self._finishing) if r is not None]
         for reply in replies:
             await reply.wait_for_playout()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._saving, self._prefiller.wait(), return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
         self._sync()
@@ -427,6 +435,10 @@ class Session:
                 case Speculate(utterance):
                     self._finalize(utterance)
                     self._spawn(self._judge_pause(utterance), "judge-pause")
+                case JudgeInterjection(utterance, resume):
+                    self._finalize(utterance)
+                    if resume:
+                        self._resume_reply()
                 case Withdraw(utterance):
                     if self._reply is not None and self._reply.turn_id == utterance.turn_id:
                         self.interrupt(reason="barge_in")
@@ -492,9 +504,19 @@ class Session:
             case CarryOver(carried):
                 # The user went on talking: these words open the next utterance's transcript.
                 self.emit(TurnWithdrawn(utterance.turn_id, carried))
-            case Answer(answer, held):
+            case Answer(answer, held, barge_in):
+                if barge_in:
+                    self.interrupt(reason="barge_in")
+                    answer = self._tracker.with_carry_over(answer)
                 self.emit(FinalTranscript(utterance.turn_id, answer))
                 self._answer(utterance.turn_id, answer, utterance.timeline, held=held)
+            case Dismiss():
+                # A backchannel or a noise: it takes no turn, and the reply goes on.
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self._resume_reply()
+            case StopCommand():
+                self.emit(TurnWithdrawn(utterance.turn_id, ""))
+                self.interrupt(reason="user")
             case _:
                 self.emit(FinalTranscript(utterance.turn_id, ""))
         self._sync()
@@ -682,7 +704,9 @@ class Session:
         if pending is not None and not reply.interrupted and reply.error is None:
             self._offer_confirmation(pending, reply.turn_id)
         self._finishing.append(reply)
-        self._spawn(self._record(reply, record), f"record-{reply.turn_id}")
+        task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
         self._sync()
 
     def _on_generated(self, reply: Reply) -> None:
@@ -709,7 +733,15 @@ class Session:
         task = self._extractions.pop(reply.turn_id, None)
         if task is None:
             return
-        result = await task
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # The conversation closed before the extraction finished: save the turn without it.
+            record.structured_error = "the extraction was stopped when the conversation closed"
+            return
         record.structured, record.structured_error = result.data, result.error
         record.timeline = reply.timeline.to_dict(self.settings.budgets)
         self.emit(StructuredExtracted(reply.turn_id, result.data, result.error))
@@ -770,6 +802,9 @@ class Session:
 
     def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
         self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
+
+    def _on_recovered(self, kind: str, name: str) -> None:
+        self.emit(Notice(f"{name} works again; using it from now on.", kind))
 
     def notice(self, message: str, source: str = "") -> None:
         self.emit(Notice(message, source))

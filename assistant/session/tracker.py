@@ -11,31 +11,27 @@ over to the next turn when the user went on talking. Its phase is one enum:
 - ``TENTATIVE``: the user started talking over the assistant; the reply is paused until the
   speech proves to be words (a barge-in) or a noise / "mhm" (a false interruption).
 - ``PAUSED``: the user paused; the reply is being prepared and held until the end is confirmed.
+
+Speech over the assistant is an *interjection* until its words are known. Partial transcripts
+with real words (or a stop command) confirm it at once; a long stretch of speech with no
+transcript yet confirms it too. When it pauses, its final transcript decides
+(``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
+the pause already, unless the words so far were real), a stop command stops the reply and is
+not answered, and real words interrupt the reply and are answered like any turn.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from assistant.config import Settings
-from assistant.timeline import Timeline
+from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
+from assistant.turns.words import Interjection, classify_interjection
 from assistant.types import PCM, AudioFrame
-
-#: Sounds that are not words: hearing only these does not interrupt the assistant.
-FILLERS = frozenset(
-    "mhm mm mmm hmm hm uh um uhm ah oh eh uh-huh mm-hmm aha ok okay yeah yes right".split()
-)
-
-
-def has_words(text: str) -> bool:
-    """True when a transcript holds at least one real word (not a filler or a noise tag)."""
-    words = re.findall(r"[^\W_]+(?:[-'][^\W_]+)*", text.lower())
-    return any(w not in FILLERS for w in words)
 
 
 class Phase(StrEnum):
@@ -63,6 +59,10 @@ class Utterance:
     held: bool = False
     #: The user went on talking after the pause: its words carry over to the next utterance.
     withdrawn: bool = False
+    #: Began while the assistant was talking.
+    over_reply: bool = False
+    #: Spoken over the assistant and ended before its words were known: the final decides.
+    interjection: bool = False
 
 
 # ------------------------------------------------------------------------------------ decisions
@@ -103,6 +103,17 @@ class Speculate:
 
 
 @dataclass(frozen=True, slots=True)
+class JudgeInterjection:
+    """Speech over the assistant paused before its words were known: get its transcript.
+
+    ``resume``: nothing so far suggests words, so playback may go on meanwhile.
+    """
+
+    utterance: Utterance
+    resume: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Withdraw:
     """The user went on after the pause: drop the reply prepared for ``utterance``."""
 
@@ -133,6 +144,7 @@ Decision = (
     | ConfirmBargeIn
     | FalseInterruption
     | Speculate
+    | JudgeInterjection
     | Withdraw
     | Commit
     | DropUtterance
@@ -141,10 +153,15 @@ Decision = (
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Reply to ``text`` (held while the end of the turn is unconfirmed)."""
+    """Reply to ``text`` (held while the end of the turn is unconfirmed).
+
+    ``barge_in``: the words were said over the assistant, whose reply must stop first (its
+    carried-over words, if it had not been heard yet, then go in front of ``text``).
+    """
 
     text: str
     held: bool
+    barge_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +176,19 @@ class Silence:
     """The utterance held no words."""
 
 
-FinalOutcome = Answer | CarryOver | Silence
+@dataclass(frozen=True, slots=True)
+class Dismiss:
+    """An interjection that was only a backchannel or a noise: the reply goes on."""
+
+    kind: Interjection
+
+
+@dataclass(frozen=True, slots=True)
+class StopCommand:
+    """ "Stop", "wait": the reply stops, and the command itself is not answered."""
+
+
+FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
 
 
 # -------------------------------------------------------------------------------------- tracker
@@ -198,12 +227,14 @@ class UserTurnTracker:
     def phase(self) -> Phase:
         if self.utterance is not None:
             return Phase.TENTATIVE if self._tentative else Phase.SPEAKING
-        return Phase.PAUSED if self.speculative is not None else Phase.IDLE
+        speculative = self.speculative
+        paused = speculative is not None and not speculative.interjection
+        return Phase.PAUSED if paused else Phase.IDLE
 
     @property
     def awaiting_answer(self) -> bool:
         """An utterance ended for good and its transcript is not in yet."""
-        return any(not u.held for u in self.finalizing)
+        return any(not u.held and not u.interjection for u in self.finalizing)
 
     def allocate_turn_id(self) -> int:
         turn_id = self._next_turn_id
@@ -227,8 +258,11 @@ class UserTurnTracker:
             return self._begin(event, explicit=explicit, preroll=preroll)
         if event.kind == "pause":
             utterance = self.utterance
-            if utterance is None or self._tentative:
+            if utterance is None:
                 return []
+            if self._tentative:
+                self.speculative = utterance
+                return [self._interjection_ended(event.at, held=True)]
             self.speculative = utterance
             self._end(event.at, held=True)
             return [Speculate(utterance)]
@@ -249,7 +283,7 @@ class UserTurnTracker:
         # "end"
         if self.utterance is not None:
             if self._tentative:
-                return self._false_interruption()
+                return [self._interjection_ended(event.at, held=False)]
             return self._commit_open(event.at)
         if self.speculative is not None:
             return [self._confirm_speculative()]
@@ -267,14 +301,19 @@ class UserTurnTracker:
         return self.check_tentative()
 
     def check_tentative(self) -> list[Decision]:
-        """Promote a suspected interruption to a real one once it lasts or holds words."""
+        """Promote speech over the assistant to a real interruption once it holds words, or
+        once it lasts with no transcript yet to say it is only a backchannel."""
         utterance = self.utterance
         if utterance is None or not self._tentative:
             return []
-        start = utterance.timeline.marks["speech_start"]
+        start = utterance.timeline.marks[Mark.SPEECH_START]
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
-        if lasted_ms >= self.settings.interruption.min_duration_ms or has_words(utterance.partial):
+        kind = self._classify(utterance.partial)
+        long_unknown = kind is Interjection.NOTHING and (
+            lasted_ms >= self.settings.interruption.min_duration_ms
+        )
+        if kind in (Interjection.WORDS, Interjection.STOP) or long_unknown:
             self._tentative = False
             return [ConfirmBargeIn()]
         return []
@@ -317,11 +356,18 @@ class UserTurnTracker:
         """The final transcript of an utterance that ended: answer it, or carry it over."""
         self._settled(utterance)
         text = text.strip()
+        if utterance.interjection:
+            return self._judge_interjection(utterance, text)
+        if utterance.over_reply and self._classify(text) is Interjection.STOP:
+            if self.speculative is utterance:
+                self.speculative = None
+            return StopCommand()
         if self.carry_over:
             text = f"{self.carry_over} {text}".strip()
             self.carry_over = ""
         talking_again = self.utterance is not None and not self._tentative
-        if utterance.withdrawn or talking_again or self.finalizing:
+        more = any(not u.interjection for u in self.finalizing)
+        if utterance.withdrawn or talking_again or more:
             self.carry_over = text
             return CarryOver(text)
         if not text:
@@ -342,6 +388,11 @@ class UserTurnTracker:
     def forget_carry_over(self) -> None:
         self.carry_over = ""
 
+    def with_carry_over(self, text: str) -> str:
+        """``text`` after the words carried over (which are used up)."""
+        carried, self.carry_over = self.carry_over, ""
+        return f"{carried} {text}".strip()
+
     # -------------------------------------------------------------------------------- internals
 
     def _begin(
@@ -361,13 +412,47 @@ class UserTurnTracker:
         timeline = Timeline(self.allocate_turn_id(), now=self._now)
         timeline.mark("speech_start", event.at)
         self.utterance = Utterance(
-            timeline.turn_id, timeline, last_speech_at=event.detected_at, preroll=list(preroll)
+            timeline.turn_id,
+            timeline,
+            last_speech_at=event.detected_at,
+            preroll=list(preroll),
+            over_reply=talking,
         )
         self._tentative = talking and not explicit
         out: list[Decision] = [Begin(self.utterance, prefill=not talking)]
         if talking:
             out.append(ConfirmBargeIn() if explicit else TentativeBargeIn())
         return out
+
+    def _classify(self, text: str) -> Interjection:
+        return classify_interjection(text, self.settings.language)
+
+    def _interjection_ended(self, at: float, *, held: bool) -> Decision:
+        """The speech over the assistant stopped before its words were known."""
+        utterance = self.utterance
+        assert utterance is not None
+        self._tentative = False
+        utterance.interjection = True
+        self._end(at, held=held)
+        resume = self._classify(utterance.partial) in (
+            Interjection.NOTHING,
+            Interjection.BACKCHANNEL,
+        )
+        return JudgeInterjection(utterance, resume=resume)
+
+    def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
+        if self.speculative is utterance:
+            self.speculative = None
+        kind = self._classify(text)
+        if kind is Interjection.STOP:
+            return StopCommand()
+        if kind is not Interjection.WORDS:
+            return Dismiss(kind)
+        if utterance.withdrawn or self.utterance is not None:
+            # The user is still talking: these words open the next utterance's transcript.
+            self.carry_over = f"{self.carry_over} {text}".strip()
+            return CarryOver(self.carry_over)
+        return Answer(text, held=utterance.held, barge_in=True)
 
     def _false_interruption(self) -> list[Decision]:
         self.utterance = None
@@ -391,7 +476,7 @@ class UserTurnTracker:
         assert utterance is not None
         self.speculative = None
         utterance.held = False
-        speech_end = utterance.timeline.marks.get("speech_end")
+        speech_end = utterance.timeline.marks.get(Mark.SPEECH_END)
         if speech_end is not None:
             utterance.timeline.notes["endpoint_ms"] = round((self._now() - speech_end) * 1e3)
         return Commit(utterance, speculative=True)

@@ -6,6 +6,14 @@ Each utterance that ends asks for its final with ``expect_final`` (synchronously
 matched to utterances strictly in order) and then ``wait_final``. If the engine's stream breaks,
 the utterances waiting for a final fail with the engine's error and the stream is reopened; a
 recognizer that ends turns by itself reports them through ``on_endpoint``.
+
+A server that accepts the connection and then drops it at once must not be reconnected without
+end: reopening backs off after each quick failure (audio that arrives meanwhile is kept and
+handed to the new stream, so an utterance spoken across a reconnection is not lost), a chain
+of engines is told to skip the one that keeps dropping (the next one, usually the local engine,
+takes over), and after ``MAX_QUICK_FAILURES`` in a row the stream stays closed with one clear
+message. The user hears
+of a burst of failures once, not once per reconnection.
 """
 
 from __future__ import annotations
@@ -17,12 +25,29 @@ from collections import deque
 from collections.abc import Callable
 
 from assistant.clock import Clock
-from assistant.engines.base import PCM, EngineError, SpeechToText, STTSession, Transcript
+from assistant.engines.base import (
+    PCM,
+    EngineError,
+    SkipsFailedEngines,
+    SpeechToText,
+    STTSession,
+    Transcript,
+)
 
 log = logging.getLogger(__name__)
 
 #: An utterance whose final transcript takes longer than this fails with a clear message.
 FINAL_TRANSCRIPT_TIMEOUT = 15.0
+#: A stream that breaks within this many seconds of opening failed "quickly".
+QUICK_FAILURE_SECONDS = 5.0
+#: Quick failures in a row before the active engine of a chain is skipped.
+SKIP_AFTER_QUICK_FAILURES = 2
+#: Quick failures in a row before reopening stops.
+MAX_QUICK_FAILURES = 5
+#: Pause before reopening after the n-th quick failure: base * 2**(n-1), capped.
+REOPEN_BACKOFF = (0.5, 8.0)
+#: Audio kept while reconnecting, at most (samples at 16 kHz: 30 s).
+BACKLOG_SAMPLES = 30 * 16_000
 
 
 class Transcription:
@@ -45,6 +70,9 @@ class Transcription:
         self._session: STTSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: deque[asyncio.Future[str]] = deque()
+        #: Set while a broken stream is being replaced; audio waits in the backlog meanwhile.
+        self._reconnected: asyncio.Event | None = None
+        self._backlog: list[PCM] = []
 
     @property
     def open(self) -> bool:
@@ -70,11 +98,16 @@ class Transcription:
                 waiter.cancel()
 
     async def push(self, pcm: PCM) -> None:
-        if self._session is not None:
+        if self._reconnected is not None:
+            self._backlog.append(pcm)
+            while sum(len(p) for p in self._backlog) > BACKLOG_SAMPLES:
+                self._backlog.pop(0)
+        elif self._session is not None:
             await self._session.push(pcm)
 
     async def clear(self) -> None:
-        if self._session is not None:
+        self._backlog.clear()
+        if self._session is not None and self._reconnected is None:
             await self._session.clear()
 
     def expect_final(self) -> asyncio.Future[str]:
@@ -98,6 +131,9 @@ class Transcription:
         try:
             if known is not None and not waiter.done():
                 waiter.set_result(known)
+            reconnected = self._reconnected
+            if reconnected is not None:
+                await reconnected.wait()
             session = self._session
             if session is None:
                 raise EngineError("speech recognition is not running")
@@ -110,6 +146,8 @@ class Transcription:
 
     async def _read(self, session: STTSession) -> None:
         """Route transcripts; if the engine's stream breaks, fail the waiting finals and reopen."""
+        quick = 0
+        opened_at = self._clock.now()
         while True:
             try:
                 async for transcript in session.transcripts():
@@ -119,21 +157,52 @@ class Transcription:
                 raise
             except Exception as exc:
                 log.warning("speech recognition stream failed: %s", exc)
-                waiters = [w for w in self._waiters if not w.done()]
                 error = exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                quick = quick + 1 if self._clock.now() - opened_at < QUICK_FAILURE_SECONDS else 1
+                waiters = [w for w in self._waiters if not w.done()]
                 for waiter in waiters:
                     waiter.set_exception(error)
-                if not waiters:
+                if not waiters and quick == 1:
                     self._on_error(f"Speech recognition failed: {exc}")
+                if quick >= SKIP_AFTER_QUICK_FAILURES and isinstance(self.stt, SkipsFailedEngines):
+                    self.stt.failed_after_open(error)
             with contextlib.suppress(Exception):
                 await session.aclose()
+            reconnected = self._reconnected = asyncio.Event()
             try:
-                session = await self.stt.open(self._language())
-            except Exception as exc:
-                self._session = None
-                self._on_error(f"Speech recognition is unavailable: {exc}")
+                reopened = await self._reopen(quick)
+            finally:
+                self._reconnected = None
+                reconnected.set()
+            if reopened is None:
                 return
-            self._session = session
+            session, opened_at = reopened, self._clock.now()
+
+    async def _reopen(self, quick: int) -> STTSession | None:
+        """A new stream after a failure (None: given up, and the user was told why)."""
+        if quick >= MAX_QUICK_FAILURES:
+            self._session = None
+            self._on_error(
+                "Speech recognition keeps dropping its connection, so it was stopped. Check "
+                "the network or choose another speech engine in Settings, then Retry."
+            )
+            return None
+        base, cap = REOPEN_BACKOFF
+        await self._clock.sleep(min(cap, base * 2 ** (quick - 1)))
+        try:
+            session = await self.stt.open(self._language())
+        except Exception as exc:
+            self._session = None
+            self._on_error(f"Speech recognition is unavailable: {exc}")
+            return None
+        backlog, self._backlog = self._backlog, []
+        try:
+            for pcm in backlog:
+                await session.push(pcm)
+        except Exception as exc:
+            log.warning("replaying audio into the new recognizer stream failed: %s", exc)
+        self._session = session
+        return session
 
     def _route(self, transcript: Transcript) -> None:
         if transcript.is_final:

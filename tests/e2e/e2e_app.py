@@ -1,8 +1,8 @@
 """The Parley desktop app exactly as ``parley`` starts it, with what the window receives logged.
 
-Started by the end-to-end test as ``python tests/e2e/e2e_app.py EVENTS.jsonl``. The controller is
+Started by the end-to-end test as ``python tests/e2e/e2e_app.py EVENTS.jsonl``. The assistant is
 the default one: settings from ``PARLEY_CONFIG_DIR``, the engines they name, the default
-microphone and speaker (whatever sound server the environment points at). Each signal the window
+microphone and speaker (whatever sound server the environment points at). Each event the window
 gets is appended to EVENTS.jsonl, and after every finished turn a ``window`` record says what the
 latency panel shows, so the test can follow the conversation without reading pixels.
 """
@@ -17,9 +17,20 @@ from typing import Any
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from assistant.app import Assistant
+from assistant.events import (
+    AppEvent,
+    AudioStatus,
+    ErrorEvent,
+    FinalTranscript,
+    Loading,
+    Notice,
+    Ready,
+    StateChanged,
+    TurnFinished,
+)
 from assistant.history import TurnRecord
 from ui.app import run_app
-from ui.controller import Controller
 from ui.main_window import MainWindow
 
 
@@ -53,8 +64,8 @@ def describe_window(record: EventLog) -> None:
     )
 
 
-def observed_controller(events_path: Path) -> Controller:
-    controller = Controller()
+def observed_assistant(events_path: Path) -> Assistant:
+    assistant = Assistant()
     record = EventLog(events_path)
 
     def finished(turn: TurnRecord) -> None:
@@ -66,29 +77,35 @@ def observed_controller(events_path: Path) -> Controller:
             interrupted=turn.interrupted,
             timeline=turn.timeline,
         )
-        # The window handles the same signal after this slot: look once it has.
+        # The window handles the same event after this listener: look once it has.
         QTimer.singleShot(200, lambda: describe_window(record))
 
-    controller.readyChanged.connect(lambda ready: record("ready", ready=ready))
-    controller.audioChanged.connect(lambda mic, speaker: record("audio", mic=mic, speaker=speaker))
-    controller.stateChanged.connect(lambda state: record("state", state=state))
-    controller.finalTranscript.connect(lambda t, text: record("final", turn=t, text=text))
-    controller.turnFinished.connect(finished)
-    controller.loading.connect(
-        lambda part, fraction, message: record("loading", part=part, fraction=fraction)
-    )
-    controller.error.connect(
-        lambda message, source: record("error", message=message, source=source)
-    )
-    controller.notice.connect(
-        lambda message, source: record("notice", message=message, source=source)
-    )
-    return controller
+    def log(event: AppEvent) -> None:
+        match event:
+            case Ready(ready=ready):
+                record("ready", ready=ready)
+            case AudioStatus(microphone_ok=mic, speaker_ok=speaker):
+                record("audio", mic=mic, speaker=speaker)
+            case StateChanged(state=state):
+                record("state", state=state.value)
+            case FinalTranscript(turn_id=t, text=text):
+                record("final", turn=t, text=text)
+            case TurnFinished(turn=turn):
+                finished(turn)
+            case Loading(component=part, fraction=fraction):
+                record("loading", part=part, fraction=fraction)
+            case ErrorEvent(message=message, source=source):
+                record("error", message=message, source=source)
+            case Notice(message=message, source=source):
+                record("notice", message=message, source=source)
+
+    assistant.events.subscribe(log)
+    return assistant
 
 
 def main() -> int:
     events = Path(sys.argv[1])
-    return run_app([sys.argv[0]], controller_factory=lambda: observed_controller(events))
+    return run_app([sys.argv[0]], assistant_factory=lambda: observed_assistant(events))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ class FakeOpenAIServer:
         # chat
         self.chat_reply = "Sure. Here is a short answer from the cloud model."
         self.chat_first_token_delay = 0.05
+        #: (name, JSON arguments): a request offering tools, with no tool result yet, is
+        #: answered with this call instead of text.
+        self.chat_tool_call: tuple[str, str] | None = None
         self.chat_requests: list[dict[str, Any]] = []
         # realtime
         self.transcripts: deque[str] = deque()
@@ -303,6 +306,32 @@ class FakeOpenAIServer:
 
         await asyncio.sleep(self.chat_first_token_delay)
         await send(b": keep-alive\n\n")
+        called = any(m.get("role") == "tool" for m in request.get("messages", []))
+        if self.chat_tool_call is not None and request.get("tools") and not called:
+            name, arguments = self.chat_tool_call
+            await send(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake1",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ],
+                    }
+                )
+            )
+            half = len(arguments) // 2
+            for part in (arguments[:half], arguments[half:]):  # arguments arrive in fragments
+                await send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+            await send(chunk({}, "tool_calls"))
+            await send(b"data: [DONE]\n\n")
+            await send(b"")
+            return True
         await send(chunk({"role": "assistant", "content": ""}))
         for word in re.findall(r"\s*\S+", self.chat_reply):
             data = chunk({"content": word})

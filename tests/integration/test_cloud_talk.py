@@ -104,17 +104,11 @@ def openai_env(server: FakeOpenAIServer) -> dict[str, str]:
     }
 
 
+ALL_OPENAI = ("--stt", "openai", "--llm", "openai", "--tts", "openai")
+
+
 def test_talk_with_openai_for_every_stage(tmp_path: Path, openai_fake: FakeOpenAIServer) -> None:
-    result, data = talk(
-        tmp_path,
-        "--stt",
-        "openai",
-        "--llm",
-        "openai",
-        "--tts",
-        "openai",
-        env=openai_env(openai_fake),
-    )
+    result, data = talk(tmp_path, *ALL_OPENAI, env=openai_env(openai_fake))
     assert result.returncode == 0, result.stderr
     (turn,) = data["turns"]
     assert turn["user_text"] == "What is the tallest mountain in the world?"
@@ -122,6 +116,26 @@ def test_talk_with_openai_for_every_stage(tmp_path: Path, openai_fake: FakeOpenA
     assert data["peak"] > 1000
     assert openai_fake.chat_requests[0]["messages"][-1]["content"] == turn["user_text"]
     assert "sk-test-key" not in result.stdout + result.stderr + json.dumps(data)
+
+
+def test_talk_offers_the_tools_and_the_timeline_records_each_call(
+    tmp_path: Path, openai_fake: FakeOpenAIServer
+) -> None:
+    openai_fake.transcripts.clear()
+    openai_fake.transcripts.append("What is seventeen times twenty-three?")
+    openai_fake.chat_tool_call = ("calculate", '{"expression": "17 * 23"}')
+    openai_fake.chat_reply = "Seventeen times twenty-three is 391."
+    result, data = talk(tmp_path, *ALL_OPENAI, env=openai_env(openai_fake))
+    assert result.returncode == 0, result.stderr
+    (turn,) = data["turns"]
+    assert turn["tool_calls"] == [
+        {"name": "calculate", "arguments": '{"expression": "17 * 23"}', "result": "391"}
+    ]
+    assert turn["assistant_text"] == "Seventeen times twenty-three is 391."
+    offered = {tool["function"]["name"] for tool in openai_fake.chat_requests[0]["tools"]}
+    assert offered >= {"calculate", "get_time"}
+    follow_up = openai_fake.chat_requests[1]["messages"]
+    assert {"role": "tool", "content": "391"}.items() <= follow_up[-1].items()
 
 
 @pytest.mark.parametrize("stt", ["assemblyai", "deepgram"])

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from assistant.app import Assistant
 from assistant.audio.capture import ArraySource
 from assistant.audio.frames import CAPTURE_RATE
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
+from assistant.events import AppEvent, TurnFinished
 from assistant.history import HistoryStore, TurnRecord
 from assistant.timeline import Budgets, Timeline
 from ui.conversation import Bubble, ConversationView
@@ -33,6 +35,30 @@ async def until(predicate: Callable[[], object], timeout: float = 5.0, what: str
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+def collect[E: AppEvent](assistant: Assistant, kind: type[E]) -> list[E]:
+    """A list that receives every later event of ``kind`` the assistant publishes."""
+    seen: list[E] = []
+
+    def keep(event: AppEvent) -> None:
+        if isinstance(event, kind):
+            seen.append(event)
+
+    assistant.events.subscribe(keep)
+    return seen
+
+
+def finished_turns(assistant: Assistant) -> list[TurnRecord]:
+    """A list that receives the record of every turn that finishes from now on."""
+    records: list[TurnRecord] = []
+
+    def keep(event: AppEvent) -> None:
+        if isinstance(event, TurnFinished):
+            records.append(event.turn)
+
+    assistant.events.subscribe(keep)
+    return records
 
 
 def user(view: ConversationView, turn_id: int) -> Bubble:

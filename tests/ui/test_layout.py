@@ -9,8 +9,8 @@ import re
 import pytest
 from PySide6.QtWidgets import QLabel, QPushButton
 
+from assistant.app import Assistant
 from tests.ui.helpers import SCREENSHOTS, SEEDED, fake_settings, noise_source, virtual_player
-from ui.controller import Controller
 from ui.main_window import MainWindow
 from ui.resources import resource_path, stylesheet
 
@@ -36,17 +36,17 @@ def clipped(widget: QPushButton | QLabel) -> str | None:
 
 @pytest.mark.parametrize("mode", ["ptt", "vad"])
 def test_controls_are_whole_at_every_size(qtbot, mode):
-    controller = Controller(
+    assistant = Assistant(
         fake_settings(),
         player_factory=virtual_player(),
         source_factory=noise_source(),
         persist=False,
     )
-    window = MainWindow(controller)
+    window = MainWindow(assistant)
     qtbot.addWidget(window)
     window.setStyleSheet(stylesheet())  # the app's look: padding and fonts decide the sizes
     window.show()
-    controller.set_turn_mode(mode)
+    assistant.set_turn_mode(mode)
     assert window.hands_free_button.isChecked() == (mode == "vad")
     panel = window.timeline
     # As many rows as the timeline shows.

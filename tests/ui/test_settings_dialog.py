@@ -15,10 +15,10 @@ from keyring.backends import fail
 from PySide6.QtWidgets import QLabel
 
 from assistant import secrets
+from assistant.app import Assistant
 from assistant.config import Settings, load_settings
 from assistant.engines.base import Voice
 from tests.ui.helpers import fake_settings, noise_source, run, virtual_player
-from ui.controller import Controller
 from ui.settings_dialog import SettingsDialog
 
 pytestmark = pytest.mark.gui
@@ -154,11 +154,11 @@ def test_voices_follow_the_language_and_the_preview_speaks(qtbot, qloop, memory_
         asked.append((engine, language))
         return catalog.get(language.split("-")[0], [])
 
-    controller = Controller(
+    assistant = Assistant(
         fake_settings(), player_factory=virtual_player("fast"), source_factory=noise_source()
     )
     dialog = SettingsDialog(
-        fake_settings(language="en"), voices=voices, preview=controller.preview_voice
+        fake_settings(language="en"), voices=voices, preview=assistant.preview_voice
     )
     qtbot.addWidget(dialog)
     assert dialog.voice_combo.findData("piper:joe") > 0

@@ -10,12 +10,16 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QPushButton
 
+from assistant.app import Assistant
 from assistant.audio.player import DevicePlayer
 from assistant.config import load_settings, settings_path
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
-from assistant.history import HistoryStore, TurnRecord
+from assistant.events import Notice, StateChanged, TurnWithdrawn
+from assistant.history import HistoryStore
 from tests.ui.helpers import (
+    collect,
     fake_settings,
+    finished_turns,
     noise_source,
     reply,
     run,
@@ -25,14 +29,13 @@ from tests.ui.helpers import (
     virtual_player,
 )
 from ui import theme
-from ui.controller import Controller
 from ui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
 
 
-def make_window(qtbot, controller: Controller) -> MainWindow:
-    window = MainWindow(controller)
+def make_window(qtbot, assistant: Assistant) -> MainWindow:
+    window = MainWindow(assistant)
     qtbot.addWidget(window)
     window.show()
     window.activateWindow()
@@ -49,41 +52,36 @@ def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=
 
 
 @pytest.fixture
-def controllers(qloop):
-    """Make controllers; each is closed after the test even when it fails midway."""
-    made: list[Controller] = []
+def assistants(qloop):
+    """Make assistants; each is closed after the test even when it fails midway."""
+    made: list[Assistant] = []
 
-    def make(settings=None, **kwargs) -> Controller:
+    def make(settings=None, **kwargs) -> Assistant:
         kwargs.setdefault("player_factory", virtual_player("fast"))
         kwargs.setdefault("source_factory", noise_source())
-        controller = Controller(settings or fake_settings(), **kwargs)
-        made.append(controller)
-        return controller
+        assistant = Assistant(settings or fake_settings(), **kwargs)
+        made.append(assistant)
+        return assistant
 
     yield make
-    for controller in made:
-        run(qloop, controller.close())
-
-
-async def close(controller: Controller) -> None:
-    await controller.close()
+    for assistant in made:
+        run(qloop, assistant.close())
 
 
 def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
-    qtbot, qloop, controllers, tmp_path
+    qtbot, qloop, assistants, tmp_path
 ):
     seed_history(tmp_path / "data")
-    controller = controllers()
-    window = make_window(qtbot, controller)
-    finished: list[TurnRecord] = []
-    controller.turnFinished.connect(finished.append)
+    assistant = assistants()
+    window = make_window(qtbot, assistant)
+    finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await controller.start()
+        await assistant.start()
         assert window.conversation.turn_ids() == [1, 2, 3]  # the past conversation is back
-        await controller.wait_ready(5)
+        await assistant.wait_ready(5)
         key(window, QEvent.Type.KeyPress)
-        await until(lambda: controller.state.value == "user_speaking", what="user speaking")
+        await until(lambda: assistant.state.value == "user_speaking", what="user speaking")
         # Held key: auto-repeat, flagged or as bare release/press pairs, must not end the turn.
         for _ in range(4):
             await asyncio.sleep(0.12)
@@ -92,12 +90,12 @@ def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
             key(window, QEvent.Type.KeyRelease)
             key(window, QEvent.Type.KeyPress)
         await until(lambda: window.conversation.user_bubble(4) is not None, what="a partial")
-        assert controller.state.value == "user_speaking"
+        assert assistant.state.value == "user_speaking"
         partial = user(window.conversation, 4)
         assert partial.partial and partial.plain.startswith("What")
         key(window, QEvent.Type.KeyRelease)
         await until(lambda: finished, timeout=8, what="the turn to finish")
-        await close(controller)
+        await assistant.close()
 
     run(qloop, scenario(), 15)
     record = finished[0]
@@ -113,29 +111,27 @@ def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
     assert [t.turn_id for t in conversation.turns] == [1, 2, 3, 4]
 
 
-def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, controllers):
-    controller = controllers(player_factory=virtual_player("realtime"))
-    window = make_window(qtbot, controller)
-    finished: list[TurnRecord] = []
-    controller.turnFinished.connect(finished.append)
-    states: list[str] = []
-    controller.stateChanged.connect(lambda s: states.append(s) if s != "idle" else None)
+def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, assistants):
+    assistant = assistants(player_factory=virtual_player("realtime"))
+    window = make_window(qtbot, assistant)
+    finished = finished_turns(assistant)
+    changes = collect(assistant, StateChanged)
 
     async def scenario() -> None:
-        await controller.start()
-        await controller.wait_ready(5)
+        await assistant.start()
+        await assistant.wait_ready(5)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.8)
         window.ptt_button.released.emit()
-        await until(lambda: controller.state.value == "speaking", timeout=6, what="speaking")
+        await until(lambda: assistant.state.value == "speaking", timeout=6, what="speaking")
         assert window.stop_button.isEnabled()
-        player = controller.session.player
+        player = assistant.session.player
         await until(lambda: player.position > 1.2, timeout=6, what="some of the answer heard")
         spoken = reply(window.conversation, 1).html
         assert f'<span style="color:{theme.UNSPOKEN_HTML}">' in spoken  # the rest is dimmed
         key(window, QEvent.Type.KeyPress, Qt.Key.Key_Escape)
         await until(lambda: finished, timeout=5, what="the interrupted turn")
-        await close(controller)
+        await assistant.close()
 
     run(qloop, scenario(), 20)
     record = finished[0]
@@ -143,10 +139,11 @@ def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, controllers):
     assert record.assistant_text and len(record.assistant_text) < len(record.generated_text)
     html = reply(window.conversation, 1).html
     assert html.index(record.assistant_text.split()[-1]) < html.index("— interrupted")
+    states = [e.state.value for e in changes if e.state.value != "idle"]
     assert states[-3:] == ["speaking", "interrupted", "listening"]
 
 
-def test_typed_message_works_without_any_audio_device(qtbot, qloop, controllers):
+def test_typed_message_works_without_any_audio_device(qtbot, qloop, assistants):
     def no_device(**_kwargs):
         raise OSError("Error querying device -1")
 
@@ -155,23 +152,22 @@ def test_typed_message_works_without_any_audio_device(qtbot, qloop, controllers)
 
         return MicrophoneCapture(samplerate=16_000, stream_factory=no_device)
 
-    controller = controllers(
+    assistant = assistants(
         player_factory=lambda _s: DevicePlayer(samplerate=48_000, stream_factory=no_device),
         source_factory=no_microphone,
     )
-    window = make_window(qtbot, controller)
-    finished: list[TurnRecord] = []
-    controller.turnFinished.connect(finished.append)
+    window = make_window(qtbot, assistant)
+    finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await controller.start()
-        await controller.wait_ready(5)
-        assert not controller.microphone_ok and not controller.speaker_ok
-        assert not controller.press_to_talk()  # says why instead of starting a silent turn
+        await assistant.start()
+        await assistant.wait_ready(5)
+        assert not assistant.microphone_ok and not assistant.speaker_ok
+        assert not assistant.press_to_talk()  # says why instead of starting a silent turn
         window.message_box.setText("How do I boil an egg?")
         window.send_button.click()
         await until(lambda: finished, timeout=8, what="the typed turn")
-        await close(controller)
+        await assistant.close()
 
     run(qloop, scenario(), 15)
     messages = " | ".join(window.banners.messages())
@@ -196,100 +192,95 @@ class SlowLLM(FakeLLM):
         await self.loaded.wait()
 
 
-def test_window_is_usable_while_engines_load_and_says_talking_waits(qtbot, qloop, controllers):
+def test_window_is_usable_while_engines_load_and_says_talking_waits(qtbot, qloop, assistants):
     llm = SlowLLM()
-    controller = controllers(
-        engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0))
-    )
-    window = make_window(qtbot, controller)
-    notices: list[str] = []
-    controller.notice.connect(lambda m, _s: notices.append(m))
+    assistant = assistants(engine_factory=lambda _s: (FakeSTT(), llm, FakeTTS(realtime_factor=0.0)))
+    window = make_window(qtbot, assistant)
+    notices = collect(assistant, Notice)
 
     async def scenario() -> None:
-        await controller.start()
+        await assistant.start()
         await asyncio.sleep(0.1)
-        assert not controller.ready
+        assert not assistant.ready
         assert window.indicator.state == "loading"
         assert window.loading_row.isVisibleTo(window)
         assert "language model" in window.loading_label.text()
         assert "talking starts when they are ready" in window.hint_label.text()
         key(window, QEvent.Type.KeyPress)
         key(window, QEvent.Type.KeyRelease)
-        assert any("still loading" in n for n in notices)
+        assert any("still loading" in n.message for n in notices)
         llm.loaded.set()
-        await controller.wait_ready(5)
+        await assistant.wait_ready(5)
         await until(lambda: not window.loading_row.isVisibleTo(window), what="loading to end")
         assert window.indicator.text == "Ready"
-        await close(controller)
+        await assistant.close()
 
     run(qloop, scenario(), 10)
 
 
-def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, controllers, tmp_path):
+def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, assistants, tmp_path):
     seed_history(tmp_path / "data")
-    controller = controllers()
-    window = make_window(qtbot, controller)
+    assistant = assistants()
+    window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await controller.start()
-        await controller.wait_ready(5)
+        await assistant.start()
+        await assistant.wait_ready(5)
         assert window.conversation.hint_text.startswith("Hold <b>Space</b>")
         window.hands_free_button.click()
-        assert controller.session.turn_mode == "vad"
+        assert assistant.session.turn_mode == "vad"
         assert not window.ptt_button.isEnabled()
         assert window.conversation.hint_text.startswith("Just start speaking")
         assert load_settings().settings.turn_mode == "vad"  # persisted
         window.hands_free_button.click()
-        assert controller.session.turn_mode == "ptt"
+        assert assistant.session.turn_mode == "ptt"
 
-        first_session = controller.session
-        conversation = controller.conversation
+        first_session = assistant.session
+        conversation = assistant.conversation
         changed = fake_settings(system_prompt="Answer like a pirate.", hotkey="F8")
-        await controller.apply_settings(changed)
-        assert controller.session is not first_session  # rebuilt without restarting the app
-        assert controller.session.settings.system_prompt == "Answer like a pirate."
-        assert controller.conversation is conversation
+        await assistant.apply_settings(changed)
+        assert assistant.session is not first_session  # rebuilt without restarting the app
+        assert assistant.session.settings.system_prompt == "Answer like a pirate."
+        assert assistant.conversation is conversation
         assert window.conversation.turn_ids() == [1, 2, 3]  # the conversation is kept
         assert "F8" in window.ptt_button.text()
         assert "Answer like a pirate." in settings_path().read_text()
 
         window.new_button.click()
         assert window.conversation.turn_ids() == []
-        assert controller.session.conversation.turns == []
-        await close(controller)
+        assert assistant.session.conversation.turns == []
+        await assistant.close()
 
     run(qloop, scenario(), 10)
     store = HistoryStore(tmp_path / "data" / "conversations")
     assert len(store.conversations()) == 2  # the old conversation stays on disk
 
 
-def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, controllers):
+def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, assistants):
     stt = FakeSTT(script=("Book a table", "for two people tonight."))
     llm = FakeLLM(ttft=1.0, tokens_per_second=200)  # slow enough to speak on before it answers
-    controller = controllers(engine_factory=lambda _s: (stt, llm, FakeTTS(realtime_factor=0.0)))
-    window = make_window(qtbot, controller)
-    withdrawn: list[tuple[int, str]] = []
-    controller.turnWithdrawn.connect(lambda turn, text: withdrawn.append((turn, text)))
-    finished: list[TurnRecord] = []
-    controller.turnFinished.connect(finished.append)
+    assistant = assistants(engine_factory=lambda _s: (stt, llm, FakeTTS(realtime_factor=0.0)))
+    window = make_window(qtbot, assistant)
+    withdrawals = collect(assistant, TurnWithdrawn)
+    finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await controller.start()
-        await controller.wait_ready(5)
+        await assistant.start()
+        await assistant.wait_ready(5)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.6)
         window.ptt_button.released.emit()
         await until(lambda: window.conversation.assistant_bubble(1) is not None, what="thinking")
         window.ptt_button.pressed.emit()
-        await until(lambda: withdrawn, what="the first reply withdrawn")
+        await until(lambda: withdrawals, what="the first reply withdrawn")
         assert window.conversation.assistant_bubble(1) is None
         await asyncio.sleep(0.8)
         window.ptt_button.released.emit()
         await until(lambda: finished, timeout=8, what="the merged turn")
-        await close(controller)
+        await assistant.close()
 
     run(qloop, scenario(), 15)
-    assert withdrawn == [(1, "Book a table")]
+    assert [(e.turn_id, e.user_text) for e in withdrawals] == [(1, "Book a table")]
     (record,) = finished
     view = window.conversation
     assert view.turn_ids() == [record.turn_id]  # one question, one answer
@@ -297,23 +288,23 @@ def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, cont
     assert reply(view, record.turn_id).plain == record.assistant_text
 
 
-def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, qloop, controllers):
-    controller = controllers()
-    window = make_window(qtbot, controller)
+def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, qloop, assistants):
+    assistant = assistants()
+    window = make_window(qtbot, assistant)
     clicks = []
     focusable = QPushButton("focus me", window.centralWidget())
     focusable.clicked.connect(lambda: clicks.append(1))
     focusable.show()
 
     async def scenario() -> None:
-        await controller.start()
-        await controller.wait_ready(5)
+        await assistant.start()
+        await assistant.wait_ready(5)
         focusable.setFocus()
         await until(focusable.hasFocus, what="focus")
         key(window, QEvent.Type.KeyPress)
-        await until(lambda: controller.state.value == "user_speaking", what="talking")
+        await until(lambda: assistant.state.value == "user_speaking", what="talking")
         key(window, QEvent.Type.KeyRelease)
-        await until(lambda: controller.state.value != "user_speaking", what="release")
+        await until(lambda: assistant.state.value != "user_speaking", what="release")
 
         window.message_box.setFocus()
         await until(window.message_box.hasFocus, what="focus")
@@ -321,8 +312,8 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
         assert window.message_box.text() == "hi there"
         key(window, QEvent.Type.KeyPress, Qt.Key.Key_Escape)
         assert not window.message_box.hasFocus()  # Esc hands the keyboard back to talking
-        controller.interrupt()
-        await close(controller)
+        assistant.interrupt()
+        await assistant.close()
 
     run(qloop, scenario(), 10)
     assert clicks == []

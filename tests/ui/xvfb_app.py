@@ -2,7 +2,7 @@
 
 Started by the Xvfb tests as ``python tests/ui/xvfb_app.py EVENTS.jsonl``: the microphone hears
 steady speech-like noise (an ArraySource at real-time pace), the engines are the registry's
-"fake" ones, and every signal the window receives is appended to EVENTS.jsonl so the test can
+"fake" ones, and every event the window receives is appended to EVENTS.jsonl so the test can
 follow the conversation while it drives the keyboard with xdotool.
 """
 
@@ -15,12 +15,23 @@ from typing import Any
 
 import numpy as np
 
+from assistant.app import Assistant
 from assistant.audio.capture import ArraySource
 from assistant.audio.frames import CAPTURE_RATE
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
+from assistant.events import (
+    AppEvent,
+    AssistantText,
+    ErrorEvent,
+    FinalTranscript,
+    Notice,
+    PartialTranscript,
+    Ready,
+    StateChanged,
+    TurnFinished,
+)
 from ui.app import run_app
-from ui.controller import Controller
 
 MIC_SECONDS = 120.0
 
@@ -31,9 +42,9 @@ def noise_microphone(_settings: Settings) -> ArraySource:
     return ArraySource(pcm, pace="realtime")
 
 
-def make_controller(events_path: Path) -> Controller:
+def make_assistant(events_path: Path) -> Assistant:
     settings = Settings(stt="fake", llm="fake", tts="fake")
-    controller = Controller(
+    assistant = Assistant(
         settings,
         player_factory=lambda _s: VirtualPlayer(pace="realtime"),
         source_factory=noise_microphone,
@@ -45,31 +56,37 @@ def make_controller(events_path: Path) -> Controller:
         out.write(json.dumps({"kind": kind, **data}) + "\n")
         out.flush()
 
-    controller.readyChanged.connect(lambda ready: record("ready", ready=ready))
-    controller.stateChanged.connect(lambda state: record("state", state=state))
-    controller.partialTranscript.connect(lambda t, text: record("partial", turn=t, text=text))
-    controller.finalTranscript.connect(lambda t, text: record("final", turn=t, text=text))
-    controller.assistantText.connect(
-        lambda t, spoken, generated: record("assistant", turn=t, spoken=spoken, generated=generated)
-    )
-    controller.turnFinished.connect(
-        lambda turn: record(
-            "finished",
-            turn=turn.turn_id,
-            interrupted=turn.interrupted,
-            heard=turn.assistant_text,
-        )
-    )
-    controller.error.connect(
-        lambda message, source: record("error", message=message, source=source)
-    )
-    controller.notice.connect(lambda message, source: record("notice", message=message))
-    return controller
+    def log(event: AppEvent) -> None:
+        match event:
+            case Ready(ready=ready):
+                record("ready", ready=ready)
+            case StateChanged(state=state):
+                record("state", state=state.value)
+            case PartialTranscript(turn_id=t, text=text):
+                record("partial", turn=t, text=text)
+            case FinalTranscript(turn_id=t, text=text):
+                record("final", turn=t, text=text)
+            case AssistantText(turn_id=t, spoken=spoken, generated=generated):
+                record("assistant", turn=t, spoken=spoken, generated=generated)
+            case TurnFinished(turn=turn):
+                record(
+                    "finished",
+                    turn=turn.turn_id,
+                    interrupted=turn.interrupted,
+                    heard=turn.assistant_text,
+                )
+            case ErrorEvent(message=message, source=source):
+                record("error", message=message, source=source)
+            case Notice(message=message):
+                record("notice", message=message)
+
+    assistant.events.subscribe(log)
+    return assistant
 
 
 def main() -> int:
     events = Path(sys.argv[1])
-    return run_app([sys.argv[0]], controller_factory=lambda: make_controller(events))
+    return run_app([sys.argv[0]], assistant_factory=lambda: make_assistant(events))
 
 
 if __name__ == "__main__":

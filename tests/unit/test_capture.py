@@ -25,6 +25,7 @@ from assistant.audio.capture import (
 from assistant.audio.devices import has_input_device, list_devices
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.wav import read_wav, resample, write_wav
+from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
 
 FRAME_S = FRAME_SAMPLES / CAPTURE_RATE
@@ -328,3 +329,18 @@ def test_resample_lengths_and_content() -> None:
     same = resample(pcm, 24_000, 24_000)
     np.testing.assert_array_equal(same, pcm)
     assert same is not pcm
+
+
+async def test_microphone_that_stops_calling_back_is_reported_lost() -> None:
+    clock = ManualClock()
+    mic, stream = await open_mic(CAPTURE_RATE, clock=clock)
+    errors: list[str] = []
+    mic.on_error.append(errors.append)
+    consumer = asyncio.create_task(collect(mic))
+    for _ in range(10):
+        stream.feed(np.zeros(FRAME_SAMPLES, dtype=np.float32))
+        await clock.advance(FRAME_SAMPLES / CAPTURE_RATE)
+    await clock.advance(2.5)  # then nothing: the device died without a word
+    frames = await asyncio.wait_for(consumer, 5.0)
+    assert len(frames) == 10
+    assert errors == ["Audio input stopped: the microphone was lost or disconnected."]

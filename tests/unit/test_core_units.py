@@ -21,11 +21,11 @@ from assistant.engines.base import EngineError, Message, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
-from assistant.session import has_words
 from assistant.spoken import SpokenText
-from assistant.timeline import Budgets, Timeline
+from assistant.timeline import Budgets, Timeline, TimelineSnapshot
 from assistant.tools import calculate, default_tools
 from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
+from assistant.turns.words import Interjection, classify_interjection, trails_off
 
 # ----------------------------------------------------------------------------------- timeline
 
@@ -226,12 +226,40 @@ def test_push_to_talk_ignores_auto_repeat() -> None:
     assert ptt.release(2.1) is None
 
 
-def test_has_words() -> None:
-    assert not has_words("")
-    assert not has_words("Mhm.")
-    assert not has_words("uh-huh, hmm")
-    assert has_words("wait")
-    assert has_words("mhm stop please")
+def test_interjections_are_told_apart_in_each_language() -> None:
+    c = classify_interjection
+    assert c("") is Interjection.NOTHING and c("[cough]") is Interjection.WORDS
+    for text in ("Mhm.", "uh-huh, hmm", "Uh-uh.", "Yeah.", "Right, okay.", "Mm-hmm"):
+        assert c(text) is Interjection.BACKCHANNEL, text
+    assert c("Ja, genau.", "de") is Interjection.BACKCHANNEL
+    assert c("Ouais, d'accord.", "fr") is Interjection.BACKCHANNEL
+    assert c("Sí, claro.", "es") is Interjection.BACKCHANNEL
+    assert c("Sì, certo.", "it") is Interjection.BACKCHANNEL
+    for text, lang in [
+        ("Stop!", "en"),
+        ("Wait.", "en"),
+        ("hold on", "en"),
+        ("Halt!", "de"),
+        ("Attends !", "fr"),
+        ("¡Para!", "es"),
+        ("Aspetta.", "it"),
+    ]:
+        assert c(text, lang) is Interjection.STOP, text
+    assert c("wait, what about the dragons", "en") is Interjection.WORDS
+    assert c("mhm stop please") is Interjection.STOP
+    assert c("Tell me more about that.") is Interjection.WORDS
+
+
+def test_unfinished_sentences_are_told_by_their_last_word() -> None:
+    assert trails_off("I'd like to book a table for")
+    assert trails_off("and the") and trails_off("what about um") and trails_off("so, ...")
+    assert not trails_off("Who is it for?")
+    assert not trails_off("What is the weather in Paris?")
+    assert not trails_off("Turn the lights on.")
+    assert trails_off("Ich möchte einen Tisch für", "de")
+    assert trails_off("Je voudrais réserver une table pour", "fr")
+    assert trails_off("Quisiera reservar una mesa para", "es")
+    assert not trails_off("Quisiera reservar una mesa.", "es")
 
 
 # ----------------------------------------------------------------------------------- fallback
@@ -352,3 +380,19 @@ def test_heard_text_of_a_piece_still_being_synthesized_is_not_overestimated() ->
     t = SpokenText()
     t.add(_chunk(0, "one two three four", 0.6, last=False, alignment=((0, 0.0), (4, 300.0))))
     assert t.heard(0.6) == "one"  # "two" has no known end yet
+
+
+def test_timeline_snapshot_round_trips_and_reads_damaged_data_totally() -> None:
+    t = Timeline(3)
+    t.mark("speech_start", 9.0)
+    t.mark("speech_end", 10.0)
+    t.mark("playback_start", 10.5)
+    t.notes["endpoint_ms"] = 300
+    snap = t.snapshot(Budgets())
+    data = json.loads(json.dumps(snap.to_json()))
+    assert data == t.to_dict(Budgets())
+    assert TimelineSnapshot.from_json(data) == snap
+    assert snap.voice_to_voice_ms == 500 and snap.mark_ms("speech_start") == -1000
+    damaged = {"marks_ms": {"speech_end": "x", "bogus": 1, "stt_final": 5}, "stages_ms": [1]}
+    assert TimelineSnapshot.from_json(damaged).marks_ms == {"stt_final": 5.0}
+    assert TimelineSnapshot.from_json(None) == TimelineSnapshot()

@@ -21,6 +21,8 @@ from assistant.audio.player import (
     Player,
     VirtualPlayer,
 )
+from assistant.audio.watchdog import CallbackWatchdog
+from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
 
 RATE = 48_000
@@ -424,3 +426,61 @@ async def test_device_player_without_device_is_a_clear_error() -> None:
     player = DevicePlayer()
     with pytest.raises(EngineUnavailable, match="No audio output device"):
         await player.start()
+
+
+class _StalledStream(_FakeStream):
+    """A stream whose device dies silently and whose close then hangs in the backend."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release = threading.Event()
+
+    def close(self) -> None:
+        self.release.wait(30)
+        self.closed = True
+
+
+async def test_device_player_notices_a_silent_death_and_never_hangs_on_close() -> None:
+    clock = ManualClock()
+    streams: list[_StalledStream] = []
+
+    def factory(**kwargs: Any) -> _StalledStream:
+        streams.append(_StalledStream(**kwargs))
+        return streams[-1]
+
+    player = DevicePlayer(
+        samplerate=48_000, blocksize=480, stream_factory=factory, clock=clock, close_timeout=0.2
+    )
+    ev = Events(player)
+    errors: list[str] = []
+    player.on_error.append(errors.append)
+    await player.start()
+    (stream,) = streams
+    player.write(tone(48_000, 48_000), 48_000, turn_id=1)
+    outdata = np.zeros((480, 1), dtype=np.float32)
+    for _ in range(100):  # a second of callbacks, then the device stops calling back
+        stream.kwargs["callback"](outdata, 480, None, None)
+        await clock.advance(0.01)
+    assert not errors
+    await clock.advance(2.5)
+    await settle()
+    assert errors and "output device was lost" in errors[0]
+    assert ev.finished == [(1, 1.0, True)]  # the reply in progress ends, cut where it was
+    await player.close()  # returns although the dead stream's close still hangs
+    stream.release.set()
+
+
+async def test_watchdog_ignores_a_stall_of_the_whole_process() -> None:
+    clock = ManualClock()
+    stalls: list[float] = []
+    dog = CallbackWatchdog(clock, lambda: stalls.append(clock.now()), timeout=2.0)
+    dog.start()
+    clock._now += 5.0  # the loop itself was frozen (or the machine suspended)
+    await clock.advance(0.6)
+    assert not stalls
+    dog.beat()
+    await clock.advance(1.0)
+    assert not stalls
+    await clock.advance(2.5)
+    assert len(stalls) == 1
+    dog.stop()

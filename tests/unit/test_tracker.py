@@ -16,15 +16,18 @@ from assistant.session.tracker import (
     CarryOver,
     Commit,
     ConfirmBargeIn,
-    FalseInterruption,
+    Dismiss,
+    JudgeInterjection,
     Phase,
     Silence,
     Speculate,
+    StopCommand,
     TentativeBargeIn,
     UserTurnTracker,
     Withdraw,
 )
 from assistant.turns import TurnEvent
+from assistant.turns.words import Interjection
 from assistant.types import FRAME_SAMPLES, AudioFrame
 
 
@@ -82,13 +85,43 @@ def test_words_confirm_a_barge_in_at_once_but_a_backchannel_does_not() -> None:
     assert w.tracker.on_partial("mhm wait") == [ConfirmBargeIn()]
 
 
-def test_a_short_noise_over_a_reply_is_a_false_interruption() -> None:
+def test_speech_over_a_reply_that_pauses_is_judged_by_its_words() -> None:
     w = World()
     w.reply = 7
-    w.event("start", 10.0)
-    (false,) = w.event("end", 10.2)
-    assert false == FalseInterruption(resume_after=1.2)
-    assert w.tracker.phase is Phase.IDLE and not w.tracker.finalizing
+    (begin, _) = w.event("start", 10.0)
+    u = begin.utterance
+    (judge,) = w.event("pause", 10.3)
+    assert judge == JudgeInterjection(u, resume=True)  # nothing says words: play on meanwhile
+    assert w.tracker.phase is Phase.IDLE and not w.tracker.awaiting_answer
+    assert w.tracker.on_final(u, "Mm-hmm.") == Dismiss(Interjection.BACKCHANNEL)
+    assert w.tracker.speculative is None
+
+
+def test_interjection_outcomes() -> None:
+    for said, expected in [
+        ("", Dismiss(Interjection.NOTHING)),
+        ("Stop!", StopCommand()),
+        ("Why is that?", Answer("Why is that?", held=False, barge_in=True)),
+    ]:
+        w = World()
+        w.reply = 7
+        (begin, _) = w.event("start", 10.0)
+        w.event("end", 10.3)
+        assert w.tracker.on_final(begin.utterance, said) == expected
+
+
+def test_words_in_the_partial_keep_the_reply_paused_at_the_pause() -> None:
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    begin.utterance.partial = "Uh-uh."
+    (judge,) = w.event("pause", 10.3)
+    assert judge.resume
+    _, begin2, _ = w.event("resume", 10.5)
+    assert w.tracker.phase is Phase.TENTATIVE
+    begin2.utterance.partial = "why"
+    (judge2,) = w.event("pause", 11.0)
+    assert not judge2.resume
 
 
 def test_push_to_talk_over_a_reply_interrupts_at_once() -> None:

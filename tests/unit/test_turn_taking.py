@@ -152,11 +152,51 @@ async def test_false_interruption_pauses_then_resumes(tmp_path) -> None:
         await s.run_until(lambda: bool(s.finished()), limit=30)
     (turn,) = s.finished()
     (paused,), (resumed,) = s.times(PlaybackPaused), s.times(PlaybackResumed)
-    # Resumed after the endpoint silence (300 ms) plus the resume timeout (500 ms).
-    assert resumed - (mhm + 0.2) == pytest.approx(0.8, abs=0.07)
+    # Paused when the speech was detected (100 ms in), resumed at the 200 ms pause after it.
+    assert paused - mhm == pytest.approx(0.1, abs=0.05)
+    assert resumed - (mhm + 0.2) == pytest.approx(0.2, abs=0.05)
     assert not s.audible(paused + 0.03, resumed - 0.03)
+    assert s.audible(resumed + 0.05, resumed + 0.5)
     assert not turn.interrupted
     assert turn.assistant_text == LONG_REPLY
+
+
+@pytest.mark.parametrize("said", ["Uh-uh.", "Yeah, right.", "Okay.", "[cough]"])
+async def test_backchannels_and_noises_never_stop_the_reply(tmp_path, said: str) -> None:
+    stt = FakeSTT(script=("Tell me a story.", said), min_audio_seconds=0.05)
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        s.add(Speech(speaking + 1.0, speaking + 1.35))
+        await s.run_until(lambda: bool(s.finished()), limit=30)
+    (turn,) = s.finished()
+    if said == "[cough]":  # no words in it at all, but not a known backchannel either
+        assert turn.interrupted
+        return
+    assert not turn.interrupted and turn.assistant_text == LONG_REPLY
+    assert len(s.events(FinalTranscript)) == 1  # the backchannel took no turn
+
+
+async def test_a_short_stop_stops_the_reply_and_is_not_answered(tmp_path) -> None:
+    stt = FakeSTT(script=("Tell me a story.", "Stop."), min_audio_seconds=0.05)
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        s.add(Speech(speaking + 1.0, speaking + 1.3))
+        await s.run_until(lambda: bool(s.finished()), limit=30)
+        await s.run_to(s.now + 3)
+    (turn,) = s.finished()
+    assert turn.interrupted and LONG_REPLY.startswith(turn.assistant_text)
+    assert len(stt.final_delays) == 2 and len(s.finished()) == 1  # nothing answered "Stop."
+    assert not s.audible(speaking + 1.3 + 0.5, s.now)
+
+
+async def test_a_short_question_over_the_reply_interrupts_and_is_answered(tmp_path) -> None:
+    stt = FakeSTT(script=("Tell me a story.", "Why?"), min_audio_seconds=0.05)
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        s.add(Speech(speaking + 1.0, speaking + 1.3))
+        await s.run_until(lambda: len(s.finished()) == 2, limit=30)
+    first, second = s.finished()
+    assert first.interrupted and second.user_text == "Why?"
 
 
 async def test_backchannel_then_barge_in_in_one_reply(tmp_path) -> None:

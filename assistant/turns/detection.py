@@ -1,4 +1,4 @@
-"""Turn detection: when does the user start and stop talking?
+"""Turn detection strategies: when does the user start and stop talking?
 
 A ``TurnDetection`` strategy turns key presses or per-frame speech probabilities into
 ``TurnEvent``s; the session does not know which strategy runs, and the user can switch at any
@@ -20,20 +20,6 @@ import numpy as np
 
 from assistant.config import Settings, TurnMode, VadSettings
 from assistant.types import FRAME_SECONDS, PCM, AudioFrame
-
-__all__ = [
-    "FRAME_SECONDS",
-    "EndOfTurnJudge",
-    "EndOfTurnModel",
-    "HandsFree",
-    "PauseVerdict",
-    "PushToTalk",
-    "SmartTurnJudge",
-    "TurnDetection",
-    "TurnEvent",
-    "VadEndpointing",
-    "make_turn_detection",
-]
 
 TurnKind = Literal["start", "pause", "resume", "end"]
 #: Runs a blocking call off the event loop (``asyncio.to_thread`` unless a test runs it inline).

@@ -1,0 +1,202 @@
+"""The audio chains: microphone → conversation, and conversation → speaker.
+
+``AudioInput`` pumps the source's frames to a sink (the session's ``feed``) on the loop. It is
+the one place every captured frame passes through on its way to the conversation, so a stage
+that must see them all (an echo canceller, with the player's output as its reference) goes in
+``_pump``. ``AudioOutput`` opens the player and, when the device is missing, falls back to a
+silent virtual one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
+with the sources ``audio-input``/``audio-output`` (a view offers Retry for those) and call
+``on_change`` whenever whether they work may have changed.
+
+Both take factories from the settings, so tests and headless callers plug in WAV files, arrays
+and virtual devices in place of the sound card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from assistant.app import messages
+from assistant.audio.capture import AudioSource, MicrophoneCapture
+from assistant.audio.frames import AudioFrame
+from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
+from assistant.config import Settings
+from assistant.events import AppEvent, ErrorEvent
+
+log = logging.getLogger(__name__)
+
+PlayerFactory = Callable[[Settings], Player]
+#: None means "no microphone here" (typing still works).
+SourceFactory = Callable[[Settings], AudioSource | None]
+
+
+def _device(name: str) -> int | str | None:
+    name = name.strip()
+    if not name:
+        return None
+    return int(name) if name.isdigit() else name
+
+
+def default_player(settings: Settings) -> Player:
+    return DevicePlayer(device=_device(settings.output_device))
+
+
+def default_source(settings: Settings) -> AudioSource | None:
+    return MicrophoneCapture(device=_device(settings.input_device))
+
+
+class AudioInput:
+    """Source → ``sink``, frame by frame, until the source ends or ``stop()``.
+
+    ``on_end`` runs when the source ends by itself (a file ran out, a device vanished), so the
+    conversation does not wait for the end of a turn that can no longer come.
+    """
+
+    def __init__(
+        self,
+        factory: SourceFactory,
+        *,
+        sink: Callable[[AudioFrame], Awaitable[None]],
+        emit: Callable[[AppEvent], None],
+        on_change: Callable[[], None],
+        on_end: Callable[[], None],
+    ) -> None:
+        self._factory = factory
+        self._sink = sink
+        self._emit = emit
+        self._on_change = on_change
+        self._on_end = on_end
+        self._source: AudioSource | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: A microphone is capturing.
+        self.ok = False
+
+    @property
+    def running(self) -> bool:
+        return self._source is not None
+
+    async def start(self, settings: Settings) -> None:
+        """Open the configured source and start pumping; a failure becomes a message."""
+        try:
+            source = self._factory(settings)
+        except Exception as exc:
+            source = None
+            self._emit(ErrorEvent(messages.no_input(exc), "audio-input"))
+        if source is None:
+            self._set_ok(False)
+            return
+        source.on_error.append(self._lost)
+        try:
+            await source.start()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await source.stop()
+            raise
+        except Exception as exc:
+            log.warning("microphone unavailable: %s", exc)
+            self._set_ok(False)
+            self._emit(ErrorEvent(messages.no_input(exc), "audio-input"))
+            return
+        self._source = source
+        self._set_ok(True)
+        self._task = asyncio.ensure_future(self._pump(source))
+
+    async def stop(self) -> None:
+        source, self._source = self._source, None
+        task, self._task = self._task, None
+        if source is not None:
+            with contextlib.suppress(Exception):
+                await source.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def wait_ended(self) -> None:
+        """Until the source has ended by itself (at once if nothing is capturing)."""
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _pump(self, source: AudioSource) -> None:
+        try:
+            async for frame in source.frames():
+                await self._sink(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("audio capture failed")
+            self._emit(ErrorEvent(messages.input_failed(exc), "audio-input"))
+        self._on_end()
+        if self._source is source:
+            self._set_ok(False)
+
+    def _lost(self, message: str) -> None:
+        self._set_ok(False)
+        self._emit(ErrorEvent(messages.input_lost(message), "audio-input"))
+
+    def _set_ok(self, ok: bool) -> None:
+        self.ok = ok
+        self._on_change()
+
+
+class AudioOutput:
+    """Opens players; ``on_lost`` runs when an open device goes away during the conversation."""
+
+    def __init__(
+        self,
+        factory: PlayerFactory,
+        *,
+        emit: Callable[[AppEvent], None],
+        on_change: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._factory = factory
+        self._emit = emit
+        self._on_change = on_change
+        self._on_lost = on_lost
+        #: Replies reach a real output device.
+        self.ok = False
+
+    async def open(self, settings: Settings) -> Player:
+        """The configured output, or a silent virtual one (with a message) when it fails."""
+        player = await self.open_quietly(settings)
+        self.ok = not isinstance(player, _Silent)
+        self._on_change()
+        if isinstance(player, _Silent):
+            self._emit(ErrorEvent(messages.no_output(player.reason), "audio-output"))
+        else:
+            # Not part of the Player protocol: only players on a real device can lose it.
+            listeners = getattr(player, "on_error", None)
+            if isinstance(listeners, list):
+                listeners.append(self._lost)
+        return player
+
+    async def open_quietly(self, settings: Settings) -> Player:
+        """As ``open`` but without messages or status (for a voice preview beside a reply)."""
+        try:
+            player = self._factory(settings)
+            await player.start()
+            return player
+        except Exception as exc:
+            log.warning("audio output unavailable: %s", exc)
+            silent = _Silent(exc)
+            await silent.start()
+            return silent
+
+    def _lost(self, message: str) -> None:
+        self.ok = False
+        self._on_change()
+        self._emit(ErrorEvent(messages.output_lost(message), "audio-output"))
+        self._on_lost()
+
+
+class _Silent(VirtualPlayer):
+    """Nothing to hear: replies "play" as fast as they are made, so text is not held back."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(pace="fast")
+        self.reason = reason

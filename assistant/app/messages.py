@@ -1,0 +1,88 @@
+"""What the app tells the user, in one place: every sentence says what happened and what to do.
+
+The ``source`` strings go with each message (``ErrorEvent.source``/``Notice.source``): a view
+offers "Retry" for the audio sources and "Open settings" for the settings and engine ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assistant.engines.base import EngineError
+
+NOT_READY = "Parley is still loading its engines; talking will work as soon as they are ready."
+NOT_READY_TO_SEND = "Parley is still loading its engines; send your message again in a moment."
+NO_MICROPHONE = (
+    "No microphone is capturing, so Parley cannot hear you. Connect one and choose Retry, or "
+    "type your message below."
+)
+NOT_LISTENING = (
+    "Speech recognition is not running; check the speech engine in Settings, or type your "
+    "message below."
+)
+SETTINGS_APPLIED = "Settings saved and applied."
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one sentence (the class name only where the text alone would puzzle)."""
+    text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, EngineError | OSError | ValueError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def settings_unreadable(exc: BaseException) -> str:
+    return f"Cannot read the settings file ({exc}); using the defaults."
+
+
+def settings_unsaved(exc: BaseException) -> str:
+    return f"Could not save the settings: {exc}"
+
+
+def history_unavailable(directory: Path, exc: BaseException) -> str:
+    return (
+        f"Cannot open the conversation history in {directory} ({exc}); this conversation will "
+        "not be saved."
+    )
+
+
+def new_conversation_failed(exc: BaseException) -> str:
+    return f"Cannot start a new conversation file: {exc}"
+
+
+def engines_unusable(exc: BaseException) -> str:
+    return f"Cannot set up the engines: {describe(exc)} Choose other engines in Settings."
+
+
+def engine_not_loaded(kind: str, exc: BaseException) -> str:
+    return f"The {kind} engine could not load: {describe(exc)}"
+
+
+def not_listening(exc: BaseException) -> str:
+    return f"Speech recognition could not start: {describe(exc)} You can still type."
+
+
+def no_output(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    if not detail.lower().startswith("no audio output device"):
+        detail = f"No audio output device could be opened ({describe(exc)})"
+    return f"{detail} Replies are shown as text only until a speaker works (Retry)."
+
+
+def no_input(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    if not detail.lower().startswith(("no audio input device", "cannot open audio input")):
+        detail = f"No microphone could be opened ({describe(exc)})"
+    return f"{detail} You can still type messages."
+
+
+def input_failed(exc: BaseException) -> str:
+    return f"Audio input failed: {describe(exc)}"
+
+
+def output_lost(message: str) -> str:
+    return f"{message} Replies continue as text; choose Retry after reconnecting."
+
+
+def input_lost(message: str) -> str:
+    return f"{message} Choose Retry after reconnecting it, or type below."

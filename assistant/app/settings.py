@@ -1,0 +1,65 @@
+"""Settings as the app uses them: loaded once with a notice when the file was unusable, saved on
+every change, and compared so that a change rebuilds only what it has to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assistant import config
+from assistant.app import messages
+from assistant.app.engines import engine_key
+from assistant.config import Settings
+
+
+def load() -> tuple[Settings, str | None]:
+    """The saved settings, or the defaults; the second value is a notice for the user, if any."""
+    try:
+        loaded = config.load_settings()
+    except OSError as exc:
+        return Settings(), messages.settings_unreadable(exc)
+    return loaded.settings, loaded.notice
+
+
+def save(settings: Settings) -> str | None:
+    """Write the settings file; a message for the user when that failed."""
+    try:
+        config.save_settings(settings)
+    except OSError as exc:
+        return messages.settings_unsaved(exc)
+    return None
+
+
+def _session_key(s: Settings) -> tuple[object, ...]:
+    """Settings a running session reads only when it is built."""
+    return (
+        s.output_device,
+        s.vad,
+        s.interruption,
+        s.budgets,
+        s.system_prompt,
+        s.context_tokens,
+        s.voice,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """What a change of settings needs, from the most to the least work."""
+
+    rebuild_engines: bool
+    #: A new session (and player) on the same or new engines; the conversation is kept.
+    reopen_session: bool
+    restart_input: bool
+    turn_mode_changed: bool
+
+
+def compare(old: Settings, new: Settings, *, keys_changed: bool = False) -> SettingsChange:
+    """``keys_changed``: an API key was stored or removed, so engines that read keys when built
+    must be rebuilt."""
+    rebuild = keys_changed or engine_key(old) != engine_key(new)
+    return SettingsChange(
+        rebuild_engines=rebuild,
+        reopen_session=rebuild or _session_key(old) != _session_key(new),
+        restart_input=old.input_device != new.input_device,
+        turn_mode_changed=old.turn_mode != new.turn_mode,
+    )

@@ -1,0 +1,148 @@
+"""What a transcript says about turn-taking, in each language Parley converses in.
+
+Two questions, answered from words alone (the audio models answer them from sound):
+
+- Over the assistant's reply, was that an interruption? ``classify_interjection`` tells a
+  *stop* command ("stop", "wait", "halt" and their translations: always interrupts, and is not
+  itself answered), a *backchannel* ("mhm", "uh-huh", "uh-uh", "yeah", "right", "okay" said
+  alone: never interrupts), plain *words* (a real barge-in) and *nothing* (a noise).
+- At a pause, does the sentence sound unfinished? ``trails_off`` is true when the last word is
+  one a sentence cannot end on: a conjunction, an article, most prepositions, a possessive or a
+  hesitation ("and", "the", "for", "um"). A question mark after it (Whisper's "Who is it for?")
+  overrides it.
+
+Languages are matched by their base code ("en-GB" → "en"); English words are always understood
+too, since people mix them in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from enum import StrEnum
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+
+# Said alone (or only with each other), these acknowledge without taking the floor.
+_BACKCHANNELS: dict[str, str] = {
+    "en": "mhm mm mmm hmm hm uh um uhm er erm ah oh eh aha mm-hmm mhmm uh-huh uh-uh "
+    "yeah yes yep yup ya right okay ok sure alright cool nice wow great true exactly "
+    "totally indeed gotcha see got it i see uh huh",
+    "de": "ja jaja jap jo genau mhm okay ok stimmt aha ach achso so richtig klar gut super "
+    "echt naja hm ähm äh na",
+    "fr": "oui ouais ouai d'accord accord mhm ah ok okay voilà bien sûr exactement super hmm "
+    "oh ben bon euh je vois c'est ça ça",
+    "es": "sí si vale claro ajá aja mhm ya ok bueno exacto vaya ah oh entiendo veo eh este",
+    "it": "sì si certo ok mhm già va bene esatto ah oh capito bene giusto vero ehm eh",
+    "pt": "sim é isso claro certo ok mhm ah oh pois tá ta beleza entendi",
+    "nl": "ja jawel precies oké ok mhm ah oh klopt goed zeker inderdaad hm",
+}
+
+# Commands that always stop the assistant. Multi-word entries are phrases.
+_STOPS: dict[str, str] = {
+    "en": "stop|wait|halt|hold on|hang on|pause|enough|quiet|be quiet|shut up|cancel|"
+    "never mind|nevermind|stop it|stop talking",
+    "de": "stopp|stop|halt|warte|warten sie|moment|einen moment|genug|ruhe|abbrechen|"
+    "hör auf|sei still",
+    "fr": "stop|arrête|arrêtez|attends|attendez|assez|tais-toi|taisez-vous|silence|pause",
+    "es": "para|pare|alto|espera|espere|basta|detente|cállate|stop|pausa",
+    "it": "stop|basta|aspetta|aspetti|fermati|ferma|zitto|silenzio|pausa",
+    "pt": "pare|para|espera|espere|chega|basta|stop|pausa|cala",
+    "nl": "stop|wacht|halt|genoeg|stil|pauze|hou op",
+}
+#: A stop command is short; a longer utterance with a stop word in it is ordinary words.
+_STOP_MAX_WORDS = 3
+
+# A sentence does not end on these: articles, conjunctions, possessives, hesitations, and the
+# prepositions that are not also verb particles ("turn it on", "mach das Licht an" do end).
+# Some can end a question ("who is it for"): a question mark from the recognizer overrides.
+_TRAILING: dict[str, str] = {
+    "en": "and or but because cause the a an to for of with at from about into onto than by "
+    "my your his her its our their um uh er erm like as if whether nor plus very i'm i'd "
+    "we're they're you're",
+    "de": "und oder aber denn weil dass der die das den dem des ein eine einen einem einer "
+    "eines für von vom zum zur im am bei äh ähm mein meine meinen dein deine unser "
+    "wenn ob als",
+    "fr": "et ou mais donc parce que qui le la les un une des du de d' pour avec dans sur à "
+    "au aux euh mon ma mes ton ta tes son sa ses notre votre leur quand comme",
+    "es": "y o pero porque que el la los las un una unos unas de del para con en a al por "
+    "eh mi mis tu tus su sus nuestro cuando como",
+    "it": "e o ma perché che il lo la i gli le un uno una di del della dello dei delle per "
+    "con in a al alla su da dal ehm mio mia miei tuo tua suo sua se quando come",
+    "pt": "e ou mas porque que o a os as um uma de do da dos das para com em no na por "
+    "meu minha seu sua se quando como",
+    "nl": "en of maar want omdat de het een van voor met naar mijn jouw als wanneer",
+}
+
+
+class Interjection(StrEnum):
+    """What the user said over the assistant."""
+
+    NOTHING = "nothing"  # no words: a noise, a cough, breath
+    BACKCHANNEL = "backchannel"  # "mhm", "yeah", "right": listening, not taking the floor
+    STOP = "stop"  # a short command to stop: interrupt, do not answer it
+    WORDS = "words"  # anything else: a real interruption
+
+
+def base_language(language: str) -> str:
+    return language.replace("_", "-").split("-", 1)[0].lower()
+
+
+def _fold(text: str) -> str:
+    """Lower case, typographic apostrophes made plain."""
+    return text.lower().replace("’", "'")
+
+
+def words_of(text: str) -> list[str]:
+    return _WORD.findall(_fold(text))
+
+
+def _vocabulary(table: dict[str, str], language: str) -> set[str]:
+    out = set(table["en"].split())
+    out.update(table.get(base_language(language), "").split())
+    return out | {_strip_accents(w) for w in out}
+
+
+def _strip_accents(word: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _phrases(language: str) -> list[list[str]]:
+    entries = _STOPS["en"].split("|") + _STOPS.get(base_language(language), "").split("|")
+    return [p.split() for p in entries if p]
+
+
+def _contains(words: list[str], phrase: list[str]) -> bool:
+    n = len(phrase)
+    return any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
+
+
+def classify_interjection(text: str, language: str = "en") -> Interjection:
+    """Is ``text``, said over the assistant, a stop command, a backchannel or a barge-in?"""
+    words = words_of(text)
+    if not words:
+        return Interjection.NOTHING
+    folded = words + [_strip_accents(w) for w in words]
+    if len(words) <= _STOP_MAX_WORDS and any(_contains(folded, p) for p in _phrases(language)):
+        return Interjection.STOP
+    backchannels = _vocabulary(_BACKCHANNELS, language)
+    if all(w in backchannels or _strip_accents(w) in backchannels for w in words):
+        return Interjection.BACKCHANNEL
+    return Interjection.WORDS
+
+
+def trails_off(text: str, language: str = "en") -> bool:
+    """True when ``text`` stops on a word a sentence cannot end on (it is unfinished)."""
+    stripped = text.rstrip()
+    if not stripped or stripped.endswith("?"):
+        return False
+    if stripped.endswith(("...", "…", ",", "-", "–", "—")):
+        return True
+    words = words_of(stripped)
+    if not words:
+        return False
+    last = words[-1]
+    return last in _vocabulary(_TRAILING, language) or _strip_accents(last) in _vocabulary(
+        _TRAILING, language
+    )

@@ -1,0 +1,184 @@
+"""The parts ``Assistant`` is made of, one at a time: what a settings change rebuilds, the engine
+set's warm-up, progress and closing, the output chain's fallback, and the program-fed source."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from assistant.app.audio import AudioOutput
+from assistant.app.engines import EngineSet
+from assistant.app.settings import SettingsChange, compare
+from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
+from assistant.audio.player import VirtualPlayer
+from assistant.audio.push import PushSource
+from assistant.config import ProviderSettings, Settings
+from assistant.engines.base import EngineError
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fallback import FallbackTTS
+from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading
+
+
+def changed(**changes: object) -> Settings:
+    settings = Settings()
+    for key, value in changes.items():
+        setattr(settings, key, value)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("new", "keys", "expected"),
+    [
+        (changed(), False, SettingsChange(False, False, False, False)),
+        (changed(), True, SettingsChange(True, True, False, False)),
+        (changed(llm="openai"), False, SettingsChange(True, True, False, False)),
+        (changed(language="de"), False, SettingsChange(True, True, False, False)),
+        (
+            changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
+            False,
+            SettingsChange(True, True, False, False),
+        ),
+        (changed(system_prompt="Be brief."), False, SettingsChange(False, True, False, False)),
+        (changed(output_device="3"), False, SettingsChange(False, True, False, False)),
+        (changed(input_device="2"), False, SettingsChange(False, False, True, False)),
+        (changed(turn_mode="vad"), False, SettingsChange(False, False, False, True)),
+        (changed(hotkey="F8"), False, SettingsChange(False, False, False, False)),
+    ],
+)
+def test_a_settings_change_rebuilds_only_what_it_needs(
+    new: Settings, keys: bool, expected: SettingsChange
+) -> None:
+    assert compare(Settings(), new, keys_changed=keys) == expected
+
+
+def test_tools_are_offered_to_models_that_return_tool_calls() -> None:
+    def llm(name: str) -> EngineSet:
+        return EngineSet(FakeSTT(), FakeLLM(name=name), FakeTTS())
+
+    assert llm("openai").calls_tools and llm("fake").calls_tools
+    # The embedded models write their calls as text, which would be spoken.
+    assert not llm("local").calls_tools
+
+
+@dataclass
+class ProgressTTS(FakeTTS):
+    """A voice that reports loading progress from a worker thread, and counts closings."""
+
+    on_progress: list[object] = field(default_factory=list)
+    closed: int = 0
+
+    async def warm_up(self) -> None:
+        def load() -> None:
+            for listener in list(self.on_progress):
+                listener(0.5, "Loading the voice model…")  # type: ignore[operator]
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        await asyncio.to_thread(thread.join)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+class BrokenLLM(FakeLLM):
+    async def warm_up(self) -> None:
+        raise EngineError("the model file is missing", engine="local")
+
+
+async def test_warm_up_reports_progress_on_the_loop_and_failures_as_events() -> None:
+    tts = ProgressTTS()
+    engines = EngineSet(FakeSTT(), BrokenLLM(), FallbackTTS([tts]))
+    events: list[AppEvent] = []
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def emit(event: AppEvent) -> None:
+        threads.add(threading.get_ident())
+        events.append(event)
+
+    assert not await engines.warm_up(emit)
+    await asyncio.sleep(0.01)  # progress posted from the worker thread arrives
+    assert threads == {loop_thread}
+    loading = [(e.component, e.fraction, e.message) for e in events if isinstance(e, Loading)]
+    assert ("speech synthesis", 0.5, "Loading the voice model…") in loading
+    assert ("speech recognition", 1.0, "Speech recognition ready") in loading
+    assert ("language model", 1.0, "language model failed") in loading
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.source == "language model"
+    assert error.message == "The language model engine could not load: the model file is missing."
+
+    await engines.warm_up(emit)  # a second warm-up does not hook the engines twice
+    assert len(tts.on_progress) == 1
+    await engines.aclose()
+    assert tts.closed == 1 and tts.on_progress == []  # closed through the chain, and unhooked
+
+
+async def test_lent_engines_are_unhooked_but_not_closed() -> None:
+    tts = ProgressTTS()
+    lent = EngineSet(FakeSTT(), FakeLLM(), tts, owned=False)
+    assert await lent.warm_up(lambda _e: None, announce=False)
+    await lent.aclose()
+    assert tts.closed == 0 and tts.on_progress == []
+
+
+async def test_a_missing_output_device_becomes_a_silent_player_and_a_message() -> None:
+    events: list[AppEvent] = []
+    statuses: list[bool] = []
+
+    def no_device(_settings: Settings) -> VirtualPlayer:
+        raise OSError("No audio output device: the system reports no audio devices.")
+
+    output = AudioOutput(
+        no_device,
+        emit=events.append,
+        on_change=lambda: statuses.append(output.ok),
+        on_lost=lambda: None,
+    )
+    player = await output.open(Settings())
+    assert isinstance(player, VirtualPlayer) and not output.ok
+    assert statuses == [False]
+    (error,) = events
+    assert isinstance(error, ErrorEvent) and error.source == "audio-output"
+    assert error.message == (
+        "No audio output device: the system reports no audio devices. Replies are shown as "
+        "text only until a speaker works (Retry)."
+    )
+    await player.close()
+    assert not any(isinstance(e, AudioStatus) for e in events)  # status is the owner's to say
+
+
+def frame(i: int) -> AudioFrame:
+    return AudioFrame(np.full(FRAME_SAMPLES, i, np.int16), float(i), i * 0.032)
+
+
+async def test_push_returns_once_the_consumer_is_done_with_the_frame() -> None:
+    source = PushSource()
+    await source.start()
+    handled: list[int] = []
+
+    async def consume() -> None:
+        async for f in source.frames():
+            await asyncio.sleep(0.01)  # a slow consumer
+            handled.append(int(f.pcm[0]))
+
+    task = asyncio.create_task(consume())
+    for i in range(3):
+        await source.push(frame(i))
+        assert handled == list(range(i + 1))
+    source.end()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_stopping_releases_a_pusher_whose_frame_was_never_taken() -> None:
+    source = PushSource()
+    pusher = asyncio.create_task(source.push(frame(0)))
+    await asyncio.sleep(0)
+    await source.stop()
+    await asyncio.wait_for(pusher, 1)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await source.push(frame(1))
+    assert [f async for f in source.frames()] == []
