@@ -9,6 +9,7 @@ from typing import Any
 
 from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
+from assistant.tools.mcp import ServerStatus
 
 
 class State(StrEnum):
@@ -271,6 +272,20 @@ class SettingsApplied:
 
 
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
+@dataclass(frozen=True, slots=True)
+class ToolServers:
+    """The MCP tool servers and how each is doing (for the Tools tab)."""
+
+    statuses: tuple[ServerStatus, ...]
+    at: float = field(default_factory=_now)
+
+
 AppEvent = (
-    SessionEvent | Ready | AudioStatus | ConversationLoaded | TurnModeChanged | SettingsApplied
+    SessionEvent
+    | Ready
+    | AudioStatus
+    | ConversationLoaded
+    | TurnModeChanged
+    | SettingsApplied
+    | ToolServers
 )

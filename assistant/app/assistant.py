@@ -1,8 +1,9 @@
 """``Assistant``: Parley put together, once, for the window, ``parley talk`` and the benchmarks.
 
-It owns the settings, the history store and the current conversation, the engine set, the tool
-registry, the audio input and output chains and the session, and rebuilds the parts a change of
-settings or a lost device needs. Everything that happens goes out on one stream, ``events``
+It owns the settings, the history store and the current conversation, the engine set, the tools
+(``ToolBox``: built-ins, alarms, notes, MCP servers, structured extraction), the audio input and
+output chains and the session, and rebuilds the parts a change of settings or a lost device
+needs. Everything that happens goes out on one stream, ``events``
 (``assistant.events.AppEvent``): the session's events and the app's own (loading, ready, audio
 status, conversation loaded, turn mode, settings applied). Commands are plain methods; those
 that cannot act yet say why on the stream and return False. No Qt here: a window is a view of
@@ -33,6 +34,8 @@ from assistant.app.audio import (
     default_source,
 )
 from assistant.app.engines import Engines, EngineSet, close_engine
+from assistant.app.notify import Notifier, desktop_notify
+from assistant.app.tools import ToolBox
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio.frames import AudioFrame
@@ -56,7 +59,9 @@ from assistant.events import (
 )
 from assistant.history import Conversation, HistoryStore
 from assistant.session import Session
-from assistant.tools import ToolRegistry, default_tools
+from assistant.tools import ToolRegistry
+from assistant.tools.alarms import Alarm, alarm_line
+from assistant.tools.mcp import ServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,8 @@ class Assistant:
         vad_factory: VadFactory | None = None,
         turn_model_factory: TurnModelFactory | None = None,
         tools: ToolRegistry | None = None,
+        tools_dir: Path | None = None,
+        notifier: Notifier | None = None,
         persist: bool = True,
     ) -> None:
         #: Everything that happens, in order: ``assistant.events.AppEvent``s.
@@ -96,9 +103,17 @@ class Assistant:
         self._engine_factory: EngineFactory = engine_factory or EngineSet.build
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
-        #: The tools the language model may call (the same in every front end), offered to
-        #: every language model that returns real tool calls (``EngineSet.calls_tools``).
-        self.tools = tools if tools is not None else default_tools()
+        # Timers and notes live beside the conversations (in the data directory, or beside a
+        # history directory of the caller's).
+        if tools_dir is None:
+            tools_dir = history_dir / "tools" if history_dir is not None else config.data_dir()
+        #: The tools the language model may call, the same in every front end (a fixed
+        #: ``tools`` registry replaces the built-in ones).
+        self.toolbox = ToolBox(
+            settings, tools_dir, emit=self._emit, on_alarm=self._on_alarm, registry=tools
+        )
+        self._notify: Notifier = notifier or desktop_notify
+        self._tools_started: asyncio.Task[None] | None = None
         self._persist = persist
         self._input = AudioInput(
             source_factory or default_source,
@@ -140,6 +155,15 @@ class Assistant:
     @property
     def session(self) -> Session | None:
         return self._session
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """Every tool the language model may be offered (built-in and from MCP servers)."""
+        return self.toolbox.registry
+
+    def tool_servers(self) -> list[ServerStatus]:
+        """The MCP servers and how each is doing."""
+        return self.toolbox.server_statuses()
 
     @property
     def conversation(self) -> Conversation | None:
@@ -193,6 +217,7 @@ class Assistant:
         if self._startup_notice:
             self._emit(Notice(self._startup_notice, "settings"))
         self._conversation = self._load_conversation()
+        self._tools_started = asyncio.ensure_future(self.toolbox.start())
         await self._open(rebuild_engines=True)
 
     async def close(self) -> None:
@@ -206,6 +231,7 @@ class Assistant:
         await self._input.stop()
         await self._close_session()
         await self._close_engines()
+        await self.toolbox.close()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         if self._ready_event is None:
@@ -251,6 +277,11 @@ class Assistant:
         """Stop the reply now (what was heard stays in the conversation)."""
         if self._session is not None:
             self._session.interrupt(reason="user")
+
+    def confirm(self, accept: bool) -> bool:
+        """Answer the assistant's "Shall I go ahead?" as a click on yes (True) or no (False);
+        False when no question is open."""
+        return self._session is not None and self._session.confirm(accept)
 
     def submit_text(self, text: str) -> bool:
         """A typed message; False if it could not be sent yet (the caller keeps the text)."""
@@ -299,6 +330,10 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        await self.toolbox.apply(self._settings)
+        if self._session is not None and self._engines is not None:
+            self._session.tools = self.toolbox.offered()
+            self._session.structured = self.toolbox.extractor(self._engines.llm)
         if change.reopen_session:
             await self._reopen(
                 rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
@@ -366,8 +401,9 @@ class Assistant:
             conversation=self._conversation,
             settings=self._settings,
             vad=self._vad_factory(self._settings) if hands_free else None,
-            tools=self.tools if engines.calls_tools else None,
+            tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            structured=self.toolbox.extractor(engines.llm),
         )
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
@@ -425,6 +461,10 @@ class Assistant:
             log.warning("the session could not start listening: %s", exc)
             self._listening = False
             self._emit(ErrorEvent(messages.not_listening(exc), "stt"))
+        if self._tools_started is not None:
+            # The MCP servers start beside the engines; each has its own time limit.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._tools_started)
         if not self._input.running:
             await self._input.start(self._settings)
         self._set_ready(True)
@@ -478,6 +518,17 @@ class Assistant:
         if self._talk_held:
             self.release_to_talk()
         session.end_of_input()
+
+    def _on_alarm(self, alarm: Alarm) -> None:
+        """A timer or reminder fell due: chime and speak it, and show a desktop notification."""
+        line = alarm_line(alarm, self._settings.language)
+        if alarm.late:
+            line = f"{line} ({messages.ALARM_LATE})"
+        if self._session is not None:
+            self._session.announce(line)
+        else:
+            self._emit(Notice(line, "tools"))
+        self._notify("Parley", line)
 
     def _output_lost(self) -> None:
         if not self._closed:

@@ -30,12 +30,6 @@ Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 #: The names the user sees for the three kinds, in the set's order (also ``Loading.component``).
 KINDS = ("speech recognition", "language model", "speech synthesis")
 
-#: Language models whose tool calls come back as plain text rather than as calls: the embedded
-#: Qwen2.5-Coder models never emit their template's tool-call tags (they write the JSON, which
-#: would be spoken, and tools in the prompt make their ordinary answers curt). They are offered
-#: no tools until their calls are routed another way.
-TEXT_ONLY_LANGUAGE_MODELS = frozenset({"local"})
-
 
 def engine_key(settings: Settings) -> tuple[object, ...]:
     """The settings whose change needs new engines (and a new warm-up)."""
@@ -83,11 +77,6 @@ class EngineSet:
     @classmethod
     def of(cls, engines: EngineSet | Engines) -> EngineSet:
         return engines if isinstance(engines, EngineSet) else cls(*engines)
-
-    @property
-    def calls_tools(self) -> bool:
-        """The language model (the first of its chain) returns tool calls a session can run."""
-        return getattr(self.llm, "name", "") not in TEXT_ONLY_LANGUAGE_MODELS
 
     def __iter__(self) -> Iterator[SpeechToText | LanguageModel | TextToSpeech]:
         return iter((self.stt, self.llm, self.tts))

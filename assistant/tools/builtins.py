@@ -76,7 +76,7 @@ def calculate(expression: str) -> str:
 def register_builtins(registry: ToolRegistry) -> ToolRegistry:
     registry.register(
         "get_time",
-        "Get the current local date and time.",
+        "Get the current local date and time (only for questions about the time or date).",
         {"type": "object", "properties": {}, "additionalProperties": False},
         current_time,
         title="clock",

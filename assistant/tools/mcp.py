@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -70,6 +71,34 @@ class _Call:
     tool: str
     arguments: dict[str, Any]
     result: asyncio.Future[str] = field(default_factory=_future)
+
+
+class McpConfigError(ValueError):
+    """An MCP configuration file cannot be used; the message says why, in one line."""
+
+
+def load_servers(path: Path) -> dict[str, McpServerSettings]:
+    """The servers of an MCP configuration file: ``[servers.NAME]`` tables with the keys of
+    ``McpServerSettings`` (``command``, ``args``, ``env``, or ``url``; ``enabled``, ``timeout``)."""
+    from assistant.config import SettingsError, settings_from_dict
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise McpConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise McpConfigError(f"{path} is not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"servers"})
+    if unknown or not isinstance(data.get("servers", {}), dict):
+        raise McpConfigError(f"{path}: expected only [servers.NAME] tables")
+    try:
+        servers = settings_from_dict({"tools": {"mcp_servers": data.get("servers", {})}})
+    except SettingsError as exc:
+        raise McpConfigError(f"{path}: {exc}".replace("tools.mcp_servers", "servers")) from None
+    for name, server in servers.tools.mcp_servers.items():
+        if bool(server.command) == bool(server.url):
+            raise McpConfigError(f"{path}: server {name!r} needs either a command or a url")
+    return servers.tools.mcp_servers
 
 
 def tool_name(server: str, tool: str) -> str:

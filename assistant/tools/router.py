@@ -54,8 +54,14 @@ EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("add_note", "note that the key is under the mat", {"text": "the key is under the mat"}),
     ("find_notes", "what did I write down about the key", {"query": "key"}),
 )  # fmt: skip
-#: Requests that need no tool, always shown.
-NO_TOOL_EXAMPLES = ("tell me a joke", "what is the capital of Spain", "thanks, that's all")
+#: Requests that need no tool, always shown: most questions are answered from knowledge.
+NO_TOOL_EXAMPLES = (
+    "what is the capital of Spain",
+    "tell me a joke",
+    "what is the tallest mountain in the world",
+    "who wrote Hamlet",
+    "thanks, that's all",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,8 @@ def tools_block(specs: Sequence[ToolSpec]) -> str:
     for request in NO_TOOL_EXAMPLES:
         lines.append(f"User: {request} -> {json.dumps({'tool': NO_TOOL})}")
     lines.append(
-        f'Use {{"tool": "{NO_TOOL}"}} when no tool is needed or the results are already there. '
+        "Most requests need no tool: knowledge, chat and advice are answered directly. "
+        f'Use {{"tool": "{NO_TOOL}"}} then, and also once the results you need are there. '
         "Answer the user in plain words, never in JSON."
     )
     return "\n".join(lines)
