@@ -29,6 +29,7 @@ from assistant.events import (
     Ready,
     SettingsApplied,
     StateChanged,
+    ToolServers,
     TurnModeChanged,
 )
 from ui.banner import BannerArea
@@ -93,7 +94,7 @@ class MainWindow(QMainWindow):
         root.addWidget(self.banners)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setHandleWidth(1)
-        self.conversation = ConversationView()
+        self.conversation = ConversationView(titles=self._tool_title)
         self.timeline = TimelinePanel()
         self.timeline.setMinimumWidth(300)
         # In a short window the latency panel scrolls instead of drawing over itself.
@@ -241,6 +242,7 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send_message)
         self.message_box.returnPressed.connect(self.send_message)
         self.new_button.clicked.connect(a.new_conversation)
+        self.conversation.confirmed.connect(a.confirm)
         self.settings_button.clicked.connect(self.open_settings)
         for keys, slot in (
             (
@@ -274,6 +276,9 @@ class MainWindow(QMainWindow):
                 self._on_turn_mode(mode)
             case SettingsApplied(settings=settings):
                 self._apply_settings_to_ui(settings)
+            case ToolServers(statuses=statuses):
+                if self.settings_dialog is not None and self.settings_dialog.isVisible():
+                    self.settings_dialog.tools_tab.set_statuses(statuses)
 
     # ------------------------------------------------------------------------------- commands
 
@@ -316,7 +321,13 @@ class MainWindow(QMainWindow):
             self.settings_dialog.activateWindow()
             return self.settings_dialog
         a = self.assistant
-        dialog = SettingsDialog(a.settings, voices=a.voices, preview=a.preview_voice, parent=self)
+        dialog = SettingsDialog(
+            a.settings,
+            voices=a.voices,
+            preview=a.preview_voice,
+            tool_servers=a.tool_servers,
+            parent=self,
+        )
         dialog.applied.connect(
             lambda settings, keys: a.spawn(
                 a.apply_settings(settings, keys_changed=keys), "settings"
@@ -326,6 +337,10 @@ class MainWindow(QMainWindow):
         self.settings_dialog = dialog
         dialog.open()
         return dialog
+
+    def _tool_title(self, name: str) -> str:
+        tool = self.assistant.tools.get(name)
+        return tool.title if tool is not None else name.replace("_", " ")
 
     # -------------------------------------------------------------------------------- display
 

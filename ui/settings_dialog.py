@@ -1,4 +1,5 @@
-"""The settings dialog: engines, providers and keys, voice, audio devices, turns, budgets, prompt.
+"""The settings dialog: engines, providers and keys, voice, audio devices, turns, budgets, prompt,
+tools (``ui.tools_tab``).
 
 API keys go straight to the OS keyring through ``assistant.secrets`` and are never shown, kept in
 the settings or written anywhere else; without a keyring the dialog says so and stores nothing.
@@ -44,8 +45,10 @@ from assistant.config import DEFAULT_ENDPOINTS, DEFAULT_SYSTEM_PROMPT, ProviderS
 from assistant.engines.base import Voice
 from assistant.engines.registry import LLM_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
+from assistant.tools.mcp import ServerStatus
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
 from ui.resources import icon
+from ui.tools_tab import ToolsTab
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +227,7 @@ class SettingsDialog(QDialog):
         *,
         voices: VoiceLister | None = None,
         preview: Previewer | None = None,
+        tool_servers: Callable[[], list[ServerStatus]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -247,6 +251,10 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._turns_tab(settings), "Turns")
         self.tabs.addTab(self._budgets_tab(settings.budgets), "Budgets")
         self.tabs.addTab(self._prompt_tab(settings), "Prompt")
+        self.tools_tab = ToolsTab(settings)
+        if tool_servers is not None:
+            self.tools_tab.set_statuses(tool_servers())
+        self.tabs.addTab(self.tools_tab, "Tools")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
             | QDialogButtonBox.StandardButton.Apply
@@ -619,6 +627,7 @@ class SettingsDialog(QDialog):
         )
         s.system_prompt = self.prompt_edit.toPlainText().strip() or DEFAULT_SYSTEM_PROMPT
         s.context_tokens = self.context_tokens.value()
+        self.tools_tab.apply_to(s)
         return s
 
     def apply(self) -> Settings:

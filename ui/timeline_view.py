@@ -2,14 +2,18 @@
 
 Each bar is split at the turn's marks (final transcript, first token, first text to the speech
 engine, first audio, playback start); stages over their budget are drawn red, and the
-voice-to-voice figure stands at the right. Hovering shows the numbers.
+voice-to-voice figure stands at the right. Hovering shows the numbers and the turn's details:
+the tools it used and how long they took, the filler, and its structured object with when it
+was extracted (always after the answer started, never on its path).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant.events import AppEvent, ConversationLoaded, TimelineUpdated, TurnFinished
+from assistant.events import (
+    AppEvent,
+    ConversationLoaded,
+    StructuredExtracted,
+    TimelineUpdated,
+    TurnFinished,
+)
+from assistant.history import TurnRecord
 from assistant.timeline import Budgets
 from ui import theme
 from ui.resources import icon
@@ -85,7 +96,51 @@ def _format_ms(value: object) -> str:
     return f"{value:.0f} ms" if isinstance(value, int | float) else "—"
 
 
-def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
+@dataclass(frozen=True, slots=True)
+class TurnDetails:
+    """What a turn did besides its timing: tools (title, ms) and its structured object."""
+
+    tools: tuple[tuple[str, float | None], ...] = ()
+    structured: Mapping[str, Any] | None = None
+    structured_error: str | None = None
+
+    @classmethod
+    def of(cls, record: TurnRecord) -> TurnDetails:
+        tools = tuple((t.name, t.ms) for t in record.tool_calls)
+        return cls(tools, record.structured, record.structured_error)
+
+
+def details_html(timeline: Timeline, details: TurnDetails) -> str:
+    """The tools, filler and structured object of a turn, for its tooltip."""
+    rows: list[str] = []
+    notes = timeline.get("notes") or {}
+    if details.tools:
+        used = ", ".join(f"{name} ({_format_ms(ms)})" for name, ms in details.tools)
+        rows.append(f"<br><b>Tools</b>: {html.escape(used)}")
+    routing = notes.get("router_ms")
+    if isinstance(routing, list) and routing:
+        rows.append(f"<br>Tool routing: {html.escape(', '.join(_format_ms(v) for v in routing))}")
+    if isinstance(notes.get("filler"), str):
+        rows.append(f"<br>Said while waiting: <i>{html.escape(notes['filler'])}</i>")
+    marks = timeline.get("marks_ms", {})
+    if details.structured is not None or details.structured_error:
+        when = ""
+        start, done = marks.get("structured_request"), marks.get("structured_done")
+        if isinstance(start, int | float) and isinstance(done, int | float):
+            when = f" (extracted {start:.0f}–{done:.0f} ms, beside the reply)"
+        rows.append(f"<br><b>Structured</b>{html.escape(when)}:")
+        if details.structured is not None:
+            text = json.dumps(details.structured, indent=1, ensure_ascii=False)
+            rows.append(f"<pre style='margin:0'>{html.escape(text)}</pre>")
+        else:
+            error = html.escape(details.structured_error or "")
+            rows.append(f" <span style='color:#FCA5A5'>{error}</span>")
+    return "".join(rows)
+
+
+def tooltip_html(
+    turn_id: int, timeline: Timeline, budgets: Budgets, details: TurnDetails | None = None
+) -> str:
     stages = timeline.get("stages_ms", {})
     over = set(timeline.get("over_budget", []))
     rows = [
@@ -120,6 +175,8 @@ def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
             "<span style='color:#9CA3AF'>marks (ms from end of speech): "
             f"{html.escape(listed)}</span>"
         )
+    if details is not None:
+        rows.append(details_html(timeline, details))
     return "".join(rows)
 
 
@@ -137,6 +194,8 @@ class TimelineView(QWidget):
         self.max_rows = max_rows
         self._turns: list[tuple[int, Timeline]] = []
         self._budgets = Budgets()
+        #: Per turn: tools and structured object, shown in the tooltip.
+        self.details: dict[int, TurnDetails] = {}
         # Fixed height: always as tall as its rows (the side panel scrolls when short of room).
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMouseTracking(True)
@@ -264,8 +323,11 @@ class TimelineView(QWidget):
                 QToolTip.hideText()
             else:
                 turn_id, timeline = self._turns[row]
+                details = self.details.get(turn_id)
                 QToolTip.showText(
-                    event.globalPos(), tooltip_html(turn_id, timeline, self._budgets), self
+                    event.globalPos(),
+                    tooltip_html(turn_id, timeline, self._budgets, details),
+                    self,
                 )
             return True
         return super().event(event)
@@ -462,8 +524,13 @@ class TimelinePanel(QFrame):
             case TimelineUpdated(turn_id=turn_id, timeline=timeline):
                 self.update_turn(turn_id, timeline)
             case TurnFinished(turn=record):
+                self.view.details[record.turn_id] = TurnDetails.of(record)
                 self.update_turn(record.turn_id, record.timeline)
+            case StructuredExtracted(turn_id=turn_id, data=data, error=error):
+                known = self.view.details.get(turn_id, TurnDetails())
+                self.view.details[turn_id] = TurnDetails(known.tools, data, error)
             case ConversationLoaded(turns=turns):
+                self.view.details = {t.turn_id: TurnDetails.of(t) for t in turns}
                 self.set_timelines([(t.turn_id, t.timeline) for t in turns])
 
     def set_budgets(self, budgets: Budgets) -> None:
