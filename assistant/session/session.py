@@ -281,6 +281,9 @@ class Session:
         await self.player.start()
         await self._transcription.start()
         self._listening = True
+        # Read the system prompt (with the tools, for a routed model) and the history into the
+        # model's prompt cache now, so the first turn does not pay for it.
+        self._prefiller.schedule("")
         self._sync()
 
     async def close(self) -> None:

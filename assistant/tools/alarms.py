@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
 from assistant.config import atomic_write_bytes
-from assistant.tools.registry import Safety, ToolRegistry
+from assistant.tools.registry import Safety, ToolRegistry, parameters
 
 log = logging.getLogger(__name__)
 
@@ -287,15 +287,11 @@ def register_alarm_tools(registry: ToolRegistry, book: AlarmBook) -> None:
     registry.register(
         "set_timer",
         "Start a countdown timer that rings when it ends.",
-        {
-            "type": "object",
-            "properties": {
-                "seconds": {"type": "number", "description": "length in seconds"},
-                "label": {"type": "string", "description": "optional name, e.g. tea"},
-            },
-            "required": ["seconds"],
-            "additionalProperties": False,
-        },
+        parameters(
+            ("seconds",),
+            seconds={"type": "number", "description": "length in seconds"},
+            label={"type": "string", "description": "optional name, e.g. tea"},
+        ),
         set_timer,
         safety=Safety.ADDITIVE,
         title="timer",
@@ -305,16 +301,12 @@ def register_alarm_tools(registry: ToolRegistry, book: AlarmBook) -> None:
         "set_reminder",
         "Remind the user of something at a time of day (at, e.g. 18:30) or after a delay "
         "(in_minutes).",
-        {
-            "type": "object",
-            "properties": {
-                "text": {"type": "string", "description": "what to remind of"},
-                "at": {"type": "string", "description": "time of day, e.g. 18:30"},
-                "in_minutes": {"type": "number"},
-            },
-            "required": ["text"],
-            "additionalProperties": False,
-        },
+        parameters(
+            ("text",),
+            text={"type": "string", "description": "what to remind of"},
+            at={"type": "string", "description": "time of day, e.g. 18:30"},
+            in_minutes={"type": "number"},
+        ),
         set_reminder,
         safety=Safety.ADDITIVE,
         title="reminders",
@@ -323,18 +315,14 @@ def register_alarm_tools(registry: ToolRegistry, book: AlarmBook) -> None:
     registry.register(
         "list_timers",
         "List the pending timers and reminders.",
-        {"type": "object", "properties": {}, "additionalProperties": False},
+        parameters(),
         list_timers,
         title="timers",
     )
     registry.register(
         "cancel_timer",
         "Cancel a pending timer or reminder by its name (the next one if none is given).",
-        {
-            "type": "object",
-            "properties": {"label": {"type": "string"}},
-            "additionalProperties": False,
-        },
+        parameters(label={"type": "string"}),
         cancel_timer,
         safety=Safety.DESTRUCTIVE,
         title="timers",

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from assistant.tools.registry import ToolRegistry
+from assistant.tools.registry import ToolRegistry, parameters
 from assistant.tools.units import convert_units
 
 #: An exponent larger than this is refused (a spoken "ten to the power of a million").
@@ -77,19 +77,14 @@ def register_builtins(registry: ToolRegistry) -> ToolRegistry:
     registry.register(
         "get_time",
         "Get the current local date and time (only for questions about the time or date).",
-        {"type": "object", "properties": {}, "additionalProperties": False},
+        parameters(),
         current_time,
         title="clock",
     )
     registry.register(
         "calculate",
         "Evaluate an arithmetic expression, e.g. '17 * 23' or 'sqrt(144)'.",
-        {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-            "additionalProperties": False,
-        },
+        parameters(("expression",), expression={"type": "string"}),
         calculate,
         title="calculator",
     )
@@ -97,16 +92,12 @@ def register_builtins(registry: ToolRegistry) -> ToolRegistry:
         "convert_units",
         "Convert a quantity from one unit to another (length, weight, volume, temperature, "
         "speed, area, time, data).",
-        {
-            "type": "object",
-            "properties": {
-                "value": {"type": "number"},
-                "from_unit": {"type": "string"},
-                "to_unit": {"type": "string"},
-            },
-            "required": ["value", "from_unit", "to_unit"],
-            "additionalProperties": False,
-        },
+        parameters(
+            ("value", "from_unit", "to_unit"),
+            value={"type": "number"},
+            from_unit={"type": "string"},
+            to_unit={"type": "string"},
+        ),
         convert_units,
         timeout=15.0,  # the unit tables load on first use
         title="unit converter",

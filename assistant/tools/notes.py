@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.tools.registry import Safety, ToolRegistry
+from assistant.tools.registry import Safety, ToolRegistry, parameters
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,7 @@ def register_note_tools(registry: ToolRegistry, book: NoteBook) -> None:
     registry.register(
         "add_note",
         "Save a note for the user.",
-        {
-            "type": "object",
-            "properties": {"text": {"type": "string"}},
-            "required": ["text"],
-            "additionalProperties": False,
-        },
+        parameters(("text",), text={"type": "string"}),
         add_note,
         safety=Safety.ADDITIVE,
         title="notes",
@@ -121,11 +116,7 @@ def register_note_tools(registry: ToolRegistry, book: NoteBook) -> None:
     registry.register(
         "find_notes",
         "Search the user's saved notes (all recent notes when the query is empty).",
-        {
-            "type": "object",
-            "properties": {"query": {"type": "string"}},
-            "additionalProperties": False,
-        },
+        parameters(query={"type": "string"}),
         find_notes,
         title="notes",
     )

@@ -80,6 +80,15 @@ class Tool:
         return f"use {self.title or self.spec.name}" + (f" with {shown}" if shown else "")
 
 
+def parameters(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a tool's arguments: an object with ``properties``, nothing else."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    schema["additionalProperties"] = False
+    return schema
+
+
 def parse_arguments(call: ToolCall) -> dict[str, Any]:
     """The call's arguments as a dict; raises ValueError with a readable reason."""
     args = json.loads(call.arguments or "{}")

@@ -5,7 +5,6 @@ twenty-three" answered with the calculator by the embedded engines."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest
 from assistant.config import McpServerSettings, Settings
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.talk import run_talk, write_timeline
+from tests.integration.test_local_talk import _local_llm_available, _parley
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resources" / "samples" / "question.wav"
@@ -25,14 +25,7 @@ FAKE = ("--stt", "fake", "--llm", "fake", "--tts", "fake", "--pace", "fast")
 
 
 def parley(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return _parley(*args, timeout=timeout)
 
 
 def test_bad_tool_options_fail_with_one_clear_line(tmp_path: Path) -> None:
@@ -110,16 +103,6 @@ def test_mcp_config_file_format(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the embedded engines
 
 
-def _local_llm_available() -> bool:
-    from assistant.engines.local.llama_server import find_binary
-
-    try:
-        find_binary()
-    except Exception:
-        return False
-    return True
-
-
 async def synthesize(text: str, path: Path) -> Path:
     """``text`` spoken by the offline English voice, as a 16 kHz WAV with a little silence."""
     from assistant.audio.wav import resample, write_wav
@@ -149,7 +132,7 @@ async def test_spoken_arithmetic_calls_the_calculator_with_the_local_engines(tmp
     result = parley(
         "talk", "--input", str(question), "--timeline", str(timeline), "--output",
         str(tmp_path / "answer.wav"), "--stt", "local", "--llm", "local", "--tts", "local",
-        "--tools", "default", "--pace", "fast", timeout=900,
+        "--tools", "default", "--pace", "realtime", timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (turn,) = json.loads(timeline.read_text())["turns"]
