@@ -192,12 +192,14 @@ class _Turn:
         #: The confirmation question, once a call needs one (the reply ends with it).
         self.asked: str | None = None
         self._count = 0
+        #: Results of the calls made so far, by (tool, arguments): a call asked for again is
+        #: answered from here, never run (or confirmed) twice.
+        self._done: dict[tuple[str, str], str] = {}
 
     async def route_all(
         self, llm: LanguageModel, history: list[Message], specs: list[ToolSpec]
     ) -> AsyncIterator[Filler]:
         """Routing rounds until the model answers directly (or asks for confirmation)."""
-        seen: set[tuple[str, str]] = set()
         notes = self.timeline.notes
         for _round in range(MAX_TOOL_ROUNDS):
             self.timeline.mark("llm_request")
@@ -206,11 +208,9 @@ class _Turn:
             notes.setdefault("router_ms", []).append(round((self.clock.now() - started) * 1e3, 1))
             if choice.tool is None:
                 return
-            arguments = json.dumps(dict(choice.arguments), ensure_ascii=False)
-            if (choice.tool, arguments) in seen:
+            call = ToolCall("", choice.tool, json.dumps(dict(choice.arguments), ensure_ascii=False))
+            if _key(call) in self._done:
                 return  # the same call again: its result is already there
-            seen.add((choice.tool, arguments))
-            call = ToolCall("", choice.tool, arguments)
             async for filler in self.run([call], history):
                 yield filler
             if self.asked is not None:
@@ -228,6 +228,11 @@ class _Turn:
         for call in calls:
             call.id = call.id or f"call_{self.timeline.turn_id}_{self._count}"
             self._count += 1
+            earlier = self._done.get(_key(call))
+            if earlier is not None:
+                history.append(Message("assistant", "", tool_calls=[call]))
+                history.append(Message("tool", earlier, tool_call_id=call.id))
+                continue
             action = tools.needs_confirmation(call) if call is not confirmed else None
             if action is not None:
                 tool = tools.get(call.name)
@@ -247,10 +252,31 @@ class _Turn:
             result = await asyncio.shield(running)
             ms = round((self.clock.now() - started) * 1e3, 1)
             record = ToolRecord(call.id, call.name, call.arguments, result, ms)
+            self._done[_key(call)] = result
             self.into.tools.append(record)
             self.on_tool(record)
             history.append(Message("assistant", "", tool_calls=[call]))
             history.append(Message("tool", result, tool_call_id=call.id))
+
+
+def _key(call: ToolCall) -> tuple[str, str]:
+    """A call's identity: its tool and its arguments, however they were spaced or ordered
+    (and 300.0 is 300)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    try:
+        arguments = json.dumps(plain(json.loads(call.arguments or "{}")), sort_keys=True)
+    except ValueError:
+        arguments = call.arguments
+    return call.name, arguments
 
 
 async def _done_within(task: asyncio.Future[str], seconds: float, clock: Clock) -> bool:

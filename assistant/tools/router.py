@@ -161,7 +161,7 @@ def tools_block(specs: Sequence[ToolSpec]) -> str:
     lines.append(
         "Most requests need no tool: knowledge, chat and advice are answered directly. "
         f'Use {{"tool": "{NO_TOOL}"}} then, and also once the results you need are there. '
-        "Answer the user in plain words, never in JSON."
+        "Answer the user in plain words, never in JSON, and say the results you got."
     )
     return "\n".join(lines)
 

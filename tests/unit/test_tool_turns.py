@@ -389,3 +389,23 @@ async def test_a_timer_set_before_a_restart_fires_on_time_after_it(tmp_path) -> 
     await stage.clock.advance_to(T0 + 30.1)
     assert fired == [(30.0, "pasta")]
     assert json.loads(book.path.read_text())["alarms"] == []
+
+
+async def test_a_confirmed_call_chosen_again_is_neither_asked_nor_run_twice(tmp_path) -> None:
+    timer = {"tool": "set_timer", "arguments": {"seconds": 300}}
+    llm = RoutedLLM([timer, dict(timer, arguments={"seconds": 300.0}), {"tool": "none"}])
+    stt = FakeSTT(script=("Set a timer for five minutes.", "Yes."))
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
+    book = AlarmBook(
+        tmp_path / "timers.json", clock=stage.clock, wall=lambda: EPOCH + stage.clock.now() - T0
+    )
+    register_alarm_tools(stage.tools, book)  # type: ignore[arg-type]
+    book.start()
+    async with stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+        stage.add(Key(stage.now + 0.3, stage.now + 0.9))
+        await stage.run_until(lambda: len(stage.finished()) == 2)
+    yes = stage.finished()[1]
+    assert [t.name for t in yes.tool_calls] == ["set_timer"]
+    assert len(book.pending()) == 1 and len(stage.events(ConfirmationRequested)) == 1
+    assert not yes.assistant_text.startswith("I'm about to")
