@@ -140,6 +140,4 @@ async def test_spoken_arithmetic_calls_the_calculator_with_the_local_engines(tmp
     calls = [c for c in turn["tool_calls"] if c["name"] == "calculate"]
     assert calls and calls[0]["result"] == "391", turn["tool_calls"]
     assert turn["assistant_text"]  # the answer's wording is the model's, sampled
-    assert '[used calculator: {"expression": "17*23"} -> 391]' in result.stdout.replace(
-        "17 * 23", "17*23"
-    )
+    assert "[used calculator: " in result.stdout and "-> 391]" in result.stdout
