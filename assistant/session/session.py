@@ -55,8 +55,6 @@ from assistant.events import (
     SessionEvent,
     State,
     StateChanged,
-    StructuredExtracted,
-    TimelineUpdated,
     TurnWithdrawn,
     UserSpeechStarted,
 )
@@ -68,6 +66,7 @@ from assistant.session.confirmation import (
     Drop,
     RunConfirmed,
 )
+from assistant.session.extraction import Extractions
 from assistant.session.generate import Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
@@ -95,7 +94,7 @@ from assistant.session.transcription import Transcription
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
-from assistant.tools.structured import Extraction, StructuredExtractor
+from assistant.tools.structured import StructuredExtractor
 from assistant.turns import (
     EndOfTurnModel,
     SmartTurnJudge,
@@ -165,8 +164,6 @@ class Session:
         self.settings = settings or Settings()
         self.vad = vad
         self.tools = tools
-        #: Extracts an object from every answered turn, beside the reply (None: off).
-        self.structured = structured
         self.clock = clock
         self._offload = offload
         self._emitter: Emitter[SessionEvent] = Emitter("session")
@@ -200,7 +197,8 @@ class Session:
         self._confirmation = ConfirmationGate()
         #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
         self._settling: dict[int, PendingAction] = {}
-        self._extractions: dict[int, asyncio.Task[Extraction]] = {}
+        self._extractions = Extractions(self.settings, self.emit)
+        self._extractions.extractor = structured
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Turns being written to the history: awaited on close, never cancelled.
         self._saving: set[asyncio.Task[None]] = set()
@@ -236,6 +234,15 @@ class Session:
     @property
     def conversation(self) -> Conversation:
         return self._conversation
+
+    @property
+    def structured(self) -> StructuredExtractor | None:
+        """Extracts an object from every answered turn, beside the reply (None: off)."""
+        return self._extractions.extractor
+
+    @structured.setter
+    def structured(self, extractor: StructuredExtractor | None) -> None:
+        self._extractions.extractor = extractor
 
     @property
     def turn_mode(self) -> Literal["ptt", "vad"]:
@@ -294,8 +301,9 @@ class Session:
         self._prefiller.cancel()
         self._cancel_resume()
         tasks = [*self._tasks]
-        for task in [*tasks, *self._extractions.values()]:
+        for task in tasks:
             task.cancel()
+        self._extractions.cancel()
         await self._transcription.close()
         for reply in replies:
             await reply.wait_for_playout()
@@ -686,7 +694,7 @@ class Session:
             script=script,
             chime=chime,
             announcement=announcement,
-            on_generated=self._on_generated,
+            on_generated=self._extractions.start,
         )
         self._reply = reply
         reply.start()
@@ -712,48 +720,10 @@ class Session:
         task.add_done_callback(self._saving.discard)
         self._sync()
 
-    def _on_generated(self, reply: Reply) -> None:
-        """The reply's text is complete: extract the turn's object now, while it plays."""
-        extractor = self.structured
-        if extractor is None or reply.scripted or reply.announcement:
-            return
-        reply.timeline.mark("structured_request")
-        answer = reply.generation.text.strip()
-        messages = list(reply.generation.messages)
-
-        async def extract() -> Extraction:
-            try:
-                return await extractor.extract(messages, answer)
-            finally:
-                reply.timeline.mark("structured_done")
-
-        self._extractions[reply.turn_id] = asyncio.create_task(
-            extract(), name=f"structured-{reply.turn_id}"
-        )
-
-    async def _complete(self, reply: Reply, record: TurnRecord) -> None:
-        """Wait for the turn's structured object and put it in the record."""
-        task = self._extractions.pop(reply.turn_id, None)
-        if task is None:
-            return
-        try:
-            result = await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            # The conversation closed before the extraction finished: save the turn without it.
-            record.structured_error = "the extraction was stopped when the conversation closed"
-            return
-        record.structured, record.structured_error = result.data, result.error
-        record.timeline = reply.timeline.to_dict(self.settings.budgets)
-        self.emit(StructuredExtracted(reply.turn_id, result.data, result.error))
-        self.emit(TimelineUpdated(reply.turn_id, record.timeline))
-
     async def _record(self, reply: Reply, record: TurnRecord) -> None:
         try:
             await self._recorder.record(
-                reply.conversation, record, lambda r: self._complete(reply, r)
+                reply.conversation, record, lambda r: self._extractions.complete(reply, r)
             )
         finally:
             self._finishing.remove(reply)
