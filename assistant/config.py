@@ -1,8 +1,9 @@
 """Typed settings, stored as TOML in the platform's config directory.
 
 The file is written atomically (temp file + ``os.replace``). A file that cannot be parsed or does
-not validate is moved aside (never deleted) and defaults are used, with a notice for the user.
-API keys never live here: see ``secrets.py``.
+not validate (bad syntax, a wrong value, absurd nesting) is moved aside (never deleted) and
+defaults are used, with a notice for the user; so is one that cannot be read at all, left where
+it is. Loading never raises. API keys never live here: see ``secrets.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import time
 import tomllib
 import types
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import platformdirs
 import tomli_w
 
+from assistant.durable import unused_name
 from assistant.timeline import Budgets
 
 APP_NAME = "Parley"
@@ -293,20 +294,38 @@ class LoadedSettings:
 
 
 def load_settings(path: Path | None = None) -> LoadedSettings:
+    """The settings in ``path`` (default: ``settings_path()``); never raises, see above."""
     path = path or settings_path()
-    if not path.exists():
-        return LoadedSettings(Settings())
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return LoadedSettings(settings_from_dict(data))
-    except (tomllib.TOMLDecodeError, SettingsError, UnicodeDecodeError, TypeError) as exc:
-        aside = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, aside)
-        notice = (
-            f"Your settings file was invalid ({exc}); it was kept as {aside.name} and the "
-            "defaults are in use."
+        if not path.exists():
+            return LoadedSettings(Settings())
+        raw = path.read_bytes()
+    except OSError as exc:
+        return LoadedSettings(
+            Settings(),
+            f"Your settings file {path} could not be read ({exc.strerror or exc}); the "
+            "defaults are in use.",
         )
-        return LoadedSettings(Settings(), notice)
+    try:
+        return LoadedSettings(settings_from_dict(tomllib.loads(raw.decode("utf-8"))))
+    except (ValueError, TypeError, RecursionError) as exc:  # TOML, UTF-8 and value errors
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        if len(reason) > 200:
+            reason = reason[:200] + "…"
+    aside = unused_name(path, "invalid")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        return LoadedSettings(
+            Settings(),
+            f"Your settings file was invalid ({reason}) and could not be moved aside "
+            f"({exc.strerror or exc}); the defaults are in use.",
+        )
+    notice = (
+        f"Your settings file was invalid ({reason}); it was kept as {aside.name} and the "
+        "defaults are in use."
+    )
+    return LoadedSettings(Settings(), notice)
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:

@@ -21,6 +21,22 @@ class State(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class Source(StrEnum):
+    """What an error or a notice is about (what the user can act on)."""
+
+    NONE = ""
+    STT = "stt"
+    LLM = "llm"
+    TTS = "tts"
+    TOOLS = "tools"
+    AUDIO = "audio"
+    AUDIO_INPUT = "audio-input"
+    AUDIO_OUTPUT = "audio-output"
+    HISTORY = "history"
+    SETTINGS = "settings"
+    TALK = "talk"
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -172,7 +188,7 @@ class ErrorEvent:
     """Something failed; ``message`` says what the user can do about it."""
 
     message: str
-    source: str = ""  # "stt", "llm", "tts", "audio", "history", "settings"
+    source: Source = Source.NONE
     turn_id: int | None = None
     at: float = field(default_factory=_now)
 
@@ -182,7 +198,7 @@ class Notice:
     """Something worth telling the user that is not a failure (a fallback, a restart)."""
 
     message: str
-    source: str = ""
+    source: Source = Source.NONE
     at: float = field(default_factory=_now)
 
 

@@ -1,9 +1,12 @@
 """The durable conversation store.
 
 One JSON-lines file per conversation, one record per finished turn, appended and fsync'd before
-the next turn begins, so a crash loses at most the turn in flight. A damaged file (a half-written
-last line, a corrupt record) is recovered on load: the readable turns are kept, and the original
-file is preserved beside it for inspection — nothing is silently discarded.
+the next turn begins, so a crash loses at most the turn in flight. Any text can be written (a
+lone surrogate becomes U+FFFD); only the file system can make a write fail. A write that fails
+(a full disk) leaves no half record behind, and the turn is written again before the next one.
+A damaged file (a half-written line, a corrupt or absurdly nested record) is recovered on load:
+the readable turns are kept, and the original file is preserved beside it for inspection —
+nothing is silently discarded. Recovery is crash-safe: the file is never missing or partial.
 
 What a turn stores about tools: each call with its result and how long it ran (``ms``), in the
 order they ran. A turn that asked "Shall I go ahead?" stores that question as its answer; the
@@ -16,16 +19,18 @@ added over time (``ms``, ``structured``, ``structured_error``) are optional: old
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assistant.config import atomic_write_bytes
+from assistant.durable import append_lines, json_line, replace_keeping_original, unused_name
 from assistant.engines.base import Message, ToolCall
+from assistant.tokens import estimate_tokens
 
 FORMAT_VERSION = 1
 
@@ -63,10 +68,15 @@ class TurnRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
+        """The turn in a record read from a file; raises (any exception) if it is malformed."""
         tools = [
-            ToolRecord(t["id"], t["name"], t["arguments"], t["result"], t.get("ms"))
+            ToolRecord(
+                str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]), _ms(t)
+            )
             for t in data.get("tool_calls", [])
         ]
+        error = data.get("error")
+        structured_error = data.get("structured_error")
         return cls(
             turn_id=int(data["turn_id"]),
             user_text=str(data["user_text"]),
@@ -75,16 +85,17 @@ class TurnRecord:
             generated_text=str(data.get("generated_text", "")),
             tool_calls=tools,
             timeline=dict(data.get("timeline", {})),
-            error=data.get("error"),
+            error=None if error is None else str(error),
             at=float(data.get("at", 0.0)),
             structured=data["structured"] if isinstance(data.get("structured"), dict) else None,
-            structured_error=data.get("structured_error"),
+            structured_error=None if structured_error is None else str(structured_error),
         )
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~3.5 characters a token for English, more for others)."""
-    return len(text) * 2 // 7 + 4
+def _ms(tool: dict[str, Any]) -> float | None:
+    """A tool record's run time; absent (older files) or unreadable → None."""
+    value = tool.get("ms")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Conversation:
@@ -95,19 +106,33 @@ class Conversation:
         self.id = conversation_id
         self.turns = turns
         self._lock = threading.Lock()
+        self._unsaved: list[bytes] = []  # records of turns whose write failed, oldest first
 
     @property
     def next_turn_id(self) -> int:
         return max((t.turn_id for t in self.turns), default=0) + 1
 
+    @property
+    def unsaved(self) -> int:
+        """How many turns could not be written yet (they go out with the next ``append``)."""
+        return len(self._unsaved)
+
     def append(self, turn: TurnRecord) -> None:
-        """Append and fsync the turn; returns only once it is on disk."""
-        line = json.dumps(turn.to_json(), ensure_ascii=False) + "\n"
+        """Write the turn, fsync it, then add it to ``turns``; returns once it is on disk.
+
+        Turns that failed to be written before are written first, in order. Raises nothing but
+        ``OSError`` (the file system failed: disk full, file not writable): then the file holds
+        no part of this turn, ``turns`` is unchanged (keeping the turn in memory is the
+        caller's choice), and the turn stays queued for the next ``append``.
+        """
+        record = _turn_line(turn)
         with self._lock:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                append_lines(self.path, b"".join([*self._unsaved, record]))
+            except OSError:
+                self._unsaved.append(record)
+                raise
+            self._unsaved.clear()
             self.turns.append(turn)
 
     def context(
@@ -119,11 +144,11 @@ class Conversation:
         always kept.
         """
         tail: list[Message] = [Message("user", pending_user)] if pending_user is not None else []
-        used = estimate_tokens(system_prompt) + sum(estimate_tokens(m.content) for m in tail)
+        used = estimate_tokens(system_prompt) + sum(message_tokens(m) for m in tail)
         kept: list[list[Message]] = []
         for turn in reversed(self.turns):
             msgs = turn_messages(turn)
-            cost = sum(estimate_tokens(m.content) + _tool_tokens(m) for m in msgs)
+            cost = sum(message_tokens(m) for m in msgs)
             if used + cost > token_budget:
                 break
             used += cost
@@ -135,8 +160,37 @@ class Conversation:
         return out
 
 
-def _tool_tokens(message: Message) -> int:
-    return sum(estimate_tokens(c.name + c.arguments) for c in message.tool_calls)
+def message_tokens(message: Message) -> int:
+    """Estimated tokens of one chat message, its tool calls included."""
+    return estimate_tokens(message.content) + sum(
+        estimate_tokens(c.name + c.arguments) for c in message.tool_calls
+    )
+
+
+def drop_oldest_turns(messages: Sequence[Message], token_budget: int) -> list[Message] | None:
+    """``messages`` without as many earlier turns as it takes to fit ``token_budget``.
+
+    The leading system messages and the current turn (from the last user message on, tool
+    rounds included) are always kept; earlier turns go whole, oldest first, as in
+    ``Conversation.context``. None when there is no earlier turn left to drop.
+    """
+    head = 0
+    while head < len(messages) and messages[head].role == "system":
+        head += 1
+    users = [i for i in range(head, len(messages)) if messages[i].role == "user"]
+    current = users[-1] if users else len(messages)
+    starts = [head, *(i for i in users if i > head and i < current)]
+    turns = [list(messages[a:b]) for a, b in zip(starts, [*starts[1:], current], strict=True)]
+    turns = [t for t in turns if t]
+    if not turns:
+        return None
+    fixed = [*messages[:head], *messages[current:]]
+    used = sum(message_tokens(m) for m in fixed) + sum(message_tokens(m) for t in turns for m in t)
+    dropped = 0
+    while dropped < len(turns) and (used > token_budget or dropped == 0):
+        used -= sum(message_tokens(m) for m in turns[dropped])
+        dropped += 1
+    return [*messages[:head], *(m for t in turns[dropped:] for m in t), *messages[current:]]
 
 
 def turn_messages(turn: TurnRecord) -> list[Message]:
@@ -197,9 +251,14 @@ class HistoryStore:
         return self.load(files[-1])
 
     def load(self, path: Path) -> tuple[Conversation, LoadReport]:
+        """Read a conversation file, recovering it if damaged (see the module docstring).
+
+        Raises nothing but ``OSError`` (the file cannot be read or recovered), whatever the
+        file holds.
+        """
         raw = path.read_bytes()
         turns: list[TurnRecord] = []
-        good_lines: list[str] = []
+        good_lines: list[bytes] = []
         bad = 0
         conv_id = path.stem
         for line in raw.split(b"\n"):
@@ -215,17 +274,35 @@ class HistoryStore:
                     turns.append(TurnRecord.from_json(record))
                 else:
                     raise ValueError("unknown record type")
-                good_lines.append(line.decode("utf-8"))
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                good_lines.append(line)
+            except Exception:  # anything a damaged line makes the parser raise, deep nesting too
                 bad += 1
         report = LoadReport()
         if not bad and raw and not raw.endswith(b"\n"):
-            with open(path, "ab") as f:  # a complete last record missing its newline
-                f.write(b"\n")
+            append_lines(path, b"")  # a complete last record missing its newline gets one
         if bad:
             # Keep the damaged original; rewrite the readable part so appends stay valid.
-            kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(path, kept)
-            atomic_write_bytes(path, "".join(f"{ln}\n" for ln in good_lines).encode("utf-8"))
+            kept = unused_name(path, "damaged")
+            replace_keeping_original(path, b"".join(ln + b"\n" for ln in good_lines), kept)
             report = LoadReport(recovered_lines=bad, kept_as=kept)
         return Conversation(path, conv_id, turns), report
+
+
+def _turn_line(turn: TurnRecord) -> bytes:
+    """The file record of ``turn``: one JSON line, whatever text and values the turn holds."""
+    try:
+        data = turn.to_json()
+    except Exception:  # a timeline value asdict cannot copy: keep the words, drop the marks
+        data = {
+            "type": "turn",
+            **{name: getattr(turn, name) for name in ("turn_id", "user_text", "assistant_text")},
+            "interrupted": turn.interrupted,
+            "generated_text": turn.generated_text,
+            "tool_calls": [
+                {"id": t.id, "name": t.name, "arguments": t.arguments, "result": t.result}
+                for t in turn.tool_calls
+            ],
+            "error": turn.error,
+            "at": turn.at,
+        }
+    return json_line(data)

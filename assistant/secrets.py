@@ -1,12 +1,15 @@
 """API keys: read from the environment (headless use) or the OS keyring, never from files.
 
-Keys never appear in logs or exception messages; ``redact`` scrubs any that slipped into a text.
-When no keyring backend exists (a headless Linux box), saving says so clearly; there is no
-insecure fallback.
+Keys never appear in logs or exception messages; ``redact`` scrubs any that slipped into a text,
+also where a library quoted it escaped (``repr``, JSON). A key read from the environment or the
+keyring is stripped of surrounding whitespace first: a trailing CR or newline (a key pasted from
+a Windows file) would otherwise fail every request. When no keyring backend exists (a headless
+Linux box), saving says so clearly; there is no insecure fallback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -32,6 +35,8 @@ DISPLAY_NAMES: dict[str, str] = {
 }
 
 _known_secrets: set[str] = set()
+#: Every form in which a known key may appear in a text, longest first.
+_forms: list[str] = []
 _lock = threading.Lock()
 
 
@@ -39,20 +44,44 @@ class KeyringUnavailable(RuntimeError):
     """No usable OS keyring on this machine."""
 
 
+def _spellings(value: str) -> set[str]:
+    """``value`` as it is, stripped, and as ``repr`` and JSON would quote it."""
+    forms = {value, value.strip()}
+    for form in list(forms):
+        forms.add(form.encode("unicode_escape").decode("ascii"))
+        forms.add(json.dumps(form)[1:-1])
+        forms.add(repr(form)[1:-1])
+    return {f for f in forms if len(f) >= 6}
+
+
 def _remember(value: str) -> str:
-    if len(value) >= 6:
+    if len(value.strip()) >= 6:
         with _lock:
-            _known_secrets.add(value)
+            if value not in _known_secrets:
+                _known_secrets.add(value)
+                _forms[:] = sorted(set(_forms) | _spellings(value), key=len, reverse=True)
     return value
 
 
+def register(value: str) -> str:
+    """Have ``redact`` scrub ``value``, a key that reached an engine some other way."""
+    return _remember(value)
+
+
 def redact(text: str) -> str:
-    """Replace every key this process has seen with a placeholder."""
+    """Replace every key this process has seen, in any of its spellings, with a placeholder."""
     with _lock:
-        secrets = sorted(_known_secrets, key=len, reverse=True)
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
+        forms = list(_forms)
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "[redacted]")
     return text
+
+
+def _clean(value: str | None) -> str | None:
+    """A stored or exported key without the whitespace, CR or LF around it (None if empty)."""
+    value = (value or "").strip()
+    return value or None
 
 
 def _backend_usable() -> bool:
@@ -82,8 +111,10 @@ def keyring_status() -> str | None:
 def get_key(provider: str) -> str | None:
     """The key for ``provider``: its environment variable first, then the keyring."""
     env = ENV_VARS.get(provider)
-    if env and os.environ.get(env):
-        return _remember(os.environ[env])
+    if env and (raw := os.environ.get(env)):
+        _remember(raw)  # the unstripped form too: a library may quote it as it was
+        if (value := _clean(raw)) is not None:
+            return _remember(value)
     if not _backend_usable():
         return None
     import keyring
@@ -93,7 +124,10 @@ def get_key(provider: str) -> str | None:
         value = keyring.get_password(SERVICE, provider)
     except KeyringError:
         return None
-    return _remember(value) if value else None
+    if value:
+        _remember(value)
+    cleaned = _clean(value)
+    return _remember(cleaned) if cleaned is not None else None
 
 
 def has_key(provider: str) -> bool:
@@ -103,7 +137,7 @@ def has_key(provider: str) -> bool:
 def key_source(provider: str) -> str | None:
     """Where the key comes from ("environment" or "keyring"), for showing — never the key."""
     env = ENV_VARS.get(provider)
-    if env and os.environ.get(env):
+    if env and _clean(os.environ.get(env)):
         return "environment"
     return "keyring" if get_key(provider) else None
 

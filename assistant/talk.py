@@ -159,7 +159,7 @@ async def run_talk(
 
 def write_timeline(path: Path, result: TalkResult) -> None:
     data = json.dumps(result.timeline_json(), indent=2, ensure_ascii=False)
-    atomic_write_bytes(path, data.encode("utf-8"))
+    atomic_write_bytes(path, data.encode("utf-8", "replace"))  # a lone surrogate becomes "?"
 
 
 def describe_event(event: AppEvent) -> str | None:

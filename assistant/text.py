@@ -1,22 +1,26 @@
 """Turn a streamed LLM reply into speakable pieces for text to speech.
 
-Two stages, both streaming:
+Three stages, all streaming:
 
 1. ``_Cleaner`` removes what should not be read aloud: markdown markers (emphasis, headings,
    bullets, rules, quotes, inline-code backticks), fenced code blocks, link targets and emoji.
    It holds back only the few characters whose meaning depends on what follows (a ``*`` run,
-   a line-start ``#``, an unfinished link or fence line).
-2. ``TextSplitter`` cuts the cleaned text into pieces: the first clause as soon as it is
+   a line-start ``#``, an unfinished link or fence line), and never more than a bounded amount.
+2. ``_Spacer`` gives text without whitespace the breaks a piece may end at: after a CJK
+   sentence end or clause mark directly followed by more text, and inside long runs (a URL,
+   CJK without punctuation), preferably after a natural boundary.
+3. ``TextSplitter`` cuts the spaced text into pieces: the first clause as soon as it is
    speakable, then whole sentences; a newline is a hard break and very long sentences are capped.
 
 Every decision depends only on the text (with a bounded look-ahead), never on where the deltas
-were split, so any chunking of one reply yields the same pieces.
+were split, so any chunking of one reply yields the same pieces. Each stage resumes where the
+previous delta left off, so the work grows linearly with the reply, whatever its shape.
 
 The contract with ``speakable``: for any text, ``" ".join(pieces) == speakable(text)``, where
-``speakable`` is the cleaned text with each whitespace run collapsed to one space, stripped, and
-one space added after a CJK sentence end that is directly followed by more text (the only place
-a piece ends without whitespace in the text). Pieces are never empty, never start or end with
-whitespace, and keep their trailing punctuation.
+``speakable`` is the cleaned text with the spacer's breaks, each whitespace run collapsed to one
+space, stripped (the breaks are the only places a piece ends without whitespace in the text).
+Pieces are never empty, never start or end with whitespace, keep their trailing punctuation,
+and are at most ``max_piece_chars`` (or ``_RUN_MAX``, if larger) characters long.
 """
 
 from __future__ import annotations
@@ -31,12 +35,26 @@ __all__ = ["TextSplitter", "speakable", "split_stream"]
 
 _CJK_TERMINALS = "。！？｡．"
 _TERMINALS = ".!?…" + _CJK_TERMINALS
+_CJK_TERMINAL_SET = frozenset(_CJK_TERMINALS)
 # Closing quotes/brackets right after a sentence end belong to that sentence.
 _CLOSERS = "\"')]}»”’」』）】〉》〕›"
 _OPENERS = "\"'([{«“‘「『（【〈《¿¡"
 # Clause marks count only when followed by whitespace ("12:30", "1,000" and "3,5" never split).
-_CLAUSE_MARKS = ",;:，；："
+# CJK ones get that whitespace from ``_Spacer`` (CJK text has none).
+_CJK_CLAUSE_MARKS = "，、；：､"
+_CLAUSE_MARKS = ",;:" + _CJK_CLAUSE_MARKS
 _DASHES = "-–—"  # a clause mark only when spaced: "so — but", "so - but"
+# Marks that belong to the text before them: a break never goes in front of one.
+_ATTACHED = frozenset(_TERMINALS + _CLOSERS + _CLAUSE_MARKS)
+
+# Runs of text without whitespace (a URL, CJK without punctuation, a long compound) get breaks
+# of their own so that no piece grows without bound: from _RUN_SOFT characters on, a run breaks
+# after its next natural boundary (a URL or path separator, a CJK character); from _RUN_HARD on,
+# before any character that does not belong to the one before it; at _RUN_MAX, anywhere.
+_RUN_SOFT = 32
+_RUN_HARD = 48
+_RUN_MAX = 64
+_SOFT_BREAKS = frozenset("/\\-_.,;:?&=#+@|~")
 _ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 # Abbreviations after which a period never ends a sentence (lowercase, without the period).
@@ -59,16 +77,28 @@ _INITIALS = re.compile(r"[^\W\d_]|(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}")
 # A markdown link: [text](target). Bounded, so the decision does not depend on the chunking.
 _LINK_TEXT_MAX = 200
 _LINK_URL_MAX = 1000
-_LINK = re.compile(rf"\[([^\[\]\n]{{0,{_LINK_TEXT_MAX}}})\]\(([^()\s]{{0,{_LINK_URL_MAX}}})\)")
-_LINK_PREFIX = re.compile(
-    rf"\[[^\[\]\n]{{0,{_LINK_TEXT_MAX}}}(?:\]|\]\([^()\s]{{0,{_LINK_URL_MAX}}})?"
-)
-_CJK_GAP = re.compile(f"[{re.escape(_TERMINALS)}][{re.escape(_TERMINALS + _CLOSERS)}]*")
+_LINK_TEXT_STOP = re.compile(r"[\[\]\n]")  # ends the link text: "]" or not a link
+_LINK_URL_STOP = re.compile(r"[()\s]")  # ends the target: ")" or not a link
+_RULE_LINE = {ch: re.compile(f"[{re.escape(ch)} \t\r]*") for ch in "-*_="}
 
 # A line that is, or may still become, the closing fence of a block opened with ` or ~.
 _FENCE_LINE = {ch: re.compile(rf"[^\S\n]*({re.escape(ch)}*)[^\S\n]*") for ch in "`~"}
 _ZWJ = "\u200d"
+# Text the cleaner passes on as it is: no markdown marker, newline, emoji or emoji part.
+_CLEAN_PLAIN = re.compile(
+    "[^\n`*_~\\\\!\\[\u200d\ufe0e\ufe0f\u20e3\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff"
+    "\U0001f000-\U0001faff\U000e0020-\U000e007f]+"
+)
+# Characters that never start a decision in the splitter or the spacer.
+_PLAIN_RUN = re.compile(f"[^\\s{re.escape(_TERMINALS + _CLOSERS + _CJK_CLAUSE_MARKS)}]+")
+_SPLIT_STOP = re.compile(f"[\\s{re.escape(_TERMINALS + _CLAUSE_MARKS + _DASHES)}]")
 _HOLD = -1  # a step needs more text before it can decide
+# Bounds on how much text one decision may wait for, so that holding back costs no more than a
+# fixed amount per delta (the decisions stay a function of the text alone): a run of one marker
+# character longer than _MARK_MAX counts as several runs; a line that could still be a fence or
+# a rule stops being one after _LINE_MAX characters.
+_MARK_MAX = 32
+_LINE_MAX = 256
 
 
 def _is_emoji_modifier(ch: str) -> bool:
@@ -93,10 +123,16 @@ def _is_emoji(ch: str) -> bool:
 
 
 def _run_length(s: str, i: int) -> int:
-    ch, j = s[i], i
-    while j < len(s) and s[j] == ch:
+    """Length of the run of s[i] starting at i, at most _MARK_MAX."""
+    ch, j, end = s[i], i, min(len(s), i + _MARK_MAX)
+    while j < end and s[j] == ch:
         j += 1
     return j - i
+
+
+def _run_open(s: str, i: int, k: int, final: bool) -> bool:
+    """True if the run s[i:i+k] may still grow: it reaches the end of the text so far."""
+    return i + k == len(s) and k < _MARK_MAX and not final
 
 
 def _collapse(s: str) -> str:
@@ -104,6 +140,35 @@ def _collapse(s: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- cleaning
+
+
+def _scan_link(s: str, i: int, close: int, pos: int) -> tuple[int, int] | None:
+    """Scan the markdown link that may start with the "[" at ``s[i]``, from ``pos`` on.
+
+    ``close`` is the index of its "]" once known, else -1. Returns (end, close) for a complete
+    link, (-1, close) when it is still incomplete at the end of ``s``, None when it is not a
+    link: at most ``_LINK_TEXT_MAX`` characters without "[", "]" or newlines, then "](", then at
+    most ``_LINK_URL_MAX`` characters without parentheses or whitespace, then ")".
+    """
+    n = len(s)
+    if close < 0:
+        stop = i + 2 + _LINK_TEXT_MAX
+        m = _LINK_TEXT_STOP.search(s, pos, min(n, stop))
+        if m is None:
+            return (-1, -1) if n < stop else None
+        if m.group() != "]":
+            return None
+        close = pos = m.start()
+    if close + 1 == n:
+        return -1, close
+    if s[close + 1] != "(":
+        return None
+    start = close + 2
+    stop = start + _LINK_URL_MAX + 1
+    m = _LINK_URL_STOP.search(s, max(pos, start), min(n, stop))
+    if m is None:
+        return (-1, close) if n < stop else None
+    return (m.end(), close) if m.group() == ")" else None
 
 
 class _Cleaner:
@@ -116,6 +181,7 @@ class _Cleaner:
         self._fence = ""  # the opening fence ("```", "~~~~") while inside a fenced block
         self._code = 0  # backtick-run length of the open inline code span, 0 if none
         self._after_emoji = False  # a following zero-width joiner belongs to the emoji
+        self._link_scan: tuple[int, int] | None = None  # see _link
 
     def feed(self, text: str, final: bool) -> str:
         s = self._buf + text
@@ -152,7 +218,7 @@ class _Cleaner:
         """Inside a fenced block: drop every line until the closing fence line."""
         end = s.find("\n", i)
         stop = len(s) if end < 0 else end
-        if self._line_start:
+        if self._line_start and stop - i <= _LINE_MAX:
             m = _FENCE_LINE[self._fence[0]].fullmatch(s, i, stop)
             if m is not None:  # this line is, or may still become, the closing fence
                 if end < 0 and not final:
@@ -170,34 +236,35 @@ class _Cleaner:
         c, n = s[i], len(s)
         if c in "`~":
             k = _run_length(s, i)
-            if i + k == n and not final:
+            if _run_open(s, i, k, final):
                 return _HOLD
             if k < 3:
                 return None
-            end = s.find("\n", i)
-            if end < 0 and not final:
+            end = s.find("\n", i, i + _LINE_MAX)
+            if end < 0 and n - i < _LINE_MAX and not final:
                 return _HOLD
-            info = s[i + k : n if end < 0 else end]
-            if c == "`" and "`" in info:  # "```code```" on one line is inline code
+            line_end = end if end >= 0 else min(n, i + _LINE_MAX)
+            if c == "`" and "`" in s[i + k : line_end]:  # "```code```" on one line is inline code
                 return None
             self._fence = c * k
-            if end < 0:
+            if end < 0:  # the rest of the opening line is dropped by _fence_step
                 self._line_start = False
-                return n
+                return line_end
             self._line_start, self._prev = True, "\n"
             return end + 1
         if c == "#":
             k = _run_length(s, i)
-            if i + k == n and not final:
+            if _run_open(s, i, k, final):
                 return _HOLD
             if k <= 6 and (i + k == n or s[i + k].isspace()):
                 self._line_start, self._prev = False, " "
                 return i + k
             return None
         if c in "-*_=":
-            end = s.find("\n", i)
-            line = s[i:] if end < 0 else s[i:end]
-            if all(ch == c or ch in " \t\r" for ch in line):  # a rule ("---", "* * *") so far
+            end = s.find("\n", i, i + _LINE_MAX + 1)
+            line = s[i : i + _LINE_MAX + 1] if end < 0 else s[i:end]
+            if len(line) <= _LINE_MAX and _RULE_LINE[c].fullmatch(line):
+                # a rule ("---", "* * *") so far
                 if end < 0 and not final:
                     return _HOLD
                 if line.count(c) >= 3:
@@ -216,10 +283,15 @@ class _Cleaner:
         return None
 
     def _inline(self, s: str, i: int, final: bool, out: list[str]) -> int:
+        m = _CLEAN_PLAIN.match(s, i)
+        if m is not None:  # the common case, a stretch of plain text, in one step
+            out.append(m.group())
+            self._prev, self._after_emoji = s[m.end() - 1], False
+            return m.end()
         c, n = s[i], len(s)
         if c == "`":  # inline code: drop the backticks, keep the content
             k = _run_length(s, i)
-            if i + k == n and not final:
+            if _run_open(s, i, k, final):
                 return _HOLD
             if not self._code:
                 self._code = k
@@ -262,7 +334,7 @@ class _Cleaner:
         """
         c, n = s[i], len(s)
         k = _run_length(s, i)
-        if i + k == n and not final:
+        if _run_open(s, i, k, final):
             return _HOLD
         nxt = s[i + k] if i + k < n else ""
         left = nxt != "" and not nxt.isspace()
@@ -275,15 +347,27 @@ class _Cleaner:
         return i + k
 
     def _link(self, s: str, i: int, final: bool, out: list[str]) -> int | None:
-        """[text](target) → text. None when s[i] "[" is not a link."""
-        m = _LINK.match(s, i)
-        if m is not None:
-            out.append(_Cleaner(line_start=False, prev="[").feed(m.group(1), final=True))
-            self._prev, self._after_emoji = ")", False
-            return m.end()
-        if not final and _LINK_PREFIX.fullmatch(s, i) is not None:
+        """[text](target) → text. None when s[i] "[" is not a link.
+
+        While the link is incomplete the text is held back; the scan then resumes where it
+        stopped (``_link_scan``, relative to the "["), so a long link costs one pass, not one per
+        delta.
+        """
+        close, pos = self._link_scan if self._link_scan else (-1, 1)
+        self._link_scan = None
+        found = _scan_link(s, i, close if close < 0 else i + close, i + pos)
+        if found is None:
+            return None
+        end, close = found
+        if end < 0:  # incomplete so far
+            if final:
+                return None
+            self._link_scan = (close if close < 0 else close - i, len(s) - i)
             return _HOLD
-        return None
+        text = s[i + 1 : close]
+        out.append(_Cleaner(line_start=False, prev="[").feed(text, final=True))
+        self._prev, self._after_emoji = ")", False
+        return end
 
     def _plain(self, s: str, i: int, out: list[str]) -> int:
         c = s[i]
@@ -296,6 +380,93 @@ class _Cleaner:
             self._after_emoji = False
         self._prev = c
         return i + 1
+
+
+# ---------------------------------------------------------------------------------------- spacing
+
+
+def _joins_previous(ch: str) -> bool:
+    """Combining marks, joiners and emoji modifiers: never the first character of a run."""
+    return ord(ch) >= 0x300 and (
+        ch == _ZWJ
+        or _is_emoji_modifier(ch)
+        or 0x1F3FB <= ord(ch) <= 0x1F3FF  # skin tones
+        or unicodedata.category(ch).startswith("M")
+    )
+
+
+def _is_wide(ch: str) -> bool:
+    """CJK ideographs, kana, Hangul and fullwidth forms: each one a syllable or a word."""
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+class _Spacer:
+    """Give text without whitespace the breaks a piece may end at; see ``_RUN_SOFT``.
+
+    Adds one space after a CJK sentence end or clause mark that is directly followed by more
+    text, and inside a run without whitespace once it grows long. Shrinks each whitespace run to
+    its first character (plus its first newline, a hard break). Each decision is kept in a few
+    flags and needs at most the next character, so nothing is held back and the output depends
+    only on the text, never on how it was chunked.
+    """
+
+    def __init__(self) -> None:
+        self._width = 0  # characters since the last whitespace or break
+        self._space = True  # inside a whitespace run (or before any text)
+        self._newline = True  # that run already has its newline
+        self._ends = False  # inside a run of sentence-end marks and the closers after them
+        self._ends_cjk = False  # ... which holds a CJK sentence end
+        self._due = False  # break before the next character that can start a run
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            ch = text[i]
+            if ch.isspace():
+                if not self._space or (ch == "\n" and not self._newline):
+                    out.append(ch)
+                self._newline = (self._newline and self._space) or ch == "\n"
+                self._space = True
+                self._width, self._ends, self._due = 0, False, False
+                i += 1
+                continue
+            room = _RUN_SOFT - 1 - self._width
+            if room > 0 and not self._ends and not self._due:
+                # Fast path: a stretch that cannot reach a decision is copied as it is.
+                m = _PLAIN_RUN.match(text, i, i + room)
+                if m is not None:
+                    out.append(m.group())
+                    self._width += m.end() - i
+                    self._space = self._newline = False
+                    i = m.end()
+                    continue
+            self._char(ch, out)
+            i += 1
+        return "".join(out)
+
+    def _char(self, ch: str, out: list[str]) -> None:
+        brk = False
+        if self._ends:
+            if ch in _TERMINALS or ch in _CLOSERS:
+                self._ends_cjk = self._ends_cjk or ch in _CJK_TERMINALS
+            else:
+                self._ends = False
+                brk = self._ends_cjk
+        if not brk and not _joins_previous(ch) and ch not in _ATTACHED:
+            brk = self._due or self._width >= _RUN_HARD
+        if brk or self._width >= _RUN_MAX:
+            out.append(" ")
+            self._width, self._due = 0, False
+        out.append(ch)
+        self._width += 1
+        self._space = self._newline = False
+        if ch in _TERMINALS and not self._ends:
+            self._ends, self._ends_cjk = True, ch in _CJK_TERMINALS
+        if ch in _CJK_CLAUSE_MARKS or (
+            self._width >= _RUN_SOFT and (ch in _SOFT_BREAKS or _is_wide(ch))
+        ):
+            self._due = True
 
 
 # -------------------------------------------------------------------------------------- splitting
@@ -328,7 +499,15 @@ def _ends_sentence(t: str, start: int, i: int, run: str, j: int, final: bool) ->
 
 
 def _word_count(s: str) -> int:
-    return sum(1 for w in s.split() if any(ch.isalnum() for ch in w))
+    """Words in ``s``; CJK text has no spaces, so two of its characters count as one word."""
+    count = 0
+    for w in s.split():
+        wide = sum(1 for ch in w if _is_wide(ch) and ch.isalnum())
+        if wide:
+            count += (wide + 1) // 2
+        elif any(ch.isalnum() for ch in w):
+            count += 1
+    return count
 
 
 class TextSplitter:
@@ -337,6 +516,11 @@ class TextSplitter:
     ``push`` each text delta and speak what it returns; call ``flush`` at the end of the reply
     for the rest (this also resets the splitter for the next reply). ``reset`` drops everything
     pending, for a reply that was interrupted.
+
+    A piece is at most ``max_piece_chars`` long, or one run of text without whitespace, which
+    the splitter breaks itself after at most ``_RUN_MAX`` characters. The work per delta is
+    proportional to the delta plus a bounded amount: the text is scanned once, resuming where
+    the last delta left off.
     """
 
     def __init__(self, *, min_first_clause_words: int = 4, max_piece_chars: int = 220) -> None:
@@ -351,8 +535,19 @@ class TextSplitter:
     def reset(self) -> None:
         """Forget the reply in progress."""
         self._cleaner = _Cleaner()
-        self._text = ""  # cleaned text not yet released
+        self._spacer = _Spacer()
+        self._text = ""  # spaced text not yet released, from ``_base`` on
+        self._base = 0  # where the piece being scanned begins in ``_text``
         self._first = True
+        self._new_piece()
+
+    def _new_piece(self) -> None:
+        """Scan the next piece from ``_base``. Positions below are indices into ``_text``."""
+        self._pos = self._base  # where scanning resumes
+        self._start = -1  # the piece's first non-space character, once found
+        self._clause_cut = 0  # just after the last clause mark followed by whitespace; 0: none
+        self._space_cut = 0  # the last whitespace inside the piece; 0: none
+        self._over_cap = False  # past the cap with no place to cut yet
 
     def push(self, delta: str, *, hurry: bool = False) -> list[str]:
         """Add a delta; return the pieces that became ready (often none).
@@ -360,14 +555,15 @@ class TextSplitter:
         ``hurry``: the listener is about to run out of audio, so release the next clause as
         soon as it is speakable (as for the first one) instead of waiting for the sentence.
         """
-        if hurry:
+        if hurry and not self._first:
             self._first = True
-        self._text += self._cleaner.feed(delta, final=False)
+            self._new_piece()  # look at the piece's clause marks again
+        self._text += self._spacer.feed(self._cleaner.feed(delta, final=False))
         return self._release(final=False)
 
     def flush(self) -> list[str]:
         """End of the reply: return every remaining piece and reset."""
-        self._text += self._cleaner.feed("", final=True)
+        self._text += self._spacer.feed(self._cleaner.feed("", final=True))
         pieces = self._release(final=True)
         rest = _collapse(self._text)
         if rest:
@@ -377,66 +573,94 @@ class TextSplitter:
 
     def _release(self, final: bool) -> list[str]:
         pieces: list[str] = []
-        while (cut := self._find_cut(self._text, final)) is not None:
-            piece = _collapse(self._text[:cut])
-            self._text = self._text[cut:]
+        while (cut := self._find_cut(final)) is not None:
+            piece = _collapse(self._text[self._base : cut])
+            self._base = cut
+            self._new_piece()
             if piece:
                 pieces.append(piece)
                 self._first = False
+        if self._base:  # drop the released text once per delta, not once per piece
+            shift = self._base
+            self._text = self._text[shift:]
+            self._base = 0
+            self._pos -= shift
+            if self._start >= 0:
+                self._start -= shift
+            if self._clause_cut:
+                self._clause_cut -= shift
+            if self._space_cut:
+                self._space_cut -= shift
         return pieces
 
-    def _find_cut(self, t: str, final: bool) -> int | None:
-        """End of the next piece in ``t``, or None if it is not decided yet.
+    def _find_cut(self, final: bool) -> int | None:
+        """End of the next piece, or None if it is not decided yet (scanning resumes there).
 
         Cuts fall on whitespace or right after a CJK sentence end, never inside a word.
         """
-        n = len(t)
-        start = n - len(t.lstrip())
+        t, n = self._text, len(self._text)
+        i = self._pos
+        if self._start < 0:
+            while i < n and t[i].isspace():
+                i += 1
+            if i == n:
+                self._pos = i
+                return None
+            self._start = i
+        start = self._start
         limit = start + self.max_piece_chars
-        clause_cut = space_cut = 0
-        over_cap = False
-        i = start
         while i < n:
             c = t[i]
             if c == "\n":
                 return i + 1
             if c.isspace():
-                if over_cap:
+                if self._over_cap:
                     return i
-                space_cut = i
+                self._space_cut = i
                 i += 1
             elif c in _TERMINALS:
                 j = i + 1
                 while j < n and (t[j] in _TERMINALS or t[j] in _CLOSERS):
                     j += 1
                 if j == n and not final:
-                    return None  # closers or more marks may follow
-                if j == n or any(ch in _CJK_TERMINALS for ch in t[i:j]):
-                    return j
+                    self._pos = i  # closers or more marks may follow
+                    return None
+                if j == n or not _CJK_TERMINAL_SET.isdisjoint(t[i:j]):
+                    return self._within_cap(j, limit)
                 if t[j].isspace():  # "3.14", "example.com", "U.S" are not ends
                     ends = _ends_sentence(t, start, i, t[i:j], j, final)
                     if ends is None:
+                        self._pos = i
                         return None
                     if ends:
-                        return j
+                        return self._within_cap(j, limit)
                 i = j
             elif c in _CLAUSE_MARKS or (c in _DASHES and i > start and t[i - 1].isspace()):
                 if i + 1 == n:
                     if not final:
+                        self._pos = i
                         return None
                 elif t[i + 1].isspace():
-                    clause_cut = i + 1
+                    self._clause_cut = i + 1
                     if self._first and _word_count(t[start:i]) >= self.min_first_clause_words:
                         return i + 1
                 i += 1
-            else:
-                i += 1
-            if i >= limit and not over_cap:
+            else:  # ordinary characters change nothing: skip to the next one that may
+                m = _SPLIT_STOP.search(t, i + 1)
+                i = m.start() if m is not None else n
+            if i >= limit and not self._over_cap:
                 # Too long without an end: cut at the last clause mark, else the last space.
-                if clause_cut or space_cut:
-                    return clause_cut or space_cut
-                over_cap = True  # one long token: cut at the next space
+                if self._clause_cut or self._space_cut:
+                    return self._clause_cut or self._space_cut
+                self._over_cap = True  # one long run: cut at the next space
+        self._pos = i
         return None
+
+    def _within_cap(self, end: int, limit: int) -> int:
+        """``end``, or the last clause or space cut if a sentence end ran past the cap."""
+        if end > limit and (self._clause_cut or self._space_cut):
+            return self._clause_cut or self._space_cut
+        return end
 
 
 # ------------------------------------------------------------------------------------- conveniences
@@ -444,14 +668,7 @@ class TextSplitter:
 
 def speakable(text: str) -> str:
     """The text as spoken: what the pieces of ``text`` joined with single spaces equal."""
-    flat = _collapse(_Cleaner().feed(text, final=True))
-
-    def gap(m: re.Match[str]) -> str:
-        run = m.group()
-        followed = m.end() < len(flat) and not flat[m.end()].isspace()
-        return run + " " if followed and any(ch in _CJK_TERMINALS for ch in run) else run
-
-    return _CJK_GAP.sub(gap, flat)
+    return _collapse(_Spacer().feed(_Cleaner().feed(text, final=True)))
 
 
 async def split_stream(

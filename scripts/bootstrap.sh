@@ -3,13 +3,15 @@
 #   scripts/bootstrap.sh run     install everything, then start Parley
 #   scripts/bootstrap.sh test    install everything, then run the whole test suite
 # Idempotent: a second run reuses the virtualenv, the pip cache and the built llama-server.
+# Python packages come from requirements.lock (exact versions and hashes; refresh it with
+# scripts/lock.sh), so every machine runs the versions that were tested.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
+LOCK="$ROOT/requirements.lock"
 MODE=${1:-run}
-SMART_TURN_PACKAGE="pipecat-ai==1.14.0"
 shift || true
 
 log() { printf '\033[1m[parley setup]\033[0m %s\n' "$*" >&2; }
@@ -71,14 +73,40 @@ make_venv() {
 install_python_packages() {
   local stamp="$VENV/.parley-installed"
   local want
-  want=$( (cat pyproject.toml; echo "$SMART_TURN_PACKAGE") | sha256sum | cut -c1-16)
+  want=$(cat pyproject.toml "$LOCK" | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   log "installing Parley and its engines into $VENV (the first time downloads ~2 GB of models)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[gui,local,dev]"
-  # Only for the Smart Turn end-of-turn model file it ships; none of its code is used.
-  "$VENV/bin/python" -m pip install -q --no-deps "$SMART_TURN_PACKAGE"
+  # The lock lists every dependency, so nothing is resolved here: pip fetches the pinned files
+  # and checks their hashes. The project adds no packages of its own (--no-deps) and is built
+  # with the locked setuptools (--no-build-isolation), not whatever release is newest today.
+  "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$LOCK"
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  remove_unlocked_packages
   echo "$want" > "$stamp"
+}
+
+# A virtualenv made from an older lock may hold packages the lock no longer lists; they could
+# hide a missing dependency, so they go.
+remove_unlocked_packages() {
+  "$VENV/bin/python" - "$LOCK" <<'EOF'
+import re
+import subprocess
+import sys
+from importlib.metadata import distributions
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    locked = {norm(m) for m in re.findall(r"^([A-Za-z0-9][\w.-]*)==", f.read(), re.MULTILINE)}
+installed = {norm(d.metadata["Name"]) for d in distributions() if d.metadata["Name"]}
+extra = sorted(installed - locked - {"pip", "parley"})
+if extra:
+    print(f"removing packages the lock does not list: {' '.join(extra)}", file=sys.stderr)
+    subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *extra])
+EOF
 }
 
 prepare_engines() {

@@ -98,9 +98,10 @@ class Stage:
     turn_model: EndOfTurnModel | None = None
     #: Engines used instead of the fakes (None in a place keeps that fake).
     engines: tuple[Any, Any, Any] | None = None
+    #: Virtual time; made before the stage when engines built for a test need it too.
+    clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
 
     def __post_init__(self) -> None:
-        self.clock = ManualClock(T0)
         s = self.settings
         s.turn_mode = self.mode  # type: ignore[assignment]
         s.vad.end_silence_ms = 300

@@ -28,6 +28,7 @@ from assistant.events import (
     Notice,
     Ready,
     SettingsApplied,
+    Source,
     StateChanged,
     ToolServers,
     TurnModeChanged,
@@ -41,16 +42,8 @@ from ui.resources import icon
 from ui.settings_dialog import SettingsDialog
 from ui.timeline_view import TimelinePanel
 
-AUDIO_SOURCES = ("audio", "audio-input", "audio-output")
-SETTINGS_SOURCES = (
-    "settings",
-    "stt",
-    "llm",
-    "tts",
-    "speech recognition",
-    "language model",
-    "speech synthesis",
-)
+AUDIO_SOURCES = (Source.AUDIO, Source.AUDIO_INPUT, Source.AUDIO_OUTPUT)
+SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS)
 
 
 class MainWindow(QMainWindow):
@@ -330,7 +323,7 @@ class MainWindow(QMainWindow):
         )
         dialog.applied.connect(
             lambda settings, keys: a.spawn(
-                a.apply_settings(settings, keys_changed=keys), "settings"
+                a.apply_settings(settings, keys_changed=keys), Source.SETTINGS
             )
         )
         dialog.finished.connect(lambda _r: dialog.deleteLater())
@@ -353,7 +346,9 @@ class MainWindow(QMainWindow):
         self.banners.show_message(message, "error", action)
 
     def show_notice(self, message: str, source: str = "") -> None:
-        kind = "warning" if source in ("history", "stt", "llm", "tts") else "info"
+        kind = (
+            "warning" if source in (Source.HISTORY, Source.STT, Source.LLM, Source.TTS) else "info"
+        )
         self.banners.show_message(message, kind, timeout_ms=8000 if kind == "info" else None)
 
     def _open_settings_from_banner(self) -> None:
@@ -361,7 +356,7 @@ class MainWindow(QMainWindow):
 
     def _retry_audio(self) -> None:
         self.banners.clear("error")
-        self.assistant.spawn(self.assistant.restart_audio(), "audio")
+        self.assistant.spawn(self.assistant.restart_audio(), Source.AUDIO)
 
     def _on_state(self, state: str) -> None:
         self._state = state

@@ -53,6 +53,7 @@ from assistant.events import (
     Ready,
     SessionEvent,
     SettingsApplied,
+    Source,
     State,
     StateChanged,
     TurnModeChanged,
@@ -215,7 +216,7 @@ class Assistant:
         self._ready_event = asyncio.Event()
         self._reopen_lock = asyncio.Lock()
         if self._startup_notice:
-            self._emit(Notice(self._startup_notice, "settings"))
+            self._emit(Notice(self._startup_notice, Source.SETTINGS))
         self._conversation = self._load_conversation()
         self._tools_started = asyncio.ensure_future(self.toolbox.start())
         await self._open(rebuild_engines=True)
@@ -253,16 +254,16 @@ class Assistant:
         """Talk key down; False (with a message saying why) when talking is not possible yet."""
         session = self._session
         if self._failure is not None:
-            self._emit(ErrorEvent(self._failure, "settings"))
+            self._emit(ErrorEvent(self._failure, Source.SETTINGS))
             return False
         if session is None or not self._ready:
-            self._emit(Notice(messages.NOT_READY, "talk"))
+            self._emit(Notice(messages.NOT_READY, Source.TALK))
             return False
         if not self._input.ok:
-            self._emit(ErrorEvent(messages.NO_MICROPHONE, "audio-input"))
+            self._emit(ErrorEvent(messages.NO_MICROPHONE, Source.AUDIO_INPUT))
             return False
         if not self._listening:
-            self._emit(ErrorEvent(messages.NOT_LISTENING, "stt"))
+            self._emit(ErrorEvent(messages.NOT_LISTENING, Source.STT))
             return False
         session.press_to_talk()
         self._talk_held = True
@@ -288,10 +289,10 @@ class Assistant:
         if not text.strip():
             return False
         if self._failure is not None:
-            self._emit(ErrorEvent(self._failure, "settings"))
+            self._emit(ErrorEvent(self._failure, Source.SETTINGS))
             return False
         if self._session is None or not self._ready:
-            self._emit(Notice(messages.NOT_READY_TO_SEND, "talk"))
+            self._emit(Notice(messages.NOT_READY_TO_SEND, Source.TALK))
             return False
         self._session.submit_text(text)
         return True
@@ -314,7 +315,7 @@ class Assistant:
         try:
             conversation = self._store.new()
         except OSError as exc:
-            self._emit(ErrorEvent(messages.new_conversation_failed(exc), "history"))
+            self._emit(ErrorEvent(messages.new_conversation_failed(exc), Source.HISTORY))
             return
         self._conversation = conversation
         if self._session is not None:
@@ -345,7 +346,7 @@ class Assistant:
             self._switch_session_mode(self._settings.turn_mode)
             self._emit(TurnModeChanged(self._settings.turn_mode))
         self._emit(SettingsApplied(copy.deepcopy(self._settings)))
-        self._emit(Notice(messages.SETTINGS_APPLIED, "settings"))
+        self._emit(Notice(messages.SETTINGS_APPLIED, Source.SETTINGS))
 
     async def restart_audio(self) -> None:
         """Try the microphone and speaker again (after plugging a device in)."""
@@ -370,7 +371,9 @@ class Assistant:
             if current is None:
                 await close_engine(tts)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], source: str = "") -> asyncio.Task[Any]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], source: Source = Source.NONE
+    ) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; an exception becomes an ``ErrorEvent``, not a crash."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -423,12 +426,14 @@ class Assistant:
             self._store = HistoryStore(self._history_dir)
             conversation, report = self._store.latest()
         except OSError as exc:
-            self._emit(ErrorEvent(messages.history_unavailable(self._history_dir, exc), "history"))
+            self._emit(
+                ErrorEvent(messages.history_unavailable(self._history_dir, exc), Source.HISTORY)
+            )
             conversation = Conversation(self._history_dir / "unsaved.jsonl", "unsaved", [])
             report = None
         self._emit(ConversationLoaded(tuple(conversation.turns)))
         if report is not None and report.notice:
-            self._emit(Notice(report.notice, "history"))
+            self._emit(Notice(report.notice, Source.HISTORY))
         return conversation
 
     async def _open(self, *, rebuild_engines: bool) -> None:
@@ -441,7 +446,7 @@ class Assistant:
             except Exception as exc:
                 log.exception("building the engines failed")
                 self._failure = messages.engines_unusable(exc)
-                self._emit(ErrorEvent(self._failure, "settings"))
+                self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         player = await self._output.open(self._settings)
         session = self._make_session(self._engines, player)
@@ -460,7 +465,7 @@ class Assistant:
         except Exception as exc:
             log.warning("the session could not start listening: %s", exc)
             self._listening = False
-            self._emit(ErrorEvent(messages.not_listening(exc), "stt"))
+            self._emit(ErrorEvent(messages.not_listening(exc), Source.STT))
         if self._tools_started is not None:
             # The MCP servers start beside the engines; each has its own time limit.
             with contextlib.suppress(Exception):
@@ -527,13 +532,13 @@ class Assistant:
         if self._session is not None:
             self._session.announce(line)
         else:
-            self._emit(Notice(line, "tools"))
+            self._emit(Notice(line, Source.TOOLS))
         self._notify("Parley", line)
 
     def _output_lost(self) -> None:
         if not self._closed:
             # A silent player takes over until Retry.
-            self.spawn(self._reopen(rebuild_engines=False), "audio-output")
+            self.spawn(self._reopen(rebuild_engines=False), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events
 
@@ -570,4 +575,4 @@ class Assistant:
         if self._persist:
             problem = app_settings.save(self._settings)
             if problem is not None:
-                self._emit(ErrorEvent(problem, "settings"))
+                self._emit(ErrorEvent(problem, Source.SETTINGS))

@@ -24,7 +24,7 @@ from assistant.audio.capture import AudioSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.config import Settings
-from assistant.events import AppEvent, ErrorEvent
+from assistant.events import AppEvent, ErrorEvent, Source
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class AudioInput:
             source = self._factory(settings)
         except Exception as exc:
             source = None
-            self._emit(ErrorEvent(messages.no_input(exc), "audio-input"))
+            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
         if source is None:
             self._set_ok(False)
             return
@@ -98,7 +98,7 @@ class AudioInput:
         except Exception as exc:
             log.warning("microphone unavailable: %s", exc)
             self._set_ok(False)
-            self._emit(ErrorEvent(messages.no_input(exc), "audio-input"))
+            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
             return
         self._source = source
         self._set_ok(True)
@@ -129,14 +129,14 @@ class AudioInput:
             raise
         except Exception as exc:
             log.exception("audio capture failed")
-            self._emit(ErrorEvent(messages.input_failed(exc), "audio-input"))
+            self._emit(ErrorEvent(messages.input_failed(exc), Source.AUDIO_INPUT))
         self._on_end()
         if self._source is source:
             self._set_ok(False)
 
     def _lost(self, message: str) -> None:
         self._set_ok(False)
-        self._emit(ErrorEvent(messages.input_lost(message), "audio-input"))
+        self._emit(ErrorEvent(messages.input_lost(message), Source.AUDIO_INPUT))
 
     def _set_ok(self, ok: bool) -> None:
         self.ok = ok
@@ -167,7 +167,7 @@ class AudioOutput:
         self.ok = not isinstance(player, _Silent)
         self._on_change()
         if isinstance(player, _Silent):
-            self._emit(ErrorEvent(messages.no_output(player.reason), "audio-output"))
+            self._emit(ErrorEvent(messages.no_output(player.reason), Source.AUDIO_OUTPUT))
         else:
             # Not part of the Player protocol: only players on a real device can lose it.
             listeners = getattr(player, "on_error", None)
@@ -190,7 +190,7 @@ class AudioOutput:
     def _lost(self, message: str) -> None:
         self.ok = False
         self._on_change()
-        self._emit(ErrorEvent(messages.output_lost(message), "audio-output"))
+        self._emit(ErrorEvent(messages.output_lost(message), Source.AUDIO_OUTPUT))
         self._on_lost()
 
 

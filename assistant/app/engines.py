@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from assistant.app import messages
 from assistant.config import Settings
-from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
+from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech, close_engine
 from assistant.engines.registry import build_engines
-from assistant.events import AppEvent, ErrorEvent, Loading
+from assistant.events import AppEvent, ErrorEvent, Loading, Source
 
 log = logging.getLogger(__name__)
 
 Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 #: The names the user sees for the three kinds, in the set's order (also ``Loading.component``).
 KINDS = ("speech recognition", "language model", "speech synthesis")
+KIND_SOURCES = dict(zip(KINDS, (Source.STT, Source.LLM, Source.TTS), strict=True))
 
 
 def engine_key(settings: Settings) -> tuple[object, ...]:
@@ -107,7 +107,7 @@ class EngineSet:
         except Exception as exc:
             log.warning("warming up %s failed: %s", kind, exc)
             emit(Loading(kind, 1.0, f"{kind} failed"))
-            emit(ErrorEvent(messages.engine_not_loaded(kind, exc), kind))
+            emit(ErrorEvent(messages.engine_not_loaded(kind, exc), KIND_SOURCES[kind]))
             return False
         emit(Loading(kind, 1.0, f"{kind.capitalize()} ready"))
         return True
@@ -168,18 +168,3 @@ def _hook_progress(
 
             return [unhook]
     return []
-
-
-async def close_engine(engine: object) -> None:
-    """Release one engine, or every engine of a chain; failures are logged, not raised."""
-    for member in members(engine):
-        for name in ("aclose", "close"):
-            method = getattr(member, name, None)
-            if callable(method):
-                try:
-                    result = method()
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    log.debug("closing %s: %s", member, exc)
-                break

@@ -17,7 +17,7 @@ from pathlib import Path
 from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import McpServerSettings, Settings
 from assistant.engines.base import LanguageModel
-from assistant.events import AppEvent, ErrorEvent, Notice, ToolServers
+from assistant.events import AppEvent, ErrorEvent, Notice, Source, ToolServers
 from assistant.tools import ConfirmPolicy, ToolRegistry, register_builtins
 from assistant.tools.alarms import Alarm, AlarmBook, register_alarm_tools
 from assistant.tools.mcp import McpTools, ServerStatus
@@ -67,7 +67,7 @@ class ToolBox:
     async def start(self) -> None:
         """Ring the alarms that are due and start the MCP servers (each failure is a notice)."""
         if self.alarms.notice:
-            self._emit(Notice(self.alarms.notice, "tools"))
+            self._emit(Notice(self.alarms.notice, Source.TOOLS))
         self.alarms.start()
         await self._apply_servers()
 
@@ -109,7 +109,7 @@ class ToolBox:
             except SchemaError as exc:
                 problem = f"Structured output is off: {exc}. Choose another schema in Settings."
         if problem and problem != self._schema_problem:
-            self._emit(ErrorEvent(problem, "settings"))
+            self._emit(ErrorEvent(problem, Source.SETTINGS))
         self._schema_problem = problem
 
     def _servers(self) -> dict[str, McpServerSettings]:
@@ -122,7 +122,7 @@ class ToolBox:
         self._emit(ToolServers(tuple(self.mcp.statuses())))
 
     def _notice(self, message: str) -> None:
-        self._emit(Notice(message, "tools"))
+        self._emit(Notice(message, Source.TOOLS))
 
     def _status(self, _status: ServerStatus) -> None:
         self._emit(ToolServers(tuple(self.mcp.statuses())))

@@ -13,6 +13,11 @@ matches the one the model was trained with (``transformers.WhisperFeatureExtract
 
 Feed the audio of the current turn so far, including the short pause that made the caller ask
 (pipecat asks after ~0.2 s of silence); the newest 8 s are used.
+
+The model is int8, and onnxruntime picks the integer kernels by CPU: exact sums where the CPU
+has VNNI or AMX, saturating 16-bit pair sums with plain AVX2. The same audio therefore scores a
+little differently from one machine to another (a few hundredths on natural speech, more on
+synthetic speech that sits near an edge), so thresholds need margins, not exact values.
 """
 
 from __future__ import annotations

@@ -1,48 +1,41 @@
 """Text to speech with Async's websocket API (``wss://api.async.com/text_to_speech/websocket/ws``).
 
 One socket per voice and language (the voice is chosen in the message that opens the socket),
-opened ahead of the first reply and reused; each reply is one context on it. Pieces go out as they
-arrive with ``force`` so speech starts at once; the end of the reply closes the context, whose
-``final`` ends the stream; a barge-in closes just that context. A ``{"transcript": " "}`` keeps
-an idle socket open. Async sends no timings, so each piece's share of the audio is estimated
-from its length at a speaking rate learned from earlier replies.
+opened ahead of the first reply and reused; each reply is one context on it. Wire rules
+(``AsyncWire``, no I/O): pieces go out as they arrive with ``force`` so speech starts at once;
+the end of the reply closes the context, whose ``final`` ends the stream; a barge-in closes just
+that context. A ``{"transcript": " "}`` keeps an idle socket open. Older servers send
+``{"type": "audioOutput"}`` without a context. Async sends no timings, so each piece's share of
+the audio is estimated from its length at a speaking rate learned from earlier replies.
 
-The key travels in the URL's query, as the API requires; URLs are never logged, and the
-websocket library's own log is scrubbed.
+The key travels in the URL's query, as the API requires; URLs are never logged unscrubbed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
 from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.base import SpeechChunk, Voice
-from assistant.engines.wsutil import (
-    ConnectPolicy,
-    ContextSocket,
-    Message,
-    PieceTracker,
-    VoiceCache,
-    WireEvent,
-    connect,
-    context_of,
-    fetch_json,
-    http_base,
-    server_error_text,
-    speak,
-    with_query,
-)
+from assistant.engines.base import Voice
+from assistant.engines.net.errors import Service
+from assistant.engines.net.http import HttpClient
+from assistant.engines.net.messages import Message, flag, items, server_error_text, text
+from assistant.engines.net.tts_driver import MultiContextTTS, TtsSocket
+from assistant.engines.net.tts_protocol import ContextEvent, context_of
+from assistant.engines.net.urls import http_base, with_query
+from assistant.engines.net.voices import VoiceCache
+from assistant.engines.net.websocket import connect
+from assistant.engines.pieces import PieceTracker
 
 log = logging.getLogger(__name__)
 
 ENGINE = "async"
+SERVICE = Service.of(ENGINE)
 API_VERSION = "v1"
 DEFAULT_MODEL = "async_flash_v1.5"
 SAMPLE_RATE = 24_000
@@ -76,8 +69,16 @@ def async_language(language: str) -> str:
     return base
 
 
-class _Wire:
-    engine = ENGINE
+class AsyncWire:
+    """Async's multi-context messages; ``init`` configures a new socket's voice."""
+
+    service = SERVICE
+
+    def __init__(self, init: Message) -> None:
+        self.init = init
+
+    def greeting(self) -> list[Message]:
+        return [self.init]
 
     def opening(self, context: str, text: str) -> list[Message]:
         return [self.text(context, text)]
@@ -91,90 +92,56 @@ class _Wire:
     def keepalive(self, context: str) -> Message | None:
         return None  # the socket-wide keep-alive covers contexts too
 
-    def read(self, msg: Message) -> WireEvent:
+    def goodbye(self) -> Message | None:
+        return None
+
+    def context_of(self, msg: Message) -> str | None:
+        return context_of(msg)
+
+    def read(self, msg: Message) -> ContextEvent:
         if (error := server_error_text(msg)) is not None:
-            return WireEvent(error=error)
-        final = msg.get("final") is True or msg.get("isFinal") is True
-        return WireEvent(str(msg.get("audio") or ""), final=final)
+            return ContextEvent(error=error)
+        return ContextEvent(text(msg, "audio"), final=flag(msg, "final", "isFinal"))
 
 
-class AsyncTTS:
+@dataclass(eq=False)
+class AsyncTTS(MultiContextTTS):
     """The ``TextToSpeech`` engine "async"."""
 
     name = ENGINE
     sample_rate = SAMPLE_RATE
+    default_voice_id = DEFAULT_VOICE
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        voice: str = "",
-        model: str = "",
-        language: str = "en",
-        policy: ConnectPolicy | None = None,
-        keepalive_interval: float = 10.0,
-        voices_url: str = "",
-    ) -> None:
-        self.endpoint = endpoint
-        self.default_voice = voice
-        self.model = model or DEFAULT_MODEL
-        self.language = language
-        self.policy = policy or ConnectPolicy()
-        self.keepalive_interval = keepalive_interval
-        self.voices_url = voices_url or f"{http_base(endpoint)}/voices"
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+    voices_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.voices_url = self.voices_url or f"{http_base(self.endpoint)}/voices"
         self.chars_per_second = INITIAL_RATE
-        self.voice_cache = VoiceCache(ENGINE, self._fetch_voices, default_voices)
-        self._sockets: dict[tuple[str, str], ContextSocket] = {}
+        self._http = HttpClient(SERVICE, self.policy)
+        self.voice_cache = VoiceCache(SERVICE.label, self._fetch_voices, default_voices)
 
-    def voice_id(self, voice: str | None) -> str:
-        """Async's id for ``voice`` ("async:ID" or a bare id); other engines' voices and no voice
-        at all mean the configured default."""
-        for candidate in (voice, self.default_voice):
-            if not candidate:
-                continue
-            engine, sep, key = candidate.partition(":")
-            if not sep:
-                return candidate
-            if engine == ENGINE and key:
-                return key
-        return DEFAULT_VOICE
+    def _slot(self, voice_id: str, language: str) -> tuple[str, ...]:
+        return (voice_id, async_language(language))
 
-    def socket(self, voice_id: str, language: str) -> ContextSocket:
-        slot = (voice_id, async_language(language))
-        found = self._sockets.get(slot)
-        if found is None:
-            init = init_message(self.model, *slot)
+    def _open_socket(self, slot: tuple[str, ...]) -> TtsSocket:
+        async def open_connection() -> ClientConnection:
+            url = socket_url(self.endpoint, secrets.require_key(ENGINE))
+            return await connect(SERVICE, url, {}, self.policy)
 
-            async def open_connection() -> ClientConnection:
-                url = socket_url(self.endpoint, secrets.require_key(ENGINE))
-                return await connect(ENGINE, url, {}, self.policy)
+        wire = AsyncWire(init_message(self.model, *slot))
+        return TtsSocket(
+            wire,
+            connect=open_connection,
+            policy=self.policy,
+            keepalive=(self.keepalive_interval, KEEPALIVE),
+        )
 
-            async def after_connect(ws: ClientConnection) -> None:
-                await ws.send(json.dumps(init))
+    def _tracker(self) -> PieceTracker:
+        return PieceTracker(SAMPLE_RATE, self.chars_per_second)
 
-            found = ContextSocket(
-                ENGINE,
-                open_connection=open_connection,
-                context_of=context_of,
-                after_connect=after_connect,
-                keepalive=(self.keepalive_interval, KEEPALIVE),
-            )
-            self._sockets[slot] = found
-        return found
-
-    async def stream(
-        self, pieces: AsyncIterable[str], *, voice: str | None, language: str
-    ) -> AsyncGenerator[SpeechChunk, None]:
-        socket = self.socket(self.voice_id(voice), language or self.language)
-        tracker = PieceTracker(SAMPLE_RATE, self.chars_per_second)
-        async with contextlib.aclosing(
-            speak(socket, _Wire(), pieces, tracker, self.policy)
-        ) as chunks:
-            async for chunk in chunks:
-                yield chunk
-        self._learn_rate(tracker)
-
-    def _learn_rate(self, tracker: PieceTracker) -> None:
+    def _spoken(self, tracker: PieceTracker) -> None:
         """Follow the voice's speaking rate, so the next reply's pieces are placed better."""
         chars = sum(len(t) for t in tracker.texts)
         if tracker.audio_seconds >= 1.0 and chars:
@@ -184,12 +151,7 @@ class AsyncTTS:
     async def warm_up(self) -> None:
         """Open the default voice's socket, and fetch the voice list in the background."""
         self.voice_cache.prefetch()
-        await self.socket(self.voice_id(None), self.language).ensure()
-
-    async def aclose(self) -> None:
-        for socket in self._sockets.values():
-            await socket.aclose()
-        self._sockets.clear()
+        await super().warm_up()
 
     # ---------------------------------------------------------------------------------- voices
 
@@ -212,9 +174,9 @@ class AsyncTTS:
             "version": API_VERSION,
             "Content-Type": "application/json",
         }
-        data = await fetch_json(ENGINE, self.voices_url, headers=headers, method="POST", body=b"{}")
-        items = data.get("voices") if isinstance(data, dict) else data
-        return [v for item in items or [] if (v := _voice(item)) is not None]
+        data = await self._http.request_json("POST", self.voices_url, headers=headers, body=b"{}")
+        found = data.get("voices") if isinstance(data, dict) else data
+        return [v for item in items(found) if (v := _voice(item)) is not None]
 
 
 def default_voices() -> list[Voice]:
@@ -228,7 +190,7 @@ def _voice(item: Any) -> Voice | None:
     if not isinstance(item, dict):
         return None
     vid = item.get("voice_id") or item.get("id")
-    if not vid:
+    if not isinstance(vid, str) or not vid:
         return None
     language = item.get("language") or ""
     if not language and isinstance(item.get("languages"), list) and item["languages"]:
@@ -249,6 +211,6 @@ def make_tts(settings: Settings) -> AsyncTTS:
     return AsyncTTS(
         settings.endpoint(ENGINE),
         voice=provider.voice,
-        model=provider.model,
+        model=provider.model or DEFAULT_MODEL,
         language=settings.language,
     )

@@ -8,12 +8,16 @@ into text, text into text, or text into audio, and report failures by raising ``
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from assistant.emitter import Emitter
 from assistant.types import PCM as PCM  # engines speak PCM; re-exported for adapters
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------- errors
 
@@ -301,6 +305,55 @@ class TextToSpeech(Protocol):
     def voices(self, language: str | None = None) -> list[Voice]: ...
 
     async def warm_up(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------- capabilities
+
+EngineKind = Literal["stt", "llm", "tts"]
+
+
+@dataclass(frozen=True, slots=True)
+class FellBack:
+    """``failed`` stopped working; ``replacement`` of the same kind is used meanwhile."""
+
+    kind: EngineKind
+    failed: str
+    replacement: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """``name`` works again and is used from now on."""
+
+    kind: EngineKind
+    name: str
+
+
+EngineNotice = FellBack | Recovered
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """An engine holding something to release (a server, a model thread, connections)."""
+
+    async def aclose(self) -> None: ...
+
+
+async def close_engine(engine: object) -> None:
+    """Release ``engine`` if it holds anything; a failure is logged, never raised."""
+    if isinstance(engine, Closeable):
+        try:
+            await engine.aclose()
+        except Exception as exc:
+            log.debug("closing %s: %s", getattr(engine, "name", engine), exc)
+
+
+@runtime_checkable
+class ReportsFallback(Protocol):
+    """An engine (a fallback chain) that tells when it switches between its members."""
+
+    notices: Emitter[EngineNotice]
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -1,38 +1,41 @@
 """Speech to text with Deepgram's live transcription (``wss://api.deepgram.com/v1/listen``).
 
-Interim results become partials (the turn's settled ``is_final`` segments plus the current
-interim); a turn ends on ``speech_final`` or ``UtteranceEnd`` (the server's endpointing) with all
-its ``is_final`` segments joined. Push-to-talk release sends ``Finalize``, whose ``from_finalize``
-result ends the turn. ``KeepAlive`` goes out whenever no audio has flowed for a few seconds
-(Deepgram closes idle sockets after about ten), ``CloseStream`` on close.
+Wire rules (``DeepgramWire``, no I/O): interim results become partials (the turn's settled
+``is_final`` segments plus the current interim); a turn ends on ``speech_final`` or
+``UtteranceEnd`` (the server's endpointing) with all its ``is_final`` segments joined.
+Push-to-talk release sends ``Finalize``, whose ``from_finalize`` result ends the turn.
+``KeepAlive`` goes out whenever no audio has flowed for a few seconds (Deepgram closes idle
+sockets after about ten), ``CloseStream`` → ``Metadata`` on close. Timestamps start again at 0
+on each connection.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-
-from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.wsutil import (
-    ConnectPolicy,
+from assistant.engines.net.errors import Service
+from assistant.engines.net.messages import (
     Message,
     Outgoing,
-    PrewarmedSTT,
-    StreamingSTTSession,
-    connect,
-    server_error_text,
-    with_query,
+    flag,
+    items,
+    number,
+    obj,
+    text,
 )
+from assistant.engines.net.stt_driver import PrewarmedSTT
+from assistant.engines.net.stt_protocol import EndpointedWire
+from assistant.engines.net.urls import with_query
 
 log = logging.getLogger(__name__)
 
 ENGINE = "deepgram"
+SERVICE = Service.of(ENGINE)
 DEFAULT_MODEL = "nova-3"
-KEEPALIVE = json.dumps({"type": "KeepAlive"})
+KEEPALIVE = Outgoing.json({"type": "KeepAlive"})
 
 
 def deepgram_language(language: str) -> str:
@@ -59,48 +62,26 @@ def listen_url(endpoint: str, model: str, language: str) -> str:
     )
 
 
-class DeepgramSTT(PrewarmedSTT["DeepgramSession"]):
-    """The ``SpeechToText`` engine "deepgram"."""
+class DeepgramWire(EndpointedWire):
+    """Deepgram live transcription's messages and turn rules."""
 
-    name = ENGINE
-    provides_endpointing = True
+    service = SERVICE
+    END_TURN = Outgoing.json({"type": "Finalize"})
+    GOODBYE = Outgoing.json({"type": "CloseStream"})
+    FINISHED = "Metadata"
 
     def __init__(
         self,
         endpoint: str,
+        language: str,
         *,
-        language: str = "en",
-        model: str = "",
+        model: str = DEFAULT_MODEL,
         final_timeout: float = 2.0,
         keepalive_interval: float = 4.0,
-        policy: ConnectPolicy | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.language = language
-        self.model = model or DEFAULT_MODEL
-        self.final_timeout = final_timeout
-        self.keepalive_interval = keepalive_interval
-        self.policy = policy or ConnectPolicy()
-
-    def _new_session(self, language: str) -> DeepgramSession:
-        return DeepgramSession(self, language)
-
-
-class DeepgramSession(StreamingSTTSession):
-    END_TURN = json.dumps({"type": "Finalize"})
-    GOODBYE = json.dumps({"type": "CloseStream"})
-
-    def __init__(self, engine: DeepgramSTT, language: str) -> None:
-        self._key = secrets.require_key(ENGINE)
-        self._url = listen_url(engine.endpoint, engine.model, language)
-        super().__init__(
-            ENGINE,
-            open_connection=self._open_connection,
-            policy=engine.policy,
-            batch_seconds=0.06,
-            final_timeout=engine.final_timeout,
-            keepalive=(engine.keepalive_interval, KEEPALIVE),
-        )
+        url = listen_url(endpoint, model, language)
+        super().__init__(url, language, batch_seconds=0.06, final_timeout=final_timeout)
+        self.keepalive = (keepalive_interval, KEEPALIVE)
         self._segments: list[str] = []
         self._span = (0.0, 0.0)
         #: Seconds of audio sent on this connection; results ending before ``_ignore_before``
@@ -108,61 +89,47 @@ class DeepgramSession(StreamingSTTSession):
         self._sent_seconds = 0.0
         self._ignore_before = 0.0
 
-    async def _open_connection(self) -> ClientConnection:
-        headers = {"Authorization": f"Token {self._key}"}
-        return await connect(ENGINE, self._url, headers, self.policy)
+    def headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Token {key}"}
 
-    def _sent(self, item: Outgoing) -> None:
-        super()._sent(item)
+    def sent(self, item: Outgoing, now: float) -> None:
+        super().sent(item, now)
         self._sent_seconds += item.audio
 
-    # -------------------------------------------------------------------------------- messages
-
-    def _on_json(self, msg: Message) -> None:
-        kind = msg.get("type")
+    def _on_message(self, kind: str | None, msg: Message, now: float) -> bool:
         if kind == "Results":
             self._on_results(msg)
-        elif kind == "UtteranceEnd":
-            if self._segments:
-                self._end_turn()
-        elif kind == "Metadata":
-            self._finished.set()
-        elif kind == "SpeechStarted":
-            pass
-        elif (text := server_error_text(msg)) is not None:
-            log.warning("Deepgram reported: %s", text)
-        else:
-            log.debug("Deepgram message %r ignored", kind)
+        elif kind == "UtteranceEnd" and self._segments:
+            self._end_turn()
+        return kind in ("Results", "UtteranceEnd", "SpeechStarted")
 
     def _on_results(self, msg: Message) -> None:
-        start, duration = _float(msg.get("start")), _float(msg.get("duration"))
+        start, duration = number(msg.get("start")), number(msg.get("duration"))
         if start + duration <= self._ignore_before + 1e-3:
             return
-        text = _transcript(msg)
-        if self._segments or text:
+        said = _transcript(msg)
+        if self._segments or said:
             first = self._span[0] if self._segments else start
             self._span = (first, start + duration)
-        if not msg.get("is_final"):
-            self._partial(" ".join([*self._segments, text]), *self._span)
+        if not flag(msg, "is_final"):
+            self._partial(" ".join([*self._segments, said]), *self._span)
             return
-        if text:
-            self._segments.append(text)
-        if msg.get("from_finalize") and self.end_requested:
+        if said:
+            self._segments.append(said)
+        if flag(msg, "from_finalize") and self.end_requested:
             self._end_turn()
-        elif msg.get("speech_final") and self._segments:
+        elif flag(msg, "speech_final") and self._segments:
             self._end_turn()
         elif self._segments:
             self._partial(" ".join(self._segments), *self._span)
 
     def _end_turn(self) -> None:
-        text = " ".join(self._segments)
+        said = " ".join(self._segments)
         self._segments.clear()
-        self._final(text, *self._span)
+        self._final(said, *self._span)
 
-    # ------------------------------------------------------------------------------- turn state
-
-    async def clear(self) -> None:
-        await super().clear()
+    def clear(self, now: float) -> None:
+        super().clear(now)
         self._segments.clear()
 
     def _abandon_turn(self) -> None:
@@ -170,29 +137,46 @@ class DeepgramSession(StreamingSTTSession):
         self._segments.clear()
         self._ignore_before = self._sent_seconds
         if not self.end_requested:
-            self._socket.send(Outgoing(self.END_TURN))
+            self._out.append(self.END_TURN)
 
-    def _on_new_connection(self) -> None:
-        # Timestamps start again at 0; the turn's audio is sent again.
+    def _new_connection(self) -> None:
         self._segments.clear()
         self._sent_seconds = 0.0
         self._ignore_before = 0.0
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
 def _transcript(msg: Message) -> str:
-    try:
-        return str(msg["channel"]["alternatives"][0].get("transcript") or "").strip()
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
+    alternatives = items(obj(msg, "channel").get("alternatives"))
+    first: Any = alternatives[0] if alternatives else None
+    return text(first, "transcript").strip() if isinstance(first, dict) else ""
+
+
+@dataclass(eq=False)
+class DeepgramSTT(PrewarmedSTT):
+    """The ``SpeechToText`` engine "deepgram"."""
+
+    name = ENGINE
+    provider = ENGINE
+    provides_endpointing = True
+
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
+    final_timeout: float = 2.0
+    #: ``KeepAlive`` after this long without audio.
+    keepalive_interval: float = 4.0
+
+    def _wire(self, language: str) -> DeepgramWire:
+        return DeepgramWire(
+            self.endpoint,
+            language,
+            model=self.model,
+            final_timeout=self.final_timeout,
+            keepalive_interval=self.keepalive_interval,
+        )
 
 
 def make_stt(settings: Settings) -> DeepgramSTT:
     provider = settings.provider(ENGINE)
-    return DeepgramSTT(settings.endpoint(ENGINE), language=settings.language, model=provider.model)
+    return DeepgramSTT(
+        settings.endpoint(ENGINE), language=settings.language, model=provider.model or DEFAULT_MODEL
+    )

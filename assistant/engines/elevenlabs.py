@@ -1,40 +1,37 @@
 """Text to speech with ElevenLabs' multi-context websocket (``/multi-stream-input``).
 
 One socket per voice, opened ahead of the first reply and reused across replies; each reply is
-one context on it. Text pieces go out as they arrive (each ending with a space, each flushed so
-speech starts without waiting for the server's buffer to fill); the end of the reply closes the
+one context on it. Wire rules (``ElevenLabsWire``, no I/O): a context opens with a single space
+and the voice settings; text pieces go out as they arrive, each ending with a space and flushed
+so speech starts without waiting for the server's buffer to fill; the end of the reply closes the
 context, whose ``isFinal`` ends the stream. A barge-in closes just that context: the socket stays
-open for the next reply. The server's character alignment places each piece on the audio
-timeline, so an interrupted reply keeps exactly the words that were played.
+open for the next reply. The server's character alignment (of the text as sent, else the
+normalized one) places each piece on the audio timeline, so an interrupted reply keeps exactly
+the words that were played. Responses name their context as ``contextId`` or ``context_id``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
 from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.base import SpeechChunk, Voice
-from assistant.engines.wsutil import (
-    ConnectPolicy,
-    ContextSocket,
-    Message,
-    PieceTracker,
-    VoiceCache,
-    WireEvent,
-    connect,
-    context_of,
-    fetch_json,
-    http_base,
-    server_error_text,
-    speak,
-    with_query,
-)
+from assistant.engines.base import Voice
+from assistant.engines.net.errors import Service
+from assistant.engines.net.http import HttpClient
+from assistant.engines.net.messages import Message, flag, server_error_text, text
+from assistant.engines.net.tts_driver import MultiContextTTS, TtsSocket
+from assistant.engines.net.tts_protocol import ContextEvent, alignment_in, context_of
+from assistant.engines.net.urls import http_base, with_query
+from assistant.engines.net.voices import VoiceCache
+from assistant.engines.net.websocket import connect
+from assistant.engines.pieces import PieceTracker
 
 ENGINE = "elevenlabs"
+SERVICE = Service.of(ENGINE)
 DEFAULT_MODEL = "eleven_flash_v2_5"
 SAMPLE_RATE = 24_000
 VOICE_SETTINGS = {"stability": 0.5, "similarity_boost": 0.8}
@@ -49,6 +46,9 @@ PREMADE_VOICES = (
     ("onwK4e9ZLuTAKqWW03F9", "Daniel", "en-GB", "authoritative, British"),
     ("XrExE9yKIg1WjnnlVkGX", "Matilda", "en-US", "warm, American"),
 )
+#: Where a message's alignment may be, best first: the text as sent matches the pieces
+#: character for character.
+ALIGNMENT_KEYS = ("alignment", "normalizedAlignment", "normalized_alignment")
 
 
 def stream_url(endpoint: str, voice_id: str, model: str) -> str:
@@ -60,35 +60,18 @@ def stream_url(endpoint: str, voice_id: str, model: str) -> str:
 
 
 def alignment_of(msg: Message) -> tuple[list[str] | None, list[float] | None]:
-    """Characters and their start times (ms, within this message's audio).
-
-    The alignment of the text as sent is preferred over the normalized one (it matches the
-    pieces character for character). Start times missing? They follow from the durations,
-    whichever way the server spells that key.
-    """
-    for key in ("alignment", "normalizedAlignment", "normalized_alignment"):
-        block = msg.get(key)
-        if not isinstance(block, dict) or not block.get("chars"):
-            continue
-        chars = [str(c) for c in block["chars"]]
-        starts = block.get("charStartTimesMs") or block.get("char_start_times_ms")
-        if not starts:
-            durations = block.get("charDurationsMs") or block.get("charsDurationsMs") or []
-            starts, t = [], 0.0
-            for d in durations:
-                starts.append(t)
-                t += float(d)
-        try:
-            times = [float(s) for s in starts]
-        except (TypeError, ValueError):
-            continue
-        if len(times) == len(chars):
-            return chars, times
-    return None, None
+    """Characters and their start times (ms, within this message's audio), if the message has
+    a usable alignment."""
+    return alignment_in(msg, ALIGNMENT_KEYS)
 
 
-class _Wire:
-    engine = ENGINE
+class ElevenLabsWire:
+    """ElevenLabs' multi-context messages."""
+
+    service = SERVICE
+
+    def greeting(self) -> list[Message]:
+        return []
 
     def opening(self, context: str, text: str) -> list[Message]:
         init = {"text": " ", "voice_settings": VOICE_SETTINGS, "context_id": context}
@@ -104,84 +87,52 @@ class _Wire:
         # Empty text keeps a context alive without ending it (multi-context sockets only).
         return {"context_id": context, "text": ""}
 
-    def read(self, msg: Message) -> WireEvent:
+    def goodbye(self) -> Message | None:
+        return {"close_socket": True}
+
+    def context_of(self, msg: Message) -> str | None:
+        return context_of(msg)
+
+    def read(self, msg: Message) -> ContextEvent:
         if (error := server_error_text(msg)) is not None:
-            return WireEvent(error=error)
+            return ContextEvent(error=error)
         chars, starts = alignment_of(msg)
-        final = bool(msg.get("isFinal") or msg.get("is_final"))
-        return WireEvent(str(msg.get("audio") or ""), chars, starts, final)
+        return ContextEvent(text(msg, "audio"), chars, starts, flag(msg, "isFinal", "is_final"))
 
 
-class ElevenLabsTTS:
+@dataclass(eq=False)
+class ElevenLabsTTS(MultiContextTTS):
     """The ``TextToSpeech`` engine "elevenlabs"."""
 
     name = ENGINE
     sample_rate = SAMPLE_RATE
+    default_voice_id = DEFAULT_VOICE
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        voice: str = "",
-        model: str = "",
-        policy: ConnectPolicy | None = None,
-        keepalive_interval: float = 10.0,
-    ) -> None:
-        self.endpoint = endpoint
-        self.default_voice = voice
-        self.model = model or DEFAULT_MODEL
-        self.policy = policy or ConnectPolicy()
-        self.keepalive_interval = keepalive_interval
-        self._sockets: dict[str, ContextSocket] = {}
-        self.voice_cache = VoiceCache(ENGINE, self._fetch_voices, premade_voices)
+    keeps_contexts_alive = True
 
-    def voice_id(self, voice: str | None) -> str:
-        """ElevenLabs' id for ``voice`` ("elevenlabs:ID" or a bare id); other engines' voices
-        and no voice at all mean the configured default."""
-        for candidate in (voice, self.default_voice):
-            if not candidate:
-                continue
-            engine, sep, key = candidate.partition(":")
-            if not sep:
-                return candidate
-            if engine == ENGINE and key:
-                return key
-        return DEFAULT_VOICE
+    _: KW_ONLY
+    model: str = DEFAULT_MODEL
 
-    def socket(self, voice_id: str) -> ContextSocket:
-        found = self._sockets.get(voice_id)
-        if found is None:
-            url = stream_url(self.endpoint, voice_id, self.model)
+    def __post_init__(self) -> None:
+        self._http = HttpClient(SERVICE, self.policy)
+        self.voice_cache = VoiceCache(SERVICE.label, self._fetch_voices, premade_voices)
 
-            async def open_connection() -> ClientConnection:
-                headers = {"xi-api-key": secrets.require_key(ENGINE)}
-                return await connect(ENGINE, url, headers, self.policy)
+    def _open_socket(self, slot: tuple[str, ...]) -> TtsSocket:
+        url = stream_url(self.endpoint, slot[0], self.model)
 
-            found = ContextSocket(ENGINE, open_connection=open_connection, context_of=context_of)
-            self._sockets[voice_id] = found
-        return found
+        async def open_connection() -> ClientConnection:
+            headers = {"xi-api-key": secrets.require_key(ENGINE)}
+            return await connect(SERVICE, url, headers, self.policy)
 
-    def stream(
-        self, pieces: AsyncIterable[str], *, voice: str | None, language: str
-    ) -> AsyncGenerator[SpeechChunk, None]:
-        return speak(
-            self.socket(self.voice_id(voice)),
-            _Wire(),
-            pieces,
-            PieceTracker(SAMPLE_RATE),
-            self.policy,
-            keepalive_interval=self.keepalive_interval,
-        )
+        return TtsSocket(ElevenLabsWire(), connect=open_connection, policy=self.policy)
+
+    def _tracker(self) -> PieceTracker:
+        return PieceTracker(SAMPLE_RATE)
 
     async def warm_up(self) -> None:
         """Open the default voice's socket, and fetch the voice list in the background."""
         self.voice_cache.prefetch()
-        await self.socket(self.voice_id(None)).ensure()
-
-    async def aclose(self) -> None:
-        for socket in self._sockets.values():
-            await socket.aclose({"close_socket": True})
-        self._sockets.clear()
+        await super().warm_up()
 
     # ---------------------------------------------------------------------------------- voices
 
@@ -200,7 +151,8 @@ class ElevenLabsTTS:
 
     async def _fetch_voices(self) -> list[Voice]:
         url = f"{http_base(self.endpoint)}/v1/voices"
-        data = await fetch_json(ENGINE, url, headers={"xi-api-key": secrets.require_key(ENGINE)})
+        headers = {"xi-api-key": secrets.require_key(ENGINE)}
+        data = await self._http.request_json("GET", url, headers=headers)
         return [v for item in _items(data) if (v := _voice(item)) is not None]
 
 
@@ -217,7 +169,9 @@ def _items(data: Any) -> list[Any]:
 
 
 def _voice(item: Any) -> Voice | None:
-    if not isinstance(item, dict) or not item.get("voice_id"):
+    if not isinstance(item, dict) or not isinstance(item.get("voice_id"), str):
+        return None
+    if not item["voice_id"]:
         return None
     found = item.get("labels")
     labels: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -239,4 +193,5 @@ def _voice(item: Any) -> Voice | None:
 
 def make_tts(settings: Settings) -> ElevenLabsTTS:
     provider = settings.provider(ENGINE)
-    return ElevenLabsTTS(settings.endpoint(ENGINE), voice=provider.voice, model=provider.model)
+    model = provider.model or DEFAULT_MODEL
+    return ElevenLabsTTS(settings.endpoint(ENGINE), voice=provider.voice, model=model)

@@ -18,27 +18,28 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 from assistant.clock import SYSTEM_CLOCK, Clock
+from assistant.emitter import Emitter
 from assistant.engines.base import (
     ChatRequest,
     EngineError,
+    EngineKind,
+    EngineNotice,
+    FellBack,
     LanguageModel,
     LLMEvent,
     Message,
     NeedsToolRouter,
+    Recovered,
     SpeechChunk,
     SpeechToText,
     STTSession,
     TextToSpeech,
     Voice,
+    close_engine,
     closing_stream,
 )
 
 log = logging.getLogger(__name__)
-
-#: (kind, failed engine, next engine, reason)
-FallbackListener = Callable[[str, str, str, str], None]
-#: (kind, engine that works again)
-RecoveryListener = Callable[[str, str], None]
 
 #: A rate limit asking for at most this many seconds is waited out once on the chosen engine.
 SHORT_RETRY_AFTER = 2.0
@@ -55,20 +56,15 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Chain:
-    kind = ""
+    kind: EngineKind
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        on_fallback: FallbackListener | None,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
+    def __init__(self, names: Sequence[str], clock: Clock = SYSTEM_CLOCK) -> None:
         if not names:
             raise ValueError("a fallback chain needs at least one engine")
         self._names = list(names)
         self._clock = clock
-        self.on_fallback: list[FallbackListener] = [on_fallback] if on_fallback else []
-        self.on_recovered: list[RecoveryListener] = []
+        #: A switch to another engine, and back (each reported once).
+        self.notices: Emitter[EngineNotice] = Emitter(f"{self.kind} fallback")
         self._down: set[int] = set()
         self._probes: dict[int, asyncio.Task[None]] = {}
 
@@ -87,8 +83,7 @@ class _Chain:
         if nxt is not None:
             nxt_name = self._names[nxt]
             log.warning("%s engine %s failed (%s); using %s", self.kind, failed, reason, nxt_name)
-            for listener in self.on_fallback:
-                listener(self.kind, failed, nxt_name, reason)
+            self.notices.emit(FellBack(self.kind, failed, nxt_name, reason))
         if len(self._names) > 1:
             self._probes[index] = asyncio.create_task(
                 self._probe_until_up(index), name=f"probe-{failed}"
@@ -103,8 +98,7 @@ class _Chain:
             probe.cancel()
         name = self._names[index]
         log.info("%s engine %s works again", self.kind, name)
-        for listener in self.on_recovered:
-            listener(self.kind, name)
+        self.notices.emit(Recovered(self.kind, name))
 
     async def _probe_until_up(self, index: int) -> None:
         for attempt in range(10_000):
@@ -124,13 +118,19 @@ class _Chain:
     async def _probe(self, index: int) -> None:
         raise NotImplementedError
 
+    @property
+    def members(self) -> Sequence[object]:
+        raise NotImplementedError
+
     async def aclose(self) -> None:
-        """Stop probing (the engines themselves are closed by their owner)."""
+        """Stop probing and release every engine of the chain."""
         probes = list(self._probes.values())
         self._probes.clear()
         for probe in probes:
             probe.cancel()
         await asyncio.gather(*probes, return_exceptions=True)
+        for engine in self.members:
+            await close_engine(engine)
 
     # ------------------------------------------------------------------------- attempts
 
@@ -180,17 +180,20 @@ class _Chain:
 
 
 class FallbackLLM(_Chain):
-    kind = "llm"
+    kind: EngineKind = "llm"
 
     def __init__(
         self,
         engines: Sequence[LanguageModel],
-        on_fallback: FallbackListener | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback, clock)
+        super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+
+    @property
+    def members(self) -> Sequence[object]:
+        return self.engines
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         async def run(index: int, first: bool) -> AsyncIterator[LLMEvent]:
@@ -252,18 +255,21 @@ async def _one(text: str) -> AsyncIterator[str]:
 
 
 class FallbackTTS(_Chain):
-    kind = "tts"
+    kind: EngineKind = "tts"
 
     def __init__(
         self,
         engines: Sequence[TextToSpeech],
-        on_fallback: FallbackListener | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback, clock)
+        super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
         self._language = "en"
+
+    @property
+    def members(self) -> Sequence[object]:
+        return self.engines
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
@@ -297,20 +303,23 @@ class FallbackTTS(_Chain):
 
 
 class FallbackSTT(_Chain):
-    kind = "stt"
+    kind: EngineKind = "stt"
 
     def __init__(
         self,
         engines: Sequence[SpeechToText],
-        on_fallback: FallbackListener | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
-        super().__init__([e.name for e in engines], on_fallback, clock)
+        super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
         self.provides_endpointing = self.engines[0].provides_endpointing
         self.active: SpeechToText = self.engines[0]
         self._language = "en"
+
+    @property
+    def members(self) -> Sequence[object]:
+        return self.engines
 
     async def open(self, language: str) -> STTSession:
         self._language = language

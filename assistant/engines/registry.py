@@ -13,7 +13,7 @@ from typing import Any
 
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
-from assistant.engines.fallback import FallbackListener, FallbackLLM, FallbackSTT, FallbackTTS
+from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 
 STT_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_stt",
@@ -79,7 +79,6 @@ def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str)
 
 def build_engines(
     settings: Settings,
-    on_fallback: FallbackListener | None = None,
     *,
     stt: str | None = None,
     llm: str | None = None,
@@ -90,7 +89,7 @@ def build_engines(
     llm_names = chain_names(llm or settings.llm, settings, LLM_FACTORIES, "language model")
     tts_names = chain_names(tts or settings.tts, settings, TTS_FACTORIES, "text-to-speech")
     return (
-        FallbackSTT([make_stt(n, settings) for n in stt_names], on_fallback),
-        FallbackLLM([make_llm(n, settings) for n in llm_names], on_fallback),
-        FallbackTTS([make_tts(n, settings) for n in tts_names], on_fallback),
+        FallbackSTT([make_stt(n, settings) for n in stt_names]),
+        FallbackLLM([make_llm(n, settings) for n in llm_names]),
+        FallbackTTS([make_tts(n, settings) for n in tts_names]),
     )

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from assistant.events import ErrorEvent, SessionEvent, TurnFinished
+from assistant.events import ErrorEvent, SessionEvent, Source, TurnFinished
 from assistant.history import Conversation, TurnRecord
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class TurnRecorder:
                     self._emit(
                         ErrorEvent(
                             f"Could not save the conversation ({exc}); it stays in memory for now.",
-                            "history",
+                            Source.HISTORY,
                             turn.turn_id,
                         )
                     )

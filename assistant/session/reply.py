@@ -38,6 +38,7 @@ from assistant.events import (
     PlaybackPaused,
     PlaybackResumed,
     SessionEvent,
+    Source,
     TimelineUpdated,
     ToolCalled,
 )
@@ -218,11 +219,13 @@ class Reply:
             await self._produce()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as error:
+            failed = error if isinstance(error, _StageFailed) else _StageFailed(Source.LLM, error)
+            exc = failed.error
             message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             log.warning("reply %d failed: %s", self.turn_id, message)
             self.error = message
-            self._emit(ErrorEvent(f"The reply failed: {message}", _source_of(exc), self.turn_id))
+            self._emit(ErrorEvent(f"The reply failed: {message}", failed.source, self.turn_id))
             if self.spoken.audio_seconds > 0 and not self._held:
                 # Let what is already queued play out, then record exactly what was heard.
                 self._player.flush()
@@ -395,6 +398,10 @@ async def _scripted(text: str) -> AsyncIterator[str]:
         yield piece
 
 
-def _source_of(exc: BaseException) -> str:
-    engine = getattr(exc, "engine", "")
-    return str(engine) if engine else "engine"
+class _StageFailed(Exception):
+    """A stage of the reply failed; ``source`` says which (the language model or the voice)."""
+
+    def __init__(self, source: Source, error: Exception) -> None:
+        super().__init__(str(error))
+        self.source = source
+        self.error = error

@@ -37,8 +37,12 @@ from assistant.emitter import Emitter
 from assistant.engines.base import (
     ChatRequest,
     EngineError,
+    EngineNotice,
+    FellBack,
     LanguageModel,
     Message,
+    Recovered,
+    ReportsFallback,
     SpeechChunk,
     SpeechToText,
     TextToSpeech,
@@ -53,6 +57,7 @@ from assistant.events import (
     Notice,
     PartialTranscript,
     SessionEvent,
+    Source,
     State,
     StateChanged,
     TurnWithdrawn,
@@ -182,7 +187,7 @@ class Session:
             clock=clock,
             on_partial=self._on_partial,
             on_endpoint=self._on_engine_endpoint,
-            on_error=lambda message: self.emit(ErrorEvent(message, "stt")),
+            on_error=lambda message: self.emit(ErrorEvent(message, Source.STT)),
         )
         self._recorder = TurnRecorder(self.emit, offload)
         self._prefiller = Prefiller(
@@ -207,13 +212,12 @@ class Session:
         self._level_at = float("-inf")
         player.on_playback_started.append(self._on_playback_started)
         player.on_playback_finished.append(self._on_playback_finished)
-        for engine in (stt, llm, tts):
-            listeners = getattr(engine, "on_fallback", None)
-            if isinstance(listeners, list):
-                listeners.append(self._on_fallback)
-            recovered = getattr(engine, "on_recovered", None)
-            if isinstance(recovered, list):
-                recovered.append(self._on_recovered)
+        #: Undoes the subscriptions to engines, which outlive the session.
+        self._unsubscribe = [
+            engine.notices.subscribe(self.on_engine_notice)
+            for engine in (stt, llm, tts)
+            if isinstance(engine, ReportsFallback)
+        ]
 
     # ------------------------------------------------------------------------------- events, state
 
@@ -310,6 +314,8 @@ class Session:
         await asyncio.gather(*tasks, *self._saving, self._prefiller.wait(), return_exceptions=True)
         await self._recorder.drain()
         await self.player.close()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self._sync()
 
     async def wait_idle(self, timeout: float | None = None) -> None:
@@ -361,7 +367,7 @@ class Session:
             await self._feed(frame)
         except Exception as exc:
             log.exception("handling an audio frame failed")
-            self.emit(ErrorEvent(f"Audio processing failed: {exc}", "audio"))
+            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
 
     async def _feed(self, frame: AudioFrame) -> None:
         if frame.t - self._level_at >= LEVEL_INTERVAL:
@@ -405,7 +411,9 @@ class Session:
             utterance.last_frame_t = frame.t
             await stt.push(frame.pcm)
         except EngineError as exc:
-            self.emit(ErrorEvent(f"Speech recognition failed: {exc}", "stt", utterance.turn_id))
+            self.emit(
+                ErrorEvent(f"Speech recognition failed: {exc}", Source.STT, utterance.turn_id)
+            )
             if self._tracker.utterance is utterance:
                 self._apply(self._tracker.drop_open())
 
@@ -507,7 +515,7 @@ class Session:
                 if isinstance(exc, TimeoutError)
                 else f"Speech recognition failed: {exc}"
             )
-            self.emit(ErrorEvent(message, "stt"))
+            self.emit(ErrorEvent(message, Source.STT))
             self._sync()
             return
         utterance.timeline.mark("stt_final")
@@ -773,11 +781,14 @@ class Session:
         # Ids keep growing: the player treats lower ids as stale audio.
         self._tracker.keep_ids_above(conversation.next_turn_id)
 
-    def _on_fallback(self, kind: str, failed: str, nxt: str, reason: str) -> None:
-        self.emit(Notice(f"{failed} failed ({reason}); using {nxt} instead.", kind))
+    def on_engine_notice(self, notice: EngineNotice) -> None:
+        """An engine chain switched members: tell the user (once per switch)."""
+        match notice:
+            case FellBack(kind, failed, replacement, reason):
+                text = f"{failed} failed ({reason}); using {replacement} instead."
+                self.emit(Notice(text, Source(kind)))
+            case Recovered(kind, name):
+                self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
 
-    def _on_recovered(self, kind: str, name: str) -> None:
-        self.emit(Notice(f"{name} works again; using it from now on.", kind))
-
-    def notice(self, message: str, source: str = "") -> None:
+    def notice(self, message: str, source: Source = Source.NONE) -> None:
         self.emit(Notice(message, source))

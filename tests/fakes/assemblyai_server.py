@@ -1,14 +1,14 @@
 """A local AssemblyAI Streaming v3 server (``/v3/ws``) speaking the real wire protocol, for tests.
 
 It "recognizes" scripted text: while audio above a speech level arrives, the next turn's words are
-revealed at ``words_per_second`` as cumulative ``Turn`` partials. A turn ends after
-``end_silence`` seconds of silence (its own endpointing) or on ``ForceEndpoint``: first the raw
-end (``turn_is_formatted: false``), then the formatted one ``format_delay`` later. It enforces the
-rules a real server enforces with an ``Error`` and close 3007: audio messages of 50–1000 ms, and
-audio no faster than real time. It can be told to misbehave: handshake statuses (401/429/500),
-a 1008 close for a wrong key, a stalled ``Begin``, a connection dropped after some audio,
-malformed messages, a formatted end sent twice or never. Each connection recognizes the script
-from its start, so audio sent again after a reconnect gives the same text.
+revealed at ``words_per_second`` as cumulative ``Turn`` partials. A turn ends after ``end_silence``
+seconds of silence (its own endpointing) or on ``ForceEndpoint``: first the raw end
+(``turn_is_formatted: false``), then the formatted one ``format_delay`` later. It enforces the rules
+a real server enforces with an ``Error`` and close 3007: audio messages of 50–1000 ms, and audio no
+faster than real time. It can be told to misbehave: handshake statuses (401/429/500), a 1008 close
+for a wrong key, a stalled ``Begin``, every session closed right after ``Begin``, a connection
+dropped after some audio, malformed messages, a formatted end sent twice or never. Each connection
+recognizes the script from its start, so audio sent again after a reconnect gives the same text.
 """
 
 from __future__ import annotations
@@ -16,22 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes.base import FakeWebsocketServer
+
 RATE = 16_000
-# The server side logs handshake headers (the key) at DEBUG: keep that out of captured logs.
-_server_log = logging.getLogger("tests.fakes.assemblyai_server")
-_server_log.propagate = False
-_server_log.setLevel(logging.CRITICAL)
 
 
 @dataclass
@@ -44,11 +41,11 @@ DEFAULT_SCRIPT = (Turn("What time is it?", "what time is it"), Turn("Thank you."
 
 
 @dataclass
-class FakeAssemblyAI:
+class FakeAssemblyAI(FakeWebsocketServer):
+    PATH = "/v3/ws"
+
     key: str = "aai-test-key"
     script: tuple[Turn, ...] = DEFAULT_SCRIPT
-    #: (status, headers) answered to the next handshakes instead of accepting them.
-    handshake_faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     #: A wrong key is refused with close 1008 after the upgrade (else HTTP 401 at the handshake).
     auth_by_close: bool = False
     stall_begin: bool = False
@@ -63,53 +60,19 @@ class FakeAssemblyAI:
     formatted_twice: bool = False
     #: Send a non-JSON message (and one JSON array) before every Turn.
     garbage: bool = False
-    #: Drop the connection after receiving this much audio (once): close code, or None = abort.
+    #: Drop the connection after receiving this much audio (once), as ``drop_code`` says.
     drop_after_audio: float | None = None
-    drop_code: int | None = 1011
     realtime_tolerance: float = 1.3
 
-    requests: list[Request] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)
-    connections: int = 0
     audio_seconds: float = 0.0
     message_durations: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     #: monotonic times: ForceEndpoint received, and each end-of-turn message sent.
     force_received: list[float] = field(default_factory=list)
     ends_sent: list[float] = field(default_factory=list)
-    _server: Server | None = None
 
-    async def __aenter__(self) -> FakeAssemblyAI:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request, logger=_server_log
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}/v3/ws"
-
-    def query(self, index: int = -1) -> dict[str, str]:
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.requests[index].path).query))
-
-    # ------------------------------------------------------------------------------- handshake
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.requests.append(request)
-        if self.handshake_faults:
-            status, headers = self.handshake_faults.pop(0)
-            response = connection.respond(status, f"fake error {status}\n")
-            for name, value in headers.items():
-                response.headers[name] = value
-            return response
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Authorization") != self.key and not self.auth_by_close:
             return connection.respond(401, "Unauthorized\n")
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.path).query))
@@ -120,7 +83,6 @@ class FakeAssemblyAI:
     # ------------------------------------------------------------------------------- session
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self.connections += 1
         assert ws.request is not None
         if ws.request.headers.get("Authorization") != self.key:
             await ws.close(1008, "Unauthorized connection: Invalid API key")
@@ -131,6 +93,8 @@ class FakeAssemblyAI:
         session = _Session(self, ws)
         begin = {"type": "Begin", "id": "fake-session", "expires_at": 1_900_000_000}
         await ws.send(json.dumps(begin))
+        if not await self._accepted(ws):
+            return
         try:
             await session.run()
         except ConnectionClosed:
@@ -202,10 +166,7 @@ class _Session:
             return False
         if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
             server.drop_after_audio = None
-            if server.drop_code is None:
-                self.ws.transport.abort()
-            else:
-                await self.ws.close(server.drop_code, "Internal server error")
+            await server.drop(self.ws, "Internal server error")
             return False
         pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
         rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0

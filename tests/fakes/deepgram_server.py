@@ -6,30 +6,27 @@ the words so far become an ``is_final`` segment. After ``endpointing`` seconds o
 comes as a ``speech_final`` result, after ``utterance_end`` an ``UtteranceEnd``; ``Finalize``
 answers a ``from_finalize`` result at once. A socket that gets neither audio nor a ``KeepAlive``
 for ``idle_timeout`` is closed with 1011, as Deepgram does. Misbehaviour on request: handshake
-statuses, a connection dropped after some audio, malformed messages, no answer to ``Finalize``.
+statuses, every connection closed right after it was accepted, a connection dropped after some
+audio, malformed messages, no answer to ``Finalize``.
 Each connection recognizes the script from its start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes.base import FakeWebsocketServer
+
 RATE = 16_000
-_server_log = logging.getLogger("tests.fakes.deepgram_server")
-_server_log.propagate = False
-_server_log.setLevel(logging.CRITICAL)
 IDLE_REASON = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
@@ -37,10 +34,11 @@ IDLE_REASON = (
 
 
 @dataclass
-class FakeDeepgram:
+class FakeDeepgram(FakeWebsocketServer):
+    PATH = "/v1/listen"
+
     key: str = "dg-test-key"
     script: tuple[str, ...] = ("What time is it?", "Thank you.")
-    handshake_faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     words_per_second: float = 4.0
     speech_rms: float = 300.0
     segment_seconds: float = 0.4
@@ -52,55 +50,27 @@ class FakeDeepgram:
     idle_timeout: float = 10.0
     garbage: bool = False
     drop_after_audio: float | None = None
-    drop_code: int | None = 1011
 
-    requests: list[Request] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)
-    connections: int = 0
     audio_seconds: float = 0.0
     idle_closes: int = 0
     finalize_received: list[float] = field(default_factory=list)
     finals_sent: list[float] = field(default_factory=list)
-    _server: Server | None = None
-
-    async def __aenter__(self) -> FakeDeepgram:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request, logger=_server_log
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}/v1/listen"
-
-    def query(self, index: int = -1) -> dict[str, str]:
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.requests[index].path).query))
 
     def count(self, kind: str) -> int:
         return sum(1 for c in self.controls if c.get("type") == kind)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.requests.append(request)
-        if self.handshake_faults:
-            status, headers = self.handshake_faults.pop(0)
-            response = connection.respond(status, json.dumps({"err_msg": f"fake error {status}"}))
-            for name, value in headers.items():
-                response.headers[name] = value
-            return response
+    def _refusal(self, connection: ServerConnection, status: int) -> Response:
+        return connection.respond(status, json.dumps({"err_msg": f"fake error {status}"}))
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Authorization") != f"Token {self.key}":
             return connection.respond(401, json.dumps({"err_code": "INVALID_AUTH"}))
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self.connections += 1
+        if not await self._accepted(ws):
+            return
         session = _Session(self, ws)
         watchdog = asyncio.create_task(session.watch_idle())
         try:
@@ -170,10 +140,7 @@ class _Session:
         server.audio_seconds += seconds
         if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
             server.drop_after_audio = None
-            if server.drop_code is None:
-                self.ws.transport.abort()
-            else:
-                await self.ws.close(server.drop_code, "NET-0000: internal error")
+            await server.drop(self.ws, "NET-0000: internal error")
             return False
         pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
         rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0

@@ -3,9 +3,11 @@
 It listens on 127.0.0.1 (random ports) in its own thread and event loop, and speaks the real wire
 protocols: ``POST /v1/audio/speech`` answers raw 24 kHz PCM with chunked transfer encoding, read
 in odd-sized chunks; ``/v1/realtime?intent=transcription`` is a websocket that "transcribes" each
-committed buffer as the next scripted text, with deltas then ``completed``. Both can be told to
-misbehave: error statuses with ``retry-after``, stalls, sockets cut mid-stream, malformed
-messages, failed items, abnormal closes. Requests and server-side timings are recorded so tests
+committed buffer as the next scripted text, with deltas then ``completed``; ``POST
+/v1/chat/completions`` streams ``chat_reply`` as SSE. All can be told to misbehave: error
+statuses with ``retry-after``, stalls, connections hung up on before an answer or cut
+mid-stream, handshakes refused, sessions closed right after they started, malformed messages,
+failed items, abnormal closes. Requests and server-side timings are recorded so tests
 can tell the adapter's own latency from the server's.
 """
 
@@ -30,6 +32,8 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.fakes.base import drop
 
 SPEECH_RATE = 24_000
 VOICES = (
@@ -61,8 +65,10 @@ class HttpFault:
     error: dict[str, Any] | None = None
     #: "headers": never answer; "body": send the headers, then nothing.
     stall: Literal["", "headers", "body"] = ""
-    #: Close the socket after this many audio bytes.
+    #: Close the socket after this many audio bytes (chat: this many events).
     cut_after: int | None = None
+    #: Close the connection without any answer.
+    hangup: bool = False
 
 
 @dataclass
@@ -103,16 +109,24 @@ class FakeOpenAIServer:
         # chat
         self.chat_reply = "Sure. Here is a short answer from the cloud model."
         self.chat_first_token_delay = 0.05
+        self.chat_word_delay = 0.0
         #: (name, JSON arguments): a request offering tools, with no tool result yet, is
         #: answered with this call instead of text.
         self.chat_tool_call: tuple[str, str] | None = None
         self.chat_requests: list[dict[str, Any]] = []
+        self.chat_faults: deque[HttpFault] = deque()
+        #: Chat responses the client hung up on before their end.
+        self.chat_hangups = 0
         # realtime
         self.transcripts: deque[str] = deque()
         self.default_transcript = "hello there"
         self.transcribe_delay = 0.08  # commit → first delta
         self.delta_interval = 0.005
         self.realtime_faults: deque[RealtimeFault] = deque()  # one per commit
+        #: (status, headers) answered to the next handshakes instead of accepting them.
+        self.realtime_handshake_faults: deque[tuple[int, dict[str, str]]] = deque()
+        #: Close every session right after ``session.updated``, with 1011.
+        self.realtime_accept_then_close = False
         self.ws_connections = 0
         self.ws_paths: list[str] = []
         self.session_updates: list[dict[str, Any]] = []
@@ -277,15 +291,33 @@ class FakeOpenAIServer:
         if method == "POST" and path == "/v1/audio/speech":
             return await self._speech(headers, body, reader, writer)
         if method == "POST" and path == "/v1/chat/completions":
-            return await self._chat(body, writer)
+            return await self._chat(body, reader, writer)
         await _send_json(writer, 404, _error_body(f"Unknown path {path}", "not_found"))
         return True
 
-    async def _chat(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _chat(
+        self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Chat Completions, streamed as SSE: events split across writes, a keep-alive comment
         and a usage chunk, as the real API sends them."""
         request = json.loads(body)
         self.chat_requests.append(request)
+        fault = self.chat_faults.popleft() if self.chat_faults else HttpFault()
+        if (handled := await _no_answer(fault, reader, writer)) is not None:
+            return handled
+        try:
+            return await self._chat_stream(request, fault, reader, writer)
+        except ConnectionError:
+            self.chat_hangups += 1
+            return False
+
+    async def _chat_stream(
+        self,
+        request: dict[str, Any],
+        fault: HttpFault,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -304,6 +336,9 @@ class FakeOpenAIServer:
             }
             return f"data: {json.dumps(event)}\n\n".encode()
 
+        if fault.stall == "body":
+            await _wait_for_hangup(reader)
+            return False
         await asyncio.sleep(self.chat_first_token_delay)
         await send(b": keep-alive\n\n")
         called = any(m.get("role") == "tool" for m in request.get("messages", []))
@@ -333,7 +368,12 @@ class FakeOpenAIServer:
             await send(b"")
             return True
         await send(chunk({"role": "assistant", "content": ""}))
-        for word in re.findall(r"\s*\S+", self.chat_reply):
+        for sent, word in enumerate(re.findall(r"\s*\S+", self.chat_reply)):
+            if fault.cut_after is not None and sent >= fault.cut_after:
+                writer.close()
+                return False
+            if self.chat_word_delay:
+                await asyncio.sleep(self.chat_word_delay)
             data = chunk({"content": word})
             half = len(data) // 2
             await send(data[:half])  # one event split across two reads
@@ -361,10 +401,8 @@ class FakeOpenAIServer:
         record = SpeechRequest(headers, body, time.monotonic())
         self.speech_requests.append(record)
         fault = self.speech_faults.popleft() if self.speech_faults else HttpFault()
-        if fault.status != 200:
-            error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
-            await _send_json(writer, fault.status, error, fault.headers)
-            return True
+        if (handled := await _no_answer(fault, reader, writer)) is not None:
+            return handled
         if body.get("voice") not in VOICES:
             message = f"Invalid value for 'voice': {body.get('voice')!r}."
             await _send_json(writer, 400, _error_body(message, "invalid_value", "voice"))
@@ -372,9 +410,6 @@ class FakeOpenAIServer:
         if body.get("response_format") != "pcm" or not body.get("input"):
             await _send_json(writer, 400, _error_body("bad request", "invalid_value"))
             return True
-        if fault.stall == "headers":
-            await _wait_for_hangup(reader)
-            return False
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: audio/pcm\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
@@ -421,6 +456,12 @@ class FakeOpenAIServer:
         path = urllib.parse.urlsplit(request.path).path
         if path != "/v1/realtime":
             return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
+        if self.realtime_handshake_faults:
+            status, headers = self.realtime_handshake_faults.popleft()
+            response = connection.respond(status, json.dumps(_error_body("fake", "fake")))
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
         auth = request.headers.get("Authorization")
         if not self._authorized(auth):
             self.unauthorized += 1
@@ -450,6 +491,9 @@ class FakeOpenAIServer:
                 if kind == "session.update":
                     self.session_updates.append(event)
                     await self._send(ws, {"type": "session.updated", "session": event["session"]})
+                    if self.realtime_accept_then_close:
+                        await drop(ws, 1011)
+                        return
                 elif kind == "input_audio_buffer.append":
                     data = base64.b64decode(event["audio"])
                     self.append_sizes.append(len(data))
@@ -554,6 +598,23 @@ async def _send_json(
     )
     writer.write(head.encode("latin-1") + data)
     await writer.drain()
+
+
+async def _no_answer(
+    fault: HttpFault, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool | None:
+    """Act on a fault that leaves a request without its answer: hung up on, refused with an
+    error status, or never answered. The handler's result, or None when there is no such fault."""
+    if fault.hangup:
+        return False
+    if fault.status != 200:
+        error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
+        await _send_json(writer, fault.status, error, fault.headers)
+        return True
+    if fault.stall == "headers":
+        await _wait_for_hangup(reader)
+        return False
+    return None
 
 
 async def _wait_for_hangup(reader: asyncio.StreamReader) -> None:

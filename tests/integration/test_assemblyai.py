@@ -6,116 +6,42 @@ import asyncio
 import itertools
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from assistant.config import Settings
 from assistant.engines.assemblyai import (
     ENGLISH_MODEL,
-    MULTILINGUAL_MODEL,
-    AssemblyAISession,
     AssemblyAISTT,
     make_stt,
-    speech_model,
 )
-from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.wsutil import ConnectPolicy
-from assistant.talk import run_talk
+from assistant.engines.net.stt_driver import StreamingSession
+from tests import cloud
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 
 KEY = "aai-test-key-0123456789"
-POLICY = ConnectPolicy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
-    max_retry_after=1.0,
-    reconnects=3,
-    close_timeout=0.5,
-)
-RNG = np.random.default_rng(7)
-
-
-def speech(seconds: float) -> PCM:
-    return (RNG.standard_normal(int(seconds * 16_000)) * 3000).astype(np.int16)
-
-
-def silence(seconds: float) -> PCM:
-    return np.zeros(int(seconds * 16_000), dtype=np.int16)
-
-
-async def push(session: AssemblyAISession, pcm: PCM) -> None:
-    """Push as the capture path does: 32 ms frames, as fast as the caller likes."""
-    for i in range(0, len(pcm), 512):
-        await session.push(pcm[i : i + 512])
-
-
-class Collector:
-    """Everything a session's ``transcripts()`` yields, read in the background."""
-
-    def __init__(self, session: AssemblyAISession) -> None:
-        self.items: list[Transcript] = []
-        self.error: EngineError | None = None
-        self.task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: AssemblyAISession) -> None:
-        try:
-            async for item in session.transcripts():
-                self.items.append(item)
-        except EngineError as exc:
-            self.error = exc
-
-    @property
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-    async def wait_items(self, timeout: float = 5.0) -> None:
-        end = time.monotonic() + timeout
-        while not self.items:
-            assert time.monotonic() < end, f"nothing transcribed; error {self.error}"
-            await asyncio.sleep(0.005)
-
-    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
-        end = time.monotonic() + timeout
-        while len(self.finals) < count:
-            assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
-            await asyncio.sleep(0.01)
-        return self.finals
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ASSEMBLYAI_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeAssemblyAI]:
-    async with FakeAssemblyAI(key=key_env) as fake:
-        yield fake
+key_env, server = cloud.served("ASSEMBLYAI_API_KEY", KEY, lambda key: FakeAssemblyAI(key=key))
 
 
 def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
-    options: dict[str, object] = {"policy": POLICY, "format_timeout": 0.3, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": cloud.FAST, "format_timeout": 0.3, "final_timeout": 1.0}
     options.update(kwargs)
     return AssemblyAISTT(server.url, **options)  # type: ignore[arg-type]
 
 
-async def one_turn(server: FakeAssemblyAI, **kwargs: object) -> tuple[Collector, AssemblyAISession]:
+async def one_turn(
+    server: FakeAssemblyAI, **kwargs: object
+) -> tuple[cloud.Collector, StreamingSession]:
     session = await engine(server, **kwargs).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.6))
-    await push(session, silence(0.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.6))
+    await cloud.push(session, cloud.silence(0.1))
     await session.end_turn()
     await collector.wait_finals()
     return collector, session
@@ -135,21 +61,6 @@ async def test_request_carries_documented_parameters(server: FakeAssemblyAI) -> 
     }
     assert server.requests[0].headers["Authorization"] == KEY  # no "Bearer"
     assert {"type": "Terminate"} in server.controls
-
-
-def test_speech_model_follows_language() -> None:
-    assert speech_model("en") == ENGLISH_MODEL
-    assert speech_model("en-GB") == ENGLISH_MODEL
-    assert speech_model("de") == MULTILINGUAL_MODEL
-    assert speech_model("es-MX") == MULTILINGUAL_MODEL
-    assert speech_model("de", "universal-3-pro") == "universal-3-pro"
-
-
-async def test_multilingual_session_asks_for_language_detection(server: FakeAssemblyAI) -> None:
-    session = await engine(server).open("es")
-    await session.aclose()
-    assert server.query()["speech_model"] == MULTILINGUAL_MODEL
-    assert server.query()["language_detection"] == "true"
 
 
 async def test_formatted_end_answers_the_turn_once(server: FakeAssemblyAI) -> None:
@@ -188,9 +99,9 @@ async def test_missing_formatted_end_falls_back_to_raw(server: FakeAssemblyAI) -
 async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
     server.end_silence = 0.3
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.5))
-    await push(session, silence(0.5))  # no end_turn: the server decides
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.5))
+    await cloud.push(session, cloud.silence(0.5))  # no end_turn: the server decides
     finals = await collector.wait_finals()
     await session.aclose()
     assert [t.text for t in finals] == ["What time is it?"]
@@ -201,7 +112,7 @@ async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
 async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
     collector, session = await one_turn(server)
     await session.clear()
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals(2)
     await session.aclose()
@@ -210,7 +121,7 @@ async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
 
 async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyAI) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -220,11 +131,11 @@ async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyA
 
 async def test_audio_is_batched_and_paced_to_real_time(server: FakeAssemblyAI) -> None:
     session = await engine(server, burst=0.5).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     started = time.monotonic()
-    await push(session, speech(1.5))  # pushed far faster than real time
+    await cloud.push(session, cloud.speech(1.5))  # pushed far faster than real time
     pushed = time.monotonic() - started
-    await push(session, silence(0.03))  # a short remainder: padded to 50 ms at the end
+    await cloud.push(session, cloud.silence(0.03))  # a short remainder: padded to 50 ms at the end
     await session.end_turn()
     finals = await collector.wait_finals()
     elapsed = time.monotonic() - started
@@ -239,11 +150,11 @@ async def test_audio_is_batched_and_paced_to_real_time(server: FakeAssemblyAI) -
 
 async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeAssemblyAI) -> None:
     session = await engine(server, burst=0.3).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))  # mostly still waiting for the pacer...
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))  # mostly still waiting for the pacer...
     await session.end_turn()
     await session.clear()  # ...when the next utterance starts
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals(2)
     await session.aclose()
@@ -253,12 +164,12 @@ async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeA
 
 async def test_clear_discards_a_noise_turn(server: FakeAssemblyAI) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.4))  # a false interruption, say
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.4))  # a false interruption, say
     await collector.wait_items()
     await session.clear()
     await asyncio.sleep(0.2)
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await session.end_turn()
     finals = await collector.wait_finals()
     await asyncio.sleep(0.2)
@@ -269,18 +180,6 @@ async def test_clear_discards_a_noise_turn(server: FakeAssemblyAI) -> None:
 
 
 # -------------------------------------------------------------------------------- resilience
-
-
-async def test_rejected_key_at_handshake(
-    server: FakeAssemblyAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ASSEMBLYAI_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await engine(server).open("en")
-    assert not caught.value.retryable
-    assert "rejected the API key" in str(caught.value)
-    assert "ASSEMBLYAI_API_KEY" in str(caught.value)
-    assert len(server.requests) == 1  # no pointless retries
 
 
 async def test_rejected_key_by_close_1008(
@@ -298,27 +197,7 @@ async def test_missing_key_names_where_to_set_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ASSEMBLYAI_API_KEY"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=POLICY).open("en")
-
-
-async def test_rate_limited_handshake_honours_retry_after(server: FakeAssemblyAI) -> None:
-    server.handshake_faults = [(429, {"Retry-After": "0.3"})]
-    started = time.monotonic()
-    session = await engine(server).open("en")
-    waited = time.monotonic() - started
-    await session.aclose()
-    assert len(server.requests) == 2
-    assert waited >= 0.3
-
-
-async def test_rate_limit_longer_than_allowed_fails_at_once(server: FakeAssemblyAI) -> None:
-    server.handshake_faults = [(429, {"Retry-After": "60"})]
-    started = time.monotonic()
-    with pytest.raises(EngineError) as caught:
-        await engine(server).open("en")
-    assert time.monotonic() - started < 0.5
-    assert caught.value.retryable and caught.value.retry_after == 60
-    assert "429" in str(caught.value)
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
 
 async def test_server_errors_are_retried_with_backoff(server: FakeAssemblyAI) -> None:
@@ -332,21 +211,12 @@ async def test_persistent_server_error_fails(server: FakeAssemblyAI) -> None:
     server.handshake_faults = [(500, {})] * 5
     with pytest.raises(EngineError, match="HTTP 500"):
         await engine(server).open("en")
-    assert len(server.requests) == POLICY.attempts
+    assert len(server.requests) == cloud.FAST.attempts
 
 
 async def test_unreachable_server_is_unavailable(key_env: str) -> None:
     with pytest.raises(EngineError, match="unreachable"):
-        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=POLICY).open("en")
-
-
-async def test_stalled_session_start_times_out(server: FakeAssemblyAI) -> None:
-    server.stall_begin = True
-    policy = ConnectPolicy(first_message_timeout=0.3, attempts=1)
-    started = time.monotonic()
-    with pytest.raises(EngineError, match="did not start the session"):
-        await AssemblyAISTT(server.url, policy=policy).open("en")
-    assert time.monotonic() - started < 1.5
+        await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
 
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
@@ -356,8 +226,8 @@ async def test_dropped_connection_reconnects_and_resends_the_turn(
     server.drop_after_audio = 0.3
     server.drop_code = code
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.6))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.6))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -369,13 +239,13 @@ async def test_dropped_connection_reconnects_and_resends_the_turn(
 async def test_reconnect_gives_up_after_repeated_failures(server: FakeAssemblyAI) -> None:
     server.drop_after_audio = 0.2
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     server.handshake_faults = [(500, {})] * 50
-    await push(session, speech(0.4))
+    await cloud.push(session, cloud.speech(0.4))
     await asyncio.wait_for(collector.task, 5.0)
     assert isinstance(collector.error, EngineError)
     with pytest.raises(EngineError):
-        await session.push(speech(0.1))
+        await session.push(cloud.speech(0.1))
     await session.aclose()
 
 
@@ -383,25 +253,14 @@ async def test_malformed_messages_are_skipped(
     server: FakeAssemblyAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         collector, session = await one_turn(server)
     await session.aclose()
     assert [t.text for t in collector.finals] == ["What time is it?"]
     assert "not JSON" in caplog.text
 
 
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ----------------------------------------------------------------------------- end to end
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
 
 
 async def test_talk_end_to_end(
@@ -413,13 +272,8 @@ async def test_talk_end_to_end(
     assert stt.endpoint == server.url
     llm = FakeLLM(reply=lambda request: "It is noon.", ttft=0.02)
     tts = FakeTTS(first_audio_delay=0.01, chars_per_second=60)
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=settings,
-        pace="realtime",
-        engines=(stt, llm, tts),
-        history_dir=tmp_path / "history",
-        idle_timeout=20,
+    result = await cloud.talk(
+        tmp_path, (stt, llm, tts), settings=settings, pace="realtime", output=False
     )
     assert not result.errors, result.errors
     assert [t.user_text for t in result.turns] == ["What time is it?"]
@@ -437,27 +291,19 @@ async def test_canary_key_never_leaks(
     async with FakeAssemblyAI(key=canary) as good:
         monkeypatch.setenv("PARLEY_ASSEMBLYAI_URL", good.url)
         good.drop_after_audio = 0.3  # a reconnect too
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0)),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
+        result = await cloud.talk(
+            tmp_path, (make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0))
         )
         texts += result.errors + result.notices
         assert result.turns
     for auth_by_close in (False, True):
         async with FakeAssemblyAI(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await AssemblyAISTT(bad.url, policy=POLICY).open("en")
+                await AssemblyAISTT(bad.url, policy=cloud.FAST).open("en")
             texts.append("".join(traceback.format_exception(caught.value)))
     # The wire log did record the handshake, with the key scrubbed from it.
     assert "Authorization: [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency
@@ -468,10 +314,10 @@ async def test_added_latency_over_the_server(server: FakeAssemblyAI) -> None:
     server.force_delay = 0.02
     server.format_delay = 0.05
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     added: list[float] = []
     for n in range(1, 6):
-        await push(session, speech(0.3))
+        await cloud.push(session, cloud.speech(0.3))
         await asyncio.sleep(0.35)  # the audio has gone out: measure the end of turn alone
         started = time.monotonic()
         await session.end_turn()

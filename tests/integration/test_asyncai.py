@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import urllib.parse
@@ -28,64 +27,27 @@ from assistant.engines.asyncai import (
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.wsutil import ConnectPolicy
 from assistant.spoken import SpokenText
-from assistant.talk import run_talk
+from tests import cloud
 from tests.fakes.async_server import FakeAsync
-from tests.fakes.elevenlabs_server import RATE, synthesize_parts
+from tests.fakes.contexts import RATE
 
 KEY = "async-test-key-0123456789"
-POLICY = ConnectPolicy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
-    max_retry_after=1.0,
-    close_timeout=0.5,
-)
+key_env, server = cloud.served("ASYNC_API_KEY", KEY, lambda key: FakeAsync(key=key))
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ASYNC_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeAsync]:
-    async with FakeAsync(key=key_env) as fake:
-        yield fake
-
-
-@pytest.fixture
 async def tts(server: FakeAsync) -> AsyncIterator[AsyncTTS]:
-    engine = AsyncTTS(server.url, policy=POLICY, voices_url=server.voices_url)
+    engine = AsyncTTS(server.url, policy=cloud.FAST, voices_url=server.voices_url)
     yield engine
     await engine.aclose()
-
-
-async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
-    for piece in pieces:
-        if delay:
-            await asyncio.sleep(delay)
-        yield piece
 
 
 async def speak(
     tts: AsyncTTS, pieces: Sequence[str] = PIECES, voice: str | None = None, language: str = "en"
 ) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(texts(pieces), voice=voice, language=language)]
-
-
-def expected_samples(pieces: Sequence[str], server: FakeAsync) -> int:
-    return sum(
-        len(part.pcm) // 2
-        for piece in pieces
-        for part in synthesize_parts(piece + " ", server.chars_per_second, server.chunk_ms)
-    )
+    return [c async for c in tts.stream(cloud.texts(pieces), voice=voice, language=language)]
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -109,7 +71,7 @@ async def test_reply_is_one_context_of_forced_pieces(server: FakeAsync, tts: Asy
     assert all(m["force"] is True and m["context_id"] == context for m in sent)
     assert server.received[-1] == {"context_id": context, "close_context": True, "transcript": ""}
     assert server.finals == [context]
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert all(c.sample_rate == RATE for c in chunks)
     assert [c.piece for c in chunks] == sorted(c.piece for c in chunks)
     assert [c.text for c in chunks if c.last] == list(PIECES)
@@ -121,12 +83,12 @@ async def test_reply_is_one_context_of_forced_pieces(server: FakeAsync, tts: Asy
 
 
 async def test_pieces_are_placed_by_their_length(server: FakeAsync) -> None:
-    tts = AsyncTTS(server.url, policy=POLICY)
+    tts = AsyncTTS(server.url, policy=cloud.FAST)
     tts.chars_per_second = server.chars_per_second  # as if learnt from earlier replies
     chunks = await speak(tts)
     await tts.aclose()
     per_piece = [sum(len(c.pcm) for c in chunks if c.piece == i) for i in range(len(PIECES))]
-    expected = [expected_samples([p], server) for p in PIECES]
+    expected = [cloud.expected_samples([p], server) for p in PIECES]
     for got, want in zip(per_piece, expected, strict=True):
         assert abs(got - want) <= 0.35 * want, (per_piece, expected)  # an estimate
 
@@ -140,7 +102,7 @@ async def test_speaking_rate_is_learnt(server: FakeAsync, tts: AsyncTTS) -> None
 async def test_older_audio_messages_without_context(server: FakeAsync, tts: AsyncTTS) -> None:
     server.audio_output_type = True
     chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
 
 
 async def test_voice_and_language_choose_the_socket(server: FakeAsync, tts: AsyncTTS) -> None:
@@ -154,7 +116,7 @@ async def test_voice_and_language_choose_the_socket(server: FakeAsync, tts: Asyn
 
 async def test_socket_is_reused_and_kept_alive(server: FakeAsync) -> None:
     server.idle_timeout = 0.3
-    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=0.1)
+    tts = AsyncTTS(server.url, policy=cloud.FAST, keepalive_interval=0.1)
     await tts.warm_up()
     await asyncio.sleep(0.7)  # idle: only keep-alives flow
     await speak(tts, ["Still here."])
@@ -165,19 +127,19 @@ async def test_socket_is_reused_and_kept_alive(server: FakeAsync) -> None:
 
 async def test_idle_socket_closed_by_the_server_is_reopened(server: FakeAsync) -> None:
     server.idle_timeout = 0.2
-    tts = AsyncTTS(server.url, policy=POLICY, keepalive_interval=60.0)
+    tts = AsyncTTS(server.url, policy=cloud.FAST, keepalive_interval=60.0)
     await speak(tts, ["One."])
     await asyncio.sleep(0.4)
     chunks = await speak(tts, ["Two."])
     await tts.aclose()
     assert server.idle_closes == 1 and server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Two."], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Two."], server)
 
 
 async def test_barge_in_closes_only_the_context(server: FakeAsync, tts: AsyncTTS) -> None:
     server.realtime_factor = 1.0
     stream = tts.stream(
-        texts(["This reply goes on and on for quite a while, with many words to say."]),
+        cloud.texts(["This reply goes on and on for quite a while, with many words to say."]),
         voice=None,
         language="en",
     )
@@ -189,13 +151,13 @@ async def test_barge_in_closes_only_the_context(server: FakeAsync, tts: AsyncTTS
     assert {"context_id": interrupted, "close_context": True, "transcript": ""} in server.received
     chunks = await speak(tts, ["Yes?"])
     assert server.connections == 1
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Yes?"], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Yes?"], server)
 
 
 async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTTS) -> None:
     server.realtime_factor = 1.0
     chain = FallbackTTS([tts, FakeTTS()])
-    pieces = texts(["A long reply that the user cuts short."])
+    pieces = cloud.texts(["A long reply that the user cuts short."])
     # The chain's stream is an async generator, as the session's ``aclosing`` expects.
     stream = cast(
         AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
@@ -215,22 +177,11 @@ async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTT
 # -------------------------------------------------------------------------------- resilience
 
 
-async def test_rejected_key(
-    server: FakeAsync, tts: AsyncTTS, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ASYNC_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await speak(tts)
-    assert not caught.value.retryable
-    assert "rejected the API key (HTTP 401)" in str(caught.value)
-    assert "ASYNC_API_KEY" in str(caught.value)
-
-
 async def test_missing_key(server: FakeAsync, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ASYNC_API_KEY")
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ASYNC_API_KEY"):
-        await speak(AsyncTTS(server.url, policy=POLICY))
+        await speak(AsyncTTS(server.url, policy=cloud.FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(server: FakeAsync, tts: AsyncTTS) -> None:
@@ -239,23 +190,14 @@ async def test_rate_limit_and_server_errors_are_retried(server: FakeAsync, tts: 
     chunks = await speak(tts, ["Hi."])
     assert time.monotonic() - started >= 0.2
     assert len(server.requests) == 3
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Hi."], server)
-
-
-async def test_persistent_rate_limit_fails_with_retry_after(
-    server: FakeAsync, tts: AsyncTTS
-) -> None:
-    server.handshake_faults = [(429, {"Retry-After": "30"})]
-    with pytest.raises(EngineError, match="HTTP 429") as caught:
-        await speak(tts)
-    assert caught.value.retry_after == 30
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Hi."], server)
 
 
 async def test_drop_before_audio_is_replayed(server: FakeAsync, tts: AsyncTTS) -> None:
     server.drop_after_audio = 0
     chunks = await speak(tts)
     assert server.connections == 2 and len(server.inits) == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
 
 
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
@@ -266,28 +208,21 @@ async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server.drop_code = code
     got: list[SpeechChunk] = []
     with pytest.raises(EngineError, match="connection dropped"):
-        async for chunk in tts.stream(texts(PIECES), voice=None, language="en"):
+        async for chunk in tts.stream(cloud.texts(PIECES), voice=None, language="en"):
             got.append(chunk)
     assert sum(len(c.pcm) for c in got) > 0
     chunks = await speak(tts, ["Back again."])
     assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Back again."], server)
-
-
-async def test_stalled_server_falls_back_with_every_piece(server: FakeAsync, tts: AsyncTTS) -> None:
-    server.stall = True
-    chain = FallbackTTS([tts, FakeTTS(first_audio_delay=0.0)])
-    chunks = [c async for c in chain.stream(texts(PIECES), voice=None, language="en")]
-    assert [c.text for c in chunks if c.last] == list(PIECES)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Back again."], server)
 
 
 async def test_malformed_messages_are_skipped(
     server: FakeAsync, tts: AsyncTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert "not JSON" in caplog.text
 
 
@@ -317,17 +252,6 @@ async def test_voices_without_a_working_key(
     await tts.voice_cache.wait()
 
 
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
-
-
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ------------------------------------------------------------------------------ end to end
 
 
@@ -337,21 +261,17 @@ async def test_talk_end_to_end(
     monkeypatch.setenv("PARLEY_ASYNC_URL", server.url)
     reply = "It is noon. Anything else?"
     tts = make_tts(Settings())
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=Settings(),
-        pace="fast",
-        engines=(FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts),
-        history_dir=tmp_path / "history",
-        output_path=tmp_path / "out.wav",
-        idle_timeout=20,
+    result = await cloud.talk(
+        tmp_path, (FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts)
     )
     await tts.aclose()
     assert not result.errors, result.errors
     assert [t.assistant_text for t in result.turns] == [reply]
     pieces = [t.strip() for t in server.texts(server.contexts()[0])]
     assert " ".join(pieces).split() == reply.split()
-    assert result.audio_seconds == pytest.approx(expected_samples(pieces, server) / RATE, abs=0.05)
+    assert result.audio_seconds == pytest.approx(
+        cloud.expected_samples(pieces, server) / RATE, abs=0.05
+    )
 
 
 async def test_canary_key_never_leaks(
@@ -365,30 +285,20 @@ async def test_canary_key_never_leaks(
         monkeypatch.setenv("PARLEY_ASYNC_URL", good.url)
         tts = make_tts(Settings())
         tts.voices_url = good.voices_url
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(FakeSTT(), FakeLLM(ttft=0.01), tts),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
-        )
+        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
         await tts.load_voices()
         await tts.aclose()
         seen += result.errors + result.notices
         assert result.turns and result.audio_seconds > 0
     async with FakeAsync(key="another-key") as bad:
-        for attempt in (speak(AsyncTTS(bad.url, policy=POLICY)),
+        for attempt in (speak(AsyncTTS(bad.url, policy=cloud.FAST)),
                         AsyncTTS(bad.url, voices_url=bad.voices_url).load_voices()):  # fmt: skip
             with pytest.raises(EngineError) as caught:
                 await attempt
             seen.append("".join(traceback.format_exception(caught.value)))
     # The handshake was logged, with the key scrubbed out of the URL.
     assert "api_key=[redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in seen)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, seen, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency

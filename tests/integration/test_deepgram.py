@@ -5,90 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-import subprocess
 import time
 import traceback
+import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from assistant.config import Settings
-from assistant.engines.base import PCM, EngineError, MissingKeyError, Transcript
-from assistant.engines.deepgram import DeepgramSession, DeepgramSTT, make_stt
+from assistant.engines.base import EngineError, MissingKeyError
+from assistant.engines.deepgram import DeepgramSTT, DeepgramWire, make_stt
 from assistant.engines.fake import FakeLLM, FakeTTS
-from assistant.engines.wsutil import ConnectPolicy
-from assistant.talk import run_talk
+from tests import cloud
 from tests.fakes.deepgram_server import FakeDeepgram
 
 KEY = "dg-test-key-0123456789"
-POLICY = ConnectPolicy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
-    max_retry_after=1.0,
-    reconnects=3,
-    close_timeout=0.5,
-)
-RNG = np.random.default_rng(11)
-
-
-def speech(seconds: float) -> PCM:
-    return (RNG.standard_normal(int(seconds * 16_000)) * 3000).astype(np.int16)
-
-
-def silence(seconds: float) -> PCM:
-    return np.zeros(int(seconds * 16_000), dtype=np.int16)
-
-
-async def push(session: DeepgramSession, pcm: PCM) -> None:
-    for i in range(0, len(pcm), 512):
-        await session.push(pcm[i : i + 512])
-
-
-class Collector:
-    def __init__(self, session: DeepgramSession) -> None:
-        self.items: list[Transcript] = []
-        self.error: EngineError | None = None
-        self.task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: DeepgramSession) -> None:
-        try:
-            async for item in session.transcripts():
-                self.items.append(item)
-        except EngineError as exc:
-            self.error = exc
-
-    @property
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
-        end = time.monotonic() + timeout
-        while len(self.finals) < count:
-            assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
-            await asyncio.sleep(0.005)
-        return self.finals
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeDeepgram]:
-    async with FakeDeepgram(key=key_env) as fake:
-        yield fake
+key_env, server = cloud.served("DEEPGRAM_API_KEY", KEY, lambda key: FakeDeepgram(key=key))
 
 
 def engine(server: FakeDeepgram, **kwargs: object) -> DeepgramSTT:
-    options: dict[str, object] = {"policy": POLICY, "final_timeout": 1.0}
+    options: dict[str, object] = {"policy": cloud.FAST, "final_timeout": 1.0}
     options.update(kwargs)
     return DeepgramSTT(server.url, **options)  # type: ignore[arg-type]
 
@@ -99,19 +36,11 @@ def engine(server: FakeDeepgram, **kwargs: object) -> DeepgramSTT:
 async def test_request_carries_documented_parameters(server: FakeDeepgram) -> None:
     session = await engine(server).open("en")
     await session.aclose()
-    assert server.query() == {
-        "model": "nova-3",
-        "language": "en-US",
-        "encoding": "linear16",
-        "sample_rate": "16000",
-        "channels": "1",
-        "interim_results": "true",
-        "punctuate": "true",
-        "smart_format": "true",
-        "vad_events": "true",
-        "endpointing": "300",
-        "utterance_end_ms": "1000",
-    }
+    # The documented parameters, as the wire rules build them (see tests/wire).
+    assert (
+        server.requests[0].path
+        == "/v1/listen?" + urllib.parse.urlsplit(DeepgramWire(server.url, "en").url()).query
+    )
     assert server.requests[0].headers["Authorization"] == f"Token {KEY}"
     assert server.count("CloseStream") == 1
 
@@ -119,8 +48,8 @@ async def test_request_carries_documented_parameters(server: FakeDeepgram) -> No
 async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(1.1))  # two is_final segments and an interim tail
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(1.1))  # two is_final segments and an interim tail
     await session.end_turn()
     finals = await collector.wait_finals()
     await asyncio.sleep(0.2)
@@ -135,9 +64,9 @@ async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) ->
 
 async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
-    await push(session, silence(1.2))  # speech_final at 0.3 s, UtteranceEnd at 1.0 s
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
+    await cloud.push(session, cloud.silence(1.2))  # speech_final at 0.3 s, UtteranceEnd at 1.0 s
     await asyncio.sleep(0.1)
     await session.aclose()
     assert [t.text for t in collector.finals] == ["What time is it?"]
@@ -147,9 +76,9 @@ async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
 async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
     server.endpointing = None  # no speech_final: only UtteranceEnd
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
-    await push(session, silence(1.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
+    await cloud.push(session, cloud.silence(1.1))
     finals = await collector.wait_finals()
     await session.aclose()
     assert [t.text for t in finals] == ["What time is it?"]
@@ -158,10 +87,10 @@ async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
 async def test_two_turns(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     for _ in range(2):
         await session.clear()
-        await push(session, speech(0.8))
+        await cloud.push(session, cloud.speech(0.8))
         await session.end_turn()
         await collector.wait_finals(len(collector.finals) + 1)
     await session.aclose()
@@ -182,9 +111,9 @@ async def test_idle_close_without_keepalive_reconnects(server: FakeDeepgram) -> 
     server.idle_timeout = 0.3
     server.endpointing = server.utterance_end = None
     session = await engine(server, keepalive_interval=60.0).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     await asyncio.sleep(0.6)  # the server closes the idle socket with 1011
-    await push(session, speech(0.8))
+    await cloud.push(session, cloud.speech(0.8))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -196,8 +125,8 @@ async def test_unanswered_finalize_falls_back_to_the_partial(server: FakeDeepgra
     server.endpointing = server.utterance_end = None
     server.answer_finalize = False  # the server stalls
     session = await engine(server, final_timeout=0.3).open("en")
-    collector = Collector(session)
-    await push(session, speech(1.1))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(1.1))
     started = time.monotonic()
     await session.end_turn()
     finals = await collector.wait_finals()
@@ -209,21 +138,11 @@ async def test_unanswered_finalize_falls_back_to_the_partial(server: FakeDeepgra
 # -------------------------------------------------------------------------------- resilience
 
 
-async def test_rejected_key(server: FakeDeepgram, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await engine(server).open("en")
-    assert not caught.value.retryable
-    assert "rejected the API key (HTTP 401)" in str(caught.value)
-    assert "DEEPGRAM_API_KEY" in str(caught.value)
-    assert len(server.requests) == 1
-
-
 async def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="DEEPGRAM_API_KEY"):
-        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=POLICY).open("en")
+        await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=cloud.FAST).open("en")
 
 
 async def test_rate_limit_then_success(server: FakeDeepgram) -> None:
@@ -247,8 +166,8 @@ async def test_dropped_connection_reconnects(server: FakeDeepgram, code: int | N
     server.drop_after_audio = 0.4
     server.drop_code = code
     session = await engine(server).open("en")
-    collector = Collector(session)
-    await push(session, speech(0.9))
+    collector = cloud.Collector(session)
+    await cloud.push(session, cloud.speech(0.9))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -262,10 +181,10 @@ async def test_malformed_messages_are_skipped(
 ) -> None:
     server.garbage = True
     server.endpointing = server.utterance_end = None
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         session = await engine(server).open("en")
-        collector = Collector(session)
-        await push(session, speech(0.9))
+        collector = cloud.Collector(session)
+        await cloud.push(session, cloud.speech(0.9))
         await session.end_turn()
         finals = await collector.wait_finals()
         await session.aclose()
@@ -273,18 +192,7 @@ async def test_malformed_messages_are_skipped(
     assert "not JSON" in caplog.text
 
 
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 # ----------------------------------------------------------------------------- end to end
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
 
 
 async def test_talk_end_to_end(
@@ -293,17 +201,15 @@ async def test_talk_end_to_end(
     server.endpointing = server.utterance_end = None  # push-to-talk release ends the turn
     monkeypatch.setenv("PARLEY_DEEPGRAM_URL", server.url)
     settings = Settings()
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=settings,
-        pace="fast",
-        engines=(
+    result = await cloud.talk(
+        tmp_path,
+        (
             make_stt(settings),
             FakeLLM(reply=lambda request: "It is noon.", ttft=0.02),
             FakeTTS(first_audio_delay=0.01),
         ),
-        history_dir=tmp_path / "history",
-        idle_timeout=20,
+        settings=settings,
+        output=False,
     )
     assert not result.errors, result.errors
     assert [t.user_text for t in result.turns] == ["What time is it?"]
@@ -320,25 +226,17 @@ async def test_canary_key_never_leaks(
     texts: list[str] = []
     async with FakeDeepgram(key=canary, drop_after_audio=0.3) as good:
         monkeypatch.setenv("PARLEY_DEEPGRAM_URL", good.url)
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0)),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
+        result = await cloud.talk(
+            tmp_path, (make_stt(Settings()), FakeLLM(ttft=0.01), FakeTTS(first_audio_delay=0.0))
         )
         texts += result.errors + result.notices
         assert result.turns
     async with FakeDeepgram(key="another-key") as bad:
         with pytest.raises(EngineError) as caught:
-            await DeepgramSTT(bad.url, policy=POLICY).open("en")
+            await DeepgramSTT(bad.url, policy=cloud.FAST).open("en")
         texts.append("".join(traceback.format_exception(caught.value)))
-    assert "Authorization: [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts)
-    assert files_containing(tmp_path, canary) == []
+    assert "Authorization: Token [redacted]" in caplog.text
+    cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency
@@ -348,11 +246,11 @@ async def test_added_latency_over_the_server(server: FakeDeepgram) -> None:
     """Finalize → final transcript, less the fake server's own delay."""
     server.endpointing = server.utterance_end = None
     session = await engine(server).open("en")
-    collector = Collector(session)
+    collector = cloud.Collector(session)
     added: list[float] = []
     for n in range(1, 6):
         await session.clear()
-        await push(session, speech(0.5))
+        await cloud.push(session, cloud.speech(0.5))
         await asyncio.sleep(0.1)
         started = time.monotonic()
         await session.end_turn()

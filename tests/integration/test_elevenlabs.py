@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import subprocess
 import time
 import traceback
 import urllib.parse
@@ -23,63 +22,27 @@ from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.engines.wsutil import ConnectPolicy, PieceTracker
 from assistant.spoken import SpokenText
-from assistant.talk import run_talk
-from tests.fakes.elevenlabs_server import RATE, FakeElevenLabs, synthesize_parts
+from tests import cloud
+from tests.fakes.contexts import RATE
+from tests.fakes.elevenlabs_server import FakeElevenLabs
 
 KEY = "el-test-key-0123456789"
-POLICY = ConnectPolicy(
-    open_timeout=2.0,
-    first_message_timeout=0.5,
-    stall_timeout=0.5,
-    attempts=3,
-    backoff_base=0.02,
-    backoff_max=0.1,
-    max_retry_after=1.0,
-    close_timeout=0.5,
-)
+key_env, server = cloud.served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ELEVENLABS_API_KEY", KEY)
-    return KEY
-
-
-@pytest.fixture
-async def server(key_env: str) -> AsyncIterator[FakeElevenLabs]:
-    async with FakeElevenLabs(key=key_env) as fake:
-        yield fake
-
-
-@pytest.fixture
 async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
-    engine = ElevenLabsTTS(server.url, policy=POLICY)
+    engine = ElevenLabsTTS(server.url, policy=cloud.FAST)
     yield engine
     await engine.aclose()
-
-
-async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
-    for piece in pieces:
-        if delay:
-            await asyncio.sleep(delay)
-        yield piece
 
 
 async def speak(
     tts: ElevenLabsTTS, pieces: Sequence[str] = PIECES, **kw: float
 ) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(texts(pieces, **kw), voice=None, language="en")]
-
-
-def expected_samples(pieces: Sequence[str], server: FakeElevenLabs) -> int:
-    return sum(
-        len(part.pcm) // 2
-        for piece in pieces
-        for part in synthesize_parts(piece + " ", server.chars_per_second, server.chunk_ms)
-    )
+    return [c async for c in tts.stream(cloud.texts(pieces, **kw), voice=None, language="en")]
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -104,7 +67,7 @@ async def test_reply_is_one_context_of_flushed_pieces(
     assert server.received[-1] == {"context_id": context, "close_context": True}
     assert server.finals == [context]
     # Audio: every sample the server sent, in piece order, each piece closed once.
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert all(c.sample_rate == RATE for c in chunks)
     assert [c.piece for c in chunks] == sorted(c.piece for c in chunks)
     assert [c.piece for c in chunks if c.last] == [0, 1, 2]
@@ -145,29 +108,6 @@ async def test_alignment_places_words_on_the_audio(
     assert spoken.heard(spoken.audio_seconds) == " ".join(PIECES)
 
 
-async def test_start_times_from_durations_alone(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
-    from assistant.engines.elevenlabs import alignment_of
-
-    for key in ("charDurationsMs", "charsDurationsMs"):
-        chars, starts = alignment_of(
-            {"normalizedAlignment": {"chars": ["a", "b", "c"], key: [10, 20, 30]}}
-        )
-        assert chars == ["a", "b", "c"] and starts == [0.0, 10.0, 30.0]
-
-
-def test_audio_spanning_two_pieces_is_cut_where_the_next_begins() -> None:
-    """A server that merges pieces into one generation: the alignment says where to cut."""
-    tracker = PieceTracker(1000)
-    tracker.add("Hi there.")
-    tracker.add("Bye.")
-    chars = list(" Hi there. Bye. ")
-    chunks = tracker.audio(np.ones(1000, dtype=np.int16), chars, [i * 60.0 for i in range(16)])
-    assert [(c.piece, len(c.pcm), c.last) for c in chunks] == [(0, 660, True), (1, 340, False)]
-    assert chunks[0].alignment[0] == (0, 60.0)  # "H", after the leading space
-    assert chunks[1].alignment[0] == (0, 0.0)  # "B" starts the second chunk
-    assert [(c.piece, c.last) for c in tracker.finish()] == [(1, True)]
-
-
 async def test_socket_is_reused_across_replies(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     await tts.warm_up()
     assert server.connections == 1
@@ -180,7 +120,7 @@ async def test_socket_is_reused_across_replies(server: FakeElevenLabs, tts: Elev
 async def test_barge_in_closes_only_the_context(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     server.realtime_factor = 1.0  # slow enough to be interrupted
     long_text = ["This reply goes on and on for quite a while, with many words to say."]
-    stream = tts.stream(texts(long_text), voice=None, language="en")
+    stream = tts.stream(cloud.texts(long_text), voice=None, language="en")
     first = await anext(stream)
     assert len(first.pcm)
     await stream.aclose()  # the user barged in
@@ -190,7 +130,7 @@ async def test_barge_in_closes_only_the_context(server: FakeElevenLabs, tts: Ele
     # The same socket speaks the next reply; late audio of the old context is not in it.
     chunks = await speak(tts, ["Yes?"])
     assert server.connections == 1
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Yes?"], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Yes?"], server)
     assert {c.text for c in chunks} == {"Yes?"}
 
 
@@ -200,7 +140,7 @@ async def test_barge_in_through_a_fallback_chain(
     """The session speaks through a fallback chain: closing it must reach the context too."""
     server.realtime_factor = 1.0
     chain = FallbackTTS([tts, FakeTTS()])
-    pieces = texts(["A long reply that will be cut short by the user."])
+    pieces = cloud.texts(["A long reply that will be cut short by the user."])
     # The chain's stream is an async generator, as the session's ``aclosing`` expects.
     stream = cast(
         AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
@@ -216,12 +156,12 @@ async def test_barge_in_through_a_fallback_chain(
 
 
 async def test_context_keepalive_while_the_text_waits(server: FakeElevenLabs) -> None:
-    tts = ElevenLabsTTS(server.url, policy=POLICY, keepalive_interval=0.1)
+    tts = ElevenLabsTTS(server.url, policy=cloud.FAST, keepalive_interval=0.1)
     chunks = await speak(tts, ["Let me check.", "It is sunny."], delay=0.35)
     await tts.aclose()
     (context,) = server.contexts()
     assert {"context_id": context, "text": ""} in server.received
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(
         ["Let me check.", "It is sunny."], server
     )
 
@@ -232,18 +172,6 @@ async def test_empty_reply_sends_nothing(server: FakeElevenLabs, tts: ElevenLabs
 
 
 # -------------------------------------------------------------------------------- resilience
-
-
-async def test_rejected_key(
-    server: FakeElevenLabs, tts: ElevenLabsTTS, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-abcdef")
-    with pytest.raises(EngineError) as caught:
-        await speak(tts)
-    assert not caught.value.retryable
-    assert "rejected the API key (HTTP 401)" in str(caught.value)
-    assert "ELEVENLABS_API_KEY" in str(caught.value)
-    assert len(server.requests) == 1
 
 
 async def test_rejected_key_by_close(
@@ -260,7 +188,7 @@ async def test_missing_key(server: FakeElevenLabs, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("ELEVENLABS_API_KEY")
     monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
     with pytest.raises(MissingKeyError, match="ELEVENLABS_API_KEY"):
-        await speak(ElevenLabsTTS(server.url, policy=POLICY))
+        await speak(ElevenLabsTTS(server.url, policy=cloud.FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(
@@ -271,22 +199,13 @@ async def test_rate_limit_and_server_errors_are_retried(
     chunks = await speak(tts, ["Hi."])
     assert time.monotonic() - started >= 0.2
     assert len(server.requests) == 3
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Hi."], server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Hi."], server)
 
 
 async def test_persistent_server_error(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     server.handshake_faults = [(500, {})] * 5
     with pytest.raises(EngineError, match="HTTP 500"):
         await speak(tts)
-
-
-async def test_drop_before_audio_is_replayed_on_a_new_socket(
-    server: FakeElevenLabs, tts: ElevenLabsTTS
-) -> None:
-    server.drop_after_audio = 0
-    chunks = await speak(tts)
-    assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
 
 
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
@@ -297,26 +216,13 @@ async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server.drop_code = code
     got: list[SpeechChunk] = []
     with pytest.raises(EngineError, match="connection dropped") as caught:
-        async for chunk in tts.stream(texts(PIECES), voice=None, language="en"):
+        async for chunk in tts.stream(cloud.texts(PIECES), voice=None, language="en"):
             got.append(chunk)
     assert caught.value.retryable
     assert sum(len(c.pcm) for c in got) > 0  # it failed after output
     chunks = await speak(tts, ["Back again."])
     assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(["Back again."], server)
-
-
-async def test_stalled_server_falls_back_with_every_piece(
-    server: FakeElevenLabs, tts: ElevenLabsTTS
-) -> None:
-    server.stall = True
-    local = FakeTTS(first_audio_delay=0.0)
-    chain = FallbackTTS([tts, local])
-    started = time.monotonic()
-    chunks = [c async for c in chain.stream(texts(PIECES), voice=None, language="en")]
-    assert time.monotonic() - started < POLICY.first_message_timeout + 0.5
-    # The fallback spoke every piece, the ones ElevenLabs never asked for too.
-    assert [c.text for c in chunks if c.last] == list(PIECES)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Back again."], server)
 
 
 async def test_stall_mid_reply_times_out(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -335,9 +241,9 @@ async def test_malformed_messages_are_skipped(
     server: FakeElevenLabs, tts: ElevenLabsTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.wsutil"):
+    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
         chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == expected_samples(PIECES, server)
+    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert "not JSON" in caplog.text
 
 
@@ -369,31 +275,12 @@ async def test_voices_fall_back_to_premade_on_a_rejected_key(
     server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-abcdef")
-    tts = ElevenLabsTTS(server.url, policy=POLICY)
+    tts = ElevenLabsTTS(server.url, policy=cloud.FAST)
     with pytest.raises(EngineError, match="HTTP 401"):
         await tts.load_voices()
     assert tts.voices() == premade_voices()
     await tts.voice_cache.wait()  # the background fetch fails quietly and caches nothing
     assert tts.voices() == premade_voices()
-
-
-def test_voice_ids() -> None:
-    tts = ElevenLabsTTS("wss://api.elevenlabs.io", voice="elevenlabs:abc")
-    assert tts.voice_id(None) == "abc"
-    assert tts.voice_id("elevenlabs:xyz") == "xyz"
-    assert tts.voice_id("piper:en_US-amy") == "abc"  # another engine's voice: the default
-    assert ElevenLabsTTS("wss://x").voice_id(None) == DEFAULT_VOICE
-
-
-def espeak_wav(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "utterance.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return path
-
-
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -405,14 +292,8 @@ async def test_talk_end_to_end(
     monkeypatch.setenv("PARLEY_ELEVENLABS_URL", server.url)
     reply = "It is noon. Anything else?"
     tts = make_tts(Settings())
-    result = await run_talk(
-        espeak_wav(tmp_path, "What time is it?"),
-        settings=Settings(),
-        pace="fast",
-        engines=(FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts),
-        history_dir=tmp_path / "history",
-        output_path=tmp_path / "out.wav",
-        idle_timeout=20,
+    result = await cloud.talk(
+        tmp_path, (FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts)
     )
     await tts.aclose()
     assert not result.errors, result.errors
@@ -420,7 +301,8 @@ async def test_talk_end_to_end(
     spoken = "".join(server.texts(server.contexts()[0]))
     assert spoken.split() == reply.split()
     assert result.audio_seconds == pytest.approx(
-        expected_samples([m.strip() for m in server.texts(server.contexts()[0])], server) / RATE,
+        cloud.expected_samples([m.strip() for m in server.texts(server.contexts()[0])], server)
+        / RATE,
         abs=0.05,
     )
 
@@ -435,15 +317,7 @@ async def test_canary_key_never_leaks(
     async with FakeElevenLabs(key=canary, drop_after_audio=0) as good:
         monkeypatch.setenv("PARLEY_ELEVENLABS_URL", good.url)
         tts = make_tts(Settings())
-        result = await run_talk(
-            espeak_wav(tmp_path, "What time is it?"),
-            settings=Settings(),
-            pace="fast",
-            engines=(FakeSTT(), FakeLLM(ttft=0.01), tts),
-            history_dir=tmp_path / "history",
-            output_path=tmp_path / "out.wav",
-            idle_timeout=20,
-        )
+        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
         await tts.load_voices()
         await tts.aclose()
         texts_seen += result.errors + result.notices
@@ -451,15 +325,13 @@ async def test_canary_key_never_leaks(
     for auth_by_close in (False, True):
         async with FakeElevenLabs(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
-                await speak(ElevenLabsTTS(bad.url, policy=POLICY))
+                await speak(ElevenLabsTTS(bad.url, policy=cloud.FAST))
             texts_seen.append("".join(traceback.format_exception(caught.value)))
             with pytest.raises(EngineError) as caught:
-                await ElevenLabsTTS(bad.url, policy=POLICY).load_voices()
+                await ElevenLabsTTS(bad.url, policy=cloud.FAST).load_voices()
             texts_seen.append("".join(traceback.format_exception(caught.value)))
     assert "xi-api-key: [redacted]" in caplog.text
-    assert canary not in caplog.text
-    assert all(canary not in t for t in texts_seen)
-    assert files_containing(tmp_path, canary) == []
+    cloud.assert_unleaked(canary, caplog.text, texts_seen, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- latency

@@ -131,7 +131,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 args = sys.argv[1:]
 port = int(args[args.index("--port") + 1])
-mode = os.environ.get("FAKE_LLAMA_MODE", "ok")
+# The server gets a clean environment, so the test passes the mode on the command line.
+mode = args[args.index("--fake-mode") + 1] if "--fake-mode" in args else "ok"
 if mode == "fail":
     print("error: failed to load model", flush=True)
     sys.exit(3)
@@ -196,10 +197,8 @@ async def test_supervisor_restarts_then_gives_up(stand_in: LlamaServer) -> None:
     assert stand_in.pid is None
 
 
-async def test_a_server_failing_at_start_reports_its_last_words(
-    stand_in: LlamaServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAKE_LLAMA_MODE", "fail")
+async def test_a_server_failing_at_start_reports_its_last_words(stand_in: LlamaServer) -> None:
+    stand_in.extra_args += ["--fake-mode", "fail"]
     with pytest.raises(EngineUnavailable) as info:
         await stand_in.start()
     assert "failed to load model" in str(info.value)
@@ -207,10 +206,8 @@ async def test_a_server_failing_at_start_reports_its_last_words(
     assert stand_in.pid is None
 
 
-async def test_a_server_that_never_gets_ready_is_killed(
-    stand_in: LlamaServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAKE_LLAMA_MODE", "loading")
+async def test_a_server_that_never_gets_ready_is_killed(stand_in: LlamaServer) -> None:
+    stand_in.extra_args += ["--fake-mode", "loading"]
     progress: list[float] = []
     with pytest.raises(EngineUnavailable, match="did not become ready"):
         await stand_in.start(lambda f, _m: progress.append(f))

@@ -4,6 +4,7 @@ and a whole headless conversation through both OpenAI adapters."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -11,7 +12,7 @@ import subprocess
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +20,27 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.base import EngineError, MissingKeyError, SpeechToText, Transcript
+from assistant.engines.base import EngineError, MissingKeyError, SpeechToText
 from assistant.engines.fake import FakeLLM
-from assistant.engines.netpolicy import Backoff
-from assistant.engines.openai.realtime import OpenAIRealtimeSTT, RealtimeTranscription, make_stt
+from assistant.engines.net.retry import Backoff, Policy
+from assistant.engines.net.stt_driver import StreamingSession
+from assistant.engines.openai.realtime import OpenAIRealtimeSTT, make_stt
 from assistant.engines.openai.speech import make_tts
 from assistant.talk import TalkResult, run_talk, write_timeline
+from tests import cloud
 from tests.fakes.openai_server import FakeOpenAIServer, speech_pcm
 
 KEY = "sk-test-realtime-0123456789"
+server, openai_env = cloud.openai_served(KEY)
 RATE = 16_000
 FRAME = 512
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(api_key=KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def openai_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer) -> None:
-    monkeypatch.setattr(secrets, "_backend_usable", lambda: False)  # never the real keyring
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", server.http_url)
-    monkeypatch.setenv("PARLEY_OPENAI_REALTIME_URL", server.realtime_url)
-
-
 def _fast(server: FakeOpenAIServer, **kwargs: Any) -> OpenAIRealtimeSTT:
-    options: dict[str, Any] = {"backoff": Backoff(base=0.02, cap=0.1), "connect_timeout": 3.0}
-    return OpenAIRealtimeSTT(server.realtime_url, **(options | kwargs))
+    policy = Policy(open_timeout=3.0, backoff=Backoff(base=0.02, cap=0.1), reconnects=6)
+    policy = dataclasses.replace(policy, **kwargs.pop("policy", {}))
+    return OpenAIRealtimeSTT(server.realtime_url, policy=policy, **kwargs)
 
 
 def _tone(seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -58,39 +48,9 @@ def _tone(seconds: float, freq: float = 440.0) -> np.ndarray:
     return (0.3 * 32767 * np.sin(2 * np.pi * freq * t / RATE)).astype(np.int16)
 
 
-async def _say(session: RealtimeTranscription, audio: np.ndarray) -> None:
+async def _say(session: StreamingSession, audio: np.ndarray) -> None:
     for start in range(0, len(audio), FRAME):
         await session.push(audio[start : start + FRAME])
-
-
-class Reader:
-    """Collects a session's transcripts in the background."""
-
-    def __init__(self, session: RealtimeTranscription) -> None:
-        self.items: list[Transcript] = []
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._read(session))
-
-    async def _read(self, session: RealtimeTranscription) -> None:
-        try:
-            async for transcript in session.transcripts():
-                self.items.append(transcript)
-        except EngineError as exc:
-            self.error = exc
-
-    def finals(self) -> list[str]:
-        return [t.text for t in self.items if t.is_final]
-
-    def partials(self) -> list[str]:
-        return [t.text for t in self.items if not t.is_final]
-
-
-async def _eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
 
 
 async def test_partials_then_final_over_a_prewarmed_socket(server: FakeOpenAIServer) -> None:
@@ -102,12 +62,12 @@ async def test_partials_then_final_over_a_prewarmed_socket(server: FakeOpenAISer
     session = await stt.open("en")
     assert server.ws_connections == 1  # the warm socket was handed over: no new handshake
     assert session.sample_rate == 16_000
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     audio = _tone(1.0)
     await _say(session, audio)
     await session.end_turn()
     # ``end_turn`` returns once the final has been emitted.
-    await _eventually(lambda: reader.finals() == ["what time is it"])
+    await cloud.eventually(lambda: reader.final_texts() == ["what time is it"])
     assert reader.partials() == ["what", "what time", "what time is", "what time is it"]
     final = next(t for t in reader.items if t.is_final)
     assert final.start == 0.0 and final.end == pytest.approx(1.0, abs=0.04)
@@ -135,7 +95,7 @@ async def test_language_of_open_reconfigures_the_warm_socket(server: FakeOpenAIS
     stt = _fast(server, language="en")
     await stt.warm_up()
     session = await stt.open("de-DE")
-    await _eventually(lambda: len(server.session_updates) == 2)
+    await cloud.eventually(lambda: len(server.session_updates) == 2)
     await session.aclose()
     inputs = [u["session"]["audio"]["input"] for u in server.session_updates]
     languages = [i["transcription"]["language"] for i in inputs]
@@ -146,7 +106,7 @@ async def test_language_of_open_reconfigures_the_warm_socket(server: FakeOpenAIS
 async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5, 300.0))
     await session.clear()
     await _say(session, _tone(0.4))
@@ -154,16 +114,16 @@ async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> No
     await session.aclose()
     assert server.cleared == 1
     assert len(server.commits[0].audio) == pytest.approx(0.4 * 48_000, abs=16)
-    assert reader.finals() == ["hello there"]
+    assert reader.final_texts() == ["hello there"]
 
 
 async def test_a_click_is_not_committed(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.05))
     await session.end_turn()
-    await _eventually(lambda: reader.finals() == [""])
+    await cloud.eventually(lambda: reader.final_texts() == [""])
     await session.aclose()
     assert server.commits == []
 
@@ -175,12 +135,12 @@ async def test_malformed_messages_are_skipped(
     server.transcripts.append("still understood")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     with caplog.at_level(logging.WARNING):
         await session.end_turn()
     await session.aclose()
-    assert reader.finals() == ["still understood"]
+    assert reader.final_texts() == ["still understood"]
     assert reader.error is None
     skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) >= 3  # cut-off JSON, a bare array, undecodable bytes, no type
@@ -193,7 +153,7 @@ async def test_a_failed_item_fails_the_turn_and_the_next_one_works(
     server.transcripts.extend(["lost", "second try"])
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     with pytest.raises(EngineError) as caught:
         await session.end_turn()
@@ -201,7 +161,7 @@ async def test_a_failed_item_fails_the_turn_and_the_next_one_works(
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
-    assert reader.finals() == ["", "second try"]
+    assert reader.final_texts() == ["", "second try"]
     assert server.ws_connections == 1
 
 
@@ -209,7 +169,7 @@ async def test_no_transcript_in_time_fails_the_turn(server: FakeOpenAIServer) ->
     server.realtime_faults.append("silent")
     stt = _fast(server, final_timeout=0.3)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
@@ -219,7 +179,7 @@ async def test_no_transcript_in_time_fails_the_turn(server: FakeOpenAIServer) ->
     await _say(session, _tone(0.5))
     await session.end_turn()  # the socket is fine: the next turn works
     await session.aclose()
-    assert reader.finals() == ["hello there"]
+    assert reader.final_texts() == ["hello there"]
 
 
 async def test_close_1011_after_commit_fails_that_turn_then_reconnects(
@@ -229,18 +189,18 @@ async def test_close_1011_after_commit_fails_that_turn_then_reconnects(
     server.transcripts.append("after the reconnect")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.5))
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
         await session.end_turn()
     assert time.monotonic() - started < 1.0  # failed at once, not after the final timeout
     assert "1011" in str(caught.value) and caught.value.retryable
-    await _eventually(lambda: server.ws_connections == 2 and session.connections == 2)
+    await cloud.eventually(lambda: server.ws_connections == 2 and session.connections == 2)
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
-    assert reader.finals() == ["after the reconnect"]
+    assert reader.final_texts() == ["after the reconnect"]
     assert reader.error is None
     assert len(server.session_updates) == 2  # the new socket was configured again
 
@@ -249,11 +209,11 @@ async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenA
     server.transcripts.append("a fresh start")
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await _say(session, _tone(0.3))
-    await _eventually(lambda: len(server.append_sizes) >= 2)
+    await cloud.eventually(lambda: len(server.append_sizes) >= 2)
     server.drop_realtime(1011)
-    await _eventually(lambda: session.connections == 2)
+    await cloud.eventually(lambda: session.connections == 2)
     with pytest.raises(EngineError) as caught:
         await _say(session, _tone(0.1))
     assert "dropped" in str(caught.value)
@@ -262,42 +222,42 @@ async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenA
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
-    assert reader.finals() == ["a fresh start"]
+    assert reader.final_texts() == ["a fresh start"]
     assert len(server.commits[0].audio) == pytest.approx(0.5 * 48_000, abs=16)
 
 
 async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1006)
-    await _eventually(lambda: session.connections == 2)
+    await cloud.eventually(lambda: session.connections == 2)
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
-    assert reader.finals() == ["hello there"]
+    assert reader.final_texts() == ["hello there"]
 
 
 async def test_audio_spoken_while_reconnecting_is_kept(server: FakeOpenAIServer) -> None:
-    stt = _fast(server, backoff=Backoff(base=0.3, cap=0.3, jitter=0.0))
+    stt = _fast(server, policy={"backoff": Backoff(base=0.3, cap=0.3, jitter=0.0)})
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1011)
     await asyncio.sleep(0.05)  # down, and the reconnect waits 300 ms
     assert session.connections == 1
     await _say(session, _tone(0.5))  # nothing can be sent yet
     await session.end_turn()  # waits for the socket, then sends it all
     await session.aclose()
-    assert reader.finals() == ["hello there"]
+    assert reader.final_texts() == ["hello there"]
     assert len(server.commits[0].audio) == pytest.approx(0.5 * 48_000, abs=16)
 
 
 async def test_a_server_that_stays_down_ends_the_session_with_an_error(
     server: FakeOpenAIServer,
 ) -> None:
-    stt = _fast(server, max_reconnects=2)
+    stt = _fast(server, policy={"reconnects": 2})
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     await asyncio.to_thread(server.stop)
     await asyncio.wait_for(reader.task, 5)
     assert isinstance(reader.error, EngineError)
@@ -310,7 +270,7 @@ async def test_a_server_that_stays_down_ends_the_session_with_an_error(
 async def test_policy_close_is_not_retried(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     server.drop_realtime(1008)
     await asyncio.wait_for(reader.task, 5)
     assert isinstance(reader.error, EngineError) and not reader.error.retryable
@@ -346,7 +306,8 @@ async def test_missing_key(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyP
 
 
 async def test_unreachable_server_fails_open_quickly() -> None:
-    stt = OpenAIRealtimeSTT("ws://127.0.0.1:9/v1/realtime", backoff=Backoff(base=0.02, cap=0.05))
+    policy = Policy(backoff=Backoff(base=0.02, cap=0.05))
+    stt = OpenAIRealtimeSTT("ws://127.0.0.1:9/v1/realtime", policy=policy)
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
         await stt.open("en")
@@ -360,10 +321,14 @@ async def test_added_latency_from_commit_to_final(server: FakeOpenAIServer) -> N
     stt = make_stt(Settings())
     await stt.warm_up()
     session = await stt.open("en")
-    reader = Reader(session)
+    reader = cloud.Collector(session)
     added: list[float] = []
     for i in range(5):
+        sent = sum(server.append_sizes)
         await _say(session, _tone(0.5))
+        # Audio is pushed here far faster than a microphone gives it: let the whole batches go
+        # out first, so that the end of the turn is measured alone.
+        await cloud.eventually(lambda sent=sent: sum(server.append_sizes) - sent >= 0.3 * 48_000)
         called = time.monotonic()
         await session.end_turn()
         final = [t for t in reader.items if t.is_final][-1]
@@ -474,9 +439,9 @@ async def test_the_key_never_leaks(
     with pytest.raises(EngineError) as stt_error:
         await stt.open("en")
     keep(stt_error.value)
-    with pytest.raises(EngineError) as talk_error:
-        await _talk(tmp_path, "rejected")
-    keep(talk_error.value)
+    rejected, _, _ = await _talk(tmp_path, "rejected")  # the conversation reports it
+    assert any("rejected the API key" in error for error in rejected.errors)
+    texts += [*rejected.errors, *rejected.notices]
     assert server.unauthorized >= 4
 
     # A drop mid-utterance and a failed item produce errors too.
@@ -488,7 +453,7 @@ async def test_the_key_never_leaks(
         with pytest.raises(EngineError) as failed:
             await session.end_turn()
         keep(failed.value)
-        await _eventually(lambda: session.usable and session.connections >= 1)
+        await cloud.eventually(lambda: session.usable and session.connections >= 1)
         await session.clear()
     await session.aclose()
 

@@ -15,7 +15,7 @@ import pytest
 
 from assistant.config import McpServerSettings, Settings
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
-from assistant.talk import run_talk, write_timeline
+from assistant.talk import describe_event, run_talk, write_timeline
 from tests.integration.test_local_talk import _local_llm_available, _parley
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,17 +127,27 @@ async def synthesize(text: str, path: Path) -> Path:
     not _local_llm_available(), reason="llama-server is not built (scripts/build_llama_server.sh)"
 )
 async def test_spoken_arithmetic_calls_the_calculator_with_the_local_engines(tmp_path) -> None:
+    """``parley talk``'s run with every engine local (in this process, so a busy machine can
+    take its time): the spoken question is routed to ``calculate`` and TIMELINE.json shows it."""
     question = await synthesize("What is seventeen times twenty-three?", tmp_path / "q.wav")
+    settings = Settings(stt="local", llm="local", tts="local")
+    printed: list[str] = []
+
+    def show(event: object) -> None:
+        line = describe_event(event)  # type: ignore[arg-type]
+        if line:
+            printed.append(line)
+
+    result = await run_talk(
+        question, settings=settings, pace="realtime", on_event=show, idle_timeout=900
+    )
     timeline = tmp_path / "timeline.json"
-    result = parley(
-        "talk", "--input", str(question), "--timeline", str(timeline), "--output",
-        str(tmp_path / "answer.wav"), "--stt", "local", "--llm", "local", "--tts", "local",
-        "--tools", "default", "--pace", "realtime", timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    write_timeline(timeline, result)
+    assert result.errors == [], result.errors
     (turn,) = json.loads(timeline.read_text())["turns"]
     assert "seventeen" in turn["user_text"].lower() or "17" in turn["user_text"]
     calls = [c for c in turn["tool_calls"] if c["name"] == "calculate"]
     assert calls and calls[0]["result"] == "391", turn["tool_calls"]
+    assert isinstance(calls[0]["ms"], float)
     assert turn["assistant_text"]  # the answer's wording is the model's, sampled
-    assert "[used calculator: " in result.stdout and "-> 391]" in result.stdout
+    assert any(line.startswith("  [used calculator: ") for line in printed), printed

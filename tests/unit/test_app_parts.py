@@ -20,7 +20,7 @@ from assistant.config import ProviderSettings, Settings
 from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading
+from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading, Source
 
 
 def changed(**changes: object) -> Settings:
@@ -112,7 +112,7 @@ async def test_warm_up_reports_progress_on_the_loop_and_failures_as_events() -> 
     assert ("speech recognition", 1.0, "Speech recognition ready") in loading
     assert ("language model", 1.0, "language model failed") in loading
     (error,) = [e for e in events if isinstance(e, ErrorEvent)]
-    assert error.source == "language model"
+    assert error.source is Source.LLM
     assert error.message == "The language model engine could not load: the model file is missing."
 
     await engines.warm_up(emit)  # a second warm-up does not hook the engines twice

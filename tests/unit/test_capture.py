@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import struct
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +294,59 @@ def test_corrupt_file_is_a_clear_wav_error(tmp_path: Path) -> None:
     with pytest.raises(WavError, match=r"notes\.wav: not a readable audio file"):
         read_wav(text)
     assert isinstance(info.value, ValueError)
+
+
+def _wav_header(rate: int, data_size: int, bits: int = 16) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * bits // 8, bits // 8, bits)
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", data_size)
+    return b"RIFF" + struct.pack("<I", min(len(body) + data_size, 0xFFFF_FFFF)) + body
+
+
+def test_a_one_hertz_file_is_a_clear_wav_error(tmp_path: Path) -> None:
+    path = tmp_path / "slow.wav"
+    path.write_bytes(_wav_header(1, 200_000) + bytes(200_000))  # 100 000 s "long"
+    with pytest.raises(WavError, match=r"slow\.wav: a sample rate of 1 Hz is not usable audio"):
+        read_wav(path)
+
+
+_READ_IN_A_SMALL_PROCESS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1536 * 2**20, resource.RLIM_INFINITY))
+from assistant.audio.wav import WavError, read_wav
+try:
+    read_wav(sys.argv[1])
+except WavError as exc:
+    print("WavError:", exc)
+"""
+
+
+def test_a_header_claiming_hours_is_refused_before_reading(tmp_path: Path) -> None:
+    """A file as long as its header says (sparse: no disk used), 37 hours of 16 kHz audio."""
+    path = tmp_path / "long.wav"
+    size = 0xFFFF_FFF0
+    with open(path, "wb") as f:
+        f.write(_wav_header(16_000, size))
+        f.truncate(44 + size)
+    proc = subprocess.run(
+        [sys.executable, "-c", _READ_IN_A_SMALL_PROCESS, str(path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("WavError: ") and "2237 minutes" in proc.stdout
+
+
+def test_non_finite_float_samples_become_silence_or_full_scale(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    data = np.array([np.nan, np.inf, -np.inf, 0.25], dtype=np.float32)
+    sf.write(path, data, 16_000, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pcm, _ = read_wav(path)
+    assert pcm.tolist() == [0, 32767, -32768, 8192]
 
 
 def test_missing_file_and_directory_are_clear_wav_errors(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from assistant.config import (
     save_settings,
     settings_path,
 )
-from assistant.engines.base import EngineError, Message, SpeechChunk
+from assistant.engines.base import EngineError, EngineNotice, FellBack, Message, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
@@ -76,7 +76,16 @@ def test_settings_round_trip_and_env_override(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize(
     "content",
-    ["this is [not toml", 'turn_mode = "walkie-talkie"', "language = 3", 'mystery = "x"'],
+    [
+        "this is [not toml",
+        'turn_mode = "walkie-talkie"',
+        "language = 3",
+        'mystery = "x"',
+        "vad = " + "[" * 5000 + "]" * 5000,  # deeper than the TOML parser's recursion limit
+        "vad = " + "{a = " * 5000 + "1" + "}" * 5000,
+        'turn_mode = "' + "x" * 100_000 + '"',  # a huge value, kept out of the notice
+    ],
+    ids=["syntax", "choice", "type", "unknown", "deep-arrays", "deep-tables", "huge-value"],
 )
 def test_invalid_settings_file_is_kept_aside(content: str) -> None:
     path = settings_path()
@@ -88,6 +97,26 @@ def test_invalid_settings_file_is_kept_aside(content: str) -> None:
     aside = list(path.parent.glob("settings.toml.invalid-*"))
     assert len(aside) == 1 and aside[0].read_text() == content
     assert not path.exists()
+    assert "\n" not in loaded.notice and len(loaded.notice) < 400
+
+
+def test_two_invalid_settings_files_in_one_second_are_both_kept() -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    for content in ("first = [", "second = ["):
+        path.write_text(content)
+        assert load_settings().notice
+    kept = sorted(p.read_text() for p in path.parent.glob("settings.toml.invalid-*"))
+    assert kept == ["first = [", "second = ["]
+
+
+def test_unreadable_settings_file_gives_defaults_and_a_notice() -> None:
+    path = settings_path()
+    path.mkdir(parents=True)  # a directory where the file should be
+    loaded = load_settings()
+    assert loaded.settings == Settings()
+    assert loaded.notice and "could not be read" in loaded.notice
+    assert path.is_dir()  # left where it is
 
 
 def test_settings_file_has_no_secrets_fields() -> None:
@@ -266,19 +295,20 @@ def test_unfinished_sentences_are_told_by_their_last_word() -> None:
 
 
 async def test_fallback_llm_moves_on_only_before_output() -> None:
-    reports: list[tuple[str, str, str, str]] = []
+    reports: list[EngineNotice] = []
     chain = FallbackLLM(
         [
             FakeLLM(ttft=0, fail_before_first_token=EngineError("down"), name="a"),
             FakeLLM(ttft=0, name="b"),
-        ],
-        lambda *r: reports.append(r),
+        ]
     )
+    chain.notices.subscribe(reports.append)
     from assistant.engines.base import ChatRequest, TextDelta
 
     out = [e async for e in chain.stream(ChatRequest([Message("user", "hi")]))]
     assert any(isinstance(e, TextDelta) for e in out)
-    assert reports == [("llm", "a", "b", "down")]
+    assert reports == [FellBack("llm", "a", "b", "down")]
+    await chain.aclose()
 
     mid = FallbackLLM([FakeLLM(ttft=0, fail_after_tokens=2, name="a"), FakeLLM(ttft=0, name="b")])
     with pytest.raises(EngineError, match="mid-reply"):
@@ -301,14 +331,13 @@ async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
 
 
 async def test_fallback_stt_reports_and_uses_next() -> None:
-    reports = []
-    chain = FallbackSTT(
-        [FakeSTT(fail_on_open=EngineError("no key"), name="cloud"), FakeSTT()],
-        lambda *r: reports.append(r),
-    )
+    reports: list[EngineNotice] = []
+    chain = FallbackSTT([FakeSTT(fail_on_open=EngineError("no key"), name="cloud"), FakeSTT()])
+    chain.notices.subscribe(reports.append)
     session = await chain.open("en")
     assert session is not None and chain.active.name == "fake"
-    assert reports[0][:3] == ("stt", "cloud", "fake")
+    assert reports == [FellBack("stt", "cloud", "fake", "no key")]
+    await chain.aclose()
 
 
 async def test_every_engine_failing_is_one_clear_error() -> None:

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from assistant.clock import ManualClock
 from assistant.engines.base import PCM, EngineError, Transcript
 from assistant.engines.fake import FakeLLM, FakeSTT
 from assistant.engines.fallback import FallbackLLM, FallbackSTT
 from assistant.events import ErrorEvent, Notice, State
 from assistant.session.transcription import MAX_QUICK_FAILURES
-from tests.scenario import Key, Speech, Stage
+from tests.scenario import T0, Key, Speech, Stage
 
 
 class DroppingSTT:
@@ -58,12 +59,10 @@ class DroppingSession:
 async def test_a_server_that_drops_every_connection_hands_over_to_the_next_engine(
     tmp_path,
 ) -> None:
-    flaky, spare = DroppingSTT(), FakeSTT()
-    stage = Stage(tmp_path, stt=spare, script=[Key(5.0, 5.6)])
-    chain = FallbackSTT([flaky, spare], clock=stage.clock)
-    stage.session.stt = chain
-    stage.session._transcription.stt = chain
-    chain.on_fallback.append(stage.session._on_fallback)
+    clock = ManualClock(T0)
+    flaky, spare = DroppingSTT(), FakeSTT(clock=clock)
+    chain = FallbackSTT([flaky, spare], clock=clock)
+    stage = Stage(tmp_path, script=[Key(5.0, 5.6)], clock=clock, engines=(chain, None, None))
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()), limit=20)
     (turn,) = stage.finished()
@@ -135,12 +134,10 @@ async def test_a_dead_primary_is_skipped_on_later_turns_and_taken_back_when_it_r
     )
     spare = FakeLLM(reply=lambda _r: "Spare here.", ttft=0.05, name="spare")
     primary.name = "cloud"
-    stage = Stage(tmp_path, script=[Key(0, 0.6)])
-    primary.clock = spare.clock = stage.clock
-    chain = FallbackLLM([primary, spare], clock=stage.clock)
-    stage.session.llm = chain
-    chain.on_fallback.append(stage.session._on_fallback)
-    chain.on_recovered.append(stage.session._on_recovered)
+    clock = ManualClock(T0)
+    primary.clock = spare.clock = clock
+    chain = FallbackLLM([primary, spare], clock=clock)
+    stage = Stage(tmp_path, script=[Key(0, 0.6)], clock=clock, engines=(None, chain, None))
     async with stage:
         await stage.run_until(lambda: len(stage.finished()) == 1)
         stage.add(Key(stage.now + 0.5, stage.now + 1.1))
@@ -172,9 +169,10 @@ async def test_a_short_rate_limit_is_waited_out_once_before_falling_back(
 
     primary = RateLimitedOnce(reply=lambda _r: "Primary here.", ttft=0.05)
     spare = FakeLLM(reply=lambda _r: "Spare.", ttft=0.05, name="spare")
-    stage = Stage(tmp_path, script=[Key(0, 0.6)])
-    primary.clock = spare.clock = stage.clock
-    stage.session.llm = FallbackLLM([primary, spare], clock=stage.clock)
+    clock = ManualClock(T0)
+    primary.clock = spare.clock = clock
+    chain = FallbackLLM([primary, spare], clock=clock)
+    stage = Stage(tmp_path, script=[Key(0, 0.6)], clock=clock, engines=(None, chain, None))
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
     assert stage.finished()[0].assistant_text == answered_by

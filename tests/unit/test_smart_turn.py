@@ -137,6 +137,15 @@ def test_window_keeps_the_newest_eight_seconds() -> None:
 
 
 # ---------------------------------------------------------------------------------- inference
+#
+# The model is int8, and onnxruntime runs its integer products with whatever kernels the CPU
+# offers: exact 32-bit sums with AVX512-VNNI/AVX-VNNI/AMX, saturating 16-bit pair sums
+# (VPMADDUBSW) with plain AVX2/AVX512BW. So the same audio scores differently by machine — a few
+# hundredths on natural speech, but up to 0.7 on synthetic speech whose score sits on an edge
+# (eSpeak's "What is the weather like in Paris today?": 0.20 with VNNI, 0.90 with AVX2, and
+# 0.11–0.30 under ±1 LSB of dither). Each threshold below therefore leaves a margin of at least
+# 0.1 around the scores measured on both kernel families (AVX2 through `qemu-x86_64 -cpu
+# Haswell`), and synthetic inputs are used only where both agree.
 
 
 @needs_model
@@ -144,7 +153,11 @@ def test_window_keeps_the_newest_eight_seconds() -> None:
 def test_real_speech_finished_scores_high_trailing_off_scores_low(
     model: SmartTurn, pause: float
 ) -> None:
-    """Two consecutive LibriVox lines: the first ends where the reader runs on into the second."""
+    """Two consecutive LibriVox lines: the first ends where the reader runs on into the second.
+
+    Measured (VNNI / AVX2): finished 0.94 / 0.89 without a pause, 0.94 / 0.97 with one; runs on
+    0.10 / 0.12 and 0.07 / 0.04.
+    """
     finished = model.end_probability(with_pause(read(SPEECH / "librivox_austen_0890.wav"), pause))
     runs_on = model.end_probability(with_pause(read(SPEECH / "librivox_austen_0880.wav"), pause))
     assert finished > 0.7
@@ -160,30 +173,25 @@ def test_real_speech_finished_scores_high_trailing_off_scores_low(
     ],
 )
 def test_real_speech_cut_mid_sentence_scores_lower(model: SmartTurn, name: str, cut: float) -> None:
+    """Measured (VNNI / AVX2): "something" 0.99 / 0.99 whole, 0.48 / 0.13 cut; the LibriVox
+    line 0.94 / 0.97 whole, 0.02 / 0.09 cut."""
     pcm = read(SPEECH / name)
     whole = model.end_probability(with_pause(pcm))
     cut_short = model.end_probability(with_pause(seconds(pcm, end=cut)))
     assert whole > 0.7
-    assert whole - cut_short > 0.5
+    assert whole - cut_short > 0.4
 
 
 @needs_model
-@pytest.mark.parametrize(
-    ("name", "cuts"),
-    [
-        # "What is the weather like in Pa|ris today?"
-        ("espeak_weather.wav", (1.1, 1.2, 1.3, 1.4)),
-        # "I would like to book a ta|ble for four people tonight."
-        ("espeak_book_table.wav", (1.0, 1.1, 1.2)),
-    ],
-)
-def test_synthesized_sentence_scores_higher_than_its_cut(
-    model: SmartTurn, name: str, cuts: tuple[float, ...]
-) -> None:
-    """eSpeak's flat prosody only separates when the audio stops at the last sound."""
-    pcm = read(TURNS / name)
+def test_synthesized_sentence_scores_higher_than_its_cut(model: SmartTurn) -> None:
+    """"I would like to book a ta|ble for four people tonight." eSpeak's flat prosody only
+    separates when the audio stops at the last sound.
+
+    Measured (VNNI / AVX2): whole 0.94 / 0.97, the three cuts 0.14 / 0.14 on average.
+    """
+    pcm = read(TURNS / "espeak_book_table.wav")
     whole = model.end_probability(pcm)
-    cut_short = statistics.mean(model.end_probability(seconds(pcm, end=c)) for c in cuts)
+    cut_short = statistics.mean(model.end_probability(seconds(pcm, end=c)) for c in (1.0, 1.1, 1.2))
     assert whole > 0.8
     assert whole - cut_short > 0.5
 

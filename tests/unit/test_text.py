@@ -1,15 +1,16 @@
-"""The streaming text splitter: cleaning, sentence rules, latency, and chunking independence."""
+"""The streaming text splitter: cleaning, sentence rules, chunking independence, CPU bounds."""
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assistant.text import TextSplitter, speakable, split_stream
+from assistant.text import _RUN_MAX, TextSplitter, speakable, split_stream
 
 
 def split(text: str, chunks: Sequence[str] | None = None, /, **options: int) -> list[str]:
@@ -258,10 +259,63 @@ def test_long_sentence_without_clauses_is_capped_at_word_boundary() -> None:
     assert " ".join(pieces).split() == text.split()  # no word was cut
 
 
-def test_single_overlong_token_is_not_cut() -> None:
-    url = "https://example.com/" + "a" * 300
-    pieces = split(f"Go {url} now. Ok.", max_piece_chars=50)
-    assert pieces == ["Go", url, "now.", "Ok."]
+def test_overlong_run_without_spaces_is_broken_at_a_natural_boundary() -> None:
+    url = "https://example.com/" + "/".join(["segment"] * 30)
+    text = f"Go {url} now. Ok."
+    pieces = split(text, max_piece_chars=50)
+    assert all(len(p) <= 50 for p in pieces)
+    assert " ".join(pieces) == speakable(text)
+    assert "".join(" ".join(pieces).split()) == "".join(text.split())  # only spaces were added
+    # Past the soft width a run breaks after its next separator, not in the middle of a word.
+    assert all(w.endswith("/") for w in speakable(url).split()[:-1])
+
+
+def test_run_of_letters_is_broken_at_the_hard_width() -> None:
+    text = "a" * 1000
+    pieces = split(text, list(text))
+    assert all(len(p) <= 220 for p in pieces)
+    words = " ".join(pieces).split()
+    assert max(len(w) for w in words) <= 64
+    assert "".join(words) == text
+
+
+def test_combining_marks_stay_with_their_letter() -> None:
+    word = "e\u0301" * 200  # "é" spelled with a combining accent: never cut between the two
+    words = speakable(word).split()
+    assert len(words) > 1
+    assert not any(w.startswith("\u0301") for w in words)
+
+
+def test_text_without_spaces_is_spoken_before_the_reply_ends() -> None:
+    splitter = TextSplitter()
+    released = [p for ch in "x" * 16_000 for p in splitter.push(ch)]
+    assert len(released) > 60  # pieces come out while the text streams in, not at flush
+    assert all(len(p) <= 220 for p in released)
+
+
+def test_cjk_without_sentence_ends_is_spoken_while_streaming() -> None:
+    text = "我们今天去公园玩然后回家吃饭" * 40
+    splitter = TextSplitter()
+    released = [p for ch in text for p in splitter.push(ch)]
+    assert released, "nothing spoken before the end of the reply"
+    assert " ".join(released + splitter.flush()) == speakable(text)
+
+
+def test_cjk_first_clause_is_cut_at_a_cjk_comma() -> None:
+    text = "我觉得我们应该先去公园，然后回家吃饭。好的。"
+    splitter = TextSplitter()
+    released: list[str] = []
+    for ch in text[: text.index("。")]:
+        released += splitter.push(ch)
+    assert released == ["我觉得我们应该先去公园，"]
+    rest = text[text.index("。") :]
+    assert " ".join(released + splitter.push(rest) + splitter.flush()) == speakable(text)
+    assert speakable("你好，世界") == "你好， 世界"
+
+
+def test_japanese_clause_mark_counts_too() -> None:
+    first = split("今日はとても良い天気ですね、散歩に行きましょう。")[0]
+    assert first == "今日はとても良い天気ですね、"
 
 
 def test_flush_resets_for_the_next_reply() -> None:
@@ -388,3 +442,98 @@ def test_hurry_releases_the_next_clause_early() -> None:
     assert calm == ["a city of art."]
     assert splitter.push(", and", hurry=True) == ["It has many museums,"]
     assert splitter.flush() == ["parks and cafés along the river, and"]
+
+
+# ------------------------------------------------------------------- hostile text (fuzzing, CPU)
+
+# Everything the cleaner, the spacer and the splitter treat specially, and ordinary text.
+ALPHABET = (
+    "aZ9é \u200b\t\n.!?…。！？，、；：,;:-–—\"')]」』（「*_`~#=+>[]()!\\"
+    "\u0301\u200d\ufe0f🎉👍🏽東京こんにちは한국"
+)
+HOSTILE_MARKUP = [
+    "```",
+    "~~~",
+    "**",
+    "[a](b)",
+    "![x](y)",
+    "https://example.com/a/b?c=d",
+    "\n- ",
+    "\n# ",
+]
+
+hostile_texts = st.lists(
+    st.one_of(
+        st.text(st.sampled_from(ALPHABET), max_size=12),
+        st.sampled_from(HOSTILE_MARKUP),
+        # long runs without whitespace: a letter, a CJK character, a marker, a combining mark
+        st.builds(lambda ch, k: ch * k, st.sampled_from("a東.-*`[\u0301"), st.integers(1, 300)),
+    ),
+    max_size=30,
+).map("".join)
+
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(text=hostile_texts, data=st.data(), cap=st.sampled_from([20, 60, 220]))
+def test_hostile_text_joins_to_speakable_text_in_bounded_pieces(
+    text: str, data: st.DataObject, cap: int
+) -> None:
+    pieces = split(text, data.draw(chunkings(text)), max_piece_chars=cap)
+    assert " ".join(pieces) == speakable(text)
+    assert pieces == split(text, max_piece_chars=cap)  # the chunking changes nothing
+    for piece in pieces:
+        assert piece and piece == piece.strip()
+        assert len(piece) <= max(cap, _RUN_MAX)
+
+
+def cpu_ms_per_kb(text: str, delta: int) -> float:
+    """CPU time of this thread per KB of ``text`` fed in ``delta``-character pieces (best of 3)."""
+    best = float("inf")
+    for _ in range(3):
+        splitter = TextSplitter()
+        start = time.thread_time()
+        for i in range(0, len(text), delta):
+            splitter.push(text[i : i + delta])
+        splitter.flush()
+        best = min(best, time.thread_time() - start)
+    return best * 1000 / (len(text) / 1000)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(unit=st.text(st.sampled_from(ALPHABET), min_size=1, max_size=40))
+def test_cpu_time_is_at_most_5_ms_per_kb(unit: str) -> None:
+    """8 KB of any repeated pattern, in token-sized deltas: bounded CPU on the event loop."""
+    text = (unit * (8_000 // len(unit) + 1))[:8_000]
+    assert cpu_ms_per_kb(text, 4) <= 5.0
+
+
+HOSTILE = {
+    "letters": "a",
+    "dots": "a.",
+    "cjk": "我们今天去公园玩然后回家吃饭",
+    "cjk-commas": "我们今天去公园玩，",
+    "stars": "*",
+    "backticks": "`",
+    "hashes": "#",
+    "brackets": "[",
+    "link-prefix": "[" + "a" * 199 + "](" + "b" * 999 + " ",
+    "rule": "\n" + "-" * 300 + "x",
+    "spaces-after-a-stop": ". " + " " * 1000 + "x",
+    "combining": "e\u0301",
+}
+
+
+@pytest.mark.parametrize("unit", HOSTILE.values(), ids=HOSTILE.keys())
+def test_cpu_time_grows_linearly_with_the_text(unit: str) -> None:
+    """Four times the text costs about four times the CPU, even one character at a time."""
+
+    def text(size: int) -> str:
+        return (unit * (size // len(unit) + 1))[:size]
+
+    small, large = cpu_ms_per_kb(text(4_000), 1), cpu_ms_per_kb(text(16_000), 1)
+    # Per KB the cost stays flat (a quadratic splitter costs 4x more per KB here).
+    assert large <= 2.0 * small + 0.5
+    assert cpu_ms_per_kb(text(16_000), 4) <= 5.0

@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from assistant.clock import ManualClock
 from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM
@@ -25,7 +26,7 @@ from assistant.events import (
 )
 from assistant.session import Session
 from assistant.tools import default_tools
-from tests.scenario import Do, Key, Speech, Stage
+from tests.scenario import T0, Do, Key, Speech, Stage
 
 #: Marks are taken on 32 ms frames: allow a frame and a half either way.
 FRAME_TOLERANCE_MS = 48
@@ -215,12 +216,12 @@ async def test_backchannel_then_barge_in_in_one_reply(tmp_path) -> None:
 
 
 async def test_llm_error_before_first_token_falls_back(tmp_path) -> None:
+    clock = ManualClock(T0)
     broken = FakeLLM(fail_before_first_token=EngineError("cloud is down"), name="cloud")
     spare = FakeLLM(reply=lambda _r: "The spare engine answers.", ttft=0.02, name="spare")
-    stage = Stage(tmp_path, script=[Key(0, 0.6)])
-    broken.clock = spare.clock = stage.clock
-    stage.session.llm = FallbackLLM([broken, spare])
-    stage.session.llm.on_fallback.append(stage.session._on_fallback)
+    broken.clock = spare.clock = clock
+    chain = FallbackLLM([broken, spare], clock=clock)
+    stage = Stage(tmp_path, script=[Key(0, 0.6)], clock=clock, engines=(None, chain, None))
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
     (turn,) = stage.finished()

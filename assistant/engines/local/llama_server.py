@@ -6,6 +6,12 @@ free loopback port, waits until ``/health`` answers 200, restarts it (with backo
 number of times) if it dies, and makes sure it never outlives Parley: the child runs in its own
 process group, gets SIGKILL from the kernel when its parent dies (Linux), and an ``atexit`` hook
 kills whatever is left on a normal exit.
+
+Only Parley can use the server. Each launch gets a new random API key, handed over in a file
+that only this user can read and that is deleted as soon as the server has read it; requests
+without it are refused (only ``/health`` answers anyone). The slot monitor is off, browsers get
+no cross-origin access, and the child's environment holds nothing but what it needs to run — no
+provider key, no keyring session.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +45,22 @@ HOST = "127.0.0.1"
 
 #: ``notice(message)``: something the user should hear about (a crash, a restart).
 Notice = Callable[[str], None]
+
+#: The only variables the child inherits (plus ``LC_*``): enough to run, no secrets.
+_CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
+
+
+def child_environment() -> dict[str, str]:
+    """The environment llama-server runs with: locale and paths, and nothing else.
+
+    Provider keys (``*_API_KEY``), the keyring's session bus address and llama.cpp's own
+    ``LLAMA_*`` settings (which could reopen what the command line closes) stay behind.
+    """
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in _CHILD_ENVIRONMENT or name.startswith("LC_")
+    }
 
 _EXE = "llama-server.exe" if sys.platform == "win32" else "llama-server"
 _LOG_LIMIT = 4 * 1024 * 1024
@@ -184,6 +208,7 @@ class LlamaServer:
         self._failed: EngineError | None = None
         self._stopping = False
         self._crashes: list[float] = []
+        self._api_key = ""
 
     # ---------------------------------------------------------------------------- properties
 
@@ -197,6 +222,11 @@ class LlamaServer:
         if self._port is None:
             raise EngineError("The local language model has not been started.", engine="local")
         return f"http://{HOST}:{self._port}/v1"
+
+    @property
+    def api_key(self) -> str:
+        """The key requests must carry (``Authorization: Bearer``); new at each launch."""
+        return self._api_key
 
     @property
     def pid(self) -> int | None:
@@ -265,7 +295,7 @@ class LlamaServer:
 
     # ----------------------------------------------------------------------------- internals
 
-    def _command(self, binary: Path, port: int) -> list[str]:
+    def _command(self, binary: Path, port: int, key_file: Path) -> list[str]:
         return [
             str(binary),
             "--model", str(self.model_path),
@@ -281,6 +311,12 @@ class LlamaServer:
             "--cache-reuse", "64",
             "--jinja",
             "--no-webui",
+            # Locked down: a key on every request, no slot monitor, and no web page elsewhere
+            # may read an answer (the only origin allowed is the server's own).
+            "--api-key-file", str(key_file),
+            "--no-slots",
+            "--cors-origins", f"http://{HOST}:{port}",
+            "--no-cors-credentials",
             *self.extra_args,
         ]  # fmt: skip
 
@@ -297,28 +333,42 @@ class LlamaServer:
             port = self._port if self._port is not None and attempt == 0 else free_port()
             self._port = port
             log_file = self._open_log(binary, port)
+            key = secrets.token_urlsafe(32)
+            try:
+                key_file = _write_key_file(key)
+            except OSError as err:
+                log_file.close()
+                raise EngineUnavailable(
+                    f"Could not write the local model server's key file: {err.strerror or err}.",
+                    engine="local",
+                ) from err
             started = time.monotonic()
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._command(binary, port),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid()),
-                )
-            except OSError as err:
-                raise EngineUnavailable(
-                    f"Could not start {binary}: {err.strerror or err}.", engine="local"
-                ) from err
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        *self._command(binary, port, key_file),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_child_setup(os.getpid()),
+                        env=child_environment(),
+                    )
+                except OSError as err:
+                    raise EngineUnavailable(
+                        f"Could not start {binary}: {err.strerror or err}.", engine="local"
+                    ) from err
+                finally:
+                    log_file.close()
+                _live_pids.add(proc.pid)
+                try:
+                    ready = await self._wait_ready(proc, port, report, started)
+                except BaseException:
+                    await _terminate(proc)
+                    raise
             finally:
-                log_file.close()
-            _live_pids.add(proc.pid)
-            try:
-                ready = await self._wait_ready(proc, port, report, started)
-            except BaseException:
-                await _terminate(proc)
-                raise
+                key_file.unlink(missing_ok=True)  # read at startup; no copy stays on disk
+            self._api_key = key
             if ready:
                 self._proc = proc
                 self.last_start_seconds = time.monotonic() - started
@@ -425,6 +475,14 @@ class LlamaServer:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+
+def _write_key_file(key: str) -> Path:
+    """A new file only this user can read (mode 0600), holding ``key``."""
+    fd, name = tempfile.mkstemp(prefix="parley-llama-", suffix=".key")
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return Path(name)
 
 
 def _last_line(text: str) -> str:

@@ -1,21 +1,51 @@
 """The offline language model: a packaged Qwen2.5-Coder GGUF served by a supervised llama-server.
 
-It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint; the server needs no key.
+It is reached through ``OpenAIChatLLM`` exactly like a cloud endpoint, with the key the server
+was started with (a new one at each launch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
+
+import openai
 
 from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
 from assistant.engines.local.llama_server import LlamaServer, Notice
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.openai.chat import OpenAIChatLLM
+from assistant.history import drop_oldest_turns, message_tokens
 
 log = logging.getLogger(__name__)
+
+#: Context kept free for the reply when a prompt has to be shortened to fit.
+REPLY_RESERVE = 512
+_SIZES = re.compile(r"\((\d+) tokens\).*\((\d+) tokens\)")
+
+
+def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
+    """(prompt tokens, context size) if ``err`` is llama-server refusing a too-long prompt.
+
+    llama-server answers such a request with 400 ``exceed_context_size_error``; the sizes are
+    None when the server did not say them.
+    """
+    cause = err.__cause__
+    if not isinstance(cause, openai.BadRequestError):
+        return None
+    body = cause.body if isinstance(cause.body, dict) else {}
+    message = str(body.get("message", ""))
+    if body.get("type") != "exceed_context_size_error" and "context size" not in message:
+        return None
+    prompt, size = body.get("n_prompt_tokens"), body.get("n_ctx")
+    if not (isinstance(prompt, int) and isinstance(size, int) and prompt > 0 and size > 0):
+        m = _SIZES.search(message)
+        prompt, size = (int(m[1]), int(m[2])) if m else (None, None)
+    return prompt, size
 
 
 def default_threads() -> tuple[int, int]:
@@ -61,6 +91,8 @@ class LocalLLM:
         self.on_notice: list[Notice] = []
         self._server: LlamaServer | None = None
         self._chat: OpenAIChatLLM | None = None
+        self._chat_key = ""
+        self._retired: list[OpenAIChatLLM] = []  # clients of earlier launches, closed at the end
         self._warm_lock = asyncio.Lock()
 
     @property
@@ -84,37 +116,84 @@ class LocalLLM:
             await self._server.start(self.progress)
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
-        # A restart may move the server to another port; follow it.
-        if self._chat is None or self._chat.base_url != server.base_url:
+        # A restart may move the server to another port, and always brings a new key.
+        if self._chat is None or (self._chat.base_url, self._chat_key) != (
+            server.base_url,
+            server.api_key,
+        ):
+            if self._chat is not None:
+                self._retired.append(self._chat)
             self._chat = OpenAIChatLLM(
                 server.base_url,
-                None,
+                server.api_key,
                 self.model.name,
                 name=self.name,
                 timeout_first_token=self.timeout_first_token,
             )
+            self._chat_key = server.api_key
         return self._chat
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        """Stream one completion.
+
+        A prompt longer than the model's context (a long conversation, CJK text) is not fatal:
+        the oldest earlier turns are dropped until it fits, and the request is sent once more.
+        """
         if self._server is None:
             await self.warm_up()
         server = self._server
         assert server is not None
         await server.ensure_running()
         pid = server.pid
-        try:
-            async with closing_stream(self._client(server).stream(request)) as events:
-                async for event in events:
-                    yield event
-        except EngineError as err:
-            if server.pid != pid or not await server.healthy():
-                raise EngineError(
-                    "The local language model stopped while answering; it is being restarted. "
-                    "Try again in a moment.",
-                    engine=self.name,
-                    retryable=True,
-                ) from err
-            raise
+        shortened = False
+        while True:
+            started = False
+            try:
+                async with closing_stream(self._client(server).stream(request)) as events:
+                    async for event in events:
+                        started = True
+                        yield event
+                return
+            except EngineError as err:
+                overflow = None if started or shortened else context_overflow(err)
+                if overflow is not None:
+                    request = self._fit_context(request, *overflow, err)
+                    shortened = True
+                    continue
+                if server.pid != pid or not await server.healthy():
+                    raise EngineError(
+                        "The local language model stopped while answering; it is being "
+                        "restarted. Try again in a moment.",
+                        engine=self.name,
+                        retryable=True,
+                    ) from err
+                raise
+
+    def _fit_context(
+        self, request: ChatRequest, prompt: int | None, size: int | None, err: EngineError
+    ) -> ChatRequest:
+        """``request`` without the oldest turns that made it overflow the context, or raise."""
+        size = size or self.context
+        room = size - max(REPLY_RESERVE, request.max_tokens or 0)
+        estimated = sum(message_tokens(m) for m in request.messages)
+        # The server counted the real tokens; scale the estimate to them.
+        budget = int(room * estimated / prompt) if prompt else room
+        messages = drop_oldest_turns(request.messages, budget)
+        if messages is None:
+            raise EngineError(
+                f"{self.name}: the message is too long for the local model's context "
+                f"({prompt or 'more than ' + str(size)} tokens, at most {size}). Shorten it, "
+                "or pick a model with a larger context.",
+                engine=self.name,
+                retryable=False,
+            ) from err
+        log.info(
+            "prompt of %s tokens exceeded the %d-token context; dropped %d oldest messages",
+            prompt,
+            size,
+            len(request.messages) - len(messages),
+        )
+        return dataclasses.replace(request, messages=messages)
 
     async def prefill(self, request: ChatRequest) -> None:
         """Process ``request``'s prompt now so the real request finds it in the server's cache.
@@ -137,6 +216,7 @@ class LocalLLM:
         """Stop the server (the model file stays cached)."""
         if self._server is not None:
             await self._server.stop()
-        if self._chat is not None:
-            await self._chat.aclose()
-            self._chat = None
+        for chat in [*self._retired, *([self._chat] if self._chat is not None else [])]:
+            await chat.aclose()
+        self._retired.clear()
+        self._chat = None

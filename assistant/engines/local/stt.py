@@ -387,6 +387,9 @@ class LocalSTT:
         """Stop the worker thread (after the job in progress)."""
         self._worker.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        self.close()
+
 
 def _failed(future: concurrent.futures.Future[Any]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)

@@ -209,6 +209,9 @@ class LocalTTS:
         """Stop the worker thread (after the synthesis in progress, which a cancel cuts short)."""
         self._worker.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        self.close()
+
 
 def _synthesize(backend: Backend, key: str, piece: _Piece) -> None:
     """Runs on the worker thread."""

@@ -1,23 +1,23 @@
 """A ``LanguageModel`` for any OpenAI-compatible Chat Completions endpoint, streamed.
 
 Works with OpenAI itself and with local servers that speak the same protocol (llama-server,
-Ollama, vLLM). Wire chunks become typed events: ``TextDelta``, ``ToolCallDelta`` (one per streamed
-fragment), ``Usage`` and ``Finished``. Failures become ``EngineError`` with a message a user can act
-on; the API key never appears in one.
+Ollama, vLLM). The official SDK does the HTTP (over httpx); its chunks become typed events:
+``TextDelta``, ``ToolCallDelta`` (one per streamed fragment), ``Usage`` and ``Finished``.
+Failures go through the shared network policy (``net.errors``): an ``EngineError`` with a
+message a user can act on, scrubbed of keys; the client itself never retries, except a request
+whose pooled connection was closed before it left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import re
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import openai
 
+from assistant import secrets
 from assistant.engines.base import (
     ChatRequest,
     EngineError,
@@ -28,9 +28,22 @@ from assistant.engines.base import (
     ToolCallDelta,
     Usage,
 )
+from assistant.engines.net.errors import (
+    Service,
+    Unreachable,
+    error_detail,
+    http_error,
+    unreachable,
+)
+from assistant.engines.net.redact import describe
+from assistant.engines.net.retry import Backoff, RetryBudget
 
-# Anything shaped like a secret key that a server might echo back in an error message.
-_KEY_LIKE = re.compile(r"\b(sk|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+def _resend_budget() -> RetryBudget:
+    """A pooled keep-alive connection can be closed by the server just as it is reused; the
+    request never reached the server then, so it is sent again at once, once. Anything else is
+    left to the fallback chain."""
+    return RetryBudget(Backoff(base=0.0), max_retries=1, limits={Unreachable: 1})
 
 
 class OpenAIChatLLM:
@@ -50,7 +63,9 @@ class OpenAIChatLLM:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_first_token = timeout_first_token
-        self._api_key = api_key or ""
+        self._service = Service.of(name)
+        if api_key:
+            secrets.register(api_key)
         self._extra_body = dict(extra_body or {})
         # The client insists on a key; keyless local servers ignore whatever is sent.
         self._client = openai.AsyncOpenAI(
@@ -85,7 +100,7 @@ class OpenAIChatLLM:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         body = self._body(request)
-        finished = False
+        finished = opened = False
         # One deadline covers connecting, the response headers and the first chunk.
         deadline = asyncio.get_running_loop().time() + self.timeout_first_token
         try:
@@ -94,6 +109,7 @@ class OpenAIChatLLM:
             # ``async with`` closes the HTTP response however this generator ends, including
             # when the consumer stops early or its task is cancelled.
             async with stream:
+                opened = True
                 chunks = aiter(stream)
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks, None)
@@ -104,159 +120,114 @@ class OpenAIChatLLM:
                         yield event
                     chunk = await anext(chunks, None)
         except TimeoutError:
-            raise EngineError(
-                f"{self.name}: no answer from {self.base_url} within "
-                f"{self.timeout_first_token:g} s. The server may be overloaded or the model "
-                "still loading; try again.",
-                engine=self.name,
-                retryable=True,
+            raise self._service.error(
+                f": no answer from {self.base_url} within {self.timeout_first_token:g} s. The "
+                "server may be overloaded or the model still loading; try again."
             ) from None
         except EngineError:
             raise
         except openai.APIError as err:
-            raise self._map_error(err) from err
-        except json.JSONDecodeError:
-            raise EngineError(
-                f"{self.name}: {self.base_url} sent a malformed streaming response "
-                "(not JSON). Check that the URL points to an OpenAI-compatible API.",
-                engine=self.name,
-                retryable=True,
+            if opened and type(err) is openai.APIConnectionError:
+                raise self._broke_off(err) from None
+            raise self._map_error(err) from None
+        except (json.JSONDecodeError, RecursionError):
+            raise self._service.error(
+                f": {self.base_url} sent a malformed streaming response (not JSON). Check that "
+                "the URL points to an OpenAI-compatible API."
             ) from None
         except Exception as err:
             # Transport errors that some client versions let escape while iterating a stream.
-            raise EngineError(
-                f"{self.name}: the connection to {self.base_url} broke off "
-                f"({type(err).__name__}); try again.",
-                engine=self.name,
-                retryable=True,
-            ) from err
+            raise self._broke_off(err) from None
         if not finished:
-            raise EngineError(
-                f"{self.name}: the answer from {self.base_url} ended before it was complete.",
-                engine=self.name,
-                retryable=True,
+            raise self._service.error(
+                f": the answer from {self.base_url} ended before it was complete."
             )
 
     async def _open(self, body: dict[str, Any]) -> Any:
-        """Send the request; once more if the connection failed before any response.
+        """Send the request, retrying what the shared policy allows before any response."""
+        budget = _resend_budget()
+        while True:
+            try:
+                return await self._client.chat.completions.create(
+                    **body, extra_body=self._extra_body or None
+                )
+            except openai.APITimeoutError:
+                raise
+            except openai.APIConnectionError as err:
+                error = self._map_error(err)
+                delay = budget.next_delay(error)
+                if delay is None:
+                    raise error from None
+                await asyncio.sleep(delay)
 
-        A pooled keep-alive connection can be closed by the server just as it is reused; the
-        request never reached the server then, so sending it again is safe.
-        """
-        try:
-            return await self._client.chat.completions.create(
-                **body, extra_body=self._extra_body or None
-            )
-        except openai.APITimeoutError:
-            raise
-        except openai.APIConnectionError:
-            return await self._client.chat.completions.create(
-                **body, extra_body=self._extra_body or None
-            )
+    def _broke_off(self, err: BaseException) -> EngineError:
+        cause = err.__cause__ or err
+        return self._service.error(
+            f": the connection to {self.base_url} broke off ({describe(cause)}); try again."
+        )
 
     def _map_error(self, err: openai.APIError) -> EngineError:
-        where = self.base_url
+        """The SDK's error → the shared table's ``EngineError`` (``net.errors``)."""
+        service = self._service
         if isinstance(err, openai.APITimeoutError):
-            return self._error(f"{where} stopped answering (timed out). Try again.", True)
+            return service.error(f": {self.base_url} stopped answering (timed out). Try again.")
         if isinstance(err, openai.APIConnectionError):
-            return self._error(
-                f"could not reach {where}. Check the URL and that the server is running.", True
-            )
-        detail = self._scrub(_server_message(err))
-        if isinstance(err, openai.AuthenticationError):
-            return self._error(
-                f"{where} rejected the API key (401). Check the key in Settings.", False
-            )
-        if isinstance(err, openai.PermissionDeniedError):
-            return self._error(
-                f"{where} refused access (403): {detail}. Check the key's permissions.", False
-            )
-        if isinstance(err, openai.RateLimitError):
-            retry_after = _retry_after(err.response.headers)
-            wait = f" Retry in {retry_after:g} s." if retry_after is not None else ""
-            e = self._error(f"{where} is rate limiting requests (429): {detail}.{wait}", True)
-            e.retry_after = retry_after
-            return e
-        if isinstance(err, openai.NotFoundError):
-            return self._error(
-                f"{where} does not know model {self.model!r} or the path (404): {detail}. "
-                "Check the model name and the URL.",
-                False,
-            )
+            return unreachable(service, self.base_url, err.__cause__ or err)
         if isinstance(err, openai.APIStatusError):
-            status = err.status_code
-            if status >= 500:
-                return self._error(f"{where} had a server error ({status}): {detail}.", True)
-            return self._error(f"{where} refused the request ({status}): {detail}.", False)
-        return self._error(f"{where} reported an error: {detail}.", True)
-
-    def _error(self, message: str, retryable: bool) -> EngineError:
-        return EngineError(f"{self.name}: {message}", engine=self.name, retryable=retryable)
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return _KEY_LIKE.sub("***", text)
+            return http_error(
+                service,
+                err.status_code,
+                headers=err.response.headers,
+                body=err.body if err.body is not None else err.message,
+                url=self.base_url,
+                model=self.model,
+            )
+        detail = error_detail(err.body if isinstance(err.body, dict) else err.message)[0]
+        return service.error(f" reported an error: {detail or type(err).__name__}.")
 
 
 def _events(chunk: Any) -> Iterable[LLMEvent]:
-    for choice in chunk.choices or ():
-        delta = choice.delta
-        if delta is not None:
-            if delta.content:
-                yield TextDelta(delta.content)
-            for tc in delta.tool_calls or ():
-                fn = tc.function
-                yield ToolCallDelta(
-                    index=tc.index,
-                    id=tc.id or None,
-                    name=(fn.name or None) if fn else None,
-                    arguments=(fn.arguments or "") if fn else "",
-                )
-        if choice.finish_reason:
-            yield Finished(choice.finish_reason)
+    """The events of one streamed chunk. Total: the SDK builds chunks without validating them,
+    so a field of the wrong type is read as absent rather than raising."""
+    for choice in _list(getattr(chunk, "choices", None)):
+        delta = getattr(choice, "delta", None)
+        content = getattr(delta, "content", None)
+        if isinstance(content, str) and content:
+            yield TextDelta(content)
+        for tc in _list(getattr(delta, "tool_calls", None)):
+            index = getattr(tc, "index", None)
+            if not isinstance(index, int) or isinstance(index, bool):
+                continue
+            fn = getattr(tc, "function", None)
+            yield ToolCallDelta(
+                index=index,
+                id=_str(getattr(tc, "id", None)) or None,
+                name=_str(getattr(fn, "name", None)) or None,
+                arguments=_str(getattr(fn, "arguments", None)),
+            )
+        reason = _str(getattr(choice, "finish_reason", None))
+        if reason:
+            yield Finished(reason)
     usage = getattr(chunk, "usage", None)
-    if usage is not None:
+    if usage is not None and not isinstance(usage, str | int | float | list):
         details = getattr(usage, "prompt_tokens_details", None)
-        cached = getattr(details, "cached_tokens", None) if details is not None else None
         yield Usage(
-            prompt_tokens=usage.prompt_tokens or 0,
-            completion_tokens=usage.completion_tokens or 0,
-            cached_tokens=cached or 0,
+            prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=_count(getattr(usage, "completion_tokens", None)),
+            cached_tokens=_count(getattr(details, "cached_tokens", None)),
         )
 
 
-def _server_message(err: openai.APIError) -> str:
-    body = err.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    return err.message or type(err).__name__
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
-def _retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def assemble_tool_calls(deltas: Iterable[LLMEvent]) -> list[ToolCall]:

@@ -1,8 +1,8 @@
 """OpenAI text to speech: ``POST {base}/audio/speech`` with raw 24 kHz PCM read as it streams.
 
 Each text piece from the reply's splitter is one request; its audio is handed on read by read, so
-the first sound plays while the rest of the sentence is still being synthesized. A pooled HTTP
-client is created (and its connection opened) at warm-up, so no turn pays for a TLS handshake.
+the first sound plays while the rest of the sentence is still being synthesized. The pooled HTTP
+client (``net.http``) opens its connection at warm-up, so no turn pays for a TLS handshake.
 Rate limits and server errors are retried before any audio of a piece exists, within a small
 budget; after that, a failure ends the reply with an error the user can act on.
 """
@@ -10,12 +10,12 @@ budget; after that, a failure ends the reply with an error the user can act on.
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import numpy as np
@@ -23,7 +23,16 @@ import numpy as np
 from assistant import secrets
 from assistant.config import Settings, SettingsError
 from assistant.engines.base import PCM, EngineError, SpeechChunk, Voice
-from assistant.engines.netpolicy import Backoff, RetryBudget, next_within, retry_after
+from assistant.engines.net.errors import (
+    RateLimited,
+    ServerFailed,
+    Service,
+    Unreachable,
+    error_detail,
+)
+from assistant.engines.net.http import HttpClient
+from assistant.engines.net.redact import describe
+from assistant.engines.net.retry import Backoff, Policy, RetryBudget
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +44,19 @@ VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
 )  # fmt: skip
 PROVIDER = "openai"
+SERVICE = Service.of(PROVIDER, "OpenAI speech")
 _EMPTY: PCM = np.zeros(0, dtype=np.int16)
-_KEY_HINT = (
-    f"Set a valid key in Settings → OpenAI or in the {secrets.ENV_VARS[PROVIDER]} "
-    "environment variable."
+#: Connect within 5 s, first audio within 10 s, no gap over 15 s; up to three retries of a rate
+#: limit (one of a server error or a failed connection) waiting 8 s at most in all.
+DEFAULT_POLICY = Policy(
+    open_timeout=5.0,
+    first_message_timeout=10.0,
+    stall_timeout=15.0,
+    attempts=3,
+    backoff=Backoff(base=0.5, cap=4.0),
+    max_retry_after=8.0,
 )
-
-FailureKind = Literal["rate", "server", "transport", "final"]
+MAX_RETRY_WAIT = 8.0
 
 
 @dataclass(slots=True)
@@ -71,15 +86,6 @@ class _Trace:
                 self.connect_ms = (time.perf_counter() - self.connect_started) * 1000.0
 
 
-class _Failed(Exception):
-    """One attempt failed; ``kind`` tells whether another attempt may help."""
-
-    def __init__(self, error: EngineError, kind: FailureKind) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.kind = kind
-
-
 class OpenAISpeechTTS:
     """Streams speech for text pieces from OpenAI's speech endpoint."""
 
@@ -93,36 +99,20 @@ class OpenAISpeechTTS:
         model: str = DEFAULT_MODEL,
         voice: str = DEFAULT_VOICE,
         instructions: str | None = None,
-        first_byte_timeout: float = 10.0,
-        read_timeout: float = 15.0,
-        connect_timeout: float = 5.0,
-        rate_limit_retries: int = 3,
-        max_retry_wait: float = 8.0,
-        backoff: Backoff | None = None,
+        policy: Policy | None = None,
+        max_retry_wait: float = MAX_RETRY_WAIT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.voice = voice
         self.instructions = instructions
-        self.first_byte_timeout = first_byte_timeout
-        self.read_timeout = read_timeout
-        self.connect_timeout = connect_timeout
-        self.rate_limit_retries = rate_limit_retries
+        self.policy = policy or DEFAULT_POLICY
         self.max_retry_wait = max_retry_wait
-        self.backoff = backoff or Backoff(base=0.5, cap=4.0)
         self.stats = ConnectionStats()
-        self._client: httpx.AsyncClient | None = None
+        self._http = HttpClient(SERVICE, self.policy)
         self._warmed = False
 
     # ---------------------------------------------------------------------------- lifecycle
-
-    def _ensure_client(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
-                limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=120.0),
-            )
-        return self._client
 
     async def warm_up(self) -> None:
         """Create the pooled client and open its connection with a cheap request.
@@ -130,13 +120,14 @@ class OpenAISpeechTTS:
         Best effort: without a key, or when the service cannot be reached, the first reply
         reports the problem instead (and a fallback engine can take over there).
         """
-        client = self._ensure_client()
+        client = self._http.client()
         key = secrets.get_key(PROVIDER)
         if not key or self._warmed:
             return
         trace = _Trace()
+        policy = self.policy
         try:
-            async with asyncio.timeout(self.connect_timeout + self.first_byte_timeout):
+            async with asyncio.timeout(policy.open_timeout + policy.first_message_timeout):
                 response = await client.get(
                     f"{self.base_url}/models/{self.model}",
                     headers={"Authorization": f"Bearer {key}"},
@@ -144,24 +135,21 @@ class OpenAISpeechTTS:
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
             log.warning(
-                "%s",
-                secrets.redact(
-                    f"OpenAI speech: could not pre-connect to {self.base_url} "
-                    f"({type(exc).__name__}); the first reply will connect instead."
-                ),
+                "OpenAI speech: could not pre-connect to %s (%s); the first reply will connect "
+                "instead.",
+                self.base_url,
+                describe(exc),
             )
             return
         self._note_connection(trace)
         self._warmed = True
         if response.status_code == 401:
-            log.warning("OpenAI speech: the API key was rejected (HTTP 401). %s", _KEY_HINT)
+            log.warning("%s", SERVICE.key_rejected("HTTP 401"))
         elif response.status_code == 404:
             log.warning("OpenAI speech: %s does not list the model %r.", self.base_url, self.model)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
         self._warmed = False
 
     def voices(self, language: str | None = None) -> list[Voice]:
@@ -191,65 +179,54 @@ class OpenAISpeechTTS:
     ) -> AsyncIterator[SpeechChunk]:
         key = secrets.require_key(PROVIDER)
         chosen = self._voice_for(voice)
-        client = self._ensure_client()
         index = -1
         async for text in pieces:
             index += 1
             if not text.strip():
                 continue
-            response, chunks, first = await self._open(client, key, text, chosen)
+            started = time.perf_counter()
+            traces: list[_Trace] = []
+            streamed = await self._http.stream(
+                "POST",
+                f"{self.base_url}/audio/speech",
+                headers={"Authorization": f"Bearer {key}"},
+                json=self._body(text, chosen),
+                budget=self._budget(),
+                what="audio",
+                model=self.model,
+                refine=lambda status, raw, _headers: _voice_error(status, raw, chosen),
+                extensions=functools.partial(_traced, traces),
+            )
+            self.stats.last_first_byte_ms = (time.perf_counter() - started) * 1000.0
+            for trace in traces:
+                self._note_connection(trace)
             try:
                 carry = b""
-                data: bytes | None = first
+                data: bytes | None = streamed.first
                 while data is not None:
                     pcm, carry = _samples(carry + data)
                     if len(pcm):
                         yield SpeechChunk(pcm, SAMPLE_RATE, index, text)
-                    data = await next_within(chunks, self.read_timeout)
+                    data = await streamed.next(self.policy.stall_timeout)
                 if carry:
                     log.debug("OpenAI speech: dropped a trailing odd byte of piece %d", index)
                 yield SpeechChunk(_EMPTY, SAMPLE_RATE, index, text, last=True)
             except TimeoutError:
-                raise self._error(
-                    f"{self.base_url} stopped sending audio mid-sentence "
-                    f"(nothing for {self.read_timeout:g} s). Try again.",
-                    retryable=True,
+                raise SERVICE.error(
+                    f": {self.base_url} stopped sending audio mid-sentence "
+                    f"(nothing for {self.policy.stall_timeout:g} s). Try again."
                 ) from None
             except httpx.TransportError as exc:
-                raise self._error(
-                    f"the connection to {self.base_url} broke off mid-sentence "
-                    f"({type(exc).__name__}). Try again.",
-                    retryable=True,
+                raise SERVICE.error(
+                    f": the connection to {self.base_url} broke off mid-sentence "
+                    f"({describe(exc)}). Try again."
                 ) from None
             finally:
                 # Closing an unfinished response drops its connection at once (cancellation,
                 # barge-in); a finished one goes back to the pool.
-                await response.aclose()
+                await streamed.aclose()
 
-    async def _open(
-        self, client: httpx.AsyncClient, key: str, text: str, voice: str
-    ) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
-        """Send one piece's request and read its first audio, retrying what may pass."""
-        budget = RetryBudget(self.rate_limit_retries, self.max_retry_wait, self.backoff)
-        once: set[FailureKind] = set()
-        while True:
-            try:
-                return await self._attempt(client, key, text, voice)
-            except _Failed as failed:
-                delay: float | None = None
-                if failed.kind == "rate":
-                    delay = budget.next_delay(failed.error.retry_after)
-                elif failed.kind in ("server", "transport") and failed.kind not in once:
-                    once.add(failed.kind)
-                    delay = budget.next_delay()
-                if delay is None:
-                    raise failed.error from None
-                log.info("%s Retrying in %.2f s.", failed.error, delay)
-                await asyncio.sleep(delay)
-
-    async def _attempt(
-        self, client: httpx.AsyncClient, key: str, text: str, voice: str
-    ) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
+    def _body(self, text: str, voice: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "input": text,
@@ -258,57 +235,17 @@ class OpenAISpeechTTS:
         }
         if self.instructions:
             body["instructions"] = self.instructions
-        trace = _Trace()
-        request = client.build_request(
-            "POST",
-            f"{self.base_url}/audio/speech",
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-            extensions={"trace": trace},
-        )
-        response: httpx.Response | None = None
-        opened = False
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.first_byte_timeout):
-                response = await client.send(request, stream=True)
-                self._note_connection(trace)
-                if response.status_code != 200:
-                    raw = await response.aread()
-                    raise self._status_failure(response.status_code, raw, response.headers, voice)
-                chunks = response.aiter_bytes()
-                first = b""
-                while not first:
-                    got = await anext(chunks, None)
-                    if got is None:
-                        break
-                    first = got
-            self.stats.last_first_byte_ms = (time.perf_counter() - started) * 1000.0
-            opened = True
-            return response, chunks, first
-        except TimeoutError:
-            raise _Failed(
-                self._error(
-                    f"no audio from {self.base_url} within {self.first_byte_timeout:g} s; the "
-                    "service may be overloaded. Try again.",
-                    retryable=True,
-                ),
-                "final",
-            ) from None
-        except httpx.TransportError as exc:
-            raise _Failed(
-                self._error(
-                    f"could not reach {self.base_url} ({type(exc).__name__}). Check the network "
-                    "and the OpenAI URL in Settings.",
-                    retryable=True,
-                ),
-                "transport",
-            ) from None
-        finally:
-            if not opened and response is not None:
-                await response.aclose()
+        return body
 
-    # ------------------------------------------------------------------------------- errors
+    def _budget(self) -> RetryBudget:
+        """Rate limits retried as the server asks, a server error or a lost connection once."""
+        return RetryBudget(
+            self.policy.backoff,
+            max_retries=self.policy.attempts,
+            limits={RateLimited: self.policy.attempts, ServerFailed: 1, Unreachable: 1},
+            max_wait=self.max_retry_wait,
+            max_retry_after=self.max_retry_wait,
+        )
 
     def _note_connection(self, trace: _Trace) -> None:
         self.stats.requests += 1
@@ -317,52 +254,23 @@ class OpenAISpeechTTS:
             self.stats.connections_opened += 1
             self.stats.last_connect_ms = trace.connect_ms
 
-    def _error(
-        self, message: str, *, retryable: bool, retry_after: float | None = None
-    ) -> EngineError:
-        return EngineError(
-            secrets.redact(f"OpenAI speech: {message}"),
-            engine=self.name,
-            retryable=retryable,
-            retry_after=retry_after,
-        )
 
-    def _status_failure(
-        self, status: int, raw: bytes, headers: httpx.Headers, voice: str
-    ) -> _Failed:
-        detail, code, param = _server_error(raw)
-        final: FailureKind = "final"
-        if status == 401:
-            message = f"the API key was rejected (HTTP 401). {_KEY_HINT}"
-            return _Failed(self._error(message, retryable=False), final)
-        if status == 403:
-            message = f"access refused (HTTP 403): {detail}. Check the key's permissions."
-            return _Failed(self._error(message, retryable=False), final)
-        if status == 400 and (param == "voice" or "voice" in detail.lower()):
-            message = (
-                f"the voice {voice!r} is not available ({detail}). "
-                f"Choose one of: {', '.join(VOICES)}."
-            )
-            return _Failed(self._error(message, retryable=False), final)
-        if status == 404:
-            message = (
-                f"{self.base_url} does not know the model {self.model!r} or the path "
-                f"(HTTP 404): {detail}. Check the model and URL in Settings."
-            )
-            return _Failed(self._error(message, retryable=False), final)
-        if status == 429 and code == "insufficient_quota":
-            message = f"the account has no quota left (HTTP 429): {detail}."
-            return _Failed(self._error(message, retryable=False), final)
-        if status == 429:
-            wait = retry_after(headers)
-            hint = f" Retry in {wait:g} s." if wait is not None else ""
-            message = f"rate limited (HTTP 429): {detail}.{hint}"
-            return _Failed(self._error(message, retryable=True, retry_after=wait), "rate")
-        if status >= 500:
-            message = f"server error (HTTP {status}): {detail}."
-            return _Failed(self._error(message, retryable=True), "server")
-        message = f"request refused (HTTP {status}): {detail}."
-        return _Failed(self._error(message, retryable=False), final)
+def _traced(traces: list[_Trace]) -> dict[str, Any]:
+    """Request extensions that trace the connection into a new entry of ``traces``."""
+    traces.append(_Trace())
+    return {"trace": traces[-1]}
+
+
+def _voice_error(status: int, raw: bytes, voice: str) -> EngineError | None:
+    """A 400 about the voice, with the voices to choose from."""
+    detail, _, param = error_detail(raw)
+    if status == 400 and (param == "voice" or "voice" in detail.lower()):
+        return SERVICE.error(
+            f": the voice {voice!r} is not available ({detail}). Choose one of: "
+            f"{', '.join(VOICES)}.",
+            retryable=False,
+        )
+    return None
 
 
 def _samples(data: bytes) -> tuple[PCM, bytes]:
@@ -370,26 +278,6 @@ def _samples(data: bytes) -> tuple[PCM, bytes]:
     whole = len(data) & ~1
     pcm: PCM = np.frombuffer(data, dtype="<i2", count=whole // 2).astype(np.int16)
     return pcm, data[whole:]
-
-
-def _server_error(raw: bytes) -> tuple[str, str, str]:
-    """(message, code, param) of an OpenAI error body; the raw text when it is not JSON."""
-    message, code, param = "", "", ""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            message = str(inner.get("message") or "")
-            code = str(inner.get("code") or "")
-            param = str(inner.get("param") or "")
-        elif isinstance(inner, str):
-            message = inner
-    if not message:
-        message = raw.decode("utf-8", "replace").strip() or "no details"
-    return secrets.redact(message)[:300], code, param
 
 
 # ------------------------------------------------------------------------------------- factory

@@ -1,0 +1,332 @@
+"""The sans-I/O side of a streaming speech-to-text session.
+
+A provider's wire rules are an object with no sockets, no tasks and no clock of its own (the time
+is passed in), in the manner of ``websockets``' ``Protocol``: the driver calls ``audio``,
+``end_turn``, ``clear``, ``receive`` (one server message), ``sent`` (a message left),
+``dropped`` / ``reconnected`` (the connection), and ``expire`` (a deadline passed), then drains
+``data_to_send()`` and ``events_received()``; ``deadline()`` says when ``expire`` is due next.
+``stt_driver.StreamingSession`` runs one over a ``ReconnectingSocket``; tests feed one tables of
+messages without any socket.
+
+Events: ``Ready`` (the server started the session), ``Partial`` (the turn so far),
+``Final`` (a turn's settled text; ``turn`` is ``end_turn``'s number when it answers one),
+``TurnFailed`` (that turn will have no transcript), ``Finished`` (the server acknowledged the
+goodbye) and ``Failed`` (the session cannot go on).
+
+``EndpointedWire`` is what the providers that find turn ends themselves share (AssemblyAI,
+Deepgram): audio batched into messages of a minimum length, partials carrying the whole turn so
+far, a turn ended on request with a deadline for the server's answer (after which the last
+partial stands), a turn abandoned on ``clear``, and the turn's audio sent again after a reconnect.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant.engines.base import PCM, EngineError
+from assistant.engines.net.errors import Service
+from assistant.engines.net.messages import Message, Outgoing, parse_json, server_error_text
+
+log = logging.getLogger(__name__)
+_NO_AUDIO: PCM = np.zeros(0, dtype=np.int16)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The server has started the session: audio may flow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    text: str
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    text: str
+    start: float = 0.0
+    end: float = 0.0
+    language: str | None = None
+    #: The ``end_turn`` this answers (-1: a turn the server ended by itself).
+    turn: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    error: EngineError
+    turn: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The server acknowledged the goodbye: closing need not wait any longer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The session cannot go on (the server rejected the key mid-session, say)."""
+
+    error: EngineError
+
+
+SttEvent = Ready | Partial | Final | TurnFailed | Finished | Failed
+
+
+class SttWire:
+    """The interface a streaming STT provider implements; the buffers and deadlines they share."""
+
+    service: Service
+    #: The rate ``audio`` takes.
+    sample_rate = 16_000
+    #: ``end_turn`` returns only once that turn's final is out (the client decides turn ends).
+    awaits_final = False
+    #: The server speaks first on a new connection: wait for ``Ready`` before sending audio.
+    greets = False
+    #: (interval, message) sent whenever nothing else went out for that long.
+    keepalive: tuple[float, Outgoing] | None = None
+    language = ""
+
+    def __init__(self) -> None:
+        self._out: list[Outgoing] = []
+        self._events: list[SttEvent] = []
+        self._deadlines: dict[Hashable, float] = {}
+        self._turns = 0
+
+    # ------------------------------------------------------------------------------- draining
+
+    def data_to_send(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[SttEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def deadline(self) -> float | None:
+        """When ``expire`` is next due (None: nothing is waiting)."""
+        return min(self._deadlines.values(), default=None)
+
+    def expire(self, now: float) -> None:
+        """Act on every deadline that has passed by ``now``."""
+        due = sorted((at, key) for key, at in self._deadlines.items() if at <= now)
+        for _, key in due:
+            if self._deadlines.pop(key, None) is not None:
+                self._on_deadline(key, now)
+
+    # ---------------------------------------------------------------------------- connection
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def headers(self, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def start(self) -> list[Outgoing]:
+        """Sent first on every new connection, before waiting for ``Ready``."""
+        return []
+
+    def goodbye(self) -> Outgoing | None:
+        """Sent on close; the server answers with what becomes ``Finished``."""
+        return None
+
+    def reconfigure(self, language: str) -> bool:
+        """Switch the open session to ``language``; False when only a new session can."""
+        return language == self.language
+
+    def dropped(self, error: EngineError, now: float) -> bool:
+        """The connection dropped with ``error``. True when the audio still queued belongs to an
+        utterance that is lost and must not be sent."""
+        return False
+
+    def reconnected(self, now: float) -> list[Outgoing]:
+        """A new connection is ready: the messages to send before anything queued."""
+        return []
+
+    # ------------------------------------------------------------------------------ turns
+
+    def audio(self, pcm: PCM, now: float) -> None:
+        raise NotImplementedError
+
+    def end_turn(self, now: float) -> int:
+        """The user stopped talking; returns the turn's number (``Final.turn``)."""
+        raise NotImplementedError
+
+    def clear(self, now: float) -> None:
+        """Drop the current utterance (the driver forgets its queued audio)."""
+        raise NotImplementedError
+
+    def receive(self, raw: str | bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def sent(self, item: Outgoing, now: float) -> None:
+        """``item`` has left (deadlines run from when a request left, not when it was queued)."""
+
+    def _on_deadline(self, key: Hashable, now: float) -> None:
+        raise NotImplementedError
+
+
+class EndpointedWire(SttWire):
+    """Shared rules of servers that end turns themselves and answer a turn-end request."""
+
+    #: Sent to end the turn now (``ForceEndpoint``, ``Finalize``), and on closing.
+    END_TURN = Outgoing("")
+    GOODBYE: Outgoing | None = None
+    #: The ``type`` of the message that starts the session (a server that greets) and of the
+    #: one that acknowledges the goodbye.
+    READY: str | None = None
+    FINISHED: str | None = None
+    #: Messages must hold at least this much audio.
+    MIN_SECONDS = 0.0
+    #: Audio kept for sending again after a reconnect.
+    MAX_RESEND_SECONDS = 60.0
+
+    def __init__(
+        self, url: str, language: str, *, batch_seconds: float, final_timeout: float
+    ) -> None:
+        super().__init__()
+        self._url = url
+        self.language = language
+        self.greets = self.READY is not None
+        self._pending: PCM = _NO_AUDIO
+        self._batch_samples = max(1, round(batch_seconds * self.sample_rate))
+        self._final_timeout = final_timeout
+        self._turn_audio: collections.deque[Outgoing] = collections.deque()
+        self._resend_seconds = 0.0
+        self._turn_seconds = 0.0
+        self._end_requested = False
+        self._end_sent = False
+        self._partial_text = ""
+
+    @property
+    def end_requested(self) -> bool:
+        return self._end_requested
+
+    def url(self) -> str:
+        return self._url
+
+    def goodbye(self) -> Outgoing | None:
+        return self.GOODBYE
+
+    def receive(self, raw: str | bytes, now: float) -> None:
+        msg = parse_json(self.service.label, raw)
+        if msg is None:
+            return
+        kind = msg.get("type")
+        kind = kind if isinstance(kind, str) else None
+        if kind is not None and kind == self.READY:
+            self._events.append(Ready())
+        elif kind is not None and kind == self.FINISHED:
+            self._events.append(Finished())
+        elif self._on_message(kind, msg, now):
+            pass
+        elif (error := server_error_text(msg)) is not None:
+            log.warning("%s reported: %s", self.service.label, error)
+        else:
+            log.debug("%s message %r ignored", self.service.label, kind)
+
+    def audio(self, pcm: PCM, now: float) -> None:
+        self._pending = np.concatenate([self._pending, np.asarray(pcm, dtype=np.int16)])
+        self._turn_seconds += len(pcm) / self.sample_rate
+        while len(self._pending) >= self._batch_samples:
+            self._send_audio(self._pending[: self._batch_samples])
+            self._pending = self._pending[self._batch_samples :]
+
+    def end_turn(self, now: float) -> int:
+        self._turns += 1
+        if len(self._pending):
+            short = round(self.MIN_SECONDS * self.sample_rate) - len(self._pending)
+            if short > 0:  # pad with silence: the server refuses shorter messages
+                self._pending = np.concatenate([self._pending, np.zeros(short, dtype=np.int16)])
+            self._send_audio(self._pending)
+            self._pending = _NO_AUDIO
+        self._end_requested = True
+        if self._turn_seconds == 0.0 and not self._partial_text:
+            self._final("", 0.0, 0.0)  # nothing was said: nothing to ask the server
+            return self._turns
+        self._end_sent = False
+        self._out.append(self.END_TURN)
+        return self._turns
+
+    def clear(self, now: float) -> None:
+        self._pending = _NO_AUDIO
+        if self._partial_text and not self._end_requested:
+            self._abandon_turn()
+        self._forget_turn_audio()
+        self._turn_seconds = 0.0
+        self._partial_text = ""
+
+    def sent(self, item: Outgoing, now: float) -> None:
+        if item.audio:
+            self._turn_audio.append(item)
+            self._resend_seconds += item.audio
+            while self._resend_seconds > self.MAX_RESEND_SECONDS:
+                self._resend_seconds -= self._turn_audio.popleft().audio
+        elif item == self.END_TURN and self._end_requested:
+            self._end_sent = True
+            self._deadlines["final"] = now + self._final_timeout
+
+    def reconnected(self, now: float) -> list[Outgoing]:
+        self._new_connection()
+        items = list(self._turn_audio)
+        self._forget_turn_audio()
+        if self._end_requested and self._end_sent:
+            self._deadlines.pop("final", None)
+            items.append(self.END_TURN)
+        return items
+
+    # ------------------------------------------------------------------------ for providers
+
+    def _on_message(self, kind: str | None, msg: Message, now: float) -> bool:
+        """Act on a message of type ``kind``; False when the type means nothing here."""
+        return False
+
+    def _new_connection(self) -> None:
+        """Reset what a server forgets with its connection (turn numbers, timestamps)."""
+
+    def _abandon_turn(self) -> None:
+        """Make the server finish the turn in progress and ignore its result."""
+
+    def _partial(self, text: str, start: float, end: float) -> None:
+        text = text.strip()
+        if text and text != self._partial_text:
+            self._partial_text = text
+            self._events.append(Partial(text, start, end))
+
+    def _final(self, text: str, start: float, end: float, language: str | None = None) -> None:
+        """The turn is over: emit its text once. Server-decided ends without words are dropped."""
+        requested = self._end_requested
+        self._end_requested = self._end_sent = False
+        self._deadlines.pop("final", None)
+        self._partial_text = ""
+        self._forget_turn_audio()
+        self._turn_seconds = 0.0
+        text = text.strip()
+        if not text and not requested:
+            return
+        self._events.append(Final(text, start, end, language, self._turns if requested else -1))
+
+    def _forget_turn_audio(self) -> None:
+        self._turn_audio.clear()
+        self._resend_seconds = 0.0
+
+    def _send_audio(self, pcm: PCM) -> None:
+        self._out.append(Outgoing(pcm.astype("<i2").tobytes(), len(pcm) / self.sample_rate))
+
+    def _on_deadline(self, key: Hashable, now: float) -> None:
+        if key != "final" or not self._end_requested:
+            return
+        log.warning(
+            "%s gave no final transcript within %.1f s of the turn's end; using the last partial",
+            self.service.label,
+            self._final_timeout,
+        )
+        text = self._partial_text
+        self._abandon_turn()
+        self._final(text, 0.0, 0.0)

@@ -1,0 +1,205 @@
+"""Helpers the cloud adapter tests share: a fast policy, audio to push, a transcript collector,
+text pieces to speak, the samples a fake speaks, and the fixtures that serve a fake provider with
+its key in the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from assistant.engines.base import PCM, EngineError, Transcript
+from assistant.engines.net.retry import Backoff, Policy
+from tests.fakes.contexts import synthesize_parts
+
+#: Short deadlines and waits, for servers on 127.0.0.1.
+FAST = Policy(
+    open_timeout=2.0,
+    first_message_timeout=0.5,
+    stall_timeout=0.5,
+    attempts=3,
+    backoff=Backoff(base=0.02, cap=0.1),
+    max_retry_after=1.0,
+    reconnects=3,
+    close_timeout=0.5,
+)
+RNG = np.random.default_rng(7)
+
+
+def fast(**changes: Any) -> Policy:
+    return dataclasses.replace(FAST, **changes)
+
+
+def speech(seconds: float, rate: int = 16_000) -> PCM:
+    """Noise loud enough for the fakes to hear speech in it."""
+    return (RNG.standard_normal(int(seconds * rate)) * 3000).astype(np.int16)
+
+
+def silence(seconds: float, rate: int = 16_000) -> PCM:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+async def push(session: Any, pcm: PCM) -> None:
+    """Push as the capture path does: 32 ms frames, as fast as the caller likes."""
+    for i in range(0, len(pcm), 512):
+        await session.push(pcm[i : i + 512])
+
+
+class Collector:
+    """Everything a session's ``transcripts()`` yields, read in the background."""
+
+    def __init__(self, session: Any) -> None:
+        self.items: list[Transcript] = []
+        self.error: EngineError | None = None
+        self.task = asyncio.create_task(self._run(session))
+
+    async def _run(self, session: Any) -> None:
+        try:
+            async for item in session.transcripts():
+                self.items.append(item)
+        except EngineError as exc:
+            self.error = exc
+
+    @property
+    def finals(self) -> list[Transcript]:
+        return [t for t in self.items if t.is_final]
+
+    def final_texts(self) -> list[str]:
+        return [t.text for t in self.finals]
+
+    def partials(self) -> list[str]:
+        return [t.text for t in self.items if not t.is_final]
+
+    async def wait_items(self, timeout: float = 5.0) -> None:
+        end = time.monotonic() + timeout
+        while not self.items:
+            assert time.monotonic() < end, f"nothing transcribed; error {self.error}"
+            await asyncio.sleep(0.005)
+
+    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
+        end = time.monotonic() + timeout
+        while len(self.finals) < count:
+            assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
+            await asyncio.sleep(0.005)
+        return self.finals
+
+
+async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
+    """Text pieces as a reply's splitter hands them over."""
+    for piece in pieces:
+        if delay:
+            await asyncio.sleep(delay)
+        yield piece
+
+
+def expected_samples(pieces: Sequence[str], fake: Any) -> int:
+    """Every sample a multi-context fake speaks for ``pieces``."""
+    return sum(
+        len(part.pcm) // 2
+        for piece in pieces
+        for part in synthesize_parts(piece + " ", fake.chars_per_second, fake.chunk_ms)
+    )
+
+
+def espeak_wav(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "utterance.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def files_containing(root: Path, needle: str) -> list[Path]:
+    """Files under ``root`` whose bytes contain ``needle``."""
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def served(
+    env: str, key: str, fake: Callable[[str], AbstractAsyncContextManager[Any]]
+) -> tuple[Any, Any]:
+    """The ``key_env`` and ``server`` fixtures of a provider: its key in ``env``, and its fake
+    serving with that key."""
+
+    @pytest.fixture
+    def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.setenv(env, key)
+        return key
+
+    @pytest.fixture
+    async def server(key_env: str) -> AsyncIterator[Any]:
+        async with fake(key_env) as running:
+            yield running
+
+    return key_env, server
+
+
+def openai_served(key: str) -> tuple[Any, Any]:
+    """The ``server`` fixture (the OpenAI fake accepting ``key``) and an autouse fixture that
+    points the environment at it (key, HTTP and realtime URLs; never the real keyring)."""
+    from assistant import secrets
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    @pytest.fixture
+    def server() -> Iterator[FakeOpenAIServer]:
+        with FakeOpenAIServer(api_key=key) as fake:
+            yield fake
+
+    @pytest.fixture(autouse=True)
+    def openai_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer) -> None:
+        monkeypatch.setattr(secrets, "_backend_usable", lambda: False)
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", server.http_url)
+        monkeypatch.setenv("PARLEY_OPENAI_REALTIME_URL", server.realtime_url)
+
+    return server, openai_env
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Wait until ``predicate`` holds or ``seconds`` passed (a condition, not a measured time)."""
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until ``predicate`` holds, and fail if it never does."""
+    assert await until(predicate, seconds)
+
+
+async def talk(
+    tmp_path: Path,
+    engines: tuple[Any, Any, Any],
+    *,
+    settings: Any = None,
+    pace: str = "fast",
+    output: bool = True,
+) -> Any:
+    """``parley talk`` on a spoken "What time is it?" with ``engines``; history (and the reply's
+    audio, with ``output``) under ``tmp_path``."""
+    from assistant.config import Settings
+    from assistant.talk import run_talk
+
+    return await run_talk(
+        espeak_wav(tmp_path, "What time is it?"),
+        settings=settings or Settings(),
+        pace=pace,  # type: ignore[arg-type]
+        engines=engines,
+        history_dir=tmp_path / "history",
+        output_path=tmp_path / "out.wav" if output else None,
+        idle_timeout=20,
+    )
+
+
+def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> None:
+    """``key`` is in no log line, no message or traceback, no file under ``root``."""
+    assert key not in log
+    assert all(key not in text for text in texts)
+    assert files_containing(root, key) == []
