@@ -43,7 +43,6 @@ ROUTE_MAX_TOKENS = 160
 #: (tool, request, arguments): shown only for tools that are registered.
 EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("calculate", "what is 12 times 7", {"expression": "12*7"}),
-    ("get_time", "what day is it today", {}),
     (
         "convert_units",
         "how many kilometers is 3 miles",
@@ -52,13 +51,11 @@ EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("set_timer", "set a timer for ten minutes", {"seconds": 600}),
     ("set_reminder", "remind me to call Anna at 6 pm", {"text": "call Anna", "at": "18:00"}),
     ("add_note", "note that the key is under the mat", {"text": "the key is under the mat"}),
-    ("find_notes", "what did I write down about the key", {"query": "key"}),
 )  # fmt: skip
 #: Requests that need no tool, always shown: most questions are answered from knowledge.
 NO_TOOL_EXAMPLES = (
     "what is the capital of Spain",
     "tell me a joke",
-    "what is the tallest mountain in the world",
     "who wrote Hamlet",
     "thanks, that's all",
 )
