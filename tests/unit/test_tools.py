@@ -216,3 +216,18 @@ def test_history_without_the_new_fields_still_loads(tmp_path) -> None:
     again, _ = HistoryStore(tmp_path).load(path)
     assert again.turns[1].tool_calls[0].ms == 3.5
     assert again.turns[1].structured == {"intent": "greet"}
+
+
+async def test_an_alarm_that_fell_due_while_closed_fires_at_once_marked_late(tmp_path) -> None:
+    from assistant.clock import ManualClock
+
+    clock = ManualClock(0.0)
+    wall = [1000.0]
+    AlarmBook(tmp_path / "t.json", wall=lambda: wall[0]).add("reminder", 1100.0, "water plants")
+    wall[0] = 5000.0  # the app was closed for over an hour
+    fired = []
+    book = AlarmBook(tmp_path / "t.json", clock=clock, wall=lambda: wall[0], on_fire=fired.append)
+    book.start()
+    await clock.advance(0.0)
+    (alarm,) = fired
+    assert alarm.late and alarm.label == "water plants" and book.pending() == []
