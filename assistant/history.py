@@ -70,9 +70,7 @@ class TurnRecord:
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
         """The turn in a record read from a file; raises (any exception) if it is malformed."""
         tools = [
-            ToolRecord(
-                str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]), _ms(t)
-            )
+            ToolRecord(str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]), _ms(t))
             for t in data.get("tool_calls", [])
         ]
         error = data.get("error")

@@ -39,7 +39,7 @@ from assistant.history import ToolRecord
 from assistant.text import TextSplitter
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
-from assistant.tools.router import route, uses_router, with_tools_block
+from assistant.tools.router import echoes_example, route, uses_router, with_tools_block
 
 #: A model that keeps calling tools gets this many rounds, then must answer.
 MAX_TOOL_ROUNDS = 3
@@ -206,7 +206,7 @@ class _Turn:
             started = self.clock.now()
             choice = await route(llm, history, specs)
             notes.setdefault("router_ms", []).append(round((self.clock.now() - started) * 1e3, 1))
-            if choice.tool is None:
+            if choice.tool is None or (self._done and echoes_example(choice)):
                 return
             call = ToolCall("", choice.tool, json.dumps(dict(choice.arguments), ensure_ascii=False))
             if _key(call) in self._done:

@@ -69,6 +69,18 @@ class Route:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
+def echoes_example(choice: Route) -> bool:
+    """The decision repeats one of the prompt's examples word for word.
+
+    After a tool has run, the small models sometimes answer the follow-up routing call with an
+    example from the prompt ("12*7"); such a call is not a second step of the request.
+    """
+    return any(
+        choice.tool == tool and dict(choice.arguments) == arguments
+        for tool, _request, arguments in EXAMPLES
+    )
+
+
 def uses_router(llm: LanguageModel) -> bool:
     """Whether ``llm`` needs its tools chosen by ``route`` rather than offered natively."""
     return isinstance(llm, NeedsToolRouter) and llm.needs_tool_router

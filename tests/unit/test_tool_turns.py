@@ -409,3 +409,16 @@ async def test_a_confirmed_call_chosen_again_is_neither_asked_nor_run_twice(tmp_
     assert [t.name for t in yes.tool_calls] == ["set_timer"]
     assert len(book.pending()) == 1 and len(stage.events(ConfirmationRequested)) == 1
     assert not yes.assistant_text.startswith("I'm about to")
+
+
+async def test_a_follow_up_routing_call_that_copies_an_example_ends_the_tools(tmp_path) -> None:
+    llm = RoutedLLM(
+        [
+            {"tool": "calculate", "arguments": {"expression": "sqrt(144)"}},
+            {"tool": "calculate", "arguments": {"expression": "12*7"}},  # the prompt's example
+        ]
+    )
+    async with _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)]) as stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert [(t.name, t.result) for t in turn.tool_calls] == [("calculate", "12")]

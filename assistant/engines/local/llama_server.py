@@ -62,6 +62,7 @@ def child_environment() -> dict[str, str]:
         if name in _CHILD_ENVIRONMENT or name.startswith("LC_")
     }
 
+
 _EXE = "llama-server.exe" if sys.platform == "win32" else "llama-server"
 _LOG_LIMIT = 4 * 1024 * 1024
 
