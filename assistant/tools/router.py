@@ -52,12 +52,20 @@ EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("set_reminder", "remind me to call Anna at 6 pm", {"text": "call Anna", "at": "18:00"}),
     ("add_note", "note that the key is under the mat", {"text": "the key is under the mat"}),
 )  # fmt: skip
-#: Requests that need no tool, always shown: most questions are answered from knowledge.
+#: Requests that need no tool, always shown: most questions are answered from knowledge, and
+#: actions no tool can do are declined in words.
 NO_TOOL_EXAMPLES = (
     "what is the capital of Spain",
     "tell me a joke",
     "who wrote Hamlet",
+    "turn off the lights",
     "thanks, that's all",
+)
+#: A request with two steps: (request, first call, second call), shown when both tools exist.
+TWO_STEP_EXAMPLE = (
+    "what is 2 plus 3, and what time is it",
+    ("calculate", {"expression": "2+3"}),
+    ("get_time", {}),
 )
 
 
@@ -165,10 +173,17 @@ def tools_block(specs: Sequence[ToolSpec]) -> str:
         if tool in names:
             choice = {"tool": tool, "arguments": arguments}
             lines.append(f"User: {request} -> {json.dumps(choice)}")
+    request, first, second = TWO_STEP_EXAMPLE
+    if first[0] in names and second[0] in names:
+        one, two = ({"tool": t, "arguments": a} for t, a in (first, second))
+        lines.append(
+            f"User: {request} -> {json.dumps(one)}, then after its result -> {json.dumps(two)}"
+        )
     for request in NO_TOOL_EXAMPLES:
         lines.append(f"User: {request} -> {json.dumps({'tool': NO_TOOL})}")
     lines.append(
-        "Most requests need no tool: knowledge, chat and advice are answered directly. "
+        "Most requests need no tool: knowledge, chat and advice are answered directly, and "
+        "actions no tool can do are declined in words. "
         f'Use {{"tool": "{NO_TOOL}"}} then, and also once the results you need are there. '
         "Answer the user in plain words, never in JSON, and say the results you got."
     )
