@@ -62,7 +62,7 @@ NO_TOOL_EXAMPLES = (
     "thanks, that's all",
 )
 #: A request with two steps: (request, first call, second call), shown when both tools exist.
-TWO_STEP_EXAMPLE = (
+TWO_STEP_EXAMPLE: tuple[str, tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] = (
     "what is 2 plus 3, and what time is it",
     ("calculate", {"expression": "2+3"}),
     ("get_time", {}),
