@@ -33,6 +33,7 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.echo import EchoControl
 from assistant.app.engines import Engines, EngineSet, close_engine
 from assistant.app.notify import Notifier, desktop_notify
 from assistant.app.tools import ToolBox
@@ -116,12 +117,15 @@ class Assistant:
         self._notify: Notifier = notifier or desktop_notify
         self._tools_started: asyncio.Task[None] | None = None
         self._persist = persist
+        #: Echo cancellation and noise suppression of the microphone.
+        self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
             emit=self._emit,
             on_change=self._audio_changed,
             on_end=self._input_ended,
+            echo=self.echo,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -335,6 +339,8 @@ class Assistant:
         if self._session is not None and self._engines is not None:
             self._session.tools = self.toolbox.offered()
             self._session.structured = self.toolbox.extractor(self._engines.llm)
+        if change.reconfigure_echo and not change.reopen_session:
+            self.echo.configure(self._settings)
         if change.reopen_session:
             await self._reopen(
                 rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
@@ -396,7 +402,7 @@ class Assistant:
         """The one place a Session is built."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
-        return Session(
+        session = Session(
             stt=engines.stt,
             llm=engines.llm,
             tts=engines.tts,
@@ -408,6 +414,8 @@ class Assistant:
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
             structured=self.toolbox.extractor(engines.llm),
         )
+        session.set_echo_uncertain(self.echo.uncertain)
+        return session
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
         """Switch the running session's turn detection; hands-free parts are made when first
@@ -449,6 +457,8 @@ class Assistant:
                 self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         player = await self._output.open(self._settings)
+        self.echo.configure(self._settings)
+        self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
@@ -494,6 +504,7 @@ class Assistant:
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False
+        self.echo.detach_output()
         if session is not None:
             # Still subscribed while closing, so a reply cut off here reaches the views too.
             with contextlib.suppress(Exception):
@@ -570,6 +581,10 @@ class Assistant:
 
     def _audio_changed(self) -> None:
         self._emit(AudioStatus(self._input.ok, self._output.ok))
+
+    def _echo_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_echo_uncertain(self.echo.uncertain)
 
     def _save(self) -> None:
         if self._persist:

@@ -13,6 +13,10 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.overhead import main as overhead
 
         return overhead(turns=turns if not quick else min(turns, 40))
+    if which == "echo":
+        from assistant.bench.echo import main as echo
+
+        return echo(quick=quick)
     if which == "latency":
         from assistant.bench.latency import main as latency
 
