@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant import __version__
-from assistant.config import SettingsError, load_settings
+from assistant.config import Settings, SettingsError, load_settings
 
 LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
 AUDIO_SWITCH_INTERVAL = 0.001
@@ -50,6 +50,24 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--history", type=Path, help="conversation directory to use (default: a temporary one)"
     )
     p.add_argument(
+        "--tools",
+        choices=("default", "none"),
+        default="default",
+        help="offer the built-in tools (and any MCP servers) to the model, or none",
+    )
+    p.add_argument(
+        "--mcp",
+        type=Path,
+        metavar="CONFIG.toml",
+        help="MCP servers to use, as [servers.NAME] tables (command/args/env or url)",
+    )
+    p.add_argument(
+        "--structured",
+        type=Path,
+        metavar="SCHEMA.json",
+        help="extract an object matching this JSON Schema from every turn",
+    )
+    p.add_argument(
         "--echo",
         metavar="DELAY_MS[:GAIN_DB]",
         help="play in a software room: the assistant's own voice comes back into the "
@@ -71,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
-        "which", choices=("overhead", "latency", "echo", "engines"), help="what to measure"
+        "which",
+        choices=("overhead", "latency", "echo", "engines", "tools"),
+        help="what to measure",
     )
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
@@ -155,6 +175,9 @@ def _talk(args: argparse.Namespace) -> int:
             return _fail("--echo needs --pace realtime: a room plays in real time")
     if not args.input.exists():
         return _fail(f"{args.input}: no such file")
+    problem = _talk_tools(args, settings)
+    if problem is not None:
+        return _fail(problem)
 
     def show(event: AppEvent) -> None:
         line = describe_event(event)
@@ -184,6 +207,27 @@ def _talk(args: argparse.Namespace) -> int:
     if not result.turns:
         return _fail("no speech was recognized in the input")
     return 0
+
+
+def _talk_tools(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Apply --tools, --mcp and --structured to ``settings``; a one-line problem, if any."""
+    from assistant.tools.mcp import McpConfigError, load_servers
+    from assistant.tools.structured import SchemaError, load_schema
+
+    settings.tools.enabled = args.tools != "none"
+    if args.mcp is not None:
+        try:
+            settings.tools.mcp_servers.update(load_servers(args.mcp))
+        except McpConfigError as exc:
+            return str(exc)
+    if args.structured is not None:
+        try:
+            load_schema(args.structured)
+        except SchemaError as exc:
+            return str(exc)
+        settings.structured.enabled = True
+        settings.structured.schema_path = str(args.structured.resolve())
+    return None
 
 
 def _voices(language: str | None) -> int:

@@ -121,6 +121,43 @@ class SpeechToSpeechSettings:
 
 
 @dataclass(slots=True)
+class McpServerSettings:
+    """One Model Context Protocol server: a command to start (stdio) or a URL (streamable HTTP).
+
+    ``env`` is added to the small safe environment the server starts with (never Parley's own);
+    a value ``"${NAME}"`` is taken from Parley's environment at start, so a secret need not be
+    written in this file.
+    """
+
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+    enabled: bool = True
+    #: Seconds to wait for the server to start, list its tools, or answer one call.
+    timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class ToolSettings:
+    #: Offer tools to the language model at all.
+    enabled: bool = True
+    #: Which tools ask "Shall I go ahead?" first: every tool that changes something
+    #: ("changes"), only those that may change or delete what exists ("destructive"), or none.
+    confirm: Literal["changes", "destructive", "never"] = "changes"
+    mcp_servers: dict[str, McpServerSettings] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StructuredSettings:
+    """An object extracted from every answered turn, beside the spoken reply."""
+
+    enabled: bool = False
+    #: A JSON Schema file; empty: the built-in {intent, urgency, escalate, summary} schema.
+    schema_path: str = ""
+
+
+@dataclass(slots=True)
 class Settings:
     #: ``chained``: the three engines below; ``s2s``: one speech-to-speech engine (``s2s``).
     pipeline: Pipeline = "chained"
@@ -156,6 +193,8 @@ class Settings:
     #: Start with only the tray icon showing (where the system has a tray).
     start_in_tray: bool = False
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    tools: ToolSettings = field(default_factory=ToolSettings)
+    structured: StructuredSettings = field(default_factory=StructuredSettings)
 
     def endpoint(self, provider: str) -> str:
         """The endpoint URL of ``provider``: environment override, then settings, then default."""
@@ -205,6 +244,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except SettingsError:
                 continue
         raise SettingsError(f"{where}: {value!r} has the wrong type")
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list")
+        return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, value_tp = get_args(tp)
         if not isinstance(value, dict):

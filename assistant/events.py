@@ -10,6 +10,7 @@ from typing import Any
 from assistant.audio.devices import DeviceList
 from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
+from assistant.tools.mcp import ServerStatus
 
 
 class State(StrEnum):
@@ -88,6 +89,63 @@ class ToolCalled:
     name: str
     arguments: str
     result: str
+    #: The tool's user-facing name, for "used calculator".
+    title: str = ""
+    #: How long it ran.
+    ms: float | None = None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class FillerSpoken:
+    """A short line said while a slow tool runs ("One moment."). It is heard, but it is not
+    part of the answer: show it lighter; it never reaches the history's text or the model."""
+
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationRequested:
+    """The reply asked whether to run a tool that changes something; a spoken "yes"/"no" or
+    ``Session.confirm(bool)`` answers it (show yes/no chips)."""
+
+    turn_id: int
+    tool: str
+    title: str
+    arguments: str
+    #: The question as spoken.
+    prompt: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationResolved:
+    """The pending confirmation is over: ``accepted`` True (it runs now), False (declined,
+    nothing changed), or None (the user said something else; the action was dropped)."""
+
+    tool: str
+    accepted: bool | None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """The assistant speaks on its own (a timer or a reminder fired); not a conversation turn."""
+
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredExtracted:
+    """The object extracted from a turn beside its reply (or why there is none)."""
+
+    turn_id: int
+    data: dict[str, Any] | None
+    error: str | None = None
     at: float = field(default_factory=_now)
 
 
@@ -196,6 +254,11 @@ SessionEvent = (
     | FinalTranscript
     | AssistantText
     | ToolCalled
+    | FillerSpoken
+    | ConfirmationRequested
+    | ConfirmationResolved
+    | Announcement
+    | StructuredExtracted
     | PlaybackPaused
     | PlaybackResumed
     | TimelineUpdated
@@ -290,6 +353,14 @@ class EchoStatus:
 
 
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
+@dataclass(frozen=True, slots=True)
+class ToolServers:
+    """The MCP tool servers and how each is doing (for the Tools tab)."""
+
+    statuses: tuple[ServerStatus, ...]
+    at: float = field(default_factory=_now)
+
+
 AppEvent = (
     SessionEvent
     | Ready
@@ -299,5 +370,6 @@ AppEvent = (
     | ConversationsChanged
     | TurnModeChanged
     | SettingsApplied
+    | ToolServers
     | EchoStatus
 )

@@ -12,6 +12,13 @@ Around the conversation files: ``titles.json`` holds the titles the user gave (a
 without one is named after its first question), and a deleted conversation's file is moved into
 ``deleted/``, from where ``restore`` brings it back until ``purge_deleted`` removes old ones.
 The conversation files themselves are only ever appended to.
+
+What a turn stores about tools: each call with its result and how long it ran (``ms``), in the
+order they ran. A turn that asked "Shall I go ahead?" stores that question as its answer; the
+call itself belongs to the next turn, the one whose "yes" let it run. The filler said while a
+slow tool ran ("One moment.") is not part of ``assistant_text`` or ``generated_text`` and never
+reaches the model's context; it is kept in the timeline's notes (``"filler"``) only. Fields
+added over time (``ms``, ``structured``, ``structured_error``) are optional: older files load.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class ToolRecord:
     name: str
     arguments: str
     result: str
+    #: How long the tool ran, in milliseconds (absent in older files).
+    ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +64,10 @@ class TurnRecord:
     timeline: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     at: float = field(default_factory=time.time)
+    #: The object extracted from the turn beside the reply (``assistant.tools.structured``).
+    structured: dict[str, Any] | None = None
+    #: Why the extraction gave no object (invalid JSON twice, a failed request).
+    structured_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "turn", **asdict(self)}
@@ -63,10 +76,11 @@ class TurnRecord:
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
         """The turn in a record read from a file; raises (any exception) if it is malformed."""
         tools = [
-            ToolRecord(str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]))
+            ToolRecord(str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]), _ms(t))
             for t in data.get("tool_calls", [])
         ]
         error = data.get("error")
+        structured_error = data.get("structured_error")
         return cls(
             turn_id=int(data["turn_id"]),
             user_text=str(data["user_text"]),
@@ -77,7 +91,15 @@ class TurnRecord:
             timeline=dict(data.get("timeline", {})),
             error=None if error is None else str(error),
             at=float(data.get("at", 0.0)),
+            structured=data["structured"] if isinstance(data.get("structured"), dict) else None,
+            structured_error=None if structured_error is None else str(structured_error),
         )
+
+
+def _ms(tool: dict[str, Any]) -> float | None:
+    """A tool record's run time; absent (older files) or unreadable → None."""
+    value = tool.get("ms")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Conversation:

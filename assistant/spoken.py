@@ -34,6 +34,11 @@ class SpokenText:
         self._pieces: dict[int, _Piece] = {}
         self._order: list[int] = []
         self._audio_end = 0.0
+        self._aside: set[int] = set()
+
+    def set_aside(self, piece: int) -> None:
+        """Piece ``piece`` is played but is not part of the reply's text (a filler line)."""
+        self._aside.add(piece)
 
     def add(self, chunk: SpeechChunk) -> None:
         piece = self._pieces.get(chunk.piece)
@@ -79,8 +84,8 @@ class SpokenText:
 
     @property
     def text(self) -> str:
-        """All text that has audio so far."""
-        return " ".join(self._pieces[i].text for i in self._order)
+        """All text that has audio so far (pieces set aside excluded)."""
+        return " ".join(self._pieces[i].text for i in self._order if i not in self._aside)
 
     def heard(self, position: float) -> str:
         """Text spoken up to ``position`` seconds of reply audio, ending on a whole word."""
@@ -89,8 +94,11 @@ class SpokenText:
             piece = self._pieces[i]
             end = piece.start + piece.duration
             if position >= end - 1e-6 and piece.complete:
-                parts.append(piece.text)
+                if i not in self._aside:
+                    parts.append(piece.text)
                 continue
+            if i in self._aside:
+                break
             if position > piece.start:
                 partial = _heard_within(piece, position - piece.start)
                 if partial:

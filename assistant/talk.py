@@ -34,10 +34,12 @@ from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.s2s import SpeechToSpeech
 from assistant.events import (
     AppEvent,
+    ConfirmationRequested,
     ErrorEvent,
     FinalTranscript,
     Notice,
     Ready,
+    ToolCalled,
     TurnFinished,
 )
 from assistant.history import TurnRecord
@@ -81,9 +83,11 @@ class TalkResult:
                     "stages_ms": t.timeline.get("stages_ms", {}),
                     "over_budget": t.timeline.get("over_budget", []),
                     "tool_calls": [
-                        {"name": c.name, "arguments": c.arguments, "result": c.result}
+                        {"name": c.name, "arguments": c.arguments, "result": c.result, "ms": c.ms}
                         for c in t.tool_calls
                     ],
+                    "structured": t.structured,
+                    **({"structured_error": t.structured_error} if t.structured_error else {}),
                     "error": t.error,
                 }
                 for t in self.turns
@@ -216,6 +220,10 @@ def describe_event(event: AppEvent) -> str | None:
     """A one-line rendering of the events a terminal user cares about."""
     if isinstance(event, FinalTranscript) and event.text:
         return f"you: {event.text}"
+    if isinstance(event, ToolCalled):
+        return f"  [used {event.title or event.name}: {event.arguments} -> {event.result}]"
+    if isinstance(event, ConfirmationRequested):
+        return f"  [waiting for yes or no: {event.title}]"
     if isinstance(event, TurnFinished):
         t = event.turn
         cut = " [interrupted]" if t.interrupted else ""

@@ -33,6 +33,9 @@ class Mark(StrEnum):
     PLAYBACK_START = "playback_start"
     PLAYBACK_END = "playback_end"
     INTERRUPTED = "interrupted"
+    #: The structured object extracted beside the reply (never on the reply's path).
+    STRUCTURED_REQUEST = "structured_request"
+    STRUCTURED_DONE = "structured_done"
 
 
 MARKS: tuple[Mark, ...] = tuple(Mark)

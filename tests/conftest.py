@@ -18,6 +18,7 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
+from assistant.tools import ToolRegistry
 from tests.scenario import ScriptVAD
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,6 +45,7 @@ class Harness:
         llm: object | None = None,
         tts: object | None = None,
         settings: Settings | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.settings.turn_mode = mode  # type: ignore[assignment]
@@ -63,6 +65,7 @@ class Harness:
             conversation=conversation,
             settings=self.settings,
             vad=self.vad,
+            tools=tools,
         )
         self.events: list[SessionEvent] = []
         self.session.subscribe(self.events.append)

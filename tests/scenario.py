@@ -121,6 +121,8 @@ class Stage:
         stt, llm, tts = (g or d for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True))
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
+        if self.tools is not None:
+            self.tools.offload = inline  # tools run on the loop, in virtual time
         self.store = HistoryStore(self.tmp_path / "history")
         conversation, _ = self.store.latest()
         self.session: Any

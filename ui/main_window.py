@@ -50,6 +50,7 @@ from assistant.events import (
     SettingsApplied,
     Source,
     StateChanged,
+    ToolServers,
     TurnModeChanged,
 )
 from assistant.history import ConversationSummary
@@ -131,7 +132,7 @@ class MainWindow(QMainWindow):
         self.conversations = ConversationList(self.assistant)
         # No minimum of its own: it closes in a narrow window rather than widening it.
         self.conversations.setMinimumWidth(1)
-        self.conversation = ConversationView()
+        self.conversation = ConversationView(titles=self._tool_title)
         self.timeline = TimelinePanel()
         self.timeline.setMinimumWidth(300)
         # In a short window the latency panel scrolls instead of drawing over itself.
@@ -392,6 +393,7 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send_message)
         self.message_box.returnPressed.connect(self.send_message)
         self.new_button.clicked.connect(self._new_conversation)
+        self.conversation.confirmed.connect(a.confirm)
         self.settings_button.clicked.connect(self.open_settings)
         self.list_button.toggled.connect(self.set_list_visible)
         self.conversations.deleted.connect(self._offer_undo)
@@ -433,6 +435,10 @@ class MainWindow(QMainWindow):
                 dialog = self._open_dialog()
                 if dialog is not None:
                     dialog.set_devices(found)
+            case ToolServers(statuses=statuses):
+                dialog = self._open_dialog()
+                if dialog is not None:
+                    dialog.tools_tab.set_statuses(statuses)
 
     # ------------------------------------------------------------------------------- commands
 
@@ -542,6 +548,7 @@ class MainWindow(QMainWindow):
                 preview=a.preview_voice,
                 devices=lambda: a.devices,
                 refresh_devices=a.refresh_devices,
+                tool_servers=a.tool_servers,
                 parent=self,
             )
             dialog.applied.connect(
@@ -629,6 +636,10 @@ class MainWindow(QMainWindow):
             and focused.isEnabled()
             and focused.window() is self
         )
+
+    def _tool_title(self, name: str) -> str:
+        tool = self.assistant.tools.get(name)
+        return tool.title if tool is not None else name.replace("_", " ")
 
     # -------------------------------------------------------------------------------- display
 

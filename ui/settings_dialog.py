@@ -1,5 +1,5 @@
 """The settings dialog: engines, providers and keys, language and voice, audio devices, turns,
-budgets, prompt. Each tab is built by a method of its own.
+budgets, prompt, tools (``ui.tools_tab``). Each tab is built by a method of its own.
 
 API keys go straight to the OS keyring through ``assistant.secrets`` and are never shown, kept in
 the settings or written anywhere else; without a keyring the dialog says so and stores nothing.
@@ -55,9 +55,11 @@ from assistant.engines.base import Voice
 from assistant.engines.local.models import MODELS
 from assistant.engines.registry import LLM_FACTORIES, S2S_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
+from assistant.tools.mcp import ServerStatus
 from ui.echo import EchoSettings
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
 from ui.resources import icon
+from ui.tools_tab import ToolsTab
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +349,7 @@ class SettingsDialog(QDialog):
         preview: Previewer | None = None,
         devices: DeviceSource | None = None,
         refresh_devices: DeviceRefresher | None = None,
+        tool_servers: Callable[[], list[ServerStatus]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -374,6 +377,10 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._turns_tab(settings), "Turns")
         self.tabs.addTab(self._budgets_tab(settings.budgets), "Budgets")
         self.tabs.addTab(self._prompt_tab(settings), "Prompt")
+        self.tools_tab = ToolsTab(settings)
+        if tool_servers is not None:
+            self.tools_tab.set_statuses(tool_servers())
+        self.tabs.addTab(self.tools_tab, "Tools")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
             | QDialogButtonBox.StandardButton.Apply
@@ -923,6 +930,7 @@ class SettingsDialog(QDialog):
         )
         s.system_prompt = self.prompt_edit.toPlainText().strip() or DEFAULT_SYSTEM_PROMPT
         s.context_tokens = self.context_tokens.value()
+        self.tools_tab.apply_to(s)
         return s
 
     def apply(self) -> Settings:

@@ -3,14 +3,19 @@
 Each bar is split at the turn's marks (final transcript, first token, first text to the speech
 engine, first audio, playback start); a stage over its budget keeps its colour and is outlined
 and underlined in red, and the voice-to-voice figure (the reply time, for a typed question)
-stands at the right. Turns are numbered from 1 in each conversation. Hovering shows the numbers.
+stands at the right. Turns are numbered from 1 in each conversation. Hovering shows the numbers
+and the turn's details: the tools it used and how long they took, the filler, and its
+structured object with when it was extracted (always after the answer started, never on its
+path).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant.events import AppEvent, ConversationLoaded, TimelineUpdated, TurnFinished
+from assistant.events import (
+    AppEvent,
+    ConversationLoaded,
+    StructuredExtracted,
+    TimelineUpdated,
+    TurnFinished,
+)
+from assistant.history import TurnRecord
 from assistant.timeline import Budgets, delay_label
 from ui import theme
 from ui.resources import icon
@@ -88,7 +100,51 @@ def _format_ms(value: object) -> str:
     return f"{value:.0f} ms" if isinstance(value, int | float) else "—"
 
 
-def tooltip_html(number: int, timeline: Timeline, budgets: Budgets) -> str:
+@dataclass(frozen=True, slots=True)
+class TurnDetails:
+    """What a turn did besides its timing: tools (title, ms) and its structured object."""
+
+    tools: tuple[tuple[str, float | None], ...] = ()
+    structured: Mapping[str, Any] | None = None
+    structured_error: str | None = None
+
+    @classmethod
+    def of(cls, record: TurnRecord) -> TurnDetails:
+        tools = tuple((t.name, t.ms) for t in record.tool_calls)
+        return cls(tools, record.structured, record.structured_error)
+
+
+def details_html(timeline: Timeline, details: TurnDetails) -> str:
+    """The tools, filler and structured object of a turn, for its tooltip."""
+    rows: list[str] = []
+    notes = timeline.get("notes") or {}
+    if details.tools:
+        used = ", ".join(f"{name} ({_format_ms(ms)})" for name, ms in details.tools)
+        rows.append(f"<br><b>Tools</b>: {html.escape(used)}")
+    routing = notes.get("router_ms")
+    if isinstance(routing, list) and routing:
+        rows.append(f"<br>Tool routing: {html.escape(', '.join(_format_ms(v) for v in routing))}")
+    if isinstance(notes.get("filler"), str):
+        rows.append(f"<br>Said while waiting: <i>{html.escape(notes['filler'])}</i>")
+    marks = timeline.get("marks_ms", {})
+    if details.structured is not None or details.structured_error:
+        when = ""
+        start, done = marks.get("structured_request"), marks.get("structured_done")
+        if isinstance(start, int | float) and isinstance(done, int | float):
+            when = f" (extracted {start:.0f}–{done:.0f} ms, beside the reply)"
+        rows.append(f"<br><b>Structured</b>{html.escape(when)}:")
+        if details.structured is not None:
+            text = json.dumps(details.structured, indent=1, ensure_ascii=False)
+            rows.append(f"<pre style='margin:0'>{html.escape(text)}</pre>")
+        else:
+            error = html.escape(details.structured_error or "")
+            rows.append(f" <span style='color:#FCA5A5'>{error}</span>")
+    return "".join(rows)
+
+
+def tooltip_html(
+    number: int, timeline: Timeline, budgets: Budgets, details: TurnDetails | None = None
+) -> str:
     stages = timeline.get("stages_ms", {})
     over = set(timeline.get("over_budget", []))
     delay = _format_ms(timeline.get("voice_to_voice_ms"))
@@ -122,6 +178,8 @@ def tooltip_html(number: int, timeline: Timeline, budgets: Budgets) -> str:
             "<span style='color:#9CA3AF'>marks (ms from end of speech): "
             f"{html.escape(listed)}</span>"
         )
+    if details is not None:
+        rows.append(details_html(timeline, details))
     return "".join(rows)
 
 
@@ -139,6 +197,8 @@ class TimelineView(QWidget):
         self.max_rows = max_rows
         self._turns: list[tuple[int, Timeline]] = []
         self._budgets = Budgets()
+        #: Per turn: tools and structured object, shown in the tooltip.
+        self.details: dict[int, TurnDetails] = {}
         # Fixed height: always as tall as its rows (the side panel scrolls when short of room).
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMouseTracking(True)
@@ -280,9 +340,12 @@ class TimelineView(QWidget):
             if row is None:
                 QToolTip.hideText()
             else:
-                turn_id, timeline = self._turns[row]
+                number, timeline = self._turns[row]
+                details = self.details.get(number)
                 QToolTip.showText(
-                    event.globalPos(), tooltip_html(turn_id, timeline, self._budgets), self
+                    event.globalPos(),
+                    tooltip_html(number, timeline, self._budgets, details),
+                    self,
                 )
             return True
         return super().event(event)
@@ -439,6 +502,8 @@ class TimelinePanel(QFrame):
         self._timelines: dict[int, Timeline] = {}
         #: Turn id → its number in the conversation shown (ids keep growing across them).
         self._numbers: dict[int, int] = {}
+        #: What each turn did besides its timing, by turn id.
+        self._details: dict[int, TurnDetails] = {}
         self._budgets = Budgets()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(18, 16, 18, 16)
@@ -482,9 +547,15 @@ class TimelinePanel(QFrame):
             case TimelineUpdated(turn_id=turn_id, timeline=timeline):
                 self.update_turn(turn_id, timeline)
             case TurnFinished(turn=record):
+                self._details[record.turn_id] = TurnDetails.of(record)
                 self.update_turn(record.turn_id, record.timeline)
+            case StructuredExtracted(turn_id=turn_id, data=data, error=error):
+                known = self._details.get(turn_id, TurnDetails())
+                self._details[turn_id] = TurnDetails(known.tools, data, error)
+                self._refresh()
             case ConversationLoaded(turns=turns):
                 self._numbers = {t.turn_id: n for n, t in enumerate(turns, 1)}
+                self._details = {t.turn_id: TurnDetails.of(t) for t in turns}
                 self.set_timelines([(t.turn_id, t.timeline) for t in turns])
 
     def set_budgets(self, budgets: Budgets) -> None:
@@ -496,6 +567,7 @@ class TimelinePanel(QFrame):
     def clear(self) -> None:
         self._timelines.clear()
         self._numbers.clear()
+        self._details.clear()
         self._refresh()
 
     def number(self, turn_id: int) -> int:
@@ -535,6 +607,8 @@ class TimelinePanel(QFrame):
 
     def _refresh(self) -> None:
         rows = [(self.number(turn_id), t) for turn_id, t in self.timelines()]
+        # The view knows turns by their number in the conversation.
+        self.view.details = {self.number(i): d for i, d in self._details.items()}
         self.view.set_turns(rows)
         values = [
             (number, float(t["voice_to_voice_ms"]), "voice_to_voice" in t.get("over_budget", []))

@@ -1,8 +1,9 @@
 """``Assistant``: Parley put together, once, for the window, ``parley talk`` and the benchmarks.
 
-It owns the settings, the history store and the current conversation, the engine set, the tool
-registry, the audio input and output chains and the session, and rebuilds the parts a change of
-settings or a lost device needs. Everything that happens goes out on one stream, ``events``
+It owns the settings, the history store and the current conversation, the engine set, the tools
+(``ToolBox``: built-ins, alarms, notes, MCP servers, structured extraction), the audio input and
+output chains and the session, and rebuilds the parts a change of settings or a lost device
+needs. Everything that happens goes out on one stream, ``events``
 (``assistant.events.AppEvent``): the session's events and the app's own (loading, ready, audio
 status, conversation loaded, turn mode, settings applied). Commands are plain methods; those
 that cannot act yet say why on the stream and return False. No Qt here: a window is a view of
@@ -42,6 +43,8 @@ from assistant.app.engines import (
     build_engine_set,
     close_engine,
 )
+from assistant.app.notify import Notifier, desktop_notify
+from assistant.app.tools import ToolBox
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
 from assistant.audio import alsa_messages, devices
@@ -74,7 +77,9 @@ from assistant.events import (
 from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
 from assistant.session.s2s import SpeechSession
-from assistant.tools import ToolRegistry, default_tools
+from assistant.tools import ToolRegistry
+from assistant.tools.alarms import Alarm, alarm_line
+from assistant.tools.mcp import ServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +118,8 @@ class Assistant:
         vad_factory: VadFactory | None = None,
         turn_model_factory: TurnModelFactory | None = None,
         tools: ToolRegistry | None = None,
+        tools_dir: Path | None = None,
+        notifier: Notifier | None = None,
         persist: bool = True,
         device_lister: DeviceLister | None = None,
     ) -> None:
@@ -126,9 +133,17 @@ class Assistant:
         self._engine_factory: EngineFactory = engine_factory or build_engine_set
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
-        #: The tools the language model may call (the same in every front end), offered to
-        #: every language model that returns real tool calls (``EngineSet.calls_tools``).
-        self.tools = tools if tools is not None else default_tools()
+        # Timers and notes live beside the conversations (in the data directory, or beside a
+        # history directory of the caller's).
+        if tools_dir is None:
+            tools_dir = history_dir / "tools" if history_dir is not None else config.data_dir()
+        #: The tools the language model may call, the same in every front end (a fixed
+        #: ``tools`` registry replaces the built-in ones).
+        self.toolbox = ToolBox(
+            settings, tools_dir, emit=self._emit, on_alarm=self._on_alarm, registry=tools
+        )
+        self._notify: Notifier = notifier or desktop_notify
+        self._tools_started: asyncio.Task[None] | None = None
         self._persist = persist
         #: Echo cancellation and noise suppression of the microphone.
         self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
@@ -178,6 +193,15 @@ class Assistant:
     @property
     def session(self) -> Session | SpeechSession | None:
         return self._session
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """Every tool the language model may be offered (built-in and from MCP servers)."""
+        return self.toolbox.registry
+
+    def tool_servers(self) -> list[ServerStatus]:
+        """The MCP servers and how each is doing."""
+        return self.toolbox.server_statuses()
 
     @property
     def conversation(self) -> Conversation | None:
@@ -235,6 +259,7 @@ class Assistant:
         if self._startup_notice:
             self._emit(Notice(self._startup_notice, Source.SETTINGS))
         self._conversation = self._load_conversation()
+        self._tools_started = asyncio.ensure_future(self.toolbox.start())
         await self._open(rebuild=ALL_KINDS)
 
     async def close(self) -> None:
@@ -249,6 +274,7 @@ class Assistant:
         await self._input.stop()
         await self._close_session()
         await self._close_engines()
+        await self.toolbox.close()
         alsa_messages.summarize()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -295,6 +321,11 @@ class Assistant:
         """Stop the reply now (what was heard stays in the conversation)."""
         if self._session is not None:
             self._session.interrupt(reason="user")
+
+    def confirm(self, accept: bool) -> bool:
+        """Answer the assistant's "Shall I go ahead?" as a click on yes (True) or no (False);
+        False when no question is open (a speech-to-speech engine asks and hears its own)."""
+        return isinstance(self._session, Session) and self._session.confirm(accept)
 
     def submit_text(self, text: str) -> bool:
         """A typed message; False if it could not be sent yet (the caller keeps the text)."""
@@ -463,6 +494,11 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        await self.toolbox.apply(self._settings)
+        if self._session is not None:
+            self._session.tools = self.toolbox.offered()
+        if isinstance(self._session, Session) and isinstance(self._engines, EngineSet):
+            self._session.structured = self.toolbox.extractor(self._engines.llm)
         if change.reconfigure_echo and not change.reopen_session:
             self.echo.configure(self._settings)
         if change.reopen_session:
@@ -548,7 +584,7 @@ class Assistant:
                 conversation=self._conversation,
                 settings=self._settings,
                 vad=self._vad_factory(self._settings) if hands_free else None,
-                tools=self.tools,
+                tools=self.toolbox.offered(),
                 turn_model=self._turn_model_factory(self._settings) if hands_free else None,
             )
             session.set_echo_uncertain(self.echo.uncertain)
@@ -561,8 +597,9 @@ class Assistant:
             conversation=self._conversation,
             settings=self._settings,
             vad=self._vad_factory(self._settings) if hands_free else None,
-            tools=self.tools if engines.calls_tools else None,
+            tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            structured=self.toolbox.extractor(engines.llm),
         )
         session.set_echo_uncertain(self.echo.uncertain)
         return session
@@ -645,6 +682,10 @@ class Assistant:
             log.warning("the session could not start listening: %s", exc)
             self._listening = False
             self._emit(ErrorEvent(messages.not_listening(exc), Source.STT))
+        if self._tools_started is not None:
+            # The MCP servers start beside the engines; each has its own time limit.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._tools_started)
         if not self._input.running:
             await self._input.start(self._settings)
         self._set_ready(True)
@@ -733,6 +774,17 @@ class Assistant:
             ok = self._input.ok if kind == "input" else self._output.ok
             if ok:
                 self._emit(Notice(messages.devices_back(kind, label), Source.DEVICES))
+
+    def _on_alarm(self, alarm: Alarm) -> None:
+        """A timer or reminder fell due: chime and speak it, and show a desktop notification."""
+        line = alarm_line(alarm, self._settings.language)
+        if alarm.late:
+            line = f"{line} ({messages.ALARM_LATE})"
+        if isinstance(self._session, Session):
+            self._session.announce(line)
+        else:  # no voice of Parley's own to say it with: shown instead
+            self._emit(Notice(line, Source.TOOLS))
+        self._notify("Parley", line)
 
     def _output_lost(self) -> None:
         if not self._closed:

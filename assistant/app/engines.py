@@ -40,12 +40,6 @@ Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 KINDS = ("speech recognition", "language model", "speech synthesis")
 KIND_SOURCES = dict(zip(KINDS, (Source.STT, Source.LLM, Source.TTS), strict=True))
 
-#: Language models whose tool calls come back as plain text rather than as calls: the embedded
-#: Qwen2.5-Coder models never emit their template's tool-call tags (they write the JSON, which
-#: would be spoken, and tools in the prompt make their ordinary answers curt). They are offered
-#: no tools until their calls are routed another way.
-TEXT_ONLY_LANGUAGE_MODELS = frozenset({"local"})
-
 
 #: Engine names that run on this computer and read no provider settings or keys.
 OFFLINE = frozenset({"local", "fake"})
@@ -154,11 +148,6 @@ class EngineSet:
             for kind, engine in zip(KINDS, self, strict=True):
                 if kind in kinds:
                     await close_engine(engine)
-
-    @property
-    def calls_tools(self) -> bool:
-        """The language model (the first of its chain) returns tool calls a session can run."""
-        return getattr(self.llm, "name", "") not in TEXT_ONLY_LANGUAGE_MODELS
 
     def __iter__(self) -> Iterator[SpeechToText | LanguageModel | TextToSpeech]:
         return iter((self.stt, self.llm, self.tts))

@@ -21,6 +21,7 @@ NOT_LISTENING = (
     "message below."
 )
 SETTINGS_APPLIED = "Settings saved and applied."
+ALARM_LATE = "it fell due while Parley was closed"
 
 
 def describe(exc: BaseException) -> str:

@@ -25,4 +25,8 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick)
+    if which == "tools":
+        from assistant.bench.tools import main as tools
+
+        return tools(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

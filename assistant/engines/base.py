@@ -242,6 +242,18 @@ class Prefillable(Protocol):
         ...
 
 
+@runtime_checkable
+class NeedsToolRouter(Protocol):
+    """A language model that picks tools reliably only under a JSON-schema grammar.
+
+    When ``needs_tool_router`` is true its tools are never offered natively: a constrained
+    routing call chooses them (``assistant.tools.router``). Models without the attribute get
+    native ``tools``.
+    """
+
+    needs_tool_router: bool
+
+
 # ---------------------------------------------------------------------------------- text to speech
 
 

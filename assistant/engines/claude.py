@@ -414,7 +414,6 @@ class ClaudeLLM:
         if not reader.finished:
             raise SERVICE.error(f": the answer from {self.base_url} ended before it was complete.")
 
-
     async def _open(self, client: anthropic.AsyncAnthropic, body: dict[str, Any]) -> Any:
         """Send the request; a pooled connection closed just as it was reused is tried once
         more (the request never reached the server)."""

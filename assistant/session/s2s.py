@@ -427,8 +427,10 @@ class SpeechSession:
             return
         reply = self._reply
         talking = reply is not None and not reply.finished
-        if talking and not explicit and (
-            not self.settings.interruption.enabled or self._echo_uncertain
+        if (
+            talking
+            and not explicit
+            and (not self.settings.interruption.enabled or self._echo_uncertain)
         ):
             return  # hands-free speech over the reply is not an interruption: ignored
         turn = self._new_turn()

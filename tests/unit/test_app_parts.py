@@ -76,13 +76,17 @@ def test_a_settings_change_rebuilds_only_what_it_needs(
     assert compare(old, new, keys_changed=keys) == expected
 
 
-def test_tools_are_offered_to_models_that_return_tool_calls() -> None:
-    def llm(name: str) -> EngineSet:
-        return EngineSet(FakeSTT(), FakeLLM(name=name), FakeTTS())
+def test_the_embedded_models_have_their_tools_routed_and_others_get_them_natively() -> None:
+    from assistant.engines.fallback import FallbackLLM
+    from assistant.engines.local.llm import LocalLLM
+    from assistant.tools.router import uses_router
 
-    assert llm("openai").calls_tools and llm("fake").calls_tools
-    # The embedded models write their calls as text, which would be spoken.
-    assert not llm("local").calls_tools
+    # The embedded models write their calls as text, which would be spoken: a grammar-
+    # constrained routing call chooses their tools instead.
+    assert uses_router(LocalLLM())
+    assert not uses_router(FakeLLM(name="openai")) and not uses_router(FakeLLM(name="local"))
+    assert uses_router(FallbackLLM([LocalLLM(), FakeLLM()]))
+    assert not uses_router(FallbackLLM([FakeLLM(name="openai"), LocalLLM()]))
 
 
 @dataclass

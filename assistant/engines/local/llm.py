@@ -52,6 +52,8 @@ class LocalLLM:
     """``LanguageModel`` backed by llama-server on 127.0.0.1."""
 
     name = "local"
+    #: The packaged models write tool calls as plain text: route tools with a grammar.
+    needs_tool_router = True
 
     def __init__(
         self,
