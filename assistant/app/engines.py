@@ -70,12 +70,16 @@ def engine_keys(settings: Settings) -> dict[str, tuple[object, ...]]:
 
 
 def _agent_key(settings: Settings) -> tuple[object, ...]:
-    """The settings a speech-to-speech engine is built from (nothing in the chained pipeline)."""
+    """The settings a speech-to-speech engine is built from (nothing in the chained pipeline).
+
+    The voice and the language are not among them: each conversation's session states them,
+    so changing either only opens a new session.
+    """
     if settings.pipeline != "s2s":
         return ("chained",)
     s2s = settings.s2s
     providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
-    return ("s2s", s2s.engine, s2s.model, s2s.voice, settings.language, providers)
+    return ("s2s", s2s.engine, s2s.model, providers)
 
 
 def changed_kinds(old: Settings, new: Settings, *, keys_changed: bool = False) -> frozenset[str]:

@@ -39,6 +39,7 @@ def _session_key(s: Settings) -> tuple[object, ...]:
         s.system_prompt,
         s.context_tokens,
         s.voice,
+        s.language,
         s.s2s,  # a speech-to-speech session starts with its voice, greeting, turn detection
     )
 

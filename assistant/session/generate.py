@@ -39,7 +39,14 @@ from assistant.history import ToolRecord
 from assistant.text import TextSplitter
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
-from assistant.tools.router import echoes_example, route, uses_router, with_tools_block
+from assistant.tools.router import (
+    DecisionEcho,
+    echoes_example,
+    route,
+    uses_router,
+    with_tools_block,
+    without_tools_block,
+)
 
 #: A model that keeps calling tools gets this many rounds, then must answer.
 MAX_TOOL_ROUNDS = 3
@@ -130,6 +137,17 @@ async def generate(
             yield turn.asked
             return
         specs = []  # the answer itself is plain text
+        # The answer, with the routing calls' prompt (cached); should the model write its
+        # decision out instead of answering, it is asked once more without the tools block.
+        echo = DecisionEcho()
+        async for text in _answer(llm, history, timeline, into, splitter, hurry, echo):
+            yield text
+        if not echo.dropped or into.text.strip():
+            for text in splitter.flush():
+                yield text
+            return
+        history = without_tools_block(history, messages)
+        into.messages = history
     for _round in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}
         timeline.mark("llm_request")
@@ -159,6 +177,34 @@ async def generate(
             return
     for text in splitter.flush():
         yield text
+
+
+async def _answer(
+    llm: LanguageModel,
+    history: list[Message],
+    timeline: Timeline,
+    into: Generation,
+    splitter: TextSplitter,
+    hurry: Callable[[], bool],
+    echo: DecisionEcho,
+) -> AsyncIterator[str]:
+    """Stream a plain answer to ``history`` into ``into`` and the splitter, through ``echo``."""
+    timeline.mark("llm_request")
+    stream = llm.stream(ChatRequest(history))
+    async with closing_stream(stream):
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                timeline.mark("llm_first_token")
+                text = echo.push(event.text)
+                if text:
+                    into.text += text
+                    for piece in splitter.push(text, hurry=hurry()):
+                        yield piece
+    text = echo.flush()
+    if text:
+        into.text += text
+        for piece in splitter.push(text, hurry=hurry()):
+            yield piece
 
 
 def request_for(

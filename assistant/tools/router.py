@@ -203,6 +203,66 @@ def with_tools_block(messages: Sequence[Message], specs: Sequence[ToolSpec]) -> 
     return out
 
 
+def without_tools_block(history: Sequence[Message], messages: Sequence[Message]) -> list[Message]:
+    """``history`` (made by ``with_tools_block(messages, ...)`` and grown since) with the
+    original system message back in place of the one carrying the tools block."""
+    if messages and messages[0].role == "system":
+        return [messages[0], *history[1:]]
+    return list(history[1:])
+
+
+class DecisionEcho:
+    """Keeps a routing decision out of the answer that follows it.
+
+    The answer is asked, unconstrained, with the same prompt as the routing calls (cache
+    reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
+    again (``{"tool": "none"}``), which must never be spoken. ``push`` holds back the start of
+    the answer while it could be such an object, drops it once it parses as one, and passes
+    everything else through unchanged. ``dropped`` tells whether it did.
+    """
+
+    #: Longer than any decision the grammar allows (``ROUTE_MAX_TOKENS`` tokens).
+    _LIMIT = 1000
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._open = True
+        self.dropped = False
+
+    def push(self, text: str) -> str:
+        if not self._open:
+            return text
+        self._held += text
+        start = self._held.lstrip()
+        if not start:
+            return ""
+        if not start.startswith("{"):
+            return self._release(self._held)
+        try:
+            data, end = json.JSONDecoder().raw_decode(start)
+        except ValueError:
+            return self._release(self._held) if len(start) > self._LIMIT else ""
+        if isinstance(data, dict) and "tool" in data:
+            self.dropped = True
+            return self._release(start[end:].lstrip(" \t\n,.;:"))
+        return self._release(self._held)
+
+    def flush(self) -> str:
+        """What is still held at the end of the answer (an unfinished decision is dropped)."""
+        if not self._open:
+            return ""
+        held = self._held
+        if held.lstrip().startswith('{"tool"'):
+            self.dropped = True
+            held = ""
+        return self._release(held)
+
+    def _release(self, text: str) -> str:
+        self._open = False
+        self._held = ""
+        return text
+
+
 # ----------------------------------------------------------------------------------- routing
 
 

@@ -48,7 +48,7 @@ from tests.fakes.async_server import FakeAsync
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.gateway_server import FakeGateway
-from tests.fakes.http import FakeHttpServer
+from tests.fakes.http_server import FakeHttpServer
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
 from tests.fakes.realtime_agent_server import FakeRealtimeAgent
 from tests.fakes.voice_agent_server import FakeVoiceAgent

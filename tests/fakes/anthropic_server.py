@@ -20,7 +20,14 @@ import json
 import re
 from typing import Any
 
-from tests.fakes.http import Chunked, FakeHttpServer, HttpFault, HttpRequest, no_answer, send_json
+from tests.fakes.http_server import (
+    Chunked,
+    FakeHttpServer,
+    HttpFault,
+    HttpRequest,
+    no_answer,
+    send_json,
+)
 
 REPLY = "Sure. Here is a short answer from Claude, served café-fresh."
 RATE_LIMIT_HEADERS = {

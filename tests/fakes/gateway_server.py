@@ -20,7 +20,14 @@ import json
 import re
 from typing import Any, Literal
 
-from tests.fakes.http import Chunked, FakeHttpServer, HttpFault, HttpRequest, no_answer, send_json
+from tests.fakes.http_server import (
+    Chunked,
+    FakeHttpServer,
+    HttpFault,
+    HttpRequest,
+    no_answer,
+    send_json,
+)
 
 MODELS = ("gpt-4.1", "gpt-5.2", "gpt-5-mini", "claude-sonnet-4-6", "claude-haiku-4-5-20251001")
 REPLY = "Sure. Here is a short answer through the gateway."

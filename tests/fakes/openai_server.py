@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.base import drop
-from tests.fakes.http import HttpFault, no_answer, read_request, send_json, wait_for_hangup
+from tests.fakes.http_server import HttpFault, no_answer, read_request, send_json, wait_for_hangup
 
 SPEECH_RATE = 24_000
 VOICES = (

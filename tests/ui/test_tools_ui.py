@@ -145,7 +145,7 @@ def test_turn_details_show_tools_and_the_structured_object(qtbot) -> None:
     )
     panel.on_event(TurnFinished(record))
     panel.on_event(StructuredExtracted(2, {"intent": "greet", "urgency": "low"}))
-    details = panel.view.details[2]
+    details = panel.view.details[panel.number(2)]
     assert details == TurnDetails((("calculate", 3.0),), {"intent": "greet", "urgency": "low"})
     tip = tooltip_html(2, timeline, Budgets(), details)
     assert "calculate (3 ms)" in tip and "310 ms, 120 ms" in tip and "One moment." in tip

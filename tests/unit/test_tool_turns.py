@@ -22,6 +22,7 @@ from assistant.events import (
 from assistant.tools import ToolRegistry, default_tools
 from assistant.tools.alarms import AlarmBook, alarm_line, register_alarm_tools
 from assistant.tools.notes import NoteBook, register_note_tools
+from assistant.tools.router import DecisionEcho
 from tests.scenario import T0, Do, Key, Stage
 
 EPOCH = 1_760_000_000.0  # wall-clock seconds at virtual time 0
@@ -154,6 +155,49 @@ async def test_a_repeated_routing_decision_is_not_run_twice(tmp_path) -> None:
         await stage.run_until(lambda: bool(stage.finished()))
     (turn,) = stage.finished()
     assert [t.name for t in turn.tool_calls] == ["get_time"]
+
+
+async def test_a_decision_written_out_as_the_answer_is_never_spoken(tmp_path) -> None:
+    """The answer request shares the routing calls' prompt; a model that answers it with its
+    decision again is asked once more without the tools block, and only words are heard."""
+
+    def reply(request: ChatRequest) -> str:
+        if "You can use these tools" in request.messages[0].content:
+            return '{"tool": "none"}'
+        return "Going forward ten meters is not something I can do."
+
+    llm = RoutedLLM([], FakeLLM(ttft=0.05, tokens_per_second=200, reply=reply))
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
+    async with stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert turn.assistant_text == "Going forward ten meters is not something I can do."
+    assert all("tool" not in e.spoken for e in stage.events(AssistantText))
+    answers = [r for r in llm.requests if r.response_format is None]
+    assert len(answers) == 2
+    assert "You can use these tools" not in answers[1].messages[0].content
+
+
+def test_a_decision_before_the_words_of_an_answer_is_dropped() -> None:
+    echo = DecisionEcho()
+    pieces = ['  {"to', 'ol": "no', 'ne"} ', "Sure, ", "here it is."]
+    assert "".join(echo.push(p) for p in pieces) + echo.flush() == "Sure, here it is."
+    assert echo.dropped
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [["Hello", " {there}"], ['{"answer": 4', "2}"], ["{not json at all", " and more"], ["", "Hi"]],
+)
+def test_answers_that_are_not_decisions_pass_unchanged(pieces: list[str]) -> None:
+    echo = DecisionEcho()
+    assert "".join(echo.push(p) for p in pieces) + echo.flush() == "".join(pieces)
+    assert not echo.dropped
+
+
+def test_an_unfinished_decision_at_the_end_is_dropped() -> None:
+    echo = DecisionEcho()
+    assert echo.push('{"tool": "calcul') == "" and echo.flush() == "" and echo.dropped
 
 
 async def test_no_router_and_no_tools_block_without_tools(tmp_path) -> None:
