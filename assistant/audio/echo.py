@@ -15,10 +15,20 @@ is the acoustic path plus any error in the timestamps (it tolerates hundreds of 
 that is not played yet when it is needed holds the microphone audio back until it is (or until
 it is clear that nothing is playing: then the far end is silence).
 
-Convergence: ``uncertain`` is True from the start (and after ``reset``) until the echo return
-loss is known: the far end has been playing for ``SETTLE_SECONDS`` and the median echo return
-loss enhancement over the last second of it reached ``KNOWN_ERLE_DB``, or the microphone hardly
-hears the speaker at all. Barge-in is stricter while it is uncertain.
+A fresh processor for each stretch of playback: when the far end starts after
+``REPLY_GAP`` seconds of silence (a new reply), or the output's timing broke while it played (an
+underrun: the render tap's blocks stopped following each other, so the echo's delay may have
+moved), the processor is replaced before that far end is fed. AEC3 keeps the echo path it
+learned and, measured on a path that moved (a sound server's latency changes after an
+underrun, between replies), goes on trusting it for seconds while the echo passes through; a
+fresh one starts from its cautious initial state and converges within about a second.
+
+Convergence: ``uncertain`` is True from the start of each stretch until the echo return loss is
+known: the far end has been playing for ``SETTLE_SECONDS`` of it and the median echo return
+loss enhancement over what the microphone heard of it reached ``KNOWN_ERLE_DB``, or the
+microphone hears the speaker hardly at all. Only chunks in which the microphone heard
+something count (digital silence tells nothing: the echo may not have arrived yet). Barge-in
+is stricter while it is uncertain.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ LEAD = 0.01
 GRACE = 0.06
 #: A microphone stream whose times jump by more than this is re-anchored.
 NEAR_JUMP = 0.05
+#: Far-end silence after which playback starts a new stretch (a fresh processor).
+REPLY_GAP = 1.5
 #: Far-end playing time before the echo return loss counts as known.
 SETTLE_SECONDS = 1.0
 KNOWN_ERLE_DB = 12.0
@@ -147,6 +159,8 @@ class EchoStats:
     held: int = 0
     #: Chunks passed through unprocessed because the processor failed.
     failures: int = 0
+    #: Processors started: one per stretch of playback (see the module docstring).
+    restarts: int = 0
 
 
 class _NearClock:
@@ -204,7 +218,6 @@ class EchoCanceller:
 
     def reset(self) -> None:
         """A new processor: the echo path changed (another device or sample rate)."""
-        self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
         self._reference = ReferenceTimeline()
         self.tap.take()
         self._clock = _NearClock()
@@ -213,12 +226,23 @@ class EchoCanceller:
         self._done = 0  # microphone samples processed and returned
         self._cursor: float | None = None  # play time of the next far-end chunk to feed
         self._far_recent: deque[float] = deque(maxlen=ECHO_WINDOW)
+        self._quiet = float("inf")  # seconds of far end since it last played anything
+        self._runs = 0  # the reference's runs when the far end was last fed
+        self._broken = False  # the output's timing broke while it played
+        self.stats = EchoStats()
+        self._restart()
+
+    def _restart(self) -> None:
+        """A fresh processor for a new stretch of playback; the echo is unknown again."""
+        self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
         self._erle: deque[float] = deque(maxlen=100)
         self._erl: deque[float] = deque(maxlen=100)
         self._settled = not self.echo_cancellation
+        self._stretch_seconds = 0.0  # far-end seconds since the restart
         self._measured = 0
         self._delay_ms = -1
-        self.stats = EchoStats()
+        self._fresh = True  # no far end fed to this processor yet
+        self.stats.restarts += 1
 
     @property
     def uncertain(self) -> bool:
@@ -300,7 +324,9 @@ class EchoCanceller:
                 self._cursor = cursor
                 return None
             far = _to_int16(self._reference.read(cursor, CHUNK))
-            power = max(power, _power(far))
+            far_power = _power(far)
+            self._begin_stretch(far_power)
+            power = max(power, far_power)
             try:
                 self._apm.reverse(far)
             except RuntimeError:
@@ -308,6 +334,20 @@ class EchoCanceller:
             cursor = end
         self._cursor = cursor
         return power
+
+    def _begin_stretch(self, far_power: float) -> None:
+        """Before a far-end chunk is fed: a fresh processor when it starts a new stretch of
+        playback (after a long silence, or after the output's timing broke while playing)."""
+        if self._reference.runs != self._runs:
+            self._runs = self._reference.runs
+            self._broken = self._broken or self._quiet < REPLY_GAP
+        if far_power < FAR_ACTIVE:
+            self._quiet += CHUNK_SECONDS
+            return
+        if not self._fresh and (self._broken or self._quiet >= REPLY_GAP):
+            self._restart()
+        self._broken = self._fresh = False
+        self._quiet = 0.0
 
     def _measure(self, raw: float, processed: float, far: float) -> None:
         stats = self.stats
@@ -318,9 +358,8 @@ class EchoCanceller:
         if max(self._far_recent) < FAR_ACTIVE:
             return
         stats.far_end_seconds += CHUNK_SECONDS
-        if raw < NEAR_FLOOR:
-            self._erl.append(10.0 * np.log10(max(self._far_recent) / NEAR_FLOOR))
-        else:
+        self._stretch_seconds += CHUNK_SECONDS
+        if raw >= NEAR_FLOOR:  # digital silence tells nothing: the echo may be on its way
             self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
             self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
         self._measured += 1
@@ -328,14 +367,14 @@ class EchoCanceller:
             return  # the figures are only reported from here on: refresh them twice a second
         stats.erle_db = float(np.median(self._erle)) if self._erle else None
         stats.erl_db = float(np.median(self._erl)) if self._erl else None
-        if not self._settled and stats.far_end_seconds >= SETTLE_SECONDS:
+        if not self._settled and self._stretch_seconds >= SETTLE_SECONDS and self._erle:
             weak = stats.erl_db is not None and stats.erl_db >= WEAK_ECHO_DB
             cancelled = stats.erle_db is not None and stats.erle_db >= KNOWN_ERLE_DB
             if weak or cancelled:
                 self._settled = True
                 log.info(
                     "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
-                    stats.far_end_seconds,
+                    self._stretch_seconds,
                     _db(stats.erle_db),
                     _db(stats.erl_db),
                 )

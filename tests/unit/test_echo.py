@@ -245,6 +245,77 @@ def test_echo_is_uncertain_until_the_far_end_has_played_and_the_echo_is_measured
     assert canceller.uncertain
 
 
+class Cancelling(RecordingApm):
+    """Removes 40 dB of whatever it hears."""
+
+    def near(self, chunk: np.ndarray) -> None:
+        chunk //= 100
+
+
+class Room:
+    """A canceller fed in step: far-end chunk k plays from ``t0 + k * 10 ms`` and is heard at
+    half its level in the microphone chunk captured over the same 10 ms."""
+
+    def __init__(self, apm: type[RecordingApm] = Cancelling) -> None:
+        self.apms: list[RecordingApm] = []
+        self.now = 0.0
+        self.t = 100.0
+        self.canceller = EchoCanceller(now=lambda: self.now, apm_factory=self._apm(apm))
+
+    def _apm(self, kind: type[RecordingApm]) -> Any:
+        def make(cancel: bool, suppress: bool) -> RecordingApm:
+            self.apms.append(kind(cancel, suppress))
+            return self.apms[-1]
+
+        return make
+
+    def play(self, far: np.ndarray, heard: float = 0.5, t: float | None = None) -> None:
+        if t is not None:
+            self.t = t
+        for k in range(len(far) // CHUNK):
+            chunk = far[k * CHUNK : (k + 1) * CHUNK]
+            self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
+            self.now = self.t + 0.02
+            self.canceller.process(chunk * heard, self.t + 0.01)
+            self.t += 0.01
+
+
+def test_each_reply_gets_a_fresh_processor_and_its_echo_is_learned_again() -> None:
+    room = Room()
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain and len(room.apms) == 1
+    # Between sentences of a reply: the same processor goes on.
+    room.play(np.zeros(CHUNK * 50, np.float32))
+    room.play(speechlike(0.5, seed=1))
+    assert len(room.apms) == 1 and not room.canceller.uncertain
+    # The next reply, after a silence: the echo path may have moved (a sound server's latency
+    # changes between replies), so a fresh processor starts before its far end is fed.
+    room.play(np.zeros(CHUNK * 200, np.float32))
+    assert len(room.apms) == 1
+    room.play(speechlike(0.5, seed=2))
+    assert len(room.apms) == 2 and room.canceller.uncertain
+    assert room.apms[1].calls[0][0] == "reverse"
+    room.play(speechlike(1.0, seed=3))
+    assert not room.canceller.uncertain
+    assert room.canceller.stats.restarts == 2
+
+
+def test_a_break_in_the_outputs_timing_while_it_plays_restarts_the_processor() -> None:
+    room = Room()
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain
+    # An underrun: the output's blocks jump 80 ms ahead of where they followed each other.
+    room.play(speechlike(0.5, seed=1), t=room.t + 0.08)
+    assert len(room.apms) == 2 and room.canceller.uncertain
+
+
+def test_a_microphone_in_digital_silence_does_not_tell_that_the_echo_is_cancelled() -> None:
+    room = Room()
+    room.play(speechlike(3.0), heard=0.0)  # the echo has not reached it (yet)
+    assert room.canceller.uncertain
+    assert room.canceller.stats.erl_db is None
+
+
 def test_noise_suppression_alone_needs_no_far_end() -> None:
     apms: list[RecordingApm] = []
     canceller = EchoCanceller(
