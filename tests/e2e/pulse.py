@@ -344,3 +344,15 @@ class LaptopEcho:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def find(haystack: Int16, needle: Int16, lags: range) -> int:
+    """The lag (samples) at which ``needle`` best matches ``haystack``: ``haystack[k + lag]``
+    is ``needle[k]`` (phase-transform cross-correlation, robust to echo and reverberation)."""
+    a = haystack.astype(np.float64)
+    b = needle.astype(np.float64)
+    size = 1 << (len(a) + len(b)).bit_length()
+    cross = np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size))
+    corr = np.fft.irfft(cross / (np.abs(cross) + 1e-9), size)
+    candidates = np.array([lag % size for lag in lags])
+    return int(lags[int(np.argmax(corr[candidates]))])

@@ -49,6 +49,7 @@ TURN_TIMEOUT = 90.0
 QUIET = 0.5
 
 Event = dict[str, Any]
+Int16 = pulse.Int16
 
 
 def espeak(text: str, path: Path) -> tuple[Path, float]:
@@ -60,6 +61,26 @@ def espeak(text: str, path: Path) -> tuple[Path, float]:
     spans = pulse.speech_spans(np.asarray(pcm), rate)
     assert spans, "eSpeak NG produced no audible speech"
     return path, spans[0][0]
+
+
+def onset_in(played: Int16, heard: Int16, voice: Path, lead: float, delay: float) -> float:
+    """Seconds into the speaker's recording at which the user's ``voice`` started (its speech
+    ``lead`` seconds into the file), found from the microphone's recording: the two recorders
+    did not start together, but the microphone hears the speaker ``delay`` seconds late, which
+    ties their clocks together."""
+    window = range(-3 * RATE, 3 * RATE)
+    # heard[k + offset] is played[k] heard again: offset = start difference + the delay.
+    offset = pulse.find(heard, played, window)
+    pcm, rate = sf.read(voice, dtype="int16")
+    said = resample_16k(np.asarray(pcm), rate)
+    at = pulse.find(heard, said, range(0, len(heard) - len(said)))
+    return (at - offset) / RATE + delay + lead
+
+
+def resample_16k(pcm: Int16, rate: int) -> Int16:
+    from assistant.audio.wav import resample
+
+    return resample(pcm, rate, RATE)
 
 
 def went_quiet(spans: list[tuple[float, float]], after: float) -> float | None:
@@ -108,6 +129,7 @@ def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: A
     ):
         wait_until_ready(app)
         speaker = sound_server.recorder(f"{pulse.SPEAKER}.monitor", RATE)
+        microphone = sound_server.recorder(pulse.MICROPHONE, RATE)
         try:
             # 1. Questions; the user stays silent while Parley answers.
             for i, (question, _) in enumerate(questions):
@@ -122,12 +144,11 @@ def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: A
                 "the story to be told",
             )
             time.sleep(2.0)
-            said_at = time.monotonic()
             sound_server.play(interruption, pulse.ROOM)
-            onset = said_at + lead
             events = wait_quiet(app, turns + 1)
         finally:
             played = speaker.stop()
+            heard = microphone.stop()
     runtime = time.monotonic() - started
     echo_status = [e for e in events if e["kind"] == "echo"]
     print(f"\necho status: {echo_status[-1] if echo_status else 'none reported'}")
@@ -150,7 +171,7 @@ def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: A
     # 2. The story was cut off by the barge-in; the speaker went quiet soon after its onset.
     story_turn = turns_done[len(QUESTIONS)]
     assert story_turn["interrupted"], story_turn
-    onset_rec = onset - speaker.started_at
+    onset_rec = onset_in(played, heard, interruption, lead, relay["delay_ms"] / 1000.0)
     spans = pulse.speech_spans(played, RATE)
     cut = went_quiet(spans, onset_rec)
     near = [(round(a, 2), round(b, 2)) for a, b in spans if onset_rec - 3 < b < onset_rec + 30]
