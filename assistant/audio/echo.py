@@ -15,20 +15,23 @@ is the acoustic path plus any error in the timestamps (it tolerates hundreds of 
 that is not played yet when it is needed holds the microphone audio back until it is (or until
 it is clear that nothing is playing: then the far end is silence).
 
-A fresh processor for each stretch of playback: when the far end starts after
-``REPLY_GAP`` seconds of silence (a new reply), or the output's timing broke while it played (an
-underrun: the render tap's blocks stopped following each other, so the echo's delay may have
-moved), the processor is replaced before that far end is fed. AEC3 keeps the echo path it
-learned and, measured on a path that moved (a sound server's latency changes after an
-underrun, between replies), goes on trusting it for seconds while the echo passes through; a
-fresh one starts from its cautious initial state and converges within about a second.
+Each stretch of playback is checked: when the far end starts after ``REPLY_GAP`` seconds of
+silence (a new reply), or the output's timing broke while it played (an underrun: the render
+tap's blocks stopped following each other), the echo path may have moved (a sound server's
+latency changes after an underrun, and between replies). AEC3 keeps the path it learned and,
+on a path that moved, goes on trusting it for seconds while the echo passes through. So the
+echo is uncertain again until the stretch has shown it cancelled; if it has not after
+``RECHECK_SECONDS``, the processor is replaced by a fresh one, which starts from its cautious
+initial state and converges within about a second.
 
-Convergence: ``uncertain`` is True from the start of each stretch until the echo return loss is
-known: the far end has been playing for ``SETTLE_SECONDS`` of it and the median echo return
-loss enhancement over what the microphone heard of it reached ``KNOWN_ERLE_DB``, or the
-microphone hears the speaker hardly at all. Only chunks in which the microphone heard
-something count (digital silence tells nothing: the echo may not have arrived yet). Barge-in
-is stricter while it is uncertain.
+Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
+the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
+stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
+return loss enhancement over what the microphone heard of it reached ``KNOWN_ERLE_DB``, or the
+microphone heard nothing above its noise. Only chunks in
+which the microphone heard something clearly above its own noise count (digital silence and
+noise tell nothing: the echo may not have arrived yet, or there is a pause in it). Barge-in is
+stricter while it is uncertain.
 """
 
 from __future__ import annotations
@@ -60,18 +63,22 @@ LEAD = 0.01
 GRACE = 0.06
 #: A microphone stream whose times jump by more than this is re-anchored.
 NEAR_JUMP = 0.05
-#: Far-end silence after which playback starts a new stretch (a fresh processor).
+#: Far-end silence after which playback starts a new stretch (its echo is checked again).
 REPLY_GAP = 1.5
-#: Far-end playing time before the echo return loss counts as known.
+#: Far-end playing time before the echo return loss counts as known (for a fresh processor)...
 SETTLE_SECONDS = 1.0
+#: ...and before a processor that had settled is known to cancel a new stretch's echo too.
+RECHECK_SECONDS = 0.5
 KNOWN_ERLE_DB = 12.0
-#: The microphone hears the speaker this far below what was played: no echo to speak of.
-WEAK_ECHO_DB = 35.0
 #: Far end louder than this (mean square, full scale 1.0) within ``ECHO_WINDOW`` may echo.
 FAR_ACTIVE = 1e-5
 ECHO_WINDOW = 40  # chunks (400 ms: the longest echo path plus a reverberation tail)
-#: Quieter microphone chunks do not count in the measurement.
+#: Quieter microphone chunks do not count in the measurement...
 NEAR_FLOOR = 1e-8
+#: ...nor chunks less than this far above the microphone's noise (power ratio, 10 dB).
+ABOVE_NOISE = 10.0
+#: Measured chunks a stretch needs before its echo is judged.
+MIN_MEASURED = 20
 
 
 class AudioProcessor(Protocol):
@@ -229,20 +236,26 @@ class EchoCanceller:
         self._quiet = float("inf")  # seconds of far end since it last played anything
         self._runs = 0  # the reference's runs when the far end was last fed
         self._broken = False  # the output's timing broke while it played
+        self._noise = 1.0  # the microphone's noise power, tracked from below
         self.stats = EchoStats()
         self._restart()
 
     def _restart(self) -> None:
-        """A fresh processor for a new stretch of playback; the echo is unknown again."""
+        """A fresh processor; the echo is unknown again."""
         self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
+        self._delay_ms = -1
+        self._fresh = True  # it has not been through a whole stretch yet
+        self.stats.restarts += 1
+        self._recheck()
+
+    def _recheck(self) -> None:
+        """A new stretch of playback: the echo is uncertain until it shows cancelled."""
         self._erle: deque[float] = deque(maxlen=100)
         self._erl: deque[float] = deque(maxlen=100)
         self._settled = not self.echo_cancellation
-        self._stretch_seconds = 0.0  # far-end seconds since the restart
-        self._measured = 0
-        self._delay_ms = -1
-        self._fresh = True  # no far end fed to this processor yet
-        self.stats.restarts += 1
+        self._stretch_seconds = 0.0  # far-end seconds of the stretch
+        self._heard = 0  # chunks of it in which the microphone heard anything
+        self._measured = 0  # chunks of it in which it heard something above its noise
 
     @property
     def uncertain(self) -> bool:
@@ -344,9 +357,9 @@ class EchoCanceller:
         if far_power < FAR_ACTIVE:
             self._quiet += CHUNK_SECONDS
             return
-        if not self._fresh and (self._broken or self._quiet >= REPLY_GAP):
-            self._restart()
-        self._broken = self._fresh = False
+        if self._broken or self._quiet >= REPLY_GAP:
+            self._recheck()
+        self._broken = False
         self._quiet = 0.0
 
     def _measure(self, raw: float, processed: float, far: float) -> None:
@@ -354,30 +367,51 @@ class EchoCanceller:
         stats.processed_seconds += CHUNK_SECONDS
         if not self.echo_cancellation:
             return
+        self._noise = min(raw, self._noise * 1.002) if raw >= NEAR_FLOOR else self._noise
         self._far_recent.append(far)
         if max(self._far_recent) < FAR_ACTIVE:
             return
         stats.far_end_seconds += CHUNK_SECONDS
         self._stretch_seconds += CHUNK_SECONDS
-        if raw >= NEAR_FLOOR:  # digital silence tells nothing: the echo may be on its way
-            self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
+        # Digital silence and the microphone's own noise tell nothing: the echo may be on its
+        # way, or the far end pausing between words.
+        if raw >= NEAR_FLOOR:
+            self._heard += 1
             self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
-        self._measured += 1
-        if self._settled and self._measured % 50:
+            if raw >= ABOVE_NOISE * self._noise:
+                self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
+                self._measured += 1
+        if self._settled and self._heard % 50:
             return  # the figures are only reported from here on: refresh them twice a second
         stats.erle_db = float(np.median(self._erle)) if self._erle else None
         stats.erl_db = float(np.median(self._erl)) if self._erl else None
-        if not self._settled and self._stretch_seconds >= SETTLE_SECONDS and self._erle:
-            weak = stats.erl_db is not None and stats.erl_db >= WEAK_ECHO_DB
-            cancelled = stats.erle_db is not None and stats.erle_db >= KNOWN_ERLE_DB
-            if weak or cancelled:
-                self._settled = True
-                log.info(
-                    "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
-                    self._stretch_seconds,
-                    _db(stats.erle_db),
-                    _db(stats.erl_db),
-                )
+        if self._settled or self._stretch_seconds < (
+            SETTLE_SECONDS if self._fresh else RECHECK_SECONDS
+        ):
+            return
+        # The microphone heard nothing above its noise while the far end played: no echo.
+        weak = self._measured == 0 and self._heard >= MIN_MEASURED
+        cancelled = (
+            self._measured >= MIN_MEASURED
+            and stats.erle_db is not None
+            and stats.erle_db >= KNOWN_ERLE_DB
+        )
+        if weak or cancelled:
+            self._settled = True
+            self._fresh = False
+            log.info(
+                "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
+                self._stretch_seconds,
+                _db(stats.erle_db),
+                _db(stats.erl_db),
+            )
+        elif self._measured >= MIN_MEASURED and not self._fresh:
+            # The echo path moved under the processor: it passes the echo through.
+            log.info(
+                "echo no longer cancelled (ERLE %s dB): a fresh processor learns the room",
+                _db(stats.erle_db),
+            )
+            self._restart()
 
 
 def _to_int16(x: Float32) -> Int16:
