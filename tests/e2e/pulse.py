@@ -348,11 +348,10 @@ class LaptopEcho:
 
 def find(haystack: Int16, needle: Int16, lags: range) -> int:
     """The lag (samples) at which ``needle`` best matches ``haystack``: ``haystack[k + lag]``
-    is ``needle[k]`` (phase-transform cross-correlation, robust to echo and reverberation)."""
+    is ``needle[k]`` (the peak of their cross-correlation within ``lags``)."""
     a = haystack.astype(np.float64)
     b = needle.astype(np.float64)
     size = 1 << (len(a) + len(b)).bit_length()
-    cross = np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size))
-    corr = np.fft.irfft(cross / (np.abs(cross) + 1e-9), size)
-    candidates = np.array([lag % size for lag in lags])
-    return int(lags[int(np.argmax(corr[candidates]))])
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    candidates = np.arange(lags.start, lags.stop) % size
+    return int(lags.start + np.argmax(corr[candidates]))
