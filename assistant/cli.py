@@ -28,6 +28,11 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--stt", help="speech-to-text engine (default from settings: local)")
     p.add_argument("--llm", help="language model engine (default from settings: local)")
     p.add_argument("--tts", help="text-to-speech engine (default from settings: local)")
+    p.add_argument(
+        "--s2s",
+        help="speech-to-speech engine, instead of --stt/--llm/--tts (openai-realtime, "
+        "assemblyai-agent)",
+    )
     p.add_argument("--language", help=LANG_HELP)
     p.add_argument("--voice", help="voice id (see `parley voices`)")
     p.add_argument(
@@ -65,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("which", choices=("overhead", "latency", "echo"), help="what to measure")
+    bench.add_argument(
+        "which", choices=("overhead", "latency", "echo", "engines"), help="what to measure"
+    )
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     voices = sub.add_parser("voices", help="list the offline languages and voices")
@@ -118,10 +125,20 @@ def _talk(args: argparse.Namespace) -> int:
     settings = loaded.settings
     if loaded.notice:
         print(f"parley: {loaded.notice}", file=sys.stderr)
+    chained = [f"--{key}" for key in ("stt", "llm", "tts") if getattr(args, key)]
+    if args.s2s and chained:
+        return _fail(f"--s2s replaces {', '.join(chained)}: give one or the other")
     for key in ("stt", "llm", "tts", "language", "voice"):
         value = getattr(args, key)
         if value:
             setattr(settings, key, value)
+    if args.s2s:
+        settings.pipeline = "s2s"
+        settings.s2s.engine = args.s2s
+        if args.voice:
+            settings.s2s.voice = args.voice
+    elif chained:
+        settings.pipeline = "chained"
     if args.turns:
         settings.turn_mode = args.turns
     if args.aec:

@@ -33,6 +33,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 TurnMode = Literal["ptt", "vad"]
 EchoCancellation = Literal["on", "auto", "off"]
+#: Chained (speech to text → language model → text to speech) or one speech-to-speech engine.
+Pipeline = Literal["chained", "s2s"]
 
 #: Documented default endpoint of each provider. ``PARLEY_<PROVIDER>_URL`` overrides any of them.
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -43,6 +45,10 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "deepgram": "wss://api.deepgram.com/v1/listen",
     "elevenlabs": "wss://api.elevenlabs.io",
     "async": "wss://api.async.com/text_to_speech/websocket/ws",
+    # Anthropic's SDK adds /v1/messages itself: the base has no /v1.
+    "anthropic": "https://api.anthropic.com",
+    "assemblyai_gateway": "https://llm-gateway.assemblyai.com/v1",
+    "assemblyai_agent": "wss://agents.assemblyai.com/v1/ws",
 }
 
 #: Extra environment variable names accepted for some endpoints (first match wins).
@@ -102,13 +108,36 @@ class ProviderSettings:
 
 
 @dataclass(slots=True)
+class SpeechToSpeechSettings:
+    """The speech-to-speech engine used when ``Settings.pipeline`` is ``"s2s"``."""
+
+    #: The engine (``parley talk --s2s`` names): ``openai-realtime``, ``assemblyai-agent``.
+    engine: str = "openai-realtime"
+    #: The provider's model (empty: its default).
+    model: str = ""
+    #: The provider's voice (empty: its default).
+    voice: str = ""
+    #: Who decides, hands-free, where the user's turn ends and when speech over a reply
+    #: interrupts it: Parley's own detection, or the provider's.
+    turn_detection: Literal["parley", "provider"] = "parley"
+    #: Spoken verbatim when a session starts, by engines that can (empty: no greeting).
+    greeting: str = ""
+
+
+@dataclass(slots=True)
 class Settings:
+    #: ``chained``: the three engines below; ``s2s``: one speech-to-speech engine (``s2s``).
+    pipeline: Pipeline = "chained"
     stt: str = "local"
     llm: str = "local"
     tts: str = "local"
+    s2s: SpeechToSpeechSettings = field(default_factory=SpeechToSpeechSettings)
     #: When a chosen cloud engine fails before producing output, try the local one.
     fallback_to_local: bool = True
+    #: The language spoken and answered in (BCP-47-ish: "en", "en-GB", "fr").
     language: str = "en"
+    #: Answer in the language each utterance is spoken in (detected, ``language`` first).
+    detect_language: bool = False
     voice: str = ""
     turn_mode: TurnMode = "ptt"
     vad: VadSettings = field(default_factory=VadSettings)
@@ -128,6 +157,8 @@ class Settings:
     local_llm_model: str = "qwen2.5-coder-1.5b"
     hotkey: str = "Space"
     global_hotkey: bool = False
+    #: Start with only the tray icon showing (where the system has a tray).
+    start_in_tray: bool = False
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
 
     def endpoint(self, provider: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from assistant.audio.devices import DeviceList
 from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
 
@@ -27,6 +28,8 @@ class Source(StrEnum):
     STT = "stt"
     LLM = "llm"
     TTS = "tts"
+    #: A speech-to-speech engine (it hears, thinks and speaks).
+    S2S = "s2s"
     TOOLS = "tools"
     AUDIO = "audio"
     AUDIO_INPUT = "audio-input"
@@ -34,6 +37,8 @@ class Source(StrEnum):
     HISTORY = "history"
     SETTINGS = "settings"
     TALK = "talk"
+    #: A sound device came or went.
+    DEVICES = "devices"
 
 
 def _now() -> float:
@@ -154,6 +159,30 @@ class Loading:
     at: float = field(default_factory=_now)
 
 
+class Doing(StrEnum):
+    """What a reply is waiting on, for a progress indicator."""
+
+    #: The model is reading a long message before it can answer.
+    READING = "reading"
+    THINKING = "thinking"
+    #: A tool the model asked for is running (``Activity.detail`` names it).
+    TOOL = "tool"
+    #: Engines are being changed or loaded after a change of settings, or a failed engine is
+    #: being replaced by the next one (``Activity.detail`` says which).
+    SWITCHING = "switching"
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Parley is busy with something the user is waiting for, since ``since`` (monotonic)."""
+
+    doing: Doing
+    detail: str = ""
+    turn_id: int | None = None
+    since: float = field(default_factory=_now)
+    at: float = field(default_factory=_now)
+
+
 @dataclass(frozen=True, slots=True)
 class MicLevel:
     rms: float
@@ -175,6 +204,7 @@ SessionEvent = (
     | ErrorEvent
     | Notice
     | Loading
+    | Activity
     | MicLevel
 )
 
@@ -201,10 +231,27 @@ class AudioStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DevicesChanged:
+    """Microphones or speakers were connected or disconnected: what is there now."""
+
+    devices: DeviceList
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationLoaded:
     """The current conversation was (re)placed: its past turns, oldest first (none when new)."""
 
     turns: tuple[TurnRecord, ...]
+    at: float = field(default_factory=_now)
+    #: Which conversation it is (``HistoryStore`` id; empty when it is not stored).
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationsChanged:
+    """The list of past conversations changed (renamed, deleted, restored, a turn added)."""
+
     at: float = field(default_factory=_now)
 
 
@@ -247,7 +294,9 @@ AppEvent = (
     SessionEvent
     | Ready
     | AudioStatus
+    | DevicesChanged
     | ConversationLoaded
+    | ConversationsChanged
     | TurnModeChanged
     | SettingsApplied
     | EchoStatus

@@ -48,6 +48,31 @@ class SpokenText:
         piece.complete = piece.complete or chunk.last
         self._audio_end = piece.start + piece.duration
 
+    def set_text(
+        self, piece: int, text: str, *, at: tuple[int, float] | None = None, complete: bool = False
+    ) -> None:
+        """Give ``piece`` its text so far: a transcript that grows beside its audio (speech to
+        speech). ``at``: (character offset, seconds into the piece's audio) where a part of it
+        starts, when the provider says; ``complete``: the piece's text is final. A piece with
+        no audio yet starts where the audio so far ends."""
+        found = self._pieces.get(piece)
+        if found is None:
+            found = self._pieces[piece] = _Piece(text, self._audio_end)
+            self._order.append(piece)
+        found.text = text
+        if at is not None:
+            found.alignment.append(at)
+        found.complete = found.complete or complete
+
+    def start_of(self, piece: int) -> float:
+        """Where ``piece``'s audio starts in the reply's audio (seconds; 0 if unknown)."""
+        found = self._pieces.get(piece)
+        return found.start if found is not None else 0.0
+
+    def duration_of(self, piece: int) -> float:
+        found = self._pieces.get(piece)
+        return found.duration if found is not None else 0.0
+
     @property
     def audio_seconds(self) -> float:
         return self._audio_end

@@ -110,6 +110,17 @@ class TimelineSnapshot:
         return cls(marks, stages, over_budget, dict(_mapping(data.get("notes"))))
 
 
+def typed(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored timeline is a typed turn's (no voice: its delay is a reply time)."""
+    notes = stored.get("notes")
+    return isinstance(notes, Mapping) and notes.get("input") == "typed"
+
+
+def delay_label(stored: Mapping[str, Any]) -> str:
+    """What a turn's headline delay (``voice_to_voice_ms``) is called when shown."""
+    return "reply time" if typed(stored) else "voice-to-voice"
+
+
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 

@@ -96,7 +96,7 @@ class Harness:
         await self.audio(seconds, speech=True)
         self.session.release_to_talk()
 
-    async def until(self, predicate: object, timeout: float = 10.0) -> None:
+    async def until(self, predicate: object, timeout: float = 30.0) -> None:
         """Keep feeding silence until ``predicate()`` holds."""
         end = time.monotonic() + timeout
         while not predicate():  # type: ignore[operator]
@@ -104,7 +104,7 @@ class Harness:
                 raise AssertionError(f"timed out; states: {self.states()}")
             await self.audio(FRAME_SECONDS * 3, speech=False)
 
-    async def until_state(self, state: State, timeout: float = 10.0) -> None:
+    async def until_state(self, state: State, timeout: float = 30.0) -> None:
         await self.until(lambda: self.session.state is state, timeout)
 
     def states(self) -> list[str]:

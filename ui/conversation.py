@@ -37,10 +37,13 @@ from assistant.events import (
     TurnWithdrawn,
 )
 from assistant.history import TurnRecord
+from assistant.timeline import typed
 from ui import theme
 
 #: Bubbles take at most this share of the view's width.
 BUBBLE_WIDTH = 0.74
+#: A typed message longer than this shows its beginning only (copying takes it all).
+LONG_MESSAGE_SHOWN = 600
 _PUNCTUATION = ".,!?;:\"'()[]{}*_`~#>-…“”‘’«»"
 
 
@@ -106,6 +109,15 @@ def render_finished(record: TurnRecord) -> str:
             f'{prefix}<span style="color:{theme.INTERRUPTED_HTML}">⚠ {_text(record.error)}</span>'
         )
     return "".join(parts)
+
+
+def render_question(text: str) -> str:
+    """HTML of the user's words; a very long typed message shows only its beginning."""
+    if len(text) <= LONG_MESSAGE_SHOWN * 2:
+        return _text(text)
+    shown = text[:LONG_MESSAGE_SHOWN].rsplit(" ", 1)[0]
+    rest = f"… ({len(text):,} characters in all)"
+    return f'{_text(shown)}<span style="color:rgba(255,255,255,0.78)"> {rest}</span>'
 
 
 def render_partial(text: str, carried: str = "") -> str:
@@ -198,6 +210,8 @@ class _Turn:
     assistant: Bubble | None = None
     finished: bool = False
     v2v_ms: float | None = None
+    #: The question was typed: its delay is a reply time, not voice-to-voice.
+    typed: bool = False
     tools: tuple[str, ...] = ()
     interrupted: bool = False
     partial: str = ""  # the latest partial transcript, without carried words
@@ -306,7 +320,7 @@ class ConversationView(QScrollArea):
             self._remove(turn_id)  # nothing was understood: no bubble
             return
         bubble = self._user_bubble(turn)
-        bubble.set_content(_text(text), text)
+        bubble.set_content(render_question(text), text)
         if not turn.finished:
             self._assistant_bubble(turn).set_content(render_live("", ""), "")
 
@@ -343,17 +357,19 @@ class ConversationView(QScrollArea):
             return
         value = timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else None
+        turn.typed = typed(timeline)
         self._update_meta(turn)
 
     def on_turn_finished(self, record: TurnRecord) -> None:
         turn = self._turn(record.turn_id)
         if turn.user is None and record.user_text:
-            self._user_bubble(turn).set_content(_text(record.user_text), record.user_text)
+            self._user_bubble(turn).set_content(render_question(record.user_text), record.user_text)
         turn.finished = True
         turn.interrupted = record.interrupted
         turn.tools = tuple(t.name for t in record.tool_calls) or turn.tools
         value = record.timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else turn.v2v_ms
+        turn.typed = typed(record.timeline) or turn.typed
         text = record.assistant_text or ("" if record.interrupted else record.generated_text)
         if text or record.interrupted or record.error:
             self._assistant_bubble(turn).set_content(render_finished(record), text)
@@ -455,7 +471,7 @@ class ConversationView(QScrollArea):
         if turn.tools:
             bits.append("used " + ", ".join(turn.tools))
         if turn.v2v_ms is not None:
-            bits.append(f"{turn.v2v_ms:.0f} ms voice-to-voice")
+            bits.append(f"{turn.v2v_ms:.0f} ms {'reply time' if turn.typed else 'voice-to-voice'}")
         turn.assistant.set_meta("  ·  ".join(bits))
 
     def _update_hint(self) -> None:

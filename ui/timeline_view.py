@@ -1,8 +1,9 @@
 """The latency timeline: a bar per turn from the end of speech to the first sound, and a chart.
 
 Each bar is split at the turn's marks (final transcript, first token, first text to the speech
-engine, first audio, playback start); stages over their budget are drawn red, and the
-voice-to-voice figure stands at the right. Hovering shows the numbers.
+engine, first audio, playback start); a stage over its budget keeps its colour and is outlined
+and underlined in red, and the voice-to-voice figure (the reply time, for a typed question)
+stands at the right. Turns are numbered from 1 in each conversation. Hovering shows the numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from assistant.events import AppEvent, ConversationLoaded, TimelineUpdated, TurnFinished
-from assistant.timeline import Budgets
+from assistant.timeline import Budgets, delay_label
 from ui import theme
 from ui.resources import icon
 from ui.timeline_export import write_export
@@ -54,6 +55,8 @@ NOTES: tuple[tuple[str, str, str], ...] = (
     ("end_of_turn_probability", "Smart Turn: probability the turn was over", "{:.2f}"),
 )
 Timeline = Mapping[str, Any]
+#: Height of the red band under a stage over its budget.
+LATE_BAND = 4.0
 
 
 def segments(timeline: Timeline) -> list[tuple[str, float, float, bool]]:
@@ -85,12 +88,11 @@ def _format_ms(value: object) -> str:
     return f"{value:.0f} ms" if isinstance(value, int | float) else "—"
 
 
-def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
+def tooltip_html(number: int, timeline: Timeline, budgets: Budgets) -> str:
     stages = timeline.get("stages_ms", {})
     over = set(timeline.get("over_budget", []))
-    rows = [
-        f"<b>Turn {turn_id}</b> — {_format_ms(timeline.get('voice_to_voice_ms'))} voice-to-voice"
-    ]
+    delay = _format_ms(timeline.get("voice_to_voice_ms"))
+    rows = [f"<b>Turn {number}</b> — {delay} {delay_label(timeline)}"]
     rows.append("<table cellspacing='0' cellpadding='2'>")
     for stage, name in STAGE_NAMES.items():
         if stage not in stages:
@@ -233,9 +235,14 @@ class TimelineView(QWidget):
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(theme.TRACK)
         painter.drawRoundedRect(rect, 4, 4)
-        for key, seg, over in self.segment_rects(row):
-            painter.setBrush(theme.OVER_BUDGET if over else theme.STAGE_COLORS[key])
+        for key, seg, _late in self.segment_rects(row):
+            painter.setBrush(theme.STAGE_COLORS[key])
             painter.drawRect(seg)
+        # Late stages keep their colour (which stage was late stays readable) and are marked.
+        for _key, seg, over in self.segment_rects(row):
+            if over:
+                self._mark_late(painter, seg)
+        painter.setPen(Qt.PenStyle.NoPen)
         v2v = timeline.get("voice_to_voice_ms")
         late = "voice_to_voice" in timeline.get("over_budget", [])
         font = painter.font()
@@ -249,6 +256,16 @@ class TimelineView(QWidget):
         )
         font.setBold(False)
         painter.setFont(font)
+
+    @staticmethod
+    def _mark_late(painter: QPainter, seg: QRectF) -> None:
+        """A red outline and a red band along the bottom of a stage over its budget."""
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(theme.OVER_BUDGET, 2))
+        painter.drawRect(seg.adjusted(1, 1, -1, -1))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.OVER_BUDGET)
+        painter.drawRect(QRectF(seg.left(), seg.bottom() - LATE_BAND, seg.width(), LATE_BAND))
 
     def _paint_budget(self, painter: QPainter) -> None:
         x = self.x_for_ms(self._budgets.voice_to_voice)
@@ -289,7 +306,7 @@ class Legend(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         items = [(theme.STAGE_COLORS[key], label) for key, _m, _b, label in SEGMENTS]
-        items.append((theme.OVER_BUDGET, "Over budget"))
+        items.append((theme.OVER_BUDGET, "Over budget (outlined)"))
         x, y = 2.0, 2.0
         line = metrics.height() + 4
         for color, label in items:
@@ -403,7 +420,7 @@ class LatencyChart(QWidget):
                     flag = " — over budget" if over else ""
                     QToolTip.showText(
                         event.globalPos(),
-                        f"Turn {turn_id}: {ms:.0f} ms voice-to-voice "
+                        f"Turn {turn_id}: {ms:.0f} ms to the first sound "
                         f"(budget {self._budget:.0f} ms){flag}",
                         self,
                     )
@@ -420,6 +437,8 @@ class TimelinePanel(QFrame):
         super().__init__(parent)
         self.setObjectName("sidePanel")
         self._timelines: dict[int, Timeline] = {}
+        #: Turn id → its number in the conversation shown (ids keep growing across them).
+        self._numbers: dict[int, int] = {}
         self._budgets = Budgets()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(18, 16, 18, 16)
@@ -432,11 +451,12 @@ class TimelinePanel(QFrame):
         self.export_button = QPushButton(" Export…")
         self.export_button.setIcon(icon("export"))
         self.export_button.setToolTip("Save the timelines as JSON or CSV")
-        self.export_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.export_button.clicked.connect(self.export_dialog)
         header.addWidget(self.export_button)
         layout.addLayout(header)
-        caption = QLabel("From the end of your speech to the first sound of the answer.")
+        caption = QLabel(
+            "From the end of your question (spoken or typed) to the first sound of the answer."
+        )
         caption.setObjectName("panelCaption")
         caption.setWordWrap(True)
         layout.addWidget(caption)
@@ -464,6 +484,7 @@ class TimelinePanel(QFrame):
             case TurnFinished(turn=record):
                 self.update_turn(record.turn_id, record.timeline)
             case ConversationLoaded(turns=turns):
+                self._numbers = {t.turn_id: n for n, t in enumerate(turns, 1)}
                 self.set_timelines([(t.turn_id, t.timeline) for t in turns])
 
     def set_budgets(self, budgets: Budgets) -> None:
@@ -474,7 +495,14 @@ class TimelinePanel(QFrame):
 
     def clear(self) -> None:
         self._timelines.clear()
+        self._numbers.clear()
         self._refresh()
+
+    def number(self, turn_id: int) -> int:
+        """The turn's number in the conversation shown, from 1."""
+        if turn_id not in self._numbers:
+            self._numbers[turn_id] = max(self._numbers.values(), default=0) + 1
+        return self._numbers[turn_id]
 
     def set_timelines(self, timelines: list[tuple[int, Timeline]]) -> None:
         self._timelines = {turn_id: t for turn_id, t in timelines if t}
@@ -506,11 +534,11 @@ class TimelinePanel(QFrame):
         self.export(chosen)
 
     def _refresh(self) -> None:
-        rows = self.timelines()
+        rows = [(self.number(turn_id), t) for turn_id, t in self.timelines()]
         self.view.set_turns(rows)
         values = [
-            (turn_id, float(t["voice_to_voice_ms"]), "voice_to_voice" in t.get("over_budget", []))
-            for turn_id, t in rows
+            (number, float(t["voice_to_voice_ms"]), "voice_to_voice" in t.get("over_budget", []))
+            for number, t in rows
             if isinstance(t.get("voice_to_voice_ms"), int | float)
         ]
         self.chart.set_values(values)

@@ -17,6 +17,10 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.echo import main as echo
 
         return echo(quick=quick)
+    if which == "engines":
+        from assistant.bench.engines import main as engines
+
+        return engines(quick=quick)
     if which == "latency":
         from assistant.bench.latency import main as latency
 

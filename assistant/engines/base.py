@@ -47,8 +47,8 @@ class MissingKeyError(EngineError):
 
     def __init__(self, provider: str, env_var: str) -> None:
         super().__init__(
-            f"{provider}: no API key. Set it in Settings → {provider} (stored in the OS keyring) "
-            f"or in the {env_var} environment variable.",
+            f"{provider}: no API key. Set it in Settings → API keys → {provider} (stored in the "
+            f"OS keyring) or in the {env_var} environment variable.",
             engine=provider,
             retryable=False,
         )

@@ -117,6 +117,12 @@ class _Chain:
     async def _probe(self, index: int) -> None:
         raise NotImplementedError
 
+    def set_aside(self, index: int, exc: BaseException) -> None:
+        """Skip engine ``index`` from now on, as if it had failed with ``exc`` (it cannot work
+        yet: it has no API key). The switch is reported and the engine probed as usual."""
+        later = next((i for i in self._order() if i != index), None)
+        self._mark_down(index, exc, later)
+
     @property
     def members(self) -> Sequence[object]:
         raise NotImplementedError

@@ -49,12 +49,14 @@ async def generate(
     before_tools: Callable[[], Awaitable[object]],
     hurry: Callable[[], bool],
     on_tool: Callable[[ToolRecord], None],
+    on_tool_start: Callable[[str], None] | None = None,
 ) -> AsyncIterator[str]:
     """Speakable pieces of the reply to ``messages``, in order.
 
     ``before_tools`` is awaited before any tool runs (a reply prepared speculatively must not act
     before the user has really finished). ``hurry()`` asks the splitter to release the next
-    clause early (playback is about to run dry). ``on_tool`` hears of each finished call.
+    clause early (playback is about to run dry). ``on_tool`` hears of each finished call,
+    ``on_tool_start`` of each call about to run (by the tool's name).
     """
     splitter = TextSplitter()
     specs = tools.specs if tools is not None else []
@@ -83,6 +85,8 @@ async def generate(
             call.id = call.id or f"call_{timeline.turn_id}_{n}"
         messages = [*messages, Message("assistant", "", tool_calls=ordered)]
         for call in ordered:
+            if on_tool_start is not None:
+                on_tool_start(call.name)
             # Shielded: a tool that has started runs to completion.
             result = await asyncio.shield(tools.run(call))
             record = ToolRecord(call.id, call.name, call.arguments, result)

@@ -32,7 +32,9 @@ from assistant.engines.base import (
     closing_stream,
 )
 from assistant.events import (
+    Activity,
     AssistantText,
+    Doing,
     ErrorEvent,
     PlaybackPaused,
     PlaybackResumed,
@@ -55,6 +57,14 @@ log = logging.getLogger(__name__)
 HURRY_BELOW_SECONDS = 1.5
 #: How often the words heard so far are reported while a reply plays.
 HEARD_INTERVAL = 0.1
+#: A message this long takes the model noticeably long to read before it answers (about 3 s
+#: for the offline model on two cores): the wait is shown as reading rather than thinking.
+READING_CHARS = 600
+
+
+def same_language(a: str, b: str) -> bool:
+    """Whether two language tags name the same language (``en-US`` and ``en`` do)."""
+    return a.replace("_", "-").split("-")[0].lower() == b.replace("_", "-").split("-")[0].lower()
 
 
 class Reply:
@@ -77,8 +87,11 @@ class Reply:
         emit: Callable[[SessionEvent], None],
         on_finished: Callable[[Reply, TurnRecord], None],
         held: bool = False,
+        language: str | None = None,
     ) -> None:
         self.turn_id = turn_id
+        #: The language the reply is spoken in (the settings' unless the user spoke another).
+        self.language = language or settings.language
         self.user_text = user_text
         self.timeline = timeline
         #: The conversation this turn belongs to (kept even if a new one starts meanwhile).
@@ -212,6 +225,8 @@ class Reply:
             self._finish(interrupted=False)
 
     async def _produce(self) -> None:
+        long = len(self.user_text) >= READING_CHARS
+        self._emit(Activity(Doing.READING if long else Doing.THINKING, turn_id=self.turn_id))
         messages = await self._context()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(pieces))
@@ -227,6 +242,7 @@ class Reply:
                 before_tools=self._released.wait,
                 hurry=self._hurry,
                 on_tool=self._tool_ran,
+                on_tool_start=self._tool_starts,
             )
             async with closing_stream(stream):
                 async for piece in stream:
@@ -257,7 +273,9 @@ class Reply:
                 yield piece
 
         settings = self._settings
-        stream = self._tts.stream(texts(), voice=settings.voice or None, language=settings.language)
+        # The chosen voice speaks the settings' language; another language gets its own default.
+        voice = settings.voice if same_language(self.language, settings.language) else ""
+        stream = self._tts.stream(texts(), voice=voice or None, language=self.language)
         async with closing_stream(stream):
             async for chunk in stream:
                 if len(chunk.pcm) == 0 and not chunk.last:
@@ -284,8 +302,12 @@ class Reply:
         queued = self.spoken.audio_seconds - self._player.position
         return self.playing and queued < HURRY_BELOW_SECONDS
 
+    def _tool_starts(self, name: str) -> None:
+        self._emit(Activity(Doing.TOOL, name, turn_id=self.turn_id))
+
     def _tool_ran(self, record: ToolRecord) -> None:
         self._emit(ToolCalled(self.turn_id, record.name, record.arguments, record.result))
+        self._emit(Activity(Doing.THINKING, turn_id=self.turn_id))
 
     def _heard_now(self) -> str:
         return self.spoken.heard(self._player.position)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
 
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
@@ -41,6 +41,8 @@ from assistant.engines.base import (
     TextToSpeech,
 )
 from assistant.events import (
+    Activity,
+    Doing,
     ErrorEvent,
     FinalTranscript,
     MicLevel,
@@ -54,6 +56,7 @@ from assistant.events import (
     UserSpeechStarted,
 )
 from assistant.history import Conversation, TurnRecord
+from assistant.prompt import system_prompt
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
@@ -98,12 +101,25 @@ ECHO_TAIL = 1.0
 Offload = Callable[..., Awaitable[Any]]
 
 
+class ReplyView(Protocol):
+    """What the state is derived from in a reply (chained or speech to speech)."""
+
+    @property
+    def playing(self) -> bool: ...
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+
 def derive_state(
     *,
     listening: bool,
     phase: Phase,
-    reply: Reply | None,
-    finishing: list[Reply],
+    reply: ReplyView | None,
+    finishing: Sequence[ReplyView],
     awaiting_answer: bool,
 ) -> State:
     """The one place the user-visible state comes from.
@@ -548,8 +564,9 @@ class Session:
         return f"{self._tracker.carry_over} {partial}".strip()
 
     def _prefill_request(self, text: str) -> ChatRequest:
+        prompt = system_prompt(self.settings.system_prompt, self._reply_language())
         messages = self._conversation.context(
-            self.settings.system_prompt, self.settings.context_tokens, pending_user=text
+            prompt, self.settings.context_tokens, pending_user=text
         )
         return ChatRequest(messages, tools=self.tools.specs if self.tools is not None else [])
 
@@ -562,6 +579,7 @@ class Session:
             return
         self.interrupt(reason="typed")
         timeline = Timeline(self._tracker.allocate_turn_id(), now=self.clock.now)
+        timeline.notes["input"] = "typed"
         now = self.clock.now()
         timeline.mark("speech_end", now)
         timeline.mark("stt_final", now)
@@ -570,6 +588,11 @@ class Session:
         self._sync()
 
     # --------------------------------------------------------------------------------------- reply
+
+    def _reply_language(self) -> str:
+        """The settings' language, or the one last spoken when answers follow the speaker."""
+        heard = self._transcription.heard_language
+        return heard if self.settings.detect_language and heard else self.settings.language
 
     def _reply_turn(self) -> int | None:
         reply = self._reply
@@ -582,11 +605,15 @@ class Session:
         if previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
         conversation = self._conversation
+        language = self._reply_language()
+        if self.settings.detect_language:
+            timeline.notes["language"] = language
 
         async def context() -> list[Message]:
             await self._recorder.drain()  # the previous turn is part of the context
+            prompt = system_prompt(self.settings.system_prompt, language)
             return conversation.context(
-                self.settings.system_prompt, self.settings.context_tokens, pending_user=user_text
+                prompt, self.settings.context_tokens, pending_user=user_text
             )
 
         reply = Reply(
@@ -604,6 +631,7 @@ class Session:
             emit=self.emit,
             on_finished=self._on_reply_finished,
             held=held,
+            language=language,
         )
         self._reply = reply
         reply.start()
@@ -673,6 +701,8 @@ class Session:
             case FellBack(kind, failed, replacement, reason):
                 text = f"{failed} failed ({reason}); using {replacement} instead."
                 self.emit(Notice(text, Source(kind)))
+                if self._reply is not None:  # the wait goes on with the next engine
+                    self.emit(Activity(Doing.SWITCHING, replacement, turn_id=self._reply.turn_id))
             case Recovered(kind, name):
                 self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
 
