@@ -94,10 +94,6 @@ class InterruptionSettings:
     #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
     #: proves to be a noise resumes when it ends.
     pause_after_ms: int = 32
-    #: ...at this speech probability (lower than ``vad.threshold``: the user's first syllable
-    #: over the reply, thinned by echo cancellation, counts 20 ms sooner; the canceller's
-    #: residue of the reply stays far below it).
-    pause_threshold: float = 0.35
 
 
 @dataclass(slots=True)

@@ -116,8 +116,7 @@ class PushToTalk:
 
 class VadEndpointing:
     """Speech for at least ``min_speech_ms`` starts a turn (``interruption.pause_after_ms``
-    at ``interruption.pause_threshold`` over the assistant's reply); ``end_silence_ms`` of
-    silence ends it.
+    over the assistant's reply); ``end_silence_ms`` of silence ends it.
 
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
     dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
@@ -174,10 +173,7 @@ class VadEndpointing:
         s = self.settings
         frame_start = frame.t - FRAME_SECONDS
         if not self._speaking:
-            threshold = s.threshold
-            if over_reply:
-                threshold = min(threshold, self.interruption.pause_threshold)
-            if speech_probability >= threshold:
+            if speech_probability >= s.threshold:
                 if self._first_speech_at is None:
                     self._first_speech_at = frame_start
                 self._speech_run += FRAME_SECONDS

@@ -211,16 +211,6 @@ def test_vad_endpointing_start_end_and_hysteresis() -> None:
     assert end.detected_at - end.at == pytest.approx(10 * FRAME_SECONDS)
 
 
-def test_speech_over_a_cancelled_reply_starts_after_one_frame_at_a_lower_probability() -> None:
-    vad = VadEndpointing(VadSettings(threshold=0.5, min_speech_ms=96))
-    assert vad.interruption.pause_threshold < 0.5
-    faint = (vad.interruption.pause_threshold + 0.5) / 2
-    assert vad.process(_frame(FRAME_SECONDS), faint) is None  # not over a reply: no speech
-    vad.reset()
-    start = vad.process(_frame(FRAME_SECONDS), faint, over_reply=True)
-    assert start is not None and start.kind == "start"
-
-
 def test_vad_pause_then_resume_when_the_user_goes_on() -> None:
     vad = VadEndpointing(
         VadSettings(min_speech_ms=64, end_silence_ms=640, speculative_silence_ms=192)
