@@ -24,6 +24,14 @@ echo is uncertain again until the stretch has shown it cancelled; if it has not 
 ``RECHECK_SECONDS``, the processor is replaced by a fresh one, which starts from its cautious
 initial state and converges within about a second.
 
+Once the far end has been silent for ``PASS_AFTER`` seconds (the longest echo path and its
+reverberation), the microphone's audio passes unchanged; the processor still hears it. AEC3's
+suppressor goes on thinning speech for a while after the echo is gone, and a user who talked
+over a reply (which has paused for them) is understood better without it (the same recordings
+over a reply paused 200 ms in: 16 % of words wrong processed throughout, 12 % passed unchanged
+once the echo was gone; 3 % with no echo at all). Not with noise suppression on: it would come
+and go.
+
 Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
 the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
 stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
@@ -72,6 +80,8 @@ RECHECK_SECONDS = 0.5
 #: Echo cancelled this well (median) is known: a converged canceller removes 30-60 dB; one whose
 #: echo path moved a little removes 10-20 dB, and what it lets through is heard as words.
 KNOWN_ERLE_DB = 20.0
+#: Far-end silence after which the microphone passes unchanged (the echo has died away).
+PASS_AFTER = 0.6
 #: Far end louder than this (mean square, full scale 1.0) within ``ECHO_WINDOW`` may echo.
 FAR_ACTIVE = 1e-5
 ECHO_WINDOW = 40  # chunks (400 ms: the longest echo path plus a reverberation tail)
@@ -322,6 +332,8 @@ class EchoCanceller:
                 log.warning("audio processing failed; passing the microphone through: %s", exc)
             return chunk.copy()
         self._measure(raw_power, _power(near), far_power)
+        if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
+            return chunk.copy()  # no echo left to remove (see the module docstring)
         return near.astype(np.float32) * (1.0 / 32768.0)
 
     def _feed_far_end(self, captured_at: float) -> float | None:

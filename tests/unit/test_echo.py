@@ -260,7 +260,9 @@ class Room:
         self.apms: list[RecordingApm] = []
         self.now = 0.0
         self.t = 100.0
-        self.canceller = EchoCanceller(now=lambda: self.now, apm_factory=self._apm(apm))
+        self.canceller = EchoCanceller(
+            now=lambda: self.now, apm_factory=self._apm(apm), noise_suppression=False
+        )
 
     def _apm(self, kind: type[RecordingApm]) -> Any:
         def make(cancel: bool, suppress: bool) -> RecordingApm:
@@ -326,6 +328,36 @@ def test_a_break_in_the_outputs_timing_while_it_plays_makes_the_echo_uncertain()
     # An underrun: the output's blocks jump 80 ms ahead of where they followed each other.
     room.play(speechlike(0.5, seed=1), t=room.t + 0.08)
     assert room.canceller.uncertain
+
+
+def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:
+    room = Room()
+    canceller = room.canceller
+    n = CAPTURE_RATE
+    room.play((0.1 * np.sin(np.arange(n) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(np.float32))
+    voice = speechlike(1.0, seed=9)
+    heard, passed = [], []
+    for k in range(100):  # the reply has stopped; the user talks on
+        room.canceller.tap.rendered(np.zeros(CHUNK, np.float32), CAPTURE_RATE, room.t)
+        room.now = room.t + 0.02
+        heard.append(voice[k * CHUNK : (k + 1) * CHUNK])
+        passed.append(canceller.process(heard[-1], room.t + 0.01))
+        room.t += 0.01
+    x, y = np.concatenate(heard), np.concatenate(passed)
+    # While the echo's tail may still be in the room, processed (40 dB down here)...
+    assert np.max(np.abs(y[: 50 * CHUNK])) < np.max(np.abs(x[: 50 * CHUNK])) / 20
+    # ...0.6 s after the far end went quiet, unchanged (a little late: the room's far end is
+    # known only just in time, so the canceller holds a chunk or two back).
+    tail, end = y[-30 * CHUNK :], len(x)
+    assert any(
+        np.array_equal(tail, x[end - late - len(tail) : end - late])
+        for late in range(0, 3 * CHUNK + 1, CHUNK)
+    )
+    # With noise suppression on, everything stays processed.
+    suppressing = EchoCanceller(noise_suppression=True, apm_factory=room._apm(Cancelling))
+    suppressing._quiet = 10.0
+    x = voice[:CHUNK]
+    assert not np.array_equal(suppressing.process(x, 200.0), x)
 
 
 def test_a_microphone_that_hears_only_its_own_noise_has_no_echo_to_cancel() -> None:
