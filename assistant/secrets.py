@@ -36,6 +36,7 @@ ENV_VARS: dict[str, str] = {
     "deepgram": "DEEPGRAM_API_KEY",
     "elevenlabs": "ELEVENLABS_API_KEY",
     "async": "ASYNC_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
 }
 
 DISPLAY_NAMES: dict[str, str] = {
@@ -45,6 +46,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "deepgram": "Deepgram",
     "elevenlabs": "ElevenLabs",
     "async": "Async",
+    "anthropic": "Anthropic",
 }
 
 #: Seconds a keyring read may take (an unlock prompt left open) before it counts as a failure.

@@ -1,6 +1,7 @@
 """Helpers the cloud adapter tests share: a fast policy, a recorder of the waits it asks for,
-audio to push, a transcript collector, text pieces to speak, the samples a fake speaks, and the
-fixtures that serve a fake provider with its key in the environment.
+audio to push, a transcript collector, text pieces to speak, the samples a fake speaks, the
+fixtures that serve a fake provider with its key in the environment, and a fake served from a
+thread of its own (for a subprocess).
 
 Time limits here are safety nets for a hang, never the assertion under test: what a test proves
 holds however slow the machine is."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -232,3 +234,31 @@ def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> Non
     assert key not in log
     assert all(key not in text for text in texts)
     assert files_containing(root, key) == []
+
+
+class InThread:
+    """Serves an async fake server from its own thread and loop while a subprocess uses it."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.fake:
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        assert self._ready.wait(10), "the fake server did not start"
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)

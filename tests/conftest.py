@@ -20,6 +20,7 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
+from assistant.tools import ToolRegistry
 from tests.leaks import (
     check_every_test,
     no_leaked_tasks,
@@ -65,6 +66,7 @@ class Harness:
         llm: object | None = None,
         tts: object | None = None,
         settings: Settings | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.settings.turn_mode = mode  # type: ignore[assignment]
@@ -84,6 +86,7 @@ class Harness:
             conversation=conversation,
             settings=self.settings,
             vad=self.vad,
+            tools=tools,
         )
         self.events: list[SessionEvent] = []
         self.session.subscribe(self.events.append)

@@ -33,4 +33,8 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False, local: bool 
         from assistant.bench.soak import main as soak
 
         return soak(turns=turns if not quick else min(turns, 40), local=local)
+    if which == "tools":
+        from assistant.bench.tools import main as tools
+
+        return tools(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from assistant.engines.base import Transcript
+from assistant.environment import temporarily
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-key-0123456789abcdef"
@@ -36,20 +36,6 @@ def _fakes(module: str) -> Any:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module(f"tests.fakes.{module}")
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -96,7 +82,7 @@ async def deepgram(runs: int) -> list[float]:
 
     fake = _fakes("deepgram_server").FakeDeepgram
     added: list[float] = []
-    with _env(DEEPGRAM_API_KEY=KEY):
+    with temporarily({"DEEPGRAM_API_KEY": KEY}):
         async with fake(key=KEY, endpointing=None, utterance_end=None) as server:
             session = await DeepgramSTT(server.url).open("en")
             finals = _Finals(session)
@@ -118,7 +104,7 @@ async def assemblyai(runs: int) -> list[float]:
 
     fake = _fakes("assemblyai_server").FakeAssemblyAI
     added: list[float] = []
-    with _env(ASSEMBLYAI_API_KEY=KEY):
+    with temporarily({"ASSEMBLYAI_API_KEY": KEY}):
         async with fake(key=KEY, force_delay=0.02, format_delay=0.05) as server:
             session = await AssemblyAISTT(server.url).open("en")
             finals = _Finals(session)
@@ -142,7 +128,7 @@ async def openai_transcription(runs: int) -> list[float]:
     added: list[float] = []
     try:
         server.delta_interval = 0.0
-        with _env(OPENAI_API_KEY=KEY):
+        with temporarily({"OPENAI_API_KEY": KEY}):
             stt = OpenAIRealtimeSTT(server.realtime_url)
             await stt.warm_up()
             session = await stt.open("en")
@@ -192,7 +178,7 @@ async def elevenlabs(runs: int) -> list[float]:
     from assistant.engines.elevenlabs import ElevenLabsTTS
 
     fake = _fakes("elevenlabs_server").FakeElevenLabs
-    with _env(ELEVENLABS_API_KEY=KEY):
+    with temporarily({"ELEVENLABS_API_KEY": KEY}):
         async with fake(key=KEY) as server:
             return await _first_audio(ElevenLabsTTS(server.url), runs, server.first_audio_delay)
 
@@ -201,7 +187,7 @@ async def async_tts(runs: int) -> list[float]:
     from assistant.engines.asyncai import AsyncTTS
 
     fake = _fakes("async_server").FakeAsync
-    with _env(ASYNC_API_KEY=KEY):
+    with temporarily({"ASYNC_API_KEY": KEY}):
         async with fake(key=KEY) as server:
             tts = AsyncTTS(server.url, voices_url=server.voices_url)
             return await _first_audio(tts, runs, server.first_audio_delay)
@@ -212,7 +198,7 @@ async def openai_speech(runs: int) -> list[float]:
 
     server = _fakes("openai_server").FakeOpenAIServer(api_key=KEY).start()
     try:
-        with _env(OPENAI_API_KEY=KEY):
+        with temporarily({"OPENAI_API_KEY": KEY}):
             tts = OpenAISpeechTTS(server.http_url)
             return await _first_audio(tts, runs, server.first_byte_delay)
     finally:

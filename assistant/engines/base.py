@@ -47,8 +47,8 @@ class MissingKeyError(EngineError):
 
     def __init__(self, provider: str, env_var: str) -> None:
         super().__init__(
-            f"{provider}: no API key. Set it in Settings → {provider} (stored in the OS keyring) "
-            f"or in the {env_var} environment variable.",
+            f"{provider}: no API key. Set it in Settings → API keys → {provider} (stored in the "
+            f"OS keyring) or in the {env_var} environment variable.",
             engine=provider,
             retryable=False,
         )
@@ -255,6 +255,18 @@ class Prefillable(Protocol):
         ...
 
 
+@runtime_checkable
+class NeedsToolRouter(Protocol):
+    """A language model that picks tools reliably only under a JSON-schema grammar.
+
+    When ``needs_tool_router`` is true its tools are never offered natively: a constrained
+    routing call chooses them (``assistant.tools.router``). Models without the attribute get
+    native ``tools``.
+    """
+
+    needs_tool_router: bool
+
+
 # ---------------------------------------------------------------------------------- text to speech
 
 
@@ -332,7 +344,7 @@ class Recovered:
 
 
 @dataclass(frozen=True, slots=True)
-class Announcement:
+class EngineAnnouncement:
     """An engine's own news for the user (a local server crashed, restarts, gave up).
 
     ``failure``: something stopped working (shown as an error), else a notice.
@@ -343,7 +355,7 @@ class Announcement:
     failure: bool = False
 
 
-EngineNotice = FellBack | Recovered | Announcement
+EngineNotice = FellBack | Recovered | EngineAnnouncement
 
 
 @runtime_checkable

@@ -82,6 +82,8 @@ class Transcription:
         self._kept = 0  # samples in ``_utterance``
         #: The audio of each utterance waiting for its final, and whether its end was asked.
         self._awaiting: dict[asyncio.Future[str], tuple[list[PCM], bool]] = {}
+        #: The language of the latest final transcript, when the engine said (None before).
+        self.heard_language: str | None = None
 
     @property
     def open(self) -> bool:
@@ -251,6 +253,8 @@ class Transcription:
 
     def _route(self, transcript: Transcript) -> None:
         if transcript.is_final:
+            if transcript.language:
+                self.heard_language = transcript.language
             waiter = next((w for w in self._waiters if not w.done()), None)
             if waiter is not None:
                 waiter.set_result(transcript.text)

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from assistant.engines.base import (
-    Announcement,
     ChatRequest,
+    EngineAnnouncement,
     EngineError,
     EngineUnavailable,
     Finished,
@@ -261,7 +261,9 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
     notices: list[str] = []
     llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0)
     llm.notices.subscribe(
-        lambda notice: notices.append(notice.message if isinstance(notice, Announcement) else "")
+        lambda notice: notices.append(
+            notice.message if isinstance(notice, EngineAnnouncement) else ""
+        )
     )
     assert isinstance(llm, LanguageModel)
     try:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from assistant.events import AppEvent, TurnFinished
 from assistant.history import HistoryStore, TurnRecord
 from assistant.timeline import Budgets, Timeline
 from ui.conversation import Bubble, ConversationView
+
+if TYPE_CHECKING:
+    from ui.main_window import MainWindow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -63,6 +66,18 @@ def finished_turns(assistant: Assistant) -> list[TurnRecord]:
 
     assistant.events.subscribe(keep)
     return records
+
+
+def show_window(qtbot: Any, assistant: Assistant) -> MainWindow:
+    """The main window over ``assistant``, shown and active."""
+    from ui.main_window import MainWindow
+
+    window = MainWindow(assistant)
+    qtbot.addWidget(window)
+    window.show()
+    window.activateWindow()
+    qtbot.waitActive(window)
+    return window
 
 
 def user(view: ConversationView, turn_id: int) -> Bubble:

@@ -10,7 +10,6 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QPushButton
 
-from assistant.app import Assistant
 from assistant.audio.player import DevicePlayer
 from assistant.config import load_settings, settings_path
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
@@ -21,10 +20,10 @@ from tests.ui.helpers import (
     collect,
     fake_settings,
     finished_turns,
-    noise_source,
     reply,
     run,
     seed_history,
+    show_window,
     until,
     user,
     virtual_player,
@@ -35,13 +34,7 @@ from ui.main_window import MainWindow
 pytestmark = pytest.mark.gui
 
 
-def make_window(qtbot, assistant: Assistant) -> MainWindow:
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
-    window.activateWindow()
-    qtbot.waitActive(window)
-    return window
+make_window = show_window
 
 
 def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=False) -> None:
@@ -50,23 +43,6 @@ def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=
     text = " " if key == Qt.Key.Key_Space else ""
     event = QKeyEvent(kind, key, Qt.KeyboardModifier.NoModifier, text, autorepeat)
     QApplication.sendEvent(target, event)
-
-
-@pytest.fixture
-def assistants(qloop):
-    """Make assistants; each is closed after the test even when it fails midway."""
-    made: list[Assistant] = []
-
-    def make(settings=None, **kwargs) -> Assistant:
-        kwargs.setdefault("player_factory", virtual_player("fast"))
-        kwargs.setdefault("source_factory", noise_source())
-        assistant = Assistant(settings or fake_settings(), **kwargs)
-        made.append(assistant)
-        return assistant
-
-    yield make
-    for assistant in made:
-        run(qloop, assistant.close())
 
 
 def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
@@ -318,3 +294,14 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
 
     run(qloop, scenario(), 4 * PATIENCE)
     assert clicks == []
+
+
+def test_notices_to_read_stay_and_confirmations_are_info(qtbot, assistants):
+    from assistant.app import messages
+
+    window = make_window(qtbot, assistants())
+    window.show_notice("Your settings file was invalid (bad key); it was kept aside.", "settings")
+    window.show_notice(messages.SETTINGS_APPLIED, "settings")
+    kinds = {b.message: b.kind for b in window.banners.banners()}
+    assert kinds["Your settings file was invalid (bad key); it was kept aside."] == "warning"
+    assert kinds[messages.SETTINGS_APPLIED] == "info"  # info banners close after 8 s

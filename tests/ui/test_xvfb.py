@@ -74,7 +74,7 @@ def xdo(display: str, *args: str, timeout: float = 10.0) -> str:
     return done.stdout.strip()
 
 
-def find_window(display: str, title: str, timeout: float = 30.0, pid: int | None = None) -> str:
+def find_window(display: str, title: str, timeout: float = 120.0, pid: int | None = None) -> str:
     end = time.monotonic() + timeout
     owner = ["--pid", str(pid)] if pid is not None else []
     while time.monotonic() < end:

@@ -109,7 +109,7 @@ async def test_microphone_resamples_and_cuts_exact_frames_from_a_capture_thread(
     def capture_thread() -> None:  # calls back from another thread, in uneven blocks
         i = k = 0
         while i < len(signal):
-            n = sizes[k % len(sizes)]
+            n = min(sizes[k % len(sizes)], len(signal) - i)  # the last block is shorter
             captured[0] = start + (i + n) / rate  # this block's last sample was just captured
             stream.feed(signal[i : i + n])
             i, k = i + n, k + 1

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 from assistant.emitter import Emitter
 from assistant.engines.base import (
-    Announcement,
     ChatRequest,
+    EngineAnnouncement,
     EngineError,
     EngineNotice,
     LLMEvent,
@@ -60,6 +60,8 @@ class LocalLLM:
     """``LanguageModel`` backed by llama-server on 127.0.0.1."""
 
     name = "local"
+    #: The packaged models write tool calls as plain text: route tools with a grammar.
+    needs_tool_router = True
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class LocalLLM:
             await self._server.start(self.progress)
 
     def _server_notice(self, message: str, failure: bool) -> None:
-        self.notices.emit(Announcement("llm", message, failure))
+        self.notices.emit(EngineAnnouncement("llm", message, failure))
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
         # A restart may move the server to another port, and always brings a new key.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from assistant import secrets
 from assistant.config import Settings
@@ -33,29 +33,38 @@ class KeyedChatLLM:
         model: str,
         *,
         required: bool,
+        name: str = "",
+        build: Callable[[str | None], OpenAIChatLLM] | None = None,
         timeout_first_token: float = 20.0,
     ) -> None:
-        self.name = provider
-        #: Seconds the first token may take before the request counts as stalled.
+        """``provider`` is whose key is used; ``name`` the engine's (default: the provider's);
+        ``build(key)`` makes the engine for a key (default: a plain chat engine)."""
+        self.name = name or provider
+        #: Seconds the first token may take before the request counts as stalled (for the
+        #: default chat engine).
         self.timeout_first_token = timeout_first_token
         self._provider = provider
         self._base_url = base_url
         self._model = model
         self._required = required
+        self._build = build or self._chat
         self._engine: OpenAIChatLLM | None = None
         self._key: str | None = None
+
+    def _chat(self, key: str | None) -> OpenAIChatLLM:
+        return OpenAIChatLLM(
+            self._base_url,
+            key,
+            self._model,
+            name=self.name,
+            timeout_first_token=self.timeout_first_token,
+        )
 
     async def _current(self) -> OpenAIChatLLM:
         key = await self._read_key()
         if self._engine is None or key != self._key:
             self._key = key
-            self._engine = OpenAIChatLLM(
-                self._base_url,
-                key,
-                self._model,
-                name=self.name,
-                timeout_first_token=self.timeout_first_token,
-            )
+            self._engine = self._build(key)
         return self._engine
 
     async def _read_key(self) -> str | None:
