@@ -25,6 +25,7 @@ from tests.leaks import (
     check_every_test,
     no_leaked_tasks,
     no_leaked_threads_or_fds,
+    report_stragglers,
     warm_singletons,
 )
 from tests.scenario import ScriptVAD
@@ -41,6 +42,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     check_every_test(items)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report_stragglers(terminalreporter)
 
 
 @pytest.fixture(autouse=True)

@@ -115,13 +115,16 @@ DeviceRefresher = Callable[[], Awaitable[DeviceList]]
 
 
 def missing_keys(settings: Settings) -> list[tuple[str, str]]:
-    """(kind, provider) of each chosen cloud engine whose API key is not set."""
+    """(kind, provider) of each chosen cloud engine whose API key is not set. Never asks the
+    keyring: a key not read yet, or a keyring that could not be read, is not called missing."""
     chosen = (
         ("speech recognition", settings.stt),
         ("language model", settings.llm),
         ("speech synthesis", settings.tts),
     )
-    return [(kind, name) for kind, name in chosen if name in KEYED and not secrets.has_key(name)]
+    return [
+        (kind, name) for kind, name in chosen if name in KEYED and secrets.key_state(name) == "none"
+    ]
 
 
 def key_status_text(provider: str) -> tuple[str, bool]:

@@ -77,7 +77,7 @@ SCENARIOS = (
     _scenario(
         "no keyring, no key",
         "no keyring on this machine and no key in the environment",
-        FELL_BACK.format(r"no API key\. Set it in Settings → OpenAI"),
+        FELL_BACK.format(r"no API key\. Set it in Settings → API keys → OpenAI"),
         lambda store: fail.Keyring(),
     ),
 )
