@@ -112,7 +112,7 @@ def through(kind: str, fault: Fault) -> Callable[[Context], Any]:
     return provider_run(kind, lambda served: served.proxy.arm(fault))
 
 
-def _absorbed(kind: str, label: str, fault: Fault, what: str) -> Scenario:
+def _absorbed(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
     return Scenario(
         f"{kind} {label}",
         "network",
@@ -124,10 +124,13 @@ def _absorbed(kind: str, label: str, fault: Fault, what: str) -> Scenario:
         3,
         through(kind, fault),
         virtual=False,
+        ci=ci,
     )
 
 
-def _fallback(kind: str, label: str, fault: Fault, what: str, turns: int = 3) -> Scenario:
+def _fallback(
+    kind: str, label: str, fault: Fault, what: str, turns: int = 3, ci: bool = True
+) -> Scenario:
     return Scenario(
         f"{kind} {label}",
         "network",
@@ -139,10 +142,11 @@ def _fallback(kind: str, label: str, fault: Fault, what: str, turns: int = 3) ->
         turns,
         through(kind, fault),
         virtual=False,
+        ci=ci,
     )
 
 
-def _mid_reply(kind: str, label: str, fault: Fault, what: str) -> Scenario:
+def _mid_reply(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
     return Scenario(
         f"{kind} {label}",
         "network",
@@ -154,6 +158,7 @@ def _mid_reply(kind: str, label: str, fault: Fault, what: str) -> Scenario:
         3,
         through(kind, fault),
         virtual=False,
+        ci=ci,
     )
 
 
@@ -162,25 +167,31 @@ SLICED = Fault("slice")
 KILLED = Fault("accept_close")
 
 
+#: Every fault of the proxy runs in CI against at least one provider (the websocket recognizer
+#: or voice, or the HTTP language model); ``parley bench faults`` runs them against all three.
 SCENARIOS = (
     # speech recognition: every fault hits a session the recognizer opened at once
-    _absorbed("stt", "latency 150 ms", SLOW, "every packet 150 ms late, both ways"),
+    _absorbed("stt", "latency 150 ms", SLOW, "every packet 150 ms late, both ways", ci=False),
     _absorbed(
         "stt",
         "slow uplink",
         Fault("bandwidth", direction="up", rate=64_000),
         "the uplink carries 64 KB/s (audio needs 32 KB/s)",
     ),
-    _absorbed("stt", "sliced", SLICED, "data arrives 1 to 7 bytes at a time"),
+    _absorbed("stt", "sliced", SLICED, "data arrives 1 to 7 bytes at a time", ci=False),
     _fallback("stt", "stall", Fault("stall"), "the server goes silent after the handshake"),
     _fallback("stt", "reset", Fault("reset"), "a TCP reset right after the handshake"),
     _fallback("stt", "close", Fault("close"), "the connection is closed right after the handshake"),
     _fallback("stt", "garble", Fault("garble"), "the frames after the handshake are garbled"),
     _fallback("stt", "accept then close", KILLED, "every TCP connection is closed on accept"),
     # the language model
-    _absorbed("llm", "latency 150 ms", SLOW, "every packet 150 ms late, both ways"),
+    _absorbed("llm", "latency 150 ms", SLOW, "every packet 150 ms late, both ways", ci=False),
     _absorbed(
-        "llm", "slow downlink", Fault("bandwidth", rate=2_000), "the reply streams at 2 KB/s"
+        "llm",
+        "slow downlink",
+        Fault("bandwidth", rate=2_000),
+        "the reply streams at 2 KB/s",
+        ci=False,
     ),
     _absorbed("llm", "sliced", SLICED, "data arrives 1 to 7 bytes at a time"),
     _fallback("llm", "stall", Fault("stall"), "the response headers come, then nothing"),
@@ -192,21 +203,35 @@ SCENARIOS = (
         "the connection closes after a few tokens (once)",
     ),
     _fallback("llm", "garble", Fault("garble"), "the response body is garbled"),
-    _fallback("llm", "accept then close", KILLED, "every TCP connection is closed on accept"),
+    _fallback(
+        "llm", "accept then close", KILLED, "every TCP connection is closed on accept", ci=False
+    ),
     # the voice
     _absorbed("tts", "latency 150 ms", SLOW, "every packet 150 ms late, both ways"),
     _absorbed(
         "tts", "slow downlink", Fault("bandwidth", rate=100_000), "the audio streams at 100 KB/s"
     ),
-    _absorbed("tts", "sliced", SLICED, "data arrives 1 to 7 bytes at a time"),
-    _fallback("tts", "stall", Fault("stall"), "the server goes silent after the handshake"),
+    _absorbed("tts", "sliced", SLICED, "data arrives 1 to 7 bytes at a time", ci=False),
+    _fallback(
+        "tts", "stall", Fault("stall"), "the server goes silent after the handshake", ci=False
+    ),
     _mid_reply(
         "tts",
         "reset mid-reply",
         Fault("reset", after=20_000, times=1),
         "a TCP reset after some audio (once)",
     ),
-    _fallback("tts", "close", Fault("close"), "the connection is closed right after the handshake"),
-    _fallback("tts", "garble", Fault("garble"), "the frames after the handshake are garbled"),
-    _fallback("tts", "accept then close", KILLED, "every TCP connection is closed on accept"),
+    _fallback(
+        "tts",
+        "close",
+        Fault("close"),
+        "the connection is closed right after the handshake",
+        ci=False,
+    ),
+    _fallback(
+        "tts", "garble", Fault("garble"), "the frames after the handshake are garbled", ci=False
+    ),
+    _fallback(
+        "tts", "accept then close", KILLED, "every TCP connection is closed on accept", ci=False
+    ),
 )
