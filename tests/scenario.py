@@ -161,8 +161,9 @@ class Stage:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.session.close()
-        for engine in (self.session.stt, self.session.llm, self.session.tts):
-            await close_engine(engine)  # a fallback chain stops probing
+        if isinstance(self.session, Session):
+            for engine in (self.session.stt, self.session.llm, self.session.tts):
+                await close_engine(engine)  # a fallback chain stops probing
 
     # ------------------------------------------------------------------------------ script
 

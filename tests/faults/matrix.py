@@ -296,6 +296,10 @@ def late_only(verdict: Verdict) -> bool:
     )
 
 
+#: The verdicts of the scenarios a test run ran, for its summary (``tests/faults/conftest.py``).
+CI_VERDICTS: list[Verdict] = []
+
+
 def summary(verdicts: Sequence[Verdict]) -> str:
     """The matrix's figures, as ``parley bench faults`` prints them."""
     import numpy as np
