@@ -4,11 +4,20 @@ failing or silent keyring told apart from a key that is not set."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 
 from assistant import secrets
-from assistant.engines.base import KeyUnreadableError, MissingKeyError
+from assistant.config import Settings
+from assistant.engines.base import (
+    ChatRequest,
+    KeyUnreadableError,
+    LanguageModel,
+    Message,
+    MissingKeyError,
+)
 from tests.fakes.keyrings import BrokenKeyring, LockedKeyring, MemoryKeyring, SlowKeyring, installed
 
 KEY = "sk-keyring-0123456789abcdef"
@@ -93,3 +102,53 @@ def test_the_environment_wins_without_asking_the_keyring(
         assert secrets.require_key("openai") == "sk-from-the-environment"
         assert secrets.key_state("openai") == "environment"
         assert backend.reads == 0
+
+
+def _claude() -> Any:
+    from assistant.engines.claude import ClaudeLLM
+
+    return ClaudeLLM("http://127.0.0.1:9/")
+
+
+def _realtime() -> Any:
+    from assistant.engines.openai.agent import make_s2s
+
+    return make_s2s(Settings())
+
+
+def _voice_agent() -> Any:
+    from assistant.engines.assemblyai_agent import make_s2s
+
+    return make_s2s(Settings())
+
+
+KEYED_ENGINES = [_claude, _realtime, _voice_agent]
+
+
+@pytest.mark.parametrize("make", KEYED_ENGINES, ids=["claude", "realtime", "voice-agent"])
+async def test_engines_warm_up_without_blocking_the_loop_on_the_keyring(make: Any) -> None:
+    engine = make()
+    with installed(SlowKeyring({}, delay=None)) as backend:
+        warming = asyncio.create_task(engine.warm_up())
+        for _ in range(20):
+            await asyncio.sleep(0)  # the loop runs on while the keyring has not answered
+        assert not warming.done()
+        backend.release()
+        with contextlib.suppress(MissingKeyError):  # no key stored: said now or at first use
+            await warming
+    await engine.aclose()
+
+
+@pytest.mark.parametrize("make", KEYED_ENGINES, ids=["claude", "realtime", "voice-agent"])
+async def test_engines_tell_a_locked_keyring_from_a_missing_key(make: Any) -> None:
+    engine = make()
+    with installed(LockedKeyring({})):
+        try:
+            await engine.warm_up()  # quiet, or the reason as an engine error
+        except KeyUnreadableError as error:
+            assert "the system keyring is locked" in str(error)
+        if isinstance(engine, LanguageModel):
+            request = ChatRequest([Message("user", "hello")])
+            with pytest.raises(KeyUnreadableError, match="the system keyring is locked"):
+                await anext(aiter(engine.stream(request)))
+    await engine.aclose()

@@ -365,7 +365,7 @@ class AgentEngine:
         return None
 
     async def open(self, setup: s2s.AgentSetup) -> AgentConnection:
-        key = secrets.require_key(self.provider)
+        key = await secrets.arequire_key(self.provider)
         connection = AgentConnection(
             self._wire(setup), key=key, policy=self.policy, pacer=self._pacer()
         )
@@ -378,7 +378,7 @@ class AgentEngine:
 
     async def warm_up(self) -> None:
         """Check that a key is set (the session itself opens with the conversation)."""
-        secrets.require_key(self.provider)
+        await secrets.arequire_key(self.provider)
 
     async def aclose(self) -> None:
         """Nothing is held between sessions (each session closes its own socket)."""
