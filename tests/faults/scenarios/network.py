@@ -112,54 +112,29 @@ def through(kind: str, fault: Fault) -> Callable[[Context], Any]:
     return provider_run(kind, lambda served: served.proxy.arm(fault))
 
 
-def _absorbed(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
-    return Scenario(
-        f"{kind} {label}",
-        "network",
-        what,
-        None,
-        Source(kind),
-        0.0,
-        8.0,
-        3,
-        through(kind, fault),
-        virtual=False,
-        ci=ci,
-    )
-
-
-def _fallback(
-    kind: str, label: str, fault: Fault, what: str, turns: int = 3, ci: bool = True
+def _network(
+    kind: str, label: str, fault: Fault, what: str, message: str | None, ci: bool
 ) -> Scenario:
+    """A proxy fault in front of ``kind``'s provider: ``message`` within 4 s (none: absorbed),
+    recovery within 8 s when absorbed and 10 s otherwise, three turns on disk."""
     return Scenario(
-        f"{kind} {label}",
-        "network",
-        what,
-        rf"notice \[{kind}\] {PROVIDER[kind]} failed \(.+\); using local instead",
-        Source(kind),
-        4.0,
-        10.0,
-        turns,
-        through(kind, fault),
-        virtual=False,
-        ci=ci,
-    )
+        f"{kind} {label}", "network", what, message, Source(kind),
+        4.0 if message else 0.0, 10.0 if message else 8.0, 3, through(kind, fault),
+        virtual=False, ci=ci,
+    )  # fmt: skip
+
+
+def _absorbed(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
+    return _network(kind, label, fault, what, None, ci)
+
+
+def _fallback(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
+    message = rf"notice \[{kind}\] {PROVIDER[kind]} failed \(.+\); using local instead"
+    return _network(kind, label, fault, what, message, ci)
 
 
 def _mid_reply(kind: str, label: str, fault: Fault, what: str, ci: bool = True) -> Scenario:
-    return Scenario(
-        f"{kind} {label}",
-        "network",
-        what,
-        rf"error \[{kind}\] The reply failed: .+",
-        Source(kind),
-        4.0,
-        10.0,
-        3,
-        through(kind, fault),
-        virtual=False,
-        ci=ci,
-    )
+    return _network(kind, label, fault, what, rf"error \[{kind}\] The reply failed: .+", ci)
 
 
 SLOW = Fault("latency", delay=0.15)
