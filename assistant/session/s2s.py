@@ -296,6 +296,15 @@ class SpeechSession:
         reply = self._reply
         if reply is not None and not reply.finished:
             reply.done(s2s.ReplyDone(reply.latest, "failed", exc))
+        # Turns sent but not answered yet are lost with the session: each is told, and one
+        # whose words never came back is withdrawn (the next session starts without it).
+        for turn in self._awaiting:
+            message = "Speech to speech failed before answering; please say that again."
+            self.emit(ErrorEvent(message, Source.S2S, turn.turn_id))
+            if not turn.user_final:
+                if self._transcribing is turn:
+                    self._transcribing = None
+                self.emit(FinalTranscript(turn.turn_id, ""))
         self._awaiting.clear()
         self._sync()
 
