@@ -5,7 +5,7 @@ real."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from assistant.app.engines import AgentEngineSet
 from assistant.engines.openai.agent import OpenAIRealtimeAgent
@@ -31,7 +31,7 @@ def realtime_run(arm: Arm) -> Callable[[Context], Any]:
         await fault_then_recover(
             ctx,
             engines=lambda _clock: AgentEngineSet(
-                OpenAIRealtimeAgent(url, policy=POLICY, reply_timeout=DEADLINE)
+                cast(Any, OpenAIRealtimeAgent(url, policy=POLICY, reply_timeout=DEADLINE))
             ),
             virtual=False,
             warm=True,
