@@ -365,6 +365,25 @@ async def soak(turns: int, *, local: bool = False, every: int = 20) -> SoakRepor
     return report
 
 
+def table(report: SoakReport) -> str:
+    """The samples and the totals, as ``parley bench soak`` prints them."""
+    lines = [
+        f"{'turns':>5} {'rss MB':>8} {'traced KB':>10} {'tasks':>6} {'threads':>8} {'fds':>5} "
+        f"{'stall p99':>10} {'lines':>6}"
+    ]
+    for s in report.samples:
+        lines.append(
+            f"{s.turns:>5} {s.rss_mb:>8.1f} {s.traced_kb:>10.0f} {s.tasks:>6} {s.threads:>8} "
+            f"{s.fds:>5} {s.stall_p99_ms:>8.2f}ms {s.lines:>6}"
+        )
+    lines.append(
+        f"growth {report.growth_kb_per_turn:.2f} KB/turn (limit {GROWTH_LIMIT_KB:g}); stall p99 "
+        f"{report.stall_p99_ms:.2f} ms (limit {STALL_LIMIT_MS:g}); {report.lines} lines for "
+        f"{report.finished} turns; {report.errors} errors shown (injected faults)"
+    )
+    return "\n".join(lines)
+
+
 def main(turns: int = 200, *, local: bool = False) -> int:
     if local:
         turns = min(turns, 30)
@@ -372,20 +391,7 @@ def main(turns: int = 200, *, local: bool = False) -> int:
     engines = "the offline engines" if local else "the scripted engines"
     print(f"parley bench soak: {turns} mixed turns on {engines}, sampled every {every} turns")
     report = asyncio.run(soak(turns, local=local, every=every))
-    print(
-        f"{'turns':>5} {'rss MB':>8} {'traced KB':>10} {'tasks':>6} {'threads':>8} {'fds':>5} "
-        f"{'stall p99':>10} {'lines':>6}"
-    )
-    for s in report.samples:
-        print(
-            f"{s.turns:>5} {s.rss_mb:>8.1f} {s.traced_kb:>10.0f} {s.tasks:>6} {s.threads:>8} "
-            f"{s.fds:>5} {s.stall_p99_ms:>8.2f}ms {s.lines:>6}"
-        )
-    print(
-        f"growth {report.growth_kb_per_turn:.2f} KB/turn (limit {GROWTH_LIMIT_KB:g}); stall p99 "
-        f"{report.stall_p99_ms:.2f} ms (limit {STALL_LIMIT_MS:g}); {report.lines} lines for "
-        f"{report.finished} turns; {report.errors} errors shown (injected faults)"
-    )
+    print(table(report))
     failures = report.failures()
     for failure in failures:
         print(f"FAIL: {failure}")

@@ -296,8 +296,10 @@ def late_only(verdict: Verdict) -> bool:
     )
 
 
-#: The verdicts of the scenarios a test run ran, for its summary (``tests/faults/conftest.py``).
+#: The verdicts of the scenarios a test run ran, and its soaks' reports, for its summary
+#: (``tests/faults/conftest.py``).
 CI_VERDICTS: list[Verdict] = []
+CI_SOAKS: list[Any] = []
 
 
 def summary(verdicts: Sequence[Verdict]) -> str:
