@@ -1,7 +1,7 @@
 """Helpers the cloud adapter tests share: a fast policy, a recorder of the waits it asks for,
 audio to push, a transcript collector, text pieces to speak, the samples a fake speaks, the
-fixtures that serve a fake provider with its key in the environment, and a fake served from a
-thread of its own (for a subprocess).
+fixtures that serve a fake provider with its key in the environment, a canary key and the proof
+it leaked nowhere, and a fake served from a thread of its own (for a subprocess).
 
 Time limits here are safety nets for a hang, never the assertion under test: what a test proves
 holds however slow the machine is."""
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import subprocess
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -123,6 +126,19 @@ class Collector:
         return self.finals
 
 
+async def spoken_turn(stt: Any, seconds: float, pause: float = 0.0) -> tuple[Collector, Any]:
+    """Open an English session of ``stt``, speak ``seconds`` of speech (then ``pause`` of
+    silence), end the turn and wait for its final: the collector and the still open session."""
+    session = await stt.open("en")
+    collector = Collector(session)
+    await push(session, speech(seconds))
+    if pause:
+        await push(session, silence(pause))
+    await session.end_turn()
+    await collector.wait_finals()
+    return collector, session
+
+
 async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
     """Text pieces as a reply's splitter hands them over."""
     for piece in pieces:
@@ -227,6 +243,20 @@ async def talk(
         output_path=tmp_path / "out.wav" if output else None,
         idle_timeout=20,
     )
+
+
+def canary_key(env: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> str:
+    """A fresh key no other text can hold by chance, set in ``env``, with every log record down
+    to DEBUG captured: what ``assert_unleaked`` then searches for."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv(env, canary)
+    caplog.set_level(logging.DEBUG)
+    return canary
+
+
+def failure_text(error: BaseException) -> str:
+    """Everything a user could see of ``error``: its message and its whole traceback."""
+    return "".join(traceback.format_exception(error))
 
 
 def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> None:

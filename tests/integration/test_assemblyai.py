@@ -6,8 +6,6 @@ import asyncio
 import itertools
 import logging
 import statistics
-import traceback
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,12 +37,7 @@ def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
 async def one_turn(
     server: FakeAssemblyAI, **kwargs: object
 ) -> tuple[cloud.Collector, StreamingSession]:
-    session = await engine(server, **kwargs).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.6))
-    await cloud.push(session, cloud.silence(0.1))
-    await session.end_turn()
-    await collector.wait_finals()
+    collector, session = await cloud.spoken_turn(engine(server, **kwargs), 0.6, pause=0.1)
     return collector, session
 
 
@@ -247,15 +240,12 @@ async def test_dropped_connection_reconnects_and_resends_the_turn(
 ) -> None:
     server.drop_after_audio = 0.3
     server.drop_code = code
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.6))
-    await session.end_turn()
-    finals = await collector.wait_finals()
+    collector, session = await cloud.spoken_turn(engine(server), 0.6)
+    finals = collector.final_texts()
     await session.aclose()
     assert server.connections == 2
     assert collector.error is None
-    assert [t.text for t in finals] == ["What time is it?"]
+    assert finals == ["What time is it?"]
 
 
 async def test_reconnect_gives_up_after_repeated_failures(server: FakeAssemblyAI) -> None:
@@ -306,9 +296,7 @@ async def test_talk_end_to_end(
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ASSEMBLYAI_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("ASSEMBLYAI_API_KEY", monkeypatch, caplog)
     texts: list[str] = []
     async with FakeAssemblyAI(key=canary) as good:
         monkeypatch.setenv("PARLEY_ASSEMBLYAI_URL", good.url)
@@ -322,7 +310,7 @@ async def test_canary_key_never_leaks(
         async with FakeAssemblyAI(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
                 await AssemblyAISTT(bad.url, policy=cloud.FAST).open("en")
-            texts.append("".join(traceback.format_exception(caught.value)))
+            texts.append(cloud.failure_text(caught.value))
     # The wire log did record the handshake, with the key scrubbed from it.
     assert "Authorization: [redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)

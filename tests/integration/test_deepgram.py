@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
@@ -183,15 +181,12 @@ async def test_dropped_connection_reconnects(server: FakeDeepgram, code: int | N
     server.endpointing = server.utterance_end = None
     server.drop_after_audio = 0.4
     server.drop_code = code
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.9))
-    await session.end_turn()
-    finals = await collector.wait_finals()
+    collector, session = await cloud.spoken_turn(engine(server), 0.9)
+    finals = collector.final_texts()
     await session.aclose()
     assert server.connections == 2
     assert collector.error is None
-    assert [t.text for t in finals] == ["What time is it?"]
+    assert finals == ["What time is it?"]
 
 
 async def test_malformed_messages_are_skipped(
@@ -200,13 +195,10 @@ async def test_malformed_messages_are_skipped(
     server.garbage = True
     server.endpointing = server.utterance_end = None
     with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
-        session = await engine(server).open("en")
-        collector = cloud.Collector(session)
-        await cloud.push(session, cloud.speech(0.9))
-        await session.end_turn()
-        finals = await collector.wait_finals()
+        collector, session = await cloud.spoken_turn(engine(server), 0.9)
+        finals = collector.final_texts()
         await session.aclose()
-    assert [t.text for t in finals] == ["What time is it?"]
+    assert finals == ["What time is it?"]
     assert "not JSON" in caplog.text
 
 
@@ -238,9 +230,7 @@ async def test_talk_end_to_end(
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("DEEPGRAM_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("DEEPGRAM_API_KEY", monkeypatch, caplog)
     texts: list[str] = []
     async with FakeDeepgram(key=canary, drop_after_audio=0.3) as good:
         monkeypatch.setenv("PARLEY_DEEPGRAM_URL", good.url)
@@ -252,6 +242,6 @@ async def test_canary_key_never_leaks(
     async with FakeDeepgram(key="another-key") as bad:
         with pytest.raises(EngineError) as caught:
             await DeepgramSTT(bad.url, policy=cloud.FAST).open("en")
-        texts.append("".join(traceback.format_exception(caught.value)))
+        texts.append(cloud.failure_text(caught.value))
     assert "Authorization: Token [redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)
