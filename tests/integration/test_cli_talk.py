@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "resources" / "samples" / "question.wav"
-
-
-def parley(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+from tests.cli_runs import FAKE_ENGINES, SAMPLE, parley
 
 
 def test_talk_with_fake_engines_writes_audio_and_timeline(tmp_path: Path) -> None:
@@ -37,12 +22,7 @@ def test_talk_with_fake_engines_writes_audio_and_timeline(tmp_path: Path) -> Non
         str(out),
         "--timeline",
         str(timeline),
-        "--stt",
-        "fake",
-        "--llm",
-        "fake",
-        "--tts",
-        "fake",
+        *FAKE_ENGINES,
         "--pace",
         "fast",
     )
@@ -74,12 +54,7 @@ def test_talk_vad_mode_finds_the_turn_in_the_file(tmp_path: Path) -> None:
         str(timeline),
         "--turns",
         "vad",
-        "--stt",
-        "fake",
-        "--llm",
-        "fake",
-        "--tts",
-        "fake",
+        *FAKE_ENGINES,
         "--pace",
         "realtime",
     )

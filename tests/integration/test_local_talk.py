@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from assistant.audio.wav import read_wav
 from assistant.bench.textnorm import normalize
+from tests.cli_runs import ROOT, parley
 
-ROOT = Path(__file__).resolve().parents[2]
 RECORDING = ROOT / "tests" / "data" / "speech" / "cmu_go_forward.wav"
 
 
 def _parley(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return parley(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=timeout)
 
 
 def _local_llm_available() -> bool:
