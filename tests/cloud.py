@@ -126,17 +126,38 @@ class Collector:
         return self.finals
 
 
+async def listening(stt: Any, language: str = "en") -> tuple[Any, Collector]:
+    """A new session of ``stt`` in ``language``, and a collector of all it transcribes."""
+    session = await stt.open(language)
+    return session, Collector(session)
+
+
 async def spoken_turn(stt: Any, seconds: float, pause: float = 0.0) -> tuple[Collector, Any]:
     """Open an English session of ``stt``, speak ``seconds`` of speech (then ``pause`` of
     silence), end the turn and wait for its final: the collector and the still open session."""
-    session = await stt.open("en")
-    collector = Collector(session)
+    session, collector = await listening(stt)
     await push(session, speech(seconds))
     if pause:
         await push(session, silence(pause))
     await session.end_turn()
     await collector.wait_finals()
     return collector, session
+
+
+async def turn_survives_a_drop(
+    server: Any, stt: Any, code: int | None, *, after: float, seconds: float
+) -> None:
+    """``server`` drops the connection (with close ``code``, or aborted) ``after`` seconds of
+    audio into a spoken turn of ``seconds``: ``stt`` reconnects once and the turn's final comes
+    all the same, with no error."""
+    server.drop_after_audio = after
+    server.drop_code = code
+    collector, session = await spoken_turn(stt, seconds)
+    finals = collector.final_texts()
+    await session.aclose()
+    assert server.connections == 2
+    assert collector.error is None
+    assert finals == ["What time is it?"]
 
 
 async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
@@ -252,6 +273,12 @@ def canary_key(env: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapt
     monkeypatch.setenv(env, canary)
     caplog.set_level(logging.DEBUG)
     return canary
+
+
+def without_key(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key of ``env`` missing wherever Parley looks: not in the environment, no keyring."""
+    monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
 
 
 def failure_text(error: BaseException) -> str:

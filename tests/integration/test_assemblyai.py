@@ -100,8 +100,7 @@ async def test_a_late_formatted_end_is_waited_for(server: FakeAssemblyAI) -> Non
 
 async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
     server.end_silence = 0.3
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.5))
     await cloud.push(session, cloud.silence(0.5))  # no end_turn: the server decides
     finals = await collector.wait_finals()
@@ -122,8 +121,7 @@ async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
 
 
 async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyAI) -> None:
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -141,8 +139,7 @@ async def test_audio_is_batched_and_paced_to_real_time(
         assemblyai, "RealtimePacer", lambda burst: RealtimePacer(burst, clock=lambda: now[0])
     )
     server.realtime_tolerance = 600.0  # the pacer's clock runs ahead of the server's here
-    session = await engine(server, burst=0.5).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, burst=0.5))
     # 1.5 s of audio and the turn's end, pushed at once while the clock stands still.
     await asyncio.wait_for(cloud.push(session, cloud.speech(1.5)), cloud.PATIENCE)
     await cloud.push(session, cloud.silence(0.03))  # a short remainder: padded to 50 ms at the end
@@ -164,8 +161,7 @@ async def test_audio_is_batched_and_paced_to_real_time(
 
 
 async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeAssemblyAI) -> None:
-    session = await engine(server, burst=0.3).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, burst=0.3))
     await cloud.push(session, cloud.speech(0.9))  # mostly still waiting for the pacer...
     await session.end_turn()
     await session.clear()  # ...when the next utterance starts
@@ -178,8 +174,7 @@ async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeA
 
 
 async def test_clear_discards_a_noise_turn(server: FakeAssemblyAI) -> None:
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.4))  # a false interruption, say
     await collector.wait_items()
     await session.clear()
@@ -209,8 +204,7 @@ async def test_rejected_key_by_close_1008(
 
 
 async def test_missing_key_names_where_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ASSEMBLYAI_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ASSEMBLYAI_API_KEY"):
         await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
@@ -238,20 +232,12 @@ async def test_unreachable_server_is_unavailable(key_env: str) -> None:
 async def test_dropped_connection_reconnects_and_resends_the_turn(
     server: FakeAssemblyAI, code: int | None
 ) -> None:
-    server.drop_after_audio = 0.3
-    server.drop_code = code
-    collector, session = await cloud.spoken_turn(engine(server), 0.6)
-    finals = collector.final_texts()
-    await session.aclose()
-    assert server.connections == 2
-    assert collector.error is None
-    assert finals == ["What time is it?"]
+    await cloud.turn_survives_a_drop(server, engine(server), code, after=0.3, seconds=0.6)
 
 
 async def test_reconnect_gives_up_after_repeated_failures(server: FakeAssemblyAI) -> None:
     server.drop_after_audio = 0.2
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     server.handshake_faults = [(500, {})] * 50
     await cloud.push(session, cloud.speech(0.4))
     await asyncio.wait_for(collector.task, 5.0)

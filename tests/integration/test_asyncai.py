@@ -168,8 +168,7 @@ async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTT
 
 
 async def test_missing_key(server: FakeAsync, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ASYNC_API_KEY")
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ASYNC_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ASYNC_API_KEY"):
         await speak(AsyncTTS(server.url, policy=cloud.FAST))
 

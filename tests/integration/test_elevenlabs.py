@@ -176,8 +176,7 @@ async def test_rejected_key_by_close(
 
 
 async def test_missing_key(server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ELEVENLABS_API_KEY")
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ELEVENLABS_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ELEVENLABS_API_KEY"):
         await speak(ElevenLabsTTS(server.url, policy=cloud.FAST))
 
