@@ -44,19 +44,23 @@ def parley(
 
 
 def talk(
-    tmp: Path, *options: str, env: Mapping[str, str], verbose: bool = False
+    tmp: Path,
+    *options: str,
+    env: Mapping[str, str],
+    verbose: bool = False,
+    source: Path = SAMPLE,
+    pace: str = "realtime",
+    timeout: float = 180,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """``parley talk`` on ``SAMPLE`` at real-time pace with ``options`` (the engines and more),
-    its answer in ``tmp/out.wav`` and its timeline in ``tmp/timeline.json``; of the API keys,
-    only those ``env`` sets. Returns the run and the timeline's data (empty if none was written),
-    with the answer's loudest sample as ``peak`` when it was written."""
+    """``parley talk`` on ``source`` at ``pace`` with ``options`` (the engines and more), its
+    answer in ``tmp/out.wav`` and its timeline in ``tmp/timeline.json``; of the API keys, only
+    those ``env`` sets. Returns the run and the timeline's data (empty if none was written), with
+    the answer's loudest sample as ``peak`` when it was written."""
     out, timeline = tmp / "out.wav", tmp / "timeline.json"
     clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    args = ["talk", "--input", str(SAMPLE), "--output", str(out), "--timeline", str(timeline)]
+    args = ["talk", "--input", str(source), "--output", str(out), "--timeline", str(timeline)]
     result = run(
-        [*(["-v"] if verbose else []), *args, *options, "--pace", "realtime"],
-        {**clean, **env},
-        timeout=180,
+        [*(["-v"] if verbose else []), *args, *options, "--pace", pace], {**clean, **env}, timeout
     )
     data: dict[str, Any] = json.loads(timeline.read_text()) if timeline.exists() else {}
     if out.exists():

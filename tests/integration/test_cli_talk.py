@@ -9,29 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.cli_runs import FAKE_ENGINES, SAMPLE, parley
+from tests.cli_runs import FAKE_ENGINES, SAMPLE, parley, talk
 
 
 def test_talk_with_fake_engines_writes_audio_and_timeline(tmp_path: Path) -> None:
-    out, timeline = tmp_path / "out.wav", tmp_path / "timeline.json"
-    result = parley(
-        "talk",
-        "--input",
-        str(SAMPLE),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        *FAKE_ENGINES,
-        "--pace",
-        "fast",
-    )
+    result, data = talk(tmp_path, *FAKE_ENGINES, env={}, pace="fast")
     assert result.returncode == 0, result.stderr
     assert "you: What is a good name for a cat?" in result.stdout
     assert "parley: You asked:" in result.stdout
-    audio, rate = sf.read(out, dtype="int16")
+    audio, rate = sf.read(tmp_path / "out.wav", dtype="int16")
     assert rate == 24_000 and len(audio) > rate and np.abs(audio).max() > 3000
-    data = json.loads(timeline.read_text())
     (turn,) = data["turns"]
     assert set(turn) >= {
         "user_text",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -10,13 +9,15 @@ import pytest
 
 from assistant.audio.wav import read_wav
 from assistant.bench.textnorm import normalize
-from tests.cli_runs import ROOT, parley
+from tests.cli_runs import ROOT, parley, talk
 
 RECORDING = ROOT / "tests" / "data" / "speech" / "cmu_go_forward.wav"
+#: Models from the cache only: a test never downloads one.
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def _parley(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return parley(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=timeout)
+    return parley(*args, env=OFFLINE, timeout=timeout)
 
 
 def _local_llm_available() -> bool:
@@ -34,26 +35,10 @@ def _local_llm_available() -> bool:
     not _local_llm_available(), reason="llama-server is not built (scripts/build_llama_server.sh)"
 )
 def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
-    out, timeline = tmp_path / "answer.wav", tmp_path / "timeline.json"
-    result = _parley(
-        "talk",
-        "--input",
-        str(RECORDING),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        "--stt",
-        "local",
-        "--llm",
-        "local",
-        "--tts",
-        "local",
-        "--pace",
-        "realtime",
-    )
+    engines = ("--stt", "local", "--llm", "local", "--tts", "local")
+    result, data = talk(tmp_path, *engines, env=OFFLINE, source=RECORDING, timeout=300)
     assert result.returncode == 0, result.stderr
-    (turn,) = json.loads(timeline.read_text())["turns"]
+    (turn,) = data["turns"]
     assert normalize(turn["user_text"]) == "go forward ten meters"
     assert len(turn["assistant_text"].split()) >= 3
     assert turn["voice_to_voice_ms"] > 0
@@ -62,7 +47,7 @@ def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
 
     from assistant.engines.local.whisper_models import model_dir
 
-    pcm, rate = read_wav(out)
+    pcm, rate = read_wav(tmp_path / "out.wav")
     assert len(pcm) / rate > 1.0
     from assistant.audio.wav import resample
 
