@@ -48,6 +48,17 @@ def record_common(record: EventLog, event: AppEvent) -> bool:
     return True
 
 
+def log_events(assistant: Assistant, record: EventLog, own: Callable[[AppEvent], None]) -> None:
+    """Record every event ``assistant`` publishes from now on: those of ``record_common`` alike,
+    the others as the launcher's ``own`` does (or not at all)."""
+
+    def log(event: AppEvent) -> None:
+        if not record_common(record, event):
+            own(event)
+
+    assistant.events.subscribe(log)
+
+
 def run_logged(observed: Callable[[EventLog], Assistant]) -> int:
     """Run the desktop app with the assistant ``observed`` builds around the log of the file that
     the first command-line argument names; the app's exit status."""

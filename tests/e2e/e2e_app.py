@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QApplication
 from assistant.app import Assistant
 from assistant.events import AppEvent, AudioStatus, EchoStatus, Loading, TurnFinished
 from assistant.history import TurnRecord
-from tests.window_log import EventLog, record_common, run_logged
+from tests.window_log import EventLog, log_events, run_logged
 from ui.main_window import MainWindow
 
 
@@ -58,8 +58,6 @@ def observed_assistant(record: EventLog) -> Assistant:
         QTimer.singleShot(200, lambda: describe_window(record))
 
     def log(event: AppEvent) -> None:
-        if record_common(record, event):
-            return
         match event:
             case AudioStatus(microphone_ok=mic, speaker_ok=speaker):
                 record("audio", mic=mic, speaker=speaker)
@@ -70,7 +68,7 @@ def observed_assistant(record: EventLog) -> Assistant:
             case EchoStatus(cancelling=cancelling, settled=settled, detail=detail):
                 record("echo", cancelling=cancelling, settled=settled, detail=detail)
 
-    assistant.events.subscribe(log)
+    log_events(assistant, record, log)
     return assistant
 
 

@@ -18,7 +18,7 @@ from assistant.audio.frames import CAPTURE_RATE
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
 from assistant.events import AppEvent, AssistantText, PartialTranscript, TurnFinished
-from tests.window_log import EventLog, record_common, run_logged
+from tests.window_log import EventLog, log_events, run_logged
 
 MIC_SECONDS = 120.0
 
@@ -39,8 +39,6 @@ def make_assistant(record: EventLog) -> Assistant:
     )
 
     def log(event: AppEvent) -> None:
-        if record_common(record, event):
-            return
         match event:
             case PartialTranscript(turn_id=t, text=text):
                 record("partial", turn=t, text=text)
@@ -54,7 +52,7 @@ def make_assistant(record: EventLog) -> Assistant:
                     heard=turn.assistant_text,
                 )
 
-    assistant.events.subscribe(log)
+    log_events(assistant, record, log)
     return assistant
 
 
