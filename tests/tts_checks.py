@@ -1,6 +1,7 @@
 """What every multi-context websocket TTS adapter (ElevenLabs, Async) must do against its fake:
 retry a rate limit and a server error, fail a reply whose connection drops after output and
-reconnect for the next one, skip malformed messages, and speak a whole ``parley talk`` reply.
+reconnect for the next one, skip malformed messages, speak a whole ``parley talk`` reply, and
+list its voices after one.
 
 Each check takes the running fake and the adapter under test; what differs between providers
 (the faults' status codes, the environment variables, the wire details) stays in their tests."""
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from assistant.engines.asyncai import AsyncTTS
 from assistant.engines.base import EngineError, SpeechChunk
+from assistant.engines.elevenlabs import ElevenLabsTTS
 from assistant.engines.fake import FakeLLM, FakeSTT
 from assistant.engines.net.retry import Policy
 from assistant.engines.net.tts_driver import MultiContextTTS
@@ -85,3 +88,13 @@ async def talk_end_to_end(server: Any, tmp_path: Path, tts: MultiContextTTS) -> 
         cloud.expected_samples([t.strip() for t in texts], server) / RATE, abs=0.05
     )
     return texts
+
+
+async def talk_and_list_voices(tmp_path: Path, tts: AsyncTTS | ElevenLabsTTS) -> list[str]:
+    """A whole ``parley talk`` spoken by ``tts``, then its voices listed and ``tts`` closed: both
+    work. Returns every error and notice the user was shown."""
+    result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
+    await tts.load_voices()
+    await tts.aclose()
+    assert result.turns and result.audio_seconds > 0
+    return result.errors + result.notices

@@ -18,7 +18,7 @@ from assistant.engines.asyncai import (
     make_tts,
 )
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
-from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
@@ -246,11 +246,7 @@ async def test_canary_key_never_leaks(
         monkeypatch.setenv("PARLEY_ASYNC_URL", good.url)
         tts = make_tts(Settings())
         tts.voices_url = good.voices_url
-        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
-        await tts.load_voices()
-        await tts.aclose()
-        seen += result.errors + result.notices
-        assert result.turns and result.audio_seconds > 0
+        seen += await tts_checks.talk_and_list_voices(tmp_path, tts)
     async with FakeAsync(key="another-key") as bad:
         for attempt in (speak(AsyncTTS(bad.url, policy=cloud.FAST)),
                         AsyncTTS(bad.url, voices_url=bad.voices_url).load_voices()):  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
-from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
@@ -272,11 +272,7 @@ async def test_canary_key_never_leaks(
     async with FakeElevenLabs(key=canary, drop_after_audio=0) as good:
         monkeypatch.setenv("PARLEY_ELEVENLABS_URL", good.url)
         tts = make_tts(Settings())
-        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
-        await tts.load_voices()
-        await tts.aclose()
-        texts_seen += result.errors + result.notices
-        assert result.turns and result.audio_seconds > 0
+        texts_seen += await tts_checks.talk_and_list_voices(tmp_path, tts)
     for auth_by_close in (False, True):
         async with FakeElevenLabs(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
