@@ -7,6 +7,7 @@ over the whole file; in hands-free mode voice activity finds the turns in it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import tempfile
@@ -31,6 +32,7 @@ from assistant.events import (
 )
 from assistant.history import TurnRecord
 from assistant.session import EndOfTurnModel
+from assistant.turns.judge import longest_wait_ms
 
 Pace = Literal["fast", "realtime"]
 
@@ -83,9 +85,7 @@ def _tail_silence(settings: Settings) -> float:
     """Silence fed after the file, so hands-free detection can end the last turn by itself."""
     if settings.turn_mode != "vad":
         return 0.0
-    vad = settings.vad
-    longest = max(vad.end_silence_ms, vad.max_end_silence_ms if vad.smart_turn else 0)
-    return longest / 1000.0 + 0.3
+    return longest_wait_ms(settings.vad) / 1000.0 + 0.3
 
 
 async def run_talk(
@@ -100,11 +100,14 @@ async def run_talk(
     history_dir: Path | None = None,
     on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
+    stop: asyncio.Event | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
     ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
     settings' engines are built here, and a missing file or unknown engine raises at once.
+    ``stop``: once the file has ended, setting it ends the conversation without waiting for
+    it to go idle (a benchmark that has seen what it came for).
     """
     source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
     engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
@@ -141,7 +144,7 @@ async def run_talk(
             await app.wait_ready()
             if not result.errors:
                 await app.wait_input_ended()
-                await app.wait_idle(timeout=idle_timeout)
+                await _idle_or_stopped(app, idle_timeout, stop)
         except TimeoutError:
             raise TalkError(f"the conversation did not finish within {idle_timeout:g} s") from None
         finally:
@@ -151,6 +154,22 @@ async def run_talk(
             player.save_wav(str(output_path))
             result.audio_seconds = len(player.recorded()) / player.rate
     return result
+
+
+async def _idle_or_stopped(app: Assistant, timeout: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await app.wait_idle(timeout=timeout)
+        return
+    idle = asyncio.ensure_future(app.wait_idle(timeout=timeout))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not idle.done():
+            idle.cancel()
+    if idle.done() and not idle.cancelled():
+        idle.result()  # a timeout is raised
 
 
 def write_timeline(path: Path, result: TalkResult) -> None:

@@ -9,7 +9,14 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFontMetrics, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from assistant.events import AppEvent, AudioStatus, MicLevel
+from assistant.events import (
+    AppEvent,
+    AudioStatus,
+    MicLevel,
+    PauseJudged,
+    StateChanged,
+    UserSpeechStarted,
+)
 from ui import theme
 
 STATE_LABELS: dict[str, str] = {
@@ -21,15 +28,23 @@ STATE_LABELS: dict[str, str] = {
     "speaking": "Speaking",
     "interrupted": "Interrupted",
 }
+#: Shown instead of "You're speaking" while Parley waits because the user seems not to be done
+#: (a thinking pause after "I'd like to book a table for…"), so they know they can go on.
+TAKING_TIME_LABEL = "Listening… take your time"
 
 
 class StateIndicator(QWidget):
-    """A pill with a coloured dot and the state's name."""
+    """A pill with a coloured dot and the state's name.
+
+    The window sets the state; the pill itself follows the session's pauses (``on_event``):
+    while the user is mid-turn and Parley waits for more, it says so.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._state = "loading"
         self._label = STATE_LABELS["loading"]
+        self._taking_time = False
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
 
     @property
@@ -38,24 +53,40 @@ class StateIndicator(QWidget):
 
     @property
     def text(self) -> str:
-        return self._label
+        return TAKING_TIME_LABEL if self._waits() else self._label
 
     def set_state(self, state: str, label: str | None = None) -> None:
         self._state = state if state in STATE_LABELS else "idle"
         self._label = label or STATE_LABELS[self._state]
-        self.setToolTip(f"State: {self._label}")
+        self._changed()
+
+    def on_event(self, event: AppEvent) -> None:
+        match event:
+            case PauseJudged(waiting=waiting):
+                self._taking_time = waiting
+                self._changed()
+            case UserSpeechStarted() | StateChanged() if self._taking_time:
+                self._taking_time = False
+                self._changed()
+
+    def _waits(self) -> bool:
+        return self._taking_time and self._state == "user_speaking"
+
+    def _changed(self) -> None:
+        self.setToolTip(f"State: {self.text}")
         self.updateGeometry()
         self.update()
 
     def color(self) -> QColor:
-        return theme.STATE_COLORS[self._state]
+        return theme.STATE_COLORS["listening" if self._waits() else self._state]
 
     def sizeHint(self) -> QSize:
         font = self.font()
         font.setBold(True)
         metrics = QFontMetrics(font)
         # As wide as the longest state, so the header does not shift as the state changes.
-        widest = max(metrics.horizontalAdvance(t) for t in (*STATE_LABELS.values(), self._label))
+        labels = (*STATE_LABELS.values(), TAKING_TIME_LABEL, self._label)
+        widest = max(metrics.horizontalAdvance(t) for t in labels)
         return QSize(widest + 42, max(28, metrics.height() + 12))
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -74,7 +105,8 @@ class StateIndicator(QWidget):
         font = painter.font()
         font.setBold(True)
         painter.setFont(font)
-        text_width = painter.fontMetrics().horizontalAdvance(self._label)
+        label = self.text
+        text_width = painter.fontMetrics().horizontalAdvance(label)
         left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
@@ -82,7 +114,7 @@ class StateIndicator(QWidget):
         painter.setPen(color.darker(150))
         text_rect = QRectF(left + 16, rect.top(), text_width + 4, rect.height())
         painter.drawText(
-            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self._label
+            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label
         )
 
 

@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------------------------- wiring
 
     def _wire(self) -> None:
-        for view in (self.conversation, self.timeline, self.meter):
+        for view in (self.conversation, self.timeline, self.meter, self.indicator):
             self.bridge.occurred.connect(view.on_event)
         self.bridge.occurred.connect(self.on_event)
         a = self.assistant
