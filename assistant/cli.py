@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("which", choices=("overhead", "latency"), help="what to measure")
+    bench.add_argument("which", choices=("overhead", "latency", "turns"), help="what to measure")
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     voices = sub.add_parser("voices", help="list the offline languages and voices")

@@ -17,4 +17,8 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick)
+    if which == "turns":
+        from assistant.bench.turns import main as turn_taking
+
+        return turn_taking(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

@@ -71,7 +71,7 @@ async def test_words_the_language_model_reads_as_unfinished_wait_for_more(tmp_pa
     assert turn.user_text == "Remind me to call my sister tomorrow."
     first = stage.events(PauseJudged)[0]
     assert first.waiting and first.reading == 0.01 and not first.trailing
-    assert [text for _, text in llm.readings][0] == "Remind me to call"
+    assert llm.readings[0][1] == "Remind me to call"
 
 
 async def test_words_finished_by_sound_and_by_reading_are_answered_at_once(tmp_path) -> None:
