@@ -146,6 +146,8 @@ class PauseJudged:
     reading: float | None = None
     trailing: bool = False
     text: str | None = None
+    #: How long the language model took to read the words (ms; None: not asked).
+    reading_ms: float | None = None
     at: float = field(default_factory=_now)
 
 

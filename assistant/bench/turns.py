@@ -48,6 +48,7 @@ from assistant.bench.turn_audio import (
     with_noise,
 )
 from assistant.config import Settings, VadSettings, cache_dir
+from assistant.engines.base import ChatRequest, Message, Prefillable, ScoresEndOfTurn
 from assistant.events import (
     AppEvent,
     ErrorEvent,
@@ -496,6 +497,32 @@ def curves(
     return out
 
 
+# ------------------------------------------------------------------------- the model's reading
+
+
+async def reading_cost(llm: object, settings: Settings) -> list[tuple[float, float]]:
+    """What the language model's reading of a pause costs, in ms: (after the prompt was read
+    ahead up to a partial transcript two words short, as during speech; the same words again).
+    Empty when the model cannot read."""
+    if not isinstance(llm, ScoresEndOfTurn) or not isinstance(llm, Prefillable):
+        return []
+    texts = [q.text for q in scripts.QUESTIONS] + [p.first for p in scripts.PAUSES][::2]
+    out = []
+    for text in texts:
+
+        def request(words: str) -> ChatRequest:
+            return ChatRequest([Message("system", settings.system_prompt), Message("user", words)])
+
+        await llm.prefill(request(" ".join(text.split()[:-2])))
+        costs = []
+        for _ in range(2):
+            started = time.perf_counter()
+            await llm.end_of_turn_probability(request(text))
+            costs.append((time.perf_counter() - started) * 1000.0)
+        out.append((costs[0], costs[1]))
+    return out
+
+
 # ------------------------------------------------------------------------------------ report
 
 
@@ -527,6 +554,14 @@ def report(
         f"{'finished questions':24}  voice-to-voice p50 {_ms(questions, 50)} (≤ 900 ms), "
         f"p90 {_ms(questions, 90)}, {len(questions)} answered"
     )
+    readings = [
+        j.event.reading_ms for o in outcomes for j in o.run.judged if j.event.reading_ms is not None
+    ]
+    if readings:
+        say(
+            f"{'reading at pauses':24}  p50 {_ms(readings, 50)}, p90 {_ms(readings, 90)} "
+            f"({len(readings)} readings by the language model)"
+        )
     held = [o.held_ms for o in over if o.held_ms is not None]
     if held:
         say(f"{'backchannel pauses':24}  p50 {_ms(held, 50)}, max {max(held):.0f} ms")
@@ -622,6 +657,14 @@ async def run(quick: bool) -> int:
         return 1
     engines = (engine_set.stt, engine_set.llm, engine_set.tts)
     vad, model = make_vad(settings), make_turn_model(settings)
+    costs = await reading_cost(engine_set.llm, settings)
+    if costs:
+        after, again = [c[0] for c in costs], [c[1] for c in costs]
+        print(
+            f"language-model reading of a pause: p50 {_ms(after, 50)} / p90 {_ms(after, 90)} "
+            f"after a partial was read ahead; {_ms(again, 50)} / {_ms(again, 90)} warm",
+            flush=True,
+        )
     outcomes = []
     try:
         with tempfile.TemporaryDirectory(prefix="parley-turns-") as tmp:

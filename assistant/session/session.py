@@ -497,6 +497,7 @@ class Session:
                 reading=signals.reading if signals is not None else None,
                 trailing=signals.trailing if signals is not None else False,
                 text=signals.text if signals is not None else None,
+                reading_ms=signals.reading_ms if signals is not None else None,
                 at=now,
             )
         )

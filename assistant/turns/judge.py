@@ -76,6 +76,8 @@ class Signals:
     trailing: bool = False
     #: The language model's probability that the sentence ends there.
     reading: float | None = None
+    #: How long the language model took to read it (ms; None: it was not asked).
+    reading_ms: float | None = None
 
 
 class Reading(StrEnum):
@@ -204,12 +206,12 @@ class PauseJudge:
         spoken = len(pause.audio) / 16_000 - s.speculative_silence_ms / 1000
         heard = asyncio.ensure_future(self._hear(pause.audio)) if self.hears else None
         try:
-            text, trailing, reading = await self._read(pause)
+            text, trailing, reading, took = await self._read(pause)
             sound = await heard if heard is not None else None
         finally:
             if heard is not None and not heard.done():
                 heard.cancel()
-        signals = Signals(sound, spoken, text, trailing, reading)
+        signals = Signals(sound, spoken, text, trailing, reading, took)
         return decide(signals, s)
 
     async def _hear(self, audio: PCM) -> float | None:
@@ -222,24 +224,28 @@ class PauseJudge:
             log.warning("end-of-turn model failed: %s", exc)
             return None
 
-    async def _read(self, pause: Pause) -> tuple[str | None, bool, float | None]:
-        """(the transcript, whether it trails off, the language model's reading of it)."""
+    async def _read(
+        self, pause: Pause
+    ) -> tuple[str | None, bool, float | None, float | None]:
+        """(the transcript, whether it trails off, the language model's reading of it, how
+        long the reading took in ms)."""
         if not self.reads or pause.words is None:
-            return None, False, None
+            return None, False, None, None
         limit = self.settings.unfinished_silence_ms / 1000
         text = await within(self._clock, pause.words, limit)
         if text is None or not text.strip():
-            return text, False, None
+            return text, False, None, None
         if trails_off(text, pause.language):
-            return text, True, None
+            return text, True, None, None
         if self.score is None:
-            return text, False, None
+            return text, False, None, None
+        started = self._clock.now()
         try:
             reading = await within(self._clock, self.score(text), SCORE_TIMEOUT)
         except Exception as exc:
             log.warning("reading the end of a sentence failed: %s", exc)
             reading = None
-        return text, False, reading
+        return text, False, reading, (self._clock.now() - started) * 1000.0
 
 
 async def within[T](clock: Clock, awaitable: Awaitable[T], seconds: float) -> T | None:
