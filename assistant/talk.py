@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assistant.app import Assistant, EngineSet
-from assistant.audio.capture import WavSource
+from assistant.audio.capture import AudioSource, WavSource
 from assistant.audio.player import VirtualPlayer
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings, atomic_write_bytes
@@ -101,15 +101,19 @@ async def run_talk(
     on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
     stop: asyncio.Event | None = None,
+    source: AudioSource | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
     ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
     settings' engines are built here, and a missing file or unknown engine raises at once.
     ``stop``: once the file has ended, setting it ends the conversation without waiting for
-    it to go idle (a benchmark that has seen what it came for).
+    it to go idle (a benchmark that has seen what it came for). ``source``: heard instead of
+    the file (a benchmark's scripted microphone).
     """
-    source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
+    if source is None:
+        source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
+    microphone = source
     engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
     player = VirtualPlayer(pace=pace)
     result = TalkResult()
@@ -121,7 +125,7 @@ async def run_talk(
             settings,
             history_dir=history_dir,
             engine_factory=lambda _s: engine_set,
-            source_factory=lambda _s: source,
+            source_factory=lambda _s: microphone,
             player_factory=lambda _s: player,
             vad_factory=(lambda _s: vad) if vad is not None else None,
             turn_model_factory=(lambda _s: turn_model) if turn_model is not None else None,

@@ -113,6 +113,9 @@ class Scene:
     language: str
     pcm: PCM
     spans: list[Span] = field(default_factory=list)
+    #: Where the audio waits until the assistant's reply is under way (None: it never waits):
+    #: what follows is said over the reply, however long the reply took to begin.
+    gate: float | None = None
 
     @property
     def duration(self) -> float:
@@ -278,6 +281,7 @@ class Timeline:
         self._parts: list[PCM] = [silence(lead)]
         self._at = lead
         self.spans: list[Span] = []
+        self._gate: float | None = None
 
     def add(self, pcm: PCM, kind: SpanKind, text: str = "") -> None:
         self._parts.append(pcm)
@@ -289,12 +293,17 @@ class Timeline:
         self._parts.append(silence(seconds))
         self._at += seconds
 
+    def wait_for_reply(self) -> None:
+        """What follows is said once the assistant's reply is under way (``Scene.gate``)."""
+        self._gate = self._at
+
     @property
     def now(self) -> float:
         return self._at
 
     def scene(self, name: str, language: str) -> Scene:
-        return Scene(name, language, np.concatenate(self._parts), list(self.spans))
+        pcm = np.concatenate(self._parts)
+        return Scene(name, language, pcm, list(self.spans), self._gate)
 
 
 def seconds_list(values: Sequence[float]) -> str:

@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -37,8 +37,10 @@ from assistant.app import EngineSet
 from assistant.app.turn_taking import make_turn_model, make_vad
 from assistant.bench import turn_scripts as scripts
 from assistant.bench.turn_audio import (
+    RATE,
     VOICES,
     Scene,
+    Span,
     SpanKind,
     Speaker,
     Timeline,
@@ -63,13 +65,15 @@ from assistant.events import (
 )
 from assistant.talk import run_talk
 from assistant.turns.judge import Signals, decide, longest_wait_ms
-from assistant.types import FRAME_SECONDS
+from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioFrame
 
 Kind = Literal["pause", "question", "backchannel", "noise", "barge_in", "stop", "quiet"]
 #: Thinking pauses, in seconds, given in turn to the requests said with one.
 PAUSE_SECONDS = (0.4, 0.7, 1.0, 1.5)
-#: Silence between a request and a phrase said over its reply: the reply has begun by then.
-OVER_REPLY_AFTER = 3.5
+#: A phrase said over a reply comes this long after the reply began to play.
+INTO_REPLY = 1.5
+#: The longest a scenario waits for a reply to begin before going on regardless.
+REPLY_WAIT = 60.0
 #: Signal-to-noise ratio of the scenarios with background noise.
 NOISE_SNR_DB = 12.0
 TARGETS = {"cut_offs": 5.0, "false_barge_ins": 2.0, "missed_barge_ins": 5.0, "p50_ms": 900.0}
@@ -163,7 +167,9 @@ async def _story(speaker: Speaker, language: str, voice: Voice) -> Timeline:
     line = Timeline()
     story = scripts.STORY[language]
     line.add(await speaker.say(story, voice, language), "request", story)
-    line.gap(OVER_REPLY_AFTER)
+    line.gap(0.3)
+    line.wait_for_reply()
+    line.gap(0.5)
     return line
 
 
@@ -212,6 +218,52 @@ async def _noisy(speaker: Speaker) -> list[Case]:
 # ------------------------------------------------------------------------------- running
 
 
+class CuedMicrophone:
+    """A scene's audio as a real-time microphone that waits at the scene's gate: it hears
+    silence there until ``go`` is set (the reply has been playing a while), then goes on.
+    ``waited`` is the silence it added, which moves everything after the gate later."""
+
+    def __init__(self, scene: Scene, tail_seconds: float) -> None:
+        tail = np.zeros(round(tail_seconds * RATE), np.int16)
+        pcm = np.concatenate([scene.pcm, tail])
+        self._pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES, np.int16)])
+        self._gate = None if scene.gate is None else round(scene.gate / FRAME_SECONDS)
+        self.go = asyncio.Event()
+        self.waited = 0.0
+        self.on_error: list[Callable[[str], None]] = []
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._stopped = False
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        anchor = time.monotonic()
+        sent = 0
+        silent = np.zeros(FRAME_SAMPLES, np.int16)
+        for k in range(len(self._pcm) // FRAME_SAMPLES):
+            if k == self._gate:
+                give_up = time.monotonic() + REPLY_WAIT
+                while not self.go.is_set() and time.monotonic() < give_up and not self._stopped:
+                    yield await self._at(anchor, sent, silent)
+                    sent += 1
+                    self.waited += FRAME_SECONDS
+            if self._stopped:
+                return
+            yield await self._at(
+                anchor, sent, self._pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]
+            )
+            sent += 1
+
+    @staticmethod
+    async def _at(anchor: float, index: int, pcm: np.ndarray) -> AudioFrame:
+        due = anchor + (index + 1) * FRAME_SECONDS
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        return AudioFrame(pcm.copy(), due, index * FRAME_SECONDS)
+
+
 @dataclass(slots=True)
 class Judged:
     """One judged pause, in the scene's seconds."""
@@ -236,17 +288,40 @@ class Run:
     paused: list[float] = field(default_factory=list)
     resumed: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    #: Events after this moment are not the scenario's (closing the conversation cuts a reply).
+    #: Events after this moment are not the scenario's (closing the conversation cuts a reply);
+    #: the silence the microphone added while waiting for the reply comes on top.
     limit: float = float("inf")
+    microphone: CuedMicrophone | None = None
     wall_seconds: float = 0.0
 
     def t(self, at: float) -> float:
         return at - (self.anchor or at)
 
+    @property
+    def waited(self) -> float:
+        return self.microphone.waited if self.microphone is not None else 0.0
+
+    @property
+    def spans(self) -> list[Span]:
+        """The scene's phrases where they were heard (later by the wait for the reply)."""
+        gate = self.case.scene.gate
+        if gate is None or not self.waited:
+            return list(self.case.scene.spans)
+        shift = self.waited
+        return [
+            dataclasses.replace(s, start=s.start + shift, end=s.end + shift)
+            if s.start >= gate
+            else s
+            for s in self.case.scene.spans
+        ]
+
+    def span(self, kind: SpanKind) -> Span:
+        return next(s for s in self.spans if s.kind == kind)
+
     def record(self, event: AppEvent) -> None:
         if isinstance(event, MicLevel) and self.anchor is None:
             self.anchor = event.at - FRAME_SECONDS
-        if self.anchor is None or self.t(event.at) > self.limit:
+        if self.anchor is None or self.t(event.at) > self.limit + self.waited:
             return
         match event:
             case UserSpeechStarted(turn_id=turn, at=at):
@@ -280,34 +355,40 @@ class Run:
 
 def _done(run: Run) -> bool:
     """Seen enough: the answer the scenario waits for has started playing."""
-    scene, kind = run.case.scene, run.case.kind
+    kind = run.case.kind
     if kind == "question":
         return bool(run.playback)
     if kind == "pause":
-        rest = scene.span("rest")
+        rest = run.span("rest")
         return any(t >= rest.end for _, t, _ in run.playback)
     if kind == "barge_in":
-        span = scene.span("barge_in")
+        span = run.span("barge_in")
         turns = set(run.turn_at(span.start, span.end))
         return any(turn in turns for turn, _, _ in run.playback)
     return True  # the rest only need the audio to have been heard and judged
 
 
 async def run_case(case: Case, directory: Path, engines: Any, vad: Any, model: Any) -> Run:
-    run = Run(case)
     settings = Settings(language=case.scene.language, turn_mode="vad")
+    tail = longest_wait_ms(settings.vad) / 1000 + 0.3
+    microphone = CuedMicrophone(case.scene, tail)
+    run = Run(case, microphone=microphone)
     stop = asyncio.Event()
     if _done(run):  # ends with the audio (and the silence fed after it)
         stop.set()
-        run.limit = case.scene.duration + longest_wait_ms(settings.vad) / 1000
+        run.limit = case.scene.duration + tail - 0.1
     else:
         run.limit = case.scene.duration + 60.0
+    loop = asyncio.get_running_loop()
 
     def listen(event: AppEvent) -> None:
+        playing = bool(run.playback)
         run.record(event)
+        if run.playback and not playing:  # say what comes next once the reply is under way
+            loop.call_later(INTO_REPLY, microphone.go.set)
         if not stop.is_set() and run.anchor is not None and _done(run):
             stop.set()
-            run.limit = run.t(event.at)
+            run.limit = run.t(event.at) - run.waited
 
     wav = case.scene.write(directory / "scene.wav")
     started = time.monotonic()
@@ -322,6 +403,7 @@ async def run_case(case: Case, directory: Path, engines: Any, vad: Any, model: A
             on_event=listen,
             idle_timeout=90.0,
             stop=stop,
+            source=microphone,
         )
     except Exception as exc:
         run.errors.append(f"{type(exc).__name__}: {exc}")
@@ -346,16 +428,16 @@ class Outcome:
 
 
 def judge_run(run: Run) -> Outcome:
-    case, scene = run.case, run.case.scene
+    case = run.case
     out = Outcome(run)
-    requests = [s for s in scene.spans if s.kind in ("request", "first", "rest", "barge_in")]
+    requests = [s for s in run.spans if s.kind in ("request", "first", "rest", "barge_in")]
     answers = run.real_answers()
     for turn in answers:
         start = run.starts.get(turn)
         if start is None or not any(s.start - 0.5 <= start <= s.end for s in requests):
             out.phantoms += 1
     if case.kind == "pause":
-        rest = scene.span("rest")
+        rest = run.span("rest")
         early = [t for _, t, _ in run.playback if t < rest.end - 0.05]
         out.cut_off = bool(early)
         if out.cut_off:
@@ -366,7 +448,7 @@ def judge_run(run: Run) -> Outcome:
         else:
             out.note = "no answer"
     elif case.kind in ("backchannel", "noise", "barge_in", "stop"):
-        span = next(s for s in scene.spans if s.kind not in ("request",))
+        span = next(s for s in run.spans if s.kind not in ("request",))
         story = run.playback[0] if run.playback else None
         playing = (
             story is not None
@@ -416,9 +498,9 @@ def replayables(outcomes: Sequence[Outcome]) -> tuple[list[Replayable], int]:
     out: list[Replayable] = []
     unjudged = 0
     for o in outcomes:
-        run, scene = o.run, o.run.case.scene
+        run = o.run
         if run.case.kind == "pause":
-            first, rest = scene.span("first"), scene.span("rest")
+            first, rest = run.span("first"), run.span("rest")
             near = [j for j in run.judged if abs(j.pause_at - first.end) < 0.35]
             if not near:
                 unjudged += 1
@@ -430,7 +512,7 @@ def replayables(outcomes: Sequence[Outcome]) -> tuple[list[Replayable], int]:
                 )
             )
         elif run.case.kind == "question" and run.judged and run.playback and o.v2v_ms is not None:
-            span = scene.span("request")
+            span = run.span("request")
             j = run.judged[-1]
             timeline = run.playback[0][2]
             marks, notes = timeline.get("marks_ms", {}), timeline.get("notes", {})
