@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from assistant.events import (
     AppEvent,
     AudioStatus,
+    Doing,
     MicLevel,
     PauseJudged,
     StateChanged,
@@ -33,8 +34,26 @@ STATE_LABELS: dict[str, str] = {
 TAKING_TIME_LABEL = "Listening… take your time"
 
 
+#: What the pill says while the user waits, by what Parley is doing.
+ACTIVITY_LABELS: dict[Doing, str] = {
+    Doing.READING: "Reading your message…",
+    Doing.THINKING: "Thinking…",
+    Doing.TOOL: "Calling {detail}…",
+    Doing.SWITCHING: "Switching engines…",
+}
+#: A tool's name is cut to this many characters in the pill.
+TOOL_NAME_CHARS = 12
+
+
+def activity_label(doing: Doing, detail: str, elapsed: float) -> str:
+    """``"Thinking… 4 s"``: what Parley is doing and for how long (from the first second)."""
+    name = detail if len(detail) <= TOOL_NAME_CHARS else detail[: TOOL_NAME_CHARS - 1] + "…"
+    text = ACTIVITY_LABELS[doing].format(detail=name or "a tool")
+    return f"{text} {int(elapsed)} s" if elapsed >= 1 else text
+
+
 class StateIndicator(QWidget):
-    """A pill with a coloured dot and the state's name.
+    """A pill with a coloured dot and the state's name, or what Parley is busy with.
 
     The window sets the state; the pill itself follows the session's pauses (``on_event``):
     while the user is mid-turn and Parley waits for more, it says so.
@@ -45,7 +64,11 @@ class StateIndicator(QWidget):
         self._state = "loading"
         self._label = STATE_LABELS["loading"]
         self._taking_time = False
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        # As wide as its longest text when there is room; in a narrow window as wide as the
+        # longest state, the text of a long wait then cut short.
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
+        self.setAccessibleName("Status")
+        self.setAccessibleDescription(self._label)
 
     @property
     def state(self) -> str:
@@ -56,13 +79,16 @@ class StateIndicator(QWidget):
         return TAKING_TIME_LABEL if self._waits() else self._label
 
     def set_state(self, state: str, label: str | None = None) -> None:
-        self._state = state if state in STATE_LABELS else "idle"
-        self._label = label or STATE_LABELS[self._state]
+        state = state if state in STATE_LABELS else "idle"
+        label = label or STATE_LABELS[state]
+        if (state, label) == (self._state, self._label):
+            return
+        self._state, self._label = state, label
         self._changed()
 
     def on_event(self, event: AppEvent) -> None:
         match event:
-            case PauseJudged(waiting=waiting):
+            case PauseJudged(waiting=waiting) if waiting != self._taking_time:
                 self._taking_time = waiting
                 self._changed()
             case UserSpeechStarted() | StateChanged() if self._taking_time:
@@ -74,6 +100,7 @@ class StateIndicator(QWidget):
 
     def _changed(self) -> None:
         self.setToolTip(f"State: {self.text}")
+        self.setAccessibleDescription(self.text)
         self.updateGeometry()
         self.update()
 
@@ -81,12 +108,18 @@ class StateIndicator(QWidget):
         return theme.STATE_COLORS["listening" if self._waits() else self._state]
 
     def sizeHint(self) -> QSize:
+        # As wide as the longest state or wait, so the header does not shift as it changes.
+        samples = [activity_label(d, "x" * TOOL_NAME_CHARS, 88) for d in ACTIVITY_LABELS]
+        return self._fitting((*STATE_LABELS.values(), TAKING_TIME_LABEL, *samples))
+
+    def minimumSizeHint(self) -> QSize:
+        return self._fitting(tuple(STATE_LABELS.values()))
+
+    def _fitting(self, texts: tuple[str, ...]) -> QSize:
         font = self.font()
         font.setBold(True)
         metrics = QFontMetrics(font)
-        # As wide as the longest state, so the header does not shift as the state changes.
-        labels = (*STATE_LABELS.values(), TAKING_TIME_LABEL, self._label)
-        widest = max(metrics.horizontalAdvance(t) for t in labels)
+        widest = max(metrics.horizontalAdvance(t) for t in texts)
         return QSize(widest + 42, max(28, metrics.height() + 12))
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -105,7 +138,8 @@ class StateIndicator(QWidget):
         font = painter.font()
         font.setBold(True)
         painter.setFont(font)
-        label = self.text
+        room = int(rect.width()) - 42
+        label = painter.fontMetrics().elidedText(self.text, Qt.TextElideMode.ElideMiddle, room)
         text_width = painter.fontMetrics().horizontalAdvance(label)
         left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
         painter.setPen(Qt.PenStyle.NoPen)

@@ -1,10 +1,12 @@
 """The audio chains: microphone → conversation, and conversation → speaker.
 
 ``AudioInput`` pumps the source's frames to a sink (the session's ``feed``) on the loop. It is
-the one place every captured frame passes through on its way to the conversation, so a stage
-that must see them all (an echo canceller, with the player's output as its reference) goes in
-``_pump``. ``AudioOutput`` opens the player and, when the device is missing, falls back to a
-silent virtual one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
+the one place every captured frame passes through on its way to the conversation. The echo
+canceller (``EchoControl``, with the player's output as its far end) gets each microphone
+before it starts and runs inside it, on the 16 kHz stream before frames are cut, so every
+frame the conversation sees is processed audio; ``_pump`` lets it report after each frame.
+``AudioOutput`` opens the player and, when the device is missing, falls back to a silent virtual
+one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
 with the sources ``audio-input``/``audio-output`` (a view offers Retry for those) and call
 ``on_change`` whenever whether they work may have changed.
 
@@ -16,15 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from assistant.app import messages
 from assistant.audio.capture import AudioSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.config import Settings
-from assistant.events import AppEvent, ErrorEvent, Source
+from assistant.events import AppEvent, ErrorEvent, Notice, Source
+
+if TYPE_CHECKING:
+    from assistant.app.echo import EchoControl
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,8 @@ PlayerFactory = Callable[[Settings], Player]
 SourceFactory = Callable[[Settings], AudioSource | None]
 
 
-def _device(name: str) -> int | str | None:
+def device_id(name: str) -> int | str | None:
+    """A device setting as PortAudio takes it: None (the default), an index or a name."""
     name = name.strip()
     if not name:
         return None
@@ -41,11 +49,11 @@ def _device(name: str) -> int | str | None:
 
 
 def default_player(settings: Settings) -> Player:
-    return DevicePlayer(device=_device(settings.output_device))
+    return DevicePlayer(device=device_id(settings.output_device))
 
 
 def default_source(settings: Settings) -> AudioSource | None:
-    return MicrophoneCapture(device=_device(settings.input_device))
+    return MicrophoneCapture(device=device_id(settings.input_device))
 
 
 class AudioInput:
@@ -63,8 +71,10 @@ class AudioInput:
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None],
         on_end: Callable[[], None],
+        echo: EchoControl | None = None,
     ) -> None:
         self._factory = factory
+        self._echo = echo
         self._sink = sink
         self._emit = emit
         self._on_change = on_change
@@ -73,40 +83,66 @@ class AudioInput:
         self._task: asyncio.Task[None] | None = None
         #: A microphone is capturing.
         self.ok = False
+        #: The system default is capturing because the chosen microphone could not be opened.
+        self.substituted = False
 
     @property
     def running(self) -> bool:
         return self._source is not None
 
     async def start(self, settings: Settings) -> None:
-        """Open the configured source and start pumping; a failure becomes a message."""
+        """Open the configured source and start pumping; a failure becomes a message.
+
+        When the chosen microphone cannot be opened (it is not connected), the system default
+        stands in for it, with a notice, and ``substituted`` is set until the next start.
+        """
+        self.substituted = False
         try:
-            source = self._factory(settings)
+            source = await self._open(settings)
         except Exception as exc:
             source = None
-            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
+            if settings.input_device:
+                with contextlib.suppress(Exception):
+                    source = await self._open(dataclasses.replace(settings, input_device=""))
+            if source is None:
+                log.warning("microphone unavailable: %s", exc)
+                self._set_ok(False)
+                self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
+                return
+            self.substituted = True
+            self._emit(
+                Notice(messages.input_substituted(settings.input_device), Source.AUDIO_INPUT)
+            )
         if source is None:
             self._set_ok(False)
-            return
-        source.on_error.append(self._lost)
-        try:
-            await source.start()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await source.stop()
-            raise
-        except Exception as exc:
-            log.warning("microphone unavailable: %s", exc)
-            self._set_ok(False)
-            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
             return
         self._source = source
         self._set_ok(True)
         self._task = asyncio.ensure_future(self._pump(source))
 
+    async def _open(self, settings: Settings) -> AudioSource | None:
+        """The started source for ``settings`` (None: the factory says there is none)."""
+        source = self._factory(settings)
+        if source is None:
+            return None
+        source.on_error.append(self._lost)
+        if self._echo is not None:
+            self._echo.attach_input(source)
+        try:
+            await source.start()
+        except BaseException:
+            if self._echo is not None:
+                self._echo.detach_input()
+            with contextlib.suppress(Exception):
+                await source.stop()
+            raise
+        return source
+
     async def stop(self) -> None:
         source, self._source = self._source, None
         task, self._task = self._task, None
+        if self._echo is not None:
+            self._echo.detach_input()
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.stop()
@@ -123,8 +159,11 @@ class AudioInput:
 
     async def _pump(self, source: AudioSource) -> None:
         try:
+            echo = self._echo
             async for frame in source.frames():
                 await self._sink(frame)
+                if echo is not None:
+                    echo.poll()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -132,6 +171,8 @@ class AudioInput:
             self._emit(ErrorEvent(messages.input_failed(exc), Source.AUDIO_INPUT))
         self._on_end()
         if self._source is source:
+            if self._echo is not None:
+                self._echo.detach_input()
             self._set_ok(False)
 
     def _lost(self, message: str) -> None:
@@ -160,10 +201,24 @@ class AudioOutput:
         self._on_lost = on_lost
         #: Replies reach a real output device.
         self.ok = False
+        #: The system default plays because the chosen output device could not be opened.
+        self.substituted = False
 
     async def open(self, settings: Settings) -> Player:
-        """The configured output, or a silent virtual one (with a message) when it fails."""
+        """The configured output, or a silent virtual one (with a message) when it fails.
+
+        When the chosen device cannot be opened (it is not connected), the system default
+        stands in for it, with a notice, and ``substituted`` is set until the next open.
+        """
         player = await self.open_quietly(settings)
+        self.substituted = False
+        if isinstance(player, _Silent) and settings.output_device:
+            fallback = await self.open_quietly(dataclasses.replace(settings, output_device=""))
+            if not isinstance(fallback, _Silent):
+                player, self.substituted = fallback, True
+                self._emit(
+                    Notice(messages.output_substituted(settings.output_device), Source.AUDIO_OUTPUT)
+                )
         self.ok = not isinstance(player, _Silent)
         self._on_change()
         if isinstance(player, _Silent):

@@ -13,10 +13,22 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
         from assistant.bench.overhead import main as overhead
 
         return overhead(turns=turns if not quick else min(turns, 40))
+    if which == "echo":
+        from assistant.bench.echo import main as echo
+
+        return echo(quick=quick)
+    if which == "engines":
+        from assistant.bench.engines import main as engines
+
+        return engines(quick=quick)
     if which == "latency":
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick)
+    if which == "tools":
+        from assistant.bench.tools import main as tools
+
+        return tools(quick=quick)
     if which == "turns":
         from assistant.bench.turns import main as turn_taking
 

@@ -4,7 +4,7 @@ import sys
 from assistant.bench import run_bench
 
 parser = argparse.ArgumentParser(prog="python -m assistant.bench")
-parser.add_argument("which", choices=("overhead", "latency", "turns"))
+parser.add_argument("which", choices=("overhead", "latency", "echo", "engines", "tools", "turns"))
 parser.add_argument("--turns", type=int, default=200)
 parser.add_argument("--quick", action="store_true")
 args = parser.parse_args()

@@ -224,9 +224,7 @@ class PauseJudge:
             log.warning("end-of-turn model failed: %s", exc)
             return None
 
-    async def _read(
-        self, pause: Pause
-    ) -> tuple[str | None, bool, float | None, float | None]:
+    async def _read(self, pause: Pause) -> tuple[str | None, bool, float | None, float | None]:
         """(the transcript, whether it trails off, the language model's reading of it, how
         long the reading took in ms)."""
         if not self.reads or pause.words is None:

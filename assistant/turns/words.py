@@ -1,6 +1,6 @@
 """What a transcript says about turn-taking, in each language Parley converses in.
 
-Two questions, answered from words alone (the audio models answer them from sound):
+Three questions, answered from words alone (the audio models answer them from sound):
 
 - Over the assistant's reply, was that an interruption? ``classify_interjection`` tells a
   *stop* command ("stop", "wait", "halt" and their translations: always interrupts, and is not
@@ -10,6 +10,10 @@ Two questions, answered from words alone (the audio models answer them from soun
   one a sentence cannot end on: a conjunction, an article, most prepositions, a possessive or a
   hesitation ("and", "the", "for", "um"). A question mark after it (Whisper's "Who is it for?")
   overrides it.
+- Could the assistant's own voice, heard back through the microphone, have said it?
+  ``not_said`` keeps the words of a transcript that the assistant did not say, nor anything a
+  recognizer could make of them ("Harris" for "Paris", "Francis" for "France is"): only those
+  count as the user's while the assistant may be heard.
 
 Languages are matched by their base code ("en-GB" → "en"); English words are always understood
 too, since people mix them in.
@@ -17,9 +21,12 @@ too, since people mix them in.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from enum import StrEnum
+
+from rapidfuzz import fuzz, process
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
@@ -130,6 +137,41 @@ def classify_interjection(text: str, language: str = "en") -> Interjection:
     if all(w in backchannels or _strip_accents(w) in backchannels for w in words):
         return Interjection.BACKCHANNEL
     return Interjection.WORDS
+
+
+#: Words this short must match one the assistant said exactly ("what" is not "that").
+_EXACT_UP_TO = 4
+#: Longer ones count as said when this similar (rapidfuzz's ratio, 0-100) to one of its words:
+#: an echo misheard ("harris"/"paris" scores 73)...
+_SIMILAR = 72.0
+#: ...or, from ``_JOINED_FROM`` letters on, this similar to two of them run together
+#: ("francis"/"france is" scores 93; "about" is not "a boat").
+_SIMILAR_JOINED = 85.0
+_JOINED_FROM = 6
+
+
+def not_said(text: str, said: str) -> str:
+    """The words of ``text``, in order, that are not among the words of ``said`` nor sound
+    like them (see ``_SIMILAR``)."""
+    own = [_strip_accents(w) for w in words_of(said)]
+    exact = set(own)
+    if not exact:
+        return " ".join(words_of(text))
+    vocabulary = list(exact)
+    joined = list({a + b for a, b in itertools.pairwise(own)})
+    kept = []
+    for word in words_of(text):
+        plain = _strip_accents(word)
+        if plain in exact or (len(plain) > _EXACT_UP_TO and _like(plain, vocabulary, _SIMILAR)):
+            continue
+        if len(plain) >= _JOINED_FROM and _like(plain, joined, _SIMILAR_JOINED):
+            continue
+        kept.append(word)
+    return " ".join(kept)
+
+
+def _like(word: str, vocabulary: list[str], cutoff: float) -> bool:
+    return process.extractOne(word, vocabulary, scorer=fuzz.ratio, score_cutoff=cutoff) is not None
 
 
 def trails_off(text: str, language: str = "en") -> bool:

@@ -11,12 +11,15 @@ makes itself ALSA's default device whenever a server answers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -108,8 +111,10 @@ class PulseServer:
                     "--system=false",
                     "--exit-idle-time=-1",
                     "--use-pid-file=false",
-                    "--realtime=false",
-                    "--high-priority=false",
+                    # A sound card's clock is never late: where the system allows it, the
+                    # server runs ahead of the busy programs around it.
+                    "--realtime=true",
+                    "--high-priority=true",
                     "--log-target=stderr",
                     "-n",
                     "-F",
@@ -266,3 +271,87 @@ def speech_spans(
     if start is not None:
         spans.append((start * window, count * window))
     return spans
+
+
+class LaptopEcho:
+    """The speaker heard again by the microphone, as on a laptop: ``echo_relay.py`` records
+    ``parley_out``'s monitor and plays it into ``mic_in`` (mild loudspeaker distortion,
+    attenuation, a little reverberation, a delay), where it mixes with whatever the user says
+    into the room.
+
+    The relay's stream adds its own latency to ``delay_ms``; ``delay_ms_measured`` is the whole
+    path's delay as its timestamps tell it.
+    """
+
+    def __init__(self, server: PulseServer, delay_ms: float = 80.0, gain_db: float = -8.0) -> None:
+        self.server = server
+        self.delay_ms = delay_ms
+        self.gain_db = gain_db
+        self._status = server.root / "echo-relay.json"
+        self._log = server.root / "echo-relay.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LaptopEcho:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, **self.server.client_env()}
+        env.update(PULSE_SOURCE=f"{SPEAKER}.monitor", PULSE_SINK=ROOM)
+        relay = Path(__file__).with_name("echo_relay.py")
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, str(relay), str(self.delay_ms), str(self.gain_db),
+                 str(self._status)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.ready():
+                return
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        log_text = self._log.read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise PulseUnavailable(f"the echo relay did not start: {log_text}")
+
+    def status(self) -> dict[str, Any]:
+        """The relay's last report: ``ready``, ``moves`` (its streams restarted), and
+        ``missing_ms`` (echo lost to stalls)."""
+        try:
+            status: dict[str, Any] = json.loads(self._status.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return status
+
+    def ready(self) -> bool:
+        return bool(self.status().get("ready"))
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def find(haystack: Int16, needle: Int16, lags: range) -> int:
+    """The lag (samples) at which ``needle`` best matches ``haystack``: ``haystack[k + lag]``
+    is ``needle[k]`` (the peak of their cross-correlation within ``lags``)."""
+    a = haystack.astype(np.float64)
+    b = needle.astype(np.float64)
+    size = 1 << (len(a) + len(b)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    candidates = np.arange(lags.start, lags.stop) % size
+    return int(lags.start + np.argmax(corr[candidates]))

@@ -159,6 +159,18 @@ class ParleyProcess:
         return alive
 
 
+def wait_until_ready(app: ParleyProcess) -> list[Event]:
+    """Until the engines, the microphone and the speaker are ready."""
+    return app.wait_for(
+        lambda ev: (
+            any(e["kind"] == "ready" and e["ready"] for e in ev)
+            and any(e["kind"] == "audio" and e["mic"] and e["speaker"] for e in ev)
+        ),
+        READY_TIMEOUT,
+        "the engines, the microphone and the speaker to be ready",
+    )
+
+
 def write_settings(config_dir: Path) -> None:
     settings = {
         "stt": "local",
@@ -282,14 +294,7 @@ def test_spoken_question_gets_a_spoken_answer(
     home = tmp_path / "parley"
 
     with running_parley(home, display, sound_server) as app:
-        app.wait_for(
-            lambda ev: (
-                any(e["kind"] == "ready" and e["ready"] for e in ev)
-                and any(e["kind"] == "audio" and e["mic"] and e["speaker"] for e in ev)
-            ),
-            READY_TIMEOUT,
-            "the engines, the microphone and the speaker to be ready",
-        )
+        wait_until_ready(app)
         app.remember_children()
         window = display.find_window(MAIN_TITLE, pid=app.process.pid)
         assert_drawn(display.screenshot(window, SCREENSHOTS / "e2e-1-ready.png"))
@@ -340,18 +345,19 @@ def test_spoken_question_gets_a_spoken_answer(
     assert turn["user_text"] == finals[0]
     assert not turn["interrupted"]
     v2v = turn["timeline"].get("voice_to_voice_ms")
-    assert isinstance(v2v, int | float) and 0 < v2v < 20_000, turn["timeline"]
+    assert isinstance(v2v, int | float) and v2v > 0, turn["timeline"]
     assert "paris" in words(turn["assistant_text"]), turn["assistant_text"]
     # The words heard are the words the app says it spoke.
     said = set(words(turn["assistant_text"]))
     overlap = len(said & set(words(heard))) / max(1, len(said))
     assert overlap >= 0.6, (turn["assistant_text"], heard)
 
-    # Measured from outside: end of the question's speech to the first sound of the answer.
+    # Measured from outside: end of the question's speech to the first sound of the answer,
+    # which comes after it. How long after is a figure of `parley bench latency`.
     started = recorder.started_at + first
     outside_ms = (started - spoken_at) * 1000.0
     print(f"voice-to-voice: app {v2v:.0f} ms, measured at the devices {outside_ms:.0f} ms")
-    assert 0 < outside_ms < 20_000
+    assert outside_ms > 0
 
     # The window's latency panel shows the turn.
     window_state = next(e for e in app.events() if e["kind"] == "window")

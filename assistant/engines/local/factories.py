@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 
 def make_stt(settings: Settings) -> LocalSTT:
     from assistant.engines.local.stt import LocalSTT
+    from assistant.languages import whisper_codes
 
-    return LocalSTT(language=settings.language)
+    return LocalSTT(
+        language=settings.language,
+        detect_language=settings.detect_language,
+        languages=whisper_codes(settings) if settings.detect_language else None,
+    )
 
 
 def make_llm(settings: Settings) -> LocalLLM:
