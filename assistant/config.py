@@ -87,6 +87,9 @@ class VadSettings:
     text_end: float = 0.5
     text_wait: float = 0.1
     unfinished_silence_ms: int = 2500
+    #: A reading of the words that takes longer than this is no help at a pause: the sound
+    #: and the trailing-word cue decide alone (a warm local model takes tens of ms).
+    text_timeout_ms: int = 1000
     #: Audio kept from before speech was detected, so the first syllable is not lost.
     preroll_ms: int = 300
 

@@ -70,6 +70,9 @@ from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioFrame
 Kind = Literal["pause", "question", "backchannel", "noise", "barge_in", "stop", "quiet"]
 #: Thinking pauses, in seconds, given in turn to the requests said with one.
 PAUSE_SECONDS = (0.4, 0.7, 1.0, 1.5)
+#: How many voices say each paused request, and each finished question.
+PAUSE_VOICES = 2
+QUESTION_VOICES = 1
 #: A phrase said over a reply comes this long after the reply began to play.
 INTO_REPLY = 1.5
 #: The longest a scenario waits for a reply to begin before going on regardless.
@@ -95,20 +98,20 @@ class Case:
 
 
 async def build_cases(speaker: Speaker, quick: bool) -> list[Case]:
-    """Every scenario's audio, spoken by the voices of its language in turn."""
+    """Every scenario's audio, spoken by the voices of its language in turn: each paused
+    request by ``PAUSE_VOICES`` of them, each question by ``QUESTION_VOICES`` (all voices are
+    heard, and a run stays within about a quarter of an hour)."""
     cases: list[Case] = []
     turn = _rotation()
     pauses = _first_per_language(scripts.PAUSES) if quick else scripts.PAUSES
     for i, paused in enumerate(pauses):
-        voices = VOICES[paused.language][:1] if quick else VOICES[paused.language]
-        for j, voice in enumerate(voices):
+        for j in range(1 if quick else PAUSE_VOICES):
             gap = PAUSE_SECONDS[(i + j) % len(PAUSE_SECONDS)]
-            cases.append(await _paused(speaker, paused, voice, gap))
+            cases.append(await _paused(speaker, paused, next(turn[paused.language]), gap))
     questions = _first_per_language(scripts.QUESTIONS) if quick else scripts.QUESTIONS
     for said in questions:
-        voices = VOICES[said.language][:1] if quick else VOICES[said.language]
-        for voice in voices:
-            cases.append(await _question(speaker, said, voice))
+        for _ in range(1 if quick else QUESTION_VOICES):
+            cases.append(await _question(speaker, said, next(turn[said.language])))
     over: list[tuple[Kind, scripts.Said]] = [("backchannel", s) for s in scripts.BACKCHANNELS]
     over += [("barge_in", s) for s in scripts.BARGE_INS]
     over += [("stop", s) for s in scripts.STOPS]
@@ -368,8 +371,19 @@ def _done(run: Run) -> bool:
     return True  # the rest only need the audio to have been heard and judged
 
 
-async def run_case(case: Case, directory: Path, engines: Any, vad: Any, model: Any) -> Run:
+async def run_case(
+    case: Case,
+    directory: Path,
+    engines: Any,
+    vad: Any,
+    model: Any,
+    dials: VadSettings | None = None,
+) -> Run:
+    """Play ``case`` through ``parley talk --turns vad``'s path (``dials``: the hands-free
+    settings, the defaults when None)."""
     settings = Settings(language=case.scene.language, turn_mode="vad")
+    if dials is not None:
+        settings.vad = dials
     tail = longest_wait_ms(settings.vad) / 1000 + 0.3
     microphone = CuedMicrophone(case.scene, tail)
     run = Run(case, microphone=microphone)

@@ -40,8 +40,6 @@ WordsScore = Callable[[str], Awaitable[float | None]]
 
 #: The audio model needs this much speech before "sounds finished" means anything.
 MIN_SPOKEN_SECONDS = 0.8
-#: A language model slower than this is no help at a pause (a warm one takes tens of ms).
-SCORE_TIMEOUT = 1.0
 
 
 class EndOfTurnModel(Protocol):
@@ -239,7 +237,8 @@ class PauseJudge:
             return text, False, None, None
         started = self._clock.now()
         try:
-            reading = await within(self._clock, self.score(text), SCORE_TIMEOUT)
+            limit = self.settings.text_timeout_ms / 1000
+            reading = await within(self._clock, self.score(text), limit)
         except Exception as exc:
             log.warning("reading the end of a sentence failed: %s", exc)
             reading = None
