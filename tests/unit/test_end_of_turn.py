@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
 import pytest
 
 from assistant.bench.turns import Replayable, endpoint_ms, replay
@@ -17,7 +18,16 @@ from assistant.engines.local.end_of_turn import (
     scoring_prompt,
     top_tokens,
 )
-from assistant.turns.judge import Reading, Signals, decide, longest_wait_ms, read_words, within
+from assistant.turns.judge import (
+    Pause,
+    PauseJudge,
+    Reading,
+    Signals,
+    decide,
+    longest_wait_ms,
+    read_words,
+    within,
+)
 
 CHATML = (
     "<|im_start|>system\nYou are Parley.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
@@ -170,6 +180,28 @@ async def test_within_gives_up_on_the_clock_and_leaves_a_shared_future_alone() -
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ready.set_result("words")
     assert await within(clock, ready, 1.0) == "words"
+
+
+async def test_a_reading_slower_than_text_timeout_ms_is_not_waited_for() -> None:
+    """Past ``text_timeout_ms`` the pause is judged without the reading (here: by nothing, so
+    the usual silence); within it, the reading decides."""
+    clock = ManualClock()
+
+    async def slow_reading(_text: str) -> float:
+        await clock.sleep(0.8)
+        return 0.01
+
+    words: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    words.set_result("What is the difference between")
+    pause = Pause(np.zeros(16_000, np.int16), words)
+    for limit_ms, waits in ((500, False), (1000, True)):
+        judge = PauseJudge(settings(text_timeout_ms=limit_ms), clock=clock, score=slow_reading)
+        judging = asyncio.ensure_future(judge.judge(pause))
+        await clock.advance(1.0)
+        verdict = await judging
+        assert verdict.unfinished is waits
+        assert verdict.signals is not None
+        assert (verdict.signals.reading is not None) is waits
 
 
 # ------------------------------------------------------------------------------- the replay
