@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from assistant.audio.wav import read_wav
 from assistant.bench.textnorm import normalize
+from tests.cli_runs import ROOT, parley, talk
 
-ROOT = Path(__file__).resolve().parents[2]
 RECORDING = ROOT / "tests" / "data" / "speech" / "cmu_go_forward.wav"
+#: Models from the cache only: a test never downloads one.
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def _parley(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return parley(*args, env=OFFLINE, timeout=timeout)
 
 
 def _local_llm_available() -> bool:
@@ -43,26 +35,10 @@ def _local_llm_available() -> bool:
     not _local_llm_available(), reason="llama-server is not built (scripts/build_llama_server.sh)"
 )
 def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
-    out, timeline = tmp_path / "answer.wav", tmp_path / "timeline.json"
-    result = _parley(
-        "talk",
-        "--input",
-        str(RECORDING),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        "--stt",
-        "local",
-        "--llm",
-        "local",
-        "--tts",
-        "local",
-        "--pace",
-        "realtime",
-    )
+    engines = ("--stt", "local", "--llm", "local", "--tts", "local")
+    result, data = talk(tmp_path, *engines, env=OFFLINE, source=RECORDING, timeout=300)
     assert result.returncode == 0, result.stderr
-    (turn,) = json.loads(timeline.read_text())["turns"]
+    (turn,) = data["turns"]
     assert normalize(turn["user_text"]) == "go forward ten meters"
     assert len(turn["assistant_text"].split()) >= 3
     assert turn["voice_to_voice_ms"] > 0
@@ -71,7 +47,7 @@ def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
 
     from assistant.engines.local.whisper_models import model_dir
 
-    pcm, rate = read_wav(out)
+    pcm, rate = read_wav(tmp_path / "out.wav")
     assert len(pcm) / rate > 1.0
     from assistant.audio.wav import resample
 
