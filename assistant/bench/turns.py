@@ -578,17 +578,24 @@ DIALS: dict[str, Sequence[float]] = {
 }
 
 
+def silence_p50(items: Sequence[Replayable], settings: VadSettings) -> float:
+    """The finished questions' median silence before their turn ended, under ``settings``:
+    the part of voice-to-voice the dials decide, whatever the engines' speed."""
+    ends = [endpoint_ms(i, settings) for i in items if i.pause_seconds is None]
+    return float(np.percentile(ends, 50)) if ends else float("nan")
+
+
 def curves(
     items: Sequence[Replayable], unjudged: int, base: VadSettings
-) -> dict[str, list[tuple[float, float, float, float]]]:
-    """Each dial's (value, cut-offs %, p50, p90), the others at ``base``."""
+) -> dict[str, list[tuple[float, float, float, float, float]]]:
+    """Each dial's (value, cut-offs %, p50, p90, silence p50), the others at ``base``."""
     out = {}
     for dial, values in DIALS.items():
         rows = []
         for value in values:
             kind = type(getattr(base, dial))
             settings = dataclasses.replace(base, **{dial: kind(value)})
-            rows.append((value, *replay(items, unjudged, settings)))
+            rows.append((value, *replay(items, unjudged, settings), silence_p50(items, settings)))
         out[dial] = rows
     return out
 
@@ -721,10 +728,11 @@ def _report_curves(
     )
     for dial, rows in curves(items, unjudged, base).items():
         say(f"  {dial}")
-        for value, cut, p50, p90 in rows:
+        for value, cut, p50, p90, silence in rows:
             mark = "*" if value == getattr(base, dial) else " "
             say(
                 f"   {mark}{value:>7g}  cut-offs {cut:5.1f} %  p50 {p50:5.0f} ms  p90 {p90:5.0f} ms"
+                f"  silence p50 {silence:5.0f} ms"
             )
 
 

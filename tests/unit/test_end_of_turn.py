@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from assistant.bench.turns import Replayable, endpoint_ms, replay
+from assistant.bench.turns import Replayable, endpoint_ms, replay, silence_p50
 from assistant.clock import ManualClock
 from assistant.config import VadSettings
 from assistant.engines.local.end_of_turn import (
@@ -215,6 +215,8 @@ def test_the_replay_counts_a_cut_off_when_the_turn_would_end_before_the_user_wen
     items = [unsure, trailing, question]
     assert endpoint_ms(unsure, settings()) == 1500  # unsure: waits 1.5 s, past the 0.7 s
     assert replay(items, 0, settings()) == (0.0, 750.0, 750.0)
+    assert silence_p50(items, settings()) == 450.0  # the question ended at its verdict
+    assert silence_p50(items, settings(text_end=0.999)) == 1500.0  # unsure: the ceiling
     # Reading 0.47 as finished ends the turn at the verdict, 0.42 s into a 0.7 s pause.
     cut, p50, _ = replay(items, 1, settings(text_end=0.4))
     assert cut == pytest.approx(100 / 3)
