@@ -40,7 +40,10 @@ def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (turn,) = data["turns"]
     assert normalize(turn["user_text"]) == "go forward ten meters"
-    assert len(turn["assistant_text"].split()) >= 3
+    # The model samples its words (any answer will do), but it answers in words: a routing
+    # decision or other JSON is never what is said.
+    answer = turn["assistant_text"]
+    assert normalize(answer) and not {"{", "}"} & set(answer), answer
     assert turn["voice_to_voice_ms"] > 0
     # The answer is real speech: the local recognizer hears the words that were written.
     from faster_whisper import WhisperModel
@@ -56,7 +59,7 @@ def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
     segments, _ = model.transcribe(audio, language="en", beam_size=1)
     heard = set(normalize(" ".join(s.text for s in segments)).split())
     said = set(normalize(turn["assistant_text"]).split())
-    assert len(heard & said) >= max(2, len(said) // 3), (heard, said)
+    assert len(heard & said) >= min(len(said), max(2, len(said) // 3)), (heard, said)
 
 
 def test_voices_lists_the_offline_catalog() -> None:
