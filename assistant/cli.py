@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
         "which",
-        choices=("overhead", "latency", "echo", "engines", "tools", "faults", "soak"),
+        choices=("overhead", "latency", "echo", "engines", "tools", "turns", "faults", "soak"),
         help="what to measure",
     )
     bench.add_argument(

@@ -72,12 +72,24 @@ class VadSettings:
     #: After this much silence the reply is prepared speculatively (transcript, LLM, TTS) and
     #: held; it plays once the turn really ends, or is dropped if the user goes on. 0 = off.
     speculative_silence_ms: int = 200
-    #: Let an end-of-turn model judge each pause: words that sound finished end the turn at
-    #: once; words that sound unfinished wait up to ``max_end_silence_ms``.
+    #: Let an end-of-turn model judge each pause by its sound: words that sound finished (and
+    #: read finished) end the turn at once; words that sound unfinished wait up to
+    #: ``max_end_silence_ms``.
     smart_turn: bool = True
     smart_turn_end: float = 0.8
     smart_turn_wait: float = 0.2
     max_end_silence_ms: int = 1500
+    #: Judge each pause by its words too: a sentence that stops on "and", "for", "the"…, or
+    #: that the language model reads as unfinished, waits up to ``unfinished_silence_ms`` for
+    #: more, however the pause sounded. The model's probability that the sentence ends there
+    #: must reach ``text_end`` to read finished; below ``text_wait`` it reads unfinished.
+    text_turn: bool = True
+    text_end: float = 0.5
+    text_wait: float = 0.1
+    unfinished_silence_ms: int = 2500
+    #: A reading of the words that takes longer than this is no help at a pause: the sound
+    #: and the trailing-word cue decide alone (a warm local model takes tens of ms).
+    text_timeout_ms: int = 1000
     #: Audio kept from before speech was detected, so the first syllable is not lost.
     preroll_ms: int = 300
 

@@ -82,6 +82,18 @@ class ScriptVAD:
         pass
 
 
+class ScriptedTurnModel:
+    """An audio end-of-turn model that hears every pause as ``probability`` finished."""
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+        self.calls: list[int] = []
+
+    def end_probability(self, pcm16k: np.ndarray) -> float:
+        self.calls.append(len(pcm16k))
+        return self.probability
+
+
 async def inline(function: Callable[..., Any], *args: Any) -> Any:
     """Blocking work run on the loop: virtual time has no threads."""
     return function(*args)

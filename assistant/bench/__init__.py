@@ -37,4 +37,8 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False, local: bool 
         from assistant.bench.tools import main as tools
 
         return tools(quick=quick)
+    if which == "turns":
+        from assistant.bench.turns import main as turn_taking
+
+        return turn_taking(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

@@ -5,7 +5,7 @@ from assistant.bench import run_bench
 
 parser = argparse.ArgumentParser(prog="python -m assistant.bench")
 parser.add_argument(
-    "which", choices=("overhead", "latency", "echo", "engines", "tools", "faults", "soak")
+    "which", choices=("overhead", "latency", "echo", "engines", "tools", "turns", "faults", "soak")
 )
 parser.add_argument("--turns", type=int, default=200)
 parser.add_argument("--quick", action="store_true")

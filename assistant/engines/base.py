@@ -256,6 +256,18 @@ class Prefillable(Protocol):
 
 
 @runtime_checkable
+class ScoresEndOfTurn(Protocol):
+    """A language model that can read whether the user's words so far finish a sentence."""
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        """The probability (0–1) that ``request``'s last message, the user's words so far,
+        ends where it stops, read from the model's next-token distribution with the rest of
+        the conversation as context. None when the model cannot tell now (not running, or the
+        active member of a chain lacks the ability). Never raises for a model that is down."""
+        ...
+
+
+@runtime_checkable
 class NeedsToolRouter(Protocol):
     """A language model that picks tools reliably only under a JSON-schema grammar.
 

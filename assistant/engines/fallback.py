@@ -33,6 +33,7 @@ from assistant.engines.base import (
     NeedsToolRouter,
     Recovered,
     ReportsNotices,
+    ScoresEndOfTurn,
     SpeechChunk,
     SpeechToText,
     STTSession,
@@ -251,6 +252,13 @@ class FallbackLLM(_Chain):
         prefill = getattr(self.engines[self._order()[0]], "prefill", None)
         if prefill is not None:
             await prefill(request)
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        """The first working engine's reading of the user's words, when it can read them."""
+        engine = self.engines[self._order()[0]]
+        if not isinstance(engine, ScoresEndOfTurn):
+            return None
+        return await engine.end_of_turn_probability(request)
 
 
 class _ReplayablePieces:

@@ -75,7 +75,8 @@ from assistant.timeline import Mark, Timeline
 from assistant.tools import ToolRegistry
 from assistant.turns import (
     EndOfTurnModel,
-    SmartTurnJudge,
+    Pause,
+    PauseJudge,
     TurnDetection,
     TurnEvent,
     concat_audio,
@@ -311,8 +312,13 @@ class SpeechSession:
     # ---------------------------------------------------------------------------- turn strategy
 
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
+        # Only the sound is judged: the provider hears the words, Parley has no transcript yet.
         model = self._turn_model
-        judge = SmartTurnJudge(model, self.settings.vad, self._offload) if model else None
+        judge = (
+            PauseJudge(self.settings.vad, clock=self.clock, model=model, offload=self._offload)
+            if model
+            else None
+        )
         return make_turn_detection(mode, self.settings, judge)
 
     def set_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
@@ -509,7 +515,8 @@ class SpeechSession:
 
     async def _judge_pause(self, utterance: _Utterance) -> None:
         try:
-            verdict = await self._detection.judge_pause(concat_audio(utterance.audio))
+            pause = Pause(concat_audio(utterance.audio), language=self.settings.language)
+            verdict = await self._detection.judge_pause(pause)
         except Exception as exc:
             log.warning("end-of-turn model failed: %s", exc)
             return

@@ -44,6 +44,7 @@ from assistant.engines.base import (
     Message,
     Recovered,
     ReportsNotices,
+    ScoresEndOfTurn,
     SpeechChunk,
     SpeechToText,
     TextToSpeech,
@@ -59,6 +60,7 @@ from assistant.events import (
     MicLevel,
     Notice,
     PartialTranscript,
+    PauseJudged,
     SessionEvent,
     Source,
     State,
@@ -100,15 +102,18 @@ from assistant.session.tracker import (
     Withdraw,
 )
 from assistant.session.transcription import Transcription
-from assistant.timeline import Timeline
+from assistant.timeline import Mark, Timeline
 from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
 from assistant.tools.structured import StructuredExtractor
 from assistant.turns import (
     EndOfTurnModel,
-    SmartTurnJudge,
+    Pause,
+    PauseJudge,
+    PauseVerdict,
     TurnDetection,
     TurnEvent,
+    WordsScore,
     concat_audio,
     make_turn_detection,
 )
@@ -222,6 +227,9 @@ class Session:
         self._reply: Reply | None = None
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
+        #: The end-of-turn judge's task for each pause being weighed, by turn id: a reply
+        #: prepared for that turn asks the language model only after it (one request at a time).
+        self._judging: dict[int, asyncio.Task[None]] = {}
         self._confirmation = ConfirmationGate()
         #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
         self._settling: dict[int, PendingAction] = {}
@@ -360,9 +368,25 @@ class Session:
     # ------------------------------------------------------------------------------- turn strategy
 
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
-        model = self._turn_model
-        judge = SmartTurnJudge(model, self.settings.vad, self._offload) if model else None
+        judge = PauseJudge(
+            self.settings.vad,
+            clock=self.clock,
+            model=self._turn_model,
+            score=self._words_score(),
+            offload=self._offload,
+        )
         return make_turn_detection(mode, self.settings, judge)
+
+    def _words_score(self) -> WordsScore | None:
+        """How the language model reads the words at a pause, if it can (local models can)."""
+        llm = self.llm
+        if not isinstance(llm, ScoresEndOfTurn):
+            return None
+
+        async def score(text: str) -> float | None:
+            return await llm.end_of_turn_probability(self._prefill_request(text))
+
+        return score
 
     def set_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
         """Switch between push-to-talk and hands-free; takes effect at once."""
@@ -503,8 +527,8 @@ class Session:
                     self._cancel_resume()
                     self._resume_timer = self.clock.call_later(resume_after, self._resume_reply)
                 case Speculate(utterance):
-                    self._finalize(utterance)
-                    self._spawn(self._judge_pause(utterance), "judge-pause")
+                    words = self._finalize(utterance)
+                    self._start_judging(utterance, words)
                 case JudgeInterjection(utterance, resume):
                     self._finalize(utterance)
                     if resume:
@@ -531,35 +555,85 @@ class Session:
         if self._reply is not None and self._tracker.utterance is None:
             self._reply.resume()
 
-    async def _judge_pause(self, utterance: Utterance) -> None:
+    def _start_judging(self, utterance: Utterance, words: asyncio.Future[str | None]) -> None:
+        turn = utterance.turn_id
+        judging = self._spawn(self._judge_pause(utterance, words), "judge-pause")
+        self._judging[turn] = judging
+        judging.add_done_callback(lambda _task: self._judging.pop(turn, None))
+
+    async def _judge_pause(self, utterance: Utterance, words: asyncio.Future[str | None]) -> None:
         """Ask the end-of-turn judge about this pause; end now, or wait longer."""
+        pause = Pause(concat_audio(utterance.audio), words, self._reply_language())
         try:
-            verdict = await self._detection.judge_pause(concat_audio(utterance.audio))
+            verdict = await self._detection.judge_pause(pause)
         except Exception as exc:
-            log.warning("end-of-turn model failed: %s", exc)
-            return
+            log.warning("end-of-turn judge failed: %s", exc)
+            verdict = PauseVerdict()  # the usual silence decides
         if verdict is None:
             return
-        if verdict.probability is not None:
-            utterance.timeline.notes["end_of_turn_probability"] = round(verdict.probability, 3)
+        self._note_verdict(utterance, verdict)
         if self._tracker.speculative is not utterance:
             return  # the user went on, or the turn already ended
-        event = self._detection.apply(verdict, self.clock.now())
+        now = self.clock.now()
+        signals = verdict.signals
+        speech_end = utterance.timeline.marks.get(Mark.SPEECH_END, now)
+        self.emit(
+            PauseJudged(
+                utterance.turn_id,
+                ending=verdict.end_now,
+                waiting=verdict.unfinished,
+                wait_ms=verdict.wait_ms,
+                silence_ms=round((now - speech_end) * 1000.0),
+                sound=verdict.probability,
+                reading=signals.reading if signals is not None else None,
+                trailing=signals.trailing if signals is not None else False,
+                text=signals.text if signals is not None else None,
+                reading_ms=signals.reading_ms if signals is not None else None,
+                at=now,
+            )
+        )
+        event = self._detection.apply(verdict, now)
         if event is not None:
             self._on_turn_event(event, explicit=False)
 
+    @staticmethod
+    def _note_verdict(utterance: Utterance, verdict: PauseVerdict) -> None:
+        """Keep what the judge found in the turn's timeline notes."""
+        notes = utterance.timeline.notes
+        if verdict.probability is not None:
+            notes["end_of_turn_probability"] = round(verdict.probability, 3)
+        signals = verdict.signals
+        if signals is not None and signals.reading is not None:
+            notes["end_of_turn_reading"] = round(signals.reading, 3)
+        if signals is not None and signals.trailing:
+            notes["end_of_turn_trailing"] = True
+        if verdict.wait_ms is not None:
+            notes["end_of_turn_wait_ms"] = round(verdict.wait_ms)
+
     # ---------------------------------------------------------------------------- transcripts
 
-    def _finalize(self, utterance: Utterance, known: str | None = None) -> None:
+    def _finalize(
+        self, utterance: Utterance, known: str | None = None
+    ) -> asyncio.Future[str | None]:
+        """Ask for the utterance's final transcript. The future returned gets the turn's words
+        so far (carried-over words first) as soon as it comes, None if it does not."""
         waiter = self._transcription.expect_final()
-        self._spawn(self._finish_utterance(utterance, waiter, known), "final-transcript")
+        words: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._spawn(self._finish_utterance(utterance, waiter, known, words), "final-transcript")
+        return words
 
     async def _finish_utterance(
-        self, utterance: Utterance, waiter: asyncio.Future[str], known: str | None
+        self,
+        utterance: Utterance,
+        waiter: asyncio.Future[str],
+        known: str | None,
+        words: asyncio.Future[str | None],
     ) -> None:
         try:
             text = await self._transcription.wait_final(waiter, known)
         except Exception as exc:
+            if not words.done():
+                words.set_result(None)
             self._tracker.on_final_failed(utterance)
             said = str(exc).strip().rstrip(".")
             message = (
@@ -571,6 +645,8 @@ class Session:
             self._sync()
             return
         utterance.timeline.mark("stt_final")
+        if not words.done():
+            words.set_result(self._prefill_text(text))
         match self._tracker.on_final(utterance, text):
             case CarryOver(carried):
                 # The user went on talking: these words open the next utterance's transcript.
@@ -730,6 +806,13 @@ class Session:
         chime: SpeechChunk | None = None,
         announcement: bool = False,
     ) -> None:
+        """Start the reply to ``user_text`` (``held``: prepared, not heard until released).
+
+        While the end-of-turn judge still weighs this turn's pause, the reply's request goes to
+        the language model once the judge has had its answer (a local server answers one
+        request at a time, and the judge's is the short one).
+        """
+        after = self._judging.get(turn_id)
         previous = self._reply
         if previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
@@ -740,6 +823,8 @@ class Session:
 
         async def context() -> list[Message]:
             await self._recorder.drain()  # the previous turn is part of the context
+            if after is not None and not after.done():
+                await asyncio.wait({after})
             prompt = system_prompt(self.settings.system_prompt, language)
             return conversation.context(
                 prompt, self.settings.context_tokens, pending_user=user_text

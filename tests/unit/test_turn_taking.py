@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 from assistant.clock import ManualClock
@@ -27,7 +26,7 @@ from assistant.events import (
 )
 from assistant.session import Session
 from assistant.tools import default_tools
-from tests.scenario import T0, Do, Key, Speech, Stage
+from tests.scenario import T0, Do, Key, ScriptedTurnModel, Speech, Stage
 
 #: Marks are taken on 32 ms frames: allow a frame and a half either way.
 FRAME_TOLERANCE_MS = 48
@@ -40,16 +39,6 @@ LONG_REPLY = (
 
 def long_llm(**kw: object) -> FakeLLM:
     return FakeLLM(reply=lambda _r: LONG_REPLY, ttft=0.05, tokens_per_second=200, **kw)  # type: ignore[arg-type]
-
-
-class ScriptedTurnModel:
-    def __init__(self, probability: float) -> None:
-        self.probability = probability
-        self.calls: list[int] = []
-
-    def end_probability(self, pcm16k: np.ndarray) -> float:
-        self.calls.append(len(pcm16k))
-        return self.probability
 
 
 async def test_ptt_turn_runs_through_every_state(tmp_path) -> None:
@@ -335,8 +324,9 @@ async def test_finished_sounding_words_end_the_turn_without_waiting(tmp_path) ->
     assert model.calls
     notes = turn.timeline["notes"]
     assert notes["end_of_turn_probability"] == 0.95
-    # Ended at the 200 ms pause, long before the 900 ms silence.
-    assert notes["endpoint_ms"] == pytest.approx(200, abs=FRAME_TOLERANCE_MS)
+    # Ended once the words were in (the 200 ms pause + the recognizer's 50 ms), long before
+    # the 900 ms silence.
+    assert notes["endpoint_ms"] == pytest.approx(250, abs=FRAME_TOLERANCE_MS)
     assert turn.timeline["marks_ms"]["playback_start"] < 400
 
 

@@ -83,6 +83,15 @@ class OpenAIChatLLM:
     async def warm_up(self) -> None:
         """Nothing to load: the first request opens the connection."""
 
+    async def post_json(self, url: str, body: dict[str, Any]) -> object:
+        """POST ``body`` to ``url`` (absolute, or relative to the base URL) with this client's
+        connection and key, and return the decoded answer: a server's own endpoints beside
+        the OpenAI ones (llama-server's ``/completion``). Failures raise ``EngineError``."""
+        try:
+            return await self._client.post(url, body=body, cast_to=object)
+        except openai.APIError as err:
+            raise self._map_error(err) from None
+
     async def aclose(self) -> None:
         await self._client.close()
 
