@@ -98,8 +98,10 @@ class VadSettings:
 class InterruptionSettings:
     enabled: bool = True
     #: User speech while the assistant talks pauses playback at once; it becomes a real
-    #: interruption once it lasts this long or the transcript holds words.
-    min_duration_ms: int = 500
+    #: interruption once it lasts this long or the transcript holds words. Longer than a
+    #: backchannel ("genau", "uh-huh" last 0.4-0.7 s), which the recognizer would otherwise not
+    #: have transcribed yet when the rule fired: a real request has words by then.
+    min_duration_ms: int = 800
     #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
     resume_timeout_ms: int = 1200
     #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn
