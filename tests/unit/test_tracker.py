@@ -76,9 +76,10 @@ def test_hands_free_speech_over_a_reply_is_tentative_until_it_lasts() -> None:
     assert isinstance(begin, Begin) and not begin.prefill
     assert isinstance(pause, TentativeBargeIn)
     assert w.tracker.phase is Phase.TENTATIVE
-    w.tracker.on_speech(10.3)
-    assert w.tracker.check_tentative() == []  # 300 ms < 500 ms
-    w.tracker.on_speech(10.5)
+    lasts = w.tracker.settings.interruption.min_duration_ms / 1000
+    w.tracker.on_speech(10.0 + lasts - 0.2)
+    assert w.tracker.check_tentative() == []  # shorter than a real interruption
+    w.tracker.on_speech(10.0 + lasts)
     assert w.tracker.check_tentative() == [ConfirmBargeIn()]
     assert w.tracker.phase is Phase.SPEAKING
 
