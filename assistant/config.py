@@ -76,6 +76,14 @@ class VadSettings:
 
 
 @dataclass(slots=True)
+class PushToTalkSettings:
+    #: While the talk key is still held, a pause this long after speech gets the words
+    #: transcribed and the reply prepared (held back); releasing the key then plays it at once
+    #: if nothing was said since, otherwise the words decide again. 0 = off.
+    speculative_silence_ms: int = 150
+
+
+@dataclass(slots=True)
 class InterruptionSettings:
     enabled: bool = True
     #: User speech while the assistant talks pauses playback at once; it becomes a real
@@ -103,6 +111,7 @@ class Settings:
     voice: str = ""
     turn_mode: TurnMode = "ptt"
     vad: VadSettings = field(default_factory=VadSettings)
+    push_to_talk: PushToTalkSettings = field(default_factory=PushToTalkSettings)
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
     budgets: Budgets = field(default_factory=Budgets)
     input_device: str = ""

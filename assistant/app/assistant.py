@@ -361,6 +361,8 @@ class Assistant:
         """The one place a Session is built."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
+        # Push-to-talk listens for pauses too when it prepares replies while the key is held.
+        voice_activity = hands_free or self._settings.push_to_talk.speculative_silence_ms > 0
         return Session(
             stt=engines.stt,
             llm=engines.llm,
@@ -368,7 +370,7 @@ class Assistant:
             player=player,
             conversation=self._conversation,
             settings=self._settings,
-            vad=self._vad_factory(self._settings) if hands_free else None,
+            vad=self._vad_factory(self._settings) if voice_activity else None,
             tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
         )

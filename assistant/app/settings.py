@@ -34,6 +34,7 @@ def _session_key(s: Settings) -> tuple[object, ...]:
     return (
         s.output_device,
         s.vad,
+        s.push_to_talk,
         s.interruption,
         s.budgets,
         s.system_prompt,

@@ -65,19 +65,22 @@ from assistant.session.tracker import (
     ConfirmBargeIn,
     Decision,
     Dismiss,
+    DropPreview,
     DropUtterance,
     FalseInterruption,
     JudgeInterjection,
     Phase,
+    Preview,
     Speculate,
     StopCommand,
     TentativeBargeIn,
     UserTurnTracker,
     Utterance,
     Withdraw,
+    same_words,
 )
 from assistant.session.transcription import Transcription
-from assistant.timeline import Timeline
+from assistant.timeline import REPLY_MARKS, Timeline
 from assistant.tools import ToolRegistry
 from assistant.turns import (
     EndOfTurnModel,
@@ -175,6 +178,10 @@ class Session:
         self._detection = self._make_detection(self.settings.turn_mode)
         self._preroll: deque[AudioFrame] = deque()
         self._reply: Reply | None = None
+        #: Push-to-talk: the preview of the open utterance's words, asked for at a pause.
+        self._preview: tuple[Utterance, asyncio.Future[str | None]] | None = None
+        #: Replies prepared speculatively and thrown away since a reply last went ahead.
+        self._dropped_speculations = 0
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -263,6 +270,7 @@ class Session:
         self._listening = False
         replies = [r for r in (self._reply, *self._finishing) if r is not None]
         self.interrupt(reason="closing")
+        self._cancel_preview()
         self._prefiller.cancel()
         self._cancel_resume()
         tasks = [*self._tasks]
@@ -353,7 +361,8 @@ class Session:
 
     def _preroll_frames(self) -> int:
         vad = self.settings.vad
-        ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.needs_vad else 0)
+        # Hands-free starts a turn only after min_speech_ms of speech: keep that audio too.
+        ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.mode == "vad" else 0)
         return max(1, round(ms / 1000 * 16_000 / FRAME_SAMPLES))
 
     async def _push_audio(self, utterance: Utterance, frame: AudioFrame) -> None:
@@ -425,7 +434,12 @@ class Session:
                     if not speculative:
                         self._finalize(utterance, transcript)
                     elif self._reply is not None and self._reply.turn_id == utterance.turn_id:
-                        self._reply.release()
+                        self._go_ahead(self._reply)
+                case Preview(utterance):
+                    self._start_preview(utterance)
+                case DropPreview(utterance):
+                    self._cancel_preview()
+                    self._drop_speculative(utterance.turn_id)
                 case DropUtterance():
                     pass
             self._sync()
@@ -460,14 +474,22 @@ class Session:
     # ---------------------------------------------------------------------------- transcripts
 
     def _finalize(self, utterance: Utterance, known: str | None = None) -> None:
+        preview = self._take_preview(utterance)
+        reusable = known is None and utterance.quiet_since_preview
+        if preview is not None and reusable and self._transcription.can_checkpoint:
+            # Nothing was said since the preview (push-to-talk): it is the final transcript,
+            # so the recognizer does not decode the same words again.
+            self._spawn(self._finish_utterance(utterance, preview), "final-transcript")
+            return
         waiter = self._transcription.expect_final()
-        self._spawn(self._finish_utterance(utterance, waiter, known), "final-transcript")
+        final = self._transcription.wait_final(waiter, known)
+        self._spawn(self._finish_utterance(utterance, final), "final-transcript")
 
-    async def _finish_utterance(
-        self, utterance: Utterance, waiter: asyncio.Future[str], known: str | None
-    ) -> None:
+    async def _finish_utterance(self, utterance: Utterance, final: Awaitable[str | None]) -> None:
         try:
-            text = await self._transcription.wait_final(waiter, known)
+            text = await final
+            if text is None:
+                raise EngineError("no transcript")
         except Exception as exc:
             self._tracker.on_final_failed(utterance)
             message = (
@@ -514,6 +536,68 @@ class Session:
     def _on_engine_endpoint(self, text: str) -> None:
         self._apply(self._tracker.engine_ended_turn(text))
 
+    # --------------------------------------------------------------- push-to-talk speculation
+
+    def _start_preview(self, utterance: Utterance) -> None:
+        """A pause with the talk key held: transcribe the words so far, and answer them held."""
+        self._cancel_preview()
+        preview: asyncio.Future[str | None] = asyncio.ensure_future(
+            self._transcription.checkpoint()
+        )
+        self._preview = (utterance, preview)
+        self._spawn(self._speculate(utterance, preview), "preview")
+
+    async def _speculate(self, utterance: Utterance, preview: asyncio.Future[str | None]) -> None:
+        try:
+            text = await asyncio.shield(preview)
+        except asyncio.CancelledError:
+            if not preview.cancelled():
+                raise
+            return
+        except Exception as exc:
+            log.info("preview transcript failed: %s", exc)
+            return
+        if text is None:  # the recognizer cannot tell yet: its latest partial will do
+            text = utterance.partial
+        current = self._preview is not None and self._preview[1] is preview
+        if not current or self._tracker.utterance is not utterance or not text.strip():
+            return  # dropped, or the key was released meanwhile (the final takes it from here)
+        text = self._tracker.preview_text(text)
+        self._start_reply(utterance.turn_id, text, utterance.timeline, held=True)
+
+    def _take_preview(self, utterance: Utterance) -> asyncio.Future[str | None] | None:
+        """The preview of ``utterance`` (no longer cancellable by a new one), if any."""
+        if self._preview is None or self._preview[0] is not utterance:
+            return None
+        preview = self._preview[1]
+        self._preview = None
+        return preview
+
+    def _cancel_preview(self) -> None:
+        if self._preview is not None:
+            self._preview[1].cancel()
+            self._preview = None
+
+    def _drop_speculative(self, turn_id: int) -> None:
+        """Withdraw the reply prepared ahead for ``turn_id``, if any; the turn goes on."""
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id and reply.held:
+            reply.withdraw()
+            self._reply = None
+            self._dropped_speculations += 1
+            log.info("turn %d: the reply prepared ahead was dropped", turn_id)
+
+    def _go_ahead(self, reply: Reply) -> None:
+        """A reply prepared ahead may be heard now: the turn really ended with these words."""
+        reply.timeline.notes["speculation"] = "used"
+        self._note_dropped(reply.timeline)
+        reply.release()
+
+    def _note_dropped(self, timeline: Timeline) -> None:
+        if self._dropped_speculations:
+            timeline.notes["speculations_dropped"] = self._dropped_speculations
+            self._dropped_speculations = 0
+
     # ----------------------------------------------------------------------------- prefill
 
     def _prefill_text(self, partial: str) -> str:
@@ -551,8 +635,20 @@ class Session:
         self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
     ) -> None:
         previous = self._reply
-        if previous is not None and not previous.finished:
+        if previous is not None and previous.turn_id == turn_id and previous.held:
+            # Prepared ahead for this turn (push-to-talk): kept if it answers the same words.
+            if same_words(previous.user_text, user_text):
+                previous.user_text = user_text
+                if not held:
+                    self._go_ahead(previous)
+                self._sync()
+                return
+            self._drop_speculative(turn_id)
+        elif previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
+        timeline.forget(*REPLY_MARKS)  # a reply dropped before this one may have set them
+        if not held:
+            self._note_dropped(timeline)
         conversation = self._conversation
 
         async def context() -> list[Message]:
@@ -618,6 +714,8 @@ class Session:
         if reason == "barge_in" and reply.withdrawable:
             # Nothing was heard yet: the user was not done talking. Their words carry over to
             # the next turn instead of being answered separately.
+            if reply.held:
+                self._dropped_speculations += 1
             reply.withdraw()
             self._reply = None
             self._tracker.carry(reply.user_text)
