@@ -54,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=("overhead", "latency"), help="what to measure")
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
+    bench.add_argument(
+        "--compare",
+        action="store_true",
+        help="latency: the speed levers off and on, turn by turn, with ratios",
+    )
+    bench.add_argument(
+        "--ablate",
+        action="append",
+        metavar="LEVER",
+        help="latency: also run without this speed lever (repeatable)",
+    )
+    bench.add_argument(
+        "--curve",
+        metavar="DIAL=V1,V2",
+        help="latency: hands-free turns over the values of one setting, "
+        "e.g. vad.smart_turn_end=0.6,0.7,0.8",
+    )
     voices = sub.add_parser("voices", help="list the offline languages and voices")
     voices.add_argument("--language", help=LANG_HELP)
     sub.add_parser("gui", help="open the desktop app (the default)")
@@ -76,7 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from assistant.bench import run_bench
 
-            return run_bench(args.which, turns=args.turns, quick=args.quick)
+            return run_bench(
+                args.which,
+                turns=args.turns,
+                quick=args.quick,
+                compare=args.compare,
+                ablate=args.ablate,
+                curve=args.curve,
+            )
         if args.command == "voices":
             return _voices(args.language)
         return _gui()

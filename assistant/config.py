@@ -119,6 +119,9 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Rough token budget of the context sent to the LLM (system prompt included).
     context_tokens: int = 3000
+    #: Start speaking with a reply's first short phrase ("A spider | has eight legs.") rather
+    #: than its first clause or sentence: sooner, with a small seam in the intonation.
+    quick_first_phrase: bool = True
     local_llm_model: str = "qwen2.5-coder-1.5b"
     hotkey: str = "Space"
     global_hotkey: bool = False

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assistant.app import Assistant, EngineSet
-from assistant.audio.capture import WavSource
+from assistant.audio.capture import AudioSource, WavSource
 from assistant.audio.player import VirtualPlayer
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.config import Settings, atomic_write_bytes
@@ -100,15 +100,20 @@ async def run_talk(
     history_dir: Path | None = None,
     on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
+    source: AudioSource | None = None,
+    player: VirtualPlayer | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
     ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
     settings' engines are built here, and a missing file or unknown engine raises at once.
+    ``source`` replaces the file as the microphone, ``player`` the virtual speaker (benchmarks
+    that speak on cue or watch the output).
     """
-    source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
+    if source is None:
+        source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
     engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
-    player = VirtualPlayer(pace=pace)
+    player = player or VirtualPlayer(pace=pace)
     result = TalkResult()
     with contextlib.ExitStack() as stack:
         if history_dir is None:

@@ -39,6 +39,7 @@ def _session_key(s: Settings) -> tuple[object, ...]:
         s.budgets,
         s.system_prompt,
         s.context_tokens,
+        s.quick_first_phrase,
         s.voice,
     )
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 
-def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
+def run_bench(
+    which: str,
+    *,
+    turns: int = 200,
+    quick: bool = False,
+    compare: bool = False,
+    ablate: list[str] | None = None,
+    curve: str | None = None,
+) -> int:
     import sys
 
     from assistant.cli import AUDIO_SWITCH_INTERVAL
@@ -16,5 +24,5 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False) -> int:
     if which == "latency":
         from assistant.bench.latency import main as latency
 
-        return latency(quick=quick)
+        return latency(quick=quick, compare=compare, ablate=ablate, curve=curve)
     raise ValueError(f"unknown benchmark {which!r}")

@@ -49,14 +49,16 @@ async def generate(
     before_tools: Callable[[], Awaitable[object]],
     hurry: Callable[[], bool],
     on_tool: Callable[[ToolRecord], None],
+    splitter: TextSplitter | None = None,
 ) -> AsyncIterator[str]:
     """Speakable pieces of the reply to ``messages``, in order.
 
     ``before_tools`` is awaited before any tool runs (a reply prepared speculatively must not act
     before the user has really finished). ``hurry()`` asks the splitter to release the next
     clause early (playback is about to run dry). ``on_tool`` hears of each finished call.
+    ``splitter`` cuts the text (default: first clause, then sentences).
     """
-    splitter = TextSplitter()
+    splitter = splitter or TextSplitter()
     specs = tools.specs if tools is not None else []
     for _round in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}

@@ -45,6 +45,7 @@ from assistant.history import Conversation, ToolRecord, TurnRecord
 from assistant.scheduling import cpu_priority
 from assistant.session.generate import Generation, generate
 from assistant.spoken import SpokenText
+from assistant.text import TextSplitter, phrase_starts
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
 
@@ -227,6 +228,7 @@ class Reply:
                 before_tools=self._released.wait,
                 hurry=self._hurry,
                 on_tool=self._tool_ran,
+                splitter=self._splitter(),
             )
             async with closing_stream(stream):
                 async for piece in stream:
@@ -279,6 +281,15 @@ class Reply:
         position, cut = await self._played
         # A cut the session did not ask for (the device was lost) still shortens what was heard.
         self._finish(interrupted=cut, position=position if cut else None)
+
+    def _splitter(self) -> TextSplitter:
+        settings = self._settings
+        if not settings.quick_first_phrase:
+            return TextSplitter()
+        # Two words before a comma are enough too ("Yes, sir,"): the voice starts sooner.
+        return TextSplitter(
+            min_first_clause_words=2, phrase_starts=phrase_starts(settings.language)
+        )
 
     def _hurry(self) -> bool:
         queued = self.spoken.audio_seconds - self._player.position
