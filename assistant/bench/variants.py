@@ -24,6 +24,8 @@ class Levers:
     ptt_speculation: bool = True
     #: Start speaking with the first short phrase instead of the first clause or sentence.
     first_phrase: bool = True
+    #: The language model generates with one thread on two cores (its prompt is read with two).
+    llm_one_thread: bool = True
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -60,6 +62,8 @@ class Variant:
         return {}
 
     def llm_options(self) -> dict[str, Any]:
+        if not self.levers.llm_one_thread:
+            return {"threads": 2, "threads_batch": 2}
         return {}
 
     def tts_options(self) -> dict[str, Any]:

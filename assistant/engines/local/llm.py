@@ -51,14 +51,15 @@ def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
 def default_threads() -> tuple[int, int]:
     """(generation threads, prompt threads) for this machine.
 
-    Measured on 2 cores with `parley bench latency`: generating with both cores halved the wait
-    for the first speakable clause (p50 895 → 512 ms push-to-talk) with no output underruns,
-    because speech recognition is done by then and synthesis runs in short bursts. Larger
-    machines leave half their cores to the speech engines.
+    On 2 cores the prompt is read with both (nothing else runs then), but tokens are generated
+    with one: every token makes llama.cpp's threads meet at a barrier many times, and once the
+    voice (or any other program) takes a core, two threads wait for each other at each of them.
+    Measured turn by turn on a busy 2-core machine: 1–3 tokens/s with two threads, 7–12 with
+    one. Larger machines leave half their cores to the speech engines.
     """
     cores = os.cpu_count() or 1
     if cores <= 2:
-        return cores, cores
+        return 1, cores
     half = min(8, cores // 2)
     return half, half
 
