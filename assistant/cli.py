@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="latency: hands-free turns over the values of one setting, "
         "e.g. vad.smart_turn_end=0.6,0.7,0.8",
     )
+    bench.add_argument(
+        "--repeat", type=int, default=1, help="latency: run every utterance this many times"
+    )
     voices = sub.add_parser("voices", help="list the offline languages and voices")
     voices.add_argument("--language", help=LANG_HELP)
     sub.add_parser("gui", help="open the desktop app (the default)")
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 compare=args.compare,
                 ablate=args.ablate,
                 curve=args.curve,
+                repeat=args.repeat,
             )
         if args.command == "voices":
             return _voices(args.language)

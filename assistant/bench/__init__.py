@@ -11,6 +11,7 @@ def run_bench(
     compare: bool = False,
     ablate: list[str] | None = None,
     curve: str | None = None,
+    repeat: int = 1,
 ) -> int:
     import sys
 
@@ -24,5 +25,5 @@ def run_bench(
     if which == "latency":
         from assistant.bench.latency import main as latency
 
-        return latency(quick=quick, compare=compare, ablate=ablate, curve=curve)
+        return latency(quick=quick, compare=compare, ablate=ablate, curve=curve, repeat=repeat)
     raise ValueError(f"unknown benchmark {which!r}")

@@ -10,6 +10,7 @@ parser.add_argument("--quick", action="store_true")
 parser.add_argument("--compare", action="store_true")
 parser.add_argument("--ablate", action="append", metavar="LEVER")
 parser.add_argument("--curve", metavar="DIAL=V1,V2")
+parser.add_argument("--repeat", type=int, default=1)
 args = parser.parse_args()
 sys.exit(
     run_bench(
@@ -19,5 +20,6 @@ sys.exit(
         compare=args.compare,
         ablate=args.ablate,
         curve=args.curve,
+        repeat=args.repeat,
     )
 )

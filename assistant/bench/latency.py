@@ -147,6 +147,8 @@ class Plan:
     quick: bool = False
     #: Measure cold start, barge-in and reply intelligibility (not for a dial curve).
     extras: bool = True
+    #: Times each utterance is run per mode and mix (more samples on a noisy machine).
+    repeat: int = 1
 
 
 async def run(plan: Plan) -> int:
@@ -155,7 +157,9 @@ async def run(plan: Plan) -> int:
         questions = quick_set() if plan.quick else QUESTIONS
         print("speaking the questions…", flush=True)
         utterances = await synthesize(directory, questions) + real_recordings(plan.quick)
-        long_answer, barge_in = await synthesize(directory, (LONG_ANSWER, BARGE_IN), lead=0.0)
+        long_answer, barge_in = await synthesize(
+            directory, (LONG_ANSWER, BARGE_IN), lead=0.0, prefix="barge-in-"
+        )
         vad = make_vad(Settings())
         engines = build_engines(plan.variants)
         results = {v.name: VariantResult(v) for v in plan.variants}
@@ -174,7 +178,7 @@ async def run(plan: Plan) -> int:
                         print(f"parley bench latency: {problems[0]}", flush=True)
                         return 1
                 monitor.start()
-                for utt in utterances:
+                for utt in [u for _ in range(plan.repeat) for u in utterances]:
                     for mode in plan.modes:
                         for v in plan.variants:
                             out = results[v.name].modes.setdefault(mode, ModeResult())
@@ -478,18 +482,29 @@ def _describe(variant: Variant) -> str:
     return "without " + ", ".join(off)
 
 
-def plan_for(*, quick: bool, compare: bool, ablate: list[str] | None, curve: str | None) -> Plan:
+def plan_for(
+    *,
+    quick: bool,
+    compare: bool,
+    ablate: list[str] | None,
+    curve: str | None,
+    repeat: int = 1,
+) -> Plan:
     """The mixes a command line asks for (see the module docstring)."""
+    if repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {repeat}")
     if curve:
         path, values = parse_curve(curve)
         variants = [Variant(f"{path}={v}", AFTER, ((path, v),)) for v in values]
-        return Plan(variants, modes=("vad",), quick=quick, extras=False)
+        # A push-to-talk dial is measured push-to-talk, any other hands-free.
+        modes: tuple[Mode, ...] = ("ptt",) if path.startswith("push_to_talk.") else ("vad",)
+        return Plan(variants, modes=modes, quick=quick, extras=False, repeat=repeat)
     variants = [Variant("after", AFTER)]
     if compare:
         variants.insert(0, Variant("before", BEFORE))
     for lever in ablate or []:
         variants.append(Variant(f"no-{lever}", AFTER.without(lever)))
-    return Plan(variants, quick=quick)
+    return Plan(variants, quick=quick, repeat=repeat)
 
 
 def main(
@@ -498,9 +513,10 @@ def main(
     compare: bool = False,
     ablate: list[str] | None = None,
     curve: str | None = None,
+    repeat: int = 1,
 ) -> int:
     try:
-        plan = plan_for(quick=quick, compare=compare, ablate=ablate, curve=curve)
+        plan = plan_for(quick=quick, compare=compare, ablate=ablate, curve=curve, repeat=repeat)
     except ValueError as exc:
         print(f"parley bench latency: {exc}", flush=True)
         return 2

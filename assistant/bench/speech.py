@@ -83,9 +83,14 @@ def quick_set(questions: tuple[Question, ...] = QUESTIONS) -> tuple[Question, ..
 
 
 async def synthesize(
-    directory: Path, questions: tuple[Question, ...], *, lead: float = LEAD_SILENCE
+    directory: Path,
+    questions: tuple[Question, ...],
+    *,
+    lead: float = LEAD_SILENCE,
+    prefix: str = "",
 ) -> list[Utterance]:
-    """The questions spoken by the offline voices, as 16 kHz WAVs in ``directory``."""
+    """The questions spoken by the offline voices, as 16 kHz WAVs in ``directory`` (named
+    ``{prefix}{language}-{index}.wav``)."""
     from assistant.engines.local.tts import LocalTTS
 
     tts = LocalTTS()
@@ -101,7 +106,7 @@ async def synthesize(
             pcm = resample(np.concatenate([c.pcm for c in chunks]), rate, 16_000)
             before = np.zeros(int(lead * 16_000), np.int16)
             after = np.zeros(int(TAIL_SILENCE * 16_000), np.int16)
-            wav = directory / f"{question.language}-{i}.wav"
+            wav = directory / f"{prefix}{question.language}-{i}.wav"
             write_wav(wav, np.concatenate([before, pcm, after]), 16_000)
             out.append(Utterance(wav, question.language, question.text, False, question.expected))
     finally:
