@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from assistant import __version__
 from assistant.config import SettingsError, load_settings
 
 LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
@@ -43,15 +44,28 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--history", type=Path, help="conversation directory to use (default: a temporary one)"
     )
+    p.add_argument(
+        "--echo",
+        metavar="DELAY_MS[:GAIN_DB]",
+        help="play in a software room: the assistant's own voice comes back into the "
+        "microphone at this delay and gain (default -6 dB) with a little reverb, as on a "
+        "laptop's speakers (needs --pace realtime)",
+    )
+    p.add_argument(
+        "--aec",
+        choices=("on", "off"),
+        help="echo cancellation on or off (default from settings: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Parley, a voice assistant.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("which", choices=("overhead", "latency"), help="what to measure")
+    bench.add_argument("which", choices=("overhead", "latency", "echo"), help="what to measure")
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.add_argument(
@@ -138,6 +152,18 @@ def _talk(args: argparse.Namespace) -> int:
             setattr(settings, key, value)
     if args.turns:
         settings.turn_mode = args.turns
+    if args.aec:
+        settings.echo_cancellation = args.aec
+    echo = None
+    if args.echo is not None:
+        from assistant.audio.room import EchoPath
+
+        try:
+            echo = EchoPath.parse(args.echo)
+        except ValueError as exc:
+            return _fail(str(exc))
+        if args.pace != "realtime":
+            return _fail("--echo needs --pace realtime: a room plays in real time")
     if not args.input.exists():
         return _fail(f"{args.input}: no such file")
 
@@ -155,6 +181,7 @@ def _talk(args: argparse.Namespace) -> int:
                 pace=args.pace,
                 history_dir=args.history,
                 on_event=show,
+                echo=echo,
             )
         )
     except (WavError, EngineError, UnknownEngineError, TalkError, OSError) as exc:

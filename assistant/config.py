@@ -32,6 +32,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 TurnMode = Literal["ptt", "vad"]
+EchoCancellation = Literal["on", "auto", "off"]
 
 #: Documented default endpoint of each provider. ``PARLEY_<PROVIDER>_URL`` overrides any of them.
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -91,6 +92,10 @@ class InterruptionSettings:
     min_duration_ms: int = 500
     #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
     resume_timeout_ms: int = 1200
+    #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn
+    #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
+    #: proves to be a noise resumes when it ends.
+    pause_after_ms: int = 32
 
 
 @dataclass(slots=True)
@@ -116,6 +121,12 @@ class Settings:
     budgets: Budgets = field(default_factory=Budgets)
     input_device: str = ""
     output_device: str = ""
+    #: Cancel the assistant's own voice from the microphone: "auto" does unless the output
+    #: device looks like a headset (then there is no echo to cancel).
+    echo_cancellation: EchoCancellation = "auto"
+    #: Suppress steady background noise in the microphone (fans, hum). Off by default: the
+    #: recognizer copes with noise, and in double talk suppression costs it words.
+    noise_suppression: bool = False
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Rough token budget of the context sent to the LLM (system prompt included).
     context_tokens: int = 3000

@@ -224,7 +224,31 @@ class SettingsApplied:
     at: float = field(default_factory=_now)
 
 
+@dataclass(frozen=True, slots=True)
+class EchoStatus:
+    """What the microphone's audio processing does now.
+
+    ``cancelling``: the assistant's voice is cancelled from the microphone (echo
+    cancellation runs and its far end is the speaker). ``settled``: its echo return loss is
+    known (until then, talking over a reply needs words). ``noise_suppression``: background
+    noise is suppressed. ``detail``: one line for a tooltip (why it is off, or how well it
+    works).
+    """
+
+    cancelling: bool
+    settled: bool
+    noise_suppression: bool
+    detail: str = ""
+    at: float = field(default_factory=_now)
+
+
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
 AppEvent = (
-    SessionEvent | Ready | AudioStatus | ConversationLoaded | TurnModeChanged | SettingsApplied
+    SessionEvent
+    | Ready
+    | AudioStatus
+    | ConversationLoaded
+    | TurnModeChanged
+    | SettingsApplied
+    | EchoStatus
 )

@@ -3,13 +3,20 @@
 ``parley talk`` over ``Assistant``, with the file as its microphone and a virtual player as its
 speaker; also used by benchmarks and end-to-end tests. In push-to-talk mode the talk key is held
 over the whole file; in hands-free mode voice activity finds the turns in it.
+
+With ``echo`` (``--echo DELAY_MS[:GAIN_DB]``) the devices are a ``SoftwareRoom`` instead: the
+file is said into the room, and the assistant's own voice comes back into the microphone at that
+delay and gain with a little reverberation, as on a laptop's speakers, through the same
+device code (timestamps, far-end tap, echo canceller) as a sound card.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +24,10 @@ from typing import Any, Literal
 
 from assistant.app import Assistant, EngineSet
 from assistant.audio.capture import AudioSource, WavSource
-from assistant.audio.player import VirtualPlayer
+from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
+from assistant.audio.room import EchoPath, RoomMicrophone, SoftwareRoom
 from assistant.audio.vad import VoiceActivityDetector
+from assistant.audio.wav import read_wav, resample, to_int16, write_wav
 from assistant.config import Settings, atomic_write_bytes
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.events import (
@@ -31,6 +40,8 @@ from assistant.events import (
 )
 from assistant.history import TurnRecord
 from assistant.session import EndOfTurnModel
+from assistant.session.session import ECHO_TAIL
+from assistant.types import CAPTURE_RATE, PCM
 
 Pace = Literal["fast", "realtime"]
 
@@ -100,20 +111,34 @@ async def run_talk(
     history_dir: Path | None = None,
     on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
-    source: AudioSource | None = None,
-    player: VirtualPlayer | None = None,
+    echo: EchoPath | None = None,
+    microphone: AudioSource | None = None,
+    speaker: VirtualPlayer | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
     ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
     settings' engines are built here, and a missing file or unknown engine raises at once.
-    ``source`` replaces the file as the microphone, ``player`` the virtual speaker (benchmarks
-    that speak on cue or watch the output).
+    ``echo``: run in a software room with that echo path (real-time pace only).
+    ``microphone`` replaces the file as the microphone and ``speaker`` the virtual speaker
+    (benchmarks that speak on cue or watch the output; not with ``echo``).
     """
-    if source is None:
-        source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
+    if echo is not None and pace != "realtime":
+        raise TalkError("--echo needs --pace realtime: a room plays in real time")
     engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
-    player = player or VirtualPlayer(pace=pace)
+    room: SoftwareRoom | None = None
+    source: AudioSource
+    player: Player
+    if echo is None:
+        source = microphone or WavSource(
+            input_path, pace=pace, tail_silence=_tail_silence(settings)
+        )
+        player = speaker or VirtualPlayer(pace=pace)
+    else:
+        room = SoftwareRoom(echo)
+        source = RoomMicrophone(room, read_wav_16k(input_path))
+        player = DevicePlayer(samplerate=48_000, stream_factory=room.output_stream)
+        room.start()
     result = TalkResult()
     with contextlib.ExitStack() as stack:
         if history_dir is None:
@@ -144,7 +169,15 @@ async def run_talk(
         try:
             await app.start()
             await app.wait_ready()
-            if not result.errors:
+            if not result.errors and isinstance(source, RoomMicrophone):
+                # The microphone stays open while the assistant answers (its own voice comes
+                # back into it), and a little longer, for a phantom turn from the echo's tail.
+                ends = source.voice_ends_at + _tail_silence(settings)
+                await asyncio.sleep(max(0.0, ends - time.monotonic()))
+                await app.wait_idle(timeout=idle_timeout)
+                await asyncio.sleep(ECHO_TAIL)
+                await app.wait_idle(timeout=idle_timeout)
+            elif not result.errors:
                 await app.wait_input_ended()
                 await app.wait_idle(timeout=idle_timeout)
         except TimeoutError:
@@ -152,10 +185,23 @@ async def run_talk(
         finally:
             result.underruns = player.underruns
             await app.close()
+            if room is not None:
+                room.stop()
         if output_path is not None:
-            player.save_wav(str(output_path))
-            result.audio_seconds = len(player.recorded()) / player.rate
+            if isinstance(player, VirtualPlayer):
+                player.save_wav(str(output_path))
+                result.audio_seconds = len(player.recorded()) / player.rate
+            elif room is not None:
+                played = to_int16(room.played())
+                write_wav(str(output_path), played, CAPTURE_RATE)
+                result.audio_seconds = len(played) / CAPTURE_RATE
     return result
+
+
+def read_wav_16k(path: Path) -> PCM:
+    """A sound file as 16 kHz mono int16 (raises ``WavError``)."""
+    pcm, rate = read_wav(path)
+    return resample(pcm, rate, CAPTURE_RATE)
 
 
 def write_timeline(path: Path, result: TalkResult) -> None:

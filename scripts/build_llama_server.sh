@@ -17,7 +17,9 @@ set -euo pipefail
 VERSION="${LLAMA_CPP_PY_VERSION:-0.3.36}"
 CACHE_ROOT="${PARLEY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/parley}"
 PREFIX="$CACHE_ROOT/llama.cpp/$VERSION"
-BIN="$PREFIX/bin/llama-server"
+EXE=""
+case "$(uname -s)" in MINGW* | MSYS* | CYGWIN*) EXE=".exe" ;; esac
+BIN="$PREFIX/bin/llama-server$EXE"
 JOBS="${BUILD_JOBS:-2}"
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -33,7 +35,7 @@ fi
 mkdir -p "$PREFIX"
 # One build at a time per cache (a second caller waits, then finds the binary).
 exec 9>"$PREFIX/.build.lock"
-if ! flock -n 9; then
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
     log "another build is running; waiting for it"
     flock 9
 fi
@@ -84,8 +86,9 @@ fi
 # ---------------------------------------------------------------------------- configure
 # x86-64-v3 when the CPU has it (portable cache); otherwise tune for this CPU.
 cpu_flags=(-DGGML_NATIVE=ON)
-if [[ "$(uname -m)" == x86_64 ]] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo \
-    && grep -qw f16c /proc/cpuinfo; then
+# Where there is no /proc/cpuinfo (macOS) every supported x86-64 machine has that level.
+if [[ "$(uname -m)" == x86_64 ]] && { [[ ! -r /proc/cpuinfo ]] || { grep -qw avx2 /proc/cpuinfo \
+    && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; }; }; then
     cpu_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
         -DGGML_BMI2=ON -DGGML_AVX512=OFF)
 else
@@ -111,7 +114,7 @@ cmake --build "$BUILD" --config Release --target llama-server -j "$JOBS" \
     >"$PREFIX/cmake-build.log" 2>&1 \
     || { log "build failed; see $PREFIX/cmake-build.log"; exit 1; }
 
-built="$(find "$BUILD" -type f -name llama-server -perm -u+x | head -n 1)"
+built="$(find "$BUILD" -type f -name "llama-server$EXE" -perm -u+x | head -n 1)"
 [[ -n "$built" ]] || { log "build finished but no llama-server binary was found"; exit 1; }
 mkdir -p "$PREFIX/bin"
 install -m 0755 "$built" "$BIN.tmp"

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from assistant import config
+from assistant import config, logfile
 
 if TYPE_CHECKING:
     from assistant.app import Assistant
@@ -58,30 +58,22 @@ def display_problem(
 
 
 def log_file() -> Path:
-    return config.data_dir() / "logs" / "parley.log"
+    return logfile.log_path()
 
 
 def setup_logging() -> Path | None:
-    """Log to a rotating file in the data directory (where the banners point)."""
-    path = log_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
-        )
-    except OSError as exc:
-        log.warning("cannot write the log file %s: %s", path, exc)
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-        for other in root.handlers:  # the console keeps its own, quieter level
-            if other is not handler and other.level == logging.NOTSET:
-                other.setLevel(logging.WARNING)
-    return path
+    """Log to the rotating, secret-free log file (where the banners and Help → About point)."""
+    return logfile.start_file_log()
+
+
+def log_ready(ready: bool) -> None:
+    """Note in the log when Parley becomes ready to talk, and how long after launch."""
+    if not ready:
+        return
+    import psutil
+
+    since = time.time() - psutil.Process().create_time()
+    log.info("ready to talk, %.1f s after launch", since)
 
 
 def describe_unexpected(exc: BaseException, log_path: Path | None) -> str:
@@ -163,6 +155,9 @@ def run_app(
         return 1
     log_path = setup_logging()
     app = create_application(list(argv) if argv is not None else sys.argv)
+    from ui.gc import MainThreadCollector
+
+    collector = MainThreadCollector(app)  # Qt objects are only ever freed on the Qt thread
     try:
         return asyncio.run(
             _main(app, assistant_factory, log_path), loop_factory=lambda: qasync.QEventLoop(app)
@@ -175,6 +170,8 @@ def run_app(
             log.info("the application was asked to quit")
             return 0
         raise
+    finally:
+        collector.stop()
 
 
 def create_application(argv: list[str]) -> Any:
@@ -212,6 +209,7 @@ async def _main(
     from PySide6.QtCore import QObject, QTimer, Signal
 
     from assistant.app import Assistant
+    from assistant.events import Ready
     from ui.main_window import MainWindow
 
     class _Relay(QObject):
@@ -222,8 +220,9 @@ async def _main(
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(loop_exception_handler(relay.message.emit, log_path))
     assistant = assistant_factory() if assistant_factory is not None else Assistant()
+    assistant.events.subscribe(lambda e: log_ready(e.ready) if isinstance(e, Ready) else None)
     window = MainWindow(assistant)
-    relay.message.connect(lambda message: window.show_error(message, "app"))
+    relay.message.connect(lambda message: window.show_error(message))
     closed = asyncio.Event()
     window.closed.connect(closed.set)
     app.aboutToQuit.connect(closed.set)

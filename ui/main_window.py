@@ -35,6 +35,7 @@ from assistant.events import (
 from ui.banner import BannerArea
 from ui.bridge import Bridge
 from ui.conversation import ConversationView
+from ui.echo import EchoBadge
 from ui.hotkeys import GlobalHotkey, HoldToTalkFilter, hotkey_label
 from ui.indicators import LevelMeter, StateIndicator
 from ui.resources import icon
@@ -138,6 +139,9 @@ class MainWindow(QMainWindow):
         row.addWidget(mic)
         self.meter = LevelMeter()
         row.addWidget(self.meter, 0, Qt.AlignmentFlag.AlignVCenter)
+        row.addSpacing(8)
+        self.echo_badge = EchoBadge()
+        row.addWidget(self.echo_badge)
         row.addStretch(1)
         self.new_button = QPushButton(" New conversation")
         self.new_button.setIcon(icon("new"))
@@ -223,7 +227,7 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------------------------- wiring
 
     def _wire(self) -> None:
-        for view in (self.conversation, self.timeline, self.meter):
+        for view in (self.conversation, self.timeline, self.meter, self.echo_badge):
             self.bridge.occurred.connect(view.on_event)
         self.bridge.occurred.connect(self.on_event)
         a = self.assistant

@@ -44,6 +44,7 @@ from assistant.config import DEFAULT_ENDPOINTS, DEFAULT_SYSTEM_PROMPT, ProviderS
 from assistant.engines.base import Voice
 from assistant.engines.registry import LLM_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
+from ui.echo import EchoSettings
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
 from ui.resources import icon
 
@@ -391,6 +392,8 @@ class SettingsDialog(QDialog):
         row.addWidget(refresh)
         row.addStretch(1)
         layout.addLayout(row)
+        self.echo_settings = EchoSettings(s)
+        layout.addWidget(self.echo_settings)
         layout.addStretch(1)
         self._fill_devices(s.input_device, s.output_device)
         return page
@@ -600,6 +603,7 @@ class SettingsDialog(QDialog):
         s.voice = str(self.voice_combo.currentData() or "")
         s.input_device = self._device_choice(self.input_combo)
         s.output_device = self._device_choice(self.output_combo)
+        self.echo_settings.apply_to(s)
         s.turn_mode = "vad" if self.vad_radio.isChecked() else "ptt"
         sequence = self.hotkey_edit.keySequence()
         s.hotkey = sequence.toString(QKeySequence.SequenceFormat.PortableText) or "Space"

@@ -32,6 +32,7 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.echo import EchoControl
 from assistant.app.engines import Engines, EngineSet, close_engine
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
@@ -101,12 +102,15 @@ class Assistant:
         #: every language model that returns real tool calls (``EngineSet.calls_tools``).
         self.tools = tools if tools is not None else default_tools()
         self._persist = persist
+        #: Echo cancellation and noise suppression of the microphone.
+        self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
             source_factory or default_source,
             sink=self._feed,
             emit=self._emit,
             on_change=self._audio_changed,
             on_end=self._input_ended,
+            echo=self.echo,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -300,6 +304,8 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        if change.reconfigure_echo and not change.reopen_session:
+            self.echo.configure(self._settings)
         if change.reopen_session:
             await self._reopen(
                 rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
@@ -363,7 +369,7 @@ class Assistant:
         hands_free = self._settings.turn_mode == "vad"
         # Push-to-talk listens for pauses too when it prepares replies while the key is held.
         voice_activity = hands_free or self._settings.push_to_talk.speculative_silence_ms > 0
-        return Session(
+        session = Session(
             stt=engines.stt,
             llm=engines.llm,
             tts=engines.tts,
@@ -374,6 +380,8 @@ class Assistant:
             tools=self.tools if engines.calls_tools else None,
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
         )
+        session.set_echo_uncertain(self.echo.uncertain)
+        return session
 
     def _switch_session_mode(self, mode: TurnMode) -> None:
         """Switch the running session's turn detection; hands-free parts are made when first
@@ -415,6 +423,8 @@ class Assistant:
                 self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
         player = await self._output.open(self._settings)
+        self.echo.configure(self._settings)
+        self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
@@ -456,6 +466,7 @@ class Assistant:
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False
+        self.echo.detach_output()
         if session is not None:
             # Still subscribed while closing, so a reply cut off here reaches the views too.
             with contextlib.suppress(Exception):
@@ -521,6 +532,10 @@ class Assistant:
 
     def _audio_changed(self) -> None:
         self._emit(AudioStatus(self._input.ok, self._output.ok))
+
+    def _echo_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_echo_uncertain(self.echo.uncertain)
 
     def _save(self) -> None:
         if self._persist:

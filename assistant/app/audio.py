@@ -1,10 +1,12 @@
 """The audio chains: microphone → conversation, and conversation → speaker.
 
 ``AudioInput`` pumps the source's frames to a sink (the session's ``feed``) on the loop. It is
-the one place every captured frame passes through on its way to the conversation, so a stage
-that must see them all (an echo canceller, with the player's output as its reference) goes in
-``_pump``. ``AudioOutput`` opens the player and, when the device is missing, falls back to a
-silent virtual one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
+the one place every captured frame passes through on its way to the conversation. The echo
+canceller (``EchoControl``, with the player's output as its far end) gets each microphone
+before it starts and runs inside it, on the 16 kHz stream before frames are cut, so every
+frame the conversation sees is processed audio; ``_pump`` lets it report after each frame.
+``AudioOutput`` opens the player and, when the device is missing, falls back to a silent virtual
+one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
 with the sources ``audio-input``/``audio-output`` (a view offers Retry for those) and call
 ``on_change`` whenever whether they work may have changed.
 
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from assistant.app import messages
 from assistant.audio.capture import AudioSource, MicrophoneCapture
@@ -26,6 +29,9 @@ from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.config import Settings
 from assistant.events import AppEvent, ErrorEvent, Source
 
+if TYPE_CHECKING:
+    from assistant.app.echo import EchoControl
+
 log = logging.getLogger(__name__)
 
 PlayerFactory = Callable[[Settings], Player]
@@ -33,7 +39,8 @@ PlayerFactory = Callable[[Settings], Player]
 SourceFactory = Callable[[Settings], AudioSource | None]
 
 
-def _device(name: str) -> int | str | None:
+def device_id(name: str) -> int | str | None:
+    """A device setting as PortAudio takes it: None (the default), an index or a name."""
     name = name.strip()
     if not name:
         return None
@@ -41,11 +48,11 @@ def _device(name: str) -> int | str | None:
 
 
 def default_player(settings: Settings) -> Player:
-    return DevicePlayer(device=_device(settings.output_device))
+    return DevicePlayer(device=device_id(settings.output_device))
 
 
 def default_source(settings: Settings) -> AudioSource | None:
-    return MicrophoneCapture(device=_device(settings.input_device))
+    return MicrophoneCapture(device=device_id(settings.input_device))
 
 
 class AudioInput:
@@ -63,8 +70,10 @@ class AudioInput:
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None],
         on_end: Callable[[], None],
+        echo: EchoControl | None = None,
     ) -> None:
         self._factory = factory
+        self._echo = echo
         self._sink = sink
         self._emit = emit
         self._on_change = on_change
@@ -89,6 +98,8 @@ class AudioInput:
             self._set_ok(False)
             return
         source.on_error.append(self._lost)
+        if self._echo is not None:
+            self._echo.attach_input(source)
         try:
             await source.start()
         except asyncio.CancelledError:
@@ -97,6 +108,8 @@ class AudioInput:
             raise
         except Exception as exc:
             log.warning("microphone unavailable: %s", exc)
+            if self._echo is not None:
+                self._echo.detach_input()
             self._set_ok(False)
             self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
             return
@@ -107,6 +120,8 @@ class AudioInput:
     async def stop(self) -> None:
         source, self._source = self._source, None
         task, self._task = self._task, None
+        if self._echo is not None:
+            self._echo.detach_input()
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.stop()
@@ -123,8 +138,11 @@ class AudioInput:
 
     async def _pump(self, source: AudioSource) -> None:
         try:
+            echo = self._echo
             async for frame in source.frames():
                 await self._sink(frame)
+                if echo is not None:
+                    echo.poll()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -132,6 +150,8 @@ class AudioInput:
             self._emit(ErrorEvent(messages.input_failed(exc), Source.AUDIO_INPUT))
         self._on_end()
         if self._source is source:
+            if self._echo is not None:
+                self._echo.detach_input()
             self._set_ok(False)
 
     def _lost(self, message: str) -> None:

@@ -86,3 +86,11 @@ def output_lost(message: str) -> str:
 
 def input_lost(message: str) -> str:
     return f"{message} Choose Retry after reconnecting it, or type below."
+
+
+def echo_unavailable(reason: str) -> str:
+    return (
+        f"Echo cancellation is not available on this computer ({reason}). Hands-free still "
+        "works, but use headphones: on speakers Parley waits for your words before it stops "
+        "talking."
+    )

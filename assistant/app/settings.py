@@ -53,6 +53,9 @@ class SettingsChange:
     reopen_session: bool
     restart_input: bool
     turn_mode_changed: bool
+    #: Echo cancellation or noise suppression changed: the microphone's processor is re-made
+    #: (the conversation and the devices stay).
+    reconfigure_echo: bool = False
 
 
 def compare(old: Settings, new: Settings, *, keys_changed: bool = False) -> SettingsChange:
@@ -64,4 +67,6 @@ def compare(old: Settings, new: Settings, *, keys_changed: bool = False) -> Sett
         reopen_session=rebuild or _session_key(old) != _session_key(new),
         restart_input=old.input_device != new.input_device,
         turn_mode_changed=old.turn_mode != new.turn_mode,
+        reconfigure_echo=(old.echo_cancellation, old.noise_suppression)
+        != (new.echo_cancellation, new.noise_suppression),
     )

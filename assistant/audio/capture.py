@@ -1,6 +1,8 @@
 """Audio sources: the microphone, WAV files and in-memory arrays, as ``AudioFrame``s on the loop.
 
 Every source yields frames of exactly ``FRAME_SAMPLES`` mono int16 samples at ``CAPTURE_RATE``.
+The microphone may run an ``AudioProcessor`` (echo cancellation, noise suppression) on its
+16 kHz stream before the frames are cut, so every frame is processed audio.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import numpy.typing as npt
 import soxr
 
 from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.echo import AudioProcessor
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
+from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import WavError, read_wav, resample, to_int16
 from assistant.clock import SYSTEM_CLOCK, Clock
@@ -67,7 +71,14 @@ class MicrophoneCapture:
     behind, incoming blocks are dropped and counted in ``overflows`` (as are PortAudio's own input
     overflows); frame times just before such a drop come out late by the dropped duration.
 
-    ``blocksize`` defaults to one frame's duration at the device rate. ``samplerate`` defaults to
+    Frame times are capture times: the callback's time less the input delay from PortAudio's
+    ADC timestamps (``delay``; the stream's nominal latency when the device gives none).
+
+    ``processor`` (set before ``start``) runs on the loop on each stretch of 16 kHz audio before
+    frames are cut; its output may lag its input, and frames keep the times of their samples.
+
+    ``blocksize`` defaults to one frame's duration at the device rate (10 ms with a processor,
+    so it sees the audio soon after it is captured). ``samplerate`` defaults to
     the device's default rate. ``stream_factory`` replaces ``sounddevice.InputStream`` (same
     keyword arguments), which lets the callback path run without a microphone. A device that
     stops calling back without a word is noticed by a watchdog on ``clock`` and reported as
@@ -85,10 +96,14 @@ class MicrophoneCapture:
         stream_factory: Callable[..., Any] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         close_timeout: float = CLOSE_TIMEOUT,
+        processor: AudioProcessor | None = None,
     ) -> None:
         self.device = device
         self.blocksize = blocksize
         self.latency = latency
+        self.processor = processor
+        #: How long before its callback each block was captured (PortAudio's ADC time).
+        self.delay = DeviceDelay("input")
         self.on_error: list[Callable[[str], None]] = []
         #: Blocks lost because the ring was full or PortAudio reported an input overflow.
         self.overflows = 0
@@ -110,6 +125,7 @@ class MicrophoneCapture:
         self._wake_at = 1
         self._resampler: Any = None
         self._pending: Float32 = np.zeros(0, dtype=np.float32)
+        self._produced = 0  # 16 kHz samples out of the resampler
         self._emitted = 0  # frames yielded
         self._close_timeout = close_timeout
         self._watchdog = CallbackWatchdog(clock, self._lost)
@@ -123,7 +139,8 @@ class MicrophoneCapture:
         self._prepare(rate)
         blocksize = self.blocksize
         if blocksize is None:
-            blocksize = math.ceil(FRAME_SECONDS * rate)
+            seconds = 0.01 if self.processor is not None else FRAME_SECONDS
+            blocksize = math.ceil(seconds * rate)
         stream = start_stream(
             "input",
             self.device,
@@ -137,6 +154,8 @@ class MicrophoneCapture:
             finished_callback=self._stream_finished,
         )
         self._stream = stream
+        lat = getattr(stream, "latency", 0.0)
+        self.delay = DeviceDelay("input", float(lat) if isinstance(lat, (int, float)) else 0.0)
         self._watchdog.start()
 
     def _prepare(self, rate: int) -> None:
@@ -144,11 +163,13 @@ class MicrophoneCapture:
         self._ring = np.zeros(max(int(self._ring_seconds * rate), 4 * FRAME_SAMPLES), np.float32)
         self._w = self._r = 0
         self._stamp = (0, time.monotonic())
-        self._wake_at = math.ceil(FRAME_SAMPLES * rate / CAPTURE_RATE)
+        frame = math.ceil(FRAME_SAMPLES * rate / CAPTURE_RATE)
+        self._wake_at = 1 if self.processor is not None else frame
         self._resampler = (
             None if rate == CAPTURE_RATE else soxr.ResampleStream(rate, CAPTURE_RATE, 1, "float32")
         )
         self._pending = np.zeros(0, dtype=np.float32)
+        self._produced = 0
         self._emitted = 0
         self._stopped = self._closing = False
         self._wake = asyncio.Event()
@@ -174,7 +195,12 @@ class MicrophoneCapture:
                     ring[: n - first] = x[first:]
                 w += n
                 self._w = w
-            self._stamp = (w, time.monotonic())
+            now = time.monotonic()
+            delay = self.delay.update(time_info)
+            if self.delay.measured:  # the ADC time of the first sample, plus the block
+                self._stamp = (w, min(now, now - delay + n / self.rate))
+            else:
+                self._stamp = (w, now - delay)
             if self._waiting and w - self._r >= self._wake_at:
                 self._waiting = False
                 loop = self._loop
@@ -243,6 +269,10 @@ class MicrophoneCapture:
         self._r = w
         if self._resampler is not None:
             chunk = self._resampler.resample_chunk(chunk)
+        if self.processor is not None:
+            self._produced += len(chunk)
+            end_device = self._produced * self.rate / CAPTURE_RATE
+            chunk = self.processor.process(chunk, stamp_t - (stamp_w - end_device) / self.rate)
         pending = np.concatenate((self._pending, chunk)) if len(self._pending) else chunk
         count = len(pending) // FRAME_SAMPLES
         out: list[AudioFrame] = []
@@ -259,8 +289,11 @@ class MicrophoneCapture:
             )
             self._emitted += 1
         self._pending = pending[count * FRAME_SAMPLES :].copy()
-        # Wake again once the ring holds what completes the next frame.
+        # Wake again once the ring holds what completes the next frame (with a processor, at
+        # every block: it holds part of what it was given back).
         missing = FRAME_SAMPLES - len(self._pending)
+        if self.processor is not None:
+            missing = 0
         self._wake_at = max(1, math.ceil(missing * self.rate / CAPTURE_RATE))
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,30 @@ def list_devices() -> list[DeviceInfo]:
             )
         )
     return out
+
+
+_HEADSET = re.compile(
+    r"head(set|phone)|earphone|earbud|ear-?piece|in-?ear|airpods|buds\b|hands-?free|\bhfp\b"
+    r"|\bhsp\b|\bbt\b|bluetooth|jabra|plantronics|poly\b|sennheiser|steelseries|hyperx|arctis",
+    re.IGNORECASE,
+)
+
+
+def looks_like_headset(name: str) -> bool:
+    """The output device's name suggests a headset or headphones (no speaker in the room)."""
+    return bool(_HEADSET.search(name))
+
+
+def output_name(device: object = None) -> str:
+    """The name of an output device (the default one for None); "" when it cannot be told."""
+    outputs = [d for d in list_devices() if d.outputs > 0]
+    if isinstance(device, int):
+        match = [d for d in outputs if d.index == device]
+    elif isinstance(device, str) and device:
+        match = [d for d in outputs if device.lower() in d.name.lower()]
+    else:
+        match = [d for d in outputs if d.is_default_output]
+    return match[0].name if match else ""
 
 
 def has_input_device() -> bool:

@@ -9,6 +9,11 @@ Implementations: ``DevicePlayer`` (a sounddevice output stream), ``VirtualPlayer
 thread that records what it plays, for headless runs), ``FakeClockDevice`` (rendered block by
 block by the caller, for tests) and ``ClockedPlayer`` (rendered by an injected clock's timers,
 for turn-taking tests in virtual time).
+
+Taps (``BufferedPlayer.taps``) see every block as the device gets it, on the rendering thread,
+with the monotonic time its first sample is played (the DAC time, from PortAudio's timestamps
+on a real device): the far end of an echo canceller. A tap copies and returns; one that raises
+is counted in ``tap_errors`` and the block still plays.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.devices import (
+    CLOSE_TIMEOUT,
+    close_off_loop,
+    output_name,
+    start_stream,
+    stream_defaults,
+)
+from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import to_int16, write_wav
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
@@ -35,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Float32 = npt.NDArray[np.float32]
 StartedCallback = Callable[[int, float], None]
+#: ``tap(block, rate, played_at)``: called on the rendering thread with each rendered block.
+RenderTap = Callable[[Float32, int, float], None]
 FinishedCallback = Callable[[int, float, bool], None]
 Pace = Literal["realtime", "fast"]
 
@@ -385,6 +399,10 @@ class BufferedPlayer:
         self.on_error: list[Callable[[str], None]] = []
         #: Seconds between a sample entering the device and leaving the speaker (if known).
         self.output_latency = 0.0
+        #: Called with every rendered block (see the module docstring).
+        self.taps: list[RenderTap] = []
+        #: Tap calls that raised.
+        self.tap_errors = 0
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buf = self._make_buffer(rate)
@@ -400,6 +418,14 @@ class BufferedPlayer:
 
     def _on_buffer_change(self) -> None:
         """Producer-side hook: something was written, flushed, cleared or resumed."""
+
+    def _tap(self, block: Float32, played_at: float) -> None:
+        """Rendering thread: hand the block the device just got to the taps."""
+        for tap in self.taps:
+            try:
+                tap(block, self._buf.rate, played_at)
+            except Exception:
+                self.tap_errors += 1
 
     # Player API, delegated.
     @property
@@ -530,6 +556,10 @@ class DevicePlayer(BufferedPlayer):
         self._watchdog = CallbackWatchdog(clock, self._lost)
         #: Closing a lost stream, in the background (kept referenced until it ends).
         self._closer: asyncio.Future[bool] | None = None
+        #: How far ahead of its callback each block is played (PortAudio's DAC time).
+        self.delay = DeviceDelay("output")
+        #: The output device's name once started ("" when it cannot be told).
+        self.device_name = ""
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -554,13 +584,19 @@ class DevicePlayer(BufferedPlayer):
         self._stream = stream
         lat = getattr(stream, "latency", 0.0)
         self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
+        self.delay = DeviceDelay("output", self.output_latency)
+        name = getattr(stream, "device_name", None)
+        self.device_name = name if isinstance(name, str) else output_name(self.device)
         self._watchdog.start()
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         self._watchdog.beat()
         if status and getattr(status, "output_underflow", False):
             self.device_underflows += 1
-        self._buf.render(outdata[:, 0])
+        block = outdata[:, 0]
+        self._buf.render(block)
+        if self.taps:
+            self._tap(block, time.monotonic() + self.delay.update(time_info))
 
     def _stream_finished(self) -> None:
         # PortAudio's thread: the stream stopped. Unexpected unless close() asked for it.
@@ -699,6 +735,8 @@ class VirtualPlayer(BufferedPlayer):
     def _render_and_record(self, out: Float32) -> None:
         buf = self._buf
         buf.render(out)
+        if self.taps and self.pace == "realtime":  # a fast device plays nothing anyone hears
+            self._tap(out, time.monotonic())
         filled, active, n = buf.last_filled, buf.in_progress, len(out)
         if self.pace == "fast":
             if filled:
@@ -748,6 +786,8 @@ class FakeClockDevice(BufferedPlayer):
     def render_block(self) -> Float32:
         """Run one callback; returns a copy of what the device got."""
         self._buf.render(self._out)
+        if self.taps:
+            self._tap(self._out, self._now())
         self.blocks += 1
         return self._out.copy()
 
@@ -789,6 +829,8 @@ class ClockedPlayer(BufferedPlayer):
 
     def _tick(self) -> None:
         self._buf.render(self._out)
+        if self.taps:
+            self._tap(self._out, self._ticks.now())
         self._rec.append(self._out)
         self._schedule()
 

@@ -22,6 +22,10 @@ def run_bench(
         from assistant.bench.overhead import main as overhead
 
         return overhead(turns=turns if not quick else min(turns, 40))
+    if which == "echo":
+        from assistant.bench.echo import main as echo
+
+        return echo(quick=quick)
     if which == "latency":
         from assistant.bench.latency import main as latency
 

@@ -4,7 +4,7 @@ import sys
 from assistant.bench import run_bench
 
 parser = argparse.ArgumentParser(prog="python -m assistant.bench")
-parser.add_argument("which", choices=("overhead", "latency"))
+parser.add_argument("which", choices=("overhead", "latency", "echo"))
 parser.add_argument("--turns", type=int, default=200)
 parser.add_argument("--quick", action="store_true")
 parser.add_argument("--compare", action="store_true")

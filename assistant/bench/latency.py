@@ -328,8 +328,8 @@ async def _barge_in(
             settings=variant.settings("en", "vad"),
             engines=engines,
             vad=vad,
-            source=trial.source,
-            player=trial.player,
+            microphone=trial.source,
+            speaker=trial.player,
             on_event=trial.on_event,
         )
     except Exception as exc:

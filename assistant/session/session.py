@@ -95,6 +95,9 @@ from assistant.types import FRAME_SAMPLES, AudioFrame
 log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL = 0.05
+#: How long after a reply stopped playing its echo may still be heard (the longest echo path
+#: plus a room's reverberation).
+ECHO_TAIL = 1.0
 Offload = Callable[..., Awaitable[Any]]
 
 
@@ -161,7 +164,10 @@ class Session:
             next_turn_id=conversation.next_turn_id,
             reply_turn=self._reply_turn,
             now=clock.now,
+            own_speech=self._own_speech,
         )
+        #: (text, when its playback ended) of the last reply heard, for its echo tail.
+        self._last_heard: tuple[str, float] | None = None
         self._transcription = Transcription(
             stt,
             language=lambda: self.settings.language,
@@ -347,7 +353,8 @@ class Session:
         self._preroll.append(frame)
         while len(self._preroll) > self._preroll_frames():
             self._preroll.popleft()
-        event = self._detection.process(frame, probability)
+        over_reply = self._reply_turn() is not None and not self._tracker.echo_uncertain
+        event = self._detection.process(frame, probability, over_reply=over_reply)
         if event is not None:
             self._on_turn_event(event, explicit=False)
         utterance = self._tracker.utterance
@@ -385,6 +392,27 @@ class Session:
             )
             if self._tracker.utterance is utterance:
                 self._apply(self._tracker.drop_open())
+
+    @property
+    def echo_uncertain(self) -> bool:
+        return self._tracker.echo_uncertain
+
+    def set_echo_uncertain(self, uncertain: bool) -> None:
+        """The input chain does (not) know that the assistant's voice is cancelled from the
+        microphone; while it does not, barge-in needs words the assistant did not say."""
+        self._tracker.echo_uncertain = uncertain
+
+    def _own_speech(self) -> str:
+        """What the assistant said that may still come back through the microphone: the reply
+        in flight, and the last one heard if it ended less than ``ECHO_TAIL`` seconds ago."""
+        texts = []
+        last = self._last_heard
+        if last is not None and self.clock.now() - last[1] <= ECHO_TAIL:
+            texts.append(last[0])
+        for reply in (*self._finishing, self._reply):
+            if reply is not None:
+                texts.append(reply.generation.text)
+        return " ".join(t for t in texts if t)
 
     def end_of_input(self) -> None:
         """The audio source ended (a file ran out, a microphone closed): end an open turn."""
@@ -680,6 +708,8 @@ class Session:
     def _on_reply_finished(self, reply: Reply, record: TurnRecord) -> None:
         if self._reply is reply:
             self._reply = None
+        if reply.generation.text:
+            self._last_heard = (reply.generation.text, self.clock.now())
         self._finishing.append(reply)
         task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
         self._saving.add(task)

@@ -24,6 +24,15 @@ transcript yet confirms it too. When it pauses, its final transcript decides
 (``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
 the pause already, unless the words so far were real), a stop command stops the reply and is
 not answered, and real words interrupt the reply and are answered like any turn.
+
+Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
+reply in flight, or one that just ended) is judged by the words the assistant did not say
+(``assistant.turns.words.not_said``: at least ``MIN_FOREIGN_WORDS`` of them, or a stop
+command), so a leak of its own voice never becomes a turn; its length alone never makes it an
+interruption (the reply stays paused until its words are known). While ``echo_uncertain`` is set
+(the input chain does not know yet that that voice is cancelled from the microphone) such
+speech is an *echo suspect* besides: the reply is not paused for it, and a long stretch of it
+does not count; only those words make it an interruption.
 """
 
 from __future__ import annotations
@@ -36,8 +45,12 @@ from enum import StrEnum
 from assistant.config import Settings
 from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
-from assistant.turns.words import Interjection, classify_interjection, words_of
+from assistant.turns.words import Interjection, classify_interjection, not_said, words_of
 from assistant.types import PCM, AudioFrame
+
+#: Words the assistant did not say that make an echo suspect the user's (a stop command alone
+#: is enough; once the echo is known to be cancelled, one word is).
+MIN_FOREIGN_WORDS = 2
 
 
 class Phase(StrEnum):
@@ -69,6 +82,10 @@ class Utterance:
     over_reply: bool = False
     #: Spoken over the assistant and ended before its words were known: the final decides.
     interjection: bool = False
+    #: Began while the assistant's voice may come back uncancelled: only words it did not say
+    #: count (``own`` is what it said).
+    echo_suspect: bool = False
+    own: str = ""
     #: Push-to-talk: a preview of the words was asked for at a pause while the key was held,
     #: and nothing has been said since (the preview is then the final transcript).
     quiet_since_preview: bool = False
@@ -240,10 +257,15 @@ class UserTurnTracker:
         next_turn_id: int,
         reply_turn: Callable[[], int | None],
         now: Callable[[], float],
+        own_speech: Callable[[], str] = lambda: "",
     ) -> None:
         self.settings = settings
         self._reply_turn = reply_turn
         self._now = now
+        self._own_speech = own_speech
+        #: The assistant's voice may come back through the microphone uncancelled (see the
+        #: module docstring). Set by the session from the input chain.
+        self.echo_uncertain = False
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
@@ -343,9 +365,14 @@ class UserTurnTracker:
         start = utterance.timeline.marks[Mark.SPEECH_START]
         # Duration of the speech itself: trailing silence before the endpoint does not count.
         lasted_ms = (utterance.last_speech_at - start) * 1000.0
-        kind = self._classify(utterance.partial)
-        long_unknown = kind is Interjection.NOTHING and (
-            lasted_ms >= self.settings.interruption.min_duration_ms
+        kind = self._classify_heard(utterance, utterance.partial)
+        # The assistant's own voice lasts too: while it may be heard, only words count (the
+        # reply stays paused meanwhile); with no reply playing there is nothing to stop.
+        long_unknown = (
+            kind is Interjection.NOTHING
+            and not utterance.own
+            and self._reply_turn() is not None
+            and lasted_ms >= self.settings.interruption.min_duration_ms
         )
         if kind in (Interjection.WORDS, Interjection.STOP) or long_unknown:
             self._tentative = False
@@ -392,6 +419,11 @@ class UserTurnTracker:
         text = text.strip()
         if utterance.interjection:
             return self._judge_interjection(utterance, text)
+        if utterance.own and self._classify_heard(utterance, text) is Interjection.NOTHING:
+            # Only the assistant's own words, heard back: not a turn.
+            if self.speculative is utterance:
+                self.speculative = None
+            return Dismiss(Interjection.NOTHING)
         if utterance.over_reply and self._classify(text) is Interjection.STOP:
             if self.speculative is utterance:
                 self.speculative = None
@@ -448,6 +480,9 @@ class UserTurnTracker:
         talking = reply is not None and reply != ignore_reply
         if talking and not explicit and not self.settings.interruption.enabled:
             return []
+        own = "" if explicit else self._own_speech()
+        audible = bool(own.strip())  # the assistant is, or just was, heard in the room
+        suspect = audible and self.echo_uncertain
         timeline = Timeline(self.allocate_turn_id(), now=self._now)
         timeline.mark("speech_start", event.at)
         self.utterance = Utterance(
@@ -455,12 +490,16 @@ class UserTurnTracker:
             timeline,
             last_speech_at=event.detected_at,
             preroll=list(preroll),
-            over_reply=talking,
+            over_reply=talking or audible,
+            echo_suspect=suspect,
+            own=own,
         )
-        self._tentative = talking and not explicit
+        self._tentative = (talking or audible) and not explicit
         out: list[Decision] = [Begin(self.utterance, prefill=not talking)]
-        if talking:
-            out.append(ConfirmBargeIn() if explicit else TentativeBargeIn())
+        if talking and explicit:
+            out.append(ConfirmBargeIn())
+        elif talking and not suspect:
+            out.append(TentativeBargeIn())
         return out
 
     def _held_key(self, paused: bool) -> list[Decision]:
@@ -474,6 +513,21 @@ class UserTurnTracker:
     def _classify(self, text: str) -> Interjection:
         return classify_interjection(text, self.settings.language)
 
+    def _classify_heard(self, utterance: Utterance, text: str) -> Interjection:
+        """``_classify``, but speech heard while the assistant could be heard is judged by the
+        words the assistant did not say (a leak of its echo is not a turn)."""
+        if not utterance.own:
+            return self._classify(text)
+        said = self._own_speech()
+        if len(said) > len(utterance.own):  # the reply went on: more of it may come back
+            utterance.own = said
+        foreign = not_said(text, utterance.own)
+        kind = self._classify(foreign)
+        few = len(words_of(foreign)) < MIN_FOREIGN_WORDS
+        if kind is Interjection.WORDS and utterance.echo_suspect and few:
+            return Interjection.NOTHING  # one stray word may be the echo misheard
+        return kind
+
     def _interjection_ended(self, at: float, *, held: bool) -> Decision:
         """The speech over the assistant stopped before its words were known."""
         utterance = self.utterance
@@ -481,7 +535,7 @@ class UserTurnTracker:
         self._tentative = False
         utterance.interjection = True
         self._end(at, held=held)
-        resume = self._classify(utterance.partial) in (
+        resume = self._classify_heard(utterance, utterance.partial) in (
             Interjection.NOTHING,
             Interjection.BACKCHANNEL,
         )
@@ -490,7 +544,7 @@ class UserTurnTracker:
     def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
         if self.speculative is utterance:
             self.speculative = None
-        kind = self._classify(text)
+        kind = self._classify_heard(utterance, text)
         if kind is Interjection.STOP:
             return StopCommand()
         if kind is not Interjection.WORDS:

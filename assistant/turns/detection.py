@@ -18,7 +18,13 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from assistant.config import PushToTalkSettings, Settings, TurnMode, VadSettings
+from assistant.config import (
+    InterruptionSettings,
+    PushToTalkSettings,
+    Settings,
+    TurnMode,
+    VadSettings,
+)
 from assistant.turns.held import HeldPauses
 from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
@@ -52,7 +58,12 @@ class TurnDetection(Protocol):
 
     def release(self, at: float) -> TurnEvent | None: ...
 
-    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None: ...
+    def process(
+        self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
+    ) -> TurnEvent | None:
+        """``over_reply``: the assistant is talking (and its echo is cancelled), so speech may
+        start a turn sooner: a false start only pauses the reply for a moment."""
+        ...
 
     async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
         """Asked once per ``pause`` with the turn's audio so far; None when there is no judge."""
@@ -102,7 +113,9 @@ class PushToTalk:
         self._pressed = False
         return TurnEvent("end", at, at)
 
-    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+    def process(
+        self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
+    ) -> TurnEvent | None:
         if not self._pressed or not self.needs_vad:
             return None
         change = self._pauses.process(frame, speech_probability)
@@ -123,7 +136,8 @@ class PushToTalk:
 
 
 class VadEndpointing:
-    """Speech for at least ``min_speech_ms`` starts a turn; ``end_silence_ms`` of silence ends it.
+    """Speech for at least ``min_speech_ms`` starts a turn (``interruption.pause_after_ms``
+    over the assistant's reply); ``end_silence_ms`` of silence ends it.
 
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
     dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
@@ -132,8 +146,11 @@ class VadEndpointing:
     (``end_now``) or lengthen it (``extend_silence``) for the current turn.
     """
 
-    def __init__(self, settings: VadSettings | None = None) -> None:
+    def __init__(
+        self, settings: VadSettings | None = None, interruption: InterruptionSettings | None = None
+    ) -> None:
         self.settings = settings or VadSettings()
+        self.interruption = interruption or InterruptionSettings()
         self.reset()
 
     def reset(self) -> None:
@@ -171,7 +188,9 @@ class VadEndpointing:
         self.reset()
         return TurnEvent("end", end, now)
 
-    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
+    def process(
+        self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
+    ) -> TurnEvent | None:
         s = self.settings
         frame_start = frame.t - FRAME_SECONDS
         if not self._speaking:
@@ -180,7 +199,10 @@ class VadEndpointing:
                     self._first_speech_at = frame_start
                 self._speech_run += FRAME_SECONDS
                 self._silence = 0.0
-                if self._speech_run * 1000.0 >= s.min_speech_ms:
+                needed = s.min_speech_ms
+                if over_reply:
+                    needed = min(needed, self.interruption.pause_after_ms)
+                if self._speech_run * 1000.0 >= needed - 1e-6:
                     self._speaking = True
                     self._last_speech_end = frame.t
                     return TurnEvent("start", self._first_speech_at, frame.t)
@@ -282,9 +304,14 @@ class HandsFree:
     mode: TurnMode = "vad"
     needs_vad = True
 
-    def __init__(self, settings: VadSettings, judge: EndOfTurnJudge | None = None) -> None:
+    def __init__(
+        self,
+        settings: VadSettings,
+        judge: EndOfTurnJudge | None = None,
+        interruption: InterruptionSettings | None = None,
+    ) -> None:
         self.settings = settings
-        self.endpointing = VadEndpointing(settings)
+        self.endpointing = VadEndpointing(settings, interruption)
         self.judge = judge
 
     def press(self, at: float) -> TurnEvent | None:
@@ -293,8 +320,10 @@ class HandsFree:
     def release(self, at: float) -> TurnEvent | None:
         return None
 
-    def process(self, frame: AudioFrame, speech_probability: float) -> TurnEvent | None:
-        return self.endpointing.process(frame, speech_probability)
+    def process(
+        self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
+    ) -> TurnEvent | None:
+        return self.endpointing.process(frame, speech_probability, over_reply=over_reply)
 
     async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
         if self.judge is None or not self.settings.smart_turn or len(audio) == 0:
@@ -317,7 +346,7 @@ def make_turn_detection(
 ) -> TurnDetection:
     """The strategy for ``mode``; ``judge`` is asked in hands-free mode while Smart Turn is on."""
     if mode == "vad":
-        return HandsFree(settings.vad, judge)
+        return HandsFree(settings.vad, judge, settings.interruption)
     return PushToTalk(settings.push_to_talk, settings.vad)
 
 

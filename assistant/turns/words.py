@@ -1,6 +1,6 @@
 """What a transcript says about turn-taking, in each language Parley converses in.
 
-Two questions, answered from words alone (the audio models answer them from sound):
+Three questions, answered from words alone (the audio models answer them from sound):
 
 - Over the assistant's reply, was that an interruption? ``classify_interjection`` tells a
   *stop* command ("stop", "wait", "halt" and their translations: always interrupts, and is not
@@ -10,6 +10,9 @@ Two questions, answered from words alone (the audio models answer them from soun
   one a sentence cannot end on: a conjunction, an article, most prepositions, a possessive or a
   hesitation ("and", "the", "for", "um"). A question mark after it (Whisper's "Who is it for?")
   overrides it.
+- Could the assistant's own voice, heard back through the microphone, have said it?
+  ``not_said`` keeps the words of a transcript that the assistant did not say: when echo is not
+  known to be cancelled, only those count as the user's.
 
 Languages are matched by their base code ("en-GB" → "en"); English words are always understood
 too, since people mix them in.
@@ -130,6 +133,13 @@ def classify_interjection(text: str, language: str = "en") -> Interjection:
     if all(w in backchannels or _strip_accents(w) in backchannels for w in words):
         return Interjection.BACKCHANNEL
     return Interjection.WORDS
+
+
+def not_said(text: str, said: str) -> str:
+    """The words of ``text``, in order, that are not among the words of ``said``."""
+    own = set(words_of(said))
+    own |= {_strip_accents(w) for w in own}
+    return " ".join(w for w in words_of(text) if w not in own and _strip_accents(w) not in own)
 
 
 def trails_off(text: str, language: str = "en") -> bool:

@@ -21,6 +21,7 @@ from assistant.app import Assistant
 from assistant.events import (
     AppEvent,
     AudioStatus,
+    EchoStatus,
     ErrorEvent,
     FinalTranscript,
     Loading,
@@ -98,6 +99,8 @@ def observed_assistant(events_path: Path) -> Assistant:
                 record("error", message=message, source=source)
             case Notice(message=message, source=source):
                 record("notice", message=message, source=source)
+            case EchoStatus(cancelling=cancelling, settled=settled, detail=detail):
+                record("echo", cancelling=cancelling, settled=settled, detail=detail)
 
     assistant.events.subscribe(log)
     return assistant

@@ -266,3 +266,66 @@ def speech_spans(
     if start is not None:
         spans.append((start * window, count * window))
     return spans
+
+
+class LaptopEcho:
+    """The speaker heard again by the microphone, as on a laptop: ``parley_out``'s monitor is
+    piped through sox (mild loudspeaker distortion, attenuation, a little reverberation, a
+    delay) into ``mic_in``, where it mixes with whatever the user says into the room.
+
+    The pipe's own buffering adds a few tens of milliseconds to ``delay_ms``; ``measure_delay``
+    tells the total from recordings of both ends.
+    """
+
+    def __init__(self, server: PulseServer, delay_ms: float = 80.0, gain_db: float = -8.0) -> None:
+        self.server = server
+        self.delay_ms = delay_ms
+        self.gain_db = gain_db
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LaptopEcho:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raw = "-t raw -r 16000 -e signed -b 16 -c 1"
+        pipeline = (
+            f"parec -d {SPEAKER}.monitor --raw --format=s16le --channels=1 --rate=16000 "
+            "--latency-msec=10 | "
+            f"sox --buffer 320 {raw} - {raw} - overdrive 3 15 gain {self.gain_db - 3:.1f} "
+            f"reverb 15 50 30 delay {self.delay_ms / 1000.0:.3f} | "
+            f"pacat -d {ROOM} --raw --format=s16le --channels=1 --rate=16000 --latency-msec=10"
+        )
+        self._process = subprocess.Popen(
+            ["bash", "-c", pipeline],
+            env={**os.environ, **self.server.client_env()},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(5)
+
+
+def measure_delay(played: Int16, heard: Int16, rate: int, limit: float = 0.5) -> float:
+    """Seconds by which ``heard`` lags ``played`` (the peak of their cross-correlation)."""
+    n = min(len(played), len(heard))
+    a = played[:n].astype(np.float64)
+    b = heard[:n].astype(np.float64)
+    size = 1 << (2 * n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)
+    lags = corr[: int(limit * rate)]
+    return float(np.argmax(lags)) / rate

@@ -159,6 +159,18 @@ class ParleyProcess:
         return alive
 
 
+def wait_until_ready(app: ParleyProcess) -> list[Event]:
+    """Until the engines, the microphone and the speaker are ready."""
+    return app.wait_for(
+        lambda ev: (
+            any(e["kind"] == "ready" and e["ready"] for e in ev)
+            and any(e["kind"] == "audio" and e["mic"] and e["speaker"] for e in ev)
+        ),
+        READY_TIMEOUT,
+        "the engines, the microphone and the speaker to be ready",
+    )
+
+
 def write_settings(config_dir: Path) -> None:
     settings = {
         "stt": "local",
@@ -282,14 +294,7 @@ def test_spoken_question_gets_a_spoken_answer(
     home = tmp_path / "parley"
 
     with running_parley(home, display, sound_server) as app:
-        app.wait_for(
-            lambda ev: (
-                any(e["kind"] == "ready" and e["ready"] for e in ev)
-                and any(e["kind"] == "audio" and e["mic"] and e["speaker"] for e in ev)
-            ),
-            READY_TIMEOUT,
-            "the engines, the microphone and the speaker to be ready",
-        )
+        wait_until_ready(app)
         app.remember_children()
         window = display.find_window(MAIN_TITLE, pid=app.process.pid)
         assert_drawn(display.screenshot(window, SCREENSHOTS / "e2e-1-ready.png"))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +103,35 @@ def test_talk_fails_with_one_line_reasons(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("parley: error:") and expected in lines[0]
+
+
+def test_talk_echo_options_fail_with_one_line_reasons() -> None:
+    cases = [
+        (["--echo", "loud"], "--echo takes DELAY_MS[:GAIN_DB]"),
+        (["--echo", "120", "--pace", "fast"], "--echo needs --pace realtime"),
+    ]
+    for args, expected in cases:
+        result = parley("talk", "--input", str(SAMPLE), "--llm", "fake", "--tts", "fake", *args)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_talk_in_a_room_with_echo_cancellation_answers_once_without_hearing_itself(
+    tmp_path: Path,
+) -> None:
+    """The reply comes back into the microphone 120 ms later at -6 dB, for its whole length."""
+    out, timeline = tmp_path / "out.wav", tmp_path / "timeline.json"
+    result = parley(
+        "talk", "--input", str(SAMPLE), "--output", str(out), "--timeline", str(timeline),
+        "--stt", "local", "--llm", "fake", "--tts", "local", "--turns", "vad",
+        "--echo", "120:-6", "--aec", "on",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    turns = json.loads(timeline.read_text())["turns"]
+    assert len(turns) == 1, turns  # no phantom turn from its own voice
+    assert not turns[0]["interrupted"]
+    assert "mountain" in turns[0]["user_text"].lower()
+    played, rate = sf.read(out, dtype="int16")
+    assert rate == 16_000 and len(played) / rate > 3.0  # the whole answer was played

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,20 @@ if str(ROOT) not in sys.path:  # for ``tests.ui.helpers``
 import pytest  # noqa: E402
 import qasync  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def collect_on_the_qt_thread(qapp: QApplication) -> Iterator[None]:
+    """As in the app (``ui.gc``): no automatic collection, which could free a Qt object from a
+    worker thread; a collection on this thread after each test, with the test's windows gone."""
+    gc.disable()
+    yield
+    for widget in qapp.topLevelWidgets():
+        widget.close()
+        widget.deleteLater()
+    qapp.processEvents()
+    gc.collect()
+    gc.enable()
 
 
 @pytest.fixture

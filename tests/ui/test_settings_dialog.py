@@ -198,3 +198,34 @@ def test_every_setting_round_trips_through_the_dialog(qtbot, memory_keyring):
     assert edited.vad.threshold == 0.7 and edited.vad.end_silence_ms == 900
     assert edited.system_prompt == "Speak French."
     assert original.turn_mode == "vad"  # the dialog edits a copy
+
+
+def test_echo_cancellation_and_noise_suppression_are_edited_in_the_audio_tab(qtbot) -> None:
+    from assistant.config import Settings
+    from ui.settings_dialog import SettingsDialog
+
+    settings = Settings()
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    box = dialog.echo_settings
+    assert box.echo_combo.currentData() == "auto" and not box.noise_check.isChecked()
+    box.echo_combo.setCurrentIndex(box.echo_combo.findData("off"))
+    box.noise_check.setChecked(True)
+    edited = dialog.result_settings()
+    assert edited.echo_cancellation == "off" and edited.noise_suppression
+    assert settings.echo_cancellation == "auto"  # the original is untouched
+
+
+def test_the_window_shows_echo_cancellation_while_it_works(qtbot) -> None:
+    from assistant.events import EchoStatus
+    from ui.echo import EchoBadge
+
+    badge = EchoBadge()
+    qtbot.addWidget(badge)
+    badge.on_event(EchoStatus(True, False, False, "Echo cancellation is learning the room"))
+    assert not badge.isHidden() and badge.text() == "Echo: learning the room"
+    badge.on_event(EchoStatus(True, True, True, "Echo cancellation is on"))
+    assert badge.text() == "Echo cancelled · Noise suppressed"
+    assert badge.toolTip() == "Echo cancellation is on"
+    badge.on_event(EchoStatus(False, False, False, "Echo cancellation is off: headset"))
+    assert badge.isHidden()

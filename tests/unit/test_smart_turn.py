@@ -184,7 +184,7 @@ def test_real_speech_cut_mid_sentence_scores_lower(model: SmartTurn, name: str, 
 
 @needs_model
 def test_synthesized_sentence_scores_higher_than_its_cut(model: SmartTurn) -> None:
-    """"I would like to book a ta|ble for four people tonight." eSpeak's flat prosody only
+    """ "I would like to book a ta|ble for four people tonight." eSpeak's flat prosody only
     separates when the audio stops at the last sound.
 
     Measured (VNNI / AVX2): whole 0.94 / 0.97, the three cuts 0.14 / 0.14 on average.

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from assistant.engines.base import EngineError, Message, ToolCall
 from assistant.engines.local.llm import context_overflow
+from assistant.engines.net.errors import ContextTooLong, Service, http_error
 from assistant.history import (
     HistoryStore,
     TurnRecord,
@@ -63,11 +62,8 @@ def test_drop_oldest_turns_keeps_system_and_the_current_turn() -> None:
 
 
 def _bad_request(body: object) -> EngineError:
-    response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat"))
-    cause = openai.BadRequestError("400", response=response, body=body)
-    err = EngineError("local: refused the request (400)")
-    err.__cause__ = cause
-    return err
+    """What the shared error table makes of llama-server's 400 with ``body``."""
+    return http_error(Service.of("local"), 400, body=body, url="http://127.0.0.1:1/v1")
 
 
 @pytest.mark.parametrize(
@@ -94,5 +90,7 @@ def _bad_request(body: object) -> EngineError:
     ],
 )
 def test_context_overflow_is_recognised(body: object, expected: object) -> None:
-    assert context_overflow(_bad_request(body)) == expected
+    error = _bad_request(body)
+    assert context_overflow(error) == expected
+    assert isinstance(error, ContextTooLong) == (expected is not None)
     assert context_overflow(EngineError("other")) is None

@@ -37,9 +37,15 @@ class World:
     def __init__(self) -> None:
         self.now = 10.0
         self.reply: int | None = None
+        #: What the assistant said that may still come back through the microphone.
+        self.said = ""
         self.settings = Settings()
         self.tracker = UserTurnTracker(
-            self.settings, next_turn_id=1, reply_turn=lambda: self.reply, now=lambda: self.now
+            self.settings,
+            next_turn_id=1,
+            reply_turn=lambda: self.reply,
+            now=lambda: self.now,
+            own_speech=lambda: self.said,
         )
 
     def event(self, kind: str, at: float, *, explicit: bool = False, preroll=()) -> list:
@@ -226,3 +232,120 @@ def test_state_is_derived_in_one_place(listening, phase, reply, finishing, await
         awaiting_answer=awaiting,
     )
     assert state is expected
+
+
+# ------------------------------------------------------------------------- echo not yet known
+
+REPLY_TEXT = "The capital of France is Paris, a city of museums and cafes along the Seine."
+
+
+def echo_world() -> World:
+    w = World()
+    w.reply = 7
+    w.said = REPLY_TEXT
+    w.tracker.echo_uncertain = True
+    return w
+
+
+def test_while_echo_is_uncertain_speech_over_a_reply_does_not_pause_it() -> None:
+    w = echo_world()
+    (begin,) = w.event("start", 10.0)  # no TentativeBargeIn: it may be the assistant's voice
+    assert isinstance(begin, Begin) and begin.utterance.echo_suspect
+    assert w.tracker.phase is Phase.TENTATIVE
+    # It goes on for long, with the assistant's own words: still not an interruption.
+    w.tracker.on_speech(12.0)
+    assert w.tracker.check_tentative() == []
+    assert w.tracker.on_partial("the capital of France is Paris a city") == []
+    # Ending, it is judged by its final words: the assistant's own are an echo, not a turn.
+    (judge,) = w.event("end", 12.2)
+    assert judge == JudgeInterjection(begin.utterance, resume=True)
+    assert w.tracker.on_final(begin.utterance, "of museums and cafes") == Dismiss(
+        Interjection.NOTHING
+    )
+
+
+def test_while_echo_is_uncertain_words_the_assistant_did_not_say_interrupt() -> None:
+    w = echo_world()
+    w.event("start", 10.0)
+    assert w.tracker.on_partial("Paris museums weather") == []  # one foreign word is not enough
+    assert w.tracker.on_partial("Paris museums what about the weather") == [ConfirmBargeIn()]
+    assert w.tracker.phase is Phase.SPEAKING
+
+
+def test_while_echo_is_uncertain_a_stop_command_interrupts_alone() -> None:
+    w = echo_world()
+    w.event("start", 10.0)
+    assert w.tracker.on_partial("stop") == [ConfirmBargeIn()]
+
+
+def test_an_echo_suspect_that_ends_with_real_words_is_answered() -> None:
+    w = echo_world()
+    (begin,) = w.event("start", 10.0)
+    w.event("end", 11.0)
+    outcome = w.tracker.on_final(begin.utterance, "Paris, but what about Rome?")
+    assert outcome == Answer("Paris, but what about Rome?", held=False, barge_in=True)
+
+
+def test_the_echo_tail_of_a_reply_that_just_ended_is_suspect_too() -> None:
+    w = echo_world()
+    w.reply = None  # playback ended a moment ago; its echo may still be in the room
+    (begin,) = w.event("start", 10.0)
+    assert begin.utterance.echo_suspect and begin.prefill
+    w.event("end", 10.6)
+    assert w.tracker.on_final(begin.utterance, "along the Seine") == Dismiss(Interjection.NOTHING)
+    # Once nothing the assistant said can come back, speech is a turn as usual.
+    w.said = ""
+    (begin2,) = w.event("start", 12.0)
+    assert not begin2.utterance.echo_suspect and w.tracker.phase is Phase.SPEAKING
+
+
+def test_once_echo_is_cancelled_speech_over_a_reply_pauses_it_as_before() -> None:
+    w = echo_world()
+    w.tracker.echo_uncertain = False
+    begin, pause = w.event("start", 10.0)
+    assert isinstance(pause, TentativeBargeIn) and not begin.utterance.echo_suspect
+
+
+def test_the_talk_key_is_never_an_echo() -> None:
+    w = echo_world()
+    begin, confirm = w.event("start", 10.0, explicit=True)
+    assert confirm == ConfirmBargeIn() and not begin.utterance.echo_suspect
+
+
+def test_once_cancelled_a_leak_of_the_assistants_words_is_still_no_turn() -> None:
+    w = echo_world()
+    w.tracker.echo_uncertain = False
+    w.reply = None  # just finished; a little of its echo leaks through
+    (begin,) = w.event("start", 10.0)
+    assert w.tracker.phase is Phase.TENTATIVE and not begin.utterance.echo_suspect
+    w.tracker.on_speech(10.8)
+    assert w.tracker.check_tentative() == []  # no reply to stop: its words decide
+    w.event("end", 10.9)
+    assert w.tracker.on_final(begin.utterance, "along the Seine.") == Dismiss(Interjection.NOTHING)
+    # One word of the user's own is enough once the echo is cancelled.
+    w.reply = 8
+    (begin2, _) = w.event("start", 12.0)
+    w.event("end", 12.4)
+    assert w.tracker.on_final(begin2.utterance, "Why?") == Answer("Why?", held=False, barge_in=True)
+
+
+def test_while_the_assistant_is_heard_only_words_stop_it_and_its_own_words_are_no_turn() -> None:
+    w = echo_world()
+    w.tracker.echo_uncertain = False
+    begin, pause = w.event("start", 10.0)
+    assert isinstance(pause, TentativeBargeIn)  # paused at once...
+    w.tracker.on_speech(11.5)
+    assert w.tracker.check_tentative() == []  # ...but its length alone does not stop the reply
+    assert w.tracker.on_partial("a city of museums") == []
+    assert w.tracker.on_partial("what about Rome") == [ConfirmBargeIn()]
+    w.event("end", 11.6)
+    assert w.tracker.on_final(begin.utterance, "What about Rome?") == Answer(
+        "What about Rome?", held=False
+    )
+    (begin2, _) = w.event("start", 13.0)
+    begin2.utterance.partial = ""
+    w.tracker._tentative = False  # confirmed some other way; its final is still judged
+    w.event("end", 13.5)
+    assert w.tracker.on_final(begin2.utterance, "cafes along the Seine") == Dismiss(
+        Interjection.NOTHING
+    )

@@ -135,10 +135,10 @@ async def test_barge_in_stops_playback_and_keeps_only_what_was_heard(tmp_path) -
     assert not second.interrupted
     states = stage.states()
     assert "interrupted" in states and states.index("interrupted") < len(states) - 1
-    # Playback paused within 100 ms speech + one block of the barge-in, and stayed silent
-    # (no stale audio) until the second reply began.
+    # Playback paused after interruption.pause_after_ms (one 32 ms frame) of speech plus the
+    # frame's own rounding, and stayed silent (no stale audio) until the second reply began.
     (paused_at,) = stage.times(PlaybackPaused)
-    assert paused_at - barge == pytest.approx(0.13, abs=0.05)
+    assert paused_at - barge == pytest.approx(0.032 + 0.032 / 2, abs=0.03)
     second_start = stage.first_sound_after(paused_at + 0.05)
     assert second_start is not None and second_start - paused_at > 0.8
     assert not stage.audible(paused_at + 0.05, second_start - 0.01)
@@ -153,8 +153,9 @@ async def test_false_interruption_pauses_then_resumes(tmp_path) -> None:
         await s.run_until(lambda: bool(s.finished()), limit=30)
     (turn,) = s.finished()
     (paused,), (resumed,) = s.times(PlaybackPaused), s.times(PlaybackResumed)
-    # Paused when the speech was detected (100 ms in), resumed at the 200 ms pause after it.
-    assert paused - mhm == pytest.approx(0.1, abs=0.05)
+    # Paused when the speech was detected (one frame in: interruption.pause_after_ms), resumed
+    # at the 200 ms pause after it.
+    assert paused - mhm == pytest.approx(0.048, abs=0.03)
     assert resumed - (mhm + 0.2) == pytest.approx(0.2, abs=0.05)
     assert not s.audible(paused + 0.03, resumed - 0.03)
     assert s.audible(resumed + 0.05, resumed + 0.5)
@@ -407,3 +408,26 @@ async def test_typed_message_while_speaking_replaces_the_reply(tmp_path) -> None
     first, second = stage.finished()
     assert first.interrupted and second.user_text == "What time is it?"
     assert second.timeline["marks_ms"]["speech_end"] == 0.0
+
+
+async def test_while_echo_is_uncertain_the_assistants_own_voice_never_interrupts_it(
+    tmp_path,
+) -> None:
+    # The microphone hears the reply come back (its own words), then the user for real.
+    stt = FakeSTT(
+        script=("Tell me a story.", "counted the boats that passed by", "What about the river?"),
+        min_audio_seconds=0.05,
+    )
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        s.session.set_echo_uncertain(True)
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        s.add(Speech(speaking + 0.5, speaking + 2.0))  # 1.5 s of "speech": the echo
+        await s.run_to(speaking + 3.5)
+        assert s.events(PlaybackPaused) == []  # never paused for it
+        assert not s.finished()  # still talking
+        assert [e.text for e in s.events(FinalTranscript)] == ["Tell me a story."]
+        s.add(Speech(speaking + 4.0, speaking + 5.0))  # the user, with words of their own
+        await s.run_until(lambda: len(s.finished()) == 2, limit=60)
+    first, second = s.finished()
+    assert first.interrupted
+    assert second.user_text == "What about the river?"

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from typing import BinaryIO
 
 from assistant.engines.base import EngineError, EngineUnavailable
 from assistant.engines.local.models import Progress, cache_dir
+from assistant.engines.local.shipped import shipped_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ def child_environment() -> dict[str, str]:
         if name in _CHILD_ENVIRONMENT or name.startswith("LC_")
     }
 
+
 _EXE = "llama-server.exe" if sys.platform == "win32" else "llama-server"
+_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 _LOG_LIMIT = 4 * 1024 * 1024
 
 
@@ -72,7 +76,8 @@ def default_binary_path() -> Path:
 
 
 def find_binary() -> Path:
-    """The llama-server to run: ``$PARLEY_LLAMA_SERVER``, the built cache copy, or one on PATH."""
+    """The llama-server to run: ``$PARLEY_LLAMA_SERVER``, the installed app's own copy, the built
+    cache copy, or one on PATH."""
     env = os.environ.get(BINARY_ENV)
     if env:
         path = Path(env).expanduser()
@@ -84,6 +89,9 @@ def find_binary() -> Path:
             engine="local",
             retryable=False,
         )
+    shipped = shipped_file(_EXE)
+    if shipped is not None and os.access(shipped, os.X_OK):
+        return shipped
     built = default_binary_path()
     if built.is_file() and os.access(built, os.X_OK):
         return built
@@ -353,6 +361,9 @@ class LlamaServer:
                         start_new_session=True,
                         preexec_fn=_child_setup(os.getpid()),
                         env=child_environment(),
+                        # A console program started from the windowed app would open a console
+                        # window of its own on Windows.
+                        creationflags=_NO_WINDOW,
                     )
                 except OSError as err:
                     raise EngineUnavailable(

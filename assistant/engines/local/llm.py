@@ -10,14 +10,12 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
-
-import openai
 
 from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
 from assistant.engines.local.llama_server import LlamaServer, Notice
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
+from assistant.engines.net.errors import ContextTooLong
 from assistant.engines.openai.chat import OpenAIChatLLM
 from assistant.history import drop_oldest_turns, message_tokens
 
@@ -25,27 +23,14 @@ log = logging.getLogger(__name__)
 
 #: Context kept free for the reply when a prompt has to be shortened to fit.
 REPLY_RESERVE = 512
-_SIZES = re.compile(r"\((\d+) tokens\).*\((\d+) tokens\)")
 
 
 def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
-    """(prompt tokens, context size) if ``err`` is llama-server refusing a too-long prompt.
-
-    llama-server answers such a request with 400 ``exceed_context_size_error``; the sizes are
-    None when the server did not say them.
-    """
-    cause = err.__cause__
-    if not isinstance(cause, openai.BadRequestError):
+    """(prompt tokens, context size) if ``err`` is the server refusing a too-long prompt; the
+    sizes are None when the server did not say them."""
+    if not isinstance(err, ContextTooLong):
         return None
-    body = cause.body if isinstance(cause.body, dict) else {}
-    message = str(body.get("message", ""))
-    if body.get("type") != "exceed_context_size_error" and "context size" not in message:
-        return None
-    prompt, size = body.get("n_prompt_tokens"), body.get("n_ctx")
-    if not (isinstance(prompt, int) and isinstance(size, int) and prompt > 0 and size > 0):
-        m = _SIZES.search(message)
-        prompt, size = (int(m[1]), int(m[2])) if m else (None, None)
-    return prompt, size
+    return err.prompt_tokens, err.context_tokens
 
 
 def default_threads() -> tuple[int, int]:

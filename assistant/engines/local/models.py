@@ -21,6 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from assistant.engines.base import EngineError, EngineUnavailable
+from assistant.engines.local.shipped import shipped_file
 
 #: ``progress(fraction 0..1, message)``; called from the thread running ``ensure_model``.
 Progress = Callable[[float, str], None]
@@ -136,9 +137,15 @@ def _find_part(dist_name: str) -> Path | None:
 def ensure_model(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> Path:
     """Return the path of the verified GGUF file for ``name``, assembling it on first use.
 
+    An installed app's own copy (checked when the installer was built) is used as it is.
     Blocking (reads and hashes about a gigabyte the first time): run it in a worker thread.
     """
     model = resolve(name)
+    shipped = shipped_file("models", model.filename)
+    if shipped is not None and shipped.stat().st_size == model.size:
+        if progress is not None:
+            progress(1.0, f"{model.title} is ready.")
+        return shipped
     target = cache_dir() / "models" / model.filename
     report = progress or (lambda _f, _m: None)
 

@@ -397,10 +397,7 @@ def _failed(future: concurrent.futures.Future[Any]) -> bool:
 
 def _check_language(code: str, name: ModelName) -> None:
     """Fail early, with a clear message, on a missing model package or an unknown language."""
-    if name == "tiny.en":
-        whisper_models.tiny_en_dir()
-    else:
-        whisper_models.base_parts()
+    whisper_models.require(name)
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
     if code not in _LANGUAGE_CODES:

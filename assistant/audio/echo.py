@@ -1,0 +1,355 @@
+"""Echo cancellation and noise suppression for the microphone: WebRTC's audio processing.
+
+``EchoCanceller`` runs WebRTC's AEC3 echo canceller (plus noise suppression and a high-pass
+filter) from the ``livekit`` package on the capture path, on the loop thread, in 10 ms chunks of
+16 kHz audio. Its far end is ``tap``, a ``ReferenceTap`` the output's render path feeds with what
+the device is handed, when it is played.
+
+Alignment: the microphone's samples carry the monotonic time they were captured, the tap's
+samples the time they were played (both from PortAudio's timestamps, see
+``assistant.audio.timing``). Before the 10 ms of microphone audio captured until ``C`` are
+processed, the far end played until ``C + LEAD`` is fed, one 10 ms chunk of far end for each
+chunk of microphone audio. So the render stream runs a fixed ``LEAD`` ahead of the capture
+stream, echo always arrives after its reference, and what is left for AEC3's own delay estimator
+is the acoustic path plus any error in the timestamps (it tolerates hundreds of ms). Far end
+that is not played yet when it is needed holds the microphone audio back until it is (or until
+it is clear that nothing is playing: then the far end is silence).
+
+Convergence: ``uncertain`` is True from the start (and after ``reset``) until the echo return
+loss is known: the far end has been playing for ``SETTLE_SECONDS`` and the median echo return
+loss enhancement over the last second of it reached ``KNOWN_ERLE_DB``, or the microphone hardly
+hears the speaker at all. Barge-in is stricter while it is uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from assistant.audio.reference import ReferenceTap, ReferenceTimeline
+from assistant.types import CAPTURE_RATE
+
+log = logging.getLogger(__name__)
+
+Float32 = npt.NDArray[np.float32]
+Int16 = npt.NDArray[np.int16]
+
+#: Samples in one chunk the processor takes (10 ms).
+CHUNK = CAPTURE_RATE // 100
+CHUNK_SECONDS = CHUNK / CAPTURE_RATE
+#: How far ahead of the microphone the far end is fed (seconds).
+LEAD = 0.01
+#: Far end this late (past its play time) is taken to be silence: nothing is playing.
+GRACE = 0.06
+#: A microphone stream whose times jump by more than this is re-anchored.
+NEAR_JUMP = 0.05
+#: Far-end playing time before the echo return loss counts as known.
+SETTLE_SECONDS = 1.0
+KNOWN_ERLE_DB = 12.0
+#: The microphone hears the speaker this far below what was played: no echo to speak of.
+WEAK_ECHO_DB = 35.0
+#: Far end louder than this (mean square, full scale 1.0) within ``ECHO_WINDOW`` may echo.
+FAR_ACTIVE = 1e-5
+ECHO_WINDOW = 40  # chunks (400 ms: the longest echo path plus a reverberation tail)
+#: Quieter microphone chunks do not count in the measurement.
+NEAR_FLOOR = 1e-8
+
+
+class AudioProcessor(Protocol):
+    """A stage on the capture path, on 16 kHz float32 samples (see ``MicrophoneCapture``)."""
+
+    def process(self, samples: Float32, end_time: float) -> Float32:
+        """Take the next samples of the stream (the last one captured at ``end_time``) and
+        return the processed stream's next samples: sample for sample, possibly later."""
+        ...
+
+
+class Apm(Protocol):
+    """The audio processing module: 10 ms int16 chunks at 16 kHz, processed in place."""
+
+    def reverse(self, chunk: Int16) -> None: ...
+
+    def near(self, chunk: Int16) -> None: ...
+
+    def set_delay_ms(self, ms: int) -> None: ...
+
+
+def processing_available() -> bool:
+    """The WebRTC audio processing wheel can be loaded on this machine."""
+    try:
+        from livekit import rtc  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class LiveKitApm:
+    """``livekit.rtc.AudioProcessingModule`` over reusable buffers (no allocation per chunk)."""
+
+    def __init__(self, *, echo_cancellation: bool, noise_suppression: bool) -> None:
+        from livekit import rtc
+
+        self._apm = rtc.AudioProcessingModule(
+            echo_cancellation=echo_cancellation,
+            noise_suppression=noise_suppression,
+            high_pass_filter=True,
+            auto_gain_control=False,
+        )
+        self._reverse_bytes = bytearray(CHUNK * 2)
+        self._near_bytes = bytearray(CHUNK * 2)
+        self._reverse_view: Int16 = np.frombuffer(self._reverse_bytes, dtype=np.int16)
+        self._near_view: Int16 = np.frombuffer(self._near_bytes, dtype=np.int16)
+        self._reverse_frame = rtc.AudioFrame(self._reverse_bytes, CAPTURE_RATE, 1, CHUNK)
+        self._near_frame = rtc.AudioFrame(self._near_bytes, CAPTURE_RATE, 1, CHUNK)
+
+    def reverse(self, chunk: Int16) -> None:
+        self._reverse_view[:] = chunk
+        self._apm.process_reverse_stream(self._reverse_frame)
+
+    def near(self, chunk: Int16) -> None:
+        self._near_view[:] = chunk
+        self._apm.process_stream(self._near_frame)
+        chunk[:] = self._near_view
+
+    def set_delay_ms(self, ms: int) -> None:
+        self._apm.set_stream_delay_ms(ms)
+
+
+ApmFactory = Callable[[bool, bool], Apm]
+
+
+def _livekit_apm(echo_cancellation: bool, noise_suppression: bool) -> Apm:
+    return LiveKitApm(echo_cancellation=echo_cancellation, noise_suppression=noise_suppression)
+
+
+@dataclass(slots=True)
+class EchoStats:
+    """What the canceller measured since it was (re)created."""
+
+    #: Seconds of microphone audio processed.
+    processed_seconds: float = 0.0
+    #: Seconds of it during which the far end was playing (echo possible).
+    far_end_seconds: float = 0.0
+    #: Median echo return loss enhancement over the last second of far end (dB), if any.
+    erle_db: float | None = None
+    #: Median echo return loss (far end over microphone, dB) over the same stretch.
+    erl_db: float | None = None
+    #: Processing time spent (seconds of CPU on the loop thread).
+    cpu_seconds: float = 0.0
+    #: Chunks held back because the far end they need was not played yet.
+    held: int = 0
+    #: Chunks passed through unprocessed because the processor failed.
+    failures: int = 0
+
+
+class _NearClock:
+    """Capture time of each sample of the microphone stream, smoothed against callback jitter."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._correction = 0.0
+        self._jump: float | None = None
+
+    def update(self, index_end: int, end_time: float) -> bool:
+        """The sample before ``index_end`` was captured at ``end_time``; True if re-anchored."""
+        if self._t0 is None:
+            self._t0, self._correction = end_time - index_end / CAPTURE_RATE, 0.0
+            return True
+        error = end_time - self.time_of(index_end)
+        if abs(error) > NEAR_JUMP:
+            # Re-anchored when the next update confirms the jump; one odd time is ignored.
+            candidate, self._jump = self._jump, error
+            if candidate is not None and abs(candidate - error) <= NEAR_JUMP / 2:
+                self._t0, self._correction = end_time - index_end / CAPTURE_RATE, 0.0
+                self._jump = None
+                return True
+            return False
+        self._jump = None
+        self._correction += 0.02 * error
+        return False
+
+    def time_of(self, index: int) -> float:
+        assert self._t0 is not None
+        return self._t0 + index / CAPTURE_RATE + self._correction
+
+
+class EchoCanceller:
+    """The microphone's audio processor (see the module docstring); runs on one thread.
+
+    ``echo_cancellation=False`` leaves only noise suppression (no far end is needed then).
+    ``now`` is the monotonic clock that tells a late far end from a silent one.
+    """
+
+    def __init__(
+        self,
+        *,
+        echo_cancellation: bool = True,
+        noise_suppression: bool = True,
+        now: Callable[[], float] = time.monotonic,
+        apm_factory: ApmFactory = _livekit_apm,
+    ) -> None:
+        self.echo_cancellation = echo_cancellation
+        self.noise_suppression = noise_suppression
+        self.tap = ReferenceTap()
+        self._now = now
+        self._apm_factory = apm_factory
+        self.reset()
+
+    def reset(self) -> None:
+        """A new processor: the echo path changed (another device or sample rate)."""
+        self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
+        self._reference = ReferenceTimeline()
+        self.tap.take()
+        self._clock = _NearClock()
+        self._pending: Float32 = np.zeros(0, dtype=np.float32)
+        self._received = 0  # microphone samples taken in
+        self._done = 0  # microphone samples processed and returned
+        self._cursor: float | None = None  # play time of the next far-end chunk to feed
+        self._far_recent: deque[float] = deque(maxlen=ECHO_WINDOW)
+        self._erle: deque[float] = deque(maxlen=100)
+        self._erl: deque[float] = deque(maxlen=100)
+        self._settled = not self.echo_cancellation
+        self._measured = 0
+        self._delay_ms = -1
+        self.stats = EchoStats()
+
+    @property
+    def uncertain(self) -> bool:
+        """The echo return loss is not known yet: speech heard may still be the speaker."""
+        return not self._settled
+
+    def process(self, samples: Float32, end_time: float) -> Float32:
+        """See ``AudioProcessor.process``."""
+        started = time.process_time()
+        x = np.asarray(samples, dtype=np.float32)
+        self._received += len(x)
+        self._clock.update(self._received, end_time)
+        self._pending = np.concatenate((self._pending, x)) if len(self._pending) else x
+        self._take_reference()
+        out: list[Float32] = []
+        count = len(self._pending) // CHUNK
+        processed = 0
+        for k in range(count):
+            chunk = self._pending[k * CHUNK : (k + 1) * CHUNK]
+            result = self._process_chunk(chunk, self._clock.time_of(self._done))
+            if result is None:
+                self.stats.held += 1
+                break
+            out.append(result)
+            self._done += CHUNK
+            processed += 1
+        self._pending = self._pending[processed * CHUNK :].copy()
+        if self._cursor is not None:
+            self._reference.forget_before(self._cursor)
+        self.stats.cpu_seconds += time.process_time() - started
+        if not out:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(out)
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _take_reference(self) -> None:
+        for block, rate, played_at in self.tap.take():
+            self._reference.add(block, rate, played_at)
+
+    def _process_chunk(self, chunk: Float32, captured_at: float) -> Float32 | None:
+        near = _to_int16(chunk)
+        raw_power = _power(near)
+        far_power = 0.0
+        if self.echo_cancellation:
+            fed = self._feed_far_end(captured_at)
+            if fed is None:
+                return None
+            far_power = fed
+            delay_ms = round(LEAD * 1000)
+            if delay_ms != self._delay_ms:
+                try:
+                    self._apm.set_delay_ms(delay_ms)
+                    self._delay_ms = delay_ms
+                except RuntimeError:  # sometimes refused; AEC3 estimates the delay anyway
+                    pass
+        try:
+            self._apm.near(near)
+        except RuntimeError as exc:
+            self.stats.failures += 1
+            if self.stats.failures == 1:
+                log.warning("audio processing failed; passing the microphone through: %s", exc)
+            return chunk.copy()
+        self._measure(raw_power, _power(near), far_power)
+        return near.astype(np.float32) * (1.0 / 32768.0)
+
+    def _feed_far_end(self, captured_at: float) -> float | None:
+        """Feed the far end played until ``LEAD`` after the chunk captured from ``captured_at``
+        ends; its mean power, or None if that is not known yet (the chunk must wait)."""
+        target = captured_at + CHUNK_SECONDS + LEAD
+        cursor = self._cursor
+        if cursor is None or abs(cursor + CHUNK_SECONDS - target) > NEAR_JUMP:
+            cursor = target - CHUNK_SECONDS  # start, or re-anchor after a jump
+        power = 0.0
+        while cursor + CHUNK_SECONDS <= target + 1e-9:
+            end = cursor + CHUNK_SECONDS
+            late = self._now() > end + GRACE
+            if self._reference.known_until < end and not late:
+                self._cursor = cursor
+                return None
+            far = _to_int16(self._reference.read(cursor, CHUNK))
+            power = max(power, _power(far))
+            try:
+                self._apm.reverse(far)
+            except RuntimeError:
+                self.stats.failures += 1
+            cursor = end
+        self._cursor = cursor
+        return power
+
+    def _measure(self, raw: float, processed: float, far: float) -> None:
+        stats = self.stats
+        stats.processed_seconds += CHUNK_SECONDS
+        if not self.echo_cancellation:
+            return
+        self._far_recent.append(far)
+        if max(self._far_recent) < FAR_ACTIVE:
+            return
+        stats.far_end_seconds += CHUNK_SECONDS
+        if raw < NEAR_FLOOR:
+            self._erl.append(10.0 * np.log10(max(self._far_recent) / NEAR_FLOOR))
+        else:
+            self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
+            self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
+        self._measured += 1
+        if self._settled and self._measured % 50:
+            return  # the figures are only reported from here on: refresh them twice a second
+        stats.erle_db = float(np.median(self._erle)) if self._erle else None
+        stats.erl_db = float(np.median(self._erl)) if self._erl else None
+        if not self._settled and stats.far_end_seconds >= SETTLE_SECONDS:
+            weak = stats.erl_db is not None and stats.erl_db >= WEAK_ECHO_DB
+            cancelled = stats.erle_db is not None and stats.erle_db >= KNOWN_ERLE_DB
+            if weak or cancelled:
+                self._settled = True
+                log.info(
+                    "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
+                    stats.far_end_seconds,
+                    _db(stats.erle_db),
+                    _db(stats.erl_db),
+                )
+
+
+def _to_int16(x: Float32) -> Int16:
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _power(x: Int16) -> float:
+    """Mean square, full scale 1.0."""
+    y = x.astype(np.float32)
+    return float(np.dot(y, y)) / (len(y) * 1073741824.0)
+
+
+def _db(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"

@@ -1,0 +1,500 @@
+"""How well does Parley keep from hearing itself on speakers? (``parley bench echo``)
+
+Spoken replies (the offline voice) are played into software rooms (``assistant.audio.room``):
+delays 40/120/250 ms, gains −6/−12 dB, with and without reverberation, a mild loudspeaker
+nonlinearity and a noise floor. Two parts:
+
+1. **The signal** (faster than real time, the same ``EchoCanceller`` the app runs, with exact
+   play and capture times): echo return loss enhancement in the first 1.5 s of far end and once
+   settled (from 3 s on), both over echo-only audio; the share of echo-only 32 ms frames Silero
+   VAD calls speech, with and without cancellation; the user's word error rate when real
+   recordings are spoken over a reply (double talk), against the same recordings with no echo;
+   the canceller's CPU time per second of audio.
+2. **Barge-in** (real time, the whole app in a room: microphone and speaker devices, the
+   canceller, the session, the local voice and recognizer): a reply plays, a real recording
+   talks over it at a random moment; detected when the reply paused and then stopped, with the
+   time from the voice's onset to the speaker going silent; any pause or phantom turn while
+   nobody talks counts as a self-interruption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from assistant.audio.echo import EchoCanceller
+from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
+from assistant.audio.wav import read_wav, resample
+from assistant.bench.textnorm import word_error_rate
+from assistant.config import Settings
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES
+
+Float32 = npt.NDArray[np.float32]
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_SPEECH = ROOT / "tests" / "data" / "speech"
+REPLIES = (
+    "Paris is the capital of France. It is known for the Eiffel Tower, its museums, and the "
+    "cafes along the river Seine.",
+    "A spider has eight legs. Most spiders also have eight eyes, although some have fewer, "
+    "and a few have none at all.",
+    "To sleep better, keep a regular bedtime, avoid screens for an hour before bed, and keep "
+    "your bedroom cool and dark.",
+    "The moon is slowly moving away from the Earth, by about four centimetres every year, "
+    "because of the tides.",
+)
+NOISE_SUPPRESSION = Settings().noise_suppression
+#: The room's microphone runs at the recognizer's rate (no resampling delay of its own); its
+#: speaker at 48 kHz, so the far end goes through the tap's resampler.
+MIC_RATE = 16_000
+DELAYS_MS = (40, 120, 250)
+GAINS_DB = (-6.0, -12.0)
+FIRST_SECONDS = 1.5
+SETTLED_AFTER = 3.0
+#: The user starts talking this far into a reply in the double-talk test.
+DOUBLE_TALK_AT = 2.5
+TARGETS = (
+    "targets: ERLE >= 25 dB settled; 0 % VAD on echo-only frames; 0 self-interruptions; "
+    "barge-in detected >= 95 % with onset->silent p50 <= 150 ms; "
+    "user WER with AEC at most 2 points above no echo"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    pcm: Float32  # 16 kHz
+    text: str
+
+
+@dataclass(slots=True)
+class RoomFigures:
+    erle_first: list[float] = field(default_factory=list)
+    erle_settled: list[float] = field(default_factory=list)
+    vad_on: list[float] = field(default_factory=list)
+    vad_first: list[float] = field(default_factory=list)
+    vad_off: list[float] = field(default_factory=list)
+    wer_refs: list[str] = field(default_factory=list)
+    wer_clean: list[str] = field(default_factory=list)
+    wer_aec: list[str] = field(default_factory=list)
+    wer_raw: list[str] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ material
+
+
+async def speak(texts: tuple[str, ...]) -> list[Float32]:
+    """The replies in the offline voice, 16 kHz float."""
+    from assistant.engines.local.tts import LocalTTS
+
+    tts = LocalTTS()
+    out = []
+    for text in texts:
+
+        async def one(text: str = text) -> AsyncIterator[str]:
+            yield text
+
+        chunks = [c async for c in tts.stream(one(), voice=None, language="en")]
+        pcm = resample(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate, 16_000)
+        out.append(pcm.astype(np.float32) / 32768.0)
+    tts.close()
+    return out
+
+
+def recordings() -> list[Recording]:
+    """Real read speech with its transcript (tests/data/speech)."""
+    index = REAL_SPEECH / "transcripts.json"
+    out = []
+    for entry in json.loads(index.read_text(encoding="utf-8")):
+        pcm, rate = read_wav(REAL_SPEECH / entry["file"])
+        x = resample(pcm, rate, CAPTURE_RATE).astype(np.float32) / 32768.0
+        out.append(Recording(x, entry["text"]))
+    return out
+
+
+def onset(x: Float32, threshold: float = 0.02) -> float:
+    """Seconds into ``x`` where speech starts (first 10 ms louder than ``threshold`` RMS)."""
+    n = len(x) // 160
+    rms = np.sqrt((x[: n * 160].reshape(n, 160) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > threshold)
+    return float(loud[0]) * 0.01 if len(loud) else 0.0
+
+
+# ---------------------------------------------------------------------------- 1: signal
+
+
+def run_canceller(far: Float32, near: Float32) -> tuple[Float32, EchoCanceller]:
+    """Process ``near`` (16 kHz) with ``far`` (16 kHz, played in step) as the far end."""
+    t0 = 1000.0
+    clock = [t0]
+    # Exact times: the far end of each 10 ms is played as the microphone captures it. Noise
+    # suppression as the settings have it by default.
+    canceller = EchoCanceller(now=lambda: clock[0], noise_suppression=NOISE_SUPPRESSION)
+    far48 = resample((far * 32767).astype(np.int16), CAPTURE_RATE, 48_000).astype(np.float32)
+    far48 /= 32768.0
+    out = []
+    for k in range(len(near) // 160):
+        t = t0 + k * 0.01
+        canceller.tap.rendered(far48[k * 480 : (k + 1) * 480], 48_000, t)
+        clock[0] = t + 0.03
+        out.append(canceller.process(near[k * 160 : (k + 1) * 160], t + 0.01))
+    y = np.concatenate(out)
+    return np.concatenate((y, np.zeros(len(near) - len(y), np.float32))), canceller
+
+
+def _power(x: Float32) -> npt.NDArray[np.float64]:
+    n = len(x) // 160
+    return (x[: n * 160].reshape(n, 160).astype(np.float64) ** 2).mean(axis=1)
+
+
+def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: float) -> float:
+    """Echo return loss enhancement (dB) over the 10 ms chunks of [start, end) with echo."""
+    p_raw, p_out, p_echo = _power(raw), _power(processed), _power(echo)
+    k = np.arange(len(p_echo)) * 0.01
+    active = (p_echo > 1e-6) & (k >= start) & (k < end)
+    if not active.any():
+        return float("nan")
+    residual = max(float(p_out[active].sum()), 1e-12)
+    return float(10 * np.log10(float(p_raw[active].sum()) / residual))
+
+
+def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> float:
+    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech."""
+    from assistant.audio.vad import SileroVAD
+
+    assert isinstance(vad, SileroVAD)
+    vad.reset()
+    n = len(x) // FRAME_SAMPLES
+    pcm = np.clip(x[: n * FRAME_SAMPLES] * 32768, -32768, 32767).astype(np.int16)
+    e = echo[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+    hits = total = 0
+    for i in range(n):
+        p = vad.process(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        if float((e[i] ** 2).mean()) > 1e-6 and i * FRAME_SAMPLES >= start * CAPTURE_RATE:
+            total += 1
+            hits += p >= vad.threshold
+    return hits / total if total else 0.0
+
+
+def signal_part(
+    replies: list[Float32], voices: list[Recording], rooms: list[EchoPath], whisper: object
+) -> dict[EchoPath, RoomFigures]:
+    from assistant.audio.vad import SileroVAD
+
+    vad = SileroVAD()
+    rng = np.random.default_rng(5)
+    # The same voices with no echo at all: the floor the double-talk WER is compared with.
+    pad = np.zeros(3200, np.float32)
+    clean = [_transcribe(whisper, np.concatenate((pad, v.pcm, pad, pad))) for v in voices]
+    results: dict[EchoPath, RoomFigures] = {}
+    for room in rooms:
+        fig = RoomFigures()
+        for i, reply in enumerate(replies):
+            far = np.concatenate((np.zeros(8000, np.float32), reply, np.zeros(16000, np.float32)))
+            echo = RoomAcoustics(room, seed=i)(far)
+            noise = (rng.standard_normal(len(far)) * 3e-4).astype(np.float32)
+            near = echo + noise
+            out, canceller = run_canceller(far, near)
+            first = onset(far)
+            fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
+            fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
+            fig.vad_on.append(vad_share(vad, out, echo, first + FIRST_SECONDS))
+            fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
+            fig.vad_off.append(vad_share(vad, near, echo))
+            stats = canceller.stats
+            fig.cpu_ms.append(1000 * stats.cpu_seconds / max(stats.processed_seconds, 1e-9))
+            # Double talk: a real voice over the reply, once the canceller has settled.
+            voice = voices[i % len(voices)]
+            at = round((first + DOUBLE_TALK_AT) * CAPTURE_RATE)
+            user = np.zeros(len(far), np.float32)
+            end = min(len(far), at + len(voice.pcm))
+            user[at:end] = voice.pcm[: end - at]
+            mixed = near + user
+            out, _ = run_canceller(far, mixed)
+            span = slice(max(0, at - 3200), end + 4800)
+            fig.wer_refs.append(voice.text)
+            fig.wer_clean.append(clean[i % len(voices)])
+            fig.wer_aec.append(_transcribe(whisper, out[span]))
+            fig.wer_raw.append(_transcribe(whisper, mixed[span]))
+        results[room] = fig
+        print(f"  room {_name(room)}: done", flush=True)
+    return results
+
+
+def _transcribe(whisper: object, x: Float32) -> str:
+    text: str = whisper.transcribe(x.astype(np.float32), "en").text  # type: ignore[attr-defined]
+    return text
+
+
+def _name(room: EchoPath) -> str:
+    return f"{room.delay_ms:.0f} ms {room.gain_db:+.0f} dB {'reverb' if room.reverb else 'dry'}"
+
+
+# --------------------------------------------------------------------------- 2: barge-in
+
+
+@dataclass(slots=True)
+class BargeIns:
+    trials: int = 0
+    detected: int = 0
+    onset_to_silent_ms: list[float] = field(default_factory=list)
+    #: What the user said over the replies, and what the app understood.
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
+    self_interruptions: int = 0
+    phantom_turns: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def barge_in_part(
+    room_path: EchoPath, voices: list[Recording], trials: int, seed: int
+) -> BargeIns:
+    """The app in a room: each reply is talked over once by a real voice."""
+    from assistant.app import Assistant
+    from assistant.audio.capture import MicrophoneCapture
+    from assistant.audio.player import DevicePlayer
+    from assistant.config import Settings
+    from assistant.events import (
+        AppEvent,
+        FinalTranscript,
+        PlaybackPaused,
+        State,
+        StateChanged,
+        TurnFinished,
+        UserSpeechStarted,
+    )
+
+    result = BargeIns()
+    rng = random.Random(seed)
+    settings = Settings(stt="local", llm="fake", tts="local", turn_mode="vad")
+    settings.echo_cancellation = "on"
+    paused: list[float] = []
+    started: list[float] = []
+    finished: list[bool] = []
+    speaking = asyncio.Event()
+    ended = asyncio.Event()
+    finals: list[tuple[float, str]] = []
+
+    def on_event(event: AppEvent) -> None:
+        match event:
+            case PlaybackPaused(at=at):
+                paused.append(at)
+            case UserSpeechStarted(at=at):
+                started.append(at)
+            case TurnFinished(turn=turn):
+                finished.append(turn.interrupted)
+                ended.set()
+            case FinalTranscript(text=text):
+                finals.append((time.monotonic(), text))
+            case StateChanged(state=state):
+                if state is State.SPEAKING:
+                    speaking.set()
+                else:
+                    speaking.clear()
+
+    with SoftwareRoom(room_path) as room, tempfile.TemporaryDirectory() as tmp:
+        mic = MicrophoneCapture(samplerate=MIC_RATE, stream_factory=room.input_stream)
+        player = DevicePlayer(samplerate=48_000, stream_factory=room.output_stream)
+        app = Assistant(
+            settings,
+            history_dir=Path(tmp),
+            source_factory=lambda _s: mic,
+            player_factory=lambda _s: player,
+            persist=False,
+        )
+        app.events.subscribe(on_event)
+        await app.start()
+        await app.wait_ready(120)
+        windows: list[tuple[float, float]] = []  # monotonic spans when the user talks
+
+        def say(rec: Recording, at_room: float) -> float:
+            room.say(rec.pcm, at_room)
+            begin = room.to_monotonic(at_room + onset(rec.pcm))
+            windows.append((begin - 0.1, room.to_monotonic(at_room + len(rec.pcm) / 16000) + 1.5))
+            return begin
+
+        say(voices[0], room.now() + 0.3)  # the first question
+        for trial in range(trials):
+            try:
+                await asyncio.wait_for(speaking.wait(), 60)
+            except TimeoutError:
+                result.failures.append(f"trial {trial}: no reply played")
+                break
+            reply_start = time.monotonic()
+            await asyncio.sleep(rng.uniform(1.5, 3.5))
+            voice = voices[(trial + 1) % len(voices)]
+            before = len(finished)
+            begin = say(voice, room.now() + 0.05)
+            result.trials += 1
+            ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), max(0.1, begin + 3.0 - time.monotonic()))
+            pause = next((p for p in paused if p >= begin - 0.05), None)
+            stopped = len(finished) > before and finished[before]
+            if pause is not None and stopped:
+                result.detected += 1
+                silent = _silent_from(room, pause)
+                if silent is not None:
+                    result.onset_to_silent_ms.append((silent - begin) * 1000.0)
+            result.self_interruptions += sum(1 for p in paused if reply_start <= p < begin - 0.05)
+            paused[:] = [p for p in paused if p >= begin - 0.05]
+            if stopped:  # what the app understood of the interruption answers it next
+                try:
+                    await asyncio.wait_for(speaking.wait(), 30)
+                except TimeoutError:
+                    pass
+                said = [text for at, text in finals if at >= begin and text]
+                result.refs.append(voice.text)
+                result.hyps.append(" ".join(said))
+        await app.wait_idle(60)
+        await asyncio.sleep(1.5)
+        result.phantom_turns = sum(1 for s in started if not any(a <= s <= b for a, b in windows))
+        await app.close()
+    return result
+
+
+def _silent_from(room: SoftwareRoom, paused_at: float) -> float | None:
+    """Monotonic time the speaker went quiet (paused blocks are exact zeros) after a pause."""
+    start = paused_at - room.to_monotonic(0.0) - 0.01
+    played = room.played(start, start + 1.0)
+    run = int(0.04 * CAPTURE_RATE)
+    quiet = np.abs(played) < 1e-6
+    for i in range(0, max(0, len(quiet) - run), 16):
+        if quiet[i : i + run].all():
+            return room.to_monotonic(start + i / CAPTURE_RATE)
+    return None
+
+
+# --------------------------------------------------------------------------------- report
+
+
+def main(quick: bool = False) -> int:
+    return asyncio.run(run(quick))
+
+
+async def run(quick: bool) -> int:
+    from assistant.engines.local.stt import WhisperRunner
+
+    rooms = [
+        EchoPath(delay_ms=d, gain_db=g, reverb=r)
+        for d in DELAYS_MS
+        for g in GAINS_DB
+        for r in (False, True)
+    ]
+    texts = REPLIES[:2] if quick else REPLIES
+    print(f"parley bench echo: {len(texts)} spoken replies x {len(rooms)} rooms", flush=True)
+    replies = await speak(texts)
+    voices = recordings()
+    whisper = WhisperRunner("base", threads=2)
+    figures = signal_part(replies, voices, rooms, whisper)
+    _print_signal(figures)
+    first = next(iter(figures.values()))
+    clean_wer = word_error_rate(first.wer_refs, first.wer_clean) * 100
+    barge_rooms = (
+        [EchoPath(120, -6, True)]
+        if quick
+        else [
+            EchoPath(40, -6, True),
+            EchoPath(120, -6, True),
+            EchoPath(250, -12, True),
+        ]
+    )
+    trials = 4 if quick else 8
+    total = BargeIns()
+    print(flush=True)
+    for i, room in enumerate(barge_rooms):
+        got = await barge_in_part(room, voices, trials, seed=i)
+        detail = _pcts(got.onset_to_silent_ms)
+        wer = word_error_rate(got.refs, got.hyps) * 100 if got.refs else float("nan")
+        print(
+            f"barge-in {_name(room):<22} detected {got.detected}/{got.trials}, onset->silent "
+            f"{detail}, self-interruptions {got.self_interruptions}, phantom turns "
+            f"{got.phantom_turns}, WER of the interruptions {wer:.1f} %",
+            flush=True,
+        )
+        for failure in got.failures:
+            print(f"  FAILED: {failure}")
+        total.trials += got.trials
+        total.detected += got.detected
+        total.onset_to_silent_ms += got.onset_to_silent_ms
+        total.self_interruptions += got.self_interruptions
+        total.phantom_turns += got.phantom_turns
+        total.refs += got.refs
+        total.hyps += got.hyps
+    rate = 100.0 * total.detected / max(1, total.trials)
+    print(
+        f"barge-in overall: detected {rate:.0f} % ({total.detected}/{total.trials}), "
+        f"onset->silent {_pcts(total.onset_to_silent_ms)}, self-interruptions "
+        f"{total.self_interruptions}, phantom turns {total.phantom_turns}"
+    )
+    if total.refs:
+        print(
+            f"user WER of the words said over replies (as the app transcribed them): "
+            f"{word_error_rate(total.refs, total.hyps) * 100:.1f} % ({len(total.refs)} "
+            f"interruptions; the same recordings with no echo: {clean_wer:.1f} %)"
+        )
+    print(TARGETS)
+    return 0
+
+
+def _pcts(values: list[float]) -> str:
+    if not values:
+        return "p50 - / p90 - ms"
+    return f"p50 {np.percentile(values, 50):.0f} / p90 {np.percentile(values, 90):.0f} ms"
+
+
+def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
+    print()
+    print(
+        f"{'room':<24}{'ERLE first 1.5 s':>17}{'ERLE settled':>14}{'VAD echo AEC/first/off':>24}"
+        f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}"
+    )
+    all_first, all_settled, all_vad, all_vad_first, all_cpu = [], [], [], [], []
+    refs: list[str] = []
+    clean: list[str] = []
+    aec: list[str] = []
+    raw: list[str] = []
+    for room, f in figures.items():
+        wers = "/".join(
+            f"{word_error_rate(f.wer_refs, hyps) * 100:.0f}"
+            for hyps in (f.wer_clean, f.wer_aec, f.wer_raw)
+        )
+        print(
+            f"{_name(room):<24}{np.nanmin(f.erle_first):>8.1f} dB min"
+            f"{np.nanmin(f.erle_settled):>9.1f} dB min"
+            f"{100 * max(f.vad_on):>13.1f}/{100 * max(f.vad_first):.0f}"
+            f"/{100 * max(f.vad_off):.0f} %"
+            f"{wers + ' %':>21}{np.mean(f.cpu_ms):>10.1f}"
+        )
+        clean += f.wer_clean
+        all_first += f.erle_first
+        all_settled += f.erle_settled
+        all_vad += f.vad_on
+        all_vad_first += f.vad_first
+        all_cpu += f.cpu_ms
+        refs += f.wer_refs
+        aec += f.wer_aec
+        raw += f.wer_raw
+    print(
+        f"overall: ERLE first 1.5 s median {np.nanmedian(all_first):.1f} dB (min "
+        f"{np.nanmin(all_first):.1f}); settled median {np.nanmedian(all_settled):.1f} dB (min "
+        f"{np.nanmin(all_settled):.1f}); VAD on echo-only frames with AEC after the first "
+        f"{FIRST_SECONDS} s max {100 * max(all_vad):.1f} % (in them max "
+        f"{100 * max(all_vad_first):.1f} %); CPU {np.mean(all_cpu):.1f} ms per audio second"
+    )
+    print(
+        f"user WER, talking through a whole reply: no echo {word_error_rate(refs, clean) * 100:.1f}"
+        f" %; over the reply with AEC "
+        f"{word_error_rate(refs, aec) * 100:.1f} %, without AEC "
+        f"{word_error_rate(refs, raw) * 100:.1f} %"
+    )
