@@ -83,6 +83,9 @@ class ModeResult:
     #: Turns for which replies were prepared ahead and thrown away (and how many in all).
     dropped_turns: int = 0
     dropped: int = 0
+    #: Prompt tokens of each reply's request, and those the model had not read ahead.
+    prompt_tokens: list[float] = field(default_factory=list)
+    unread_tokens: list[float] = field(default_factory=list)
     #: For each question with an expected fact: whether the answer held it.
     facts: list[bool] = field(default_factory=list)
     #: (what the reply said, what it sounded like: the recording of the turn).
@@ -284,6 +287,9 @@ def _collect(
         if value is not None:
             out.marks[mark].append(float(value))
     notes = timeline.get("notes", {})
+    if isinstance(notes.get("prompt_tokens"), int):
+        out.prompt_tokens.append(notes["prompt_tokens"])
+        out.unread_tokens.append(notes["prompt_tokens"] - int(notes.get("cached_tokens", 0)))
     out.speculated += notes.get("speculation") == "used"
     dropped = int(notes.get("speculations_dropped", 0))
     out.dropped += dropped
@@ -425,7 +431,13 @@ def _print(plan: Plan, results: list[VariantResult], monitor: LoopMonitor, n: in
         for r in results:
             m = r.modes.get(mode, ModeResult())
             cells = "".join(_pct(m.marks[k], 50).rjust(18) for k in PATH)
-            print(f"{label(mode, r):<{width}}{cells}")
+            unread = (
+                f"   prompt p50 {_pct(m.unread_tokens, 50).strip()} of "
+                f"{_pct(m.prompt_tokens, 50).strip()} tokens not read ahead"
+                if m.prompt_tokens
+                else ""
+            )
+            print(f"{label(mode, r):<{width}}{cells}{unread}")
     print()
     for r in results:
         tag = f" [{r.variant.name}]" if labelled else ""

@@ -46,7 +46,7 @@ QUESTIONS: tuple[Question, ...] = (
     Question("es", "Dime algo interesante sobre la luna."),
     Question("de", "Was ist die Hauptstadt von Deutschland?", r"berlin"),
     Question("de", "Erzähl mir etwas über Katzen."),
-    Question("fr", "Quelle est la capitale de l'Italie ?", r"\brome\b"),
+    Question("fr", "Quelle est la capitale de l'Italie ?", r"\brom[ea]\b"),
     Question("fr", "Donne-moi une idée de dîner rapide."),
 )
 

@@ -20,6 +20,7 @@ from assistant.engines.base import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    Usage,
     closing_stream,
 )
 from assistant.history import ToolRecord
@@ -60,7 +61,7 @@ async def generate(
     """
     splitter = splitter or TextSplitter()
     specs = tools.specs if tools is not None else []
-    for _round in range(MAX_TOOL_ROUNDS + 1):
+    for round_ in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}
         timeline.mark("llm_request")
         stream = llm.stream(ChatRequest(messages, tools=specs))
@@ -77,6 +78,10 @@ async def generate(
                     call.id = event.id or call.id
                     call.name = event.name or call.name
                     call.arguments += event.arguments
+                elif isinstance(event, Usage) and round_ == 0 and event.prompt_tokens:
+                    # How much of the prompt the model had read ahead (its cache).
+                    timeline.notes["prompt_tokens"] = event.prompt_tokens
+                    timeline.notes["cached_tokens"] = event.cached_tokens
         if not calls or tools is None:
             break
         await before_tools()
