@@ -91,6 +91,9 @@ _PHRASE_STARTS = {
 _PHRASE_MIN_WORDS = 2
 _PHRASE_MAX_WORDS = 5
 _PHRASE_MAX_CHARS = 64  # past this, five words are behind us: stop looking (bounded work)
+#: When the listener is about to run out of audio, a piece with no clause mark yet ends at the
+#: first space this far in (six to eight words): a seam in the voice beats a silent gap.
+_HURRY_CUT_CHARS = 40
 # The word right after a space: letters and apostrophes up to the next other character.
 _NEXT_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
@@ -577,6 +580,7 @@ class TextSplitter:
         self._text = ""  # spaced text not yet released, from ``_base`` on
         self._base = 0  # where the piece being scanned begins in ``_text``
         self._first = True
+        self._hurried = False  # the piece being scanned was asked for early (``hurry``)
         self._new_piece()
 
     def _new_piece(self) -> None:
@@ -591,10 +595,11 @@ class TextSplitter:
         """Add a delta; return the pieces that became ready (often none).
 
         ``hurry``: the listener is about to run out of audio, so release the next clause as
-        soon as it is speakable (as for the first one) instead of waiting for the sentence.
+        soon as it is speakable (as for the first one) instead of waiting for the sentence, and
+        with no clause mark in sight, at a space some six to eight words in.
         """
         if hurry and not self._first:
-            self._first = True
+            self._first = self._hurried = True
             self._new_piece()  # look at the piece's clause marks again
         self._text += self._spacer.feed(self._cleaner.feed(delta, final=False))
         return self._release(final=False)
@@ -617,7 +622,7 @@ class TextSplitter:
             self._new_piece()
             if piece:
                 pieces.append(piece)
-                self._first = False
+                self._first = self._hurried = False
         if self._base:  # drop the released text once per delta, not once per piece
             shift = self._base
             self._text = self._text[shift:]
@@ -652,7 +657,7 @@ class TextSplitter:
             if c == "\n":
                 return i + 1
             if c.isspace():
-                if self._over_cap:
+                if self._over_cap or (self._hurried and i - start >= _HURRY_CUT_CHARS):
                     return i
                 if self._first and self.phrase_starts:
                     phrase = self._phrase_ends_here(t, start, i, final)

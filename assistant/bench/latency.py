@@ -47,7 +47,7 @@ from assistant.bench.textnorm import word_error_rate
 from assistant.bench.variants import AFTER, BEFORE, Variant, build_engines, parse_curve
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech, close_engine
-from assistant.events import AppEvent, Ready
+from assistant.events import AppEvent, Loading, Ready
 from assistant.talk import TalkResult, run_talk
 
 Mode = Literal["ptt", "vad"]
@@ -97,6 +97,8 @@ class VariantResult:
     variant: Variant
     modes: dict[str, ModeResult] = field(default_factory=dict)
     ready_ms: float | None = None
+    #: Each engine's own start (ms from app start), in the order they were ready.
+    engines_ready_ms: dict[str, float] = field(default_factory=dict)
     cold_ms: float | None = None
     barge_ms: list[float] = field(default_factory=list)
     barge_failures: int = 0
@@ -217,6 +219,8 @@ async def _cold_start(
     def note(event: AppEvent) -> None:
         if isinstance(event, Ready) and event.ready and not ready:
             ready.append(time.monotonic())
+        elif isinstance(event, Loading) and event.fraction >= 1.0 and not ready:
+            out.engines_ready_ms[event.component] = (time.monotonic() - started) * 1000.0
 
     result = await run_talk(
         utt.path,
@@ -309,8 +313,10 @@ def _collect(
         out.spoken.append((turn.assistant_text, recording))
     v2v = timeline.get("voice_to_voice_ms")
     shown = f"{v2v:.0f} ms" if isinstance(v2v, int | float) else "—"
+    gaps = f", {result.underruns} underruns" if result.underruns else ""
     print(
-        f"  [{mode} {variant.name}] {utt.path.name}: “{hypothesis}” → {shown}; “{answer[:60]}”",
+        f"  [{mode} {variant.name}] {utt.path.name}: “{hypothesis}” → {shown}{gaps}; "
+        f"“{answer[:60]}”",
         flush=True,
     )
 
@@ -466,7 +472,8 @@ def _print(plan: Plan, results: list[VariantResult], monitor: LoopMonitor, n: in
         facts = [f for m in r.modes.values() for f in m.facts]
         print(f"answers holding their expected fact{tag}: {sum(facts)}/{len(facts)}")
         if plan.extras:
-            print(f"app start → ready to talk{tag}: {_ms(r.ready_ms)}")
+            engines = ", ".join(f"{k} {v:.0f} ms" for k, v in r.engines_ready_ms.items())
+            print(f"app start → ready to talk{tag}: {_ms(r.ready_ms)} ({engines})")
             print(f"first reply after the app starts (cold){tag}: {_ms(r.cold_ms)}")
             barge = (
                 f"p50 {_pct(r.barge_ms, 50).strip()} / p90 {_pct(r.barge_ms, 90).strip()} ms "

@@ -473,6 +473,20 @@ def test_pieces_do_not_depend_on_chunking(
     assert split(text, list(text), **opts) == whole
 
 
+def test_hurry_without_a_clause_mark_cuts_at_a_space_rather_than_run_dry() -> None:
+    rest = "your bedroom cool and dark and quiet every single night. Sleep well."
+    splitter = TextSplitter()
+    assert splitter.push("It is a good idea. Keep ") == ["It is a good idea."]
+    pieces = splitter.push(rest, hurry=True)
+    assert pieces[0] == "Keep your bedroom cool and dark and quiet"
+    pieces += splitter.flush()
+    assert " ".join(pieces) == speakable("Keep " + rest)
+    # Without hurry the sentence stays whole.
+    calm = TextSplitter()
+    calm.push("It is a good idea. Keep ")
+    assert calm.push(rest)[0] == "Keep your bedroom cool and dark and quiet every single night."
+
+
 def test_hurry_releases_the_next_clause_early() -> None:
     splitter = TextSplitter()
     first = splitter.push("Paris is the capital of France, a city of art. ")
