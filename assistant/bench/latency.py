@@ -182,6 +182,10 @@ async def run(plan: Plan) -> int:
                     if problems:
                         print(f"parley bench latency: {problems[0]}", flush=True)
                         return 1
+                # Every language's speech model, before any turn is timed.
+                for stt, _llm, _tts in engines.values():
+                    for language in sorted({u.language for u in utterances}):
+                        await stt.warm_up(language)  # type: ignore[call-arg]
                 monitor.start()
                 for utt in [u for _ in range(plan.repeat) for u in utterances]:
                     for mode in plan.modes:

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.config import Settings
-from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
+from assistant.config import DEFAULT_SYSTEM_PROMPT, Settings
+from assistant.engines.base import LanguageModel, Message, SpeechToText, TextToSpeech
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,8 @@ class Levers:
     first_phrase: bool = True
     #: The language model generates with one thread on two cores (its prompt is read with two).
     llm_one_thread: bool = True
+    #: The language model reads the system prompt into its cache as soon as it is up.
+    warm_prompt: bool = True
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -59,12 +61,16 @@ class Variant:
         return settings
 
     def stt_options(self) -> dict[str, Any]:
-        return {}
+        # As the app builds it for an English user: other languages' model loads later.
+        return {"language": "en"}
 
     def llm_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
         if not self.levers.llm_one_thread:
-            return {"threads": 2, "threads_batch": 2}
-        return {}
+            options.update(threads=2, threads_batch=2)
+        if self.levers.warm_prompt:
+            options["warm_prompt"] = (Message("system", DEFAULT_SYSTEM_PROMPT),)
+        return options
 
     def tts_options(self) -> dict[str, Any]:
         return {}
@@ -74,8 +80,7 @@ Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 
 
 def build_engines(variants: list[Variant]) -> dict[str, Engines]:
-    """Fresh, unwarmed local engines for each mix; mixes whose options agree share an engine
-    (every language's speech model is loaded, not only English)."""
+    """Fresh, unwarmed local engines for each mix; mixes whose options agree share an engine."""
     from assistant.engines.local.llm import LocalLLM
     from assistant.engines.local.stt import LocalSTT
     from assistant.engines.local.tts import LocalTTS

@@ -302,6 +302,24 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
     assert _our_llama_servers() == []
 
 
+@pytest.mark.slow
+async def test_the_system_prompt_is_read_in_while_starting() -> None:
+    _binary_or_skip()
+    system = Message("system", "You are a terse assistant. " * 8)
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    try:
+        await llm.warm_up()
+        assert llm._warming is not None
+        await llm._warming  # in the background: the app is ready before it is done
+        request = ChatRequest([system, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
+        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
+        # Everything up to the user's words came from the cache.
+        assert usage and usage[-1].cached_tokens >= 40, usage
+        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+    finally:
+        await llm.aclose()
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 _ORPHAN_SCRIPT = textwrap.dedent(

@@ -10,9 +10,9 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
+from assistant.engines.base import ChatRequest, EngineError, LLMEvent, Message, closing_stream
 from assistant.engines.local.llama_server import LlamaServer, Notice
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.net.errors import ContextTooLong
@@ -50,7 +50,12 @@ def default_threads() -> tuple[int, int]:
 
 
 class LocalLLM:
-    """``LanguageModel`` backed by llama-server on 127.0.0.1."""
+    """``LanguageModel`` backed by llama-server on 127.0.0.1.
+
+    ``warm_prompt``: messages (the system prompt) the server reads into its prompt cache as
+    soon as it is up, in the background, so the first reply after a start does not wait for
+    them.
+    """
 
     name = "local"
 
@@ -63,6 +68,7 @@ class LocalLLM:
         context: int = 4096,
         timeout_first_token: float = 90.0,
         progress: Progress | None = None,
+        warm_prompt: Sequence[Message] = (),
     ) -> None:
         self.model = resolve(model)
         auto_threads, auto_batch = default_threads()
@@ -71,6 +77,8 @@ class LocalLLM:
         self.context = context
         self.timeout_first_token = timeout_first_token
         self.progress = progress
+        self.warm_prompt = list(warm_prompt)
+        self._warming: asyncio.Task[None] | None = None
         #: Listeners for user-facing notices (crash, restart); shared with the server.
         self.on_notice: list[Notice] = []
         self._server: LlamaServer | None = None
@@ -98,6 +106,9 @@ class LocalLLM:
                 server.on_notice = self.on_notice
                 self._server = server
             await self._server.start(self.progress)
+            if self.warm_prompt and self._warming is None:
+                request = ChatRequest([*self.warm_prompt, Message("user", "")])
+                self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
         # A restart may move the server to another port, and always brings a new key.
@@ -198,6 +209,8 @@ class LocalLLM:
 
     async def aclose(self) -> None:
         """Stop the server (the model file stays cached)."""
+        if self._warming is not None:
+            self._warming.cancel()
         if self._server is not None:
             await self._server.stop()
         for chat in [*self._retired, *([self._chat] if self._chat is not None else [])]:
