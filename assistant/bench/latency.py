@@ -103,6 +103,7 @@ class VariantResult:
     barge_ms: list[float] = field(default_factory=list)
     barge_failures: int = 0
     peak_rss: int = 0
+    peak_server_rss: int = 0
     reply_wer: float | None = None
 
 
@@ -111,6 +112,8 @@ class RssSampler:
 
     def __init__(self, groups: dict[str, Callable[[], Iterable[int]]]) -> None:
         self.peaks = dict.fromkeys(groups, 0)
+        #: The peak of the servers alone.
+        self.server_peaks = dict.fromkeys(groups, 0)
         self._groups = groups
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -121,11 +124,12 @@ class RssSampler:
             with contextlib.suppress(psutil.Error):
                 own = me.memory_info().rss
             for name, pids in self._groups.items():
-                total = own
+                servers = 0
                 for pid in pids():
                     with contextlib.suppress(psutil.Error):
-                        total += psutil.Process(pid).memory_info().rss
-                self.peaks[name] = max(self.peaks[name], total)
+                        servers += psutil.Process(pid).memory_info().rss
+                self.peaks[name] = max(self.peaks[name], own + servers)
+                self.server_peaks[name] = max(self.server_peaks[name], servers)
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -201,6 +205,7 @@ async def run(plan: Plan) -> int:
                 await monitor.stop()
             for name, peak in rss.peaks.items():
                 results[name].peak_rss = peak
+                results[name].peak_server_rss = rss.server_peaks[name]
         finally:
             for engine_set in engines.values():
                 for engine in engine_set:
@@ -490,7 +495,10 @@ def _print(plan: Plan, results: list[VariantResult], monitor: LoopMonitor, n: in
             print(f"barge-in onset → output silent{tag}: {barge}")
             wer = f"{r.reply_wer * 100:.1f}%" if r.reply_wer is not None else "-"
             print(f"spoken replies transcribed back (WER vs their text){tag}: {wer}")
-        print(f"peak RSS (Parley + llama-server){tag}: {r.peak_rss / 2**30:.2f} GiB")
+        print(
+            f"peak RSS (Parley + llama-server){tag}: {r.peak_rss / 2**30:.2f} GiB "
+            f"(llama-server {r.peak_server_rss / 2**30:.2f} GiB)"
+        )
     print(f"event-loop stall p99: {monitor.percentile(99):.1f} ms (worst {monitor.worst:.1f} ms)")
 
 

@@ -507,17 +507,27 @@ class Session:
         if preview is not None and reusable and self._transcription.can_checkpoint:
             # Nothing was said since the preview (push-to-talk): it is the final transcript,
             # so the recognizer does not decode the same words again.
-            self._spawn(self._finish_utterance(utterance, preview), "final-transcript")
+            final = self._final_from_preview(preview)
+            self._spawn(self._finish_utterance(utterance, final), "final-transcript")
             return
         waiter = self._transcription.expect_final()
         final = self._transcription.wait_final(waiter, known)
         self._spawn(self._finish_utterance(utterance, final), "final-transcript")
 
-    async def _finish_utterance(self, utterance: Utterance, final: Awaitable[str | None]) -> None:
+    async def _final_from_preview(self, preview: asyncio.Future[str | None]) -> str:
+        """The preview's text; should it have failed, a final decoded the usual way."""
+        try:
+            text = await preview
+        except Exception as exc:
+            log.info("preview transcript failed (%s); decoding the final", exc)
+            text = None
+        if text is not None:
+            return text
+        return await self._transcription.wait_final(self._transcription.expect_final())
+
+    async def _finish_utterance(self, utterance: Utterance, final: Awaitable[str]) -> None:
         try:
             text = await final
-            if text is None:
-                raise EngineError("no transcript")
         except Exception as exc:
             self._tracker.on_final_failed(utterance)
             message = (

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from assistant.config import PushToTalkSettings, Settings
-from assistant.engines.base import PCM, Transcript
+from assistant.engines.base import PCM, EngineError, Transcript
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeSTTSession
-from assistant.events import TurnWithdrawn
+from assistant.events import ErrorEvent, TurnWithdrawn
 from assistant.session import Session
 from tests.scenario import Do, Speech, Stage
 
@@ -169,3 +169,25 @@ async def test_hands_free_turns_note_their_speculation(tmp_path) -> None:
     (turn,) = stage.finished()
     assert turn.timeline["notes"]["speculation"] == "used"
     assert turn.timeline["notes"]["speculations_dropped"] == 1
+
+
+class _FailingCheckpoints(FakeSTTSession):
+    async def checkpoint(self) -> str:
+        raise EngineError("the decoder failed", engine="fake")
+
+
+class FailingCheckpointsSTT(FakeSTT):
+    async def open(self, language: str) -> FakeSTTSession:
+        return _FailingCheckpoints(self)
+
+
+async def test_a_failed_checkpoint_falls_back_to_decoding_at_the_release(tmp_path) -> None:
+    stt = FailingCheckpointsSTT(script=(QUESTION,), words_per_second=20)
+    llm = FakeLLM(ttft=0.05, tokens_per_second=200)
+    script = held(0.2, 2.0, Speech(0.2, 1.4))
+    async with Stage(tmp_path, mode="ptt", stt=stt, llm=llm, script=script) as stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert turn.user_text == QUESTION and len(stt.final_delays) == 1
+    assert len(llm.requests) == 1 and "speculation" not in turn.timeline["notes"]
+    assert not stage.events(ErrorEvent)
