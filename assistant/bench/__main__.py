@@ -1,25 +1,7 @@
-import argparse
+"""``python -m assistant.bench WHICH [options]``: the same as ``parley bench WHICH [options]``."""
+
 import sys
 
-from assistant.bench import run_bench
+from assistant.cli import main
 
-parser = argparse.ArgumentParser(prog="python -m assistant.bench")
-parser.add_argument("which", choices=("overhead", "latency", "echo"))
-parser.add_argument("--turns", type=int, default=200)
-parser.add_argument("--quick", action="store_true")
-parser.add_argument("--compare", action="store_true")
-parser.add_argument("--ablate", action="append", metavar="LEVER")
-parser.add_argument("--curve", metavar="DIAL=V1,V2")
-parser.add_argument("--repeat", type=int, default=1)
-args = parser.parse_args()
-sys.exit(
-    run_bench(
-        args.which,
-        turns=args.turns,
-        quick=args.quick,
-        compare=args.compare,
-        ablate=args.ablate,
-        curve=args.curve,
-        repeat=args.repeat,
-    )
-)
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -49,19 +49,15 @@ from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech, close_engine
 from assistant.events import AppEvent, Loading, Ready
 from assistant.talk import TalkResult, run_talk
+from assistant.timeline import MARKS, Mark
 
 Mode = Literal["ptt", "vad"]
 Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 
 STAGES = ("stt_final", "llm_first_token", "first_text_to_tts", "tts_first_audio", "voice_to_voice")
 #: Marks on the way to the first sound, in ms from the end of speech ("where the time goes").
-PATH = (
-    "stt_final",
-    "llm_request",
-    "llm_first_token",
-    "first_text_to_tts",
-    "tts_first_audio",
-    "playback_start",
+PATH = tuple(
+    m.value for m in MARKS[MARKS.index(Mark.STT_FINAL) : MARKS.index(Mark.PLAYBACK_START) + 1]
 )
 MODE_NAMES = {"ptt": "push-to-talk", "vad": "hands-free"}
 BARGE_IN_TRIALS = (2, 4)  # quick, full
