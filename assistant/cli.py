@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant import __version__
-from assistant.config import SettingsError, load_settings
+from assistant.config import Settings, SettingsError, load_settings
 
 LANG_HELP = "language code, e.g. en, en-GB, de, es, fr"
 AUDIO_SWITCH_INTERVAL = 0.001
@@ -28,6 +28,11 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--stt", help="speech-to-text engine (default from settings: local)")
     p.add_argument("--llm", help="language model engine (default from settings: local)")
     p.add_argument("--tts", help="text-to-speech engine (default from settings: local)")
+    p.add_argument(
+        "--s2s",
+        help="speech-to-speech engine, instead of --stt/--llm/--tts (openai-realtime, "
+        "assemblyai-agent)",
+    )
     p.add_argument("--language", help=LANG_HELP)
     p.add_argument("--voice", help="voice id (see `parley voices`)")
     p.add_argument(
@@ -43,6 +48,24 @@ def _talk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument(
         "--history", type=Path, help="conversation directory to use (default: a temporary one)"
+    )
+    p.add_argument(
+        "--tools",
+        choices=("default", "none"),
+        default="default",
+        help="offer the built-in tools (and any MCP servers) to the model, or none",
+    )
+    p.add_argument(
+        "--mcp",
+        type=Path,
+        metavar="CONFIG.toml",
+        help="MCP servers to use, as [servers.NAME] tables (command/args/env or url)",
+    )
+    p.add_argument(
+        "--structured",
+        type=Path,
+        metavar="SCHEMA.json",
+        help="extract an object matching this JSON Schema from every turn",
     )
     p.add_argument(
         "--echo",
@@ -65,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _talk_parser(sub)
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("which", choices=("overhead", "latency", "echo"), help="what to measure")
+    bench.add_argument(
+        "which",
+        choices=("overhead", "latency", "echo", "engines", "tools"),
+        help="what to measure",
+    )
     bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.add_argument(
@@ -146,10 +173,20 @@ def _talk(args: argparse.Namespace) -> int:
     settings = loaded.settings
     if loaded.notice:
         print(f"parley: {loaded.notice}", file=sys.stderr)
+    chained = [f"--{key}" for key in ("stt", "llm", "tts") if getattr(args, key)]
+    if args.s2s and chained:
+        return _fail(f"--s2s replaces {', '.join(chained)}: give one or the other")
     for key in ("stt", "llm", "tts", "language", "voice"):
         value = getattr(args, key)
         if value:
             setattr(settings, key, value)
+    if args.s2s:
+        settings.pipeline = "s2s"
+        settings.s2s.engine = args.s2s
+        if args.voice:
+            settings.s2s.voice = args.voice
+    elif chained:
+        settings.pipeline = "chained"
     if args.turns:
         settings.turn_mode = args.turns
     if args.aec:
@@ -166,6 +203,9 @@ def _talk(args: argparse.Namespace) -> int:
             return _fail("--echo needs --pace realtime: a room plays in real time")
     if not args.input.exists():
         return _fail(f"{args.input}: no such file")
+    problem = _talk_tools(args, settings)
+    if problem is not None:
+        return _fail(problem)
 
     def show(event: AppEvent) -> None:
         line = describe_event(event)
@@ -195,6 +235,27 @@ def _talk(args: argparse.Namespace) -> int:
     if not result.turns:
         return _fail("no speech was recognized in the input")
     return 0
+
+
+def _talk_tools(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Apply --tools, --mcp and --structured to ``settings``; a one-line problem, if any."""
+    from assistant.tools.mcp import McpConfigError, load_servers
+    from assistant.tools.structured import SchemaError, load_schema
+
+    settings.tools.enabled = args.tools != "none"
+    if args.mcp is not None:
+        try:
+            settings.tools.mcp_servers.update(load_servers(args.mcp))
+        except McpConfigError as exc:
+            return str(exc)
+    if args.structured is not None:
+        try:
+            load_schema(args.structured)
+        except SchemaError as exc:
+            return str(exc)
+        settings.structured.enabled = True
+        settings.structured.schema_path = str(args.structured.resolve())
+    return None
 
 
 def _voices(language: str | None) -> int:

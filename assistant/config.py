@@ -33,6 +33,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 TurnMode = Literal["ptt", "vad"]
 EchoCancellation = Literal["on", "auto", "off"]
+#: Chained (speech to text → language model → text to speech) or one speech-to-speech engine.
+Pipeline = Literal["chained", "s2s"]
 
 #: Documented default endpoint of each provider. ``PARLEY_<PROVIDER>_URL`` overrides any of them.
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -43,6 +45,10 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "deepgram": "wss://api.deepgram.com/v1/listen",
     "elevenlabs": "wss://api.elevenlabs.io",
     "async": "wss://api.async.com/text_to_speech/websocket/ws",
+    # Anthropic's SDK adds /v1/messages itself: the base has no /v1.
+    "anthropic": "https://api.anthropic.com",
+    "assemblyai_gateway": "https://llm-gateway.assemblyai.com/v1",
+    "assemblyai_agent": "wss://agents.assemblyai.com/v1/ws",
 }
 
 #: Extra environment variable names accepted for some endpoints (first match wins).
@@ -106,13 +112,73 @@ class ProviderSettings:
 
 
 @dataclass(slots=True)
+class SpeechToSpeechSettings:
+    """The speech-to-speech engine used when ``Settings.pipeline`` is ``"s2s"``."""
+
+    #: The engine (``parley talk --s2s`` names): ``openai-realtime``, ``assemblyai-agent``.
+    engine: str = "openai-realtime"
+    #: The provider's model (empty: its default).
+    model: str = ""
+    #: The provider's voice (empty: its default).
+    voice: str = ""
+    #: Who decides, hands-free, where the user's turn ends and when speech over a reply
+    #: interrupts it: Parley's own detection, or the provider's.
+    turn_detection: Literal["parley", "provider"] = "parley"
+    #: Spoken verbatim when a session starts, by engines that can (empty: no greeting).
+    greeting: str = ""
+
+
+@dataclass(slots=True)
+class McpServerSettings:
+    """One Model Context Protocol server: a command to start (stdio) or a URL (streamable HTTP).
+
+    ``env`` is added to the small safe environment the server starts with (never Parley's own);
+    a value ``"${NAME}"`` is taken from Parley's environment at start, so a secret need not be
+    written in this file.
+    """
+
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+    enabled: bool = True
+    #: Seconds to wait for the server to start, list its tools, or answer one call.
+    timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class ToolSettings:
+    #: Offer tools to the language model at all.
+    enabled: bool = True
+    #: Which tools ask "Shall I go ahead?" first: every tool that changes something
+    #: ("changes"), only those that may change or delete what exists ("destructive"), or none.
+    confirm: Literal["changes", "destructive", "never"] = "changes"
+    mcp_servers: dict[str, McpServerSettings] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StructuredSettings:
+    """An object extracted from every answered turn, beside the spoken reply."""
+
+    enabled: bool = False
+    #: A JSON Schema file; empty: the built-in {intent, urgency, escalate, summary} schema.
+    schema_path: str = ""
+
+
+@dataclass(slots=True)
 class Settings:
+    #: ``chained``: the three engines below; ``s2s``: one speech-to-speech engine (``s2s``).
+    pipeline: Pipeline = "chained"
     stt: str = "local"
     llm: str = "local"
     tts: str = "local"
+    s2s: SpeechToSpeechSettings = field(default_factory=SpeechToSpeechSettings)
     #: When a chosen cloud engine fails before producing output, try the local one.
     fallback_to_local: bool = True
+    #: The language spoken and answered in (BCP-47-ish: "en", "en-GB", "fr").
     language: str = "en"
+    #: Answer in the language each utterance is spoken in (detected, ``language`` first).
+    detect_language: bool = False
     voice: str = ""
     turn_mode: TurnMode = "ptt"
     vad: VadSettings = field(default_factory=VadSettings)
@@ -136,7 +202,11 @@ class Settings:
     local_llm_model: str = "qwen2.5-coder-1.5b"
     hotkey: str = "Space"
     global_hotkey: bool = False
+    #: Start with only the tray icon showing (where the system has a tray).
+    start_in_tray: bool = False
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    tools: ToolSettings = field(default_factory=ToolSettings)
+    structured: StructuredSettings = field(default_factory=StructuredSettings)
 
     def endpoint(self, provider: str) -> str:
         """The endpoint URL of ``provider``: environment override, then settings, then default."""
@@ -186,6 +256,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except SettingsError:
                 continue
         raise SettingsError(f"{where}: {value!r} has the wrong type")
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list")
+        return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, value_tp = get_args(tp)
         if not isinstance(value, dict):

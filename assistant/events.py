@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from assistant.audio.devices import DeviceList
 from assistant.config import Settings, TurnMode
 from assistant.history import TurnRecord
+from assistant.tools.mcp import ServerStatus
 
 
 class State(StrEnum):
@@ -27,6 +29,8 @@ class Source(StrEnum):
     STT = "stt"
     LLM = "llm"
     TTS = "tts"
+    #: A speech-to-speech engine (it hears, thinks and speaks).
+    S2S = "s2s"
     TOOLS = "tools"
     AUDIO = "audio"
     AUDIO_INPUT = "audio-input"
@@ -34,6 +38,8 @@ class Source(StrEnum):
     HISTORY = "history"
     SETTINGS = "settings"
     TALK = "talk"
+    #: A sound device came or went.
+    DEVICES = "devices"
 
 
 def _now() -> float:
@@ -83,6 +89,63 @@ class ToolCalled:
     name: str
     arguments: str
     result: str
+    #: The tool's user-facing name, for "used calculator".
+    title: str = ""
+    #: How long it ran.
+    ms: float | None = None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class FillerSpoken:
+    """A short line said while a slow tool runs ("One moment."). It is heard, but it is not
+    part of the answer: show it lighter; it never reaches the history's text or the model."""
+
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationRequested:
+    """The reply asked whether to run a tool that changes something; a spoken "yes"/"no" or
+    ``Session.confirm(bool)`` answers it (show yes/no chips)."""
+
+    turn_id: int
+    tool: str
+    title: str
+    arguments: str
+    #: The question as spoken.
+    prompt: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationResolved:
+    """The pending confirmation is over: ``accepted`` True (it runs now), False (declined,
+    nothing changed), or None (the user said something else; the action was dropped)."""
+
+    tool: str
+    accepted: bool | None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """The assistant speaks on its own (a timer or a reminder fired); not a conversation turn."""
+
+    turn_id: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredExtracted:
+    """The object extracted from a turn beside its reply (or why there is none)."""
+
+    turn_id: int
+    data: dict[str, Any] | None
+    error: str | None = None
     at: float = field(default_factory=_now)
 
 
@@ -154,6 +217,30 @@ class Loading:
     at: float = field(default_factory=_now)
 
 
+class Doing(StrEnum):
+    """What a reply is waiting on, for a progress indicator."""
+
+    #: The model is reading a long message before it can answer.
+    READING = "reading"
+    THINKING = "thinking"
+    #: A tool the model asked for is running (``Activity.detail`` names it).
+    TOOL = "tool"
+    #: Engines are being changed or loaded after a change of settings, or a failed engine is
+    #: being replaced by the next one (``Activity.detail`` says which).
+    SWITCHING = "switching"
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Parley is busy with something the user is waiting for, since ``since`` (monotonic)."""
+
+    doing: Doing
+    detail: str = ""
+    turn_id: int | None = None
+    since: float = field(default_factory=_now)
+    at: float = field(default_factory=_now)
+
+
 @dataclass(frozen=True, slots=True)
 class MicLevel:
     rms: float
@@ -167,6 +254,11 @@ SessionEvent = (
     | FinalTranscript
     | AssistantText
     | ToolCalled
+    | FillerSpoken
+    | ConfirmationRequested
+    | ConfirmationResolved
+    | Announcement
+    | StructuredExtracted
     | PlaybackPaused
     | PlaybackResumed
     | TimelineUpdated
@@ -175,6 +267,7 @@ SessionEvent = (
     | ErrorEvent
     | Notice
     | Loading
+    | Activity
     | MicLevel
 )
 
@@ -201,10 +294,27 @@ class AudioStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DevicesChanged:
+    """Microphones or speakers were connected or disconnected: what is there now."""
+
+    devices: DeviceList
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationLoaded:
     """The current conversation was (re)placed: its past turns, oldest first (none when new)."""
 
     turns: tuple[TurnRecord, ...]
+    at: float = field(default_factory=_now)
+    #: Which conversation it is (``HistoryStore`` id; empty when it is not stored).
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationsChanged:
+    """The list of past conversations changed (renamed, deleted, restored, a turn added)."""
+
     at: float = field(default_factory=_now)
 
 
@@ -243,12 +353,23 @@ class EchoStatus:
 
 
 #: Everything ``assistant.app.Assistant`` publishes: the session's events and its own.
+@dataclass(frozen=True, slots=True)
+class ToolServers:
+    """The MCP tool servers and how each is doing (for the Tools tab)."""
+
+    statuses: tuple[ServerStatus, ...]
+    at: float = field(default_factory=_now)
+
+
 AppEvent = (
     SessionEvent
     | Ready
     | AudioStatus
+    | DevicesChanged
     | ConversationLoaded
+    | ConversationsChanged
     | TurnModeChanged
     | SettingsApplied
+    | ToolServers
     | EchoStatus
 )

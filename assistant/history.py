@@ -7,16 +7,29 @@ lone surrogate becomes U+FFFD); only the file system can make a write fail. A wr
 A damaged file (a half-written line, a corrupt or absurdly nested record) is recovered on load:
 the readable turns are kept, and the original file is preserved beside it for inspection —
 nothing is silently discarded. Recovery is crash-safe: the file is never missing or partial.
+
+Around the conversation files: ``titles.json`` holds the titles the user gave (a conversation
+without one is named after its first question), and a deleted conversation's file is moved into
+``deleted/``, from where ``restore`` brings it back until ``purge_deleted`` removes old ones.
+The conversation files themselves are only ever appended to.
+
+What a turn stores about tools: each call with its result and how long it ran (``ms``), in the
+order they ran. A turn that asked "Shall I go ahead?" stores that question as its answer; the
+call itself belongs to the next turn, the one whose "yes" let it run. The filler said while a
+slow tool ran ("One moment.") is not part of ``assistant_text`` or ``generated_text`` and never
+reaches the model's context; it is kept in the timeline's notes (``"filler"``) only. Fields
+added over time (``ms``, ``structured``, ``structured_error``) are optional: older files load.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +47,8 @@ class ToolRecord:
     name: str
     arguments: str
     result: str
+    #: How long the tool ran, in milliseconds (absent in older files).
+    ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +64,10 @@ class TurnRecord:
     timeline: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     at: float = field(default_factory=time.time)
+    #: The object extracted from the turn beside the reply (``assistant.tools.structured``).
+    structured: dict[str, Any] | None = None
+    #: Why the extraction gave no object (invalid JSON twice, a failed request).
+    structured_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "turn", **asdict(self)}
@@ -57,10 +76,11 @@ class TurnRecord:
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
         """The turn in a record read from a file; raises (any exception) if it is malformed."""
         tools = [
-            ToolRecord(str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]))
+            ToolRecord(str(t["id"]), str(t["name"]), str(t["arguments"]), str(t["result"]), _ms(t))
             for t in data.get("tool_calls", [])
         ]
         error = data.get("error")
+        structured_error = data.get("structured_error")
         return cls(
             turn_id=int(data["turn_id"]),
             user_text=str(data["user_text"]),
@@ -71,7 +91,15 @@ class TurnRecord:
             timeline=dict(data.get("timeline", {})),
             error=None if error is None else str(error),
             at=float(data.get("at", 0.0)),
+            structured=data["structured"] if isinstance(data.get("structured"), dict) else None,
+            structured_error=None if structured_error is None else str(structured_error),
         )
+
+
+def _ms(tool: dict[str, Any]) -> float | None:
+    """A tool record's run time; absent (older files) or unreadable → None."""
+    value = tool.get("ms")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Conversation:
@@ -196,12 +224,55 @@ class LoadReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """What a list of conversations shows of one, without its turns."""
+
+    id: str
+    path: Path
+    title: str
+    #: The user named it (otherwise the title is its first question).
+    titled: bool
+    turns: int
+    #: When it was started and last changed (seconds since the epoch).
+    created: float
+    updated: float
+    #: Everything said in it, lower-cased, for searching.
+    text: str = field(repr=False, default="")
+    #: When its last turn was stored (when it was started, if it has none).
+    last_turn_at: float = 0.0
+
+    def matches(self, query: str) -> bool:
+        """Every word of ``query`` appears in the title or in what was said (any case)."""
+        haystack = f"{self.title.lower()}\n{self.text}"
+        return all(word in haystack for word in query.lower().split())
+
+
+#: The longest title made from a conversation's first question.
+TITLE_LENGTH = 48
+UNTITLED = "New conversation"
+TITLES_FILE = "titles.json"
+DELETED_DIR = "deleted"
+
+
+def default_title(turns: Sequence[TurnRecord]) -> str:
+    """A conversation's name until the user gives it one: its first question, shortened."""
+    first = next((" ".join(t.user_text.split()) for t in turns if t.user_text.strip()), "")
+    if not first:
+        return UNTITLED
+    if len(first) <= TITLE_LENGTH:
+        return first
+    cut = first[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] or first[: TITLE_LENGTH - 1]
+    return cut.rstrip(" ,.;:") + "…"
+
+
 class HistoryStore:
     """All conversations in a directory; the newest one is the current one."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._summaries: dict[Path, tuple[tuple[float, int], ConversationSummary]] = {}
 
     def conversations(self) -> list[Path]:
         """Conversation files, oldest first."""
@@ -262,6 +333,171 @@ class HistoryStore:
             replace_keeping_original(path, b"".join(ln + b"\n" for ln in good_lines), kept)
             report = LoadReport(recovered_lines=bad, kept_as=kept)
         return Conversation(path, conv_id, turns), report
+
+    # --------------------------------------------------------------------- the conversation list
+
+    def path_of(self, conversation_id: str) -> Path:
+        """The file of the conversation ``conversation_id`` (which may not exist)."""
+        if not conversation_id or "/" in conversation_id or "\\" in conversation_id:
+            raise ValueError(f"not a conversation id: {conversation_id!r}")
+        return self.directory / f"{conversation_id}.jsonl"
+
+    def summaries(self) -> list[ConversationSummary]:
+        """Every conversation with at least one turn, the most recently changed first.
+
+        A file that cannot be read is left out of the list (it stays on disk untouched).
+        """
+        titles = self._titles()
+        out: list[ConversationSummary] = []
+        for path in reversed(self.conversations()):
+            summary = self._summary(path, titles)
+            if summary is not None and summary.turns:
+                out.append(summary)
+        return out
+
+    def summary(self, conversation_id: str) -> ConversationSummary | None:
+        """One conversation's summary (None when there is no such file)."""
+        return self._summary(self.path_of(conversation_id), self._titles())
+
+    def open(self, conversation_id: str) -> tuple[Conversation, LoadReport]:
+        """Load a conversation to continue it; it becomes the most recent one.
+
+        Raises ``FileNotFoundError`` when it does not exist (or was deleted).
+        """
+        path = self.path_of(conversation_id)
+        conversation, report = self.load(path)
+        os.utime(path)  # the conversation in use is the one to come back to after a restart
+        return conversation, report
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        """Give a conversation a title; an empty one goes back to naming it by its first
+        question. Raises ``FileNotFoundError`` for an unknown conversation."""
+        if not self.path_of(conversation_id).exists():
+            raise FileNotFoundError(f"no conversation {conversation_id!r}")
+        titles = self._titles()
+        title = " ".join(title.split())
+        if title:
+            titles[conversation_id] = title
+        else:
+            titles.pop(conversation_id, None)
+        self._save_titles(titles)
+
+    def delete(self, conversation_id: str) -> Path:
+        """Move a conversation into ``deleted/`` (``restore`` undoes it); returns where it went.
+
+        Raises ``FileNotFoundError`` for an unknown conversation.
+        """
+        path = self.path_of(conversation_id)
+        trash = self.directory / DELETED_DIR
+        trash.mkdir(exist_ok=True)
+        target = trash / path.name
+        os.replace(path, target)
+        os.utime(target)  # when it was deleted, for purge_deleted
+        self._summaries.pop(path, None)
+        return target
+
+    def restore(self, conversation_id: str) -> None:
+        """Bring a deleted conversation back, title and all.
+
+        Raises ``FileNotFoundError`` when it is not among the deleted ones, ``FileExistsError``
+        if a conversation of that id exists again.
+        """
+        path = self.path_of(conversation_id)
+        deleted = self.directory / DELETED_DIR / path.name
+        if not deleted.exists():
+            raise FileNotFoundError(f"no deleted conversation {conversation_id!r}")
+        if path.exists():
+            raise FileExistsError(f"conversation {conversation_id!r} exists")
+        os.replace(deleted, path)
+        # Back in its place among the others: last changed when its last turn was.
+        summary = _read_summary(path, path.stat().st_mtime)
+        if summary is not None:
+            os.utime(path, (summary.last_turn_at, summary.last_turn_at))
+
+    def purge_deleted(self, older_than: float, now: float | None = None) -> int:
+        """Remove conversations deleted more than ``older_than`` seconds ago; how many went."""
+        trash = self.directory / DELETED_DIR
+        if not trash.is_dir():
+            return 0
+        limit = (time.time() if now is None else now) - older_than
+        titles = self._titles()
+        removed = 0
+        for path in trash.glob("*.jsonl"):
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    titles.pop(path.stem, None)
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            self._save_titles(titles)
+        return removed
+
+    def _summary(self, path: Path, titles: dict[str, str]) -> ConversationSummary | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        stamp = (stat.st_mtime, stat.st_size)
+        cached = self._summaries.get(path)
+        if cached is None or cached[0] != stamp:
+            summary = _read_summary(path, stat.st_mtime)
+            if summary is None:
+                return None
+            self._summaries[path] = (stamp, summary)
+        else:
+            summary = cached[1]
+        custom = titles.get(summary.id)
+        if custom:
+            return replace(summary, title=custom, titled=True)
+        return summary
+
+    def _titles(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.directory / TITLES_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str) and v.strip()}
+
+    def _save_titles(self, titles: dict[str, str]) -> None:
+        data = json.dumps(titles, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+        atomic_write_bytes(self.directory / TITLES_FILE, data.encode("utf-8"))
+
+
+def _read_summary(path: Path, mtime: float) -> ConversationSummary | None:
+    """A conversation file's summary, read without repairing or moving anything."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    created = mtime
+    turns: list[TurnRecord] = []
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if record.get("type") == "conversation":
+                created = float(record.get("created", created))
+            elif record.get("type") == "turn":
+                turns.append(TurnRecord.from_json(record))
+        except Exception:  # a damaged line: ``load`` recovers it when the conversation opens
+            continue
+    text = "\n".join(f"{t.user_text}\n{t.assistant_text}" for t in turns).lower()
+    return ConversationSummary(
+        id=path.stem,  # the id ``path_of`` finds it by
+        path=path,
+        title=default_title(turns),
+        titled=False,
+        turns=len(turns),
+        created=created,
+        updated=mtime,
+        text=text,
+        last_turn_at=max((t.at for t in turns), default=created),
+    )
 
 
 def _turn_line(turn: TurnRecord) -> bytes:

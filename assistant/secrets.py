@@ -23,6 +23,7 @@ ENV_VARS: dict[str, str] = {
     "deepgram": "DEEPGRAM_API_KEY",
     "elevenlabs": "ELEVENLABS_API_KEY",
     "async": "ASYNC_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
 }
 
 DISPLAY_NAMES: dict[str, str] = {
@@ -32,6 +33,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "deepgram": "Deepgram",
     "elevenlabs": "ElevenLabs",
     "async": "Async",
+    "anthropic": "Anthropic",
 }
 
 _known_secrets: set[str] = set()

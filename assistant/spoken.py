@@ -34,6 +34,11 @@ class SpokenText:
         self._pieces: dict[int, _Piece] = {}
         self._order: list[int] = []
         self._audio_end = 0.0
+        self._aside: set[int] = set()
+
+    def set_aside(self, piece: int) -> None:
+        """Piece ``piece`` is played but is not part of the reply's text (a filler line)."""
+        self._aside.add(piece)
 
     def add(self, chunk: SpeechChunk) -> None:
         piece = self._pieces.get(chunk.piece)
@@ -48,14 +53,39 @@ class SpokenText:
         piece.complete = piece.complete or chunk.last
         self._audio_end = piece.start + piece.duration
 
+    def set_text(
+        self, piece: int, text: str, *, at: tuple[int, float] | None = None, complete: bool = False
+    ) -> None:
+        """Give ``piece`` its text so far: a transcript that grows beside its audio (speech to
+        speech). ``at``: (character offset, seconds into the piece's audio) where a part of it
+        starts, when the provider says; ``complete``: the piece's text is final. A piece with
+        no audio yet starts where the audio so far ends."""
+        found = self._pieces.get(piece)
+        if found is None:
+            found = self._pieces[piece] = _Piece(text, self._audio_end)
+            self._order.append(piece)
+        found.text = text
+        if at is not None:
+            found.alignment.append(at)
+        found.complete = found.complete or complete
+
+    def start_of(self, piece: int) -> float:
+        """Where ``piece``'s audio starts in the reply's audio (seconds; 0 if unknown)."""
+        found = self._pieces.get(piece)
+        return found.start if found is not None else 0.0
+
+    def duration_of(self, piece: int) -> float:
+        found = self._pieces.get(piece)
+        return found.duration if found is not None else 0.0
+
     @property
     def audio_seconds(self) -> float:
         return self._audio_end
 
     @property
     def text(self) -> str:
-        """All text that has audio so far."""
-        return " ".join(self._pieces[i].text for i in self._order)
+        """All text that has audio so far (pieces set aside excluded)."""
+        return " ".join(self._pieces[i].text for i in self._order if i not in self._aside)
 
     def heard(self, position: float) -> str:
         """Text spoken up to ``position`` seconds of reply audio, ending on a whole word."""
@@ -64,8 +94,11 @@ class SpokenText:
             piece = self._pieces[i]
             end = piece.start + piece.duration
             if position >= end - 1e-6 and piece.complete:
-                parts.append(piece.text)
+                if i not in self._aside:
+                    parts.append(piece.text)
                 continue
+            if i in self._aside:
+                break
             if position > piece.start:
                 partial = _heard_within(piece, position - piece.start)
                 if partial:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assistant.app import Assistant, EngineSet
+from assistant.app.engines import AgentEngineSet, build_engine_set
 from assistant.audio.capture import AudioSource, WavSource
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.audio.room import EchoPath, RoomMicrophone, SoftwareRoom
@@ -30,12 +31,15 @@ from assistant.audio.vad import VoiceActivityDetector
 from assistant.audio.wav import read_wav, resample, to_int16, write_wav
 from assistant.config import Settings, atomic_write_bytes
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
+from assistant.engines.s2s import SpeechToSpeech
 from assistant.events import (
     AppEvent,
+    ConfirmationRequested,
     ErrorEvent,
     FinalTranscript,
     Notice,
     Ready,
+    ToolCalled,
     TurnFinished,
 )
 from assistant.history import TurnRecord
@@ -79,9 +83,11 @@ class TalkResult:
                     "stages_ms": t.timeline.get("stages_ms", {}),
                     "over_budget": t.timeline.get("over_budget", []),
                     "tool_calls": [
-                        {"name": c.name, "arguments": c.arguments, "result": c.result}
+                        {"name": c.name, "arguments": c.arguments, "result": c.result, "ms": c.ms}
                         for c in t.tool_calls
                     ],
+                    "structured": t.structured,
+                    **({"structured_error": t.structured_error} if t.structured_error else {}),
                     "error": t.error,
                 }
                 for t in self.turns
@@ -105,7 +111,7 @@ async def run_talk(
     settings: Settings,
     output_path: Path | None = None,
     pace: Pace = "realtime",
-    engines: tuple[SpeechToText, LanguageModel, TextToSpeech] | None = None,
+    engines: tuple[SpeechToText, LanguageModel, TextToSpeech] | SpeechToSpeech | None = None,
     vad: VoiceActivityDetector | None = None,
     turn_model: EndOfTurnModel | None = None,
     history_dir: Path | None = None,
@@ -117,15 +123,22 @@ async def run_talk(
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
-    ``engines``, ``vad`` and ``turn_model`` are lent (the caller closes them); otherwise the
-    settings' engines are built here, and a missing file or unknown engine raises at once.
-    ``echo``: run in a software room with that echo path (real-time pace only).
-    ``microphone`` replaces the file as the microphone and ``speaker`` the virtual speaker
-    (benchmarks that speak on cue or watch the output; not with ``echo``).
+    ``engines`` (the chained three, or one speech-to-speech engine), ``vad`` and ``turn_model``
+    are lent (the caller closes them); otherwise the settings' engines are built here, and a
+    missing file or unknown engine raises at once. ``echo``: run in a software room with that
+    echo path (real-time pace only). ``microphone`` replaces the file as the microphone and
+    ``speaker`` the virtual speaker (benchmarks that speak on cue or watch the output; not with
+    ``echo``).
     """
     if echo is not None and pace != "realtime":
         raise TalkError("--echo needs --pace realtime: a room plays in real time")
-    engine_set = EngineSet(*engines, owned=False) if engines else EngineSet.build(settings)
+    engine_set: EngineSet | AgentEngineSet
+    if isinstance(engines, tuple):
+        engine_set = EngineSet(*engines, owned=False)
+    elif engines is not None:
+        engine_set = AgentEngineSet(engines, owned=False)
+    else:
+        engine_set = build_engine_set(settings)
     room: SoftwareRoom | None = None
     source: AudioSource
     player: Player
@@ -213,6 +226,10 @@ def describe_event(event: AppEvent) -> str | None:
     """A one-line rendering of the events a terminal user cares about."""
     if isinstance(event, FinalTranscript) and event.text:
         return f"you: {event.text}"
+    if isinstance(event, ToolCalled):
+        return f"  [used {event.title or event.name}: {event.arguments} -> {event.result}]"
+    if isinstance(event, ConfirmationRequested):
+        return f"  [waiting for yes or no: {event.title}]"
     if isinstance(event, TurnFinished):
         t = event.turn
         cut = " [interrupted]" if t.interrupted else ""

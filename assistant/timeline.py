@@ -33,6 +33,9 @@ class Mark(StrEnum):
     PLAYBACK_START = "playback_start"
     PLAYBACK_END = "playback_end"
     INTERRUPTED = "interrupted"
+    #: The structured object extracted beside the reply (never on the reply's path).
+    STRUCTURED_REQUEST = "structured_request"
+    STRUCTURED_DONE = "structured_done"
 
 
 MARKS: tuple[Mark, ...] = tuple(Mark)
@@ -119,6 +122,17 @@ class TimelineSnapshot:
         over = data.get("over_budget")
         over_budget = tuple(s for s in over if s in STAGES) if isinstance(over, list) else ()
         return cls(marks, stages, over_budget, dict(_mapping(data.get("notes"))))
+
+
+def typed(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored timeline is a typed turn's (no voice: its delay is a reply time)."""
+    notes = stored.get("notes")
+    return isinstance(notes, Mapping) and notes.get("input") == "typed"
+
+
+def delay_label(stored: Mapping[str, Any]) -> str:
+    """What a turn's headline delay (``voice_to_voice_ms``) is called when shown."""
+    return "reply time" if typed(stored) else "voice-to-voice"
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -1,12 +1,17 @@
-"""Helpers the cloud adapter tests share: a fast policy, audio to push, a transcript collector,
-text pieces to speak, the samples a fake speaks, and the fixtures that serve a fake provider with
-its key in the environment."""
+"""Helpers the cloud adapter tests share: a fast policy, a recorder of the waits it asks for,
+audio to push, a transcript collector, text pieces to speak, the samples a fake speaks, the
+fixtures that serve a fake provider with its key in the environment, and a fake served from a
+thread of its own (for a subprocess).
+
+Time limits here are safety nets for a hang, never the assertion under test: what a test proves
+holds however slow the machine is."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,6 +37,32 @@ FAST = Policy(
     close_timeout=0.5,
 )
 RNG = np.random.default_rng(7)
+#: How long a waiting helper waits before calling it a hang.
+PATIENCE = 20.0
+
+
+class Sleeps(list[float]):
+    """The waits a policy asked for, recorded instead of slept through (``fast(sleep=...)``)."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        await asyncio.sleep(0)
+
+
+class HeldSleeps(Sleeps):
+    """Recorded waits that last until the test ends them (``release``): the state while a
+    connection waits to retry can be looked at for as long as the test likes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._released = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def fast(**changes: Any) -> Policy:
@@ -78,13 +109,13 @@ class Collector:
     def partials(self) -> list[str]:
         return [t.text for t in self.items if not t.is_final]
 
-    async def wait_items(self, timeout: float = 5.0) -> None:
+    async def wait_items(self, timeout: float = PATIENCE) -> None:
         end = time.monotonic() + timeout
         while not self.items:
             assert time.monotonic() < end, f"nothing transcribed; error {self.error}"
             await asyncio.sleep(0.005)
 
-    async def wait_finals(self, count: int = 1, timeout: float = 5.0) -> list[Transcript]:
+    async def wait_finals(self, count: int = 1, timeout: float = PATIENCE) -> list[Transcript]:
         end = time.monotonic() + timeout
         while len(self.finals) < count:
             assert time.monotonic() < end, f"no final; got {self.items}, error {self.error}"
@@ -160,7 +191,7 @@ def openai_served(key: str) -> tuple[Any, Any]:
     return server, openai_env
 
 
-async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
+async def until(predicate: Callable[[], bool], seconds: float = PATIENCE) -> bool:
     """Wait until ``predicate`` holds or ``seconds`` passed (a condition, not a measured time)."""
     for _ in range(int(seconds / 0.01)):
         if predicate():
@@ -169,7 +200,7 @@ async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
     return predicate()
 
 
-async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+async def eventually(predicate: Callable[[], bool], seconds: float = PATIENCE) -> None:
     """Wait until ``predicate`` holds, and fail if it never does."""
     assert await until(predicate, seconds)
 
@@ -203,3 +234,31 @@ def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> Non
     assert key not in log
     assert all(key not in text for text in texts)
     assert files_containing(root, key) == []
+
+
+class InThread:
+    """Serves an async fake server from its own thread and loop while a subprocess uses it."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.fake:
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        assert self._ready.wait(10), "the fake server did not start"
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)

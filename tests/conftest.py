@@ -18,6 +18,7 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
+from assistant.tools import ToolRegistry
 from tests.scenario import ScriptVAD
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,6 +45,7 @@ class Harness:
         llm: object | None = None,
         tts: object | None = None,
         settings: Settings | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.settings.turn_mode = mode  # type: ignore[assignment]
@@ -63,6 +65,7 @@ class Harness:
             conversation=conversation,
             settings=self.settings,
             vad=self.vad,
+            tools=tools,
         )
         self.events: list[SessionEvent] = []
         self.session.subscribe(self.events.append)
@@ -96,7 +99,7 @@ class Harness:
         await self.audio(seconds, speech=True)
         self.session.release_to_talk()
 
-    async def until(self, predicate: object, timeout: float = 10.0) -> None:
+    async def until(self, predicate: object, timeout: float = 30.0) -> None:
         """Keep feeding silence until ``predicate()`` holds."""
         end = time.monotonic() + timeout
         while not predicate():  # type: ignore[operator]
@@ -104,7 +107,7 @@ class Harness:
                 raise AssertionError(f"timed out; states: {self.states()}")
             await self.audio(FRAME_SECONDS * 3, speech=False)
 
-    async def until_state(self, state: State, timeout: float = 10.0) -> None:
+    async def until_state(self, state: State, timeout: float = 30.0) -> None:
         await self.until(lambda: self.session.state is state, timeout)
 
     def states(self) -> list[str]:

@@ -28,9 +28,11 @@ from assistant.audio.player import ClockedPlayer
 from assistant.clock import ManualClock
 from assistant.config import Settings
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fake_agent import FakeSpeechAgent
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore, TurnRecord
 from assistant.session import Session
+from assistant.session.s2s import SpeechSession
 from assistant.tools import ToolRegistry
 from assistant.turns import EndOfTurnModel
 from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioFrame
@@ -98,6 +100,8 @@ class Stage:
     turn_model: EndOfTurnModel | None = None
     #: Engines used instead of the fakes (None in a place keeps that fake).
     engines: tuple[Any, Any, Any] | None = None
+    #: A speech-to-speech engine: the stage runs a ``SpeechSession`` on it instead.
+    agent: FakeSpeechAgent | None = None
     #: Virtual time; made before the stage when engines built for a test need it too.
     clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
 
@@ -117,12 +121,12 @@ class Stage:
         stt, llm, tts = (g or d for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True))
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
+        if self.tools is not None:
+            self.tools.offload = inline  # tools run on the loop, in virtual time
         self.store = HistoryStore(self.tmp_path / "history")
         conversation, _ = self.store.latest()
-        self.session = Session(
-            stt=stt,
-            llm=llm,
-            tts=tts,
+        self.session: Any
+        shared: dict[str, Any] = dict(
             player=self.player,
             conversation=conversation,
             settings=s,
@@ -132,6 +136,11 @@ class Stage:
             clock=self.clock,
             offload=inline,
         )
+        if self.agent is not None:
+            self.agent.clock = self.clock
+            self.session = SpeechSession(engine=self.agent, **shared)
+        else:
+            self.session = Session(stt=stt, llm=llm, tts=tts, **shared)
         self.log: list[tuple[float, SessionEvent]] = []
         self.session.subscribe(lambda e: self.log.append((self.clock.now() - T0, e)))
         self._rng = np.random.default_rng(0)

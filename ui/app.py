@@ -231,7 +231,10 @@ async def _main(
     heartbeat = QTimer()
     heartbeat.start(250)
     heartbeat.timeout.connect(lambda: None)
-    window.show()
+    in_tray = window.tray.show()
+    if not (assistant.settings.start_in_tray and in_tray):
+        window.show()  # without a tray to come back from, the window always opens
+    window.tray.set_window_visible(window.isVisible())
     try:
         await assistant.start()
     except Exception as exc:

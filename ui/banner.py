@@ -46,15 +46,19 @@ class Banner(QFrame):
         if action is not None:
             text, callback = action
             self.action_button = QPushButton(text)
-            self.action_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            self.action_button.setAccessibleDescription(message)
             self.action_button.clicked.connect(callback)
             layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignVCenter)
         close = QPushButton()
         close.setObjectName("iconButton")
         close.setIcon(icon("close"))
         close.setToolTip("Dismiss")
-        close.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        close.setAccessibleName("Dismiss message")
+        close.setAccessibleDescription(message)
         close.clicked.connect(self.dismiss)
+        self.close_button = close
+        self.setAccessibleName(f"{self.kind.capitalize()} message")
+        self.setAccessibleDescription(message)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
 
     def repeat(self) -> None:

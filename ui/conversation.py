@@ -4,21 +4,27 @@ The assistant's bubble shows what has been heard in full colour and what is gene
 yet spoken dimmed; an interrupted reply ends at the point the user cut in, with a marker.
 A reply withdrawn unheard because the user went on talking leaves no bubble of its own: its words
 move into the next turn's bubble.
+
+Tools show in the reply's meta line ("used calculator"); the filler said while a slow tool ran is
+shown lighter, before the answer; a reply asking "Shall I go ahead?" gets Yes / No chips until
+the question is settled; an alarm that speaks gets a bubble of its own.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent, QTextDocument
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QMenu,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QVBoxLayout,
@@ -26,9 +32,13 @@ from PySide6.QtWidgets import (
 )
 
 from assistant.events import (
+    Announcement,
     AppEvent,
     AssistantText,
+    ConfirmationRequested,
+    ConfirmationResolved,
     ConversationLoaded,
+    FillerSpoken,
     FinalTranscript,
     PartialTranscript,
     TimelineUpdated,
@@ -37,10 +47,13 @@ from assistant.events import (
     TurnWithdrawn,
 )
 from assistant.history import TurnRecord
+from assistant.timeline import typed
 from ui import theme
 
 #: Bubbles take at most this share of the view's width.
 BUBBLE_WIDTH = 0.74
+#: A typed message longer than this shows its beginning only (copying takes it all).
+LONG_MESSAGE_SHOWN = 600
 _PUNCTUATION = ".,!?;:\"'()[]{}*_`~#>-…“”‘’«»"
 
 
@@ -74,17 +87,28 @@ def _text(value: str) -> str:
     return html.escape(value).replace("\n", "<br>")
 
 
-def render_live(spoken: str, generated: str) -> str:
+def render_filler(filler: str) -> str:
+    """HTML of the filler line: lighter and italic, apart from the answer."""
+    if not filler:
+        return ""
+    return f'<i><span style="color:{theme.FILLER_HTML}">{_text(filler)}</span></i><br>'
+
+
+def render_live(spoken: str, generated: str, filler: str = "") -> str:
     """HTML of a reply in progress: heard part normal, the rest dimmed."""
     heard, rest = split_heard(spoken, generated)
     if not heard and not rest:
-        return f'<span style="color:{theme.UNSPOKEN_HTML}">…</span>'
-    return f'{_text(heard)}<span style="color:{theme.UNSPOKEN_HTML}">{_text(rest)}</span>'
+        return f'{render_filler(filler)}<span style="color:{theme.UNSPOKEN_HTML}">…</span>'
+    return (
+        f"{render_filler(filler)}{_text(heard)}"
+        f'<span style="color:{theme.UNSPOKEN_HTML}">{_text(rest)}</span>'
+    )
 
 
 def render_finished(record: TurnRecord) -> str:
     """HTML of a finished reply: as heard, cut and marked when it was interrupted."""
-    parts: list[str] = []
+    filler = record.timeline.get("notes", {}).get("filler")
+    parts: list[str] = [render_filler(filler)] if isinstance(filler, str) else []
     if record.interrupted:
         heard = record.assistant_text
         _, rest = split_heard(heard, record.generated_text) if record.generated_text else ("", "")
@@ -101,11 +125,20 @@ def render_finished(record: TurnRecord) -> str:
     else:
         parts.append(_text(record.assistant_text or record.generated_text))
     if record.error:
-        prefix = "<br>" if parts and parts[0] else ""
+        prefix = "<br>" if "".join(parts) else ""
         parts.append(
             f'{prefix}<span style="color:{theme.INTERRUPTED_HTML}">⚠ {_text(record.error)}</span>'
         )
     return "".join(parts)
+
+
+def render_question(text: str) -> str:
+    """HTML of the user's words; a very long typed message shows only its beginning."""
+    if len(text) <= LONG_MESSAGE_SHOWN * 2:
+        return _text(text)
+    shown = text[:LONG_MESSAGE_SHOWN].rsplit(" ", 1)[0]
+    rest = f"… ({len(text):,} characters in all)"
+    return f'{_text(shown)}<span style="color:rgba(255,255,255,0.78)"> {rest}</span>'
 
 
 def render_partial(text: str, carried: str = "") -> str:
@@ -138,6 +171,7 @@ class Bubble(QFrame):
         self.setObjectName("userBubble" if role == "user" else "assistantBubble")
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Minimum)
         layout = QVBoxLayout(self)
+        self._layout = layout
         layout.setContentsMargins(self.PADDING, 9, self.PADDING, 9)
         layout.setSpacing(3)
         self.label = QLabel()
@@ -156,6 +190,8 @@ class Bubble(QFrame):
         #: The plain text shown (for copying the conversation and for tests).
         self.plain = ""
         self.partial = False
+        #: The confirmation chips, while a question is open.
+        self.choices: QWidget | None = None
 
     def set_content(self, html_text: str, plain: str, *, partial: bool = False) -> None:
         self.label.setText(html_text)
@@ -185,6 +221,29 @@ class Bubble(QFrame):
         self.meta.setText(text)
         self.meta.setVisible(bool(text))
 
+    def show_choices(self, on_choice: Callable[[bool], None]) -> None:
+        """Yes / No chips under the text (a pending confirmation)."""
+        self.hide_choices()
+        row = QWidget()
+        row.setObjectName("confirmChips")
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.setSpacing(8)
+        for label, accept in (("Yes, go ahead", True), ("No", False)):
+            chip = QPushButton(label)
+            chip.setObjectName("confirmChip")
+            chip.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            chip.clicked.connect(lambda _checked=False, a=accept: on_choice(a))
+            layout.addWidget(chip)
+        layout.addStretch(1)
+        self._layout.addWidget(row)
+        self.choices = row
+
+    def hide_choices(self) -> None:
+        row, self.choices = self.choices, None
+        if row is not None:
+            row.deleteLater()
+
     @property
     def html(self) -> str:
         return self.label.text()
@@ -198,16 +257,29 @@ class _Turn:
     assistant: Bubble | None = None
     finished: bool = False
     v2v_ms: float | None = None
+    #: The question was typed: its delay is a reply time, not voice-to-voice.
+    typed: bool = False
     tools: tuple[str, ...] = ()
+    filler: str = ""
     interrupted: bool = False
     partial: str = ""  # the latest partial transcript, without carried words
 
 
 class ConversationView(QScrollArea):
-    """Scrolling list of bubbles that follows new text unless the user scrolled up."""
+    """Scrolling list of bubbles that follows new text unless the user scrolled up.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    ``confirmed(bool)``: a confirmation chip was clicked. ``titles`` names a tool for the
+    meta line ("calculate" → "calculator"); by default the name itself.
+    """
+
+    confirmed = Signal(bool)
+
+    def __init__(
+        self, parent: QWidget | None = None, *, titles: Callable[[str], str] | None = None
+    ) -> None:
         super().__init__(parent)
+        self._titles = titles or (lambda name: name.replace("_", " "))
+        self._asking: int | None = None
         self.setObjectName("conversation")
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -248,8 +320,16 @@ class ConversationView(QScrollArea):
                 self.on_final(turn_id, text)
             case AssistantText(turn_id=turn_id, spoken=spoken, generated=generated):
                 self.on_assistant_text(turn_id, spoken, generated)
-            case ToolCalled(turn_id=turn_id, name=name):
-                self.on_tool_called(turn_id, name)
+            case ToolCalled(turn_id=turn_id, name=name, title=title):
+                self.on_tool_called(turn_id, title or self._titles(name))
+            case FillerSpoken(turn_id=turn_id, text=text):
+                self.on_filler(turn_id, text)
+            case ConfirmationRequested(turn_id=turn_id):
+                self.on_confirmation_requested(turn_id)
+            case ConfirmationResolved():
+                self.on_confirmation_resolved()
+            case Announcement(turn_id=turn_id, text=text):
+                self.on_announcement(turn_id, text)
             case TimelineUpdated(turn_id=turn_id, timeline=timeline):
                 self.on_timeline(turn_id, timeline)
             case TurnFinished(turn=record):
@@ -306,7 +386,7 @@ class ConversationView(QScrollArea):
             self._remove(turn_id)  # nothing was understood: no bubble
             return
         bubble = self._user_bubble(turn)
-        bubble.set_content(_text(text), text)
+        bubble.set_content(render_question(text), text)
         if not turn.finished:
             self._assistant_bubble(turn).set_content(render_live("", ""), "")
 
@@ -330,12 +410,46 @@ class ConversationView(QScrollArea):
         if turn is None or turn.finished:
             return  # a reply follows its final transcript; none means it was withdrawn
         bubble = self._assistant_bubble(turn)
-        bubble.set_content(render_live(spoken, generated), generated)
+        bubble.set_content(render_live(spoken, generated, turn.filler), generated)
 
-    def on_tool_called(self, turn_id: int, name: str) -> None:
+    def on_tool_called(self, turn_id: int, title: str) -> None:
         turn = self._turn(turn_id)
-        turn.tools = (*turn.tools, name)
+        if title not in turn.tools:
+            turn.tools = (*turn.tools, title)
         self._update_meta(turn)
+
+    def on_filler(self, turn_id: int, text: str) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.finished:
+            return
+        turn.filler = text
+        self._assistant_bubble(turn).set_content(render_live("", "", text), "")
+
+    def on_confirmation_requested(self, turn_id: int) -> None:
+        """The reply of ``turn_id`` asked whether to go ahead: offer Yes / No under it."""
+        self.on_confirmation_resolved()
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.assistant is None:
+            return
+        self._asking = turn_id
+        turn.assistant.show_choices(self.confirmed.emit)
+
+    def on_confirmation_resolved(self) -> None:
+        asking, self._asking = self._asking, None
+        turn = self._turns.get(asking) if asking is not None else None
+        if turn is not None and turn.assistant is not None:
+            turn.assistant.hide_choices()
+
+    def on_announcement(self, turn_id: int, text: str) -> None:
+        """An alarm speaks: a reply of its own, with no question before it."""
+        turn = self._turn(turn_id)
+        turn.finished = True
+        self._assistant_bubble(turn).set_content(f"⏰ {_text(text)}", text)
+
+    def pending_choices(self) -> Bubble | None:
+        """The bubble showing confirmation chips, if any."""
+        turn = self._turns.get(self._asking) if self._asking is not None else None
+        return turn.assistant if turn is not None else None
 
     def on_timeline(self, turn_id: int, timeline: dict[str, object]) -> None:
         turn = self._turns.get(turn_id)
@@ -343,17 +457,21 @@ class ConversationView(QScrollArea):
             return
         value = timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else None
+        turn.typed = typed(timeline)
         self._update_meta(turn)
 
     def on_turn_finished(self, record: TurnRecord) -> None:
         turn = self._turn(record.turn_id)
         if turn.user is None and record.user_text:
-            self._user_bubble(turn).set_content(_text(record.user_text), record.user_text)
+            self._user_bubble(turn).set_content(render_question(record.user_text), record.user_text)
         turn.finished = True
         turn.interrupted = record.interrupted
-        turn.tools = tuple(t.name for t in record.tool_calls) or turn.tools
+        turn.tools = tuple(dict.fromkeys(self._titles(t.name) for t in record.tool_calls)) or (
+            turn.tools
+        )
         value = record.timeline.get("voice_to_voice_ms")
         turn.v2v_ms = float(value) if isinstance(value, int | float) else turn.v2v_ms
+        turn.typed = typed(record.timeline) or turn.typed
         text = record.assistant_text or ("" if record.interrupted else record.generated_text)
         if text or record.interrupted or record.error:
             self._assistant_bubble(turn).set_content(render_finished(record), text)
@@ -455,7 +573,7 @@ class ConversationView(QScrollArea):
         if turn.tools:
             bits.append("used " + ", ".join(turn.tools))
         if turn.v2v_ms is not None:
-            bits.append(f"{turn.v2v_ms:.0f} ms voice-to-voice")
+            bits.append(f"{turn.v2v_ms:.0f} ms {'reply time' if turn.typed else 'voice-to-voice'}")
         turn.assistant.set_meta("  ·  ".join(bits))
 
     def _update_hint(self) -> None:

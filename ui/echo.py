@@ -50,7 +50,7 @@ class EchoSettings(QGroupBox):
 
 
 class EchoBadge(QLabel):
-    """"Echo cancelled" in the header while echo cancellation works; hidden otherwise."""
+    """ "Echo cancelled" in the header while echo cancellation works; hidden otherwise."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFontMetrics, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from assistant.events import AppEvent, AudioStatus, MicLevel
+from assistant.events import AppEvent, AudioStatus, Doing, MicLevel
 from ui import theme
 
 STATE_LABELS: dict[str, str] = {
@@ -23,14 +23,36 @@ STATE_LABELS: dict[str, str] = {
 }
 
 
+#: What the pill says while the user waits, by what Parley is doing.
+ACTIVITY_LABELS: dict[Doing, str] = {
+    Doing.READING: "Reading your message…",
+    Doing.THINKING: "Thinking…",
+    Doing.TOOL: "Calling {detail}…",
+    Doing.SWITCHING: "Switching engines…",
+}
+#: A tool's name is cut to this many characters in the pill.
+TOOL_NAME_CHARS = 12
+
+
+def activity_label(doing: Doing, detail: str, elapsed: float) -> str:
+    """``"Thinking… 4 s"``: what Parley is doing and for how long (from the first second)."""
+    name = detail if len(detail) <= TOOL_NAME_CHARS else detail[: TOOL_NAME_CHARS - 1] + "…"
+    text = ACTIVITY_LABELS[doing].format(detail=name or "a tool")
+    return f"{text} {int(elapsed)} s" if elapsed >= 1 else text
+
+
 class StateIndicator(QWidget):
-    """A pill with a coloured dot and the state's name."""
+    """A pill with a coloured dot and the state's name, or what Parley is busy with."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._state = "loading"
         self._label = STATE_LABELS["loading"]
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        # As wide as its longest text when there is room; in a narrow window as wide as the
+        # longest state, the text of a long wait then cut short.
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
+        self.setAccessibleName("Status")
+        self.setAccessibleDescription(self._label)
 
     @property
     def state(self) -> str:
@@ -41,9 +63,13 @@ class StateIndicator(QWidget):
         return self._label
 
     def set_state(self, state: str, label: str | None = None) -> None:
-        self._state = state if state in STATE_LABELS else "idle"
-        self._label = label or STATE_LABELS[self._state]
+        state = state if state in STATE_LABELS else "idle"
+        label = label or STATE_LABELS[state]
+        if (state, label) == (self._state, self._label):
+            return
+        self._state, self._label = state, label
         self.setToolTip(f"State: {self._label}")
+        self.setAccessibleDescription(self._label)
         self.updateGeometry()
         self.update()
 
@@ -51,11 +77,18 @@ class StateIndicator(QWidget):
         return theme.STATE_COLORS[self._state]
 
     def sizeHint(self) -> QSize:
+        # As wide as the longest state or wait, so the header does not shift as it changes.
+        samples = [activity_label(d, "x" * TOOL_NAME_CHARS, 88) for d in ACTIVITY_LABELS]
+        return self._fitting((*STATE_LABELS.values(), *samples))
+
+    def minimumSizeHint(self) -> QSize:
+        return self._fitting(tuple(STATE_LABELS.values()))
+
+    def _fitting(self, texts: tuple[str, ...]) -> QSize:
         font = self.font()
         font.setBold(True)
         metrics = QFontMetrics(font)
-        # As wide as the longest state, so the header does not shift as the state changes.
-        widest = max(metrics.horizontalAdvance(t) for t in (*STATE_LABELS.values(), self._label))
+        widest = max(metrics.horizontalAdvance(t) for t in texts)
         return QSize(widest + 42, max(28, metrics.height() + 12))
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -74,7 +107,9 @@ class StateIndicator(QWidget):
         font = painter.font()
         font.setBold(True)
         painter.setFont(font)
-        text_width = painter.fontMetrics().horizontalAdvance(self._label)
+        room = int(rect.width()) - 42
+        label = painter.fontMetrics().elidedText(self._label, Qt.TextElideMode.ElideMiddle, room)
+        text_width = painter.fontMetrics().horizontalAdvance(label)
         left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
@@ -82,7 +117,7 @@ class StateIndicator(QWidget):
         painter.setPen(color.darker(150))
         text_rect = QRectF(left + 16, rect.top(), text_width + 4, rect.height())
         painter.drawText(
-            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self._label
+            text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label
         )
 
 

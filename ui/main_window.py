@@ -1,15 +1,30 @@
-"""The main window: conversation, state and level, talk controls, latency panel, banners."""
+"""The main window: past conversations, the conversation, state and level, talk controls,
+latency panel, banners, menus and the tray icon.
+
+Everything can be done from the keyboard: Tab reaches every control (each draws a focus ring
+and has an accessible name), Enter presses the focused button, the talk key (Space) talks
+unless a text field has the keyboard, Esc stops the answer or leaves the text field, and the
+menus list the shortcuts (``ui/shortcuts.py``).
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+import itertools
+import time
+
+import shiboken6
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QResizeEvent
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -18,11 +33,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from assistant import mic_access
 from assistant.app import Assistant
+from assistant.app import messages as app_messages
 from assistant.config import Settings
 from assistant.events import (
+    Activity,
     AppEvent,
     AudioStatus,
+    DevicesChanged,
+    Doing,
     ErrorEvent,
     Loading,
     Notice,
@@ -30,20 +50,30 @@ from assistant.events import (
     SettingsApplied,
     Source,
     StateChanged,
+    ToolServers,
     TurnModeChanged,
 )
+from assistant.history import ConversationSummary
+from ui import about, shortcuts, theme
 from ui.banner import BannerArea
 from ui.bridge import Bridge
 from ui.conversation import ConversationView
+from ui.conversation_list import EXPORT_FILTERS, ConversationList
 from ui.echo import EchoBadge
 from ui.hotkeys import GlobalHotkey, HoldToTalkFilter, hotkey_label
-from ui.indicators import LevelMeter, StateIndicator
+from ui.indicators import LevelMeter, StateIndicator, activity_label
 from ui.resources import icon
 from ui.settings_dialog import SettingsDialog
 from ui.timeline_view import TimelinePanel
+from ui.tray import Tray
 
 AUDIO_SOURCES = (Source.AUDIO, Source.AUDIO_INPUT, Source.AUDIO_OUTPUT)
-SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS)
+SETTINGS_SOURCES = (Source.SETTINGS, Source.STT, Source.LLM, Source.TTS, Source.S2S)
+#: Notices that only confirm something and may go by themselves; the others stay until read.
+TRANSIENT_SOURCES = (Source.TALK, Source.DEVICES)
+#: Below this width the conversation list closes by itself (it reopens when there is room).
+LIST_MIN_WINDOW = 1000
+UNDO_SECONDS = 12
 
 
 class MainWindow(QMainWindow):
@@ -58,12 +88,17 @@ class MainWindow(QMainWindow):
         self.settings_dialog: SettingsDialog | None = None
         self._state = "idle"
         self._loading: dict[str, tuple[float, str]] = {}
+        self._activity: Activity | None = None
+        self._list_wanted = True
         self.setWindowTitle("Parley — voice assistant")
         self.setWindowIcon(icon("parley"))
         self._build()
         # The layouts set the smallest size, so nothing is ever cut off.
         self.resize(1180, 760)
+        self._menus()
         self._wire()
+        self._describe_controls()
+        self._tab_order()
         self.hold_filter = HoldToTalkFilter(self, assistant.settings.hotkey)
         self.hold_filter.pressed.connect(self._talk_pressed)
         self.hold_filter.released.connect(self._talk_released)
@@ -72,8 +107,15 @@ class MainWindow(QMainWindow):
         self.global_hotkey = GlobalHotkey(self)
         self.global_hotkey.pressed.connect(self._global_pressed)
         self.global_hotkey.released.connect(self._global_released)
+        self._global_problem: str | None = None
+        self.tray = Tray(self)
+        self._wire_tray()
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(500)
+        self._ticker.timeout.connect(self._update_indicator)
         self._apply_settings_to_ui(assistant.settings)
         self._update_indicator()
+        self.conversations.refresh()
 
     # ---------------------------------------------------------------------------------- layout
 
@@ -87,7 +129,10 @@ class MainWindow(QMainWindow):
         root.addWidget(self.banners)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setHandleWidth(1)
-        self.conversation = ConversationView()
+        self.conversations = ConversationList(self.assistant)
+        # No minimum of its own: it closes in a narrow window rather than widening it.
+        self.conversations.setMinimumWidth(1)
+        self.conversation = ConversationView(titles=self._tool_title)
         self.timeline = TimelinePanel()
         self.timeline.setMinimumWidth(300)
         # In a short window the latency panel scrolls instead of drawing over itself.
@@ -96,13 +141,17 @@ class MainWindow(QMainWindow):
         self.side.setFrameShape(QFrame.Shape.NoFrame)
         self.side.setWidgetResizable(True)
         self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.side.setWidget(self.timeline)
         self.side.setMinimumWidth(300 + self.side.verticalScrollBar().sizeHint().width())
+        self.splitter.addWidget(self.conversations)
         self.splitter.addWidget(self.conversation)
         self.splitter.addWidget(self.side)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([800, 380])
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 1)
+        self.splitter.setCollapsible(1, False)
+        self.splitter.setSizes([250, 620, 380])
         self.splitter.setMinimumHeight(260)
         self.conversation.setMinimumWidth(420)
         root.addWidget(self.splitter, 1)
@@ -143,17 +192,20 @@ class MainWindow(QMainWindow):
         self.echo_badge = EchoBadge()
         row.addWidget(self.echo_badge)
         row.addStretch(1)
+        self.list_button = QPushButton()
+        self.list_button.setObjectName("iconButton")
+        self.list_button.setIcon(icon("history"))
+        self.list_button.setIconSize(QSize(20, 20))
+        self.list_button.setCheckable(True)
+        self.list_button.setChecked(True)
+        row.addWidget(self.list_button)
         self.new_button = QPushButton(" New conversation")
         self.new_button.setIcon(icon("new"))
-        self.new_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.new_button.setToolTip("Start a new conversation (Ctrl+N); the old one stays saved")
         row.addWidget(self.new_button)
         self.settings_button = QPushButton()
         self.settings_button.setObjectName("iconButton")
         self.settings_button.setIcon(icon("settings"))
         self.settings_button.setIconSize(QSize(20, 20))
-        self.settings_button.setToolTip("Settings (Ctrl+,)")
-        self.settings_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         row.addWidget(self.settings_button)
         outer.addLayout(row)
         loading = QHBoxLayout()
@@ -186,7 +238,6 @@ class MainWindow(QMainWindow):
         self.send_button = QPushButton(" Send")
         self.send_button.setObjectName("sendButton")
         self.send_button.setIcon(icon("send"))
-        self.send_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         typing.addWidget(self.message_box, 1)
         typing.addWidget(self.send_button)
         layout.addLayout(typing)
@@ -196,20 +247,13 @@ class MainWindow(QMainWindow):
         self.ptt_button.setObjectName("pttButton")
         self.ptt_button.setIcon(icon("mic"))
         self.ptt_button.setIconSize(QSize(20, 20))
-        self.ptt_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.hands_free_button = QPushButton("  Hands-free")
         self.hands_free_button.setObjectName("handsFreeButton")
         self.hands_free_button.setIcon(icon("handsfree"))
         self.hands_free_button.setCheckable(True)
-        self.hands_free_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.hands_free_button.setToolTip(
-            "Talk without holding a key: Parley answers when you pause"
-        )
         self.stop_button = QPushButton("  Stop")
         self.stop_button.setObjectName("stopButton")
         self.stop_button.setIcon(icon("stop"))
-        self.stop_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.stop_button.setToolTip("Stop the answer (Esc)")
         self.stop_button.setEnabled(False)
         talk.addWidget(self.ptt_button)
         talk.addWidget(self.hands_free_button)
@@ -224,10 +268,121 @@ class MainWindow(QMainWindow):
         layout.addLayout(talk)
         return bar
 
+    def _describe_controls(self) -> None:
+        """Names and descriptions for screen readers; tooltips say the same to the mouse."""
+        key = shortcuts.native
+        for widget, name, description in (
+            (
+                self.list_button,
+                "Conversations",
+                f"Show or hide the past conversations ({key('Ctrl+K')} searches them)",
+            ),
+            (
+                self.new_button,
+                "New conversation",
+                f"Start a new conversation ({key('Ctrl+N')}); the old one stays saved",
+            ),
+            (self.settings_button, "Settings", f"Settings ({key('Ctrl+,')})"),
+            (
+                self.message_box,
+                "Message",
+                "Type a message and press Enter; Esc goes back to talking",
+            ),
+            (self.send_button, "Send", "Send the typed message"),
+            (
+                self.ptt_button,
+                "Hold to talk",
+                "Hold this button, Enter on it, or the talk key while you speak",
+            ),
+            (
+                self.hands_free_button,
+                "Hands-free",
+                "Talk without holding a key: Parley answers when you pause "
+                f"({key('Ctrl+Shift+H')})",
+            ),
+            (self.stop_button, "Stop the answer", f"Stop the answer (Esc or {key('Ctrl+.')})"),
+            (
+                self.conversation,
+                "Conversation",
+                "The conversation so far; its text can be selected and copied",
+            ),
+            (
+                self.timeline.export_button,
+                "Export latency timelines",
+                "Save the latency timelines as JSON or CSV",
+            ),
+            (self.meter, "Microphone level", "How loud the microphone hears you"),
+        ):
+            widget.setAccessibleName(name)
+            widget.setAccessibleDescription(description)
+            widget.setToolTip(description)
+
+    def _tab_order(self) -> None:
+        chain = [
+            self.list_button,
+            self.new_button,
+            self.settings_button,
+            self.conversations.search,
+            self.conversations.list,
+            self.conversation,
+            self.message_box,
+            self.send_button,
+            self.ptt_button,
+            self.hands_free_button,
+            self.stop_button,
+            self.timeline.export_button,
+        ]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
+
+    # ----------------------------------------------------------------------------------- menus
+
+    def _action(self, menu: QMenu, text: str, slot: object, shortcut: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcuts(shortcuts.sequences(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # the shortcut works while the menu bar is hidden too
+        return action
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        parley = bar.addMenu("&Parley")
+        self.settings_action = self._action(parley, "Settings…", self.open_settings, "settings")
+        parley.addSeparator()
+        self._action(parley, "Quit", self.close, "quit")
+        chats = bar.addMenu("&Conversation")
+        self._action(chats, "New conversation", self._new_conversation, "new")
+        self._action(chats, "Find a conversation…", self.find_conversation, "find")
+        self._action(chats, "Export this conversation…", self.export_conversation, "export")
+        self.list_action = QAction("Show the conversation list", self)
+        self.list_action.setCheckable(True)
+        self.list_action.setChecked(True)
+        self.list_action.toggled.connect(self.set_list_visible)
+        chats.addSeparator()
+        chats.addAction(self.list_action)
+        talk = bar.addMenu("&Talk")
+        self._action(talk, "Type a message", self.focus_message_box, "type")
+        self.hands_free_action = self._action(
+            talk, "Hands-free", self.hands_free_button.click, "hands_free"
+        )
+        self._action(talk, "Stop the answer", self.assistant.interrupt, "stop")
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", self.show_shortcuts, "shortcuts")
+        self._action(help_menu, "Microphone access…", self.show_microphone_help)
+        self._action(help_menu, "About Parley", self.show_about)
+
     # ---------------------------------------------------------------------------------- wiring
 
     def _wire(self) -> None:
-        for view in (self.conversation, self.timeline, self.meter, self.echo_badge):
+        for view in (
+            self.conversation,
+            self.timeline,
+            self.meter,
+            self.echo_badge,
+            self.conversations,
+        ):
             self.bridge.occurred.connect(view.on_event)
         self.bridge.occurred.connect(self.on_event)
         a = self.assistant
@@ -237,33 +392,38 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(a.interrupt)
         self.send_button.clicked.connect(self.send_message)
         self.message_box.returnPressed.connect(self.send_message)
-        self.new_button.clicked.connect(a.new_conversation)
+        self.new_button.clicked.connect(self._new_conversation)
+        self.conversation.confirmed.connect(a.confirm)
         self.settings_button.clicked.connect(self.open_settings)
-        for keys, slot in (
-            (
-                [QKeySequence(QKeySequence.StandardKey.Preferences), QKeySequence("Ctrl+,")],
-                self.open_settings,
-            ),
-            ([QKeySequence("Ctrl+N")], a.new_conversation),
-            ([QKeySequence("Ctrl+Q")], self.close),
-        ):
-            action = QAction(self)
-            action.setShortcuts([k for k in keys if not k.isEmpty()])
-            action.triggered.connect(slot)
-            self.addAction(action)
+        self.list_button.toggled.connect(self.set_list_visible)
+        self.conversations.deleted.connect(self._offer_undo)
+
+    def _wire_tray(self) -> None:
+        a = self.assistant
+        self.tray.toggle_window.connect(self.toggle_visible)
+        self.tray.hands_free.connect(lambda on: a.set_turn_mode("vad" if on else "ptt"))
+        self.tray.stop.connect(a.interrupt)
+        self.tray.new_conversation.connect(self._new_conversation)
+        self.tray.quit.connect(self.close)
 
     def on_event(self, event: AppEvent) -> None:
         """What the window itself shows of the assistant's events (the views show the rest)."""
         match event:
             case StateChanged(state=state):
                 self._on_state(state.value)
+            case Activity():
+                self._activity = event
+                self._update_indicator()
             case ErrorEvent(message=message, source=source):
                 self.show_error(message, source)
             case Notice(message=message, source=source):
                 self.show_notice(message, source)
             case Loading(component=component, fraction=fraction, message=message):
                 self._on_loading(component, fraction, message)
-            case Ready():
+            case Ready(ready=ready):
+                if ready and self._activity is not None:
+                    if self._activity.doing is Doing.SWITCHING:
+                        self._activity = None
                 self._update_indicator()
             case AudioStatus(microphone_ok=mic_ok, speaker_ok=speaker_ok):
                 self._on_audio(mic_ok, speaker_ok)
@@ -271,6 +431,14 @@ class MainWindow(QMainWindow):
                 self._on_turn_mode(mode)
             case SettingsApplied(settings=settings):
                 self._apply_settings_to_ui(settings)
+            case DevicesChanged(devices=found):
+                dialog = self._open_dialog()
+                if dialog is not None:
+                    dialog.set_devices(found)
+            case ToolServers(statuses=statuses):
+                dialog = self._open_dialog()
+                if dialog is not None:
+                    dialog.tools_tab.set_statuses(statuses)
 
     # ------------------------------------------------------------------------------- commands
 
@@ -294,7 +462,8 @@ class MainWindow(QMainWindow):
 
     def _escape(self) -> None:
         self.assistant.interrupt()
-        if self.message_box.hasFocus():
+        focused = self.focusWidget()
+        if isinstance(focused, QLineEdit):
             self.conversation.setFocus()  # so the talk key works again at once
 
     def _set_ptt_active(self, active: bool) -> None:
@@ -306,48 +475,211 @@ class MainWindow(QMainWindow):
         text = self.message_box.text()
         if self.assistant.submit_text(text):
             self.message_box.clear()
+            # Out of the text field: holding the talk key talks again, not types spaces.
+            self.conversation.setFocus(Qt.FocusReason.OtherFocusReason)
 
-    def open_settings(self) -> SettingsDialog:
-        if self.settings_dialog is not None and self.settings_dialog.isVisible():
-            self.settings_dialog.raise_()
-            self.settings_dialog.activateWindow()
-            return self.settings_dialog
-        a = self.assistant
-        dialog = SettingsDialog(a.settings, voices=a.voices, preview=a.preview_voice, parent=self)
-        dialog.applied.connect(
-            lambda settings, keys: a.spawn(
-                a.apply_settings(settings, keys_changed=keys), Source.SETTINGS
-            )
+    def focus_message_box(self) -> None:
+        self.message_box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def _new_conversation(self) -> None:
+        self.assistant.new_conversation()
+
+    def set_list_visible(self, visible: bool) -> None:
+        """Show or hide the past conversations; showing them widens a narrow window."""
+        self._list_wanted = visible
+        if visible and self.width() < LIST_MIN_WINDOW:
+            self.resize(LIST_MIN_WINDOW + 80, self.height())
+        self._sync_list()
+
+    def _sync_list(self) -> None:
+        show = self._list_wanted and self.width() >= LIST_MIN_WINDOW
+        self.conversations.setVisible(show)
+        for toggle in (self.list_button, self.list_action):
+            if toggle.isChecked() != show:
+                toggle.blockSignals(True)
+                toggle.setChecked(show)
+                toggle.blockSignals(False)
+
+    def find_conversation(self) -> None:
+        self.set_list_visible(True)
+        self.conversations.focus_search()
+
+    def export_conversation(self) -> None:
+        chosen = self.assistant.conversation_id
+        if not chosen:
+            return
+        path, chosen_filter = QFileDialog.getSaveFileName(
+            self, "Export conversation", "conversation.md", EXPORT_FILTERS
         )
-        dialog.finished.connect(lambda _r: dialog.deleteLater())
-        self.settings_dialog = dialog
-        dialog.open()
+        if path:
+            from pathlib import Path
+
+            target = Path(path)
+            if target.suffix.lower() not in (".md", ".json"):
+                target = target.with_suffix(".json" if "JSON" in chosen_filter else ".md")
+            self.conversations.export(target, chosen)
+
+    def _offer_undo(self, summary: ConversationSummary, was_current: bool) -> None:
+        a = self.assistant
+
+        def undo() -> None:
+            if a.restore_conversation(summary.id) and was_current:
+                a.open_conversation(summary.id)
+            banner.dismiss()
+
+        banner = self.banners.show_message(
+            f"Deleted “{summary.title}”.",
+            "info",
+            ("Undo", undo),
+            timeout_ms=UNDO_SECONDS * 1000,
+        )
+
+    def open_settings(self, provider: str | None = None) -> SettingsDialog:
+        """The settings dialog (a new one each time it is opened; raised if already open).
+
+        ``provider``: show that provider's API key field.
+        """
+        dialog = self._open_dialog()
+        if dialog is None:
+            a = self.assistant
+            dialog = SettingsDialog(
+                a.settings,
+                voices=a.voices,
+                preview=a.preview_voice,
+                devices=lambda: a.devices,
+                refresh_devices=a.refresh_devices,
+                tool_servers=a.tool_servers,
+                parent=self,
+            )
+            dialog.applied.connect(
+                lambda settings, keys: a.spawn(
+                    a.apply_settings(settings, keys_changed=keys), Source.SETTINGS
+                )
+            )
+            dialog.finished.connect(lambda _result, d=dialog: self._settings_closed(d))
+            self.settings_dialog = dialog
+            dialog.open()
+        else:
+            dialog.raise_()
+            dialog.activateWindow()
+        if provider:
+            dialog.show_provider(provider)
         return dialog
+
+    def _open_dialog(self) -> SettingsDialog | None:
+        """The settings dialog while it is open (Qt deletes it once closed)."""
+        dialog = self.settings_dialog
+        if dialog is None or not shiboken6.isValid(dialog) or not dialog.isVisible():
+            return None
+        return dialog
+
+    def _settings_closed(self, dialog: SettingsDialog) -> None:
+        if self.settings_dialog is dialog:
+            self.settings_dialog = None
+        dialog.deleteLater()
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(
+            f"<tr><td><b>{keys}</b>&nbsp;&nbsp;</td><td>{what}</td></tr>"
+            for keys, what in shortcuts.rows(hotkey_label(self.assistant.settings.hotkey))
+        )
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(f"<table cellpadding='3'>{rows}</table>")
+        box.open()
+
+    def show_about(self) -> None:
+        """Help → About: the version and where the log, settings and conversations are."""
+        about.show_about(self)
+
+    def show_microphone_help(self) -> None:
+        """Help → Microphone access: how to let Parley use the microphone on this system."""
+        about.show_microphone_help(self)
+
+    def toggle_visible(self) -> None:
+        if self.isVisible() and not self.isMinimized():
+            self.hide()
+        else:
+            self.showNormal()
+            self.raise_()
+            self.activateWindow()
+        self.tray.set_window_visible(self.isVisible())
+
+    # ---------------------------------------------------------------------------------- keys
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Enter presses the focused button (the talk key may be Space, a button's own key)."""
+        if self._button_key(event):
+            if self.focusWidget() is self.ptt_button:
+                if not event.isAutoRepeat():
+                    self.ptt_button.pressed.emit()
+            else:
+                button = self.focusWidget()
+                assert isinstance(button, QAbstractButton)
+                button.animateClick()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if self._button_key(event) and self.focusWidget() is self.ptt_button:
+            if not event.isAutoRepeat():
+                self.ptt_button.released.emit()
+            return
+        super().keyReleaseEvent(event)
+
+    def _button_key(self, event: QKeyEvent) -> bool:
+        focused = self.focusWidget()
+        return (
+            event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+            and isinstance(focused, QAbstractButton)
+            and focused.isEnabled()
+            and focused.window() is self
+        )
+
+    def _tool_title(self, name: str) -> str:
+        tool = self.assistant.tools.get(name)
+        return tool.title if tool is not None else name.replace("_", " ")
 
     # -------------------------------------------------------------------------------- display
 
     def show_error(self, message: str, source: str = "") -> None:
         action = None
-        if source in AUDIO_SOURCES:
+        if source == Source.AUDIO_INPUT and mic_access.looks_denied(message):
+            action = ("Microphone access…", self.show_microphone_help)
+        elif source in AUDIO_SOURCES:
             action = ("Retry", self._retry_audio)
         elif source in SETTINGS_SOURCES or "API key" in message:
-            action = ("Open settings", self._open_settings_from_banner)
+            action = ("Open settings", lambda: self._open_settings_for(message))
         self.banners.show_message(message, "error", action)
 
     def show_notice(self, message: str, source: str = "") -> None:
-        kind = (
-            "warning" if source in (Source.HISTORY, Source.STT, Source.LLM, Source.TTS) else "info"
-        )
-        self.banners.show_message(message, kind, timeout_ms=8000 if kind == "info" else None)
+        transient = source in TRANSIENT_SOURCES or message == app_messages.SETTINGS_APPLIED
+        action = None
+        if "API key" in message:
+            action = ("Open settings", lambda: self._open_settings_for(message))
+        if transient:
+            self.banners.show_message(message, "info", action, timeout_ms=8000)
+        else:
+            self.banners.show_message(message, "warning", action)
 
-    def _open_settings_from_banner(self) -> None:
-        self.open_settings()
+    def _open_settings_for(self, message: str) -> None:
+        """Open the settings where the message points (a provider's API key, if named)."""
+        from assistant import secrets
+
+        named = [
+            p for p, n in secrets.DISPLAY_NAMES.items() if n in message and "API key" in message
+        ]
+        self.open_settings(provider=max(named, key=len) if named else None)
 
     def _retry_audio(self) -> None:
         self.banners.clear("error")
         self.assistant.spawn(self.assistant.restart_audio(), Source.AUDIO)
 
     def _on_state(self, state: str) -> None:
+        activity = self._activity
+        if state != "thinking" and activity is not None and activity.turn_id is not None:
+            self._activity = None  # a reply's wait ends with it; a change of engines when ready
         self._state = state
         self.stop_button.setEnabled(state in ("thinking", "speaking"))
         if state != "user_speaking":
@@ -356,13 +688,40 @@ class MainWindow(QMainWindow):
 
     def _update_indicator(self) -> None:
         a = self.assistant
+        activity = self._activity
+        elapsed = time.monotonic() - activity.since if activity is not None else 0.0
         if not a.ready:
-            self.indicator.set_state("loading", "Loading engines…")
+            if activity is not None and activity.doing is Doing.SWITCHING:
+                self.indicator.set_state("loading", activity_label(Doing.SWITCHING, "", elapsed))
+            else:
+                self.indicator.set_state("loading", "Loading engines…")
+        elif self._state == "thinking" and activity is not None:
+            label = activity_label(activity.doing, activity.detail, elapsed)
+            self.indicator.set_state("thinking", label)
         elif self._state == "listening" and a.turn_mode == "ptt":
             self.indicator.set_state("listening", "Ready")
         else:
             self.indicator.set_state(self._state)
+        waiting = activity is not None and (not a.ready or self._state == "thinking")
+        if waiting and not self._ticker.isActive():
+            self._ticker.start()
+        elif not waiting:
+            self._ticker.stop()
+        self._update_tray()
         self._update_hint()
+
+    def _update_tray(self) -> None:
+        if not hasattr(self, "tray"):
+            return
+        settings = self.assistant.settings
+        if settings.global_hotkey and self._global_problem is None:
+            hotkey = f"Hold {hotkey_label(settings.hotkey)} anywhere to talk"
+        elif settings.global_hotkey:
+            hotkey = f"System-wide talk key unavailable: {self._global_problem}"
+        else:
+            hotkey = ""
+        state = self.indicator.state
+        self.tray.set_status(self.indicator.text, theme.STATE_COLORS[state], hotkey)
 
     def _update_hint(self) -> None:
         a = self.assistant
@@ -401,6 +760,7 @@ class MainWindow(QMainWindow):
             self.hands_free_button.blockSignals(True)
             self.hands_free_button.setChecked(hands_free)
             self.hands_free_button.blockSignals(False)
+        self.tray.set_hands_free(hands_free)
         self.ptt_button.setEnabled(not hands_free)
         self.conversation.set_turn_mode(mode)
         self._update_indicator()
@@ -415,17 +775,29 @@ class MainWindow(QMainWindow):
         self.conversation.set_hotkey_name(label)
         self.timeline.set_budgets(settings.budgets)
         self._on_turn_mode(settings.turn_mode)
+        self._global_problem = None
         if settings.global_hotkey:
-            problem = self.global_hotkey.start(settings.hotkey)
-            if problem is not None:
-                self.banners.show_message(problem, "warning")
+            self._global_problem = self.global_hotkey.start(settings.hotkey)
+            if self._global_problem is not None:
+                self.banners.show_message(self._global_problem, "warning")
         else:
             self.global_hotkey.stop()
+        self._update_tray()
 
-    # -------------------------------------------------------------------------------- closing
+    # -------------------------------------------------------------------------------- window
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._sync_list()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange and hasattr(self, "tray"):
+            self.tray.set_window_visible(self.isVisible() and not self.isMinimized())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.hold_filter.remove()
         self.global_hotkey.stop()
+        self.tray.hide()
         self.closed.emit()
         event.accept()

@@ -1,7 +1,9 @@
-"""The settings dialog: engines, providers and keys, voice, audio devices, turns, budgets, prompt.
+"""The settings dialog: engines, providers and keys, language and voice, audio devices, turns,
+budgets, prompt, tools (``ui.tools_tab``). Each tab is built by a method of its own.
 
 API keys go straight to the OS keyring through ``assistant.secrets`` and are never shown, kept in
 the settings or written anywhere else; without a keyring the dialog says so and stores nothing.
+A cloud engine chosen without its key is pointed out before the settings are applied.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence
@@ -38,15 +40,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant import secrets
+from assistant import languages, secrets
+from assistant.app.engines import KEYED
 from assistant.audio import devices
-from assistant.config import DEFAULT_ENDPOINTS, DEFAULT_SYSTEM_PROMPT, ProviderSettings, Settings
+from assistant.audio.devices import DeviceList
+from assistant.config import (
+    DEFAULT_ENDPOINTS,
+    DEFAULT_SYSTEM_PROMPT,
+    ProviderSettings,
+    Settings,
+    SpeechToSpeechSettings,
+)
 from assistant.engines.base import Voice
-from assistant.engines.registry import LLM_FACTORIES, STT_FACTORIES, TTS_FACTORIES
+from assistant.engines.local.models import MODELS
+from assistant.engines.registry import LLM_FACTORIES, S2S_FACTORIES, STT_FACTORIES, TTS_FACTORIES
 from assistant.timeline import Budgets
+from assistant.tools.mcp import ServerStatus
 from ui.echo import EchoSettings
 from ui.hotkeys import global_hotkey_note, global_hotkey_status
 from ui.resources import icon
+from ui.tools_tab import ToolsTab
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +71,53 @@ ENGINE_NAMES: dict[str, str] = {
     "deepgram": "Deepgram",
     "elevenlabs": "ElevenLabs",
     "async": "Async",
+    "anthropic": "Anthropic Claude",
+    "assemblyai-gateway": "AssemblyAI LLM Gateway",
+    "openai-realtime": "OpenAI Realtime",
+    "assemblyai-agent": "AssemblyAI Voice Agent",
     "fake": "Test engine (scripted, no real speech)",
+}
+#: Engines for trying Parley out, not for use: offered only when already chosen.
+HIDDEN_ENGINES = frozenset({"fake"})
+#: What sets each offline language model apart, for the picker.
+MODEL_NOTES = {
+    "qwen2.5-coder-1.5b": "better answers (default)",
+    "qwen2.5-coder-0.5b": "about twice as fast, weaker answers",
 }
 PROVIDER_NAMES: dict[str, str] = {
     **secrets.DISPLAY_NAMES,
-    "openai_realtime": "OpenAI Realtime (speech recognition)",
+    "openai_realtime": "OpenAI Realtime (speech recognition, speech to speech)",
+    "assemblyai_gateway": "AssemblyAI LLM Gateway",
+    "assemblyai_agent": "AssemblyAI Voice Agent",
 }
 #: Providers whose key is another provider's.
-SHARED_KEYS = {"openai_realtime": "openai"}
+SHARED_KEYS = {
+    "openai_realtime": "openai",
+    "assemblyai_gateway": "assemblyai",
+    "assemblyai_agent": "assemblyai",
+}
+#: Voices to offer for each speech-to-speech engine (the field also takes any other name).
+S2S_VOICES: dict[str, tuple[str, ...]] = {
+    "openai-realtime": (
+        "marin", "cedar", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
+    ),
+    "assemblyai-agent": ("ivy",),
+}  # fmt: skip
 
 VoiceLister = Callable[[str, str], list[Voice]]
 Previewer = Callable[[str, str, str], Coroutine[Any, Any, float]]
+DeviceSource = Callable[[], DeviceList]
+DeviceRefresher = Callable[[], Awaitable[DeviceList]]
 
 
-def fallback_languages() -> list[tuple[str, str]]:
-    """The offline voices' languages, or a short list when they are not installed."""
-    try:
-        from assistant.engines.local.voices import languages
-
-        found = languages()
-    except Exception as exc:  # the offline voices are optional
-        log.info("offline voice catalog unavailable: %s", exc)
-        found = []
-    return found or [
-        ("en", "English"),
-        ("de", "German"),
-        ("es", "Spanish"),
-        ("fr", "French"),
-        ("it", "Italian"),
-    ]
+def missing_keys(settings: Settings) -> list[tuple[str, str]]:
+    """(kind, provider) of each chosen cloud engine whose API key is not set."""
+    chosen = (
+        ("speech recognition", settings.stt),
+        ("language model", settings.llm),
+        ("speech synthesis", settings.tts),
+    )
+    return [(kind, name) for kind, name in chosen if name in KEYED and not secrets.has_key(name)]
 
 
 def key_status_text(provider: str) -> tuple[str, bool]:
@@ -123,7 +154,8 @@ class ProviderRow(QGroupBox):
     def __init__(
         self, provider: str, settings: ProviderSettings, keyring_problem: str | None
     ) -> None:
-        super().__init__(PROVIDER_NAMES.get(provider, provider))
+        title = PROVIDER_NAMES.get(provider, provider)
+        super().__init__(title)
         self.provider = provider
         form = QFormLayout(self)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
@@ -133,8 +165,10 @@ class ProviderRow(QGroupBox):
             "Leave empty for the default endpoint. Point it at a local server to test."
         )
         form.addRow("Endpoint URL", self.url)
+        self.url.setAccessibleName(f"{title} endpoint URL")
         self.model = QLineEdit(settings.model)
         self.model.setPlaceholderText("provider default")
+        self.model.setAccessibleName(f"{title} model")
         form.addRow("Model", self.model)
         self._voice = settings.voice
         self.key_edit: QLineEdit | None = None
@@ -152,8 +186,11 @@ class ProviderRow(QGroupBox):
         self.key_edit = QLineEdit()
         self.key_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.key_edit.setObjectName(f"key_{provider}")
+        self.key_edit.setAccessibleName(f"{title} API key")
         self.save_button = QPushButton("Save key")
+        self.save_button.setAccessibleName(f"Save the {title} key")
         self.remove_button = QPushButton("Remove")
+        self.remove_button.setAccessibleName(f"Remove the {title} key")
         self.save_button.clicked.connect(self.save_key)
         self.remove_button.clicked.connect(self.remove_key)
         self.key_edit.returnPressed.connect(self.save_key)
@@ -214,6 +251,91 @@ class ProviderRow(QGroupBox):
         )
 
 
+class PipelineChoice(QGroupBox):
+    """Chained (speech recognition → language model → speech synthesis) or one
+    speech-to-speech engine, with its model, voice, turn detection and greeting."""
+
+    def __init__(
+        self, s: Settings, engine_combo: Callable[[dict[str, str], str], QComboBox]
+    ) -> None:
+        super().__init__("Pipeline")
+        self.setObjectName("pipelineChoice")
+        self.chained_widgets: list[QWidget] = []
+        layout = QVBoxLayout(self)
+        self.chained_radio = QRadioButton(
+            "Chained: speech recognition → language model → speech synthesis"
+        )
+        self.s2s_radio = QRadioButton("Speech to speech: one engine hears, answers and speaks")
+        group = QButtonGroup(self)
+        for radio in (self.chained_radio, self.s2s_radio):
+            group.addButton(radio)
+            layout.addWidget(radio)
+        (self.s2s_radio if s.pipeline == "s2s" else self.chained_radio).setChecked(True)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.engine = engine_combo(S2S_FACTORIES, s.s2s.engine)
+        self.model = QLineEdit(s.s2s.model)
+        self.model.setPlaceholderText("provider default")
+        self.voice = QComboBox()
+        self.voice.setEditable(True)
+        edit = self.voice.lineEdit()
+        if edit is not None:
+            edit.setPlaceholderText("provider default")
+        self.turns = QComboBox()
+        self.turns.addItem("Parley's (on this computer)", "parley")
+        self.turns.addItem("The provider's", "provider")
+        self.turns.setCurrentIndex(max(0, self.turns.findData(s.s2s.turn_detection)))
+        self.turns.setToolTip(
+            "Hands-free: who decides that you finished speaking, or that you are cutting in"
+        )
+        self.greeting = QLineEdit(s.s2s.greeting)
+        self.greeting.setPlaceholderText("none")
+        form.addRow("Engine", self.engine)
+        form.addRow("Model", self.model)
+        form.addRow("Voice", self.voice)
+        form.addRow("Turn detection", self.turns)
+        form.addRow("Greeting", self.greeting)
+        layout.addLayout(form)
+        self._s2s_widgets: list[QWidget] = [
+            self.engine, self.model, self.voice, self.turns, self.greeting,
+        ]  # fmt: skip
+        self._fill_voices(s.s2s.voice)
+        self.engine.currentIndexChanged.connect(lambda _i: self._fill_voices(""))
+        self.s2s_radio.toggled.connect(lambda _on: self.refresh())
+
+    def _fill_voices(self, current: str) -> None:
+        self.voice.clear()
+        self.voice.addItem("provider default", "")
+        for name in S2S_VOICES.get(str(self.engine.currentData()), ()):
+            self.voice.addItem(name, name)
+        index = self.voice.findData(current)
+        if index < 0:
+            self.voice.addItem(current, current)
+            index = self.voice.count() - 1
+        self.voice.setCurrentIndex(index)
+
+    def refresh(self) -> None:
+        """Only the chosen pipeline's fields are editable."""
+        s2s = self.s2s_radio.isChecked()
+        for widget in self._s2s_widgets:
+            widget.setEnabled(s2s)
+        for widget in self.chained_widgets:
+            widget.setEnabled(not s2s)
+
+    def value(self) -> tuple[Literal["chained", "s2s"], SpeechToSpeechSettings]:
+        voice = self.voice.currentText().strip()
+        if voice == "provider default":
+            voice = ""
+        chosen = SpeechToSpeechSettings(
+            engine=str(self.engine.currentData()),
+            model=self.model.text().strip(),
+            voice=voice,
+            turn_detection="provider" if self.turns.currentData() == "provider" else "parley",
+            greeting=self.greeting.text().strip(),
+        )
+        return ("s2s" if self.s2s_radio.isChecked() else "chained"), chosen
+
+
 class SettingsDialog(QDialog):
     """Edits a copy of the settings; ``applied(settings, keys_changed)`` on OK or Apply."""
 
@@ -225,6 +347,9 @@ class SettingsDialog(QDialog):
         *,
         voices: VoiceLister | None = None,
         preview: Previewer | None = None,
+        devices: DeviceSource | None = None,
+        refresh_devices: DeviceRefresher | None = None,
+        tool_servers: Callable[[], list[ServerStatus]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -234,20 +359,28 @@ class SettingsDialog(QDialog):
         self._original = copy.deepcopy(settings)
         self._voices = voices
         self._preview = preview
+        self._devices = devices
+        self._refresh_devices = refresh_devices
+        self._refresh_task: asyncio.Future[Any] | None = None
         self._preview_task: asyncio.Future[Any] | None = None
         self._keys_changed = False
         self.keyring_problem = secrets.keyring_status()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 16, 16, 12)
         self.tabs = QTabWidget()
+        self.tabs.tabBar().setAccessibleName("Settings sections")
         layout.addWidget(self.tabs)
         self.tabs.addTab(self._engines_tab(settings), "Engines")
         self.tabs.addTab(self._providers_tab(settings), "API keys")
-        self.tabs.addTab(self._voice_tab(settings), "Voice")
+        self.tabs.addTab(self._voice_tab(settings), "Language && voice")
         self.tabs.addTab(self._audio_tab(settings), "Audio")
         self.tabs.addTab(self._turns_tab(settings), "Turns")
         self.tabs.addTab(self._budgets_tab(settings.budgets), "Budgets")
         self.tabs.addTab(self._prompt_tab(settings), "Prompt")
+        self.tools_tab = ToolsTab(settings)
+        if tool_servers is not None:
+            self.tools_tab.set_statuses(tool_servers())
+        self.tabs.addTab(self.tools_tab, "Tools")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
             | QDialogButtonBox.StandardButton.Apply
@@ -258,6 +391,7 @@ class SettingsDialog(QDialog):
         buttons.clicked.connect(self._on_button)
         self.buttons = buttons
         layout.addWidget(buttons)
+        self._update_key_warning()
 
     # ----------------------------------------------------------------------------------- tabs
 
@@ -271,6 +405,8 @@ class SettingsDialog(QDialog):
     def _engine_combo(self, table: dict[str, str], current: str) -> QComboBox:
         combo = QComboBox()
         for name in table:
+            if name in HIDDEN_ENGINES and name != current:
+                continue
             combo.addItem(ENGINE_NAMES.get(name, name), name)
         index = combo.findData(current)
         if index < 0:
@@ -281,6 +417,8 @@ class SettingsDialog(QDialog):
 
     def _engines_tab(self, s: Settings) -> QWidget:
         page, layout = self._page()
+        self.pipeline = PipelineChoice(s, self._engine_combo)
+        layout.addWidget(self.pipeline)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.stt_combo = self._engine_combo(STT_FACTORIES, s.stt)
@@ -289,11 +427,22 @@ class SettingsDialog(QDialog):
         form.addRow("Speech recognition", self.stt_combo)
         form.addRow("Language model", self.llm_combo)
         form.addRow("Speech synthesis", self.tts_combo)
-        self.local_model = QLineEdit(s.local_llm_model)
+        self.local_model = QComboBox()
+        for name, model in MODELS.items():
+            self.local_model.addItem(f"{model.title} — {MODEL_NOTES.get(name, '')}", name)
+        index = self.local_model.findData(s.local_llm_model)
+        if index < 0:
+            self.local_model.addItem(f"{s.local_llm_model} (unknown)", s.local_llm_model)
+            index = self.local_model.count() - 1
+        self.local_model.setCurrentIndex(index)
         form.addRow("Offline language model", self.local_model)
         layout.addLayout(form)
+        self.key_warning = _note("", "warningNote")
+        self.key_warning.hide()
+        layout.addWidget(self.key_warning)
         self.fallback = QCheckBox("When a cloud engine fails before answering, use the offline one")
         self.fallback.setChecked(s.fallback_to_local)
+        self.fallback.toggled.connect(self._update_key_warning)
         layout.addWidget(self.fallback)
         layout.addWidget(
             _note(
@@ -304,6 +453,11 @@ class SettingsDialog(QDialog):
         )
         layout.addStretch(1)
         self.tts_combo.currentIndexChanged.connect(self._refresh_voices)
+        for combo in (self.stt_combo, self.llm_combo, self.tts_combo):
+            combo.currentIndexChanged.connect(self._update_key_warning)
+            combo.currentIndexChanged.connect(self._refresh_languages)
+        self.pipeline.chained_widgets = [self.stt_combo, self.llm_combo, self.tts_combo]
+        self.pipeline.refresh()
         return page
 
     def _providers_tab(self, s: Settings) -> QWidget:
@@ -336,15 +490,20 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.language_combo = QComboBox()
-        languages = fallback_languages()
-        for code, name in languages:
-            self.language_combo.addItem(f"{name}  ({code})", code)
-        index = self.language_combo.findData(s.language)
-        if index < 0:
-            self.language_combo.insertItem(0, s.language, s.language)
-            index = 0
-        self.language_combo.setCurrentIndex(index)
+        self.language_combo.setMinimumWidth(320)
         form.addRow("Language", self.language_combo)
+        self.language_marks = _note("", "languageMarks")
+        form.addRow("", self.language_marks)
+        self.detect_language = QCheckBox(
+            "Answer in the language I speak (detected; the language above is the first guess)"
+        )
+        self.detect_language.setChecked(s.detect_language)
+        self.detect_language.setToolTip(
+            "Each question is answered in the language it was spoken in, among the languages "
+            "listed. The offline speech recognition then uses its multilingual model, which is "
+            "slower for English."
+        )
+        form.addRow("", self.detect_language)
         self.voice_combo = QComboBox()
         self.voice_combo.setMinimumWidth(320)
         voice_row = QHBoxLayout()
@@ -352,24 +511,81 @@ class SettingsDialog(QDialog):
         self.preview_button = QPushButton(" Preview")
         self.preview_button.setIcon(icon("play"))
         self.preview_button.setToolTip("Speak a sample sentence in this voice")
+        self.preview_button.setAccessibleDescription("Speak a sample sentence in this voice")
         self.preview_button.clicked.connect(self.start_preview)
         self.preview_button.setEnabled(self._preview is not None)
         voice_row.addWidget(self.preview_button)
         form.addRow("Voice", voice_row)
+        voice_label = form.labelForField(voice_row)
+        if isinstance(voice_label, QLabel):
+            voice_label.setBuddy(self.voice_combo)
         layout.addLayout(form)
         self.preview_status = _note("")
         layout.addWidget(self.preview_status)
         layout.addWidget(
             _note(
-                "The language is what you speak and what Parley answers in. The voices listed are "
-                "the ones the chosen speech engine has for that language."
+                "The languages listed are those Parley can hold a conversation in with the "
+                "chosen engines: speech recognition, a voice and the language model all handle "
+                "them. Answers follow a change of language from the next question, in any "
+                "conversation. The voices listed are the ones the chosen speech engine has for "
+                "the language."
             )
         )
         layout.addStretch(1)
         self._wanted_voice = s.voice
-        self.language_combo.currentIndexChanged.connect(self._refresh_voices)
+        self._wanted_language = s.language
+        self._refresh_languages()
+        self.language_combo.currentIndexChanged.connect(self._language_chosen)
         self._refresh_voices()
         return page
+
+    def _engine_choice(self) -> Settings:
+        """The settings as far as the engines chosen so far (for what they support)."""
+        s = copy.deepcopy(self._original)
+        for attr in ("stt", "llm", "tts"):
+            combo = getattr(self, f"{attr}_combo", None)
+            if combo is not None:
+                setattr(s, attr, str(combo.currentData()))
+        return s
+
+    def _refresh_languages(self) -> None:
+        """Offer the languages the chosen engines can hold a conversation in."""
+        if not hasattr(self, "language_combo"):
+            return
+        combo = self.language_combo
+        wanted = str(combo.currentData()) if combo.count() else self._wanted_language
+        offered = languages.conversation_languages(self._engine_choice())
+        combo.blockSignals(True)
+        combo.clear()
+        for lang in offered:
+            combo.addItem(f"{lang.label}   ·   {lang.brief}", lang.code)
+            combo.setItemData(combo.count() - 1, lang.marks, Qt.ItemDataRole.ToolTipRole)
+        index = combo.findData(wanted)
+        if index < 0:
+            close = languages.find(self._engine_choice(), wanted)
+            index = combo.findData(close.code) if close is not None else -1
+        if index < 0:
+            combo.insertItem(0, f"{wanted} (not fully supported by these engines)", wanted)
+            combo.setItemData(
+                0,
+                "Speech recognition, a voice or the language model lacks this language.",
+                Qt.ItemDataRole.ToolTipRole,
+            )
+            index = 0
+        combo.setCurrentIndex(index)
+        combo.blockSignals(False)
+        self._show_marks()
+
+    def _language_chosen(self) -> None:
+        self._wanted_language = str(self.language_combo.currentData() or "en")
+        self._show_marks()
+        self._refresh_voices()
+
+    def _show_marks(self) -> None:
+        index = self.language_combo.currentIndex()
+        marks = self.language_combo.itemData(index, Qt.ItemDataRole.ToolTipRole)
+        self.language_marks.setText(str(marks or ""))
+        self.language_combo.setAccessibleDescription(str(marks or ""))
 
     def _audio_tab(self, s: Settings) -> QWidget:
         page, layout = self._page()
@@ -382,47 +598,84 @@ class SettingsDialog(QDialog):
         layout.addLayout(form)
         self.devices_note = _note("")
         layout.addWidget(self.devices_note)
-        refresh = QPushButton("Refresh list")
-        refresh.clicked.connect(
-            lambda: self._fill_devices(
-                self._device_choice(self.input_combo), self._device_choice(self.output_combo)
-            )
-        )
+        self.refresh_button = QPushButton("Refresh list")
+        self.refresh_button.setAccessibleDescription("Look for microphones and speakers again")
+        self.refresh_button.clicked.connect(self.refresh_devices)
         row = QHBoxLayout()
-        row.addWidget(refresh)
+        row.addWidget(self.refresh_button)
         row.addStretch(1)
         layout.addLayout(row)
+        layout.addWidget(
+            _note(
+                "Devices plugged in while Parley runs appear here by themselves, and are used "
+                "at once when nothing else works or when they are the ones chosen. A chosen "
+                "device that is not connected is replaced by the system default until it is."
+            )
+        )
         self.echo_settings = EchoSettings(s)
         layout.addWidget(self.echo_settings)
         layout.addStretch(1)
-        self._fill_devices(s.input_device, s.output_device)
+        self._wanted_devices = (s.input_device, s.output_device)
+        found = self._devices() if self._devices is not None else None
+        if found is None or (not found.inputs and not found.outputs and not found.via):
+            found = devices.scan(restart_portaudio=False)
+        self.set_devices(found)
         return page
 
-    def _fill_devices(self, current_in: str, current_out: str) -> None:
-        found = devices.list_devices()
-        for combo, current, want in (
-            (self.input_combo, current_in, "inputs"),
-            (self.output_combo, current_out, "outputs"),
+    def set_devices(self, found: DeviceList) -> None:
+        """Show ``found``, keeping the devices chosen so far (listed as not connected if gone)."""
+        if self.input_combo.count():
+            self._wanted_devices = (
+                self._device_choice(self.input_combo),
+                self._device_choice(self.output_combo),
+            )
+        for combo, current, kind in (
+            (self.input_combo, self._wanted_devices[0], "input"),
+            (self.output_combo, self._wanted_devices[1], "output"),
         ):
             combo.clear()
             combo.addItem("System default", "")
-            for device in found:
-                if getattr(device, want) > 0:
-                    combo.addItem(device.name, device.name)
+            choices = found.choices("input" if kind == "input" else "output")
+            for choice in choices:
+                combo.addItem(
+                    choice.label + ("  (default)" if choice.is_default else ""), choice.key
+                )
             index = combo.findData(current)
             if index < 0:
-                combo.addItem(f"{current} (not connected)", current)
+                shown = current.removeprefix("pulse:")
+                combo.addItem(f"{shown} (not connected)", current)
                 index = combo.count() - 1
             combo.setCurrentIndex(index)
-        if not found:
+        if not found.inputs and not found.outputs:
             self.devices_note.setText(
                 "No audio devices were found. Parley still works for typed messages; replies are "
                 "shown as text until a speaker is connected."
             )
         else:
-            ins = sum(1 for d in found if d.inputs > 0)
-            outs = sum(1 for d in found if d.outputs > 0)
-            self.devices_note.setText(f"{ins} microphone(s) and {outs} speaker(s) found.")
+            via = f" (from {found.via})" if found.via else ""
+            self.devices_note.setText(
+                f"{len(found.inputs)} microphone(s) and {len(found.outputs)} speaker(s) found{via}."
+            )
+
+    def refresh_devices(self) -> asyncio.Future[Any] | None:
+        """Look for devices again (in the background); returns the running look."""
+        if self._refresh_task is not None and not self._refresh_task.done():
+            return self._refresh_task
+        if self._refresh_devices is None:
+            self.set_devices(devices.scan())
+            return None
+        self.refresh_button.setEnabled(False)
+        self.devices_note.setText("Looking for devices…")
+
+        async def look() -> None:
+            assert self._refresh_devices is not None
+            try:
+                self.set_devices(await self._refresh_devices())
+            finally:
+                self.refresh_button.setEnabled(True)
+
+        self._refresh_task = asyncio.ensure_future(look())
+        return self._refresh_task
 
     @staticmethod
     def _device_choice(combo: QComboBox) -> str:
@@ -459,6 +712,13 @@ class SettingsDialog(QDialog):
             problem or global_hotkey_note(), "warningNote" if problem else "fieldNote"
         )
         mode_layout.addWidget(self.global_note)
+        self.start_in_tray = QCheckBox("Start with only the tray icon showing (minimized)")
+        self.start_in_tray.setChecked(s.start_in_tray)
+        self.start_in_tray.setToolTip(
+            "The tray icon shows what Parley is doing; click it to open the window. Without a "
+            "tray on this desktop the window opens as usual."
+        )
+        mode_layout.addWidget(self.start_in_tray)
         layout.addWidget(mode_box)
 
         columns = QHBoxLayout()
@@ -512,7 +772,14 @@ class SettingsDialog(QDialog):
     def _prompt_tab(self, s: Settings) -> QWidget:
         page, layout = self._page()
         self.prompt_edit = QPlainTextEdit(s.system_prompt)
-        layout.addWidget(_note("How Parley should behave. Sent at the start of every request."))
+        self.prompt_edit.setAccessibleName("System prompt")
+        self.prompt_edit.setTabChangesFocus(True)  # Tab leaves the field; it never types a tab
+        layout.addWidget(
+            _note(
+                "How Parley should behave. Sent at the start of every request, followed by "
+                "the language to answer in."
+            )
+        )
         layout.addWidget(self.prompt_edit, 1)
         row = QHBoxLayout()
         reset = QPushButton("Restore default")
@@ -520,7 +787,9 @@ class SettingsDialog(QDialog):
         row.addWidget(reset)
         row.addStretch(1)
         self.context_tokens = _spin(500, 128_000, s.context_tokens, suffix=" tokens", step=500)
-        row.addWidget(QLabel("Context budget"))
+        context_label = QLabel("Context budget")
+        context_label.setBuddy(self.context_tokens)
+        row.addWidget(context_label)
         row.addWidget(self.context_tokens)
         layout.addLayout(row)
         return page
@@ -531,7 +800,7 @@ class SettingsDialog(QDialog):
         if not hasattr(self, "voice_combo"):
             return
         wanted = self.voice_combo.currentData() if self.voice_combo.count() else self._wanted_voice
-        language = str(self.language_combo.currentData() or "en")
+        language = str(self.language_combo.currentData() or self._wanted_language or "en")
         engine = str(self.tts_combo.currentData() or "local")
         self.voice_combo.clear()
         self.voice_combo.addItem("Default voice for the language", "")
@@ -584,14 +853,50 @@ class SettingsDialog(QDialog):
 
     def _on_key_changed(self) -> None:
         self._keys_changed = True
+        self._update_key_warning()
+
+    def _update_key_warning(self) -> None:
+        """Say which chosen cloud engines have no key, and where to add it."""
+        if not hasattr(self, "key_warning"):
+            return
+        missing = missing_keys(self._engine_choice())
+        if not missing:
+            self.key_warning.hide()
+            return
+        lines = [
+            f"{secrets.DISPLAY_NAMES.get(name, name)} ({kind}) has no API key yet: add it under "
+            f"API keys → {secrets.DISPLAY_NAMES.get(name, name)}."
+            for kind, name in missing
+        ]
+        fallback = (
+            " Until then the offline engine answers."
+            if self.fallback.isChecked()
+            else " Until then it cannot work."
+        )
+        self.key_warning.setText(" ".join(lines) + fallback)
+        self.key_warning.show()
+
+    def show_provider(self, provider: str) -> None:
+        """Open the API keys tab at ``provider``'s key field."""
+        row = self.provider_rows.get(provider)
+        self.tabs.setCurrentIndex(1)
+        if row is None:
+            return
+        page = self.tabs.widget(1)
+        scroll = page.findChild(QScrollArea) if page is not None else None
+        if scroll is not None:
+            scroll.ensureWidgetVisible(row)
+        target = row.key_edit if row.key_edit is not None and row.key_edit.isEnabled() else row.url
+        target.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def result_settings(self) -> Settings:
         """The settings as edited (the original object is left untouched)."""
         s = copy.deepcopy(self._original)
+        s.pipeline, s.s2s = self.pipeline.value()
         s.stt = str(self.stt_combo.currentData())
         s.llm = str(self.llm_combo.currentData())
         s.tts = str(self.tts_combo.currentData())
-        s.local_llm_model = self.local_model.text().strip() or s.local_llm_model
+        s.local_llm_model = str(self.local_model.currentData() or s.local_llm_model)
         s.fallback_to_local = self.fallback.isChecked()
         providers = dict(s.providers)
         for name, row in self.provider_rows.items():
@@ -600,6 +905,7 @@ class SettingsDialog(QDialog):
                 providers[name] = value
         s.providers = {k: v for k, v in providers.items() if v != ProviderSettings()}
         s.language = str(self.language_combo.currentData() or "en")
+        s.detect_language = self.detect_language.isChecked()
         s.voice = str(self.voice_combo.currentData() or "")
         s.input_device = self._device_choice(self.input_combo)
         s.output_device = self._device_choice(self.output_combo)
@@ -608,6 +914,7 @@ class SettingsDialog(QDialog):
         sequence = self.hotkey_edit.keySequence()
         s.hotkey = sequence.toString(QKeySequence.SequenceFormat.PortableText) or "Space"
         s.global_hotkey = self.global_hotkey.isChecked()
+        s.start_in_tray = self.start_in_tray.isChecked()
         s.vad.threshold = round(self.vad_threshold.value(), 3)
         s.vad.min_speech_ms = self.vad_min_speech.value()
         s.vad.end_silence_ms = self.vad_end_silence.value()
@@ -623,6 +930,7 @@ class SettingsDialog(QDialog):
         )
         s.system_prompt = self.prompt_edit.toPlainText().strip() or DEFAULT_SYSTEM_PROMPT
         s.context_tokens = self.context_tokens.value()
+        self.tools_tab.apply_to(s)
         return s
 
     def apply(self) -> Settings:

@@ -15,6 +15,8 @@ ACCENT = QColor("#5B5BD6")
 #: Text of the reply generated but not yet spoken (dimmed), and the interruption marker.
 UNSPOKEN_HTML = "#9AA0AC"
 INTERRUPTED_HTML = "#D14343"
+#: The filler said while a tool runs ("One moment."): heard, but not part of the answer.
+FILLER_HTML = "#A3A9B5"
 
 STATE_COLORS: dict[str, QColor] = {
     "loading": QColor("#9CA3AF"),

@@ -1,15 +1,21 @@
 """The latency timeline: a bar per turn from the end of speech to the first sound, and a chart.
 
 Each bar is split at the turn's marks (final transcript, first token, first text to the speech
-engine, first audio, playback start); stages over their budget are drawn red, and the
-voice-to-voice figure stands at the right. Hovering shows the numbers.
+engine, first audio, playback start); a stage over its budget keeps its colour and is outlined
+and underlined in red, and the voice-to-voice figure (the reply time, for a typed question)
+stands at the right. Turns are numbered from 1 in each conversation. Hovering shows the numbers
+and the turn's details: the tools it used and how long they took, the filler, and its
+structured object with when it was extracted (always after the answer started, never on its
+path).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from assistant.events import AppEvent, ConversationLoaded, TimelineUpdated, TurnFinished
-from assistant.timeline import Budgets
+from assistant.events import (
+    AppEvent,
+    ConversationLoaded,
+    StructuredExtracted,
+    TimelineUpdated,
+    TurnFinished,
+)
+from assistant.history import TurnRecord
+from assistant.timeline import Budgets, delay_label
 from ui import theme
 from ui.resources import icon
 from ui.timeline_export import write_export
@@ -54,6 +67,8 @@ NOTES: tuple[tuple[str, str, str], ...] = (
     ("end_of_turn_probability", "Smart Turn: probability the turn was over", "{:.2f}"),
 )
 Timeline = Mapping[str, Any]
+#: Height of the red band under a stage over its budget.
+LATE_BAND = 4.0
 
 
 def segments(timeline: Timeline) -> list[tuple[str, float, float, bool]]:
@@ -85,12 +100,55 @@ def _format_ms(value: object) -> str:
     return f"{value:.0f} ms" if isinstance(value, int | float) else "—"
 
 
-def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
+@dataclass(frozen=True, slots=True)
+class TurnDetails:
+    """What a turn did besides its timing: tools (title, ms) and its structured object."""
+
+    tools: tuple[tuple[str, float | None], ...] = ()
+    structured: Mapping[str, Any] | None = None
+    structured_error: str | None = None
+
+    @classmethod
+    def of(cls, record: TurnRecord) -> TurnDetails:
+        tools = tuple((t.name, t.ms) for t in record.tool_calls)
+        return cls(tools, record.structured, record.structured_error)
+
+
+def details_html(timeline: Timeline, details: TurnDetails) -> str:
+    """The tools, filler and structured object of a turn, for its tooltip."""
+    rows: list[str] = []
+    notes = timeline.get("notes") or {}
+    if details.tools:
+        used = ", ".join(f"{name} ({_format_ms(ms)})" for name, ms in details.tools)
+        rows.append(f"<br><b>Tools</b>: {html.escape(used)}")
+    routing = notes.get("router_ms")
+    if isinstance(routing, list) and routing:
+        rows.append(f"<br>Tool routing: {html.escape(', '.join(_format_ms(v) for v in routing))}")
+    if isinstance(notes.get("filler"), str):
+        rows.append(f"<br>Said while waiting: <i>{html.escape(notes['filler'])}</i>")
+    marks = timeline.get("marks_ms", {})
+    if details.structured is not None or details.structured_error:
+        when = ""
+        start, done = marks.get("structured_request"), marks.get("structured_done")
+        if isinstance(start, int | float) and isinstance(done, int | float):
+            when = f" (extracted {start:.0f}–{done:.0f} ms, beside the reply)"
+        rows.append(f"<br><b>Structured</b>{html.escape(when)}:")
+        if details.structured is not None:
+            text = json.dumps(details.structured, indent=1, ensure_ascii=False)
+            rows.append(f"<pre style='margin:0'>{html.escape(text)}</pre>")
+        else:
+            error = html.escape(details.structured_error or "")
+            rows.append(f" <span style='color:#FCA5A5'>{error}</span>")
+    return "".join(rows)
+
+
+def tooltip_html(
+    number: int, timeline: Timeline, budgets: Budgets, details: TurnDetails | None = None
+) -> str:
     stages = timeline.get("stages_ms", {})
     over = set(timeline.get("over_budget", []))
-    rows = [
-        f"<b>Turn {turn_id}</b> — {_format_ms(timeline.get('voice_to_voice_ms'))} voice-to-voice"
-    ]
+    delay = _format_ms(timeline.get("voice_to_voice_ms"))
+    rows = [f"<b>Turn {number}</b> — {delay} {delay_label(timeline)}"]
     rows.append("<table cellspacing='0' cellpadding='2'>")
     for stage, name in STAGE_NAMES.items():
         if stage not in stages:
@@ -120,6 +178,8 @@ def tooltip_html(turn_id: int, timeline: Timeline, budgets: Budgets) -> str:
             "<span style='color:#9CA3AF'>marks (ms from end of speech): "
             f"{html.escape(listed)}</span>"
         )
+    if details is not None:
+        rows.append(details_html(timeline, details))
     return "".join(rows)
 
 
@@ -137,6 +197,8 @@ class TimelineView(QWidget):
         self.max_rows = max_rows
         self._turns: list[tuple[int, Timeline]] = []
         self._budgets = Budgets()
+        #: Per turn: tools and structured object, shown in the tooltip.
+        self.details: dict[int, TurnDetails] = {}
         # Fixed height: always as tall as its rows (the side panel scrolls when short of room).
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMouseTracking(True)
@@ -233,9 +295,14 @@ class TimelineView(QWidget):
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(theme.TRACK)
         painter.drawRoundedRect(rect, 4, 4)
-        for key, seg, over in self.segment_rects(row):
-            painter.setBrush(theme.OVER_BUDGET if over else theme.STAGE_COLORS[key])
+        for key, seg, _late in self.segment_rects(row):
+            painter.setBrush(theme.STAGE_COLORS[key])
             painter.drawRect(seg)
+        # Late stages keep their colour (which stage was late stays readable) and are marked.
+        for _key, seg, over in self.segment_rects(row):
+            if over:
+                self._mark_late(painter, seg)
+        painter.setPen(Qt.PenStyle.NoPen)
         v2v = timeline.get("voice_to_voice_ms")
         late = "voice_to_voice" in timeline.get("over_budget", [])
         font = painter.font()
@@ -250,6 +317,16 @@ class TimelineView(QWidget):
         font.setBold(False)
         painter.setFont(font)
 
+    @staticmethod
+    def _mark_late(painter: QPainter, seg: QRectF) -> None:
+        """A red outline and a red band along the bottom of a stage over its budget."""
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(theme.OVER_BUDGET, 2))
+        painter.drawRect(seg.adjusted(1, 1, -1, -1))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.OVER_BUDGET)
+        painter.drawRect(QRectF(seg.left(), seg.bottom() - LATE_BAND, seg.width(), LATE_BAND))
+
     def _paint_budget(self, painter: QPainter) -> None:
         x = self.x_for_ms(self._budgets.voice_to_voice)
         bottom = self.TOP + len(self._turns) * (self.ROW + self.GAP) - self.GAP / 2
@@ -263,9 +340,12 @@ class TimelineView(QWidget):
             if row is None:
                 QToolTip.hideText()
             else:
-                turn_id, timeline = self._turns[row]
+                number, timeline = self._turns[row]
+                details = self.details.get(number)
                 QToolTip.showText(
-                    event.globalPos(), tooltip_html(turn_id, timeline, self._budgets), self
+                    event.globalPos(),
+                    tooltip_html(number, timeline, self._budgets, details),
+                    self,
                 )
             return True
         return super().event(event)
@@ -289,7 +369,7 @@ class Legend(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         items = [(theme.STAGE_COLORS[key], label) for key, _m, _b, label in SEGMENTS]
-        items.append((theme.OVER_BUDGET, "Over budget"))
+        items.append((theme.OVER_BUDGET, "Over budget (outlined)"))
         x, y = 2.0, 2.0
         line = metrics.height() + 4
         for color, label in items:
@@ -403,7 +483,7 @@ class LatencyChart(QWidget):
                     flag = " — over budget" if over else ""
                     QToolTip.showText(
                         event.globalPos(),
-                        f"Turn {turn_id}: {ms:.0f} ms voice-to-voice "
+                        f"Turn {turn_id}: {ms:.0f} ms to the first sound "
                         f"(budget {self._budget:.0f} ms){flag}",
                         self,
                     )
@@ -420,6 +500,10 @@ class TimelinePanel(QFrame):
         super().__init__(parent)
         self.setObjectName("sidePanel")
         self._timelines: dict[int, Timeline] = {}
+        #: Turn id → its number in the conversation shown (ids keep growing across them).
+        self._numbers: dict[int, int] = {}
+        #: What each turn did besides its timing, by turn id.
+        self._details: dict[int, TurnDetails] = {}
         self._budgets = Budgets()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(18, 16, 18, 16)
@@ -432,11 +516,12 @@ class TimelinePanel(QFrame):
         self.export_button = QPushButton(" Export…")
         self.export_button.setIcon(icon("export"))
         self.export_button.setToolTip("Save the timelines as JSON or CSV")
-        self.export_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.export_button.clicked.connect(self.export_dialog)
         header.addWidget(self.export_button)
         layout.addLayout(header)
-        caption = QLabel("From the end of your speech to the first sound of the answer.")
+        caption = QLabel(
+            "From the end of your question (spoken or typed) to the first sound of the answer."
+        )
         caption.setObjectName("panelCaption")
         caption.setWordWrap(True)
         layout.addWidget(caption)
@@ -462,8 +547,15 @@ class TimelinePanel(QFrame):
             case TimelineUpdated(turn_id=turn_id, timeline=timeline):
                 self.update_turn(turn_id, timeline)
             case TurnFinished(turn=record):
+                self._details[record.turn_id] = TurnDetails.of(record)
                 self.update_turn(record.turn_id, record.timeline)
+            case StructuredExtracted(turn_id=turn_id, data=data, error=error):
+                known = self._details.get(turn_id, TurnDetails())
+                self._details[turn_id] = TurnDetails(known.tools, data, error)
+                self._refresh()
             case ConversationLoaded(turns=turns):
+                self._numbers = {t.turn_id: n for n, t in enumerate(turns, 1)}
+                self._details = {t.turn_id: TurnDetails.of(t) for t in turns}
                 self.set_timelines([(t.turn_id, t.timeline) for t in turns])
 
     def set_budgets(self, budgets: Budgets) -> None:
@@ -474,7 +566,15 @@ class TimelinePanel(QFrame):
 
     def clear(self) -> None:
         self._timelines.clear()
+        self._numbers.clear()
+        self._details.clear()
         self._refresh()
+
+    def number(self, turn_id: int) -> int:
+        """The turn's number in the conversation shown, from 1."""
+        if turn_id not in self._numbers:
+            self._numbers[turn_id] = max(self._numbers.values(), default=0) + 1
+        return self._numbers[turn_id]
 
     def set_timelines(self, timelines: list[tuple[int, Timeline]]) -> None:
         self._timelines = {turn_id: t for turn_id, t in timelines if t}
@@ -506,11 +606,13 @@ class TimelinePanel(QFrame):
         self.export(chosen)
 
     def _refresh(self) -> None:
-        rows = self.timelines()
+        rows = [(self.number(turn_id), t) for turn_id, t in self.timelines()]
+        # The view knows turns by their number in the conversation.
+        self.view.details = {self.number(i): d for i, d in self._details.items()}
         self.view.set_turns(rows)
         values = [
-            (turn_id, float(t["voice_to_voice_ms"]), "voice_to_voice" in t.get("over_budget", []))
-            for turn_id, t in rows
+            (number, float(t["voice_to_voice_ms"]), "voice_to_voice" in t.get("over_budget", []))
+            for number, t in rows
             if isinstance(t.get("voice_to_voice_ms"), int | float)
         ]
         self.chart.set_values(values)

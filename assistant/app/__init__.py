@@ -5,6 +5,7 @@ benchmarks share. Its parts, one concern each:
 
 - ``engines.py``   ``EngineSet``: the three fallback chains, warm-up with progress, closing.
 - ``audio.py``     the input chain (source → session) and the output chain (player, device loss).
+- ``devices.py``   watching the sound devices, so one plugged in later is used at once.
 - ``settings.py``  loading and saving settings, and what a change of settings must rebuild.
 - ``turn_taking.py`` voice activity detection and the end-of-turn model for hands-free.
 - ``voice.py``     voice lists and the voice preview.

@@ -1,8 +1,9 @@
 """``Assistant``: Parley put together, once, for the window, ``parley talk`` and the benchmarks.
 
-It owns the settings, the history store and the current conversation, the engine set, the tool
-registry, the audio input and output chains and the session, and rebuilds the parts a change of
-settings or a lost device needs. Everything that happens goes out on one stream, ``events``
+It owns the settings, the history store and the current conversation, the engine set, the tools
+(``ToolBox``: built-ins, alarms, notes, MCP servers, structured extraction), the audio input and
+output chains and the session, and rebuilds the parts a change of settings or a lost device
+needs. Everything that happens goes out on one stream, ``events``
 (``assistant.events.AppEvent``): the session's events and the app's own (loading, ready, audio
 status, conversation loaded, turn mode, settings applied). Commands are plain methods; those
 that cannot act yet say why on the stream and return False. No Qt here: a window is a view of
@@ -21,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from assistant import config
+from assistant import config, history_export
 from assistant.app import messages
 from assistant.app import settings as app_settings
 from assistant.app.audio import (
@@ -32,10 +33,22 @@ from assistant.app.audio import (
     default_player,
     default_source,
 )
+from assistant.app.devices import DeviceLister, DeviceWatch
 from assistant.app.echo import EchoControl
-from assistant.app.engines import Engines, EngineSet, close_engine
+from assistant.app.engines import (
+    KINDS,
+    AgentEngineSet,
+    Engines,
+    EngineSet,
+    build_engine_set,
+    close_engine,
+)
+from assistant.app.notify import Notifier, desktop_notify
+from assistant.app.tools import ToolBox
 from assistant.app.turn_taking import TurnModelFactory, VadFactory, make_turn_model, make_vad
 from assistant.app.voice import list_voices, speak_sample
+from assistant.audio import alsa_messages, devices
+from assistant.audio.devices import DeviceList, Kind
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import Player
 from assistant.config import Settings, TurnMode
@@ -43,9 +56,13 @@ from assistant.emitter import Emitter
 from assistant.engines.base import TextToSpeech, Voice
 from assistant.engines.registry import make_tts
 from assistant.events import (
+    Activity,
     AppEvent,
     AudioStatus,
     ConversationLoaded,
+    ConversationsChanged,
+    DevicesChanged,
+    Doing,
     ErrorEvent,
     Notice,
     Ready,
@@ -54,15 +71,29 @@ from assistant.events import (
     Source,
     State,
     StateChanged,
+    TurnFinished,
     TurnModeChanged,
 )
-from assistant.history import Conversation, HistoryStore
+from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
-from assistant.tools import ToolRegistry, default_tools
+from assistant.session.s2s import SpeechSession
+from assistant.tools import ToolRegistry
+from assistant.tools.alarms import Alarm, alarm_line
+from assistant.tools.mcp import ServerStatus
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], EngineSet | Engines]
+ALL_KINDS = frozenset(KINDS)
+#: Typed messages this long are accepted with a word that the offline model needs a while to
+#: read them: it reads about 70 tokens a second on two cores (a 5,000-character message took
+#: 18.6 s before the first word of the answer).
+LONG_MESSAGE_CHARS = 2000
+OFFLINE_READING_TOKENS_PER_SECOND = 70.0
+#: Deleted conversations are kept this long (in the history's ``deleted/`` folder) before they
+#: are removed for good at a start.
+KEEP_DELETED_SECONDS = 30 * 24 * 3600
+
+EngineFactory = Callable[[Settings], EngineSet | AgentEngineSet | Engines]
 
 
 class Assistant:
@@ -72,7 +103,8 @@ class Assistant:
     unusable). The factories replace the engines, the speaker, the microphone and the hands-free
     detectors (tests and headless callers use virtual ones); engines a factory returns are owned
     and closed here unless it returns an ``EngineSet`` with ``owned=False``. ``persist=False``
-    never writes the settings file.
+    never writes the settings file. The sound devices are watched (a device plugged in later is
+    used at once) when the real microphone and speaker are used, or through ``device_lister``.
     """
 
     def __init__(
@@ -86,7 +118,10 @@ class Assistant:
         vad_factory: VadFactory | None = None,
         turn_model_factory: TurnModelFactory | None = None,
         tools: ToolRegistry | None = None,
+        tools_dir: Path | None = None,
+        notifier: Notifier | None = None,
         persist: bool = True,
+        device_lister: DeviceLister | None = None,
     ) -> None:
         #: Everything that happens, in order: ``assistant.events.AppEvent``s.
         self.events: Emitter[AppEvent] = Emitter("assistant")
@@ -95,12 +130,20 @@ class Assistant:
             settings, self._startup_notice = app_settings.load()
         self._settings = settings
         self._history_dir = history_dir or config.data_dir() / "conversations"
-        self._engine_factory: EngineFactory = engine_factory or EngineSet.build
+        self._engine_factory: EngineFactory = engine_factory or build_engine_set
         self._vad_factory = vad_factory or make_vad
         self._turn_model_factory = turn_model_factory or make_turn_model
-        #: The tools the language model may call (the same in every front end), offered to
-        #: every language model that returns real tool calls (``EngineSet.calls_tools``).
-        self.tools = tools if tools is not None else default_tools()
+        # Timers and notes live beside the conversations (in the data directory, or beside a
+        # history directory of the caller's).
+        if tools_dir is None:
+            tools_dir = history_dir / "tools" if history_dir is not None else config.data_dir()
+        #: The tools the language model may call, the same in every front end (a fixed
+        #: ``tools`` registry replaces the built-in ones).
+        self.toolbox = ToolBox(
+            settings, tools_dir, emit=self._emit, on_alarm=self._on_alarm, registry=tools
+        )
+        self._notify: Notifier = notifier or desktop_notify
+        self._tools_started: asyncio.Task[None] | None = None
         self._persist = persist
         #: Echo cancellation and noise suppression of the microphone.
         self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
@@ -120,8 +163,8 @@ class Assistant:
         )
         self._store: HistoryStore | None = None
         self._conversation: Conversation | None = None
-        self._engines: EngineSet | None = None
-        self._session: Session | None = None
+        self._engines: EngineSet | AgentEngineSet | None = None
+        self._session: Session | SpeechSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -134,6 +177,11 @@ class Assistant:
         self._failure: str | None = None
         self._ready_event: asyncio.Event | None = None
         self._reopen_lock: asyncio.Lock | None = None
+        self._devices = DeviceWatch(self._devices_changed, lister=device_lister)
+        self._device_task: asyncio.Task[Any] | None = None
+        self._watch_devices = device_lister is not None or (
+            player_factory is None and source_factory is None
+        )
 
     # ------------------------------------------------------------------------------ properties
 
@@ -143,20 +191,30 @@ class Assistant:
         return self._settings
 
     @property
-    def session(self) -> Session | None:
+    def session(self) -> Session | SpeechSession | None:
         return self._session
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """Every tool the language model may be offered (built-in and from MCP servers)."""
+        return self.toolbox.registry
+
+    def tool_servers(self) -> list[ServerStatus]:
+        """The MCP servers and how each is doing."""
+        return self.toolbox.server_statuses()
 
     @property
     def conversation(self) -> Conversation | None:
         return self._conversation
 
     @property
-    def engines(self) -> EngineSet | None:
+    def engines(self) -> EngineSet | AgentEngineSet | None:
         return self._engines
 
     @property
     def tts(self) -> TextToSpeech | None:
-        return self._engines.tts if self._engines else None
+        """The chained pipeline's voice (None with a speech-to-speech engine)."""
+        return self._engines.tts if isinstance(self._engines, EngineSet) else None
 
     @property
     def ready(self) -> bool:
@@ -195,10 +253,14 @@ class Assistant:
         """
         self._ready_event = asyncio.Event()
         self._reopen_lock = asyncio.Lock()
+        alsa_messages.quiet()
+        if self._watch_devices:
+            self._devices.start()
         if self._startup_notice:
             self._emit(Notice(self._startup_notice, Source.SETTINGS))
         self._conversation = self._load_conversation()
-        await self._open(rebuild_engines=True)
+        self._tools_started = asyncio.ensure_future(self.toolbox.start())
+        await self._open(rebuild=ALL_KINDS)
 
     async def close(self) -> None:
         """Stop capture and playback, end the session and release the engines."""
@@ -208,9 +270,12 @@ class Assistant:
         for task in [self._warm_task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
+        await self._devices.stop()
         await self._input.stop()
         await self._close_session()
         await self._close_engines()
+        await self.toolbox.close()
+        alsa_messages.summarize()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         if self._ready_event is None:
@@ -257,6 +322,11 @@ class Assistant:
         if self._session is not None:
             self._session.interrupt(reason="user")
 
+    def confirm(self, accept: bool) -> bool:
+        """Answer the assistant's "Shall I go ahead?" as a click on yes (True) or no (False);
+        False when no question is open (a speech-to-speech engine asks and hears its own)."""
+        return isinstance(self._session, Session) and self._session.confirm(accept)
+
     def submit_text(self, text: str) -> bool:
         """A typed message; False if it could not be sent yet (the caller keeps the text)."""
         if not text.strip():
@@ -267,6 +337,10 @@ class Assistant:
         if self._session is None or not self._ready:
             self._emit(Notice(messages.NOT_READY_TO_SEND, Source.TALK))
             return False
+        text = text.strip()
+        if len(text) >= LONG_MESSAGE_CHARS and self._settings.llm == "local":
+            seconds = estimate_tokens(text) / OFFLINE_READING_TOKENS_PER_SECOND
+            self._emit(Notice(messages.long_message(len(text), seconds), Source.TALK))
         self._session.submit_text(text)
         return True
 
@@ -290,10 +364,126 @@ class Assistant:
         except OSError as exc:
             self._emit(ErrorEvent(messages.new_conversation_failed(exc), Source.HISTORY))
             return
+        self._switch_conversation(conversation)
+
+    # ------------------------------------------------------------------ past conversations
+
+    @property
+    def conversation_id(self) -> str:
+        """The current conversation's id in the history ("" before ``start``)."""
+        return self._conversation.id if self._conversation is not None else ""
+
+    def conversations(self, query: str = "") -> list[ConversationSummary]:
+        """Past conversations, the most recent first, those matching ``query`` (every word, in
+        the title or in what was said). The current one is listed even while it is empty."""
+        if self._store is None:
+            return []
+        try:
+            found = self._store.summaries()
+            current = self.conversation_id
+            if current and all(c.id != current for c in found):
+                summary = self._store.summary(current)
+                found = ([summary] if summary is not None else []) + found
+        except OSError as exc:
+            self._emit(ErrorEvent(messages.history_unreadable(exc), Source.HISTORY))
+            return []
+        return [c for c in found if c.matches(query)] if query.strip() else found
+
+    def open_conversation(self, conversation_id: str) -> bool:
+        """Continue a past conversation: it becomes the current one (the reply in progress, if
+        any, is stopped). False, with a message, when it cannot be opened."""
+        if self._store is None:
+            return False
+        if conversation_id == self.conversation_id:
+            return True
+        try:
+            conversation, report = self._store.open(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_opened(exc), Source.HISTORY))
+            return False
+        self._switch_conversation(conversation)
+        if report.notice:
+            self._emit(Notice(report.notice, Source.HISTORY))
+        return True
+
+    def rename_conversation(self, conversation_id: str, title: str) -> bool:
+        """Name a conversation (an empty title names it by its first question again)."""
+        if self._store is None:
+            return False
+        try:
+            self._store.rename(conversation_id, title)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_renamed(exc), Source.HISTORY))
+            return False
+        self._emit(ConversationsChanged())
+        return True
+
+    def delete_conversation(self, conversation_id: str) -> ConversationSummary | None:
+        """Delete a conversation, undoably (``restore_conversation``); deleting the current one
+        starts a new one. Returns what was deleted, or None (with a message) on failure."""
+        if self._store is None:
+            return None
+        try:
+            summary = self._store.summary(conversation_id)
+            if summary is None:
+                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            if conversation_id == self.conversation_id:
+                self.new_conversation()
+                if conversation_id == self.conversation_id:
+                    return None  # no new conversation could be started: keep this one
+            self._store.delete(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_deleted(exc), Source.HISTORY))
+            return None
+        self._emit(ConversationsChanged())
+        return summary
+
+    def restore_conversation(self, conversation_id: str) -> bool:
+        """Undo ``delete_conversation``."""
+        if self._store is None:
+            return False
+        try:
+            self._store.restore(conversation_id)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_restored(exc), Source.HISTORY))
+            return False
+        self._emit(ConversationsChanged())
+        return True
+
+    def export_conversation(self, conversation_id: str, path: Path) -> bool:
+        """Write a conversation to ``path``: Markdown for ``.md``, JSON with the timelines for
+        ``.json``. False, with a message, when it cannot be written."""
+        if self._store is None:
+            return False
+        try:
+            summary = self._store.summary(conversation_id)
+            if summary is None:
+                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            if conversation_id == self.conversation_id and self._conversation is not None:
+                turns = list(self._conversation.turns)
+            else:
+                turns = self._store.load(summary.path)[0].turns
+            history_export.write(path, summary.id, summary.title, turns, summary.created)
+        except (OSError, ValueError) as exc:
+            self._emit(ErrorEvent(messages.conversation_not_exported(path, exc), Source.HISTORY))
+            return False
+        return True
+
+    def _switch_conversation(self, conversation: Conversation) -> None:
+        previous = self._conversation
+        # A turn still in flight would be written to the previous conversation.
+        settled = self._state in (State.IDLE, State.LISTENING)
         self._conversation = conversation
         if self._session is not None:
             self._session.new_conversation(conversation)
-        self._emit(ConversationLoaded(()))
+        self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
+        self._emit(ConversationsChanged())
+        if settled and previous is not None and not previous.turns and self._store is not None:
+            # An empty conversation left behind is not worth keeping or listing.
+            with contextlib.suppress(OSError):
+                if previous.path.parent == self._store.directory:
+                    if len(previous.path.read_bytes().splitlines()) <= 1:
+                        previous.path.unlink()
 
     async def apply_settings(self, settings: Settings, *, keys_changed: bool = False) -> None:
         """Use ``settings`` from now on and save them; rebuild only what the change needs.
@@ -304,12 +494,17 @@ class Assistant:
         old, self._settings = self._settings, copy.deepcopy(settings)
         self._save()
         change = app_settings.compare(old, self._settings, keys_changed=keys_changed)
+        await self.toolbox.apply(self._settings)
+        if self._session is not None:
+            self._session.tools = self.toolbox.offered()
+        if isinstance(self._session, Session) and isinstance(self._engines, EngineSet):
+            self._session.structured = self.toolbox.extractor(self._engines.llm)
         if change.reconfigure_echo and not change.reopen_session:
             self.echo.configure(self._settings)
         if change.reopen_session:
-            await self._reopen(
-                rebuild_engines=change.rebuild_engines, restart_input=change.restart_input
-            )
+            if change.rebuild:
+                self._emit(Activity(Doing.SWITCHING, ", ".join(sorted(change.rebuild))))
+            await self._reopen(rebuild=change.rebuild, restart_input=change.restart_input)
         elif change.restart_input:
             await self._input.stop()
             await self._input.start(self._settings)
@@ -320,8 +515,19 @@ class Assistant:
         self._emit(Notice(messages.SETTINGS_APPLIED, Source.SETTINGS))
 
     async def restart_audio(self) -> None:
-        """Try the microphone and speaker again (after plugging a device in)."""
-        await self._reopen(rebuild_engines=False, restart_input=True)
+        """Try the microphone and speaker again (after plugging a device in): the devices are
+        looked for anew once the old streams are closed."""
+        await self._reopen(rebuild=frozenset(), restart_input=True, rescan=True)
+
+    @property
+    def devices(self) -> DeviceList:
+        """The microphones and speakers found by the latest look (see ``refresh_devices``)."""
+        return self._devices.current
+
+    async def refresh_devices(self) -> DeviceList:
+        """Look for sound devices now (a device that just appeared is then used, as when the
+        periodic look finds it)."""
+        return await self._devices.refresh()
 
     def voices(self, engine: str, language: str) -> list[Voice]:
         """Voices for a picker: the offline catalog for ``local``, else the engine's own list."""
@@ -363,10 +569,26 @@ class Assistant:
 
     # ------------------------------------------------------------------------ the conversation
 
-    def _make_session(self, engines: EngineSet, player: Player) -> Session:
-        """The one place a Session is built."""
+    def _make_session(
+        self, engines: EngineSet | AgentEngineSet, player: Player
+    ) -> Session | SpeechSession:
+        """The one place a session is built (a ``SpeechSession`` for a speech-to-speech
+        engine)."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
+        session: Session | SpeechSession
+        if isinstance(engines, AgentEngineSet):
+            session = SpeechSession(
+                engine=engines.s2s,
+                player=player,
+                conversation=self._conversation,
+                settings=self._settings,
+                vad=self._vad_factory(self._settings) if hands_free else None,
+                tools=self.toolbox.offered(),
+                turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            )
+            session.set_echo_uncertain(self.echo.uncertain)
+            return session
         # Push-to-talk listens for pauses too when it prepares replies while the key is held.
         voice_activity = hands_free or self._settings.push_to_talk.speculative_silence_ms > 0
         session = Session(
@@ -377,8 +599,9 @@ class Assistant:
             conversation=self._conversation,
             settings=self._settings,
             vad=self._vad_factory(self._settings) if voice_activity else None,
-            tools=self.tools if engines.calls_tools else None,
+            tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+            structured=self.toolbox.extractor(engines.llm),
         )
         session.set_echo_uncertain(self.echo.uncertain)
         return session
@@ -405,32 +628,51 @@ class Assistant:
             )
             conversation = Conversation(self._history_dir / "unsaved.jsonl", "unsaved", [])
             report = None
-        self._emit(ConversationLoaded(tuple(conversation.turns)))
+        else:
+            with contextlib.suppress(OSError):
+                self._store.purge_deleted(KEEP_DELETED_SECONDS)
+        self._conversation = conversation  # before the event: listeners ask which it is
+        self._emit(ConversationLoaded(tuple(conversation.turns), conversation_id=conversation.id))
         if report is not None and report.notice:
             self._emit(Notice(report.notice, Source.HISTORY))
         return conversation
 
-    async def _open(self, *, rebuild_engines: bool) -> None:
+    async def _open(self, *, rebuild: frozenset[str]) -> None:
+        """A new session on the engines, building anew those of the kinds in ``rebuild``."""
         self._set_ready(False)
-        if rebuild_engines or self._engines is None:
-            await self._close_engines()
+        if rebuild or self._engines is None:
             try:
-                self._engines = EngineSet.of(self._engine_factory(self._settings))
+                await self._build_engines(rebuild)
                 self._failure = None
             except Exception as exc:
                 log.exception("building the engines failed")
                 self._failure = messages.engines_unusable(exc)
                 self._emit(ErrorEvent(self._failure, Source.SETTINGS))
                 return
+        assert self._engines is not None
         player = await self._output.open(self._settings)
         self.echo.configure(self._settings)
         self.echo.attach_output(player)
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
-        self._warm_task = asyncio.ensure_future(self._warm_and_start(session, rebuild_engines))
+        self._warm_task = asyncio.ensure_future(self._warm_and_start(session, bool(rebuild)))
 
-    async def _warm_and_start(self, session: Session, rebuilt: bool) -> None:
+    async def _build_engines(self, kinds: frozenset[str]) -> None:
+        """Replace the engines of ``kinds``; the others keep running (a custom factory builds
+        the three together)."""
+        old = self._engines
+        chained = self._settings.pipeline != "s2s"
+        default = self._engine_factory == build_engine_set
+        if isinstance(old, EngineSet) and chained and default and kinds != ALL_KINDS:
+            self._engines = old.rebuilt(self._settings, kinds)
+            await old.release(kinds)
+            return
+        await self._close_engines()
+        built = self._engine_factory(self._settings)
+        self._engines = built if isinstance(built, AgentEngineSet) else EngineSet.of(built)
+
+    async def _warm_and_start(self, session: Session | SpeechSession, rebuilt: bool) -> None:
         assert self._engines is not None
         await self._engines.warm_up(self._emit, announce=rebuilt)
         if self._session is not session:
@@ -442,17 +684,26 @@ class Assistant:
             log.warning("the session could not start listening: %s", exc)
             self._listening = False
             self._emit(ErrorEvent(messages.not_listening(exc), Source.STT))
+        if self._tools_started is not None:
+            # The MCP servers start beside the engines; each has its own time limit.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._tools_started)
         if not self._input.running:
             await self._input.start(self._settings)
         self._set_ready(True)
 
-    async def _reopen(self, *, rebuild_engines: bool, restart_input: bool = False) -> None:
+    async def _reopen(
+        self, *, rebuild: frozenset[str], restart_input: bool = False, rescan: bool = False
+    ) -> None:
         assert self._reopen_lock is not None
         async with self._reopen_lock:
             if restart_input:
                 await self._input.stop()
             await self._close_session()
-            await self._open(rebuild_engines=rebuild_engines)
+            if rescan and self._watch_devices:
+                # No stream of ours is open now: PortAudio may start over and find new devices.
+                await asyncio.to_thread(devices.rescan)
+            await self._open(rebuild=rebuild)
             if self._warm_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._warm_task
@@ -497,10 +748,50 @@ class Assistant:
             self.release_to_talk()
         session.end_of_input()
 
+    def _devices_changed(self, old: DeviceList, new: DeviceList) -> None:
+        """Use a device that just appeared when it is wanted: nothing works without one, or it
+        is the chosen one and the system default stands in for it."""
+        self._emit(DevicesChanged(new))
+        wanted: list[tuple[Kind, str]] = []
+        chains: tuple[tuple[Kind, AudioInput | AudioOutput, str], ...] = (
+            ("input", self._input, self._settings.input_device),
+            ("output", self._output, self._settings.output_device),
+        )
+        for kind, chain, key in chains:
+            if not new.has(kind, key):
+                continue
+            appeared = not old.has(kind, key)
+            if not chain.ok or (chain.substituted and appeared):
+                found = new.choices(kind)
+                wanted.append((kind, (new.label(kind, key) if key else None) or found[0].label))
+        busy = self._device_task is not None and not self._device_task.done()
+        if not wanted or busy or self._closed or self._ready_event is None:
+            return
+        self._device_task = self.spawn(self._use_new_devices(wanted), Source.AUDIO)
+
+    async def _use_new_devices(self, wanted: list[tuple[Kind, str]]) -> None:
+        await self.wait_idle()  # never cut a reply short for it
+        await self.restart_audio()
+        for kind, label in wanted:
+            ok = self._input.ok if kind == "input" else self._output.ok
+            if ok:
+                self._emit(Notice(messages.devices_back(kind, label), Source.DEVICES))
+
+    def _on_alarm(self, alarm: Alarm) -> None:
+        """A timer or reminder fell due: chime and speak it, and show a desktop notification."""
+        line = alarm_line(alarm, self._settings.language)
+        if alarm.late:
+            line = f"{line} ({messages.ALARM_LATE})"
+        if isinstance(self._session, Session):
+            self._session.announce(line)
+        else:  # no voice of Parley's own to say it with: shown instead
+            self._emit(Notice(line, Source.TOOLS))
+        self._notify("Parley", line)
+
     def _output_lost(self) -> None:
         if not self._closed:
             # A silent player takes over until Retry.
-            self.spawn(self._reopen(rebuild_engines=False), Source.AUDIO_OUTPUT)
+            self.spawn(self._reopen(rebuild=frozenset()), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events
 
@@ -510,6 +801,8 @@ class Assistant:
     def _on_session_event(self, event: SessionEvent) -> None:
         if not isinstance(event, StateChanged):
             self._emit(event)
+            if isinstance(event, TurnFinished):
+                self._emit(ConversationsChanged())
         elif event.state is not self._state:
             self._state = event.state
             self._emit(event)

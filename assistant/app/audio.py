@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from assistant.audio.capture import AudioSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.config import Settings
-from assistant.events import AppEvent, ErrorEvent, Source
+from assistant.events import AppEvent, ErrorEvent, Notice, Source
 
 if TYPE_CHECKING:
     from assistant.app.echo import EchoControl
@@ -82,40 +83,60 @@ class AudioInput:
         self._task: asyncio.Task[None] | None = None
         #: A microphone is capturing.
         self.ok = False
+        #: The system default is capturing because the chosen microphone could not be opened.
+        self.substituted = False
 
     @property
     def running(self) -> bool:
         return self._source is not None
 
     async def start(self, settings: Settings) -> None:
-        """Open the configured source and start pumping; a failure becomes a message."""
+        """Open the configured source and start pumping; a failure becomes a message.
+
+        When the chosen microphone cannot be opened (it is not connected), the system default
+        stands in for it, with a notice, and ``substituted`` is set until the next start.
+        """
+        self.substituted = False
         try:
-            source = self._factory(settings)
+            source = await self._open(settings)
         except Exception as exc:
             source = None
-            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
+            if settings.input_device:
+                with contextlib.suppress(Exception):
+                    source = await self._open(dataclasses.replace(settings, input_device=""))
+            if source is None:
+                log.warning("microphone unavailable: %s", exc)
+                self._set_ok(False)
+                self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
+                return
+            self.substituted = True
+            self._emit(
+                Notice(messages.input_substituted(settings.input_device), Source.AUDIO_INPUT)
+            )
         if source is None:
             self._set_ok(False)
             return
+        self._source = source
+        self._set_ok(True)
+        self._task = asyncio.ensure_future(self._pump(source))
+
+    async def _open(self, settings: Settings) -> AudioSource | None:
+        """The started source for ``settings`` (None: the factory says there is none)."""
+        source = self._factory(settings)
+        if source is None:
+            return None
         source.on_error.append(self._lost)
         if self._echo is not None:
             self._echo.attach_input(source)
         try:
             await source.start()
-        except asyncio.CancelledError:
+        except BaseException:
+            if self._echo is not None:
+                self._echo.detach_input()
             with contextlib.suppress(Exception):
                 await source.stop()
             raise
-        except Exception as exc:
-            log.warning("microphone unavailable: %s", exc)
-            if self._echo is not None:
-                self._echo.detach_input()
-            self._set_ok(False)
-            self._emit(ErrorEvent(messages.no_input(exc), Source.AUDIO_INPUT))
-            return
-        self._source = source
-        self._set_ok(True)
-        self._task = asyncio.ensure_future(self._pump(source))
+        return source
 
     async def stop(self) -> None:
         source, self._source = self._source, None
@@ -180,10 +201,24 @@ class AudioOutput:
         self._on_lost = on_lost
         #: Replies reach a real output device.
         self.ok = False
+        #: The system default plays because the chosen output device could not be opened.
+        self.substituted = False
 
     async def open(self, settings: Settings) -> Player:
-        """The configured output, or a silent virtual one (with a message) when it fails."""
+        """The configured output, or a silent virtual one (with a message) when it fails.
+
+        When the chosen device cannot be opened (it is not connected), the system default
+        stands in for it, with a notice, and ``substituted`` is set until the next open.
+        """
         player = await self.open_quietly(settings)
+        self.substituted = False
+        if isinstance(player, _Silent) and settings.output_device:
+            fallback = await self.open_quietly(dataclasses.replace(settings, output_device=""))
+            if not isinstance(fallback, _Silent):
+                player, self.substituted = fallback, True
+                self._emit(
+                    Notice(messages.output_substituted(settings.output_device), Source.AUDIO_OUTPUT)
+                )
         self.ok = not isinstance(player, _Silent)
         self._on_change()
         if isinstance(player, _Silent):

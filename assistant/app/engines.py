@@ -1,4 +1,6 @@
-"""The engine set: one speech-to-text, one language model and one text-to-speech chain.
+"""The engines a conversation runs on: one speech-to-text, one language model and one
+text-to-speech chain (``EngineSet``), or one speech-to-speech engine (``AgentEngineSet``), as
+``Settings.pipeline`` says (``build_engine_set``).
 
 Warming up reports progress as ``Loading`` events (engines may report from worker threads; the
 events reach the loop first) and a failure as an ``ErrorEvent`` rather than an exception, so a
@@ -17,10 +19,18 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from assistant import secrets
 from assistant.app import messages
 from assistant.config import Settings
-from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech, close_engine
-from assistant.engines.registry import build_engines
+from assistant.engines.base import (
+    LanguageModel,
+    MissingKeyError,
+    SpeechToText,
+    TextToSpeech,
+    close_engine,
+)
+from assistant.engines.registry import build_engines, build_llm, build_stt, build_tts, make_s2s
+from assistant.engines.s2s import SpeechToSpeech
 from assistant.events import AppEvent, ErrorEvent, Loading, Source
 
 log = logging.getLogger(__name__)
@@ -30,24 +40,59 @@ Engines = tuple[SpeechToText, LanguageModel, TextToSpeech]
 KINDS = ("speech recognition", "language model", "speech synthesis")
 KIND_SOURCES = dict(zip(KINDS, (Source.STT, Source.LLM, Source.TTS), strict=True))
 
-#: Language models whose tool calls come back as plain text rather than as calls: the embedded
-#: Qwen2.5-Coder models never emit their template's tool-call tags (they write the JSON, which
-#: would be spoken, and tools in the prompt make their ordinary answers curt). They are offered
-#: no tools until their calls are routed another way.
-TEXT_ONLY_LANGUAGE_MODELS = frozenset({"local"})
+
+#: Engine names that run on this computer and read no provider settings or keys.
+OFFLINE = frozenset({"local", "fake"})
+#: Engines that cannot work without their provider's API key (named like the provider).
+KEYED = frozenset(secrets.ENV_VARS) - {"openai_compatible"}
 
 
-def engine_key(settings: Settings) -> tuple[object, ...]:
-    """The settings whose change needs new engines (and a new warm-up)."""
+def engine_keys(settings: Settings) -> dict[str, tuple[object, ...]]:
+    """For each kind, the settings whose change needs a new engine of that kind.
+
+    The language model does not depend on the language (the prompt says which to answer in),
+    so changing the language never restarts the offline model's server.
+    """
     providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
-    return (
-        settings.stt,
-        settings.llm,
-        settings.tts,
-        settings.fallback_to_local,
-        settings.language,
-        settings.local_llm_model,
-        providers,
+
+    def chain(name: str) -> tuple[object, ...]:
+        # A cloud engine reads its provider's settings, and falls back to an offline one.
+        return (name,) if name in OFFLINE else (name, settings.fallback_to_local, providers)
+
+    local_llm = settings.llm == "local" or (
+        settings.llm not in OFFLINE and settings.fallback_to_local
+    )
+    return {
+        KINDS[0]: (*chain(settings.stt), settings.language, settings.detect_language),
+        KINDS[1]: (*chain(settings.llm), settings.local_llm_model if local_llm else ""),
+        KINDS[2]: (*chain(settings.tts), settings.language),
+    }
+
+
+def _agent_key(settings: Settings) -> tuple[object, ...]:
+    """The settings a speech-to-speech engine is built from (nothing in the chained pipeline).
+
+    The voice and the language are not among them: each conversation's session states them,
+    so changing either only opens a new session.
+    """
+    if settings.pipeline != "s2s":
+        return ("chained",)
+    s2s = settings.s2s
+    providers = tuple(sorted((k, v.url, v.model, v.voice) for k, v in settings.providers.items()))
+    return ("s2s", s2s.engine, s2s.model, providers)
+
+
+def changed_kinds(old: Settings, new: Settings, *, keys_changed: bool = False) -> frozenset[str]:
+    """The kinds of engine a change of settings needs rebuilt. ``keys_changed``: an API key was
+    stored or removed, which only engines of a cloud provider read."""
+    if _agent_key(old) != _agent_key(new) or (keys_changed and new.pipeline == "s2s"):
+        return frozenset(KINDS)  # a speech-to-speech engine is built whole
+    before, after = engine_keys(old), engine_keys(new)
+    names = dict(zip(KINDS, (new.stt, new.llm, new.tts), strict=True))
+    return frozenset(
+        kind
+        for kind in KINDS
+        if before[kind] != after[kind] or (keys_changed and names[kind] not in OFFLINE)
     )
 
 
@@ -84,10 +129,29 @@ class EngineSet:
     def of(cls, engines: EngineSet | Engines) -> EngineSet:
         return engines if isinstance(engines, EngineSet) else cls(*engines)
 
-    @property
-    def calls_tools(self) -> bool:
-        """The language model (the first of its chain) returns tool calls a session can run."""
-        return getattr(self.llm, "name", "") not in TEXT_ONLY_LANGUAGE_MODELS
+    def rebuilt(self, settings: Settings, kinds: frozenset[str]) -> EngineSet:
+        """A set with new engines of ``kinds`` (built from ``settings``) and this set's others.
+
+        Release this set with ``release(kinds)`` afterwards: the engines it keeps now belong to
+        the new set. Raises like ``build`` when an engine cannot be constructed.
+        """
+        return EngineSet(
+            build_stt(settings) if KINDS[0] in kinds else self.stt,
+            build_llm(settings) if KINDS[1] in kinds else self.llm,
+            build_tts(settings) if KINDS[2] in kinds else self.tts,
+            owned=self.owned,
+        )
+
+    async def release(self, kinds: frozenset[str]) -> None:
+        """Give up this set after ``rebuilt(..., kinds)``: unhook its progress reporting and
+        close only the engines of ``kinds`` (the others live on in the new set)."""
+        for detach in self._detach:
+            detach()
+        self._detach.clear()
+        if self.owned:
+            for kind, engine in zip(KINDS, self, strict=True):
+                if kind in kinds:
+                    await close_engine(engine)
 
     def __iter__(self) -> Iterator[SpeechToText | LanguageModel | TextToSpeech]:
         return iter((self.stt, self.llm, self.tts))
@@ -99,6 +163,7 @@ class EngineSet:
         the end) and, for an engine that fails, an ``ErrorEvent`` whose source is its kind.
         """
         self._attach_progress(emit)
+        self._set_aside_keyless(emit)
         warming = [
             self._warm(kind, engine, emit, announce)
             for kind, engine in zip(KINDS, self, strict=True)
@@ -122,6 +187,24 @@ class EngineSet:
             return False
         emit(Loading(kind, 1.0, f"{kind.capitalize()} ready"))
         return True
+
+    def _set_aside_keyless(self, emit: Callable[[AppEvent], None]) -> None:
+        """A cloud engine without its API key cannot answer: the chain goes straight to the next
+        engine (no failing first request), and the user hears of it now, not at the first
+        question."""
+        for kind, engine in zip(KINDS, self, strict=True):
+            inside = members(engine)
+            for index, member in enumerate(inside):
+                provider = str(getattr(member, "name", ""))
+                if provider not in KEYED or secrets.has_key(provider):
+                    continue
+                name = secrets.DISPLAY_NAMES.get(provider, provider)
+                missing = MissingKeyError(name, secrets.ENV_VARS[provider])
+                set_aside = getattr(engine, "set_aside", None)
+                if len(inside) > 1 and callable(set_aside):
+                    set_aside(index, missing)  # the chain says which engine takes over
+                else:
+                    emit(ErrorEvent(messages.missing_key(kind, name), Source.SETTINGS))
 
     def _attach_progress(self, emit: Callable[[AppEvent], None]) -> None:
         """Route engines' own progress reports to ``emit`` (once per set, on the current loop)."""
@@ -179,3 +262,45 @@ def _hook_progress(
 
             return [unhook]
     return []
+
+
+#: The name the user sees for a speech-to-speech engine (also ``Loading.component``).
+S2S_KIND = "speech to speech"
+
+
+@dataclass(eq=False)
+class AgentEngineSet:
+    """One speech-to-speech engine: it hears, answers and speaks (``Settings.pipeline`` is
+    ``"s2s"``). Tools go to it natively."""
+
+    s2s: SpeechToSpeech
+    owned: bool = True
+    calls_tools = True
+
+    async def warm_up(self, emit: Callable[[AppEvent], None], *, announce: bool = True) -> bool:
+        """Check the engine (its key); ``Loading`` progress and an ``ErrorEvent`` as for the
+        chained set."""
+        if announce:
+            emit(Loading(S2S_KIND, 0.0, f"Loading {S2S_KIND}…"))
+        try:
+            await self.s2s.warm_up()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("warming up %s failed: %s", S2S_KIND, exc)
+            emit(Loading(S2S_KIND, 1.0, f"{S2S_KIND} failed"))
+            emit(ErrorEvent(messages.engine_not_loaded(S2S_KIND, exc), Source.S2S))
+            return False
+        emit(Loading(S2S_KIND, 1.0, "Speech to speech ready"))
+        return True
+
+    async def aclose(self) -> None:
+        if self.owned:
+            await close_engine(self.s2s)
+
+
+def build_engine_set(settings: Settings) -> EngineSet | AgentEngineSet:
+    """The engines the settings name: the chained set, or the speech-to-speech engine."""
+    if settings.pipeline == "s2s":
+        return AgentEngineSet(make_s2s(settings.s2s.engine, settings))
+    return EngineSet.build(settings)

@@ -21,6 +21,7 @@ NOT_LISTENING = (
     "message below."
 )
 SETTINGS_APPLIED = "Settings saved and applied."
+ALARM_LATE = "it fell due while Parley was closed"
 
 
 def describe(exc: BaseException) -> str:
@@ -50,8 +51,47 @@ def new_conversation_failed(exc: BaseException) -> str:
     return f"Cannot start a new conversation file: {exc}"
 
 
+def history_unreadable(exc: BaseException) -> str:
+    return f"Cannot read the list of conversations: {describe(exc)}"
+
+
+def conversation_not_opened(exc: BaseException) -> str:
+    return f"Cannot open that conversation: {describe(exc)} The current one stays open."
+
+
+def conversation_not_renamed(exc: BaseException) -> str:
+    return f"Cannot rename the conversation: {describe(exc)}"
+
+
+def conversation_not_deleted(exc: BaseException) -> str:
+    return f"Cannot delete the conversation: {describe(exc)} It is kept."
+
+
+def conversation_not_restored(exc: BaseException) -> str:
+    return f"Cannot bring the conversation back: {describe(exc)}"
+
+
+def conversation_not_exported(path: Path, exc: BaseException) -> str:
+    return f"Cannot export the conversation to {path}: {describe(exc)}"
+
+
 def engines_unusable(exc: BaseException) -> str:
     return f"Cannot set up the engines: {describe(exc)} Choose other engines in Settings."
+
+
+def missing_key(kind: str, provider: str) -> str:
+    return (
+        f"{provider} ({kind}) has no API key, so it cannot work: add the key in Settings → API "
+        f"keys → {provider}, or choose an offline engine."
+    )
+
+
+def long_message(characters: int, seconds: float | None) -> str:
+    wait = f"about {seconds:.0f} s" if seconds is not None else "a while"
+    return (
+        f"That is a long message ({characters:,} characters): reading it takes {wait} before "
+        "the answer starts."
+    )
 
 
 def engine_not_loaded(kind: str, exc: BaseException) -> str:
@@ -86,6 +126,29 @@ def output_lost(message: str) -> str:
 
 def input_lost(message: str) -> str:
     return f"{message} Choose Retry after reconnecting it, or type below."
+
+
+def _device_name(setting: str) -> str:
+    return setting.removeprefix("pulse:")
+
+
+def input_substituted(setting: str) -> str:
+    return (
+        f"The chosen microphone ({_device_name(setting)}) is not connected; the system default "
+        "is used until it is."
+    )
+
+
+def output_substituted(setting: str) -> str:
+    return (
+        f"The chosen speaker ({_device_name(setting)}) is not connected; the system default "
+        "plays until it is."
+    )
+
+
+def devices_back(kind: str, label: str) -> str:
+    what = "microphone" if kind == "input" else "speaker"
+    return f"The {what} {label} is connected: Parley uses it now."
 
 
 def echo_unavailable(reason: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from assistant import config
 from assistant.app import messages
-from assistant.app.engines import engine_key
+from assistant.app.engines import changed_kinds
 from assistant.config import Settings
 
 
@@ -41,6 +41,8 @@ def _session_key(s: Settings) -> tuple[object, ...]:
         s.context_tokens,
         s.quick_first_phrase,
         s.voice,
+        s.language,
+        s.s2s,  # a speech-to-speech session starts with its voice, greeting, turn detection
     )
 
 
@@ -48,7 +50,8 @@ def _session_key(s: Settings) -> tuple[object, ...]:
 class SettingsChange:
     """What a change of settings needs, from the most to the least work."""
 
-    rebuild_engines: bool
+    #: The kinds of engine to build anew (``assistant.app.engines.KINDS``); the others stay.
+    rebuild: frozenset[str]
     #: A new session (and player) on the same or new engines; the conversation is kept.
     reopen_session: bool
     restart_input: bool
@@ -57,14 +60,18 @@ class SettingsChange:
     #: (the conversation and the devices stay).
     reconfigure_echo: bool = False
 
+    @property
+    def rebuild_engines(self) -> bool:
+        return bool(self.rebuild)
+
 
 def compare(old: Settings, new: Settings, *, keys_changed: bool = False) -> SettingsChange:
     """``keys_changed``: an API key was stored or removed, so engines that read keys when built
     must be rebuilt."""
-    rebuild = keys_changed or engine_key(old) != engine_key(new)
+    rebuild = changed_kinds(old, new, keys_changed=keys_changed)
     return SettingsChange(
-        rebuild_engines=rebuild,
-        reopen_session=rebuild or _session_key(old) != _session_key(new),
+        rebuild=rebuild,
+        reopen_session=bool(rebuild) or _session_key(old) != _session_key(new),
         restart_input=old.input_device != new.input_device,
         turn_mode_changed=old.turn_mode != new.turn_mode,
         reconfigure_echo=(old.echo_cancellation, old.noise_suppression)

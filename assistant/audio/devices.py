@@ -1,4 +1,14 @@
-"""The sound devices PortAudio can see.
+"""The sound devices, and opening streams on them.
+
+PortAudio finds the devices once, when it starts, and keeps that list: a sound server that
+comes back or a headset plugged in later stays invisible until PortAudio is started again,
+which must not happen while a stream is open. So every stream opened here is counted, and
+``rescan`` restarts PortAudio only when none is. ``scan`` gives the devices as a user knows
+them: a PulseAudio or PipeWire server's sinks and sources by their descriptions (asked of the
+server, which is possible at any time), else PortAudio's devices of one host API (WASAPI on
+Windows, whose names are not cut short), without ALSA's "(hw:0,0)" suffixes. A device is
+remembered in the settings by a key that survives restarts: ``pulse:<server name>``, or
+PortAudio's ``<name>, <host API>``.
 
 Never raises because of the machine: no PortAudio library, or no devices at all, is an empty
 list (headless servers and CI have no sound card).
@@ -14,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from assistant.audio import pulse_devices
 from assistant.engines.base import EngineUnavailable
+from assistant.environment import temporarily
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +40,7 @@ class DeviceInfo:
     default_samplerate: float
     is_default_input: bool
     is_default_output: bool
+    host_api: str = ""
 
 
 def _sounddevice() -> Any | None:
@@ -56,9 +69,14 @@ def list_devices() -> list[DeviceInfo]:
     except Exception:  # PortAudioError when the host API cannot be initialised
         return []
     d_in, d_out = _defaults(sd)
+    try:
+        apis = [str(api.get("name", "")) for api in sd.query_hostapis()]
+    except Exception:
+        apis = []
     out: list[DeviceInfo] = []
     for i, dev in enumerate(raw):
         idx = int(dev.get("index", i))
+        api = int(dev.get("hostapi", -1))
         out.append(
             DeviceInfo(
                 index=idx,
@@ -68,6 +86,7 @@ def list_devices() -> list[DeviceInfo]:
                 default_samplerate=float(dev.get("default_samplerate", 0.0)),
                 is_default_input=idx == d_in,
                 is_default_output=idx == d_out,
+                host_api=apis[api] if 0 <= api < len(apis) else "",
             )
         )
     return out
@@ -86,7 +105,19 @@ def looks_like_headset(name: str) -> bool:
 
 
 def output_name(device: object = None) -> str:
-    """The name of an output device (the default one for None); "" when it cannot be told."""
+    """The name of an output device (the default one for None); "" when it cannot be told.
+
+    A sound server's device (a ``pulse:`` setting, or the default while a server answers) is
+    named by its description, which says what it is ("USB Headset Analog Stereo").
+    """
+    chosen = pulse_devices.server_name(device) if isinstance(device, str) else None
+    if chosen is not None or device is None or device == "":
+        served = pulse_devices.list_devices()
+        if served is not None:
+            sinks = [d for d in served if d.kind == "output"]
+            match_ = [d for d in sinks if (d.name == chosen if chosen else d.is_default)]
+            if match_:
+                return match_[0].description
     outputs = [d for d in list_devices() if d.outputs > 0]
     if isinstance(device, int):
         match = [d for d in outputs if d.index == device]
@@ -119,9 +150,127 @@ def describe_missing(kind: str, error: object | None = None, device: object = No
     return f"Cannot open audio {kind} on {which}: {reason}. Available {kind}s: {names}."
 
 
-# ------------------------------------------------------------------------------------ streams
+# ------------------------------------------------------------------------- as a user sees them
 
 Kind = Literal["input", "output"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChoice:
+    """A device to offer: ``key`` goes into the settings, ``label`` is shown."""
+
+    key: str
+    label: str
+    is_default: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceList:
+    """The microphones and speakers found, and who was asked ("PulseAudio", "PortAudio")."""
+
+    inputs: tuple[DeviceChoice, ...] = ()
+    outputs: tuple[DeviceChoice, ...] = ()
+    via: str = ""
+
+    def choices(self, kind: Kind) -> tuple[DeviceChoice, ...]:
+        return self.inputs if kind == "input" else self.outputs
+
+    def has(self, kind: Kind, key: str) -> bool:
+        """Whether ``key`` is connected ("" — the system default — is whenever any is)."""
+        found = self.choices(kind)
+        return bool(found) if not key else any(c.key == key for c in found)
+
+    def label(self, kind: Kind, key: str) -> str | None:
+        return next((c.label for c in self.choices(kind) if c.key == key), None)
+
+
+#: Host APIs whose device names are the ones the system shows, best first.
+_PREFERRED_APIS = ("Windows WASAPI", "Core Audio", "ALSA", "JACK Audio Connection Kit")
+_ALSA_SUFFIX = re.compile(r"\s*\((hw|plughw):\d+,\d+\)$")
+
+
+def _portaudio_choices(found: list[DeviceInfo]) -> DeviceList:
+    apis = {d.host_api for d in found}
+    preferred = next((api for api in _PREFERRED_APIS if api in apis), None)
+    shown = [d for d in found if preferred is None or d.host_api == preferred]
+
+    def choice(d: DeviceInfo, default: bool) -> DeviceChoice:
+        key = f"{d.name}, {d.host_api}" if d.host_api else d.name
+        return DeviceChoice(key, _ALSA_SUFFIX.sub("", d.name) or d.name, default)
+
+    return DeviceList(
+        inputs=tuple(choice(d, d.is_default_input) for d in shown if d.inputs > 0),
+        outputs=tuple(choice(d, d.is_default_output) for d in shown if d.outputs > 0),
+        via="PortAudio",
+    )
+
+
+def scan(restart_portaudio: bool = True) -> DeviceList:
+    """The devices as a user knows them, looked for now (see the module docstring).
+
+    ``restart_portaudio``: when no sound server answers, restart PortAudio first if no stream
+    is open, so devices that appeared since it started are found.
+    """
+    pulse = pulse_devices.list_devices()
+    if pulse is not None:
+        return DeviceList(
+            inputs=tuple(
+                DeviceChoice(pulse_devices.key(d.name), d.description, d.is_default)
+                for d in pulse
+                if d.kind == "input"
+            ),
+            outputs=tuple(
+                DeviceChoice(pulse_devices.key(d.name), d.description, d.is_default)
+                for d in pulse
+                if d.kind == "output"
+            ),
+            via="PulseAudio",
+        )
+    if restart_portaudio:
+        rescan()
+    return _portaudio_choices(list_devices())
+
+
+# ------------------------------------------------------------------------------------ streams
+
+_streams_lock = threading.Lock()
+#: Streams opened here and not closed yet (by id): PortAudio may not restart while any is.
+_open_streams: set[int] = set()
+
+
+def open_streams() -> int:
+    with _streams_lock:
+        return len(_open_streams)
+
+
+def rescan() -> bool:
+    """Restart PortAudio so it finds the devices present now; False when it cannot (a stream
+    is open, or there is no PortAudio)."""
+    sd = _sounddevice()
+    if sd is None:
+        return False
+    with _streams_lock:
+        if _open_streams:
+            return False
+        try:
+            sd._terminate()
+            sd._initialize()
+        except Exception as exc:
+            log.warning("restarting PortAudio failed: %s", exc)
+            return False
+    log.info("PortAudio restarted to find new devices")
+    return True
+
+
+def _portaudio_target(kind: Kind, device: object) -> tuple[object, dict[str, str]]:
+    """What to open through PortAudio for a device setting, and the environment the sound
+    server's ALSA plugin reads while the stream connects."""
+    if isinstance(device, str) and (name := pulse_devices.server_name(device)) is not None:
+        variable = "PULSE_SOURCE" if kind == "input" else "PULSE_SINK"
+        names = {d.name for d in list_devices()}
+        target = "pulse" if "pulse" in names else None
+        return target, {variable: name}
+    return device, {}
 
 
 def _unavailable(kind: Kind, error: Exception, device: object) -> EngineUnavailable:
@@ -140,17 +289,26 @@ def stream_defaults(
 
             factory = factory or (sd.InputStream if kind == "input" else sd.OutputStream)
             if rate is None:
-                rate = int(sd.query_devices(device, kind)["default_samplerate"])
+                target, _env = _portaudio_target(kind, device)
+                rate = int(sd.query_devices(target, kind)["default_samplerate"])
     except Exception as e:
         raise _unavailable(kind, e, device) from e
     return factory, rate
 
 
 def start_stream(kind: Kind, device: object, factory: Callable[..., Any], **options: Any) -> Any:
-    """Open and start a stream; on failure close what was opened and say what is missing."""
+    """Open and start a stream; on failure close what was opened and say what is missing.
+
+    ``device`` may be any setting ``scan`` offers (a ``pulse:`` key reaches that sink or
+    source through the sound server). The stream counts as open until ``close_quietly``.
+    """
     stream: Any = None
+    target, env = _portaudio_target(kind, device)
     try:
-        stream = factory(device=device, **options)
+        with _streams_lock:  # PortAudio does not restart while a stream is being opened
+            with temporarily(env):
+                stream = factory(device=target, **options)
+            _open_streams.add(id(stream))
         stream.start()
     except Exception as e:
         if stream is not None:
@@ -164,6 +322,9 @@ def close_quietly(stream: Any) -> None:
         stream.close()
     except Exception as e:  # the device may already be gone
         log.debug("closing audio stream: %s", e)
+    finally:
+        with _streams_lock:
+            _open_streams.discard(id(stream))
 
 
 #: How long closing a stream may take before the caller stops waiting for it.

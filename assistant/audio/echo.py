@@ -15,10 +15,31 @@ is the acoustic path plus any error in the timestamps (it tolerates hundreds of 
 that is not played yet when it is needed holds the microphone audio back until it is (or until
 it is clear that nothing is playing: then the far end is silence).
 
-Convergence: ``uncertain`` is True from the start (and after ``reset``) until the echo return
-loss is known: the far end has been playing for ``SETTLE_SECONDS`` and the median echo return
-loss enhancement over the last second of it reached ``KNOWN_ERLE_DB``, or the microphone hardly
-hears the speaker at all. Barge-in is stricter while it is uncertain.
+Each stretch of playback is checked: when the far end starts after ``REPLY_GAP`` seconds of
+silence (a new reply), or the output's timing broke while it played (an underrun: the render
+tap's blocks stopped following each other), the echo path may have moved (a sound server's
+latency changes after an underrun, and between replies). AEC3 keeps the path it learned and,
+on a path that moved, goes on trusting it for seconds while the echo passes through. So the
+echo is uncertain again until the stretch has shown it cancelled; if it has not after
+``RECHECK_SECONDS``, the processor is replaced by a fresh one, which starts from its cautious
+initial state and converges within about a second.
+
+Once the far end has been silent for ``PASS_AFTER`` seconds (the longest echo path and its
+reverberation), the microphone's audio passes unchanged; the processor still hears it. AEC3's
+suppressor goes on thinning speech for a while after the echo is gone, and a user who talked
+over a reply (which has paused for them) is understood better without it (the same recordings
+over a reply paused 200 ms in: 16 % of words wrong processed throughout, 12 % passed unchanged
+once the echo was gone; 3 % with no echo at all). Not with noise suppression on: it would come
+and go.
+
+Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
+the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
+stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
+return loss enhancement over what the microphone heard of it reached ``KNOWN_ERLE_DB``, or the
+microphone heard nothing above its noise. Only chunks in
+which the microphone heard something clearly above its own noise count (digital silence and
+noise tell nothing: the echo may not have arrived yet, or there is a pause in it). Barge-in is
+stricter while it is uncertain.
 """
 
 from __future__ import annotations
@@ -50,16 +71,26 @@ LEAD = 0.01
 GRACE = 0.06
 #: A microphone stream whose times jump by more than this is re-anchored.
 NEAR_JUMP = 0.05
-#: Far-end playing time before the echo return loss counts as known.
+#: Far-end silence after which playback starts a new stretch (its echo is checked again).
+REPLY_GAP = 1.5
+#: Far-end playing time before the echo return loss counts as known (for a fresh processor)...
 SETTLE_SECONDS = 1.0
-KNOWN_ERLE_DB = 12.0
-#: The microphone hears the speaker this far below what was played: no echo to speak of.
-WEAK_ECHO_DB = 35.0
+#: ...and before a processor that had settled is known to cancel a new stretch's echo too.
+RECHECK_SECONDS = 0.5
+#: Echo cancelled this well (median) is known: a converged canceller removes 30-60 dB; one whose
+#: echo path moved a little removes 10-20 dB, and what it lets through is heard as words.
+KNOWN_ERLE_DB = 20.0
+#: Far-end silence after which the microphone passes unchanged (the echo has died away).
+PASS_AFTER = 0.6
 #: Far end louder than this (mean square, full scale 1.0) within ``ECHO_WINDOW`` may echo.
 FAR_ACTIVE = 1e-5
 ECHO_WINDOW = 40  # chunks (400 ms: the longest echo path plus a reverberation tail)
-#: Quieter microphone chunks do not count in the measurement.
+#: Quieter microphone chunks do not count in the measurement...
 NEAR_FLOOR = 1e-8
+#: ...nor chunks less than this far above the microphone's noise (power ratio, 10 dB).
+ABOVE_NOISE = 10.0
+#: Measured chunks a stretch needs before its echo is judged.
+MIN_MEASURED = 20
 
 
 class AudioProcessor(Protocol):
@@ -147,6 +178,8 @@ class EchoStats:
     held: int = 0
     #: Chunks passed through unprocessed because the processor failed.
     failures: int = 0
+    #: Processors started: one per stretch of playback (see the module docstring).
+    restarts: int = 0
 
 
 class _NearClock:
@@ -204,7 +237,6 @@ class EchoCanceller:
 
     def reset(self) -> None:
         """A new processor: the echo path changed (another device or sample rate)."""
-        self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
         self._reference = ReferenceTimeline()
         self.tap.take()
         self._clock = _NearClock()
@@ -213,12 +245,29 @@ class EchoCanceller:
         self._done = 0  # microphone samples processed and returned
         self._cursor: float | None = None  # play time of the next far-end chunk to feed
         self._far_recent: deque[float] = deque(maxlen=ECHO_WINDOW)
+        self._quiet = float("inf")  # seconds of far end since it last played anything
+        self._runs = 0  # the reference's runs when the far end was last fed
+        self._broken = False  # the output's timing broke while it played
+        self._noise = 1.0  # the microphone's noise power, tracked from below
+        self.stats = EchoStats()
+        self._restart()
+
+    def _restart(self) -> None:
+        """A fresh processor; the echo is unknown again."""
+        self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
+        self._delay_ms = -1
+        self._fresh = True  # it has not been through a whole stretch yet
+        self.stats.restarts += 1
+        self._recheck()
+
+    def _recheck(self) -> None:
+        """A new stretch of playback: the echo is uncertain until it shows cancelled."""
         self._erle: deque[float] = deque(maxlen=100)
         self._erl: deque[float] = deque(maxlen=100)
         self._settled = not self.echo_cancellation
-        self._measured = 0
-        self._delay_ms = -1
-        self.stats = EchoStats()
+        self._stretch_seconds = 0.0  # far-end seconds of the stretch
+        self._heard = 0  # chunks of it in which the microphone heard anything
+        self._measured = 0  # chunks of it in which it heard something above its noise
 
     @property
     def uncertain(self) -> bool:
@@ -283,6 +332,8 @@ class EchoCanceller:
                 log.warning("audio processing failed; passing the microphone through: %s", exc)
             return chunk.copy()
         self._measure(raw_power, _power(near), far_power)
+        if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
+            return chunk.copy()  # no echo left to remove (see the module docstring)
         return near.astype(np.float32) * (1.0 / 32768.0)
 
     def _feed_far_end(self, captured_at: float) -> float | None:
@@ -300,7 +351,9 @@ class EchoCanceller:
                 self._cursor = cursor
                 return None
             far = _to_int16(self._reference.read(cursor, CHUNK))
-            power = max(power, _power(far))
+            far_power = _power(far)
+            self._begin_stretch(far_power)
+            power = max(power, far_power)
             try:
                 self._apm.reverse(far)
             except RuntimeError:
@@ -309,36 +362,70 @@ class EchoCanceller:
         self._cursor = cursor
         return power
 
+    def _begin_stretch(self, far_power: float) -> None:
+        """Before a far-end chunk is fed: a fresh processor when it starts a new stretch of
+        playback (after a long silence, or after the output's timing broke while playing)."""
+        if self._reference.runs != self._runs:
+            self._runs = self._reference.runs
+            self._broken = self._broken or self._quiet < REPLY_GAP
+        if far_power < FAR_ACTIVE:
+            self._quiet += CHUNK_SECONDS
+            return
+        if self._broken or self._quiet >= REPLY_GAP:
+            self._recheck()
+        self._broken = False
+        self._quiet = 0.0
+
     def _measure(self, raw: float, processed: float, far: float) -> None:
         stats = self.stats
         stats.processed_seconds += CHUNK_SECONDS
         if not self.echo_cancellation:
             return
+        self._noise = min(raw, self._noise * 1.002) if raw >= NEAR_FLOOR else self._noise
         self._far_recent.append(far)
         if max(self._far_recent) < FAR_ACTIVE:
             return
         stats.far_end_seconds += CHUNK_SECONDS
-        if raw < NEAR_FLOOR:
-            self._erl.append(10.0 * np.log10(max(self._far_recent) / NEAR_FLOOR))
-        else:
-            self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
+        self._stretch_seconds += CHUNK_SECONDS
+        # Digital silence and the microphone's own noise tell nothing: the echo may be on its
+        # way, or the far end pausing between words.
+        if raw >= NEAR_FLOOR:
+            self._heard += 1
             self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
-        self._measured += 1
-        if self._settled and self._measured % 50:
+            if raw >= ABOVE_NOISE * self._noise:
+                self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
+                self._measured += 1
+        if self._settled and self._heard % 50:
             return  # the figures are only reported from here on: refresh them twice a second
         stats.erle_db = float(np.median(self._erle)) if self._erle else None
         stats.erl_db = float(np.median(self._erl)) if self._erl else None
-        if not self._settled and stats.far_end_seconds >= SETTLE_SECONDS:
-            weak = stats.erl_db is not None and stats.erl_db >= WEAK_ECHO_DB
-            cancelled = stats.erle_db is not None and stats.erle_db >= KNOWN_ERLE_DB
-            if weak or cancelled:
-                self._settled = True
-                log.info(
-                    "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
-                    stats.far_end_seconds,
-                    _db(stats.erle_db),
-                    _db(stats.erl_db),
-                )
+        if self._settled or self._stretch_seconds < (
+            SETTLE_SECONDS if self._fresh else RECHECK_SECONDS
+        ):
+            return
+        # The microphone heard nothing above its noise while the far end played: no echo.
+        weak = self._measured == 0 and self._heard >= MIN_MEASURED
+        cancelled = (
+            self._measured >= MIN_MEASURED
+            and stats.erle_db is not None
+            and stats.erle_db >= KNOWN_ERLE_DB
+        )
+        if weak or cancelled:
+            self._settled = True
+            self._fresh = False
+            log.info(
+                "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
+                self._stretch_seconds,
+                _db(stats.erle_db),
+                _db(stats.erl_db),
+            )
+        elif self._measured >= MIN_MEASURED and not self._fresh:
+            # The echo path moved under the processor: it passes the echo through.
+            log.info(
+                "echo no longer cancelled (ERLE %s dB): a fresh processor learns the room",
+                _db(stats.erle_db),
+            )
+            self._restart()
 
 
 def _to_int16(x: Float32) -> Int16:

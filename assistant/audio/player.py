@@ -521,6 +521,13 @@ class BufferedPlayer:
 # ------------------------------------------------------------------------------ real device
 
 
+#: The output's buffer (seconds). PortAudio's "low" (about 20 ms through the pulse and pipewire
+#: ALSA plugins most Linux desktops play through) runs dry each time a busy machine holds up the
+#: Python callback for a moment: an audible gap, and each one can move the delay at which the
+#: speaker is heard again by the microphone (which echo cancellation then has to learn anew).
+OUTPUT_LATENCY = 0.06
+
+
 class DevicePlayer(BufferedPlayer):
     """Plays through a sounddevice ``OutputStream`` (float32 mono) whose callback renders.
 
@@ -535,7 +542,7 @@ class DevicePlayer(BufferedPlayer):
         self,
         device: int | str | None = None,
         blocksize: int = 512,
-        latency: str | float = "low",
+        latency: str | float = OUTPUT_LATENCY,
         *,
         samplerate: int | None = None,
         stream_factory: Callable[..., Any] | None = None,

@@ -278,6 +278,8 @@ class SoftwareRoom:
                 "resampler": resampler,
                 # The grid index of the stream's next sample.
                 "index": None,
+                # The grid index at which the next output block starts if it follows the last.
+                "follows": None,
                 # A head start for the resampler, which hands its output over in uneven
                 # pieces: a block is never short (so nothing is ever padded in later).
                 "fifo": np.zeros(
@@ -344,8 +346,13 @@ class SoftwareRoom:
         resampler = state["resampler"]
         y = resampler.resample_chunk(block) if resampler is not None else block.copy()
         at = round(play_at * CAPTURE_RATE)
-        if state["index"] is None or at > state["index"] + CAPTURE_RATE // 1000:
-            state["index"] = at  # the first block, or one after an underflow: a gap
+        follows = state["follows"]  # where this block starts if it follows the last one
+        if follows is None or at > follows + CAPTURE_RATE // 1000:
+            # The first block, or one after an underflow: a gap. (Not by where the last output
+            # ended: the resampler holds samples back at first, and its output, aligned to its
+            # input, must not be moved later by them.)
+            state["index"] = follows = at
+        state["follows"] = follows + n * CAPTURE_RATE / stream.samplerate
         start = state["index"]
         end = min(len(self._speaker), start + len(y))
         if end <= start:

@@ -26,8 +26,16 @@ def run_bench(
         from assistant.bench.echo import main as echo
 
         return echo(quick=quick)
+    if which == "engines":
+        from assistant.bench.engines import main as engines
+
+        return engines(quick=quick)
     if which == "latency":
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick, compare=compare, ablate=ablate, curve=curve, repeat=repeat)
+    if which == "tools":
+        from assistant.bench.tools import main as tools
+
+        return tools(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

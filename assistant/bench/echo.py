@@ -28,16 +28,19 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from assistant.audio.capture import MicrophoneCapture
 from assistant.audio.echo import EchoCanceller
+from assistant.audio.frames import AudioFrame
 from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
 from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
-from assistant.types import CAPTURE_RATE, FRAME_SAMPLES
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM
 
 Float32 = npt.NDArray[np.float32]
 
@@ -254,6 +257,49 @@ class BargeIns:
     self_interruptions: int = 0
     phantom_turns: int = 0
     failures: list[str] = field(default_factory=list)
+    #: Per detected barge-in, where the onset -> silent time went (ms; see ``HOPS``).
+    hops: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+#: The hops of onset -> silent: the voice's onset to the end of the first 32 ms frame of
+#: processed audio the VAD calls speech; that frame's capture to its arrival in the
+#: conversation (device latency, block, canceller, loop); arrival to the reply's pause
+#: (detection and decision); the pause to the speaker going silent (rendering and the
+#: output's latency).
+HOPS = ("onset->speech frame", "capture->conversation", "conversation->pause", "pause->silent")
+
+
+class _TimedMicrophone(MicrophoneCapture):
+    """The room's microphone, noting when each frame (by its capture time) was handed on."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        #: (frame capture time, monotonic time handed to the conversation), in order.
+        self.delivered: list[tuple[float, float]] = []
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        async for frame in super().frames():
+            self.delivered.append((frame.t, time.monotonic()))
+            yield frame
+
+
+class _TimedVad:
+    """Silero VAD noting each frame's speech probability, in order."""
+
+    def __init__(self) -> None:
+        from assistant.audio.vad import SileroVAD
+
+        self.vad = SileroVAD()
+        self.threshold = self.vad.threshold
+        self.probabilities: list[float] = []
+
+    def process(self, pcm: PCM) -> float:
+        p = self.vad.process(pcm)
+        self.probabilities.append(p)
+        return p
+
+    def reset(self) -> None:
+        self.vad.reset()
 
 
 async def barge_in_part(
@@ -261,7 +307,6 @@ async def barge_in_part(
 ) -> BargeIns:
     """The app in a room: each reply is talked over once by a real voice."""
     from assistant.app import Assistant
-    from assistant.audio.capture import MicrophoneCapture
     from assistant.audio.player import DevicePlayer
     from assistant.config import Settings
     from assistant.events import (
@@ -303,13 +348,15 @@ async def barge_in_part(
                     speaking.clear()
 
     with SoftwareRoom(room_path) as room, tempfile.TemporaryDirectory() as tmp:
-        mic = MicrophoneCapture(samplerate=MIC_RATE, stream_factory=room.input_stream)
+        mic = _TimedMicrophone(samplerate=MIC_RATE, stream_factory=room.input_stream)
         player = DevicePlayer(samplerate=48_000, stream_factory=room.output_stream)
+        vad = _TimedVad()
         app = Assistant(
             settings,
             history_dir=Path(tmp),
             source_factory=lambda _s: mic,
             player_factory=lambda _s: player,
+            vad_factory=lambda _s: vad,
             persist=False,
         )
         app.events.subscribe(on_event)
@@ -346,6 +393,9 @@ async def barge_in_part(
                 silent = _silent_from(room, pause)
                 if silent is not None:
                     result.onset_to_silent_ms.append((silent - begin) * 1000.0)
+                    hops = _hops(mic, vad, begin, pause, silent)
+                    if hops is not None:
+                        result.hops.append(hops)
             result.self_interruptions += sum(1 for p in paused if reply_start <= p < begin - 0.05)
             paused[:] = [p for p in paused if p >= begin - 0.05]
             if stopped:  # what the app understood of the interruption answers it next
@@ -361,6 +411,27 @@ async def barge_in_part(
         result.phantom_turns = sum(1 for s in started if not any(a <= s <= b for a, b in windows))
         await app.close()
     return result
+
+
+def _hops(
+    mic: _TimedMicrophone, vad: _TimedVad, onset: float, paused: float, silent: float
+) -> tuple[float, float, float, float] | None:
+    """Onset -> silent split into ``HOPS`` (ms), from the first frame the VAD called speech
+    after the onset."""
+    frames = list(zip(mic.delivered, vad.probabilities, strict=False))
+    first = next(
+        ((t, at) for (t, at), p in frames if t > onset and p >= vad.threshold and at <= paused),
+        None,
+    )
+    if first is None:
+        return None
+    captured, delivered = first
+    return (
+        (captured - onset) * 1000.0,
+        (delivered - captured) * 1000.0,
+        (paused - delivered) * 1000.0,
+        (silent - paused) * 1000.0,
+    )
 
 
 def _silent_from(room: SoftwareRoom, paused_at: float) -> float | None:
@@ -431,12 +502,23 @@ async def run(quick: bool) -> int:
         total.phantom_turns += got.phantom_turns
         total.refs += got.refs
         total.hyps += got.hyps
+        total.hops += got.hops
     rate = 100.0 * total.detected / max(1, total.trials)
     print(
         f"barge-in overall: detected {rate:.0f} % ({total.detected}/{total.trials}), "
         f"onset->silent {_pcts(total.onset_to_silent_ms)}, self-interruptions "
         f"{total.self_interruptions}, phantom turns {total.phantom_turns}"
     )
+    if total.hops:
+        table = np.array(total.hops)
+        print(
+            "onset->silent by hop (ms, over the detected barge-ins): "
+            + ", ".join(
+                f"{name} p50 {np.percentile(table[:, i], 50):.0f} / p90 "
+                f"{np.percentile(table[:, i], 90):.0f}"
+                for i, name in enumerate(HOPS)
+            )
+        )
     if total.refs:
         print(
             f"user WER of the words said over replies (as the app transcribed them): "

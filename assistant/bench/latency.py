@@ -82,6 +82,8 @@ class ModeResult:
     #: Prompt tokens of each reply's request, and those the model had not read ahead.
     prompt_tokens: list[float] = field(default_factory=list)
     unread_tokens: list[float] = field(default_factory=list)
+    #: The routing calls' time of each reply that made them (a tool chosen before answering).
+    router_ms: list[float] = field(default_factory=list)
     #: For each question with an expected fact: whether the answer held it.
     facts: list[bool] = field(default_factory=list)
     #: (what the reply said, what it sounded like: the recording of the turn).
@@ -299,6 +301,9 @@ def _collect(
     if isinstance(notes.get("prompt_tokens"), int):
         out.prompt_tokens.append(notes["prompt_tokens"])
         out.unread_tokens.append(notes["prompt_tokens"] - int(notes.get("cached_tokens", 0)))
+    routing = notes.get("router_ms")
+    if isinstance(routing, list) and routing:
+        out.router_ms.append(float(sum(routing)))
     out.speculated += notes.get("speculation") == "used"
     dropped = int(notes.get("speculations_dropped", 0))
     out.dropped += dropped
@@ -448,7 +453,13 @@ def _print(plan: Plan, results: list[VariantResult], monitor: LoopMonitor, n: in
                 if m.prompt_tokens
                 else ""
             )
-            print(f"{label(mode, r):<{width}}{cells}{unread}")
+            routing = (
+                f"   tool routing p50 {_pct(m.router_ms, 50).strip()} ms"
+                f" in {len(m.router_ms)}/{m.turns} turns"
+                if m.router_ms
+                else ""
+            )
+            print(f"{label(mode, r):<{width}}{cells}{unread}{routing}")
     print()
     for r in results:
         tag = f" [{r.variant.name}]" if labelled else ""

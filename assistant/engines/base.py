@@ -47,8 +47,8 @@ class MissingKeyError(EngineError):
 
     def __init__(self, provider: str, env_var: str) -> None:
         super().__init__(
-            f"{provider}: no API key. Set it in Settings → {provider} (stored in the OS keyring) "
-            f"or in the {env_var} environment variable.",
+            f"{provider}: no API key. Set it in Settings → API keys → {provider} (stored in the "
+            f"OS keyring) or in the {env_var} environment variable.",
             engine=provider,
             retryable=False,
         )
@@ -254,6 +254,18 @@ class Prefillable(Protocol):
     async def prefill(self, request: ChatRequest) -> None:
         """Process ``request``'s prompt without generating; the next ``stream`` reuses it."""
         ...
+
+
+@runtime_checkable
+class NeedsToolRouter(Protocol):
+    """A language model that picks tools reliably only under a JSON-schema grammar.
+
+    When ``needs_tool_router`` is true its tools are never offered natively: a constrained
+    routing call chooses them (``assistant.tools.router``). Models without the attribute get
+    native ``tools``.
+    """
+
+    needs_tool_router: bool
 
 
 # ---------------------------------------------------------------------------------- text to speech

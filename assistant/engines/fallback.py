@@ -28,6 +28,7 @@ from assistant.engines.base import (
     LanguageModel,
     LLMEvent,
     Message,
+    NeedsToolRouter,
     Recovered,
     SpeechChunk,
     SpeechToText,
@@ -116,6 +117,12 @@ class _Chain:
 
     async def _probe(self, index: int) -> None:
         raise NotImplementedError
+
+    def set_aside(self, index: int, exc: BaseException) -> None:
+        """Skip engine ``index`` from now on, as if it had failed with ``exc`` (it cannot work
+        yet: it has no API key). The switch is reported and the engine probed as usual."""
+        later = next((i for i in self._order() if i != index), None)
+        self._mark_down(index, exc, later)
 
     @property
     def members(self) -> Sequence[object]:
@@ -207,6 +214,12 @@ class FallbackLLM(_Chain):
         request = ChatRequest([Message("user", "Say OK.")], max_tokens=1)
         async with closing_stream(self.engines[index].stream(request)) as events:
             await anext(events, None)
+
+    @property
+    def needs_tool_router(self) -> bool:
+        """Tools are offered the way the first engine (the one normally answering) needs."""
+        first = self.engines[0]
+        return isinstance(first, NeedsToolRouter) and first.needs_tool_router
 
     async def warm_up(self) -> None:
         await _warm_all(self.engines)

@@ -50,6 +50,9 @@ class PieceTracker:
     def audio(
         self, pcm: PCM, chars: list[str] | None = None, starts_ms: list[float] | None = None
     ) -> list[SpeechChunk]:
+        """The chunks of ``pcm``; audio after ``finish`` belongs to no piece and is dropped."""
+        if self._current >= len(self.texts):
+            return []
         self.audio_seconds += len(pcm) / self.rate
         if chars and starts_ms and len(chars) == len(starts_ms):
             return self._aligned(pcm, chars, starts_ms)

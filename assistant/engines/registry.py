@@ -1,19 +1,22 @@
 """Engine names → engine objects, wrapped in fallback chains.
 
-The names are the ones used by ``--stt/--llm/--tts`` and in settings. Each name points at a
-factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only when used so
-that a missing optional dependency affects only its own engine. Cloud engines that fail before
-producing output fall back to the local engine of the same kind when the settings allow.
+The names are the ones used by ``--stt/--llm/--tts`` and ``--s2s``, and in settings. Each name
+points at a factory ``make_<kind>(settings) -> engine`` in the provider's module, imported only
+when used so that a missing optional dependency affects only its own engine. Cloud engines that
+fail before producing output fall back to the local engine of the same kind when the settings
+allow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
+from assistant.engines.s2s import SpeechToSpeech
 
 STT_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_stt",
@@ -26,6 +29,8 @@ LLM_FACTORIES: dict[str, str] = {
     "local": "assistant.engines.local.factories:make_llm",
     "openai": "assistant.engines.openai.factories:make_llm",
     "openai_compatible": "assistant.engines.openai.factories:make_compatible_llm",
+    "anthropic": "assistant.engines.claude:make_llm",
+    "assemblyai-gateway": "assistant.engines.assemblyai_gateway:make_llm",
     "fake": "assistant.engines.fake:make_llm",
 }
 TTS_FACTORIES: dict[str, str] = {
@@ -34,6 +39,13 @@ TTS_FACTORIES: dict[str, str] = {
     "elevenlabs": "assistant.engines.elevenlabs:make_tts",
     "async": "assistant.engines.asyncai:make_tts",
     "fake": "assistant.engines.fake:make_tts",
+}
+#: Speech-to-speech engines (``--s2s``; ``Settings.pipeline == "s2s"``). They have no fallback
+#: chain: a provider that hears and speaks cannot hand a turn to another midway.
+S2S_FACTORIES: dict[str, str] = {
+    "openai-realtime": "assistant.engines.openai.agent:make_s2s",
+    "assemblyai-agent": "assistant.engines.assemblyai_agent:make_s2s",
+    "fake": "assistant.engines.fake_agent:make_s2s",
 }
 _OFFLINE = ("local", "fake")
 
@@ -67,6 +79,11 @@ def make_tts(name: str, settings: Settings) -> TextToSpeech:
     return engine
 
 
+def make_s2s(name: str, settings: Settings) -> SpeechToSpeech:
+    engine: SpeechToSpeech = _make("speech-to-speech", S2S_FACTORIES, name, settings)
+    return engine
+
+
 def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str) -> list[str]:
     """The engine and the engines it falls back to, in order."""
     if name not in table:
@@ -77,6 +94,21 @@ def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str)
     return names
 
 
+def build_stt(settings: Settings) -> FallbackSTT:
+    names = chain_names(settings.stt, settings, STT_FACTORIES, "speech-to-text")
+    return FallbackSTT([make_stt(n, settings) for n in names])
+
+
+def build_llm(settings: Settings) -> FallbackLLM:
+    names = chain_names(settings.llm, settings, LLM_FACTORIES, "language model")
+    return FallbackLLM([make_llm(n, settings) for n in names])
+
+
+def build_tts(settings: Settings) -> FallbackTTS:
+    names = chain_names(settings.tts, settings, TTS_FACTORIES, "text-to-speech")
+    return FallbackTTS([make_tts(n, settings) for n in names])
+
+
 def build_engines(
     settings: Settings,
     *,
@@ -85,11 +117,7 @@ def build_engines(
     tts: str | None = None,
 ) -> tuple[FallbackSTT, FallbackLLM, FallbackTTS]:
     """The three engine chains for the given names (default: the settings' choices)."""
-    stt_names = chain_names(stt or settings.stt, settings, STT_FACTORIES, "speech-to-text")
-    llm_names = chain_names(llm or settings.llm, settings, LLM_FACTORIES, "language model")
-    tts_names = chain_names(tts or settings.tts, settings, TTS_FACTORIES, "text-to-speech")
-    return (
-        FallbackSTT([make_stt(n, settings) for n in stt_names]),
-        FallbackLLM([make_llm(n, settings) for n in llm_names]),
-        FallbackTTS([make_tts(n, settings) for n in tts_names]),
+    chosen = dataclasses.replace(
+        settings, stt=stt or settings.stt, llm=llm or settings.llm, tts=tts or settings.tts
     )
+    return build_stt(chosen), build_llm(chosen), build_tts(chosen)

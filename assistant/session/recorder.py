@@ -38,11 +38,28 @@ class TurnRecorder:
         """A turn is being written."""
         return self._writing > 0
 
-    async def record(self, conversation: Conversation, turn: TurnRecord) -> None:
-        """Append ``turn`` durably, then emit ``TurnFinished``. Never raises."""
+    async def record(
+        self,
+        conversation: Conversation,
+        turn: TurnRecord,
+        complete: Callable[[TurnRecord], Awaitable[None]] | None = None,
+    ) -> None:
+        """Append ``turn`` durably, then emit ``TurnFinished``. Never raises.
+
+        ``complete`` (work that finishes the record, e.g. its structured object) is awaited in
+        turn order, just before the write: later turns wait for it, so the order holds.
+        """
         self._writing += 1
+        cancelled = False
         try:
             async with self._lock:
+                if complete is not None:
+                    try:
+                        await complete(turn)
+                    except asyncio.CancelledError:
+                        cancelled = True  # closing: write the turn as it is, then stop
+                    except Exception:
+                        log.exception("completing turn %d failed", turn.turn_id)
                 try:
                     await self._offload(conversation.append, turn)
                 except Exception as exc:
@@ -59,6 +76,8 @@ class TurnRecorder:
             self._emit(TurnFinished(turn))
         finally:
             self._writing -= 1
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def drain(self) -> None:
         """Wait until every turn handed over so far is written (or has failed)."""

@@ -32,8 +32,11 @@ from assistant.engines.base import (
     closing_stream,
 )
 from assistant.events import (
+    Activity,
     AssistantText,
+    Doing,
     ErrorEvent,
+    FillerSpoken,
     PlaybackPaused,
     PlaybackResumed,
     SessionEvent,
@@ -43,7 +46,7 @@ from assistant.events import (
 )
 from assistant.history import Conversation, ToolRecord, TurnRecord
 from assistant.scheduling import cpu_priority
-from assistant.session.generate import Generation, generate
+from assistant.session.generate import Filler, Generation, Lines, PendingAction, generate
 from assistant.spoken import SpokenText
 from assistant.text import TextSplitter, phrase_starts
 from assistant.timeline import Timeline
@@ -56,6 +59,14 @@ log = logging.getLogger(__name__)
 HURRY_BELOW_SECONDS = 1.5
 #: How often the words heard so far are reported while a reply plays.
 HEARD_INTERVAL = 0.1
+#: A message this long takes the model noticeably long to read before it answers (about 3 s
+#: for the offline model on two cores): the wait is shown as reading rather than thinking.
+READING_CHARS = 600
+
+
+def same_language(a: str, b: str) -> bool:
+    """Whether two language tags name the same language (``en-US`` and ``en`` do)."""
+    return a.replace("_", "-").split("-")[0].lower() == b.replace("_", "-").split("-")[0].lower()
 
 
 class Reply:
@@ -78,8 +89,17 @@ class Reply:
         emit: Callable[[SessionEvent], None],
         on_finished: Callable[[Reply, TurnRecord], None],
         held: bool = False,
+        language: str | None = None,
+        lines: Lines | None = None,
+        confirmed: PendingAction | None = None,
+        script: str | None = None,
+        chime: SpeechChunk | None = None,
+        announcement: bool = False,
+        on_generated: Callable[[Reply], None] | None = None,
     ) -> None:
         self.turn_id = turn_id
+        #: The language the reply is spoken in (the settings' unless the user spoke another).
+        self.language = language or settings.language
         self.user_text = user_text
         self.timeline = timeline
         #: The conversation this turn belongs to (kept even if a new one starts meanwhile).
@@ -93,6 +113,15 @@ class Reply:
         self._clock = clock
         self._emit = emit
         self._on_finished = on_finished
+        self._lines = lines or Lines()
+        #: The call the user agreed to, run before the model answers.
+        self.confirmed = confirmed
+        self._script = script
+        self._chime = chime
+        #: Spoken on its own (an alarm), not an answer to a user turn: never recorded.
+        self.announcement = announcement
+        self._on_generated = on_generated
+        self._pieces_sent = 0
         self.spoken = SpokenText()
         self.generation = Generation()
         self.error: str | None = None
@@ -170,6 +199,11 @@ class Reply:
         self._stop_ticker()
 
     @property
+    def scripted(self) -> bool:
+        """Speaks a fixed line (no model)."""
+        return self._script is not None
+
+    @property
     def withdrawable(self) -> bool:
         """Nothing was heard and no tool ran: the turn can be taken back without a trace."""
         return not self.finished and not self.playing and not self.generation.tools
@@ -212,31 +246,54 @@ class Reply:
                 return
             self._finish(interrupted=False)
 
+    def _pieces(self, messages: list[Message]) -> AsyncIterator[str | Filler]:
+        if self._script is not None:
+            self.generation.text = self._script
+            return _scripted(self._script)
+        return generate(
+            self._llm,
+            messages,
+            tools=self._tools,
+            timeline=self.timeline,
+            into=self.generation,
+            before_tools=self._released.wait,
+            hurry=self._hurry,
+            on_tool=self._tool_ran,
+            clock=self._clock,
+            lines=self._lines,
+            confirmed=self.confirmed.call if self.confirmed is not None else None,
+            on_tool_start=self._tool_starts,
+            splitter=self._splitter(),
+        )
+
     async def _produce(self) -> None:
-        messages = await self._context()
+        if self._script is None:
+            long = len(self.user_text) >= READING_CHARS
+            self._emit(Activity(Doing.READING if long else Doing.THINKING, turn_id=self.turn_id))
+        messages = await self._context() if self._script is None else []
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        if self._chime is not None:
+            self._player.write(self._chime.pcm, self._chime.sample_rate, self.turn_id)
         tts_task = asyncio.create_task(self._speak(pieces))
         # While the reply is being generated, optional work (partial transcripts) steps aside.
         cpu_priority.reply_started()
         try:
-            stream = generate(
-                self._llm,
-                messages,
-                tools=self._tools,
-                timeline=self.timeline,
-                into=self.generation,
-                before_tools=self._released.wait,
-                hurry=self._hurry,
-                on_tool=self._tool_ran,
-                splitter=self._splitter(),
-            )
+            stream = self._pieces(messages)
             async with closing_stream(stream):
                 async for piece in stream:
+                    if isinstance(piece, Filler):
+                        # Heard, but not the answer: kept out of the text and the history.
+                        self.spoken.set_aside(self._pieces_sent)
+                        self._emit(FillerSpoken(self.turn_id, piece.text))
+                        piece = piece.text
+                    self._pieces_sent += 1
                     await pieces.put(piece)
                     self._emit(AssistantText(self.turn_id, self._heard_now(), self.generation.text))
                     # Hand over to the TTS task now: a model streaming from a local cache may
                     # not yield to the loop between tokens, and the piece would wait.
                     await asyncio.sleep(0)
+            if self._on_generated is not None:
+                self._on_generated(self)
             await pieces.put(None)
             await tts_task
         finally:
@@ -259,7 +316,9 @@ class Reply:
                 yield piece
 
         settings = self._settings
-        stream = self._tts.stream(texts(), voice=settings.voice or None, language=settings.language)
+        # The chosen voice speaks the settings' language; another language gets its own default.
+        voice = settings.voice if same_language(self.language, settings.language) else ""
+        stream = self._tts.stream(texts(), voice=voice or None, language=self.language)
         async with closing_stream(stream):
             async for chunk in stream:
                 if len(chunk.pcm) == 0 and not chunk.last:
@@ -287,16 +346,22 @@ class Reply:
         if not settings.quick_first_phrase:
             return TextSplitter()
         # Two words before a comma are enough too ("Yes, sir,"): the voice starts sooner.
-        return TextSplitter(
-            min_first_clause_words=2, phrase_starts=phrase_starts(settings.language)
-        )
+        return TextSplitter(min_first_clause_words=2, phrase_starts=phrase_starts(self.language))
 
     def _hurry(self) -> bool:
         queued = self.spoken.audio_seconds - self._player.position
         return self.playing and queued < HURRY_BELOW_SECONDS
 
+    def _tool_starts(self, name: str) -> None:
+        self._emit(Activity(Doing.TOOL, name, turn_id=self.turn_id))
+
     def _tool_ran(self, record: ToolRecord) -> None:
-        self._emit(ToolCalled(self.turn_id, record.name, record.arguments, record.result))
+        tool = self._tools.get(record.name) if self._tools is not None else None
+        title = tool.title if tool is not None else record.name
+        self._emit(
+            ToolCalled(self.turn_id, record.name, record.arguments, record.result, title, record.ms)
+        )
+        self._emit(Activity(Doing.THINKING, turn_id=self.turn_id))
 
     def _heard_now(self) -> str:
         return self.spoken.heard(self._player.position)
@@ -353,6 +418,15 @@ class Reply:
         self._emit(AssistantText(self.turn_id, heard, self.generation.text))
         self._emit(TimelineUpdated(self.turn_id, record.timeline))
         self._on_finished(self, record)
+
+
+async def _scripted(text: str) -> AsyncIterator[str]:
+    """A fixed line, cut into speakable pieces like a model's answer."""
+    splitter = TextSplitter()
+    for piece in splitter.push(text):
+        yield piece
+    for piece in splitter.flush():
+        yield piece
 
 
 class _StageFailed(Exception):

@@ -9,7 +9,12 @@ itself decides little:
   events, and the ``UserTurnTracker`` turns those into decisions, which the session carries out;
 - ``Transcription`` owns the recognizer's stream, ``Prefiller`` the prompt read-ahead;
 - each reply is a ``Reply`` handle (LLM → splitter → TTS → player as one task);
-- ``TurnRecorder`` stores every finished turn durably, in order, before announcing it.
+- ``TurnRecorder`` stores every finished turn durably, in order, before announcing it;
+- ``ConfirmationGate`` holds the tool call a reply asked about ("Shall I go ahead?") until the
+  user's next words (or ``confirm``) settle it.
+
+The session also speaks on its own initiative (``announce``: an alarm's chime and line) once
+nobody is talking; such announcements are not turns and are not stored.
 
 The ``State`` the user sees is derived from those parts in one function, ``derive_state``.
 All time comes from the injected ``Clock``; blocking work goes through ``offload``.
@@ -20,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
 
+from assistant.audio.chime import CHIME_RATE, chime
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
@@ -37,10 +43,16 @@ from assistant.engines.base import (
     Message,
     Recovered,
     ReportsFallback,
+    SpeechChunk,
     SpeechToText,
     TextToSpeech,
 )
 from assistant.events import (
+    Activity,
+    Announcement,
+    ConfirmationRequested,
+    ConfirmationResolved,
+    Doing,
     ErrorEvent,
     FinalTranscript,
     MicLevel,
@@ -54,6 +66,16 @@ from assistant.events import (
     UserSpeechStarted,
 )
 from assistant.history import Conversation, TurnRecord
+from assistant.prompt import system_prompt
+from assistant.session.confirmation import (
+    ConfirmationGate,
+    ConfirmOutcome,
+    Decline,
+    Drop,
+    RunConfirmed,
+)
+from assistant.session.extraction import Extractions
+from assistant.session.generate import REPLY_NOTES, Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
@@ -82,6 +104,8 @@ from assistant.session.tracker import (
 from assistant.session.transcription import Transcription
 from assistant.timeline import REPLY_MARKS, Timeline
 from assistant.tools import ToolRegistry
+from assistant.tools.phrases import phrases
+from assistant.tools.structured import StructuredExtractor
 from assistant.turns import (
     EndOfTurnModel,
     SmartTurnJudge,
@@ -101,12 +125,25 @@ ECHO_TAIL = 1.0
 Offload = Callable[..., Awaitable[Any]]
 
 
+class ReplyView(Protocol):
+    """What the state is derived from in a reply (chained or speech to speech)."""
+
+    @property
+    def playing(self) -> bool: ...
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+
 def derive_state(
     *,
     listening: bool,
     phase: Phase,
-    reply: Reply | None,
-    finishing: list[Reply],
+    reply: ReplyView | None,
+    finishing: Sequence[ReplyView],
     awaiting_answer: bool,
 ) -> State:
     """The one place the user-visible state comes from.
@@ -145,6 +182,7 @@ class Session:
         turn_model: EndOfTurnModel | None = None,
         clock: Clock = SYSTEM_CLOCK,
         offload: Offload = asyncio.to_thread,
+        structured: StructuredExtractor | None = None,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -190,6 +228,11 @@ class Session:
         self._dropped_speculations = 0
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
+        self._confirmation = ConfirmationGate()
+        #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
+        self._settling: dict[int, PendingAction] = {}
+        self._extractions = Extractions(self.settings, self.emit)
+        self._extractions.extractor = structured
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Turns being written to the history: awaited on close, never cancelled.
         self._saving: set[asyncio.Task[None]] = set()
@@ -224,6 +267,15 @@ class Session:
     @property
     def conversation(self) -> Conversation:
         return self._conversation
+
+    @property
+    def structured(self) -> StructuredExtractor | None:
+        """Extracts an object from every answered turn, beside the reply (None: off)."""
+        return self._extractions.extractor
+
+    @structured.setter
+    def structured(self, extractor: StructuredExtractor | None) -> None:
+        self._extractions.extractor = extractor
 
     @property
     def turn_mode(self) -> Literal["ptt", "vad"]:
@@ -269,6 +321,9 @@ class Session:
         await self.player.start()
         await self._transcription.start()
         self._listening = True
+        # Read the system prompt (with the tools, for a routed model) and the history into the
+        # model's prompt cache now, so the first turn does not pay for it.
+        self._prefiller.schedule("")
         self._sync()
 
     async def close(self) -> None:
@@ -282,6 +337,7 @@ class Session:
         tasks = [*self._tasks]
         for task in tasks:
             task.cancel()
+        self._extractions.cancel()
         await self._transcription.close()
         for reply in replies:
             await reply.wait_for_playout()
@@ -548,7 +604,7 @@ class Session:
                     self.interrupt(reason="barge_in")
                     answer = self._tracker.with_carry_over(answer)
                 self.emit(FinalTranscript(utterance.turn_id, answer))
-                self._start_reply(utterance.turn_id, answer, utterance.timeline, held=held)
+                self._answer(utterance.turn_id, answer, utterance.timeline, held=held)
             case Dismiss():
                 # A backchannel or a noise: it takes no turn, and the reply goes on.
                 self.emit(TurnWithdrawn(utterance.turn_id, ""))
@@ -642,10 +698,11 @@ class Session:
         return f"{self._tracker.carry_over} {partial}".strip()
 
     def _prefill_request(self, text: str) -> ChatRequest:
+        prompt = system_prompt(self.settings.system_prompt, self._reply_language())
         messages = self._conversation.context(
-            self.settings.system_prompt, self.settings.context_tokens, pending_user=text
+            prompt, self.settings.context_tokens, pending_user=text
         )
-        return ChatRequest(messages, tools=self.tools.specs if self.tools is not None else [])
+        return request_for(self.llm, messages, self.tools)
 
     # ---------------------------------------------------------------------------- typed text
 
@@ -654,23 +711,110 @@ class Session:
         text = text.strip()
         if not text:
             return
+        self._typed_turn(text)
+
+    def confirm(self, accept: bool) -> bool:
+        """A click on a confirmation chip: run (True) or decline (False) the call the assistant
+        asked about. Recorded as a turn whose words are "Yes." / "No." in the conversation's
+        language. Returns False when no question is open."""
+        outcome = self._confirmation.click(accept)
+        if outcome is None:
+            return False
+        lines = phrases(self.settings.language)
+        self._typed_turn(lines.yes if accept else lines.no, outcome)
+        return True
+
+    @property
+    def pending_confirmation(self) -> PendingAction | None:
+        """The call the assistant asked about and is waiting to hear yes or no on."""
+        return self._confirmation.pending
+
+    def _typed_turn(self, text: str, outcome: ConfirmOutcome | None = None) -> None:
         self.interrupt(reason="typed")
         timeline = Timeline(self._tracker.allocate_turn_id(), now=self.clock.now)
+        timeline.notes["input"] = "typed"
         now = self.clock.now()
         timeline.mark("speech_end", now)
         timeline.mark("stt_final", now)
         self.emit(FinalTranscript(timeline.turn_id, text))
-        self._start_reply(timeline.turn_id, text, timeline)
+        self._answer(timeline.turn_id, text, timeline, outcome=outcome)
         self._sync()
 
+    # ------------------------------------------------------------------------- confirmation
+
+    def _answer(
+        self,
+        turn_id: int,
+        text: str,
+        timeline: Timeline,
+        *,
+        held: bool = False,
+        outcome: ConfirmOutcome | None = None,
+    ) -> None:
+        """Reply to a finished user turn, settling an open confirmation question with it."""
+        if outcome is None:
+            outcome = self._confirmation.answer(text, self.settings.language)
+        match outcome:
+            case RunConfirmed(action):
+                self._settling[turn_id] = action
+                self.emit(ConfirmationResolved(action.call.name, True))
+                self._start_reply(turn_id, text, timeline, held=held, confirmed=action)
+            case Decline(action):
+                self._settling[turn_id] = action
+                self.emit(ConfirmationResolved(action.call.name, False))
+                declined = phrases(self.settings.language).declined
+                self._start_reply(turn_id, text, timeline, held=held, script=declined)
+            case Drop(action):
+                self.emit(ConfirmationResolved(action.call.name, None))
+                self._start_reply(turn_id, text, timeline, held=held)
+            case None:
+                self._start_reply(turn_id, text, timeline, held=held)
+
+    def _offer_confirmation(self, action: PendingAction, turn_id: int) -> None:
+        self._confirmation.offer(action)
+        call = action.call
+        prompt = phrases(self.settings.language).confirm.format(action=action.action)
+        self.emit(ConfirmationRequested(turn_id, call.name, action.title, call.arguments, prompt))
+
+    # ------------------------------------------------------------------------- announcements
+
+    def announce(self, text: str, *, ring: bool = True) -> None:
+        """Say ``text`` on the assistant's own initiative (an alarm), after a chime when
+        ``ring``, as soon as nobody is talking. Not a turn: nothing is stored."""
+        self._spawn(self._announce_when_free(text, ring), "announce")
+
+    async def _announce_when_free(self, text: str, ring: bool) -> None:
+        while not (self._idle.is_set() and self._reply is None):
+            await self._idle.wait()
+            await asyncio.sleep(0)  # let whatever woke with us claim the floor first
+        turn_id = self._tracker.allocate_turn_id()
+        timeline = Timeline(turn_id, now=self.clock.now)
+        sound = SpeechChunk(chime(), CHIME_RATE, piece=0, text="") if ring else None
+        self.emit(Announcement(turn_id, text))
+        self._start_reply(turn_id, "", timeline, script=text, chime=sound, announcement=True)
+
     # --------------------------------------------------------------------------------------- reply
+
+    def _reply_language(self) -> str:
+        """The settings' language, or the one last spoken when answers follow the speaker."""
+        heard = self._transcription.heard_language
+        return heard if self.settings.detect_language and heard else self.settings.language
 
     def _reply_turn(self) -> int | None:
         reply = self._reply
         return reply.turn_id if reply is not None and not reply.finished else None
 
     def _start_reply(
-        self, turn_id: int, user_text: str, timeline: Timeline, *, held: bool = False
+        self,
+        turn_id: int,
+        user_text: str,
+        timeline: Timeline,
+        *,
+        held: bool = False,
+        confirmed: PendingAction | None = None,
+        script: str | None = None,
+        chime: SpeechChunk | None = None,
+        announcement: bool = False,
     ) -> None:
         previous = self._reply
         if previous is not None and previous.turn_id == turn_id and previous.held:
@@ -684,15 +828,22 @@ class Session:
             self._drop_speculative(turn_id)
         elif previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
-        timeline.forget(*REPLY_MARKS)  # a reply dropped before this one may have set them
+        # A reply dropped before this one may have set them.
+        timeline.forget(*REPLY_MARKS)
+        for note in REPLY_NOTES:
+            timeline.notes.pop(note, None)
         if not held:
             self._note_dropped(timeline)
         conversation = self._conversation
+        language = self._reply_language()
+        if self.settings.detect_language:
+            timeline.notes["language"] = language
 
         async def context() -> list[Message]:
             await self._recorder.drain()  # the previous turn is part of the context
+            prompt = system_prompt(self.settings.system_prompt, language)
             return conversation.context(
-                self.settings.system_prompt, self.settings.context_tokens, pending_user=user_text
+                prompt, self.settings.context_tokens, pending_user=user_text
             )
 
         reply = Reply(
@@ -710,16 +861,34 @@ class Session:
             emit=self.emit,
             on_finished=self._on_reply_finished,
             held=held,
+            language=language,
+            lines=self._lines(language),
+            confirmed=confirmed,
+            script=script,
+            chime=chime,
+            announcement=announcement,
+            on_generated=self._extractions.start,
         )
         self._reply = reply
         reply.start()
         self._sync()
+
+    def _lines(self, language: str | None = None) -> Lines:
+        said = phrases(language or self.settings.language)
+        return Lines(filler=said.filler, confirm=said.confirm)
 
     def _on_reply_finished(self, reply: Reply, record: TurnRecord) -> None:
         if self._reply is reply:
             self._reply = None
         if reply.generation.text:
             self._last_heard = (reply.generation.text, self.clock.now())
+        self._settling.pop(reply.turn_id, None)
+        if reply.announcement:
+            self._sync()
+            return
+        pending = reply.generation.pending
+        if pending is not None and not reply.interrupted and reply.error is None:
+            self._offer_confirmation(pending, reply.turn_id)
         self._finishing.append(reply)
         task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
         self._saving.add(task)
@@ -728,7 +897,9 @@ class Session:
 
     async def _record(self, reply: Reply, record: TurnRecord) -> None:
         try:
-            await self._recorder.record(reply.conversation, record)
+            await self._recorder.record(
+                reply.conversation, record, lambda r: self._extractions.complete(reply, r)
+            )
         finally:
             self._finishing.remove(reply)
             self._sync()
@@ -751,7 +922,7 @@ class Session:
         reply = self._reply
         if reply is None or reply.finished:
             return
-        if reason == "barge_in" and reply.withdrawable:
+        if reason == "barge_in" and reply.withdrawable and not reply.announcement:
             # Nothing was heard yet: the user was not done talking. Their words carry over to
             # the next turn instead of being answered separately.
             if reply.held:
@@ -759,6 +930,9 @@ class Session:
             reply.withdraw()
             self._reply = None
             self._tracker.carry(reply.user_text)
+            settled = self._settling.pop(reply.turn_id, None)
+            if settled is not None and self._confirmation.pending is None:
+                self._offer_confirmation(settled, reply.turn_id)  # the question is open again
             log.info("turn %d withdrawn before any audio; its text carries over", reply.turn_id)
             self.emit(TurnWithdrawn(reply.turn_id, reply.user_text))
         else:
@@ -771,6 +945,7 @@ class Session:
         """Start over with an empty conversation (the old one stays on disk)."""
         self.interrupt(reason="new conversation")
         self._tracker.forget_carry_over()
+        self._confirmation.forget()
         self._conversation = conversation
         # Ids keep growing: the player treats lower ids as stale audio.
         self._tracker.keep_ids_above(conversation.next_turn_id)
@@ -781,6 +956,8 @@ class Session:
             case FellBack(kind, failed, replacement, reason):
                 text = f"{failed} failed ({reason}); using {replacement} instead."
                 self.emit(Notice(text, Source(kind)))
+                if self._reply is not None:  # the wait goes on with the next engine
+                    self.emit(Activity(Doing.SWITCHING, replacement, turn_id=self._reply.turn_id))
             case Recovered(kind, name):
                 self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
 

@@ -542,17 +542,20 @@ class UserTurnTracker:
         return JudgeInterjection(utterance, resume=resume)
 
     def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
-        if self.speculative is utterance:
-            self.speculative = None
         kind = self._classify_heard(utterance, text)
+        still_open = utterance.withdrawn or self.utterance is not None
+        if self.speculative is utterance and not (kind is Interjection.WORDS and not still_open):
+            self.speculative = None
         if kind is Interjection.STOP:
             return StopCommand()
         if kind is not Interjection.WORDS:
             return Dismiss(kind)
-        if utterance.withdrawn or self.utterance is not None:
+        if still_open:
             # The user is still talking: these words open the next utterance's transcript.
             self.carry_over = f"{self.carry_over} {text}".strip()
             return CarryOver(self.carry_over)
+        # Held while the pause may still end the turn: the end releases it, a resume withdraws
+        # it (it stays the speculative utterance until then).
         return Answer(text, held=utterance.held, barge_in=True)
 
     def _false_interruption(self) -> list[Decision]:

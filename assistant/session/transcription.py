@@ -74,6 +74,8 @@ class Transcription:
         #: Set while a broken stream is being replaced; audio waits in the backlog meanwhile.
         self._reconnected: asyncio.Event | None = None
         self._backlog: list[PCM] = []
+        #: The language of the latest final transcript, when the engine said (None before).
+        self.heard_language: str | None = None
 
     @property
     def open(self) -> bool:
@@ -220,6 +222,8 @@ class Transcription:
 
     def _route(self, transcript: Transcript) -> None:
         if transcript.is_final:
+            if transcript.language:
+                self.heard_language = transcript.language
             waiter = next((w for w in self._waiters if not w.done()), None)
             if waiter is not None:
                 waiter.set_result(transcript.text)

@@ -11,8 +11,9 @@ Three questions, answered from words alone (the audio models answer them from so
   hesitation ("and", "the", "for", "um"). A question mark after it (Whisper's "Who is it for?")
   overrides it.
 - Could the assistant's own voice, heard back through the microphone, have said it?
-  ``not_said`` keeps the words of a transcript that the assistant did not say: when echo is not
-  known to be cancelled, only those count as the user's.
+  ``not_said`` keeps the words of a transcript that the assistant did not say, nor anything a
+  recognizer could make of them ("Harris" for "Paris", "Francis" for "France is"): only those
+  count as the user's while the assistant may be heard.
 
 Languages are matched by their base code ("en-GB" → "en"); English words are always understood
 too, since people mix them in.
@@ -20,9 +21,12 @@ too, since people mix them in.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from enum import StrEnum
+
+from rapidfuzz import fuzz, process
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
@@ -135,11 +139,39 @@ def classify_interjection(text: str, language: str = "en") -> Interjection:
     return Interjection.WORDS
 
 
+#: Words this short must match one the assistant said exactly ("what" is not "that").
+_EXACT_UP_TO = 4
+#: Longer ones count as said when this similar (rapidfuzz's ratio, 0-100) to one of its words:
+#: an echo misheard ("harris"/"paris" scores 73)...
+_SIMILAR = 72.0
+#: ...or, from ``_JOINED_FROM`` letters on, this similar to two of them run together
+#: ("francis"/"france is" scores 93; "about" is not "a boat").
+_SIMILAR_JOINED = 85.0
+_JOINED_FROM = 6
+
+
 def not_said(text: str, said: str) -> str:
-    """The words of ``text``, in order, that are not among the words of ``said``."""
-    own = set(words_of(said))
-    own |= {_strip_accents(w) for w in own}
-    return " ".join(w for w in words_of(text) if w not in own and _strip_accents(w) not in own)
+    """The words of ``text``, in order, that are not among the words of ``said`` nor sound
+    like them (see ``_SIMILAR``)."""
+    own = [_strip_accents(w) for w in words_of(said)]
+    exact = set(own)
+    if not exact:
+        return " ".join(words_of(text))
+    vocabulary = list(exact)
+    joined = list({a + b for a, b in itertools.pairwise(own)})
+    kept = []
+    for word in words_of(text):
+        plain = _strip_accents(word)
+        if plain in exact or (len(plain) > _EXACT_UP_TO and _like(plain, vocabulary, _SIMILAR)):
+            continue
+        if len(plain) >= _JOINED_FROM and _like(plain, joined, _SIMILAR_JOINED):
+            continue
+        kept.append(word)
+    return " ".join(kept)
+
+
+def _like(word: str, vocabulary: list[str], cutoff: float) -> bool:
+    return process.extractOne(word, vocabulary, scorer=fuzz.ratio, score_cutoff=cutoff) is not None
 
 
 def trails_off(text: str, language: str = "en") -> bool:

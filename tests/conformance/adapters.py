@@ -17,32 +17,44 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from assistant.config import Settings
+from assistant.engines import s2s
 from assistant.engines.assemblyai import AssemblyAISTT
+from assistant.engines.assemblyai_agent import AssemblyAIVoiceAgent
+from assistant.engines.assemblyai_gateway import GatewayLLM
 from assistant.engines.asyncai import AsyncTTS
 from assistant.engines.base import ChatRequest, EngineError, Message, SpeechChunk, TextDelta
+from assistant.engines.claude import ClaudeLLM
 from assistant.engines.deepgram import DeepgramSTT
 from assistant.engines.elevenlabs import ElevenLabsTTS
 from assistant.engines.net.retry import Backoff, Policy
-from assistant.engines.openai.factories import make_llm
+from assistant.engines.openai.agent import OpenAIRealtimeAgent
+from assistant.engines.openai.factories import KeyedChatLLM, make_llm
 from assistant.engines.openai.realtime import OpenAIRealtimeSTT
 from assistant.engines.openai.speech import OpenAISpeechTTS
-from tests.cloud import Collector, expected_samples, fast, push, silence, speech, texts, until
+from tests.cloud import (
+    Collector,
+    Sleeps,
+    expected_samples,
+    fast,
+    push,
+    silence,
+    speech,
+    texts,
+    until,
+)
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
+from tests.fakes.gateway_server import FakeGateway
+from tests.fakes.http_server import FakeHttpServer
 from tests.fakes.openai_server import FakeOpenAIServer, HttpFault, speech_pcm
+from tests.fakes.realtime_agent_server import FakeRealtimeAgent
+from tests.fakes.voice_agent_server import FakeVoiceAgent
 
 PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 HELLO = ChatRequest([Message("user", "Hi")])
-
-
-class Sleeps(list[float]):
-    """The waits the policy asked for, recorded instead of slept through."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -62,6 +74,8 @@ class Adapter:
     env: ClassVar[str]
     #: Connections (or requests) an undisturbed use makes.
     per_use: ClassVar[int] = 1
+    #: How the error for a rejected key names the rejection.
+    REJECTED: ClassVar[str] = "rejected the API key (HTTP 401)"
     #: (fake attribute, value) pairs that arrange a fault (else the adapter's method does).
     MID_TURN: ClassVar[tuple[tuple[str, Any], ...]] = ()
     BEFORE_OUTPUT: ClassVar[tuple[tuple[str, Any], ...]] = ()
@@ -311,10 +325,9 @@ class OpenAISpeech(HttpFaults, OpenAIFake, SpeechAdapter):
         fake.speech_faults.append(HttpFault(cut_after=10_001))
 
     async def cancel(self, engine: Any, fake: FakeOpenAIServer) -> None:
-        fake.chunk_delay = 0.01
+        fake.speech_faults.append(HttpFault(stall="rest"))  # the first audio, then nothing
         await super().cancel(engine, fake)
         await until(lambda: fake.speech_hangups == 1)
-        fake.chunk_delay = 0.0
 
     def cancelled(self, fake: FakeOpenAIServer) -> bool:
         return fake.speech_hangups == 1
@@ -323,8 +336,34 @@ class OpenAISpeech(HttpFaults, OpenAIFake, SpeechAdapter):
 # --------------------------------------------------------------------------------------- chat
 
 
-class OpenAIChat(HttpFaults, OpenAIFake, Adapter):
+class LlmAdapter(Adapter):
+    """A language model: one completion, and one closed after its first words."""
+
     kind = "llm"
+
+    def expected(self, fake: Any) -> str:
+        return str(getattr(fake, "chat_reply", None) or fake.reply)
+
+    async def use(self, engine: Any) -> Run:
+        run = Run()
+        try:
+            async for event in engine.stream(HELLO):
+                if isinstance(event, TextDelta):
+                    run.output += event.text
+        except EngineError as exc:
+            run.error = exc
+        run.produced = bool(run.output)
+        return run
+
+    async def _cancel(self, engine: Any) -> None:
+        stream = engine.stream(HELLO)
+        async for event in stream:
+            if isinstance(event, TextDelta) and event.text.strip():
+                break
+        await stream.aclose()
+
+
+class OpenAIChat(HttpFaults, OpenAIFake, LlmAdapter):
     name = "openai chat"
     env = "OPENAI_API_KEY"
 
@@ -342,29 +381,173 @@ class OpenAIChat(HttpFaults, OpenAIFake, Adapter):
     def drop_mid_turn(self, fake: FakeOpenAIServer) -> None:
         fake.chat_faults.append(HttpFault(cut_after=3))
 
-    async def use(self, engine: Any) -> Run:
-        run = Run()
-        try:
-            async for event in engine.stream(HELLO):
-                if isinstance(event, TextDelta):
-                    run.output += event.text
-        except EngineError as exc:
-            run.error = exc
-        run.produced = bool(run.output)
-        return run
-
     async def cancel(self, engine: Any, fake: FakeOpenAIServer) -> None:
         fake.chat_word_delay = 0.02
-        stream = engine.stream(HELLO)
-        async for event in stream:
-            if isinstance(event, TextDelta) and event.text.strip():
-                break
-        await stream.aclose()
+        await self._cancel(engine)
         await until(lambda: fake.chat_hangups == 1)
         fake.chat_word_delay = 0.0
 
     def cancelled(self, fake: FakeOpenAIServer) -> bool:
         return fake.chat_hangups == 1
+
+
+#: The first-answer deadline of the language models whose fake shares the test's loop: short for
+#: the stall, with room for a busy machine in the other cases.
+STALL_DEADLINE = 2.0
+
+
+class HttpFake:
+    """A fake HTTP provider served in the test's loop, its faults one per request."""
+
+    FAKE: ClassVar[Callable[..., Any]]
+    #: Events or chunks after which ``drop_mid_turn`` cuts the answer (words were sent).
+    CUT_AFTER: ClassVar[int] = 5
+
+    @contextlib.asynccontextmanager
+    async def serve(self, key: str) -> AsyncIterator[Any]:
+        async with self.FAKE(key=key) as fake:
+            yield fake
+
+    def faults(self, fake: FakeHttpServer) -> Any:
+        return fake.faults
+
+    def connections(self, fake: FakeHttpServer) -> int:
+        return len(fake.requests)
+
+    def drop_mid_turn(self, fake: FakeHttpServer) -> None:
+        fake.faults.append(HttpFault(cut_after=self.CUT_AFTER))
+
+    async def cancel(self, engine: Any, fake: Any) -> None:
+        fake.word_delay = 0.02
+        await self._cancel(engine)  # type: ignore[attr-defined]
+        await until(lambda: fake.hangups == 1)
+        fake.word_delay = 0.0
+
+    def cancelled(self, fake: FakeHttpServer) -> bool:
+        return fake.hangups == 1
+
+
+class Claude(HttpFake, HttpFaults, LlmAdapter):
+    name = "anthropic"
+    env = "ANTHROPIC_API_KEY"
+    FAKE = FakeAnthropic
+
+    def engine(self, fake: FakeAnthropic) -> ClaudeLLM:
+        return ClaudeLLM(fake.url, timeout_first_token=STALL_DEADLINE)
+
+
+class Gateway(HttpFake, HttpFaults, LlmAdapter):
+    name = "assemblyai gateway"
+    env = "ASSEMBLYAI_API_KEY"
+    FAKE = FakeGateway
+    CUT_AFTER = 3
+
+    def engine(self, fake: FakeGateway) -> KeyedChatLLM:
+        def build(key: str | None) -> GatewayLLM:
+            llm = GatewayLLM(fake.url, key)
+            llm.timeout_first_token = STALL_DEADLINE
+            return llm
+
+        return KeyedChatLLM("assemblyai", fake.url, "", required=True, build=build)
+
+
+# ------------------------------------------------------------------------------ speech to speech
+
+
+SPOKEN = speech(0.6)
+
+
+class AgentAdapter(WebsocketFake, Adapter):
+    """A speech-to-speech engine: one spoken turn answered, and one answer cut after its first
+    audio (the engine told how much was heard)."""
+
+    kind = "s2s"
+    #: Milliseconds of the first audio the user heard before cutting in.
+    heard_ms = 0
+
+    def expected(self, fake: Any) -> str:
+        return str(fake.reply)
+
+    async def use(self, engine: Any) -> Run:
+        run = Run()
+        try:
+            session = await engine.open(s2s.AgentSetup("Be brief."))
+        except EngineError as exc:
+            return Run(error=exc)
+        try:
+            for i in range(0, 16_000 * 6 // 10, 512):
+                session.push(SPOKEN[i : i + 512])
+            session.commit()
+            async with asyncio.timeout(10):
+                async for event in session.events():
+                    if isinstance(event, s2s.ReplyAudio):
+                        run.produced = True
+                    elif isinstance(event, s2s.ReplyTextDone):
+                        run.output = event.text
+                    elif isinstance(event, s2s.ReplyDone):
+                        run.error = event.error
+                        break
+        except EngineError as exc:
+            run.error = exc
+        finally:
+            await session.aclose()
+        return run
+
+    def drop_mid_turn(self, fake: Any) -> None:
+        fake.reply_faults.append("drop_mid_reply")
+
+    def drop_before_output(self, fake: Any) -> None:
+        fake.reply_faults.append("drop_before_output")
+
+    def stall(self, fake: Any) -> None:
+        fake.reply_faults.append("silent")
+
+    async def cancel(self, engine: Any, fake: Any) -> None:
+        fake.word_delay = 0.05
+        session = await engine.open(s2s.AgentSetup("Be brief."))
+        try:
+            for i in range(0, 16_000 * 6 // 10, 512):
+                session.push(SPOKEN[i : i + 512])
+            session.commit()
+            async for event in session.events():
+                if isinstance(event, s2s.ReplyAudio):
+                    duration = len(event.pcm) / event.sample_rate
+                    self.heard_ms = int(duration * 500)  # half of it
+                    heard = [s2s.Heard(event.item, self.heard_ms / 1000, duration)]
+                    session.interrupt(event.reply, heard, "Sure.")
+                    break
+            await until(lambda: self.cancelled(fake))
+        finally:
+            await session.aclose()
+            fake.word_delay = 0.0
+
+
+class OpenAIRealtime(AgentAdapter):
+    name = "openai realtime"
+    env = "OPENAI_API_KEY"
+    FAKE = FakeRealtimeAgent
+
+    def engine(self, fake: FakeRealtimeAgent) -> OpenAIRealtimeAgent:
+        return OpenAIRealtimeAgent(fake.url, policy=self.policy, reply_timeout=0.5)
+
+    def cancelled(self, fake: FakeRealtimeAgent) -> bool:
+        # The reply was cancelled and its item cut where the user stopped hearing it.
+        return fake.cancels == 1 and [ms for _, ms in fake.truncations] == [self.heard_ms]
+
+
+class AssemblyAIAgent(AgentAdapter):
+    name = "assemblyai agent"
+    env = "ASSEMBLYAI_API_KEY"
+    FAKE = FakeVoiceAgent
+    # Said in a session.error or only by the close that follows it: either names the key.
+    REJECTED = "rejected the API key ("
+
+    def engine(self, fake: FakeVoiceAgent) -> AssemblyAIVoiceAgent:
+        return AssemblyAIVoiceAgent(fake.url, policy=self.policy, reply_timeout=0.5)
+
+    def cancelled(self, fake: FakeVoiceAgent) -> bool:
+        # No message says how much was played: the prompt says what was heard.
+        return any("the user heard only: «Sure.»" in p for p in fake.prompts())
 
 
 ADAPTERS: tuple[type[Any], ...] = (
@@ -375,4 +558,8 @@ ADAPTERS: tuple[type[Any], ...] = (
     Async,
     OpenAISpeech,
     OpenAIChat,
+    Claude,
+    Gateway,
+    OpenAIRealtime,
+    AssemblyAIAgent,
 )

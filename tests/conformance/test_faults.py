@@ -4,7 +4,9 @@ Each case asserts what the user gets: an ``EngineError`` with one clear line and
 ``retryable`` (so a fallback chain can act), the reconnect and backoff behaviour (the waits the
 policy asked for are recorded, never slept through or timed), and no key anywhere (the fixtures
 check every log record). Adapters: AssemblyAI, Deepgram and OpenAI transcription (streaming
-STT), ElevenLabs and Async (multi-context TTS), OpenAI speech (HTTP PCM) and OpenAI chat.
+STT), ElevenLabs and Async (multi-context TTS), OpenAI speech (HTTP PCM), OpenAI chat, Claude
+and AssemblyAI's LLM Gateway (language models), and OpenAI Realtime and AssemblyAI's Voice
+Agent (speech to speech).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.engines.net.errors import RateLimited
+from assistant.engines.s2s import AgentSetup
 from tests.cloud import texts, until
 from tests.conformance.adapters import PIECES, Run
 
@@ -28,8 +31,9 @@ pytestmark = pytest.mark.timeout(60)
 
 def expected(adapter: Any, fake: Any) -> str:
     """What an undisturbed use gives: the first turn's text, the pieces, or the reply."""
-    return {"stt": getattr(adapter, "first", ""), "tts": " ".join(PIECES),
-            "llm": getattr(fake, "chat_reply", "")}[adapter.kind]  # fmt: skip
+    if adapter.kind in ("llm", "s2s"):
+        return str(adapter.expected(fake))
+    return {"stt": getattr(adapter, "first", ""), "tts": " ".join(PIECES)}[adapter.kind]
 
 
 def complete(run: Run, adapter: Any, fake: Any) -> None:
@@ -61,7 +65,7 @@ async def test_rejected_key(
     monkeypatch.setenv(adapter.env, f"{canary}-wrong")
     async with AsyncExitStack() as stack:
         run = await use(adapter, adapter.engine(fake), stack)
-    error = clear(run.error, canary, "rejected the API key (HTTP 401)", adapter.env, "Settings")
+    error = clear(run.error, canary, adapter.REJECTED, adapter.env, "Settings")
     assert not error.retryable and not run.produced
     assert adapter.connections(fake) == 1  # no pointless retries
     assert adapter.sleeps == []
@@ -108,6 +112,10 @@ async def test_dropped_mid_turn(adapter: Any, fake: Any, canary: str) -> None:
             "async": "connection dropped (code 1011",
             "openai speech": "broke off mid-sentence",
             "openai chat": "broke off",
+            "anthropic": "broke off",
+            "assemblyai gateway": "broke off",
+            "openai realtime": "connection dropped (code 1011",
+            "assemblyai agent": "connection dropped (code 1006",
         }[adapter.name]
         clear(run.error, canary, phrase)
         assert run.error is not None and run.error.retryable
@@ -152,6 +160,10 @@ async def test_stall(
             "async": "sent no audio within 0.5 s",
             "openai speech": "no audio from",
             "openai chat": "no answer from",
+            "anthropic": "no answer from",
+            "assemblyai gateway": "no answer from",
+            "openai realtime": "no reply within 0.5 s",
+            "assemblyai agent": "no reply within 0.5 s",
         }[adapter.name]
         error = clear(run.error, canary, phrase)
         assert error.retryable and not run.produced
@@ -166,12 +178,17 @@ async def test_accept_then_close(adapter: Any, fake: Any, canary: str) -> None:
     async with AsyncExitStack() as stack:
         engine = adapter.engine(fake)
         stack.push_async_callback(engine.aclose)
-        if adapter.kind == "stt":
+        if adapter.kind in ("stt", "s2s"):
             # The session starts, then reconnects with backoff and gives up: not without end.
-            session = await engine.open("en")
+            if adapter.kind == "stt":
+                session = await engine.open("en")
+                first = anext(session.transcripts())
+            else:
+                session = await engine.open(AgentSetup("Be brief."))
+                first = anext(session.events())
             stack.push_async_callback(session.aclose)
             with pytest.raises(EngineError) as caught:
-                await asyncio.wait_for(anext(session.transcripts()), 10.0)
+                await asyncio.wait_for(first, 10.0)
             error = clear(caught.value, canary, "right after accepting it, 3 times in a row")
             assert not error.retryable
             assert adapter.connections(fake) == 3

@@ -11,12 +11,15 @@ makes itself ALSA's default device whenever a server answers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -108,8 +111,10 @@ class PulseServer:
                     "--system=false",
                     "--exit-idle-time=-1",
                     "--use-pid-file=false",
-                    "--realtime=false",
-                    "--high-priority=false",
+                    # A sound card's clock is never late: where the system allows it, the
+                    # server runs ahead of the busy programs around it.
+                    "--realtime=true",
+                    "--high-priority=true",
                     "--log-target=stderr",
                     "-n",
                     "-F",
@@ -269,18 +274,21 @@ def speech_spans(
 
 
 class LaptopEcho:
-    """The speaker heard again by the microphone, as on a laptop: ``parley_out``'s monitor is
-    piped through sox (mild loudspeaker distortion, attenuation, a little reverberation, a
-    delay) into ``mic_in``, where it mixes with whatever the user says into the room.
+    """The speaker heard again by the microphone, as on a laptop: ``echo_relay.py`` records
+    ``parley_out``'s monitor and plays it into ``mic_in`` (mild loudspeaker distortion,
+    attenuation, a little reverberation, a delay), where it mixes with whatever the user says
+    into the room.
 
-    The pipe's own buffering adds a few tens of milliseconds to ``delay_ms``; ``measure_delay``
-    tells the total from recordings of both ends.
+    The relay's stream adds its own latency to ``delay_ms``; ``delay_ms_measured`` is the whole
+    path's delay as its timestamps tell it.
     """
 
     def __init__(self, server: PulseServer, delay_ms: float = 80.0, gain_db: float = -8.0) -> None:
         self.server = server
         self.delay_ms = delay_ms
         self.gain_db = gain_db
+        self._status = server.root / "echo-relay.json"
+        self._log = server.root / "echo-relay.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LaptopEcho:
@@ -290,42 +298,60 @@ class LaptopEcho:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        raw = "-t raw -r 16000 -e signed -b 16 -c 1"
-        pipeline = (
-            f"parec -d {SPEAKER}.monitor --raw --format=s16le --channels=1 --rate=16000 "
-            "--latency-msec=10 | "
-            f"sox --buffer 320 {raw} - {raw} - overdrive 3 15 gain {self.gain_db - 3:.1f} "
-            f"reverb 15 50 30 delay {self.delay_ms / 1000.0:.3f} | "
-            f"pacat -d {ROOM} --raw --format=s16le --channels=1 --rate=16000 --latency-msec=10"
-        )
-        self._process = subprocess.Popen(
-            ["bash", "-c", pipeline],
-            env={**os.environ, **self.server.client_env()},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, **self.server.client_env()}
+        env.update(PULSE_SOURCE=f"{SPEAKER}.monitor", PULSE_SINK=ROOM)
+        relay = Path(__file__).with_name("echo_relay.py")
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, str(relay), str(self.delay_ms), str(self.gain_db),
+                 str(self._status)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.ready():
+                return
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        log_text = self._log.read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise PulseUnavailable(f"the echo relay did not start: {log_text}")
+
+    def status(self) -> dict[str, Any]:
+        """The relay's last report: ``ready``, ``moves`` (its streams restarted), and
+        ``missing_ms`` (echo lost to stalls)."""
+        try:
+            status: dict[str, Any] = json.loads(self._status.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return status
+
+    def ready(self) -> bool:
+        return bool(self.status().get("ready"))
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, 15)
+        process.terminate()
         try:
             process.wait(5)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+            process.kill()
             process.wait(5)
 
 
-def measure_delay(played: Int16, heard: Int16, rate: int, limit: float = 0.5) -> float:
-    """Seconds by which ``heard`` lags ``played`` (the peak of their cross-correlation)."""
-    n = min(len(played), len(heard))
-    a = played[:n].astype(np.float64)
-    b = heard[:n].astype(np.float64)
-    size = 1 << (2 * n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)
-    lags = corr[: int(limit * rate)]
-    return float(np.argmax(lags)) / rate
+def find(haystack: Int16, needle: Int16, lags: range) -> int:
+    """The lag (samples) at which ``needle`` best matches ``haystack``: ``haystack[k + lag]``
+    is ``needle[k]`` (the peak of their cross-correlation within ``lags``)."""
+    a = haystack.astype(np.float64)
+    b = needle.astype(np.float64)
+    size = 1 << (len(a) + len(b)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    candidates = np.arange(lags.start, lags.stop) % size
+    return int(lags.start + np.argmax(corr[candidates]))

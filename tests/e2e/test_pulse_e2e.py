@@ -345,18 +345,19 @@ def test_spoken_question_gets_a_spoken_answer(
     assert turn["user_text"] == finals[0]
     assert not turn["interrupted"]
     v2v = turn["timeline"].get("voice_to_voice_ms")
-    assert isinstance(v2v, int | float) and 0 < v2v < 20_000, turn["timeline"]
+    assert isinstance(v2v, int | float) and v2v > 0, turn["timeline"]
     assert "paris" in words(turn["assistant_text"]), turn["assistant_text"]
     # The words heard are the words the app says it spoke.
     said = set(words(turn["assistant_text"]))
     overlap = len(said & set(words(heard))) / max(1, len(said))
     assert overlap >= 0.6, (turn["assistant_text"], heard)
 
-    # Measured from outside: end of the question's speech to the first sound of the answer.
+    # Measured from outside: end of the question's speech to the first sound of the answer,
+    # which comes after it. How long after is a figure of `parley bench latency`.
     started = recorder.started_at + first
     outside_ms = (started - spoken_at) * 1000.0
     print(f"voice-to-voice: app {v2v:.0f} ms, measured at the devices {outside_ms:.0f} ms")
-    assert 0 < outside_ms < 20_000
+    assert outside_ms > 0
 
     # The window's latency panel shows the turn.
     window_state = next(e for e in app.events() if e["kind"] == "window")

@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.base import drop
+from tests.fakes.http_server import HttpFault, no_answer, read_request, send_json, wait_for_hangup
 
 SPEECH_RATE = 24_000
 VOICES = (
@@ -54,21 +55,6 @@ def speech_pcm(text: str) -> bytes:
     t = np.arange(samples)
     tone = 0.3 * 32767 * np.sin(2 * np.pi * freq * t / SPEECH_RATE)
     return tone.astype("<i2").tobytes()
-
-
-@dataclass
-class HttpFault:
-    """What the next speech request gets instead of normal audio."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    #: "headers": never answer; "body": send the headers, then nothing.
-    stall: Literal["", "headers", "body"] = ""
-    #: Close the socket after this many audio bytes (chat: this many events).
-    cut_after: int | None = None
-    #: Close the connection without any answer.
-    hangup: bool = False
 
 
 @dataclass
@@ -251,18 +237,11 @@ class FakeOpenAIServer:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    request = await read_request(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                request_line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = request_line.split(" ", 2)
-                headers = {}
-                for line in lines:
-                    if ":" in line:
-                        name, value = line.split(":", 1)
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if not await self._route(method, target, headers, body, reader, writer):
+                method, target, headers = request.method, request.path, request.headers
+                if not await self._route(method, target, headers, request.body, reader, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -282,17 +261,17 @@ class FakeOpenAIServer:
         path = urllib.parse.urlsplit(target).path
         if not self._authorized(headers.get("authorization")):
             self.unauthorized += 1
-            await _send_json(writer, 401, self._auth_error(headers.get("authorization")))
+            await send_json(writer, 401, self._auth_error(headers.get("authorization")))
             return True
         if method == "GET" and path.startswith("/v1/models/"):
             self.model_requests += 1
-            await _send_json(writer, 200, {"id": path.rsplit("/", 1)[1], "object": "model"})
+            await send_json(writer, 200, {"id": path.rsplit("/", 1)[1], "object": "model"})
             return True
         if method == "POST" and path == "/v1/audio/speech":
             return await self._speech(headers, body, reader, writer)
         if method == "POST" and path == "/v1/chat/completions":
             return await self._chat(body, reader, writer)
-        await _send_json(writer, 404, _error_body(f"Unknown path {path}", "not_found"))
+        await send_json(writer, 404, _error_body(f"Unknown path {path}", "not_found"))
         return True
 
     async def _chat(
@@ -303,7 +282,11 @@ class FakeOpenAIServer:
         request = json.loads(body)
         self.chat_requests.append(request)
         fault = self.chat_faults.popleft() if self.chat_faults else HttpFault()
-        if (handled := await _no_answer(fault, reader, writer)) is not None:
+        if (
+            handled := await no_answer(
+                fault, reader, writer, _error_body(f"fake failure {fault.status}", "fake")
+            )
+        ) is not None:
             return handled
         try:
             return await self._chat_stream(request, fault, reader, writer)
@@ -337,7 +320,7 @@ class FakeOpenAIServer:
             return f"data: {json.dumps(event)}\n\n".encode()
 
         if fault.stall == "body":
-            await _wait_for_hangup(reader)
+            await wait_for_hangup(reader)
             return False
         await asyncio.sleep(self.chat_first_token_delay)
         await send(b": keep-alive\n\n")
@@ -401,31 +384,39 @@ class FakeOpenAIServer:
         record = SpeechRequest(headers, body, time.monotonic())
         self.speech_requests.append(record)
         fault = self.speech_faults.popleft() if self.speech_faults else HttpFault()
-        if (handled := await _no_answer(fault, reader, writer)) is not None:
+        if (
+            handled := await no_answer(
+                fault, reader, writer, _error_body(f"fake failure {fault.status}", "fake")
+            )
+        ) is not None:
             return handled
         if body.get("voice") not in VOICES:
             message = f"Invalid value for 'voice': {body.get('voice')!r}."
-            await _send_json(writer, 400, _error_body(message, "invalid_value", "voice"))
+            await send_json(writer, 400, _error_body(message, "invalid_value", "voice"))
             return True
         if body.get("response_format") != "pcm" or not body.get("input"):
-            await _send_json(writer, 400, _error_body("bad request", "invalid_value"))
+            await send_json(writer, 400, _error_body("bad request", "invalid_value"))
             return True
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: audio/pcm\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         await writer.drain()
         if fault.stall == "body":
-            await _wait_for_hangup(reader)
+            await wait_for_hangup(reader)
             return False
         await asyncio.sleep(self.first_byte_delay)
         try:
-            return await self._stream_audio(record, fault, writer)
+            return await self._stream_audio(record, fault, reader, writer)
         except ConnectionError:
             self.speech_hangups += 1  # the client went away mid-stream
             return False
 
     async def _stream_audio(
-        self, record: SpeechRequest, fault: HttpFault, writer: asyncio.StreamWriter
+        self,
+        record: SpeechRequest,
+        fault: HttpFault,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
         audio = speech_pcm(str(record.body["input"]))
         sizes = itertools.cycle(self.chunk_sizes)
@@ -443,6 +434,9 @@ class FakeOpenAIServer:
             if pos == 0:
                 record.first_byte_at = time.monotonic()
             pos += len(part)
+            if fault.stall == "rest":
+                await wait_for_hangup(reader)
+                raise ConnectionResetError("the client hung up")
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         writer.write(b"0\r\n\r\n")
@@ -584,40 +578,5 @@ def _error_body(message: str, code: str, param: str | None = None) -> dict[str, 
     return {"error": error}
 
 
-async def _send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: dict[str, Any],
-    headers: dict[str, str] | None = None,
-) -> None:
-    data = json.dumps(body).encode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n{extra}\r\n"
-    )
-    writer.write(head.encode("latin-1") + data)
-    await writer.drain()
-
-
-async def _no_answer(
-    fault: HttpFault, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> bool | None:
-    """Act on a fault that leaves a request without its answer: hung up on, refused with an
-    error status, or never answered. The handler's result, or None when there is no such fault."""
-    if fault.hangup:
-        return False
-    if fault.status != 200:
-        error = fault.error or _error_body(f"fake failure {fault.status}", "fake")
-        await _send_json(writer, fault.status, error, fault.headers)
-        return True
-    if fault.stall == "headers":
-        await _wait_for_hangup(reader)
-        return False
-    return None
-
-
-async def _wait_for_hangup(reader: asyncio.StreamReader) -> None:
-    """Say nothing until the client gives up and closes the connection."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(reader.read(), 60)
+def _failure(fault: HttpFault) -> dict[str, Any]:
+    return _error_body(f"fake failure {fault.status}", "fake")

@@ -49,7 +49,7 @@ class Recorder:
     def messages(self, kind: type[ErrorEvent] | type[Notice]) -> list[str]:
         return [e.message for e in self.of(kind)]
 
-    async def until(self, predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    async def until(self, predicate: Callable[[], object], what: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > end:
@@ -244,3 +244,60 @@ async def test_engines_that_cannot_be_built_say_so_and_nothing_starts(tmp_path: 
     assert first.startswith("Cannot set up the engines: unknown speech-to-text engine 'martian'.")
     assert first.endswith("Choose other engines in Settings.")
     assert again == [first, first]
+
+
+async def test_the_pipeline_switches_to_speech_to_speech_and_back(tmp_path: Path) -> None:
+    """Settings → Pipeline, live: the same conversation goes on with a speech-to-speech
+    engine (which starts from the turns so far), then with the chained engines again."""
+    from assistant.app.engines import AgentEngineSet, build_engine_set
+    from assistant.engines.fake_agent import FakeSpeechAgent
+    from assistant.session.s2s import SpeechSession
+
+    card = FakeSoundCard()
+    agent = FakeSpeechAgent()
+    built: list[object] = []
+
+    def engines(s: Settings) -> object:
+        chosen = AgentEngineSet(agent) if s.pipeline == "s2s" else build_engine_set(s)
+        built.append(chosen)
+        return chosen
+
+    assistant = Assistant(
+        settings(),
+        history_dir=tmp_path / "conversations",
+        engine_factory=engines,  # type: ignore[arg-type]
+        source_factory=lambda _s: MicrophoneCapture(
+            samplerate=16_000, stream_factory=card.input_stream
+        ),
+        player_factory=lambda _s: DevicePlayer(
+            samplerate=24_000, blocksize=480, stream_factory=card.output_stream
+        ),
+        vad_factory=lambda _s: ScriptVAD(),
+        turn_model_factory=lambda _s: None,
+        persist=False,
+    )
+    seen = Recorder(assistant)
+    try:
+        await assistant.start()
+        await assistant.wait_ready(5)
+        await talk(assistant, card)
+        first = await seen.turn(1)
+        s2s = settings()
+        s2s.pipeline = "s2s"
+        await assistant.apply_settings(s2s)
+        await assistant.wait_ready(5)
+        assert isinstance(assistant.session, SpeechSession) and assistant.tts is None
+        assert "speech to speech" in {e.component for e in seen.of(Loading)}
+        await talk(assistant, card)
+        second = await seen.turn(2)
+        assert second.assistant_text == agent.reply and second.timeline["voice_to_voice_ms"] > 0
+        (session,) = agent.sessions
+        assert [m.content for m in session.setup.history][:1] == [first.user_text]
+        await assistant.apply_settings(settings())
+        await assistant.wait_ready(5)
+        assert not isinstance(assistant.session, SpeechSession)
+        assert session.closed
+        stored = HistoryStore(tmp_path / "conversations").latest()[0].turns
+        assert [t.turn_id for t in stored] == [first.turn_id, second.turn_id]
+    finally:
+        await assistant.close()

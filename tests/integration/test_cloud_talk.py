@@ -3,20 +3,18 @@ provider's real wire protocol, and the fallback to the local engines when a prov
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.cloud import InThread
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.deepgram_server import FakeDeepgram
@@ -25,34 +23,6 @@ from tests.fakes.openai_server import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resources" / "samples" / "question.wav"
-
-
-class InThread:
-    """Serves an async fake server from its own thread and loop while a subprocess uses it."""
-
-    def __init__(self, fake: Any) -> None:
-        self.fake = fake
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self.fake:
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> Any:
-        self._thread.start()
-        assert self._ready.wait(10), "the fake server did not start"
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -128,9 +98,9 @@ def test_talk_offers_the_tools_and_the_timeline_records_each_call(
     result, data = talk(tmp_path, *ALL_OPENAI, env=openai_env(openai_fake))
     assert result.returncode == 0, result.stderr
     (turn,) = data["turns"]
-    assert turn["tool_calls"] == [
-        {"name": "calculate", "arguments": '{"expression": "17 * 23"}', "result": "391"}
-    ]
+    (call,) = turn["tool_calls"]
+    assert isinstance(call.pop("ms"), float)  # how long the tool ran
+    assert call == {"name": "calculate", "arguments": '{"expression": "17 * 23"}', "result": "391"}
     assert turn["assistant_text"] == "Seventeen times twenty-three is 391."
     offered = {tool["function"]["name"] for tool in openai_fake.chat_requests[0]["tools"]}
     assert offered >= {"calculate", "get_time"}

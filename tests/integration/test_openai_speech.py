@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import statistics
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -105,14 +102,14 @@ async def test_unknown_voice_is_a_clear_error(server: FakeOpenAIServer) -> None:
 async def test_rate_limit_is_retried_after_the_servers_delay(server: FakeOpenAIServer) -> None:
     for _ in range(2):
         server.speech_faults.append(HttpFault(429, {"retry-after": "0.2"}))
-    tts = _fast(server)
-    started = time.monotonic()
+    sleeps = cloud.Sleeps()
+    tts = _fast(server, policy={"sleep": sleeps})
     chunks = await _collect(tts, "Finally some audio.")
-    waited = time.monotonic() - started
     await tts.aclose()
     assert _audio(chunks, 0) == speech_pcm("Finally some audio.")
     assert len(server.speech_requests) == 3
-    assert waited >= 0.4  # both retry-after waits were honoured
+    # Both retry-after waits were honoured (each with a little jitter on top).
+    assert len(sleeps) == 2 and all(0.2 <= wait <= 0.27 for wait in sleeps)
 
 
 async def test_exhausted_quota_is_not_retried(server: FakeOpenAIServer) -> None:
@@ -146,14 +143,15 @@ async def test_stalled_server_hits_the_first_byte_timeout(
     server: FakeOpenAIServer, stall: str
 ) -> None:
     server.speech_faults.append(HttpFault(stall=stall))  # type: ignore[arg-type]
-    tts = _fast(server, policy={"first_message_timeout": 0.4})
-    started = time.monotonic()
+    # Only the first-byte deadline is short: the server never answers, so nothing else ends
+    # the wait (the safety net around it only catches a hang).
+    tts = _fast(server, policy={"first_message_timeout": 0.4, "stall_timeout": 600.0})
     with pytest.raises(EngineError) as caught:
-        await _collect(tts, "Hello.")
-    elapsed = time.monotonic() - started
+        await asyncio.wait_for(_collect(tts, "Hello."), cloud.PATIENCE)
     await tts.aclose()
-    assert 0.35 <= elapsed < 2.0
-    assert "no audio" in str(caught.value) and caught.value.retryable
+    assert "no audio" in str(caught.value) and "within 0.4 s" in str(caught.value)
+    assert caught.value.retryable
+    assert len(server.speech_requests) == 1
 
 
 async def test_socket_closed_mid_stream(server: FakeOpenAIServer) -> None:
@@ -174,9 +172,9 @@ async def test_socket_closed_mid_stream(server: FakeOpenAIServer) -> None:
 
 
 async def test_cancelling_mid_stream_hangs_up_at_once(server: FakeOpenAIServer) -> None:
-    server.chunk_delay = 0.01
+    server.speech_faults.append(HttpFault(stall="rest"))  # the first audio, then nothing
     text = "This reply goes on and on. " * 6
-    tts = _fast(server)
+    tts = _fast(server, policy={"stall_timeout": 600.0})
     first = asyncio.Event()
     received: list[SpeechChunk] = []
 
@@ -186,23 +184,23 @@ async def test_cancelling_mid_stream_hangs_up_at_once(server: FakeOpenAIServer) 
             first.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 5)
-    started = time.monotonic()
+    await asyncio.wait_for(first.wait(), cloud.PATIENCE)
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 0.2
+    # The server sends nothing more until it is hung up on: a cancel that waited for it (or for
+    # the rest of the audio) would never finish.
+    await asyncio.wait({task}, timeout=cloud.PATIENCE)
+    assert task.cancelled()
     assert len(_audio(received, 0)) < len(speech_pcm(text)) // 2
     await cloud.eventually(lambda: server.speech_hangups == 1)
 
     # Closing the generator (what the session does on barge-in) hangs up the same way.
+    server.speech_faults.append(HttpFault(stall="rest"))
     stream = tts.stream(_pieces(text), voice=None, language="en")
     await anext(stream)
-    await cast(AsyncGenerator[SpeechChunk], stream).aclose()
+    await asyncio.wait_for(cast(AsyncGenerator[SpeechChunk], stream).aclose(), cloud.PATIENCE)
     await cloud.eventually(lambda: server.speech_hangups == 2)
 
     # The pool is still healthy afterwards.
-    server.chunk_delay = 0.0
     chunks = await _collect(tts, "Still here.")
     await tts.aclose()
     assert _audio(chunks, 0) == speech_pcm("Still here.")
@@ -228,24 +226,3 @@ async def test_unreachable_server_is_reported(monkeypatch: pytest.MonkeyPatch) -
         await _collect(tts, "Hello.")
     await tts.aclose()
     assert "could not reach" in str(caught.value) and caught.value.retryable
-
-
-async def test_added_latency_over_the_servers_first_byte_delay(server: FakeOpenAIServer) -> None:
-    server.first_byte_delay = 0.05
-    tts = make_tts(Settings())
-    await tts.warm_up()
-    added: list[float] = []
-    for i in range(5):
-        started = time.monotonic()
-        first_chunk: float | None = None
-        async for _chunk in tts.stream(_pieces(f"Measure number {i}."), voice=None, language="en"):
-            if first_chunk is None:
-                first_chunk = time.monotonic() - started
-        assert first_chunk is not None
-        added.append((first_chunk - server.first_byte_delay) * 1000.0)
-    await tts.aclose()
-    median = statistics.median(added)
-    print(f"\nOpenAI TTS added latency over the server's 50 ms first byte: median {median:.1f} ms, "
-          f"runs {[round(a, 1) for a in added]}")  # fmt: skip
-    assert server.http_connections == 1  # no turn paid for a new connection
-    assert median < 60.0

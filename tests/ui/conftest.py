@@ -15,9 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # for ``tests.ui.helpers``
     sys.path.insert(0, str(ROOT))
 
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
 import pytest  # noqa: E402
 import qasync  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from assistant.app import Assistant  # noqa: E402
+from assistant.config import Settings  # noqa: E402
+from tests.ui.helpers import fake_settings, noise_source, run, virtual_player  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +47,21 @@ def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
     loop = qasync.QEventLoop(qapp)
     yield loop
     loop.close()
+
+
+@pytest.fixture
+def assistants(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Assistant]]:
+    """Make assistants (scripted engines, virtual audio unless given); each is closed after the
+    test even when it fails midway."""
+    made: list[Assistant] = []
+
+    def make(settings: Settings | None = None, **kwargs: Any) -> Assistant:
+        kwargs.setdefault("player_factory", virtual_player("fast"))
+        kwargs.setdefault("source_factory", noise_source())
+        assistant = Assistant(settings or fake_settings(), **kwargs)
+        made.append(assistant)
+        return assistant
+
+    yield make
+    for assistant in made:
+        run(qloop, assistant.close())

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,15 +20,22 @@ from assistant.history import HistoryStore, TurnRecord
 from assistant.timeline import Budgets, Timeline
 from ui.conversation import Bubble, ConversationView
 
+if TYPE_CHECKING:
+    from ui.main_window import MainWindow
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
-def run(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 10.0) -> Any:
+#: How long a wait may take before it is called a hang (never the thing a test asserts).
+PATIENCE = 30.0
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 2 * PATIENCE) -> Any:
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
-async def until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+async def until(predicate: Callable[[], object], timeout: float = PATIENCE, what: str = "") -> None:
     """Let the loop (and Qt) run until ``predicate()`` holds."""
     end = time.monotonic() + timeout
     while not predicate():
@@ -59,6 +66,18 @@ def finished_turns(assistant: Assistant) -> list[TurnRecord]:
 
     assistant.events.subscribe(keep)
     return records
+
+
+def show_window(qtbot: Any, assistant: Assistant) -> MainWindow:
+    """The main window over ``assistant``, shown and active."""
+    from ui.main_window import MainWindow
+
+    window = MainWindow(assistant)
+    qtbot.addWidget(window)
+    window.show()
+    window.activateWindow()
+    qtbot.waitActive(window)
+    return window
 
 
 def user(view: ConversationView, turn_id: int) -> Bubble:

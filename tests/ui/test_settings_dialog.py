@@ -12,6 +12,7 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 from keyring.backends import fail
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
 from assistant import secrets
@@ -200,6 +201,75 @@ def test_every_setting_round_trips_through_the_dialog(qtbot, memory_keyring):
     assert original.turn_mode == "vad"  # the dialog edits a copy
 
 
+def test_languages_offered_are_those_the_engines_can_converse_in(qtbot, memory_keyring):
+    offline = Settings(language="fr")  # every engine offline
+    dialog = SettingsDialog(offline)
+    qtbot.addWidget(dialog)
+    combo = dialog.language_combo
+    codes = [combo.itemData(i) for i in range(combo.count())]
+    assert {"en", "en-GB", "de", "es", "fr", "it"} <= set(codes)
+    assert combo.itemText(codes.index("en")).startswith("English (US)   ·   Piper (natural)")
+    assert "tlh" not in codes and "qya" not in codes  # no Klingon, no Quenya
+    assert len(codes) < 10
+    assert combo.currentData() == "fr"
+    assert "SVOX Pico (clear) voice" in combo.currentText()
+    assert "recognition good · answers good" in combo.currentText()
+    marks = dialog.language_marks.text()
+    assert "Recognition: Whisper, good" in marks and "Answers: good" in marks
+    assert combo.itemData(combo.currentIndex(), Qt.ItemDataRole.ToolTipRole) == marks
+    # With cloud engines the provider handles more languages.
+    dialog.llm_combo.setCurrentIndex(dialog.llm_combo.findData("openai"))
+    dialog.stt_combo.setCurrentIndex(dialog.stt_combo.findData("openai"))
+    dialog.tts_combo.setCurrentIndex(dialog.tts_combo.findData("openai"))
+    codes = [combo.itemData(i) for i in range(combo.count())]
+    assert {"ja", "pt", "ru"} <= set(codes) and combo.currentData() == "fr"
+    dialog.detect_language.setChecked(True)
+    edited = dialog.result_settings()
+    assert edited.language == "fr" and edited.detect_language
+
+
+def test_a_language_the_engines_cannot_hold_is_kept_but_marked(qtbot, memory_keyring):
+    dialog = SettingsDialog(Settings(language="tlh"))
+    qtbot.addWidget(dialog)
+    assert dialog.language_combo.currentData() == "tlh"
+    assert "not fully supported" in dialog.language_combo.currentText()
+    assert dialog.result_settings().language == "tlh"  # nothing changes unless the user does
+
+
+def test_engines_tab_hides_the_test_engine_and_picks_the_offline_model(qtbot, memory_keyring):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert dialog.llm_combo.findData("fake") < 0 and dialog.stt_combo.findData("fake") < 0
+    models = [dialog.local_model.itemData(i) for i in range(dialog.local_model.count())]
+    assert models == ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+    dialog.local_model.setCurrentIndex(1)
+    assert dialog.result_settings().local_llm_model == "qwen2.5-coder-0.5b"
+    # A test engine already chosen stays listed (and chosen).
+    kept = SettingsDialog(fake_settings())
+    qtbot.addWidget(kept)
+    assert kept.llm_combo.currentData() == "fake"
+
+
+def test_a_cloud_engine_without_its_key_is_pointed_out(qtbot, memory_keyring):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.key_warning.isVisible()
+    dialog.llm_combo.setCurrentIndex(dialog.llm_combo.findData("openai"))
+    assert dialog.key_warning.isVisible()
+    text = dialog.key_warning.text()
+    assert "OpenAI (language model) has no API key" in text and "API keys → OpenAI" in text
+    assert "offline engine answers" in text
+    row = dialog.provider_rows["openai"]
+    assert row.key_edit is not None and row.save_button is not None
+    row.key_edit.setText(SECRET)
+    row.save_button.click()
+    assert not dialog.key_warning.isVisible()  # the key is there now
+    dialog.show_provider("elevenlabs")
+    assert dialog.tabs.currentIndex() == 1
+    assert dialog.focusWidget() is dialog.provider_rows["elevenlabs"].key_edit
+
+
 def test_echo_cancellation_and_noise_suppression_are_edited_in_the_audio_tab(qtbot) -> None:
     from assistant.config import Settings
     from ui.settings_dialog import SettingsDialog
@@ -229,3 +299,37 @@ def test_the_window_shows_echo_cancellation_while_it_works(qtbot) -> None:
     assert badge.toolTip() == "Echo cancellation is on"
     badge.on_event(EchoStatus(False, False, False, "Echo cancellation is off: headset"))
     assert badge.isHidden()
+
+
+def test_the_pipeline_choice_offers_every_speech_to_speech_engine(qtbot, memory_keyring):
+    original = fake_settings()
+    dialog = SettingsDialog(original)
+    qtbot.addWidget(dialog)
+    pipeline = dialog.pipeline
+    assert pipeline.chained_radio.isChecked() and not pipeline.engine.isEnabled()
+    assert dialog.llm_combo.findData("anthropic") >= 0
+    assert dialog.llm_combo.findData("assemblyai-gateway") >= 0
+    engines = [pipeline.engine.itemData(i) for i in range(pipeline.engine.count())]
+    assert {"openai-realtime", "assemblyai-agent"} <= set(engines)
+    assert {"anthropic", "assemblyai_gateway", "assemblyai_agent"} <= set(dialog.provider_rows)
+    assert dialog.provider_rows["anthropic"].key_edit is not None  # its own key
+    assert dialog.provider_rows["assemblyai_agent"].key_edit is None  # AssemblyAI's key
+    assert dialog.result_settings() == original
+    pipeline.s2s_radio.setChecked(True)
+    assert pipeline.engine.isEnabled() and not dialog.stt_combo.isEnabled()
+    pipeline.engine.setCurrentIndex(pipeline.engine.findData("openai-realtime"))
+    pipeline.voice.setCurrentIndex(pipeline.voice.findData("cedar"))
+    pipeline.model.setText("gpt-realtime-mini")
+    pipeline.turns.setCurrentIndex(pipeline.turns.findData("provider"))
+    pipeline.greeting.setText("Hello!")
+    edited = dialog.result_settings()
+    assert edited.pipeline == "s2s"
+    assert (edited.s2s.engine, edited.s2s.model, edited.s2s.voice) == (
+        "openai-realtime",
+        "gpt-realtime-mini",
+        "cedar",
+    )
+    assert edited.s2s.turn_detection == "provider" and edited.s2s.greeting == "Hello!"
+    again = SettingsDialog(edited)
+    qtbot.addWidget(again)
+    assert again.result_settings() == edited  # and it reads back

@@ -99,15 +99,21 @@ def test_each_stage_is_drawn_between_its_marks_in_its_colour(view):
     assert not close_to(pixel(image, view.x_for_ms(100), y), theme.TRACK)
 
 
-def test_stage_over_budget_is_red_and_the_rest_keeps_its_colour(view):
+def test_stage_over_budget_keeps_its_colour_and_is_marked_red(view):
     image = grab(view)
-    y = view.row_rect(1).center().y()
-    assert close_to(pixel(image, view.x_for_ms(650), y), theme.OVER_BUDGET)  # the slow LLM
+    row = view.row_rect(1)
+    y = row.center().y()
+    # The slow language model stays recognisable by its colour, and is marked red beneath.
+    assert close_to(pixel(image, view.x_for_ms(650), y), theme.STAGE_COLORS["llm"])
+    assert close_to(pixel(image, view.x_for_ms(650), row.bottom() - 2), theme.OVER_BUDGET)
+    assert not close_to(
+        pixel(image, view.x_for_ms(75), row.bottom() - 2), theme.OVER_BUDGET
+    )  # the stages in time are not
     assert close_to(pixel(image, view.x_for_ms(75), y), theme.STAGE_COLORS["stt"])
     assert close_to(pixel(image, view.x_for_ms(1350), y), theme.STAGE_COLORS["output"])
-    # The fast turn's language model stage is not red.
+    # The fast turn's language model stage is not marked.
     assert not close_to(
-        pixel(image, view.x_for_ms(350), view.row_rect(0).center().y()), theme.OVER_BUDGET
+        pixel(image, view.x_for_ms(350), view.row_rect(0).bottom() - 2), theme.OVER_BUDGET
     )
 
 

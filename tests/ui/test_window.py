@@ -10,20 +10,20 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QPushButton
 
-from assistant.app import Assistant
 from assistant.audio.player import DevicePlayer
 from assistant.config import load_settings, settings_path
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import Notice, StateChanged, TurnWithdrawn
 from assistant.history import HistoryStore
 from tests.ui.helpers import (
+    PATIENCE,
     collect,
     fake_settings,
     finished_turns,
-    noise_source,
     reply,
     run,
     seed_history,
+    show_window,
     until,
     user,
     virtual_player,
@@ -34,13 +34,7 @@ from ui.main_window import MainWindow
 pytestmark = pytest.mark.gui
 
 
-def make_window(qtbot, assistant: Assistant) -> MainWindow:
-    window = MainWindow(assistant)
-    qtbot.addWidget(window)
-    window.show()
-    window.activateWindow()
-    qtbot.waitActive(window)
-    return window
+make_window = show_window
 
 
 def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=False) -> None:
@@ -49,23 +43,6 @@ def key(window: MainWindow, kind: QEvent.Type, key=Qt.Key.Key_Space, autorepeat=
     text = " " if key == Qt.Key.Key_Space else ""
     event = QKeyEvent(kind, key, Qt.KeyboardModifier.NoModifier, text, autorepeat)
     QApplication.sendEvent(target, event)
-
-
-@pytest.fixture
-def assistants(qloop):
-    """Make assistants; each is closed after the test even when it fails midway."""
-    made: list[Assistant] = []
-
-    def make(settings=None, **kwargs) -> Assistant:
-        kwargs.setdefault("player_factory", virtual_player("fast"))
-        kwargs.setdefault("source_factory", noise_source())
-        assistant = Assistant(settings or fake_settings(), **kwargs)
-        made.append(assistant)
-        return assistant
-
-    yield make
-    for assistant in made:
-        run(qloop, assistant.close())
 
 
 def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
@@ -79,7 +56,7 @@ def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
     async def scenario() -> None:
         await assistant.start()
         assert window.conversation.turn_ids() == [1, 2, 3]  # the past conversation is back
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         key(window, QEvent.Type.KeyPress)
         await until(lambda: assistant.state.value == "user_speaking", what="user speaking")
         # Held key: auto-repeat, flagged or as bare release/press pairs, must not end the turn.
@@ -94,10 +71,10 @@ def test_hold_to_talk_key_drives_a_turn_and_autorepeat_does_not_end_it(
         partial = user(window.conversation, 4)
         assert partial.partial and partial.plain.startswith("What")
         key(window, QEvent.Type.KeyRelease)
-        await until(lambda: finished, timeout=8, what="the turn to finish")
+        await until(lambda: finished, what="the turn to finish")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
     record = finished[0]
     assert record.turn_id == 4 and not record.interrupted
     question = user(window.conversation, 4)
@@ -119,21 +96,21 @@ def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.8)
         window.ptt_button.released.emit()
-        await until(lambda: assistant.state.value == "speaking", timeout=6, what="speaking")
+        await until(lambda: assistant.state.value == "speaking", what="speaking")
         assert window.stop_button.isEnabled()
         player = assistant.session.player
-        await until(lambda: player.position > 1.2, timeout=6, what="some of the answer heard")
+        await until(lambda: player.position > 1.2, what="some of the answer heard")
         spoken = reply(window.conversation, 1).html
         assert f'<span style="color:{theme.UNSPOKEN_HTML}">' in spoken  # the rest is dimmed
         key(window, QEvent.Type.KeyPress, Qt.Key.Key_Escape)
-        await until(lambda: finished, timeout=5, what="the interrupted turn")
+        await until(lambda: finished, what="the interrupted turn")
         await assistant.close()
 
-    run(qloop, scenario(), 20)
+    run(qloop, scenario(), 4 * PATIENCE)
     record = finished[0]
     assert record.interrupted
     assert record.assistant_text and len(record.assistant_text) < len(record.generated_text)
@@ -161,15 +138,15 @@ def test_typed_message_works_without_any_audio_device(qtbot, qloop, assistants):
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assert not assistant.microphone_ok and not assistant.speaker_ok
         assert not assistant.press_to_talk()  # says why instead of starting a silent turn
         window.message_box.setText("How do I boil an egg?")
         window.send_button.click()
-        await until(lambda: finished, timeout=8, what="the typed turn")
+        await until(lambda: finished, what="the typed turn")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
     messages = " | ".join(window.banners.messages())
     assert "No audio output device" in messages
     assert "type" in messages.lower()  # what to do without a microphone
@@ -210,12 +187,12 @@ def test_window_is_usable_while_engines_load_and_says_talking_waits(qtbot, qloop
         key(window, QEvent.Type.KeyRelease)
         assert any("still loading" in n.message for n in notices)
         llm.loaded.set()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         await until(lambda: not window.loading_row.isVisibleTo(window), what="loading to end")
         assert window.indicator.text == "Ready"
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)
 
 
 def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, assistants, tmp_path):
@@ -225,7 +202,7 @@ def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, assi
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         assert window.conversation.hint_text.startswith("Hold <b>Space</b>")
         window.hands_free_button.click()
         assert assistant.session.turn_mode == "vad"
@@ -251,7 +228,7 @@ def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, assi
         assert assistant.session.conversation.turns == []
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)
     store = HistoryStore(tmp_path / "data" / "conversations")
     assert len(store.conversations()) == 2  # the old conversation stays on disk
 
@@ -266,7 +243,7 @@ def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, assi
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.6)
         window.ptt_button.released.emit()
@@ -276,10 +253,10 @@ def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, assi
         assert window.conversation.assistant_bubble(1) is None
         await asyncio.sleep(0.8)
         window.ptt_button.released.emit()
-        await until(lambda: finished, timeout=8, what="the merged turn")
+        await until(lambda: finished, what="the merged turn")
         await assistant.close()
 
-    run(qloop, scenario(), 15)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert [(e.turn_id, e.user_text) for e in withdrawals] == [(1, "Book a table")]
     (record,) = finished
     view = window.conversation
@@ -298,7 +275,7 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
 
     async def scenario() -> None:
         await assistant.start()
-        await assistant.wait_ready(5)
+        await assistant.wait_ready(PATIENCE)
         focusable.setFocus()
         await until(focusable.hasFocus, what="focus")
         key(window, QEvent.Type.KeyPress)
@@ -315,5 +292,16 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
         assistant.interrupt()
         await assistant.close()
 
-    run(qloop, scenario(), 10)
+    run(qloop, scenario(), 4 * PATIENCE)
     assert clicks == []
+
+
+def test_notices_to_read_stay_and_confirmations_are_info(qtbot, assistants):
+    from assistant.app import messages
+
+    window = make_window(qtbot, assistants())
+    window.show_notice("Your settings file was invalid (bad key); it was kept aside.", "settings")
+    window.show_notice(messages.SETTINGS_APPLIED, "settings")
+    kinds = {b.message: b.kind for b in window.banners.banners()}
+    assert kinds["Your settings file was invalid (bad key); it was kept aside."] == "warning"
+    assert kinds[messages.SETTINGS_APPLIED] == "info"  # info banners close after 8 s

@@ -74,7 +74,7 @@ def xdo(display: str, *args: str, timeout: float = 10.0) -> str:
     return done.stdout.strip()
 
 
-def find_window(display: str, title: str, timeout: float = 15.0, pid: int | None = None) -> str:
+def find_window(display: str, title: str, timeout: float = 120.0, pid: int | None = None) -> str:
     end = time.monotonic() + timeout
     owner = ["--pid", str(pid)] if pid is not None else []
     while time.monotonic() < end:
@@ -133,7 +133,7 @@ class RunningApp:
     def wait_for(
         self,
         predicate: Callable[[list[dict[str, Any]]], object],
-        timeout: float = 8.0,
+        timeout: float = 30.0,
         what: str = "",
     ) -> list[dict[str, Any]]:
         end = time.monotonic() + timeout
@@ -251,7 +251,7 @@ def test_hold_space_with_xdotool_drives_a_turn_then_esc_interrupts(app: RunningA
 def test_settings_panel_opens_from_the_keyboard(app: RunningApp):
     app.focus()
     xdo(app.display, "key", "ctrl+comma")
-    dialog = find_window(app.display, "Settings", timeout=8)
+    dialog = find_window(app.display, "Settings")
     time.sleep(0.4)
     screenshot(app.display, dialog, "5-settings.png")
     xdo(app.display, "windowfocus", "--sync", dialog)

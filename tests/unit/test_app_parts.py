@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from assistant.app.audio import AudioOutput
-from assistant.app.engines import EngineSet
+from assistant.app.engines import KINDS, EngineSet
 from assistant.app.settings import SettingsChange, compare
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
@@ -30,38 +30,63 @@ def changed(**changes: object) -> Settings:
     return settings
 
 
+STT, LLM, TTS = KINDS
+CLOUD = {"stt": "openai", "llm": "openai", "tts": "openai"}
+
+
+def needs(*kinds: str, reopen: bool = True, restart: bool = False, mode: bool = False):
+    return SettingsChange(frozenset(kinds), reopen, restart, mode)
+
+
 @pytest.mark.parametrize(
-    ("new", "keys", "expected"),
+    ("old", "new", "keys", "expected"),
     [
-        (changed(), False, SettingsChange(False, False, False, False)),
-        (changed(), True, SettingsChange(True, True, False, False)),
-        (changed(llm="openai"), False, SettingsChange(True, True, False, False)),
-        (changed(language="de"), False, SettingsChange(True, True, False, False)),
+        (Settings(), changed(), False, needs(reopen=False)),
+        # Offline engines read no keys; cloud ones are rebuilt when a key changes.
+        (Settings(), changed(), True, needs(reopen=False)),
+        (changed(llm="openai"), changed(llm="openai"), True, needs(LLM)),
+        (Settings(), changed(llm="openai"), False, needs(LLM)),
+        # The language needs new recognition and voices, never a new language model.
+        (Settings(), changed(language="de"), False, needs(STT, TTS)),
+        (Settings(), changed(detect_language=True), False, needs(STT)),
+        (Settings(), changed(local_llm_model="qwen2.5-coder-0.5b"), False, needs(LLM)),
         (
+            changed(**CLOUD),
+            changed(**CLOUD, providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
+            False,
+            needs(*KINDS),
+        ),
+        # Provider settings mean nothing to the offline engines.
+        (
+            Settings(),
             changed(providers={"openai": ProviderSettings(model="gpt-4o-mini")}),
             False,
-            SettingsChange(True, True, False, False),
+            needs(reopen=False),
         ),
-        (changed(system_prompt="Be brief."), False, SettingsChange(False, True, False, False)),
-        (changed(output_device="3"), False, SettingsChange(False, True, False, False)),
-        (changed(input_device="2"), False, SettingsChange(False, False, True, False)),
-        (changed(turn_mode="vad"), False, SettingsChange(False, False, False, True)),
-        (changed(hotkey="F8"), False, SettingsChange(False, False, False, False)),
+        (Settings(), changed(system_prompt="Be brief."), False, needs()),
+        (Settings(), changed(output_device="3"), False, needs()),
+        (Settings(), changed(input_device="2"), False, needs(reopen=False, restart=True)),
+        (Settings(), changed(turn_mode="vad"), False, needs(reopen=False, mode=True)),
+        (Settings(), changed(hotkey="F8"), False, needs(reopen=False)),
     ],
 )
 def test_a_settings_change_rebuilds_only_what_it_needs(
-    new: Settings, keys: bool, expected: SettingsChange
+    old: Settings, new: Settings, keys: bool, expected: SettingsChange
 ) -> None:
-    assert compare(Settings(), new, keys_changed=keys) == expected
+    assert compare(old, new, keys_changed=keys) == expected
 
 
-def test_tools_are_offered_to_models_that_return_tool_calls() -> None:
-    def llm(name: str) -> EngineSet:
-        return EngineSet(FakeSTT(), FakeLLM(name=name), FakeTTS())
+def test_the_embedded_models_have_their_tools_routed_and_others_get_them_natively() -> None:
+    from assistant.engines.fallback import FallbackLLM
+    from assistant.engines.local.llm import LocalLLM
+    from assistant.tools.router import uses_router
 
-    assert llm("openai").calls_tools and llm("fake").calls_tools
-    # The embedded models write their calls as text, which would be spoken.
-    assert not llm("local").calls_tools
+    # The embedded models write their calls as text, which would be spoken: a grammar-
+    # constrained routing call chooses their tools instead.
+    assert uses_router(LocalLLM())
+    assert not uses_router(FakeLLM(name="openai")) and not uses_router(FakeLLM(name="local"))
+    assert uses_router(FallbackLLM([LocalLLM(), FakeLLM()]))
+    assert not uses_router(FallbackLLM([FakeLLM(name="openai"), LocalLLM()]))
 
 
 @dataclass

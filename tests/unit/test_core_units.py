@@ -26,7 +26,7 @@ from assistant.spoken import SpokenText
 from assistant.timeline import Budgets, Timeline, TimelineSnapshot
 from assistant.tools import calculate, default_tools
 from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
-from assistant.turns.words import Interjection, classify_interjection, trails_off
+from assistant.turns.words import Interjection, classify_interjection, not_said, trails_off
 
 # ----------------------------------------------------------------------------------- timeline
 
@@ -315,6 +315,21 @@ def test_unfinished_sentences_are_told_by_their_last_word() -> None:
     assert trails_off("Je voudrais réserver une table pour", "fr")
     assert trails_off("Quisiera reservar una mesa para", "es")
     assert not trails_off("Quisiera reservar una mesa.", "es")
+
+
+def test_an_echo_of_the_assistants_words_misheard_is_still_its_own() -> None:
+    said = "The capital of France is Paris. Paris is a city with numerous restaurants."
+    # What a recognizer made of the assistant's voice coming back through the microphone.
+    assert not_said("Harris", said) == ""
+    assert not_said("Francis of Paris.", said) == ""  # "France is", run together
+    assert not_said("and just payers", said) == "and just"
+    assert not_said("Café, Paris!", "cafe paris") == ""  # accents do not matter
+    # The user's own words stay theirs, short ones included ("what" is not "that").
+    assert not_said("What about Rome?", "that is about Paris") == "what rome"
+    assert not_said("Please tell me about the weather instead", said) == (
+        "please tell me about weather instead"
+    )
+    assert not_said("anything at all", "") == "anything at all"
 
 
 # ----------------------------------------------------------------------------------- fallback

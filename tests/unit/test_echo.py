@@ -245,6 +245,142 @@ def test_echo_is_uncertain_until_the_far_end_has_played_and_the_echo_is_measured
     assert canceller.uncertain
 
 
+class Cancelling(RecordingApm):
+    """Removes 40 dB of whatever it hears."""
+
+    def near(self, chunk: np.ndarray) -> None:
+        chunk //= 100
+
+
+class Room:
+    """A canceller fed in step: far-end chunk k plays from ``t0 + k * 10 ms`` and is heard at
+    half its level in the microphone chunk captured over the same 10 ms."""
+
+    def __init__(self, apm: type[RecordingApm] = Cancelling) -> None:
+        self.apms: list[RecordingApm] = []
+        self.now = 0.0
+        self.t = 100.0
+        self.canceller = EchoCanceller(
+            now=lambda: self.now, apm_factory=self._apm(apm), noise_suppression=False
+        )
+
+    def _apm(self, kind: type[RecordingApm]) -> Any:
+        def make(cancel: bool, suppress: bool) -> RecordingApm:
+            self.apms.append(kind(cancel, suppress))
+            return self.apms[-1]
+
+        return make
+
+    def play(self, far: np.ndarray, heard: float = 0.5, t: float | None = None) -> None:
+        if t is not None:
+            self.t = t
+        for k in range(len(far) // CHUNK):
+            chunk = far[k * CHUNK : (k + 1) * CHUNK]
+            self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
+            self.now = self.t + 0.02
+            self.canceller.process(chunk * heard, self.t + 0.01)
+            self.t += 0.01
+
+
+class Passing(RecordingApm):
+    """Removes nothing: an echo path that moved under a processor that learned the old one."""
+
+    def near(self, chunk: np.ndarray) -> None:
+        pass
+
+
+def test_each_reply_checks_the_echo_again_and_keeps_a_processor_that_still_cancels() -> None:
+    room = Room()
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain and len(room.apms) == 1
+    # Between sentences of a reply: still known.
+    room.play(np.zeros(CHUNK * 50, np.float32))
+    room.play(speechlike(0.5, seed=1))
+    assert not room.canceller.uncertain
+    # The next reply, after a silence: the echo path may have moved (a sound server's latency
+    # changes between replies), so it is uncertain until the echo shows cancelled again.
+    room.play(np.zeros(CHUNK * 200, np.float32))
+    room.play(speechlike(0.5, seed=2))
+    assert room.canceller.uncertain
+    room.play(speechlike(1.0, seed=3))
+    assert not room.canceller.uncertain
+    assert len(room.apms) == 1 and room.canceller.stats.restarts == 1
+
+
+def test_a_processor_that_no_longer_cancels_the_echo_is_replaced() -> None:
+    room = Room()
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain
+    room.play(np.zeros(CHUNK * 200, np.float32))
+    room.apms[0].near = lambda chunk: None  # type: ignore[method-assign]  # the path moved
+    room.play(speechlike(1.2, seed=2))
+    # The echo passed through for the stretch's first second: a fresh processor, still uncertain.
+    assert len(room.apms) == 2 and room.canceller.uncertain
+    assert room.apms[1].calls[0][0] == "reverse"
+    room.play(speechlike(1.2, seed=3))
+    assert not room.canceller.uncertain
+
+
+def test_a_break_in_the_outputs_timing_while_it_plays_makes_the_echo_uncertain() -> None:
+    room = Room()
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain
+    # An underrun: the output's blocks jump 80 ms ahead of where they followed each other.
+    room.play(speechlike(0.5, seed=1), t=room.t + 0.08)
+    assert room.canceller.uncertain
+
+
+def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:
+    room = Room()
+    canceller = room.canceller
+    n = CAPTURE_RATE
+    room.play((0.1 * np.sin(np.arange(n) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(np.float32))
+    voice = speechlike(1.0, seed=9)
+    heard, passed = [], []
+    for k in range(100):  # the reply has stopped; the user talks on
+        room.canceller.tap.rendered(np.zeros(CHUNK, np.float32), CAPTURE_RATE, room.t)
+        room.now = room.t + 0.02
+        heard.append(voice[k * CHUNK : (k + 1) * CHUNK])
+        passed.append(canceller.process(heard[-1], room.t + 0.01))
+        room.t += 0.01
+    x, y = np.concatenate(heard), np.concatenate(passed)
+    # While the echo's tail may still be in the room, processed (40 dB down here)...
+    assert np.max(np.abs(y[: 50 * CHUNK])) < np.max(np.abs(x[: 50 * CHUNK])) / 20
+    # ...0.6 s after the far end went quiet, unchanged (a little late: the room's far end is
+    # known only just in time, so the canceller holds a chunk or two back).
+    tail, end = y[-30 * CHUNK :], len(x)
+    assert any(
+        np.array_equal(tail, x[end - late - len(tail) : end - late])
+        for late in range(0, 3 * CHUNK + 1, CHUNK)
+    )
+    # With noise suppression on, everything stays processed.
+    suppressing = EchoCanceller(noise_suppression=True, apm_factory=room._apm(Cancelling))
+    suppressing._quiet = 10.0
+    x = voice[:CHUNK]
+    assert not np.array_equal(suppressing.process(x, 200.0), x)
+
+
+def test_a_microphone_that_hears_only_its_own_noise_has_no_echo_to_cancel() -> None:
+    room = Room(Passing)
+    noise = np.random.default_rng(4).standard_normal(CHUNK * 150).astype(np.float32) * 1e-3
+    tone = (0.1 * np.sin(np.arange(CHUNK * 150) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(
+        np.float32
+    )
+    for k in range(150):
+        room.canceller.tap.rendered(tone[k * CHUNK : (k + 1) * CHUNK], CAPTURE_RATE, room.t)
+        room.now = room.t + 0.02
+        room.canceller.process(noise[k * CHUNK : (k + 1) * CHUNK], room.t + 0.01)
+        room.t += 0.01
+    assert not room.canceller.uncertain and len(room.apms) == 1
+
+
+def test_a_microphone_in_digital_silence_does_not_tell_that_the_echo_is_cancelled() -> None:
+    room = Room()
+    room.play(speechlike(3.0), heard=0.0)  # the echo has not reached it (yet)
+    assert room.canceller.uncertain
+    assert room.canceller.stats.erl_db is None
+
+
 def test_noise_suppression_alone_needs_no_far_end() -> None:
     apms: list[RecordingApm] = []
     canceller = EchoCanceller(

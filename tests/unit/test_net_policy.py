@@ -107,7 +107,7 @@ def test_quick_failures_in_a_row_give_up_and_a_stable_connection_resets() -> Non
 
 STATUSES = [
     (401, {}, b"", False, None, ["AssemblyAI rejected the API key (HTTP 401)",
-                                 "Settings → AssemblyAI", "ASSEMBLYAI_API_KEY"]),
+                                 "Settings → API keys → AssemblyAI", "ASSEMBLYAI_API_KEY"]),
     (403, {}, b'{"error": "Forbidden"}', False, None, ["refused access (HTTP 403): Forbidden",
                                                        "permissions"]),
     (404, {}, b"", False, None, ["nothing at wss://h/v3/ws (HTTP 404)", "Check the URL"]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +62,7 @@ class FakeServer:
             raw = await reader.readexactly(int(headers.get("content-length", "0")))
             self.received.append(Received(path, headers, json.loads(raw or b"{}")))
             reply = asyncio.create_task(self.handlers.pop(0)(writer))
-            # Read until the client goes away, to observe that it closes promptly.
+            # Read until the client goes away: only the client's close ends a connection.
             await reader.read()
             reply.cancel()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -94,6 +93,8 @@ SSE_HEAD = (
 
 
 DONE = b"data: [DONE]\n\n"
+#: How long a wait may take before it is called a hang (never the thing a test asserts).
+PATIENCE = 20.0
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None) -> dict[str, Any]:
@@ -297,18 +298,16 @@ async def test_error_detail_from_server_is_scrubbed_of_keys(server: FakeServer) 
 
 async def test_stall_before_first_byte_times_out(server: FakeServer) -> None:
     async def stall(writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never a byte
 
     server.handlers.append(stall)
-    t0 = time.monotonic()
     with pytest.raises(EngineError) as info:
-        await collect(llm_for(server, timeout_first_token=0.4), HELLO)
-    elapsed = time.monotonic() - t0
-    assert 0.3 < elapsed < 3.0
-    assert "no answer" in str(info.value)
+        # Only the first-token deadline can end this (the safety net only catches a hang).
+        await asyncio.wait_for(collect(llm_for(server, timeout_first_token=0.4), HELLO), PATIENCE)
+    assert "no answer" in str(info.value) and "within 0.4 s" in str(info.value)
     assert info.value.retryable is True
     # The abandoned request's connection is closed, not left hanging.
-    await asyncio.wait_for(server.disconnected.wait(), 2.0)
+    await asyncio.wait_for(server.disconnected.wait(), PATIENCE)
 
 
 async def test_malformed_chunk_is_an_engine_error(server: FakeServer) -> None:
@@ -363,10 +362,9 @@ async def test_stopping_early_closes_the_http_stream(server: FakeServer) -> None
     gen = llm_for(server).stream(HELLO)
     first = await anext(gen)
     assert first == TextDelta("0 ")
-    t0 = time.monotonic()
     await gen.aclose()  # type: ignore[attr-defined]
-    await asyncio.wait_for(server.disconnected.wait(), 2.0)
-    assert time.monotonic() - t0 < 2.0
+    # The server keeps the connection until the client closes it: only the client ends this.
+    await asyncio.wait_for(server.disconnected.wait(), PATIENCE)
 
 
 async def test_cancelling_the_consumer_closes_the_http_stream(server: FakeServer) -> None:
@@ -378,11 +376,11 @@ async def test_cancelling_the_consumer_closes_the_http_stream(server: FakeServer
             streaming.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(streaming.wait(), 5.0)
+    await asyncio.wait_for(streaming.wait(), PATIENCE)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.wait_for(server.disconnected.wait(), 2.0)
+    await asyncio.wait_for(server.disconnected.wait(), PATIENCE)
 
 
 def test_satisfies_the_language_model_protocol() -> None:

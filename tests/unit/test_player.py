@@ -7,12 +7,15 @@ import itertools
 import threading
 import time
 import tracemalloc
+import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import soxr
 
+from assistant.audio import player as player_module
 from assistant.audio.devices import has_output_device
 from assistant.audio.player import (
     DevicePlayer,
@@ -27,6 +30,8 @@ from assistant.engines.base import EngineUnavailable
 
 RATE = 48_000
 BLOCK = 512
+#: How long a wait may take before it is called a hang (never the thing a test asserts).
+PATIENCE = 20.0
 
 
 def tone(n: int, rate: int, freq: float = 440.0, amp: float = 0.4, phase: int = 0) -> np.ndarray:
@@ -276,45 +281,112 @@ def test_render_never_raises() -> None:
     assert out[:100].all() and not out[100:].any()
 
 
-async def test_virtual_player_realtime_records_right_length_at_right_pace() -> None:
+class Lockstep:
+    """The clock of a ``VirtualPlayer``'s render thread, moved by the test one block at a time.
+
+    Installed before ``start()``, it stands in for the monotonic clock the realtime pace reads
+    and for the waits between blocks: the thread renders a block, then parks until ``step`` lets
+    its next block's time come. How many blocks played, and what the recording holds, is then
+    exact however busy the machine is. A player that never waits on it (the fast pace) runs as
+    if it were not there."""
+
+    def __init__(self, player: VirtualPlayer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        self.blocks = 0
+        self._cond = threading.Condition()
+        self._due: float | None = None  # when the parked thread wants its next block
+        clock = self
+
+        class Stop(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                with clock._cond:
+                    clock._due = clock.now + (timeout or 0.0)
+                    clock._cond.notify_all()
+                    while clock.now < clock._due and not self.is_set():
+                        clock._cond.wait(0.05)
+                    clock._due = None
+                    return self.is_set()
+
+            def set(self) -> None:
+                super().set()
+                with clock._cond:
+                    clock._cond.notify_all()
+
+        monkeypatch.setattr(
+            player_module, "time", types.SimpleNamespace(monotonic=self.monotonic, sleep=time.sleep)
+        )
+        player._stop = Stop()
+
+    def monotonic(self) -> float:
+        with self._cond:
+            return self.now
+
+    def _parked(self) -> bool:
+        return self._due is not None and self._due > self.now
+
+    async def step(self, blocks: int = 1) -> None:
+        """Let the thread render ``blocks`` more blocks (and their events reach the loop)."""
+        for _ in range(blocks):
+            with self._cond:
+                assert self._cond.wait_for(self._parked, PATIENCE), "the render thread is stuck"
+                assert self._due is not None
+                self.now = self._due
+                self._cond.notify_all()
+                assert self._cond.wait_for(self._parked, PATIENCE), "the render thread is stuck"
+            self.blocks += 1
+            await asyncio.sleep(0)  # what the block posted to the loop is dispatched
+
+    async def until(self, condition: Callable[[], bool], limit: int = 1000) -> int:
+        """Step until ``condition`` holds; returns the blocks it took."""
+        before = self.blocks
+        while not condition():
+            assert self.blocks - before < limit, "the condition never came"
+            await self.step()
+        return self.blocks - before
+
+
+async def test_virtual_player_realtime_records_right_length_at_right_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     player = VirtualPlayer(rate=24_000, blocksize=480, pace="realtime")
+    clock = Lockstep(player, monkeypatch)
     ev = Events(player)
     await player.start()
-    done = asyncio.get_running_loop().create_future()
-    player.on_playback_finished.append(lambda *a: done.set_result(time.monotonic()))
     src = tone(7_000, 24_000)  # 0.29 s, ending inside a block
-    t0 = time.monotonic()
     for i in range(0, len(src), 1000):
         player.write(src[i : i + 1000], 24_000, turn_id=1)
     player.flush()
-    t_end = await asyncio.wait_for(done, 3.0)
+    # One block per block-time of the device's clock: 7000 samples take 15 blocks of 480.
+    assert await clock.until(lambda: bool(ev.finished)) == -(-7_000 // 480)
+    await clock.step(5)  # nothing more is recorded after the response
     await player.close()
-    elapsed = t_end - t0
-    assert 0.27 <= elapsed <= 0.6, elapsed
     rec = player.recorded()
     np.testing.assert_array_equal(rec, src)
     assert ev.finished == [(1, len(src) / 24_000, False)]
-    assert ev.started[0][1] - t0 < 0.1
+    assert [turn for turn, _ in ev.started] == [1]
     assert ev.threads == {threading.get_ident()}
 
 
-async def test_virtual_player_realtime_keeps_gaps_between_responses(tmp_path: Any) -> None:
+async def test_virtual_player_realtime_keeps_gaps_between_responses(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     player = VirtualPlayer(rate=16_000, blocksize=160, pace="realtime")
+    clock = Lockstep(player, monkeypatch)
+    ev = Events(player)
     await player.start()
-    finished: asyncio.Queue[float] = asyncio.Queue()
-    player.on_playback_finished.append(lambda *a: finished.put_nowait(time.monotonic()))
     a, b = const(1600, 3000), const(1600, -3000)
     player.write(a, 16_000, turn_id=1)
     player.flush()
-    await asyncio.wait_for(finished.get(), 2.0)
-    await asyncio.sleep(0.15)
+    # Ten blocks of audio; that it ended is seen on the next (empty) block.
+    assert await clock.until(lambda: len(ev.finished) == 1) == 11
+    await clock.step(15)  # 0.15 s more of the device's time with nothing to play
     player.write(b, 16_000, turn_id=2)
     player.flush()
-    await asyncio.wait_for(finished.get(), 2.0)
+    assert await clock.until(lambda: len(ev.finished) == 2) == 11
     await player.close()
     rec = player.recorded()
     gap = len(rec) - len(a) - len(b)
-    assert 0.14 <= gap / 16_000 <= 0.3, gap / 16_000
+    assert gap == (1 + 15) * 160  # every block between them, as on the device's clock
     np.testing.assert_array_equal(rec[: len(a)], a)
     np.testing.assert_array_equal(rec[-len(b) :], b)
     assert not rec[len(a) : -len(b)].any()
@@ -327,22 +399,23 @@ async def test_virtual_player_realtime_keeps_gaps_between_responses(tmp_path: An
     np.testing.assert_array_equal(saved, rec)
 
 
-async def test_virtual_player_fast_plays_a_long_reply_quickly() -> None:
+async def test_virtual_player_fast_plays_a_long_reply_quickly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     player = VirtualPlayer(rate=24_000, blocksize=480, pace="fast")
+    Lockstep(player, monkeypatch)  # never stepped: the device's clock stands still throughout
     ev = Events(player)
     await player.start()
     done = asyncio.get_running_loop().create_future()
     player.on_playback_finished.append(lambda *a: done.set_result(None))
     src = tone(24_000 * 20, 24_000, freq=300)  # 20 s of speech-length audio
-    t0 = time.monotonic()
     for i in range(0, len(src), 4800):
         player.write(src[i : i + 4800], 24_000, turn_id=1)
         await asyncio.sleep(0)
     player.flush()
-    await asyncio.wait_for(done, 5.0)
-    elapsed = time.monotonic() - t0
+    # All 20 s played while no time passed on the device's clock: nothing waited for it.
+    await asyncio.wait_for(done, PATIENCE)
     await player.close()
-    assert elapsed < 2.0, elapsed
     np.testing.assert_array_equal(player.recorded(), src)
     assert ev.finished == [(1, 20.0, False)]
     assert player.underruns == 0

@@ -116,6 +116,28 @@ def test_interjection_outcomes() -> None:
         assert w.tracker.on_final(begin.utterance, said) == expected
 
 
+def test_words_known_only_at_the_pause_are_answered_once_the_turn_ends() -> None:
+    # A slow recognizer: the speech over the reply paused before any partial came, and its
+    # final transcript (real words) arrived before the end of the turn was confirmed.
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    (judge,) = w.event("pause", 10.8)
+    assert isinstance(judge, JudgeInterjection)
+    answer = w.tracker.on_final(begin.utterance, "What about the weather?")
+    assert answer == Answer("What about the weather?", held=True, barge_in=True)
+    # The held reply is released when the turn ends...
+    assert w.event("end", 11.4) == [Commit(begin.utterance, speculative=True)]
+    # ...or withdrawn if the user goes on instead.
+    w2 = World()
+    w2.reply = 7
+    (begin2, _) = w2.event("start", 10.0)
+    w2.event("pause", 10.8)
+    w2.tracker.on_final(begin2.utterance, "What about the weather?")
+    withdraw, *_ = w2.event("resume", 11.0)
+    assert withdraw == Withdraw(begin2.utterance)
+
+
 def test_words_in_the_partial_keep_the_reply_paused_at_the_pause() -> None:
     w = World()
     w.reply = 7

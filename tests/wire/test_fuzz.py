@@ -14,16 +14,22 @@ from hypothesis import strategies as st
 from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 
+from assistant.engines import s2s
 from assistant.engines.assemblyai import AssemblyAIWire
+from assistant.engines.assemblyai_agent import VoiceAgentWire
+from assistant.engines.assemblyai_gateway import completion_events
 from assistant.engines.asyncai import AsyncWire
 from assistant.engines.base import EngineError
+from assistant.engines.claude import ClaudeEvents
 from assistant.engines.deepgram import DeepgramWire
 from assistant.engines.elevenlabs import ElevenLabsWire
+from assistant.engines.net.agent_driver import AgentWire
 from assistant.engines.net.errors import error_detail
 from assistant.engines.net.messages import parse_json, server_error_text
 from assistant.engines.net.retry import retry_after
 from assistant.engines.net.stt_protocol import SttWire
 from assistant.engines.net.tts_protocol import ContextReader, TtsWire
+from assistant.engines.openai.agent import RealtimeAgentWire
 from assistant.engines.openai.chat import _events
 from assistant.engines.openai.realtime import RealtimeWire
 from assistant.engines.pieces import PieceTracker
@@ -38,6 +44,9 @@ FIELDS = (
     "charStartTimesMs", "charDurationsMs", "charsDurationsMs", "choices", "index", "tool_calls",
     "function", "name", "arguments", "id", "finish_reason", "usage", "prompt_tokens",
     "completion_tokens", "prompt_tokens_details", "cached_tokens", "detail", "err_msg", "status",
+    "message", "content_block", "partial_json", "stop_reason", "input_tokens", "output_tokens",
+    "response", "response_id", "call_id", "audio_end_ms", "session_id", "reply_id", "data",
+    "start_ms", "interrupted", "text", "param", "content",
 )  # fmt: skip
 TYPES = (
     "Begin", "Turn", "Termination", "Error", "Results", "UtteranceEnd", "Metadata",
@@ -45,6 +54,13 @@ TYPES = (
     "conversation.item.input_audio_transcription.delta",
     "conversation.item.input_audio_transcription.completed",
     "conversation.item.input_audio_transcription.failed", "audioOutput",
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop", "ping", "response.created", "response.done",
+    "response.output_audio.delta", "response.audio.delta", "response.output_audio_transcript.delta",
+    "response.audio_transcript.done", "response.function_call_arguments.done",
+    "response.output_item.added", "input_audio_buffer.speech_stopped", "session.ready",
+    "reply.started", "reply.audio", "transcript.agent.delta", "transcript.agent", "reply.done",
+    "tool.call", "session.error", "transcript.user", "input.speech.started", "reply.error",
 )  # fmt: skip
 
 scalars = (
@@ -118,29 +134,56 @@ def total(parse: Callable[..., object], *args: Any) -> None:
         pass
 
 
-def stt_wires() -> list[SttWire]:
-    """Each STT wire in a state where it waits for a transcript (audio sent, turn ended)."""
-    wires: list[SttWire] = [
-        AssemblyAIWire("wss://x/v3/ws", "en"),
-        DeepgramWire("wss://x/v1/listen", "en"),
-        RealtimeWire("wss://x/v1/realtime", "en"),
-    ]
+def waiting(wires: list[Any], end: Callable[[Any], object]) -> list[Any]:
+    """``wires`` in a state where they wait for the server: audio sent, the turn ended by
+    ``end(wire)``, every message out."""
     for wire in wires:
         wire.audio(np.full(8000, 900, dtype=np.int16), 0.0)
-        wire.end_turn(0.0)
+        end(wire)
         for item in wire.data_to_send():
             wire.sent(item, 0.0)
     return wires
 
 
+def stt_wires() -> list[SttWire]:
+    """Each STT wire waiting for a transcript."""
+    wires = [
+        AssemblyAIWire("wss://x/v3/ws", "en"),
+        DeepgramWire("wss://x/v1/listen", "en"),
+        RealtimeWire("wss://x/v1/realtime", "en"),
+    ]
+    return waiting(wires, lambda wire: wire.end_turn(0.0))
+
+
+def agent_wires() -> list[AgentWire]:
+    """Each speech-to-speech wire waiting for the answer to a turn."""
+    wires = [
+        RealtimeAgentWire("wss://x/v1/realtime", s2s.AgentSetup("x")),
+        VoiceAgentWire("wss://x/v1/ws", s2s.AgentSetup("x")),
+    ]
+    return waiting(wires, lambda wire: wire.commit(0.0))
+
+
 @FUZZ
-@given(st.lists(raw, min_size=1, max_size=4))
-def test_stt_wires_read_anything(batch: list[str | bytes]) -> None:
-    for wire in stt_wires():
+@given(st.lists(raw, min_size=1, max_size=4), st.sampled_from([stt_wires, agent_wires]))
+def test_stt_and_agent_wires_read_anything(
+    batch: list[str | bytes], wires: Callable[[], list[Any]]
+) -> None:
+    for wire in wires():
         for message in batch:
             total(wire.receive, message, 1.0)
         total(wire.expire, 100.0)
         wire.events_received()
+
+
+@FUZZ
+@given(st.lists(provider_messages | messages, min_size=1, max_size=6))
+def test_claude_events_and_gateway_answers_read_anything(batch: list[dict[str, Any]]) -> None:
+    reader = ClaudeEvents()
+    for message in batch:
+        reader.read(message)
+        list(completion_events(message))
+        list(completion_events({"choices": [message], "usage": message}))
 
 
 @FUZZ

@@ -14,16 +14,23 @@ if TYPE_CHECKING:
 
 def make_stt(settings: Settings) -> LocalSTT:
     from assistant.engines.local.stt import LocalSTT
+    from assistant.languages import whisper_codes
 
-    return LocalSTT(language=settings.language)
+    return LocalSTT(
+        language=settings.language,
+        detect_language=settings.detect_language,
+        languages=whisper_codes(settings) if settings.detect_language else None,
+    )
 
 
 def make_llm(settings: Settings) -> LocalLLM:
     from assistant.engines.base import Message
     from assistant.engines.local.llm import LocalLLM
+    from assistant.prompt import system_prompt
 
-    # The system prompt is the start of every request: read it in while the app starts.
-    warm = [Message("system", settings.system_prompt)]
+    # The system prompt starts every request: read it in while the other engines load (the
+    # session reads the rest, the tools and the history, once it starts).
+    warm = [Message("system", system_prompt(settings.system_prompt, settings.language))]
     return LocalLLM(model=settings.local_llm_model, warm_prompt=warm)
 
 

@@ -58,6 +58,8 @@ class LocalLLM:
     """
 
     name = "local"
+    #: The packaged models write tool calls as plain text: route tools with a grammar.
+    needs_tool_router = True
 
     def __init__(
         self,

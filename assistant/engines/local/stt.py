@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -89,11 +89,47 @@ def whisper_language(language: str) -> str:
     return _ALIASES.get(code, code)
 
 
-def pick_model(choice: ModelChoice, language: str) -> ModelName:
-    """``auto`` uses the fast English-only model for English, the multilingual one otherwise."""
+def pick_model(choice: ModelChoice, language: str, *, detect: bool = False) -> ModelName:
+    """``auto`` uses the fast English-only model for English, the multilingual one otherwise
+    (and whenever the spoken language is to be detected)."""
     if choice == "auto":
-        return "tiny.en" if whisper_language(language) == "en" else "base"
+        return "tiny.en" if whisper_language(language) == "en" and not detect else "base"
     return choice
+
+
+#: A detected language other than the configured one takes over only when, among the languages
+#: a conversation can be held in, it is at least this probable...
+DETECT_MIN_PROBABILITY = 0.5
+#: ...and this many times as probable as the configured one.
+DETECT_MARGIN = 2.0
+
+
+def choose_language(
+    probabilities: dict[str, float], prior: str, allowed: Collection[str] | None = None
+) -> str:
+    """The language an utterance is in, with the configured language ``prior`` (a Whisper
+    code) as the first guess.
+
+    Only the languages of ``allowed`` (those a conversation can be held in) and the prior are
+    considered, their probabilities renormalized among themselves: a short clip is readily
+    taken for a neighbouring language nobody speaks here (Spanish for Catalan, English for
+    Welsh). Another language then takes over only when it is fairly sure
+    (``DETECT_MIN_PROBABILITY``) and much surer than the prior (``DETECT_MARGIN``).
+    """
+    pool = {
+        code: p
+        for code, p in probabilities.items()
+        if allowed is None or code in allowed or code == prior
+    }
+    total = sum(pool.values())
+    if total <= 0:
+        return prior
+    best = max(pool, key=lambda code: pool[code])
+    if best == prior:
+        return prior
+    share = pool[best] / total
+    sure = share >= DETECT_MIN_PROBABILITY and pool[best] >= DETECT_MARGIN * pool.get(prior, 0.0)
+    return best if sure else prior
 
 
 def cut_repetition(text: str, min_words: int = 3) -> str:
@@ -179,21 +215,12 @@ class WhisperRunner:
             self._tokenizers[language] = cached
         return cached
 
-    def decode(
-        self,
-        audio: Audio,
-        language: str,
-        *,
-        min_window: float = _MIN_WINDOW_S,
-        beam_size: int = 1,
-    ) -> Decoded:
-        """Transcribe up to 30 s of 16 kHz mono float audio in ``language`` (Whisper code)."""
+    def encode(self, audio: Audio, min_window: float = _MIN_WINDOW_S) -> Any:
+        """Whisper's encoding of up to 30 s of 16 kHz mono float audio (for ``decode`` and
+        ``language_probabilities``, which can share it)."""
         import ctranslate2
 
-        t0 = time.perf_counter()
         seconds = len(audio) / CAPTURE_RATE
-        if seconds < _MIN_AUDIO_S:
-            return Decoded("", 0.0, seconds)
         window = min(_MAX_WINDOW_S, max(seconds + _TAIL_PAD_S, min_window))
         samples = int(window * CAPTURE_RATE)
         audio = audio[:samples]
@@ -201,13 +228,43 @@ class WhisperRunner:
         padded = np.pad(audio, (0, samples - len(audio)))
         frames = int(window * 100) // 2 * 2  # 10 ms hops; the encoder halves the length
         features = self._features(padded, padding=0)[:, :frames]
+        return self.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
+        )
+
+    def language_probabilities(self, audio: Audio, encoded: Any = None) -> dict[str, float]:
+        """Whisper's belief about the language spoken (its code → probability), from the first
+        30 s. Empty for an English-only model. About one decoder step given ``encoded``."""
+        if not self.multilingual:
+            return {}
+        if encoded is None:
+            encoded = self.encode(audio)
+        ranked = self.model.detect_language(encoded)[0]
+        return {token.strip("<|>"): float(p) for token, p in ranked}
+
+    def decode(
+        self,
+        audio: Audio,
+        language: str,
+        *,
+        min_window: float = _MIN_WINDOW_S,
+        beam_size: int = 1,
+        encoded: Any = None,
+    ) -> Decoded:
+        """Transcribe up to 30 s of 16 kHz mono float audio in ``language`` (Whisper code).
+
+        ``encoded``: this audio's ``encode`` (with the same ``min_window``), if already made.
+        """
+        t0 = time.perf_counter()
+        seconds = len(audio) / CAPTURE_RATE
+        if seconds < _MIN_AUDIO_S:
+            return Decoded("", 0.0, seconds)
+        if encoded is None:
+            encoded = self.encode(audio, min_window)
         tok, suppress = self.tokenizer(language)
         prompt = [*tok.sot_sequence, tok.no_timestamps]
         rate = _DENSE_TOKENS_PER_S if language in _DENSE_SCRIPTS else _TOKENS_PER_S
         max_length = min(_MAX_LENGTH, len(prompt) + int(rate * seconds) + _EXTRA_TOKENS)
-        encoded = self.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
-        )
         result = self.model.generate(
             encoded,
             [prompt],
@@ -233,17 +290,23 @@ class WhisperRunner:
             float(avg_logprob),
         )
 
-    def transcribe(self, audio: Audio, language: str, *, beam_size: int = 1) -> Decoded:
-        """Like ``decode`` for audio of any length: longer than 30 s is split at quiet points."""
+    def transcribe(
+        self, audio: Audio, language: str, *, beam_size: int = 1, encoded: Any = None
+    ) -> Decoded:
+        """Like ``decode`` for audio of any length: longer than 30 s is split at quiet points.
+
+        ``encoded``: the ``encode`` of ``audio`` when it is short enough to be decoded whole.
+        """
         t0 = time.perf_counter()
         limit = int((_MAX_WINDOW_S - 2 * _TAIL_PAD_S) * CAPTURE_RATE)
         texts = []
         rest = audio
         while len(rest) > limit:
+            encoded = None
             cut = quiet_point(rest, limit // 2, limit)
             texts.append(self.decode(rest[:cut], language, beam_size=beam_size).text)
             rest = rest[cut:]
-        last = self.decode(rest, language, beam_size=beam_size)
+        last = self.decode(rest, language, beam_size=beam_size, encoded=encoded)
         texts.append(last.text)
         return Decoded(
             " ".join(t for t in texts if t),
@@ -273,7 +336,10 @@ class LocalSTT:
 
     ``model``: ``"auto"`` (tiny.en for English, base otherwise), ``"base"`` or ``"tiny.en"``.
     ``threads``: CTranslate2 threads per decode. ``language``: an optional hint so ``warm_up``
-    loads only the model that will be used. ``beam_size``: 1 (greedy) for finals by default;
+    loads only the model that will be used. ``detect_language``: find each utterance's
+    language (``choose_language``, the session's language first, among ``languages`` when
+    given) instead of assuming the session's; needs the multilingual model, and costs one
+    decoder step per final transcript. ``beam_size``: 1 (greedy) for finals by default;
     5 was ~1 word in 100 more accurate for 10-40 % more time. Partials re-decode the pending
     audio every ``partial_interval`` seconds; audio beyond ``partial_window`` seconds is settled
     at a pause so passes stay short. ``on_progress`` callbacks receive (fraction, message) per
@@ -292,6 +358,8 @@ class LocalSTT:
         beam_size: int = 1,
         partial_interval: float = 0.5,
         partial_window: float = 5.0,
+        detect_language: bool = False,
+        languages: Collection[str] | None = None,
     ) -> None:
         if model not in ("auto", "base", "tiny.en"):
             raise EngineError(
@@ -302,6 +370,8 @@ class LocalSTT:
         self.model: ModelChoice = model
         self.threads = max(1, threads)
         self.language = language
+        self.detect_language = detect_language
+        self.languages = frozenset(whisper_language(code) for code in languages or ())
         self.beam_size = beam_size
         self.partial_interval = partial_interval
         self.partial_window = partial_window
@@ -316,7 +386,7 @@ class LocalSTT:
         if self.model != "auto":
             return [self.model]
         if language is not None:
-            return [pick_model("auto", language)]
+            return [pick_model("auto", language, detect=self.detect_language)]
         return ["tiny.en", "base"]  # language unknown yet: be ready for either
 
     def load(
@@ -362,7 +432,7 @@ class LocalSTT:
             await asyncio.wrap_future(future)
 
     async def open(self, language: str) -> LocalSTTSession:
-        name = pick_model(self.model, language)
+        name = pick_model(self.model, language, detect=self.detect_language)
         code = whisper_language(language)
         if name == "tiny.en" and code != "en":
             raise EngineError(
@@ -439,6 +509,8 @@ class LocalSTTSession:
         self._model = model
         self._language = language
         self._code = whisper_code
+        #: The configured language, which detection favours (``choose_language``).
+        self._prior = whisper_code
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Transcript | EngineError | None] = asyncio.Queue()
         self._chunks: list[PCM] = []
@@ -479,7 +551,18 @@ class LocalSTTSession:
                 return
             try:
                 runner = runner_future.result()
-                decoded = runner.transcribe(audio, self._code, beam_size=engine.beam_size)
+                encoded = None
+                if engine.detect_language and runner.multilingual and len(audio):
+                    encoded = runner.encode(audio)
+                    heard = runner.language_probabilities(audio, encoded)
+                    allowed = engine.languages or None
+                    # Partials of the next utterance follow the language last heard too.
+                    self._code = choose_language(heard, self._prior, allowed)
+                    if len(audio) > int((_MAX_WINDOW_S - 2 * _TAIL_PAD_S) * CAPTURE_RATE):
+                        encoded = None  # decoded in pieces, each encoded on its own
+                decoded = runner.transcribe(
+                    audio, self._code, beam_size=engine.beam_size, encoded=encoded
+                )
             except EngineError as exc:
                 self._post(exc)
                 return
@@ -568,7 +651,13 @@ class LocalSTTSession:
         self.stats.finals += 1
         self.stats.last_final_seconds = decoded.seconds
         self.stats.final_seconds.append(decoded.seconds)
-        return Transcript(decoded.text, True, start, end, language=self._language)
+        return Transcript(decoded.text, True, start, end, language=self.heard_language)
+
+    @property
+    def heard_language(self) -> str:
+        """The language of the latest utterance: the session's own tag (``en-GB``) when it was
+        that language, else the detected one's Whisper code."""
+        return self._language if self._code == self._prior else self._code
 
     def _post(self, item: Transcript | EngineError) -> None:
         """Hand a result from the worker to the loop, keeping the order jobs ran in."""

@@ -118,7 +118,7 @@ class Service:
     def where_to_set(self) -> str:
         """Where the user sets this service's key."""
         env = ENV_VARS.get(self.provider)
-        where = f"Settings → {DISPLAY_NAMES.get(self.provider, self.provider)}"
+        where = f"Settings → API keys → {DISPLAY_NAMES.get(self.provider, self.provider)}"
         return f"{where} or the {env} environment variable" if env else where
 
     def key_rejected(self, how: str) -> EngineError:

@@ -1,11 +1,10 @@
 """The one driver of the streaming STT providers (AssemblyAI, Deepgram, OpenAI Realtime).
 
-``StreamingSession`` is an ``STTSession`` that runs a provider's ``SttWire`` (no I/O) over a
-``ReconnectingSocket``: audio and turn ends go into the wire, the messages it produces go into
-the socket's outbox, every server message goes back into the wire, and its events become
-``Transcript``s (or fail the turn a caller waits for). It arms one timer for the wire's next
-deadline. ``PrewarmedSTT`` is the engine side: it opens a session at warm-up so that the first
-turn pays no handshake, and hands it to the next ``open``.
+``StreamingSession`` is an ``STTSession`` that runs a provider's ``SttWire`` (no I/O) with the
+shared ``net.wire.WireDriver``: audio and turn ends go into the wire, and its events become
+``Transcript``s (or fail the turn a caller waits for). ``PrewarmedSTT`` is the engine side: it
+opens a session at warm-up so that the first turn pays no handshake, and hands it to the next
+``open``.
 """
 
 from __future__ import annotations
@@ -16,22 +15,20 @@ from collections.abc import AsyncIterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import ClassVar
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from assistant import secrets
 from assistant.engines.base import PCM, EngineError, Transcript
 from assistant.engines.net import stt_protocol as stt
-from assistant.engines.net.messages import Outgoing
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.websocket import ReconnectingSocket, closed_error, connect
+from assistant.engines.net.wire import WireDriver, queued
 
 log = logging.getLogger(__name__)
 
 
-class StreamingSession:
+class StreamingSession(WireDriver[stt.Partial | stt.Final | stt.TurnFailed]):
     """One streaming transcription session; see the module docstring."""
+
+    what = "the transcription session"
 
     def __init__(
         self,
@@ -41,52 +38,19 @@ class StreamingSession:
         policy: Policy,
         pacer: RealtimePacer | None = None,
     ) -> None:
-        self.key = key
-        self.policy = policy
+        super().__init__(wire, key=key, policy=policy, pacer=pacer)
         self.sample_rate = wire.sample_rate
-        self._wire = wire
-        self._loop = asyncio.get_running_loop()
+        self._stt = wire
         self._transcripts: asyncio.Queue[Transcript | EngineError | None] = asyncio.Queue()
         self._waiters: dict[int, asyncio.Future[None]] = {}
-        self._finished = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._closed = False
-        self._socket = ReconnectingSocket(
-            wire.service,
-            connect=self._connect,
-            policy=policy,
-            on_message=self._on_message,
-            handshake=self._handshake,
-            on_sent=self._on_sent,
-            on_drop=self._on_drop,
-            on_reconnect=self._on_reconnect,
-            on_failure=self._on_failure,
-            pacer=pacer,
-            keepalive=wire.keepalive,
-        )
 
     @property
     def language(self) -> str:
-        return self._wire.language
-
-    @property
-    def usable(self) -> bool:
-        """Connected (or reconnecting) and not closed: a pre-warmed session can be handed out."""
-        return self._socket.failure is None and not self._closed
-
-    @property
-    def connections(self) -> int:
-        """Connections opened so far (reconnects included)."""
-        return self._socket.connections
-
-    async def start(self) -> None:
-        """Connect and let the server start the session; raises ``EngineError``."""
-        await self._socket.ensure()
+        return self._stt.language
 
     def reconfigure(self, language: str) -> bool:
         """Switch to ``language`` on this connection; False when a new session is needed."""
-        if not self._wire.reconfigure(language):
+        if not self._stt.reconfigure(language):
             return False
         self._pump()
         return True
@@ -95,14 +59,14 @@ class StreamingSession:
 
     async def push(self, pcm: PCM) -> None:
         self._check()
-        self._wire.audio(pcm, self._loop.time())
+        self._stt.audio(pcm, self._loop.time())
         self._pump()
 
     async def end_turn(self) -> None:
         self._check()
-        turn = self._wire.end_turn(self._loop.time())
+        turn = self._stt.end_turn(self._loop.time())
         waiter = None
-        if self._wire.awaits_final:
+        if self._stt.awaits_final:
             waiter = self._waiters[turn] = self._loop.create_future()
         self._pump()
         if waiter is not None:
@@ -113,92 +77,28 @@ class StreamingSession:
 
     async def clear(self) -> None:
         self._socket.drop_audio()
-        self._wire.clear(self._loop.time())
+        self._stt.clear(self._loop.time())
         if self._socket.failure is None:
             self._pump()
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
+    def transcripts(self) -> AsyncIterator[Transcript]:
         """Partials and finals until the session closes; raises the error that ended it."""
-        while (item := await self._transcripts.get()) is not None:
-            if isinstance(item, EngineError):
-                raise item
-            yield item
+        return queued(self._transcripts)
 
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._cancel_timer()
-        await self._socket.close(self._wire.goodbye(), self._finished)
-        self._fail_waiters(self._wire.service.error(": the transcription session was closed."))
+        await self._close_socket()
+        self._fail_waiters(self._stt.service.error(": the transcription session was closed."))
         self._transcripts.put_nowait(None)
 
-    # ------------------------------------------------------------------------------ socket
+    # ---------------------------------------------------------------------------- events
 
-    async def _connect(self) -> ClientConnection:
-        wire = self._wire
-        return await connect(wire.service, wire.url(), wire.headers(self.key), self.policy)
-
-    async def _handshake(self, ws: ClientConnection) -> None:
-        """Send the wire's opening messages; if the server speaks first, wait for it."""
-        wire = self._wire
-        try:
-            for item in wire.start():
-                await ws.send(item.data)
-            if not wire.greets:
-                return
-            async with asyncio.timeout(self.policy.first_message_timeout):
-                while True:
-                    wire.receive(await ws.recv(), self._loop.time())
-                    events = wire.events_received()
-                    for event in events:
-                        if isinstance(event, stt.Failed):
-                            raise event.error
-                        self._dispatch(event)
-                    if any(isinstance(event, stt.Ready) for event in events):
-                        return
-        except TimeoutError:
-            waited = self.policy.first_message_timeout
-            raise wire.service.error(f"did not start the session within {waited:g} s.") from None
-        except ConnectionClosed as exc:
-            raise closed_error(wire.service, exc) from None
-
-    def _on_message(self, raw: str | bytes) -> None:
-        self._wire.receive(raw, self._loop.time())
-        self._pump()
-
-    def _on_sent(self, item: Outgoing) -> None:
-        self._wire.sent(item, self._loop.time())
-        self._arm()
-
-    def _on_drop(self, error: EngineError) -> None:
-        if self._wire.dropped(error, self._loop.time()):
-            self._socket.drop_audio()
-        self._pump()
-
-    def _on_reconnect(self) -> list[Outgoing]:
-        items = self._wire.reconnected(self._loop.time())
-        self._pump()
-        return items
-
-    def _on_failure(self, error: EngineError) -> None:
-        self._cancel_timer()
+    def _failed(self, error: EngineError) -> None:
         self._fail_waiters(error)
         self._transcripts.put_nowait(error)
 
-    # ---------------------------------------------------------------------------- plumbing
-
-    def _pump(self) -> None:
-        """Send what the wire wants sent, act on its events, and arm its next deadline."""
-        wire, socket = self._wire, self._socket
-        for item in wire.data_to_send():
-            if socket.failure is None:
-                socket.send(item)
-        for event in wire.events_received():
-            self._dispatch(event)
-        self._arm()
-
-    def _dispatch(self, event: stt.SttEvent) -> None:
+    def _dispatch(self, event: stt.Partial | stt.Final | stt.TurnFailed) -> None:
         match event:
             case stt.Partial(text, start, end):
                 self._transcripts.put_nowait(Transcript(text, False, start, end))
@@ -212,40 +112,11 @@ class StreamingSession:
                 waiter = self._waiters.get(turn)
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(error)
-            case stt.Finished():
-                self._finished.set()
-            case stt.Failed(error):
-                self._socket.abort(error)
-
-    def _arm(self) -> None:
-        at = self._wire.deadline()
-        if at == self._timer_at:
-            return
-        self._cancel_timer()
-        if at is not None:
-            self._timer_at = at
-            self._timer = self._loop.call_at(at, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = self._timer_at = None
-        self._wire.expire(self._loop.time())
-        self._pump()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timer_at = None
 
     def _fail_waiters(self, error: EngineError) -> None:
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
-
-    def _check(self) -> None:
-        if self._socket.failure is not None:
-            raise self._socket.failure
-        if self._closed:
-            raise self._wire.service.error(": the transcription session was closed.")
 
 
 @dataclass(eq=False)

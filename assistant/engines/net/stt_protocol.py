@@ -1,10 +1,7 @@
 """The sans-I/O side of a streaming speech-to-text session.
 
-A provider's wire rules are an object with no sockets, no tasks and no clock of its own (the time
-is passed in), in the manner of ``websockets``' ``Protocol``: the driver calls ``audio``,
-``end_turn``, ``clear``, ``receive`` (one server message), ``sent`` (a message left),
-``dropped`` / ``reconnected`` (the connection), and ``expire`` (a deadline passed), then drains
-``data_to_send()`` and ``events_received()``; ``deadline()`` says when ``expire`` is due next.
+A provider's wire rules are a ``net.wire.Wire`` (no sockets, no tasks, no clock of its own):
+besides what every wire does, the driver calls ``audio``, ``end_turn`` and ``clear``.
 ``stt_driver.StreamingSession`` runs one over a ``ReconnectingSocket``; tests feed one tables of
 messages without any socket.
 
@@ -29,16 +26,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant.engines.base import PCM, EngineError
-from assistant.engines.net.errors import Service
 from assistant.engines.net.messages import Message, Outgoing, parse_json, server_error_text
+from assistant.engines.net.wire import Failed, Finished, Ready, Wire
 
 log = logging.getLogger(__name__)
 _NO_AUDIO: PCM = np.zeros(0, dtype=np.int16)
 
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    """The server has started the session: audio may flow."""
+__all__ = [
+    "EndpointedWire",
+    "Failed",
+    "Final",
+    "Finished",
+    "Partial",
+    "Ready",
+    "SttEvent",
+    "SttWire",
+    "TurnFailed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,90 +68,25 @@ class TurnFailed:
     turn: int = -1
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The server acknowledged the goodbye: closing need not wait any longer."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The session cannot go on (the server rejected the key mid-session, say)."""
-
-    error: EngineError
-
-
 SttEvent = Ready | Partial | Final | TurnFailed | Finished | Failed
 
 
-class SttWire:
-    """The interface a streaming STT provider implements; the buffers and deadlines they share."""
+class SttWire(Wire[Partial | Final | TurnFailed]):
+    """The interface a streaming STT provider implements."""
 
-    service: Service
     #: The rate ``audio`` takes.
     sample_rate = 16_000
     #: ``end_turn`` returns only once that turn's final is out (the client decides turn ends).
     awaits_final = False
-    #: The server speaks first on a new connection: wait for ``Ready`` before sending audio.
-    greets = False
-    #: (interval, message) sent whenever nothing else went out for that long.
-    keepalive: tuple[float, Outgoing] | None = None
     language = ""
 
     def __init__(self) -> None:
-        self._out: list[Outgoing] = []
-        self._events: list[SttEvent] = []
-        self._deadlines: dict[Hashable, float] = {}
+        super().__init__()
         self._turns = 0
-
-    # ------------------------------------------------------------------------------- draining
-
-    def data_to_send(self) -> list[Outgoing]:
-        out, self._out = self._out, []
-        return out
-
-    def events_received(self) -> list[SttEvent]:
-        events, self._events = self._events, []
-        return events
-
-    def deadline(self) -> float | None:
-        """When ``expire`` is next due (None: nothing is waiting)."""
-        return min(self._deadlines.values(), default=None)
-
-    def expire(self, now: float) -> None:
-        """Act on every deadline that has passed by ``now``."""
-        due = sorted((at, key) for key, at in self._deadlines.items() if at <= now)
-        for _, key in due:
-            if self._deadlines.pop(key, None) is not None:
-                self._on_deadline(key, now)
-
-    # ---------------------------------------------------------------------------- connection
-
-    def url(self) -> str:
-        raise NotImplementedError
-
-    def headers(self, key: str) -> dict[str, str]:
-        raise NotImplementedError
-
-    def start(self) -> list[Outgoing]:
-        """Sent first on every new connection, before waiting for ``Ready``."""
-        return []
-
-    def goodbye(self) -> Outgoing | None:
-        """Sent on close; the server answers with what becomes ``Finished``."""
-        return None
 
     def reconfigure(self, language: str) -> bool:
         """Switch the open session to ``language``; False when only a new session can."""
         return language == self.language
-
-    def dropped(self, error: EngineError, now: float) -> bool:
-        """The connection dropped with ``error``. True when the audio still queued belongs to an
-        utterance that is lost and must not be sent."""
-        return False
-
-    def reconnected(self, now: float) -> list[Outgoing]:
-        """A new connection is ready: the messages to send before anything queued."""
-        return []
 
     # ------------------------------------------------------------------------------ turns
 
@@ -160,15 +99,6 @@ class SttWire:
 
     def clear(self, now: float) -> None:
         """Drop the current utterance (the driver forgets its queued audio)."""
-        raise NotImplementedError
-
-    def receive(self, raw: str | bytes, now: float) -> None:
-        raise NotImplementedError
-
-    def sent(self, item: Outgoing, now: float) -> None:
-        """``item`` has left (deadlines run from when a request left, not when it was queued)."""
-
-    def _on_deadline(self, key: Hashable, now: float) -> None:
         raise NotImplementedError
 
 

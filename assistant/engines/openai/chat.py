@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import openai
@@ -39,7 +39,7 @@ from assistant.engines.net.redact import describe
 from assistant.engines.net.retry import Backoff, RetryBudget
 
 
-def _resend_budget() -> RetryBudget:
+def resend_budget() -> RetryBudget:
     """A pooled keep-alive connection can be closed by the server just as it is reused; the
     request never reached the server then, so it is sent again at once, once. Anything else is
     left to the fallback chain."""
@@ -58,21 +58,26 @@ class OpenAIChatLLM:
         timeout_first_token: float = 20.0,
         timeout_idle: float = 60.0,
         extra_body: dict[str, Any] | None = None,
+        *,
+        service: Service | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_first_token = timeout_first_token
-        self._service = Service.of(name)
+        self._service = service or Service.of(name)
         if api_key:
             secrets.register(api_key)
         self._extra_body = dict(extra_body or {})
-        # The client insists on a key; keyless local servers ignore whatever is sent.
+        # The client insists on a key; keyless local servers ignore whatever is sent. Headers
+        # given here replace the client's own (a service that wants the key without "Bearer").
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=api_key or "sk-no-key-required",
             timeout=timeout_idle,
             max_retries=0,  # fallback chains decide about retrying, not the client
+            default_headers=dict(headers or {}),
         )
 
     async def warm_up(self) -> None:
@@ -110,6 +115,12 @@ class OpenAIChatLLM:
             # when the consumer stops early or its task is cancelled.
             async with stream:
                 opened = True
+                whole = await self._whole_answer(stream)
+                if whole is not None:
+                    for event in whole:
+                        finished = finished or isinstance(event, Finished)
+                        yield event
+                    return
                 chunks = aiter(stream)
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks, None)
@@ -143,9 +154,15 @@ class OpenAIChatLLM:
                 f": the answer from {self.base_url} ended before it was complete."
             )
 
+    async def _whole_answer(self, stream: Any) -> list[LLMEvent] | None:
+        """The events of an answer that came whole instead of streamed (None: it streams).
+
+        Servers that stream every model never need this; see ``assemblyai_gateway``."""
+        return None
+
     async def _open(self, body: dict[str, Any]) -> Any:
         """Send the request, retrying what the shared policy allows before any response."""
-        budget = _resend_budget()
+        budget = resend_budget()
         while True:
             try:
                 return await self._client.chat.completions.create(
@@ -207,15 +224,33 @@ def _events(chunk: Any) -> Iterable[LLMEvent]:
             )
         reason = _str(getattr(choice, "finish_reason", None))
         if reason:
-            yield Finished(reason)
-    usage = getattr(chunk, "usage", None)
-    if usage is not None and not isinstance(usage, str | int | float | list):
-        details = getattr(usage, "prompt_tokens_details", None)
-        yield Usage(
-            prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
-            completion_tokens=_count(getattr(usage, "completion_tokens", None)),
-            cached_tokens=_count(getattr(details, "cached_tokens", None)),
-        )
+            yield Finished(FINISH_REASONS.get(reason, reason))
+    usage = _usage(getattr(chunk, "usage", None))
+    if usage is not None:
+        yield usage
+
+
+#: Finish reasons of servers that pass on their model's own (Claude's through a gateway).
+FINISH_REASONS = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+
+
+def _usage(usage: Any) -> Usage | None:
+    """Token counts under either naming (``prompt_tokens``, or ``input_tokens`` as gateways
+    that front several providers report them)."""
+    if usage is None or isinstance(usage, str | int | float | list):
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    return Usage(
+        prompt_tokens=_count(
+            prompt if prompt is not None else getattr(usage, "input_tokens", None)
+        ),
+        completion_tokens=_count(
+            completion if completion is not None else getattr(usage, "output_tokens", None)
+        ),
+        cached_tokens=_count(getattr(details, "cached_tokens", None)),
+    )
 
 
 def _list(value: Any) -> list[Any]:

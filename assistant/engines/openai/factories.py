@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from assistant import secrets
 from assistant.config import Settings
@@ -23,14 +23,29 @@ class KeyedChatLLM:
     client is rebuilt if the key changes (the user saved a new one in the settings).
     """
 
-    def __init__(self, provider: str, base_url: str, model: str, *, required: bool) -> None:
-        self.name = provider
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        model: str,
+        *,
+        required: bool,
+        name: str = "",
+        build: Callable[[str | None], OpenAIChatLLM] | None = None,
+    ) -> None:
+        """``provider`` is whose key is used; ``name`` the engine's (default: the provider's);
+        ``build(key)`` makes the engine for a key (default: a plain chat engine)."""
+        self.name = name or provider
         self._provider = provider
         self._base_url = base_url
         self._model = model
         self._required = required
+        self._build = build or self._chat
         self._engine: OpenAIChatLLM | None = None
         self._key: str | None = None
+
+    def _chat(self, key: str | None) -> OpenAIChatLLM:
+        return OpenAIChatLLM(self._base_url, key, self._model, name=self.name)
 
     def _current(self) -> OpenAIChatLLM:
         key = (
@@ -40,7 +55,7 @@ class KeyedChatLLM:
         )
         if self._engine is None or key != self._key:
             self._key = key
-            self._engine = OpenAIChatLLM(self._base_url, key, self._model, name=self.name)
+            self._engine = self._build(key)
         return self._engine
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:

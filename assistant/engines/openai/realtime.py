@@ -295,7 +295,7 @@ class RealtimeWire(SttWire):
 
     def _on_failed(self, event: Message) -> None:
         pending = self._pending_for(text(event, "item_id"))
-        message = _error_message(event)
+        message = error_message(event)
         log.warning("OpenAI transcription: an utterance could not be transcribed: %s", message)
         if pending is not None:
             error = self.service.error(
@@ -305,7 +305,7 @@ class RealtimeWire(SttWire):
 
     def _on_error(self, event: Message) -> None:
         code = text(obj(event, "error"), "code")
-        message = _error_message(event)
+        message = error_message(event)
         log.warning("OpenAI transcription: the service reported an error: %s", message)
         if code == "invalid_api_key":
             self._events.append(Failed(self.service.key_rejected("invalid_api_key")))
@@ -329,7 +329,8 @@ class RealtimeWire(SttWire):
         self._events.append(Final(said, pending.start, pending.end, turn=pending.turn))
 
 
-def _error_message(event: Message) -> str:
+def error_message(event: Message) -> str:
+    """The text of a Realtime ``error`` (or a failed item's), scrubbed and cut short."""
     info = event.get("error")
     if isinstance(info, dict):
         message = text(info, "message") or text(info, "code") or "no details"

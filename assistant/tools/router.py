@@ -1,0 +1,312 @@
+"""Tool choice for models that only pick tools reliably under a grammar (the embedded ones).
+
+The packaged Qwen2.5-Coder models never emit their template's ``<tool_call>`` tags; asked with
+a JSON-schema grammar (llama-server's ``response_format``) they choose well. So for such a
+model (``uses_router``) a turn with tools goes like this:
+
+1. the tools and a few examples are described at the end of the system prompt
+   (``with_tools_block``) — the same prompt the answer uses, so llama-server's prompt cache
+   serves both, and the prefill made while the user spoke covers the routing call too;
+2. ``route`` asks the model for ``{"tool": ..., "arguments": {...}}`` or ``{"tool": "none"}``
+   under a schema generated from the registered tools (one alternative per tool);
+3. after a tool ran, its result joins the conversation and ``route`` is asked again (a request
+   may need two steps), until it says ``none``; then the answer streams as usual, with no tools.
+
+A routing call costs one short constrained generation (≈ 6 tokens for ``none``). With no tool
+registered none of this runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from assistant.engines.base import (
+    ChatRequest,
+    LanguageModel,
+    Message,
+    NeedsToolRouter,
+    TextDelta,
+    ToolSpec,
+    Usage,
+    closing_stream,
+)
+
+log = logging.getLogger(__name__)
+
+NO_TOOL = "none"
+#: Enough for any sensible call; a grammar cannot loop, but a long string argument can.
+ROUTE_MAX_TOKENS = 160
+
+#: (tool, request, arguments): shown only for tools that are registered.
+EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("calculate", "what is 12 times 7", {"expression": "12*7"}),
+    (
+        "convert_units",
+        "how many kilometers is 3 miles",
+        {"value": 3, "from_unit": "mile", "to_unit": "kilometer"},
+    ),
+    ("set_timer", "set a timer for ten minutes", {"seconds": 600}),
+    ("set_reminder", "remind me to call Anna at 6 pm", {"text": "call Anna", "at": "18:00"}),
+    ("add_note", "note that the key is under the mat", {"text": "the key is under the mat"}),
+)  # fmt: skip
+#: Requests that need no tool, always shown: most questions are answered from knowledge, and
+#: actions no tool can do are declined in words.
+NO_TOOL_EXAMPLES = (
+    "what is the capital of Spain",
+    "tell me a joke",
+    "who wrote Hamlet",
+    "turn off the lights",
+    "thanks, that's all",
+)
+#: A request with two steps: (request, first call, second call), shown when both tools exist.
+TWO_STEP_EXAMPLE: tuple[str, tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] = (
+    "what is 2 plus 3, and what time is it",
+    ("calculate", {"expression": "2+3"}),
+    ("get_time", {}),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One routing decision: a tool to call, or ``tool is None`` to answer directly."""
+
+    tool: str | None
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+def echoes_example(choice: Route) -> bool:
+    """The decision repeats one of the prompt's examples word for word.
+
+    After a tool has run, the small models sometimes answer the follow-up routing call with an
+    example from the prompt ("12*7"); such a call is not a second step of the request.
+    """
+    return any(
+        choice.tool == tool and dict(choice.arguments) == arguments
+        for tool, _request, arguments in EXAMPLES
+    )
+
+
+def uses_router(llm: LanguageModel) -> bool:
+    """Whether ``llm`` needs its tools chosen by ``route`` rather than offered natively."""
+    return isinstance(llm, NeedsToolRouter) and llm.needs_tool_router
+
+
+# ------------------------------------------------------------------------------------ schema
+
+#: JSON Schema keywords llama.cpp's grammar converter handles; others are dropped.
+_GRAMMAR_KEYS = frozenset(
+    "type properties required items enum const anyOf oneOf description minimum maximum "
+    "minItems maxItems minLength maxLength".split()
+)
+
+
+def _grammar_safe(schema: Any) -> Any:
+    """A copy of a parameter schema with only what a grammar can express (no $ref, formats)."""
+    if not isinstance(schema, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _GRAMMAR_KEYS:
+            continue
+        if key == "properties" and isinstance(value, Mapping):
+            out[key] = {k: _grammar_safe(v) for k, v in value.items()}
+        elif key == "items":
+            out[key] = _grammar_safe(value)
+        elif key in ("anyOf", "oneOf") and isinstance(value, list):
+            out[key] = [_grammar_safe(v) for v in value]
+        else:
+            out[key] = value
+    if out.get("type") == "object":
+        out.setdefault("properties", {})
+        out["additionalProperties"] = False
+    return out
+
+
+def decision_schema(specs: Sequence[ToolSpec]) -> dict[str, Any]:
+    """``{"tool": "none"}`` or one ``{"tool": NAME, "arguments": {...}}`` per tool."""
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": NO_TOOL}},
+            "required": ["tool"],
+            "additionalProperties": False,
+        }
+    ]
+    for spec in specs:
+        arguments = _grammar_safe(spec.parameters) or {"type": "object", "properties": {}}
+        arguments["type"] = "object"
+        arguments.setdefault("properties", {})
+        arguments["additionalProperties"] = False
+        options.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": spec.name}, "arguments": arguments},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    return {"anyOf": options}
+
+
+def response_format(specs: Sequence[ToolSpec]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "tool_choice", "schema": decision_schema(specs)},
+    }
+
+
+# ------------------------------------------------------------------------------------ prompt
+
+
+def tools_block(specs: Sequence[ToolSpec]) -> str:
+    """The tool list and examples appended to the system prompt."""
+    lines = ["", "", "You can use these tools:"]
+    for spec in specs:
+        params = ", ".join(dict(spec.parameters).get("properties", {}) or {})
+        lines.append(f"- {spec.name}({params}): {spec.description}")
+    lines.append("Tool choices are written as JSON. Examples:")
+    names = {s.name for s in specs}
+    for tool, request, arguments in EXAMPLES:
+        if tool in names:
+            choice = {"tool": tool, "arguments": arguments}
+            lines.append(f"User: {request} -> {json.dumps(choice)}")
+    request, first, second = TWO_STEP_EXAMPLE
+    if first[0] in names and second[0] in names:
+        one, two = ({"tool": t, "arguments": a} for t, a in (first, second))
+        lines.append(
+            f"User: {request} -> {json.dumps(one)}, then after its result -> {json.dumps(two)}"
+        )
+    for request in NO_TOOL_EXAMPLES:
+        lines.append(f"User: {request} -> {json.dumps({'tool': NO_TOOL})}")
+    lines.append(
+        "Most requests need no tool: knowledge, chat and advice are answered directly, and "
+        "actions no tool can do are declined in words. "
+        f'Use {{"tool": "{NO_TOOL}"}} then, and also once the results you need are there. '
+        "Answer the user in plain words, never in JSON, and say the results you got."
+    )
+    return "\n".join(lines)
+
+
+def with_tools_block(messages: Sequence[Message], specs: Sequence[ToolSpec]) -> list[Message]:
+    """``messages`` with the tools described at the end of the (first) system message."""
+    out = list(messages)
+    if not specs:
+        return out
+    block = tools_block(specs)
+    if out and out[0].role == "system":
+        out[0] = replace(out[0], content=out[0].content + block)
+    else:
+        out.insert(0, Message("system", block.strip()))
+    return out
+
+
+def without_tools_block(history: Sequence[Message], messages: Sequence[Message]) -> list[Message]:
+    """``history`` (made by ``with_tools_block(messages, ...)`` and grown since) with the
+    original system message back in place of the one carrying the tools block."""
+    if messages and messages[0].role == "system":
+        return [messages[0], *history[1:]]
+    return list(history[1:])
+
+
+class DecisionEcho:
+    """Keeps a routing decision out of the answer that follows it.
+
+    The answer is asked, unconstrained, with the same prompt as the routing calls (cache
+    reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
+    again (``{"tool": "none"}``), which must never be spoken. ``push`` holds back the start of
+    the answer while it could be such an object, drops it once it parses as one, and passes
+    everything else through unchanged. ``dropped`` tells whether it did.
+    """
+
+    #: Longer than any decision the grammar allows (``ROUTE_MAX_TOKENS`` tokens).
+    _LIMIT = 1000
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._open = True
+        self.dropped = False
+
+    def push(self, text: str) -> str:
+        if not self._open:
+            return text
+        self._held += text
+        start = self._held.lstrip()
+        if not start:
+            return ""
+        if not start.startswith("{"):
+            return self._release(self._held)
+        try:
+            data, end = json.JSONDecoder().raw_decode(start)
+        except ValueError:
+            return self._release(self._held) if len(start) > self._LIMIT else ""
+        if isinstance(data, dict) and "tool" in data:
+            self.dropped = True
+            return self._release(start[end:].lstrip(" \t\n,.;:"))
+        return self._release(self._held)
+
+    def flush(self) -> str:
+        """What is still held at the end of the answer (an unfinished decision is dropped)."""
+        if not self._open:
+            return ""
+        held = self._held
+        if held.lstrip().startswith('{"tool"'):
+            self.dropped = True
+            held = ""
+        return self._release(held)
+
+    def _release(self, text: str) -> str:
+        self._open = False
+        self._held = ""
+        return text
+
+
+# ----------------------------------------------------------------------------------- routing
+
+
+def parse_route(text: str, specs: Sequence[ToolSpec]) -> Route:
+    """The decision in the model's JSON; anything unusable means "answer directly"."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        log.warning("tool router: not JSON: %.200s", text)
+        return Route(None)
+    if not isinstance(data, dict):
+        return Route(None)
+    tool = data.get("tool")
+    if tool == NO_TOOL or tool not in {s.name for s in specs}:
+        return Route(None)
+    arguments = data.get("arguments")
+    return Route(str(tool), arguments if isinstance(arguments, dict) else {})
+
+
+async def route(
+    llm: LanguageModel,
+    messages: Sequence[Message],
+    specs: Sequence[ToolSpec],
+    *,
+    on_usage: Callable[[Usage], None] | None = None,
+) -> Route:
+    """Ask the model, under the decision grammar, which tool (if any) comes next.
+
+    ``messages`` already carry the tools block. ``on_usage`` hears the request's token counts.
+    Engine errors propagate (the reply fails as it would on its answer request).
+    """
+    request = ChatRequest(
+        messages,
+        response_format=response_format(specs),
+        max_tokens=ROUTE_MAX_TOKENS,
+        temperature=0.0,
+    )
+    parts: list[str] = []
+    stream = llm.stream(request)
+    async with closing_stream(stream):
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Usage) and on_usage is not None:
+                on_usage(event)
+    return parse_route("".join(parts), specs)

@@ -1,0 +1,188 @@
+"""What the fake HTTP provider servers share: an HTTP/1.1 server on 127.0.0.1 (a random port) in
+the test's own event loop, requests parsed by hand so that a fake controls every byte and every
+TCP write (an SSE event split across writes, a UTF-8 character cut in two), chunked streaming,
+JSON answers, and the faults every HTTP request can meet (``HttpFault``: an error status with
+headers, no answer at all, a hang-up before or during the answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal, Self
+
+
+@dataclass
+class HttpFault:
+    """What the next request gets instead of a normal answer."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    #: "headers": never answer; "body": send the headers, then nothing; "rest": send the first
+    #: part of the answer, then nothing (until the client hangs up).
+    stall: Literal["", "headers", "body", "rest"] = ""
+    #: Close the socket after this many units of the answer (bytes of audio, chat events).
+    cut_after: int | None = None
+    #: Close the connection without any answer.
+    hangup: bool = False
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+async def read_request(reader: asyncio.StreamReader) -> HttpRequest:
+    """The next request on a connection (raises ``IncompleteReadError`` when it closed)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers = {}
+    for line in lines:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return HttpRequest(method, target, headers, body)
+
+
+async def send_json(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None = None,
+) -> None:
+    data = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (
+        f"HTTP/1.1 {status} {_phrase(status)}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n{extra}\r\n"
+    )
+    writer.write(head.encode("latin-1") + data)
+    await writer.drain()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"  # 529 has no standard phrase
+
+
+class Chunked:
+    """A chunked response body, each ``send`` one chunk (one TCP write)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    async def start(self, content_type: str, headers: dict[str, str] | None = None) -> None:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.writer.write(
+            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+            f"Transfer-Encoding: chunked\r\n{extra}\r\n".encode("latin-1")
+        )
+        await self.writer.drain()
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.writer.drain()
+
+    async def end(self) -> None:
+        await self.send(b"")
+
+
+async def no_answer(
+    fault: HttpFault,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    error_body: Any = None,
+) -> bool | None:
+    """Act on a fault that leaves a request without its answer: hung up on, refused with an
+    error status, or never answered. The handler's result, or None when there is no such fault."""
+    if fault.hangup:
+        return False
+    if fault.status != 200:
+        body = fault.error if fault.error is not None else error_body
+        await send_json(
+            writer, fault.status, body or {"error": f"fake failure {fault.status}"}, fault.headers
+        )
+        return True
+    if fault.stall == "headers":
+        await wait_for_hangup(reader)
+        return False
+    return None
+
+
+async def wait_for_hangup(reader: asyncio.StreamReader) -> None:
+    """Say nothing until the client gives up and closes the connection."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(reader.read(), 60)
+
+
+class FakeHttpServer:
+    """A provider's HTTP API on 127.0.0.1, served in the running loop (``async with``).
+
+    Subclasses answer each request in ``route`` (True: keep the connection for the next one).
+    ``faults`` are taken one per request by the routes that honour them."""
+
+    def __init__(self) -> None:
+        self.faults: list[HttpFault] = []
+        self.requests: list[HttpRequest] = []
+        #: Answers the client hung up on before their end.
+        self.hangups = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def fault(self) -> HttpFault:
+        return self.faults.pop(0) if self.faults else HttpFault()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                request = await read_request(reader)
+                self.requests.append(request)
+                try:
+                    keep = await self.route(request, reader, writer)
+                except ConnectionError:
+                    self.hangups += 1
+                    return
+                if not keep:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def route(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        raise NotImplementedError
