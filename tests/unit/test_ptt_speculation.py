@@ -17,7 +17,9 @@ from assistant.engines.base import PCM, EngineError, Transcript
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeSTTSession
 from assistant.events import ErrorEvent, TurnWithdrawn
 from assistant.session import Session
+from assistant.tools import default_tools
 from tests.scenario import Do, Speech, Stage
+from tests.unit.test_tool_turns import RoutedLLM, prompt_size
 
 QUESTION = "Book a table for two people tonight."
 #: One rendered block of the clocked player, plus a frame.
@@ -191,3 +193,41 @@ async def test_a_failed_checkpoint_falls_back_to_decoding_at_the_release(tmp_pat
     assert turn.user_text == QUESTION and len(stt.final_delays) == 1
     assert len(llm.requests) == 1 and "speculation" not in turn.timeline["notes"]
     assert not stage.events(ErrorEvent)
+
+
+async def test_a_prepared_reply_routes_before_the_release_and_runs_its_tool_after_it(
+    tmp_path,
+) -> None:
+    llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "2+2"}}])
+    stt = FakeSTT(script=("What is two plus two?",), words_per_second=20)
+    script = held(0.2, 2.0, Speech(0.2, 1.4))
+    async with Stage(
+        tmp_path, mode="ptt", stt=stt, llm=llm, tools=default_tools(), script=script
+    ) as stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert [(t.name, t.result) for t in turn.tool_calls] == [("calculate", "4")]
+    marks = turn.timeline["marks_ms"]
+    # The routing call was made while the key was held; the tool ran only after the release,
+    # then the second routing call and the answer (so the reply starts after it, not at it).
+    assert marks["llm_request"] < 0 < marks["playback_start"]
+    notes = turn.timeline["notes"]
+    assert notes["speculation"] == "used" and notes["router_ms"] == [100.0, 100.0]
+    assert notes["prompt_tokens"] == prompt_size(llm.requests[0])
+
+
+async def test_a_reply_that_replaces_a_dropped_one_notes_only_its_own_requests(tmp_path) -> None:
+    llm = RoutedLLM([])
+    stt = FakeSTT(script=(QUESTION,), words_per_second=4)
+    script = held(0.2, 2.8, Speech(0.2, 1.0), Speech(1.6, 2.2))
+    async with Stage(
+        tmp_path, mode="ptt", stt=stt, llm=llm, tools=default_tools(), script=script
+    ) as stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    notes = turn.timeline["notes"]
+    assert notes["speculations_dropped"] == 1
+    routing = [r for r in llm.requests if r.response_format is not None]
+    assert len(routing) == 2  # one for the dropped reply, one for the kept
+    assert notes["router_ms"] == [100.0]
+    assert notes["prompt_tokens"] == prompt_size(routing[-1])
