@@ -313,7 +313,9 @@ def synthesize_words(
 
 
 def make_stt(settings: object) -> FakeSTT:
-    return FakeSTT()
+    # A checkpoint at a pause reveals only the words the pace allows so far: at the samples'
+    # speaking pace, every word is in by the time the question ends, as with a real recognizer.
+    return FakeSTT(words_per_second=4.0)
 
 
 def make_llm(settings: object) -> FakeLLM:
