@@ -13,7 +13,6 @@ from typing import Any
 
 from assistant.config import DEFAULT_SYSTEM_PROMPT, Settings
 from assistant.engines.base import LanguageModel, Message, SpeechToText, TextToSpeech
-from assistant.prompt import system_prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +69,7 @@ class Variant:
         if not self.levers.llm_one_thread:
             options.update(threads=2, threads_batch=2)
         if self.levers.warm_prompt:
-            # As the app's factory does (the session reads the tools and history once it starts).
-            prompt = system_prompt(DEFAULT_SYSTEM_PROMPT, "en")
-            options["warm_prompt"] = (Message("system", prompt),)
+            options["warm_prompt"] = (Message("system", DEFAULT_SYSTEM_PROMPT),)
         return options
 
     def tts_options(self) -> dict[str, Any]:

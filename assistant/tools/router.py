@@ -4,9 +4,10 @@ The packaged Qwen2.5-Coder models never emit their template's ``<tool_call>`` ta
 a JSON-schema grammar (llama-server's ``response_format``) they choose well. So for such a
 model (``uses_router``) a turn with tools goes like this:
 
-1. the tools and a few examples are described at the end of the system prompt
-   (``with_tools_block``) — the same prompt the answer uses, so llama-server's prompt cache
-   serves both, and the prefill made while the user spoke covers the routing call too;
+1. the tools and a few examples are described in the system prompt, before its language
+   instruction (``with_tools_block``) — the same prompt the answer uses, so llama-server's
+   prompt cache serves both, and the prefill made while the user spoke covers the routing call
+   too;
 2. ``route`` asks the model for ``{"tool": ..., "arguments": {...}}`` or ``{"tool": "none"}``
    under a schema generated from the registered tools (one alternative per tool);
 3. after a tool ran, its result joins the conversation and ``route`` is asked again (a request
@@ -34,6 +35,7 @@ from assistant.engines.base import (
     Usage,
     closing_stream,
 )
+from assistant.prompt import with_section
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +194,15 @@ def tools_block(specs: Sequence[ToolSpec]) -> str:
 
 
 def with_tools_block(messages: Sequence[Message], specs: Sequence[ToolSpec]) -> list[Message]:
-    """``messages`` with the tools described at the end of the (first) system message."""
+    """``messages`` with the tools described in the (first) system message, before its
+    language instruction."""
     out = list(messages)
     if not specs:
         return out
     block = tools_block(specs)
     if out and out[0].role == "system":
-        out[0] = replace(out[0], content=out[0].content + block)
+        # Before the language instruction: a change of language keeps the block cached.
+        out[0] = replace(out[0], content=with_section(out[0].content, block))
     else:
         out.insert(0, Message("system", block.strip()))
     return out

@@ -10,6 +10,7 @@ import pytest
 
 from assistant.engines.base import Message, ToolCall, ToolSpec
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
+from assistant.prompt import system_prompt, with_section
 from assistant.tools import ConfirmPolicy, Safety, ToolRegistry, calculate, default_tools
 from assistant.tools.alarms import AlarmBook, parse_time_of_day, spoken_duration
 from assistant.tools.confirm import Verdict, classify
@@ -104,6 +105,23 @@ def test_tools_block_shows_examples_only_for_registered_tools() -> None:
     assert '"tool": "none"' in block
     messages = with_tools_block([Message("system", "Be brief."), Message("user", "hi")], [])
     assert messages[0].content == "Be brief."
+
+
+def test_the_tools_block_comes_before_the_language_instruction() -> None:
+    """What changes with the language is last: a change of language keeps the rest cached."""
+    specs = default_tools().specs
+    english, german = (
+        with_tools_block([Message("system", system_prompt("Be brief.", lang))], specs)[0].content
+        for lang in ("en", "de")
+    )
+    assert english.startswith("Be brief.\n\nYou can use these tools:")
+    assert english.endswith("Always answer in English, even when earlier messages of the "
+                            "conversation are in another language.")  # fmt: skip
+    before = english.rpartition("Always answer in ")[0]
+    assert german.startswith(before) and tools_block(specs).strip() in before
+    # A prompt without the instruction (a typed system message) gets the block at its end.
+    assert with_section("Be brief.", "Tools.") == "Be brief.\n\nTools."
+    assert with_section(system_prompt("", "en"), "Tools.").startswith("Tools.\n\nAlways answer")
 
 
 @pytest.mark.parametrize(
