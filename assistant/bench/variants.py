@@ -24,10 +24,15 @@ class Levers:
     ptt_speculation: bool = True
     #: Start speaking with the first short phrase instead of the first clause or sentence.
     first_phrase: bool = True
-    #: The language model generates with one thread on two cores (its prompt is read with two).
+    #: The language model generates with one thread on two cores.
     llm_one_thread: bool = True
+    #: ... and reads the prompt with one thread too.
+    prompt_one_thread: bool = True
     #: The language model reads the system prompt into its cache as soon as it is up.
     warm_prompt: bool = True
+    #: The tool router asks for one token after ``{"tool": "`` first, and uses the grammar only
+    #: when that is not ``none``.
+    router_probe: bool = True
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -65,9 +70,15 @@ class Variant:
         return {"language": "en"}
 
     def llm_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if not self.levers.llm_one_thread:
-            options.update(threads=2, threads_batch=2)
+        from assistant.engines.local.llm import default_threads
+
+        threads, threads_batch = default_threads()
+        options: dict[str, Any] = {
+            "threads": threads if self.levers.llm_one_thread else 2,
+            "threads_batch": threads_batch if self.levers.prompt_one_thread else 2,
+        }
+        if not self.levers.router_probe:
+            options["continues_reply"] = False
         if self.levers.warm_prompt:
             options["warm_prompt"] = (Message("system", DEFAULT_SYSTEM_PROMPT),)
         return options

@@ -271,6 +271,37 @@ class DecisionEcho:
 # ----------------------------------------------------------------------------------- routing
 
 
+#: The start of every decision; the model's next word names the tool.
+DECISION_OPENING = '{"tool": "'
+
+
+def continues_reply(llm: LanguageModel) -> bool:
+    """Whether ``llm`` continues a conversation's last message when it is the assistant's
+    (llama-server does), rather than answering after it."""
+    return bool(getattr(llm, "continues_reply", False))
+
+
+async def _says_none(
+    llm: LanguageModel,
+    messages: Sequence[Message],
+    on_usage: Callable[[Usage], None] | None,
+) -> bool:
+    """Whether the most likely next token after ``DECISION_OPENING`` is ``none``."""
+    request = ChatRequest(
+        [*messages, Message("assistant", DECISION_OPENING)], max_tokens=1, temperature=0.0
+    )
+    parts: list[str] = []
+    stream = llm.stream(request)
+    async with closing_stream(stream):
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Usage) and on_usage is not None:
+                on_usage(event)
+    # llama-server sends the continued message whole (the opening, then the new token).
+    return "".join(parts).removeprefix(DECISION_OPENING).strip().startswith(NO_TOOL)
+
+
 def parse_route(text: str, specs: Sequence[ToolSpec]) -> Route:
     """The decision in the model's JSON; anything unusable means "answer directly"."""
     try:
@@ -296,9 +327,18 @@ async def route(
 ) -> Route:
     """Ask the model, under the decision grammar, which tool (if any) comes next.
 
-    ``messages`` already carry the tools block. ``on_usage`` hears the request's token counts.
+    ``messages`` already carry the tools block. ``on_usage`` hears the requests' token counts.
     Engine errors propagate (the reply fails as it would on its answer request).
+
+    A model that continues a reply it is given (``continues_reply``) is first asked for one
+    token after the decision's opening, ``{"tool": "``: when that is ``none`` (most turns),
+    the decision is made at the cost of one token instead of the whole object (about seven
+    tokens, each a step of the model: half a second on two busy cores). At temperature 0 the
+    grammar would have chosen ``none`` too, as it is the most likely of the words it allows.
+    Anything else is decided under the grammar as before.
     """
+    if continues_reply(llm) and await _says_none(llm, messages, on_usage):
+        return Route(None)
     request = ChatRequest(
         messages,
         response_format=response_format(specs),

@@ -36,15 +36,17 @@ def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
 def default_threads() -> tuple[int, int]:
     """(generation threads, prompt threads) for this machine.
 
-    On 2 cores the prompt is read with both (nothing else runs then), but tokens are generated
-    with one: every token makes llama.cpp's threads meet at a barrier many times, and once the
-    voice (or any other program) takes a core, two threads wait for each other at each of them.
-    Measured turn by turn on a busy 2-core machine: 1–3 tokens/s with two threads, 7–12 with
-    one. Larger machines leave half their cores to the speech engines.
+    On 2 cores both are one thread: every step makes llama.cpp's threads meet at a barrier many
+    times, and once the voice, the recognizer or any other program takes a core, two threads
+    wait for each other at each of them. Measured on a busy 2-core machine: 1–3 tokens/s
+    generated with two threads, 7–12 with one; the few words of a turn not read ahead (a batch
+    of 4 tokens) took 0.9–3.1 s with two threads, 0.27–0.35 s with one. Long prompts are read
+    ahead in the background (the system prompt at start, the words while the user speaks).
+    Larger machines leave half their cores to the speech engines.
     """
     cores = os.cpu_count() or 1
     if cores <= 2:
-        return 1, cores
+        return 1, 1
     half = min(8, cores // 2)
     return half, half
 
@@ -54,7 +56,8 @@ class LocalLLM:
 
     ``warm_prompt``: messages (the system prompt) the server reads into its prompt cache as
     soon as it is up, in the background, so the first reply after a start does not wait for
-    them.
+    them. ``continues_reply``: llama-server continues a trailing assistant message, which lets
+    the tool router ask for one word (``assistant.tools.router.continues_reply``).
     """
 
     name = "local"
@@ -71,6 +74,7 @@ class LocalLLM:
         timeout_first_token: float = 90.0,
         progress: Progress | None = None,
         warm_prompt: Sequence[Message] = (),
+        continues_reply: bool = True,
     ) -> None:
         self.model = resolve(model)
         auto_threads, auto_batch = default_threads()
@@ -80,6 +84,7 @@ class LocalLLM:
         self.timeout_first_token = timeout_first_token
         self.progress = progress
         self.warm_prompt = list(warm_prompt)
+        self.continues_reply = continues_reply
         self._warming: asyncio.Task[None] | None = None
         #: Listeners for user-facing notices (crash, restart); shared with the server.
         self.on_notice: list[Notice] = []
