@@ -290,6 +290,15 @@ async def _says_none(
     request = ChatRequest(
         [*messages, Message("assistant", DECISION_OPENING)], max_tokens=1, temperature=0.0
     )
+    text = await _text_of(llm, request, on_usage)
+    # llama-server sends the continued message whole (the opening, then the new token).
+    return text.removeprefix(DECISION_OPENING).strip().startswith(NO_TOOL)
+
+
+async def _text_of(
+    llm: LanguageModel, request: ChatRequest, on_usage: Callable[[Usage], None] | None
+) -> str:
+    """The whole text the model answers ``request`` with; its token counts go to ``on_usage``."""
     parts: list[str] = []
     stream = llm.stream(request)
     async with closing_stream(stream):
@@ -298,8 +307,7 @@ async def _says_none(
                 parts.append(event.text)
             elif isinstance(event, Usage) and on_usage is not None:
                 on_usage(event)
-    # llama-server sends the continued message whole (the opening, then the new token).
-    return "".join(parts).removeprefix(DECISION_OPENING).strip().startswith(NO_TOOL)
+    return "".join(parts)
 
 
 def parse_route(text: str, specs: Sequence[ToolSpec]) -> Route:
@@ -345,12 +353,4 @@ async def route(
         max_tokens=ROUTE_MAX_TOKENS,
         temperature=0.0,
     )
-    parts: list[str] = []
-    stream = llm.stream(request)
-    async with closing_stream(stream):
-        async for event in stream:
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, Usage) and on_usage is not None:
-                on_usage(event)
-    return parse_route("".join(parts), specs)
+    return parse_route(await _text_of(llm, request, on_usage), specs)
