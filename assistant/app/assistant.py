@@ -656,6 +656,9 @@ class Assistant:
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
+        if isinstance(session, Session):
+            # The exact prompt of the first turn, read while the engines load.
+            session.read_ahead()
         self._warm_task = asyncio.ensure_future(self._warm_and_start(session, bool(rebuild)))
 
     async def _build_engines(self, kinds: frozenset[str]) -> None:

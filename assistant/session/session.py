@@ -321,10 +321,14 @@ class Session:
         await self.player.start()
         await self._transcription.start()
         self._listening = True
-        # Read the system prompt (with the tools, for a routed model) and the history into the
-        # model's prompt cache now, so the first turn does not pay for it.
-        self._prefiller.schedule("")
+        self.read_ahead()
         self._sync()
+
+    def read_ahead(self) -> None:
+        """Read the system prompt (with the tools, for a routed model) and the history into the
+        model's prompt cache now, so the first turn does not pay for it. Called before the
+        engines are up too: a local model then reads this first, as soon as it can."""
+        self._prefiller.schedule("")
 
     async def close(self) -> None:
         """Stop everything this session started, wait for it, and save the turn in flight."""

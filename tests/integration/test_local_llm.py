@@ -323,6 +323,26 @@ async def test_the_system_prompt_is_read_in_while_starting() -> None:
         await llm.aclose()
 
 
+@pytest.mark.slow
+async def test_a_prefill_asked_before_the_server_is_up_is_read_first() -> None:
+    _binary_or_skip()
+    system = Message("system", "You are a terse assistant. " * 8)
+    tools = Message("system", "You are a terse assistant. " * 8 + "You can use tools. " * 8)
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    try:
+        await llm.prefill(ChatRequest([tools, Message("user", "")]))  # nothing runs yet
+        await llm.warm_up()
+        assert llm._warming is not None
+        await llm._warming
+        request = ChatRequest([tools, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
+        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
+        # The early request, not the warm prompt, was read: the tools part came from the cache.
+        assert usage and usage[-1].cached_tokens >= 70, usage
+        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+    finally:
+        await llm.aclose()
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 _ORPHAN_SCRIPT = textwrap.dedent(

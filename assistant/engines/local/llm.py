@@ -86,6 +86,8 @@ class LocalLLM:
         self.warm_prompt = list(warm_prompt)
         self.continues_reply = continues_reply
         self._warming: asyncio.Task[None] | None = None
+        #: The prompt to read first once the server is up (a prefill asked for before that).
+        self._early: ChatRequest | None = None
         #: Listeners for user-facing notices (crash, restart); shared with the server.
         self.on_notice: list[Notice] = []
         self._server: LlamaServer | None = None
@@ -113,8 +115,10 @@ class LocalLLM:
                 server.on_notice = self.on_notice
                 self._server = server
             await self._server.start(self.progress)
-            if self.warm_prompt and self._warming is None:
+            request = self._early
+            if request is None and self.warm_prompt:
                 request = ChatRequest([*self.warm_prompt, Message("user", "")])
+            if request is not None and self._warming is None:
                 self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
@@ -202,10 +206,13 @@ class LocalLLM:
 
         Called while the user is still talking: when the final transcript arrives, only the
         tokens after the common prefix (the end of the user's message) remain to be processed.
-        Best effort: does nothing while the server is not up, and never raises.
+        Asked before the server has started, the newest such request is what it reads first
+        once up (instead of ``warm_prompt``). Best effort: never raises.
         """
         server = self._server
         if server is None or not server.running:
+            if self._warming is None:
+                self._early = request
             return
         warm = ChatRequest(request.messages, request.tools, request.response_format, max_tokens=1)
         try:
