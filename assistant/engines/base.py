@@ -111,12 +111,13 @@ class STTSession(Protocol):
 class Checkpoints(Protocol):
     """An STT session that can transcribe the open utterance so far without ending it."""
 
-    async def checkpoint(self) -> str:
+    async def checkpoint(self) -> str | None:
         """The transcript of the current utterance up to now, as good as a final would be.
 
         The utterance stays open (more audio may follow). A final asked for with no audio
         pushed since would say the same, so a caller who knows nothing was said since may use
-        this text as the final.
+        this text as the final. None: the session cannot tell before the final (which, for
+        one, finds the language spoken).
         """
         ...
 

@@ -380,6 +380,21 @@ async def test_checkpoint_is_the_final_when_only_silence_follows(
 
 
 @pytest.mark.slow
+async def test_a_checkpoint_leaves_the_language_to_the_final_when_it_is_detected() -> None:
+    engine = LocalSTT(language="en", detect_language=True, languages=["en", "de"])
+    try:
+        session = await engine.open("en")
+        await session.push(load("espeak_de_kino.wav"))
+        assert await session.checkpoint() is None  # the reply must follow the language heard
+        await session.end_turn()
+        final = await next_final(session)
+        await session.aclose()
+        assert final.language == "de" and not session.stats.checkpoint_seconds
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.slow
 async def test_checkpoint_leaves_the_utterance_open(engine: LocalSTT) -> None:
     first, second = load("cmu_go_forward.wav"), load("cmu_something.wav")
     session = await engine.open("en")

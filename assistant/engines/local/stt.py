@@ -574,15 +574,18 @@ class LocalSTTSession:
 
         engine.submit(job)
 
-    async def checkpoint(self) -> str:
+    async def checkpoint(self) -> str | None:
         """The open utterance so far, decoded as its final would be; the utterance goes on.
 
         Runs ahead of any partial pass not yet started. A final asked for with no more audio
         (or only silence) would decode the same samples the same way, which is why a caller
-        that knows nothing was said since may keep this text as the final.
+        that knows nothing was said since may keep this text as the final. None while the
+        language spoken is to be detected: the final finds it, and the reply follows it.
         """
         if self._closed:
             return ""
+        if self._engine.detect_language:
+            return None
         audio = self._take_audio()
         runner_future = self._model
         engine = self._engine
