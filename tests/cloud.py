@@ -1,7 +1,7 @@
 """Helpers the cloud adapter tests share: a fast policy, a recorder of the waits it asks for,
 audio to push, a transcript collector, text pieces to speak, the samples a fake speaks, the
-fixtures that serve a fake provider with its key in the environment, and a fake served from a
-thread of its own (for a subprocess).
+fixtures that serve a fake provider with its key in the environment, a canary key and the proof
+it leaked nowhere, and a fake served from a thread of its own (for a subprocess).
 
 Time limits here are safety nets for a hang, never the assertion under test: what a test proves
 holds however slow the machine is."""
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import subprocess
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -123,6 +126,40 @@ class Collector:
         return self.finals
 
 
+async def listening(stt: Any, language: str = "en") -> tuple[Any, Collector]:
+    """A new session of ``stt`` in ``language``, and a collector of all it transcribes."""
+    session = await stt.open(language)
+    return session, Collector(session)
+
+
+async def spoken_turn(stt: Any, seconds: float, pause: float = 0.0) -> tuple[Collector, Any]:
+    """Open an English session of ``stt``, speak ``seconds`` of speech (then ``pause`` of
+    silence), end the turn and wait for its final: the collector and the still open session."""
+    session, collector = await listening(stt)
+    await push(session, speech(seconds))
+    if pause:
+        await push(session, silence(pause))
+    await session.end_turn()
+    await collector.wait_finals()
+    return collector, session
+
+
+async def turn_survives_a_drop(
+    server: Any, stt: Any, code: int | None, *, after: float, seconds: float
+) -> None:
+    """``server`` drops the connection (with close ``code``, or aborted) ``after`` seconds of
+    audio into a spoken turn of ``seconds``: ``stt`` reconnects once and the turn's final comes
+    all the same, with no error."""
+    server.drop_after_audio = after
+    server.drop_code = code
+    collector, session = await spoken_turn(stt, seconds)
+    finals = collector.final_texts()
+    await session.aclose()
+    assert server.connections == 2
+    assert collector.error is None
+    assert finals == ["What time is it?"]
+
+
 async def texts(pieces: Sequence[str], delay: float = 0.0) -> AsyncIterator[str]:
     """Text pieces as a reply's splitter hands them over."""
     for piece in pieces:
@@ -227,6 +264,26 @@ async def talk(
         output_path=tmp_path / "out.wav" if output else None,
         idle_timeout=20,
     )
+
+
+def canary_key(env: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> str:
+    """A fresh key no other text can hold by chance, set in ``env``, with every log record down
+    to DEBUG captured: what ``assert_unleaked`` then searches for."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv(env, canary)
+    caplog.set_level(logging.DEBUG)
+    return canary
+
+
+def without_key(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key of ``env`` missing wherever Parley looks: not in the environment, no keyring."""
+    monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+
+
+def failure_text(error: BaseException) -> str:
+    """Everything a user could see of ``error``: its message and its whole traceback."""
+    return "".join(traceback.format_exception(error))
 
 
 def assert_unleaked(key: str, log: str, texts: Sequence[str], root: Path) -> None:

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -28,7 +27,6 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -36,6 +34,7 @@ from assistant.app import Assistant
 from assistant.events import AppEvent, ConversationLoaded, ConversationsChanged, TurnFinished
 from assistant.history import ConversationSummary
 from ui import theme
+from ui.panels import titled_column
 from ui.resources import icon
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -109,15 +108,7 @@ class ConversationList(QFrame):
         self.setObjectName("conversationList")
         self._summaries: dict[str, ConversationSummary] = {}
         self._filling = False
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 14, 12, 12)
-        layout.setSpacing(8)
-        header = QHBoxLayout()
-        title = QLabel("Conversations")
-        title.setObjectName("panelTitle")
-        header.addWidget(title)
-        header.addStretch(1)
-        layout.addLayout(header)
+        layout, _header = titled_column(self, "Conversations", (12, 14, 12, 12))
         self.search = QLineEdit()
         self.search.setObjectName("conversationSearch")
         self.search.setPlaceholderText("Search conversations")

@@ -24,12 +24,10 @@ from PySide6.QtGui import QHelpEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSizePolicy,
     QToolTip,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -43,6 +41,7 @@ from assistant.events import (
 from assistant.history import TurnRecord
 from assistant.timeline import Budgets, delay_label
 from ui import theme
+from ui.panels import panel_title, titled_column
 from ui.resources import icon
 from ui.timeline_export import write_export
 
@@ -505,20 +504,12 @@ class TimelinePanel(QFrame):
         #: What each turn did besides its timing, by turn id.
         self._details: dict[int, TurnDetails] = {}
         self._budgets = Budgets()
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(18, 16, 18, 16)
-        layout.setSpacing(8)
-        header = QHBoxLayout()
-        title = QLabel("Latency")
-        title.setObjectName("panelTitle")
-        header.addWidget(title)
-        header.addStretch(1)
+        layout, header = titled_column(self, "Latency", (18, 16, 18, 16))
         self.export_button = QPushButton(" Export…")
         self.export_button.setIcon(icon("export"))
         self.export_button.setToolTip("Save the timelines as JSON or CSV")
         self.export_button.clicked.connect(self.export_dialog)
         header.addWidget(self.export_button)
-        layout.addLayout(header)
         caption = QLabel(
             "From the end of your question (spoken or typed) to the first sound of the answer."
         )
@@ -530,9 +521,7 @@ class TimelinePanel(QFrame):
         self.legend = Legend()
         layout.addWidget(self.legend)
         layout.addSpacing(10)
-        chart_title = QLabel("Voice-to-voice, recent turns")
-        chart_title.setObjectName("panelTitle")
-        layout.addWidget(chart_title)
+        layout.addWidget(panel_title("Voice-to-voice, recent turns"))
         self.summary = QLabel("")
         self.summary.setObjectName("panelCaption")
         layout.addWidget(self.summary)

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.e2e.programs import Program
+
 TOOLS = ("Xvfb", "xdotool", "import")
 
 
@@ -20,13 +22,12 @@ def missing_tools() -> list[str]:
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
-class VirtualDisplay:
+class VirtualDisplay(Program):
     """An Xvfb server whose number Xvfb picks itself (``-displayfd``); a context manager."""
 
     def __init__(self, size: str = "1280x820x24") -> None:
         self.size = size
         self.name = ""
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         read_fd, write_fd = os.pipe()
@@ -54,24 +55,6 @@ class VirtualDisplay:
             self.stop()
             raise DisplayUnavailable("Xvfb did not start")
         self.name = f":{number}"
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-    def __enter__(self) -> VirtualDisplay:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DISPLAY": self.name}

@@ -9,39 +9,16 @@ latency panel shows, so the test can follow the conversation without reading pix
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from assistant.app import Assistant
-from assistant.events import (
-    AppEvent,
-    AudioStatus,
-    EchoStatus,
-    ErrorEvent,
-    FinalTranscript,
-    Loading,
-    Notice,
-    Ready,
-    StateChanged,
-    TurnFinished,
-)
+from assistant.events import AppEvent, AudioStatus, EchoStatus, Loading, TurnFinished
 from assistant.history import TurnRecord
-from ui.app import run_app
+from tests.window_log import EventLog, log_events, run_logged
 from ui.main_window import MainWindow
-
-
-class EventLog:
-    def __init__(self, path: Path) -> None:
-        self._out = path.open("a", encoding="utf-8")
-
-    def __call__(self, kind: str, **data: Any) -> None:
-        self._out.write(json.dumps({"kind": kind, **data}, default=str) + "\n")
-        self._out.flush()
 
 
 def main_window() -> MainWindow | None:
@@ -65,9 +42,8 @@ def describe_window(record: EventLog) -> None:
     )
 
 
-def observed_assistant(events_path: Path) -> Assistant:
+def observed_assistant(record: EventLog) -> Assistant:
     assistant = Assistant()
-    record = EventLog(events_path)
 
     def finished(turn: TurnRecord) -> None:
         record(
@@ -83,33 +59,18 @@ def observed_assistant(events_path: Path) -> Assistant:
 
     def log(event: AppEvent) -> None:
         match event:
-            case Ready(ready=ready):
-                record("ready", ready=ready)
             case AudioStatus(microphone_ok=mic, speaker_ok=speaker):
                 record("audio", mic=mic, speaker=speaker)
-            case StateChanged(state=state):
-                record("state", state=state.value)
-            case FinalTranscript(turn_id=t, text=text):
-                record("final", turn=t, text=text)
             case TurnFinished(turn=turn):
                 finished(turn)
             case Loading(component=part, fraction=fraction):
                 record("loading", part=part, fraction=fraction)
-            case ErrorEvent(message=message, source=source):
-                record("error", message=message, source=source)
-            case Notice(message=message, source=source):
-                record("notice", message=message, source=source)
             case EchoStatus(cancelling=cancelling, settled=settled, detail=detail):
                 record("echo", cancelling=cancelling, settled=settled, detail=detail)
 
-    assistant.events.subscribe(log)
+    log_events(assistant, record, log)
     return assistant
 
 
-def main() -> int:
-    events = Path(sys.argv[1])
-    return run_app([sys.argv[0]], assistant_factory=lambda: observed_assistant(events))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_logged(observed_assistant))

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tests.e2e.programs import Program, end
+
 SPEAKER = "parley_out"
 ROOM = "mic_in"
 MICROPHONE = f"{ROOM}.monitor"
@@ -40,7 +42,7 @@ def missing_tools() -> list[str]:
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
-class PulseServer:
+class PulseServer(Program):
     """A PulseAudio daemon living entirely under ``root``; use as a context manager."""
 
     def __init__(self, root: Path, rate: int = 48_000) -> None:
@@ -50,7 +52,6 @@ class PulseServer:
         self.runtime = root / "run"
         self.socket = self.runtime / "pulse" / "native"
         self.log_path = root / "pulseaudio.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------------------- environment
 
@@ -136,24 +137,6 @@ class PulseServer:
         self.stop()
         raise PulseUnavailable(f"PulseAudio did not start: {self.log_tail()}")
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-    def __enter__(self) -> PulseServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def log_tail(self, limit: int = 1500) -> str:
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -236,13 +219,7 @@ class Recorder:
         return np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
 
     def stop(self) -> Int16:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+        end(self._process)
         self._thread.join(5)
         return self.samples()
 
@@ -273,7 +250,7 @@ def speech_spans(
     return spans
 
 
-class LaptopEcho:
+class LaptopEcho(Program):
     """The speaker heard again by the microphone, as on a laptop: ``echo_relay.py`` records
     ``parley_out``'s monitor and plays it into ``mic_in`` (mild loudspeaker distortion,
     attenuation, a little reverberation, a delay), where it mixes with whatever the user says
@@ -289,14 +266,6 @@ class LaptopEcho:
         self.gain_db = gain_db
         self._status = server.root / "echo-relay.json"
         self._log = server.root / "echo-relay.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> LaptopEcho:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self, timeout: float = 20.0) -> None:
         env = {**os.environ, **self.server.client_env()}
@@ -333,17 +302,6 @@ class LaptopEcho:
 
     def ready(self) -> bool:
         return bool(self.status().get("ready"))
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def find(haystack: Int16, needle: Int16, lags: range) -> int:

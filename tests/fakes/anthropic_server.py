@@ -22,10 +22,9 @@ from typing import Any
 
 from tests.fakes.http_server import (
     Chunked,
-    FakeHttpServer,
+    FakeChatApi,
     HttpFault,
     HttpRequest,
-    no_answer,
     send_json,
 )
 
@@ -35,6 +34,10 @@ RATE_LIMIT_HEADERS = {
     "anthropic-ratelimit-requests-remaining": "0",
     "anthropic-ratelimit-requests-reset": "2026-08-01T12:00:30Z",
 }
+
+
+MODEL = {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5"}
+MODELS = {"data": [MODEL], "has_more": False, "first_id": MODEL["id"]}
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
@@ -53,52 +56,37 @@ def rate_limited(seconds: float) -> HttpFault:
 OVERLOADED = HttpFault(529, {}, error_body("overloaded_error", "Overloaded"))
 
 
-class FakeAnthropic(FakeHttpServer):
+class FakeAnthropic(FakeChatApi):
+    chat_path = "/v1/messages"
+
     def __init__(self, key: str = "sk-ant-test") -> None:
-        super().__init__()
-        self.key = key
+        super().__init__(
+            key, refusal=error_body("authentication_error", "invalid x-api-key"), models=MODELS
+        )
         self.reply = REPLY
         #: (name, JSON arguments) a request offering tools is answered with (until a result).
         self.tool_call: tuple[str, str] | None = None
         #: The error event type sent right after ``message_start`` of the next answer.
         self.error_after_start: str | None = None
         self.word_delay = 0.0
-        self.message_requests: list[dict[str, Any]] = []
-        self.model_requests = 0
-        self.unauthorized = 0
 
     @property
     def url(self) -> str:
         return self.base_url  # the SDK adds /v1 itself
 
-    def _authorized(self, request: HttpRequest) -> bool:
+    def authorized(self, request: HttpRequest) -> bool:
         sent = request.headers.get("x-api-key") or request.headers.get(
             "authorization", ""
         ).removeprefix("Bearer ")
         return sent == self.key
 
-    async def route(
-        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    def not_found(self, path: str) -> Any:
+        return error_body("not_found_error", f"Not found: {path}")
+
+    async def answer(
+        self, request: HttpRequest, fault: HttpFault, writer: asyncio.StreamWriter
     ) -> bool:
-        if not self._authorized(request):
-            self.unauthorized += 1
-            await send_json(writer, 401, error_body("authentication_error", "invalid x-api-key"))
-            return True
-        path = request.path.split("?")[0]
-        if request.method == "GET" and path == "/v1/models":
-            self.model_requests += 1
-            model = {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5"}
-            models = {"data": [model], "has_more": False, "first_id": model["id"]}
-            await send_json(writer, 200, models)
-            return True
-        if request.method != "POST" or path != "/v1/messages":
-            await send_json(writer, 404, error_body("not_found_error", f"Not found: {path}"))
-            return True
         body = request.json()
-        self.message_requests.append(body)
-        fault = self.fault()
-        if (handled := await no_answer(fault, reader, writer)) is not None:
-            return handled
         problem = _invalid(body, request.headers)
         if problem is not None:
             await send_json(writer, 400, error_body("invalid_request_error", problem))

@@ -22,10 +22,9 @@ from typing import Any, Literal
 
 from tests.fakes.http_server import (
     Chunked,
-    FakeHttpServer,
+    FakeChatApi,
     HttpFault,
     HttpRequest,
-    no_answer,
     send_json,
 )
 
@@ -43,50 +42,39 @@ def rate_limited(seconds: float) -> HttpFault:
     return HttpFault(429, headers, flat_error("rate_limited", "Too many requests for this model."))
 
 
-class FakeGateway(FakeHttpServer):
+class FakeGateway(FakeChatApi):
+    chat_path = "/v1/chat/completions"
+
     def __init__(self, key: str = "aai-test-key") -> None:
-        super().__init__()
-        self.key = key
+        super().__init__(
+            key,
+            refusal={"error": "Invalid API key", "status": "error"},
+            models={"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]},
+        )
         self.reply = REPLY
         self.streaming: set[str] = {m for m in MODELS if m.startswith("gpt")}
         self.unstreamed: Literal["json", "refuse"] = "json"
         self.tool_call: tuple[str, str] | None = None
         self.word_delay = 0.0
-        self.chat_requests: list[dict[str, Any]] = []
+        #: Every Authorization header sent, as sent.
         self.auth_headers: list[str] = []
-        self.model_requests = 0
-        self.unauthorized = 0
 
     @property
     def url(self) -> str:
         return f"{self.base_url}/v1"
 
-    async def route(
-        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    def authorized(self, request: HttpRequest) -> bool:
         sent = request.headers.get("authorization", "")
         self.auth_headers.append(sent)
-        if sent.removeprefix("Bearer ") != self.key:
-            self.unauthorized += 1
-            await send_json(writer, 401, {"error": "Invalid API key", "status": "error"})
-            return True
-        path = request.path.split("?")[0]
-        if request.method == "GET" and path == "/v1/models":
-            self.model_requests += 1
-            await send_json(
-                writer,
-                200,
-                {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]},
-            )
-            return True
-        if request.method != "POST" or path != "/v1/chat/completions":
-            await send_json(writer, 404, flat_error("not_found", f"Not found: {path}"))
-            return True
+        return sent.removeprefix("Bearer ") == self.key
+
+    def not_found(self, path: str) -> Any:
+        return flat_error("not_found", f"Not found: {path}")
+
+    async def answer(
+        self, request: HttpRequest, fault: HttpFault, writer: asyncio.StreamWriter
+    ) -> bool:
         body = request.json()
-        self.chat_requests.append(body)
-        fault = self.fault()
-        if (handled := await no_answer(fault, reader, writer)) is not None:
-            return handled
         model = body.get("model")
         if model not in MODELS:
             await send_json(

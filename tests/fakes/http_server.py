@@ -1,8 +1,9 @@
 """What the fake HTTP provider servers share: an HTTP/1.1 server on 127.0.0.1 (a random port) in
 the test's own event loop, requests parsed by hand so that a fake controls every byte and every
 TCP write (an SSE event split across writes, a UTF-8 character cut in two), chunked streaming,
-JSON answers, and the faults every HTTP request can meet (``HttpFault``: an error status with
-headers, no answer at all, a hang-up before or during the answer)."""
+JSON answers, the faults every HTTP request can meet (``HttpFault``: an error status with
+headers, no answer at all, a hang-up before or during the answer), and the routing every chat
+model API shares (``FakeChatApi``)."""
 
 from __future__ import annotations
 
@@ -186,3 +187,59 @@ class FakeHttpServer:
         self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         raise NotImplementedError
+
+
+class FakeChatApi(FakeHttpServer):
+    """A model provider's HTTP API: the key checked on every request (a refusal counted in
+    ``unauthorized``), ``GET /v1/models`` answering the warm-up (counted in ``model_requests``),
+    and one ``POST`` path for chat requests (their bodies kept in ``chat_requests``), each of
+    which takes the next fault.
+
+    Subclasses set ``chat_path`` and give the provider's own words: ``authorized``, the bodies of
+    a refusal, of the model list and of a wrong path, and ``answer`` for a chat request."""
+
+    chat_path = ""
+
+    def __init__(self, key: str, *, refusal: Any, models: Any) -> None:
+        super().__init__()
+        self.key = key
+        #: The bodies of a 401 and of the model list.
+        self.refusal = refusal
+        self.models = models
+        self.chat_requests: list[dict[str, Any]] = []
+        self.model_requests = 0
+        self.unauthorized = 0
+
+    def authorized(self, request: HttpRequest) -> bool:
+        raise NotImplementedError
+
+    def not_found(self, path: str) -> Any:
+        """The body of a 404 for ``path``."""
+        raise NotImplementedError
+
+    async def answer(
+        self, request: HttpRequest, fault: HttpFault, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer the chat ``request`` under ``fault``, one that leaves an answer."""
+        raise NotImplementedError
+
+    async def route(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        if not self.authorized(request):
+            self.unauthorized += 1
+            await send_json(writer, 401, self.refusal)
+            return True
+        path = request.path.split("?")[0]
+        if request.method == "GET" and path == "/v1/models":
+            self.model_requests += 1
+            await send_json(writer, 200, self.models)
+            return True
+        if request.method != "POST" or path != self.chat_path:
+            await send_json(writer, 404, self.not_found(path))
+            return True
+        self.chat_requests.append(request.json())
+        fault = self.fault()
+        if (handled := await no_answer(fault, reader, writer)) is not None:
+            return handled
+        return await self.answer(request, fault, writer)

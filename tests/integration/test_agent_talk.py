@@ -6,26 +6,22 @@ TIMELINE.json, the history files or the logs."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from tests import cli_runs
 from tests.cloud import InThread, files_containing
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gateway_server import FakeGateway
 from tests.fakes.realtime_agent_server import FakeRealtimeAgent
 from tests.fakes.voice_agent_server import FakeVoiceAgent
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "resources" / "samples" / "question.wav"
 QUESTION = "What is a good name for a cat?"  # what the scripted recognizer hears
+#: The scripted recognizer and voice around the language model under test.
+CHAINED_FAKES = ("--stt", "fake", "--tts", "fake")
 TIMELINE_KEYS = {
     "turn_id",
     "user_text",
@@ -45,42 +41,25 @@ def talk(
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """``parley talk`` on the sample, verbose, with no fallback engine (the cloud one answers or
     the run fails); its history under ``tmp``."""
-    out, timeline = tmp / "out.wav", tmp / "timeline.json"
     config = tmp / "config"
     config.mkdir(exist_ok=True)
     (config / "settings.toml").write_text("fallback_to_local = false\n")
-    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    command = [
-        sys.executable,
-        "-m",
-        "assistant.cli",
-        "-v",
-        "talk",
-        "--input",
-        str(SAMPLE),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        "--history",
-        str(tmp / "history"),
-        *engines,
-        "--pace",
-        "realtime",
-    ]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env={**clean, "PARLEY_CONFIG_DIR": str(config), **env},
+    history = ("--history", str(tmp / "history"))
+    return cli_runs.talk(
+        tmp, *history, *engines, env={"PARLEY_CONFIG_DIR": str(config), **env}, verbose=True
     )
-    data = json.loads(timeline.read_text()) if timeline.exists() else {}
-    if out.exists():
-        audio, _ = sf.read(out, dtype="int16")
-        data["peak"] = int(np.abs(audio).max()) if len(audio) else 0
-    return result, data
+
+
+def answered(
+    tmp: Path, fake: Any, *engines: str, via: tuple[str, str]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], dict[str, Any]]:
+    """``talk`` while ``fake`` serves, its key in the environment variable ``via[0]`` and its URL
+    in ``via[1]``: the run succeeds with one turn. The run, the timeline's data and its turn."""
+    with InThread(fake):
+        result, data = talk(tmp, *engines, env={via[0]: fake.key, via[1]: fake.url})
+    assert result.returncode == 0, result.stderr
+    (turn,) = data["turns"]
+    return result, data, turn
 
 
 def unleaked(key: str, result: subprocess.CompletedProcess[str], tmp: Path) -> None:
@@ -94,23 +73,18 @@ def test_talk_with_claude(tmp_path: Path, tools: bool) -> None:
     if tools:
         fake.tool_call = ("calculate", '{"expression": "17 * 23"}')
         fake.reply = "Seventeen times twenty-three is 391."
-    with InThread(fake):
-        env = {"ANTHROPIC_API_KEY": fake.key, "PARLEY_ANTHROPIC_URL": fake.url}
-        result, data = talk(
-            tmp_path, "--llm", "anthropic", "--stt", "fake", "--tts", "fake", env=env
-        )
-    assert result.returncode == 0, result.stderr
-    (turn,) = data["turns"]
+    via = ("ANTHROPIC_API_KEY", "PARLEY_ANTHROPIC_URL")
+    result, data, turn = answered(tmp_path, fake, "--llm", "anthropic", *CHAINED_FAKES, via=via)
     assert set(turn) >= TIMELINE_KEYS
     # With a tool, Claude's words before the call ("Let me check.") are spoken too.
     assert turn["user_text"] == QUESTION and turn["assistant_text"].endswith(fake.reply)
     assert turn["voice_to_voice_ms"] > 0 and data["peak"] > 1000
     assert fake.model_requests == 1  # the connection was opened at warm-up
-    request = fake.message_requests[0]
+    request = fake.chat_requests[0]
     assert request["model"] == "claude-haiku-4-5" and "Parley" in request["system"]
     if tools:
         assert [c["result"] for c in turn["tool_calls"]] == ["391"]
-        follow_up = fake.message_requests[1]["messages"]
+        follow_up = fake.chat_requests[1]["messages"]
         assert follow_up[-1]["content"][0] == {
             "type": "tool_result",
             "tool_use_id": "toolu_fake1",
@@ -121,13 +95,10 @@ def test_talk_with_claude(tmp_path: Path, tools: bool) -> None:
 
 def test_talk_with_the_llm_gateway(tmp_path: Path) -> None:
     fake = FakeGateway(key="aai-canary-0123456789abcdef")
-    with InThread(fake):
-        env = {"ASSEMBLYAI_API_KEY": fake.key, "PARLEY_ASSEMBLYAI_GATEWAY_URL": fake.url}
-        result, data = talk(
-            tmp_path, "--llm", "assemblyai-gateway", "--stt", "fake", "--tts", "fake", env=env
-        )
-    assert result.returncode == 0, result.stderr
-    (turn,) = data["turns"]
+    via = ("ASSEMBLYAI_API_KEY", "PARLEY_ASSEMBLYAI_GATEWAY_URL")
+    result, _, turn = answered(
+        tmp_path, fake, "--llm", "assemblyai-gateway", *CHAINED_FAKES, via=via
+    )
     assert turn["assistant_text"] == fake.reply and turn["voice_to_voice_ms"] > 0
     assert fake.auth_headers[-1] == fake.key  # the raw key, no "Bearer"
     assert fake.chat_requests[0]["stream"] is True
@@ -153,10 +124,7 @@ def test_talk_with_a_speech_to_speech_engine(
     tmp_path: Path, name: str, fake: Any, env: tuple[str, str]
 ) -> None:
     fake.transcripts.append("What is the tallest mountain in the world?")
-    with InThread(fake):
-        result, data = talk(tmp_path, "--s2s", name, env={env[0]: fake.key, env[1]: fake.url})
-    assert result.returncode == 0, result.stderr
-    (turn,) = data["turns"]
+    result, data, turn = answered(tmp_path, fake, "--s2s", name, via=env)
     assert set(turn) >= TIMELINE_KEYS
     assert turn["user_text"] == "What is the tallest mountain in the world?"
     assert turn["assistant_text"] == fake.reply and not turn["interrupted"]

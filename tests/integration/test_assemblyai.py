@@ -6,8 +6,6 @@ import asyncio
 import itertools
 import logging
 import statistics
-import traceback
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,12 +37,7 @@ def engine(server: FakeAssemblyAI, **kwargs: object) -> AssemblyAISTT:
 async def one_turn(
     server: FakeAssemblyAI, **kwargs: object
 ) -> tuple[cloud.Collector, StreamingSession]:
-    session = await engine(server, **kwargs).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.6))
-    await cloud.push(session, cloud.silence(0.1))
-    await session.end_turn()
-    await collector.wait_finals()
+    collector, session = await cloud.spoken_turn(engine(server, **kwargs), 0.6, pause=0.1)
     return collector, session
 
 
@@ -107,8 +100,7 @@ async def test_a_late_formatted_end_is_waited_for(server: FakeAssemblyAI) -> Non
 
 async def test_server_endpointing_ends_the_turn(server: FakeAssemblyAI) -> None:
     server.end_silence = 0.3
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.5))
     await cloud.push(session, cloud.silence(0.5))  # no end_turn: the server decides
     finals = await collector.wait_finals()
@@ -129,8 +121,7 @@ async def test_two_turns_in_one_session(server: FakeAssemblyAI) -> None:
 
 
 async def test_end_turn_without_audio_gives_an_empty_final(server: FakeAssemblyAI) -> None:
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await session.end_turn()
     finals = await collector.wait_finals()
     await session.aclose()
@@ -148,8 +139,7 @@ async def test_audio_is_batched_and_paced_to_real_time(
         assemblyai, "RealtimePacer", lambda burst: RealtimePacer(burst, clock=lambda: now[0])
     )
     server.realtime_tolerance = 600.0  # the pacer's clock runs ahead of the server's here
-    session = await engine(server, burst=0.5).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, burst=0.5))
     # 1.5 s of audio and the turn's end, pushed at once while the clock stands still.
     await asyncio.wait_for(cloud.push(session, cloud.speech(1.5)), cloud.PATIENCE)
     await cloud.push(session, cloud.silence(0.03))  # a short remainder: padded to 50 ms at the end
@@ -171,8 +161,7 @@ async def test_audio_is_batched_and_paced_to_real_time(
 
 
 async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeAssemblyAI) -> None:
-    session = await engine(server, burst=0.3).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, burst=0.3))
     await cloud.push(session, cloud.speech(0.9))  # mostly still waiting for the pacer...
     await session.end_turn()
     await session.clear()  # ...when the next utterance starts
@@ -185,8 +174,7 @@ async def test_next_turn_keeps_the_audio_still_queued_for_the_last(server: FakeA
 
 
 async def test_clear_discards_a_noise_turn(server: FakeAssemblyAI) -> None:
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.4))  # a false interruption, say
     await collector.wait_items()
     await session.clear()
@@ -216,8 +204,7 @@ async def test_rejected_key_by_close_1008(
 
 
 async def test_missing_key_names_where_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ASSEMBLYAI_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ASSEMBLYAI_API_KEY"):
         await AssemblyAISTT("ws://127.0.0.1:9/v3/ws", policy=cloud.FAST).open("en")
 
@@ -245,23 +232,12 @@ async def test_unreachable_server_is_unavailable(key_env: str) -> None:
 async def test_dropped_connection_reconnects_and_resends_the_turn(
     server: FakeAssemblyAI, code: int | None
 ) -> None:
-    server.drop_after_audio = 0.3
-    server.drop_code = code
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.6))
-    await session.end_turn()
-    finals = await collector.wait_finals()
-    await session.aclose()
-    assert server.connections == 2
-    assert collector.error is None
-    assert [t.text for t in finals] == ["What time is it?"]
+    await cloud.turn_survives_a_drop(server, engine(server), code, after=0.3, seconds=0.6)
 
 
 async def test_reconnect_gives_up_after_repeated_failures(server: FakeAssemblyAI) -> None:
     server.drop_after_audio = 0.2
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     server.handshake_faults = [(500, {})] * 50
     await cloud.push(session, cloud.speech(0.4))
     await asyncio.wait_for(collector.task, 5.0)
@@ -306,9 +282,7 @@ async def test_talk_end_to_end(
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ASSEMBLYAI_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("ASSEMBLYAI_API_KEY", monkeypatch, caplog)
     texts: list[str] = []
     async with FakeAssemblyAI(key=canary) as good:
         monkeypatch.setenv("PARLEY_ASSEMBLYAI_URL", good.url)
@@ -322,7 +296,7 @@ async def test_canary_key_never_leaks(
         async with FakeAssemblyAI(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
                 await AssemblyAISTT(bad.url, policy=cloud.FAST).open("en")
-            texts.append("".join(traceback.format_exception(caught.value)))
+            texts.append(cloud.failure_text(caught.value))
     # The wire log did record the handshake, with the key scrubbed from it.
     assert "Authorization: [redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,18 +67,13 @@ def settings() -> Settings:
     return Settings(stt="fake", llm="fake", tts="fake")
 
 
-@pytest.fixture
-async def card_assistant(tmp_path: Path) -> AsyncIterator[tuple[Assistant, FakeSoundCard]]:
-    card = FakeSoundCard()
-    engines = EngineSet(
-        FakeSTT(),
-        FakeLLM(ttft=0.02, tokens_per_second=400, tool_call=None),
-        FakeTTS(first_audio_delay=0.01, chars_per_second=60, realtime_factor=0.0),
-    )
-    assistant = Assistant(
+def on_card(card: FakeSoundCard, tmp_path: Path, engines: Any, **options: Any) -> Assistant:
+    """An assistant with the fake engines ``engines`` builds, hearing and speaking through
+    ``card``, its turns cut by a scripted voice detector."""
+    return Assistant(
         settings(),
         history_dir=tmp_path / "conversations",
-        engine_factory=lambda _s: engines,
+        engine_factory=engines,
         source_factory=lambda _s: MicrophoneCapture(
             samplerate=16_000, stream_factory=card.input_stream
         ),
@@ -86,7 +82,19 @@ async def card_assistant(tmp_path: Path) -> AsyncIterator[tuple[Assistant, FakeS
         ),
         vad_factory=lambda _s: ScriptVAD(),
         turn_model_factory=lambda _s: None,
+        **options,
     )
+
+
+@pytest.fixture
+async def card_assistant(tmp_path: Path) -> AsyncIterator[tuple[Assistant, FakeSoundCard]]:
+    card = FakeSoundCard()
+    engines = EngineSet(
+        FakeSTT(),
+        FakeLLM(ttft=0.02, tokens_per_second=400, tool_call=None),
+        FakeTTS(first_audio_delay=0.01, chars_per_second=60, realtime_factor=0.0),
+    )
+    assistant = on_card(card, tmp_path, lambda _s: engines)
     try:
         yield assistant, card
     finally:
@@ -262,20 +270,7 @@ async def test_the_pipeline_switches_to_speech_to_speech_and_back(tmp_path: Path
         built.append(chosen)
         return chosen
 
-    assistant = Assistant(
-        settings(),
-        history_dir=tmp_path / "conversations",
-        engine_factory=engines,  # type: ignore[arg-type]
-        source_factory=lambda _s: MicrophoneCapture(
-            samplerate=16_000, stream_factory=card.input_stream
-        ),
-        player_factory=lambda _s: DevicePlayer(
-            samplerate=24_000, blocksize=480, stream_factory=card.output_stream
-        ),
-        vad_factory=lambda _s: ScriptVAD(),
-        turn_model_factory=lambda _s: None,
-        persist=False,
-    )
+    assistant = on_card(card, tmp_path, engines, persist=False)
     seen = Recorder(assistant)
     try:
         await assistant.start()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import traceback
 import urllib.parse
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -21,10 +18,10 @@ from assistant.engines.asyncai import (
     make_tts,
 )
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
-from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
-from tests import cloud
+from tests import cloud, tts_checks
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.contexts import RATE
 
@@ -171,22 +168,16 @@ async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTT
 
 
 async def test_missing_key(server: FakeAsync, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ASYNC_API_KEY")
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ASYNC_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ASYNC_API_KEY"):
         await speak(AsyncTTS(server.url, policy=cloud.FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(server: FakeAsync) -> None:
     server.handshake_faults = [(429, {"Retry-After": "0.2"}), (500, {})]
-    sleeps = cloud.Sleeps()
-    tts = AsyncTTS(server.url, policy=cloud.fast(sleep=sleeps), voices_url=server.voices_url)
-    chunks = await speak(tts, ["Hi."])
-    await tts.aclose()
-    assert len(server.requests) == 3
-    # The server's retry-after (plus a little jitter), then a backoff step.
-    assert len(sleeps) == 2 and 0.2 <= sleeps[0] <= 0.27 and sleeps[1] <= 0.1
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Hi."], server)
+    await tts_checks.retried_after_faults(
+        server, lambda policy: AsyncTTS(server.url, policy=policy, voices_url=server.voices_url)
+    )
 
 
 async def test_drop_before_audio_is_replayed(server: FakeAsync, tts: AsyncTTS) -> None:
@@ -200,26 +191,13 @@ async def test_drop_before_audio_is_replayed(server: FakeAsync, tts: AsyncTTS) -
 async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server: FakeAsync, tts: AsyncTTS, code: int | None
 ) -> None:
-    server.drop_after_audio = 3
-    server.drop_code = code
-    got: list[SpeechChunk] = []
-    with pytest.raises(EngineError, match="connection dropped"):
-        async for chunk in tts.stream(cloud.texts(PIECES), voice=None, language="en"):
-            got.append(chunk)
-    assert sum(len(c.pcm) for c in got) > 0
-    chunks = await speak(tts, ["Back again."])
-    assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Back again."], server)
+    await tts_checks.drop_mid_reply_then_reconnect(server, tts, code)
 
 
 async def test_malformed_messages_are_skipped(
     server: FakeAsync, tts: AsyncTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
-        chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
-    assert "not JSON" in caplog.text
+    await tts_checks.malformed_messages_skipped(server, tts, caplog)
 
 
 # ------------------------------------------------------------------------------------ voices
@@ -255,43 +233,26 @@ async def test_talk_end_to_end(
     server: FakeAsync, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PARLEY_ASYNC_URL", server.url)
-    reply = "It is noon. Anything else?"
-    tts = make_tts(Settings())
-    result = await cloud.talk(
-        tmp_path, (FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts)
-    )
-    await tts.aclose()
-    assert not result.errors, result.errors
-    assert [t.assistant_text for t in result.turns] == [reply]
-    pieces = [t.strip() for t in server.texts(server.contexts()[0])]
-    assert " ".join(pieces).split() == reply.split()
-    assert result.audio_seconds == pytest.approx(
-        cloud.expected_samples(pieces, server) / RATE, abs=0.05
-    )
+    texts = await tts_checks.talk_end_to_end(server, tmp_path, make_tts(Settings()))
+    assert " ".join(t.strip() for t in texts).split() == tts_checks.REPLY.split()
 
 
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ASYNC_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("ASYNC_API_KEY", monkeypatch, caplog)
     seen: list[str] = []
     async with FakeAsync(key=canary, drop_after_audio=0) as good:
         monkeypatch.setenv("PARLEY_ASYNC_URL", good.url)
         tts = make_tts(Settings())
         tts.voices_url = good.voices_url
-        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
-        await tts.load_voices()
-        await tts.aclose()
-        seen += result.errors + result.notices
-        assert result.turns and result.audio_seconds > 0
+        seen += await tts_checks.talk_and_list_voices(tmp_path, tts)
     async with FakeAsync(key="another-key") as bad:
         for attempt in (speak(AsyncTTS(bad.url, policy=cloud.FAST)),
                         AsyncTTS(bad.url, voices_url=bad.voices_url).load_voices()):  # fmt: skip
             with pytest.raises(EngineError) as caught:
                 await attempt
-            seen.append("".join(traceback.format_exception(caught.value)))
+            seen.append(cloud.failure_text(caught.value))
     # The handshake was logged, with the key scrubbed out of the URL.
     assert "api_key=[redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, seen, tmp_path)

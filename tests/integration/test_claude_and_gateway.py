@@ -76,7 +76,7 @@ async def test_claude_streams_split_events_and_utf8_and_calls_tools(claude: Fake
         assert all(isinstance(e, TextDelta | ToolCallDelta) for e in found[:-2])
     finally:
         await llm.aclose()
-    body = claude.message_requests[0]
+    body = claude.chat_requests[0]
     assert body["system"] == "Be brief." and body["stream"] is True
 
 

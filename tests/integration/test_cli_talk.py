@@ -3,55 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "resources" / "samples" / "question.wav"
-
-
-def parley(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+from tests.cli_runs import FAKE_ENGINES, SAMPLE, parley, talk
 
 
 def test_talk_with_fake_engines_writes_audio_and_timeline(tmp_path: Path) -> None:
-    out, timeline = tmp_path / "out.wav", tmp_path / "timeline.json"
-    result = parley(
-        "talk",
-        "--input",
-        str(SAMPLE),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        "--stt",
-        "fake",
-        "--llm",
-        "fake",
-        "--tts",
-        "fake",
-        "--pace",
-        "fast",
-    )
+    result, data = talk(tmp_path, *FAKE_ENGINES, env={}, pace="fast")
     assert result.returncode == 0, result.stderr
     assert "you: What is a good name for a cat?" in result.stdout
     assert "parley: You asked:" in result.stdout
-    audio, rate = sf.read(out, dtype="int16")
+    audio, rate = sf.read(tmp_path / "out.wav", dtype="int16")
     assert rate == 24_000 and len(audio) > rate and np.abs(audio).max() > 3000
-    data = json.loads(timeline.read_text())
     (turn,) = data["turns"]
     assert set(turn) >= {
         "user_text",
@@ -74,12 +41,7 @@ def test_talk_vad_mode_finds_the_turn_in_the_file(tmp_path: Path) -> None:
         str(timeline),
         "--turns",
         "vad",
-        "--stt",
-        "fake",
-        "--llm",
-        "fake",
-        "--tts",
-        "fake",
+        *FAKE_ENGINES,
         "--pace",
         "realtime",
     )

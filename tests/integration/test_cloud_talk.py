@@ -4,16 +4,12 @@ provider's real wire protocol, and the fallback to the local engines when a prov
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from tests.cli_runs import talk
 from tests.cloud import InThread
 from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.async_server import FakeAsync
@@ -21,49 +17,12 @@ from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAIServer
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "resources" / "samples" / "question.wav"
-
 
 @pytest.fixture
 def openai_fake() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(api_key="sk-test-key") as server:
         server.transcripts.extend(["What is the tallest mountain in the world?"] * 3)
         yield server
-
-
-def talk(
-    tmp: Path, *engines: str, env: dict[str, str]
-) -> tuple[subprocess.CompletedProcess[str], dict]:
-    out, timeline = tmp / "out.wav", tmp / "timeline.json"
-    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "assistant.cli",
-            "talk",
-            "--input",
-            str(SAMPLE),
-            "--output",
-            str(out),
-            "--timeline",
-            str(timeline),
-            *engines,
-            "--pace",
-            "realtime",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env={**clean, **env},
-    )
-    data = json.loads(timeline.read_text()) if timeline.exists() else {}
-    if out.exists():
-        audio, _ = sf.read(out, dtype="int16")
-        data["peak"] = int(np.abs(audio).max()) if len(audio) else 0
-    return result, data
 
 
 def openai_env(server: FakeOpenAIServer) -> dict[str, str]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
@@ -45,8 +43,7 @@ async def test_request_carries_documented_parameters(server: FakeDeepgram) -> No
 
 async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(1.1))  # two is_final segments and an interim tail
     await session.end_turn()
     finals = await collector.wait_finals()
@@ -61,8 +58,7 @@ async def test_finalize_ends_the_turn_with_all_segments(server: FakeDeepgram) ->
 
 
 async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.9))
     await cloud.push(session, cloud.silence(1.2))  # speech_final at 0.3 s, UtteranceEnd at 1.0 s
     await asyncio.sleep(0.1)
@@ -73,8 +69,7 @@ async def test_speech_final_ends_the_turn_once(server: FakeDeepgram) -> None:
 
 async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
     server.endpointing = None  # no speech_final: only UtteranceEnd
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     await cloud.push(session, cloud.speech(0.9))
     await cloud.push(session, cloud.silence(1.1))
     finals = await collector.wait_finals()
@@ -84,8 +79,7 @@ async def test_utterance_end_ends_the_turn(server: FakeDeepgram) -> None:
 
 async def test_two_turns(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server))
     for _ in range(2):
         await session.clear()
         await cloud.push(session, cloud.speech(0.8))
@@ -109,8 +103,7 @@ async def test_keepalive_holds_an_idle_socket(server: FakeDeepgram) -> None:
 async def test_idle_close_without_keepalive_reconnects(server: FakeDeepgram) -> None:
     server.idle_timeout = 0.3
     server.endpointing = server.utterance_end = None
-    session = await engine(server, keepalive_interval=60.0).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, keepalive_interval=60.0))
     await cloud.eventually(lambda: server.idle_closes >= 1)  # closed with 1011 for idling
     await cloud.push(session, cloud.speech(0.8))
     await session.end_turn()
@@ -123,8 +116,7 @@ async def test_idle_close_without_keepalive_reconnects(server: FakeDeepgram) -> 
 async def test_unanswered_finalize_falls_back_to_the_partial(server: FakeDeepgram) -> None:
     server.endpointing = server.utterance_end = None
     server.answer_finalize = False  # the server stalls
-    session = await engine(server, final_timeout=0.3).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, final_timeout=0.3))
     await cloud.push(session, cloud.speech(1.1))
     await session.end_turn()
     finals = await collector.wait_finals()
@@ -140,8 +132,7 @@ async def test_a_late_answer_to_finalize_is_waited_for(server: FakeDeepgram) -> 
     Finalize holds the rest, so a turn ended on the partial would read "What time"."""
     server.endpointing = server.utterance_end = None
     server.finalize_delay = 0.5  # slower than a healthy server, well inside final_timeout
-    session = await engine(server, final_timeout=15.0).open("en")
-    collector = cloud.Collector(session)
+    session, collector = await cloud.listening(engine(server, final_timeout=15.0))
     await cloud.push(session, cloud.speech(0.5))
     await cloud.eventually(lambda: bool(collector.partials()))
     await session.end_turn()
@@ -156,8 +147,7 @@ async def test_a_late_answer_to_finalize_is_waited_for(server: FakeDeepgram) -> 
 
 
 async def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("DEEPGRAM_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="DEEPGRAM_API_KEY"):
         await DeepgramSTT("ws://127.0.0.1:9/v1/listen", policy=cloud.FAST).open("en")
 
@@ -181,17 +171,7 @@ async def test_persistent_server_error(server: FakeDeepgram) -> None:
 @pytest.mark.parametrize("code", [1011, None], ids=["close-1011", "abort-1006"])
 async def test_dropped_connection_reconnects(server: FakeDeepgram, code: int | None) -> None:
     server.endpointing = server.utterance_end = None
-    server.drop_after_audio = 0.4
-    server.drop_code = code
-    session = await engine(server).open("en")
-    collector = cloud.Collector(session)
-    await cloud.push(session, cloud.speech(0.9))
-    await session.end_turn()
-    finals = await collector.wait_finals()
-    await session.aclose()
-    assert server.connections == 2
-    assert collector.error is None
-    assert [t.text for t in finals] == ["What time is it?"]
+    await cloud.turn_survives_a_drop(server, engine(server), code, after=0.4, seconds=0.9)
 
 
 async def test_malformed_messages_are_skipped(
@@ -200,13 +180,10 @@ async def test_malformed_messages_are_skipped(
     server.garbage = True
     server.endpointing = server.utterance_end = None
     with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
-        session = await engine(server).open("en")
-        collector = cloud.Collector(session)
-        await cloud.push(session, cloud.speech(0.9))
-        await session.end_turn()
-        finals = await collector.wait_finals()
+        collector, session = await cloud.spoken_turn(engine(server), 0.9)
+        finals = collector.final_texts()
         await session.aclose()
-    assert [t.text for t in finals] == ["What time is it?"]
+    assert finals == ["What time is it?"]
     assert "not JSON" in caplog.text
 
 
@@ -238,9 +215,7 @@ async def test_talk_end_to_end(
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("DEEPGRAM_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("DEEPGRAM_API_KEY", monkeypatch, caplog)
     texts: list[str] = []
     async with FakeDeepgram(key=canary, drop_after_audio=0.3) as good:
         monkeypatch.setenv("PARLEY_DEEPGRAM_URL", good.url)
@@ -252,6 +227,6 @@ async def test_canary_key_never_leaks(
     async with FakeDeepgram(key="another-key") as bad:
         with pytest.raises(EngineError) as caught:
             await DeepgramSTT(bad.url, policy=cloud.FAST).open("en")
-        texts.append("".join(traceback.format_exception(caught.value)))
+        texts.append(cloud.failure_text(caught.value))
     assert "Authorization: Token [redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, texts, tmp_path)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import traceback
 import urllib.parse
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -16,10 +13,10 @@ import pytest
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
-from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fake import FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
-from tests import cloud
+from tests import cloud, tts_checks
 from tests.fakes.contexts import RATE
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 
@@ -179,22 +176,16 @@ async def test_rejected_key_by_close(
 
 
 async def test_missing_key(server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ELEVENLABS_API_KEY")
-    monkeypatch.setattr("assistant.secrets._backend_usable", lambda: False)
+    cloud.without_key("ELEVENLABS_API_KEY", monkeypatch)
     with pytest.raises(MissingKeyError, match="ELEVENLABS_API_KEY"):
         await speak(ElevenLabsTTS(server.url, policy=cloud.FAST))
 
 
 async def test_rate_limit_and_server_errors_are_retried(server: FakeElevenLabs) -> None:
     server.handshake_faults = [(429, {"Retry-After": "0.2"}), (503, {})]
-    sleeps = cloud.Sleeps()
-    tts = ElevenLabsTTS(server.url, policy=cloud.fast(sleep=sleeps))
-    chunks = await speak(tts, ["Hi."])
-    await tts.aclose()
-    assert len(server.requests) == 3
-    # The server's retry-after (plus a little jitter), then a backoff step.
-    assert len(sleeps) == 2 and 0.2 <= sleeps[0] <= 0.27 and sleeps[1] <= 0.1
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Hi."], server)
+    await tts_checks.retried_after_faults(
+        server, lambda policy: ElevenLabsTTS(server.url, policy=policy)
+    )
 
 
 async def test_persistent_server_error(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -207,17 +198,8 @@ async def test_persistent_server_error(server: FakeElevenLabs, tts: ElevenLabsTT
 async def test_drop_mid_reply_fails_then_next_reply_reconnects(
     server: FakeElevenLabs, tts: ElevenLabsTTS, code: int | None
 ) -> None:
-    server.drop_after_audio = 3
-    server.drop_code = code
-    got: list[SpeechChunk] = []
-    with pytest.raises(EngineError, match="connection dropped") as caught:
-        async for chunk in tts.stream(cloud.texts(PIECES), voice=None, language="en"):
-            got.append(chunk)
-    assert caught.value.retryable
-    assert sum(len(c.pcm) for c in got) > 0  # it failed after output
-    chunks = await speak(tts, ["Back again."])
-    assert server.connections == 2
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(["Back again."], server)
+    error = await tts_checks.drop_mid_reply_then_reconnect(server, tts, code)
+    assert error.retryable
 
 
 async def test_stall_mid_reply_times_out(server: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
@@ -235,11 +217,7 @@ async def test_stall_mid_reply_times_out(server: FakeElevenLabs, tts: ElevenLabs
 async def test_malformed_messages_are_skipped(
     server: FakeElevenLabs, tts: ElevenLabsTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.garbage = True
-    with caplog.at_level(logging.WARNING, logger="assistant.engines.net.messages"):
-        chunks = await speak(tts)
-    assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
-    assert "not JSON" in caplog.text
+    await tts_checks.malformed_messages_skipped(server, tts, caplog)
 
 
 # ------------------------------------------------------------------------------------ voices
@@ -282,45 +260,26 @@ async def test_talk_end_to_end(
     server: FakeElevenLabs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PARLEY_ELEVENLABS_URL", server.url)
-    reply = "It is noon. Anything else?"
-    tts = make_tts(Settings())
-    result = await cloud.talk(
-        tmp_path, (FakeSTT(["What time is it?"]), FakeLLM(reply=lambda r: reply, ttft=0.02), tts)
-    )
-    await tts.aclose()
-    assert not result.errors, result.errors
-    assert [t.assistant_text for t in result.turns] == [reply]
-    spoken = "".join(server.texts(server.contexts()[0]))
-    assert spoken.split() == reply.split()
-    assert result.audio_seconds == pytest.approx(
-        cloud.expected_samples([m.strip() for m in server.texts(server.contexts()[0])], server)
-        / RATE,
-        abs=0.05,
-    )
+    texts = await tts_checks.talk_end_to_end(server, tmp_path, make_tts(Settings()))
+    assert "".join(texts).split() == tts_checks.REPLY.split()
 
 
 async def test_canary_key_never_leaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    canary = f"canary-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ELEVENLABS_API_KEY", canary)
-    caplog.set_level(logging.DEBUG)
+    canary = cloud.canary_key("ELEVENLABS_API_KEY", monkeypatch, caplog)
     texts_seen: list[str] = []
     async with FakeElevenLabs(key=canary, drop_after_audio=0) as good:
         monkeypatch.setenv("PARLEY_ELEVENLABS_URL", good.url)
         tts = make_tts(Settings())
-        result = await cloud.talk(tmp_path, (FakeSTT(), FakeLLM(ttft=0.01), tts))
-        await tts.load_voices()
-        await tts.aclose()
-        texts_seen += result.errors + result.notices
-        assert result.turns and result.audio_seconds > 0
+        texts_seen += await tts_checks.talk_and_list_voices(tmp_path, tts)
     for auth_by_close in (False, True):
         async with FakeElevenLabs(key="another-key", auth_by_close=auth_by_close) as bad:
             with pytest.raises(EngineError) as caught:
                 await speak(ElevenLabsTTS(bad.url, policy=cloud.FAST))
-            texts_seen.append("".join(traceback.format_exception(caught.value)))
+            texts_seen.append(cloud.failure_text(caught.value))
             with pytest.raises(EngineError) as caught:
                 await ElevenLabsTTS(bad.url, policy=cloud.FAST).load_voices()
-            texts_seen.append("".join(traceback.format_exception(caught.value)))
+            texts_seen.append(cloud.failure_text(caught.value))
     assert "xi-api-key: [redacted]" in caplog.text
     cloud.assert_unleaked(canary, caplog.text, texts_seen, tmp_path)

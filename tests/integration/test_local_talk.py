@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from assistant.audio.wav import read_wav
 from assistant.bench.textnorm import normalize
+from tests.cli_runs import ROOT, parley, talk
 
-ROOT = Path(__file__).resolve().parents[2]
 RECORDING = ROOT / "tests" / "data" / "speech" / "cmu_go_forward.wav"
+#: Models from the cache only: a test never downloads one.
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def _parley(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return parley(*args, env=OFFLINE, timeout=timeout)
 
 
 def _local_llm_available() -> bool:
@@ -43,35 +35,22 @@ def _local_llm_available() -> bool:
     not _local_llm_available(), reason="llama-server is not built (scripts/build_llama_server.sh)"
 )
 def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
-    out, timeline = tmp_path / "answer.wav", tmp_path / "timeline.json"
-    result = _parley(
-        "talk",
-        "--input",
-        str(RECORDING),
-        "--output",
-        str(out),
-        "--timeline",
-        str(timeline),
-        "--stt",
-        "local",
-        "--llm",
-        "local",
-        "--tts",
-        "local",
-        "--pace",
-        "realtime",
-    )
+    engines = ("--stt", "local", "--llm", "local", "--tts", "local")
+    result, data = talk(tmp_path, *engines, env=OFFLINE, source=RECORDING, timeout=300)
     assert result.returncode == 0, result.stderr
-    (turn,) = json.loads(timeline.read_text())["turns"]
+    (turn,) = data["turns"]
     assert normalize(turn["user_text"]) == "go forward ten meters"
-    assert len(turn["assistant_text"].split()) >= 3
+    # The model samples its words (any answer will do), but it answers in words: a routing
+    # decision or other JSON is never what is said.
+    answer = turn["assistant_text"]
+    assert normalize(answer) and not {"{", "}"} & set(answer), answer
     assert turn["voice_to_voice_ms"] > 0
     # The answer is real speech: the local recognizer hears the words that were written.
     from faster_whisper import WhisperModel
 
     from assistant.engines.local.whisper_models import model_dir
 
-    pcm, rate = read_wav(out)
+    pcm, rate = read_wav(tmp_path / "out.wav")
     assert len(pcm) / rate > 1.0
     from assistant.audio.wav import resample
 
@@ -80,7 +59,7 @@ def test_talk_all_local_on_a_real_recording(tmp_path: Path) -> None:
     segments, _ = model.transcribe(audio, language="en", beam_size=1)
     heard = set(normalize(" ".join(s.text for s in segments)).split())
     said = set(normalize(turn["assistant_text"]).split())
-    assert len(heard & said) >= max(2, len(said) // 3), (heard, said)
+    assert len(heard & said) >= min(len(said), max(2, len(said) // 3)), (heard, said)
 
 
 def test_voices_lists_the_offline_catalog() -> None:

@@ -41,6 +41,14 @@ async def _say(session: StreamingSession, audio: np.ndarray) -> None:
         await session.push(audio[start : start + FRAME])
 
 
+async def _failed_turn(session: StreamingSession) -> EngineError:
+    """Half a second of a tone, and the turn's end, which must fail: the error."""
+    await _say(session, _tone(0.5))
+    with pytest.raises(EngineError) as caught:
+        await asyncio.wait_for(session.end_turn(), cloud.PATIENCE)
+    return caught.value
+
+
 async def test_partials_then_final_over_a_prewarmed_socket(server: FakeOpenAIServer) -> None:
     server.transcripts.append("what time is it")
     stt = make_stt(Settings())
@@ -93,8 +101,7 @@ async def test_language_of_open_reconfigures_the_warm_socket(server: FakeOpenAIS
 
 async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     await _say(session, _tone(0.5, 300.0))
     await session.clear()
     await _say(session, _tone(0.4))
@@ -107,8 +114,7 @@ async def test_clear_drops_the_uncommitted_audio(server: FakeOpenAIServer) -> No
 
 async def test_a_click_is_not_committed(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     await _say(session, _tone(0.05))
     await session.end_turn()
     await cloud.eventually(lambda: reader.final_texts() == [""])
@@ -122,8 +128,7 @@ async def test_malformed_messages_are_skipped(
     server.realtime_faults.append("malformed")
     server.transcripts.append("still understood")
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     await _say(session, _tone(0.5))
     with caplog.at_level(logging.WARNING):
         await session.end_turn()
@@ -140,12 +145,8 @@ async def test_a_failed_item_fails_the_turn_and_the_next_one_works(
     server.realtime_faults.append("fail")
     server.transcripts.extend(["lost", "second try"])
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
-    await _say(session, _tone(0.5))
-    with pytest.raises(EngineError) as caught:
-        await session.end_turn()
-    assert "could not transcribe" in str(caught.value)
+    session, reader = await cloud.listening(stt)
+    assert "could not transcribe" in str(await _failed_turn(session))
     await _say(session, _tone(0.5))
     await session.end_turn()
     await session.aclose()
@@ -156,14 +157,10 @@ async def test_a_failed_item_fails_the_turn_and_the_next_one_works(
 async def test_no_transcript_in_time_fails_the_turn(server: FakeOpenAIServer) -> None:
     server.realtime_faults.append("silent")
     stt = _fast(server, final_timeout=0.3)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
-    await _say(session, _tone(0.5))
-    with pytest.raises(EngineError) as caught:
-        await asyncio.wait_for(session.end_turn(), cloud.PATIENCE)
+    session, reader = await cloud.listening(stt)
     # The turn's own deadline ended the wait (the deadline is tested in virtual time in
     # tests/wire): the server never answered.
-    assert "no transcript within 0.3 s" in str(caught.value)
+    assert "no transcript within 0.3 s" in str(await _failed_turn(session))
     await _say(session, _tone(0.5))
     await session.end_turn()  # the socket is fine: the next turn works
     await session.aclose()
@@ -176,13 +173,10 @@ async def test_close_1011_after_commit_fails_that_turn_then_reconnects(
     server.realtime_faults.append("close_1011")
     server.transcripts.append("after the reconnect")
     stt = _fast(server, final_timeout=600.0)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
-    await _say(session, _tone(0.5))
-    with pytest.raises(EngineError) as caught:
-        # Failed at once by the drop: waiting out the final timeout would never end here.
-        await asyncio.wait_for(session.end_turn(), cloud.PATIENCE)
-    assert "1011" in str(caught.value) and caught.value.retryable
+    session, reader = await cloud.listening(stt)
+    # Failed at once by the drop: waiting out the final timeout would never end here.
+    error = await _failed_turn(session)
+    assert "1011" in str(error) and error.retryable
     await cloud.eventually(lambda: server.ws_connections == 2 and session.connections == 2)
     await _say(session, _tone(0.5))
     await session.end_turn()
@@ -195,8 +189,7 @@ async def test_close_1011_after_commit_fails_that_turn_then_reconnects(
 async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenAIServer) -> None:
     server.transcripts.append("a fresh start")
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     await _say(session, _tone(0.3))
     await cloud.eventually(lambda: len(server.append_sizes) >= 2)
     server.drop_realtime(1011)
@@ -215,8 +208,7 @@ async def test_drop_while_the_user_speaks_fails_that_utterance(server: FakeOpenA
 
 async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> None:
     stt = _fast(server)
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     server.drop_realtime(1006)
     await cloud.eventually(lambda: session.connections == 2)
     await _say(session, _tone(0.5))
@@ -228,8 +220,7 @@ async def test_abrupt_drop_while_idle_is_invisible(server: FakeOpenAIServer) -> 
 async def test_audio_spoken_while_reconnecting_is_kept(server: FakeOpenAIServer) -> None:
     waits = cloud.HeldSleeps()
     stt = _fast(server, policy={"sleep": waits})
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     server.drop_realtime(1011)
     await cloud.eventually(lambda: len(waits) == 1)  # down, and waiting to reconnect
     assert session.connections == 1
@@ -245,8 +236,7 @@ async def test_a_server_that_stays_down_ends_the_session_with_an_error(
     server: FakeOpenAIServer,
 ) -> None:
     stt = _fast(server, policy={"reconnects": 2})
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     await asyncio.to_thread(server.stop)
     await asyncio.wait_for(reader.task, cloud.PATIENCE)
     assert isinstance(reader.error, EngineError)
@@ -259,8 +249,7 @@ async def test_a_server_that_stays_down_ends_the_session_with_an_error(
 async def test_policy_close_is_not_retried(server: FakeOpenAIServer) -> None:
     sleeps = cloud.Sleeps()
     stt = _fast(server, policy={"sleep": sleeps})
-    session = await stt.open("en")
-    reader = cloud.Collector(session)
+    session, reader = await cloud.listening(stt)
     server.drop_realtime(1008)
     await asyncio.wait_for(reader.task, cloud.PATIENCE)
     assert isinstance(reader.error, EngineError) and not reader.error.retryable

@@ -85,6 +85,12 @@ class Talk:
             await self.session.feed(AudioFrame(pcm, asyncio.get_running_loop().time(), self._t))
             await asyncio.sleep(FRAME)
 
+    async def say(self, seconds: float) -> None:
+        """Hold the talk key over ``seconds`` of speech, then let it go."""
+        self.session.press_to_talk()
+        await self.audio(seconds, speech=True)
+        self.session.release_to_talk()
+
     async def until(self, predicate: Callable[[], bool], seconds: float = 15.0) -> None:
         """Feed silence until ``predicate()`` holds."""
         for _ in range(round(seconds / (3 * FRAME))):
@@ -123,14 +129,10 @@ async def test_barge_in_truncates_openai_context_to_what_was_played(
     realtime.word_delay = 0.0  # the whole answer arrives long before it has played
     engine = OpenAIRealtimeAgent(realtime.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
-        talk.session.press_to_talk()
-        await talk.audio(0.8, speech=True)
-        talk.session.release_to_talk()
+        await talk.say(0.8)
         await talk.until(lambda: talk.player.position > 1.0)
         played = talk.player.position
-        talk.session.press_to_talk()  # the user cuts in
-        await talk.audio(0.6, speech=True)
-        talk.session.release_to_talk()
+        await talk.say(0.6)  # the user cuts in
         await talk.until(lambda: len(talk.finished()) == 2)
     first = talk.finished()[0]
     assert first.interrupted and LONG.startswith(first.assistant_text) and first.assistant_text
@@ -168,9 +170,7 @@ async def test_tools_run_through_parleys_registry(
     realtime.tool_call = ("calculate", '{"expression": "17 * 23"}')
     engine = OpenAIRealtimeAgent(realtime.url, policy=fast())
     async with Talk(tmp_path, engine, tools=default_tools()) as talk:
-        talk.session.press_to_talk()
-        await talk.audio(0.6, speech=True)
-        talk.session.release_to_talk()
+        await talk.say(0.6)
         await talk.until(lambda: bool(talk.finished()))
     (turn,) = talk.finished()
     assert [(c.name, c.result) for c in turn.tool_calls] == [("calculate", "391")]
@@ -187,13 +187,9 @@ async def test_voice_agent_barge_in_tells_the_agent_what_was_heard(
     voice_agent.word_delay = 0.0
     engine = AssemblyAIVoiceAgent(voice_agent.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
-        talk.session.press_to_talk()
-        await talk.audio(0.8, speech=True)
-        talk.session.release_to_talk()
+        await talk.say(0.8)
         await talk.until(lambda: talk.player.position > 1.0)
-        talk.session.press_to_talk()
-        await talk.audio(0.6, speech=True)
-        talk.session.release_to_talk()
+        await talk.say(0.6)
         await talk.until(lambda: len(talk.finished()) == 2)
     first = talk.finished()[0]
     assert first.interrupted and first.assistant_text
@@ -207,9 +203,7 @@ async def test_voice_agent_resumes_a_dropped_session(
     engine = AssemblyAIVoiceAgent(voice_agent.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
         for _ in range(2):
-            talk.session.press_to_talk()
-            await talk.audio(0.6, speech=True)
-            talk.session.release_to_talk()
+            await talk.say(0.6)
             count = len(talk.finished()) + 1
             await talk.until(lambda n=count: len(talk.finished()) == n)  # type: ignore[misc]
     cut, answered = talk.finished()

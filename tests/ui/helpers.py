@@ -44,6 +44,12 @@ async def until(predicate: Callable[[], object], timeout: float = PATIENCE, what
         await asyncio.sleep(0.02)
 
 
+async def started(assistant: Assistant) -> None:
+    """Start ``assistant`` and wait until it is ready for a question."""
+    await assistant.start()
+    await assistant.wait_ready(PATIENCE)
+
+
 def collect[E: AppEvent](assistant: Assistant, kind: type[E]) -> list[E]:
     """A list that receives every later event of ``kind`` the assistant publishes."""
     seen: list[E] = []

@@ -12,13 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from assistant.app import Assistant
 from assistant.history import HistoryStore, TurnRecord
-from tests.ui.helpers import (
-    PATIENCE,
-    finished_turns,
-    run,
-    show_window,
-    until,
-)
+from tests.ui.helpers import PATIENCE, finished_turns, run, show_window, started, until
 from ui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
@@ -65,8 +59,7 @@ def test_list_actions_persist_across_restarts(qtbot, qloop, assistants, tmp_path
     markdown, data = tmp_path / "trip.md", tmp_path / "trip.json"
 
     async def first_run() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assert assistant.conversation_id == soup  # the latest is continued
         assert listing.ids() == [soup, cats, trip]
         assert listing.titles() == ["Soup recipe", "Name my cat", "Plan a trip to Lisbon"]
@@ -155,8 +148,7 @@ def test_turn_numbers_start_at_one_in_each_conversation(qtbot, qloop, assistants
     finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         for n, text in enumerate(("One", "Two"), 1):
             assistant.submit_text(text)
             await until(lambda n=n: len(finished) == n, what="a turn")

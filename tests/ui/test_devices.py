@@ -14,14 +14,7 @@ from assistant.audio.devices import DeviceChoice, DeviceList
 from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
 from assistant.events import DevicesChanged, Notice
-from tests.ui.helpers import (
-    PATIENCE,
-    collect,
-    noise_source,
-    run,
-    show_window,
-    until,
-)
+from tests.ui.helpers import PATIENCE, collect, noise_source, run, show_window, started, until
 
 pytestmark = pytest.mark.gui
 
@@ -57,8 +50,7 @@ def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistan
     notices = collect(assistant, Notice)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         await until(lambda: machine.looks >= 1, what="the first look")
         assert not assistant.microphone_ok
         assert "No microphone" in window.hint_label.text()

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from assistant.events import SettingsApplied
-from tests.ui.helpers import PATIENCE, collect, fake_settings, run, show_window, until
+from tests.ui.helpers import PATIENCE, collect, fake_settings, run, show_window, started, until
 from ui.main_window import MainWindow
 from ui.settings_dialog import SettingsDialog
 
@@ -153,8 +153,7 @@ def test_shortcuts_and_enter_on_a_focused_button(qtbot, qloop, assistants):
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         shortcut(window, "Ctrl+Shift+H")
         assert assistant.turn_mode == "vad" and window.hands_free_button.isChecked()
         shortcut(window, "Ctrl+Shift+H")
@@ -190,8 +189,7 @@ def test_space_talks_from_a_focused_button_and_enter_holds_the_talk_button(
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         window.hands_free_button.setFocus()
         QApplication.sendEvent(
             window.hands_free_button,
@@ -229,8 +227,7 @@ def test_settings_open_again_after_ok_cancel_and_escape(qtbot, qloop, assistants
     applied = collect(assistant, SettingsApplied)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         seen: list[SettingsDialog] = []
         # 1: the gear, then OK.
         window.settings_button.click()
@@ -270,8 +267,7 @@ def test_tray_shows_the_state_and_the_system_wide_key(qtbot, qloop, assistants):
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assert window.tray.tooltip.startswith("Parley — Ready")
         assert "System-wide talk key: off" in window.tray.tooltip
         window.tray.hands_free_action.trigger()

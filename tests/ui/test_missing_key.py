@@ -12,14 +12,7 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from assistant.engines.openai.factories import KeyedChatLLM
 from assistant.events import ErrorEvent, Notice, TurnFinished
-from tests.ui.helpers import (
-    PATIENCE,
-    collect,
-    fake_settings,
-    run,
-    show_window,
-    until,
-)
+from tests.ui.helpers import PATIENCE, collect, fake_settings, run, show_window, started, until
 
 pytestmark = pytest.mark.gui
 
@@ -52,8 +45,7 @@ def test_missing_key_is_reported_at_start_and_the_fallback_answers_at_once(
     finished = collect(assistant, TurnFinished)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         # Told before any question, with the place to add the key.
         (told,) = [n.message for n in notices if "no API key" in n.message]
         assert "Settings → API keys → OpenAI" in told and "using fake instead" in told
@@ -91,8 +83,7 @@ def test_missing_key_without_a_fallback_is_an_error_at_start(qtbot, qloop, assis
     errors = collect(assistant, ErrorEvent)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         await assistant.close()
 
     run(qloop, scenario(), 4 * PATIENCE)

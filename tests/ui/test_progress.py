@@ -10,14 +10,7 @@ import pytest
 
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import Activity, Doing, Notice
-from tests.ui.helpers import (
-    PATIENCE,
-    collect,
-    fake_settings,
-    run,
-    show_window,
-    until,
-)
+from tests.ui.helpers import PATIENCE, collect, fake_settings, run, show_window, started, until
 
 pytestmark = pytest.mark.gui
 
@@ -52,8 +45,7 @@ def test_a_long_typed_message_is_accepted_and_the_wait_is_shown(qtbot, qloop, as
     activities = collect(assistant, Activity)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assert len(LONG_MESSAGE) > 5000
         window.message_box.setText(LONG_MESSAGE)
         window.send_button.click()
@@ -84,8 +76,7 @@ def test_thinking_and_calling_a_tool_are_shown(qtbot, qloop, assistants):
     assistant.events.subscribe(lambda _e: labels.append(window.indicator.text))
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assistant.submit_text("What is six times seven?")
         await assistant.wait_idle(PATIENCE)
         await assistant.close()
@@ -108,8 +99,7 @@ def test_switching_engines_after_a_change_of_settings(qtbot, qloop, assistants):
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         slow = asyncio.Event()
         voices.append(GatedTTS(slow))
         changed = copy.deepcopy(assistant.settings)

@@ -24,6 +24,7 @@ from tests.ui.helpers import (
     run,
     seed_history,
     show_window,
+    started,
     until,
     user,
     virtual_player,
@@ -95,8 +96,7 @@ def test_esc_interrupts_and_the_bubble_is_cut(qtbot, qloop, assistants):
     changes = collect(assistant, StateChanged)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.8)
         window.ptt_button.released.emit()
@@ -137,8 +137,7 @@ def test_typed_message_works_without_any_audio_device(qtbot, qloop, assistants):
     finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assert not assistant.microphone_ok and not assistant.speaker_ok
         assert not assistant.press_to_talk()  # says why instead of starting a silent turn
         window.message_box.setText("How do I boil an egg?")
@@ -201,8 +200,7 @@ def test_hands_free_toggle_new_conversation_and_live_settings(qtbot, qloop, assi
     window = make_window(qtbot, assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         assert window.conversation.hint_text.startswith("Hold <b>Space</b>")
         window.hands_free_button.click()
         assert assistant.session.turn_mode == "vad"
@@ -242,8 +240,7 @@ def test_speaking_on_before_the_answer_merges_into_one_bubble(qtbot, qloop, assi
     finished = finished_turns(assistant)
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         window.ptt_button.pressed.emit()
         await asyncio.sleep(0.6)
         window.ptt_button.released.emit()
@@ -274,8 +271,7 @@ def test_focused_button_does_not_swallow_the_talk_key_and_text_box_types(qtbot, 
     focusable.show()
 
     async def scenario() -> None:
-        await assistant.start()
-        await assistant.wait_ready(PATIENCE)
+        await started(assistant)
         focusable.setFocus()
         await until(focusable.hasFocus, what="focus")
         key(window, QEvent.Type.KeyPress)

@@ -8,10 +8,7 @@ follow the conversation while it drives the keyboard with xdotool.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,18 +17,8 @@ from assistant.audio.capture import ArraySource
 from assistant.audio.frames import CAPTURE_RATE
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
-from assistant.events import (
-    AppEvent,
-    AssistantText,
-    ErrorEvent,
-    FinalTranscript,
-    Notice,
-    PartialTranscript,
-    Ready,
-    StateChanged,
-    TurnFinished,
-)
-from ui.app import run_app
+from assistant.events import AppEvent, AssistantText, PartialTranscript, TurnFinished
+from tests.window_log import EventLog, log_events, run_logged
 
 MIC_SECONDS = 120.0
 
@@ -42,7 +29,7 @@ def noise_microphone(_settings: Settings) -> ArraySource:
     return ArraySource(pcm, pace="realtime")
 
 
-def make_assistant(events_path: Path) -> Assistant:
+def make_assistant(record: EventLog) -> Assistant:
     settings = Settings(stt="fake", llm="fake", tts="fake")
     assistant = Assistant(
         settings,
@@ -50,22 +37,11 @@ def make_assistant(events_path: Path) -> Assistant:
         source_factory=noise_microphone,
         persist=False,
     )
-    out = events_path.open("a", encoding="utf-8")
-
-    def record(kind: str, **data: Any) -> None:
-        out.write(json.dumps({"kind": kind, **data}) + "\n")
-        out.flush()
 
     def log(event: AppEvent) -> None:
         match event:
-            case Ready(ready=ready):
-                record("ready", ready=ready)
-            case StateChanged(state=state):
-                record("state", state=state.value)
             case PartialTranscript(turn_id=t, text=text):
                 record("partial", turn=t, text=text)
-            case FinalTranscript(turn_id=t, text=text):
-                record("final", turn=t, text=text)
             case AssistantText(turn_id=t, spoken=spoken, generated=generated):
                 record("assistant", turn=t, spoken=spoken, generated=generated)
             case TurnFinished(turn=turn):
@@ -75,19 +51,10 @@ def make_assistant(events_path: Path) -> Assistant:
                     interrupted=turn.interrupted,
                     heard=turn.assistant_text,
                 )
-            case ErrorEvent(message=message, source=source):
-                record("error", message=message, source=source)
-            case Notice(message=message):
-                record("notice", message=message)
 
-    assistant.events.subscribe(log)
+    log_events(assistant, record, log)
     return assistant
 
 
-def main() -> int:
-    events = Path(sys.argv[1])
-    return run_app([sys.argv[0]], assistant_factory=lambda: make_assistant(events))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_logged(make_assistant))

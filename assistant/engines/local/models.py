@@ -8,7 +8,6 @@ marker is missing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 import platformdirs
 
 from assistant.engines.base import EngineError, EngineUnavailable
+from assistant.engines.local.parts import join_into, sha256_of
 from assistant.engines.local.shipped import shipped_file
 
 #: ``progress(fraction 0..1, message)``; called from the thread running ``ensure_model``.
@@ -209,31 +209,18 @@ def ensure_model(name: str = DEFAULT_MODEL, progress: Progress | None = None) ->
 
 
 def _assemble(parts: list[Path], dest: Path, size: int, report: Progress, message: str) -> str:
-    h = hashlib.sha256()
-    done = 0
     report(0.0, message + "…")
     with dest.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as src:
-                while chunk := src.read(_CHUNK):
-                    out.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    report(min(done / size, 1.0), message + "…")
-        out.flush()
-        os.fsync(out.fileno())
-    return h.hexdigest()
+        return join_into(out, parts, _CHUNK, _fraction_of(size, report, message))
 
 
 def _sha256_file(path: Path, size: int, report: Progress, message: str) -> str:
-    h = hashlib.sha256()
-    done = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            done += len(chunk)
-            report(min(done / size, 1.0), message + "…")
-    return h.hexdigest()
+    return sha256_of(path, _CHUNK, _fraction_of(size, report, message))
+
+
+def _fraction_of(size: int, report: Progress, message: str) -> Callable[[int], None]:
+    """Bytes done out of ``size`` reported as a fraction with ``message``."""
+    return lambda done: report(min(done / size, 1.0), message + "…")
 
 
 def _marker(target: Path) -> Path:

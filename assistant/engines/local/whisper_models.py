@@ -10,7 +10,6 @@ copy wins over the packages.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from assistant.engines.base import EngineUnavailable
+from assistant.engines.local.parts import join_into, sha256_of
 from assistant.engines.local.shipped import shipped_file
 
 ModelName = Literal["base", "tiny.en"]
@@ -168,35 +168,21 @@ def _cached_ok(target: Path, expected_size: int) -> bool:
 
 def _join(parts: tuple[Path, ...], dest: Path, size: int, progress: Callable[[float], None]) -> str:
     """Concatenate ``parts`` into ``dest`` atomically; return the SHA-256 of the bytes written."""
-    digest = hashlib.sha256()
-    done = 0
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while block := src.read(_CHUNK):
-                        out.write(block)
-                        digest.update(block)
-                        done += len(block)
-                        progress(done / size)
-            out.flush()
-            os.fsync(out.fileno())
+            digest = join_into(out, parts, _CHUNK, lambda done: progress(done / size))
         if tmp.stat().st_size != size:
             raise OSError(f"wrote {tmp.stat().st_size} bytes instead of {size}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    return digest.hexdigest()
+    return digest
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path, _CHUNK)
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
