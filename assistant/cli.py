@@ -90,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
         "which",
-        choices=("overhead", "latency", "echo", "engines", "tools"),
+        choices=("overhead", "latency", "echo", "engines", "tools", "turns", "faults", "soak"),
         help="what to measure",
     )
-    bench.add_argument("--turns", type=int, default=200, help="turns per scenario (overhead)")
+    bench.add_argument(
+        "--turns", type=int, default=200, help="turns per scenario (overhead), turns (soak)"
+    )
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.add_argument(
         "--compare",
@@ -115,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--repeat", type=int, default=1, help="latency: run every utterance this many times"
     )
+    bench.add_argument(
+        "--local", action="store_true", help="soak: 30 turns on the real offline engines"
+    )
     voices = sub.add_parser("voices", help="list the offline languages and voices")
     voices.add_argument("--language", help=LANG_HELP)
     sub.add_parser("gui", help="open the desktop app (the default)")
@@ -123,10 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from assistant.logfile import log_to_console
+
+    log_to_console(logging.INFO if args.verbose else logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Audio callbacks run on PortAudio's threads and need the GIL: a shorter switch interval
     # (default 5 ms) lets them in sooner while inference threads are busy.
@@ -145,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ablate=args.ablate,
                 curve=args.curve,
                 repeat=args.repeat,
+                local=args.local,
             )
         if args.command == "voices":
             return _voices(args.language)

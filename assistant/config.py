@@ -72,12 +72,24 @@ class VadSettings:
     #: After this much silence the reply is prepared speculatively (transcript, LLM, TTS) and
     #: held; it plays once the turn really ends, or is dropped if the user goes on. 0 = off.
     speculative_silence_ms: int = 200
-    #: Let an end-of-turn model judge each pause: words that sound finished end the turn at
-    #: once; words that sound unfinished wait up to ``max_end_silence_ms``.
+    #: Let an end-of-turn model judge each pause by its sound: words that sound finished (and
+    #: read finished) end the turn at once; words that sound unfinished wait up to
+    #: ``max_end_silence_ms``.
     smart_turn: bool = True
     smart_turn_end: float = 0.8
     smart_turn_wait: float = 0.2
     max_end_silence_ms: int = 1500
+    #: Judge each pause by its words too: a sentence that stops on "and", "for", "the"…, or
+    #: that the language model reads as unfinished, waits up to ``unfinished_silence_ms`` for
+    #: more, however the pause sounded. The model's probability that the sentence ends there
+    #: must reach ``text_end`` to read finished; below ``text_wait`` it reads unfinished.
+    text_turn: bool = True
+    text_end: float = 0.5
+    text_wait: float = 0.1
+    unfinished_silence_ms: int = 2500
+    #: A reading of the words that takes longer than this is no help at a pause: the sound
+    #: and the trailing-word cue decide alone (a warm local model takes tens of ms).
+    text_timeout_ms: int = 1000
     #: Audio kept from before speech was detected, so the first syllable is not lost.
     preroll_ms: int = 300
 
@@ -94,8 +106,10 @@ class PushToTalkSettings:
 class InterruptionSettings:
     enabled: bool = True
     #: User speech while the assistant talks pauses playback at once; it becomes a real
-    #: interruption once it lasts this long or the transcript holds words.
-    min_duration_ms: int = 500
+    #: interruption once it lasts this long or the transcript holds words. Longer than a
+    #: backchannel ("genau", "uh-huh" last 0.4-0.7 s), which the recognizer would otherwise not
+    #: have transcribed yet when the rule fired: a real request has words by then.
+    min_duration_ms: int = 800
     #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
     resume_timeout_ms: int = 1200
     #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn

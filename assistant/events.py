@@ -189,6 +189,32 @@ class TurnWithdrawn:
 
 
 @dataclass(frozen=True, slots=True)
+class PauseJudged:
+    """The user paused mid-turn and Parley weighed whether they were done.
+
+    ``waiting``: they seem unfinished, so Parley waits up to ``wait_ms`` of silence for more
+    (the window says so) until they speak again or the turn ends. ``ending``: they are done and
+    the turn ends now. Neither: the usual silence ends it. ``silence_ms`` is how long the pause
+    had lasted at the verdict; the rest is what it rested on (None: not available): how
+    finished the words sounded, how likely the language model read the sentence to end there,
+    whether it stops on a word a sentence cannot end on, and the transcript.
+    """
+
+    turn_id: int
+    ending: bool
+    waiting: bool
+    wait_ms: float | None
+    silence_ms: float
+    sound: float | None = None
+    reading: float | None = None
+    trailing: bool = False
+    text: str | None = None
+    #: How long the language model took to read the words (ms; None: not asked).
+    reading_ms: float | None = None
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something failed; ``message`` says what the user can do about it."""
 
@@ -264,6 +290,7 @@ SessionEvent = (
     | TimelineUpdated
     | TurnFinished
     | TurnWithdrawn
+    | PauseJudged
     | ErrorEvent
     | Notice
     | Loading

@@ -8,8 +8,13 @@ The file is ``parley.log`` in the platform's log folder:
 
 With ``PARLEY_DATA_DIR`` set, the log goes to ``<that folder>/logs`` instead, so a moved data
 folder keeps everything of Parley's together. The file rotates at 1 MB, keeping three old ones.
-Every record passes through ``RedactSecrets`` on its way in, so an API key that slipped into a
-message, an argument or a traceback is written as ``[redacted]``.
+
+Every handler Parley installs (this file, and the console of ``parley``/``parley talk``, see
+``log_to_console``) formats with ``ScrubbingFormatter``: the message, its arguments, the
+traceback and the stack are formatted first and then pass ``redact.scrub``, so an API key that
+slipped into any of them — in any spelling, ``repr``-escaped or JSON-quoted, or as an auth
+header's value — is written as ``[redacted]``. The traceback is scrubbed where the record caches
+it too, so a handler after this one that reuses the cached text never sees the key either.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import types
 from pathlib import Path
 
 import platformdirs
 
 from assistant.config import APP_NAME
-from assistant.secrets import redact
+from assistant.engines.net.redact import scrub
 
 FILE_NAME = "parley.log"
 MAX_BYTES = 1_000_000
@@ -45,21 +51,37 @@ def log_path() -> Path:
     return log_dir() / FILE_NAME
 
 
-class RedactSecrets(logging.Filter):
-    """Scrub known API keys from a record's message, traceback and stack before it is written."""
+ExcInfo = tuple[type[BaseException], BaseException, types.TracebackType | None]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
+
+class ScrubbingFormatter(logging.Formatter):
+    """``logging.Formatter`` whose every output passes ``scrub``."""
+
+    def __init__(self, fmt: str = FORMAT) -> None:
+        super().__init__(fmt)
+
+    def formatException(self, ei: ExcInfo | tuple[None, None, None]) -> str:
+        return scrub(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return scrub(super().formatStack(stack_info))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = scrub(super().format(record))
+        if record.exc_text:  # cached for the handlers after this one, perhaps by another's format
+            record.exc_text = scrub(record.exc_text)
+        return text
+
+
+def scrubbed[H: logging.Handler](handler: H) -> H:
+    """``handler``, formatting with ``ScrubbingFormatter``."""
+    handler.setFormatter(ScrubbingFormatter())
+    return handler
+
+
+def log_to_console(level: int) -> None:
+    """Log records at ``level`` and above to stderr, scrubbed (``parley``'s own console)."""
+    logging.basicConfig(level=level, handlers=[scrubbed(logging.StreamHandler())])
 
 
 def start_file_log(level: int = logging.INFO) -> Path | None:
@@ -77,9 +99,8 @@ def start_file_log(level: int = logging.INFO) -> Path | None:
     except OSError as exc:
         log.warning("cannot write the log file %s: %s", path, exc)
         return None
-    handler.setFormatter(logging.Formatter(FORMAT))
+    scrubbed(handler)
     handler.setLevel(level)
-    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.addHandler(handler)
     if root.level > level or root.level == logging.NOTSET:

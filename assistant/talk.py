@@ -45,6 +45,7 @@ from assistant.events import (
 from assistant.history import TurnRecord
 from assistant.session import EndOfTurnModel
 from assistant.session.session import ECHO_TAIL
+from assistant.turns.judge import longest_wait_ms
 from assistant.types import CAPTURE_RATE, PCM
 
 Pace = Literal["fast", "realtime"]
@@ -100,9 +101,7 @@ def _tail_silence(settings: Settings) -> float:
     """Silence fed after the file, so hands-free detection can end the last turn by itself."""
     if settings.turn_mode != "vad":
         return 0.0
-    vad = settings.vad
-    longest = max(vad.end_silence_ms, vad.max_end_silence_ms if vad.smart_turn else 0)
-    return longest / 1000.0 + 0.3
+    return longest_wait_ms(settings.vad) / 1000.0 + 0.3
 
 
 async def run_talk(
@@ -118,7 +117,8 @@ async def run_talk(
     on_event: Callable[[AppEvent], None] | None = None,
     idle_timeout: float = 120.0,
     echo: EchoPath | None = None,
-    microphone: AudioSource | None = None,
+    stop: asyncio.Event | None = None,
+    source: AudioSource | None = None,
     speaker: VirtualPlayer | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
@@ -126,12 +126,15 @@ async def run_talk(
     ``engines`` (the chained three, or one speech-to-speech engine), ``vad`` and ``turn_model``
     are lent (the caller closes them); otherwise the settings' engines are built here, and a
     missing file or unknown engine raises at once. ``echo``: run in a software room with that
-    echo path (real-time pace only). ``microphone`` replaces the file as the microphone and
-    ``speaker`` the virtual speaker (benchmarks that speak on cue or watch the output; not with
-    ``echo``).
+    echo path (real-time pace only). ``stop``: once the file has ended, setting it ends the
+    conversation without waiting for it to go idle (a benchmark that has seen what it came
+    for). ``source``: heard instead of the file (a benchmark's scripted microphone), and
+    ``speaker`` the virtual speaker (a benchmark that watches the output; not with ``echo``).
     """
     if echo is not None and pace != "realtime":
         raise TalkError("--echo needs --pace realtime: a room plays in real time")
+    if echo is not None and source is not None:
+        raise TalkError("a scripted microphone cannot play in a software room")
     engine_set: EngineSet | AgentEngineSet
     if isinstance(engines, tuple):
         engine_set = EngineSet(*engines, owned=False)
@@ -140,18 +143,17 @@ async def run_talk(
     else:
         engine_set = build_engine_set(settings)
     room: SoftwareRoom | None = None
-    source: AudioSource
     player: Player
     if echo is None:
-        source = microphone or WavSource(
-            input_path, pace=pace, tail_silence=_tail_silence(settings)
-        )
+        if source is None:
+            source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
         player = speaker or VirtualPlayer(pace=pace)
     else:
         room = SoftwareRoom(echo)
         source = RoomMicrophone(room, read_wav_16k(input_path))
         player = DevicePlayer(samplerate=48_000, stream_factory=room.output_stream)
         room.start()
+    microphone: AudioSource = source
     result = TalkResult()
     with contextlib.ExitStack() as stack:
         if history_dir is None:
@@ -161,7 +163,7 @@ async def run_talk(
             settings,
             history_dir=history_dir,
             engine_factory=lambda _s: engine_set,
-            source_factory=lambda _s: source,
+            source_factory=lambda _s: microphone,
             player_factory=lambda _s: player,
             vad_factory=(lambda _s: vad) if vad is not None else None,
             turn_model_factory=(lambda _s: turn_model) if turn_model is not None else None,
@@ -182,17 +184,17 @@ async def run_talk(
         try:
             await app.start()
             await app.wait_ready()
-            if not result.errors and isinstance(source, RoomMicrophone):
+            if not result.errors and isinstance(microphone, RoomMicrophone):
                 # The microphone stays open while the assistant answers (its own voice comes
                 # back into it), and a little longer, for a phantom turn from the echo's tail.
-                ends = source.voice_ends_at + _tail_silence(settings)
+                ends = microphone.voice_ends_at + _tail_silence(settings)
                 await asyncio.sleep(max(0.0, ends - time.monotonic()))
                 await app.wait_idle(timeout=idle_timeout)
                 await asyncio.sleep(ECHO_TAIL)
                 await app.wait_idle(timeout=idle_timeout)
             elif not result.errors:
                 await app.wait_input_ended()
-                await app.wait_idle(timeout=idle_timeout)
+                await _idle_or_stopped(app, idle_timeout, stop)
         except TimeoutError:
             raise TalkError(f"the conversation did not finish within {idle_timeout:g} s") from None
         finally:
@@ -209,6 +211,22 @@ async def run_talk(
                 write_wav(str(output_path), played, CAPTURE_RATE)
                 result.audio_seconds = len(played) / CAPTURE_RATE
     return result
+
+
+async def _idle_or_stopped(app: Assistant, timeout: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await app.wait_idle(timeout=timeout)
+        return
+    idle = asyncio.ensure_future(app.wait_idle(timeout=timeout))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not idle.done():
+            idle.cancel()
+    if idle.done() and not idle.cancelled():
+        idle.result()  # a timeout is raised
 
 
 def read_wav_16k(path: Path) -> PCM:

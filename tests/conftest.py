@@ -1,4 +1,5 @@
-"""Shared test fixtures: isolated settings/data directories and a scripted conversation harness."""
+"""Shared test fixtures: isolated settings/data directories, a scripted conversation harness, and
+a check that no test leaves tasks, threads or file descriptors behind (``tests.leaks``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant import secrets
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
@@ -19,18 +21,42 @@ from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
 from assistant.tools import ToolRegistry
+from tests.leaks import (
+    check_every_test,
+    no_leaked_tasks,
+    no_leaked_threads_or_fds,
+    report_stragglers,
+    warm_singletons,
+)
 from tests.scenario import ScriptVAD
+
+__all__ = ["no_leaked_tasks", "no_leaked_threads_or_fds"]  # fixtures, used by name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FRAME_SECONDS = FRAME_SAMPLES / CAPTURE_RATE
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    warm_singletons()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    check_every_test(items)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report_stragglers(terminalreporter)
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings and history never touch the real user directories."""
+    """Settings and history never touch the real user directories, and what one test's keyring
+    said is not remembered in the next."""
     monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    secrets.forget_keys()
     yield
+    secrets.forget_keys()
 
 
 class Harness:

@@ -8,6 +8,7 @@ The session, its tracker, replies, recorder and the text splitter are the real o
 engines are the scripted fakes with set latencies, all on one ``ManualClock``; the player is a
 ``ClockedPlayer`` rendered by that clock; the VAD says "speech" exactly where the script does.
 A ten-second conversation runs in milliseconds, and every mark is exact up to the 32 ms frame.
+The engines are closed when the stage ends.
 
 ``Speech`` is what the microphone hears (speech-like noise); ``Key`` holds the talk key (and
 speaks while it is held); ``Do`` calls something on the session at a moment.
@@ -20,13 +21,14 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from assistant.audio.player import ClockedPlayer
 from assistant.clock import ManualClock
 from assistant.config import Settings
+from assistant.engines.base import close_engine
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fake_agent import FakeSpeechAgent
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
@@ -80,6 +82,18 @@ class ScriptVAD:
         pass
 
 
+class ScriptedTurnModel:
+    """An audio end-of-turn model that hears every pause as ``probability`` finished."""
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+        self.calls: list[int] = []
+
+    def end_probability(self, pcm16k: np.ndarray) -> float:
+        self.calls.append(len(pcm16k))
+        return self.probability
+
+
 async def inline(function: Callable[..., Any], *args: Any) -> Any:
     """Blocking work run on the loop: virtual time has no threads."""
     return function(*args)
@@ -118,7 +132,9 @@ class Stage:
         for engine in (self.stt, self.llm, self.tts):
             engine.clock = self.clock
         given = self.engines or (None, None, None)
-        stt, llm, tts = (g or d for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True))
+        stt, llm, tts = (
+            cast(Any, g or d) for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True)
+        )
         self.vad = ScriptVAD()
         self.player = ClockedPlayer(self.clock)
         if self.tools is not None:
@@ -157,6 +173,9 @@ class Stage:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.session.close()
+        if isinstance(self.session, Session):
+            for engine in (self.session.stt, self.session.llm, self.session.tts):
+                await close_engine(engine)  # a fallback chain stops probing
 
     # ------------------------------------------------------------------------------ script
 

@@ -9,7 +9,15 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFontMetrics, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from assistant.events import AppEvent, AudioStatus, Doing, MicLevel
+from assistant.events import (
+    AppEvent,
+    AudioStatus,
+    Doing,
+    MicLevel,
+    PauseJudged,
+    StateChanged,
+    UserSpeechStarted,
+)
 from ui import theme
 
 STATE_LABELS: dict[str, str] = {
@@ -21,6 +29,9 @@ STATE_LABELS: dict[str, str] = {
     "speaking": "Speaking",
     "interrupted": "Interrupted",
 }
+#: Shown instead of "You're speaking" while Parley waits because the user seems not to be done
+#: (a thinking pause after "I'd like to book a table for…"), so they know they can go on.
+TAKING_TIME_LABEL = "Listening… take your time"
 
 
 #: What the pill says while the user waits, by what Parley is doing.
@@ -42,12 +53,17 @@ def activity_label(doing: Doing, detail: str, elapsed: float) -> str:
 
 
 class StateIndicator(QWidget):
-    """A pill with a coloured dot and the state's name, or what Parley is busy with."""
+    """A pill with a coloured dot and the state's name, or what Parley is busy with.
+
+    The window sets the state; the pill itself follows the session's pauses (``on_event``):
+    while the user is mid-turn and Parley waits for more, it says so.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._state = "loading"
         self._label = STATE_LABELS["loading"]
+        self._taking_time = False
         # As wide as its longest text when there is room; in a narrow window as wide as the
         # longest state, the text of a long wait then cut short.
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
@@ -60,7 +76,7 @@ class StateIndicator(QWidget):
 
     @property
     def text(self) -> str:
-        return self._label
+        return TAKING_TIME_LABEL if self._waits() else self._label
 
     def set_state(self, state: str, label: str | None = None) -> None:
         state = state if state in STATE_LABELS else "idle"
@@ -68,18 +84,33 @@ class StateIndicator(QWidget):
         if (state, label) == (self._state, self._label):
             return
         self._state, self._label = state, label
-        self.setToolTip(f"State: {self._label}")
-        self.setAccessibleDescription(self._label)
+        self._changed()
+
+    def on_event(self, event: AppEvent) -> None:
+        match event:
+            case PauseJudged(waiting=waiting) if waiting != self._taking_time:
+                self._taking_time = waiting
+                self._changed()
+            case UserSpeechStarted() | StateChanged() if self._taking_time:
+                self._taking_time = False
+                self._changed()
+
+    def _waits(self) -> bool:
+        return self._taking_time and self._state == "user_speaking"
+
+    def _changed(self) -> None:
+        self.setToolTip(f"State: {self.text}")
+        self.setAccessibleDescription(self.text)
         self.updateGeometry()
         self.update()
 
     def color(self) -> QColor:
-        return theme.STATE_COLORS[self._state]
+        return theme.STATE_COLORS["listening" if self._waits() else self._state]
 
     def sizeHint(self) -> QSize:
         # As wide as the longest state or wait, so the header does not shift as it changes.
         samples = [activity_label(d, "x" * TOOL_NAME_CHARS, 88) for d in ACTIVITY_LABELS]
-        return self._fitting((*STATE_LABELS.values(), *samples))
+        return self._fitting((*STATE_LABELS.values(), TAKING_TIME_LABEL, *samples))
 
     def minimumSizeHint(self) -> QSize:
         return self._fitting(tuple(STATE_LABELS.values()))
@@ -108,7 +139,7 @@ class StateIndicator(QWidget):
         font.setBold(True)
         painter.setFont(font)
         room = int(rect.width()) - 42
-        label = painter.fontMetrics().elidedText(self._label, Qt.TextElideMode.ElideMiddle, room)
+        label = painter.fontMetrics().elidedText(self.text, Qt.TextElideMode.ElideMiddle, room)
         text_width = painter.fontMetrics().horizontalAdvance(label)
         left = rect.left() + max(10.0, (rect.width() - text_width - 16) / 2)  # dot + gap = 16
         painter.setPen(Qt.PenStyle.NoPen)

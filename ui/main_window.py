@@ -382,6 +382,7 @@ class MainWindow(QMainWindow):
             self.meter,
             self.echo_badge,
             self.conversations,
+            self.indicator,
         ):
             self.bridge.occurred.connect(view.on_event)
         self.bridge.occurred.connect(self.on_event)

@@ -3,12 +3,16 @@ budgets, prompt, tools (``ui.tools_tab``). Each tab is built by a method of its 
 
 API keys go straight to the OS keyring through ``assistant.secrets`` and are never shown, kept in
 the settings or written anywhere else; without a keyring the dialog says so and stores nothing.
-A cloud engine chosen without its key is pointed out before the settings are applied.
+The keyring may block (a locked one waits for a password), so on the app's event loop it is
+asked on a thread of its own: the dialog opens at once and fills in the keys' status when the
+keyring answers. Without a running loop (a script) it is asked directly. A cloud engine chosen
+without its key is pointed out before the settings are applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -111,23 +115,40 @@ DeviceRefresher = Callable[[], Awaitable[DeviceList]]
 
 
 def missing_keys(settings: Settings) -> list[tuple[str, str]]:
-    """(kind, provider) of each chosen cloud engine whose API key is not set."""
+    """(kind, provider) of each chosen cloud engine whose API key is not set. Never asks the
+    keyring: a key not read yet, or a keyring that could not be read, is not called missing."""
     chosen = (
         ("speech recognition", settings.stt),
         ("language model", settings.llm),
         ("speech synthesis", settings.tts),
     )
-    return [(kind, name) for kind, name in chosen if name in KEYED and not secrets.has_key(name)]
+    return [
+        (kind, name) for kind, name in chosen if name in KEYED and secrets.key_state(name) == "none"
+    ]
 
 
 def key_status_text(provider: str) -> tuple[str, bool]:
-    """(What to show about the provider's key, whether one is set) — never the key itself."""
-    source = secrets.key_source(provider)
-    if source == "environment":
-        return f"Key set by the environment variable {secrets.ENV_VARS.get(provider, '')}", True
-    if source == "keyring":
+    """(What to show about the provider's key, whether one is set) — never the key itself.
+    Never asks the keyring: it says what the last read found."""
+    state = secrets.key_state(provider)
+    env = secrets.ENV_VARS.get(provider, "")
+    if state == "environment":
+        return f"Key set by the environment variable {env}", True
+    if state == "keyring":
         return "Key stored in the system keyring", True
+    if state == "unknown":
+        return "Checking the system keyring…", False
+    if state == "unreadable":
+        problem = secrets.key_problem(provider) or "the system keyring cannot be read"
+        return f"Cannot read the key: {problem}. Unlock the keyring, or set {env}.", False
     return "No key stored", False
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _note(text: str, name: str = "fieldNote") -> QLabel:
@@ -151,9 +172,7 @@ class ProviderRow(QGroupBox):
 
     keyChanged = Signal()
 
-    def __init__(
-        self, provider: str, settings: ProviderSettings, keyring_problem: str | None
-    ) -> None:
+    def __init__(self, provider: str, settings: ProviderSettings) -> None:
         title = PROVIDER_NAMES.get(provider, provider)
         super().__init__(title)
         self.provider = provider
@@ -200,13 +219,25 @@ class ProviderRow(QGroupBox):
         row.addWidget(self.remove_button)
         form.addRow("API key", row)
         form.addRow("", self.status)
-        if keyring_problem is not None:
-            self.key_edit.setEnabled(False)
-            self.key_edit.setPlaceholderText("no system keyring: cannot store keys")
-            self.save_button.setEnabled(False)
-            self.remove_button.setEnabled(False)
-        else:
-            self.key_edit.setPlaceholderText("paste a new key to store it in the system keyring")
+        # Until the keyring has answered, nothing can be stored.
+        self.key_edit.setEnabled(False)
+        self.save_button.setEnabled(False)
+        self.remove_button.setEnabled(False)
+        self.key_edit.setPlaceholderText("checking the system keyring…")
+        self.refresh()
+
+    def keyring_checked(self, problem: str | None) -> None:
+        """The keyring has answered: ``problem`` says why keys cannot be stored (None: they can)."""
+        if self.key_edit is None or self.save_button is None:
+            return
+        usable = problem is None
+        self.key_edit.setEnabled(usable)
+        self.save_button.setEnabled(usable)
+        self.key_edit.setPlaceholderText(
+            "paste a new key to store it in the system keyring"
+            if usable
+            else "no system keyring: cannot store keys"
+        )
         self.refresh()
 
     def refresh(self) -> None:
@@ -222,26 +253,49 @@ class ProviderRow(QGroupBox):
             and self.key_edit is not None
             and self.key_edit.isEnabled()
         ):
-            self.remove_button.setEnabled(secrets.key_source(self.provider) == "keyring")
+            self.remove_button.setEnabled(secrets.key_state(self.provider) == "keyring")
 
-    def save_key(self) -> None:
+    def save_key(self) -> asyncio.Future[None] | None:
+        """Store the typed key (off the loop when it runs: the returned task)."""
         if self.key_edit is None or self.status is None:
-            return
+            return None
         value = self.key_edit.text().strip()
+        self.key_edit.clear()  # the field never shows the key again
         if not value:
-            return
-        try:
-            secrets.set_key(self.provider, value)
-        except secrets.KeyringUnavailable as exc:
-            self.status.setText(str(exc))
-            return
-        finally:
-            self.key_edit.clear()
-        self.refresh()
-        self.keyChanged.emit()
+            return None
+        return self._keyring_call(secrets.set_key, self.provider, value)
 
-    def remove_key(self) -> None:
-        secrets.delete_key(self.provider)
+    def remove_key(self) -> asyncio.Future[None] | None:
+        return self._keyring_call(secrets.delete_key, self.provider)
+
+    def _keyring_call(self, call: Callable[..., None], *args: str) -> asyncio.Future[None] | None:
+        if _running_loop() is None:
+            self._finish_keyring_call(self._try(call, *args))
+            return None
+        return asyncio.ensure_future(self._call_off_loop(call, *args))
+
+    async def _call_off_loop(self, call: Callable[..., None], *args: str) -> None:
+        try:
+            await secrets.off_loop(call, *args)
+        except (secrets.KeyringUnavailable, secrets.KeyringProblem) as exc:
+            self._finish_keyring_call(f"Cannot change the key: {exc}")
+            return
+        self._finish_keyring_call(None)
+
+    @staticmethod
+    def _try(call: Callable[..., None], *args: str) -> str | None:
+        try:
+            call(*args)
+        except secrets.KeyringUnavailable as exc:
+            return str(exc)
+        return None
+
+    def _finish_keyring_call(self, problem: str | None) -> None:
+        if self.status is None:
+            return
+        if problem is not None:
+            self.status.setText(problem)
+            return
         self.refresh()
         self.keyChanged.emit()
 
@@ -364,7 +418,8 @@ class SettingsDialog(QDialog):
         self._refresh_task: asyncio.Future[Any] | None = None
         self._preview_task: asyncio.Future[Any] | None = None
         self._keys_changed = False
-        self.keyring_problem = secrets.keyring_status()
+        #: Why keys cannot be stored (None: they can, or the keyring has not answered yet).
+        self.keyring_problem: str | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 16, 16, 12)
         self.tabs = QTabWidget()
@@ -469,21 +524,53 @@ class SettingsDialog(QDialog):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         page, layout = self._page()
         page.setObjectName("settingsPage")
-        self.keyring_note = _note(
-            self.keyring_problem or "API keys are stored in the system keyring, never in files.",
-            "warningNote" if self.keyring_problem else "fieldNote",
-        )
+        self.keyring_note = _note("API keys are stored in the system keyring, never in files.")
         layout.addWidget(self.keyring_note)
         self.provider_rows: dict[str, ProviderRow] = {}
         for provider in DEFAULT_ENDPOINTS:
-            row = ProviderRow(provider, s.provider(provider), self.keyring_problem)
+            row = ProviderRow(provider, s.provider(provider))
             row.keyChanged.connect(self._on_key_changed)
             self.provider_rows[provider] = row
             layout.addWidget(row)
         layout.addStretch(1)
         scroll.setWidget(page)
         outer_layout.addWidget(scroll)
+        #: Asking the keyring, when it happens in the background.
+        self.keyring_check = self._check_keyring()
         return outer
+
+    def _check_keyring(self) -> asyncio.Future[None] | None:
+        """Ask the keyring whether it works and which keys it holds (see the module docstring)."""
+        keyed = [p for p, row in self.provider_rows.items() if row.key_edit is not None]
+        if _running_loop() is not None:
+            return asyncio.ensure_future(self._check_keyring_off_loop(keyed))
+        for provider in keyed:
+            with contextlib.suppress(secrets.KeyringProblem):
+                secrets.get_key(provider)
+        self._keyring_checked(secrets.keyring_status())
+        return None
+
+    async def _check_keyring_off_loop(self, providers: list[str]) -> None:
+        try:
+            problem = await secrets.off_loop(secrets.keyring_status)
+        except secrets.KeyringProblem as exc:
+            problem = f"Cannot use the system keyring: {exc}."
+        if problem is None:
+            for provider in providers:
+                with contextlib.suppress(secrets.KeyringProblem):
+                    await secrets.aget_key(provider)
+        self._keyring_checked(problem)
+
+    def _keyring_checked(self, problem: str | None) -> None:
+        self.keyring_problem = problem
+        self.keyring_note.setText(
+            problem or "API keys are stored in the system keyring, never in files."
+        )
+        self.keyring_note.setObjectName("warningNote" if problem else "fieldNote")
+        self.keyring_note.style().unpolish(self.keyring_note)
+        self.keyring_note.style().polish(self.keyring_note)
+        for row in self.provider_rows.values():
+            row.keyring_checked(problem)
 
     def _voice_tab(self, s: Settings) -> QWidget:
         page, layout = self._page()

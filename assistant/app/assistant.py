@@ -51,6 +51,7 @@ from assistant.audio import alsa_messages, devices
 from assistant.audio.devices import DeviceList, Kind
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import Player
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings, TurnMode
 from assistant.emitter import Emitter
 from assistant.engines.base import TextToSpeech, Voice
@@ -77,6 +78,7 @@ from assistant.events import (
 from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
 from assistant.session.s2s import SpeechSession
+from assistant.session.session import Offload
 from assistant.tools import ToolRegistry
 from assistant.tools.alarms import Alarm, alarm_line
 from assistant.tools.mcp import ServerStatus
@@ -105,6 +107,8 @@ class Assistant:
     and closed here unless it returns an ``EngineSet`` with ``owned=False``. ``persist=False``
     never writes the settings file. The sound devices are watched (a device plugged in later is
     used at once) when the real microphone and speaker are used, or through ``device_lister``.
+    ``clock`` and ``offload`` are the conversation's time and its way to run blocking work
+    (virtual time and inline work in tests that script time).
     """
 
     def __init__(
@@ -122,6 +126,8 @@ class Assistant:
         notifier: Notifier | None = None,
         persist: bool = True,
         device_lister: DeviceLister | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         #: Everything that happens, in order: ``assistant.events.AppEvent``s.
         self.events: Emitter[AppEvent] = Emitter("assistant")
@@ -145,6 +151,8 @@ class Assistant:
         self._notify: Notifier = notifier or desktop_notify
         self._tools_started: asyncio.Task[None] | None = None
         self._persist = persist
+        self._clock = clock
+        self._offload = offload
         #: Echo cancellation and noise suppression of the microphone.
         self.echo = EchoControl(emit=self._emit, on_change=self._echo_changed)
         self._input = AudioInput(
@@ -160,6 +168,7 @@ class Assistant:
             emit=self._emit,
             on_change=self._audio_changed,
             on_lost=self._output_lost,
+            clock=clock,
         )
         self._store: HistoryStore | None = None
         self._conversation: Conversation | None = None
@@ -517,6 +526,7 @@ class Assistant:
     async def restart_audio(self) -> None:
         """Try the microphone and speaker again (after plugging a device in): the devices are
         looked for anew once the old streams are closed."""
+        self._output.retry()
         await self._reopen(rebuild=frozenset(), restart_input=True, rescan=True)
 
     @property
@@ -602,6 +612,8 @@ class Assistant:
             tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
             structured=self.toolbox.extractor(engines.llm),
+            clock=self._clock,
+            offload=self._offload,
         )
         session.set_echo_uncertain(self.echo.uncertain)
         return session
@@ -793,7 +805,8 @@ class Assistant:
 
     def _output_lost(self) -> None:
         if not self._closed:
-            # A silent player takes over until Retry.
+            # The device is tried once more (a silent player takes over if it cannot be opened,
+            # or if it keeps failing) until Retry.
             self.spawn(self._reopen(rebuild=frozenset()), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events

@@ -27,6 +27,7 @@ from assistant.app import messages
 from assistant.audio.capture import AudioSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings
 from assistant.events import AppEvent, ErrorEvent, Notice, Source
 
@@ -184,8 +185,17 @@ class AudioInput:
         self._on_change()
 
 
+#: A device lost again this soon after the last loss is not opened again until Retry.
+FLAPPING_SECONDS = 10.0
+
+
 class AudioOutput:
-    """Opens players; ``on_lost`` runs when an open device goes away during the conversation."""
+    """Opens players; ``on_lost`` runs when an open device goes away during the conversation.
+
+    A device that is lost again within ``FLAPPING_SECONDS`` of its last loss (it opens, then
+    dies at once) is not opened again until ``retry()``: a silent player stands in, with one
+    message, rather than the conversation being rebuilt over and over.
+    """
 
     def __init__(
         self,
@@ -194,15 +204,25 @@ class AudioOutput:
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None],
         on_lost: Callable[[], None],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._factory = factory
         self._emit = emit
         self._on_change = on_change
         self._on_lost = on_lost
+        self._clock = clock
+        self._lost_at: float | None = None
+        self._held = False
+        self._told = False
         #: Replies reach a real output device.
         self.ok = False
         #: The system default plays because the chosen output device could not be opened.
         self.substituted = False
+
+    def retry(self) -> None:
+        """The user asked for the device again (Retry): open it next time, whatever it did."""
+        self._held = self._told = False
+        self._lost_at = None
 
     async def open(self, settings: Settings) -> Player:
         """The configured output, or a silent virtual one (with a message) when it fails.
@@ -210,6 +230,16 @@ class AudioOutput:
         When the chosen device cannot be opened (it is not connected), the system default
         stands in for it, with a notice, and ``substituted`` is set until the next open.
         """
+        if self._held:
+            silent = _Silent(RuntimeError(messages.OUTPUT_KEEPS_FAILING))
+            await silent.start()
+            self.ok = False
+            self.substituted = False
+            self._on_change()
+            if not self._told:  # once per hold, however often the conversation is rebuilt
+                self._told = True
+                self._emit(ErrorEvent(messages.OUTPUT_KEEPS_FAILING, Source.AUDIO_OUTPUT))
+            return silent
         player = await self.open_quietly(settings)
         self.substituted = False
         if isinstance(player, _Silent) and settings.output_device:
@@ -243,6 +273,10 @@ class AudioOutput:
             return silent
 
     def _lost(self, message: str) -> None:
+        now = self._clock.now()
+        self._held = self._lost_at is not None and now - self._lost_at < FLAPPING_SECONDS
+        self._told = self._told and self._held
+        self._lost_at = now
         self.ok = False
         self._on_change()
         self._emit(ErrorEvent(messages.output_lost(message), Source.AUDIO_OUTPUT))

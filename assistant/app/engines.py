@@ -23,6 +23,7 @@ from assistant import secrets
 from assistant.app import messages
 from assistant.config import Settings
 from assistant.engines.base import (
+    EngineError,
     LanguageModel,
     MissingKeyError,
     SpeechToText,
@@ -163,11 +164,12 @@ class EngineSet:
         the end) and, for an engine that fails, an ``ErrorEvent`` whose source is its kind.
         """
         self._attach_progress(emit)
-        self._set_aside_keyless(emit)
         warming = [
             self._warm(kind, engine, emit, announce)
             for kind, engine in zip(KINDS, self, strict=True)
         ]
+        # Keys are read beside the warm-up: a locked or slow keyring holds up neither.
+        warming.append(self._set_aside_keyless(emit))
         results = await asyncio.gather(*warming)
         return all(results)
 
@@ -188,23 +190,30 @@ class EngineSet:
         emit(Loading(kind, 1.0, f"{kind.capitalize()} ready"))
         return True
 
-    def _set_aside_keyless(self, emit: Callable[[AppEvent], None]) -> None:
-        """A cloud engine without its API key cannot answer: the chain goes straight to the next
-        engine (no failing first request), and the user hears of it now, not at the first
-        question."""
-        for kind, engine in zip(KINDS, self, strict=True):
-            inside = members(engine)
-            for index, member in enumerate(inside):
-                provider = str(getattr(member, "name", ""))
-                if provider not in KEYED or secrets.has_key(provider):
-                    continue
+    async def _set_aside_keyless(self, emit: Callable[[AppEvent], None]) -> bool:
+        """A cloud engine without a usable API key cannot answer: the chain goes straight to the
+        next engine (no failing first request), and the user hears of it now, not at the first
+        question. A key the keyring could not give (locked, failing, silent) is told apart from
+        a missing one. The keyring is read off the event loop."""
+        keyed = [
+            (kind, engine, index, str(getattr(member, "name", "")))
+            for kind, engine in zip(KINDS, self, strict=True)
+            for index, member in enumerate(members(engine))
+            if str(getattr(member, "name", "")) in KEYED
+        ]
+        problems = await asyncio.gather(*(_key_problem(provider) for *_, provider in keyed))
+        for (kind, engine, index, provider), problem in zip(keyed, problems, strict=True):
+            if problem is None:
+                continue
+            set_aside = getattr(engine, "set_aside", None)
+            if len(members(engine)) > 1 and callable(set_aside):
+                set_aside(index, problem)  # the chain says which engine takes over
+            elif isinstance(problem, MissingKeyError):
                 name = secrets.DISPLAY_NAMES.get(provider, provider)
-                missing = MissingKeyError(name, secrets.ENV_VARS[provider])
-                set_aside = getattr(engine, "set_aside", None)
-                if len(inside) > 1 and callable(set_aside):
-                    set_aside(index, missing)  # the chain says which engine takes over
-                else:
-                    emit(ErrorEvent(messages.missing_key(kind, name), Source.SETTINGS))
+                emit(ErrorEvent(messages.missing_key(kind, name), Source.SETTINGS))
+            else:
+                emit(ErrorEvent(str(problem), Source.SETTINGS))
+        return True
 
     def _attach_progress(self, emit: Callable[[AppEvent], None]) -> None:
         """Route engines' own progress reports to ``emit`` (once per set, on the current loop)."""
@@ -235,6 +244,15 @@ class EngineSet:
         if self.owned:
             for engine in self:
                 await close_engine(engine)
+
+
+async def _key_problem(provider: str) -> EngineError | None:
+    """Why ``provider``'s key cannot be used (None: it can)."""
+    try:
+        await secrets.arequire_key(provider)
+    except EngineError as problem:  # MissingKeyError or KeyUnreadableError
+        return problem
+    return None
 
 
 def _hook_progress(

@@ -21,6 +21,10 @@ NOT_LISTENING = (
     "message below."
 )
 SETTINGS_APPLIED = "Settings saved and applied."
+OUTPUT_KEEPS_FAILING = (
+    "The audio output device keeps failing as soon as it opens; replies are shown as text only "
+    "until you reconnect it and choose Retry."
+)
 ALARM_LATE = "it fell due while Parley was closed"
 
 
@@ -42,8 +46,8 @@ def settings_unsaved(exc: BaseException) -> str:
 
 def history_unavailable(directory: Path, exc: BaseException) -> str:
     return (
-        f"Cannot open the conversation history in {directory} ({exc}); this conversation will "
-        "not be saved."
+        f"Cannot open the conversation history in {directory} ({exc}); this conversation is kept "
+        "in memory and saved there as soon as the folder can be written."
     )
 
 

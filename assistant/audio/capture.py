@@ -108,6 +108,8 @@ class MicrophoneCapture:
         #: Blocks lost because the ring was full or PortAudio reported an input overflow.
         self.overflows = 0
         self.callback_errors = 0
+        #: The last callback's block could not be used.
+        self._unusable = False
         self.rate = samplerate or 0
         self._samplerate = samplerate
         self._ring_seconds = ring_seconds
@@ -174,9 +176,9 @@ class MicrophoneCapture:
         self._stopped = self._closing = False
         self._wake = asyncio.Event()
 
-    # PortAudio's thread. Copies and bookkeeping only; never raises.
+    # PortAudio's thread. Copies and bookkeeping only; never raises. Only a block that could be
+    # used counts as a sign of life: a stream whose every block breaks is as good as dead.
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        self._watchdog.beat()
         try:
             if status and getattr(status, "input_overflow", False):
                 self.overflows += 1
@@ -206,8 +208,11 @@ class MicrophoneCapture:
                 loop = self._loop
                 if loop is not None:
                     loop.call_soon_threadsafe(self._wake.set)
+            self._watchdog.beat()
+            self._unusable = False
         except Exception:
             self.callback_errors += 1
+            self._unusable = True
 
     def _stream_finished(self) -> None:
         if not self._closing and self._loop is not None:
@@ -224,7 +229,11 @@ class MicrophoneCapture:
         if dead is not None:
             self._closer = asyncio.ensure_future(close_off_loop(dead, self._close_timeout))
         self._end()
-        message = "Audio input stopped: the microphone was lost or disconnected."
+        message = (
+            "Audio input stopped: the microphone sends audio Parley cannot read."
+            if self._unusable
+            else "Audio input stopped: the microphone was lost or disconnected."
+        )
         log.error("%s", message)
         for cb in list(self.on_error):
             try:

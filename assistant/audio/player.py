@@ -672,15 +672,23 @@ class VirtualPlayer(BufferedPlayer):
     where it was cleared). In realtime mode the silences inside a response (underruns, pauses) and
     between responses are recorded too, so the recording keeps the real timing; silence before the
     first response and after the last one is not. In fast mode only the responses' audio is kept,
-    back to back.
+    back to back. ``record=False`` keeps nothing (a long session whose audio nobody needs).
     """
 
-    def __init__(self, rate: int = 24_000, blocksize: int = 480, pace: Pace = "realtime") -> None:
+    def __init__(
+        self,
+        rate: int = 24_000,
+        blocksize: int = 480,
+        pace: Pace = "realtime",
+        *,
+        record: bool = True,
+    ) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace must be 'realtime' or 'fast', not {pace!r}")
         super().__init__(rate)
         self.blocksize = blocksize
         self.pace: Pace = pace
+        self.record = record
         self._rec = _Recorder(rate * 10)
         self._recorded_any = False
         self._gap = 0  # silent samples since the last response, recorded if another one comes
@@ -744,6 +752,8 @@ class VirtualPlayer(BufferedPlayer):
         buf.render(out)
         if self.taps and self.pace == "realtime":  # a fast device plays nothing anyone hears
             self._tap(out, time.monotonic())
+        if not self.record:
+            return
         filled, active, n = buf.last_filled, buf.in_progress, len(out)
         if self.pace == "fast":
             if filled:

@@ -12,6 +12,7 @@ def run_bench(
     ablate: list[str] | None = None,
     curve: str | None = None,
     repeat: int = 1,
+    local: bool = False,
 ) -> int:
     import sys
 
@@ -34,8 +35,20 @@ def run_bench(
         from assistant.bench.latency import main as latency
 
         return latency(quick=quick, compare=compare, ablate=ablate, curve=curve, repeat=repeat)
+    if which == "faults":
+        from assistant.bench.faults import main as faults
+
+        return faults(quick=quick)
+    if which == "soak":
+        from assistant.bench.soak import main as soak
+
+        return soak(turns=turns if not quick else min(turns, 40), local=local)
     if which == "tools":
         from assistant.bench.tools import main as tools
 
         return tools(quick=quick)
+    if which == "turns":
+        from assistant.bench.turns import main as turn_taking
+
+        return turn_taking(quick=quick)
     raise ValueError(f"unknown benchmark {which!r}")

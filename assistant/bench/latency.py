@@ -350,7 +350,7 @@ async def _barge_in(
             settings=variant.settings("en", "vad"),
             engines=engines,
             vad=vad,
-            microphone=trial.source,
+            source=trial.source,
             speaker=trial.player,
             on_event=trial.on_event,
         )

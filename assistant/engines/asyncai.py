@@ -127,7 +127,7 @@ class AsyncTTS(MultiContextTTS):
 
     def _open_socket(self, slot: tuple[str, ...]) -> TtsSocket:
         async def open_connection() -> ClientConnection:
-            url = socket_url(self.endpoint, secrets.require_key(ENGINE))
+            url = socket_url(self.endpoint, await secrets.arequire_key(ENGINE))
             return await connect(SERVICE, url, {}, self.policy)
 
         wire = AsyncWire(init_message(self.model, *slot))
@@ -170,7 +170,7 @@ class AsyncTTS(MultiContextTTS):
 
     async def _fetch_voices(self) -> list[Voice]:
         headers = {
-            "x-api-key": secrets.require_key(ENGINE),
+            "x-api-key": await secrets.arequire_key(ENGINE),
             "version": API_VERSION,
             "Content-Type": "application/json",
         }

@@ -54,6 +54,19 @@ class MissingKeyError(EngineError):
         )
 
 
+class KeyUnreadableError(EngineError):
+    """A provider's API key may be stored, but the OS keyring could not be read (it is locked,
+    it failed, or it did not answer)."""
+
+    def __init__(self, provider: str, env_var: str, problem: str) -> None:
+        super().__init__(
+            f"{provider}: {problem}, so its API key cannot be read. Unlock the keyring and try "
+            f"again, or set the {env_var} environment variable.",
+            engine=provider,
+            retryable=False,
+        )
+
+
 class EngineUnavailable(EngineError):
     """An engine cannot run here (missing model, missing binary, unreachable server)."""
 
@@ -258,6 +271,18 @@ class Prefillable(Protocol):
 
 
 @runtime_checkable
+class ScoresEndOfTurn(Protocol):
+    """A language model that can read whether the user's words so far finish a sentence."""
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        """The probability (0–1) that ``request``'s last message, the user's words so far,
+        ends where it stops, read from the model's next-token distribution with the rest of
+        the conversation as context. None when the model cannot tell now (not running, or the
+        active member of a chain lacks the ability). Never raises for a model that is down."""
+        ...
+
+
+@runtime_checkable
 class NeedsToolRouter(Protocol):
     """A language model that picks tools reliably only under a JSON-schema grammar.
 
@@ -345,7 +370,19 @@ class Recovered:
     name: str
 
 
-EngineNotice = FellBack | Recovered
+@dataclass(frozen=True, slots=True)
+class EngineAnnouncement:
+    """An engine's own news for the user (a local server crashed, restarts, gave up).
+
+    ``failure``: something stopped working (shown as an error), else a notice.
+    """
+
+    kind: EngineKind
+    message: str
+    failure: bool = False
+
+
+EngineNotice = FellBack | Recovered | EngineAnnouncement
 
 
 @runtime_checkable
@@ -365,8 +402,9 @@ async def close_engine(engine: object) -> None:
 
 
 @runtime_checkable
-class ReportsFallback(Protocol):
-    """An engine (a fallback chain) that tells when it switches between its members."""
+class ReportsNotices(Protocol):
+    """An engine that has news for the user: a fallback chain switching between its members
+    (and passing on its members' news), a local server that crashed and restarts."""
 
     notices: Emitter[EngineNotice]
 

@@ -351,9 +351,13 @@ class ClaudeLLM:
 
     async def warm_up(self) -> None:
         """Open the pooled connection and check the key (a rejected one is reported now)."""
-        key = secrets.get_key(PROVIDER)
+        try:
+            key = await secrets.aget_key(PROVIDER)
+        except secrets.KeyringProblem:
+            key = None
         if not key:
-            return  # reported on first use, where the fallback chain can act on it
+            return  # missing or unreadable: reported on first use, where the fallback chain
+            # can act on it
         client = self._current(key)
         try:
             async with asyncio.timeout(self._warm_up_timeout):
@@ -375,7 +379,7 @@ class ClaudeLLM:
             await self._client.close()
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        client = self._current(secrets.require_key(PROVIDER))
+        client = self._current(await secrets.arequire_key(PROVIDER))
         body = to_claude(request, self.model)
         reader = ClaudeEvents()
         opened = False

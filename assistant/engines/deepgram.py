@@ -108,6 +108,8 @@ class DeepgramWire(EndpointedWire):
         if start + duration <= self._ignore_before + 1e-3:
             return
         said = _transcript(msg)
+        if not said and _unreadable_transcript(msg):
+            self._unreadable("a transcript that is not text")
         if self._segments or said:
             first = self._span[0] if self._segments else start
             self._span = (first, start + duration)
@@ -149,6 +151,14 @@ def _transcript(msg: Message) -> str:
     alternatives = items(obj(msg, "channel").get("alternatives"))
     first: Any = alternatives[0] if alternatives else None
     return text(first, "transcript").strip() if isinstance(first, dict) else ""
+
+
+def _unreadable_transcript(msg: Message) -> bool:
+    """The result carries a transcript field that is there but not text."""
+    alternatives = items(obj(msg, "channel").get("alternatives"))
+    first: Any = alternatives[0] if alternatives else None
+    value = first.get("transcript") if isinstance(first, dict) else None
+    return value is not None and not isinstance(value, str)
 
 
 @dataclass(eq=False)

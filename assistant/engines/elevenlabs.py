@@ -121,7 +121,7 @@ class ElevenLabsTTS(MultiContextTTS):
         url = stream_url(self.endpoint, slot[0], self.model)
 
         async def open_connection() -> ClientConnection:
-            headers = {"xi-api-key": secrets.require_key(ENGINE)}
+            headers = {"xi-api-key": await secrets.arequire_key(ENGINE)}
             return await connect(SERVICE, url, headers, self.policy)
 
         return TtsSocket(ElevenLabsWire(), connect=open_connection, policy=self.policy)
@@ -151,7 +151,7 @@ class ElevenLabsTTS(MultiContextTTS):
 
     async def _fetch_voices(self) -> list[Voice]:
         url = f"{http_base(self.endpoint)}/v1/voices"
-        headers = {"xi-api-key": secrets.require_key(ENGINE)}
+        headers = {"xi-api-key": await secrets.arequire_key(ENGINE)}
         data = await self._http.request_json("GET", url, headers=headers)
         return [v for item in _items(data) if (v := _voice(item)) is not None]
 

@@ -224,6 +224,27 @@ class FakeLLM:
         return None
 
 
+def sentence_ends(text: str) -> float:
+    """A scripted reading: high after a question mark or a period, low otherwise."""
+    return 0.95 if text.rstrip().endswith(("?", ".", "!")) else 0.05
+
+
+@dataclass(slots=True)
+class FakeReadingLLM(FakeLLM):
+    """A ``FakeLLM`` that also reads whether the user's sentence ends (``ScoresEndOfTurn``):
+    ``reading(text)`` after ``reading_delay`` seconds; each reading is logged with its time."""
+
+    reading: Callable[[str], float | None] = sentence_ends
+    reading_delay: float = 0.03
+    readings: list[tuple[float, str]] = field(default_factory=list)
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        text = request.messages[-1].content if request.messages else ""
+        self.readings.append((self.clock.now(), text))
+        await self.clock.sleep(self.reading_delay)
+        return self.reading(text)
+
+
 # --------------------------------------------------------------------------------------------- TTS
 
 

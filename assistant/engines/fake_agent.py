@@ -40,6 +40,8 @@ class FakeSpeechAgent:
     #: (name, JSON arguments) asked for before each answer while set.
     tool_call: tuple[str, str] | None = None
     fail_on_open: EngineError | None = None
+    #: Every session fails with this as soon as it opens (a server that accepts, then drops).
+    drop_on_open: EngineError | None = None
     name: str = "fake"
     clock: Clock = SYSTEM_CLOCK
     sessions: list[FakeAgentSession] = field(default_factory=list)
@@ -50,6 +52,8 @@ class FakeSpeechAgent:
             raise self.fail_on_open
         session = FakeAgentSession(self, setup)
         self.sessions.append(session)
+        if self.drop_on_open is not None:
+            session.fail(self.drop_on_open)
         return session
 
     async def warm_up(self) -> None:

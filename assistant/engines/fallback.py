@@ -1,7 +1,9 @@
 """Fallback chains: when an engine fails before producing output, the next one of its kind runs.
 
 A failure after output has started is not retried elsewhere (the user has already heard part of
-the reply); it propagates so the session can tell the user and keep what was heard.
+the reply); it propagates so the session can tell the user and keep what was heard, and later
+turns go to the next engine as after any failure. Only real output counts: a language model's
+usage report or finish reason before its first word is not an answer.
 
 A chain remembers failures. An engine that failed is skipped on later turns (a dead cloud
 service must not cost every turn its timeout) and probed in the background, with growing
@@ -30,10 +32,14 @@ from assistant.engines.base import (
     Message,
     NeedsToolRouter,
     Recovered,
+    ReportsNotices,
+    ScoresEndOfTurn,
     SpeechChunk,
     SpeechToText,
     STTSession,
+    TextDelta,
     TextToSpeech,
+    ToolCallDelta,
     Voice,
     close_engine,
     closing_stream,
@@ -67,6 +73,13 @@ class _Chain:
         self.notices: Emitter[EngineNotice] = Emitter(f"{self.kind} fallback")
         self._down: set[int] = set()
         self._probes: dict[int, asyncio.Task[None]] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    def _pass_on_notices(self, engines: Sequence[object]) -> None:
+        """Members' own news (a local server restarting) reaches the chain's listeners."""
+        for engine in engines:
+            if isinstance(engine, ReportsNotices):
+                self._unsubscribe.append(engine.notices.subscribe(self.notices.emit))
 
     # ---------------------------------------------------------------------------- health
 
@@ -130,6 +143,9 @@ class _Chain:
 
     async def aclose(self) -> None:
         """Stop probing and release every engine of the chain."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         probes = list(self._probes.values())
         self._probes.clear()
         for probe in probes:
@@ -155,10 +171,15 @@ class _Chain:
         joined = "; ".join(errors)
         return EngineError(f"every {self.kind} engine failed: {joined}", engine=self._names[-1])
 
-    async def _attempts[T](self, run: Callable[[int, bool], AsyncIterator[T]]) -> AsyncIterator[T]:
+    async def _attempts[T](
+        self,
+        run: Callable[[int, bool], AsyncIterator[T]],
+        output: Callable[[T], bool] = lambda _item: True,
+    ) -> AsyncIterator[T]:
         """Yield from ``run(index, first)`` for each engine in order until one succeeds.
 
-        ``run`` must not be retried once it produced anything: that failure propagates.
+        ``run`` must not be retried once it produced output (``output(item)``): that failure
+        propagates, and the engine is skipped from then on like any failed one.
         """
         errors: list[str] = []
         order = self._order()
@@ -166,20 +187,21 @@ class _Chain:
             waited = False
             while True:
                 produced = False
+                later = order[position + 1] if position + 1 < len(order) else None
                 try:
                     async for item in run(index, position == 0):
-                        produced = True
+                        produced = produced or output(item)
                         yield item
                     self._mark_up(index)
                     return
                 except _FAILURES as exc:
                     if produced:
+                        self._mark_down(index, exc, later)
                         raise
                     if await self._short_wait(exc, position, waited):
                         waited = True
                         continue
                     errors.append(f"{self._names[index]}: {_describe(exc)}")
-                    later = order[position + 1] if position + 1 < len(order) else None
                     self._mark_down(index, exc, later)
                     break
         raise self._give_up(errors)
@@ -196,6 +218,7 @@ class FallbackLLM(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
 
     @property
     def members(self) -> Sequence[object]:
@@ -207,7 +230,7 @@ class FallbackLLM(_Chain):
                 async for event in events:
                     yield event
 
-        async for event in self._attempts(run):
+        async for event in self._attempts(run, _is_answer):
             yield event
 
     async def _probe(self, index: int) -> None:
@@ -234,6 +257,13 @@ class FallbackLLM(_Chain):
         prefill = getattr(self.engines[self._order()[0]], "prefill", None)
         if prefill is not None:
             await prefill(request)
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        """The first working engine's reading of the user's words, when it can read them."""
+        engine = self.engines[self._order()[0]]
+        if not isinstance(engine, ScoresEndOfTurn):
+            return None
+        return await engine.end_of_turn_probability(request)
 
 
 class _ReplayablePieces:
@@ -276,6 +306,7 @@ class FallbackTTS(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
         self._language = "en"
 
     @property
@@ -324,6 +355,7 @@ class FallbackSTT(_Chain):
         super().__init__([e.name for e in engines], clock)
         self.engines = list(engines)
         self.name = self.engines[0].name
+        self._pass_on_notices(self.engines)
         self.provides_endpointing = self.engines[0].provides_endpointing
         self.active: SpeechToText = self.engines[0]
         self._language = "en"
@@ -358,6 +390,10 @@ class FallbackSTT(_Chain):
 
     async def warm_up(self) -> None:
         await _warm_all(self.engines)
+
+
+def _is_answer(event: LLMEvent) -> bool:
+    return isinstance(event, TextDelta | ToolCallDelta)
 
 
 async def _warm_all(engines: Sequence[SpeechToText | LanguageModel | TextToSpeech]) -> None:

@@ -5,7 +5,11 @@ the tools, who ends turns), reads its events into ``on_event``, and when it fail
 releases it, reports the failure once (``on_failure``) and opens a new one in the background.
 An open that fails is reported (``on_open_failed``) and not tried again for
 ``REOPEN_INTERVAL`` seconds, so a session fed audio continuously does not hammer a provider that
-refuses it. ``current()`` is the session, or None while there is none (asking for one).
+refuses it. A session lost within ``QUICK_FAILURE_SECONDS`` of opening (a server that accepts and
+then drops) is a quick failure: from the second in a row on, the next open waits
+``REOPEN_INTERVAL``, doubled for each further one (up to ``MAX_REOPEN_INTERVAL``), and only the
+first of a run is reported, so such a server costs neither a connection nor a message per
+moment. ``current()`` is the session, or None while there is none (asking for one).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: After a session could not be opened, the next try waits this long.
 REOPEN_INTERVAL = 5.0
+#: A session lost sooner than this after it opened failed "quickly".
+QUICK_FAILURE_SECONDS = 5.0
+#: The longest wait before reopening after quick failures in a row.
+MAX_REOPEN_INTERVAL = 60.0
 
 
 class AgentLink:
@@ -52,7 +60,11 @@ class AgentLink:
         self.setup_used: s2s.AgentSetup | None = None
         self._pump: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[None] | None = None
-        self._failed_at = float("-inf")
+        #: No open is tried before this time (after a failed open, or quick failures).
+        self._retry_at = float("-inf")
+        self._opened_at = float("-inf")
+        #: Sessions in a row lost within ``QUICK_FAILURE_SECONDS`` of opening.
+        self._quick = 0
         #: Reopen after a failure (False once the conversation is closing).
         self.active = True
 
@@ -61,6 +73,7 @@ class AgentLink:
         await self._close_session()
         setup = self._setup()
         session = await self.engine.open(setup)
+        self._opened_at = self._clock.now()
         self._session, self.setup_used = session, setup
         self._pump = asyncio.create_task(self._read(session), name="s2s-events")
 
@@ -74,14 +87,14 @@ class AgentLink:
         """Open a new session in the background, unless one is opening or an open just failed."""
         if not self.active or (self._opening is not None and not self._opening.done()):
             return
-        if self._clock.now() - self._failed_at < REOPEN_INTERVAL:
+        if self._clock.now() < self._retry_at:
             return
 
         async def reopen() -> None:
             try:
                 await self.open()
             except EngineError as exc:
-                self._failed_at = self._clock.now()
+                self._retry_at = self._clock.now() + REOPEN_INTERVAL
                 self._on_open_failed(exc)
 
         self._opening = asyncio.ensure_future(reopen())
@@ -90,15 +103,26 @@ class AgentLink:
         """Drop the session (it closes in the background) and open a new one with the setup of
         now: another conversation, or other turn detection."""
         self._drop()
-        self._failed_at = float("-inf")
+        self._retry_at = float("-inf")
+        self._quick = 0
         self.reopen_soon()
 
     def lost(self, session: s2s.AgentSession, error: EngineError) -> None:
-        """``session`` failed for good: released, reported once, and another one opened."""
+        """``session`` failed for good: released, reported, and another one opened (after a
+        pause when it failed quickly; see the module docstring)."""
         if self._session is not session:
             return
         self._drop()
-        self._on_failure(error)
+        now = self._clock.now()
+        self._quick = self._quick + 1 if now - self._opened_at < QUICK_FAILURE_SECONDS else 0
+        pause = 0.0
+        if self._quick > 1:  # one drop is reopened at once; a server that keeps dropping waits
+            pause = min(MAX_REOPEN_INTERVAL, REOPEN_INTERVAL * 2 ** (self._quick - 2))
+            self._retry_at = now + pause
+        if self._quick <= 1:
+            self._on_failure(error)
+        else:
+            log.warning("speech to speech failed again (%s); reopening in %g s", error, pause)
         if self.active:
             self.reopen_soon()
 

@@ -1,8 +1,9 @@
 """One reply in flight: LLM → splitter → TTS → player, as one task with one handle.
 
 A ``Reply`` is created for a user turn and started at once. It may be *held* (prepared during a
-pause, its audio kept back until ``release()``), *paused* (the user may be interrupting), and
-ends in exactly one of three ways, each decided in one place:
+pause: its audio, its text, its tool calls and any failure are kept back until ``release()``,
+so nothing of it reaches the user before the turn has really ended), *paused* (the user may be
+interrupting), and ends in exactly one of three ways, each decided in one place:
 
 - it plays out (or fails after part of it was heard): ``finished`` with what was heard;
 - ``interrupt()``: playback stops within one audio block, the task is cancelled, and the record
@@ -165,6 +166,8 @@ class Reply:
         for chunk in pending:
             self._write(chunk)
         self._released.set()
+        if self.generation.text:
+            self._emit(AssistantText(self.turn_id, self._heard_now(), self.generation.text))
 
     def pause(self) -> None:
         """Hold playback where it is (the user may be interrupting)."""
@@ -237,6 +240,9 @@ class Reply:
             exc = failed.error
             message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             log.warning("reply %d failed: %s", self.turn_id, message)
+            # A speculative reply's failure is the user's news only once the turn has ended
+            # (withdrawing the reply cancels this wait, and nothing is told).
+            await self._released.wait()
             self.error = message
             self._emit(ErrorEvent(f"The reply failed: {message}", failed.source, self.turn_id))
             if self.spoken.audio_seconds > 0 and not self._held:
@@ -288,7 +294,9 @@ class Reply:
                         piece = piece.text
                     self._pieces_sent += 1
                     await pieces.put(piece)
-                    self._emit(AssistantText(self.turn_id, self._heard_now(), self.generation.text))
+                    if not self._held:
+                        text = self.generation.text
+                        self._emit(AssistantText(self.turn_id, self._heard_now(), text))
                     # Hand over to the TTS task now: a model streaming from a local cache may
                     # not yield to the loop between tokens, and the piece would wait.
                     await asyncio.sleep(0)
@@ -319,15 +327,18 @@ class Reply:
         # The chosen voice speaks the settings' language; another language gets its own default.
         voice = settings.voice if same_language(self.language, settings.language) else ""
         stream = self._tts.stream(texts(), voice=voice or None, language=self.language)
-        async with closing_stream(stream):
-            async for chunk in stream:
-                if len(chunk.pcm) == 0 and not chunk.last:
-                    continue
-                self.timeline.mark("tts_first_audio")
-                if self._held:
-                    self._pending.append(chunk)
-                else:
-                    self._write(chunk)
+        try:
+            async with closing_stream(stream):
+                async for chunk in stream:
+                    if len(chunk.pcm) == 0 and not chunk.last:
+                        continue
+                    self.timeline.mark("tts_first_audio")
+                    if self._held:
+                        self._pending.append(chunk)
+                    else:
+                        self._write(chunk)
+        except Exception as exc:
+            raise _StageFailed(Source.TTS, exc) from exc  # the voice failed, not the model
 
     def _write(self, chunk: SpeechChunk) -> None:
         if self._player.write(chunk.pcm, chunk.sample_rate, self.turn_id):

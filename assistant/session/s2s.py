@@ -75,7 +75,8 @@ from assistant.timeline import Mark, Timeline
 from assistant.tools import ToolRegistry
 from assistant.turns import (
     EndOfTurnModel,
-    SmartTurnJudge,
+    Pause,
+    PauseJudge,
     TurnDetection,
     TurnEvent,
     concat_audio,
@@ -296,14 +297,28 @@ class SpeechSession:
         reply = self._reply
         if reply is not None and not reply.finished:
             reply.done(s2s.ReplyDone(reply.latest, "failed", exc))
+        # Turns sent but not answered yet are lost with the session: each is told, and one
+        # whose words never came back is withdrawn (the next session starts without it).
+        for turn in self._awaiting:
+            message = "Speech to speech failed before answering; please say that again."
+            self.emit(ErrorEvent(message, Source.S2S, turn.turn_id))
+            if not turn.user_final:
+                if self._transcribing is turn:
+                    self._transcribing = None
+                self.emit(FinalTranscript(turn.turn_id, ""))
         self._awaiting.clear()
         self._sync()
 
     # ---------------------------------------------------------------------------- turn strategy
 
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
+        # Only the sound is judged: the provider hears the words, Parley has no transcript yet.
         model = self._turn_model
-        judge = SmartTurnJudge(model, self.settings.vad, self._offload) if model else None
+        judge = (
+            PauseJudge(self.settings.vad, clock=self.clock, model=model, offload=self._offload)
+            if model
+            else None
+        )
         return make_turn_detection(mode, self.settings, judge)
 
     def set_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
@@ -500,7 +515,8 @@ class SpeechSession:
 
     async def _judge_pause(self, utterance: _Utterance) -> None:
         try:
-            verdict = await self._detection.judge_pause(concat_audio(utterance.audio))
+            pause = Pause(concat_audio(utterance.audio), language=self.settings.language)
+            verdict = await self._detection.judge_pause(pause)
         except Exception as exc:
             log.warning("end-of-turn model failed: %s", exc)
             return

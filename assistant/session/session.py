@@ -36,13 +36,15 @@ from assistant.config import Settings
 from assistant.emitter import Emitter
 from assistant.engines.base import (
     ChatRequest,
+    EngineAnnouncement,
     EngineError,
     EngineNotice,
     FellBack,
     LanguageModel,
     Message,
     Recovered,
-    ReportsFallback,
+    ReportsNotices,
+    ScoresEndOfTurn,
     SpeechChunk,
     SpeechToText,
     TextToSpeech,
@@ -58,6 +60,7 @@ from assistant.events import (
     MicLevel,
     Notice,
     PartialTranscript,
+    PauseJudged,
     SessionEvent,
     Source,
     State,
@@ -102,15 +105,18 @@ from assistant.session.tracker import (
     same_words,
 )
 from assistant.session.transcription import Transcription
-from assistant.timeline import REPLY_MARKS, Timeline
+from assistant.timeline import REPLY_MARKS, Mark, Timeline
 from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
 from assistant.tools.structured import StructuredExtractor
 from assistant.turns import (
     EndOfTurnModel,
-    SmartTurnJudge,
+    Pause,
+    PauseJudge,
+    PauseVerdict,
     TurnDetection,
     TurnEvent,
+    WordsScore,
     concat_audio,
     make_turn_detection,
 )
@@ -228,6 +234,9 @@ class Session:
         self._dropped_speculations = 0
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
+        #: The end-of-turn judge's task for each pause being weighed, by turn id: a reply
+        #: prepared for that turn asks the language model only after it (one request at a time).
+        self._judging: dict[int, asyncio.Task[None]] = {}
         self._confirmation = ConfirmationGate()
         #: Replies that settle an offered confirmation, by turn: withdrawn, they reopen it.
         self._settling: dict[int, PendingAction] = {}
@@ -245,7 +254,7 @@ class Session:
         self._unsubscribe = [
             engine.notices.subscribe(self.on_engine_notice)
             for engine in (stt, llm, tts)
-            if isinstance(engine, ReportsFallback)
+            if isinstance(engine, ReportsNotices)
         ]
 
     # ------------------------------------------------------------------------------- events, state
@@ -263,6 +272,12 @@ class Session:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def user_has_floor(self) -> bool:
+        """The user is talking (or paused mid-turn) right now; no reply may be heard meanwhile.
+        Up to date even between two ``StateChanged`` events."""
+        return self._tracker.phase in (Phase.SPEAKING, Phase.PAUSED)
 
     @property
     def conversation(self) -> Conversation:
@@ -365,9 +380,25 @@ class Session:
     # ------------------------------------------------------------------------------- turn strategy
 
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
-        model = self._turn_model
-        judge = SmartTurnJudge(model, self.settings.vad, self._offload) if model else None
+        judge = PauseJudge(
+            self.settings.vad,
+            clock=self.clock,
+            model=self._turn_model,
+            score=self._words_score(),
+            offload=self._offload,
+        )
         return make_turn_detection(mode, self.settings, judge)
+
+    def _words_score(self) -> WordsScore | None:
+        """How the language model reads the words at a pause, if it can (local models can)."""
+        llm = self.llm
+        if not isinstance(llm, ScoresEndOfTurn):
+            return None
+
+        async def score(text: str) -> float | None:
+            return await llm.end_of_turn_probability(self._prefill_request(text))
+
+        return score
 
     def set_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
         """Switch between push-to-talk and hands-free; takes effect at once."""
@@ -509,8 +540,8 @@ class Session:
                     self._cancel_resume()
                     self._resume_timer = self.clock.call_later(resume_after, self._resume_reply)
                 case Speculate(utterance):
-                    self._finalize(utterance)
-                    self._spawn(self._judge_pause(utterance), "judge-pause")
+                    words = self._finalize(utterance)
+                    self._start_judging(utterance, words)
                 case JudgeInterjection(utterance, resume):
                     self._finalize(utterance)
                     if resume:
@@ -542,37 +573,80 @@ class Session:
         if self._reply is not None and self._tracker.utterance is None:
             self._reply.resume()
 
-    async def _judge_pause(self, utterance: Utterance) -> None:
+    def _start_judging(self, utterance: Utterance, words: asyncio.Future[str | None]) -> None:
+        turn = utterance.turn_id
+        judging = self._spawn(self._judge_pause(utterance, words), "judge-pause")
+        self._judging[turn] = judging
+        judging.add_done_callback(lambda _task: self._judging.pop(turn, None))
+
+    async def _judge_pause(self, utterance: Utterance, words: asyncio.Future[str | None]) -> None:
         """Ask the end-of-turn judge about this pause; end now, or wait longer."""
+        pause = Pause(concat_audio(utterance.audio), words, self._reply_language())
         try:
-            verdict = await self._detection.judge_pause(concat_audio(utterance.audio))
+            verdict = await self._detection.judge_pause(pause)
         except Exception as exc:
-            log.warning("end-of-turn model failed: %s", exc)
-            return
+            log.warning("end-of-turn judge failed: %s", exc)
+            verdict = PauseVerdict()  # the usual silence decides
         if verdict is None:
             return
-        if verdict.probability is not None:
-            utterance.timeline.notes["end_of_turn_probability"] = round(verdict.probability, 3)
+        self._note_verdict(utterance, verdict)
         if self._tracker.speculative is not utterance:
             return  # the user went on, or the turn already ended
-        event = self._detection.apply(verdict, self.clock.now())
+        now = self.clock.now()
+        signals = verdict.signals
+        speech_end = utterance.timeline.marks.get(Mark.SPEECH_END, now)
+        self.emit(
+            PauseJudged(
+                utterance.turn_id,
+                ending=verdict.end_now,
+                waiting=verdict.unfinished,
+                wait_ms=verdict.wait_ms,
+                silence_ms=round((now - speech_end) * 1000.0),
+                sound=verdict.probability,
+                reading=signals.reading if signals is not None else None,
+                trailing=signals.trailing if signals is not None else False,
+                text=signals.text if signals is not None else None,
+                reading_ms=signals.reading_ms if signals is not None else None,
+                at=now,
+            )
+        )
+        event = self._detection.apply(verdict, now)
         if event is not None:
             self._on_turn_event(event, explicit=False)
 
+    @staticmethod
+    def _note_verdict(utterance: Utterance, verdict: PauseVerdict) -> None:
+        """Keep what the judge found in the turn's timeline notes."""
+        notes = utterance.timeline.notes
+        if verdict.probability is not None:
+            notes["end_of_turn_probability"] = round(verdict.probability, 3)
+        signals = verdict.signals
+        if signals is not None and signals.reading is not None:
+            notes["end_of_turn_reading"] = round(signals.reading, 3)
+        if signals is not None and signals.trailing:
+            notes["end_of_turn_trailing"] = True
+        if verdict.wait_ms is not None:
+            notes["end_of_turn_wait_ms"] = round(verdict.wait_ms)
+
     # ---------------------------------------------------------------------------- transcripts
 
-    def _finalize(self, utterance: Utterance, known: str | None = None) -> None:
+    def _finalize(
+        self, utterance: Utterance, known: str | None = None
+    ) -> asyncio.Future[str | None]:
+        """Ask for the utterance's final transcript. The future returned gets the turn's words
+        so far (carried-over words first) as soon as it comes, None if it does not."""
+        words: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         preview = self._take_preview(utterance)
         reusable = known is None and utterance.quiet_since_preview
+        final: Awaitable[str]
         if preview is not None and reusable and self._transcription.can_checkpoint:
             # Nothing was said since the preview (push-to-talk): it is the final transcript,
             # so the recognizer does not decode the same words again.
             final = self._final_from_preview(preview)
-            self._spawn(self._finish_utterance(utterance, final), "final-transcript")
-            return
-        waiter = self._transcription.expect_final()
-        final = self._transcription.wait_final(waiter, known)
-        self._spawn(self._finish_utterance(utterance, final), "final-transcript")
+        else:
+            final = self._transcription.wait_final(self._transcription.expect_final(), known)
+        self._spawn(self._finish_utterance(utterance, final, words), "final-transcript")
+        return words
 
     async def _final_from_preview(self, preview: asyncio.Future[str | None]) -> str:
         """The preview's text; should it have failed, a final decoded the usual way."""
@@ -585,20 +659,27 @@ class Session:
             return text
         return await self._transcription.wait_final(self._transcription.expect_final())
 
-    async def _finish_utterance(self, utterance: Utterance, final: Awaitable[str]) -> None:
+    async def _finish_utterance(
+        self, utterance: Utterance, final: Awaitable[str], words: asyncio.Future[str | None]
+    ) -> None:
         try:
             text = await final
         except Exception as exc:
+            if not words.done():
+                words.set_result(None)
             self._tracker.on_final_failed(utterance)
+            said = str(exc).strip().rstrip(".")
             message = (
                 "The speech recognizer gave no transcript; please try again."
                 if isinstance(exc, TimeoutError)
-                else f"Speech recognition failed: {exc}"
+                else f"Speech recognition failed: {said}. Please say it again."
             )
             self.emit(ErrorEvent(message, Source.STT))
             self._sync()
             return
         utterance.timeline.mark("stt_final")
+        if not words.done():
+            words.set_result(self._prefill_text(text))
         match self._tracker.on_final(utterance, text):
             case CarryOver(carried):
                 # The user went on talking: these words open the next utterance's transcript.
@@ -820,6 +901,13 @@ class Session:
         chime: SpeechChunk | None = None,
         announcement: bool = False,
     ) -> None:
+        """Start the reply to ``user_text`` (``held``: prepared, not heard until released).
+
+        While the end-of-turn judge still weighs this turn's pause, the reply's request goes to
+        the language model once the judge has had its answer (a local server answers one
+        request at a time, and the judge's is the short one).
+        """
+        after = self._judging.get(turn_id)
         previous = self._reply
         if previous is not None and previous.turn_id == turn_id and previous.held:
             # Prepared ahead for this turn (push-to-talk): kept if it answers the same words.
@@ -845,6 +933,8 @@ class Session:
 
         async def context() -> list[Message]:
             await self._recorder.drain()  # the previous turn is part of the context
+            if after is not None and not after.done():
+                await asyncio.wait({after})
             prompt = system_prompt(self.settings.system_prompt, language)
             return conversation.context(
                 prompt, self.settings.context_tokens, pending_user=user_text
@@ -955,7 +1045,8 @@ class Session:
         self._tracker.keep_ids_above(conversation.next_turn_id)
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
-        """An engine chain switched members: tell the user (once per switch)."""
+        """An engine has news: a chain switched members (told once per switch), or an engine
+        speaks for itself (a local server crashed and restarts)."""
         match notice:
             case FellBack(kind, failed, replacement, reason):
                 text = f"{failed} failed ({reason}); using {replacement} instead."
@@ -964,6 +1055,10 @@ class Session:
                     self.emit(Activity(Doing.SWITCHING, replacement, turn_id=self._reply.turn_id))
             case Recovered(kind, name):
                 self.emit(Notice(f"{name} works again; using it from now on.", Source(kind)))
+            case EngineAnnouncement(kind, message, True):
+                self.emit(ErrorEvent(message, Source(kind)))
+            case EngineAnnouncement(kind, message, False):
+                self.emit(Notice(message, Source(kind)))
 
     def notice(self, message: str, source: Source = Source.NONE) -> None:
         self.emit(Notice(message, source))

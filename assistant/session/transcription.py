@@ -3,17 +3,22 @@ it breaks.
 
 Audio of the open utterance goes in with ``push``; partials come out through ``on_partial``.
 Each utterance that ends asks for its final with ``expect_final`` (synchronously, so finals are
-matched to utterances strictly in order) and then ``wait_final``. If the engine's stream breaks,
-the utterances waiting for a final fail with the engine's error and the stream is reopened; a
-recognizer that ends turns by itself reports them through ``on_endpoint``.
+matched to utterances strictly in order) and then ``wait_final``. A recognizer that ends turns
+by itself reports them through ``on_endpoint``.
+
+No words are lost to a broken stream. The audio of the open utterance and of every utterance
+still waiting for its final is kept (up to ``BACKLOG_SAMPLES``); when the stream breaks it is
+reopened and that audio is handed to the new stream, each waiting utterance ended again, so
+their finals come from the new stream (audio that arrives meanwhile waits too). Only when no
+stream can be had do the waiting utterances fail, with the engine's error.
 
 A server that accepts the connection and then drops it at once must not be reconnected without
-end: reopening backs off after each quick failure (audio that arrives meanwhile is kept and
-handed to the new stream, so an utterance spoken across a reconnection is not lost), a chain
-of engines is told to skip the one that keeps dropping (the next one, usually the local engine,
-takes over), and after ``MAX_QUICK_FAILURES`` in a row the stream stays closed with one clear
-message. The user hears
-of a burst of failures once, not once per reconnection.
+end: reopening backs off after each quick failure, a chain of engines is told to skip the one
+that keeps dropping (the next one, usually the local engine, takes over), and after
+``MAX_QUICK_FAILURES`` in a row the stream stays closed with one clear message. The user hears
+of a burst of failures once, not once per reconnection. A break while an utterance waited for
+its final has a chain skip the engine at once: the utterance goes to the next engine, and the
+failed one is probed in the background.
 """
 
 from __future__ import annotations
@@ -71,9 +76,13 @@ class Transcription:
         self._session: STTSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: deque[asyncio.Future[str]] = deque()
-        #: Set while a broken stream is being replaced; audio waits in the backlog meanwhile.
+        #: Set while a broken stream is being replaced; audio waits meanwhile.
         self._reconnected: asyncio.Event | None = None
-        self._backlog: list[PCM] = []
+        #: The open utterance's audio so far, for a new stream should this one break.
+        self._utterance: list[PCM] = []
+        self._kept = 0  # samples in ``_utterance``
+        #: The audio of each utterance waiting for its final, and whether its end was asked.
+        self._awaiting: dict[asyncio.Future[str], tuple[list[PCM], bool]] = {}
         #: The language of the latest final transcript, when the engine said (None before).
         self.heard_language: str | None = None
 
@@ -99,17 +108,24 @@ class Transcription:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
+        self._awaiting.clear()
 
     async def push(self, pcm: PCM) -> None:
-        if self._reconnected is not None:
-            self._backlog.append(pcm)
-            while sum(len(p) for p in self._backlog) > BACKLOG_SAMPLES:
-                self._backlog.pop(0)
-        elif self._session is not None:
-            await self._session.push(pcm)
+        """Audio of the open utterance. A stream that broke is not this call's problem: the
+        audio is kept for the new stream."""
+        self._utterance.append(pcm)
+        self._kept += len(pcm)
+        while self._kept > BACKLOG_SAMPLES and len(self._utterance) > 1:
+            self._kept -= len(self._utterance.pop(0))
+        if self._reconnected is None and self._session is not None:
+            try:
+                await self._session.push(pcm)
+            except EngineError as exc:
+                log.info("speech recognition stream broke while sending audio: %s", exc)
 
     async def clear(self) -> None:
-        self._backlog.clear()
+        self._utterance.clear()
+        self._kept = 0
         if self._session is not None and self._reconnected is None:
             await self._session.clear()
 
@@ -130,6 +146,10 @@ class Transcription:
         """Reserve the next final transcript for the utterance that just ended."""
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._awaiting[waiter] = (self._utterance, False)
+        self._utterance = []
+        self._kept = 0
+        waiter.add_done_callback(lambda w: self._awaiting.pop(w, None))
         return waiter
 
     async def wait_final(self, waiter: asyncio.Future[str], known: str | None = None) -> str:
@@ -153,7 +173,14 @@ class Transcription:
             session = self._session
             if session is None:
                 raise EngineError("speech recognition is not running")
-            await session.end_turn()
+            audio, asked = self._awaiting.get(waiter, ([], True))
+            if not asked and not waiter.done():
+                self._awaiting[waiter] = (audio, True)
+                try:
+                    await session.end_turn()
+                except EngineError as exc:
+                    # The stream broke: the reader hands this utterance to the next stream.
+                    log.info("speech recognition stream broke at the end of a turn: %s", exc)
             return await asyncio.shield(waiter)
         finally:
             timer.cancel()
@@ -161,7 +188,8 @@ class Transcription:
                 self._waiters.remove(waiter)
 
     async def _read(self, session: STTSession) -> None:
-        """Route transcripts; if the engine's stream breaks, fail the waiting finals and reopen."""
+        """Route transcripts; if the engine's stream breaks, reopen it and replay what waits
+        (the waiting finals fail only when no new stream can be had)."""
         quick = 0
         opened_at = self._clock.now()
         while True:
@@ -176,11 +204,10 @@ class Transcription:
                 error = exc if isinstance(exc, EngineError) else EngineError(str(exc))
                 quick = quick + 1 if self._clock.now() - opened_at < QUICK_FAILURE_SECONDS else 1
                 waiters = [w for w in self._waiters if not w.done()]
-                for waiter in waiters:
-                    waiter.set_exception(error)
                 if not waiters and quick == 1:
-                    self._on_error(f"Speech recognition failed: {exc}")
-                if quick >= SKIP_AFTER_QUICK_FAILURES and isinstance(self.stt, SkipsFailedEngines):
+                    self._on_error(f"Speech recognition lost its connection ({exc}); reconnecting.")
+                skip = bool(waiters) or quick >= SKIP_AFTER_QUICK_FAILURES
+                if skip and isinstance(self.stt, SkipsFailedEngines):
                     self.stt.failed_after_open(error)
             with contextlib.suppress(Exception):
                 await session.aclose()
@@ -191,8 +218,14 @@ class Transcription:
                 self._reconnected = None
                 reconnected.set()
             if reopened is None:
+                self._fail_waiting(error)
                 return
             session, opened_at = reopened, self._clock.now()
+
+    def _fail_waiting(self, error: EngineError) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     async def _reopen(self, quick: int) -> STTSession | None:
         """A new stream after a failure (None: given up, and the user was told why)."""
@@ -211,14 +244,26 @@ class Transcription:
             self._session = None
             self._on_error(f"Speech recognition is unavailable: {exc}")
             return None
-        backlog, self._backlog = self._backlog, []
+        self._session = session
         try:
-            for pcm in backlog:
-                await session.push(pcm)
+            await self._replay(session)
         except Exception as exc:
             log.warning("replaying audio into the new recognizer stream failed: %s", exc)
-        self._session = session
         return session
+
+    async def _replay(self, session: STTSession) -> None:
+        """Hand the new stream the utterances the old one left unanswered, ended again where
+        they had ended, then the open utterance's audio so far."""
+        for waiter in list(self._waiters):
+            if waiter.done() or waiter not in self._awaiting:
+                continue
+            audio, asked = self._awaiting[waiter]
+            for pcm in audio:
+                await session.push(pcm)
+            if asked:
+                await session.end_turn()
+        for pcm in list(self._utterance):
+            await session.push(pcm)
 
     def _route(self, transcript: Transcript) -> None:
         if transcript.is_final:

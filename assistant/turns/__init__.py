@@ -1,24 +1,31 @@
 """Turn-taking signals: who holds the floor, and when a turn is over.
 
 - ``detection``: the strategies that turn key presses and voice activity into turn events
-  (push-to-talk, hands-free), and the end-of-turn judges asked about each pause.
+  (push-to-talk, hands-free).
+- ``judge``: at a pause, is the user done? How the words sounded and what they said.
 - ``words``: what a transcript says about the turn, per language: a backchannel or an
   interruption, a stop command, a sentence that trails off.
 """
 
 from assistant.turns.detection import (
     FRAME_SECONDS,
-    EndOfTurnJudge,
-    EndOfTurnModel,
     HandsFree,
-    PauseVerdict,
     PushToTalk,
-    SmartTurnJudge,
     TurnDetection,
     TurnEvent,
     VadEndpointing,
     concat_audio,
     make_turn_detection,
+)
+from assistant.turns.judge import (
+    EndOfTurnJudge,
+    EndOfTurnModel,
+    Pause,
+    PauseJudge,
+    PauseVerdict,
+    Signals,
+    WordsScore,
+    decide,
 )
 
 __all__ = [
@@ -26,12 +33,16 @@ __all__ = [
     "EndOfTurnJudge",
     "EndOfTurnModel",
     "HandsFree",
+    "Pause",
+    "PauseJudge",
     "PauseVerdict",
     "PushToTalk",
-    "SmartTurnJudge",
+    "Signals",
     "TurnDetection",
     "TurnEvent",
     "VadEndpointing",
+    "WordsScore",
     "concat_audio",
+    "decide",
     "make_turn_detection",
 ]

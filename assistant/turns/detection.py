@@ -3,16 +3,15 @@
 A ``TurnDetection`` strategy turns key presses or per-frame speech probabilities into
 ``TurnEvent``s; the session does not know which strategy runs, and the user can switch at any
 time (``make_turn_detection``). Push-to-talk takes press/release from the caller. Hands-free
-combines VAD endpointing with an optional ``EndOfTurnJudge`` that is asked about each pause and
-may end the turn at once (the words sound finished) or let it wait longer (they do not).
+combines VAD endpointing with an optional ``EndOfTurnJudge`` (``assistant.turns.judge``) that is
+asked about each pause and may end the turn at once (the words are finished) or let it wait
+longer (they are not). While the judge weighs a pause, silence alone does not end the turn.
 
 Nothing here reads the clock: times come in with the frames and the calls.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -26,11 +25,10 @@ from assistant.config import (
     VadSettings,
 )
 from assistant.turns.held import HeldPauses
+from assistant.turns.judge import EndOfTurnJudge, Pause, PauseVerdict, longest_wait_ms
 from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
 TurnKind = Literal["start", "pause", "resume", "end", "key_pause", "key_resume"]
-#: Runs a blocking call off the event loop (``asyncio.to_thread`` unless a test runs it inline).
-Offload = Callable[..., Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +63,8 @@ class TurnDetection(Protocol):
         start a turn sooner: a false start only pauses the reply for a moment."""
         ...
 
-    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
-        """Asked once per ``pause`` with the turn's audio so far; None when there is no judge."""
+    async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
+        """Asked once per ``pause`` with what is known of it; None when there is no judge."""
         ...
 
     def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
@@ -121,7 +119,7 @@ class PushToTalk:
         change = self._pauses.process(frame, speech_probability)
         return TurnEvent(change.kind, change.at, frame.t) if change is not None else None
 
-    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
+    async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
         return None
 
     def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
@@ -176,8 +174,9 @@ class VadEndpointing:
         """Speech has been heard but is not yet long enough to start a turn."""
         return not self._speaking and self._speech_run > 0
 
-    def extend_silence(self, end_silence_ms: float) -> None:
-        """Wait this long (instead of the setting) before ending the current turn."""
+    def extend_silence(self, end_silence_ms: float | None) -> None:
+        """Wait this long (instead of the setting; None: the setting) before ending the
+        current turn. Silence already past it ends the turn at the next frame."""
         self._end_silence_override = end_silence_ms
 
     def end_now(self, now: float) -> TurnEvent | None:
@@ -244,62 +243,13 @@ class VadEndpointing:
         return None
 
 
-# ---------------------------------------------------------------------------- end-of-turn judge
-
-
-class EndOfTurnModel(Protocol):
-    """Judges from the audio whether the user's words sound finished (see ``SmartTurn``)."""
-
-    def end_probability(self, pcm16k: PCM) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PauseVerdict:
-    """What a judge concluded about one pause.
-
-    ``end_now``: the turn is over. ``wait_ms``: wait this much silence in all before ending it.
-    Neither: keep the configured silence. ``probability`` is kept in the turn's timeline notes.
-    """
-
-    end_now: bool = False
-    wait_ms: float | None = None
-    probability: float | None = None
-
-
-class EndOfTurnJudge(Protocol):
-    async def judge(self, audio: PCM) -> PauseVerdict: ...
-
-
-class SmartTurnJudge:
-    """Asks an audio end-of-turn model (Smart Turn) whether the words sound finished.
-
-    Finished (``smart_turn_end`` or more) after at least ``MIN_SPOKEN_SECONDS`` of speech: end
-    now. Unfinished (below ``smart_turn_wait``): wait up to ``max_end_silence_ms``. The model
-    runs through ``offload`` (a worker thread) because one check takes tens of milliseconds.
-    """
-
-    MIN_SPOKEN_SECONDS = 0.8
-
-    def __init__(
-        self, model: EndOfTurnModel, settings: VadSettings, offload: Offload = asyncio.to_thread
-    ) -> None:
-        self.model = model
-        self.settings = settings
-        self._offload = offload
-
-    async def judge(self, audio: PCM) -> PauseVerdict:
-        s = self.settings
-        probability = float(await self._offload(self.model.end_probability, audio))  # type: ignore[arg-type]
-        spoken = len(audio) / 16_000 - s.speculative_silence_ms / 1000
-        if probability >= s.smart_turn_end and spoken >= self.MIN_SPOKEN_SECONDS:
-            return PauseVerdict(end_now=True, probability=probability)
-        if probability < s.smart_turn_wait:
-            return PauseVerdict(wait_ms=float(s.max_end_silence_ms), probability=probability)
-        return PauseVerdict(probability=probability)
-
-
 class HandsFree:
-    """Voice activity endpointing, with an optional judge for each pause."""
+    """Voice activity endpointing, with an optional judge for each pause.
+
+    While the judge weighs a pause, the turn waits for its verdict (up to the longest wait a
+    verdict may ask for), so a slow transcript cannot let silence end a turn the words would
+    have kept open.
+    """
 
     mode: TurnMode = "vad"
     needs_vad = True
@@ -314,6 +264,11 @@ class HandsFree:
         self.endpointing = VadEndpointing(settings, interruption)
         self.judge = judge
 
+    @property
+    def judging(self) -> bool:
+        s = self.settings
+        return self.judge is not None and (s.smart_turn or s.text_turn)
+
     def press(self, at: float) -> TurnEvent | None:
         return None
 
@@ -323,18 +278,20 @@ class HandsFree:
     def process(
         self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
     ) -> TurnEvent | None:
-        return self.endpointing.process(frame, speech_probability, over_reply=over_reply)
+        event = self.endpointing.process(frame, speech_probability, over_reply=over_reply)
+        if event is not None and event.kind == "pause" and self.judging:
+            self.endpointing.extend_silence(longest_wait_ms(self.settings))
+        return event
 
-    async def judge_pause(self, audio: PCM) -> PauseVerdict | None:
-        if self.judge is None or not self.settings.smart_turn or len(audio) == 0:
+    async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
+        if self.judge is None or not self.judging:
             return None
-        return await self.judge.judge(audio)
+        return await self.judge.judge(pause)
 
     def apply(self, verdict: PauseVerdict, now: float) -> TurnEvent | None:
         if verdict.end_now:
             return self.endpointing.end_now(now)
-        if verdict.wait_ms is not None:
-            self.endpointing.extend_silence(verdict.wait_ms)
+        self.endpointing.extend_silence(verdict.wait_ms)
         return None
 
     def reset(self) -> None:
@@ -344,7 +301,7 @@ class HandsFree:
 def make_turn_detection(
     mode: TurnMode, settings: Settings, judge: EndOfTurnJudge | None = None
 ) -> TurnDetection:
-    """The strategy for ``mode``; ``judge`` is asked in hands-free mode while Smart Turn is on."""
+    """The strategy for ``mode``; ``judge`` is asked about each pause in hands-free mode."""
     if mode == "vad":
         return HandsFree(settings.vad, judge, settings.interruption)
     return PushToTalk(settings.push_to_talk, settings.vad)

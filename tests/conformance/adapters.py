@@ -369,7 +369,7 @@ class OpenAIChat(HttpFaults, OpenAIFake, LlmAdapter):
 
     def engine(self, fake: FakeOpenAIServer) -> Any:
         llm = make_llm(Settings())
-        llm._current().timeout_first_token = 0.5  # the stall deadline, short for the test
+        llm.timeout_first_token = 0.5  # the stall deadline, short for the test
         return llm
 
     def faults(self, fake: FakeOpenAIServer) -> Any:

@@ -169,6 +169,7 @@ async def test_stall(
         assert error.retryable and not run.produced
         if adapter.kind == "tts":  # nothing was spoken: a fallback voice speaks every piece
             chain = FallbackTTS([engine, FakeTTS(first_audio_delay=0.0)])
+            stack.push_async_callback(chain.aclose)
             chunks = [c async for c in chain.stream(texts(PIECES), voice=None, language="en")]
             assert [c.text for c in chunks if c.last] == list(PIECES)
 

@@ -2,8 +2,9 @@
 handshakes they received, refusing the next handshakes with given statuses (``handshake_faults``),
 and ending a client's connection the way a fault asks (``drop_code``: a close frame with that
 code, or ``ABORT`` for a cut TCP connection), including right after accepting it
-(``accept_then_close``). The server side of the websocket library logs handshake headers (the
-key) at DEBUG: that log is kept out of the tests' log capture."""
+(``accept_then_close``), and rewriting every JSON message before it goes out (``mangle``: a field
+of the wrong type, audio cut short). The server side of the websocket library logs handshake
+headers (the key) at DEBUG: that log is kept out of the tests' log capture."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -48,6 +50,8 @@ class FakeWebsocketServer:
     drop_code: int | None = 1011
     #: Close every connection right after the session started (as ``drop_code`` says).
     accept_then_close: bool = False
+    #: Rewrites each JSON message before it is sent (None: sent as made).
+    mangle: Callable[[dict[str, Any]], Any] | None = None
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     _server: Server | None = None
@@ -108,6 +112,10 @@ class FakeWebsocketServer:
             await drop(ws, self.drop_code)
             return False
         return True
+
+    def outgoing(self, msg: dict[str, Any]) -> str:
+        """``msg`` as it goes out: mangled when told so, then JSON."""
+        return json.dumps(self.mangle(msg) if self.mangle is not None else msg)
 
     async def drop(self, ws: ServerConnection, reason: str = "internal error") -> None:
         await drop(ws, self.drop_code, reason)

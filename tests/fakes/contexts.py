@@ -111,7 +111,7 @@ class FakeContextServer(FakeWebsocketServer):
             return False
         if self.garbage:
             await ws.send("{oops")
-        await ws.send(json.dumps(self.audio_message(cid, part)))
+        await ws.send(self.outgoing(self.audio_message(cid, part)))
         self._sent_audio += 1
         self.first_audio.setdefault(cid, time.monotonic())
         return True

@@ -131,7 +131,7 @@ class _Session:
     async def _send(self, msg: dict[str, Any]) -> None:
         if self.server.garbage:
             await self.ws.send("<html>not json")
-        await self.ws.send(json.dumps(msg))
+        await self.ws.send(self.server.outgoing(msg))
 
     async def _audio(self, data: bytes) -> bool:
         server = self.server

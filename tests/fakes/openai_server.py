@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
@@ -101,6 +102,8 @@ class FakeOpenAIServer:
         self.chat_tool_call: tuple[str, str] | None = None
         self.chat_requests: list[dict[str, Any]] = []
         self.chat_faults: deque[HttpFault] = deque()
+        #: Rewrites each streamed chat event before it is sent (None: sent as made).
+        self.chat_mangle: Callable[[dict[str, Any]], Any] | None = None
         #: Chat responses the client hung up on before their end.
         self.chat_hangups = 0
         # realtime
@@ -317,6 +320,8 @@ class FakeOpenAIServer:
                 "model": request.get("model", ""),
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
+            if self.chat_mangle is not None:
+                event = self.chat_mangle(event)
             return f"data: {json.dumps(event)}\n\n".encode()
 
         if fault.stall == "body":

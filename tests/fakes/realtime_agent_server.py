@@ -349,7 +349,12 @@ class FakeRealtimeAgent(FakeWebsocketServer):
         except ConnectionClosed:
             return
         details = {"type": status, "reason": reason} if reason else None
-        response = {"id": response_id, "status": status, "status_details": details, "output": []}
+        response: dict[str, Any] = {
+            "id": response_id,
+            "status": status,
+            "status_details": details,
+            "output": [],
+        }
         try:
             await self._send(ws, {"type": "response.done", "response": response})
         except ConnectionClosed:

@@ -19,6 +19,7 @@ import pytest
 
 from assistant.engines.base import (
     ChatRequest,
+    EngineAnnouncement,
     EngineError,
     EngineUnavailable,
     Finished,
@@ -173,7 +174,13 @@ async def _wait_until(condition: Callable[[], bool], seconds: float = 60.0) -> N
 
 async def test_supervisor_restarts_then_gives_up(stand_in: LlamaServer) -> None:
     notices: list[str] = []
-    stand_in.on_notice.append(notices.append)
+    failures: list[bool] = []
+
+    def heard(message: str, failure: bool) -> None:
+        notices.append(message)
+        failures.append(failure)
+
+    stand_in.on_notice.append(heard)
     await stand_in.start()
     first = stand_in.pid
     assert first is not None and await stand_in.healthy()
@@ -190,6 +197,7 @@ async def test_supervisor_restarts_then_gives_up(stand_in: LlamaServer) -> None:
     os.kill(second, signal.SIGKILL)  # a second crash within the window: over the limit
     await _wait_until(lambda: len(notices) >= 3)
     assert "was not restarted" in notices[-1]
+    assert failures == [False, False, True]  # only giving up is a failure
     with pytest.raises(EngineUnavailable, match="was not restarted"):
         await stand_in.ensure_running()
 
@@ -252,7 +260,11 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
     _binary_or_skip()
     notices: list[str] = []
     llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0)
-    llm.on_notice.append(notices.append)
+    llm.notices.subscribe(
+        lambda notice: notices.append(
+            notice.message if isinstance(notice, EngineAnnouncement) else ""
+        )
+    )
     assert isinstance(llm, LanguageModel)
     try:
         await llm.warm_up()

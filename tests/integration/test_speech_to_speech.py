@@ -20,7 +20,7 @@ from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
 from assistant.engines.assemblyai_agent import AssemblyAIVoiceAgent
 from assistant.engines.openai.agent import OpenAIRealtimeAgent
-from assistant.events import SessionEvent, ToolCalled, TurnFinished
+from assistant.events import ErrorEvent, SessionEvent, ToolCalled, TurnFinished
 from assistant.history import HistoryStore, TurnRecord
 from assistant.session.s2s import SpeechSession
 from assistant.tools import default_tools
@@ -211,3 +211,17 @@ async def test_voice_agent_resumes_a_dropped_session(
     assert answered.assistant_text == voice_agent.reply and not answered.error
     assert len(voice_agent.resumes) == 1 and len(voice_agent.sessions) == 1  # the same session
     assert os.environ["ASSEMBLYAI_API_KEY"] not in (cut.error or "")
+
+
+async def test_a_server_that_drops_every_session_is_not_reconnected_without_end(
+    tmp_path: Path, realtime: FakeRealtimeAgent
+) -> None:
+    """Every session is closed as soon as it started: one message, and a few connections (the
+    next waits seconds), not a connection and a message per moment."""
+    realtime.accept_then_close = True
+    engine = OpenAIRealtimeAgent(realtime.url, policy=fast())
+    async with Talk(tmp_path, engine) as talk:
+        await talk.audio(3.0, speech=False)
+    errors = [e.message for e in talk.events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].startswith("Speech to speech failed")
+    assert realtime.connections <= 8

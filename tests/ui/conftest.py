@@ -27,6 +27,28 @@ from assistant.config import Settings  # noqa: E402
 from tests.ui.helpers import fake_settings, noise_source, run, virtual_player  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def first_window(qapp: QApplication, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Qt starts some things once for the process with its first main window (two wake-up
+    descriptors of its own); one is opened and closed before any test, so that no test's leak
+    check counts them."""
+    from assistant.app import Assistant
+    from tests.ui.helpers import fake_settings, noise_source, virtual_player
+    from ui.main_window import MainWindow
+
+    assistant = Assistant(
+        fake_settings(),
+        history_dir=tmp_path_factory.mktemp("first-window"),
+        player_factory=virtual_player(),
+        source_factory=noise_source(),
+        persist=False,
+    )
+    window = MainWindow(assistant)
+    window.close()
+    window.deleteLater()
+    qapp.processEvents()
+
+
 @pytest.fixture(autouse=True)
 def collect_on_the_qt_thread(qapp: QApplication) -> Iterator[None]:
     """As in the app (``ui.gc``): no automatic collection, which could free a Qt object from a

@@ -8,9 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
 from keyring.backends import fail
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
@@ -19,6 +17,7 @@ from assistant import secrets
 from assistant.app import Assistant
 from assistant.config import Settings, load_settings
 from assistant.engines.base import Voice
+from tests.fakes.keyrings import LockedKeyring, MemoryKeyring, SlowKeyring, installed
 from tests.ui.helpers import fake_settings, noise_source, run, virtual_player
 from ui.settings_dialog import SettingsDialog
 
@@ -27,44 +26,22 @@ pytestmark = pytest.mark.gui
 SECRET = "sk-test-Zq8v3LkW0pX9mN2rT5yU"
 
 
-class MemoryKeyring(KeyringBackend):
-    """A keyring that lives only in this process."""
-
-    priority = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
+@pytest.fixture
+def no_environment_keys(monkeypatch):
+    for var in secrets.ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture
-def memory_keyring(monkeypatch):
-    for var in secrets.ENV_VARS.values():
-        monkeypatch.delenv(var, raising=False)
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
+def memory_keyring(no_environment_keys):
+    with installed(MemoryKeyring()) as backend:
+        yield backend
 
 
 @pytest.fixture
-def no_keyring(monkeypatch):
-    for var in secrets.ENV_VARS.values():
-        monkeypatch.delenv(var, raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    yield
-    keyring.set_keyring(previous)
+def no_keyring(no_environment_keys):
+    with installed(fail.Keyring()):
+        yield
 
 
 def files_containing(text: str, roots: list[Path], since: float) -> list[Path]:
@@ -142,6 +119,48 @@ def test_without_a_keyring_the_dialog_says_so_and_stores_nothing(qtbot, no_keyri
     row.key_edit.setText(SECRET)
     row.save_key()  # even if forced, nothing is stored and the reason is shown
     assert secrets.get_key("elevenlabs") is None
+
+
+def test_a_slow_keyring_never_holds_up_the_dialog(qtbot, qloop, no_environment_keys):
+    stored = {(secrets.SERVICE, "openai"): SECRET}
+    with installed(SlowKeyring(stored, delay=None)) as backend:
+
+        async def scenario() -> None:
+            dialog = SettingsDialog(fake_settings())  # opens while the keyring says nothing
+            qtbot.addWidget(dialog)
+            row = dialog.provider_rows["openai"]
+            assert row.status and row.key_edit and row.save_button
+            assert row.status.text() == "Checking the system keyring…"
+            assert not row.key_edit.isEnabled()
+            backend.release()  # the keyring answers
+            assert dialog.keyring_check is not None
+            await dialog.keyring_check
+            assert row.status.text() == "Key stored in the system keyring"
+            assert row.key_edit.isEnabled()
+            row.key_edit.setText("sk-another-key-0123456789")
+            saving = row.save_key()
+            assert saving is not None and row.key_edit.text() == ""
+            await saving
+            assert backend.store[(secrets.SERVICE, "openai")] == "sk-another-key-0123456789"
+
+        run(qloop, scenario())
+
+
+def test_a_locked_keyring_is_not_shown_as_no_key(qtbot, qloop, no_environment_keys):
+    with installed(LockedKeyring({(secrets.SERVICE, "openai"): SECRET})):
+
+        async def scenario() -> None:
+            dialog = SettingsDialog(fake_settings())
+            qtbot.addWidget(dialog)
+            assert dialog.keyring_check is not None
+            await dialog.keyring_check
+            status = dialog.provider_rows["openai"].status
+            assert status is not None and status.text() == (
+                "Cannot read the key: the system keyring is locked. Unlock the keyring, or set "
+                "OPENAI_API_KEY."
+            )
+
+        run(qloop, scenario())
 
 
 def test_voices_follow_the_language_and_the_preview_speaks(qtbot, qloop, memory_keyring):

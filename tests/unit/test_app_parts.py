@@ -16,6 +16,7 @@ from assistant.app.settings import SettingsChange, compare
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
 from assistant.audio.push import PushSource
+from assistant.clock import ManualClock
 from assistant.config import ProviderSettings, Settings
 from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
@@ -174,6 +175,36 @@ async def test_a_missing_output_device_becomes_a_silent_player_and_a_message() -
     )
     await player.close()
     assert not any(isinstance(e, AudioStatus) for e in events)  # status is the owner's to say
+
+
+async def test_a_device_that_keeps_dying_is_not_reopened_until_retry() -> None:
+    events: list[AppEvent] = []
+    opened: list[VirtualPlayer] = []
+    clock = ManualClock()
+
+    def dying(_settings: Settings) -> VirtualPlayer:
+        opened.append(VirtualPlayer(pace="fast", record=False))
+        return opened[-1]
+
+    output = AudioOutput(
+        dying, emit=events.append, on_change=lambda: None, on_lost=lambda: None, clock=clock
+    )
+    for _ in range(2):  # opened, lost at once, twice within a few seconds
+        player = await output.open(Settings())
+        await player.close()
+        for lost in opened[-1].on_error:
+            lost("Audio output stopped: the output device was lost or disconnected.")
+        await clock.advance(1.0)
+    held = await output.open(Settings())
+    again = await output.open(Settings())
+    assert len(opened) == 2 and not output.ok  # the device was not tried a third time
+    keeps = [e for e in events if isinstance(e, ErrorEvent) and "keeps failing" in e.message]
+    assert len(keeps) == 1  # said once, however often the conversation is rebuilt
+    output.retry()  # the user reconnected it and chose Retry
+    player = await output.open(Settings())
+    assert len(opened) == 3 and output.ok
+    for p in (held, again, player):
+        await p.close()
 
 
 def frame(i: int) -> AudioFrame:

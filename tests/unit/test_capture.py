@@ -420,3 +420,17 @@ async def test_microphone_that_stops_calling_back_is_reported_lost() -> None:
     frames = await asyncio.wait_for(consumer, PATIENCE)
     assert len(frames) == 10
     assert errors == ["Audio input stopped: the microphone was lost or disconnected."]
+
+
+async def test_microphone_whose_blocks_are_all_unusable_is_reported() -> None:
+    clock = ManualClock()
+    mic, stream = await open_mic(CAPTURE_RATE, clock=clock)
+    errors: list[str] = []
+    mic.on_error.append(errors.append)
+    consumer = asyncio.create_task(collect(mic))
+    for _ in range(100):  # it keeps calling back, with blocks of the wrong shape
+        stream.kwargs["callback"](np.zeros(FRAME_SAMPLES, np.float32), FRAME_SAMPLES, None, None)
+        await clock.advance(FRAME_SAMPLES / CAPTURE_RATE)
+    await asyncio.wait_for(consumer, 5.0)
+    assert mic.callback_errors == 100
+    assert errors == ["Audio input stopped: the microphone sends audio Parley cannot read."]

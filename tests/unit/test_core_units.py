@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -352,8 +353,29 @@ async def test_fallback_llm_moves_on_only_before_output() -> None:
     await chain.aclose()
 
     mid = FallbackLLM([FakeLLM(ttft=0, fail_after_tokens=2, name="a"), FakeLLM(ttft=0, name="b")])
+    mid_reports: list[EngineNotice] = []
+    mid.notices.subscribe(mid_reports.append)
     with pytest.raises(EngineError, match="mid-reply"):
         [e async for e in mid.stream(ChatRequest([Message("user", "hi")]))]
+    # What was said stands; the next reply comes from the engine that works.
+    assert mid_reports == [FellBack("llm", "a", "b", "the fake language model failed mid-reply")]
+    again = [e async for e in mid.stream(ChatRequest([Message("user", "hi")]))]
+    assert any(isinstance(e, TextDelta) for e in again)
+    await mid.aclose()
+
+
+async def test_fallback_llm_a_usage_report_is_not_an_answer() -> None:
+    from assistant.engines.base import ChatRequest, TextDelta, Usage
+
+    class Empty(FakeLLM):
+        async def stream(self, request: ChatRequest) -> Any:  # type: ignore[override]
+            yield Usage(prompt_tokens=3)
+            raise EngineError("the answer was unreadable", engine="a")
+
+    chain = FallbackLLM([Empty(ttft=0, name="a"), FakeLLM(ttft=0, name="b")])
+    out = [e async for e in chain.stream(ChatRequest([Message("user", "hi")]))]
+    assert any(isinstance(e, TextDelta) for e in out)  # the second engine answered
+    await chain.aclose()
 
 
 async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
@@ -365,6 +387,7 @@ async def test_fallback_tts_replays_pieces_taken_by_the_failed_engine() -> None:
             yield p
 
     chunks = [c async for c in chain.stream(pieces(), voice=None, language="en")]
+    await chain.aclose()
     assert sorted({(c.piece, c.text) for c in chunks}) == [
         (0, "First piece."),
         (1, "Second piece."),
@@ -390,6 +413,7 @@ async def test_every_engine_failing_is_one_clear_error() -> None:
     )
     with pytest.raises(EngineError, match="every stt engine failed: x: x down; y: y down"):
         await chain.open("en")
+    await chain.aclose()
 
 
 # -------------------------------------------------------------------------------- spoken text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,49 @@ def test_keys_are_redacted_from_messages_arguments_and_tracebacks(file_log: Path
     assert SECRET not in text
     assert text.count("[redacted]") == 3
     assert "RuntimeError: server refused [redacted]" in text
+
+
+def test_escaped_keys_headers_and_stacks_are_redacted(file_log: Path) -> None:
+    log = logging.getLogger("assistant.test")
+    log.warning("headers: %r", {"Authorization": f"Bearer {SECRET}\r"})
+    try:
+        raise RuntimeError(f"h11 refused the header value {(SECRET + chr(13))!r}")
+    except RuntimeError:
+        log.exception("request failed")
+    log.warning("where it was logged from", stack_info=True)
+    text = file_log.read_text(encoding="utf-8")
+    assert "Traceback" in text and "Stack (most recent call last)" in text
+    assert SECRET not in text and SECRET.encode("unicode_escape").decode() not in text
+
+
+def test_a_traceback_is_redacted_where_the_record_caches_it(file_log: Path) -> None:
+    plain = io.StringIO()
+    second = logging.StreamHandler(plain)  # reuses the traceback text the file handler cached
+    second.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(second)
+    try:
+        try:
+            raise RuntimeError(f"server refused {SECRET}")
+        except RuntimeError:
+            logging.getLogger("assistant.test").exception("request failed")
+    finally:
+        root.removeHandler(second)
+    assert "Traceback" in plain.getvalue()
+    assert SECRET not in plain.getvalue().split("Traceback", 1)[1]
+
+
+def test_the_console_is_redacted_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    handler = logfile.scrubbed(logging.StreamHandler(stream))
+    log = logging.getLogger("assistant.console-test")
+    log.addHandler(handler)
+    monkeypatch.setattr(log, "propagate", False)
+    try:
+        log.warning("hello %s", SECRET)
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue().endswith(" WARNING assistant.console-test: hello [redacted]\n")
 
 
 def test_the_file_rotates(file_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:

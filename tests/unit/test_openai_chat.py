@@ -335,6 +335,15 @@ async def test_stream_cut_before_finish_is_an_error(server: FakeServer) -> None:
     assert "ended before it was complete" in str(info.value)
 
 
+async def test_an_answer_of_the_wrong_type_is_an_error_not_silence(server: FakeServer) -> None:
+    server.handlers.append(
+        sse(event(chunk({"content": 5})), event(chunk({}, finish="stop")), b"data: [DONE]\n\n")
+    )
+    with pytest.raises(EngineError) as info:
+        await collect(llm_for(server), HELLO)
+    assert "sent an answer Parley cannot read (text that is not a string)" in str(info.value)
+
+
 async def test_unreachable_server_names_the_url() -> None:
     # A port that was just free: nothing listens there.
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)

@@ -6,54 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 
 import pytest
 
 from assistant.clock import ManualClock
-from assistant.engines.base import PCM, EngineError, Transcript
+from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT
 from assistant.engines.fallback import FallbackLLM, FallbackSTT
 from assistant.events import ErrorEvent, Notice, State
 from assistant.session.transcription import MAX_QUICK_FAILURES
+from tests.fakes.flaky import DroppingSTT
 from tests.scenario import T0, Key, Speech, Stage
-
-
-class DroppingSTT:
-    """A server that accepts every connection and drops it at once."""
-
-    name = "flaky"
-    provides_endpointing = False
-
-    def __init__(self) -> None:
-        self.opens = 0
-
-    async def open(self, language: str) -> DroppingSession:
-        self.opens += 1
-        return DroppingSession()
-
-    async def warm_up(self) -> None:
-        return None
-
-
-class DroppingSession:
-    sample_rate = 16_000
-
-    async def push(self, pcm: PCM) -> None:
-        return None
-
-    async def end_turn(self) -> None:
-        return None
-
-    async def clear(self) -> None:
-        return None
-
-    async def transcripts(self) -> AsyncIterator[Transcript]:
-        raise EngineError("flaky: the connection closed (1006)")
-        yield  # pragma: no cover
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_a_server_that_drops_every_connection_hands_over_to_the_next_engine(

@@ -182,3 +182,34 @@ async def test_a_session_that_fails_is_told_and_reopened_for_the_next_turn(tmp_p
     history = [m.content for m in engine.sessions[1].setup.history]
     assert history == [first.user_text, first.assistant_text]
     assert second.assistant_text == engine.reply and not second.error
+
+
+async def test_a_server_that_drops_every_session_at_once_is_reopened_ever_more_slowly(
+    tmp_path: Path,
+) -> None:
+    """It accepts each session and drops it at once: one message, and reopening backs off
+    instead of connecting (and reporting) without end."""
+    engine = agent(drop_on_open=EngineError("dropped"))
+    script = [Key(0.5 + 10 * i, 1.5 + 10 * i) for i in range(6)]
+    async with Stage(tmp_path, script=script, agent=engine) as stage:
+        await stage.run_to(60.0)
+    errors = [e.message for e in stage.events(ErrorEvent)]
+    assert errors.count("Speech to speech failed: dropped") == 1
+    # Reopened at once, then after 5, 10, 20 and 40 s: never more than once per pause.
+    assert 2 <= len(engine.sessions) <= 6
+
+
+async def test_a_turn_sent_but_not_answered_when_the_session_fails_is_told_and_withdrawn(
+    tmp_path: Path,
+) -> None:
+    engine = agent(transcript_delay=1.0)
+    fail = Do(1.8, lambda s: engine.sessions[0].fail(EngineError("gone")))
+    script = [Key(0.5, 1.5), fail, Key(4.0, 5.0)]
+    async with Stage(tmp_path, script=script, agent=engine) as stage:
+        await stage.run_until(lambda: len(stage.finished()) == 1, limit=15)
+    errors = [(e.message, e.turn_id) for e in stage.events(ErrorEvent)]
+    assert errors[0] == ("Speech to speech failed: gone", None)
+    assert errors[1] == ("Speech to speech failed before answering; please say that again.", 1)
+    assert next((t.turn_id, t.text) for t in stage.events(FinalTranscript)) == (1, "")
+    (answered,) = stage.finished()
+    assert answered.assistant_text == engine.reply and not answered.error

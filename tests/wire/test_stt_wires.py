@@ -246,6 +246,30 @@ def test_deepgram_finalize_answers_the_turn() -> None:
     assert feed(wire, final) == [Final("What time is it?", 0.0, 0.5, turn=1)]
 
 
+def test_deepgram_turn_end_met_by_silence_means_a_stalled_connection() -> None:
+    wire = DeepgramWire("wss://x/v1/listen", "en", final_timeout=0.5)
+    wire.audio(speech(0.12), 0.0)
+    wire.end_turn(0.0)
+    sent(wire, now=1.0)
+    wire.expire(1.5)
+    (event,) = wire.events_received()  # not an empty final that passes for silence
+    assert isinstance(event, Failed)
+    assert "sent nothing within 0.5 s of the turn's end" in str(event.error)
+
+
+def test_deepgram_transcripts_that_are_not_text_fail_the_turn() -> None:
+    wire = DeepgramWire("wss://x/v1/listen", "en")
+    wire.audio(speech(0.12), 0.0)
+    wire.end_turn(0.0)
+    sent(wire)
+    garbled = results("x", is_final=True, from_finalize=True)
+    garbled["channel"]["alternatives"][0]["transcript"] = 5
+    interim = results("y") | {"channel": {"alternatives": [{"transcript": []}]}}
+    (event,) = feed(wire, interim, garbled)
+    assert isinstance(event, Failed)
+    assert "sent a transcript that is not text" in str(event.error)
+
+
 def test_deepgram_clear_ignores_the_abandoned_audio() -> None:
     wire = DeepgramWire("wss://x/v1/listen", "en")
     wire.audio(speech(0.6), 0.0)

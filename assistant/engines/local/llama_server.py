@@ -45,8 +45,9 @@ LLAMA_CPP_VERSION = "0.3.36"
 BINARY_ENV = "PARLEY_LLAMA_SERVER"
 HOST = "127.0.0.1"
 
-#: ``notice(message)``: something the user should hear about (a crash, a restart).
-Notice = Callable[[str], None]
+#: ``notice(message, failure)``: something the user should hear about (a crash, a restart);
+#: ``failure`` when the server stopped for good (restarting gave up).
+Notice = Callable[[str, bool], None]
 
 #: The only variables the child inherits (plus ``LC_*``): enough to run, no secrets.
 _CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
@@ -460,12 +461,12 @@ class LlamaServer:
         self._failed = EngineUnavailable(message, engine="local")
         self._proc = None
         self._settled.set()  # wake waiters so they see the failure
-        self._notify(message)
+        self._notify(message, failure=True)
 
-    def _notify(self, message: str) -> None:
+    def _notify(self, message: str, *, failure: bool = False) -> None:
         for listener in list(self.on_notice):
             try:
-                listener(message)
+                listener(message, failure)
             except Exception:
                 log.exception("notice listener failed")
 

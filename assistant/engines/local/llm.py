@@ -11,9 +11,20 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from assistant.engines.base import ChatRequest, EngineError, LLMEvent, Message, closing_stream
-from assistant.engines.local.llama_server import LlamaServer, Notice
+from assistant.emitter import Emitter
+from assistant.engines.base import (
+    ChatRequest,
+    EngineAnnouncement,
+    EngineError,
+    EngineNotice,
+    LLMEvent,
+    Message,
+    closing_stream,
+)
+from assistant.engines.local import end_of_turn
+from assistant.engines.local.llama_server import LlamaServer
 from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
 from assistant.engines.net.errors import ContextTooLong
 from assistant.engines.openai.chat import OpenAIChatLLM
@@ -88,13 +99,15 @@ class LocalLLM:
         self._warming: asyncio.Task[None] | None = None
         #: The prompt to read first once the server is up (a prefill asked for before that).
         self._early: ChatRequest | None = None
-        #: Listeners for user-facing notices (crash, restart); shared with the server.
-        self.on_notice: list[Notice] = []
+        #: What the user should hear about the server (a crash, a restart, giving up).
+        self.notices: Emitter[EngineNotice] = Emitter("local language model")
         self._server: LlamaServer | None = None
         self._chat: OpenAIChatLLM | None = None
         self._chat_key = ""
         self._retired: list[OpenAIChatLLM] = []  # clients of earlier launches, closed at the end
         self._warm_lock = asyncio.Lock()
+        #: The end-of-message token ids of each marker, for the launch they were looked up in.
+        self._end_ids: dict[tuple[str, str], tuple[int, ...]] = {}
 
     @property
     def server(self) -> LlamaServer | None:
@@ -112,7 +125,7 @@ class LocalLLM:
                     threads_batch=self.threads_batch,
                     context=self.context,
                 )
-                server.on_notice = self.on_notice
+                server.on_notice.append(self._server_notice)
                 self._server = server
             await self._server.start(self.progress)
             request = self._early
@@ -120,6 +133,9 @@ class LocalLLM:
                 request = ChatRequest([*self.warm_prompt, Message("user", "")])
             if request is not None and self._warming is None:
                 self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
+
+    def _server_notice(self, message: str, failure: bool) -> None:
+        self.notices.emit(EngineAnnouncement("llm", message, failure))
 
     def _client(self, server: LlamaServer) -> OpenAIChatLLM:
         # A restart may move the server to another port, and always brings a new key.
@@ -220,6 +236,60 @@ class LocalLLM:
                 pass
         except EngineError as err:
             log.debug("prefill failed: %s", err)
+
+    async def end_of_turn_probability(self, request: ChatRequest) -> float | None:
+        """How likely the user's words (``request``'s last message) end their sentence: read
+        from the next-token probabilities after them (``end_of_turn``). Tens of milliseconds
+        with a warm prompt cache. None while the server is not up or when it cannot tell."""
+        server = self._server
+        last = request.messages[-1] if request.messages else None
+        if server is None or not server.running or last is None or last.role != "user":
+            return None
+        chat = self._client(server)
+        root = server.base_url.removesuffix("/v1")
+        body: dict[str, Any] = {"messages": [m.to_openai() for m in request.messages]}
+        if request.tools:
+            body["tools"] = [t.to_openai() for t in request.tools]
+        try:
+            rendered = await chat.post_json(f"{root}/apply-template", body)
+            prompt = rendered.get("prompt") if isinstance(rendered, dict) else None
+            cut = end_of_turn.scoring_prompt(prompt, last.content) if prompt else None
+            if cut is None:
+                return None
+            text, marker = cut
+            end_ids = await self._end_token_ids(chat, root, server.api_key, marker)
+            answer = await chat.post_json(
+                f"{root}/completion",
+                {
+                    "prompt": text,
+                    "n_predict": 1,
+                    "n_probs": end_of_turn.TOP_TOKENS,
+                    "temperature": 0,
+                    "cache_prompt": True,
+                },
+            )
+        except EngineError as err:
+            log.debug("end-of-turn reading failed: %s", err)
+            return None
+        top = end_of_turn.top_tokens(answer)
+        return end_of_turn.ending_probability(top, end_ids) if top else None
+
+    async def _end_token_ids(
+        self, chat: OpenAIChatLLM, root: str, launch: str, marker: str
+    ) -> tuple[int, ...]:
+        """The token of the template's end-of-message marker (none if it is not one token)."""
+        key = (launch, marker)
+        if key not in self._end_ids:
+            ids: tuple[int, ...] = ()
+            if marker:
+                answer = await chat.post_json(
+                    f"{root}/tokenize", {"content": marker, "parse_special": True}
+                )
+                tokens = answer.get("tokens") if isinstance(answer, dict) else None
+                if isinstance(tokens, list) and len(tokens) == 1 and isinstance(tokens[0], int):
+                    ids = (tokens[0],)
+            self._end_ids = {key: ids}  # one launch's ids at a time
+        return self._end_ids[key]
 
     async def aclose(self) -> None:
         """Stop the server (the model file stays cached)."""

@@ -183,9 +183,9 @@ class AgentWire(Wire[s2s.AgentEvent]):
         self.sent_seconds = 0.0
         self._deadlines.pop("reply", None)
         if self._reply is not None and self._output:
-            self._reply_done(
-                self._reply, "failed", self.service.error(f"{error} The reply was cut short.")
-            )
+            # ``error`` already names the service.
+            cut = EngineError(f"{error} The reply was cut short.", engine=self.service.engine)
+            self._reply_done(self._reply, "failed", cut)
             self._asked = []
         elif self._asked:
             # Nothing of the answer was heard: the turn goes out again on the next connection.
@@ -238,6 +238,9 @@ class AgentWire(Wire[s2s.AgentEvent]):
             error = self.service.error(
                 f": no reply within {self._reply_timeout:g} s; please try again."
             )
+        if self._reply:
+            # The provider may still think it is answering, and refuse the next turn's request.
+            self._out.extend(self.cancel_messages(self._reply))
         self._asked = []
         self._output = False
         self._reply = None
@@ -251,6 +254,11 @@ class AgentWire(Wire[s2s.AgentEvent]):
 
     def min_commit_seconds(self) -> float:
         return 0.0
+
+    def cancel_messages(self, reply: str) -> list[Outgoing]:
+        """What stops ``reply`` at the provider once Parley gave up waiting for it (default:
+        nothing; the next turn supersedes it)."""
+        return []
 
     def commit_messages(self, seconds: float) -> list[Outgoing]:
         """What ends the user's turn and asks for the answer."""
@@ -365,7 +373,7 @@ class AgentEngine:
         return None
 
     async def open(self, setup: s2s.AgentSetup) -> AgentConnection:
-        key = secrets.require_key(self.provider)
+        key = await secrets.arequire_key(self.provider)
         connection = AgentConnection(
             self._wire(setup), key=key, policy=self.policy, pacer=self._pacer()
         )
@@ -378,7 +386,7 @@ class AgentEngine:
 
     async def warm_up(self) -> None:
         """Check that a key is set (the session itself opens with the conversation)."""
-        secrets.require_key(self.provider)
+        await secrets.arequire_key(self.provider)
 
     async def aclose(self) -> None:
         """Nothing is held between sessions (each session closes its own socket)."""

@@ -152,7 +152,7 @@ class PrewarmedSTT:
         return session
 
     async def open(self, language: str) -> StreamingSession:
-        key = secrets.require_key(self.provider)
+        key = await secrets.arequire_key(self.provider)
         warm, self._warm = self._warm, None
         if warm is not None:
             if warm.usable and warm.key == key and warm.reconfigure(language):
@@ -165,15 +165,17 @@ class PrewarmedSTT:
         if self._warm is not None and self._warm.usable:
             return
         if self.quiet_warm_up:
-            key = secrets.get_key(self.provider)
-            if not key:
-                return  # ``open`` reports the missing key
+            try:
+                key = await secrets.arequire_key(self.provider)
+            except EngineError:
+                return  # ``open`` reports the missing or unreadable key
             try:
                 self._warm = await self._session(self.language, key)
             except EngineError as exc:
                 log.warning("%s", exc)
             return
-        self._warm = await self._session(self.language, secrets.require_key(self.provider))
+        key = await secrets.arequire_key(self.provider)
+        self._warm = await self._session(self.language, key)
 
     async def aclose(self) -> None:
         """Close a pre-warmed session that was never used."""

@@ -13,7 +13,11 @@ goodbye) and ``Failed`` (the session cannot go on).
 ``EndpointedWire`` is what the providers that find turn ends themselves share (AssemblyAI,
 Deepgram): audio batched into messages of a minimum length, partials carrying the whole turn so
 far, a turn ended on request with a deadline for the server's answer (after which the last
-partial stands), a turn abandoned on ``clear``, and the turn's audio sent again after a reconnect.
+partial stands — or, when the server has said nothing at all since the request, the connection is
+taken for stalled and fails), a turn abandoned on ``clear``, and the turn's audio sent again after
+a reconnect. A turn that ends without words after the server sent transcripts Parley cannot read
+(a provider calls ``_unreadable``) fails the session with that reason rather than passing for
+silence.
 """
 
 from __future__ import annotations
@@ -132,6 +136,10 @@ class EndpointedWire(SttWire):
         self._turn_seconds = 0.0
         self._end_requested = False
         self._end_sent = False
+        #: The server has sent something since the turn's end was requested.
+        self._heard_since_end = False
+        #: What the server sent this turn that could not be read (empty: nothing).
+        self._unreadable_part = ""
         self._partial_text = ""
 
     @property
@@ -145,6 +153,7 @@ class EndpointedWire(SttWire):
         return self.GOODBYE
 
     def receive(self, raw: str | bytes, now: float) -> None:
+        self._heard_since_end = True
         msg = parse_json(self.service.label, raw)
         if msg is None:
             return
@@ -200,6 +209,7 @@ class EndpointedWire(SttWire):
                 self._resend_seconds -= self._turn_audio.popleft().audio
         elif item == self.END_TURN and self._end_requested:
             self._end_sent = True
+            self._heard_since_end = False
             self._deadlines["final"] = now + self._final_timeout
 
     def reconnected(self, now: float) -> list[Outgoing]:
@@ -223,6 +233,12 @@ class EndpointedWire(SttWire):
     def _abandon_turn(self) -> None:
         """Make the server finish the turn in progress and ignore its result."""
 
+    def _unreadable(self, what: str) -> None:
+        """The server sent ``what`` (a transcript that is not text, say) this turn."""
+        if not self._unreadable_part:
+            log.warning("%s sent %s; ignored", self.service.label, what)
+        self._unreadable_part = what
+
     def _partial(self, text: str, start: float, end: float) -> None:
         text = text.strip()
         if text and text != self._partial_text:
@@ -238,6 +254,12 @@ class EndpointedWire(SttWire):
         self._forget_turn_audio()
         self._turn_seconds = 0.0
         text = text.strip()
+        unreadable, self._unreadable_part = self._unreadable_part, ""
+        if not text and unreadable:
+            self._events.append(
+                Failed(self.service.error(f"sent {unreadable}, so the turn has no transcript."))
+            )
+            return
         if not text and not requested:
             return
         self._events.append(Final(text, start, end, language, self._turns if requested else -1))
@@ -251,6 +273,19 @@ class EndpointedWire(SttWire):
 
     def _on_deadline(self, key: Hashable, now: float) -> None:
         if key != "final" or not self._end_requested:
+            return
+        if not self._partial_text and not self._heard_since_end:
+            # Not a word, not a message since the request: the connection is stalled, and the
+            # turn would silently come out empty. Fail it, so the session reconnects or moves on.
+            waited = self._final_timeout
+            self._events.append(
+                Failed(
+                    self.service.error(
+                        f"sent nothing within {waited:g} s of the turn's end; the connection "
+                        "seems stalled."
+                    )
+                )
+            )
             return
         log.warning(
             "%s gave no final transcript within %.1f s of the turn's end; using the last partial",

@@ -256,6 +256,10 @@ class RealtimeAgentWire(AgentWire):
             Outgoing.json({"type": "response.create"}),
         ]
 
+    def cancel_messages(self, reply: str) -> list[Outgoing]:
+        # An answer in progress blocks the next one ("conversation_already_has_active_response").
+        return [Outgoing.json({"type": "response.cancel"})]
+
     def interrupt_messages(
         self, reply: str, heard: Sequence[s2s.Heard], heard_text: str
     ) -> list[Outgoing]:

@@ -83,6 +83,15 @@ class OpenAIChatLLM:
     async def warm_up(self) -> None:
         """Nothing to load: the first request opens the connection."""
 
+    async def post_json(self, url: str, body: dict[str, Any]) -> object:
+        """POST ``body`` to ``url`` (absolute, or relative to the base URL) with this client's
+        connection and key, and return the decoded answer: a server's own endpoints beside
+        the OpenAI ones (llama-server's ``/completion``). Failures raise ``EngineError``."""
+        try:
+            return await self._client.post(url, body=body, cast_to=object)
+        except openai.APIError as err:
+            raise self._map_error(err) from None
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -105,7 +114,8 @@ class OpenAIChatLLM:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         body = self._body(request)
-        finished = opened = False
+        finished = opened = said = False
+        unreadable = ""
         # One deadline covers connecting, the response headers and the first chunk.
         deadline = asyncio.get_running_loop().time() + self.timeout_first_token
         try:
@@ -125,9 +135,13 @@ class OpenAIChatLLM:
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks, None)
                 while chunk is not None:
+                    unreadable = unreadable or _unreadable(chunk)
                     for event in _events(chunk):
                         if isinstance(event, Finished):
                             finished = True
+                            if not said and unreadable:
+                                raise self._unreadable_answer(unreadable)
+                        said = said or isinstance(event, TextDelta | ToolCallDelta)
                         yield event
                     chunk = await anext(chunks, None)
         except TimeoutError:
@@ -149,10 +163,18 @@ class OpenAIChatLLM:
         except Exception as err:
             # Transport errors that some client versions let escape while iterating a stream.
             raise self._broke_off(err) from None
+        if not finished and not said and unreadable:
+            raise self._unreadable_answer(unreadable)
         if not finished:
             raise self._service.error(
                 f": the answer from {self.base_url} ended before it was complete."
             )
+
+    def _unreadable_answer(self, what: str) -> EngineError:
+        return self._service.error(
+            f": {self.base_url} sent an answer Parley cannot read ({what}). Check that the URL "
+            "points to an OpenAI-compatible API."
+        )
 
     async def _whole_answer(self, stream: Any) -> list[LLMEvent] | None:
         """The events of an answer that came whole instead of streamed (None: it streams).
@@ -251,6 +273,18 @@ def _usage(usage: Any) -> Usage | None:
         ),
         cached_tokens=_count(getattr(details, "cached_tokens", None)),
     )
+
+
+def _unreadable(chunk: Any) -> str:
+    """What in a streamed chunk is there but of the wrong type ("" when all is readable)."""
+    choices = getattr(chunk, "choices", None)
+    if choices is not None and not isinstance(choices, list):
+        return "choices that are not a list"
+    for choice in _list(choices):
+        content = getattr(getattr(choice, "delta", None), "content", None)
+        if content is not None and not isinstance(content, str):
+            return "text that is not a string"
+    return ""
 
 
 def _list(value: Any) -> list[Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from assistant import secrets
 from assistant.config import Settings
-from assistant.engines.base import ChatRequest, LLMEvent, closing_stream
+from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
 from assistant.engines.openai.chat import OpenAIChatLLM
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini"
 #: Local compatible servers (llama-server, vLLM) serve one model whatever the name; Ollama
@@ -32,10 +35,14 @@ class KeyedChatLLM:
         required: bool,
         name: str = "",
         build: Callable[[str | None], OpenAIChatLLM] | None = None,
+        timeout_first_token: float = 20.0,
     ) -> None:
         """``provider`` is whose key is used; ``name`` the engine's (default: the provider's);
         ``build(key)`` makes the engine for a key (default: a plain chat engine)."""
         self.name = name or provider
+        #: Seconds the first token may take before the request counts as stalled (for the
+        #: default chat engine).
+        self.timeout_first_token = timeout_first_token
         self._provider = provider
         self._base_url = base_url
         self._model = model
@@ -45,28 +52,44 @@ class KeyedChatLLM:
         self._key: str | None = None
 
     def _chat(self, key: str | None) -> OpenAIChatLLM:
-        return OpenAIChatLLM(self._base_url, key, self._model, name=self.name)
-
-    def _current(self) -> OpenAIChatLLM:
-        key = (
-            secrets.require_key(self._provider)
-            if self._required
-            else secrets.get_key(self._provider)
+        return OpenAIChatLLM(
+            self._base_url,
+            key,
+            self._model,
+            name=self.name,
+            timeout_first_token=self.timeout_first_token,
         )
+
+    async def _current(self) -> OpenAIChatLLM:
+        key = await self._read_key()
         if self._engine is None or key != self._key:
             self._key = key
             self._engine = self._build(key)
         return self._engine
 
+    async def _read_key(self) -> str | None:
+        if self._required:
+            return await secrets.arequire_key(self._provider)
+        try:
+            return await secrets.aget_key(self._provider)
+        except secrets.KeyringProblem as problem:
+            # The key is optional (a local server may want none): go on without it.
+            log.warning("%s: %s; connecting without an API key", self.name, problem)
+            return None
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        async with closing_stream(self._current().stream(request)) as events:
+        engine = await self._current()
+        async with closing_stream(engine.stream(request)) as events:
             async for event in events:
                 yield event
 
     async def warm_up(self) -> None:
-        if self._required and not secrets.has_key(self._provider):
-            return  # reported on first use, where the fallback chain can act on it
-        await self._current().warm_up()
+        try:
+            engine = await self._current()
+        except EngineError:
+            return  # a missing or unreadable key is reported on first use, where the fallback
+            # chain can act on it
+        await engine.warm_up()
 
     async def aclose(self) -> None:
         if self._engine is not None:

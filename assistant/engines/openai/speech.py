@@ -121,8 +121,14 @@ class OpenAISpeechTTS:
         reports the problem instead (and a fallback engine can take over there).
         """
         client = self._http.client()
-        key = secrets.get_key(PROVIDER)
-        if not key or self._warmed:
+        if self._warmed:
+            return
+        try:
+            key = await secrets.aget_key(PROVIDER)
+        except secrets.KeyringProblem as problem:
+            log.warning("OpenAI speech: %s; the first reply will say so.", problem)
+            return
+        if not key:
             return
         trace = _Trace()
         policy = self.policy
@@ -177,7 +183,7 @@ class OpenAISpeechTTS:
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
     ) -> AsyncIterator[SpeechChunk]:
-        key = secrets.require_key(PROVIDER)
+        key = await secrets.arequire_key(PROVIDER)
         chosen = self._voice_for(voice)
         index = -1
         async for text in pieces:
