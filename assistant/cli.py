@@ -98,6 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.add_argument(
+        "--compare",
+        action="store_true",
+        help="latency: the speed levers off and on, turn by turn, with ratios",
+    )
+    bench.add_argument(
+        "--ablate",
+        action="append",
+        metavar="LEVER",
+        help="latency: also run without this speed lever (repeatable)",
+    )
+    bench.add_argument(
+        "--curve",
+        metavar="DIAL=V1,V2",
+        help="latency: hands-free turns over the values of one setting, "
+        "e.g. vad.smart_turn_end=0.6,0.7,0.8",
+    )
+    bench.add_argument(
+        "--repeat", type=int, default=1, help="latency: run every utterance this many times"
+    )
+    bench.add_argument(
         "--local", action="store_true", help="soak: 30 turns on the real offline engines"
     )
     voices = sub.add_parser("voices", help="list the offline languages and voices")
@@ -121,7 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from assistant.bench import run_bench
 
-            return run_bench(args.which, turns=args.turns, quick=args.quick, local=args.local)
+            return run_bench(
+                args.which,
+                turns=args.turns,
+                quick=args.quick,
+                compare=args.compare,
+                ablate=args.ablate,
+                curve=args.curve,
+                repeat=args.repeat,
+                local=args.local,
+            )
         if args.command == "voices":
             return _voices(args.language)
         return _gui()

@@ -95,6 +95,14 @@ class VadSettings:
 
 
 @dataclass(slots=True)
+class PushToTalkSettings:
+    #: While the talk key is still held, a pause this long after speech gets the words
+    #: transcribed and the reply prepared (held back); releasing the key then plays it at once
+    #: if nothing was said since, otherwise the words decide again. 0 = off.
+    speculative_silence_ms: int = 150
+
+
+@dataclass(slots=True)
 class InterruptionSettings:
     enabled: bool = True
     #: User speech while the assistant talks pauses playback at once; it becomes a real
@@ -188,6 +196,7 @@ class Settings:
     voice: str = ""
     turn_mode: TurnMode = "ptt"
     vad: VadSettings = field(default_factory=VadSettings)
+    push_to_talk: PushToTalkSettings = field(default_factory=PushToTalkSettings)
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
     budgets: Budgets = field(default_factory=Budgets)
     input_device: str = ""
@@ -201,6 +210,9 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Rough token budget of the context sent to the LLM (system prompt included).
     context_tokens: int = 3000
+    #: Start speaking with a reply's first short phrase ("A spider | has eight legs.") rather
+    #: than its first clause or sentence: sooner, with a small seam in the intonation.
+    quick_first_phrase: bool = True
     local_llm_model: str = "qwen2.5-coder-1.5b"
     hotkey: str = "Space"
     global_hotkey: bool = False

@@ -119,6 +119,7 @@ async def run_talk(
     echo: EchoPath | None = None,
     stop: asyncio.Event | None = None,
     source: AudioSource | None = None,
+    speaker: VirtualPlayer | None = None,
 ) -> TalkResult:
     """Feed ``input_path`` through the capture path as if spoken, and run the conversation.
 
@@ -127,7 +128,8 @@ async def run_talk(
     missing file or unknown engine raises at once. ``echo``: run in a software room with that
     echo path (real-time pace only). ``stop``: once the file has ended, setting it ends the
     conversation without waiting for it to go idle (a benchmark that has seen what it came
-    for). ``source``: heard instead of the file (a benchmark's scripted microphone).
+    for). ``source``: heard instead of the file (a benchmark's scripted microphone), and
+    ``speaker`` the virtual speaker (a benchmark that watches the output; not with ``echo``).
     """
     if echo is not None and pace != "realtime":
         raise TalkError("--echo needs --pace realtime: a room plays in real time")
@@ -145,7 +147,7 @@ async def run_talk(
     if echo is None:
         if source is None:
             source = WavSource(input_path, pace=pace, tail_silence=_tail_silence(settings))
-        player = VirtualPlayer(pace=pace)
+        player = speaker or VirtualPlayer(pace=pace)
     else:
         room = SoftwareRoom(echo)
         source = RoomMicrophone(room, read_wav_16k(input_path))

@@ -10,7 +10,8 @@ Three stages, all streaming:
    sentence end or clause mark directly followed by more text, and inside long runs (a URL,
    CJK without punctuation), preferably after a natural boundary.
 3. ``TextSplitter`` cuts the spaced text into pieces: the first clause as soon as it is
-   speakable, then whole sentences; a newline is a hard break and very long sentences are capped.
+   speakable (optionally a shorter first phrase, see ``phrase_starts``), then whole sentences;
+   a newline is a hard break and very long sentences are capped.
 
 Every decision depends only on the text (with a bounded look-ahead), never on where the deltas
 were split, so any chunking of one reply yields the same pieces. Each stage resumes where the
@@ -29,7 +30,7 @@ import re
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator
 
-__all__ = ["TextSplitter", "speakable", "split_stream"]
+__all__ = ["TextSplitter", "phrase_starts", "speakable", "split_stream"]
 
 # ------------------------------------------------------------------------------- character classes
 
@@ -73,6 +74,35 @@ _ABBREVIATIONS = frozenset(
 _NUMBER_ABBREVIATIONS = frozenset("no nos nr núm vol art fig ch sec pt op tel pp".split())
 # A single letter ("J. R. R. Tolkien") or dotted short letter groups ("e.g", "U.S", "z.B", "p.ej").
 _INITIALS = re.compile(r"[^\W\d_]|(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}")
+
+# Words that open a sentence's predicate: a short subject before one ("The capital of France |
+# is Paris.") is a phrase a voice can say on its own, so a reply may start with it.
+_PHRASE_STARTS = {
+    "en": "is are was were has have had can could will would should does do did means lies "
+    "stands became becomes lives lived",
+    "de": "ist sind war waren hat haben hatte kann können wird werden liegt heißt",
+    "fr": "est sont était étaient a ont avait peut peuvent sera seront se",
+    "es": "es son era eran fue fueron está están tiene tienen puede pueden será se",
+    "it": "è sono era erano ha hanno può possono sarà si",
+    "pt": "é são era eram foi tem têm pode podem será se",
+    "nl": "is zijn was waren heeft hebben kan kunnen wordt ligt",
+}
+#: A first phrase is cut before such a word only with this many words (2..5) in front of it.
+_PHRASE_MIN_WORDS = 2
+_PHRASE_MAX_WORDS = 5
+_PHRASE_MAX_CHARS = 64  # past this, five words are behind us: stop looking (bounded work)
+#: When the listener is about to run out of audio, a piece with no clause mark yet ends at the
+#: first space this far in (six to eight words): a seam in the voice beats a silent gap.
+_HURRY_CUT_CHARS = 40
+# The word right after a space: letters and apostrophes up to the next other character.
+_NEXT_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+
+
+def phrase_starts(language: str) -> frozenset[str]:
+    """Words before which a reply's first phrase may end, in ``language`` (empty: none known)."""
+    code = language.replace("_", "-").split("-", 1)[0].lower()
+    return frozenset(_PHRASE_STARTS.get(code, "").split())
+
 
 # A markdown link: [text](target). Bounded, so the decision does not depend on the chunking.
 _LINK_TEXT_MAX = 200
@@ -521,15 +551,26 @@ class TextSplitter:
     the splitter breaks itself after at most ``_RUN_MAX`` characters. The work per delta is
     proportional to the delta plus a bounded amount: the text is scanned once, resuming where
     the last delta left off.
+
+    ``phrase_starts`` (see ``phrase_starts()``): the first piece may also end after two to five
+    words, right before one of these words ("A spider | has eight legs."), so the voice can
+    start before the sentence is written.
     """
 
-    def __init__(self, *, min_first_clause_words: int = 4, max_piece_chars: int = 220) -> None:
+    def __init__(
+        self,
+        *,
+        min_first_clause_words: int = 4,
+        max_piece_chars: int = 220,
+        phrase_starts: frozenset[str] = frozenset(),
+    ) -> None:
         if min_first_clause_words < 1:
             raise ValueError(f"min_first_clause_words must be >= 1, got {min_first_clause_words}")
         if max_piece_chars < 20:
             raise ValueError(f"max_piece_chars must be >= 20, got {max_piece_chars}")
         self.min_first_clause_words = min_first_clause_words
         self.max_piece_chars = max_piece_chars
+        self.phrase_starts = frozenset(w.lower() for w in phrase_starts)
         self.reset()
 
     def reset(self) -> None:
@@ -539,6 +580,7 @@ class TextSplitter:
         self._text = ""  # spaced text not yet released, from ``_base`` on
         self._base = 0  # where the piece being scanned begins in ``_text``
         self._first = True
+        self._hurried = False  # the piece being scanned was asked for early (``hurry``)
         self._new_piece()
 
     def _new_piece(self) -> None:
@@ -553,10 +595,11 @@ class TextSplitter:
         """Add a delta; return the pieces that became ready (often none).
 
         ``hurry``: the listener is about to run out of audio, so release the next clause as
-        soon as it is speakable (as for the first one) instead of waiting for the sentence.
+        soon as it is speakable (as for the first one) instead of waiting for the sentence, and
+        with no clause mark in sight, at a space some six to eight words in.
         """
         if hurry and not self._first:
-            self._first = True
+            self._first = self._hurried = True
             self._new_piece()  # look at the piece's clause marks again
         self._text += self._spacer.feed(self._cleaner.feed(delta, final=False))
         return self._release(final=False)
@@ -579,7 +622,7 @@ class TextSplitter:
             self._new_piece()
             if piece:
                 pieces.append(piece)
-                self._first = False
+                self._first = self._hurried = False
         if self._base:  # drop the released text once per delta, not once per piece
             shift = self._base
             self._text = self._text[shift:]
@@ -614,8 +657,15 @@ class TextSplitter:
             if c == "\n":
                 return i + 1
             if c.isspace():
-                if self._over_cap:
+                if self._over_cap or (self._hurried and i - start >= _HURRY_CUT_CHARS):
                     return i
+                if self._first and self.phrase_starts:
+                    phrase = self._phrase_ends_here(t, start, i, final)
+                    if phrase is None:
+                        self._pos = i  # the next word is not complete yet
+                        return None
+                    if phrase:
+                        return i
                 self._space_cut = i
                 i += 1
             elif c in _TERMINALS:
@@ -656,6 +706,24 @@ class TextSplitter:
         self._pos = i
         return None
 
+    def _phrase_ends_here(self, t: str, start: int, i: int, final: bool) -> bool | None:
+        """Does a first phrase end at the space ``t[i]`` (the next word opens a predicate)?
+        None: that word is not complete yet."""
+        if i - start > _PHRASE_MAX_CHARS or self._clause_cut:
+            return False  # long, or a clause mark in it: not a plain subject
+        if i + 1 >= len(t):
+            return False if final else None
+        if not _PHRASE_MIN_WORDS <= _word_count(t[start:i]) <= _PHRASE_MAX_WORDS:
+            return False
+        if t[i - 1] in _ATTACHED or t[i - 1] in _DASHES:
+            return False  # a clause or sentence mark decides there
+        m = _NEXT_WORD.match(t, i + 1)
+        if m is None:
+            return False
+        if m.end() == len(t) and not final:
+            return None
+        return m.group().lower() in self.phrase_starts
+
     def _within_cap(self, end: int, limit: int) -> int:
         """``end``, or the last clause or space cut if a sentence end ran past the cap."""
         if end > limit and (self._clause_cut or self._space_cut):
@@ -672,11 +740,17 @@ def speakable(text: str) -> str:
 
 
 async def split_stream(
-    deltas: AsyncIterable[str], *, min_first_clause_words: int = 4, max_piece_chars: int = 220
+    deltas: AsyncIterable[str],
+    *,
+    min_first_clause_words: int = 4,
+    max_piece_chars: int = 220,
+    phrase_starts: frozenset[str] = frozenset(),
 ) -> AsyncIterator[str]:
     """Yield speakable pieces from a stream of text deltas as soon as each is ready."""
     splitter = TextSplitter(
-        min_first_clause_words=min_first_clause_words, max_piece_chars=max_piece_chars
+        min_first_clause_words=min_first_clause_words,
+        max_piece_chars=max_piece_chars,
+        phrase_starts=phrase_starts,
     )
     async for delta in deltas:
         for piece in splitter.push(delta):

@@ -39,6 +39,17 @@ class Mark(StrEnum):
 
 
 MARKS: tuple[Mark, ...] = tuple(Mark)
+#: The marks a reply sets (from its request to the model on); a reply that replaces one
+#: prepared ahead for the same turn sets them anew.
+REPLY_MARKS: tuple[Mark, ...] = (
+    Mark.LLM_REQUEST,
+    Mark.LLM_FIRST_TOKEN,
+    Mark.FIRST_TEXT_TO_TTS,
+    Mark.TTS_FIRST_AUDIO,
+    Mark.PLAYBACK_START,
+    Mark.PLAYBACK_END,
+    Mark.INTERRUPTED,
+)
 
 #: Stage name → (from mark, to mark). Each stage's duration is compared with its budget.
 STAGES: dict[str, tuple[Mark, Mark]] = {
@@ -154,6 +165,11 @@ class Timeline:
             raise ValueError(f"unknown timeline mark {name!r}") from None
         if overwrite or mark not in self.marks:
             self.marks[mark] = self.now() if at is None else at
+
+    def forget(self, *names: Mark | str) -> None:
+        """Drop these marks (set again by the next ``mark``)."""
+        for name in names:
+            self.marks.pop(Mark(name), None)
 
     def has(self, name: Mark | str) -> bool:
         return name in self.marks

@@ -599,6 +599,8 @@ class Assistant:
             )
             session.set_echo_uncertain(self.echo.uncertain)
             return session
+        # Push-to-talk listens for pauses too when it prepares replies while the key is held.
+        voice_activity = hands_free or self._settings.push_to_talk.speculative_silence_ms > 0
         session = Session(
             stt=engines.stt,
             llm=engines.llm,
@@ -606,7 +608,7 @@ class Assistant:
             player=player,
             conversation=self._conversation,
             settings=self._settings,
-            vad=self._vad_factory(self._settings) if hands_free else None,
+            vad=self._vad_factory(self._settings) if voice_activity else None,
             tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
             structured=self.toolbox.extractor(engines.llm),
@@ -666,6 +668,9 @@ class Assistant:
         session = self._make_session(self._engines, player)
         self._unsubscribe = session.subscribe(self._on_session_event)
         self._session = session
+        if isinstance(session, Session):
+            # The exact prompt of the first turn, read while the engines load.
+            session.read_ahead()
         self._warm_task = asyncio.ensure_future(self._warm_and_start(session, bool(rebuild)))
 
     async def _build_engines(self, kinds: frozenset[str]) -> None:

@@ -34,10 +34,12 @@ def _session_key(s: Settings) -> tuple[object, ...]:
     return (
         s.output_device,
         s.vad,
+        s.push_to_talk,
         s.interruption,
         s.budgets,
         s.system_prompt,
         s.context_tokens,
+        s.quick_first_phrase,
         s.voice,
         s.language,
         s.s2s,  # a speech-to-speech session starts with its voice, greeting, turn detection

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 
-def run_bench(which: str, *, turns: int = 200, quick: bool = False, local: bool = False) -> int:
+def run_bench(
+    which: str,
+    *,
+    turns: int = 200,
+    quick: bool = False,
+    compare: bool = False,
+    ablate: list[str] | None = None,
+    curve: str | None = None,
+    repeat: int = 1,
+    local: bool = False,
+) -> int:
     import sys
 
     from assistant.cli import AUDIO_SWITCH_INTERVAL
@@ -24,7 +34,7 @@ def run_bench(which: str, *, turns: int = 200, quick: bool = False, local: bool 
     if which == "latency":
         from assistant.bench.latency import main as latency
 
-        return latency(quick=quick)
+        return latency(quick=quick, compare=compare, ablate=ablate, curve=curve, repeat=repeat)
     if which == "faults":
         from assistant.bench.faults import main as faults
 

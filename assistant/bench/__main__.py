@@ -1,14 +1,7 @@
-import argparse
+"""``python -m assistant.bench WHICH [options]``: the same as ``parley bench WHICH [options]``."""
+
 import sys
 
-from assistant.bench import run_bench
+from assistant.cli import main
 
-parser = argparse.ArgumentParser(prog="python -m assistant.bench")
-parser.add_argument(
-    "which", choices=("overhead", "latency", "echo", "engines", "tools", "turns", "faults", "soak")
-)
-parser.add_argument("--turns", type=int, default=200)
-parser.add_argument("--quick", action="store_true")
-parser.add_argument("--local", action="store_true")
-args = parser.parse_args()
-sys.exit(run_bench(args.which, turns=args.turns, quick=args.quick, local=args.local))
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -121,6 +121,21 @@ class STTSession(Protocol):
 
 
 @runtime_checkable
+class Checkpoints(Protocol):
+    """An STT session that can transcribe the open utterance so far without ending it."""
+
+    async def checkpoint(self) -> str | None:
+        """The transcript of the current utterance up to now, as good as a final would be.
+
+        The utterance stays open (more audio may follow). A final asked for with no audio
+        pushed since would say the same, so a caller who knows nothing was said since may use
+        this text as the final. None: the session cannot tell before the final (which, for
+        one, finds the language spoken).
+        """
+        ...
+
+
+@runtime_checkable
 class SpeechToText(Protocol):
     name: str
     #: True when the engine decides by itself where a turn ends (cloud VAD / turn models).

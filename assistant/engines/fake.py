@@ -60,6 +60,8 @@ class FakeSTT:
     provides_endpointing: bool = False
     #: Measured time from each ``end_turn`` to its final transcript (for benchmarks).
     final_delays: list[float] = field(default_factory=list)
+    #: How many times the words so far were asked for without ending the utterance.
+    checkpoints: int = 0
     #: Whose time the latencies are spent on (a manual clock in turn-taking tests).
     clock: Clock = SYSTEM_CLOCK
     _counter: itertools.count[int] = field(default_factory=itertools.count)
@@ -120,6 +122,15 @@ class FakeSTTSession:
         self._engine.final_delays.append(self._engine.clock.now() - started)
         await self._queue.put(final)
         self._offset += seconds
+
+    async def checkpoint(self) -> str:
+        """The words revealed so far (the whole text once enough audio came), after
+        ``final_delay``; the utterance stays open."""
+        self._engine.checkpoints += 1
+        seconds = self._samples / self.sample_rate
+        words = self._utterance_text().split() if seconds >= self._engine.min_audio_seconds else []
+        await self._engine.clock.sleep(self._engine.final_delay)
+        return " ".join(words[: int(seconds * self._engine.words_per_second)])
 
     async def clear(self) -> None:
         self._reset()
@@ -323,7 +334,9 @@ def synthesize_words(
 
 
 def make_stt(settings: object) -> FakeSTT:
-    return FakeSTT()
+    # A checkpoint at a pause reveals only the words the pace allows so far: at the samples'
+    # speaking pace, every word is in by the time the question ends, as with a real recognizer.
+    return FakeSTT(words_per_second=4.0)
 
 
 def make_llm(settings: object) -> FakeLLM:

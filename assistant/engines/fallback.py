@@ -244,6 +244,11 @@ class FallbackLLM(_Chain):
         first = self.engines[0]
         return isinstance(first, NeedsToolRouter) and first.needs_tool_router
 
+    @property
+    def continues_reply(self) -> bool:
+        """As the first engine does (``assistant.tools.router.continues_reply``)."""
+        return bool(getattr(self.engines[0], "continues_reply", False))
+
     async def warm_up(self) -> None:
         await _warm_all(self.engines)
 

@@ -33,6 +33,7 @@ from assistant.engines.base import (
     ToolCall,
     ToolCallDelta,
     ToolSpec,
+    Usage,
     closing_stream,
 )
 from assistant.history import ToolRecord
@@ -52,6 +53,8 @@ from assistant.tools.router import (
 MAX_TOOL_ROUNDS = 3
 #: A tool still running after this long gets a filler line.
 FILLER_AFTER = 0.4
+#: Timeline notes a reply writes (a reply that replaces a dropped one starts without them).
+REPLY_NOTES = ("prompt_tokens", "cached_tokens", "router_ms", "filler")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ async def generate(
     lines: Lines | None = None,
     confirmed: ToolCall | None = None,
     on_tool_start: Callable[[str], None] | None = None,
+    splitter: TextSplitter | None = None,
 ) -> AsyncIterator[str | Filler]:
     """Speakable pieces of the reply to ``messages``, in order.
 
@@ -117,11 +121,12 @@ async def generate(
     before the user has really finished). ``hurry()`` asks the splitter to release the next
     clause early (playback is about to run dry). ``on_tool`` hears of each finished call,
     ``on_tool_start`` of each call about to run (by the tool's name). ``confirmed`` is a call
-    the user agreed to: it runs first, without asking again.
+    the user agreed to: it runs first, without asking again. ``splitter`` cuts the text
+    (default: first clause, then sentences).
     """
     turn = _Turn(tools, timeline, into, before_tools, on_tool, clock, lines or Lines())
     turn.on_start = on_tool_start
-    splitter = TextSplitter()
+    splitter = splitter or TextSplitter()
     has_tools = tools is not None and len(tools) > 0
     routed = has_tools and uses_router(llm)
     specs = tools.specs if tools is not None and has_tools else []
@@ -165,6 +170,8 @@ async def generate(
                     call.id = event.id or call.id
                     call.name = event.name or call.name
                     call.arguments += event.arguments
+                elif isinstance(event, Usage):
+                    _note_read_ahead(timeline, event)
         if not calls or tools is None:
             break
         for text in splitter.flush():  # what the model said before calling is heard first
@@ -200,6 +207,8 @@ async def _answer(
                     into.text += text
                     for piece in splitter.push(text, hurry=hurry()):
                         yield piece
+            elif isinstance(event, Usage):
+                _note_read_ahead(timeline, event)
     text = echo.flush()
     if text:
         into.text += text
@@ -255,7 +264,9 @@ class _Turn:
         for _round in range(MAX_TOOL_ROUNDS):
             self.timeline.mark("llm_request")
             started = self.clock.now()
-            choice = await route(llm, history, specs)
+            choice = await route(
+                llm, history, specs, on_usage=lambda u: _note_read_ahead(self.timeline, u)
+            )
             notes.setdefault("router_ms", []).append(round((self.clock.now() - started) * 1e3, 1))
             if choice.tool is None or (self._done and echoes_example(choice)):
                 return
@@ -310,6 +321,14 @@ class _Turn:
             self.on_tool(record)
             history.append(Message("assistant", "", tool_calls=[call]))
             history.append(Message("tool", result, tool_call_id=call.id))
+
+
+def _note_read_ahead(timeline: Timeline, usage: Usage) -> None:
+    """Note how much of the reply's first prompt the model had read ahead (its cache); later
+    requests of the same reply find the first one's prompt cached anyway."""
+    if usage.prompt_tokens and "prompt_tokens" not in timeline.notes:
+        timeline.notes["prompt_tokens"] = usage.prompt_tokens
+        timeline.notes["cached_tokens"] = usage.cached_tokens
 
 
 def _key(call: ToolCall) -> tuple[str, str]:

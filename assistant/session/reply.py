@@ -49,7 +49,7 @@ from assistant.history import Conversation, ToolRecord, TurnRecord
 from assistant.scheduling import cpu_priority
 from assistant.session.generate import Filler, Generation, Lines, PendingAction, generate
 from assistant.spoken import SpokenText
-from assistant.text import TextSplitter
+from assistant.text import TextSplitter, phrase_starts
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
 
@@ -269,6 +269,7 @@ class Reply:
             lines=self._lines,
             confirmed=self.confirmed.call if self.confirmed is not None else None,
             on_tool_start=self._tool_starts,
+            splitter=self._splitter(),
         )
 
     async def _produce(self) -> None:
@@ -350,6 +351,13 @@ class Reply:
         position, cut = await self._played
         # A cut the session did not ask for (the device was lost) still shortens what was heard.
         self._finish(interrupted=cut, position=position if cut else None)
+
+    def _splitter(self) -> TextSplitter:
+        settings = self._settings
+        if not settings.quick_first_phrase:
+            return TextSplitter()
+        # Two words before a comma are enough too ("Yes, sir,"): the voice starts sooner.
+        return TextSplitter(min_first_clause_words=2, phrase_starts=phrase_starts(self.language))
 
     def _hurry(self) -> bool:
         queued = self.spoken.audio_seconds - self._player.position

@@ -78,7 +78,7 @@ from assistant.session.confirmation import (
     RunConfirmed,
 )
 from assistant.session.extraction import Extractions
-from assistant.session.generate import Lines, PendingAction, request_for
+from assistant.session.generate import REPLY_NOTES, Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
 from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
@@ -90,19 +90,22 @@ from assistant.session.tracker import (
     ConfirmBargeIn,
     Decision,
     Dismiss,
+    DropPreview,
     DropUtterance,
     FalseInterruption,
     JudgeInterjection,
     Phase,
+    Preview,
     Speculate,
     StopCommand,
     TentativeBargeIn,
     UserTurnTracker,
     Utterance,
     Withdraw,
+    same_words,
 )
 from assistant.session.transcription import Transcription
-from assistant.timeline import Mark, Timeline
+from assistant.timeline import REPLY_MARKS, Mark, Timeline
 from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
 from assistant.tools.structured import StructuredExtractor
@@ -225,6 +228,10 @@ class Session:
         self._detection = self._make_detection(self.settings.turn_mode)
         self._preroll: deque[AudioFrame] = deque()
         self._reply: Reply | None = None
+        #: Push-to-talk: the preview of the open utterance's words, asked for at a pause.
+        self._preview: tuple[Utterance, asyncio.Future[str | None]] | None = None
+        #: Replies prepared speculatively and thrown away since a reply last went ahead.
+        self._dropped_speculations = 0
         self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
         #: The end-of-turn judge's task for each pause being weighed, by turn id: a reply
@@ -329,16 +336,21 @@ class Session:
         await self.player.start()
         await self._transcription.start()
         self._listening = True
-        # Read the system prompt (with the tools, for a routed model) and the history into the
-        # model's prompt cache now, so the first turn does not pay for it.
-        self._prefiller.schedule("")
+        self.read_ahead()
         self._sync()
+
+    def read_ahead(self) -> None:
+        """Read the system prompt (with the tools, for a routed model) and the history into the
+        model's prompt cache now, so the first turn does not pay for it. Called before the
+        engines are up too: a local model then reads this first, as soon as it can."""
+        self._prefiller.schedule("")
 
     async def close(self) -> None:
         """Stop everything this session started, wait for it, and save the turn in flight."""
         self._listening = False
         replies = [r for r in (self._reply, *self._finishing) if r is not None]
         self.interrupt(reason="closing")
+        self._cancel_preview()
         self._prefiller.cancel()
         self._cancel_resume()
         tasks = [*self._tasks]
@@ -447,7 +459,8 @@ class Session:
 
     def _preroll_frames(self) -> int:
         vad = self.settings.vad
-        ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.needs_vad else 0)
+        # Hands-free starts a turn only after min_speech_ms of speech: keep that audio too.
+        ms = vad.preroll_ms + (vad.min_speech_ms if self._detection.mode == "vad" else 0)
         return max(1, round(ms / 1000 * 16_000 / FRAME_SAMPLES))
 
     async def _push_audio(self, utterance: Utterance, frame: AudioFrame) -> None:
@@ -540,7 +553,12 @@ class Session:
                     if not speculative:
                         self._finalize(utterance, transcript)
                     elif self._reply is not None and self._reply.turn_id == utterance.turn_id:
-                        self._reply.release()
+                        self._go_ahead(self._reply)
+                case Preview(utterance):
+                    self._start_preview(utterance)
+                case DropPreview(utterance):
+                    self._cancel_preview()
+                    self._drop_speculative(utterance.turn_id)
                 case DropUtterance():
                     pass
             self._sync()
@@ -617,20 +635,35 @@ class Session:
     ) -> asyncio.Future[str | None]:
         """Ask for the utterance's final transcript. The future returned gets the turn's words
         so far (carried-over words first) as soon as it comes, None if it does not."""
-        waiter = self._transcription.expect_final()
         words: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._spawn(self._finish_utterance(utterance, waiter, known, words), "final-transcript")
+        preview = self._take_preview(utterance)
+        reusable = known is None and utterance.quiet_since_preview
+        final: Awaitable[str]
+        if preview is not None and reusable and self._transcription.can_checkpoint:
+            # Nothing was said since the preview (push-to-talk): it is the final transcript,
+            # so the recognizer does not decode the same words again.
+            final = self._final_from_preview(preview)
+        else:
+            final = self._transcription.wait_final(self._transcription.expect_final(), known)
+        self._spawn(self._finish_utterance(utterance, final, words), "final-transcript")
         return words
 
+    async def _final_from_preview(self, preview: asyncio.Future[str | None]) -> str:
+        """The preview's text; should it have failed, a final decoded the usual way."""
+        try:
+            text = await preview
+        except Exception as exc:
+            log.info("preview transcript failed (%s); decoding the final", exc)
+            text = None
+        if text is not None:
+            return text
+        return await self._transcription.wait_final(self._transcription.expect_final())
+
     async def _finish_utterance(
-        self,
-        utterance: Utterance,
-        waiter: asyncio.Future[str],
-        known: str | None,
-        words: asyncio.Future[str | None],
+        self, utterance: Utterance, final: Awaitable[str], words: asyncio.Future[str | None]
     ) -> None:
         try:
-            text = await self._transcription.wait_final(waiter, known)
+            text = await final
         except Exception as exc:
             if not words.done():
                 words.set_result(None)
@@ -681,6 +714,68 @@ class Session:
 
     def _on_engine_endpoint(self, text: str) -> None:
         self._apply(self._tracker.engine_ended_turn(text))
+
+    # --------------------------------------------------------------- push-to-talk speculation
+
+    def _start_preview(self, utterance: Utterance) -> None:
+        """A pause with the talk key held: transcribe the words so far, and answer them held."""
+        self._cancel_preview()
+        preview: asyncio.Future[str | None] = asyncio.ensure_future(
+            self._transcription.checkpoint()
+        )
+        self._preview = (utterance, preview)
+        self._spawn(self._speculate(utterance, preview), "preview")
+
+    async def _speculate(self, utterance: Utterance, preview: asyncio.Future[str | None]) -> None:
+        try:
+            text = await asyncio.shield(preview)
+        except asyncio.CancelledError:
+            if not preview.cancelled():
+                raise
+            return
+        except Exception as exc:
+            log.info("preview transcript failed: %s", exc)
+            return
+        if text is None:  # the recognizer cannot tell yet: its latest partial will do
+            text = utterance.partial
+        current = self._preview is not None and self._preview[1] is preview
+        if not current or self._tracker.utterance is not utterance or not text.strip():
+            return  # dropped, or the key was released meanwhile (the final takes it from here)
+        text = self._tracker.preview_text(text)
+        self._start_reply(utterance.turn_id, text, utterance.timeline, held=True)
+
+    def _take_preview(self, utterance: Utterance) -> asyncio.Future[str | None] | None:
+        """The preview of ``utterance`` (no longer cancellable by a new one), if any."""
+        if self._preview is None or self._preview[0] is not utterance:
+            return None
+        preview = self._preview[1]
+        self._preview = None
+        return preview
+
+    def _cancel_preview(self) -> None:
+        if self._preview is not None:
+            self._preview[1].cancel()
+            self._preview = None
+
+    def _drop_speculative(self, turn_id: int) -> None:
+        """Withdraw the reply prepared ahead for ``turn_id``, if any; the turn goes on."""
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id and reply.held:
+            reply.withdraw()
+            self._reply = None
+            self._dropped_speculations += 1
+            log.info("turn %d: the reply prepared ahead was dropped", turn_id)
+
+    def _go_ahead(self, reply: Reply) -> None:
+        """A reply prepared ahead may be heard now: the turn really ended with these words."""
+        reply.timeline.notes["speculation"] = "used"
+        self._note_dropped(reply.timeline)
+        reply.release()
+
+    def _note_dropped(self, timeline: Timeline) -> None:
+        if self._dropped_speculations:
+            timeline.notes["speculations_dropped"] = self._dropped_speculations
+            self._dropped_speculations = 0
 
     # ----------------------------------------------------------------------------- prefill
 
@@ -814,8 +909,23 @@ class Session:
         """
         after = self._judging.get(turn_id)
         previous = self._reply
-        if previous is not None and not previous.finished:
+        if previous is not None and previous.turn_id == turn_id and previous.held:
+            # Prepared ahead for this turn (push-to-talk): kept if it answers the same words.
+            if same_words(previous.user_text, user_text):
+                previous.user_text = user_text
+                if not held:
+                    self._go_ahead(previous)
+                self._sync()
+                return
+            self._drop_speculative(turn_id)
+        elif previous is not None and not previous.finished:
             self.interrupt(reason="superseded")  # one reply at a time: never orphan a task
+        # A reply dropped before this one may have set them.
+        timeline.forget(*REPLY_MARKS)
+        for note in REPLY_NOTES:
+            timeline.notes.pop(note, None)
+        if not held:
+            self._note_dropped(timeline)
         conversation = self._conversation
         language = self._reply_language()
         if self.settings.detect_language:
@@ -909,6 +1019,8 @@ class Session:
         if reason == "barge_in" and reply.withdrawable and not reply.announcement:
             # Nothing was heard yet: the user was not done talking. Their words carry over to
             # the next turn instead of being answered separately.
+            if reply.held:
+                self._dropped_speculations += 1
             reply.withdraw()
             self._reply = None
             self._tracker.carry(reply.user_text)

@@ -12,6 +12,12 @@ over to the next turn when the user went on talking. Its phase is one enum:
   speech proves to be words (a barge-in) or a noise / "mhm" (a false interruption).
 - ``PAUSED``: the user paused; the reply is being prepared and held until the end is confirmed.
 
+Push-to-talk has its own speculation: a pause while the key is still held (``key_pause``) asks
+for a *preview* of the words so far, answered with a held reply; the utterance stays open. When
+the user goes on (``key_resume``) the preview is dropped. At the release the final transcript
+decides: the held reply plays if it answers the same words (normalized), otherwise it is
+withdrawn and the final is answered.
+
 Speech over the assistant is an *interjection* until its words are known. Partial transcripts
 with real words (or a stop command) confirm it at once; a long stretch of speech with no
 transcript yet confirms it too. When it pauses, its final transcript decides
@@ -80,6 +86,9 @@ class Utterance:
     #: count (``own`` is what it said).
     echo_suspect: bool = False
     own: str = ""
+    #: Push-to-talk: a preview of the words was asked for at a pause while the key was held,
+    #: and nothing has been said since (the preview is then the final transcript).
+    quiet_since_preview: bool = False
 
 
 # ------------------------------------------------------------------------------------ decisions
@@ -149,6 +158,22 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """The user paused while holding the talk key: transcribe the words so far and prepare
+    their reply, held. The utterance stays open."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True, slots=True)
+class DropPreview:
+    """The user went on talking with the key held: the reply prepared at the pause is out of
+    date (the utterance goes on; nothing carries over)."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True, slots=True)
 class DropUtterance:
     """The open utterance cannot be transcribed (the recognizer failed): forget it."""
 
@@ -164,6 +189,8 @@ Decision = (
     | JudgeInterjection
     | Withdraw
     | Commit
+    | Preview
+    | DropPreview
     | DropUtterance
 )
 
@@ -206,6 +233,11 @@ class StopCommand:
 
 
 FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
+
+
+def same_words(a: str, b: str) -> bool:
+    """The two transcripts say the same words (case and punctuation aside)."""
+    return words_of(a) == words_of(b)
 
 
 # -------------------------------------------------------------------------------------- tracker
@@ -278,6 +310,8 @@ class UserTurnTracker:
         """
         if event.kind == "start":
             return self._begin(event, explicit=explicit, preroll=preroll)
+        if event.kind in ("key_pause", "key_resume"):
+            return self._held_key(event.kind == "key_pause")
         if event.kind == "pause":
             utterance = self.utterance
             if utterance is None:
@@ -420,6 +454,11 @@ class UserTurnTracker:
     def forget_carry_over(self) -> None:
         self.carry_over = ""
 
+    def preview_text(self, text: str) -> str:
+        """What a preview of ``text`` would be answered as: after the words carried over
+        (which stay for the final)."""
+        return f"{self.carry_over} {text}".strip()
+
     def with_carry_over(self, text: str) -> str:
         """``text`` after the words carried over (which are used up)."""
         carried, self.carry_over = self.carry_over, ""
@@ -462,6 +501,14 @@ class UserTurnTracker:
         elif talking and not suspect:
             out.append(TentativeBargeIn())
         return out
+
+    def _held_key(self, paused: bool) -> list[Decision]:
+        """A pause (or speech after one) while the talk key is held."""
+        utterance = self.utterance
+        if utterance is None or self._tentative:
+            return []
+        utterance.quiet_since_preview = paused
+        return [Preview(utterance) if paused else DropPreview(utterance)]
 
     def _classify(self, text: str) -> Interjection:
         return classify_interjection(text, self.settings.language)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from assistant.clock import Clock
 from assistant.engines.base import (
     PCM,
+    Checkpoints,
     EngineError,
     SkipsFailedEngines,
     SpeechToText,
@@ -127,6 +128,19 @@ class Transcription:
         self._kept = 0
         if self._session is not None and self._reconnected is None:
             await self._session.clear()
+
+    @property
+    def can_checkpoint(self) -> bool:
+        """The engine's stream can transcribe the open utterance without ending it."""
+        return isinstance(self._session, Checkpoints) and self._reconnected is None
+
+    async def checkpoint(self) -> str | None:
+        """The open utterance's words so far, as a final would give them; None when the engine
+        cannot tell without ending the utterance."""
+        session = self._session
+        if not isinstance(session, Checkpoints) or self._reconnected is not None:
+            return None
+        return await session.checkpoint()
 
     def expect_final(self) -> asyncio.Future[str]:
         """Reserve the next final transcript for the utterance that just ended."""

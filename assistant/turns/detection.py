@@ -17,17 +17,26 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from assistant.config import InterruptionSettings, Settings, TurnMode, VadSettings
+from assistant.config import (
+    InterruptionSettings,
+    PushToTalkSettings,
+    Settings,
+    TurnMode,
+    VadSettings,
+)
+from assistant.turns.held import HeldPauses
 from assistant.turns.judge import EndOfTurnJudge, Pause, PauseVerdict, longest_wait_ms
 from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
-TurnKind = Literal["start", "pause", "resume", "end"]
+TurnKind = Literal["start", "pause", "resume", "end", "key_pause", "key_resume"]
 
 
 @dataclass(frozen=True, slots=True)
 class TurnEvent:
     """``start``/``end`` bound a user turn. In between, hands-free detection may report a
-    ``pause`` (the turn will probably end: prepare the reply) and a ``resume`` (it did not)."""
+    ``pause`` (the turn will probably end: prepare the reply) and a ``resume`` (it did not);
+    push-to-talk reports ``key_pause`` / ``key_resume`` while the key is still held (the words
+    so far may be answered, held back / the user went on)."""
 
     kind: TurnKind
     #: Monotonic time the user started / stopped speaking (not when it was detected).
@@ -69,13 +78,20 @@ class TurnDetection(Protocol):
 
 
 class PushToTalk:
-    """The user holds a key or button while talking. Audio frames do not decide anything."""
+    """The user holds a key or button while talking; press and release bound the turn.
+
+    While the key is held, frames only tell pauses (``key_pause``, ``key_resume``; see
+    ``assistant.turns.held``), when the settings ask for a reply prepared during them.
+    """
 
     mode: TurnMode = "ptt"
-    needs_vad = False
 
-    def __init__(self) -> None:
+    def __init__(
+        self, settings: PushToTalkSettings | None = None, vad: VadSettings | None = None
+    ) -> None:
         self._pressed = False
+        self._pauses = HeldPauses(settings or PushToTalkSettings(), vad or VadSettings())
+        self.needs_vad = self._pauses.enabled
 
     @property
     def active(self) -> bool:
@@ -86,6 +102,7 @@ class PushToTalk:
         if self._pressed:
             return None
         self._pressed = True
+        self._pauses.reset()
         return TurnEvent("start", at, at)
 
     def release(self, at: float) -> TurnEvent | None:
@@ -97,7 +114,10 @@ class PushToTalk:
     def process(
         self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
     ) -> TurnEvent | None:
-        return None
+        if not self._pressed or not self.needs_vad:
+            return None
+        change = self._pauses.process(frame, speech_probability)
+        return TurnEvent(change.kind, change.at, frame.t) if change is not None else None
 
     async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
         return None
@@ -107,6 +127,7 @@ class PushToTalk:
 
     def reset(self) -> None:
         self._pressed = False
+        self._pauses.reset()
 
 
 # ----------------------------------------------------------------------------- VAD endpointing
@@ -283,7 +304,7 @@ def make_turn_detection(
     """The strategy for ``mode``; ``judge`` is asked about each pause in hands-free mode."""
     if mode == "vad":
         return HandsFree(settings.vad, judge, settings.interruption)
-    return PushToTalk()
+    return PushToTalk(settings.push_to_talk, settings.vad)
 
 
 def concat_audio(parts: list[PCM]) -> PCM:

@@ -317,6 +317,44 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
     assert _our_llama_servers() == []
 
 
+@pytest.mark.slow
+async def test_the_system_prompt_is_read_in_while_starting() -> None:
+    _binary_or_skip()
+    system = Message("system", "You are a terse assistant. " * 8)
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    try:
+        await llm.warm_up()
+        assert llm._warming is not None
+        await llm._warming  # in the background: the app is ready before it is done
+        request = ChatRequest([system, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
+        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
+        # Everything up to the user's words came from the cache.
+        assert usage and usage[-1].cached_tokens >= 40, usage
+        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+    finally:
+        await llm.aclose()
+
+
+@pytest.mark.slow
+async def test_a_prefill_asked_before_the_server_is_up_is_read_first() -> None:
+    _binary_or_skip()
+    system = Message("system", "You are a terse assistant. " * 8)
+    tools = Message("system", "You are a terse assistant. " * 8 + "You can use tools. " * 8)
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    try:
+        await llm.prefill(ChatRequest([tools, Message("user", "")]))  # nothing runs yet
+        await llm.warm_up()
+        assert llm._warming is not None
+        await llm._warming
+        request = ChatRequest([tools, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
+        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
+        # The early request, not the warm prompt, was read: the tools part came from the cache.
+        assert usage and usage[-1].cached_tokens >= 70, usage
+        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+    finally:
+        await llm.aclose()
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 _ORPHAN_SCRIPT = textwrap.dedent(
@@ -383,3 +421,50 @@ async def test_missing_binary_tells_how_to_build(
     with pytest.raises(EngineUnavailable) as info:
         await server.start()
     assert "scripts/build_llama_server.sh" in str(info.value)
+
+
+class _Recorder:
+    """Passes requests to a model and keeps them (which ones the router made)."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.needs_tool_router = True
+        self.continues_reply = llm.continues_reply
+        self.requests: list[ChatRequest] = []
+
+    def stream(self, request: ChatRequest):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        return self.llm.stream(request)
+
+    async def warm_up(self) -> None:
+        await self.llm.warm_up()
+
+
+@pytest.mark.slow
+async def test_the_router_decides_none_with_one_token_and_a_tool_under_the_grammar() -> None:
+    from assistant.prompt import system_prompt
+    from assistant.tools import default_tools
+    from assistant.tools.router import route, with_tools_block
+
+    _binary_or_skip()
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0)
+    recorder = _Recorder(llm)
+    specs = default_tools().specs
+    system = Message("system", system_prompt("You are a helpful voice assistant.", "en"))
+    try:
+        await llm.warm_up()
+        ask = with_tools_block([system, Message("user", "Who painted the Mona Lisa?")], specs)
+        assert (await route(recorder, ask, specs)).tool is None
+        # One request for one token: the grammar was not needed.
+        (probe,) = recorder.requests
+        assert probe.max_tokens == 1 and probe.response_format is None
+        assert probe.messages[-1].role == "assistant"
+        recorder.requests.clear()
+        ask = with_tools_block([system, Message("user", "What is 12 times 7?")], specs)
+        choice = await route(recorder, ask, specs)
+        assert choice.tool == "calculate", choice
+        # The tool's arguments were written under the grammar.
+        assert recorder.requests[-1].response_format is not None
+    finally:
+        await llm.aclose()

@@ -361,6 +361,56 @@ async def test_partials_while_speaking_then_final(engine: LocalSTT) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "language"), [("cmu_something.wav", "en"), ("espeak_de_kino.wav", "de")]
+)
+async def test_checkpoint_is_the_final_when_only_silence_follows(
+    engine: LocalSTT, name: str, language: str
+) -> None:
+    pcm = load(name)
+    session = await engine.open(language)
+    await session.push(pcm)
+    preview = await session.checkpoint()
+    await session.push(np.zeros(CAPTURE_RATE // 3, np.int16))  # the key is let go a bit later
+    await session.end_turn()
+    final = await next_final(session)
+    await session.aclose()
+    assert preview and normalize(preview, language) == normalize(final.text, language)
+    assert session.stats.finals == 1 and len(session.stats.checkpoint_seconds) == 1
+
+
+@pytest.mark.slow
+async def test_a_checkpoint_leaves_the_language_to_the_final_when_it_is_detected() -> None:
+    engine = LocalSTT(language="en", detect_language=True, languages=["en", "de"])
+    try:
+        session = await engine.open("en")
+        await session.push(load("espeak_de_kino.wav"))
+        assert await session.checkpoint() is None  # the reply must follow the language heard
+        await session.end_turn()
+        final = await next_final(session)
+        await session.aclose()
+        assert final.language == "de" and not session.stats.checkpoint_seconds
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.slow
+async def test_checkpoint_leaves_the_utterance_open(engine: LocalSTT) -> None:
+    first, second = load("cmu_go_forward.wav"), load("cmu_something.wav")
+    session = await engine.open("en")
+    await session.push(first)
+    preview = await session.checkpoint()
+    await session.push(second)
+    await session.end_turn()
+    final = await next_final(session)
+    await session.aclose()
+    assert wer(REAL_ENGLISH["cmu_go_forward.wav"], preview) == 0
+    both = f"{REAL_ENGLISH['cmu_go_forward.wav']} {REAL_ENGLISH['cmu_something.wav']}"
+    assert wer(both, final.text) <= 0.2, final.text
+    assert final.end == pytest.approx((len(first) + len(second)) / CAPTURE_RATE)
+
+
+@pytest.mark.slow
 async def test_no_partials_while_a_reply_is_active(engine: LocalSTT) -> None:
     pcm = load("cmu_go_forward.wav")
     session = await engine.open("en")

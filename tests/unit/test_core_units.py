@@ -12,6 +12,7 @@ import pytest
 
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.config import (
+    PushToTalkSettings,
     Settings,
     VadSettings,
     load_settings,
@@ -254,6 +255,31 @@ def test_push_to_talk_ignores_auto_repeat() -> None:
     end = ptt.release(2.0)
     assert end is not None and end.kind == "end" and end.at == 2.0
     assert ptt.release(2.1) is None
+
+
+def test_push_to_talk_reports_pauses_while_the_key_is_held() -> None:
+    ptt = PushToTalk(PushToTalkSettings(speculative_silence_ms=96), VadSettings(threshold=0.5))
+    assert ptt.needs_vad
+    assert ptt.process(_frame(0.5), 0.9) is None  # the key is up: frames decide nothing
+    ptt.press(1.0)
+    t = iter((i + 1) * FRAME_SECONDS + 1.0 for i in range(100))
+
+    def run(*probs: float) -> list[tuple[str, float]]:
+        return [(e.kind, e.at) for p in probs if (e := ptt.process(_frame(next(t)), p))]
+
+    assert run(0.0, 0.9) == []  # one speech frame (a click) is not words
+    assert run(0.0, 0.0, 0.0, 0.0) == []
+    assert run(0.9, 0.9, 0.4, 0.9) == []  # a dip just below the threshold stays speech
+    speech_end = 1.0 + 10 * FRAME_SECONDS
+    assert run(0.0, 0.0, 0.0) == [("key_pause", pytest.approx(speech_end))]
+    assert run(0.9, 0.0, 0.0, 0.0) == []  # one frame of speech does not end the pause
+    assert run(0.9, 0.9) == [("key_resume", pytest.approx(1.0 + 17 * FRAME_SECONDS))]
+    assert run(0.0, 0.0, 0.0) == [("key_pause", pytest.approx(1.0 + 19 * FRAME_SECONDS))]
+    end = ptt.release(3.0)
+    assert end is not None and end.kind == "end"
+    assert ptt.process(_frame(3.1), 0.9) is None
+    off = PushToTalk(PushToTalkSettings(speculative_silence_ms=0))
+    assert not off.needs_vad
 
 
 def test_interjections_are_told_apart_in_each_language() -> None:

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assistant.text import _RUN_MAX, TextSplitter, speakable, split_stream
+from assistant.text import _RUN_MAX, TextSplitter, phrase_starts, speakable, split_stream
 
 
-def split(text: str, chunks: Sequence[str] | None = None, /, **options: int) -> list[str]:
+def split(text: str, chunks: Sequence[str] | None = None, /, **options: object) -> list[str]:
     """Pieces of ``text`` fed as ``chunks`` (default: all at once), flush included."""
-    splitter = TextSplitter(**options)
+    splitter = TextSplitter(**options)  # type: ignore[arg-type]
     pieces: list[str] = []
     for chunk in [text] if chunks is None else chunks:
         pieces += splitter.push(chunk)
@@ -241,6 +241,42 @@ def test_min_first_clause_words_is_configurable() -> None:
     assert split(text, min_first_clause_words=2)[0] == "Yes sir,"
 
 
+@pytest.mark.parametrize(
+    ("language", "text", "first"),
+    [
+        ("en", "The capital of France is Paris.", "The capital of France"),
+        ("en", "A spider has eight legs. They walk.", "A spider"),
+        ("en", "Romeo and Juliet was written by Shakespeare.", "Romeo and Juliet"),
+        ("de", "Die Hauptstadt von Deutschland ist Berlin.", "Die Hauptstadt von Deutschland"),
+        ("fr", "La capitale de l'Italie est Rome.", "La capitale de l'Italie"),
+        ("es", "La capital de España es Madrid.", "La capital de España"),
+        # Not a plain subject of two to five words: the usual rules decide.
+        ("en", "Paris is the capital of France.", "Paris is the capital of France."),
+        (
+            "en",
+            "The old stone bridge over the river is closed.",
+            "The old stone bridge over the river is closed.",
+        ),
+        ("en", "Sure, here is one tip: sleep.", "Sure, here is one tip:"),
+        ("en", "This is an island.", "This is an island."),
+        ("ja", "東京は日本の首都です。", "東京は日本の首都です。"),
+    ],
+)
+def test_first_phrase_ends_before_the_predicate(language: str, text: str, first: str) -> None:
+    options = {"min_first_clause_words": 2, "phrase_starts": phrase_starts(language)}
+    pieces = split(text, **options)
+    assert pieces[0] == first
+    assert split(text, list(text), **options) == pieces
+    assert " ".join(pieces) == speakable(text)
+
+
+def test_only_the_first_piece_is_a_phrase() -> None:
+    text = "A cat is small. A dog is big. A horse is bigger."
+    pieces = split(text, phrase_starts=phrase_starts("en"))
+    assert pieces == ["A cat", "is small.", "A dog is big.", "A horse is bigger."]
+    assert phrase_starts("xx") == frozenset()
+
+
 def test_long_sentence_is_capped_at_last_clause_boundary() -> None:
     clause = "this clause has quite a few words in it"
     text = ", ".join([clause] * 12) + ". End."
@@ -362,7 +398,7 @@ async def test_split_stream() -> None:
 # fmt: off
 FRAGMENTS = [
     # words, several scripts and cases
-    "hello", "World", "the", "Über", "café", "año", "東京", "こんにちは", "大丈夫",
+    "hello", "World", "the", "is", "has", "Über", "café", "año", "東京", "こんにちは", "大丈夫",
     # punctuation and spacing
     " ", " ", " ", "  ", "\n", "\n\n", "\t", ".", ",", "!", "?", "...", "…", ";", ":", " - ",
     " — ", "—", "。", "！", "？", "，", '"', "'", "(", ")", "」", "「", "¿", "¡",
@@ -399,6 +435,7 @@ options = st.fixed_dictionaries(
     {
         "min_first_clause_words": st.sampled_from([1, 4]),
         "max_piece_chars": st.sampled_from([20, 60, 220]),
+        "phrase_starts": st.sampled_from([frozenset(), phrase_starts("en") | {"ab", "b"}]),
     }
 )
 
@@ -410,7 +447,7 @@ PROPERTY_SETTINGS = settings(
 @PROPERTY_SETTINGS
 @given(text=texts, data=st.data(), opts=options)
 def test_pieces_join_to_speakable_text(
-    text: str, data: st.DataObject, opts: dict[str, int]
+    text: str, data: st.DataObject, opts: dict[str, object]
 ) -> None:
     pieces = split(text, data.draw(chunkings(text)), **opts)
     assert " ".join(pieces) == speakable(text)
@@ -418,7 +455,9 @@ def test_pieces_join_to_speakable_text(
 
 @PROPERTY_SETTINGS
 @given(text=texts, data=st.data(), opts=options)
-def test_no_piece_is_blank_or_padded(text: str, data: st.DataObject, opts: dict[str, int]) -> None:
+def test_no_piece_is_blank_or_padded(
+    text: str, data: st.DataObject, opts: dict[str, object]
+) -> None:
     for piece in split(text, data.draw(chunkings(text)), **opts):
         assert piece.strip()
         assert piece == piece.strip()
@@ -427,11 +466,25 @@ def test_no_piece_is_blank_or_padded(text: str, data: st.DataObject, opts: dict[
 @PROPERTY_SETTINGS
 @given(text=texts, data=st.data(), opts=options)
 def test_pieces_do_not_depend_on_chunking(
-    text: str, data: st.DataObject, opts: dict[str, int]
+    text: str, data: st.DataObject, opts: dict[str, object]
 ) -> None:
     whole = split(text, **opts)
     assert split(text, data.draw(chunkings(text)), **opts) == whole
     assert split(text, list(text), **opts) == whole
+
+
+def test_hurry_without_a_clause_mark_cuts_at_a_space_rather_than_run_dry() -> None:
+    rest = "your bedroom cool and dark and quiet every single night. Sleep well."
+    splitter = TextSplitter()
+    assert splitter.push("It is a good idea. Keep ") == ["It is a good idea."]
+    pieces = splitter.push(rest, hurry=True)
+    assert pieces[0] == "Keep your bedroom cool and dark and quiet"
+    pieces += splitter.flush()
+    assert " ".join(pieces) == speakable("Keep " + rest)
+    # Without hurry the sentence stays whole.
+    calm = TextSplitter()
+    calm.push("It is a good idea. Keep ")
+    assert calm.push(rest)[0] == "Keep your bedroom cool and dark and quiet every single night."
 
 
 def test_hurry_releases_the_next_clause_early() -> None:

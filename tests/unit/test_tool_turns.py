@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from assistant.engines.base import ChatRequest, Finished, LLMEvent, TextDelta
+from assistant.engines.base import ChatRequest, Finished, LLMEvent, TextDelta, Usage
 from assistant.engines.fake import FakeLLM, FakeSTT
 from assistant.events import (
     Announcement,
@@ -58,10 +58,16 @@ class RoutedLLM:
         await self.answer.clock.sleep(self.route_delay)
         decision = self.decisions.pop(0) if self.decisions else {"tool": "none"}
         yield TextDelta(json.dumps(decision))
+        yield Usage(prompt_tokens=prompt_size(request), completion_tokens=6)
         yield Finished("stop")
 
     async def warm_up(self) -> None:
         return None
+
+
+def prompt_size(request: ChatRequest) -> int:
+    """The scripted models' token count of a request's prompt."""
+    return sum(len(m.content) // 4 for m in request.messages)
 
 
 def slow_tools(stage_clock_seconds: float) -> tuple[ToolRegistry, list[str]]:
@@ -126,6 +132,8 @@ async def test_router_picks_the_tool_and_the_answer_streams_without_tools(tmp_pa
     assert answers[0].messages[-1].role == "tool" and answers[0].messages[-1].content == "391"
     assert turn.timeline["notes"]["router_ms"] == [100.0, 100.0]
     assert turn.tool_calls[0].ms == 0.0  # the calculator is instant on the manual clock
+    # The prompt the read-ahead serves is the first routing call's: its counts are noted.
+    assert turn.timeline["notes"]["prompt_tokens"] == prompt_size(routing[0])
 
 
 async def test_router_two_step_request_runs_both_tools_in_order(tmp_path) -> None:

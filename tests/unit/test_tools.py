@@ -8,16 +8,19 @@ import json
 
 import pytest
 
-from assistant.engines.base import Message, ToolCall, ToolSpec
+from assistant.engines.base import ChatRequest, Message, TextDelta, ToolCall, ToolSpec, Usage
 from assistant.history import HistoryStore, ToolRecord, TurnRecord
+from assistant.prompt import system_prompt, with_section
 from assistant.tools import ConfirmPolicy, Safety, ToolRegistry, calculate, default_tools
 from assistant.tools.alarms import AlarmBook, parse_time_of_day, spoken_duration
 from assistant.tools.confirm import Verdict, classify
 from assistant.tools.notes import NoteBook
 from assistant.tools.phrases import phrases
 from assistant.tools.router import (
+    DECISION_OPENING,
     decision_schema,
     parse_route,
+    route,
     tools_block,
     with_tools_block,
 )
@@ -104,6 +107,23 @@ def test_tools_block_shows_examples_only_for_registered_tools() -> None:
     assert '"tool": "none"' in block
     messages = with_tools_block([Message("system", "Be brief."), Message("user", "hi")], [])
     assert messages[0].content == "Be brief."
+
+
+def test_the_tools_block_comes_before_the_language_instruction() -> None:
+    """What changes with the language is last: a change of language keeps the rest cached."""
+    specs = default_tools().specs
+    english, german = (
+        with_tools_block([Message("system", system_prompt("Be brief.", lang))], specs)[0].content
+        for lang in ("en", "de")
+    )
+    assert english.startswith("Be brief.\n\nYou can use these tools:")
+    assert english.endswith("Always answer in English, even when earlier messages of the "
+                            "conversation are in another language.")  # fmt: skip
+    before = english.rpartition("Always answer in ")[0]
+    assert german.startswith(before) and tools_block(specs).strip() in before
+    # A prompt without the instruction (a typed system message) gets the block at its end.
+    assert with_section("Be brief.", "Tools.") == "Be brief.\n\nTools."
+    assert with_section(system_prompt("", "en"), "Tools.").startswith("Tools.\n\nAlways answer")
 
 
 @pytest.mark.parametrize(
@@ -231,3 +251,51 @@ async def test_an_alarm_that_fell_due_while_closed_fires_at_once_marked_late(tmp
     await clock.advance(0.0)
     (alarm,) = fired
     assert alarm.late and alarm.label == "water plants" and book.pending() == []
+
+
+class _Continuing:
+    """A scripted model that continues a trailing assistant message with ``word`` (as
+    llama-server does, sending the message whole) and answers the grammar with ``decision``."""
+
+    name = "continuing-fake"
+    needs_tool_router = True
+    continues_reply = True
+
+    def __init__(self, word: str, decision: dict) -> None:
+        self.word = word
+        self.decision = decision
+        self.requests: list[ChatRequest] = []
+
+    async def stream(self, request: ChatRequest):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        if request.messages[-1].role == "assistant":
+            yield TextDelta(request.messages[-1].content + self.word)
+        else:
+            yield TextDelta(json.dumps(self.decision))
+        yield Usage(prompt_tokens=100 + len(self.requests), cached_tokens=90)
+
+    async def warm_up(self) -> None:
+        return None
+
+
+async def test_a_model_that_continues_replies_decides_none_with_one_token() -> None:
+    specs = default_tools().specs
+    messages = with_tools_block([Message("system", "Be brief."), Message("user", "hi")], specs)
+    llm = _Continuing("none", {"tool": "calculate", "arguments": {"expression": "1"}})
+    usage: list[Usage] = []
+    assert (await route(llm, messages, specs, on_usage=usage.append)).tool is None
+    (probe,) = llm.requests
+    assert probe.max_tokens == 1 and probe.response_format is None and probe.temperature == 0
+    assert probe.messages[-1] == Message("assistant", DECISION_OPENING)
+    assert list(probe.messages[:-1]) == messages  # the routing prompt, as cached
+    assert [u.prompt_tokens for u in usage] == [101]
+
+
+async def test_any_other_first_word_is_decided_under_the_grammar() -> None:
+    specs = default_tools().specs
+    messages = with_tools_block([Message("system", "Be brief."), Message("user", "1?")], specs)
+    llm = _Continuing("calc", {"tool": "calculate", "arguments": {"expression": "1"}})
+    choice = await route(llm, messages, specs)
+    assert choice.tool == "calculate" and dict(choice.arguments) == {"expression": "1"}
+    _probe, decision = llm.requests
+    assert decision.response_format is not None and list(decision.messages) == messages

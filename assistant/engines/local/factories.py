@@ -24,9 +24,13 @@ def make_stt(settings: Settings) -> LocalSTT:
 
 
 def make_llm(settings: Settings) -> LocalLLM:
+    from assistant.engines.base import Message
     from assistant.engines.local.llm import LocalLLM
 
-    return LocalLLM(model=settings.local_llm_model)
+    # The system prompt starts every request: read it in while the other engines load (the
+    # session reads the rest, the tools, the language and the history, once it starts).
+    warm = [Message("system", settings.system_prompt)]
+    return LocalLLM(model=settings.local_llm_model, warm_prompt=warm)
 
 
 def make_tts(settings: Settings) -> LocalTTS:

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from assistant.emitter import Emitter
@@ -20,6 +20,7 @@ from assistant.engines.base import (
     EngineError,
     EngineNotice,
     LLMEvent,
+    Message,
     closing_stream,
 )
 from assistant.engines.local import end_of_turn
@@ -46,20 +47,29 @@ def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
 def default_threads() -> tuple[int, int]:
     """(generation threads, prompt threads) for this machine.
 
-    Measured on 2 cores with `parley bench latency`: generating with both cores halved the wait
-    for the first speakable clause (p50 895 → 512 ms push-to-talk) with no output underruns,
-    because speech recognition is done by then and synthesis runs in short bursts. Larger
-    machines leave half their cores to the speech engines.
+    On 2 cores both are one thread: every step makes llama.cpp's threads meet at a barrier many
+    times, and once the voice, the recognizer or any other program takes a core, two threads
+    wait for each other at each of them. Measured on a busy 2-core machine: 1–3 tokens/s
+    generated with two threads, 7–12 with one; the few words of a turn not read ahead (a batch
+    of 4 tokens) took 0.9–3.1 s with two threads, 0.27–0.35 s with one. Long prompts are read
+    ahead in the background (the system prompt at start, the words while the user speaks).
+    Larger machines leave half their cores to the speech engines.
     """
     cores = os.cpu_count() or 1
     if cores <= 2:
-        return cores, cores
+        return 1, 1
     half = min(8, cores // 2)
     return half, half
 
 
 class LocalLLM:
-    """``LanguageModel`` backed by llama-server on 127.0.0.1."""
+    """``LanguageModel`` backed by llama-server on 127.0.0.1.
+
+    ``warm_prompt``: messages (the system prompt) the server reads into its prompt cache as
+    soon as it is up, in the background, so the first reply after a start does not wait for
+    them. ``continues_reply``: llama-server continues a trailing assistant message, which lets
+    the tool router ask for one word (``assistant.tools.router.continues_reply``).
+    """
 
     name = "local"
     #: The packaged models write tool calls as plain text: route tools with a grammar.
@@ -74,6 +84,8 @@ class LocalLLM:
         context: int = 4096,
         timeout_first_token: float = 90.0,
         progress: Progress | None = None,
+        warm_prompt: Sequence[Message] = (),
+        continues_reply: bool = True,
     ) -> None:
         self.model = resolve(model)
         auto_threads, auto_batch = default_threads()
@@ -82,6 +94,11 @@ class LocalLLM:
         self.context = context
         self.timeout_first_token = timeout_first_token
         self.progress = progress
+        self.warm_prompt = list(warm_prompt)
+        self.continues_reply = continues_reply
+        self._warming: asyncio.Task[None] | None = None
+        #: The prompt to read first once the server is up (a prefill asked for before that).
+        self._early: ChatRequest | None = None
         #: What the user should hear about the server (a crash, a restart, giving up).
         self.notices: Emitter[EngineNotice] = Emitter("local language model")
         self._server: LlamaServer | None = None
@@ -111,6 +128,11 @@ class LocalLLM:
                 server.on_notice.append(self._server_notice)
                 self._server = server
             await self._server.start(self.progress)
+            request = self._early
+            if request is None and self.warm_prompt:
+                request = ChatRequest([*self.warm_prompt, Message("user", "")])
+            if request is not None and self._warming is None:
+                self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
 
     def _server_notice(self, message: str, failure: bool) -> None:
         self.notices.emit(EngineAnnouncement("llm", message, failure))
@@ -200,10 +222,13 @@ class LocalLLM:
 
         Called while the user is still talking: when the final transcript arrives, only the
         tokens after the common prefix (the end of the user's message) remain to be processed.
-        Best effort: does nothing while the server is not up, and never raises.
+        Asked before the server has started, the newest such request is what it reads first
+        once up (instead of ``warm_prompt``). Best effort: never raises.
         """
         server = self._server
         if server is None or not server.running:
+            if self._warming is None:
+                self._early = request
             return
         warm = ChatRequest(request.messages, request.tools, request.response_format, max_tokens=1)
         try:
@@ -268,6 +293,8 @@ class LocalLLM:
 
     async def aclose(self) -> None:
         """Stop the server (the model file stays cached)."""
+        if self._warming is not None:
+            self._warming.cancel()
         if self._server is not None:
             await self._server.stop()
         for chat in [*self._retired, *([self._chat] if self._chat is not None else [])]:

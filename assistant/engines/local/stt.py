@@ -491,6 +491,8 @@ class SessionStats:
     finals: int = 0
     last_final_seconds: float = 0.0
     final_seconds: list[float] = field(default_factory=list)
+    #: Decodes of an open utterance (``checkpoint``), and what each cost.
+    checkpoint_seconds: list[float] = field(default_factory=list)
 
 
 class LocalSTTSession:
@@ -516,6 +518,7 @@ class LocalSTTSession:
         self._opened_samples = 0  # since the session opened, before the current utterance
         self._utterance = 0  # bumps at each end_turn / clear: stale results are dropped
         self._partial_busy = False
+        self._checkpoints = 0  # in progress: partial passes queued meanwhile step aside
         self._last_partial = 0.0
         # Long utterances: text of audio[:_prefix_end], settled by an earlier partial pass.
         self._prefix_text = ""
@@ -570,6 +573,42 @@ class LocalSTTSession:
             self._post(self._final(decoded, start, end))
 
         engine.submit(job)
+
+    async def checkpoint(self) -> str | None:
+        """The open utterance so far, decoded as its final would be; the utterance goes on.
+
+        Runs ahead of any partial pass not yet started. A final asked for with no more audio
+        (or only silence) would decode the same samples the same way, which is why a caller
+        that knows nothing was said since may keep this text as the final. None while the
+        language spoken is to be detected: the final finds it, and the reply follows it.
+        """
+        if self._closed:
+            return ""
+        if self._engine.detect_language:
+            return None
+        audio = self._take_audio()
+        runner_future = self._model
+        engine = self._engine
+
+        def job() -> Decoded:
+            try:
+                runner = runner_future.result()
+                return runner.transcribe(audio, self._code, beam_size=engine.beam_size)
+            except EngineError:
+                raise
+            except Exception as exc:  # a library failure must not vanish on a worker thread
+                log.exception("local speech recognition failed")
+                raise EngineError(
+                    f"Offline speech recognition failed: {exc}", engine="local"
+                ) from exc
+
+        self._checkpoints += 1
+        try:
+            decoded = await asyncio.wrap_future(engine.submit(job))
+        finally:
+            self._checkpoints -= 1
+        self.stats.checkpoint_seconds.append(decoded.seconds)
+        return decoded.text
 
     async def clear(self) -> None:
         self._new_utterance()
@@ -669,8 +708,10 @@ class LocalSTTSession:
         def job() -> None:
             text: str | None = None
             try:
-                # Skip a pass that went stale while queued, or that would slow a reply down.
-                if utterance == self._utterance and not cpu_priority.reply_active:
+                # Skip a pass that went stale while queued, that would slow a reply down, or
+                # that a checkpoint (the same audio, decoded better) makes pointless.
+                busy = cpu_priority.reply_active or self._checkpoints > 0
+                if utterance == self._utterance and not busy:
                     decoded = runner.decode(pending, self._code, min_window=min_window)
                     text = decoded.text
                     self.stats.partial_passes += 1
