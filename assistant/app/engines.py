@@ -194,7 +194,10 @@ class EngineSet:
         """A cloud engine without a usable API key cannot answer: the chain goes straight to the
         next engine (no failing first request), and the user hears of it now, not at the first
         question. A key the keyring could not give (locked, failing, silent) is told apart from
-        a missing one. The keyring is read off the event loop."""
+        a missing one. The keyring is read off the event loop. Engines lent by a caller were
+        built with their keys (or without on purpose): they are not checked."""
+        if not self.owned:
+            return True
         keyed = [
             (kind, engine, index, str(getattr(member, "name", "")))
             for kind, engine in zip(KINDS, self, strict=True)
