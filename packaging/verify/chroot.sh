@@ -156,6 +156,9 @@ check_talk() {  # check_talk PARLEY_COMMAND SAMPLE_IN_JAIL
     wait "$pid" && status=0 || status=$?
     cat "$OUT/talk-$NAME.log" >&2
     ((status == 0)) || die "$NAME: parley talk exited with $status"
+    # A library the bundle lacks shows as a feature it says it cannot offer (echo cancellation).
+    ! grep -qi "not available on this computer" "$OUT/talk-$NAME.log" \
+        || die "$NAME: the installed app lacks a library it needs (see its output above)"
     cp "$JAIL/home/$USER_NAME/answer.wav" "$OUT/answer-$NAME.wav"
     cp "$JAIL/home/$USER_NAME/timeline.json" "$OUT/timeline-$NAME.json"
     RESULTS+=("$NAME talk: $((($(date +%s%N) - start) / 1000000)) ms, peak RSS ${peak} MB")
