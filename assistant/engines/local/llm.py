@@ -47,17 +47,17 @@ def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
 def default_threads() -> tuple[int, int]:
     """(generation threads, prompt threads) for this machine.
 
-    On 2 cores both are one thread: every step makes llama.cpp's threads meet at a barrier many
-    times, and once the voice, the recognizer or any other program takes a core, two threads
-    wait for each other at each of them. Measured on a busy 2-core machine: 1–3 tokens/s
-    generated with two threads, 7–12 with one; the few words of a turn not read ahead (a batch
-    of 4 tokens) took 0.9–3.1 s with two threads, 0.27–0.35 s with one. Long prompts are read
-    ahead in the background (the system prompt at start, the words while the user speaks).
+    On 2 cores the model generates with one thread and reads prompts with two. Generating, each
+    token makes llama.cpp's threads meet at a barrier many times, and the voice synthesizes at
+    the same moment: two threads then wait for each other (1-3 tokens/s on a busy machine, 7-12
+    with one). Reading a prompt is one large batch that both cores speed up: on an idle 2-core
+    machine the 1.5B model read the ~700 tokens of the system prompt with its tools in 8 s with
+    two threads and 15-17 s with one, which is the first reply after a start.
     Larger machines leave half their cores to the speech engines.
     """
     cores = os.cpu_count() or 1
     if cores <= 2:
-        return 1, 1
+        return 1, min(2, cores)
     half = min(8, cores // 2)
     return half, half
 
