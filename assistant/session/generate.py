@@ -142,17 +142,10 @@ async def generate(
             yield turn.asked
             return
         specs = []  # the answer itself is plain text
-        # The answer, with the routing calls' prompt (cached); should the model write its
-        # decision out instead of answering, it is asked once more without the tools block.
-        echo = DecisionEcho()
-        async for text in _answer(llm, history, timeline, into, splitter, hurry, echo):
-            yield text
-        if not echo.dropped or into.text.strip():
-            for text in splitter.flush():
-                yield text
-            return
-        history = without_tools_block(history, messages)
-        into.messages = history
+    # A routed answer shares the routing calls' prompt (cached); should the model write its
+    # decision out instead of answering, that is dropped, and with nothing else said the answer
+    # is asked once more without the tools block.
+    echo = DecisionEcho() if routed else None
     for _round in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}
         timeline.mark("llm_request")
@@ -161,9 +154,12 @@ async def generate(
             async for event in stream:
                 if isinstance(event, TextDelta):
                     timeline.mark("llm_first_token")
-                    into.text += event.text
-                    for text in splitter.push(event.text, hurry=hurry()):
-                        yield text
+                    text = echo.push(event.text) if echo is not None else event.text
+                    if echo is not None and not text:
+                        continue  # held back while it may be a decision
+                    into.text += text
+                    for piece in splitter.push(text, hurry=hurry()):
+                        yield piece
                 elif isinstance(event, ToolCallDelta):
                     timeline.mark("llm_first_token")
                     call = calls.setdefault(event.index, ToolCall("", "", ""))
@@ -172,6 +168,17 @@ async def generate(
                     call.arguments += event.arguments
                 elif isinstance(event, Usage):
                     _note_read_ahead(timeline, event)
+        if echo is not None:
+            text = echo.flush()
+            if text:
+                into.text += text
+                for piece in splitter.push(text, hurry=hurry()):
+                    yield piece
+            if echo.dropped and not into.text.strip():
+                history = without_tools_block(history, messages)
+                into.messages = history
+                echo = None
+                continue
         if not calls or tools is None:
             break
         for text in splitter.flush():  # what the model said before calling is heard first
@@ -184,36 +191,6 @@ async def generate(
             return
     for text in splitter.flush():
         yield text
-
-
-async def _answer(
-    llm: LanguageModel,
-    history: list[Message],
-    timeline: Timeline,
-    into: Generation,
-    splitter: TextSplitter,
-    hurry: Callable[[], bool],
-    echo: DecisionEcho,
-) -> AsyncIterator[str]:
-    """Stream a plain answer to ``history`` into ``into`` and the splitter, through ``echo``."""
-    timeline.mark("llm_request")
-    stream = llm.stream(ChatRequest(history))
-    async with closing_stream(stream):
-        async for event in stream:
-            if isinstance(event, TextDelta):
-                timeline.mark("llm_first_token")
-                text = echo.push(event.text)
-                if text:
-                    into.text += text
-                    for piece in splitter.push(text, hurry=hurry()):
-                        yield piece
-            elif isinstance(event, Usage):
-                _note_read_ahead(timeline, event)
-    text = echo.flush()
-    if text:
-        into.text += text
-        for piece in splitter.push(text, hurry=hurry()):
-            yield piece
 
 
 def request_for(
