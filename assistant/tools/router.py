@@ -221,13 +221,17 @@ class DecisionEcho:
 
     The answer is asked, unconstrained, with the same prompt as the routing calls (cache
     reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
-    again (``{"tool": "none"}``), which must never be spoken. ``push`` holds back the start of
-    the answer while it could be such an object, drops it once it parses as one, and passes
-    everything else through unchanged. ``dropped`` tells whether it did.
+    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken.
+    ``push`` holds back the start of the answer while it could be such an object, drops it once
+    it parses as one, and passes everything else through unchanged. ``dropped`` tells whether
+    it did.
     """
 
     #: Longer than any decision the grammar allows (``ROUTE_MAX_TOKENS`` tokens).
     _LIMIT = 1000
+    #: The keys of a tool decision: the router's, and a function call's as models write it
+    #: (``{"name": "none"}`` was seen too). An object with only these keys is a decision.
+    _DECISION_KEYS = frozenset({"tool", "name", "arguments"})
 
     def __init__(self) -> None:
         self._held = ""
@@ -247,7 +251,9 @@ class DecisionEcho:
             data, end = json.JSONDecoder().raw_decode(start)
         except ValueError:
             return self._release(self._held) if len(start) > self._LIMIT else ""
-        if isinstance(data, dict) and "tool" in data:
+        if isinstance(data, dict) and (
+            "tool" in data or (data and data.keys() <= self._DECISION_KEYS)
+        ):
             self.dropped = True
             return self._release(start[end:].lstrip(" \t\n,.;:"))
         return self._release(self._held)
@@ -257,7 +263,7 @@ class DecisionEcho:
         if not self._open:
             return ""
         held = self._held
-        if held.lstrip().startswith('{"tool"'):
+        if held.lstrip().startswith(('{"tool"', '{"name"')):
             self.dropped = True
             held = ""
         return self._release(held)

@@ -203,6 +203,13 @@ def test_answers_that_are_not_decisions_pass_unchanged(pieces: list[str]) -> Non
     assert not echo.dropped
 
 
+@pytest.mark.parametrize("decision", ['{"name": "none"}', '{"name": "get_time", "arguments": {}}'])
+def test_a_decision_written_as_a_function_call_is_dropped(decision: str) -> None:
+    echo = DecisionEcho()
+    assert echo.push(decision + " Once upon a time.") + echo.flush() == "Once upon a time."
+    assert echo.dropped
+
+
 def test_an_unfinished_decision_at_the_end_is_dropped() -> None:
     echo = DecisionEcho()
     assert echo.push('{"tool": "calcul') == "" and echo.flush() == "" and echo.dropped
