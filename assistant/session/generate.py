@@ -54,7 +54,7 @@ MAX_TOOL_ROUNDS = 3
 #: A tool still running after this long gets a filler line.
 FILLER_AFTER = 0.4
 #: Timeline notes a reply writes (a reply that replaces a dropped one starts without them).
-REPLY_NOTES = ("prompt_tokens", "cached_tokens", "router_ms", "filler")
+REPLY_NOTES = ("prompt_tokens", "cached_tokens", "router_ms", "router_rejected", "filler")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,8 @@ async def generate(
         specs = []  # the answer itself is plain text
     # A routed answer shares the routing calls' prompt (cached); should the model write its
     # decision out instead of answering, that is dropped, and with nothing else said the answer
-    # is asked once more without the tools block.
+    # is asked once more without the tools block. A model that writes decision after decision
+    # is stopped at the second, rather than let to recite for as long as it likes.
     echo = DecisionEcho() if routed else None
     for _round in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}
@@ -155,6 +156,8 @@ async def generate(
                 if isinstance(event, TextDelta):
                     timeline.mark("llm_first_token")
                     text = echo.push(event.text) if echo is not None else event.text
+                    if echo is not None and echo.looping:
+                        break  # reciting the tools block: abandon this answer
                     if echo is not None and not text:
                         continue  # held back while it may be a decision
                     into.text += text
@@ -191,6 +194,13 @@ async def generate(
             return
     for text in splitter.flush():
         yield text
+
+
+def request_words(history: Sequence[Message]) -> str:
+    """The words of the request being answered: the last user message and what the tools run
+    for it since returned (a second step may compute with the first one's result)."""
+    last = max((i for i, m in enumerate(history) if m.role == "user"), default=len(history))
+    return "\n".join(m.content for m in history[last:] if m.role in ("user", "tool"))
 
 
 def request_for(
@@ -246,6 +256,12 @@ class _Turn:
             )
             notes.setdefault("router_ms", []).append(round((self.clock.now() - started) * 1e3, 1))
             if choice.tool is None or (self._done and echoes_example(choice)):
+                return
+            if self.tools is not None and not self.tools.plausible(
+                choice.tool, choice.arguments, request_words(history)
+            ):
+                # Computing with numbers nobody said: the model recalled a fact as a sum.
+                notes.setdefault("router_rejected", []).append(choice.tool)
                 return
             call = ToolCall("", choice.tool, json.dumps(dict(choice.arguments), ensure_ascii=False))
             if _key(call) in self._done:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from assistant.tools.grounding import expression_grounded, value_grounded
 from assistant.tools.registry import ToolRegistry, parameters
 from assistant.tools.units import convert_units
 
@@ -87,6 +88,7 @@ def register_builtins(registry: ToolRegistry) -> ToolRegistry:
         parameters(("expression",), expression={"type": "string"}),
         calculate,
         title="calculator",
+        grounded=expression_grounded,
     )
     registry.register(
         "convert_units",
@@ -101,6 +103,7 @@ def register_builtins(registry: ToolRegistry) -> ToolRegistry:
         convert_units,
         timeout=15.0,  # the unit tables load on first use
         title="unit converter",
+        grounded=value_grounded,
     )
     return registry
 

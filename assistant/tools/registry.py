@@ -27,6 +27,9 @@ from assistant.engines.base import ToolCall, ToolSpec
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
 #: Says in a few words what a call will do, for a confirmation ("set a timer for 5 minutes").
 Describe = Callable[[Mapping[str, Any]], str]
+#: Whether a call with these arguments can come from the request's words (the user's message
+#: and the results of the tools already run for it): ``assistant.tools.grounding``.
+Grounded = Callable[[Mapping[str, Any], str], bool]
 
 BUILTIN = "builtin"
 
@@ -68,6 +71,7 @@ class Tool:
     title: str = ""
     describe: Describe | None = None
     source: str = BUILTIN
+    grounded: Grounded | None = None
 
     def description_of(self, arguments: Mapping[str, Any]) -> str:
         """The action in a few words, for the confirmation question."""
@@ -122,10 +126,11 @@ class ToolRegistry:
         title: str = "",
         describe: Describe | None = None,
         source: str = BUILTIN,
+        grounded: Grounded | None = None,
     ) -> None:
         spec = ToolSpec(name, description, parameters)
         title = title or name.replace("_", " ")
-        self._tools[name] = Tool(spec, function, timeout, safety, title, describe, source)
+        self._tools[name] = Tool(spec, function, timeout, safety, title, describe, source, grounded)
         self._changed()
 
     def remove_source(self, source: str) -> list[str]:
@@ -156,6 +161,18 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+    def plausible(self, name: str, arguments: Mapping[str, Any], said: str) -> bool:
+        """Whether a chosen call of ``name`` fits the request's words ``said`` (its tool's
+        ``grounded`` check; True for tools without one, and for unknown tools, which fail
+        when run)."""
+        tool = self._tools.get(name)
+        if tool is None or tool.grounded is None:
+            return True
+        try:
+            return tool.grounded(arguments, said)
+        except Exception:
+            return True  # a broken check must not take the tool away
 
     def needs_confirmation(self, call: ToolCall) -> str | None:
         """What the call would do, when the policy says the user must agree first; else None.

@@ -217,14 +217,17 @@ def without_tools_block(history: Sequence[Message], messages: Sequence[Message])
 
 
 class DecisionEcho:
-    """Keeps a routing decision out of the answer that follows it.
+    """Keeps routing decisions out of the answer that follows them.
 
     The answer is asked, unconstrained, with the same prompt as the routing calls (cache
     reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
-    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken.
-    ``push`` holds back the start of the answer while it could be such an object, drops it once
-    it parses as one, and passes everything else through unchanged. ``dropped`` tells whether
-    it did.
+    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken, and
+    after a tool's result it was seen writing one example call after another from the tools
+    block, for as long as it was let. ``push`` holds back the start of the answer while it
+    could be such an object, drops each one that parses as one, and passes everything else
+    through unchanged. ``dropped`` tells whether it dropped any; ``looping`` that the model
+    wrote ``LOOP_AFTER`` in a row, so its answer should be abandoned (and asked again without
+    the tools block when nothing else was said).
     """
 
     #: Longer than any decision the grammar allows (``ROUTE_MAX_TOKENS`` tokens).
@@ -232,41 +235,56 @@ class DecisionEcho:
     #: The keys of a tool decision: the router's, and a function call's as models write it
     #: (``{"name": "none"}`` was seen too). An object with only these keys is a decision.
     _DECISION_KEYS = frozenset({"tool", "name", "arguments"})
+    #: Decisions in a row that mean the model is reciting the tools block, not answering.
+    LOOP_AFTER = 2
+    #: What may separate one written decision from the next.
+    _SEPARATORS = " \t\n,.;:"
 
     def __init__(self) -> None:
         self._held = ""
         self._open = True
         self.dropped = False
+        self._count = 0
+
+    @property
+    def looping(self) -> bool:
+        return self._count >= self.LOOP_AFTER
 
     def push(self, text: str) -> str:
         if not self._open:
             return text
         self._held += text
-        start = self._held.lstrip()
-        if not start:
-            return ""
-        if not start.startswith("{"):
-            return self._release(self._held)
-        try:
-            data, end = json.JSONDecoder().raw_decode(start)
-        except ValueError:
-            return self._release(self._held) if len(start) > self._LIMIT else ""
-        if isinstance(data, dict) and (
-            "tool" in data or (data and data.keys() <= self._DECISION_KEYS)
-        ):
+        while not self.looping:
+            start = self._held.lstrip(self._SEPARATORS if self._count else None)
+            if not start:
+                return ""
+            if not start.startswith("{"):
+                return self._release(start if self._count else self._held)
+            try:
+                data, end = json.JSONDecoder().raw_decode(start)
+            except ValueError:
+                return self._release(self._held) if len(start) > self._LIMIT else ""
+            if not self._is_decision(data):
+                return self._release(self._held)
             self.dropped = True
-            return self._release(start[end:].lstrip(" \t\n,.;:"))
-        return self._release(self._held)
+            self._count += 1
+            self._held = start[end:]
+        return ""
 
     def flush(self) -> str:
         """What is still held at the end of the answer (an unfinished decision is dropped)."""
         if not self._open:
             return ""
-        held = self._held
-        if held.lstrip().startswith(('{"tool"', '{"name"')):
+        held = self._held.lstrip(self._SEPARATORS if self._count else None)
+        if self.looping or held.startswith(('{"tool"', '{"name"')):
             self.dropped = True
             held = ""
         return self._release(held)
+
+    def _is_decision(self, data: object) -> bool:
+        return isinstance(data, dict) and (
+            "tool" in data or bool(data and data.keys() <= self._DECISION_KEYS)
+        )
 
     def _release(self, text: str) -> str:
         self._open = False

@@ -146,13 +146,30 @@ async def test_router_two_step_request_runs_both_tools_in_order(tmp_path) -> Non
             {"tool": "calculate", "arguments": {"expression": "8.047*2"}},
         ]
     )
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
+    stt = FakeSTT(script=("How many kilometers is 5 miles there and back?",))
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
     (turn,) = stage.finished()
     assert [t.name for t in turn.tool_calls] == ["convert_units", "calculate"]
     assert turn.tool_calls[1].result == "16.094"
     assert [e.title for e in stage.events(ToolCalled)] == ["unit converter", "calculator"]
+
+
+async def test_a_calculation_with_numbers_nobody_said_is_not_run(tmp_path) -> None:
+    """A few turns into a conversation the embedded model routed "How many legs does a spider
+    have?" to ``calculate("6*2")``; a call computing with recalled numbers is not run, and the
+    question is answered in words."""
+    llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "6*2"}}])
+    stt = FakeSTT(script=("How many legs does a spider have?",))
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
+    async with stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert turn.tool_calls == []
+    assert not stage.events(ToolCalled)
+    assert turn.assistant_text
+    assert turn.timeline["notes"]["router_rejected"] == ["calculate"]
 
 
 async def test_a_repeated_routing_decision_is_not_run_twice(tmp_path) -> None:
@@ -213,6 +230,45 @@ def test_a_decision_written_as_a_function_call_is_dropped(decision: str) -> None
 def test_an_unfinished_decision_at_the_end_is_dropped() -> None:
     echo = DecisionEcho()
     assert echo.push('{"tool": "calcul') == "" and echo.flush() == "" and echo.dropped
+
+
+def test_decisions_written_one_after_another_are_a_loop() -> None:
+    echo = DecisionEcho()
+    first = '{"name": "calculate", "arguments": {"expression": "6*2"}}\n'
+    assert echo.push(first) == "" and not echo.looping
+    assert echo.push('{"name": "set_timer", "arguments": {"sec') == ""
+    assert echo.push('onds": 600}}\n{"name": "add_note"') == ""
+    assert echo.looping and echo.dropped
+    assert echo.push(" anything") == "" and echo.flush() == ""
+
+
+async def test_an_answer_reciting_the_tool_examples_is_stopped_and_asked_again(tmp_path) -> None:
+    """After a tool's result, the embedded model was seen writing the tools block's example
+    calls one after another, for a minute and a half of speech: the recital is stopped at the
+    second call and the answer asked again without the tools block."""
+    recital = "\n".join(
+        json.dumps({"name": name, "arguments": {"text": "the key is under the mat"}})
+        for name in ["add_note", "find_notes", "cancel_timer"] * 40
+    )
+
+    def reply(request: ChatRequest) -> str:
+        if "You can use these tools" in request.messages[0].content:
+            return recital
+        return "A spider has eight legs."
+
+    answer = FakeLLM(ttft=0.05, tokens_per_second=200, reply=reply)
+    llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "6*2"}}], answer)
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
+    async with stage:
+        await stage.run_until(lambda: bool(stage.finished()))
+    (turn,) = stage.finished()
+    assert turn.assistant_text == "A spider has eight legs."
+    assert all("{" not in e.spoken for e in stage.events(AssistantText))
+    answers = [r for r in llm.requests if r.response_format is None]
+    assert len(answers) == 2
+    assert "You can use these tools" not in answers[1].messages[0].content
+    # Abandoned early, not read to its end (its 3,000 tokens take 15 s at 200 a second).
+    assert stage.now < 6.0
 
 
 async def test_no_router_and_no_tools_block_without_tools(tmp_path) -> None:
@@ -477,7 +533,9 @@ async def test_a_follow_up_routing_call_that_copies_an_example_ends_the_tools(tm
             {"tool": "calculate", "arguments": {"expression": "12*7"}},  # the prompt's example
         ]
     )
-    async with _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)]) as stage:
+    stt = FakeSTT(script=("What is the square root of 144?",))
+    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
+    async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
     (turn,) = stage.finished()
     assert [(t.name, t.result) for t in turn.tool_calls] == [("calculate", "12")]
