@@ -16,13 +16,12 @@ of tools already run for it, so a second step may use the first one's result).
 from __future__ import annotations
 
 import ast
-import logging
 import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-log = logging.getLogger(__name__)
+from text_to_num import alpha2digit
 
 #: The languages ``text2num`` turns number words into digits for.
 NUMBER_WORD_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "da")
@@ -92,11 +91,6 @@ def _digits_in(text: str) -> list[float]:
 
 
 def _words_to_digits(text: str, language: str) -> str:
-    try:
-        from text_to_num import alpha2digit
-    except ImportError:  # pragma: no cover - a dependency; digits still count without it
-        log.warning("text2num is not installed: numbers said in words are not recognized")
-        return ""
     try:
         return str(alpha2digit(text, language, threshold=0))  # "two pi" counts too
     except (ValueError, RuntimeError):
