@@ -10,7 +10,10 @@ mixed. It prints:
 - the time from the model request to the answer's first text handed to speech on tool turns
   (routing + tool + answer) and on turns without a tool, p50/p90, and the routing call alone;
 - the same tool-turn figures with a cloud model: the OpenAI adapter against the local fake
-  OpenAI server (from the test suite; run from a checkout), which answers with a tool call.
+  OpenAI server (from the test suite; run from a checkout), which answers with a tool call;
+- the first routing decision for the same requests a few turns into a conversation (typed
+  after earlier exchanges, text only): the router alone, and after the check that a chosen
+  call fits the request's words (``ToolRegistry.plausible``), as a reply makes it.
 
 Tools that change something run without asking here (the benchmark measures the choice).
 """
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from assistant.config import Settings
+from assistant.engines.base import Role
 from assistant.history import TurnRecord
 from assistant.tools import calculate
 
@@ -385,10 +389,88 @@ async def run_cloud(turns: int, directory: Path) -> Figures | None:
     return figures
 
 
+#: Earlier exchanges a request is asked after, in the conversation section.
+CONVERSATIONS: tuple[tuple[tuple[Role, str], ...], ...] = (
+    (("user", "What is the capital of France?"), ("assistant", "The capital of France is Paris.")),
+    (
+        ("user", "Tell me a joke."),
+        ("assistant", "Why did the scarecrow win an award? He was outstanding in his field."),
+        ("user", "Who wrote Hamlet?"),
+        ("assistant", "William Shakespeare wrote Hamlet."),
+    ),
+    (("user", "What is twelve times nine?"), ("assistant", "Twelve times nine is 108.")),
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Routing:
+    """First routing decisions in a conversation: (request, decision, kept after the check)."""
+
+    decisions: list[tuple[Request, str | None, bool]] = field(default_factory=list)
+
+    def right(self, *, checked: bool) -> tuple[int, int]:
+        good = 0
+        for request, tool, plausible in self.decisions:
+            chosen = tool if (plausible or not checked) else None
+            wanted = {name for name, _check in request.expected}
+            good += chosen in wanted if wanted else chosen is None
+        return good, len(self.decisions)
+
+
+async def run_conversations(
+    requests: Sequence[Request], log: Callable[[str], None], *, contexts: int
+) -> Routing:
+    """Each request typed after each of the first ``contexts`` earlier conversations; the
+    reply's first routing decision and whether the reply would keep it."""
+    from assistant.app.engines import close_engine
+    from assistant.engines.base import Message
+    from assistant.engines.local.factories import make_llm
+    from assistant.prompt import system_prompt
+    from assistant.session.generate import request_words
+    from assistant.tools.router import route, with_tools_block
+
+    settings = _settings()
+    llm = make_llm(settings)
+    await llm.warm_up()
+    routing = Routing()
+    try:
+        with tempfile.TemporaryDirectory(prefix="parley-bench-tools-") as directory:
+            tools = _product_tools(Path(directory))
+            system = Message("system", system_prompt(settings.system_prompt, "en"))
+            for earlier in CONVERSATIONS[:contexts]:
+                for request in requests:
+                    asked = [system, *(Message(r, t) for r, t in earlier)]
+                    history = with_tools_block([*asked, Message("user", request.text)], tools.specs)
+                    choice = await route(llm, history, tools.specs)
+                    plausible = choice.tool is None or tools.plausible(
+                        choice.tool, choice.arguments, request_words(history)
+                    )
+                    routing.decisions.append((request, choice.tool, plausible))
+                    kept = choice.tool if plausible else f"{choice.tool} (not plausible: dropped)"
+                    log(f"in a conversation: {request.text!r} -> {kept or 'no tool'}")
+    finally:
+        await close_engine(llm)
+    return routing
+
+
+def _product_tools(directory: Path) -> Any:
+    """The tools the app offers by default, their files in ``directory``."""
+    from assistant.tools import ToolRegistry, register_builtins
+    from assistant.tools.alarms import AlarmBook, register_alarm_tools
+    from assistant.tools.notes import NoteBook, register_note_tools
+
+    registry = register_builtins(ToolRegistry())
+    register_alarm_tools(registry, AlarmBook(directory / "timers.json"))
+    register_note_tools(registry, NoteBook(directory / "notes.jsonl"))
+    return registry
+
+
 # ------------------------------------------------------------------------------- report
 
 
-def report(local: Figures | None, cloud: Figures | None) -> list[str]:
+def report(
+    local: Figures | None, cloud: Figures | None, conversation: Routing | None = None
+) -> list[str]:
     lines: list[str] = []
     if local is not None:
         right, total = local.percent(needs_tool=True)
@@ -412,6 +494,12 @@ def report(local: Figures | None, cloud: Figures | None) -> list[str]:
         lines.append(
             "cloud: skipped (the fake OpenAI server comes with the test suite: run from a checkout)"
         )
+    if conversation is not None and conversation.decisions:
+        alone, total = conversation.right(checked=False)
+        checked, _ = conversation.right(checked=True)
+        lines.append("Tool choice a few turns into a conversation (typed; the first decision)")
+        for label, right in (("router alone", alone), ("with the plausibility check", checked)):
+            lines.append(f"  right tool, {label:<28} {right}/{total}  {100 * right / total:5.1f} %")
     return lines
 
 
@@ -448,15 +536,19 @@ def main(*, quick: bool = False, cloud_only: bool = False) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    async def run() -> tuple[Figures | None, Figures | None]:
+    async def run() -> tuple[Figures | None, Figures | None, Routing | None]:
         with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
             started = time.monotonic()
             local = None if cloud_only else await run_local(requests, Path(tmp), log)
             cloud = await run_cloud(10 if quick else 30, Path(tmp))
+            contexts = 1 if quick else len(CONVERSATIONS)
+            conversation = (
+                None if cloud_only else await run_conversations(requests, log, contexts=contexts)
+            )
             log(f"done in {time.monotonic() - started:.0f} s")
-            return local, cloud
+            return local, cloud, conversation
 
-    local, cloud = asyncio.run(run())
-    for line in report(local, cloud):
+    local, cloud, conversation = asyncio.run(run())
+    for line in report(local, cloud, conversation):
         print(line)
     return 0

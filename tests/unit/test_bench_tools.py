@@ -45,3 +45,13 @@ def test_two_steps_need_both_and_no_tool_needs_none() -> None:
     assert not outcome(both, ("calculate", '{"expression": "12*12"}')).right
     chat = Request("Tell me a joke.")
     assert outcome(chat).right and not outcome(chat, ("get_time", "{}")).right
+
+
+def test_a_conversation_decision_counts_only_if_the_reply_would_keep_it() -> None:
+    from assistant.bench.tools import Routing
+
+    calc = Request("What is 2 plus 2?", (("calculate", result_is(4)),))
+    plain = Request("How many legs does a spider have?")
+    routing = Routing([(calc, "calculate", True), (plain, "calculate", False), (plain, None, True)])
+    assert routing.right(checked=False) == (2, 3)
+    assert routing.right(checked=True) == (3, 3)
