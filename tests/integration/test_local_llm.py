@@ -468,3 +468,49 @@ async def test_the_router_decides_none_with_one_token_and_a_tool_under_the_gramm
         assert recorder.requests[-1].response_format is not None
     finally:
         await llm.aclose()
+
+
+@pytest.mark.slow
+async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: Path) -> None:
+    """The first launch saves the slot after reading a long prompt; the next launch restores it,
+    so its first request reads only the user's words."""
+    _binary_or_skip()
+    system = Message("system", "You are a helpful voice assistant who answers briefly. " * 30)
+    request = ChatRequest([system, Message("user", "Hi.")], max_tokens=1, temperature=0.0)
+    first = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)
+    try:
+        usage = [e async for e in first.stream(request) if isinstance(e, Usage)]
+        assert usage and usage[-1].prompt_tokens - usage[-1].cached_tokens >= 200, usage
+        await asyncio.gather(*first._saving)
+    finally:
+        await first.aclose()
+    (saved,) = list(tmp_path.glob("*.slot"))
+    assert saved.stat().st_size > 0
+
+    second = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)
+    try:
+        await second.warm_up()
+        usage = [e async for e in second.stream(request) if isinstance(e, Usage)]
+        assert usage and usage[-1].cached_tokens >= 200, usage
+        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+    finally:
+        await second.aclose()
+
+
+@pytest.mark.slow
+async def test_a_damaged_saved_prompt_is_dropped_and_the_prompt_read_anew(tmp_path: Path) -> None:
+    _binary_or_skip()
+    request = ChatRequest([Message("user", "Hi.")], max_tokens=1, temperature=0.0)
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)
+    try:
+        await llm.warm_up()  # learns the file's name; nothing to restore yet
+        cache = llm._prompt_cache
+        assert cache is not None
+        await llm.aclose()
+        cache.path.write_bytes(b"not a saved slot" * 100)
+        await llm.warm_up()
+        assert not cache.path.exists()
+        text = [e async for e in llm.stream(request) if isinstance(e, TextDelta)]
+        assert text
+    finally:
+        await llm.aclose()

@@ -194,6 +194,7 @@ class LlamaServer:
         restart_window: float = 300.0,
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
+        slot_dir: Path | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.alias = alias
@@ -205,6 +206,8 @@ class LlamaServer:
         self.restart_window = restart_window
         self.extra_args = list(extra_args)
         self.log_path = log_path or cache_dir() / "logs" / "llama-server.log"
+        #: Where the server may save and restore slots' prompt caches (None: it may not).
+        self.slot_dir = slot_dir
         self.on_notice: list[Notice] = []
         #: Seconds the last successful start took (spawn to /health 200).
         self.last_start_seconds: float | None = None
@@ -236,6 +239,11 @@ class LlamaServer:
     def api_key(self) -> str:
         """The key requests must carry (``Authorization: Bearer``); new at each launch."""
         return self._api_key
+
+    @property
+    def binary(self) -> Path:
+        """The llama-server executable this server runs (raises ``EngineUnavailable``)."""
+        return self._binary or find_binary()
 
     @property
     def pid(self) -> int | None:
@@ -326,6 +334,7 @@ class LlamaServer:
             "--no-slots",
             "--cors-origins", f"http://{HOST}:{port}",
             "--no-cors-credentials",
+            *(["--slot-save-path", str(self.slot_dir)] if self.slot_dir is not None else []),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -337,6 +346,12 @@ class LlamaServer:
                 f"The model file {self.model_path} does not exist.", engine="local", retryable=False
             )
         report = progress or (lambda _f, _m: None)
+        if self.slot_dir is not None:
+            try:
+                self.slot_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                log.warning("no saved prompts: %s cannot be made (%s)", self.slot_dir, err)
+                self.slot_dir = None
         for attempt in range(3):
             # Keep the port across restarts so the API address stays the same.
             port = self._port if self._port is not None and attempt == 0 else free_port()

@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from assistant.emitter import Emitter
 from assistant.engines.base import (
@@ -21,11 +22,19 @@ from assistant.engines.base import (
     EngineNotice,
     LLMEvent,
     Message,
+    Usage,
     closing_stream,
 )
 from assistant.engines.local import end_of_turn
 from assistant.engines.local.llama_server import LlamaServer
-from assistant.engines.local.models import DEFAULT_MODEL, Progress, ensure_model, resolve
+from assistant.engines.local.models import (
+    DEFAULT_MODEL,
+    Progress,
+    cache_dir,
+    ensure_model,
+    resolve,
+)
+from assistant.engines.local.prompt_cache import PromptCache, slot_file_name
 from assistant.engines.net.errors import ContextTooLong
 from assistant.engines.openai.chat import OpenAIChatLLM
 from assistant.history import drop_oldest_turns, message_tokens
@@ -34,6 +43,11 @@ log = logging.getLogger(__name__)
 
 #: Context kept free for the reply when a prompt has to be shortened to fit.
 REPLY_RESERVE = 512
+
+
+def _root(server: LlamaServer) -> str:
+    """The server's own address (its endpoints beside the OpenAI ones)."""
+    return server.base_url.removesuffix("/v1")
 
 
 def context_overflow(err: EngineError) -> tuple[int | None, int | None] | None:
@@ -69,6 +83,9 @@ class LocalLLM:
     soon as it is up, in the background, so the first reply after a start does not wait for
     them. ``continues_reply``: llama-server continues a trailing assistant message, which lets
     the tool router ask for one word (``assistant.tools.router.continues_reply``).
+    ``prompt_cache_dir``: where the read prompt is kept for the next launch
+    (``assistant.engines.local.prompt_cache``; default ``$PARLEY_CACHE_DIR/prompt-cache``, None:
+    not kept).
     """
 
     name = "local"
@@ -86,6 +103,7 @@ class LocalLLM:
         progress: Progress | None = None,
         warm_prompt: Sequence[Message] = (),
         continues_reply: bool = True,
+        prompt_cache_dir: Path | Literal["default"] | None = "default",
     ) -> None:
         self.model = resolve(model)
         auto_threads, auto_batch = default_threads()
@@ -96,6 +114,12 @@ class LocalLLM:
         self.progress = progress
         self.warm_prompt = list(warm_prompt)
         self.continues_reply = continues_reply
+        self.prompt_cache_dir = (
+            cache_dir() / "prompt-cache" if prompt_cache_dir == "default" else prompt_cache_dir
+        )
+        self._prompt_cache: PromptCache | None = None
+        self._restored_pid: int | None = None
+        self._saving: set[asyncio.Task[bool]] = set()
         self._warming: asyncio.Task[None] | None = None
         #: The prompt to read first once the server is up (a prefill asked for before that).
         self._early: ChatRequest | None = None
@@ -124,15 +148,42 @@ class LocalLLM:
                     threads=self.threads,
                     threads_batch=self.threads_batch,
                     context=self.context,
+                    slot_dir=self.prompt_cache_dir,
                 )
                 server.on_notice.append(self._server_notice)
                 self._server = server
             await self._server.start(self.progress)
+            await self._restore_prompt(self._server)
             request = self._early
             if request is None and self.warm_prompt:
                 request = ChatRequest([*self.warm_prompt, Message("user", "")])
             if request is not None and self._warming is None:
                 self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
+
+    async def _restore_prompt(self, server: LlamaServer) -> None:
+        """Read the prompt saved by an earlier launch into a newly started server."""
+        if server.slot_dir is None or server.pid is None or server.pid == self._restored_pid:
+            return
+        self._restored_pid = server.pid
+        if self._prompt_cache is None:
+            try:
+                name = slot_file_name(server.model_path, server.binary)
+            except EngineError:
+                return
+            self._prompt_cache = PromptCache(server.slot_dir, name)
+        await self._prompt_cache.restore(self._client(server).post_json, _root(server))
+
+    def _keep_prompt(self, server: LlamaServer, usage: Usage | None) -> None:
+        """Save the slot for the next launch after a request that read a long new prompt, in
+        the background: the server may hold the save until its slot is free, and no reply
+        waits for that."""
+        cache = self._prompt_cache
+        if cache is None or usage is None or not cache.worth_saving(usage):
+            return
+        save = cache.save(self._client(server).post_json, _root(server))
+        task = asyncio.create_task(save, name="save the read prompt")
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     def _server_notice(self, message: str, failure: bool) -> None:
         self.notices.emit(EngineAnnouncement("llm", message, failure))
@@ -170,11 +221,15 @@ class LocalLLM:
         shortened = False
         while True:
             started = False
+            usage: Usage | None = None
             try:
                 async with closing_stream(self._client(server).stream(request)) as events:
                     async for event in events:
                         started = True
+                        if isinstance(event, Usage):
+                            usage = event
                         yield event
+                self._keep_prompt(server, usage)
                 return
             except EngineError as err:
                 overflow = None if started or shortened else context_overflow(err)
@@ -231,9 +286,12 @@ class LocalLLM:
                 self._early = request
             return
         warm = ChatRequest(request.messages, request.tools, request.response_format, max_tokens=1)
+        usage: Usage | None = None
         try:
-            async for _event in self._client(server).stream(warm):
-                pass
+            async for event in self._client(server).stream(warm):
+                if isinstance(event, Usage):
+                    usage = event
+            self._keep_prompt(server, usage)
         except EngineError as err:
             log.debug("prefill failed: %s", err)
 
@@ -246,7 +304,7 @@ class LocalLLM:
         if server is None or not server.running or last is None or last.role != "user":
             return None
         chat = self._client(server)
-        root = server.base_url.removesuffix("/v1")
+        root = _root(server)
         body: dict[str, Any] = {"messages": [m.to_openai() for m in request.messages]}
         if request.tools:
             body["tools"] = [t.to_openai() for t in request.tools]
@@ -295,6 +353,8 @@ class LocalLLM:
         """Stop the server (the model file stays cached)."""
         if self._warming is not None:
             self._warming.cancel()
+        for task in list(self._saving):
+            task.cancel()
         if self._server is not None:
             await self._server.stop()
         for chat in [*self._retired, *([self._chat] if self._chat is not None else [])]:
