@@ -27,6 +27,11 @@ from text_to_num import alpha2digit
 NUMBER_WORD_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "da")
 #: A number written with digits: "12", "3.5", "3,5", "1,000" (signs are compared apart).
 _DIGITS = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"\w+")
+#: Indefinite articles that say "one" of a unit, in the languages above.
+_INDEFINITE = frozenset(
+    "a an ein eine einen einem einer eines un une una uno um uma een en et".split()
+)
 
 
 @lru_cache(maxsize=256)
@@ -58,12 +63,14 @@ def expression_grounded(arguments: Mapping[str, Any], said: str) -> bool:
 
 
 def value_grounded(arguments: Mapping[str, Any], said: str) -> bool:
-    """A ``convert_units`` call: its value was said; 1 always counts ("feet in a mile")."""
+    """A ``convert_units`` call: its value was said; 1 also by an article ("feet in a mile")."""
     try:
         value = float(arguments.get("value", ""))
     except (TypeError, ValueError):
         return False
-    return value == 1 or _any_said({value}, said)
+    if value == 1 and not _INDEFINITE.isdisjoint(_WORD.findall(said.lower())):
+        return True
+    return _any_said({value}, said)
 
 
 def _any_said(numbers: set[float] | frozenset[float], said: str) -> bool:

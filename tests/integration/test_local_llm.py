@@ -470,6 +470,10 @@ async def test_the_router_decides_none_with_one_token_and_a_tool_under_the_gramm
         await llm.aclose()
 
 
+def _saved_slots(directory: Path) -> list[Path]:
+    return list(directory.glob("*.slot"))
+
+
 @pytest.mark.slow
 async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: Path) -> None:
     """The first launch saves the slot after reading a long prompt; the next launch restores it,
@@ -484,7 +488,7 @@ async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: 
         await asyncio.gather(*first._saving)
     finally:
         await first.aclose()
-    (saved,) = list(tmp_path.glob("*.slot"))
+    (saved,) = _saved_slots(tmp_path)
     assert saved.stat().st_size > 0
 
     second = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)

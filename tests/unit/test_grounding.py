@@ -63,6 +63,8 @@ def test_a_calculation_needs_a_number_the_user_gave(
         (20, "What is twenty degrees Celsius in Fahrenheit?", True),
         (-40, "What is minus forty in Fahrenheit?", True),
         (1, "How many feet are in a mile?", True),
+        (1, "Combien de pieds dans un mille ?", True),
+        (1, "How far away is the moon?", False),
         ("lots", "convert lots of miles", False),
     ],
 )
