@@ -43,7 +43,9 @@ pytestmark = [
 
 RATE = 16_000
 QUESTIONS = ("What is the capital of France?", "How many legs does a spider have?")
-STORY = "Tell me a short story about a dragon and a knight."
+#: Long, so that the reply still plays when the user talks over it (asked for a short one, the
+#: model once told it in one sentence, over before the user spoke).
+STORY = "Tell me a long story about a dragon and a knight."
 INTERRUPTION = "Please tell me about the weather in Paris instead."
 TURN_TIMEOUT = 90.0
 QUIET = 0.5
