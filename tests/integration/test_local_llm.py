@@ -321,7 +321,10 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
 async def test_the_system_prompt_is_read_in_while_starting() -> None:
     _binary_or_skip()
     system = Message("system", "You are a terse assistant. " * 8)
-    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    # No prompt saved by another test's launch: this one reads its own.
+    llm = LocalLLM(
+        FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system], prompt_cache_dir=None
+    )
     try:
         await llm.warm_up()
         assert llm._warming is not None
@@ -340,7 +343,9 @@ async def test_a_prefill_asked_before_the_server_is_up_is_read_first() -> None:
     _binary_or_skip()
     system = Message("system", "You are a terse assistant. " * 8)
     tools = Message("system", "You are a terse assistant. " * 8 + "You can use tools. " * 8)
-    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system])
+    llm = LocalLLM(
+        FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system], prompt_cache_dir=None
+    )
     try:
         await llm.prefill(ChatRequest([tools, Message("user", "")]))  # nothing runs yet
         await llm.warm_up()
@@ -491,9 +496,16 @@ async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: 
     (saved,) = _saved_slots(tmp_path)
     assert saved.stat().st_size > 0
 
-    second = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)
+    # As the app starts it: its warm prompt is the bare system prompt, the start of the saved
+    # one, and must not be read over what was restored.
+    bare = Message("system", "You are a helpful voice assistant who answers briefly.")
+    second = LocalLLM(
+        FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path, warm_prompt=[bare]
+    )
     try:
         await second.warm_up()
+        if second._warming is not None:
+            await second._warming
         usage = [e async for e in second.stream(request) if isinstance(e, Usage)]
         assert usage and usage[-1].cached_tokens >= 200, usage
         assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage

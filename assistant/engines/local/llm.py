@@ -153,25 +153,28 @@ class LocalLLM:
                 server.on_notice.append(self._server_notice)
                 self._server = server
             await self._server.start(self.progress)
-            await self._restore_prompt(self._server)
+            restored = await self._restore_prompt(self._server)
             request = self._early
-            if request is None and self.warm_prompt:
+            # A restored prompt holds the system prompt and more (the tools, the language):
+            # reading the bare system prompt over it would throw that away.
+            if request is None and self.warm_prompt and not restored:
                 request = ChatRequest([*self.warm_prompt, Message("user", "")])
             if request is not None and self._warming is None:
                 self._warming = asyncio.create_task(self.prefill(request), name="warm prompt")
 
-    async def _restore_prompt(self, server: LlamaServer) -> None:
-        """Read the prompt saved by an earlier launch into a newly started server."""
+    async def _restore_prompt(self, server: LlamaServer) -> int:
+        """Read the prompt saved by an earlier launch into a newly started server; how many
+        tokens it holds (0: none was restored)."""
         if server.slot_dir is None or server.pid is None or server.pid == self._restored_pid:
-            return
+            return 0
         self._restored_pid = server.pid
         if self._prompt_cache is None:
             try:
                 name = slot_file_name(server.model_path, server.binary)
             except EngineError:
-                return
+                return 0
             self._prompt_cache = PromptCache(server.slot_dir, name)
-        await self._prompt_cache.restore(self._client(server).post_json, _root(server))
+        return await self._prompt_cache.restore(self._client(server).post_json, _root(server))
 
     def _keep_prompt(self, server: LlamaServer, usage: Usage | None) -> None:
         """Save the slot for the next launch after a request that read a long new prompt, in
