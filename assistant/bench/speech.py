@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -71,15 +72,25 @@ class Utterance:
         return re.search(self.expected, answer, re.IGNORECASE) is not None
 
 
-def quick_set(questions: tuple[Question, ...] = QUESTIONS) -> tuple[Question, ...]:
-    """The first question of each language."""
+class _InALanguage(Protocol):
+    @property
+    def language(self) -> str: ...
+
+
+def first_per_language[T: _InALanguage](items: Iterable[T]) -> list[T]:
+    """The first of ``items`` in each language, in order (a benchmark's quick set)."""
     seen: set[str] = set()
     out = []
-    for q in questions:
-        if q.language not in seen:
-            seen.add(q.language)
-            out.append(q)
-    return tuple(out)
+    for item in items:
+        if item.language not in seen:
+            seen.add(item.language)
+            out.append(item)
+    return out
+
+
+def quick_set(questions: tuple[Question, ...] = QUESTIONS) -> tuple[Question, ...]:
+    """The first question of each language."""
+    return tuple(first_per_language(questions))
 
 
 async def synthesize(

@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -36,6 +36,7 @@ import numpy as np
 from assistant.app import EngineSet
 from assistant.app.turn_taking import make_turn_model, make_vad
 from assistant.bench import turn_scripts as scripts
+from assistant.bench.speech import first_per_language
 from assistant.bench.turn_audio import (
     RATE,
     VOICES,
@@ -103,12 +104,12 @@ async def build_cases(speaker: Speaker, quick: bool) -> list[Case]:
     heard, and a run stays within about a quarter of an hour)."""
     cases: list[Case] = []
     turn = _rotation()
-    pauses = _first_per_language(scripts.PAUSES) if quick else scripts.PAUSES
+    pauses = first_per_language(scripts.PAUSES) if quick else scripts.PAUSES
     for i, paused in enumerate(pauses):
         for j in range(1 if quick else PAUSE_VOICES):
             gap = PAUSE_SECONDS[(i + j) % len(PAUSE_SECONDS)]
             cases.append(await _paused(speaker, paused, next(turn[paused.language]), gap))
-    questions = _first_per_language(scripts.QUESTIONS) if quick else scripts.QUESTIONS
+    questions = first_per_language(scripts.QUESTIONS) if quick else scripts.QUESTIONS
     for said in questions:
         for _ in range(1 if quick else QUESTION_VOICES):
             cases.append(await _question(speaker, said, next(turn[said.language])))
@@ -137,16 +138,6 @@ def _rotation() -> dict[str, Iterator[Voice]]:
             yield from voices
 
     return {language: cycle(voices) for language, voices in VOICES.items()}
-
-
-def _first_per_language[T: (scripts.Paused, scripts.Said)](items: Iterable[T]) -> list[T]:
-    seen: set[str] = set()
-    out = []
-    for item in items:
-        if item.language not in seen:
-            seen.add(item.language)
-            out.append(item)
-    return out
 
 
 async def _paused(speaker: Speaker, paused: scripts.Paused, voice: Voice, gap: float) -> Case:
