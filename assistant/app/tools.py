@@ -30,6 +30,15 @@ TIMERS_FILE = "timers.json"
 NOTES_FILE = "notes.jsonl"
 
 
+def default_registry(alarms: AlarmBook, notes: NoteBook) -> ToolRegistry:
+    """The tools the app offers before any MCP server: the built-ins, timers and reminders kept
+    in ``alarms``, notes kept in ``notes``."""
+    registry = register_builtins(ToolRegistry())
+    register_alarm_tools(registry, alarms)
+    register_note_tools(registry, notes)
+    return registry
+
+
 class ToolBox:
     """See the module docstring. ``registry``: a fixed set of tools to use as it is (tests);
     otherwise the built-ins, alarms and notes are registered here."""
@@ -52,9 +61,7 @@ class ToolBox:
         self.alarms = AlarmBook(directory / TIMERS_FILE, clock=clock, wall=wall, on_fire=on_alarm)
         self.notes = NoteBook(directory / NOTES_FILE, wall=wall)
         if registry is None:
-            registry = register_builtins(ToolRegistry())
-            register_alarm_tools(registry, self.alarms)
-            register_note_tools(registry, self.notes)
+            registry = default_registry(self.alarms, self.notes)
         self.registry = registry
         self.mcp = McpTools(registry, on_notice=self._notice, log_dir=log_dir)
         self.mcp.on_status.append(self._status)

@@ -460,14 +460,11 @@ async def run_conversations(
 
 def _product_tools(directory: Path) -> Any:
     """The tools the app offers by default, their files in ``directory``."""
-    from assistant.tools import ToolRegistry, register_builtins
-    from assistant.tools.alarms import AlarmBook, register_alarm_tools
-    from assistant.tools.notes import NoteBook, register_note_tools
+    from assistant.app.tools import NOTES_FILE, TIMERS_FILE, default_registry
+    from assistant.tools.alarms import AlarmBook
+    from assistant.tools.notes import NoteBook
 
-    registry = register_builtins(ToolRegistry())
-    register_alarm_tools(registry, AlarmBook(directory / "timers.json"))
-    register_note_tools(registry, NoteBook(directory / "notes.jsonl"))
-    return registry
+    return default_registry(AlarmBook(directory / TIMERS_FILE), NoteBook(directory / NOTES_FILE))
 
 
 # ------------------------------------------------------------------------------- report
