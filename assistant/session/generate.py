@@ -53,8 +53,20 @@ from assistant.tools.router import (
 MAX_TOOL_ROUNDS = 3
 #: A tool still running after this long gets a filler line.
 FILLER_AFTER = 0.4
+#: The sampling temperature of a routed model's answer once tools have returned: the answer
+#: reads their results out. Sampled at the server's default, the small local model took the
+#: result for the user's own words about one time in five ("That's correct!") or answered an
+#: earlier question again; greedy, it said the result every time.
+ANSWER_AFTER_TOOLS_TEMPERATURE = 0.0
 #: Timeline notes a reply writes (a reply that replaces a dropped one starts without them).
-REPLY_NOTES = ("prompt_tokens", "cached_tokens", "router_ms", "router_rejected", "filler")
+REPLY_NOTES = (
+    "prompt_tokens",
+    "cached_tokens",
+    "router_ms",
+    "router_rejected",
+    "filler",
+    "answer_reasked",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +162,9 @@ async def generate(
     for _round in range(MAX_TOOL_ROUNDS + 1):
         calls: dict[int, ToolCall] = {}
         timeline.mark("llm_request")
-        stream = llm.stream(ChatRequest(history, tools=specs))
+        readout = routed and bool(into.tools)
+        temperature = ANSWER_AFTER_TOOLS_TEMPERATURE if readout else None
+        stream = llm.stream(ChatRequest(history, tools=specs, temperature=temperature))
         async with closing_stream(stream):
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -178,6 +192,7 @@ async def generate(
                 for piece in splitter.push(text, hurry=hurry()):
                     yield piece
             if echo.dropped and not into.text.strip():
+                timeline.notes["answer_reasked"] = True
                 history = without_tools_block(history, messages)
                 into.messages = history
                 echo = None

@@ -19,6 +19,7 @@ from assistant.events import (
     FillerSpoken,
     ToolCalled,
 )
+from assistant.session.generate import ANSWER_AFTER_TOOLS_TEMPERATURE
 from assistant.tools import ToolRegistry, default_tools
 from assistant.tools.alarms import AlarmBook, alarm_line, register_alarm_tools
 from assistant.tools.notes import NoteBook, register_note_tools
@@ -130,6 +131,9 @@ async def test_router_picks_the_tool_and_the_answer_streams_without_tools(tmp_pa
     system = answers[0].messages[0].content
     assert "calculate(expression)" in system and system == routing[0].messages[0].content
     assert answers[0].messages[-1].role == "tool" and answers[0].messages[-1].content == "391"
+    # Read out greedily: sampled, the small model took the result for the user's own words.
+    assert answers[0].temperature == ANSWER_AFTER_TOOLS_TEMPERATURE
+    assert all(r.temperature == 0.0 for r in routing)
     assert turn.timeline["notes"]["router_ms"] == [100.0, 100.0]
     assert turn.tool_calls[0].ms == 0.0  # the calculator is instant on the manual clock
     # The prompt the read-ahead serves is the first routing call's: its counts are noted.
@@ -201,6 +205,9 @@ async def test_a_decision_written_out_as_the_answer_is_never_spoken(tmp_path) ->
     answers = [r for r in llm.requests if r.response_format is None]
     assert len(answers) == 2
     assert "You can use these tools" not in answers[1].messages[0].content
+    assert turn.timeline["notes"]["answer_reasked"] is True
+    # No tool ran: the answer is sampled as usual.
+    assert all(r.temperature is None for r in answers)
 
 
 def test_a_decision_before_the_words_of_an_answer_is_dropped() -> None:
