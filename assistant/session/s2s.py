@@ -39,14 +39,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Literal
 
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings
-from assistant.emitter import Emitter
 from assistant.engines import s2s
 from assistant.engines.base import EngineError
 from assistant.events import (
@@ -57,9 +55,7 @@ from assistant.events import (
     PartialTranscript,
     PlaybackPaused,
     PlaybackResumed,
-    SessionEvent,
     Source,
-    State,
     StateChanged,
     ToolCalled,
     TurnWithdrawn,
@@ -68,7 +64,7 @@ from assistant.events import (
 from assistant.history import Conversation, ToolRecord, TurnRecord, turn_messages
 from assistant.session.agent_link import AgentLink
 from assistant.session.agent_reply import AgentReply, AgentTurn
-from assistant.session.recorder import TurnRecorder
+from assistant.session.core import Offload, SessionCore
 from assistant.session.session import derive_state
 from assistant.session.tracker import Phase
 from assistant.timeline import Mark, Timeline
@@ -89,7 +85,6 @@ log = logging.getLogger(__name__)
 LEVEL_INTERVAL = 0.05
 #: A provider may send the user's transcript after its answer: the record waits this long.
 USER_TEXT_WAIT = 3.0
-Offload = Callable[..., Awaitable[Any]]
 
 
 class _Utterance:
@@ -105,7 +100,7 @@ class _Utterance:
         self.last_speech_at = turn.timeline.marks.get(Mark.SPEECH_START, 0.0)
 
 
-class SpeechSession:
+class SpeechSession(SessionCore[AgentReply]):
     """One conversation over a speech-to-speech engine; see the module docstring."""
 
     def __init__(
@@ -121,22 +116,19 @@ class SpeechSession:
         clock: Clock = SYSTEM_CLOCK,
         offload: Offload = asyncio.to_thread,
     ) -> None:
+        super().__init__(
+            player=player,
+            conversation=conversation,
+            settings=settings,
+            vad=vad,
+            tools=tools,
+            turn_model=turn_model,
+            clock=clock,
+            offload=offload,
+        )
         self.engine = engine
-        self.player = player
-        self.settings = settings or Settings()
-        self.vad = vad
-        self.tools = tools
-        self.clock = clock
-        self._offload = offload
-        self._emitter: Emitter[SessionEvent] = Emitter("session")
-        self._conversation = conversation
         self._next_turn_id = conversation.next_turn_id
-        self._state = State.IDLE
-        self._listening = False
-        self._turn_model = turn_model
         self._detection = self._make_detection(self.settings.turn_mode)
-        self._preroll: deque[AudioFrame] = deque()
-        self._level_at = float("-inf")
         self._link = AgentLink(
             engine,
             setup=self._setup,
@@ -152,47 +144,8 @@ class SpeechSession:
         self._awaiting: deque[AgentTurn] = deque()
         #: The latest turn whose user transcript is not in yet.
         self._transcribing: AgentTurn | None = None
-        self._reply: AgentReply | None = None
-        self._finishing: list[AgentReply] = []
-        self._recorder = TurnRecorder(self.emit, offload)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._saving: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        player.on_playback_started.append(self._on_playback_started)
-        player.on_playback_finished.append(self._on_playback_finished)
 
     # --------------------------------------------------------------------------- events, state
-
-    def subscribe(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
-        return self._emitter.subscribe(listener)
-
-    def emit(self, event: SessionEvent) -> None:
-        self._emitter.emit(event)
-
-    def events(self) -> AsyncIterator[SessionEvent]:
-        return self._emitter.stream()
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def conversation(self) -> Conversation:
-        return self._conversation
-
-    @property
-    def turn_mode(self) -> Literal["ptt", "vad"]:
-        return self._detection.mode
-
-    @property
-    def turn_model(self) -> EndOfTurnModel | None:
-        return self._turn_model
-
-    @turn_model.setter
-    def turn_model(self, model: EndOfTurnModel | None) -> None:
-        self._turn_model = model
-        self._detection = self._make_detection(self._detection.mode)
 
     @property
     def server_turns(self) -> bool:
@@ -255,15 +208,6 @@ class SpeechSession:
         await self._recorder.drain()
         await self.player.close()
         self._sync()
-
-    async def wait_idle(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._idle.wait(), timeout)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "") -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name or None)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # ---------------------------------------------------------------------- the engine session
 
@@ -338,16 +282,6 @@ class SpeechSession:
         microphone; while it does not, hands-free speech over a reply does not interrupt it."""
         self._echo_uncertain = uncertain
 
-    def press_to_talk(self) -> None:
-        event = self._detection.press(self.clock.now())
-        if event is not None:
-            self._on_turn_event(event, explicit=True)
-
-    def release_to_talk(self) -> None:
-        event = self._detection.release(self.clock.now())
-        if event is not None:
-            self._on_turn_event(event, explicit=True)
-
     def end_of_input(self) -> None:
         """The audio source ended: end an open turn."""
         utterance = self._utterance
@@ -357,19 +291,7 @@ class SpeechSession:
 
     # ----------------------------------------------------------------------------------- audio
 
-    async def feed(self, frame: AudioFrame) -> None:
-        """One captured frame. Never raises: a failure is reported and the next frame goes on."""
-        try:
-            self._feed(frame)
-        except Exception as exc:
-            log.exception("handling an audio frame failed")
-            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
-
-    async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
-        async for frame in frames:
-            await self.feed(frame)
-
-    def _feed(self, frame: AudioFrame) -> None:
+    async def _feed(self, frame: AudioFrame) -> None:
         if frame.t - self._level_at >= LEVEL_INTERVAL:
             self._level_at = frame.t
             self.emit(MicLevel(frame.rms, at=frame.t))
@@ -732,12 +654,6 @@ class SpeechSession:
             self._finishing.remove(reply)
             self._sync()
 
-    def _on_playback_started(self, turn_id: int, at: float) -> None:
-        reply = self._reply
-        if reply is not None and reply.turn_id == turn_id:
-            reply.playback_started(at)
-            self._sync()
-
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
         for reply in (self._reply, *self._finishing):
             if reply is not None and reply.turn_id == turn_id:
@@ -763,9 +679,6 @@ class SpeechSession:
         self._conversation = conversation
         self._next_turn_id = max(self._next_turn_id, conversation.next_turn_id)
         self._link.restart()
-
-    def notice(self, message: str, source: Source = Source.NONE) -> None:
-        self.emit(Notice(message, source))
 
 
 def _route(reply: AgentReply, event: s2s.AgentEvent) -> None:

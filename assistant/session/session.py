@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import Literal, Protocol
 
 from assistant.audio.chime import CHIME_RATE, chime
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
 from assistant.config import Settings
-from assistant.emitter import Emitter
 from assistant.engines.base import (
     ChatRequest,
     EngineAnnouncement,
@@ -61,7 +59,6 @@ from assistant.events import (
     Notice,
     PartialTranscript,
     PauseJudged,
-    SessionEvent,
     Source,
     State,
     StateChanged,
@@ -77,10 +74,10 @@ from assistant.session.confirmation import (
     Drop,
     RunConfirmed,
 )
+from assistant.session.core import Offload, SessionCore
 from assistant.session.extraction import Extractions
 from assistant.session.generate import REPLY_NOTES, Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
-from assistant.session.recorder import TurnRecorder
 from assistant.session.reply import Reply
 from assistant.session.tracker import (
     Answer,
@@ -128,7 +125,6 @@ LEVEL_INTERVAL = 0.05
 #: How long after a reply stopped playing its echo may still be heard (the longest echo path
 #: plus a room's reverberation).
 ECHO_TAIL = 1.0
-Offload = Callable[..., Awaitable[Any]]
 
 
 class ReplyView(Protocol):
@@ -173,7 +169,7 @@ def derive_state(
     return State.LISTENING if listening else State.IDLE
 
 
-class Session:
+class Session(SessionCore[Reply]):
     def __init__(
         self,
         *,
@@ -190,19 +186,19 @@ class Session:
         offload: Offload = asyncio.to_thread,
         structured: StructuredExtractor | None = None,
     ) -> None:
+        super().__init__(
+            player=player,
+            conversation=conversation,
+            settings=settings,
+            vad=vad,
+            tools=tools,
+            turn_model=turn_model,
+            clock=clock,
+            offload=offload,
+        )
         self.stt = stt
         self.llm = llm
         self.tts = tts
-        self.player = player
-        self.settings = settings or Settings()
-        self.vad = vad
-        self.tools = tools
-        self.clock = clock
-        self._offload = offload
-        self._emitter: Emitter[SessionEvent] = Emitter("session")
-        self._conversation = conversation
-        self._state = State.IDLE
-        self._listening = False
         self._tracker = UserTurnTracker(
             self.settings,
             next_turn_id=conversation.next_turn_id,
@@ -220,19 +216,14 @@ class Session:
             on_endpoint=self._on_engine_endpoint,
             on_error=lambda message: self.emit(ErrorEvent(message, Source.STT)),
         )
-        self._recorder = TurnRecorder(self.emit, offload)
         self._prefiller = Prefiller(
             llm, request_for=self._prefill_request, replying=lambda: self._reply is not None
         )
-        self._turn_model = turn_model
         self._detection = self._make_detection(self.settings.turn_mode)
-        self._preroll: deque[AudioFrame] = deque()
-        self._reply: Reply | None = None
         #: Push-to-talk: the preview of the open utterance's words, asked for at a pause.
         self._preview: tuple[Utterance, asyncio.Future[str | None]] | None = None
         #: Replies prepared speculatively and thrown away since a reply last went ahead.
         self._dropped_speculations = 0
-        self._finishing: list[Reply] = []
         self._resume_timer: Timer | None = None
         #: The end-of-turn judge's task for each pause being weighed, by turn id: a reply
         #: prepared for that turn asks the language model only after it (one request at a time).
@@ -242,14 +233,6 @@ class Session:
         self._settling: dict[int, PendingAction] = {}
         self._extractions = Extractions(self.settings, self.emit)
         self._extractions.extractor = structured
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: Turns being written to the history: awaited on close, never cancelled.
-        self._saving: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._level_at = float("-inf")
-        player.on_playback_started.append(self._on_playback_started)
-        player.on_playback_finished.append(self._on_playback_finished)
         #: Undoes the subscriptions to engines, which outlive the session.
         self._unsubscribe = [
             engine.notices.subscribe(self.on_engine_notice)
@@ -259,29 +242,11 @@ class Session:
 
     # ------------------------------------------------------------------------------- events, state
 
-    def subscribe(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
-        return self._emitter.subscribe(listener)
-
-    def emit(self, event: SessionEvent) -> None:
-        self._emitter.emit(event)
-
-    def events(self) -> AsyncIterator[SessionEvent]:
-        """All events from now on, as an async iterator (for headless callers)."""
-        return self._emitter.stream()
-
-    @property
-    def state(self) -> State:
-        return self._state
-
     @property
     def user_has_floor(self) -> bool:
         """The user is talking (or paused mid-turn) right now; no reply may be heard meanwhile.
         Up to date even between two ``StateChanged`` events."""
         return self._tracker.phase in (Phase.SPEAKING, Phase.PAUSED)
-
-    @property
-    def conversation(self) -> Conversation:
-        return self._conversation
 
     @property
     def structured(self) -> StructuredExtractor | None:
@@ -291,19 +256,6 @@ class Session:
     @structured.setter
     def structured(self, extractor: StructuredExtractor | None) -> None:
         self._extractions.extractor = extractor
-
-    @property
-    def turn_mode(self) -> Literal["ptt", "vad"]:
-        return self._detection.mode
-
-    @property
-    def turn_model(self) -> EndOfTurnModel | None:
-        return self._turn_model
-
-    @turn_model.setter
-    def turn_model(self, model: EndOfTurnModel | None) -> None:
-        self._turn_model = model
-        self._detection = self._make_detection(self._detection.mode)
 
     def _sync(self) -> None:
         """Recompute the state (announcing a change) and whether the session is idle."""
@@ -367,16 +319,6 @@ class Session:
             unsubscribe()
         self._sync()
 
-    async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until no user speech, reply, playback or history write is in progress."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "") -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name or None)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # ------------------------------------------------------------------------------- turn strategy
 
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection:
@@ -410,29 +352,7 @@ class Session:
         if self.vad is not None:
             self.vad.reset()
 
-    def press_to_talk(self) -> None:
-        """Talk key down. While the assistant talks, this interrupts it at once."""
-        event = self._detection.press(self.clock.now())
-        if event is not None:
-            self._on_turn_event(event, explicit=True)
-
-    def release_to_talk(self) -> None:
-        event = self._detection.release(self.clock.now())
-        if event is not None:
-            self._on_turn_event(event, explicit=True)
-
     # --------------------------------------------------------------------------------------- audio
-
-    async def feed(self, frame: AudioFrame) -> None:
-        """One captured frame: level meter, VAD, turn detection, and STT while the user talks.
-
-        Never raises: a failure is reported and the next frame is handled as usual.
-        """
-        try:
-            await self._feed(frame)
-        except Exception as exc:
-            log.exception("handling an audio frame failed")
-            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
 
     async def _feed(self, frame: AudioFrame) -> None:
         if frame.t - self._level_at >= LEVEL_INTERVAL:
@@ -509,11 +429,6 @@ class Session:
         """The audio source ended (a file ran out, a microphone closed): end an open turn."""
         self._apply(self._tracker.end_input())
         self._detection.reset()
-
-    async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
-        """Feed every frame of a source (a microphone or a WAV file) until it ends."""
-        async for frame in frames:
-            await self.feed(frame)
 
     # --------------------------------------------------------------------------------- decisions
 
@@ -998,12 +913,6 @@ class Session:
             self._finishing.remove(reply)
             self._sync()
 
-    def _on_playback_started(self, turn_id: int, at: float) -> None:
-        reply = self._reply
-        if reply is not None and reply.turn_id == turn_id:
-            reply.playback_started(at)
-            self._sync()
-
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
         reply = self._reply
         if reply is not None and reply.turn_id == turn_id:
@@ -1059,6 +968,3 @@ class Session:
                 self.emit(ErrorEvent(message, Source(kind)))
             case EngineAnnouncement(kind, message, False):
                 self.emit(Notice(message, Source(kind)))
-
-    def notice(self, message: str, source: Source = Source.NONE) -> None:
-        self.emit(Notice(message, source))

@@ -1,0 +1,185 @@
+"""What every kind of conversation shares, whoever answers: ``SessionCore``.
+
+``Session`` (speech to text, language model, text to speech) and ``SpeechSession`` (one
+speech-to-speech engine) differ in who answers a turn, not in how the app drives them: both
+publish ``SessionEvent``s, report a ``State``, take captured frames and the talk key, detect
+turns with a strategy from ``assistant.turns``, keep their background tasks, and mark when a
+reply starts to be heard. That part lives here, once.
+
+A subclass sets ``_detection`` (from its ``_make_detection``) before any frame or key arrives,
+handles frames in ``_feed`` and turn events in ``_on_turn_event``, and derives the state in
+``_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Literal, Protocol
+
+from assistant.audio.player import Player
+from assistant.audio.vad import VoiceActivityDetector
+from assistant.clock import Clock
+from assistant.config import Settings
+from assistant.emitter import Emitter
+from assistant.events import ErrorEvent, Notice, SessionEvent, Source, State
+from assistant.history import Conversation
+from assistant.session.recorder import Offload, TurnRecorder
+from assistant.tools import ToolRegistry
+from assistant.turns import EndOfTurnModel, TurnDetection, TurnEvent
+from assistant.types import AudioFrame
+
+log = logging.getLogger(__name__)
+
+
+class HeardReply(Protocol):
+    """A reply as the player's callbacks see it."""
+
+    @property
+    def turn_id(self) -> int: ...
+
+    def playback_started(self, at: float) -> None: ...
+
+
+class SessionCore[R: HeardReply](ABC):
+    """See the module docstring. ``R``: the subclass's reply type."""
+
+    _detection: TurnDetection
+
+    def __init__(
+        self,
+        *,
+        player: Player,
+        conversation: Conversation,
+        settings: Settings | None,
+        vad: VoiceActivityDetector | None,
+        tools: ToolRegistry | None,
+        turn_model: EndOfTurnModel | None,
+        clock: Clock,
+        offload: Offload,
+    ) -> None:
+        self.player = player
+        self.settings = settings or Settings()
+        self.vad = vad
+        self.tools = tools
+        self.clock = clock
+        self._offload = offload
+        self._emitter: Emitter[SessionEvent] = Emitter("session")
+        self._conversation = conversation
+        self._state = State.IDLE
+        self._listening = False
+        self._turn_model = turn_model
+        self._preroll: deque[AudioFrame] = deque()
+        self._level_at = float("-inf")
+        self._reply: R | None = None
+        self._finishing: list[R] = []
+        self._recorder = TurnRecorder(self.emit, offload)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Turns being written to the history: awaited on close, never cancelled.
+        self._saving: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        player.on_playback_started.append(self._on_playback_started)
+        player.on_playback_finished.append(self._on_playback_finished)
+
+    # ------------------------------------------------------------------------------- events, state
+
+    def subscribe(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        return self._emitter.subscribe(listener)
+
+    def emit(self, event: SessionEvent) -> None:
+        self._emitter.emit(event)
+
+    def events(self) -> AsyncIterator[SessionEvent]:
+        """All events from now on, as an async iterator (for headless callers)."""
+        return self._emitter.stream()
+
+    def notice(self, message: str, source: Source = Source.NONE) -> None:
+        self.emit(Notice(message, source))
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def conversation(self) -> Conversation:
+        return self._conversation
+
+    @abstractmethod
+    def _sync(self) -> None:
+        """Recompute the state (announcing a change) and whether the session is idle."""
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no user speech, reply, playback or history write is in progress."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "") -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name or None)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------------------- turn strategy
+
+    @property
+    def turn_mode(self) -> Literal["ptt", "vad"]:
+        return self._detection.mode
+
+    @property
+    def turn_model(self) -> EndOfTurnModel | None:
+        return self._turn_model
+
+    @turn_model.setter
+    def turn_model(self, model: EndOfTurnModel | None) -> None:
+        self._turn_model = model
+        self._detection = self._make_detection(self._detection.mode)
+
+    @abstractmethod
+    def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection: ...
+
+    @abstractmethod
+    def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None: ...
+
+    def press_to_talk(self) -> None:
+        """Talk key down. While the assistant talks, this interrupts it at once."""
+        event = self._detection.press(self.clock.now())
+        if event is not None:
+            self._on_turn_event(event, explicit=True)
+
+    def release_to_talk(self) -> None:
+        event = self._detection.release(self.clock.now())
+        if event is not None:
+            self._on_turn_event(event, explicit=True)
+
+    # --------------------------------------------------------------------------------------- audio
+
+    async def feed(self, frame: AudioFrame) -> None:
+        """One captured frame: level meter, turn detection, and the engine while the user talks.
+
+        Never raises: a failure is reported and the next frame is handled as usual.
+        """
+        try:
+            await self._feed(frame)
+        except Exception as exc:
+            log.exception("handling an audio frame failed")
+            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
+
+    @abstractmethod
+    async def _feed(self, frame: AudioFrame) -> None: ...
+
+    async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
+        """Feed every frame of a source (a microphone or a WAV file) until it ends."""
+        async for frame in frames:
+            await self.feed(frame)
+
+    def _on_playback_started(self, turn_id: int, at: float) -> None:
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id:
+            reply.playback_started(at)
+            self._sync()
+
+    @abstractmethod
+    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None: ...
