@@ -493,6 +493,9 @@ async def run(quick: bool) -> int:
             f"{got.phantom_turns}, WER of the interruptions {wer:.1f} %",
             flush=True,
         )
+        for ref, hyp in zip(got.refs, got.hyps, strict=True):
+            if word_error_rate([ref], [hyp]) > 0:
+                print(f"  said:  {ref}\n  heard: {hyp}")
         for failure in got.failures:
             print(f"  FAILED: {failure}")
         total.trials += got.trials
