@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from assistant.clock import SYSTEM_CLOCK, Clock, Timer
 from assistant.config import atomic_write_bytes
+from assistant.tools.grounding import duration_grounded
 from assistant.tools.registry import Safety, ToolRegistry, parameters
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def register_alarm_tools(registry: ToolRegistry, book: AlarmBook) -> None:
         safety=Safety.ADDITIVE,
         title="timer",
         describe=describe_timer,
+        grounded=duration_grounded,
     )
     registry.register(
         "set_reminder",

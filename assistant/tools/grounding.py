@@ -73,6 +73,19 @@ def value_grounded(arguments: Mapping[str, Any], said: str) -> bool:
     return _any_said({value}, said)
 
 
+#: A unit of time at the start of a word, in the languages above: seconds, minutes, hours
+#: ("sec", "Sekunde", "segundo", "minute", "minuut", "Stunde", "heure", "hora", "ora", "uur",
+#: Danish "time"). Generous on purpose: only a request with no unit of time at all is refused.
+_TIME_UNIT = re.compile(
+    r"\b(?:sec|sek|seg|min|hour|hr|heure|hora|ora|ore|stund|std|uur|time)\w*", re.IGNORECASE
+)
+
+
+def duration_grounded(arguments: Mapping[str, Any], said: str) -> bool:
+    """A timer: a unit of time was said ("go forward ten meters" starts no timer)."""
+    return bool(_TIME_UNIT.search(said))
+
+
 def _any_said(numbers: set[float] | frozenset[float], said: str) -> bool:
     heard = numbers_said(said)
     return any(_close(n, h) for n in numbers for h in heard)

@@ -6,6 +6,7 @@ import pytest
 
 from assistant.tools import default_tools
 from assistant.tools.grounding import (
+    duration_grounded,
     expression_grounded,
     numbers_in_expression,
     numbers_said,
@@ -73,6 +74,24 @@ def test_a_conversion_needs_the_value_the_user_gave(
 ) -> None:
     arguments = {"value": value, "from_unit": "meter", "to_unit": "foot"}
     assert value_grounded(arguments, said) is plausible
+
+
+@pytest.mark.parametrize(
+    ("said", "plausible"),
+    [
+        ("Go forward ten meters.", False),
+        ("How many legs does a spider have?", False),
+        ("Set a timer for ten minutes.", True),
+        ("Timer for 90 seconds please", True),
+        ("Set a tea timer for half an hour", True),
+        ("Stell einen Timer auf fünf Minuten.", True),
+        ("Mets un minuteur de trente secondes.", True),
+        ("Pon un temporizador de dos horas.", True),
+        ("Zet een timer van tien minuten.", True),
+    ],
+)
+def test_a_timer_needs_a_unit_of_time_the_user_said(said: str, plausible: bool) -> None:
+    assert duration_grounded({"seconds": 600}, said) is plausible
 
 
 def test_the_registry_asks_a_tools_own_check_and_trusts_tools_without_one() -> None:
