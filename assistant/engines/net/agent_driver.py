@@ -26,12 +26,12 @@ import soxr
 
 from assistant import secrets
 from assistant.engines import s2s
-from assistant.engines.base import PCM, EngineError, Message
+from assistant.engines.base import PCM, EngineError, Message, queued
 from assistant.engines.net.messages import Message as Json
 from assistant.engines.net.messages import Outgoing
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.wire import Wire, WireDriver, queued
+from assistant.engines.net.wire import Wire, WireDriver
 
 log = logging.getLogger(__name__)
 
