@@ -19,7 +19,7 @@ import base64
 import logging
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import numpy as np
 import soxr
@@ -70,6 +70,14 @@ class AudioBatcher:
         self._pending.clear()
 
 
+class WireTimeouts(TypedDict, total=False):
+    """How long an ``AgentWire`` waits for a reply's first output (``reply_timeout``) and for
+    more of a reply that went quiet (``stall_timeout``); providers pass them on unchanged."""
+
+    reply_timeout: float
+    stall_timeout: float
+
+
 class AgentWire(Wire[s2s.AgentEvent]):
     """Rules every speech-to-speech provider shares; see the module docstring.
 
@@ -85,7 +93,7 @@ class AgentWire(Wire[s2s.AgentEvent]):
         url: str,
         setup: s2s.AgentSetup,
         *,
-        reply_timeout: float = 8.0,
+        reply_timeout: float = 10.0,
         stall_timeout: float = 8.0,
     ) -> None:
         super().__init__()
@@ -368,6 +376,12 @@ class AgentEngine:
 
     def _wire(self, setup: s2s.AgentSetup) -> AgentWire:
         raise NotImplementedError
+
+    def _timeouts(self) -> WireTimeouts:
+        """The wire's timeouts: the engine's wait for a reply, the policy's for a stall."""
+        return WireTimeouts(
+            reply_timeout=self.reply_timeout, stall_timeout=self.policy.stall_timeout
+        )
 
     def _pacer(self) -> RealtimePacer | None:
         return None
