@@ -19,7 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from assistant.audio.devices import CLOSE_TIMEOUT, close_off_loop, start_stream, stream_defaults
+from assistant.audio.devices import (
+    CLOSE_TIMEOUT,
+    close_off_loop,
+    report_error,
+    start_mono_stream,
+    stream_defaults,
+)
 from assistant.audio.echo import AudioProcessor
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.timing import DeviceDelay
@@ -143,21 +149,17 @@ class MicrophoneCapture:
         if blocksize is None:
             seconds = 0.01 if self.processor is not None else FRAME_SECONDS
             blocksize = math.ceil(seconds * rate)
-        stream = start_stream(
+        self._stream, nominal = start_mono_stream(
             "input",
             self.device,
             factory,
             samplerate=rate,
             blocksize=blocksize,
-            channels=1,
-            dtype="float32",
             latency=self.latency,
             callback=self._callback,
             finished_callback=self._stream_finished,
         )
-        self._stream = stream
-        lat = getattr(stream, "latency", 0.0)
-        self.delay = DeviceDelay("input", float(lat) if isinstance(lat, (int, float)) else 0.0)
+        self.delay = DeviceDelay("input", nominal)
         self._watchdog.start()
 
     def _prepare(self, rate: int) -> None:
@@ -234,12 +236,7 @@ class MicrophoneCapture:
             if self._unusable
             else "Audio input stopped: the microphone was lost or disconnected."
         )
-        log.error("%s", message)
-        for cb in list(self.on_error):
-            try:
-                cb(message)
-            except Exception:
-                log.exception("audio error listener failed")
+        report_error(self.on_error, message)
 
     def _end(self) -> None:
         self._stopped = True

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -315,6 +315,54 @@ def start_stream(kind: Kind, device: object, factory: Callable[..., Any], **opti
             close_quietly(stream)
         raise _unavailable(kind, e, device) from e
     return stream
+
+
+def start_mono_stream(
+    kind: Kind,
+    device: object,
+    factory: Callable[..., Any],
+    *,
+    samplerate: int,
+    blocksize: int,
+    latency: str | float,
+    callback: Callable[..., None],
+    finished_callback: Callable[[], None],
+) -> tuple[Any, float]:
+    """Open and start a float32 mono stream (see ``start_stream``).
+
+    Returns the stream and its nominal latency in seconds: what ``stream.latency`` says, or 0
+    when it says nothing usable (a fake stream, a backend that reports none).
+    """
+    stream = start_stream(
+        kind,
+        device,
+        factory,
+        samplerate=samplerate,
+        blocksize=blocksize,
+        channels=1,
+        dtype="float32",
+        latency=latency,
+        callback=callback,
+        finished_callback=finished_callback,
+    )
+    lat = getattr(stream, "latency", 0.0)
+    return stream, float(lat) if isinstance(lat, (int, float)) else 0.0
+
+
+def call_listeners(listeners: Sequence[Callable[..., None]], what: str, *args: Any) -> None:
+    """Call each listener with ``args``, in order; one that raises is logged (as a ``what``
+    listener) and the others still run: a broken listener must not silence a device's news."""
+    for cb in list(listeners):
+        try:
+            cb(*args)
+        except Exception:
+            log.exception("%s listener failed", what)
+
+
+def report_error(listeners: Sequence[Callable[[str], None]], message: str) -> None:
+    """Log a stream's failure as an error and tell its ``on_error`` listeners."""
+    log.error("%s", message)
+    call_listeners(listeners, "audio error", message)
 
 
 def close_quietly(stream: Any) -> None:

@@ -32,9 +32,11 @@ import soxr
 
 from assistant.audio.devices import (
     CLOSE_TIMEOUT,
+    call_listeners,
     close_off_loop,
     output_name,
-    start_stream,
+    report_error,
+    start_mono_stream,
     stream_defaults,
 )
 from assistant.audio.timing import DeviceDelay
@@ -496,26 +498,13 @@ class BufferedPlayer:
         self._post(self._dispatch_error, message)
 
     def _dispatch_started(self, turn: int, t: float) -> None:
-        for cb in list(self.on_playback_started):
-            try:
-                cb(turn, t)
-            except Exception:
-                log.exception("playback_started listener failed")
+        call_listeners(self.on_playback_started, "playback_started", turn, t)
 
     def _dispatch_finished(self, turn: int, pos: float, interrupted: bool) -> None:
-        for cb in list(self.on_playback_finished):
-            try:
-                cb(turn, pos, interrupted)
-            except Exception:
-                log.exception("playback_finished listener failed")
+        call_listeners(self.on_playback_finished, "playback_finished", turn, pos, interrupted)
 
     def _dispatch_error(self, message: str) -> None:
-        log.error("%s", message)
-        for cb in list(self.on_error):
-            try:
-                cb(message)
-            except Exception:
-                log.exception("audio error listener failed")
+        report_error(self.on_error, message)
 
 
 # ------------------------------------------------------------------------------ real device
@@ -576,21 +565,17 @@ class DevicePlayer(BufferedPlayer):
         if rate != self._buf.rate:
             self._buf = self._make_buffer(rate)
         self._closing = False
-        stream = start_stream(
+        stream, self.output_latency = start_mono_stream(
             "output",
             self.device,
             factory,
             samplerate=rate,
             blocksize=self.blocksize,
-            channels=1,
-            dtype="float32",
             latency=self.latency,
             callback=self._callback,
             finished_callback=self._stream_finished,
         )
         self._stream = stream
-        lat = getattr(stream, "latency", 0.0)
-        self.output_latency = float(lat) if isinstance(lat, (int, float)) else 0.0
         self.delay = DeviceDelay("output", self.output_latency)
         name = getattr(stream, "device_name", None)
         self.device_name = name if isinstance(name, str) else output_name(self.device)

@@ -32,11 +32,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
+from typing import Unpack
 
 from assistant.config import Settings
 from assistant.engines import s2s
 from assistant.engines.base import Message, ToolCall
-from assistant.engines.net.agent_driver import AgentEngine, AgentWire
+from assistant.engines.net.agent_driver import AgentEngine, AgentWire, WireTimeouts
 from assistant.engines.net.errors import Service
 from assistant.engines.net.messages import Message as Json
 from assistant.engines.net.messages import Outgoing, decode_pcm, flag, number, parse_json, text
@@ -67,15 +68,8 @@ class VoiceAgentWire(AgentWire):
     greets = True
     batch_ms = 50
 
-    def __init__(
-        self,
-        url: str,
-        setup: s2s.AgentSetup,
-        *,
-        reply_timeout: float = 10.0,
-        stall_timeout: float = 8.0,
-    ) -> None:
-        super().__init__(url, setup, reply_timeout=reply_timeout, stall_timeout=stall_timeout)
+    def __init__(self, url: str, setup: s2s.AgentSetup, **timeouts: Unpack[WireTimeouts]) -> None:
+        super().__init__(url, setup, **timeouts)
         self.session_id: str | None = None
         self._resuming = False
         self._note = ""  # what the user heard of an interrupted reply
@@ -315,12 +309,7 @@ class AssemblyAIVoiceAgent(AgentEngine):
     burst: float = 1.0
 
     def _wire(self, setup: s2s.AgentSetup) -> VoiceAgentWire:
-        return VoiceAgentWire(
-            self.endpoint,
-            setup,
-            reply_timeout=self.reply_timeout,
-            stall_timeout=self.policy.stall_timeout,
-        )
+        return VoiceAgentWire(self.endpoint, setup, **self._timeouts())
 
     def _pacer(self) -> RealtimePacer:
         return RealtimePacer(self.burst)

@@ -7,6 +7,7 @@ into text, text into text, or text into audio, and report failures by raising ``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -410,6 +411,15 @@ class ReportsNotices(Protocol):
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+async def queued[T](queue: asyncio.Queue[T | EngineError | None]) -> AsyncIterator[T]:
+    """A session's output queue as an iterator: items until None (closed); an ``EngineError``
+    in it (the session failed) is raised."""
+    while (item := await queue.get()) is not None:
+        if isinstance(item, EngineError):
+            raise item
+        yield item
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from assistant.engines.base import (
     Transcript,
     Usage,
     Voice,
+    queued,
 )
 
 DEFAULT_UTTERANCES = (
@@ -140,14 +141,8 @@ class FakeSTTSession:
         self._text = None
         self._last_partial = ""
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, EngineError):
-                raise item
-            yield item
+    def transcripts(self) -> AsyncIterator[Transcript]:
+        return queued(self._queue)
 
     async def aclose(self) -> None:
         await self._queue.put(None)

@@ -22,9 +22,8 @@ import numpy as np
 
 from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.engines import s2s
-from assistant.engines.base import PCM, EngineError, Message, ToolCall
+from assistant.engines.base import PCM, EngineError, Message, ToolCall, queued
 from assistant.engines.fake import DEFAULT_UTTERANCES, synthesize_words
-from assistant.engines.net.wire import queued
 
 RATE = 24_000
 

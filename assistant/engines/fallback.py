@@ -61,19 +61,28 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class _Chain:
+type _Engine = SpeechToText | LanguageModel | TextToSpeech
+
+
+class _Chain[E: _Engine]:
+    """The engines of one kind, in order (the first is the one the user chose), and their
+    health; it takes its ``name`` from the first."""
+
     kind: EngineKind
 
-    def __init__(self, names: Sequence[str], clock: Clock = SYSTEM_CLOCK) -> None:
-        if not names:
+    def __init__(self, engines: Sequence[E], clock: Clock = SYSTEM_CLOCK) -> None:
+        if not engines:
             raise ValueError("a fallback chain needs at least one engine")
-        self._names = list(names)
+        self.engines = list(engines)
+        self.name = self.engines[0].name
+        self._names = [e.name for e in self.engines]
         self._clock = clock
         #: A switch to another engine, and back (each reported once).
         self.notices: Emitter[EngineNotice] = Emitter(f"{self.kind} fallback")
         self._down: set[int] = set()
         self._probes: dict[int, asyncio.Task[None]] = {}
         self._unsubscribe: list[Callable[[], None]] = []
+        self._pass_on_notices(self.engines)
 
     def _pass_on_notices(self, engines: Sequence[object]) -> None:
         """Members' own news (a local server restarting) reaches the chain's listeners."""
@@ -138,8 +147,11 @@ class _Chain:
         self._mark_down(index, exc, later)
 
     @property
-    def members(self) -> Sequence[object]:
-        raise NotImplementedError
+    def members(self) -> Sequence[E]:
+        return self.engines
+
+    async def warm_up(self) -> None:
+        await _warm_all(self.engines)
 
     async def aclose(self) -> None:
         """Stop probing and release every engine of the chain."""
@@ -151,7 +163,7 @@ class _Chain:
         for probe in probes:
             probe.cancel()
         await asyncio.gather(*probes, return_exceptions=True)
-        for engine in self.members:
+        for engine in self.engines:
             await close_engine(engine)
 
     # ------------------------------------------------------------------------- attempts
@@ -207,22 +219,8 @@ class _Chain:
         raise self._give_up(errors)
 
 
-class FallbackLLM(_Chain):
+class FallbackLLM(_Chain[LanguageModel]):
     kind: EngineKind = "llm"
-
-    def __init__(
-        self,
-        engines: Sequence[LanguageModel],
-        clock: Clock = SYSTEM_CLOCK,
-    ):
-        super().__init__([e.name for e in engines], clock)
-        self.engines = list(engines)
-        self.name = self.engines[0].name
-        self._pass_on_notices(self.engines)
-
-    @property
-    def members(self) -> Sequence[object]:
-        return self.engines
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         async def run(index: int, first: bool) -> AsyncIterator[LLMEvent]:
@@ -248,9 +246,6 @@ class FallbackLLM(_Chain):
     def continues_reply(self) -> bool:
         """As the first engine does (``assistant.tools.router.continues_reply``)."""
         return bool(getattr(self.engines[0], "continues_reply", False))
-
-    async def warm_up(self) -> None:
-        await _warm_all(self.engines)
 
     async def prefill(self, request: ChatRequest) -> None:
         """Warm the first working engine's prompt cache, when it has one."""
@@ -295,23 +290,12 @@ async def _one(text: str) -> AsyncIterator[str]:
     yield text
 
 
-class FallbackTTS(_Chain):
+class FallbackTTS(_Chain[TextToSpeech]):
     kind: EngineKind = "tts"
 
-    def __init__(
-        self,
-        engines: Sequence[TextToSpeech],
-        clock: Clock = SYSTEM_CLOCK,
-    ):
-        super().__init__([e.name for e in engines], clock)
-        self.engines = list(engines)
-        self.name = self.engines[0].name
-        self._pass_on_notices(self.engines)
+    def __init__(self, engines: Sequence[TextToSpeech], clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(engines, clock)
         self._language = "en"
-
-    @property
-    def members(self) -> Sequence[object]:
-        return self.engines
 
     async def stream(
         self, pieces: AsyncIterable[str], *, voice: str | None, language: str
@@ -340,29 +324,15 @@ class FallbackTTS(_Chain):
     def voices(self, language: str | None = None) -> list[Voice]:
         return self.engines[0].voices(language)
 
-    async def warm_up(self) -> None:
-        await _warm_all(self.engines)
 
-
-class FallbackSTT(_Chain):
+class FallbackSTT(_Chain[SpeechToText]):
     kind: EngineKind = "stt"
 
-    def __init__(
-        self,
-        engines: Sequence[SpeechToText],
-        clock: Clock = SYSTEM_CLOCK,
-    ):
-        super().__init__([e.name for e in engines], clock)
-        self.engines = list(engines)
-        self.name = self.engines[0].name
-        self._pass_on_notices(self.engines)
+    def __init__(self, engines: Sequence[SpeechToText], clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(engines, clock)
         self.provides_endpointing = self.engines[0].provides_endpointing
         self.active: SpeechToText = self.engines[0]
         self._language = "en"
-
-    @property
-    def members(self) -> Sequence[object]:
-        return self.engines
 
     async def open(self, language: str) -> STTSession:
         self._language = language
@@ -388,15 +358,12 @@ class FallbackSTT(_Chain):
         session = await self.engines[index].open(self._language)
         await session.aclose()
 
-    async def warm_up(self) -> None:
-        await _warm_all(self.engines)
-
 
 def _is_answer(event: LLMEvent) -> bool:
     return isinstance(event, TextDelta | ToolCallDelta)
 
 
-async def _warm_all(engines: Sequence[SpeechToText | LanguageModel | TextToSpeech]) -> None:
+async def _warm_all(engines: Sequence[_Engine]) -> None:
     """Warm every engine of a chain concurrently; a failure here is reported when used."""
     results = await asyncio.gather(*(e.warm_up() for e in engines), return_exceptions=True)
     for engine, result in zip(engines, results, strict=True):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
 
 from assistant.config import Settings
 from assistant.engines.base import LanguageModel, SpeechToText, TextToSpeech
@@ -55,33 +54,49 @@ class UnknownEngineError(ValueError):
         super().__init__(f"unknown {kind} engine {name!r} (choose from: {', '.join(known)})")
 
 
-def _make(kind: str, table: dict[str, str], name: str, settings: Settings) -> Any:
-    target = table.get(name)
-    if target is None:
-        raise UnknownEngineError(kind, name, sorted(table))
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)(settings)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kind[E]:
+    """One kind of engine: its name in messages and its table of factories."""
+
+    label: str
+    factories: dict[str, str]
+
+    def make(self, name: str, settings: Settings) -> E:
+        target = self.factories.get(name)
+        if target is None:
+            raise UnknownEngineError(self.label, name, sorted(self.factories))
+        module_name, _, attr = target.partition(":")
+        module = importlib.import_module(module_name)
+        engine: E = getattr(module, attr)(settings)
+        return engine
+
+    def chain(self, name: str, settings: Settings) -> list[E]:
+        """The engine and the engines it falls back to, in order."""
+        return [
+            self.make(n, settings) for n in chain_names(name, settings, self.factories, self.label)
+        ]
+
+
+_STT: _Kind[SpeechToText] = _Kind("speech-to-text", STT_FACTORIES)
+_LLM: _Kind[LanguageModel] = _Kind("language model", LLM_FACTORIES)
+_TTS: _Kind[TextToSpeech] = _Kind("text-to-speech", TTS_FACTORIES)
+_S2S: _Kind[SpeechToSpeech] = _Kind("speech-to-speech", S2S_FACTORIES)
 
 
 def make_stt(name: str, settings: Settings) -> SpeechToText:
-    engine: SpeechToText = _make("speech-to-text", STT_FACTORIES, name, settings)
-    return engine
+    return _STT.make(name, settings)
 
 
 def make_llm(name: str, settings: Settings) -> LanguageModel:
-    engine: LanguageModel = _make("language model", LLM_FACTORIES, name, settings)
-    return engine
+    return _LLM.make(name, settings)
 
 
 def make_tts(name: str, settings: Settings) -> TextToSpeech:
-    engine: TextToSpeech = _make("text-to-speech", TTS_FACTORIES, name, settings)
-    return engine
+    return _TTS.make(name, settings)
 
 
 def make_s2s(name: str, settings: Settings) -> SpeechToSpeech:
-    engine: SpeechToSpeech = _make("speech-to-speech", S2S_FACTORIES, name, settings)
-    return engine
+    return _S2S.make(name, settings)
 
 
 def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str) -> list[str]:
@@ -95,18 +110,15 @@ def chain_names(name: str, settings: Settings, table: dict[str, str], kind: str)
 
 
 def build_stt(settings: Settings) -> FallbackSTT:
-    names = chain_names(settings.stt, settings, STT_FACTORIES, "speech-to-text")
-    return FallbackSTT([make_stt(n, settings) for n in names])
+    return FallbackSTT(_STT.chain(settings.stt, settings))
 
 
 def build_llm(settings: Settings) -> FallbackLLM:
-    names = chain_names(settings.llm, settings, LLM_FACTORIES, "language model")
-    return FallbackLLM([make_llm(n, settings) for n in names])
+    return FallbackLLM(_LLM.chain(settings.llm, settings))
 
 
 def build_tts(settings: Settings) -> FallbackTTS:
-    names = chain_names(settings.tts, settings, TTS_FACTORIES, "text-to-speech")
-    return FallbackTTS([make_tts(n, settings) for n in names])
+    return FallbackTTS(_TTS.chain(settings.tts, settings))
 
 
 def build_engines(

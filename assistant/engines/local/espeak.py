@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.engines.base import PCM, EngineError, EngineUnavailable
+from assistant.engines.local.backends import Emit
 
 PACKAGE = "espeakng-loader==0.2.4"
 
@@ -30,8 +31,6 @@ _BLOCK_MS = 60
 _PARAM_VOLUME = 2
 #: Percent of eSpeak's default amplitude: at 100 a few peaks clip.
 _VOLUME = 85
-
-Emit = Callable[[PCM, "bool | None"], None]
 
 _LOCK = threading.Lock()
 

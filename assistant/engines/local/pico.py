@@ -12,20 +12,18 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from assistant.engines.base import PCM, EngineError, EngineUnavailable
+from assistant.engines.base import EngineError, EngineUnavailable
+from assistant.engines.local.backends import Emit, LoadsVoices
 
 PACKAGE = "py-nanotts==0.1.1"
 SAMPLE_RATE = 16_000
 #: Percent of Pico's default level: at 100 it clips on loud vowels, and Spanish still does at 60.
 VOLUME = 50
-
-Emit = Callable[[PCM, "bool | None"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,42 +215,28 @@ def _plain(text: str) -> str:
     return text.replace("<", " ").replace(">", " ")
 
 
-class PicoBackend:
+class PicoBackend(LoadsVoices[_Engine]):
     """Speaks with SVOX Pico; ``key`` is a ``PicoVoice.key`` such as ``"de-DE"``."""
 
     engine = "pico"
 
-    def __init__(self) -> None:
-        self._engines: dict[str, _Engine] = {}
-        self._lock = threading.Lock()
-
-    def is_loaded(self, key: str) -> bool:
-        return key in self._engines
-
-    def load(self, key: str) -> None:
-        self._engine(key)
-
     def sample_rate(self, key: str) -> int:
         return SAMPLE_RATE
 
-    def _engine(self, key: str) -> _Engine:
-        with self._lock:
-            engine = self._engines.get(key)
-            if engine is None:
-                voice = next((v for v in VOICES if v.key == key), None)
-                if voice is None:
-                    known = ", ".join(v.key for v in VOICES)
-                    raise EngineError(
-                        f"SVOX Pico has no voice {key!r} (it has {known}).",
-                        engine="local",
-                        retryable=False,
-                    )
-                engine = self._engines[key] = _Engine(voice)
-            return engine
+    def _open(self, key: str) -> _Engine:
+        voice = next((v for v in VOICES if v.key == key), None)
+        if voice is None:
+            known = ", ".join(v.key for v in VOICES)
+            raise EngineError(
+                f"SVOX Pico has no voice {key!r} (it has {known}).",
+                engine="local",
+                retryable=False,
+            )
+        return _Engine(voice)
 
     def synthesize(self, key: str, text: str, emit: Emit, stop: threading.Event) -> None:
         """Stream ``text`` in >= 50 ms blocks into ``emit``; return early once ``stop`` is set."""
-        engine = self._engine(key)
+        engine = self._voice(key)
         with engine.lock:
             engine.speak(text, emit, stop)
 

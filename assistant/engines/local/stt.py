@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.audio.frames import CAPTURE_RATE
-from assistant.engines.base import PCM, EngineError, EngineUnavailable, Transcript
+from assistant.engines.base import PCM, EngineError, EngineUnavailable, Transcript, queued
 from assistant.engines.local import whisper_models
 from assistant.engines.local.whisper_models import ModelName
 from assistant.scheduling import cpu_priority
@@ -613,14 +613,8 @@ class LocalSTTSession:
     async def clear(self) -> None:
         self._new_utterance()
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, EngineError):
-                raise item
-            yield item
+    def transcripts(self) -> AsyncIterator[Transcript]:
+        return queued(self._queue)
 
     async def aclose(self) -> None:
         if not self._closed:

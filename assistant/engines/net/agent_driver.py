@@ -19,19 +19,19 @@ import base64
 import logging
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import numpy as np
 import soxr
 
 from assistant import secrets
 from assistant.engines import s2s
-from assistant.engines.base import PCM, EngineError, Message
+from assistant.engines.base import PCM, EngineError, Message, queued
 from assistant.engines.net.messages import Message as Json
 from assistant.engines.net.messages import Outgoing
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.wire import Wire, WireDriver, queued
+from assistant.engines.net.wire import Wire, WireDriver
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,14 @@ class AudioBatcher:
         self._pending.clear()
 
 
+class WireTimeouts(TypedDict, total=False):
+    """How long an ``AgentWire`` waits for a reply's first output (``reply_timeout``) and for
+    more of a reply that went quiet (``stall_timeout``); providers pass them on unchanged."""
+
+    reply_timeout: float
+    stall_timeout: float
+
+
 class AgentWire(Wire[s2s.AgentEvent]):
     """Rules every speech-to-speech provider shares; see the module docstring.
 
@@ -85,7 +93,7 @@ class AgentWire(Wire[s2s.AgentEvent]):
         url: str,
         setup: s2s.AgentSetup,
         *,
-        reply_timeout: float = 8.0,
+        reply_timeout: float = 10.0,
         stall_timeout: float = 8.0,
     ) -> None:
         super().__init__()
@@ -368,6 +376,12 @@ class AgentEngine:
 
     def _wire(self, setup: s2s.AgentSetup) -> AgentWire:
         raise NotImplementedError
+
+    def _timeouts(self) -> WireTimeouts:
+        """The wire's timeouts: the engine's wait for a reply, the policy's for a stall."""
+        return WireTimeouts(
+            reply_timeout=self.reply_timeout, stall_timeout=self.policy.stall_timeout
+        )
 
     def _pacer(self) -> RealtimePacer | None:
         return None

@@ -16,11 +16,11 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import ClassVar
 
 from assistant import secrets
-from assistant.engines.base import PCM, EngineError, Transcript
+from assistant.engines.base import PCM, EngineError, Transcript, queued
 from assistant.engines.net import stt_protocol as stt
 from assistant.engines.net.pacing import RealtimePacer
 from assistant.engines.net.retry import Policy
-from assistant.engines.net.wire import WireDriver, queued
+from assistant.engines.net.wire import WireDriver
 
 log = logging.getLogger(__name__)
 

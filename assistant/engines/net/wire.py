@@ -19,7 +19,7 @@ streaming STT session and the speech-to-speech session are drivers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection
@@ -117,15 +117,6 @@ class Wire[E]:
     def reconnected(self, now: float) -> list[Outgoing]:
         """A new connection is ready: the messages to send before anything queued."""
         return []
-
-
-async def queued[T](queue: asyncio.Queue[T | EngineError | None]) -> AsyncIterator[T]:
-    """A driver's output queue as an iterator: items until None (closed); an ``EngineError``
-    in it (the session failed) is raised."""
-    while (item := await queue.get()) is not None:
-        if isinstance(item, EngineError):
-            raise item
-        yield item
 
 
 def _first(pair: tuple[float, Hashable]) -> float:

@@ -35,12 +35,12 @@ import logging
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from assistant.config import Settings
 from assistant.engines import s2s
 from assistant.engines.base import Message, ToolCall
-from assistant.engines.net.agent_driver import AgentEngine, AgentWire
+from assistant.engines.net.agent_driver import AgentEngine, AgentWire, WireTimeouts
 from assistant.engines.net.errors import Service
 from assistant.engines.net.messages import Message as Json
 from assistant.engines.net.messages import (
@@ -92,10 +92,9 @@ class RealtimeAgentWire(AgentWire):
         setup: s2s.AgentSetup,
         *,
         model: str = DEFAULT_MODEL,
-        reply_timeout: float = 10.0,
-        stall_timeout: float = 8.0,
+        **timeouts: Unpack[WireTimeouts],
     ) -> None:
-        super().__init__(url, setup, reply_timeout=reply_timeout, stall_timeout=stall_timeout)
+        super().__init__(url, setup, **timeouts)
         self.model = model
         self.beta = False
         self._names: dict[str, str] = {}  # call id → tool name (beta sends it apart)
@@ -417,13 +416,7 @@ class OpenAIRealtimeAgent(AgentEngine):
     policy: Policy = DEFAULT_POLICY
 
     def _wire(self, setup: s2s.AgentSetup) -> RealtimeAgentWire:
-        return RealtimeAgentWire(
-            self.endpoint,
-            setup,
-            model=self.model,
-            reply_timeout=self.reply_timeout,
-            stall_timeout=self.policy.stall_timeout,
-        )
+        return RealtimeAgentWire(self.endpoint, setup, model=self.model, **self._timeouts())
 
 
 def make_s2s(settings: Settings) -> OpenAIRealtimeAgent:
