@@ -83,9 +83,8 @@ class FakeAssemblyAI(FakeWebsocketServer):
     # ------------------------------------------------------------------------------- session
 
     async def _handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        if ws.request.headers.get("Authorization") != self.key:
-            await ws.close(1008, "Unauthorized connection: Invalid API key")
+        reason = "Unauthorized connection: Invalid API key"
+        if await self._closed_for_key(ws, "Authorization", reason):
             return
         if self.stall_begin:
             await ws.wait_closed()

@@ -105,6 +105,15 @@ class FakeWebsocketServer:
     async def _handle(self, ws: ServerConnection) -> None:
         raise NotImplementedError
 
+    async def _closed_for_key(self, ws: ServerConnection, header: str, reason: str) -> bool:
+        """Close the connection with 1008 and ``reason`` when its handshake's ``header`` is not
+        the key, as providers that check the key after the upgrade do; True when it did."""
+        assert ws.request is not None
+        if ws.request.headers.get(header) == self.key:
+            return False
+        await ws.close(1008, reason)
+        return True
+
     async def _accepted(self, ws: ServerConnection) -> bool:
         """Called once the session started: False (the connection dropped) when
         ``accept_then_close`` says so."""
