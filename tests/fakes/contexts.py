@@ -84,7 +84,6 @@ class FakeContextServer(FakeWebsocketServer):
     #: Drop the socket after this many audio messages (once), as ``drop_code`` says.
     drop_after_audio: int | None = None
 
-    received: list[dict[str, Any]] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
     #: context → monotonic time its first text arrived / its first audio was sent
     first_text: dict[str, float] = field(default_factory=dict)
