@@ -4,10 +4,12 @@ a check that no test leaves tasks, threads or file descriptors behind (``tests.l
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import SessionEvent, State, StateChanged, TurnFinished
 from assistant.history import HistoryStore
 from assistant.session import Session
+from assistant.session.s2s import SpeechSession
 from assistant.tools import ToolRegistry
 from tests.leaks import (
     check_every_test,
@@ -59,34 +62,33 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     secrets.forget_keys()
 
 
-class Harness:
-    """Drives a real Session with fake engines and a real-time virtual audio device."""
+class LiveHarness[S: (Session, SpeechSession)]:
+    """Drives a real session, cascaded or speech to speech, on a real-time virtual audio device:
+    frames of speech-like noise or silence at real-time pace, with the scripted VAD saying which.
+    ``open_session`` makes the session from the harness's player, conversation, settings, VAD and
+    ``tools``; ``settings`` get the short turn-taking timings the tests expect."""
+
+    #: How long ``until`` waits by default (seconds).
+    patience = 30.0
 
     def __init__(
         self,
         tmp_path: Path,
+        open_session: Callable[..., S],
         *,
-        mode: str = "ptt",
-        stt: object | None = None,
-        llm: object | None = None,
-        tts: object | None = None,
-        settings: Settings | None = None,
-        tools: ToolRegistry | None = None,
+        mode: str,
+        settings: Settings,
+        tools: ToolRegistry | None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings
         self.settings.turn_mode = mode  # type: ignore[assignment]
         self.settings.vad.end_silence_ms = 300
         self.settings.vad.min_speech_ms = 100
-        self.settings.interruption.min_duration_ms = 400
-        self.settings.interruption.resume_timeout_ms = 500
         self.vad = ScriptVAD()
         self.player = VirtualPlayer(pace="realtime")
         self.store = HistoryStore(tmp_path / "history")
         conversation, _ = self.store.latest()
-        self.session = Session(
-            stt=stt or FakeSTT(),  # type: ignore[arg-type]
-            llm=llm or FakeLLM(ttft=0.05, tokens_per_second=200),  # type: ignore[arg-type]
-            tts=tts or FakeTTS(first_audio_delay=0.02, chars_per_second=40),  # type: ignore[arg-type]
+        self.session = open_session(
             player=self.player,
             conversation=conversation,
             settings=self.settings,
@@ -99,7 +101,7 @@ class Harness:
         self._deadline = 0.0
         self._rng = np.random.default_rng(0)
 
-    async def __aenter__(self) -> Harness:
+    async def __aenter__(self) -> Self:
         await self.session.start()
         self._deadline = time.monotonic()
         return self
@@ -121,19 +123,20 @@ class Harness:
             self._offset += FRAME_SECONDS
 
     async def ptt(self, seconds: float) -> None:
+        """Hold the talk key over ``seconds`` of speech, then let it go."""
         self.session.press_to_talk()
         await self.audio(seconds, speech=True)
         self.session.release_to_talk()
 
-    async def until(self, predicate: object, timeout: float = 30.0) -> None:
-        """Keep feeding silence until ``predicate()`` holds."""
-        end = time.monotonic() + timeout
+    async def until(self, predicate: object, timeout: float | None = None) -> None:
+        """Keep feeding silence until ``predicate()`` holds (for ``patience`` by default)."""
+        end = time.monotonic() + (self.patience if timeout is None else timeout)
         while not predicate():  # type: ignore[operator]
             if time.monotonic() > end:
                 raise AssertionError(f"timed out; states: {self.states()}")
             await self.audio(FRAME_SECONDS * 3, speech=False)
 
-    async def until_state(self, state: State, timeout: float = 30.0) -> None:
+    async def until_state(self, state: State, timeout: float | None = None) -> None:
         await self.until(lambda: self.session.state is state, timeout)
 
     def states(self) -> list[str]:
@@ -144,6 +147,32 @@ class Harness:
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
+
+
+class Harness(LiveHarness[Session]):
+    """A real cascaded ``Session`` with fake engines (quick ones unless given)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        mode: str = "ptt",
+        stt: object | None = None,
+        llm: object | None = None,
+        tts: object | None = None,
+        settings: Settings | None = None,
+        tools: ToolRegistry | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        settings.interruption.min_duration_ms = 400
+        settings.interruption.resume_timeout_ms = 500
+        session = functools.partial(
+            Session,
+            stt=stt or FakeSTT(),
+            llm=llm or FakeLLM(ttft=0.05, tokens_per_second=200),
+            tts=tts or FakeTTS(first_audio_delay=0.02, chars_per_second=40),
+        )
+        super().__init__(tmp_path, session, mode=mode, settings=settings, tools=tools)
 
 
 @pytest.fixture

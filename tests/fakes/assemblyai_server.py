@@ -21,14 +21,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.fakes.base import FakeWebsocketServer
-
-RATE = 16_000
+from tests.fakes.listening import FakeListeningServer, ListeningSession, duration, level
 
 
 @dataclass
@@ -41,7 +38,7 @@ DEFAULT_SCRIPT = (Turn("What time is it?", "what time is it"), Turn("Thank you."
 
 
 @dataclass
-class FakeAssemblyAI(FakeWebsocketServer):
+class FakeAssemblyAI(FakeListeningServer):
     PATH = "/v3/ws"
 
     key: str = "aai-test-key"
@@ -49,8 +46,6 @@ class FakeAssemblyAI(FakeWebsocketServer):
     #: A wrong key is refused with close 1008 after the upgrade (else HTTP 401 at the handshake).
     auth_by_close: bool = False
     stall_begin: bool = False
-    words_per_second: float = 4.0
-    speech_rms: float = 300.0
     #: Silence after speech that ends a turn (the server's own endpointing); None: never.
     end_silence: float | None = 0.8
     #: Delay of the raw end of turn after ForceEndpoint.
@@ -58,14 +53,8 @@ class FakeAssemblyAI(FakeWebsocketServer):
     #: Delay of the formatted end after the raw one; None: never sent.
     format_delay: float | None = 0.05
     formatted_twice: bool = False
-    #: Send a non-JSON message (and one JSON array) before every Turn.
-    garbage: bool = False
-    #: Drop the connection after receiving this much audio (once), as ``drop_code`` says.
-    drop_after_audio: float | None = None
     realtime_tolerance: float = 1.3
 
-    controls: list[dict[str, Any]] = field(default_factory=list)
-    audio_seconds: float = 0.0
     message_durations: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     #: monotonic times: ForceEndpoint received, and each end-of-turn message sent.
@@ -83,9 +72,8 @@ class FakeAssemblyAI(FakeWebsocketServer):
     # ------------------------------------------------------------------------------- session
 
     async def _handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        if ws.request.headers.get("Authorization") != self.key:
-            await ws.close(1008, "Unauthorized connection: Invalid API key")
+        reason = "Unauthorized connection: Invalid API key"
+        if await self._closed_for_key(ws, "Authorization", reason):
             return
         if self.stall_begin:
             await ws.wait_closed()
@@ -95,57 +83,40 @@ class FakeAssemblyAI(FakeWebsocketServer):
         await ws.send(json.dumps(begin))
         if not await self._accepted(ws):
             return
-        try:
-            await session.run()
-        except ConnectionClosed:
-            pass
-        finally:
-            for task in session.tasks:
-                task.cancel()
+        await session.serve()
 
 
-class _Session:
+class _Session(ListeningSession[FakeAssemblyAI]):
     def __init__(self, server: FakeAssemblyAI, ws: ServerConnection) -> None:
-        self.server = server
-        self.ws = ws
+        super().__init__(server, ws)
         self.started = time.monotonic()
-        self.audio = 0.0
         self.turn_order = 0
-        self.speech = 0.0
-        self.silence = 0.0
         self.turn: Turn | None = None
-        self.tasks: list[asyncio.Task[None]] = []
 
-    async def run(self) -> None:
+    async def _not_json(self, message: str) -> bool:
+        await self._violation("Invalid JSON message", 3007)
+        return False
+
+    async def _control(self, msg: dict[str, Any]) -> bool:
         server = self.server
-        async for message in self.ws:
-            if isinstance(message, bytes):
-                if not await self._audio(message):
-                    return
-                continue
-            try:
-                msg = json.loads(message)
-            except ValueError:
-                await self._violation("Invalid JSON message", 3007)
-                return
-            server.controls.append(msg)
-            kind = msg.get("type")
-            if kind == "ForceEndpoint":
-                server.force_received.append(time.monotonic())
-                await asyncio.sleep(server.force_delay)
-                await self._end_turn(forced=True)
-            elif kind == "Terminate":
-                await self.ws.send(
-                    json.dumps(
-                        {
-                            "type": "Termination",
-                            "audio_duration_seconds": round(self.audio, 2),
-                            "session_duration_seconds": round(time.monotonic() - self.started, 2),
-                        }
-                    )
+        kind = msg.get("type")
+        if kind == "ForceEndpoint":
+            server.force_received.append(time.monotonic())
+            await asyncio.sleep(server.force_delay)
+            await self._end_turn(forced=True)
+        elif kind == "Terminate":
+            await self.ws.send(
+                json.dumps(
+                    {
+                        "type": "Termination",
+                        "audio_duration_seconds": round(self.audio, 2),
+                        "session_duration_seconds": round(time.monotonic() - self.started, 2),
+                    }
                 )
-                await self.ws.close(1000)
-                return
+            )
+            await self.ws.close(1000)
+            return False
+        return True
 
     async def _violation(self, text: str, code: int) -> None:
         self.server.errors.append(text)
@@ -154,23 +125,18 @@ class _Session:
 
     async def _audio(self, data: bytes) -> bool:
         server = self.server
-        seconds = len(data) / 2 / RATE
+        seconds = duration(data)
         server.message_durations.append(seconds)
         if seconds < 0.05 - 1e-9 or seconds > 1.0 + 1e-9:
             await self._violation(f"Input duration violation: {seconds * 1000:.0f} ms", 3007)
             return False
-        self.audio += seconds
-        server.audio_seconds += seconds
+        self.hear(seconds)
         if self.audio > time.monotonic() - self.started + server.realtime_tolerance:
             await self._violation("Audio sent faster than real time", 3007)
             return False
-        if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
-            server.drop_after_audio = None
-            await server.drop(self.ws, "Internal server error")
+        if await self.dropped("Internal server error"):
             return False
-        pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
-        rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0
-        if rms >= server.speech_rms:
+        if level(data) >= server.speech_rms:
             if self.turn is None:
                 self.turn = server.script[self.turn_order % len(server.script)]
             self.speech += seconds
@@ -192,6 +158,7 @@ class _Session:
         ]  # fmt: skip
 
     async def _garbage(self) -> None:
+        """With ``garbage``: a non-JSON message and a JSON array before every Turn."""
         if self.server.garbage:
             await self.ws.send("{not json")
             await self.ws.send("[1, 2]")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import threading
 import urllib.parse
@@ -111,8 +112,7 @@ class FakeAsync(FakeContextServer):
     async def _handle(self, ws: ServerConnection) -> None:
         if not await self._accepted(ws):
             return
-        contexts: dict[str, Context] = {}
-        try:
+        with contextlib.suppress(ConnectionClosed):
             raw = await asyncio.wait_for(ws.recv(), 5.0)
             init = json.loads(raw)
             if not {"model_id", "voice", "output_format"} <= set(init):
@@ -120,27 +120,15 @@ class FakeAsync(FakeContextServer):
                 await ws.close(1008, "invalid init")
                 return
             self.inits.append(init)
-            while True:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
-                except TimeoutError:
-                    self.idle_closes += 1
-                    await ws.close(1000, "inactivity timeout")
-                    return
-                msg = json.loads(raw)
-                self.received.append(msg)
-                cid = msg.get("context_id")
-                if not cid:
-                    continue  # a keep-alive
-                ctx = contexts.get(cid)
-                if ctx is None:
-                    ctx = contexts[cid] = Context(self, ws, cid)
-                self._receive(ctx, msg)
-        except ConnectionClosed:
-            pass
-        finally:
-            for ctx in contexts.values():
-                ctx.task.cancel()
+            await self.serve_contexts(ws)
+
+    async def _next_message(self, ws: ServerConnection) -> str | bytes | None:
+        try:
+            return await asyncio.wait_for(ws.recv(), self.idle_timeout)
+        except TimeoutError:
+            self.idle_closes += 1
+            await ws.close(1000, "inactivity timeout")
+            return None
 
     def _receive(self, ctx: Context, msg: dict[str, Any]) -> None:
         if ctx.done:

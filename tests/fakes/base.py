@@ -13,12 +13,13 @@ import contextlib
 import json
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 #: ``drop_code`` for a connection cut without a close frame.
@@ -53,6 +54,8 @@ class FakeWebsocketServer:
     #: Rewrites each JSON message before it is sent (None: sent as made).
     mangle: Callable[[dict[str, Any]], Any] | None = None
     requests: list[Request] = field(default_factory=list)
+    #: The JSON messages clients sent, for servers that keep them.
+    received: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
     _server: Server | None = None
 
@@ -105,6 +108,15 @@ class FakeWebsocketServer:
     async def _handle(self, ws: ServerConnection) -> None:
         raise NotImplementedError
 
+    async def _closed_for_key(self, ws: ServerConnection, header: str, reason: str) -> bool:
+        """Close the connection with 1008 and ``reason`` when its handshake's ``header`` is not
+        the key, as providers that check the key after the upgrade do; True when it did."""
+        assert ws.request is not None
+        if ws.request.headers.get(header) == self.key:
+            return False
+        await ws.close(1008, reason)
+        return True
+
     async def _accepted(self, ws: ServerConnection) -> bool:
         """Called once the session started: False (the connection dropped) when
         ``accept_then_close`` says so."""
@@ -112,6 +124,18 @@ class FakeWebsocketServer:
             await drop(ws, self.drop_code)
             return False
         return True
+
+    async def serve_events(
+        self, ws: ServerConnection, on_event: Callable[[dict[str, Any]], Awaitable[bool]]
+    ) -> None:
+        """Hand each JSON event the client sends to ``on_event``, keeping it in ``received``,
+        until ``on_event`` returns False or the connection closes (quietly)."""
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in ws:
+                event = json.loads(raw)
+                self.received.append(event)
+                if not await on_event(event):
+                    return
 
     def outgoing(self, msg: dict[str, Any]) -> str:
         """``msg`` as it goes out: mangled when told so, then JSON."""

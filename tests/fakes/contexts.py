@@ -84,7 +84,6 @@ class FakeContextServer(FakeWebsocketServer):
     #: Drop the socket after this many audio messages (once), as ``drop_code`` says.
     drop_after_audio: int | None = None
 
-    received: list[dict[str, Any]] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
     #: context → monotonic time its first text arrived / its first audio was sent
     first_text: dict[str, float] = field(default_factory=dict)
@@ -115,6 +114,51 @@ class FakeContextServer(FakeWebsocketServer):
         self._sent_audio += 1
         self.first_audio.setdefault(cid, time.monotonic())
         return True
+
+    async def serve_contexts(self, ws: ServerConnection) -> None:
+        """Keep each message in ``received`` and hand it to its context (made on its first
+        message) until the socket ends; a message without a context is the socket's own
+        (``_socket_message``). A closed socket ends it quietly; the contexts' synthesis stops with
+        it."""
+        contexts: dict[str, Context] = {}
+        try:
+            while (raw := await self._next_message(ws)) is not None:
+                msg = json.loads(raw)
+                self.received.append(msg)
+                if await self._socket_message(ws, msg, contexts):
+                    return
+                cid = msg.get("context_id")
+                if not cid:
+                    continue  # not for a context (a keep-alive, say)
+                ctx = contexts.get(cid)
+                if ctx is None:
+                    if await self._context_refused(ws, contexts):
+                        return
+                    ctx = contexts[cid] = Context(self, ws, cid)
+                self._receive(ctx, msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            for ctx in contexts.values():
+                ctx.task.cancel()
+
+    async def _next_message(self, ws: ServerConnection) -> str | bytes | None:
+        """The next message from the client; None once the server ended the socket."""
+        return await ws.recv()
+
+    async def _socket_message(
+        self, ws: ServerConnection, msg: dict[str, Any], contexts: dict[str, Context]
+    ) -> bool:
+        """Act on a message meant for the socket as a whole; True when it ended the socket."""
+        return False
+
+    async def _context_refused(self, ws: ServerConnection, contexts: dict[str, Context]) -> bool:
+        """Whether a new context is refused (and the socket ended) given the open ``contexts``."""
+        return False
+
+    def _receive(self, ctx: Context, msg: dict[str, Any]) -> None:
+        """Act on a message for ``ctx``: buffer its text, flush or close it."""
+        raise NotImplementedError
 
     def audio_message(self, cid: str, part: AudioPart) -> dict[str, Any]:
         raise NotImplementedError

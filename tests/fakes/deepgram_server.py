@@ -19,14 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.fakes.base import FakeWebsocketServer
+from tests.fakes.listening import FakeListeningServer, ListeningSession, duration, level
 
-RATE = 16_000
 IDLE_REASON = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
@@ -34,13 +31,11 @@ IDLE_REASON = (
 
 
 @dataclass
-class FakeDeepgram(FakeWebsocketServer):
+class FakeDeepgram(FakeListeningServer):
     PATH = "/v1/listen"
 
     key: str = "dg-test-key"
     script: tuple[str, ...] = ("What time is it?", "Thank you.")
-    words_per_second: float = 4.0
-    speech_rms: float = 300.0
     segment_seconds: float = 0.4
     #: Silence that ends a turn with ``speech_final`` / with ``UtteranceEnd``; None: never.
     endpointing: float | None = 0.3
@@ -48,11 +43,7 @@ class FakeDeepgram(FakeWebsocketServer):
     finalize_delay: float = 0.02
     answer_finalize: bool = True
     idle_timeout: float = 10.0
-    garbage: bool = False
-    drop_after_audio: float | None = None
 
-    controls: list[dict[str, Any]] = field(default_factory=list)
-    audio_seconds: float = 0.0
     idle_closes: int = 0
     finalize_received: list[float] = field(default_factory=list)
     finals_sent: list[float] = field(default_factory=list)
@@ -72,32 +63,19 @@ class FakeDeepgram(FakeWebsocketServer):
         if not await self._accepted(ws):
             return
         session = _Session(self, ws)
-        watchdog = asyncio.create_task(session.watch_idle())
-        try:
-            await session.run()
-        except ConnectionClosed:
-            pass
-        finally:
-            watchdog.cancel()
-            for task in session.tasks:
-                task.cancel()
+        session.tasks.append(asyncio.create_task(session.watch_idle()))
+        await session.serve()
 
 
-class _Session:
+class _Session(ListeningSession[FakeDeepgram]):
     def __init__(self, server: FakeDeepgram, ws: ServerConnection) -> None:
-        self.server = server
-        self.ws = ws
-        self.audio = 0.0
+        super().__init__(server, ws)
         self.turn = 0
         self.words: list[str] | None = None
         self.done = 0  # words already sent in is_final results
-        self.speech = 0.0
         self.segment_speech = 0.0
         self.segment_start = 0.0
-        self.silence = 0.0
         self.speech_final_sent = False
-        self.last_activity = time.monotonic()
-        self.tasks: list[asyncio.Task[None]] = []
 
     async def watch_idle(self) -> None:
         while True:
@@ -107,26 +85,19 @@ class _Session:
                 await self.ws.close(1011, IDLE_REASON)
                 return
 
-    async def run(self) -> None:
-        async for message in self.ws:
-            self.last_activity = time.monotonic()
-            if isinstance(message, bytes):
-                if not await self._audio(message):
-                    return
-                continue
-            msg = json.loads(message)
-            self.server.controls.append(msg)
-            kind = msg.get("type")
-            if kind == "Finalize":
-                self.server.finalize_received.append(time.monotonic())
-                if self.server.answer_finalize:
-                    await asyncio.sleep(self.server.finalize_delay)
-                    await self._final(from_finalize=True)
-            elif kind == "CloseStream":
-                await self._send({"type": "Metadata", "request_id": "fake", "duration": self.audio,
-                                  "channels": 1})  # fmt: skip
-                await self.ws.close(1000)
-                return
+    async def _control(self, msg: dict[str, Any]) -> bool:
+        kind = msg.get("type")
+        if kind == "Finalize":
+            self.server.finalize_received.append(time.monotonic())
+            if self.server.answer_finalize:
+                await asyncio.sleep(self.server.finalize_delay)
+                await self._final(from_finalize=True)
+        elif kind == "CloseStream":
+            await self._send({"type": "Metadata", "request_id": "fake", "duration": self.audio,
+                              "channels": 1})  # fmt: skip
+            await self.ws.close(1000)
+            return False
+        return True
 
     async def _send(self, msg: dict[str, Any]) -> None:
         if self.server.garbage:
@@ -135,16 +106,11 @@ class _Session:
 
     async def _audio(self, data: bytes) -> bool:
         server = self.server
-        seconds = len(data) / 2 / RATE
-        self.audio += seconds
-        server.audio_seconds += seconds
-        if server.drop_after_audio is not None and server.audio_seconds >= server.drop_after_audio:
-            server.drop_after_audio = None
-            await server.drop(self.ws, "NET-0000: internal error")
+        seconds = duration(data)
+        self.hear(seconds)
+        if await self.dropped("NET-0000: internal error"):
             return False
-        pcm = np.frombuffer(data, dtype="<i2").astype(np.float32)
-        rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0
-        if rms >= server.speech_rms:
+        if level(data) >= server.speech_rms:
             if self.words is None:
                 self.words = server.script[self.turn % len(server.script)].split()
                 self.segment_start = self.audio - seconds

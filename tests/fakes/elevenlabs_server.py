@@ -13,13 +13,11 @@ five-context limit.
 from __future__ import annotations
 
 import base64
-import json
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.base import json_response
@@ -74,37 +72,27 @@ class FakeElevenLabs(FakeContextServer):
     # ------------------------------------------------------------------------------- socket
 
     async def _handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        if ws.request.headers.get("xi-api-key") != self.key:
-            await ws.close(1008, "invalid_api_key: Invalid API key")
+        if await self._closed_for_key(ws, "xi-api-key", "invalid_api_key: Invalid API key"):
             return
         if not await self._accepted(ws):
             return
-        contexts: dict[str, Context] = {}
-        try:
-            async for raw in ws:
-                msg = json.loads(raw)
-                self.received.append(msg)
-                if msg.get("close_socket"):
-                    for open_context in contexts.values():
-                        open_context.close()
-                    await ws.close(1000)
-                    return
-                cid = msg.get("context_id")
-                if not cid:
-                    continue
-                ctx = contexts.get(cid)
-                if ctx is None:
-                    if sum(1 for c in contexts.values() if not c.done) >= self.max_contexts:
-                        await ws.close(1008, TOO_MANY_CONTEXTS)
-                        return
-                    ctx = contexts[cid] = Context(self, ws, cid)
-                self._receive(ctx, msg)
-        except ConnectionClosed:
-            pass
-        finally:
-            for ctx in contexts.values():
-                ctx.task.cancel()
+        await self.serve_contexts(ws)
+
+    async def _socket_message(
+        self, ws: ServerConnection, msg: dict[str, Any], contexts: dict[str, Context]
+    ) -> bool:
+        if not msg.get("close_socket"):
+            return False
+        for ctx in contexts.values():
+            ctx.close()
+        await ws.close(1000)
+        return True
+
+    async def _context_refused(self, ws: ServerConnection, contexts: dict[str, Context]) -> bool:
+        if sum(1 for c in contexts.values() if not c.done) < self.max_contexts:
+            return False
+        await ws.close(1008, TOO_MANY_CONTEXTS)
+        return True
 
     def _receive(self, ctx: Context, msg: dict[str, Any]) -> None:
         if ctx.done:

@@ -73,7 +73,6 @@ class FakeRealtimeAgent(FakeWebsocketServer):
         self.word_delay = 0.01
         self.reply_faults: deque[ReplyFault] = deque()
         self.session_updates: list[dict[str, Any]] = []
-        self.received: list[dict[str, Any]] = []
         #: The conversation as the model sees it: items in order.
         self.items: list[dict[str, Any]] = []
         self.responses: list[str] = []
@@ -129,16 +128,11 @@ class FakeRealtimeAgent(FakeWebsocketServer):
         state = _Connection(ws)
         try:
             await self._send(ws, {"type": "session.created", "session": {"id": "sess_fake"}})
-            async for raw in ws:
-                event = json.loads(raw)
-                self.received.append(event)
-                if not await self._on(state, event):
-                    return
+            await self.serve_events(ws, lambda event: self._on(state, event))
         except ConnectionClosed:
-            pass
+            pass  # gone before its session was created
         finally:
-            if state.reply is not None:
-                state.reply.cancel()
+            state.end()
 
     async def _send(self, ws: ServerConnection, event: dict[str, Any]) -> None:
         await ws.send(json.dumps({"event_id": f"event_{next(self._ids)}", **event}))
@@ -486,12 +480,24 @@ class FakeRealtimeAgent(FakeWebsocketServer):
 
 
 @dataclass
-class _Connection:
+class AgentConnection:
+    """A client's connection to a speech-to-speech agent: the reply being spoken, and whether
+    the user is speaking (for how long they have been silent)."""
+
     ws: ServerConnection
+    reply: asyncio.Task[None] | None = None
+    speaking: bool = False
+    silent_ms: float = 0.0
+
+    def end(self) -> None:
+        """The connection is gone: the reply being made stops."""
+        if self.reply is not None:
+            self.reply.cancel()
+
+
+@dataclass
+class _Connection(AgentConnection):
     buffer: bytearray = field(default_factory=bytearray)
     server_vad: dict[str, Any] | None = None
     tools: bool = False
-    reply: asyncio.Task[None] | None = None
-    speaking: bool = False
     heard_ms: float = 0.0
-    silent_ms: float = 0.0

@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.fakes.base import FakeWebsocketServer, drop
-from tests.fakes.realtime_agent_server import RATE, tone
+from tests.fakes.realtime_agent_server import RATE, AgentConnection, tone
 
 REPLY = "Sure. Here is a short spoken answer."
 ReplyFault = Literal["drop_before_output", "drop_mid_reply", "silent"]
@@ -49,13 +49,9 @@ class AgentSession:
 
 
 @dataclass
-class _Connection:
-    ws: ServerConnection
+class _Connection(AgentConnection):
     session: AgentSession | None = None
-    reply: asyncio.Task[None] | None = None
-    speaking: bool = False
     speech_ms: float = 0.0
-    silent_ms: float = 0.0
     partial_sent: bool = False
 
 
@@ -72,7 +68,6 @@ class FakeVoiceAgent(FakeWebsocketServer):
         self.word_delay = 0.01
         self.refuse_resume = False
         self.reply_faults: deque[ReplyFault] = deque()
-        self.received: list[dict[str, Any]] = []
         self.session_updates: list[dict[str, Any]] = []
         self.resumes: list[str] = []
         self.tool_results: list[dict[str, Any]] = []
@@ -98,23 +93,18 @@ class FakeVoiceAgent(FakeWebsocketServer):
             await ws.close(1008, "Unauthorized")
             return
         state = _Connection(ws)
-        ended = False
+        outcome = ""
+
+        async def on_event(event: dict[str, Any]) -> bool:
+            nonlocal outcome
+            outcome = await self._on(state, event)
+            return outcome not in ("end", "close")
+
         try:
-            async for raw in ws:
-                event = json.loads(raw)
-                self.received.append(event)
-                result = await self._on(state, event)
-                if result == "end":
-                    ended = True
-                    return
-                if result == "close":
-                    return
-        except ConnectionClosed:
-            pass
+            await self.serve_events(ws, on_event)
         finally:
-            if state.reply is not None:
-                state.reply.cancel()
-            if ended and state.session is not None:
+            state.end()
+            if outcome == "end" and state.session is not None:
                 self.sessions.pop(state.session.id, None)
 
     async def _on(self, state: _Connection, event: dict[str, Any]) -> str:

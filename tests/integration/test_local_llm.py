@@ -317,6 +317,30 @@ async def test_local_llm_streams_survives_a_crash_and_stops_cleanly() -> None:
     assert _our_llama_servers() == []
 
 
+async def _warm(llm: LocalLLM) -> bool:
+    """Warm ``llm`` up and wait until its warm prompt is read in; whether there was any to read
+    (a restored prompt leaves none)."""
+    await llm.warm_up()
+    if llm._warming is None:
+        return False
+    await llm._warming
+    return True
+
+
+async def _usage(llm: LocalLLM, request: ChatRequest) -> Usage:
+    """What reading ``request`` cost: the last usage the server reported for its answer."""
+    usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
+    assert usage
+    return usage[-1]
+
+
+def _read_only_the_rest(usage: Usage, *, cached: int) -> None:
+    """At least ``cached`` tokens of the prompt came from the cache, and only the last few (the
+    user's words) were read anew."""
+    assert usage.cached_tokens >= cached, usage
+    assert usage.prompt_tokens - usage.cached_tokens < 15, usage
+
+
 @pytest.mark.slow
 async def test_the_system_prompt_is_read_in_while_starting() -> None:
     _binary_or_skip()
@@ -326,14 +350,11 @@ async def test_the_system_prompt_is_read_in_while_starting() -> None:
         FAST_MODEL, timeout_first_token=60.0, warm_prompt=[system], prompt_cache_dir=None
     )
     try:
-        await llm.warm_up()
-        assert llm._warming is not None
-        await llm._warming  # in the background: the app is ready before it is done
+        read = await _warm(llm)  # in the background: the app is ready before it is done
+        assert read
         request = ChatRequest([system, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
-        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
         # Everything up to the user's words came from the cache.
-        assert usage and usage[-1].cached_tokens >= 40, usage
-        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+        _read_only_the_rest(await _usage(llm, request), cached=40)
     finally:
         await llm.aclose()
 
@@ -348,14 +369,11 @@ async def test_a_prefill_asked_before_the_server_is_up_is_read_first() -> None:
     )
     try:
         await llm.prefill(ChatRequest([tools, Message("user", "")]))  # nothing runs yet
-        await llm.warm_up()
-        assert llm._warming is not None
-        await llm._warming
+        read = await _warm(llm)
+        assert read
         request = ChatRequest([tools, Message("user", "Hi.")], max_tokens=2, temperature=0.0)
-        usage = [e async for e in llm.stream(request) if isinstance(e, Usage)]
         # The early request, not the warm prompt, was read: the tools part came from the cache.
-        assert usage and usage[-1].cached_tokens >= 70, usage
-        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+        _read_only_the_rest(await _usage(llm, request), cached=70)
     finally:
         await llm.aclose()
 
@@ -488,8 +506,8 @@ async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: 
     request = ChatRequest([system, Message("user", "Hi.")], max_tokens=1, temperature=0.0)
     first = LocalLLM(FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path)
     try:
-        usage = [e async for e in first.stream(request) if isinstance(e, Usage)]
-        assert usage and usage[-1].prompt_tokens - usage[-1].cached_tokens >= 200, usage
+        usage = await _usage(first, request)
+        assert usage.prompt_tokens - usage.cached_tokens >= 200, usage
         await asyncio.gather(*first._saving)
     finally:
         await first.aclose()
@@ -503,12 +521,8 @@ async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: 
         FAST_MODEL, timeout_first_token=120.0, prompt_cache_dir=tmp_path, warm_prompt=[bare]
     )
     try:
-        await second.warm_up()
-        if second._warming is not None:
-            await second._warming
-        usage = [e async for e in second.stream(request) if isinstance(e, Usage)]
-        assert usage and usage[-1].cached_tokens >= 200, usage
-        assert usage[-1].prompt_tokens - usage[-1].cached_tokens < 15, usage
+        await _warm(second)
+        _read_only_the_rest(await _usage(second, request), cached=200)
     finally:
         await second.aclose()
 

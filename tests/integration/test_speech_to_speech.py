@@ -5,37 +5,34 @@ detection, tools through Parley's registry, and a dropped Voice Agent session re
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from assistant import secrets
-from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
-from assistant.audio.player import VirtualPlayer
 from assistant.config import Settings
 from assistant.engines.assemblyai_agent import AssemblyAIVoiceAgent
 from assistant.engines.openai.agent import OpenAIRealtimeAgent
-from assistant.events import ErrorEvent, SessionEvent, ToolCalled, TurnFinished
-from assistant.history import HistoryStore, TurnRecord
+from assistant.events import ErrorEvent, ToolCalled
 from assistant.session.s2s import SpeechSession
 from assistant.tools import default_tools
 from tests.cloud import fast
+from tests.conftest import LiveHarness
 from tests.fakes.realtime_agent_server import FakeRealtimeAgent
 from tests.fakes.voice_agent_server import FakeVoiceAgent
-from tests.scenario import ScriptVAD
 
 pytestmark = pytest.mark.timeout(60)
-FRAME = FRAME_SAMPLES / CAPTURE_RATE
 LONG = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen."
 
 
-class Talk:
+class Talk(LiveHarness[SpeechSession]):
     """A ``SpeechSession`` fed frames at real-time pace: speech-like noise or silence."""
+
+    patience = 15.0
 
     def __init__(
         self,
@@ -46,61 +43,12 @@ class Talk:
         provider_turns: bool = False,
         tools: Any = None,
     ) -> None:
-        self.settings = Settings()
-        self.settings.turn_mode = mode  # type: ignore[assignment]
-        self.settings.vad.end_silence_ms = 300
-        self.settings.vad.min_speech_ms = 100
-        self.settings.vad.smart_turn = False
+        settings = Settings()
+        settings.vad.smart_turn = False
         if provider_turns:
-            self.settings.s2s.turn_detection = "provider"
-        self.vad = ScriptVAD()
-        self.player = VirtualPlayer(pace="realtime")
-        conversation, _ = HistoryStore(tmp / "history").latest()
-        self.session = SpeechSession(
-            engine=engine,
-            player=self.player,
-            conversation=conversation,
-            settings=self.settings,
-            vad=self.vad,
-            tools=tools,
-        )
-        self.events: list[SessionEvent] = []
-        self.session.subscribe(self.events.append)
-        self._t = 0.0
-        self._rng = np.random.default_rng(3)
-
-    async def __aenter__(self) -> Talk:
-        await self.session.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.session.close()
-
-    async def audio(self, seconds: float, *, speech: bool) -> None:
-        self.vad.speaking = speech
-        for _ in range(round(seconds / FRAME)):
-            scale = 4000 if speech else 30
-            pcm = (self._rng.standard_normal(FRAME_SAMPLES) * scale).astype(np.int16)
-            self._t += FRAME
-            await self.session.feed(AudioFrame(pcm, asyncio.get_running_loop().time(), self._t))
-            await asyncio.sleep(FRAME)
-
-    async def say(self, seconds: float) -> None:
-        """Hold the talk key over ``seconds`` of speech, then let it go."""
-        self.session.press_to_talk()
-        await self.audio(seconds, speech=True)
-        self.session.release_to_talk()
-
-    async def until(self, predicate: Callable[[], bool], seconds: float = 15.0) -> None:
-        """Feed silence until ``predicate()`` holds."""
-        for _ in range(round(seconds / (3 * FRAME))):
-            if predicate():
-                return
-            await self.audio(3 * FRAME, speech=False)
-        assert predicate()
-
-    def finished(self) -> list[TurnRecord]:
-        return [e.turn for e in self.events if isinstance(e, TurnFinished)]
+            settings.s2s.turn_detection = "provider"
+        session = functools.partial(SpeechSession, engine=engine)
+        super().__init__(tmp, session, mode=mode, settings=settings, tools=tools)
 
 
 @pytest.fixture
@@ -129,10 +77,10 @@ async def test_barge_in_truncates_openai_context_to_what_was_played(
     realtime.word_delay = 0.0  # the whole answer arrives long before it has played
     engine = OpenAIRealtimeAgent(realtime.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
-        await talk.say(0.8)
+        await talk.ptt(0.8)
         await talk.until(lambda: talk.player.position > 1.0)
         played = talk.player.position
-        await talk.say(0.6)  # the user cuts in
+        await talk.ptt(0.6)  # the user cuts in
         await talk.until(lambda: len(talk.finished()) == 2)
     first = talk.finished()[0]
     assert first.interrupted and LONG.startswith(first.assistant_text) and first.assistant_text
@@ -170,7 +118,7 @@ async def test_tools_run_through_parleys_registry(
     realtime.tool_call = ("calculate", '{"expression": "17 * 23"}')
     engine = OpenAIRealtimeAgent(realtime.url, policy=fast())
     async with Talk(tmp_path, engine, tools=default_tools()) as talk:
-        await talk.say(0.6)
+        await talk.ptt(0.6)
         await talk.until(lambda: bool(talk.finished()))
     (turn,) = talk.finished()
     assert [(c.name, c.result) for c in turn.tool_calls] == [("calculate", "391")]
@@ -187,9 +135,9 @@ async def test_voice_agent_barge_in_tells_the_agent_what_was_heard(
     voice_agent.word_delay = 0.0
     engine = AssemblyAIVoiceAgent(voice_agent.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
-        await talk.say(0.8)
+        await talk.ptt(0.8)
         await talk.until(lambda: talk.player.position > 1.0)
-        await talk.say(0.6)
+        await talk.ptt(0.6)
         await talk.until(lambda: len(talk.finished()) == 2)
     first = talk.finished()[0]
     assert first.interrupted and first.assistant_text
@@ -203,7 +151,7 @@ async def test_voice_agent_resumes_a_dropped_session(
     engine = AssemblyAIVoiceAgent(voice_agent.url, policy=fast())
     async with Talk(tmp_path, engine) as talk:
         for _ in range(2):
-            await talk.say(0.6)
+            await talk.ptt(0.6)
             count = len(talk.finished()) + 1
             await talk.until(lambda n=count: len(talk.finished()) == n)  # type: ignore[misc]
     cut, answered = talk.finished()

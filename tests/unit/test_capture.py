@@ -82,6 +82,17 @@ async def collect(source: Any, limit: int | None = None) -> list[AudioFrame]:
     return out
 
 
+async def listen(
+    rate: int, **kwargs: Any
+) -> tuple[MicrophoneCapture, FakeInputStream, list[str], asyncio.Task[list[AudioFrame]]]:
+    """A started microphone, its stream, the errors it reports and a consumer collecting its
+    frames until they end."""
+    mic, stream = await open_mic(rate, **kwargs)
+    errors: list[str] = []
+    mic.on_error.append(errors.append)
+    return mic, stream, errors, asyncio.create_task(collect(mic))
+
+
 def test_sources_satisfy_protocol() -> None:
     assert isinstance(MicrophoneCapture(), AudioSource)
     assert isinstance(ArraySource(np.zeros(10, np.int16)), AudioSource)
@@ -191,10 +202,7 @@ async def test_microphone_counts_overflows_when_the_loop_falls_behind() -> None:
 
 
 async def test_microphone_loss_is_reported_and_ends_the_frames() -> None:
-    mic, stream = await open_mic(CAPTURE_RATE)
-    errors: list[str] = []
-    mic.on_error.append(errors.append)
-    consumer = asyncio.create_task(collect(mic))
+    _, stream, errors, consumer = await listen(CAPTURE_RATE)
     stream.feed(np.zeros(FRAME_SAMPLES * 2, dtype=np.float32))
     await asyncio.sleep(0.01)
     stream.kwargs["finished_callback"]()  # the device went away
@@ -409,10 +417,7 @@ def test_resample_lengths_and_content() -> None:
 
 async def test_microphone_that_stops_calling_back_is_reported_lost() -> None:
     clock = ManualClock()
-    mic, stream = await open_mic(CAPTURE_RATE, clock=clock)
-    errors: list[str] = []
-    mic.on_error.append(errors.append)
-    consumer = asyncio.create_task(collect(mic))
+    _, stream, errors, consumer = await listen(CAPTURE_RATE, clock=clock)
     for _ in range(10):
         stream.feed(np.zeros(FRAME_SAMPLES, dtype=np.float32))
         await clock.advance(FRAME_SAMPLES / CAPTURE_RATE)
@@ -424,10 +429,7 @@ async def test_microphone_that_stops_calling_back_is_reported_lost() -> None:
 
 async def test_microphone_whose_blocks_are_all_unusable_is_reported() -> None:
     clock = ManualClock()
-    mic, stream = await open_mic(CAPTURE_RATE, clock=clock)
-    errors: list[str] = []
-    mic.on_error.append(errors.append)
-    consumer = asyncio.create_task(collect(mic))
+    mic, stream, errors, consumer = await listen(CAPTURE_RATE, clock=clock)
     for _ in range(100):  # it keeps calling back, with blocks of the wrong shape
         stream.kwargs["callback"](np.zeros(FRAME_SAMPLES, np.float32), FRAME_SAMPLES, None, None)
         await clock.advance(FRAME_SAMPLES / CAPTURE_RATE)

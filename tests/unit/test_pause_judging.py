@@ -20,6 +20,7 @@ from assistant.events import (
     TurnWithdrawn,
     UserSpeechStarted,
 )
+from assistant.history import TurnRecord
 from tests.scenario import ScriptedTurnModel, Speech, Stage
 
 FRAME_TOLERANCE_MS = 48
@@ -34,6 +35,23 @@ async def one_turn(stage: Stage) -> None:
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
         await stage.run_until(lambda: stage.session.state is State.LISTENING)
+
+
+def sounding_finished(tmp_path, llm: FakeReadingLLM, text: str, seconds: float) -> Stage:
+    """The user says ``text`` for ``seconds``; the audio model hears it as finished (0.95), and
+    ``llm`` reads the words."""
+    stt = FakeSTT(script=(text,))
+    turn_model = ScriptedTurnModel(0.95)
+    script = [Speech(0, seconds)]
+    return Stage(tmp_path, mode="vad", stt=stt, llm=llm, turn_model=turn_model, script=script)
+
+
+async def judged_once(stage: Stage) -> tuple[TurnRecord, PauseJudged]:
+    """Run ``stage`` through its one turn, whose one pause was judged."""
+    await one_turn(stage)
+    (turn,) = stage.finished()
+    (judged,) = stage.events(PauseJudged)
+    return turn, judged
 
 
 @pytest.mark.parametrize("pause", [0.4, 0.8, 1.5])
@@ -76,12 +94,8 @@ async def test_words_the_language_model_reads_as_unfinished_wait_for_more(tmp_pa
 
 async def test_words_finished_by_sound_and_by_reading_are_answered_at_once(tmp_path) -> None:
     llm = FakeReadingLLM(reading=reads({"What is the capital of France?": 0.98}), ttft=0.05)
-    stt = FakeSTT(script=("What is the capital of France?",))
-    stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, turn_model=ScriptedTurnModel(0.95))
-    stage.add(Speech(0, 1.2))
-    await one_turn(stage)
-    (turn,) = stage.finished()
-    (judged,) = stage.events(PauseJudged)
+    stage = sounding_finished(tmp_path, llm, "What is the capital of France?", 1.2)
+    turn, judged = await judged_once(stage)
     assert judged.ending and not judged.waiting
     # The 200 ms pause, the recognizer's 50 ms and the reading's 30 ms: then the turn ended.
     assert turn.timeline["notes"]["endpoint_ms"] == pytest.approx(280, abs=FRAME_TOLERANCE_MS)
@@ -90,13 +104,9 @@ async def test_words_finished_by_sound_and_by_reading_are_answered_at_once(tmp_p
 
 async def test_finished_sound_with_an_unsure_reading_waits_longer(tmp_path) -> None:
     llm = FakeReadingLLM(reading=reads({"Set an alarm for six": 0.3}), ttft=0.05)
-    stt = FakeSTT(script=("Set an alarm for six",))
-    stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, turn_model=ScriptedTurnModel(0.95))
+    stage = sounding_finished(tmp_path, llm, "Set an alarm for six", 1.2)
     stage.settings.vad.max_end_silence_ms = 1200
-    stage.add(Speech(0, 1.2))
-    await one_turn(stage)
-    (turn,) = stage.finished()
-    (judged,) = stage.events(PauseJudged)
+    turn, judged = await judged_once(stage)
     assert judged.waiting and judged.wait_ms == 1200
     assert turn.timeline["notes"]["endpoint_ms"] == pytest.approx(1200, abs=FRAME_TOLERANCE_MS)
 
@@ -129,12 +139,8 @@ async def test_the_held_reply_asks_the_language_model_after_the_reading(tmp_path
 
 async def test_a_reading_that_never_comes_does_not_hold_the_turn(tmp_path) -> None:
     llm = FakeReadingLLM(reading=reads({}), reading_delay=30.0, ttft=0.05)
-    stt = FakeSTT(script=("What time is it?",))
-    stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, turn_model=ScriptedTurnModel(0.95))
-    stage.add(Speech(0, 1.0))
-    await one_turn(stage)
-    (turn,) = stage.finished()
-    (judged,) = stage.events(PauseJudged)
+    stage = sounding_finished(tmp_path, llm, "What time is it?", 1.0)
+    turn, judged = await judged_once(stage)
     assert judged.reading is None and judged.ending  # the sound alone decided, after 1 s
     assert turn.timeline["notes"]["endpoint_ms"] == pytest.approx(1250, abs=FRAME_TOLERANCE_MS)
 

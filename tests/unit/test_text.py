@@ -182,28 +182,34 @@ def test_link_split_across_deltas() -> None:
     assert split("".join(chunks), chunks) == ["See the docs now."]
 
 
-def test_decimal_split_across_deltas_is_not_a_sentence_end() -> None:
+@pytest.mark.parametrize(
+    ("pushes", "flushed"),
+    [
+        pytest.param(
+            [("Pi is 3.", []), ("14 exactly.", [])],
+            ["Pi is 3.14 exactly."],
+            id="a decimal split across deltas is no sentence end",
+        ),
+        pytest.param(
+            [("Hello there.", []), ("  ", []), ("How", ["Hello there."]), (" are you?", [])],
+            ["How are you?"],
+            id="a sentence end waits for the next non-space",
+        ),
+        pytest.param(
+            [("你好。", []), ("」", []), ("他", ["你好。」"])],
+            ["他"],
+            id="a CJK end needs no space but waits for closers",
+        ),
+    ],
+)
+def test_a_sentence_is_released_once_its_end_is_certain(
+    pushes: list[tuple[str, list[str]]], flushed: list[str]
+) -> None:
+    """Each push releases what it says; the flush at the end, the rest."""
     splitter = TextSplitter()
-    assert splitter.push("Pi is 3.") == []
-    assert splitter.push("14 exactly.") == []
-    assert splitter.flush() == ["Pi is 3.14 exactly."]
-
-
-def test_sentence_end_waits_for_next_non_space() -> None:
-    splitter = TextSplitter()
-    assert splitter.push("Hello there.") == []
-    assert splitter.push("  ") == []
-    assert splitter.push("How") == ["Hello there."]
-    assert splitter.push(" are you?") == []
-    assert splitter.flush() == ["How are you?"]
-
-
-def test_cjk_end_needs_no_space_but_waits_for_closers() -> None:
-    splitter = TextSplitter()
-    assert splitter.push("你好。") == []
-    assert splitter.push("」") == []
-    assert splitter.push("他") == ["你好。」"]
-    assert splitter.flush() == ["他"]
+    for text, released in pushes:
+        assert splitter.push(text) == released, text
+    assert splitter.flush() == flushed
 
 
 def test_first_clause_released_before_sentence_end() -> None:

@@ -5,7 +5,7 @@ splitter, recorder and player, scripted engines, one manual clock."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -19,6 +19,7 @@ from assistant.events import (
     FillerSpoken,
     ToolCalled,
 )
+from assistant.history import TurnRecord
 from assistant.session.generate import ANSWER_AFTER_TOOLS_TEMPERATURE
 from assistant.tools import ToolRegistry, default_tools
 from assistant.tools.alarms import AlarmBook, alarm_line, register_alarm_tools
@@ -108,13 +109,39 @@ def _stage(tmp_path, *, tools: ToolRegistry, llm, stt: FakeSTT | None = None, sc
 # ------------------------------------------------------------------------------------ routing
 
 
-async def test_router_picks_the_tool_and_the_answer_streams_without_tools(tmp_path) -> None:
-    llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "17*23"}}])
-    stt = FakeSTT(script=("What is seventeen times twenty-three?",))
+async def _routed_turn(tmp_path, llm, said: str | None = None) -> tuple[Stage, TurnRecord]:
+    """One talk-key turn with the default tools (the recognizer hearing ``said``, if given),
+    run to its end."""
+    stt = FakeSTT(script=(said,)) if said is not None else None
     stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
     async with stage:
         await stage.run_until(lambda: bool(stage.finished()))
     (turn,) = stage.finished()
+    return stage, turn
+
+
+def _asked_again_without_tools(llm: RoutedLLM) -> list[ChatRequest]:
+    """The answer requests: the first, and one asked again without the tools block."""
+    answers = [r for r in llm.requests if r.response_format is None]
+    assert len(answers) == 2
+    assert "You can use these tools" not in answers[1].messages[0].content
+    return answers
+
+
+def _reply(to_tools_prompt: str, otherwise: str) -> Callable[[ChatRequest], str]:
+    """A model's reply: ``to_tools_prompt`` to a prompt with the tools block, else ``otherwise``."""
+
+    def reply(request: ChatRequest) -> str:
+        if "You can use these tools" in request.messages[0].content:
+            return to_tools_prompt
+        return otherwise
+
+    return reply
+
+
+async def test_router_picks_the_tool_and_the_answer_streams_without_tools(tmp_path) -> None:
+    llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "17*23"}}])
+    _, turn = await _routed_turn(tmp_path, llm, "What is seventeen times twenty-three?")
     assert [(t.name, json.loads(t.arguments), t.result) for t in turn.tool_calls] == [
         ("calculate", {"expression": "17*23"}, "391")
     ]
@@ -150,11 +177,9 @@ async def test_router_two_step_request_runs_both_tools_in_order(tmp_path) -> Non
             {"tool": "calculate", "arguments": {"expression": "8.047*2"}},
         ]
     )
-    stt = FakeSTT(script=("How many kilometers is 5 miles there and back?",))
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    stage, turn = await _routed_turn(
+        tmp_path, llm, "How many kilometers is 5 miles there and back?"
+    )
     assert [t.name for t in turn.tool_calls] == ["convert_units", "calculate"]
     assert turn.tool_calls[1].result == "16.094"
     assert [e.title for e in stage.events(ToolCalled)] == ["unit converter", "calculator"]
@@ -165,11 +190,7 @@ async def test_a_calculation_with_numbers_nobody_said_is_not_run(tmp_path) -> No
     have?" to ``calculate("6*2")``; a call computing with recalled numbers is not run, and the
     question is answered in words."""
     llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "6*2"}}])
-    stt = FakeSTT(script=("How many legs does a spider have?",))
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    stage, turn = await _routed_turn(tmp_path, llm, "How many legs does a spider have?")
     assert turn.tool_calls == []
     assert not stage.events(ToolCalled)
     assert turn.assistant_text
@@ -179,10 +200,7 @@ async def test_a_calculation_with_numbers_nobody_said_is_not_run(tmp_path) -> No
 async def test_a_repeated_routing_decision_is_not_run_twice(tmp_path) -> None:
     same = {"tool": "get_time", "arguments": {}}
     llm = RoutedLLM([same, same, same])
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    _, turn = await _routed_turn(tmp_path, llm)
     assert [t.name for t in turn.tool_calls] == ["get_time"]
 
 
@@ -190,21 +208,12 @@ async def test_a_decision_written_out_as_the_answer_is_never_spoken(tmp_path) ->
     """The answer request shares the routing calls' prompt; a model that answers it with its
     decision again is asked once more without the tools block, and only words are heard."""
 
-    def reply(request: ChatRequest) -> str:
-        if "You can use these tools" in request.messages[0].content:
-            return '{"tool": "none"}'
-        return "Going forward ten meters is not something I can do."
-
+    reply = _reply('{"tool": "none"}', "Going forward ten meters is not something I can do.")
     llm = RoutedLLM([], FakeLLM(ttft=0.05, tokens_per_second=200, reply=reply))
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    stage, turn = await _routed_turn(tmp_path, llm)
     assert turn.assistant_text == "Going forward ten meters is not something I can do."
     assert all("tool" not in e.spoken for e in stage.events(AssistantText))
-    answers = [r for r in llm.requests if r.response_format is None]
-    assert len(answers) == 2
-    assert "You can use these tools" not in answers[1].messages[0].content
+    answers = _asked_again_without_tools(llm)
     assert turn.timeline["notes"]["answer_reasked"] is True
     # No tool ran: the answer is sampled as usual.
     assert all(r.temperature is None for r in answers)
@@ -257,23 +266,13 @@ async def test_an_answer_reciting_the_tool_examples_is_stopped_and_asked_again(t
         json.dumps({"name": name, "arguments": {"text": "the key is under the mat"}})
         for name in ["add_note", "find_notes", "cancel_timer"] * 40
     )
-
-    def reply(request: ChatRequest) -> str:
-        if "You can use these tools" in request.messages[0].content:
-            return recital
-        return "A spider has eight legs."
-
+    reply = _reply(recital, "A spider has eight legs.")
     answer = FakeLLM(ttft=0.05, tokens_per_second=200, reply=reply)
     llm = RoutedLLM([{"tool": "calculate", "arguments": {"expression": "6*2"}}], answer)
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    stage, turn = await _routed_turn(tmp_path, llm)
     assert turn.assistant_text == "A spider has eight legs."
     assert all("{" not in e.spoken for e in stage.events(AssistantText))
-    answers = [r for r in llm.requests if r.response_format is None]
-    assert len(answers) == 2
-    assert "You can use these tools" not in answers[1].messages[0].content
+    _asked_again_without_tools(llm)
     # Abandoned early, not read to its end (its 3,000 tokens take 15 s at 200 a second).
     assert stage.now < 6.0
 
@@ -540,9 +539,5 @@ async def test_a_follow_up_routing_call_that_copies_an_example_ends_the_tools(tm
             {"tool": "calculate", "arguments": {"expression": "12*7"}},  # the prompt's example
         ]
     )
-    stt = FakeSTT(script=("What is the square root of 144?",))
-    stage = _stage(tmp_path, tools=default_tools(), llm=llm, stt=stt, script=[Key(0, 0.6)])
-    async with stage:
-        await stage.run_until(lambda: bool(stage.finished()))
-    (turn,) = stage.finished()
+    _, turn = await _routed_turn(tmp_path, llm, "What is the square root of 144?")
     assert [(t.name, t.result) for t in turn.tool_calls] == [("calculate", "12")]

@@ -3,6 +3,7 @@ every time or once, alone or with another engine to fall back to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from assistant.clock import Clock
@@ -29,29 +30,52 @@ def _spare(kind: str, clock: Clock) -> Any:
     return {"stt": stt, "llm": llm, "tts": tts}[kind]
 
 
-async def llm_down_with_fallback(ctx: Context) -> Observed | None:
-    def engines(clock: Clock) -> Any:
-        primary = FakeLLM(name="cloud", clock=clock, fail_before_first_token=EngineError(DOWN))
-        return _with(clock, llm=FallbackLLM([primary, _spare("llm", clock)], clock=clock))
+def _falling_back(kind: str, clock: Clock, primary: Any) -> Any:
+    """The fake engines, the ``kind`` one being ``primary`` with a local one to fall back to."""
+    chain = {"stt": FallbackSTT, "llm": FallbackLLM, "tts": FallbackTTS}[kind]
+    return _with(clock, **{kind: chain([primary, _spare(kind, clock)], clock=clock)})
 
-    await fault_then_recover(ctx, engines=engines)
+
+async def _fails_with_fallback(
+    ctx: Context, kind: str, primary: Callable[[Clock], Any]
+) -> Observed | None:
+    """The ``kind`` engine made by ``primary`` fails; a local one is configured behind it."""
+    await fault_then_recover(ctx, engines=lambda clock: _falling_back(kind, clock, primary(clock)))
     return None
 
 
-async def llm_fails_mid_reply(ctx: Context) -> Observed | None:
-    llms: list[FakeLLM] = []
+async def _breaks_off(
+    ctx: Context, kind: str, make: Callable[[Clock], Any], fault: str
+) -> Observed | None:
+    """The ``kind`` engine made by ``make`` breaks off partway through its output until the
+    service is back (its ``fault`` cleared)."""
+    made: list[Any] = []
 
     def engines(clock: Clock) -> Any:
-        llms.append(
-            FakeLLM(short_reply, ttft=0.05, tokens_per_second=400, clock=clock, fail_after_tokens=4)
-        )
-        return _with(clock, llm=llms[-1])
+        made.append(make(clock))
+        return _with(clock, **{kind: made[-1]})
 
     def fix(_rig: object) -> None:
-        llms[-1].fail_after_tokens = None  # the service is back
+        setattr(made[-1], fault, None)  # the service is back
 
     await fault_then_recover(ctx, engines=engines, fix=fix)
     return None
+
+
+async def llm_down_with_fallback(ctx: Context) -> Observed | None:
+    def primary(clock: Clock) -> FakeLLM:
+        return FakeLLM(name="cloud", clock=clock, fail_before_first_token=EngineError(DOWN))
+
+    return await _fails_with_fallback(ctx, "llm", primary)
+
+
+async def llm_fails_mid_reply(ctx: Context) -> Observed | None:
+    def llm(clock: Clock) -> FakeLLM:
+        return FakeLLM(
+            short_reply, ttft=0.05, tokens_per_second=400, clock=clock, fail_after_tokens=4
+        )
+
+    return await _breaks_off(ctx, "llm", llm, "fail_after_tokens")
 
 
 async def llm_rate_limited_briefly(ctx: Context) -> Observed | None:
@@ -65,56 +89,39 @@ async def llm_rate_limited_briefly(ctx: Context) -> Observed | None:
             async for event in FakeLLM.stream(self, request):
                 yield event
 
-    def engines(clock: Clock) -> Any:
-        primary = Limited(short_reply, name="cloud", ttft=0.05, tokens_per_second=400, clock=clock)
-        return _with(clock, llm=FallbackLLM([primary, _spare("llm", clock)], clock=clock))
+    def primary(clock: Clock) -> FakeLLM:
+        return Limited(short_reply, name="cloud", ttft=0.05, tokens_per_second=400, clock=clock)
 
-    await fault_then_recover(ctx, engines=engines)
-    return None
+    return await _fails_with_fallback(ctx, "llm", primary)
 
 
 async def llm_rate_limited_long(ctx: Context) -> Observed | None:
-    def engines(clock: Clock) -> Any:
+    def primary(clock: Clock) -> FakeLLM:
         limited = RateLimited("cloud: rate limited (HTTP 429; retry after 30 s).", retry_after=30)
-        primary = FakeLLM(name="cloud", clock=clock, fail_before_first_token=limited)
-        return _with(clock, llm=FallbackLLM([primary, _spare("llm", clock)], clock=clock))
+        return FakeLLM(name="cloud", clock=clock, fail_before_first_token=limited)
 
-    await fault_then_recover(ctx, engines=engines)
-    return None
+    return await _fails_with_fallback(ctx, "llm", primary)
 
 
 async def tts_down_with_fallback(ctx: Context) -> Observed | None:
-    def engines(clock: Clock) -> Any:
-        primary = FakeTTS(name="cloud", clock=clock, realtime_factor=0.0, fail_after_chunks=0)
-        return _with(clock, tts=FallbackTTS([primary, _spare("tts", clock)], clock=clock))
+    def primary(clock: Clock) -> FakeTTS:
+        return FakeTTS(name="cloud", clock=clock, realtime_factor=0.0, fail_after_chunks=0)
 
-    await fault_then_recover(ctx, engines=engines)
-    return None
+    return await _fails_with_fallback(ctx, "tts", primary)
 
 
 async def tts_fails_mid_reply(ctx: Context) -> Observed | None:
-    voices: list[FakeTTS] = []
+    def voice(clock: Clock) -> FakeTTS:
+        return FakeTTS(clock=clock, chars_per_second=60, realtime_factor=0.0, fail_after_chunks=3)
 
-    def engines(clock: Clock) -> Any:
-        voices.append(
-            FakeTTS(clock=clock, chars_per_second=60, realtime_factor=0.0, fail_after_chunks=3)
-        )
-        return _with(clock, tts=voices[-1])
-
-    def fix(_rig: object) -> None:
-        voices[-1].fail_after_chunks = None
-
-    await fault_then_recover(ctx, engines=engines, fix=fix)
-    return None
+    return await _breaks_off(ctx, "tts", voice, "fail_after_chunks")
 
 
 async def stt_cannot_open(ctx: Context) -> Observed | None:
-    def engines(clock: Clock) -> Any:
-        primary = FakeSTT(name="cloud", clock=clock, fail_on_open=EngineError(DOWN))
-        return _with(clock, stt=FallbackSTT([primary, _spare("stt", clock)], clock=clock))
+    def primary(clock: Clock) -> FakeSTT:
+        return FakeSTT(name="cloud", clock=clock, fail_on_open=EngineError(DOWN))
 
-    await fault_then_recover(ctx, engines=engines)
-    return None
+    return await _fails_with_fallback(ctx, "stt", primary)
 
 
 async def stt_final_fails(ctx: Context) -> Observed | None:
@@ -128,8 +135,7 @@ async def stt_final_fails(ctx: Context) -> Observed | None:
 
 async def stt_drops_with_fallback(ctx: Context) -> Observed | None:
     def engines(clock: Clock) -> Any:
-        chain = FallbackSTT([DroppingSTT(), _spare("stt", clock)], clock=clock)
-        return _with(clock, stt=chain)
+        return _falling_back("stt", clock, DroppingSTT())
 
     await fault_then_recover(ctx, engines=engines, settle=3.0)
     return None
