@@ -364,7 +364,9 @@ class _Cleaner:
         """
         c, n = s[i], len(s)
         k = _run_length(s, i)
-        if _run_open(s, i, k, final):
+        if i + k == n and not final:
+            # The run may still grow, and even a run cut at _MARK_MAX is decided by the
+            # character after it: wait for that one.
             return _HOLD
         nxt = s[i + k] if i + k < n else ""
         left = nxt != "" and not nxt.isspace()

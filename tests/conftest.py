@@ -13,6 +13,7 @@ from typing import Self
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from assistant import secrets
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
@@ -32,6 +33,12 @@ from tests.leaks import (
     warm_singletons,
 )
 from tests.scenario import ScriptVAD
+
+# Property tests explore the same examples on every run, so that a red run stays red when run
+# again; ``pytest --hypothesis-profile=explore`` draws new ones.
+hypothesis_settings.register_profile("suite", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile("suite")
 
 __all__ = ["no_leaked_tasks", "no_leaked_threads_or_fds"]  # fixtures, used by name
 

@@ -535,6 +535,13 @@ hostile_texts = st.lists(
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def test_a_long_marker_run_split_at_its_cap_waits_for_what_follows() -> None:
+    """A run of more than ``_MARK_MAX`` stars is several runs; the first one's meaning depends
+    on the character after it, which may come in the next delta."""
+    text = "99 " + "*" * 33
+    assert split(text, [text[:-1], "*"]) == split(text) == ["99"]
+
+
 @FUZZ
 @given(text=hostile_texts, data=st.data(), cap=st.sampled_from([20, 60, 220]))
 def test_hostile_text_joins_to_speakable_text_in_bounded_pieces(
