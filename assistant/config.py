@@ -116,6 +116,14 @@ class InterruptionSettings:
     #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
     #: proves to be a noise resumes when it ends.
     pause_after_ms: int = 32
+    #: Hands-free, over an echo-cancelled reply: a frame this likely to be speech (below
+    #: ``vad.threshold``) still counts as speech when it is also at least
+    #: ``over_reply_level_dbfs`` loud. A voice's first frame often scores 0.2-0.5; what is left
+    #: of the assistant's own voice after cancellation is far quieter than a person at the
+    #: desk. Measured with ``parley bench echo``: the speech frame comes ~20 ms sooner (p90
+    #: ~90 ms), and no settled echo-only frame passes both gates.
+    over_reply_threshold: float = 0.2
+    over_reply_level_dbfs: float = -55.0
 
 
 @dataclass(slots=True)

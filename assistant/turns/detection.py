@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from assistant.audio.vad import rms_dbfs
 from assistant.config import (
     InterruptionSettings,
     PushToTalkSettings,
@@ -135,7 +136,8 @@ class PushToTalk:
 
 class VadEndpointing:
     """Speech for at least ``min_speech_ms`` starts a turn (``interruption.pause_after_ms``
-    over the assistant's reply); ``end_silence_ms`` of silence ends it.
+    over the assistant's reply, where a quieter or less certain first frame may count, see
+    ``_starts_speech``); ``end_silence_ms`` of silence ends it.
 
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
     dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
@@ -193,7 +195,7 @@ class VadEndpointing:
         s = self.settings
         frame_start = frame.t - FRAME_SECONDS
         if not self._speaking:
-            if speech_probability >= s.threshold:
+            if self._starts_speech(frame, speech_probability, over_reply):
                 if self._first_speech_at is None:
                     self._first_speech_at = frame_start
                 self._speech_run += FRAME_SECONDS
@@ -241,6 +243,19 @@ class VadEndpointing:
             self._resume_frames = 0
             return TurnEvent("pause", self._last_speech_end, frame.t)
         return None
+
+    def _starts_speech(self, frame: AudioFrame, probability: float, over_reply: bool) -> bool:
+        """Whether a frame outside a turn counts toward starting one: over the threshold, or,
+        over an echo-cancelled reply, likely enough and loud enough (see
+        ``InterruptionSettings.over_reply_threshold``)."""
+        if probability >= self.settings.threshold:
+            return True
+        gate = self.interruption
+        return (
+            over_reply
+            and probability >= gate.over_reply_threshold
+            and rms_dbfs(frame.pcm) >= gate.over_reply_level_dbfs
+        )
 
 
 class HandsFree:

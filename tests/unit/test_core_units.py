@@ -12,6 +12,7 @@ import pytest
 
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.config import (
+    InterruptionSettings,
     PushToTalkSettings,
     Settings,
     VadSettings,
@@ -246,6 +247,43 @@ def test_vad_ignores_short_blips() -> None:
     vad = VadEndpointing(VadSettings(min_speech_ms=200))
     probs = ([0.9] * 2 + [0.0] * 10) * 5
     assert all(vad.process(_frame((i + 1) * FRAME_SECONDS), p) is None for i, p in enumerate(probs))
+
+
+def _tone(t: float, dbfs: float) -> AudioFrame:
+    """A frame of a 440 Hz tone at this RMS level."""
+    n = np.arange(FRAME_SAMPLES)
+    amplitude = 32768.0 * 10 ** (dbfs / 20) * np.sqrt(2)
+    pcm = (amplitude * np.sin(2 * np.pi * 440 * n / 16_000)).astype(np.int16)
+    return AudioFrame(pcm, t, t)
+
+
+@pytest.mark.parametrize(
+    ("probability", "dbfs", "over_reply", "starts"),
+    [
+        (0.6, -70.0, False, True),  # over the threshold: any level, reply or not
+        (0.3, -30.0, False, False),  # unsure and nobody is being interrupted: not speech
+        (0.3, -30.0, True, True),  # unsure but loud over the reply: the reply pauses at once
+        (0.3, -62.0, True, False),  # unsure and as quiet as cancelled echo: not speech
+        (0.1, -20.0, True, False),  # loud but not a voice (a door, a keyboard)
+    ],
+)
+def test_over_a_reply_a_loud_likely_voice_starts_a_turn_below_the_threshold(
+    probability: float, dbfs: float, over_reply: bool, starts: bool
+) -> None:
+    vad = VadEndpointing(
+        VadSettings(threshold=0.5, min_speech_ms=96),
+        InterruptionSettings(
+            pause_after_ms=32, over_reply_threshold=0.2, over_reply_level_dbfs=-55.0
+        ),
+    )
+    event = vad.process(_tone(FRAME_SECONDS, dbfs), probability, over_reply=over_reply)
+    if not over_reply and starts:  # away from a reply a turn needs min_speech_ms of speech
+        event = vad.process(_tone(2 * FRAME_SECONDS, dbfs), probability) or vad.process(
+            _tone(3 * FRAME_SECONDS, dbfs), probability
+        )
+    assert (event is not None and event.kind == "start") is starts
+    if starts:
+        assert event is not None and event.at == pytest.approx(0.0)
 
 
 def test_push_to_talk_ignores_auto_repeat() -> None:
