@@ -23,7 +23,10 @@ with real words (or a stop command) confirm it at once; a long stretch of speech
 transcript yet confirms it too. When it pauses, its final transcript decides
 (``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
 the pause already, unless the words so far were real), a stop command stops the reply and is
-not answered, and real words interrupt the reply and are answered like any turn.
+not answered, and real words interrupt the reply and are answered like any turn. When the
+user goes on after such a pause before its words were used, the interjection is heard again
+with what follows, as one utterance: its audio opens the next one (alone, the first syllable of
+an interruption is often transcribed as nothing, or as other words).
 
 Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
 reply in flight, or one that just ended) is judged by the words the assistant did not say
@@ -46,7 +49,7 @@ from assistant.config import Settings
 from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
 from assistant.turns.words import Interjection, classify_interjection, not_said, words_of
-from assistant.types import PCM, AudioFrame
+from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
 #: Words the assistant did not say that make an echo suspect the user's (a stop command alone
 #: is enough; once the echo is known to be cancelled, one word is).
@@ -82,6 +85,11 @@ class Utterance:
     over_reply: bool = False
     #: Spoken over the assistant and ended before its words were known: the final decides.
     interjection: bool = False
+    #: An interjection whose words were used (answered, or carried over to the next turn).
+    words_used: bool = False
+    #: An interjection the user went on from before its words were used: its audio opens the
+    #: next utterance, so its own transcript is not used.
+    reheard: bool = False
     #: Began while the assistant's voice may come back uncancelled: only words it did not say
     #: count (``own`` is what it said).
     echo_suspect: bool = False
@@ -235,6 +243,16 @@ class StopCommand:
 FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
 
 
+def _frames_of(utterance: Utterance) -> list[AudioFrame]:
+    """The audio an utterance sent to STT, as frames ending at its last frame's time."""
+    n = len(utterance.audio)
+    end = utterance.last_frame_t
+    return [
+        AudioFrame(pcm, end - (n - 1 - i) * FRAME_SECONDS, 0.0)
+        for i, pcm in enumerate(utterance.audio)
+    ]
+
+
 def same_words(a: str, b: str) -> bool:
     """The two transcripts say the same words (case and punctuation aside)."""
     return words_of(a) == words_of(b)
@@ -269,6 +287,8 @@ class UserTurnTracker:
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
+        #: The interjection that paused in the current stretch of speech (until it ends).
+        self._paused_interjection: Utterance | None = None
         #: Utterances that ended and wait for their final transcript, oldest first.
         self.finalizing: deque[Utterance] = deque()
         self.carry_over = ""
@@ -308,6 +328,9 @@ class UserTurnTracker:
 
         ``preroll``: the frames captured just before it, for a ``start``.
         """
+        if event.kind not in ("pause", "resume"):
+            # Only a resume continues the stretch of speech an interjection paused in.
+            self._paused_interjection = None
         if event.kind == "start":
             return self._begin(event, explicit=explicit, preroll=preroll)
         if event.kind in ("key_pause", "key_resume"):
@@ -318,6 +341,7 @@ class UserTurnTracker:
                 return []
             if self._tentative:
                 self.speculative = utterance
+                self._paused_interjection = utterance
                 return [self._interjection_ended(event.at, held=True)]
             self.speculative = utterance
             self._end(event.at, held=True)
@@ -329,10 +353,16 @@ class UserTurnTracker:
                 self.speculative = None
                 speculative.withdrawn = True
                 out.append(Withdraw(speculative))
+            fragment, self._paused_interjection = self._paused_interjection, None
             if self.utterance is None:
-                # Only audio the paused utterance did not already send to STT.
-                after = speculative.last_frame_t if speculative is not None else None
+                # Only audio the paused utterance did not already send to STT...
+                earlier = speculative or fragment
+                after = earlier.last_frame_t if earlier is not None else None
                 kept = [f for f in preroll if after is None or f.t > after]
+                if fragment is not None and not fragment.words_used:
+                    # ...except an interjection whose words are unused: heard again, in front.
+                    fragment.reheard = True
+                    kept = [*_frames_of(fragment), *kept]
                 ignore = speculative.turn_id if speculative is not None else None
                 out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
             return out
@@ -542,6 +572,10 @@ class UserTurnTracker:
         return JudgeInterjection(utterance, resume=resume)
 
     def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
+        if utterance.reheard:  # its audio is transcribed again with what followed
+            if self.speculative is utterance:
+                self.speculative = None
+            return CarryOver(self.carry_over)
         kind = self._classify_heard(utterance, text)
         still_open = utterance.withdrawn or self.utterance is not None
         if self.speculative is utterance and not (kind is Interjection.WORDS and not still_open):
@@ -550,6 +584,7 @@ class UserTurnTracker:
             return StopCommand()
         if kind is not Interjection.WORDS:
             return Dismiss(kind)
+        utterance.words_used = True
         if still_open:
             # The user is still talking: these words open the next utterance's transcript.
             self.carry_over = f"{self.carry_over} {text}".strip()

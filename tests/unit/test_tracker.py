@@ -153,6 +153,64 @@ def test_words_in_the_partial_keep_the_reply_paused_at_the_pause() -> None:
     assert not judge2.resume
 
 
+def _sound(t: float, level: int) -> AudioFrame:
+    return AudioFrame(np.full(FRAME_SAMPLES, level, dtype=np.int16), t, t)
+
+
+@pytest.mark.parametrize("final_first", [False, True], ids=["final-later", "final-first"])
+def test_going_on_after_an_interjection_hears_it_again_with_what_follows(
+    final_first: bool,
+) -> None:
+    # "Un- (a gap inside the word) -less you ...": the first syllable over the reply pauses
+    # alone. Transcribed alone it is nothing or other words; heard again in front of the rest
+    # it is the start of the sentence.
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    fragment = begin.utterance
+    fragment.audio = [_sound(0, 1).pcm, _sound(0, 2).pcm, _sound(0, 3).pcm]
+    fragment.last_frame_t = 10.3
+    (judge,) = w.event("pause", 10.3)
+    assert judge == JudgeInterjection(fragment, resume=True)
+    if final_first:  # the syllable's transcript came back empty before the user went on
+        assert w.tracker.on_final(fragment, "") == Dismiss(Interjection.NOTHING)
+    later = [_sound(10.2, 9), _sound(10.5, 4), _sound(10.6, 5)]
+    *_, again, pause = w.event("resume", 10.6, preroll=later)
+    assert isinstance(again, Begin) and isinstance(pause, TentativeBargeIn)
+    heard = [int(f.pcm[0]) for f in again.utterance.preroll or []]
+    assert heard == [1, 2, 3, 4, 5]  # the syllable, then only what it had not sent
+    if not final_first:  # its own transcript is not used: the next utterance holds its audio
+        assert w.tracker.on_final(fragment, "Let's see.") == CarryOver("")
+        assert w.tracker.speculative is None
+    w.event("end", 12.0)
+    outcome = w.tracker.on_final(again.utterance, "Unless you want to stop?")
+    assert outcome == Answer("Unless you want to stop?", held=False, barge_in=True)
+
+
+def test_an_interjection_whose_words_were_answered_is_not_heard_again() -> None:
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    fragment = begin.utterance
+    fragment.audio = [_sound(0, 1).pcm]
+    fragment.last_frame_t = 10.3
+    w.event("pause", 10.3)
+    w.tracker.on_final(fragment, "What about the weather?")  # answered, held
+    _, again, _ = w.event("resume", 10.6, preroll=[_sound(10.5, 4)])
+    assert [int(f.pcm[0]) for f in again.utterance.preroll or []] == [4]
+
+
+def test_an_interjection_is_not_heard_again_after_its_speech_ended() -> None:
+    w = World()
+    w.reply = 7
+    (begin, _) = w.event("start", 10.0)
+    begin.utterance.audio = [_sound(0, 1).pcm]
+    w.event("pause", 10.3)
+    w.event("end", 10.9)  # the noise is over; new speech is a new utterance
+    (again, _) = w.event("start", 12.0, preroll=[_sound(11.9, 4)])
+    assert [int(f.pcm[0]) for f in again.utterance.preroll or []] == [4]
+
+
 def test_push_to_talk_over_a_reply_interrupts_at_once() -> None:
     w = World()
     w.reply = 7
