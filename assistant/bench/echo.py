@@ -42,6 +42,7 @@ from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
 from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
+from assistant.turns.detection import starts_speech
 from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM
 
 Float32 = npt.NDArray[np.float32]
@@ -294,12 +295,16 @@ class _TimedVad:
         from assistant.audio.vad import SileroVAD
 
         self.vad = SileroVAD()
-        self.threshold = self.vad.threshold
         self.probabilities: list[float] = []
+        #: Per frame: would it start a turn over the reply (as the session's detection rules)?
+        self.speech: list[bool] = []
+        self._settings = Settings()
 
     def process(self, pcm: PCM) -> float:
         p = self.vad.process(pcm)
         self.probabilities.append(p)
+        s = self._settings
+        self.speech.append(starts_speech(pcm, p, s.vad, s.interruption, over_reply=True))
         return p
 
     def reset(self) -> None:
@@ -420,11 +425,11 @@ async def barge_in_part(
 def _hops(
     mic: _TimedMicrophone, vad: _TimedVad, onset: float, paused: float, silent: float
 ) -> tuple[float, float, float, float] | None:
-    """Onset -> silent split into ``HOPS`` (ms), from the first frame the VAD called speech
-    after the onset."""
-    frames = list(zip(mic.delivered, vad.probabilities, strict=False))
+    """Onset -> silent split into ``HOPS`` (ms), from the first frame after the onset that
+    counts as speech over a reply."""
+    frames = list(zip(mic.delivered, vad.speech, strict=False))
     first = next(
-        ((t, at) for (t, at), p in frames if t > onset and p >= vad.threshold and at <= paused),
+        ((t, at) for (t, at), speech in frames if t > onset and speech and at <= paused),
         None,
     )
     if first is None:

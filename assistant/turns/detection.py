@@ -245,17 +245,30 @@ class VadEndpointing:
         return None
 
     def _starts_speech(self, frame: AudioFrame, probability: float, over_reply: bool) -> bool:
-        """Whether a frame outside a turn counts toward starting one: over the threshold, or,
-        over an echo-cancelled reply, likely enough and loud enough (see
-        ``InterruptionSettings.over_reply_threshold``)."""
-        if probability >= self.settings.threshold:
-            return True
-        gate = self.interruption
-        return (
-            over_reply
-            and probability >= gate.over_reply_threshold
-            and rms_dbfs(frame.pcm) >= gate.over_reply_level_dbfs
+        """Whether a frame outside a turn counts toward starting one."""
+        return starts_speech(
+            frame.pcm, probability, self.settings, self.interruption, over_reply=over_reply
         )
+
+
+def starts_speech(
+    pcm: PCM,
+    probability: float,
+    vad: VadSettings,
+    interruption: InterruptionSettings,
+    *,
+    over_reply: bool,
+) -> bool:
+    """A frame is speech that may start a turn: over the VAD threshold, or, over an
+    echo-cancelled reply, likely enough and loud enough (see
+    ``InterruptionSettings.over_reply_threshold``)."""
+    if probability >= vad.threshold:
+        return True
+    return (
+        over_reply
+        and probability >= interruption.over_reply_threshold
+        and rms_dbfs(pcm) >= interruption.over_reply_level_dbfs
+    )
 
 
 class HandsFree:
