@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from assistant.config import Settings
 from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
-from assistant.engines.fake import FakeTTS
-from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
 from tests.fakes.contexts import RATE
@@ -132,15 +129,8 @@ async def test_barge_in_through_a_fallback_chain(
     server: FakeElevenLabs, tts: ElevenLabsTTS
 ) -> None:
     """The session speaks through a fallback chain: closing it must reach the context too."""
-    server.realtime_factor = 1.0
-    chain = FallbackTTS([tts, FakeTTS()])
-    pieces = cloud.texts(["A long reply that will be cut short by the user."])
-    # The chain's stream is an async generator, as the session's ``aclosing`` expects.
-    stream = cast(
-        AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
-    )
-    assert len((await anext(stream)).pcm)
-    await stream.aclose()
+    text = "A long reply that will be cut short by the user."
+    await tts_checks.cut_short_through_a_chain(server, tts, text)
     await cloud.eventually(lambda: bool(server.closed_contexts))
     assert server.closed_contexts == server.contexts()
     assert server.connections == 1
