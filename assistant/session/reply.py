@@ -17,7 +17,6 @@ never writes history itself. Everything it reports goes through ``emit`` on the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -48,6 +47,7 @@ from assistant.history import Conversation, ToolRecord, TurnRecord
 from assistant.scheduling import cpu_priority
 from assistant.session.generate import Filler, Generation, Lines, PendingAction, generate
 from assistant.session.playout import PlayedReply
+from assistant.tasks import cancel_and_wait
 from assistant.text import TextSplitter, phrase_starts
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
@@ -282,9 +282,7 @@ class Reply(PlayedReply):
         finally:
             cpu_priority.reply_finished()
             if not tts_task.done():
-                tts_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await tts_task
+                await cancel_and_wait(tts_task)
         await self._released.wait()  # a speculative reply plays only once the turn has ended
         if self.spoken.audio_seconds > 0:
             self._player.flush()
