@@ -30,8 +30,17 @@ PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 REPLY = "It is noon. Anything else?"
 
 
-async def speak(tts: MultiContextTTS, pieces: Sequence[str] = PIECES) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces), voice=None, language="en")]
+async def speak(
+    tts: MultiContextTTS,
+    pieces: Sequence[str] = PIECES,
+    *,
+    voice: str | None = None,
+    language: str = "en",
+    delay: float = 0.0,
+) -> list[SpeechChunk]:
+    """Every chunk ``tts`` speaks for ``pieces``, handed over ``delay`` seconds apart."""
+    texts = cloud.texts(pieces, delay)
+    return [c async for c in tts.stream(texts, voice=voice, language=language)]
 
 
 async def retried_after_faults(server: Any, make: Callable[[Policy], MultiContextTTS]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +16,15 @@ from assistant.engines.asyncai import (
     default_voices,
     make_tts,
 )
-from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.contexts import RATE
+from tests.tts_checks import PIECES, speak
 
 KEY = "async-test-key-0123456789"
 key_env, server = cloud.served("ASYNC_API_KEY", KEY, lambda key: FakeAsync(key=key))
-PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
@@ -32,12 +32,6 @@ async def tts(server: FakeAsync) -> AsyncIterator[AsyncTTS]:
     engine = AsyncTTS(server.url, policy=cloud.FAST, voices_url=server.voices_url)
     yield engine
     await engine.aclose()
-
-
-async def speak(
-    tts: AsyncTTS, pieces: Sequence[str] = PIECES, voice: str | None = None, language: str = "en"
-) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces), voice=voice, language=language)]
 
 
 # ------------------------------------------------------------------------------------ protocol

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from assistant.config import Settings
-from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
 from tests.fakes.contexts import RATE
 from tests.fakes.elevenlabs_server import FakeElevenLabs
+from tests.tts_checks import PIECES, speak
 
 KEY = "el-test-key-0123456789"
 key_env, server = cloud.served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
-PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
@@ -27,12 +27,6 @@ async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
     engine = ElevenLabsTTS(server.url, policy=cloud.FAST)
     yield engine
     await engine.aclose()
-
-
-async def speak(
-    tts: ElevenLabsTTS, pieces: Sequence[str] = PIECES, **kw: float
-) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces, **kw), voice=None, language="en")]
 
 
 # ------------------------------------------------------------------------------------ protocol
