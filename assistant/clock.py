@@ -50,6 +50,18 @@ class LoopClock:
 SYSTEM_CLOCK: Clock = LoopClock()
 
 
+def expiry(clock: Clock, delay: float) -> tuple[asyncio.Future[None], Timer]:
+    """A future that ``clock`` resolves ``delay`` seconds from now, and the timer that will do
+    it (cancel the timer once the future is no longer waited for). Needs a running loop."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def expire() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return future, clock.call_later(delay, expire)
+
+
 class _ManualTimer:
     __slots__ = ("callback", "cancelled", "due")
 
@@ -82,13 +94,7 @@ class ManualClock:
         return timer
 
     async def sleep(self, delay: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        timer = self.call_later(delay, wake)
+        future, timer = expiry(self, delay)
         try:
             await future
         finally:

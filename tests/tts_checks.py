@@ -1,7 +1,7 @@
 """What every multi-context websocket TTS adapter (ElevenLabs, Async) must do against its fake:
 retry a rate limit and a server error, fail a reply whose connection drops after output and
-reconnect for the next one, skip malformed messages, speak a whole ``parley talk`` reply, and
-list its voices after one.
+reconnect for the next one, skip malformed messages, be cut short through a fallback chain,
+speak a whole ``parley talk`` reply, and list its voices after one.
 
 Each check takes the running fake and the adapter under test; what differs between providers
 (the faults' status codes, the environment variables, the wire details) stays in their tests."""
@@ -9,16 +9,17 @@ Each check takes the running fake and the adapter under test; what differs betwe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from assistant.engines.asyncai import AsyncTTS
 from assistant.engines.base import EngineError, SpeechChunk
 from assistant.engines.elevenlabs import ElevenLabsTTS
-from assistant.engines.fake import FakeLLM, FakeSTT
+from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
+from assistant.engines.fallback import FallbackTTS
 from assistant.engines.net.retry import Policy
 from assistant.engines.net.tts_driver import MultiContextTTS
 from tests import cloud
@@ -29,8 +30,17 @@ PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 REPLY = "It is noon. Anything else?"
 
 
-async def speak(tts: MultiContextTTS, pieces: Sequence[str] = PIECES) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces), voice=None, language="en")]
+async def speak(
+    tts: MultiContextTTS,
+    pieces: Sequence[str] = PIECES,
+    *,
+    voice: str | None = None,
+    language: str = "en",
+    delay: float = 0.0,
+) -> list[SpeechChunk]:
+    """Every chunk ``tts`` speaks for ``pieces``, handed over ``delay`` seconds apart."""
+    texts = cloud.texts(pieces, delay)
+    return [c async for c in tts.stream(texts, voice=voice, language=language)]
 
 
 async def retried_after_faults(server: Any, make: Callable[[Policy], MultiContextTTS]) -> None:
@@ -72,6 +82,21 @@ async def malformed_messages_skipped(
         chunks = await speak(tts)
     assert sum(len(c.pcm) for c in chunks) == cloud.expected_samples(PIECES, server)
     assert "not JSON" in caplog.text
+
+
+async def cut_short_through_a_chain(server: Any, tts: MultiContextTTS, text: str) -> None:
+    """The session speaks ``text`` through a fallback chain whose first member is ``tts`` and
+    closes the stream after its first audio (the user cut in); the caller checks that the close
+    reached the server's context."""
+    server.realtime_factor = 1.0
+    chain = FallbackTTS([tts, FakeTTS()])
+    # The chain's stream is an async generator, as the session's ``aclosing`` expects.
+    stream = cast(
+        AsyncGenerator[SpeechChunk, None],
+        chain.stream(cloud.texts([text]), voice=None, language="en"),
+    )
+    assert len((await anext(stream)).pcm)
+    await stream.aclose()
 
 
 async def talk_end_to_end(server: Any, tmp_path: Path, tts: MultiContextTTS) -> list[str]:

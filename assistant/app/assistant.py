@@ -79,6 +79,7 @@ from assistant.history import Conversation, ConversationSummary, HistoryStore, e
 from assistant.session import Session
 from assistant.session.s2s import SpeechSession
 from assistant.session.session import Offload
+from assistant.tasks import cancel_and_wait
 from assistant.tools import ToolRegistry
 from assistant.tools.alarms import Alarm, alarm_line
 from assistant.tools.mcp import ServerStatus
@@ -726,9 +727,7 @@ class Assistant:
     async def _close_session(self) -> None:
         task, self._warm_task = self._warm_task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
         session, self._session = self._session, None
         self._listening = False
         self._talk_held = False

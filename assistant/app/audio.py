@@ -30,6 +30,7 @@ from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings
 from assistant.events import AppEvent, ErrorEvent, Notice, Source
+from assistant.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from assistant.app.echo import EchoControl
@@ -148,9 +149,7 @@ class AudioInput:
             with contextlib.suppress(Exception):
                 await source.stop()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
 
     async def wait_ended(self) -> None:
         """Until the source has ended by itself (at once if nothing is capturing)."""

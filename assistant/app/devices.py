@@ -10,12 +10,12 @@ demand). Scanning runs off the loop: asking a sound server may take a moment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from assistant.audio.devices import DeviceList, scan
 from assistant.clock import SYSTEM_CLOCK, Clock
+from assistant.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ class DeviceWatch:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
 
     async def refresh(self) -> DeviceList:
         """Look now; ``on_change`` runs first if the devices changed. Returns what was found."""

@@ -107,17 +107,28 @@ def not_listening(exc: BaseException) -> str:
 
 
 def no_output(exc: BaseException) -> str:
-    detail = str(exc).strip()
-    if not detail.lower().startswith("no audio output device"):
-        detail = f"No audio output device could be opened ({describe(exc)})"
+    detail = _device_failure(
+        exc, ("no audio output device",), "No audio output device could be opened"
+    )
     return f"{detail} Replies are shown as text only until a speaker works (Retry)."
 
 
 def no_input(exc: BaseException) -> str:
-    detail = str(exc).strip()
-    if not detail.lower().startswith(("no audio input device", "cannot open audio input")):
-        detail = f"No microphone could be opened ({describe(exc)})"
+    detail = _device_failure(
+        exc,
+        ("no audio input device", "cannot open audio input"),
+        "No microphone could be opened",
+    )
     return f"{detail} You can still type messages."
+
+
+def _device_failure(exc: BaseException, says: tuple[str, ...], otherwise: str) -> str:
+    """The device error's own words when they already say what failed (they start with one of
+    ``says``, in any case), else ``otherwise`` with the error in brackets."""
+    detail = str(exc).strip()
+    if detail.lower().startswith(says):
+        return detail
+    return f"{otherwise} ({describe(exc)})"
 
 
 def input_failed(exc: BaseException) -> str:

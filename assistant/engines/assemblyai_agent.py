@@ -101,16 +101,7 @@ class VoiceAgentWire(AgentWire):
             "system_prompt": self._prompt(),
             "input": {"format": fmt, "turn_detection": detection},
             "output": {"voice": setup.voice or DEFAULT_VOICE, "format": fmt},
-            "tools": [
-                {
-                    "type": "function",
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": dict(t.parameters),
-                    "execution_mode": "interactive",
-                }
-                for t in setup.tools
-            ],
+            "tools": [{**t.to_realtime(), "execution_mode": "interactive"} for t in setup.tools],
         }
         if setup.greeting and not self.history:
             session["greeting"] = setup.greeting

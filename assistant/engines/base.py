@@ -211,6 +211,16 @@ class ToolSpec:
             },
         }
 
+    def to_realtime(self) -> dict[str, Any]:
+        """The flat function form speech-to-speech sessions take (OpenAI Realtime, AssemblyAI's
+        Voice Agent): ``to_openai``'s function without its wrapper."""
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": dict(self.parameters),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:

@@ -28,15 +28,12 @@ from assistant.clock import Clock
 from assistant.config import Settings
 from assistant.engines import s2s
 from assistant.engines.base import SpeechChunk, ToolCall
-from assistant.events import AssistantText, SessionEvent, TimelineUpdated
+from assistant.events import AssistantText, SessionEvent
 from assistant.history import ToolRecord, TurnRecord
-from assistant.spoken import SpokenText
+from assistant.session.playout import PlayedReply
 from assistant.timeline import Timeline
 
 log = logging.getLogger(__name__)
-
-#: How often the words heard so far are reported while a reply plays.
-HEARD_INTERVAL = 0.1
 
 
 @dataclass(slots=True, eq=False)
@@ -58,7 +55,7 @@ class AgentTurn:
         self.settled.set()
 
 
-class AgentReply:
+class AgentReply(PlayedReply):
     """The handle of one speech-to-speech answer (see the module docstring)."""
 
     def __init__(
@@ -72,16 +69,13 @@ class AgentReply:
         emit: Callable[[SessionEvent], None],
         on_finished: Callable[[AgentReply, TurnRecord], None],
     ) -> None:
+        super().__init__(
+            player=player, settings=settings, clock=clock, emit=emit, on_finished=on_finished
+        )
         self.turn = turn
         self.turn_id = turn.turn_id
         self.timeline = turn.timeline
         self._agent = agent
-        self._player = player
-        self._settings = settings
-        self._clock = clock
-        self._emit = emit
-        self._on_finished = on_finished
-        self.spoken = SpokenText()
         #: Provider reply ids this answer spans, the latest last.
         self.replies: list[str] = []
         self._items: dict[str, int] = {}  # item id → piece index
@@ -92,16 +86,11 @@ class AgentReply:
         #: Tool results were sent: the next provider reply continues this answer.
         self.continues = False
         self.error: str | None = None
-        self.playing = False
         self.held = False  # never prepared ahead: derive_state reads it
         self.finished = False
         self.interrupted = False
-        self._played: asyncio.Future[tuple[float, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
         self._waiting: asyncio.Task[None] | None = None
         self._ticker = asyncio.ensure_future(self._report_heard())
-        self._last_heard = ""
 
     # ---------------------------------------------------------------------------- provider
 
@@ -215,37 +204,16 @@ class AgentReply:
     def generated(self) -> str:
         return " ".join(t.strip() for t in self._texts.values() if t.strip())
 
-    # ------------------------------------------------------------------- player notifications
+    # ------------------------------------------------------------------------------ playback
 
-    def playback_started(self, at: float) -> None:
-        self.playing = True
-        self.timeline.mark("playback_start", at)
-        self._emit(TimelineUpdated(self.turn_id, self.timeline.to_dict(self._settings.budgets)))
-
-    def playback_finished(self, position: float, cut: bool) -> None:
-        if not self._played.done():
-            self._played.set_result((position, cut))
-
-    async def _play_out(self) -> None:
-        position, cut = await self._played
-        self._finish(interrupted=cut, position=position if cut else None)
-
-    async def wait_for_playout(self) -> None:
-        tasks = [t for t in (self._waiting, self._ticker) if t is not None]
-        if tasks:
-            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+    def _tasks(self) -> tuple[asyncio.Future[None] | None, ...]:
+        return (self._waiting, self._ticker)
 
     def _heard_now(self) -> str:
         return self.spoken.heard(self._player.position) if self.playing else ""
 
-    async def _report_heard(self) -> None:
-        while not self.finished:
-            if self.playing:
-                heard = self._heard_now()
-                if heard != self._last_heard:
-                    self._last_heard = heard
-                    self._emit(AssistantText(self.turn_id, heard, self.generated))
-            await self._clock.sleep(HEARD_INTERVAL)
+    def _generated_now(self) -> str:
+        return self.generated
 
     # -------------------------------------------------------------------------------- end
 
@@ -266,16 +234,10 @@ class AgentReply:
             heard = self._heard_now()
         else:
             heard = self.spoken.text.strip() or self.generated
-        record = TurnRecord(
-            turn_id=self.turn_id,
+        self._hand_over(
             user_text=self.turn.user_text,
-            assistant_text=heard,
+            heard=heard,
             interrupted=interrupted,
-            generated_text=self.generated,
-            tool_calls=list(self.tools),
-            timeline=self.timeline.to_dict(self._settings.budgets),
-            error=self.error,
+            generated=self.generated,
+            tools=list(self.tools),
         )
-        self._emit(AssistantText(self.turn_id, heard, self.generated))
-        self._emit(TimelineUpdated(self.turn_id, record.timeline))
-        self._on_finished(self, record)

@@ -7,8 +7,9 @@ turns with a strategy from ``assistant.turns``, keep their background tasks, and
 reply starts to be heard. That part lives here, once.
 
 A subclass sets ``_detection`` (from its ``_make_detection``) before any frame or key arrives,
-handles frames in ``_feed`` and turn events in ``_on_turn_event``, and derives the state in
-``_sync``.
+handles frames in ``_feed`` and turn events in ``_on_turn_event``, and says what state its parts
+are in (``_derive_state``) and whether anything is under way (``_busy``); ``_sync`` publishes
+both.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 from assistant.audio.player import Player
@@ -25,7 +26,7 @@ from assistant.audio.vad import VoiceActivityDetector
 from assistant.clock import Clock
 from assistant.config import Settings
 from assistant.emitter import Emitter
-from assistant.events import ErrorEvent, Notice, SessionEvent, Source, State
+from assistant.events import ErrorEvent, Notice, SessionEvent, Source, State, StateChanged
 from assistant.history import Conversation
 from assistant.session.recorder import Offload, TurnRecorder
 from assistant.tools import ToolRegistry
@@ -108,9 +109,24 @@ class SessionCore[R: HeardReply](ABC):
     def conversation(self) -> Conversation:
         return self._conversation
 
-    @abstractmethod
     def _sync(self) -> None:
         """Recompute the state (announcing a change) and whether the session is idle."""
+        state = self._derive_state()
+        if state is not self._state:
+            previous, self._state = self._state, state
+            self.emit(StateChanged(state, previous, at=self.clock.now()))
+        if self._busy():
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    @abstractmethod
+    def _derive_state(self) -> State:
+        """The state the user sees now, from the subclass's parts."""
+
+    @abstractmethod
+    def _busy(self) -> bool:
+        """User speech, a reply, playback or a history write is under way."""
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no user speech, reply, playback or history write is in progress."""
@@ -139,6 +155,14 @@ class SessionCore[R: HeardReply](ABC):
 
     @abstractmethod
     def _make_detection(self, mode: Literal["ptt", "vad"]) -> TurnDetection: ...
+
+    def _use_turn_mode(self, mode: Literal["ptt", "vad"]) -> None:
+        """Detect turns the ``mode`` way from now on (and remember it in the settings); the
+        open turn, if any, must have been ended first."""
+        self.settings.turn_mode = mode
+        self._detection = self._make_detection(mode)
+        if self.vad is not None:
+            self.vad.reset()
 
     @abstractmethod
     def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None: ...
@@ -183,3 +207,22 @@ class SessionCore[R: HeardReply](ABC):
 
     @abstractmethod
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None: ...
+
+    # ------------------------------------------------------------------------------------ history
+
+    def _save_turn(self, reply: R, write: Callable[[], Awaitable[None]]) -> None:
+        """``reply`` has ended: ``write()`` stores its turn in the background. Until that is done
+        the reply counts as under way (``_finishing``); the write is awaited on close, never
+        cancelled."""
+        self._finishing.append(reply)
+        task = asyncio.create_task(self._saved(reply, write), name=f"record-{reply.turn_id}")
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+        self._sync()
+
+    async def _saved(self, reply: R, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await write()
+        finally:
+            self._finishing.remove(reply)
+            self._sync()

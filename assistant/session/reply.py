@@ -17,7 +17,6 @@ never writes history itself. Everything it reports goes through ``emit`` on the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -42,13 +41,13 @@ from assistant.events import (
     PlaybackResumed,
     SessionEvent,
     Source,
-    TimelineUpdated,
     ToolCalled,
 )
 from assistant.history import Conversation, ToolRecord, TurnRecord
 from assistant.scheduling import cpu_priority
 from assistant.session.generate import Filler, Generation, Lines, PendingAction, generate
-from assistant.spoken import SpokenText
+from assistant.session.playout import PlayedReply
+from assistant.tasks import cancel_and_wait
 from assistant.text import TextSplitter, phrase_starts
 from assistant.timeline import Timeline
 from assistant.tools import ToolRegistry
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 #: With less reply audio than this left to play, the next clause goes to TTS without waiting
 #: for the end of its sentence, so playback does not run dry.
 HURRY_BELOW_SECONDS = 1.5
-#: How often the words heard so far are reported while a reply plays.
-HEARD_INTERVAL = 0.1
 #: A message this long takes the model noticeably long to read before it answers (about 3 s
 #: for the offline model on two cores): the wait is shown as reading rather than thinking.
 READING_CHARS = 600
@@ -70,7 +67,7 @@ def same_language(a: str, b: str) -> bool:
     return a.replace("_", "-").split("-")[0].lower() == b.replace("_", "-").split("-")[0].lower()
 
 
-class Reply:
+class Reply(PlayedReply):
     """The handle of one reply (see the module docstring)."""
 
     def __init__(
@@ -98,6 +95,9 @@ class Reply:
         announcement: bool = False,
         on_generated: Callable[[Reply], None] | None = None,
     ) -> None:
+        super().__init__(
+            player=player, settings=settings, clock=clock, emit=emit, on_finished=on_finished
+        )
         self.turn_id = turn_id
         #: The language the reply is spoken in (the settings' unless the user spoke another).
         self.language = language or settings.language
@@ -108,12 +108,7 @@ class Reply:
         self._context = context
         self._llm = llm
         self._tts = tts
-        self._player = player
         self._tools = tools
-        self._settings = settings
-        self._clock = clock
-        self._emit = emit
-        self._on_finished = on_finished
         self._lines = lines or Lines()
         #: The call the user agreed to, run before the model answers.
         self.confirmed = confirmed
@@ -123,10 +118,8 @@ class Reply:
         self.announcement = announcement
         self._on_generated = on_generated
         self._pieces_sent = 0
-        self.spoken = SpokenText()
         self.generation = Generation()
         self.error: str | None = None
-        self.playing = False
         self.paused = False
         self.finished = False
         self.interrupted = False
@@ -135,12 +128,8 @@ class Reply:
         self._released = asyncio.Event()
         if not held:
             self._released.set()
-        self._played: asyncio.Future[tuple[float, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._last_heard = ""
 
     # ------------------------------------------------------------------------------- control
 
@@ -211,22 +200,8 @@ class Reply:
         """Nothing was heard and no tool ran: the turn can be taken back without a trace."""
         return not self.finished and not self.playing and not self.generation.tools
 
-    async def wait_for_playout(self) -> None:
-        """Until the reply has ended, one way or another (its tasks included)."""
-        tasks = [t for t in (self._task, self._ticker) if t is not None]
-        if tasks:
-            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
-
-    # ------------------------------------------------------------------- player notifications
-
-    def playback_started(self, at: float) -> None:
-        self.playing = True
-        self.timeline.mark("playback_start", at)
-        self._emit(TimelineUpdated(self.turn_id, self.timeline.to_dict(self._settings.budgets)))
-
-    def playback_finished(self, position: float, cut: bool) -> None:
-        if not self._played.done():
-            self._played.set_result((position, cut))
+    def _tasks(self) -> tuple[asyncio.Task[None] | None, ...]:
+        return (self._task, self._ticker)
 
     # ----------------------------------------------------------------------------- the task
 
@@ -307,9 +282,7 @@ class Reply:
         finally:
             cpu_priority.reply_finished()
             if not tts_task.done():
-                tts_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await tts_task
+                await cancel_and_wait(tts_task)
         await self._released.wait()  # a speculative reply plays only once the turn has ended
         if self.spoken.audio_seconds > 0:
             self._player.flush()
@@ -346,12 +319,6 @@ class Reply:
             if self.paused:
                 self._player.pause()  # a new response resets the player's pause; keep it
 
-    async def _play_out(self) -> None:
-        """Wait for the player to finish the reply, and record it as it was heard."""
-        position, cut = await self._played
-        # A cut the session did not ask for (the device was lost) still shortens what was heard.
-        self._finish(interrupted=cut, position=position if cut else None)
-
     def _splitter(self) -> TextSplitter:
         settings = self._settings
         if not settings.quick_first_phrase:
@@ -377,15 +344,8 @@ class Reply:
     def _heard_now(self) -> str:
         return self.spoken.heard(self._player.position)
 
-    async def _report_heard(self) -> None:
-        """While the reply plays, report how much of it has been heard (for the UI)."""
-        while not self.finished:
-            if self.playing:
-                heard = self._heard_now()
-                if heard != self._last_heard:
-                    self._last_heard = heard
-                    self._emit(AssistantText(self.turn_id, heard, self.generation.text))
-            await self._clock.sleep(HEARD_INTERVAL)
+    def _generated_now(self) -> str:
+        return self.generation.text
 
     # ------------------------------------------------------------------------------ ending
 
@@ -416,19 +376,13 @@ class Reply:
             heard = self._heard_now() if self.playing else ""
         else:
             heard = self.spoken.text or generated
-        record = TurnRecord(
-            turn_id=self.turn_id,
+        self._hand_over(
             user_text=self.user_text,
-            assistant_text=heard,
+            heard=heard,
             interrupted=interrupted,
-            generated_text=generated,
-            tool_calls=list(self.generation.tools),
-            timeline=self.timeline.to_dict(self._settings.budgets),
-            error=self.error,
+            generated=generated,
+            tools=list(self.generation.tools),
         )
-        self._emit(AssistantText(self.turn_id, heard, self.generation.text))
-        self._emit(TimelineUpdated(self.turn_id, record.timeline))
-        self._on_finished(self, record)
 
 
 async def _scripted(text: str) -> AsyncIterator[str]:

@@ -56,7 +56,7 @@ from assistant.events import (
     PlaybackPaused,
     PlaybackResumed,
     Source,
-    StateChanged,
+    State,
     ToolCalled,
     TurnWithdrawn,
     UserSpeechStarted,
@@ -159,27 +159,22 @@ class SpeechSession(SessionCore[AgentReply]):
             return Phase.IDLE
         return Phase.TENTATIVE if utterance.tentative else Phase.SPEAKING
 
-    def _sync(self) -> None:
-        state = derive_state(
+    def _derive_state(self) -> State:
+        return derive_state(
             listening=self._listening,
             phase=self._phase(),
             reply=self._reply,
             finishing=self._finishing,
             awaiting_answer=bool(self._awaiting) or self._running_tools(),
         )
-        if state is not self._state:
-            previous, self._state = self._state, state
-            self.emit(StateChanged(state, previous, at=self.clock.now()))
-        busy = (
+
+    def _busy(self) -> bool:
+        return (
             self._reply is not None
             or bool(self._finishing)
             or bool(self._awaiting)
             or self._utterance is not None
         )
-        if busy:
-            self._idle.clear()
-        else:
-            self._idle.set()
 
     def _running_tools(self) -> bool:
         reply = self._reply
@@ -269,10 +264,7 @@ class SpeechSession(SessionCore[AgentReply]):
         if mode == self._detection.mode:
             return
         self.end_of_input()
-        self.settings.turn_mode = mode
-        self._detection = self._make_detection(mode)
-        if self.vad is not None:
-            self.vad.reset()
+        self._use_turn_mode(mode)
         used = self._link.setup_used
         if used is not None and self.server_turns != used.server_turns:
             self._link.restart()  # its turn detection is set when it opens
@@ -630,29 +622,21 @@ class SpeechSession(SessionCore[AgentReply]):
     def _on_reply_finished(self, reply: AgentReply, record: TurnRecord) -> None:
         if self._reply is reply:
             self._reply = None
-        self._finishing.append(reply)
-        task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
-        self._sync()
+        self._save_turn(reply, lambda: self._record(reply, record))
 
     async def _record(self, reply: AgentReply, record: TurnRecord) -> None:
-        try:
-            turn = reply.turn
-            if not turn.user_final and self._listening:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(turn.settled.wait(), USER_TEXT_WAIT)
-                record.user_text = turn.user_text
-                if not turn.user_final:
-                    log.info("turn %d: the provider sent no transcript of the user", turn.turn_id)
-                record.timeline = turn.timeline.to_dict(self.settings.budgets)
-            await self._recorder.record(self._conversation, record)
-            agent = self._link.current() if self._listening else None
-            if agent is not None:
-                agent.remember(turn_messages(record))
-        finally:
-            self._finishing.remove(reply)
-            self._sync()
+        turn = reply.turn
+        if not turn.user_final and self._listening:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turn.settled.wait(), USER_TEXT_WAIT)
+            record.user_text = turn.user_text
+            if not turn.user_final:
+                log.info("turn %d: the provider sent no transcript of the user", turn.turn_id)
+            record.timeline = turn.timeline.to_dict(self.settings.budgets)
+        await self._recorder.record(self._conversation, record)
+        agent = self._link.current() if self._listening else None
+        if agent is not None:
+            agent.remember(turn_messages(record))
 
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
         for reply in (self._reply, *self._finishing):

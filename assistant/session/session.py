@@ -61,7 +61,6 @@ from assistant.events import (
     PauseJudged,
     Source,
     State,
-    StateChanged,
     TurnWithdrawn,
     UserSpeechStarted,
 )
@@ -257,29 +256,24 @@ class Session(SessionCore[Reply]):
     def structured(self, extractor: StructuredExtractor | None) -> None:
         self._extractions.extractor = extractor
 
-    def _sync(self) -> None:
-        """Recompute the state (announcing a change) and whether the session is idle."""
+    def _derive_state(self) -> State:
         tracker = self._tracker
-        state = derive_state(
+        return derive_state(
             listening=self._listening,
             phase=tracker.phase,
             reply=self._reply,
             finishing=self._finishing,
             awaiting_answer=tracker.awaiting_answer,
         )
-        if state is not self._state:
-            previous, self._state = self._state, state
-            self.emit(StateChanged(state, previous, at=self.clock.now()))
-        busy = (
+
+    def _busy(self) -> bool:
+        tracker = self._tracker
+        return (
             self._reply is not None
             or bool(self._finishing)
             or tracker.phase is not Phase.IDLE
             or bool(tracker.finalizing)
         )
-        if busy:
-            self._idle.clear()
-        else:
-            self._idle.set()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -347,10 +341,7 @@ class Session(SessionCore[Reply]):
         if mode == self._detection.mode:
             return
         self._apply(self._tracker.end_input(at=self.clock.now()))
-        self.settings.turn_mode = mode
-        self._detection = self._make_detection(mode)
-        if self.vad is not None:
-            self.vad.reset()
+        self._use_turn_mode(mode)
 
     # --------------------------------------------------------------------------------------- audio
 
@@ -898,20 +889,12 @@ class Session(SessionCore[Reply]):
         pending = reply.generation.pending
         if pending is not None and not reply.interrupted and reply.error is None:
             self._offer_confirmation(pending, reply.turn_id)
-        self._finishing.append(reply)
-        task = asyncio.create_task(self._record(reply, record), name=f"record-{reply.turn_id}")
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
-        self._sync()
+        self._save_turn(reply, lambda: self._record(reply, record))
 
     async def _record(self, reply: Reply, record: TurnRecord) -> None:
-        try:
-            await self._recorder.record(
-                reply.conversation, record, lambda r: self._extractions.complete(reply, r)
-            )
-        finally:
-            self._finishing.remove(reply)
-            self._sync()
+        await self._recorder.record(
+            reply.conversation, record, lambda r: self._extractions.complete(reply, r)
+        )
 
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
         reply = self._reply

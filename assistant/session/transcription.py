@@ -39,6 +39,7 @@ from assistant.engines.base import (
     STTSession,
     Transcript,
 )
+from assistant.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,7 @@ class Transcription:
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            await cancel_and_wait(reader)
         session, self._session = self._session, None
         if session is not None:
             with contextlib.suppress(Exception):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from assistant.config import McpServerSettings, cache_dir
+from assistant.tasks import cancel_and_wait
 from assistant.tools.registry import Safety, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -180,9 +181,7 @@ class McpServer:
         )
         ready.cancel()
         if not self._ready.is_set() and not task.done():
-            task.cancel()  # it hangs while starting
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)  # it hangs while starting
             self._fail(TimeoutError(), None)
         return self.status.state is ServerState.READY
 
@@ -194,9 +193,7 @@ class McpServer:
             try:
                 await asyncio.wait_for(asyncio.shield(task), 5.0)
             except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                await cancel_and_wait(task)
         if self.status.state not in (ServerState.FAILED, ServerState.DISABLED):
             self._set(ServerState.STOPPED)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from assistant.clock import Clock
+from assistant.clock import Clock, expiry
 from assistant.config import VadSettings
 from assistant.turns.words import trails_off
 from assistant.types import PCM
@@ -253,13 +253,7 @@ async def within[T](clock: Clock, awaitable: Awaitable[T], seconds: float) -> T 
     """
     owned = asyncio.iscoroutine(awaitable)
     task = asyncio.ensure_future(awaitable)
-    expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def expire() -> None:
-        if not expired.done():
-            expired.set_result(None)
-
-    timer = clock.call_later(seconds, expire)
+    expired, timer = expiry(clock, seconds)
     try:
         waiting: set[asyncio.Future[Any]] = {task, expired}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -22,6 +22,7 @@ from typing import Any
 
 from tests.fakes.http_server import (
     Chunked,
+    EventStream,
     FakeChatApi,
     HttpFault,
     HttpRequest,
@@ -98,22 +99,15 @@ class FakeAnthropic(FakeChatApi):
     ) -> bool:
         out = Chunked(writer)
         await out.start("text/event-stream", {"request-id": "req_fake", **RATE_LIMIT_HEADERS})
-        sent = 0
+        stream = EventStream(out, fault)
 
         async def event(name: str, data: dict[str, Any]) -> bool:
             """Send one event in two writes (the second cuts a UTF-8 character when it can);
             False when the fault says the stream ends here."""
-            nonlocal sent
-            if fault.cut_after is not None and sent >= fault.cut_after:
-                writer.close()
-                return False
-            sent += 1
             payload = json.dumps({**data, "type": name}, ensure_ascii=False)
             raw = f"event: {name}\ndata: {payload}  \n\n".encode()
             cut = next((i + 1 for i, b in enumerate(raw) if b >= 0xC0), len(raw) // 2)
-            await out.send(raw[:cut])
-            await out.send(raw[cut:])
-            return True
+            return await stream.send(raw, cut)
 
         usage = {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 0}
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "content": [],

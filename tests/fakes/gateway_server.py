@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from tests.fakes.http_server import (
     Chunked,
+    EventStream,
     FakeChatApi,
     HttpFault,
     HttpRequest,
@@ -142,20 +143,12 @@ class FakeGateway(FakeChatApi):
     ) -> bool:
         out = Chunked(writer)
         await out.start("text/event-stream")
-        sent = 0
+        stream = EventStream(out, fault)
 
         async def chunk(delta: dict[str, Any], finish: str | None = None) -> bool:
-            nonlocal sent
-            if fault.cut_after is not None and sent >= fault.cut_after:
-                writer.close()
-                return False
-            sent += 1
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
             event = {"id": "chatcmpl-gw", "object": "chat.completion.chunk", "choices": [choice]}
-            data = f"data: {json.dumps(event)}\n\n".encode()
-            await out.send(data[: len(data) // 2])
-            await out.send(data[len(data) // 2 :])
-            return True
+            return await stream.send(f"data: {json.dumps(event)}\n\n".encode())
 
         await out.send(b": keep-alive\n\n")
         if not await chunk({"role": "assistant", "content": ""}):

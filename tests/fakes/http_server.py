@@ -101,6 +101,29 @@ class Chunked:
         await self.send(b"")
 
 
+class EventStream:
+    """The events of a streamed answer, each sent in two writes (split at ``cut``, or halfway,
+    so a client must join reads); once ``fault.cut_after`` events have gone out, the connection
+    is closed instead."""
+
+    def __init__(self, out: Chunked, fault: HttpFault) -> None:
+        self._out = out
+        self._fault = fault
+        self.sent = 0
+
+    async def send(self, raw: bytes, cut: int | None = None) -> bool:
+        """Send one event; False when the fault ends the stream here (the socket is closed)."""
+        limit = self._fault.cut_after
+        if limit is not None and self.sent >= limit:
+            self._out.writer.close()
+            return False
+        self.sent += 1
+        at = len(raw) // 2 if cut is None else cut
+        await self._out.send(raw[:at])
+        await self._out.send(raw[at:])
+        return True
+
+
 async def no_answer(
     fault: HttpFault,
     reader: asyncio.StreamReader,

@@ -285,11 +285,7 @@ class FakeOpenAIServer:
         request = json.loads(body)
         self.chat_requests.append(request)
         fault = self.chat_faults.popleft() if self.chat_faults else HttpFault()
-        if (
-            handled := await no_answer(
-                fault, reader, writer, _error_body(f"fake failure {fault.status}", "fake")
-            )
-        ) is not None:
+        if (handled := await no_answer(fault, reader, writer, _failure(fault))) is not None:
             return handled
         try:
             return await self._chat_stream(request, fault, reader, writer)
@@ -389,11 +385,7 @@ class FakeOpenAIServer:
         record = SpeechRequest(headers, body, time.monotonic())
         self.speech_requests.append(record)
         fault = self.speech_faults.popleft() if self.speech_faults else HttpFault()
-        if (
-            handled := await no_answer(
-                fault, reader, writer, _error_body(f"fake failure {fault.status}", "fake")
-            )
-        ) is not None:
+        if (handled := await no_answer(fault, reader, writer, _failure(fault))) is not None:
             return handled
         if body.get("voice") not in VOICES:
             message = f"Invalid value for 'voice': {body.get('voice')!r}."

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -17,17 +16,15 @@ from assistant.engines.asyncai import (
     default_voices,
     make_tts,
 )
-from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
-from assistant.engines.fake import FakeTTS
-from assistant.engines.fallback import FallbackTTS
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
 from tests.fakes.async_server import FakeAsync
 from tests.fakes.contexts import RATE
+from tests.tts_checks import PIECES, speak
 
 KEY = "async-test-key-0123456789"
 key_env, server = cloud.served("ASYNC_API_KEY", KEY, lambda key: FakeAsync(key=key))
-PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
@@ -35,12 +32,6 @@ async def tts(server: FakeAsync) -> AsyncIterator[AsyncTTS]:
     engine = AsyncTTS(server.url, policy=cloud.FAST, voices_url=server.voices_url)
     yield engine
     await engine.aclose()
-
-
-async def speak(
-    tts: AsyncTTS, pieces: Sequence[str] = PIECES, voice: str | None = None, language: str = "en"
-) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces), voice=voice, language=language)]
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -149,15 +140,9 @@ async def test_barge_in_closes_only_the_context(server: FakeAsync, tts: AsyncTTS
 
 
 async def test_barge_in_through_a_fallback_chain(server: FakeAsync, tts: AsyncTTS) -> None:
-    server.realtime_factor = 1.0
-    chain = FallbackTTS([tts, FakeTTS()])
-    pieces = cloud.texts(["A long reply that the user cuts short."])
-    # The chain's stream is an async generator, as the session's ``aclosing`` expects.
-    stream = cast(
-        AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
+    await tts_checks.cut_short_through_a_chain(
+        server, tts, "A long reply that the user cuts short."
     )
-    assert len((await anext(stream)).pcm)
-    await stream.aclose()
     (context,) = server.contexts()
     closing = {"context_id": context, "close_context": True, "transcript": ""}
     await cloud.eventually(lambda: closing in server.received)

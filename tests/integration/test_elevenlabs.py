@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from assistant.config import Settings
-from assistant.engines.base import EngineError, MissingKeyError, SpeechChunk
+from assistant.engines.base import EngineError, MissingKeyError
 from assistant.engines.elevenlabs import DEFAULT_VOICE, ElevenLabsTTS, make_tts, premade_voices
-from assistant.engines.fake import FakeTTS
-from assistant.engines.fallback import FallbackTTS
 from assistant.spoken import SpokenText
 from tests import cloud, tts_checks
 from tests.fakes.contexts import RATE
 from tests.fakes.elevenlabs_server import FakeElevenLabs
+from tests.tts_checks import PIECES, speak
 
 KEY = "el-test-key-0123456789"
 key_env, server = cloud.served("ELEVENLABS_API_KEY", KEY, lambda key: FakeElevenLabs(key=key))
-PIECES = ("Hello there.", "How are you today?", "Fine, thanks.")
 
 
 @pytest.fixture
@@ -30,12 +27,6 @@ async def tts(server: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
     engine = ElevenLabsTTS(server.url, policy=cloud.FAST)
     yield engine
     await engine.aclose()
-
-
-async def speak(
-    tts: ElevenLabsTTS, pieces: Sequence[str] = PIECES, **kw: float
-) -> list[SpeechChunk]:
-    return [c async for c in tts.stream(cloud.texts(pieces, **kw), voice=None, language="en")]
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -132,15 +123,8 @@ async def test_barge_in_through_a_fallback_chain(
     server: FakeElevenLabs, tts: ElevenLabsTTS
 ) -> None:
     """The session speaks through a fallback chain: closing it must reach the context too."""
-    server.realtime_factor = 1.0
-    chain = FallbackTTS([tts, FakeTTS()])
-    pieces = cloud.texts(["A long reply that will be cut short by the user."])
-    # The chain's stream is an async generator, as the session's ``aclosing`` expects.
-    stream = cast(
-        AsyncGenerator[SpeechChunk, None], chain.stream(pieces, voice=None, language="en")
-    )
-    assert len((await anext(stream)).pcm)
-    await stream.aclose()
+    text = "A long reply that will be cut short by the user."
+    await tts_checks.cut_short_through_a_chain(server, tts, text)
     await cloud.eventually(lambda: bool(server.closed_contexts))
     assert server.closed_contexts == server.contexts()
     assert server.connections == 1

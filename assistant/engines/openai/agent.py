@@ -120,15 +120,7 @@ class RealtimeAgentWire(AgentWire):
     def _session_update(self) -> Outgoing:
         setup = self.setup
         detection = self._turn_detection()
-        tools = [
-            {
-                "type": "function",
-                "name": t.name,
-                "description": t.description,
-                "parameters": dict(t.parameters),
-            }
-            for t in setup.tools
-        ]
+        tools = [t.to_realtime() for t in setup.tools]
         voice = setup.voice or DEFAULT_VOICE
         language = setup.language.split("-")[0].lower()
         transcription: dict[str, Any] = {"model": TRANSCRIPTION_MODEL}
