@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 
 async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` and wait until it has ended. However it ends (cancelled, failed or done)
     is swallowed: the caller only needs it gone. Waiting for a task already done just reads its
-    result (or its exception) and returns."""
+    result (or its exception) and returns. A cancellation of the caller itself while it waits
+    is not swallowed: it propagates, as any await's would."""
     task.cancel()
-    with contextlib.suppress(BaseException):
+    try:
         await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        pass
