@@ -597,6 +597,8 @@ class Assistant:
                 vad=self._vad_factory(self._settings) if hands_free else None,
                 tools=self.toolbox.offered(),
                 turn_model=self._turn_model_factory(self._settings) if hands_free else None,
+                clock=self._clock,
+                offload=self._offload,
             )
             session.set_echo_uncertain(self.echo.uncertain)
             return session
