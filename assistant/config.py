@@ -112,6 +112,11 @@ class InterruptionSettings:
     min_duration_ms: int = 800
     #: After a suspected false interruption (a cough, "mhm"), resume if nothing follows in time.
     resume_timeout_ms: int = 1200
+    #: Speech over the assistant that stops before its words are known (``vad``'s speculative
+    #: silence) resumes the reply after this much more silence, not at once: the user may only
+    #: be between two words ("Please … tell me"), and a reply resumed in that gap talks over
+    #: the rest of the sentence.
+    interjection_resume_ms: int = 300
     #: Hands-free: speech over the assistant pauses it after this much (sooner than a turn
     #: starts otherwise, ``vad.min_speech_ms``). Tuned on echo-cancelled audio; a pause that
     #: proves to be a noise resumes when it ends.

@@ -451,7 +451,9 @@ class Session(SessionCore[Reply]):
                 case JudgeInterjection(utterance, resume):
                     self._finalize(utterance)
                     if resume:
-                        self._resume_reply()
+                        self._cancel_resume()
+                        hold = self.settings.interruption.interjection_resume_ms / 1000.0
+                        self._resume_timer = self.clock.call_later(hold, self._resume_reply)
                 case Withdraw(utterance):
                     if self._reply is not None and self._reply.turn_id == utterance.turn_id:
                         self.interrupt(reason="barge_in")
@@ -597,9 +599,11 @@ class Session(SessionCore[Reply]):
                 self.emit(FinalTranscript(utterance.turn_id, answer))
                 self._answer(utterance.turn_id, answer, utterance.timeline, held=held)
             case Dismiss():
-                # A backchannel or a noise: it takes no turn, and the reply goes on.
+                # A backchannel or a noise: it takes no turn, and the reply goes on (when the
+                # hold after it ends, if that is still running).
                 self.emit(TurnWithdrawn(utterance.turn_id, ""))
-                self._resume_reply()
+                if self._resume_timer is None:
+                    self._resume_reply()
             case StopCommand():
                 self.emit(TurnWithdrawn(utterance.turn_id, ""))
                 self.interrupt(reason="user")

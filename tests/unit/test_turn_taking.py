@@ -144,9 +144,10 @@ async def test_false_interruption_pauses_then_resumes(tmp_path) -> None:
     (turn,) = s.finished()
     (paused,), (resumed,) = s.times(PlaybackPaused), s.times(PlaybackResumed)
     # Paused when the speech was detected (one frame in: interruption.pause_after_ms), resumed
-    # at the 200 ms pause after it.
+    # once the 200 ms pause after it and the hold for a next word (300 ms) have passed.
+    hold = s.session.settings.interruption.interjection_resume_ms / 1000
     assert paused - mhm == pytest.approx(0.048, abs=0.03)
-    assert resumed - (mhm + 0.2) == pytest.approx(0.2, abs=0.05)
+    assert resumed - (mhm + 0.2) == pytest.approx(0.2 + hold, abs=0.05)
     assert not s.audible(paused + 0.03, resumed - 0.03)
     assert s.audible(resumed + 0.05, resumed + 0.5)
     assert not turn.interrupted
@@ -189,6 +190,27 @@ async def test_a_short_question_over_the_reply_interrupts_and_is_answered(tmp_pa
         await s.run_until(lambda: len(s.finished()) == 2, limit=30)
     first, second = s.finished()
     assert first.interrupted and second.user_text == "Why?"
+
+
+async def test_a_gap_after_the_first_word_over_a_reply_keeps_it_paused(tmp_path) -> None:
+    """ "Please … tell me about the weather" over the reply: the 350 ms gap after "Please" ends
+    the interjection, but the reply stays paused through it, and the sentence is heard whole
+    (the first word alone was transcribed as nothing)."""
+    stt = FakeSTT(
+        script=("Tell me a story.", "", "Please tell me about the weather."),
+        min_audio_seconds=0.05,
+    )
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        please = speaking + 1.0
+        s.add(Speech(please, please + 0.25))
+        s.add(Speech(please + 0.6, please + 2.0))
+        await s.run_until(lambda: len(s.finished()) == 2, limit=30)
+    first, second = s.finished()
+    assert first.interrupted and not s.events(PlaybackResumed)
+    assert second.user_text == "Please tell me about the weather."
+    (paused,) = s.times(PlaybackPaused)
+    assert not s.audible(paused + 0.05, please + 2.0)
 
 
 async def test_backchannel_then_barge_in_in_one_reply(tmp_path) -> None:
