@@ -508,7 +508,8 @@ async def test_a_long_prompt_read_once_is_restored_at_the_next_launch(tmp_path: 
     try:
         usage = await _usage(first, request)
         assert usage.prompt_tokens - usage.cached_tokens >= 200, usage
-        await asyncio.gather(*first._saving)
+        saves = await asyncio.gather(*first._saving)
+        assert saves == [True], (saves, usage)  # [] : no save was started; [False]: refused
     finally:
         await first.aclose()
     (saved,) = _saved_slots(tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.engines.base import EngineError, Usage
-from assistant.engines.local.prompt_cache import PromptCache, slot_file_name
+from assistant.engines.local.prompt_cache import SAVE_ATTEMPTS, PromptCache, slot_file_name
 
 
 class Server:
@@ -70,4 +70,20 @@ async def test_a_long_new_prompt_is_saved_once_a_launch(tmp_path: Path) -> None:
 
 async def test_a_save_the_server_refuses_is_reported_not_raised(tmp_path: Path) -> None:
     cache = PromptCache(tmp_path, "m.slot")
-    assert not await cache.save(Server(fail=True).post, "http://h")
+    server = Server(fail=True)
+    assert not await cache.save(server.post, "http://h", pause=0.0)
+    assert len(server.calls) == SAVE_ATTEMPTS
+    # The next long prompt of this launch is worth saving again.
+    assert cache.worth_saving(Usage(prompt_tokens=900, cached_tokens=0))
+
+
+async def test_a_save_refused_once_is_tried_again(tmp_path: Path) -> None:
+    server = Server(fail=True)
+    refusals = iter([True, False])
+
+    async def post(url: str, body: dict[str, object]) -> object:
+        server.fail = next(refusals)
+        return await server.post(url, body)
+
+    assert await PromptCache(tmp_path, "m.slot").save(post, "http://h", pause=0.0)
+    assert len(server.calls) == 2

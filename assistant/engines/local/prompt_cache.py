@@ -16,6 +16,7 @@ logged and the model works as before, only slower to its first reply.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: A request that read at least this many new prompt tokens is worth saving for the next launch.
 SAVE_AFTER_TOKENS = 200
+#: A save the server refuses (a slot still busy, a slow disk) is tried this many times, this many
+#: seconds apart.
+SAVE_ATTEMPTS = 3
+SAVE_RETRY_PAUSE = 0.5
 
 #: POSTs a JSON body to a URL of the server, returning the decoded answer (or raising
 #: ``EngineError``): ``OpenAIChatLLM.post_json``.
@@ -82,14 +87,21 @@ class PromptCache:
         """Whether a request with this usage read enough new prompt to save (once a launch)."""
         return not self._saved and usage.prompt_tokens - usage.cached_tokens >= SAVE_AFTER_TOKENS
 
-    async def save(self, post: Post, root: str) -> bool:
-        """Write slot 0's prompt to the file; False if the server could not (busy, disk full)."""
+    async def save(self, post: Post, root: str, *, pause: float = SAVE_RETRY_PAUSE) -> bool:
+        """Write slot 0's prompt to the file; False if the server could not (busy, disk full)
+        in ``SAVE_ATTEMPTS`` tries ``pause`` seconds apart. After a failure the next long
+        prompt of this launch is worth saving again."""
         self._saved = True
-        try:
-            answer = await post(f"{root}/slots/0?action=save", {"filename": self.name})
-        except EngineError as err:
-            log.info("the model's prompt could not be saved for the next start: %s", err)
-            return False
-        saved = answer.get("n_saved") if isinstance(answer, dict) else None
-        log.info("saved the model's prompt for the next start: %s tokens", saved)
-        return True
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            try:
+                answer = await post(f"{root}/slots/0?action=save", {"filename": self.name})
+            except EngineError as err:
+                log.info("the model's prompt could not be saved (try %d): %s", attempt, err)
+                if attempt < SAVE_ATTEMPTS:
+                    await asyncio.sleep(pause)
+                continue
+            saved = answer.get("n_saved") if isinstance(answer, dict) else None
+            log.info("saved the model's prompt for the next start: %s tokens", saved)
+            return True
+        self._saved = False
+        return False
