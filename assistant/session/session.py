@@ -443,17 +443,14 @@ class Session(SessionCore[Reply]):
                     self.interrupt(reason="barge_in")
                 case FalseInterruption(resume_after):
                     self._spawn(self._transcription.clear(), "stt-clear")
-                    self._cancel_resume()
-                    self._resume_timer = self.clock.call_later(resume_after, self._resume_reply)
+                    self._resume_later(resume_after)
                 case Speculate(utterance):
                     words = self._finalize(utterance)
                     self._start_judging(utterance, words)
                 case JudgeInterjection(utterance, resume):
                     self._finalize(utterance)
                     if resume:
-                        self._cancel_resume()
-                        hold = self.settings.interruption.interjection_resume_ms / 1000.0
-                        self._resume_timer = self.clock.call_later(hold, self._resume_reply)
+                        self._resume_later(self.settings.interruption.interjection_resume_ms / 1e3)
                 case Withdraw(utterance):
                     if self._reply is not None and self._reply.turn_id == utterance.turn_id:
                         self.interrupt(reason="barge_in")
@@ -470,6 +467,12 @@ class Session(SessionCore[Reply]):
                 case DropUtterance():
                     pass
             self._sync()
+
+    def _resume_later(self, seconds: float) -> None:
+        """Resume the paused reply after ``seconds`` (replacing a resume already planned),
+        unless the user speaks again first."""
+        self._cancel_resume()
+        self._resume_timer = self.clock.call_later(seconds, self._resume_reply)
 
     def _cancel_resume(self) -> None:
         if self._resume_timer is not None:

@@ -21,12 +21,12 @@ withdrawn and the final is answered.
 Speech over the assistant is an *interjection* until its words are known. Partial transcripts
 with real words (or a stop command) confirm it at once; a long stretch of speech with no
 transcript yet confirms it too. When it pauses, its final transcript decides
-(``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes at
-the pause already, unless the words so far were real), a stop command stops the reply and is
-not answered, and real words interrupt the reply and are answered like any turn. When the
-user goes on after such a pause before its words were used, the interjection is heard again
-with what follows, as one utterance: its audio opens the next one (alone, the first syllable of
-an interruption is often transcribed as nothing, or as other words).
+(``assistant.turns.words``): a backchannel or a noise lets the reply go on (playback resumes
+shortly after the pause already, unless the words so far were real), a stop command stops the
+reply and is not answered, and real words interrupt the reply and are answered like any turn.
+When the user goes on after such a pause before its words were used, the interjection is heard
+again with what follows, as one utterance: its audio opens the next one (alone, the first
+syllable of an interruption is often transcribed as nothing, or as other words).
 
 Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
 reply in flight, or one that just ended) is judged by the words the assistant did not say

@@ -137,7 +137,7 @@ class PushToTalk:
 class VadEndpointing:
     """Speech for at least ``min_speech_ms`` starts a turn (``interruption.pause_after_ms``
     over the assistant's reply, where a quieter or less certain first frame may count, see
-    ``_starts_speech``); ``end_silence_ms`` of silence ends it.
+    ``starts_speech``); ``end_silence_ms`` of silence ends it.
 
     Uses hysteresis (a lower threshold to stay in speech than to enter it), as speech probability
     dips inside words. After ``speculative_silence_ms`` of silence it reports a ``pause`` so the
@@ -195,7 +195,9 @@ class VadEndpointing:
         s = self.settings
         frame_start = frame.t - FRAME_SECONDS
         if not self._speaking:
-            if self._starts_speech(frame, speech_probability, over_reply):
+            if starts_speech(
+                frame.pcm, speech_probability, s, self.interruption, over_reply=over_reply
+            ):
                 if self._first_speech_at is None:
                     self._first_speech_at = frame_start
                 self._speech_run += FRAME_SECONDS
@@ -243,12 +245,6 @@ class VadEndpointing:
             self._resume_frames = 0
             return TurnEvent("pause", self._last_speech_end, frame.t)
         return None
-
-    def _starts_speech(self, frame: AudioFrame, probability: float, over_reply: bool) -> bool:
-        """Whether a frame outside a turn counts toward starting one."""
-        return starts_speech(
-            frame.pcm, probability, self.settings, self.interruption, over_reply=over_reply
-        )
 
 
 def starts_speech(
