@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -280,6 +281,9 @@ class SoftwareRoom:
                 "index": None,
                 # The grid index at which the next output block starts if it follows the last.
                 "follows": None,
+                # Output: the grid spans [start, end) owed to blocks the resampler has not
+                # handed all of over yet.
+                "spans": deque(),
                 # A head start for the resampler, which hands its output over in uneven
                 # pieces: a block is never short (so nothing is ever padded in later).
                 "fifo": np.zeros(
@@ -345,28 +349,45 @@ class SoftwareRoom:
         block = out[:, 0]
         resampler = state["resampler"]
         y = resampler.resample_chunk(block) if resampler is not None else block.copy()
-        at = round(play_at * CAPTURE_RATE)
         follows = state["follows"]  # where this block starts if it follows the last one
+        at = play_at * CAPTURE_RATE
         if follows is None or at > follows + CAPTURE_RATE // 1000:
-            # The first block, or one after an underflow: a gap. (Not by where the last output
-            # ended: the resampler holds samples back at first, and its output, aligned to its
-            # input, must not be moved later by them.)
-            state["index"] = follows = at
-        state["follows"] = follows + n * CAPTURE_RATE / stream.samplerate
-        start = state["index"]
+            follows = at  # the first block, or one after an underflow: a gap
+        end = follows + n * CAPTURE_RATE / stream.samplerate
+        state["follows"] = end
+        # The grid span this block is played in. The resampler hands its output over late and
+        # in uneven pieces, aligned to its input: each piece fills the spans in order, so what
+        # it held back of the blocks before a gap is played before the gap.
+        spans = state["spans"]
+        if spans and spans[-1][1] == round(follows):
+            spans[-1][1] = round(end)
+        else:
+            spans.append([round(follows), round(end)])
+        i = 0
+        while i < len(y) and spans:
+            span = spans[0]
+            k = min(len(y) - i, span[1] - span[0])
+            span[0] = self._play(span[0], y[i : i + k])
+            i += k
+            if span[0] >= span[1]:
+                spans.popleft()
+
+    def _play(self, start: int, y: Float32) -> int:
+        """Lay ``y`` on the speaker (and its echo on the microphone's way) from grid index
+        ``start``; returns the index after it."""
         end = min(len(self._speaker), start + len(y))
         if end <= start:
-            return
+            return start
         y = y[: end - start]
         with self._lock:
             self._speaker[start:end] = y
             self._speaker_end = max(self._speaker_end, end)
-        state["index"] = end
         if self._acoustics is not None:
             echo = self._acoustics(y)
             reach = min(len(self._echo), end)
             with self._lock:
                 self._echo[start:reach] += echo[: reach - start]
+        return end
 
     def _tick_input(self, stream: _RoomStream, due: float) -> None:
         state = self._state[id(stream)]
