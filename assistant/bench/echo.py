@@ -279,32 +279,33 @@ class _TimedMicrophone(MicrophoneCapture):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        #: (frame capture time, monotonic time handed to the conversation), in order.
-        self.delivered: list[tuple[float, float]] = []
+        #: Per frame handed on, by the identity of its samples: (the frame, its capture time,
+        #: monotonic time handed to the conversation). The frame is kept so the identity holds.
+        self.delivered: dict[int, tuple[AudioFrame, float, float]] = {}
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
         async for frame in super().frames():
-            self.delivered.append((frame.t, time.monotonic()))
+            self.delivered[id(frame.pcm)] = (frame, frame.t, time.monotonic())
             yield frame
 
 
 class _TimedVad:
-    """Silero VAD noting each frame's speech probability, in order."""
+    """Silero VAD noting, for each frame it judged, whether it would start a turn over the
+    reply (as the session's detection rules), in order."""
 
     def __init__(self) -> None:
         from assistant.audio.vad import SileroVAD
 
         self.vad = SileroVAD()
-        self.probabilities: list[float] = []
-        #: Per frame: would it start a turn over the reply (as the session's detection rules)?
-        self.speech: list[bool] = []
+        #: (the frame's samples, kept so their identity holds; would it start a turn over the
+        #: reply).
+        self.speech: list[tuple[PCM, bool]] = []
         self._settings = Settings()
 
     def process(self, pcm: PCM) -> float:
         p = self.vad.process(pcm)
-        self.probabilities.append(p)
         s = self._settings
-        self.speech.append(starts_speech(pcm, p, s.vad, s.interruption, over_reply=True))
+        self.speech.append((pcm, starts_speech(pcm, p, s.vad, s.interruption, over_reply=True)))
         return p
 
     def reset(self) -> None:
@@ -427,11 +428,12 @@ def _hops(
 ) -> tuple[float, float, float, float] | None:
     """Onset -> silent split into ``HOPS`` (ms), from the first frame after the onset that
     counts as speech over a reply."""
-    frames = list(zip(mic.delivered, vad.speech, strict=False))
-    first = next(
-        ((t, at) for (t, at), speech in frames if t > onset and speech and at <= paused),
-        None,
-    )
+    first = None
+    for pcm, speech in vad.speech:
+        seen = mic.delivered.get(id(pcm))
+        if seen is not None and speech and onset < seen[1] and seen[2] <= paused:
+            first = seen[1:]
+            break
     if first is None:
         return None
     captured, delivered = first
