@@ -77,8 +77,8 @@ from assistant.events import (
 )
 from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
+from assistant.session.recorder import Offload
 from assistant.session.s2s import SpeechSession
-from assistant.session.session import Offload
 from assistant.tasks import cancel_and_wait
 from assistant.tools import ToolRegistry
 from assistant.tools.alarms import Alarm, alarm_line
