@@ -435,9 +435,7 @@ class Assistant:
         if self._store is None:
             return None
         try:
-            summary = self._store.summary(conversation_id)
-            if summary is None:
-                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            summary = self._store.existing_summary(conversation_id)
             if conversation_id == self.conversation_id:
                 self.new_conversation()
                 if conversation_id == self.conversation_id:
@@ -467,9 +465,7 @@ class Assistant:
         if self._store is None:
             return False
         try:
-            summary = self._store.summary(conversation_id)
-            if summary is None:
-                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            summary = self._store.existing_summary(conversation_id)
             if conversation_id == self.conversation_id and self._conversation is not None:
                 turns = list(self._conversation.turns)
             else:
