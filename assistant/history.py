@@ -359,6 +359,14 @@ class HistoryStore:
         """One conversation's summary (None when there is no such file)."""
         return self._summary(self.path_of(conversation_id), self._titles())
 
+    def existing_summary(self, conversation_id: str) -> ConversationSummary:
+        """One conversation's summary. Raises ``FileNotFoundError`` when there is no such
+        conversation (or it was deleted)."""
+        summary = self.summary(conversation_id)
+        if summary is None:
+            raise FileNotFoundError(f"no conversation {conversation_id!r}")
+        return summary
+
     def open(self, conversation_id: str) -> tuple[Conversation, LoadReport]:
         """Load a conversation to continue it; it becomes the most recent one.
 

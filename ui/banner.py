@@ -8,6 +8,7 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ui.resources import icon
+from ui.widgets import icon_button
 
 KINDS = ("error", "warning", "info")
 _ICONS = {"error": "alert", "warning": "warning", "info": "info"}
@@ -49,9 +50,7 @@ class Banner(QFrame):
             self.action_button.setAccessibleDescription(message)
             self.action_button.clicked.connect(callback)
             layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignVCenter)
-        close = QPushButton()
-        close.setObjectName("iconButton")
-        close.setIcon(icon("close"))
+        close = icon_button("", "iconButton", "close")
         close.setToolTip("Dismiss")
         close.setAccessibleName("Dismiss message")
         close.setAccessibleDescription(message)

@@ -49,6 +49,7 @@ from assistant.events import (
 from assistant.history import TurnRecord
 from assistant.timeline import typed
 from ui import theme
+from ui.widgets import styled_box
 
 #: Bubbles take at most this share of the view's width.
 BUBBLE_WIDTH = 0.74
@@ -224,11 +225,7 @@ class Bubble(QFrame):
     def show_choices(self, on_choice: Callable[[bool], None]) -> None:
         """Yes / No chips under the text (a pending confirmation)."""
         self.hide_choices()
-        row = QWidget()
-        row.setObjectName("confirmChips")
-        layout = QHBoxLayout(row)
-        layout.setContentsMargins(0, 4, 0, 0)
-        layout.setSpacing(8)
+        row, layout = styled_box("confirmChips", QHBoxLayout, (0, 4, 0, 0), 8)
         for label, accept in (("Yes, go ahead", True), ("No", False)):
             chip = QPushButton(label)
             chip.setObjectName("confirmChip")
@@ -284,11 +281,7 @@ class ConversationView(QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        content = QWidget()
-        content.setObjectName("conversationContent")
-        self._layout = QVBoxLayout(content)
-        self._layout.setContentsMargins(22, 18, 22, 18)
-        self._layout.setSpacing(10)
+        content, self._layout = styled_box("conversationContent", QVBoxLayout, (22, 18, 22, 18), 10)
         self._hotkey = "Space"
         self._turn_mode = "ptt"
         self._hint = QLabel(empty_hint(self._turn_mode, self._hotkey))

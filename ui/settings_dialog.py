@@ -67,14 +67,10 @@ from ui.tools_tab import ToolsTab
 
 log = logging.getLogger(__name__)
 
+#: An engine named after its provider shows the provider's name.
 ENGINE_NAMES: dict[str, str] = {
     "local": "Offline (on this computer)",
-    "openai": "OpenAI",
-    "openai_compatible": "OpenAI-compatible server",
-    "assemblyai": "AssemblyAI",
-    "deepgram": "Deepgram",
-    "elevenlabs": "ElevenLabs",
-    "async": "Async",
+    **secrets.DISPLAY_NAMES,
     "anthropic": "Anthropic Claude",
     "assemblyai-gateway": "AssemblyAI LLM Gateway",
     "openai-realtime": "OpenAI Realtime",

@@ -77,8 +77,9 @@ from assistant.events import (
 )
 from assistant.history import Conversation, ConversationSummary, HistoryStore, estimate_tokens
 from assistant.session import Session
+from assistant.session.core import SessionOptions
+from assistant.session.recorder import Offload
 from assistant.session.s2s import SpeechSession
-from assistant.session.session import Offload
 from assistant.tasks import cancel_and_wait
 from assistant.tools import ToolRegistry
 from assistant.tools.alarms import Alarm, alarm_line
@@ -434,9 +435,7 @@ class Assistant:
         if self._store is None:
             return None
         try:
-            summary = self._store.summary(conversation_id)
-            if summary is None:
-                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            summary = self._store.existing_summary(conversation_id)
             if conversation_id == self.conversation_id:
                 self.new_conversation()
                 if conversation_id == self.conversation_id:
@@ -466,9 +465,7 @@ class Assistant:
         if self._store is None:
             return False
         try:
-            summary = self._store.summary(conversation_id)
-            if summary is None:
-                raise FileNotFoundError(f"no conversation {conversation_id!r}")
+            summary = self._store.existing_summary(conversation_id)
             if conversation_id == self.conversation_id and self._conversation is not None:
                 turns = list(self._conversation.turns)
             else:
@@ -587,37 +584,35 @@ class Assistant:
         engine)."""
         assert self._conversation is not None
         hands_free = self._settings.turn_mode == "vad"
-        session: Session | SpeechSession
-        if isinstance(engines, AgentEngineSet):
-            session = SpeechSession(
-                engine=engines.s2s,
-                player=player,
-                conversation=self._conversation,
-                settings=self._settings,
-                vad=self._vad_factory(self._settings) if hands_free else None,
-                tools=self.toolbox.offered(),
-                turn_model=self._turn_model_factory(self._settings) if hands_free else None,
-                clock=self._clock,
-                offload=self._offload,
-            )
-            session.set_echo_uncertain(self.echo.uncertain)
-            return session
-        # Push-to-talk listens for pauses too when it prepares replies while the key is held.
-        voice_activity = hands_free or self._settings.push_to_talk.speculative_silence_ms > 0
-        session = Session(
-            stt=engines.stt,
-            llm=engines.llm,
-            tts=engines.tts,
-            player=player,
-            conversation=self._conversation,
+        # Push-to-talk listens for pauses too when it prepares replies while the key is held
+        # (chained engines only).
+        voice_activity = hands_free or (
+            isinstance(engines, EngineSet)
+            and self._settings.push_to_talk.speculative_silence_ms > 0
+        )
+        options = SessionOptions(
             settings=self._settings,
             vad=self._vad_factory(self._settings) if voice_activity else None,
             tools=self.toolbox.offered(),
             turn_model=self._turn_model_factory(self._settings) if hands_free else None,
-            structured=self.toolbox.extractor(engines.llm),
             clock=self._clock,
             offload=self._offload,
         )
+        session: Session | SpeechSession
+        if isinstance(engines, AgentEngineSet):
+            session = SpeechSession(
+                engine=engines.s2s, player=player, conversation=self._conversation, **options
+            )
+        else:
+            session = Session(
+                stt=engines.stt,
+                llm=engines.llm,
+                tts=engines.tts,
+                player=player,
+                conversation=self._conversation,
+                structured=self.toolbox.extractor(engines.llm),
+                **options,
+            )
         session.set_echo_uncertain(self.echo.uncertain)
         return session
 

@@ -7,9 +7,10 @@ turns with a strategy from ``assistant.turns``, keep their background tasks, and
 reply starts to be heard. That part lives here, once.
 
 A subclass sets ``_detection`` (from its ``_make_detection``) before any frame or key arrives,
-handles frames in ``_feed`` and turn events in ``_on_turn_event``, and says what state its parts
-are in (``_derive_state``) and whether anything is under way (``_busy``); ``_sync`` publishes
-both.
+handles frames in ``_feed`` (with ``_meter`` and ``_listen`` for the level and the pre-roll) and
+turn events in ``_on_turn_event``, and says what state its parts are in (``_derive_state``) and
+whether anything is under way (``_busy``); ``_sync`` publishes both. Its constructor takes the
+parts every session shares as ``**options: Unpack[SessionOptions]`` and hands them on.
 """
 
 from __future__ import annotations
@@ -19,14 +20,22 @@ import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from assistant.audio.player import Player
 from assistant.audio.vad import VoiceActivityDetector
-from assistant.clock import Clock
+from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings
 from assistant.emitter import Emitter
-from assistant.events import ErrorEvent, Notice, SessionEvent, Source, State, StateChanged
+from assistant.events import (
+    ErrorEvent,
+    MicLevel,
+    Notice,
+    SessionEvent,
+    Source,
+    State,
+    StateChanged,
+)
 from assistant.history import Conversation
 from assistant.session.recorder import Offload, TurnRecorder
 from assistant.tools import ToolRegistry
@@ -34,6 +43,21 @@ from assistant.turns import EndOfTurnModel, TurnDetection, TurnEvent
 from assistant.types import AudioFrame
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two ``MicLevel`` events at the most.
+LEVEL_INTERVAL = 0.05
+
+
+class SessionOptions(TypedDict, total=False):
+    """What any session may be given beside its engines, player and conversation; each left
+    out takes ``SessionCore``'s default."""
+
+    settings: Settings | None
+    vad: VoiceActivityDetector | None
+    tools: ToolRegistry | None
+    turn_model: EndOfTurnModel | None
+    clock: Clock
+    offload: Offload
 
 
 class HeardReply(Protocol):
@@ -55,12 +79,12 @@ class SessionCore[R: HeardReply](ABC):
         *,
         player: Player,
         conversation: Conversation,
-        settings: Settings | None,
-        vad: VoiceActivityDetector | None,
-        tools: ToolRegistry | None,
-        turn_model: EndOfTurnModel | None,
-        clock: Clock,
-        offload: Offload,
+        settings: Settings | None = None,
+        vad: VoiceActivityDetector | None = None,
+        tools: ToolRegistry | None = None,
+        turn_model: EndOfTurnModel | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         self.player = player
         self.settings = settings or Settings()
@@ -193,6 +217,27 @@ class SessionCore[R: HeardReply](ABC):
 
     @abstractmethod
     async def _feed(self, frame: AudioFrame) -> None: ...
+
+    def _meter(self, frame: AudioFrame) -> None:
+        """Publish the microphone's level, at most once per ``LEVEL_INTERVAL``."""
+        if frame.t - self._level_at >= LEVEL_INTERVAL:
+            self._level_at = frame.t
+            self.emit(MicLevel(frame.rms, at=frame.t))
+
+    def _listen(self, frame: AudioFrame) -> float:
+        """Keep ``frame`` in the pre-roll (the latest ``_preroll_frames()``) and return its
+        speech probability: the VAD's while turn detection needs it, else 0.0."""
+        probability = 0.0
+        if self.vad is not None and self._detection.needs_vad:
+            probability = self.vad.process(frame.pcm)
+        self._preroll.append(frame)
+        while len(self._preroll) > self._preroll_frames():
+            self._preroll.popleft()
+        return probability
+
+    @abstractmethod
+    def _preroll_frames(self) -> int:
+        """How many frames before a turn's start it keeps (its first words' onset)."""
 
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         """Feed every frame of a source (a microphone or a WAV file) until it ends."""

@@ -39,18 +39,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Literal
+from typing import Literal, Unpack
 
 from assistant.audio.player import Player
-from assistant.audio.vad import VoiceActivityDetector
-from assistant.clock import SYSTEM_CLOCK, Clock
-from assistant.config import Settings
 from assistant.engines import s2s
 from assistant.engines.base import EngineError
 from assistant.events import (
     ErrorEvent,
     FinalTranscript,
-    MicLevel,
     Notice,
     PartialTranscript,
     PlaybackPaused,
@@ -64,13 +60,11 @@ from assistant.events import (
 from assistant.history import Conversation, ToolRecord, TurnRecord, turn_messages
 from assistant.session.agent_link import AgentLink
 from assistant.session.agent_reply import AgentReply, AgentTurn
-from assistant.session.core import Offload, SessionCore
+from assistant.session.core import SessionCore, SessionOptions
 from assistant.session.session import derive_state
 from assistant.session.tracker import Phase
 from assistant.timeline import Mark, Timeline
-from assistant.tools import ToolRegistry
 from assistant.turns import (
-    EndOfTurnModel,
     Pause,
     PauseJudge,
     TurnDetection,
@@ -82,7 +76,6 @@ from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM, AudioFrame
 
 log = logging.getLogger(__name__)
 
-LEVEL_INTERVAL = 0.05
 #: A provider may send the user's transcript after its answer: the record waits this long.
 USER_TEXT_WAIT = 3.0
 
@@ -109,23 +102,9 @@ class SpeechSession(SessionCore[AgentReply]):
         engine: s2s.SpeechToSpeech,
         player: Player,
         conversation: Conversation,
-        settings: Settings | None = None,
-        vad: VoiceActivityDetector | None = None,
-        tools: ToolRegistry | None = None,
-        turn_model: EndOfTurnModel | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        offload: Offload = asyncio.to_thread,
+        **options: Unpack[SessionOptions],
     ) -> None:
-        super().__init__(
-            player=player,
-            conversation=conversation,
-            settings=settings,
-            vad=vad,
-            tools=tools,
-            turn_model=turn_model,
-            clock=clock,
-            offload=offload,
-        )
+        super().__init__(player=player, conversation=conversation, **options)
         self.engine = engine
         self._next_turn_id = conversation.next_turn_id
         self._detection = self._make_detection(self.settings.turn_mode)
@@ -136,7 +115,7 @@ class SpeechSession(SessionCore[AgentReply]):
             on_failure=self._agent_failed,
             on_open_failed=self._open_failed,
             spawn=self._spawn,
-            clock=clock,
+            clock=self.clock,
         )
         self._echo_uncertain = False
         self._utterance: _Utterance | None = None
@@ -284,20 +263,13 @@ class SpeechSession(SessionCore[AgentReply]):
     # ----------------------------------------------------------------------------------- audio
 
     async def _feed(self, frame: AudioFrame) -> None:
-        if frame.t - self._level_at >= LEVEL_INTERVAL:
-            self._level_at = frame.t
-            self.emit(MicLevel(frame.rms, at=frame.t))
+        self._meter(frame)
         if self.server_turns:
             agent = self._link.current()
             if agent is not None:
                 self._push(agent, frame.pcm)
             return
-        probability = 0.0
-        if self.vad is not None and self._detection.needs_vad:
-            probability = self.vad.process(frame.pcm)
-        self._preroll.append(frame)
-        while len(self._preroll) > self._preroll_frames():
-            self._preroll.popleft()
+        probability = self._listen(frame)
         event = self._detection.process(frame, probability)
         if event is not None:
             self._on_turn_event(event, explicit=False)

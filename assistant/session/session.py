@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Unpack
 
 from assistant.audio.chime import CHIME_RATE, chime
 from assistant.audio.player import Player
-from assistant.audio.vad import VoiceActivityDetector
-from assistant.clock import SYSTEM_CLOCK, Clock, Timer
-from assistant.config import Settings
+from assistant.clock import Timer
 from assistant.engines.base import (
     ChatRequest,
     EngineAnnouncement,
@@ -55,7 +53,6 @@ from assistant.events import (
     Doing,
     ErrorEvent,
     FinalTranscript,
-    MicLevel,
     Notice,
     PartialTranscript,
     PauseJudged,
@@ -73,7 +70,7 @@ from assistant.session.confirmation import (
     Drop,
     RunConfirmed,
 )
-from assistant.session.core import Offload, SessionCore
+from assistant.session.core import SessionCore, SessionOptions
 from assistant.session.extraction import Extractions
 from assistant.session.generate import REPLY_NOTES, Lines, PendingAction, request_for
 from assistant.session.prefill import Prefiller
@@ -102,11 +99,9 @@ from assistant.session.tracker import (
 )
 from assistant.session.transcription import Transcription
 from assistant.timeline import REPLY_MARKS, Mark, Timeline
-from assistant.tools import ToolRegistry
 from assistant.tools.phrases import phrases
 from assistant.tools.structured import StructuredExtractor
 from assistant.turns import (
-    EndOfTurnModel,
     Pause,
     PauseJudge,
     PauseVerdict,
@@ -120,7 +115,6 @@ from assistant.types import FRAME_SAMPLES, AudioFrame
 
 log = logging.getLogger(__name__)
 
-LEVEL_INTERVAL = 0.05
 #: How long after a reply stopped playing its echo may still be heard (the longest echo path
 #: plus a room's reverberation).
 ECHO_TAIL = 1.0
@@ -177,24 +171,10 @@ class Session(SessionCore[Reply]):
         tts: TextToSpeech,
         player: Player,
         conversation: Conversation,
-        settings: Settings | None = None,
-        vad: VoiceActivityDetector | None = None,
-        tools: ToolRegistry | None = None,
-        turn_model: EndOfTurnModel | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        offload: Offload = asyncio.to_thread,
         structured: StructuredExtractor | None = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
-        super().__init__(
-            player=player,
-            conversation=conversation,
-            settings=settings,
-            vad=vad,
-            tools=tools,
-            turn_model=turn_model,
-            clock=clock,
-            offload=offload,
-        )
+        super().__init__(player=player, conversation=conversation, **options)
         self.stt = stt
         self.llm = llm
         self.tts = tts
@@ -202,7 +182,7 @@ class Session(SessionCore[Reply]):
             self.settings,
             next_turn_id=conversation.next_turn_id,
             reply_turn=self._reply_turn,
-            now=clock.now,
+            now=self.clock.now,
             own_speech=self._own_speech,
         )
         #: (text, when its playback ended) of the last reply heard, for its echo tail.
@@ -210,7 +190,7 @@ class Session(SessionCore[Reply]):
         self._transcription = Transcription(
             stt,
             language=lambda: self.settings.language,
-            clock=clock,
+            clock=self.clock,
             on_partial=self._on_partial,
             on_endpoint=self._on_engine_endpoint,
             on_error=lambda message: self.emit(ErrorEvent(message, Source.STT)),
@@ -346,15 +326,8 @@ class Session(SessionCore[Reply]):
     # --------------------------------------------------------------------------------------- audio
 
     async def _feed(self, frame: AudioFrame) -> None:
-        if frame.t - self._level_at >= LEVEL_INTERVAL:
-            self._level_at = frame.t
-            self.emit(MicLevel(frame.rms, at=frame.t))
-        probability = 0.0
-        if self.vad is not None and self._detection.needs_vad:
-            probability = self.vad.process(frame.pcm)
-        self._preroll.append(frame)
-        while len(self._preroll) > self._preroll_frames():
-            self._preroll.popleft()
+        self._meter(frame)
+        probability = self._listen(frame)
         over_reply = self._reply_turn() is not None and not self._tracker.echo_uncertain
         event = self._detection.process(frame, probability, over_reply=over_reply)
         if event is not None:

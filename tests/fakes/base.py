@@ -8,7 +8,6 @@ headers (the key) at DEBUG: that log is kept out of the tests' log capture."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -21,6 +20,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.fakes.local import port_of, wait_closed
 
 #: ``drop_code`` for a connection cut without a close frame.
 ABORT = None
@@ -71,14 +72,12 @@ class FakeWebsocketServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        await wait_closed(self._server)
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}{self.PATH}"
+        return f"ws://127.0.0.1:{port_of(self._server)}{self.PATH}"
 
     def query(self, index: int = -1) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.requests[index].path).query))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, Self
 
+from tests.fakes.local import port_of, wait_closed
+
 
 @dataclass
 class HttpFault:
@@ -175,14 +177,12 @@ class FakeHttpServer:
         self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        await wait_closed(self._server)
 
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port_of(self._server)}"
 
     def fault(self) -> HttpFault:
         return self.faults.pop(0) if self.faults else HttpFault()

@@ -36,6 +36,7 @@ from websockets.http11 import Request, Response
 
 from tests.fakes.base import drop
 from tests.fakes.http_server import HttpFault, no_answer, read_request, send_json, wait_for_hangup
+from tests.fakes.local import port_of
 
 SPEECH_RATE = 24_000
 VOICES = (
@@ -177,7 +178,7 @@ class FakeOpenAIServer:
     async def _serve(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
         http = await asyncio.start_server(self._http_client, "127.0.0.1", 0)
-        self._http_port = http.sockets[0].getsockname()[1]
+        self._http_port = port_of(http)
         async with serve(
             self._ws_client,
             "127.0.0.1",
@@ -186,7 +187,7 @@ class FakeOpenAIServer:
             compression=None,
             logger=_server_log,
         ) as ws_server:
-            self._ws_port = next(iter(ws_server.sockets)).getsockname()[1]
+            self._ws_port = port_of(ws_server)
             ready.set()
             await self._stop.wait()
             for task in list(self._tasks):

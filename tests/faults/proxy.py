@@ -33,6 +33,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
+from tests.fakes.local import port_of, wait_closed
+
 FaultKind = Literal[
     "none", "latency", "bandwidth", "slice", "stall", "reset", "close", "garble", "accept_close"
 ]
@@ -246,13 +248,12 @@ class FaultProxy:
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        await wait_closed(self._server)
 
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return port_of(self._server)
 
     def url(self, target: str) -> str:
         """``target`` (a URL on the proxied server) reached through the proxy."""

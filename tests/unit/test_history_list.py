@@ -73,10 +73,12 @@ def test_rename_delete_restore_survive_a_new_store(tmp_path: Path):
     assert [s.id for s in HistoryStore(tmp_path).summaries()] == [second.id]
     with pytest.raises(FileNotFoundError):
         again.delete(first.id)
+    with pytest.raises(FileNotFoundError):
+        again.existing_summary(first.id)
 
     HistoryStore(tmp_path).restore(first.id)
-    restored = HistoryStore(tmp_path).summary(first.id)
-    assert restored is not None and restored.title == "My trip"  # the title came back too
+    restored = HistoryStore(tmp_path).existing_summary(first.id)
+    assert restored.title == "My trip"  # the title came back too
     assert [t.user_text for t in HistoryStore(tmp_path).load(first.path)[0].turns] == ["One"]
 
     again.rename(first.id, "")

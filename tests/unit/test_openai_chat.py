@@ -23,6 +23,7 @@ from assistant.engines.base import (
     Usage,
 )
 from assistant.engines.openai.chat import OpenAIChatLLM, assemble_tool_calls
+from tests.fakes.local import port_of
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -76,7 +77,7 @@ class FakeServer:
 async def server() -> AsyncIterator[FakeServer]:
     fake = FakeServer()
     srv = await asyncio.start_server(fake.serve, "127.0.0.1", 0)
-    fake.port = srv.sockets[0].getsockname()[1]
+    fake.port = port_of(srv)
     async with srv:
         yield fake
         srv.close()
@@ -347,7 +348,7 @@ async def test_an_answer_of_the_wrong_type_is_an_error_not_silence(server: FakeS
 async def test_unreachable_server_names_the_url() -> None:
     # A port that was just free: nothing listens there.
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = probe.sockets[0].getsockname()[1]
+    port = port_of(probe)
     probe.close()
     await probe.wait_closed()
     llm = OpenAIChatLLM(f"http://127.0.0.1:{port}/v1", None, "m", name="fake")
