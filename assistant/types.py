@@ -1,7 +1,8 @@
 """The data that crosses every layer: PCM audio and captured frames.
 
 Audio is mono signed 16-bit PCM in a numpy ``int16`` array with its sample rate carried beside
-it. The capture path delivers ``AudioFrame``s of ``FRAME_SAMPLES`` at ``CAPTURE_RATE``.
+it. The capture path delivers ``AudioFrame``s of ``FRAME_SAMPLES`` at ``CAPTURE_RATE`` (and, from
+some sources, ``AudioLook``s between them).
 """
 
 from __future__ import annotations
@@ -38,3 +39,18 @@ class AudioFrame:
         """Root-mean-square level in [0, 1], for level meters."""
         x = self.pcm.astype(np.float32) / 32768.0
         return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioLook:
+    """A look at the audio between two frames: the latest ``FRAME_SAMPLES`` captured, of which
+    the last ``fresh`` (1 to ``FRAME_SAMPLES - 1``) came after the last ``AudioFrame``.
+
+    A source with a short capture block hands these out (``LookingSource``) so that speech can
+    be noticed a few milliseconds before the frame it belongs to is complete; the same samples
+    still come in the next frame. ``t`` is the capture time of the last sample.
+    """
+
+    pcm: PCM
+    fresh: int
+    t: float

@@ -70,13 +70,18 @@ Step = Speech | Key | Do
 
 
 class ScriptVAD:
-    """Speech probability 1.0 while the script's speech is on, else 0.0."""
+    """Speech probability 1.0 while the script's speech is on, else 0.0. A look between two
+    frames asks ``speaking_now`` (the stage's script at the look's latest samples)."""
 
     def __init__(self) -> None:
         self.speaking = False
+        self.speaking_now: Callable[[], bool] = lambda: False
 
     def process(self, pcm: object) -> float:
         return 1.0 if self.speaking else 0.0
+
+    def look(self, pcm: object, fresh: int) -> float:
+        return 1.0 if self.speaking_now() else 0.0
 
     def reset(self) -> None:
         pass
@@ -136,6 +141,7 @@ class Stage:
             cast(Any, g or d) for g, d in zip(given, (self.stt, self.llm, self.tts), strict=True)
         )
         self.vad = ScriptVAD()
+        self.vad.speaking_now = lambda: self.speaking_at(self.now - 0.005)
         self.player = ClockedPlayer(self.clock)
         if self.tools is not None:
             self.tools.offload = inline  # tools run on the loop, in virtual time

@@ -84,6 +84,7 @@ from assistant.tasks import cancel_and_wait
 from assistant.tools import ToolRegistry
 from assistant.tools.alarms import Alarm, alarm_line
 from assistant.tools.mcp import ServerStatus
+from assistant.types import AudioLook
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Assistant:
             on_change=self._audio_changed,
             on_end=self._input_ended,
             echo=self.echo,
+            look=self._look,
         )
         self._output = AudioOutput(
             player_factory or default_player,
@@ -749,6 +751,11 @@ class Assistant:
         session = self._session
         if session is not None and self._listening:
             await session.feed(frame)
+
+    def _look(self, look: AudioLook) -> None:
+        session = self._session
+        if session is not None and self._listening:
+            session.look(look)
 
     def _input_ended(self) -> None:
         """The source is gone (a file ran out, a device vanished): end an open turn."""

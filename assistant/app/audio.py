@@ -24,13 +24,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from assistant.app import messages
-from assistant.audio.capture import AudioSource, MicrophoneCapture
+from assistant.audio.capture import AudioSource, LookingSource, MicrophoneCapture
 from assistant.audio.frames import AudioFrame
 from assistant.audio.player import DevicePlayer, Player, VirtualPlayer
 from assistant.clock import SYSTEM_CLOCK, Clock
 from assistant.config import Settings
 from assistant.events import AppEvent, ErrorEvent, Notice, Source
 from assistant.tasks import cancel_and_wait
+from assistant.types import AudioLook
 
 if TYPE_CHECKING:
     from assistant.app.echo import EchoControl
@@ -59,7 +60,8 @@ def default_source(settings: Settings) -> AudioSource | None:
 
 
 class AudioInput:
-    """Source → ``sink``, frame by frame, until the source ends or ``stop()``.
+    """Source → ``sink``, frame by frame, until the source ends or ``stop()``; a source that
+    looks between its frames (``LookingSource``) hands its looks to ``look``.
 
     ``on_end`` runs when the source ends by itself (a file ran out, a device vanished), so the
     conversation does not wait for the end of a turn that can no longer come.
@@ -74,10 +76,12 @@ class AudioInput:
         on_change: Callable[[], None],
         on_end: Callable[[], None],
         echo: EchoControl | None = None,
+        look: Callable[[AudioLook], None] | None = None,
     ) -> None:
         self._factory = factory
         self._echo = echo
         self._sink = sink
+        self._look = look
         self._emit = emit
         self._on_change = on_change
         self._on_end = on_end
@@ -159,9 +163,18 @@ class AudioInput:
 
     async def _pump(self, source: AudioSource) -> None:
         try:
-            echo = self._echo
-            async for frame in source.frames():
-                await self._sink(frame)
+            echo, look = self._echo, self._look
+            items = (
+                source.stream()
+                if look is not None and isinstance(source, LookingSource)
+                else source.frames()
+            )
+            async for item in items:
+                if isinstance(item, AudioLook):
+                    if look is not None:
+                        look(item)
+                    continue
+                await self._sink(item)
                 if echo is not None:
                     echo.poll()
         except asyncio.CancelledError:

@@ -32,7 +32,7 @@ from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import WavError, read_wav, resample, to_int16
 from assistant.clock import SYSTEM_CLOCK, Clock
-from assistant.types import PCM
+from assistant.types import PCM, AudioLook
 
 __all__ = [
     "ArraySource",
@@ -64,6 +64,15 @@ class AudioSource(Protocol):
         ...
 
 
+@runtime_checkable
+class LookingSource(AudioSource, Protocol):
+    """A source that can also hand out ``AudioLook``s between its frames."""
+
+    def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
+        """``frames()``, with looks at the part of the next frame captured so far in between."""
+        ...
+
+
 # -------------------------------------------------------------------------------- microphone
 
 
@@ -84,7 +93,8 @@ class MicrophoneCapture:
     frames are cut; its output may lag its input, and frames keep the times of their samples.
 
     ``blocksize`` defaults to one frame's duration at the device rate (10 ms with a processor,
-    so it sees the audio soon after it is captured). ``samplerate`` defaults to
+    so it sees the audio soon after it is captured; ``stream()`` then also hands out a look at
+    each block that leaves part of a frame). ``samplerate`` defaults to
     the device's default rate. ``stream_factory`` replaces ``sounddevice.InputStream`` (same
     keyword arguments), which lets the callback path run without a microphone. A device that
     stops calling back without a word is noticed by a watchdog on ``clock`` and reported as
@@ -135,6 +145,8 @@ class MicrophoneCapture:
         self._pending: Float32 = np.zeros(0, dtype=np.float32)
         self._produced = 0  # 16 kHz samples out of the resampler
         self._emitted = 0  # frames yielded
+        self._last_frame: Float32 = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self._looked = 0  # samples of the pending part of a frame the last look had
         self._close_timeout = close_timeout
         self._watchdog = CallbackWatchdog(clock, self._lost)
         self._closer: asyncio.Future[bool] | None = None
@@ -175,6 +187,8 @@ class MicrophoneCapture:
         self._pending = np.zeros(0, dtype=np.float32)
         self._produced = 0
         self._emitted = 0
+        self._last_frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self._looked = 0
         self._stopped = self._closing = False
         self._wake = asyncio.Event()
 
@@ -251,6 +265,13 @@ class MicrophoneCapture:
             await close_off_loop(stream, self._close_timeout)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
+        async for item in self.stream():
+            if isinstance(item, AudioFrame):
+                yield item
+
+    async def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
+        """See ``LookingSource``: without a processor the loop wakes once a frame, and there
+        is nothing to look at between frames."""
         while not self._stopped:
             if self._w - self._r < self._wake_at:
                 self._wake.clear()
@@ -261,6 +282,21 @@ class MicrophoneCapture:
                 continue
             for frame in self._drain():
                 yield frame
+            look = self._look()
+            if look is not None:
+                yield look
+
+    def _look(self) -> AudioLook | None:
+        """The latest ``FRAME_SAMPLES`` when part of the next frame has come since the last
+        frame or look (loop thread)."""
+        fresh = len(self._pending)
+        if self.processor is None or fresh == 0 or fresh == self._looked:
+            return None
+        self._looked = fresh
+        stamp_w, stamp_t = self._stamp
+        end_device = (self._emitted * FRAME_SAMPLES + fresh) * self.rate / CAPTURE_RATE
+        window = np.concatenate((self._last_frame[fresh:], self._pending))
+        return AudioLook(to_int16(window), fresh, stamp_t - (stamp_w - end_device) / self.rate)
 
     def _drain(self) -> list[AudioFrame]:
         """Take everything in the ring, resample it and cut whole frames (loop thread)."""
@@ -294,6 +330,9 @@ class MicrophoneCapture:
                 )
             )
             self._emitted += 1
+        if count:
+            self._last_frame = pending[(count - 1) * FRAME_SAMPLES : count * FRAME_SAMPLES].copy()
+            self._looked = 0
         self._pending = pending[count * FRAME_SAMPLES :].copy()
         # Wake again once the ring holds what completes the next frame (with a processor, at
         # every block: it holds part of what it was given back).

@@ -31,6 +31,15 @@ class VoiceActivityDetector(Protocol):
         ...
 
 
+@runtime_checkable
+class LookingVAD(VoiceActivityDetector, Protocol):
+    def look(self, pcm: PCM, fresh: int) -> float:
+        """Speech probability of the latest ``FRAME_SAMPLES`` (an ``AudioLook``: the last
+        ``fresh`` of them came after the last frame ``process`` was given), as the next frame
+        would be judged; the detector's state is left as it is."""
+        ...
+
+
 def silero_model_path() -> Path:
     """The Silero VAD ONNX file that ships inside the faster-whisper wheel."""
     spec = importlib.util.find_spec("faster_whisper")
@@ -104,6 +113,16 @@ class SileroVAD:
         x[0, :_CONTEXT] = x[0, -_CONTEXT:]  # the tail of the previous frame
         x[0, _CONTEXT:] = pcm.astype(np.float32) * (1.0 / 32768.0)
         prob, self._h, self._c = self._session.run(None, {"input": x, "h": self._h, "c": self._c})
+        return float(np.asarray(prob).reshape(-1)[0])
+
+    def look(self, pcm: PCM, fresh: int) -> float:
+        if len(pcm) != FRAME_SAMPLES or not 0 < fresh < FRAME_SAMPLES:
+            raise ValueError(f"SileroVAD looks at {FRAME_SAMPLES} samples, 1 to 511 of them new")
+        x = np.empty_like(self._input)
+        # The context in front of the window is still in the last frame's input.
+        x[0, :_CONTEXT] = self._input[0, fresh : fresh + _CONTEXT]
+        x[0, _CONTEXT:] = pcm.astype(np.float32) * (1.0 / 32768.0)
+        prob, _, _ = self._session.run(None, {"input": x, "h": self._h, "c": self._c})
         return float(np.asarray(prob).reshape(-1)[0])
 
 

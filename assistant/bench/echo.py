@@ -43,7 +43,7 @@ from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
 from assistant.turns.detection import starts_speech
-from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM, AudioLook
 
 Float32 = npt.NDArray[np.float32]
 
@@ -266,44 +266,49 @@ class BargeIns:
     hops: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
-#: The hops of onset -> silent: the voice's onset to the end of the first 32 ms frame of
-#: processed audio the VAD calls speech; that frame's capture to its arrival in the
-#: conversation (device latency, block, canceller, loop); arrival to the reply's pause
-#: (detection and decision); the pause to the speaker going silent (rendering and the
+#: The hops of onset -> silent: the voice's onset to the end of the first 32 ms of processed
+#: audio the VAD calls speech (a frame, or a look between two frames); its capture to its
+#: arrival in the conversation (device latency, block, canceller, loop); arrival to the reply's
+#: pause (detection and decision); the pause to the speaker going silent (rendering and the
 #: output's latency).
 HOPS = ("onset->speech frame", "capture->conversation", "conversation->pause", "pause->silent")
 
 
 class _TimedMicrophone(MicrophoneCapture):
-    """The room's microphone, noting when each frame (by its capture time) was handed on."""
+    """The room's microphone, noting when each frame and look (by its capture time) was handed
+    on."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        #: Per frame handed on, by the identity of its samples: (the frame, its capture time,
-        #: monotonic time handed to the conversation). The frame is kept so the identity holds.
-        self.delivered: dict[int, tuple[AudioFrame, float, float]] = {}
+        #: Per frame or look handed on, by the identity of its samples: (it, its capture time,
+        #: monotonic time handed to the conversation). It is kept so the identity holds.
+        self.delivered: dict[int, tuple[AudioFrame | AudioLook, float, float]] = {}
 
-    async def frames(self) -> AsyncIterator[AudioFrame]:
-        async for frame in super().frames():
-            self.delivered[id(frame.pcm)] = (frame, frame.t, time.monotonic())
-            yield frame
+    async def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
+        async for item in super().stream():
+            self.delivered[id(item.pcm)] = (item, item.t, time.monotonic())
+            yield item
 
 
 class _TimedVad:
-    """Silero VAD noting, for each frame it judged, whether it would start a turn over the
-    reply (as the session's detection rules), in order."""
+    """Silero VAD noting, for each frame and look it judged, whether it would start a turn
+    over the reply (as the session's detection rules), in order."""
 
     def __init__(self) -> None:
         from assistant.audio.vad import SileroVAD
 
         self.vad = SileroVAD()
-        #: (the frame's samples, kept so their identity holds; would it start a turn over the
-        #: reply).
+        #: (the samples, kept so their identity holds; would they start a turn over the reply).
         self.speech: list[tuple[PCM, bool]] = []
         self._settings = Settings()
 
     def process(self, pcm: PCM) -> float:
-        p = self.vad.process(pcm)
+        return self._note(pcm, self.vad.process(pcm))
+
+    def look(self, pcm: PCM, fresh: int) -> float:
+        return self._note(pcm, self.vad.look(pcm, fresh))
+
+    def _note(self, pcm: PCM, p: float) -> float:
         s = self._settings
         self.speech.append((pcm, starts_speech(pcm, p, s.vad, s.interruption, over_reply=True)))
         return p

@@ -40,7 +40,7 @@ from assistant.history import Conversation
 from assistant.session.recorder import Offload, TurnRecorder
 from assistant.tools import ToolRegistry
 from assistant.turns import EndOfTurnModel, TurnDetection, TurnEvent
-from assistant.types import AudioFrame
+from assistant.types import AudioFrame, AudioLook
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,11 @@ class SessionCore[R: HeardReply](ABC):
 
     @abstractmethod
     async def _feed(self, frame: AudioFrame) -> None: ...
+
+    def look(self, look: AudioLook) -> None:
+        """A look at the audio between two frames (see ``AudioLook``). By default it is not
+        used: the frames carry the same audio a moment later."""
+        return None
 
     def _meter(self, frame: AudioFrame) -> None:
         """Publish the microphone's level, at most once per ``LEVEL_INTERVAL``."""

@@ -29,6 +29,7 @@ from typing import Literal, Protocol, Unpack
 
 from assistant.audio.chime import CHIME_RATE, chime
 from assistant.audio.player import Player
+from assistant.audio.vad import LookingVAD
 from assistant.clock import Timer
 from assistant.engines.base import (
     ChatRequest,
@@ -111,7 +112,7 @@ from assistant.turns import (
     concat_audio,
     make_turn_detection,
 )
-from assistant.types import FRAME_SAMPLES, AudioFrame
+from assistant.types import FRAME_SAMPLES, AudioFrame, AudioLook
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,27 @@ class Session(SessionCore[Reply]):
         await self._push_audio(utterance, frame)
         if self._tracker.utterance is utterance:
             self._apply(self._tracker.check_tentative())
+
+    def look(self, look: AudioLook) -> None:
+        """Over an echo-cancelled reply, with no user turn open: speech in the latest 32 ms may
+        pause the reply before the frame it ends in is complete (``TurnDetection.look``).
+        Never raises."""
+        vad = self.vad
+        if (
+            not isinstance(vad, LookingVAD)
+            or not self._detection.needs_vad
+            or self._tracker.utterance is not None
+            or self._reply_turn() is None
+            or self._tracker.echo_uncertain
+        ):
+            return
+        try:
+            event = self._detection.look(look, vad.look(look.pcm, look.fresh))
+            if event is not None:
+                self._on_turn_event(event, explicit=False)
+        except Exception as exc:
+            log.exception("looking at the audio between two frames failed")
+            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
 
     def _preroll_frames(self) -> int:
         vad = self.settings.vad

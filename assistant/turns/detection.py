@@ -27,7 +27,7 @@ from assistant.config import (
 )
 from assistant.turns.held import HeldPauses
 from assistant.turns.judge import EndOfTurnJudge, Pause, PauseVerdict, longest_wait_ms
-from assistant.types import FRAME_SECONDS, PCM, AudioFrame
+from assistant.types import FRAME_SECONDS, PCM, AudioFrame, AudioLook
 
 TurnKind = Literal["start", "pause", "resume", "end", "key_pause", "key_resume"]
 
@@ -62,6 +62,12 @@ class TurnDetection(Protocol):
     ) -> TurnEvent | None:
         """``over_reply``: the assistant is talking (and its echo is cancelled), so speech may
         start a turn sooner: a false start only pauses the reply for a moment."""
+        ...
+
+    def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
+        """A look between two frames over an echo-cancelled reply (see ``process``): maybe a
+        ``start`` a little before the frame it is in is complete. Nothing else changes: the
+        next frame is processed as usual."""
         ...
 
     async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
@@ -119,6 +125,9 @@ class PushToTalk:
             return None
         change = self._pauses.process(frame, speech_probability)
         return TurnEvent(change.kind, change.at, frame.t) if change is not None else None
+
+    def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
+        return None
 
     async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
         return None
@@ -188,6 +197,25 @@ class VadEndpointing:
         end = self._last_speech_end
         self.reset()
         return TurnEvent("end", end, now)
+
+    def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
+        """Over a reply: a look that counts as speech starts the turn when, with the speech
+        already heard, it makes ``pause_after_ms`` (a look is a whole frame's worth of audio).
+        The speech heard so far is left alone otherwise: the frame the look is in counts it."""
+        if self._speaking or not starts_speech(
+            look.pcm, speech_probability, self.settings, self.interruption, over_reply=True
+        ):
+            return None
+        needed = min(self.settings.min_speech_ms, self.interruption.pause_after_ms)
+        if (self._speech_run + FRAME_SECONDS) * 1000.0 < needed - 1e-6:
+            return None
+        first = self._first_speech_at
+        if first is None:
+            first = look.t - FRAME_SECONDS
+        self._speaking = True
+        self._silence = 0.0
+        self._last_speech_end = look.t
+        return TurnEvent("start", first, look.t)
 
     def process(
         self, frame: AudioFrame, speech_probability: float, *, over_reply: bool = False
@@ -306,6 +334,9 @@ class HandsFree:
         if event is not None and event.kind == "pause" and self.judging:
             self.endpointing.extend_silence(longest_wait_ms(self.settings))
         return event
+
+    def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
+        return self.endpointing.look(look, speech_probability)
 
     async def judge_pause(self, pause: Pause) -> PauseVerdict | None:
         if self.judge is None or not self.judging:

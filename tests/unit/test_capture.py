@@ -24,6 +24,7 @@ from assistant.audio import capture as capture_module
 from assistant.audio.capture import (
     ArraySource,
     AudioSource,
+    LookingSource,
     MicrophoneCapture,
     WavError,
     WavSource,
@@ -33,6 +34,7 @@ from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.wav import read_wav, resample, write_wav
 from assistant.clock import ManualClock
 from assistant.engines.base import EngineUnavailable
+from assistant.types import AudioLook
 
 FRAME_S = FRAME_SAMPLES / CAPTURE_RATE
 #: How long a wait may take before it is called a hang (never the thing a test asserts).
@@ -436,3 +438,72 @@ async def test_microphone_whose_blocks_are_all_unusable_is_reported() -> None:
     await asyncio.wait_for(consumer, 5.0)
     assert mic.callback_errors == 100
     assert errors == ["Audio input stopped: the microphone sends audio Parley cannot read."]
+
+
+async def test_a_microphone_with_a_processor_looks_between_its_frames() -> None:
+    class Halve:
+        def process(self, samples: np.ndarray, end_time: float) -> np.ndarray:
+            return samples * 0.5
+
+    mic, stream = await open_mic(CAPTURE_RATE, processor=Halve())
+    assert isinstance(mic, LookingSource)
+    block = stream.kwargs["blocksize"]
+    assert block == 160
+    x = (np.arange(FRAME_SAMPLES * 3) % 977).astype(np.float32) / 2000.0
+    items: list[AudioFrame | AudioLook] = []
+    consumer = asyncio.create_task(_stream_until_frames(mic, items, 2))
+    await _settle()
+    for k in range(len(x) // block):
+        stream.feed(x[k * block : (k + 1) * block])
+        await _settle()  # the loop takes each block as it comes
+    await asyncio.wait_for(consumer, PATIENCE)
+    await mic.stop()
+    kinds = ["frame" if isinstance(i, AudioFrame) else "look" for i in items]
+    # 10 ms blocks: three looks at the first frame in the making, then the frame; the block
+    # that completes it leaves 128 samples of the next, which is looked at at once.
+    assert kinds[:4] == ["look", "look", "look", "frame"]
+    assert kinds[4] == "look"
+    assert [i.fresh for i in items[:5] if isinstance(i, AudioLook)] == [160, 320, 480, 128]
+    heard = (np.round(x * 0.5 * 32767)).astype(np.int16)
+    framed = 0
+    for item in items:
+        if isinstance(item, AudioFrame):
+            np.testing.assert_allclose(item.pcm, heard[framed : framed + FRAME_SAMPLES], atol=1)
+            framed += FRAME_SAMPLES
+            continue
+        assert len(item.pcm) == FRAME_SAMPLES
+        # The latest FRAME_SAMPLES: zeros before the first sample, then what was captured.
+        end = framed + item.fresh
+        expected = np.concatenate((np.zeros(FRAME_SAMPLES, np.int16), heard[:end]))
+        np.testing.assert_allclose(item.pcm, expected[-FRAME_SAMPLES:], atol=1)
+    # A look's time is its last sample's: the look taken with the first frame is 128 samples
+    # after it.
+    assert items[4].t - items[3].t == pytest.approx(128 / CAPTURE_RATE, abs=1e-9)
+
+
+async def test_a_microphone_without_a_processor_has_nothing_to_look_at() -> None:
+    mic, stream = await open_mic(CAPTURE_RATE)
+    items: list[AudioFrame | AudioLook] = []
+    consumer = asyncio.create_task(_stream_until_frames(mic, items, 3))
+    await _settle()
+    for _ in range(3 * 4):
+        stream.feed(np.full(FRAME_SAMPLES // 4, 0.25, dtype=np.float32))
+        await _settle()
+    await asyncio.wait_for(consumer, PATIENCE)
+    await mic.stop()
+    assert all(isinstance(i, AudioFrame) for i in items)
+
+
+async def _stream_until_frames(
+    mic: MicrophoneCapture, out: list[AudioFrame | AudioLook], frames: int
+) -> None:
+    async for item in mic.stream():
+        out.append(item)
+        if sum(isinstance(i, AudioFrame) for i in out) >= frames:
+            return
+
+
+async def _settle() -> None:
+    """Let the loop run what the last callback woke."""
+    for _ in range(5):
+        await asyncio.sleep(0)

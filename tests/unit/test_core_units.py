@@ -29,6 +29,7 @@ from assistant.timeline import Budgets, Timeline, TimelineSnapshot
 from assistant.tools import calculate, default_tools
 from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
 from assistant.turns.words import Interjection, classify_interjection, not_said, trails_off
+from assistant.types import AudioLook
 
 # ----------------------------------------------------------------------------------- timeline
 
@@ -284,6 +285,53 @@ def test_over_a_reply_a_loud_likely_voice_starts_a_turn_below_the_threshold(
     assert (event is not None and event.kind == "start") is starts
     if starts:
         assert event is not None and event.at == pytest.approx(0.0)
+
+
+def _over_reply_endpointing(pause_after_ms: int = 32) -> VadEndpointing:
+    return VadEndpointing(
+        VadSettings(threshold=0.5, min_speech_ms=96, end_silence_ms=320),
+        InterruptionSettings(
+            pause_after_ms=pause_after_ms, over_reply_threshold=0.2, over_reply_level_dbfs=-55.0
+        ),
+    )
+
+
+def _look(t: float, dbfs: float, fresh: int = 160) -> AudioLook:
+    return AudioLook(_tone(t, dbfs).pcm, fresh, t)
+
+
+def test_a_look_between_frames_over_a_reply_starts_the_turn_before_the_frame() -> None:
+    vad = _over_reply_endpointing()
+    assert vad.process(_tone(FRAME_SECONDS, -70.0), 0.0, over_reply=True) is None
+    assert vad.look(_look(FRAME_SECONDS + 0.01, -40.0), 0.05) is None  # not a voice
+    assert vad.look(_look(FRAME_SECONDS + 0.01, -62.0), 0.3) is None  # as quiet as echo
+    assert not vad.active and not vad.candidate  # a look that is not speech leaves no trace
+    event = vad.look(_look(FRAME_SECONDS + 0.02, -30.0), 0.3)
+    assert event is not None and event.kind == "start"
+    assert (event.at, event.detected_at) == pytest.approx((0.02, FRAME_SECONDS + 0.02))
+    assert vad.active
+    assert vad.look(_look(FRAME_SECONDS + 0.03, -30.0), 0.9) is None  # already started
+    # The frame the look was in goes on as the turn's speech; silence ends the turn.
+    assert vad.process(_tone(2 * FRAME_SECONDS, -30.0), 0.9, over_reply=True) is None
+    kinds = [vad.process(_tone((3 + i) * FRAME_SECONDS, -70.0), 0.0) for i in range(10)]
+    assert [e.kind for e in kinds if e] == ["pause", "end"]
+
+
+def test_a_look_starts_a_turn_only_when_one_frame_of_speech_may() -> None:
+    # With 64 ms of speech needed over a reply, a look counts as a frame's worth: it starts the
+    # turn only after a frame of speech.
+    vad = _over_reply_endpointing(pause_after_ms=64)
+    assert vad.look(_look(0.02, -30.0), 0.9) is None
+    assert vad.process(_tone(FRAME_SECONDS, -30.0), 0.9, over_reply=True) is None
+    event = vad.look(_look(FRAME_SECONDS + 0.01, -30.0), 0.9)
+    assert event is not None and event.kind == "start"
+    assert event.at == pytest.approx(0.0)  # when the first frame of speech began
+
+
+def test_push_to_talk_does_not_look_between_frames() -> None:
+    ptt = PushToTalk()
+    ptt.press(0.0)
+    assert ptt.look(_look(0.01, -20.0), 1.0) is None
 
 
 def test_push_to_talk_ignores_auto_repeat() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from assistant.clock import ManualClock
@@ -26,6 +27,7 @@ from assistant.events import (
 )
 from assistant.session import Session
 from assistant.tools import default_tools
+from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioLook
 from tests.scenario import T0, Do, Key, ScriptedTurnModel, Speech, Stage
 
 #: Marks are taken on 32 ms frames: allow a frame and a half either way.
@@ -132,6 +134,25 @@ async def test_barge_in_stops_playback_and_keeps_only_what_was_heard(tmp_path) -
     second_start = stage.first_sound_after(paused_at + 0.05)
     assert second_start is not None and second_start - paused_at > 0.8
     assert not stage.audible(paused_at + 0.05, second_start - 0.01)
+
+
+async def test_a_look_between_frames_pauses_a_reply_before_the_frame_ends(tmp_path) -> None:
+    async with Stage(tmp_path, mode="vad", llm=long_llm(), script=[Speech(0, 1.0)]) as stage:
+        speaking = await stage.run_until(lambda: stage.session.state is State.SPEAKING)
+        # The user starts 1 ms into a frame; the capture looks at its audio every 10 ms.
+        barge = (int((speaking + 1.5) / FRAME_SECONDS) + 1) * FRAME_SECONDS + 0.001
+        stage.add(Speech(barge, barge + 0.8))
+        for k in (1, 2):
+            at = barge - 0.001 + 0.01 * k
+            look = AudioLook(np.zeros(FRAME_SAMPLES, np.int16), 160 * k, T0 + at)
+            stage.add(Do(at, lambda s, look=look: s.look(look)))
+        await stage.run_until(lambda: len(stage.finished()) == 2)
+    # The first look already hears the user: the reply pauses 10 ms in, not at the frame's end.
+    (paused_at,) = stage.times(PlaybackPaused)
+    assert paused_at - barge == pytest.approx(0.009, abs=1e-6)
+    first, second = stage.finished()
+    assert first.interrupted
+    assert second.user_text == "Tell me something interesting about the moon."
 
 
 async def test_false_interruption_pauses_then_resumes(tmp_path) -> None:

@@ -12,6 +12,7 @@ import soundfile as sf
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES
 from assistant.audio.vad import (
     EnergyVAD,
+    LookingVAD,
     ScriptedVAD,
     SileroVAD,
     VoiceActivityDetector,
@@ -138,6 +139,46 @@ def test_silero_reset_restarts_the_stream(silero: SileroVAD) -> None:
     assert not np.allclose(first[:5], second[:5], atol=1e-5)
 
 
+def _looks(silero: SileroVAD, pcm: PCM, hops: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame probabilities, and the probabilities of looks ``hops`` samples into each next
+    frame (as a capture with a short block hands them out between two frames)."""
+    silero.reset()
+    framed, looked = [], []
+    for k, frame in enumerate(frames(pcm)):
+        if k:
+            start = k * FRAME_SAMPLES
+            for fresh in hops:
+                window = pcm[start + fresh - FRAME_SAMPLES : start + fresh]
+                looked.append(silero.look(window, fresh))
+        framed.append(silero.process(frame))
+    return np.array(framed), np.array(looked)
+
+
+def test_silero_looks_between_frames_leave_the_stream_as_it_was(silero: SileroVAD) -> None:
+    speech = padded(load("cmu_go_forward.wav"), 0.5)
+    silero.reset()
+    plain = probabilities(silero, speech)
+    framed, _ = _looks(silero, speech, (160, 320, 480))
+    np.testing.assert_allclose(framed, plain, atol=1e-6)
+
+
+def test_silero_looks_between_frames_hear_speech_and_not_silence(silero: SileroVAD) -> None:
+    speech = padded(load("librivox_austen_0890.wav"))
+    _, looked = _looks(silero, speech, (160, 320))
+    level = np.array([rms_dbfs(f) for f in frames(speech)])
+    # A look 160 or 320 samples into frame k sees mostly frame k-1: judge it by that frame.
+    voiced = np.repeat((level > level.max() - 25)[:-1], 2)
+    recall = (looked[voiced] > silero.threshold).mean()
+    assert recall > 0.8, f"only {recall:.0%} of looks at voiced audio detected"
+    second = CAPTURE_RATE // FRAME_SAMPLES
+    assert not (looked[: 2 * (second - 2)] > silero.threshold).any()
+
+
+def test_silero_rejects_a_look_at_a_whole_frame(silero: SileroVAD) -> None:
+    with pytest.raises(ValueError, match="512"):
+        silero.look(np.zeros(FRAME_SAMPLES, dtype=np.int16), 0)
+
+
 def test_silero_rejects_wrong_frame_size(silero: SileroVAD) -> None:
     with pytest.raises(ValueError, match="512"):
         silero.process(np.zeros(480, dtype=np.int16))
@@ -146,6 +187,7 @@ def test_silero_rejects_wrong_frame_size(silero: SileroVAD) -> None:
 def test_detectors_satisfy_protocol(silero: SileroVAD) -> None:
     for vad in (silero, EnergyVAD(), ScriptedVAD([])):
         assert isinstance(vad, VoiceActivityDetector)
+    assert isinstance(silero, LookingVAD)
 
 
 # --------------------------------------------------------------------------------- stand-ins
