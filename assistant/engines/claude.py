@@ -55,6 +55,7 @@ from assistant.engines.net.errors import (
     http_error,
     unreachable,
 )
+from assistant.engines.net.keyed import KeyedClient
 from assistant.engines.net.messages import integer, obj, text
 from assistant.engines.net.redact import describe
 from assistant.engines.openai.chat import resend_budget
@@ -335,19 +336,18 @@ class ClaudeLLM:
         self.timeout_first_token = timeout_first_token
         self._timeout_idle = timeout_idle
         self._warm_up_timeout = warm_up_timeout
-        self._client: anthropic.AsyncAnthropic | None = None
-        self._key: str | None = None
+        self._clients = KeyedClient(self._make_client, lambda client: client.close())
+
+    def _make_client(self, key: str | None) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=self.base_url,
+            timeout=self._timeout_idle,
+            max_retries=0,  # the fallback chain decides about retrying, not the client
+        )
 
     def _current(self, key: str) -> anthropic.AsyncAnthropic:
-        if self._client is None or key != self._key:
-            self._key = secrets.register(key)
-            self._client = anthropic.AsyncAnthropic(
-                api_key=key,
-                base_url=self.base_url,
-                timeout=self._timeout_idle,
-                max_retries=0,  # the fallback chain decides about retrying, not the client
-            )
-        return self._client
+        return self._clients.get(secrets.register(key))
 
     async def warm_up(self) -> None:
         """Open the pooled connection and check the key (a rejected one is reported now)."""
@@ -375,8 +375,7 @@ class ClaudeLLM:
             log.warning("%s", error)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._clients.aclose()
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         client = self._current(await secrets.arequire_key(PROVIDER))

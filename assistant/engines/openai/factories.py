@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from assistant import secrets
 from assistant.config import Settings
 from assistant.engines.base import ChatRequest, EngineError, LLMEvent, closing_stream
+from assistant.engines.net.keyed import KeyedClient
 from assistant.engines.openai.chat import OpenAIChatLLM
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,7 @@ class KeyedChatLLM:
         self._model = model
         self._required = required
         self._build = build or self._chat
-        self._engine: OpenAIChatLLM | None = None
-        self._key: str | None = None
+        self._engines = KeyedClient(self._build, lambda engine: engine.aclose())
 
     def _chat(self, key: str | None) -> OpenAIChatLLM:
         return OpenAIChatLLM(
@@ -61,11 +61,7 @@ class KeyedChatLLM:
         )
 
     async def _current(self) -> OpenAIChatLLM:
-        key = await self._read_key()
-        if self._engine is None or key != self._key:
-            self._key = key
-            self._engine = self._build(key)
-        return self._engine
+        return self._engines.get(await self._read_key())
 
     async def _read_key(self) -> str | None:
         if self._required:
@@ -92,8 +88,7 @@ class KeyedChatLLM:
         await engine.warm_up()
 
     async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.aclose()
+        await self._engines.aclose()
 
 
 def make_llm(settings: Settings) -> KeyedChatLLM:
