@@ -89,6 +89,8 @@ class RoomFigures:
     erle_first: list[float] = field(default_factory=list)
     erle_settled: list[float] = field(default_factory=list)
     vad_on: list[float] = field(default_factory=list)
+    #: Once the canceller knew the echo (as the session judges speech over a reply).
+    vad_known: list[float] = field(default_factory=list)
     vad_first: list[float] = field(default_factory=list)
     vad_off: list[float] = field(default_factory=list)
     wer_refs: list[str] = field(default_factory=list)
@@ -141,8 +143,12 @@ def onset(x: Float32, threshold: float = 0.02) -> float:
 # ---------------------------------------------------------------------------- 1: signal
 
 
-def run_canceller(far: Float32, near: Float32) -> tuple[Float32, EchoCanceller]:
-    """Process ``near`` (16 kHz) with ``far`` (16 kHz, played in step) as the far end."""
+def run_canceller(
+    far: Float32, near: Float32
+) -> tuple[Float32, EchoCanceller, npt.NDArray[np.bool_]]:
+    """Process ``near`` (16 kHz) with ``far`` (16 kHz, played in step) as the far end; also
+    says, per sample, whether the canceller knew the echo then (not ``uncertain``: the session
+    lets speech alone pause a reply only then)."""
     t0 = 1000.0
     clock = [t0]
     # Exact times: the far end of each 10 ms is played as the microphone captures it. Noise
@@ -151,13 +157,15 @@ def run_canceller(far: Float32, near: Float32) -> tuple[Float32, EchoCanceller]:
     far48 = resample((far * 32767).astype(np.int16), CAPTURE_RATE, 48_000).astype(np.float32)
     far48 /= 32768.0
     out = []
+    known = np.zeros(len(near), dtype=bool)
     for k in range(len(near) // 160):
         t = t0 + k * 0.01
         canceller.tap.rendered(far48[k * 480 : (k + 1) * 480], 48_000, t)
         clock[0] = t + 0.03
         out.append(canceller.process(near[k * 160 : (k + 1) * 160], t + 0.01))
+        known[k * 160 : (k + 1) * 160] = not canceller.uncertain
     y = np.concatenate(out)
-    return np.concatenate((y, np.zeros(len(near) - len(y), np.float32))), canceller
+    return np.concatenate((y, np.zeros(len(near) - len(y), np.float32))), canceller, known
 
 
 def _power(x: Float32) -> npt.NDArray[np.float64]:
@@ -176,8 +184,15 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
     return float(10 * np.log10(float(p_raw[active].sum()) / residual))
 
 
-def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> float:
-    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech."""
+def vad_share(
+    vad: object,
+    x: Float32,
+    echo: Float32,
+    start: float = 0.0,
+    only: npt.NDArray[np.bool_] | None = None,
+) -> float:
+    """Share of 32 ms frames with echo in them, from ``start`` s on (and, given ``only``, that
+    end where it is True), that the VAD calls speech."""
     from assistant.audio.vad import SileroVAD
 
     assert isinstance(vad, SileroVAD)
@@ -188,7 +203,12 @@ def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> flo
     hits = total = 0
     for i in range(n):
         p = vad.process(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
-        if float((e[i] ** 2).mean()) > 1e-6 and i * FRAME_SAMPLES >= start * CAPTURE_RATE:
+        counted = only is None or bool(only[(i + 1) * FRAME_SAMPLES - 1])
+        if (
+            counted
+            and float((e[i] ** 2).mean()) > 1e-6
+            and i * FRAME_SAMPLES >= start * CAPTURE_RATE
+        ):
             total += 1
             hits += p >= vad.threshold
     return hits / total if total else 0.0
@@ -212,11 +232,12 @@ def signal_part(
             echo = RoomAcoustics(room, seed=i)(far)
             noise = (rng.standard_normal(len(far)) * 3e-4).astype(np.float32)
             near = echo + noise
-            out, canceller = run_canceller(far, near)
+            out, canceller, known = run_canceller(far, near)
             first = onset(far)
             fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
             fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
             fig.vad_on.append(vad_share(vad, out, echo, first + FIRST_SECONDS))
+            fig.vad_known.append(vad_share(vad, out, echo, only=known))
             fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
             fig.vad_off.append(vad_share(vad, near, echo))
             stats = canceller.stats
@@ -228,7 +249,7 @@ def signal_part(
             end = min(len(far), at + len(voice.pcm))
             user[at:end] = voice.pcm[: end - at]
             mixed = near + user
-            out, _ = run_canceller(far, mixed)
+            out, _, _ = run_canceller(far, mixed)
             span = slice(max(0, at - 3200), end + 4800)
             fig.wer_refs.append(voice.text)
             fig.wer_clean.append(clean[i % len(voices)])
@@ -575,6 +596,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}"
     )
     all_first, all_settled, all_vad, all_vad_first, all_cpu = [], [], [], [], []
+    all_vad_known: list[float] = []
     refs: list[str] = []
     clean: list[str] = []
     aec: list[str] = []
@@ -595,6 +617,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         all_first += f.erle_first
         all_settled += f.erle_settled
         all_vad += f.vad_on
+        all_vad_known += f.vad_known
         all_vad_first += f.vad_first
         all_cpu += f.cpu_ms
         refs += f.wer_refs
@@ -605,7 +628,9 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         f"{np.nanmin(all_first):.1f}); settled median {np.nanmedian(all_settled):.1f} dB (min "
         f"{np.nanmin(all_settled):.1f}); VAD on echo-only frames with AEC after the first "
         f"{FIRST_SECONDS} s max {100 * max(all_vad):.1f} % (in them max "
-        f"{100 * max(all_vad_first):.1f} %); CPU {np.mean(all_cpu):.1f} ms per audio second"
+        f"{100 * max(all_vad_first):.1f} %; once the canceller knew the echo, as barge-in "
+        f"goes by, max {100 * max(all_vad_known):.1f} %); CPU {np.mean(all_cpu):.1f} ms per "
+        "audio second"
     )
     print(
         f"user WER, talking through a whole reply: no echo {word_error_rate(refs, clean) * 100:.1f}"
