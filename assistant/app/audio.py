@@ -170,13 +170,15 @@ class AudioInput:
                 else source.frames()
             )
             async for item in items:
+                # The session learns whether the echo is known before each piece of audio is
+                # judged, not a frame late (a new stretch of playback or a fresh canceller).
+                if echo is not None:
+                    echo.poll()
                 if isinstance(item, AudioLook):
                     if look is not None:
                         look(item)
                     continue
                 await self._sink(item)
-                if echo is not None:
-                    echo.poll()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -69,7 +69,8 @@ class LookingSource(AudioSource, Protocol):
     """A source that can also hand out ``AudioLook``s between its frames."""
 
     def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
-        """``frames()``, with looks at the part of the next frame captured so far in between."""
+        """``frames()``, with looks in between: each the latest ``FRAME_SAMPLES`` once part
+        of the next frame has been captured (see ``AudioLook``)."""
         ...
 
 

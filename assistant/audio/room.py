@@ -369,7 +369,7 @@ class SoftwareRoom:
             k = min(len(y) - i, span[1] - span[0])
             span[0] = self._play(span[0], y[i : i + k])
             i += k
-            if span[0] >= span[1]:
+            if span[0] >= span[1] or span[0] >= len(self._speaker):  # done, or past the horizon
                 spans.popleft()
 
     def _play(self, start: int, y: Float32) -> int:

@@ -89,8 +89,8 @@ class RoomFigures:
     erle_first: list[float] = field(default_factory=list)
     erle_settled: list[float] = field(default_factory=list)
     vad_on: list[float] = field(default_factory=list)
-    #: Once the canceller knew the echo (as the session judges speech over a reply).
-    vad_known: list[float] = field(default_factory=list)
+    #: Once the canceller knew the echo: frames in which speech alone would pause a reply.
+    pause_known: list[float] = field(default_factory=list)
     vad_first: list[float] = field(default_factory=list)
     vad_off: list[float] = field(default_factory=list)
     wer_refs: list[str] = field(default_factory=list)
@@ -184,15 +184,8 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
     return float(10 * np.log10(float(p_raw[active].sum()) / residual))
 
 
-def vad_share(
-    vad: object,
-    x: Float32,
-    echo: Float32,
-    start: float = 0.0,
-    only: npt.NDArray[np.bool_] | None = None,
-) -> float:
-    """Share of 32 ms frames with echo in them, from ``start`` s on (and, given ``only``, that
-    end where it is True), that the VAD calls speech."""
+def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> float:
+    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech."""
     from assistant.audio.vad import SileroVAD
 
     assert isinstance(vad, SileroVAD)
@@ -203,15 +196,41 @@ def vad_share(
     hits = total = 0
     for i in range(n):
         p = vad.process(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
-        counted = only is None or bool(only[(i + 1) * FRAME_SAMPLES - 1])
-        if (
-            counted
-            and float((e[i] ** 2).mean()) > 1e-6
-            and i * FRAME_SAMPLES >= start * CAPTURE_RATE
-        ):
+        if float((e[i] ** 2).mean()) > 1e-6 and i * FRAME_SAMPLES >= start * CAPTURE_RATE:
             total += 1
             hits += p >= vad.threshold
     return hits / total if total else 0.0
+
+
+#: Where the capture looks inside each frame (10 ms blocks), in samples.
+LOOKS = (160, 320, 480)
+
+
+def pause_share(vad: object, x: Float32, echo: Float32, known: npt.NDArray[np.bool_]) -> float:
+    """Share of 32 ms frames with echo in them, begun while the canceller knew the echo, in
+    which speech alone would pause a reply: the frame passes the session's rule over a reply
+    (``starts_speech``), or one of the looks the capture takes inside it the VAD's threshold
+    (``VadEndpointing.look``). NaN when the canceller never knew the echo."""
+    from assistant.audio.vad import SileroVAD
+
+    assert isinstance(vad, SileroVAD)
+    s = Settings()
+    vad.reset()
+    n = len(x) // FRAME_SAMPLES
+    pcm = np.clip(x[: n * FRAME_SAMPLES] * 32768, -32768, 32767).astype(np.int16)
+    hits = total = 0
+    for i in range(n):
+        start, end = i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES
+        fired = False
+        for fresh in LOOKS if i else ():
+            window = pcm[start + fresh - FRAME_SAMPLES : start + fresh]
+            fired |= vad.look(window, fresh) >= s.vad.threshold
+        p = vad.process(pcm[start:end])
+        fired |= starts_speech(pcm[start:end], p, s.vad, s.interruption, over_reply=True)
+        if i and known[start - 1] and float((echo[start:end] ** 2).mean()) > 1e-6:
+            total += 1
+            hits += fired
+    return hits / total if total else float("nan")
 
 
 def signal_part(
@@ -237,7 +256,7 @@ def signal_part(
             fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
             fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
             fig.vad_on.append(vad_share(vad, out, echo, first + FIRST_SECONDS))
-            fig.vad_known.append(vad_share(vad, out, echo, only=known))
+            fig.pause_known.append(pause_share(vad, out, echo, known))
             fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
             fig.vad_off.append(vad_share(vad, near, echo))
             stats = canceller.stats
@@ -324,14 +343,14 @@ class _TimedVad:
         self._settings = Settings()
 
     def process(self, pcm: PCM) -> float:
-        return self._note(pcm, self.vad.process(pcm))
-
-    def look(self, pcm: PCM, fresh: int) -> float:
-        return self._note(pcm, self.vad.look(pcm, fresh))
-
-    def _note(self, pcm: PCM, p: float) -> float:
+        p = self.vad.process(pcm)
         s = self._settings
         self.speech.append((pcm, starts_speech(pcm, p, s.vad, s.interruption, over_reply=True)))
+        return p
+
+    def look(self, pcm: PCM, fresh: int) -> float:
+        p = self.vad.look(pcm, fresh)
+        self.speech.append((pcm, p >= self._settings.vad.threshold))
         return p
 
     def reset(self) -> None:
@@ -596,7 +615,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}"
     )
     all_first, all_settled, all_vad, all_vad_first, all_cpu = [], [], [], [], []
-    all_vad_known: list[float] = []
+    all_pause_known: list[float] = []
     refs: list[str] = []
     clean: list[str] = []
     aec: list[str] = []
@@ -617,7 +636,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         all_first += f.erle_first
         all_settled += f.erle_settled
         all_vad += f.vad_on
-        all_vad_known += f.vad_known
+        all_pause_known += f.pause_known
         all_vad_first += f.vad_first
         all_cpu += f.cpu_ms
         refs += f.wer_refs
@@ -628,9 +647,11 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         f"{np.nanmin(all_first):.1f}); settled median {np.nanmedian(all_settled):.1f} dB (min "
         f"{np.nanmin(all_settled):.1f}); VAD on echo-only frames with AEC after the first "
         f"{FIRST_SECONDS} s max {100 * max(all_vad):.1f} % (in them max "
-        f"{100 * max(all_vad_first):.1f} %; once the canceller knew the echo, as barge-in "
-        f"goes by, max {100 * max(all_vad_known):.1f} %); CPU {np.mean(all_cpu):.1f} ms per "
-        "audio second"
+        f"{100 * max(all_vad_first):.1f} %); echo-only frames in which the frame or a 10 ms look "
+        f"would pause a reply once the canceller knew the echo max "
+        f"{100 * np.nanmax(all_pause_known):.1f} % (never known in "
+        f"{int(np.isnan(all_pause_known).sum())} of {len(all_pause_known)}); CPU "
+        f"{np.mean(all_cpu):.1f} ms per audio second"
     )
     print(
         f"user WER, talking through a whole reply: no echo {word_error_rate(refs, clean) * 100:.1f}"

@@ -345,11 +345,11 @@ class Session(SessionCore[Reply]):
     def look(self, look: AudioLook) -> None:
         """Over an echo-cancelled reply, with no user turn open: speech in the latest 32 ms may
         pause the reply before the frame it ends in is complete (``TurnDetection.look``).
-        Never raises."""
+        A look that cannot be judged is skipped."""
         vad = self.vad
         if (
             not isinstance(vad, LookingVAD)
-            or not self._detection.needs_vad
+            or self._detection.mode != "vad"
             or self._tracker.utterance is not None
             or self._reply_turn() is None
             or self._tracker.echo_uncertain
@@ -357,11 +357,12 @@ class Session(SessionCore[Reply]):
             return
         try:
             event = self._detection.look(look, vad.look(look.pcm, look.fresh))
-            if event is not None:
-                self._on_turn_event(event, explicit=False)
-        except Exception as exc:
-            log.exception("looking at the audio between two frames failed")
-            self.emit(ErrorEvent(f"Audio processing failed: {exc}", Source.AUDIO))
+        except Exception:
+            # The frames carry the same audio a moment later and report a failing detector.
+            log.debug("looking at the audio between two frames failed", exc_info=True)
+            return
+        if event is not None:
+            self._on_turn_event(event, explicit=False)
 
     def _preroll_frames(self) -> int:
         vad = self.settings.vad

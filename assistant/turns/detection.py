@@ -27,7 +27,7 @@ from assistant.config import (
 )
 from assistant.turns.held import HeldPauses
 from assistant.turns.judge import EndOfTurnJudge, Pause, PauseVerdict, longest_wait_ms
-from assistant.types import FRAME_SECONDS, PCM, AudioFrame, AudioLook
+from assistant.types import CAPTURE_RATE, FRAME_SECONDS, PCM, AudioFrame, AudioLook
 
 TurnKind = Literal["start", "pause", "resume", "end", "key_pause", "key_resume"]
 
@@ -199,15 +199,19 @@ class VadEndpointing:
         return TurnEvent("end", end, now)
 
     def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
-        """Over a reply: a look that counts as speech starts the turn when, with the speech
-        already heard, it makes ``pause_after_ms`` (a look is a whole frame's worth of audio).
-        The speech heard so far is left alone otherwise: the frame the look is in counts it."""
-        if self._speaking or not starts_speech(
-            look.pcm, speech_probability, self.settings, self.interruption, over_reply=True
-        ):
+        """Over a reply: a look the VAD is sure of (``vad.threshold``; the lower bar over a
+        reply, ``starts_speech``, is for whole frames: looks come three times as often, and
+        cancelled echo would pass it about half as often again) starts the turn when, with the
+        speech already heard, it makes ``pause_after_ms``: a whole frame's worth after no
+        speech, or the look's fresh samples on top of speech frames (the rest of its window is
+        theirs). The speech heard so far is left alone otherwise: the frame the look is in
+        counts it."""
+        if self._speaking or speech_probability < self.settings.threshold:
             return None
         needed = min(self.settings.min_speech_ms, self.interruption.pause_after_ms)
-        if (self._speech_run + FRAME_SECONDS) * 1000.0 < needed - 1e-6:
+        run = self._speech_run
+        heard = run + look.fresh / CAPTURE_RATE if run > 0 else FRAME_SECONDS
+        if heard * 1000.0 < needed - 1e-6:
             return None
         first = self._first_speech_at
         if first is None:

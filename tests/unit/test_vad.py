@@ -174,6 +174,27 @@ def test_silero_looks_between_frames_hear_speech_and_not_silence(silero: SileroV
     assert not (looked[: 2 * (second - 2)] > silero.threshold).any()
 
 
+def test_silero_looks_with_the_samples_in_front_of_the_window_as_its_context() -> None:
+    vad = SileroVAD()
+    real = vad._session
+    seen: list[np.ndarray] = []
+
+    class Recording:
+        def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> object:
+            seen.append(feeds["input"].copy())
+            return real.run(outputs, feeds)
+
+    vad._session = Recording()  # type: ignore[assignment]
+    ramp = np.arange(3 * FRAME_SAMPLES, dtype=np.int16)
+    vad.process(ramp[:FRAME_SAMPLES])
+    vad.process(ramp[FRAME_SAMPLES : 2 * FRAME_SAMPLES])
+    for fresh in (1, 63, 64, 160, 511):
+        end = 2 * FRAME_SAMPLES + fresh
+        vad.look(ramp[end - FRAME_SAMPLES : end], fresh)
+        expected = ramp[end - FRAME_SAMPLES - 64 : end].astype(np.float32) / 32768.0
+        np.testing.assert_array_equal(seen[-1][0], expected)
+
+
 def test_silero_rejects_a_look_at_a_whole_frame(silero: SileroVAD) -> None:
     with pytest.raises(ValueError, match="512"):
         silero.look(np.zeros(FRAME_SAMPLES, dtype=np.int16), 0)
