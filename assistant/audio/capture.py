@@ -266,13 +266,18 @@ class MicrophoneCapture:
             await close_off_loop(stream, self._close_timeout)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
-        async for item in self.stream():
+        async for item in self._items(looks=False):
             if isinstance(item, AudioFrame):
                 yield item
 
-    async def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
+    def stream(self) -> AsyncIterator[AudioFrame | AudioLook]:
         """See ``LookingSource``: without a processor the loop wakes once a frame, and there
         is nothing to look at between frames."""
+        return self._items(looks=True)
+
+    async def _items(self, *, looks: bool) -> AsyncIterator[AudioFrame | AudioLook]:
+        """Frames as they complete and, with ``looks``, a look after each wake-up that leaves
+        part of a frame (none is built otherwise)."""
         while not self._stopped:
             if self._w - self._r < self._wake_at:
                 self._wake.clear()
@@ -283,7 +288,7 @@ class MicrophoneCapture:
                 continue
             for frame in self._drain():
                 yield frame
-            look = self._look()
+            look = self._look() if looks else None
             if look is not None:
                 yield look
 
