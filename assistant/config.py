@@ -123,12 +123,18 @@ class InterruptionSettings:
     pause_after_ms: int = 32
     #: Hands-free, over an echo-cancelled reply: a frame this likely to be speech (below
     #: ``vad.threshold``) still counts as speech when it is also at least
-    #: ``over_reply_level_dbfs`` loud. A voice's first frame often scores 0.2-0.5; what is left
-    #: of the assistant's own voice after cancellation is far quieter than a person at the
-    #: desk. Measured with ``parley bench echo``: the speech frame comes ~20 ms sooner (p90
-    #: ~90 ms), and no settled echo-only frame passes both gates.
+    #: ``over_reply_level_dbfs`` loud. A voice's first frame often scores 0.2-0.5, and a
+    #: person at the desk is loud (-20 to -30 dBFS once talking). What is left of the
+    #: assistant's own voice after cancellation scores 0.2-0.45 now and then, at -43 dBFS and
+    #: below (``parley bench echo``, once the echo is known); a voice's first frame that passes
+    #: only this lower bar comes ~30 ms sooner than the frame after it.
     over_reply_threshold: float = 0.2
-    over_reply_level_dbfs: float = -55.0
+    over_reply_level_dbfs: float = -42.0
+    #: Over an echo-cancelled reply, audio quieter than this never starts a turn, however sure
+    #: the voice detector is: the canceller's residue scores over 0.5 at times, almost always
+    #: below -52 dBFS, while a voice's first frame over a reply is louder in all but a few
+    #: cases (which the next frame, 32 ms later, catches).
+    over_reply_floor_dbfs: float = -52.0
 
 
 @dataclass(slots=True)

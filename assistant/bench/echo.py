@@ -13,10 +13,12 @@ nonlinearity and a noise floor. Two parts:
 2. **Barge-in** (real time, the whole app in a room: microphone and speaker devices, the
    canceller, the session, the local voice and recognizer): a reply plays, a real recording
    talks over it at a random moment; detected when the reply paused and then stopped, with the
-   time from the voice's onset to the speaker going silent; any pause or phantom turn while
-   nobody talks counts as a self-interruption. The same interruptions in a room where the
-   speaker does not reach the microphone give the word error rate without echo, through the
-   same recognizer and turn-taking, that the rate with echo is compared with.
+   time from the voice's onset to the speaker going silent. Then a few replies play to their
+   end with nobody talking. Any pause while nobody talks, over every reply from its first word
+   to its last, counts as a self-interruption; a turn nobody started, as a phantom turn. As
+   many interruptions in a room where the speaker does not reach the microphone give the word
+   error rate without echo, through the same recognizer and turn-taking, that the rate with
+   echo is compared with.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
 from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
-from assistant.turns.detection import starts_speech
+from assistant.turns.detection import look_starts_speech, starts_speech
 from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM, AudioLook
 
 Float32 = npt.NDArray[np.float32]
@@ -209,8 +211,8 @@ LOOKS = (160, 320, 480)
 def pause_share(vad: object, x: Float32, echo: Float32, known: npt.NDArray[np.bool_]) -> float:
     """Share of 32 ms frames with echo in them, begun while the canceller knew the echo, in
     which speech alone would pause a reply: the frame passes the session's rule over a reply
-    (``starts_speech``), or one of the looks the capture takes inside it the VAD's threshold
-    (``VadEndpointing.look``). NaN when the canceller never knew the echo."""
+    (``starts_speech``), or one of the looks the capture takes inside it does
+    (``look_starts_speech``). NaN when the canceller never knew the echo."""
     from assistant.audio.vad import SileroVAD
 
     assert isinstance(vad, SileroVAD)
@@ -224,7 +226,7 @@ def pause_share(vad: object, x: Float32, echo: Float32, known: npt.NDArray[np.bo
         fired = False
         for fresh in LOOKS if i else ():
             window = pcm[start + fresh - FRAME_SAMPLES : start + fresh]
-            fired |= vad.look(window, fresh) >= s.vad.threshold
+            fired |= look_starts_speech(window, vad.look(window, fresh), s.vad, s.interruption)
         p = vad.process(pcm[start:end])
         fired |= starts_speech(pcm[start:end], p, s.vad, s.interruption, over_reply=True)
         if i and known[start - 1] and float((echo[start:end] ** 2).mean()) > 1e-6:
@@ -350,7 +352,8 @@ class _TimedVad:
 
     def look(self, pcm: PCM, fresh: int) -> float:
         p = self.vad.look(pcm, fresh)
-        self.speech.append((pcm, p >= self._settings.vad.threshold))
+        s = self._settings
+        self.speech.append((pcm, look_starts_speech(pcm, p, s.vad, s.interruption)))
         return p
 
     def reset(self) -> None:
@@ -358,9 +361,10 @@ class _TimedVad:
 
 
 async def barge_in_part(
-    room_path: EchoPath, voices: list[Recording], trials: int, seed: int
+    room_path: EchoPath, voices: list[Recording], trials: int, seed: int, listens: int = 0
 ) -> BargeIns:
-    """The app in a room: each reply is talked over once by a real voice."""
+    """The app in a room: ``trials`` replies are talked over once each by a real voice, then
+    ``listens`` more questions are answered with nobody talking over the reply."""
     from assistant.app import Assistant
     from assistant.audio.player import DevicePlayer
     from assistant.config import Settings
@@ -379,6 +383,7 @@ async def barge_in_part(
     settings = Settings(stt="local", llm="fake", tts="local", turn_mode="vad")
     settings.echo_cancellation = "on"
     paused: list[float] = []
+    every_pause: list[float] = []
     started: list[float] = []
     finished: list[bool] = []
     speaking = asyncio.Event()
@@ -389,6 +394,7 @@ async def barge_in_part(
         match event:
             case PlaybackPaused(at=at):
                 paused.append(at)
+                every_pause.append(at)
             case UserSpeechStarted(at=at):
                 started.append(at)
             case TurnFinished(turn=turn):
@@ -432,7 +438,6 @@ async def barge_in_part(
             except TimeoutError:
                 result.failures.append(f"trial {trial}: no reply played")
                 break
-            reply_start = time.monotonic()
             await asyncio.sleep(rng.uniform(1.5, 3.5))
             voice = voices[(trial + 1) % len(voices)]
             before = len(finished)
@@ -451,7 +456,6 @@ async def barge_in_part(
                     hops = _hops(mic, vad, begin, pause, silent)
                     if hops is not None:
                         result.hops.append(hops)
-            result.self_interruptions += sum(1 for p in paused if reply_start <= p < begin - 0.05)
             paused[:] = [p for p in paused if p >= begin - 0.05]
             if stopped:  # what the app understood of the interruption answers it next
                 try:
@@ -462,8 +466,22 @@ async def barge_in_part(
                 result.refs.append(voice.text)
                 result.hyps.append(" ".join(said))
         await app.wait_idle(60)
+        for listen in range(listens):
+            # A question, and its whole reply with nobody talking.
+            say(voices[(trials + 1 + listen) % len(voices)], room.now() + 0.3)
+            try:
+                await asyncio.wait_for(speaking.wait(), 60)
+            except TimeoutError:
+                result.failures.append(f"listen {listen}: no reply played")
+                break
+            await app.wait_idle(60)
         await asyncio.sleep(1.5)
-        result.phantom_turns = sum(1 for s in started if not any(a <= s <= b for a, b in windows))
+
+        def unprompted(at: float) -> bool:
+            return not any(a <= at <= b for a, b in windows)
+
+        result.self_interruptions = sum(1 for p in every_pause if unprompted(p))
+        result.phantom_turns = sum(1 for s in started if unprompted(s))
         await app.close()
     return result
 
@@ -537,10 +555,11 @@ async def run(quick: bool) -> int:
         ]
     )
     trials = 4 if quick else 8
+    listens = 1 if quick else 2
     total = BargeIns()
     print(flush=True)
     for i, room in enumerate(barge_rooms):
-        got = await barge_in_part(room, voices, trials, seed=i)
+        got = await barge_in_part(room, voices, trials, seed=i, listens=listens)
         detail = _pcts(got.onset_to_silent_ms)
         wer = word_error_rate(got.refs, got.hyps) * 100 if got.refs else float("nan")
         print(
@@ -565,7 +584,9 @@ async def run(quick: bool) -> int:
     # The same app and recognizer, the same voices, in a room whose speaker does not reach the
     # microphone: what the interruptions' WER is compared with (the recognizer the app runs
     # and its turn-taking lose words on their own; that is not the echo's doing).
-    quiet = await barge_in_part(EchoPath(120, SILENT_ROOM_DB, reverb=False), voices, trials, 0)
+    quiet = await barge_in_part(
+        EchoPath(120, SILENT_ROOM_DB, reverb=False), voices, trials * len(barge_rooms), 0
+    )
     quiet_wer = word_error_rate(quiet.refs, quiet.hyps) * 100 if quiet.refs else float("nan")
     print(
         f"barge-in {'no echo':<22} detected {quiet.detected}/{quiet.trials}, WER of the "

@@ -206,7 +206,9 @@ class VadEndpointing:
         speech, or the look's fresh samples on top of speech frames (the rest of its window is
         theirs). The speech heard so far is left alone otherwise: the frame the look is in
         counts it."""
-        if self._speaking or speech_probability < self.settings.threshold:
+        if self._speaking or not look_starts_speech(
+            look.pcm, speech_probability, self.settings, self.interruption
+        ):
             return None
         needed = min(self.settings.min_speech_ms, self.interruption.pause_after_ms)
         run = self._speech_run
@@ -289,14 +291,26 @@ def starts_speech(
 ) -> bool:
     """A frame is speech that may start a turn: over the VAD threshold, or, over an
     echo-cancelled reply, likely enough and loud enough (see
-    ``InterruptionSettings.over_reply_threshold``)."""
-    if probability >= vad.threshold:
-        return True
-    return (
-        over_reply
-        and probability >= interruption.over_reply_threshold
-        and rms_dbfs(pcm) >= interruption.over_reply_level_dbfs
+    ``InterruptionSettings.over_reply_threshold``); over such a reply, never when quieter than
+    ``InterruptionSettings.over_reply_floor_dbfs``."""
+    if not over_reply:
+        return probability >= vad.threshold
+    level = rms_dbfs(pcm)
+    if level < interruption.over_reply_floor_dbfs:
+        return False
+    return probability >= vad.threshold or (
+        probability >= interruption.over_reply_threshold
+        and level >= interruption.over_reply_level_dbfs
     )
+
+
+def look_starts_speech(
+    pcm: PCM, probability: float, vad: VadSettings, interruption: InterruptionSettings
+) -> bool:
+    """A look over an echo-cancelled reply is speech that may start a turn: over the VAD
+    threshold (not the lower bar: looks come three times as often as frames) and not quieter
+    than ``InterruptionSettings.over_reply_floor_dbfs``."""
+    return probability >= vad.threshold and rms_dbfs(pcm) >= interruption.over_reply_floor_dbfs
 
 
 class HandsFree:

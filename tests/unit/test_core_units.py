@@ -266,6 +266,8 @@ def _tone(t: float, dbfs: float) -> AudioFrame:
         (0.3, -30.0, True, True),  # unsure but loud over the reply: the reply pauses at once
         (0.3, -62.0, True, False),  # unsure and as quiet as cancelled echo: not speech
         (0.1, -20.0, True, False),  # loud but not a voice (a door, a keyboard)
+        (0.9, -58.0, True, False),  # sure, but as quiet as what is left of the echo
+        (0.9, -58.0, False, True),  # the same with nobody being interrupted: speech
     ],
 )
 def test_over_a_reply_a_loud_likely_voice_starts_a_turn_below_the_threshold(
@@ -274,7 +276,10 @@ def test_over_a_reply_a_loud_likely_voice_starts_a_turn_below_the_threshold(
     vad = VadEndpointing(
         VadSettings(threshold=0.5, min_speech_ms=96),
         InterruptionSettings(
-            pause_after_ms=32, over_reply_threshold=0.2, over_reply_level_dbfs=-55.0
+            pause_after_ms=32,
+            over_reply_threshold=0.2,
+            over_reply_level_dbfs=-55.0,
+            over_reply_floor_dbfs=-52.0,
         ),
     )
     event = vad.process(_tone(FRAME_SECONDS, dbfs), probability, over_reply=over_reply)
@@ -291,7 +296,10 @@ def _over_reply_endpointing(pause_after_ms: int = 32) -> VadEndpointing:
     return VadEndpointing(
         VadSettings(threshold=0.5, min_speech_ms=96, end_silence_ms=320),
         InterruptionSettings(
-            pause_after_ms=pause_after_ms, over_reply_threshold=0.2, over_reply_level_dbfs=-55.0
+            pause_after_ms=pause_after_ms,
+            over_reply_threshold=0.2,
+            over_reply_level_dbfs=-55.0,
+            over_reply_floor_dbfs=-52.0,
         ),
     )
 
@@ -307,6 +315,8 @@ def test_a_look_between_frames_over_a_reply_starts_the_turn_before_the_frame() -
     # Unsure, even loud: a frame would count it over a reply, a look does not (looks come three
     # times as often, and so would cancelled echo that scores this).
     assert vad.look(_look(FRAME_SECONDS + 0.01, -30.0), 0.3) is None
+    # Sure, but as quiet as what is left of the echo now and then.
+    assert vad.look(_look(FRAME_SECONDS + 0.015, -58.0), 0.9) is None
     assert not vad.active and not vad.candidate  # a look that is not speech leaves no trace
     event = vad.look(_look(FRAME_SECONDS + 0.02, -30.0), 0.6)
     assert event is not None and event.kind == "start"

@@ -142,9 +142,10 @@ async def test_a_look_between_frames_pauses_a_reply_before_the_frame_ends(tmp_pa
         # The user starts 1 ms into a frame; the capture looks at its audio every 10 ms.
         barge = (int((speaking + 1.5) / FRAME_SECONDS) + 1) * FRAME_SECONDS + 0.001
         stage.add(Speech(barge, barge + 0.8))
+        voice = (np.random.default_rng(1).standard_normal(FRAME_SAMPLES) * 4000).astype(np.int16)
         for k in (1, 2):
             at = barge - 0.001 + 0.01 * k
-            look = AudioLook(np.zeros(FRAME_SAMPLES, np.int16), 160 * k, T0 + at)
+            look = AudioLook(voice, 160 * k, T0 + at)
             stage.add(Do(at, lambda s, look=look: s.look(look)))
         await stage.run_until(lambda: len(stage.finished()) == 2)
     # The first look already hears the user: the reply pauses 10 ms in, not at the frame's end.
