@@ -4,6 +4,11 @@ The file is written atomically (temp file + ``os.replace``). A file that cannot 
 not validate (bad syntax, a wrong value, absurd nesting) is moved aside (never deleted) and
 defaults are used, with a notice for the user; so is one that cannot be read at all, left where
 it is. Loading never raises. API keys never live here: see ``secrets.py``.
+
+Only what differs from the defaults is written, so that a default retuned in a later version
+reaches everyone who did not choose otherwise. Files written before held every value: there, a
+value equal to what a retuned setting's default used to be (``RETUNED_DEFAULTS``) is read as the
+default it now is.
 """
 
 from __future__ import annotations
@@ -373,6 +378,40 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+#: Settings whose default changed, by their path in the file, with the defaults they had before.
+#: A file that holds one of those values had it written as the default of its time.
+RETUNED_DEFAULTS: dict[tuple[str, str], tuple[object, ...]] = {
+    # Residual echo passed -55 dBFS (see ``InterruptionSettings``).
+    ("interruption", "over_reply_level_dbfs"): (-55.0,),
+}
+
+
+def _without_retuned_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a settings file's tables) without the values that were the defaults before a
+    retune: the current default applies to them."""
+    for (table, key), old in RETUNED_DEFAULTS.items():
+        values = data.get(table)
+        if isinstance(values, dict) and key in values and values[key] in old:
+            data = {**data, table: {k: v for k, v in values.items() if k != key}}
+    return data
+
+
+def _changed(value: Any, default: Any) -> dict[str, Any]:
+    """The fields of the dataclass ``value`` that differ from ``default``'s, as plain values;
+    tables of settings key by key (a missing key loads as its default), anything else whole
+    (a dict or list in the file replaces the default's)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        mine, theirs = getattr(value, f.name), getattr(default, f.name)
+        if mine is None or mine == theirs:
+            continue
+        if dataclasses.is_dataclass(mine) and type(mine) is type(theirs):
+            out[f.name] = _changed(mine, theirs)
+        else:
+            out[f.name] = _to_plain(mine)
+    return out
+
+
 @dataclass(slots=True)
 class LoadedSettings:
     settings: Settings
@@ -394,7 +433,8 @@ def load_settings(path: Path | None = None) -> LoadedSettings:
             "defaults are in use.",
         )
     try:
-        return LoadedSettings(settings_from_dict(tomllib.loads(raw.decode("utf-8"))))
+        data = _without_retuned_defaults(tomllib.loads(raw.decode("utf-8")))
+        return LoadedSettings(settings_from_dict(data))
     except (ValueError, TypeError, RecursionError) as exc:  # TOML, UTF-8 and value errors
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         if len(reason) > 200:
@@ -416,5 +456,7 @@ def load_settings(path: Path | None = None) -> LoadedSettings:
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write what differs from the defaults (see the module docstring)."""
     path = path or settings_path()
-    atomic_write_bytes(path, tomli_w.dumps(settings_to_dict(settings)).encode("utf-8"))
+    changed = _changed(settings, Settings())
+    atomic_write_bytes(path, tomli_w.dumps(changed).encode("utf-8"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import tomli_w
 
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.config import (
@@ -19,6 +21,7 @@ from assistant.config import (
     load_settings,
     save_settings,
     settings_path,
+    settings_to_dict,
 )
 from assistant.engines.base import EngineError, EngineNotice, FellBack, Message, SpeechChunk
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
@@ -76,6 +79,37 @@ def test_settings_round_trip_and_env_override(monkeypatch: pytest.MonkeyPatch) -
     assert loaded.settings.endpoint("openai") == "https://api.openai.com/v1"
     monkeypatch.setenv("PARLEY_OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
     assert loaded.settings.endpoint("openai") == "http://127.0.0.1:8080/v1"
+
+
+def test_the_settings_file_holds_only_what_differs_from_the_defaults() -> None:
+    s = Settings(language="de", vad=VadSettings(end_silence_ms=450))
+    s.providers["deepgram"] = s.provider("deepgram")
+    s.providers["deepgram"].model = "nova-3"
+    save_settings(s)
+    assert tomllib.loads(settings_path().read_text()) == {
+        "language": "de",
+        "vad": {"end_silence_ms": 450},
+        "providers": {"deepgram": {"url": "", "model": "nova-3", "voice": ""}},
+    }
+    assert load_settings().settings == s
+    save_settings(Settings())
+    assert settings_path().read_text() == ""
+
+
+def test_a_file_of_every_value_takes_a_retuned_default_and_keeps_a_chosen_value() -> None:
+    # Files used to hold every value: the old default there is no choice of the user's.
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    written = settings_to_dict(Settings())
+    written["interruption"]["over_reply_level_dbfs"] = -55.0
+    path.write_text(tomli_w.dumps(written))
+    loaded = load_settings()
+    assert loaded.notice is None
+    assert loaded.settings.interruption == InterruptionSettings()
+    assert loaded.settings.interruption.over_reply_level_dbfs != -55.0
+    written["interruption"]["over_reply_level_dbfs"] = -48.0
+    path.write_text(tomli_w.dumps(written))
+    assert load_settings().settings.interruption.over_reply_level_dbfs == -48.0
 
 
 @pytest.mark.parametrize(
