@@ -45,7 +45,7 @@ from assistant.audio.wav import read_wav, resample
 from assistant.bench.textnorm import word_error_rate
 from assistant.config import Settings
 from assistant.turns.detection import look_starts_speech, starts_speech
-from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM, AudioLook
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, FRAME_SECONDS, PCM, AudioLook
 
 Float32 = npt.NDArray[np.float32]
 
@@ -91,6 +91,8 @@ class RoomFigures:
     erle_first: list[float] = field(default_factory=list)
     erle_settled: list[float] = field(default_factory=list)
     vad_on: list[float] = field(default_factory=list)
+    #: The frames behind ``vad_on``.
+    vad_hits: list[VadHit] = field(default_factory=list)
     #: Once the canceller knew the echo: frames in which speech alone would pause a reply.
     pause_known: list[float] = field(default_factory=list)
     vad_first: list[float] = field(default_factory=list)
@@ -186,9 +188,31 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
     return float(10 * np.log10(float(p_raw[active].sum()) / residual))
 
 
-def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> float:
-    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech."""
-    from assistant.audio.vad import SileroVAD
+@dataclass(frozen=True, slots=True)
+class VadHit:
+    """An echo-only frame the VAD called speech: where, how loud, whether the canceller knew
+    the echo then."""
+
+    reply: int
+    at: float  # seconds into the reply's audio
+    probability: float
+    dbfs: float
+    known: bool
+
+
+def vad_share(
+    vad: object,
+    x: Float32,
+    echo: Float32,
+    start: float = 0.0,
+    hits_out: list[VadHit] | None = None,
+    known: npt.NDArray[np.bool_] | None = None,
+    reply: int = 0,
+) -> float:
+    """Share of 32 ms frames with echo in them, from ``start`` s on, that the VAD calls speech;
+    each such frame is added to ``hits_out`` (``known``: whether the canceller knew the echo,
+    per sample)."""
+    from assistant.audio.vad import SileroVAD, rms_dbfs
 
     assert isinstance(vad, SileroVAD)
     vad.reset()
@@ -197,10 +221,16 @@ def vad_share(vad: object, x: Float32, echo: Float32, start: float = 0.0) -> flo
     e = echo[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
     hits = total = 0
     for i in range(n):
-        p = vad.process(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        frame = pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
+        p = vad.process(frame)
         if float((e[i] ** 2).mean()) > 1e-6 and i * FRAME_SAMPLES >= start * CAPTURE_RATE:
             total += 1
-            hits += p >= vad.threshold
+            if p >= vad.threshold:
+                hits += 1
+                if hits_out is not None:
+                    was_known = bool(known[i * FRAME_SAMPLES]) if known is not None else False
+                    at = i * FRAME_SECONDS
+                    hits_out.append(VadHit(reply, at, p, rms_dbfs(frame), was_known))
     return hits / total if total else 0.0
 
 
@@ -257,7 +287,9 @@ def signal_part(
             first = onset(far)
             fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
             fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
-            fig.vad_on.append(vad_share(vad, out, echo, first + FIRST_SECONDS))
+            fig.vad_on.append(
+                vad_share(vad, out, echo, first + FIRST_SECONDS, fig.vad_hits, known, i)
+            )
             fig.pause_known.append(pause_share(vad, out, echo, known))
             fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
             fig.vad_off.append(vad_share(vad, near, echo))
@@ -653,6 +685,12 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
             f"/{100 * max(f.vad_off):.0f} %"
             f"{wers + ' %':>21}{np.mean(f.cpu_ms):>10.1f}"
         )
+        for hit in f.vad_hits:
+            state = "known" if hit.known else "not yet known"
+            print(
+                f"  VAD {hit.probability:.2f} on echo: reply {hit.reply + 1} at {hit.at:.2f} s, "
+                f"{hit.dbfs:.0f} dBFS, echo {state}"
+            )
         clean += f.wer_clean
         all_first += f.erle_first
         all_settled += f.erle_settled
