@@ -5,10 +5,11 @@ not validate (bad syntax, a wrong value, absurd nesting) is moved aside (never d
 defaults are used, with a notice for the user; so is one that cannot be read at all, left where
 it is. Loading never raises. API keys never live here: see ``secrets.py``.
 
-Only what differs from the defaults is written, so that a default retuned in a later version
-reaches everyone who did not choose otherwise. Files written before held every value: there, a
-value equal to what a retuned setting's default used to be (``RETUNED_DEFAULTS``) is read as the
-default it now is.
+Only what differs from the defaults is written (also inside each provider's and MCP server's
+table), so that a default retuned in a later version reaches everyone who did not choose
+otherwise; such a file begins with ``SPARSE_HEADER``. Files written before held every value:
+in a file without that first line, a value equal to what a retuned setting's default used to be
+(``RETUNED_DEFAULTS``) is read as the default it now is.
 """
 
 from __future__ import annotations
@@ -378,8 +379,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+#: The first line of a settings file that holds only what differs from the defaults (a TOML
+#: comment: every version reads the file the same).
+SPARSE_HEADER = "# Parley settings: only what differs from the defaults."
 #: Settings whose default changed, by their path in the file, with the defaults they had before.
-#: A file that holds one of those values had it written as the default of its time.
+#: A file of every value that holds one of those had it written as the default of its time.
 RETUNED_DEFAULTS: dict[tuple[str, str], tuple[object, ...]] = {
     # Residual echo passed -55 dBFS (see ``InterruptionSettings``).
     ("interruption", "over_reply_level_dbfs"): (-55.0,),
@@ -398,8 +402,9 @@ def _without_retuned_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 def _changed(value: Any, default: Any) -> dict[str, Any]:
     """The fields of the dataclass ``value`` that differ from ``default``'s, as plain values;
-    tables of settings key by key (a missing key loads as its default), anything else whole
-    (a dict or list in the file replaces the default's)."""
+    tables of settings key by key (a missing key loads as its default), a dict or list whole
+    (the file's replaces the default's), each entry of a dict of tables against that table's
+    defaults."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(value):
         mine, theirs = getattr(value, f.name), getattr(default, f.name)
@@ -407,9 +412,15 @@ def _changed(value: Any, default: Any) -> dict[str, Any]:
             continue
         if dataclasses.is_dataclass(mine) and type(mine) is type(theirs):
             out[f.name] = _changed(mine, theirs)
+        elif isinstance(mine, dict) and all(_is_table(v) for v in mine.values()):
+            out[f.name] = {k: _changed(v, type(v)()) for k, v in mine.items()}
         else:
             out[f.name] = _to_plain(mine)
     return out
+
+
+def _is_table(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 @dataclass(slots=True)
@@ -433,7 +444,10 @@ def load_settings(path: Path | None = None) -> LoadedSettings:
             "defaults are in use.",
         )
     try:
-        data = _without_retuned_defaults(tomllib.loads(raw.decode("utf-8")))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+        if not text.startswith(SPARSE_HEADER):
+            data = _without_retuned_defaults(data)
         return LoadedSettings(settings_from_dict(data))
     except (ValueError, TypeError, RecursionError) as exc:  # TOML, UTF-8 and value errors
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
@@ -458,5 +472,5 @@ def load_settings(path: Path | None = None) -> LoadedSettings:
 def save_settings(settings: Settings, path: Path | None = None) -> None:
     """Write what differs from the defaults (see the module docstring)."""
     path = path or settings_path()
-    changed = _changed(settings, Settings())
-    atomic_write_bytes(path, tomli_w.dumps(changed).encode("utf-8"))
+    text = f"{SPARSE_HEADER}\n{tomli_w.dumps(_changed(settings, Settings()))}"
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -455,12 +455,17 @@ async def barge_in_part(
         app.events.subscribe(on_event)
         await app.start()
         await app.wait_ready(120)
-        windows: list[tuple[float, float]] = []  # monotonic spans when the user talks
+        # Monotonic spans when the user talks (a pause in one is theirs), and with the time a
+        # turn of theirs may take to be noticed after (a turn that starts in one is theirs).
+        talking: list[tuple[float, float]] = []
+        turns: list[tuple[float, float]] = []
 
         def say(rec: Recording, at_room: float) -> float:
             room.say(rec.pcm, at_room)
             begin = room.to_monotonic(at_room + onset(rec.pcm))
-            windows.append((begin - 0.1, room.to_monotonic(at_room + len(rec.pcm) / 16000) + 1.5))
+            end = room.to_monotonic(at_room + len(rec.pcm) / 16000)
+            talking.append((begin - 0.1, end + 0.2))
+            turns.append((begin - 0.1, end + 1.5))
             return begin
 
         say(voices[0], room.now() + 0.3)  # the first question
@@ -509,11 +514,11 @@ async def barge_in_part(
             await app.wait_idle(60)
         await asyncio.sleep(1.5)
 
-        def unprompted(at: float) -> bool:
-            return not any(a <= at <= b for a, b in windows)
+        def outside(at: float, spans: list[tuple[float, float]]) -> bool:
+            return not any(a <= at <= b for a, b in spans)
 
-        result.self_interruptions = sum(1 for p in every_pause if unprompted(p))
-        result.phantom_turns = sum(1 for s in started if unprompted(s))
+        result.self_interruptions = sum(1 for p in every_pause if outside(p, talking))
+        result.phantom_turns = sum(1 for s in started if outside(s, turns))
         await app.close()
     return result
 

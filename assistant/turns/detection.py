@@ -199,9 +199,9 @@ class VadEndpointing:
         return TurnEvent("end", end, now)
 
     def look(self, look: AudioLook, speech_probability: float) -> TurnEvent | None:
-        """Over a reply: a look the VAD is sure of (``vad.threshold``; the lower bar over a
-        reply, ``starts_speech``, is for whole frames: looks come three times as often, and
-        cancelled echo would pass it about half as often again) starts the turn when, with the
+        """Over a reply: a look the VAD is sure of and not as quiet as cancelled echo
+        (``look_starts_speech``; the lower bar over a reply, ``starts_speech``, is for whole
+        frames: looks come three times as often) starts the turn when, with the
         speech already heard, it makes ``pause_after_ms``: a whole frame's worth after no
         speech, or the look's fresh samples on top of speech frames (the rest of its window is
         theirs). The speech heard so far is left alone otherwise: the frame the look is in

@@ -15,6 +15,8 @@ import tomli_w
 from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
 from assistant.config import (
     InterruptionSettings,
+    McpServerSettings,
+    ProviderSettings,
     PushToTalkSettings,
     Settings,
     VadSettings,
@@ -85,15 +87,24 @@ def test_the_settings_file_holds_only_what_differs_from_the_defaults() -> None:
     s = Settings(language="de", vad=VadSettings(end_silence_ms=450))
     s.providers["deepgram"] = s.provider("deepgram")
     s.providers["deepgram"].model = "nova-3"
+    s.tools.mcp_servers["files"] = McpServerSettings(command="mcp-files", timeout=5.0)
     save_settings(s)
     assert tomllib.loads(settings_path().read_text()) == {
         "language": "de",
         "vad": {"end_silence_ms": 450},
-        "providers": {"deepgram": {"url": "", "model": "nova-3", "voice": ""}},
+        "providers": {"deepgram": {"model": "nova-3"}},
+        "tools": {"mcp_servers": {"files": {"command": "mcp-files", "timeout": 5.0}}},
     }
     assert load_settings().settings == s
     save_settings(Settings())
-    assert settings_path().read_text() == ""
+    assert load_settings().settings == Settings()
+    assert tomllib.loads(settings_path().read_text()) == {}
+
+
+def test_a_chosen_value_equal_to_a_retuned_default_is_kept() -> None:
+    s = Settings(interruption=InterruptionSettings(over_reply_level_dbfs=-55.0))
+    save_settings(s)
+    assert load_settings().settings == s
 
 
 def test_a_file_of_every_value_takes_a_retuned_default_and_keeps_a_chosen_value() -> None:
@@ -158,7 +169,11 @@ def test_unreadable_settings_file_gives_defaults_and_a_notice() -> None:
 
 
 def test_settings_file_has_no_secrets_fields() -> None:
-    save_settings(Settings())
+    s = Settings(stt="deepgram", llm="openai", tts="elevenlabs")
+    for name in ("deepgram", "openai", "elevenlabs", "anthropic"):
+        s.providers[name] = ProviderSettings(url=f"https://{name}.example", model="m", voice="v")
+    s.tools.mcp_servers["notes"] = McpServerSettings(command="notes", env={"HOME": "${HOME}"})
+    save_settings(s)
     text = settings_path().read_text()
     assert "key" not in text.lower().replace("hotkey", "")
 
@@ -301,6 +316,8 @@ def _tone(t: float, dbfs: float) -> AudioFrame:
         (0.3, -62.0, True, False),  # unsure and as quiet as cancelled echo: not speech
         (0.1, -20.0, True, False),  # loud but not a voice (a door, a keyboard)
         (0.9, -58.0, True, False),  # sure, but as quiet as what is left of the echo
+        (0.3, -47.0, True, False),  # unsure and no louder than the echo's residue at times
+        (0.9, -47.0, True, True),  # sure, and above the floor: speech
         (0.9, -58.0, False, True),  # the same with nobody being interrupted: speech
     ],
 )
@@ -312,7 +329,7 @@ def test_over_a_reply_a_loud_likely_voice_starts_a_turn_below_the_threshold(
         InterruptionSettings(
             pause_after_ms=32,
             over_reply_threshold=0.2,
-            over_reply_level_dbfs=-55.0,
+            over_reply_level_dbfs=-42.0,
             over_reply_floor_dbfs=-52.0,
         ),
     )
