@@ -95,6 +95,8 @@ class RoomFigures:
     vad_hits: list[VadHit] = field(default_factory=list)
     #: Once the canceller knew the echo: frames in which speech alone would pause a reply.
     pause_known: list[float] = field(default_factory=list)
+    #: The frames behind ``pause_known``.
+    pause_hits: list[VadHit] = field(default_factory=list)
     vad_first: list[float] = field(default_factory=list)
     vad_off: list[float] = field(default_factory=list)
     wer_refs: list[str] = field(default_factory=list)
@@ -190,8 +192,8 @@ def erle(raw: Float32, processed: Float32, echo: Float32, start: float, end: flo
 
 @dataclass(frozen=True, slots=True)
 class VadHit:
-    """An echo-only frame the VAD called speech: where, how loud, whether the canceller knew
-    the echo then."""
+    """An echo-only frame the VAD called speech, or that would pause a reply: where, how
+    sure the VAD was, how loud, whether the canceller knew the echo then."""
 
     reply: int
     at: float  # seconds into the reply's audio
@@ -238,12 +240,20 @@ def vad_share(
 LOOKS = (160, 320, 480)
 
 
-def pause_share(vad: object, x: Float32, echo: Float32, known: npt.NDArray[np.bool_]) -> float:
+def pause_share(
+    vad: object,
+    x: Float32,
+    echo: Float32,
+    known: npt.NDArray[np.bool_],
+    hits_out: list[VadHit] | None = None,
+    reply: int = 0,
+) -> float:
     """Share of 32 ms frames with echo in them, begun while the canceller knew the echo, in
     which speech alone would pause a reply: the frame passes the session's rule over a reply
     (``starts_speech``), or one of the looks the capture takes inside it does
-    (``look_starts_speech``). NaN when the canceller never knew the echo."""
-    from assistant.audio.vad import SileroVAD
+    (``look_starts_speech``); each such frame is added to ``hits_out``. NaN when the canceller
+    never knew the echo."""
+    from assistant.audio.vad import SileroVAD, rms_dbfs
 
     assert isinstance(vad, SileroVAD)
     s = Settings()
@@ -254,14 +264,20 @@ def pause_share(vad: object, x: Float32, echo: Float32, known: npt.NDArray[np.bo
     for i in range(n):
         start, end = i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES
         fired = False
+        surest = 0.0
         for fresh in LOOKS if i else ():
             window = pcm[start + fresh - FRAME_SAMPLES : start + fresh]
-            fired |= look_starts_speech(window, vad.look(window, fresh), s.vad, s.interruption)
+            p = vad.look(window, fresh)
+            surest = max(surest, p)
+            fired |= look_starts_speech(window, p, s.vad, s.interruption)
         p = vad.process(pcm[start:end])
         fired |= starts_speech(pcm[start:end], p, s.vad, s.interruption, over_reply=True)
         if i and known[start - 1] and float((echo[start:end] ** 2).mean()) > 1e-6:
             total += 1
             hits += fired
+            if fired and hits_out is not None:
+                level = rms_dbfs(pcm[start:end])
+                hits_out.append(VadHit(reply, i * FRAME_SECONDS, max(p, surest), level, True))
     return hits / total if total else float("nan")
 
 
@@ -290,7 +306,7 @@ def signal_part(
             fig.vad_on.append(
                 vad_share(vad, out, echo, first + FIRST_SECONDS, fig.vad_hits, known, i)
             )
-            fig.pause_known.append(pause_share(vad, out, echo, known))
+            fig.pause_known.append(pause_share(vad, out, echo, known, fig.pause_hits, i))
             fig.vad_first.append(vad_share(vad, out[: int((first + FIRST_SECONDS) * 16000)], echo))
             fig.vad_off.append(vad_share(vad, near, echo))
             stats = canceller.stats
@@ -695,6 +711,11 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
             print(
                 f"  VAD {hit.probability:.2f} on echo: reply {hit.reply + 1} at {hit.at:.2f} s, "
                 f"{hit.dbfs:.0f} dBFS, echo {state}"
+            )
+        for hit in f.pause_hits:
+            print(
+                f"  would pause the reply on echo: reply {hit.reply + 1} at {hit.at:.2f} s, VAD "
+                f"{hit.probability:.2f}, {hit.dbfs:.0f} dBFS"
             )
         clean += f.wer_clean
         all_first += f.erle_first
