@@ -268,8 +268,13 @@ class Settings:
 # --------------------------------------------------------------------------------- (de)serializing
 
 
+def _is_table(value: object) -> bool:
+    """A table of settings (a dataclass instance, not the class)."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
 def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if _is_table(value):
         return {
             f.name: _to_plain(getattr(value, f.name))
             for f in dataclasses.fields(value)
@@ -410,17 +415,13 @@ def _changed(value: Any, default: Any) -> dict[str, Any]:
         mine, theirs = getattr(value, f.name), getattr(default, f.name)
         if mine is None or mine == theirs:
             continue
-        if dataclasses.is_dataclass(mine) and type(mine) is type(theirs):
+        if _is_table(mine) and type(mine) is type(theirs):
             out[f.name] = _changed(mine, theirs)
         elif isinstance(mine, dict) and all(_is_table(v) for v in mine.values()):
             out[f.name] = {k: _changed(v, type(v)()) for k, v in mine.items()}
         else:
             out[f.name] = _to_plain(mine)
     return out
-
-
-def _is_table(value: object) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 @dataclass(slots=True)

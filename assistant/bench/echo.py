@@ -430,8 +430,7 @@ async def barge_in_part(
     rng = random.Random(seed)
     settings = Settings(stt="local", llm="fake", tts="local", turn_mode="vad")
     settings.echo_cancellation = "on"
-    paused: list[float] = []
-    every_pause: list[float] = []
+    paused: list[float] = []  # every pause, in order
     started: list[float] = []
     finished: list[bool] = []
     speaking = asyncio.Event()
@@ -442,7 +441,6 @@ async def barge_in_part(
         match event:
             case PlaybackPaused(at=at):
                 paused.append(at)
-                every_pause.append(at)
             case UserSpeechStarted(at=at):
                 started.append(at)
             case TurnFinished(turn=turn):
@@ -509,7 +507,6 @@ async def barge_in_part(
                     hops = _hops(mic, vad, begin, pause, silent)
                     if hops is not None:
                         result.hops.append(hops)
-            paused[:] = [p for p in paused if p >= begin - 0.05]
             if stopped:  # what the app understood of the interruption answers it next
                 try:
                     await asyncio.wait_for(speaking.wait(), 30)
@@ -533,7 +530,7 @@ async def barge_in_part(
         def outside(at: float, spans: list[tuple[float, float]]) -> bool:
             return not any(a <= at <= b for a, b in spans)
 
-        result.self_interruptions = sum(1 for p in every_pause if outside(p, talking))
+        result.self_interruptions = sum(1 for p in paused if outside(p, talking))
         result.phantom_turns = sum(1 for s in started if outside(s, turns))
         await app.close()
     return result

@@ -309,8 +309,10 @@ def look_starts_speech(
 ) -> bool:
     """A look over an echo-cancelled reply is speech that may start a turn: over the VAD
     threshold (not the lower bar: looks come three times as often as frames) and not quieter
-    than ``InterruptionSettings.over_reply_floor_dbfs``."""
-    return probability >= vad.threshold and rms_dbfs(pcm) >= interruption.over_reply_floor_dbfs
+    than ``InterruptionSettings.over_reply_floor_dbfs`` (the frames' rule decides that)."""
+    return probability >= vad.threshold and starts_speech(
+        pcm, probability, vad, interruption, over_reply=True
+    )
 
 
 class HandsFree:
