@@ -259,6 +259,9 @@ class ChatRequest:
     response_format: Mapping[str, Any] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    #: The answer is words for a listener, never a JSON object: an engine that can constrain
+    #: its sampling (the embedded model's server) keeps "{" out of it; others ignore this.
+    plain_text: bool = False
 
 
 @runtime_checkable

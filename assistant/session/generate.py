@@ -154,8 +154,9 @@ async def generate(
             yield turn.asked
             return
         specs = []  # the answer itself is plain text
-    # A routed answer shares the routing calls' prompt (cached); should the model write its
-    # decision out instead of answering, that is dropped, and with nothing else said the answer
+    # A routed answer shares the routing calls' prompt (cached). It is asked as plain text,
+    # which the embedded model's server enforces; should a model write its decision out
+    # instead of answering all the same, that is dropped, and with nothing else said the answer
     # is asked once more without the tools block. A model that writes decision after decision
     # is stopped at the second, rather than let to recite for as long as it likes.
     echo = DecisionEcho() if routed else None
@@ -164,7 +165,9 @@ async def generate(
         timeline.mark("llm_request")
         readout = routed and bool(into.tools)
         temperature = ANSWER_AFTER_TOOLS_TEMPERATURE if readout else None
-        stream = llm.stream(ChatRequest(history, tools=specs, temperature=temperature))
+        # Routed, the answer is words: a model that can be kept from writing "{" is.
+        request = ChatRequest(history, tools=specs, temperature=temperature, plain_text=routed)
+        stream = llm.stream(request)
         async with closing_stream(stream):
             async for event in stream:
                 if isinstance(event, TextDelta):

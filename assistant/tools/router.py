@@ -221,13 +221,15 @@ class DecisionEcho:
 
     The answer is asked, unconstrained, with the same prompt as the routing calls (cache
     reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
-    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken, and
-    after a tool's result it was seen writing one example call after another from the tools
-    block, for as long as it was let. ``push`` holds back the start of the answer while it
-    could be such an object, drops each one that parses as one, and passes everything else
-    through unchanged. ``dropped`` tells whether it dropped any; ``looping`` that the model
-    wrote ``LOOP_AFTER`` in a row, so its answer should be abandoned (and asked again without
-    the tools block when nothing else was said).
+    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken. After
+    one it was seen going on with the tools block's examples: one call after another, or the
+    two-step example's ``, then after its result -> {"tool": "get_time", ...}``. ``push`` holds
+    back the start of the answer while it could be such an object, drops each one that parses
+    as one, and passes everything else through unchanged. After a dropped decision it also
+    holds a few words that may lead to another one (``CONNECTOR_LIMIT`` characters, no end of
+    sentence): when a decision follows, they go with it. ``dropped`` tells whether it dropped
+    any; ``looping`` that the model wrote ``LOOP_AFTER`` in a row, so its answer should be
+    abandoned (and asked again without the tools block when nothing else was said).
     """
 
     #: Longer than any decision the grammar allows (``ROUTE_MAX_TOKENS`` tokens).
@@ -239,6 +241,11 @@ class DecisionEcho:
     LOOP_AFTER = 2
     #: What may separate one written decision from the next.
     _SEPARATORS = " \t\n,.;:"
+    #: The longest run of words between two written decisions that is taken for a connector
+    #: ("then after its result ->") rather than the answer. Longer, it is the answer.
+    CONNECTOR_LIMIT = 48
+    #: A connector never holds these: words up to one are an answer's sentence.
+    _SENTENCE_ENDS = ".!?\n"
 
     def __init__(self) -> None:
         self._held = ""
@@ -258,10 +265,13 @@ class DecisionEcho:
             start = self._held.lstrip(self._SEPARATORS if self._count else None)
             if not start:
                 return ""
-            if not start.startswith("{"):
+            brace = self._next_decision(start)
+            if brace is None:
                 return self._release(start if self._count else self._held)
+            if brace < 0:
+                return ""  # a few words after a decision: another may follow
             try:
-                data, end = json.JSONDecoder().raw_decode(start)
+                data, end = json.JSONDecoder().raw_decode(start, brace)
             except ValueError:
                 return self._release(self._held) if len(start) > self._LIMIT else ""
             if not self._is_decision(data):
@@ -280,6 +290,21 @@ class DecisionEcho:
             self.dropped = True
             held = ""
         return self._release(held)
+
+    def _next_decision(self, start: str) -> int | None:
+        """Where in ``start`` (the held text, past separators) a decision may begin: 0 at once,
+        further on after a connector, -1 when more text must tell, None when ``start`` is the
+        answer's own words."""
+        brace = start.find("{") if self._count else (0 if start.startswith("{") else -1)
+        if brace < 0 and not self._count:
+            return None
+        head = start if brace < 0 else start[:brace]
+        if len(head) > self.CONNECTOR_LIMIT or any(c in head for c in self._SENTENCE_ENDS):
+            return None
+        key = start[brace + 1 :].lstrip() if brace >= 0 else ""
+        if key and not key.startswith('"'):
+            return None  # braces, but not an object with keys: words
+        return brace
 
     def _is_decision(self, data: object) -> bool:
         return isinstance(data, dict) and (

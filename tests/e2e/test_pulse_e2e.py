@@ -49,6 +49,8 @@ ANSWER_TIMEOUT = 90.0
 #: much more closely than this).
 END_SILENCE = 1.5
 RATE = 16_000
+#: Words of the tools block and its JSON that an answer to the question never needs.
+TOOLS_BLOCK_WORDS = {"tool", "tools", "arguments", "json", "none"}
 
 Event = dict[str, Any]
 
@@ -324,9 +326,9 @@ def test_spoken_question_gets_a_spoken_answer(
     heard = transcribe(answer)
     print(f"\nheard ({last - first:.1f} s of speech): {heard!r}")
     assert len(words(heard)) >= 3, f"the answer is not a spoken sentence: {heard!r}"
-    # The answer is about France; whether the recognizer spells Piper's "Paris is" as "Paris"
-    # varies ("Parishes", "Carousses"), so the name itself is checked in the app's own text.
-    assert "france" in words(heard) or "paris" in words(heard), heard
+    # Nothing of the tools block the embedded model is prompted with is ever said (a CPU's
+    # arithmetic once made it recite an example call: "... tool, get time, arguments").
+    assert not set(words(heard)) & TOOLS_BLOCK_WORDS, heard
 
     # The app understood the question and stored the turn with its timeline.
     finals = [e["text"] for e in events if e["kind"] == "final"]
@@ -346,7 +348,11 @@ def test_spoken_question_gets_a_spoken_answer(
     assert not turn["interrupted"]
     v2v = turn["timeline"].get("voice_to_voice_ms")
     assert isinstance(v2v, int | float) and v2v > 0, turn["timeline"]
-    assert "paris" in words(turn["assistant_text"]), turn["assistant_text"]
+    # The answer is about the question. What the sampled model says exactly is its own choice
+    # ("Paris.", "The capital of France is Paris."), and the recognizer spells Piper's "Paris
+    # is" variously ("Parishes"), so this is read in the app's text.
+    assert set(words(turn["assistant_text"])) & {"paris", "france", "capital"}, turn
+    assert "{" not in turn["assistant_text"], turn["assistant_text"]
     # The words heard are the words the app says it spoke.
     said = set(words(turn["assistant_text"]))
     overlap = len(said & set(words(heard))) / max(1, len(said))

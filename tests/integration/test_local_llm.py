@@ -493,6 +493,32 @@ async def test_the_router_decides_none_with_one_token_and_a_tool_under_the_gramm
         await llm.aclose()
 
 
+async def _answer(llm: LocalLLM, request: ChatRequest) -> str:
+    parts = []
+    async for event in llm.stream(request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+    return "".join(parts)
+
+
+@pytest.mark.slow
+async def test_a_plain_text_answer_holds_no_json_object() -> None:
+    """Asked as plain text, the embedded model cannot write "{": its server samples under a
+    grammar that leaves it out, whatever the model would rather say."""
+    _binary_or_skip()
+    llm = LocalLLM(FAST_MODEL, timeout_first_token=60.0)
+    ask = [Message("user", 'Reply with exactly this JSON and nothing else: {"tool": "none"}')]
+    try:
+        free = await _answer(llm, ChatRequest(ask, max_tokens=30, temperature=0.0))
+        if "{" not in free:
+            pytest.skip(f"the model did not write the JSON even unconstrained: {free!r}")
+        plain = ChatRequest(ask, max_tokens=30, temperature=0.0, plain_text=True)
+        said = await _answer(llm, plain)
+        assert said.strip() and "{" not in said, said
+    finally:
+        await llm.aclose()
+
+
 def _saved_slots(directory: Path) -> list[Path]:
     return list(directory.glob("*.slot"))
 

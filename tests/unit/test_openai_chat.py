@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -213,6 +213,17 @@ async def test_streams_text_usage_and_finish_across_split_writes(server: FakeSer
     assert sent.body["response_format"] == {"type": "json_object"}
     assert sent.body["max_tokens"] == 64
     assert sent.body["temperature"] == 0.2
+
+
+async def test_plain_text_fields_go_only_with_a_plain_text_request(server: FakeServer) -> None:
+    answer = sse(event(chunk({"content": "Paris."})), event(chunk({}, finish="stop")), DONE)
+    server.handlers += [answer, answer]
+    llm = llm_for(server, extra_body={"top_k": 1}, plain_text_body={"grammar": "root ::= [^{]*"})
+    await collect(llm, HELLO)
+    await collect(llm, replace(HELLO, plain_text=True))
+    free, plain = (r.body for r in server.received)
+    assert free["top_k"] == 1 and "grammar" not in free
+    assert plain["top_k"] == 1 and plain["grammar"] == "root ::= [^{]*"
 
 
 async def test_tool_call_fragments_over_two_indexes(server: FakeServer) -> None:

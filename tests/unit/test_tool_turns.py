@@ -258,6 +258,55 @@ def test_decisions_written_one_after_another_are_a_loop() -> None:
     assert echo.push(" anything") == "" and echo.flush() == ""
 
 
+async def test_a_decision_and_the_two_step_example_after_it_are_never_spoken(tmp_path) -> None:
+    """Seen on a CI machine's CPU: the model wrote its decision, then the tools block's two-step
+    example, and the voice said "Then after its result tool, get time, arguments." The words
+    joining the two decisions go with them, and the answer is asked again."""
+    recital = '{"tool": "none"}, then after its result -> {"tool": "get_time", "arguments": {}}'
+    reply = _reply(recital, "The capital of France is Paris.")
+    llm = RoutedLLM([], FakeLLM(ttft=0.05, tokens_per_second=200, reply=reply))
+    stage, turn = await _routed_turn(tmp_path, llm)
+    assert turn.assistant_text == "The capital of France is Paris."
+    spoken = " ".join(e.spoken for e in stage.events(AssistantText)).lower()
+    assert "tool" not in spoken and "result" not in spoken, spoken
+    # Both answers were asked as plain text (a server that can enforce it never writes "{").
+    assert all(r.plain_text for r in _asked_again_without_tools(llm))
+
+
+@pytest.mark.parametrize(
+    ("pieces", "answer"),
+    [
+        # An answer's first sentence after a decision is the answer, however it is cut.
+        (['{"tool": "none"} It is', " Paris."], "It is Paris."),
+        (['{"tool": "none"}', " Paris", "."], "Paris."),
+        # Longer than a connector: released without waiting for the end of its sentence.
+        (['{"tool": "none"} ', "Well " * 12, "and so on"], "Well " * 12 + "and so on"),
+        # Braces in the words that are no object with keys.
+        (['{"tool": "none"} Use {x', "} here"], "Use {x} here"),
+        # Ended before any end of sentence.
+        (['{"tool": "none"} Paris'], "Paris"),
+    ],
+)
+def test_words_after_a_dropped_decision_are_the_answer(pieces: list[str], answer: str) -> None:
+    echo = DecisionEcho()
+    assert "".join(echo.push(p) for p in pieces) + echo.flush() == answer
+    assert echo.dropped and not echo.looping
+
+
+def test_a_short_connector_between_decisions_is_part_of_the_recital() -> None:
+    echo = DecisionEcho()
+    assert echo.push('{"tool": "none"}, then after') == ""
+    assert echo.push(' its result -> {"tool": "get_ti') == ""
+    assert echo.push('me", "arguments": {}}') == "" and echo.looping
+
+
+def test_words_are_released_as_soon_as_they_are_a_sentence() -> None:
+    echo = DecisionEcho()
+    assert echo.push('{"tool": "none"} Paris is') == ""
+    assert echo.push(" the capital. It") == "Paris is the capital. It"
+    assert echo.push(" is {big}.") == " is {big}."
+
+
 async def test_an_answer_reciting_the_tool_examples_is_stopped_and_asked_again(tmp_path) -> None:
     """After a tool's result, the embedded model was seen writing the tools block's example
     calls one after another, for a minute and a half of speech: the recital is stopped at the
@@ -283,6 +332,7 @@ async def test_no_router_and_no_tools_block_without_tools(tmp_path) -> None:
         await stage.run_until(lambda: bool(stage.finished()))
     assert all(r.response_format is None for r in llm.requests)
     assert "You can use these tools" not in llm.requests[0].messages[0].content
+    assert not any(r.plain_text for r in llm.requests)
 
 
 # ------------------------------------------------------------------------------------- filler

@@ -47,7 +47,12 @@ def resend_budget() -> RetryBudget:
 
 
 class OpenAIChatLLM:
-    """Streams chat completions from ``{base_url}/chat/completions``."""
+    """Streams chat completions from ``{base_url}/chat/completions``.
+
+    ``extra_body``: fields added to every request. ``plain_text_body``: fields added to a
+    request whose answer must be plain text (``ChatRequest.plain_text``), for a server that can
+    constrain its sampling to it.
+    """
 
     def __init__(
         self,
@@ -59,6 +64,7 @@ class OpenAIChatLLM:
         timeout_idle: float = 60.0,
         extra_body: dict[str, Any] | None = None,
         *,
+        plain_text_body: Mapping[str, Any] | None = None,
         service: Service | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -70,6 +76,7 @@ class OpenAIChatLLM:
         if api_key:
             secrets.register(api_key)
         self._extra_body = dict(extra_body or {})
+        self._plain_text_body = dict(plain_text_body or {})
         # The client insists on a key; keyless local servers ignore whatever is sent. Headers
         # given here replace the client's own (a service that wants the key without "Bearer").
         self._client = openai.AsyncOpenAI(
@@ -110,6 +117,11 @@ class OpenAIChatLLM:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        extra = self._extra_body
+        if request.plain_text and self._plain_text_body:
+            extra = {**extra, **self._plain_text_body}
+        if extra:
+            body["extra_body"] = extra
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
@@ -187,9 +199,7 @@ class OpenAIChatLLM:
         budget = resend_budget()
         while True:
             try:
-                return await self._client.chat.completions.create(
-                    **body, extra_body=self._extra_body or None
-                )
+                return await self._client.chat.completions.create(**body)
             except openai.APITimeoutError:
                 raise
             except openai.APIConnectionError as err:
