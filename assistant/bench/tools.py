@@ -247,11 +247,18 @@ class Outcome:
             return float(marks["first_text_to_tts"] - marks["llm_request"])
         return None
 
+    def _notes(self) -> dict[str, Any]:
+        return self.turn.timeline.get("notes", {}) if self.turn else {}
+
     @property
     def router_ms(self) -> list[float]:
-        notes = self.turn.timeline.get("notes", {}) if self.turn else {}
-        value = notes.get("router_ms", [])
+        value = self._notes().get("router_ms", [])
         return [float(v) for v in value] if isinstance(value, list) else []
+
+    @property
+    def reasked(self) -> bool:
+        """The answer began with a written-out decision and was asked again."""
+        return self._notes().get("answer_reasked") is True
 
 
 @dataclass(slots=True)
@@ -522,6 +529,9 @@ def _latency(title: str, figures: Figures) -> list[str]:
     tool_run = [c.ms for o in tool if o.turn for c in o.turn.tool_calls if c.ms is not None]
     if tool_run:
         lines.append(_line("the tools themselves", tool_run))
+    answered = [o for o in figures.outcomes if o.turn is not None]
+    reasked = sum(o.reasked for o in answered)
+    lines.append(f"  {'answers asked a second time':<44} {reasked}/{len(answered)}")
     lines.append(_line("voice-to-voice, tool turns", _v2v(tool)))
     lines.append(_line("voice-to-voice, turns without a tool", _v2v(plain)))
     return lines

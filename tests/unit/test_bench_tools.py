@@ -55,3 +55,14 @@ def test_a_conversation_decision_counts_only_if_the_reply_would_keep_it() -> Non
     routing = Routing([(calc, "calculate", True), (plain, "calculate", False), (plain, None, True)])
     assert routing.right(checked=False) == (2, 3)
     assert routing.right(checked=True) == (3, 3)
+
+
+def test_the_report_counts_answers_asked_a_second_time() -> None:
+    from assistant.bench.tools import Figures, report
+
+    chat = Request("Tell me a joke.")
+    turns = [TurnRecord(i, chat.text, "ok") for i in range(3)]
+    turns[1].timeline = {"notes": {"answer_reasked": True}}
+    figures = Figures([Outcome(chat, turn) for turn in turns])
+    (line,) = [x for x in report(figures, None) if "asked a second time" in x]
+    assert line.split()[-1] == "1/3"
