@@ -237,6 +237,8 @@ class DecisionEcho:
     #: The keys of a tool decision: the router's, and a function call's as models write it
     #: (``{"name": "none"}`` was seen too). An object with only these keys is a decision.
     _DECISION_KEYS = frozenset({"tool", "name", "arguments"})
+    #: How a written decision begins.
+    _DECISION_OPENINGS = ('{"tool"', '{"name"')
     #: Decisions in a row that mean the model is reciting the tools block, not answering.
     LOOP_AFTER = 2
     #: What may separate one written decision from the next.
@@ -273,7 +275,15 @@ class DecisionEcho:
             try:
                 data, end = json.JSONDecoder().raw_decode(start, brace)
             except ValueError:
-                return self._release(self._held) if len(start) > self._LIMIT else ""
+                if len(start) - brace <= self._LIMIT:
+                    return ""
+                if start.startswith(self._DECISION_OPENINGS, brace):
+                    # A decision that never ends (a sum of ever more digits was seen): the
+                    # model is not answering; abandon it like a recital.
+                    self.dropped = True
+                    self._count = self.LOOP_AFTER
+                    return ""
+                return self._release(self._held)
             if not self._is_decision(data):
                 return self._release(self._held)
             self.dropped = True
@@ -286,7 +296,7 @@ class DecisionEcho:
         if not self._open:
             return ""
         held = self._held.lstrip(self._SEPARATORS if self._count else None)
-        if self.looping or held.startswith(('{"tool"', '{"name"')):
+        if self.looping or held.startswith(self._DECISION_OPENINGS):
             self.dropped = True
             held = ""
         return self._release(held)

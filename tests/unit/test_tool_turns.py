@@ -300,6 +300,21 @@ def test_a_short_connector_between_decisions_is_part_of_the_recital() -> None:
     assert echo.push('me", "arguments": {}}') == "" and echo.looping
 
 
+def test_a_decision_that_never_ends_is_abandoned_not_spoken() -> None:
+    """Seen with the embedded model: a calculation whose expression was digits without end."""
+    echo = DecisionEcho()
+    assert echo.push('{"tool": "calculate", "arguments": {"expression": "4752') == ""
+    for _ in range(100):
+        assert echo.push("3917449275923656") == ""
+    assert echo.looping and echo.dropped and echo.flush() == ""
+
+
+def test_a_long_object_that_is_no_decision_is_spoken_once_too_long_to_be_one() -> None:
+    echo = DecisionEcho()
+    text = '{"answer": "' + "x" * 1200
+    assert echo.push(text) == text and not echo.dropped
+
+
 def test_words_are_released_as_soon_as_they_are_a_sentence() -> None:
     echo = DecisionEcho()
     assert echo.push('{"tool": "none"} Paris is') == ""
