@@ -219,9 +219,10 @@ def without_tools_block(history: Sequence[Message], messages: Sequence[Message])
 class DecisionEcho:
     """Keeps routing decisions out of the answer that follows them.
 
-    The answer is asked, unconstrained, with the same prompt as the routing calls (cache
-    reuse); on some CPUs' arithmetic a small model then starts it by writing its decision out
-    again (``{"tool": "none"}``, or ``{"name": "none"}``), which must never be spoken. After
+    The answer is asked with the same prompt as the routing calls (cache reuse). Unless its
+    server keeps "{" out (``ChatRequest.plain_text``), a small model often starts it by
+    writing its decision out again (``{"tool": "none"}``, or ``{"name": "none"}``), which must
+    never be spoken. After
     one it was seen going on with the tools block's examples: one call after another, or the
     two-step example's ``, then after its result -> {"tool": "get_time", ...}``. ``push`` holds
     back the start of the answer while it could be such an object, drops each one that parses
