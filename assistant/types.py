@@ -28,11 +28,22 @@ class AudioFrame:
     ``t`` is the monotonic time the frame's last sample was captured (for a WAV source played at
     real-time pace, when it would have been); ``offset`` is the frame's start in seconds since the
     source started.
+
+    ``pcm`` is what turn-taking judges (voice activity, end of turn, barge-in). ``speech``, when
+    set, is the same stretch of audio as the recognizer should hear it: over a reply, the echo
+    canceller's linear stage alone, which keeps the user's words whole where ``pcm`` has the
+    echo suppressed and the words with it (see ``assistant.audio.linear_echo``).
     """
 
     pcm: PCM
     t: float
     offset: float
+    speech: PCM | None = None
+
+    @property
+    def heard(self) -> PCM:
+        """The audio the recognizer (and the conversation's recording) takes."""
+        return self.pcm if self.speech is None else self.speech
 
     @property
     def rms(self) -> float:

@@ -37,7 +37,7 @@ from assistant.session import Session
 from assistant.session.s2s import SpeechSession
 from assistant.tools import ToolRegistry
 from assistant.turns import EndOfTurnModel
-from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioFrame
+from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, PCM, AudioFrame
 
 T0 = 1000.0
 
@@ -123,6 +123,9 @@ class Stage:
     agent: FakeSpeechAgent | None = None
     #: Virtual time; made before the stage when engines built for a test need it too.
     clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
+    #: The recognizer's version of each microphone frame (``AudioFrame.speech``), as an echo
+    #: canceller's linear stage gives it; None: frames have none.
+    heard: Callable[[PCM], PCM] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -239,7 +242,8 @@ class Stage:
         scale = 4000 if speech else 30
         pcm = (self._rng.standard_normal(FRAME_SAMPLES) * scale).astype(np.int16)
         self._frames += 1
-        await self.session.feed(AudioFrame(pcm, self.clock.now(), start))
+        heard = None if self.heard is None else self.heard(pcm)
+        await self.session.feed(AudioFrame(pcm, self.clock.now(), start, speech=heard))
 
     # ----------------------------------------------------------------------------- results
 

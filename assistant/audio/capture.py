@@ -26,7 +26,7 @@ from assistant.audio.devices import (
     start_mono_stream,
     stream_defaults,
 )
-from assistant.audio.echo import AudioProcessor
+from assistant.audio.echo import AudioProcessor, SpeechProcessor
 from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
@@ -91,7 +91,9 @@ class MicrophoneCapture:
     ADC timestamps (``delay``; the stream's nominal latency when the device gives none).
 
     ``processor`` (set before ``start``) runs on the loop on each stretch of 16 kHz audio before
-    frames are cut; its output may lag its input, and frames keep the times of their samples.
+    frames are cut; its output may lag its input, and frames keep the times of their samples. A
+    processor that also gives the recognizer's version of its output (``SpeechProcessor``) has
+    it in the frames' ``speech``.
 
     ``blocksize`` defaults to one frame's duration at the device rate (10 ms with a processor,
     so it sees the audio soon after it is captured; ``stream()`` then also hands out a look at
@@ -144,6 +146,8 @@ class MicrophoneCapture:
         self._wake_at = 1
         self._resampler: Any = None
         self._pending: Float32 = np.zeros(0, dtype=np.float32)
+        #: The recognizer's version of ``_pending``, sample for sample (None: the same).
+        self._pending_speech: Float32 | None = None
         self._produced = 0  # 16 kHz samples out of the resampler
         self._emitted = 0  # frames yielded
         self._last_frame: Float32 = np.zeros(FRAME_SAMPLES, dtype=np.float32)
@@ -186,6 +190,7 @@ class MicrophoneCapture:
             None if rate == CAPTURE_RATE else soxr.ResampleStream(rate, CAPTURE_RATE, 1, "float32")
         )
         self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_speech = None
         self._produced = 0
         self._emitted = 0
         self._last_frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
@@ -257,6 +262,15 @@ class MicrophoneCapture:
         self._stopped = True
         self._wake.set()
 
+    def _join_speech(self, held: int, chunk: Float32, speech: Float32 | None) -> Float32 | None:
+        """The recognizer's version of the ``held`` pending samples and ``chunk`` after them
+        (``speech``: ``chunk``'s; None for either part: the same as the processed audio)."""
+        before = self._pending_speech
+        if speech is None and before is None:
+            return None
+        first = before if before is not None else self._pending[:held]
+        return np.concatenate((first, chunk if speech is None else speech))
+
     async def stop(self) -> None:
         self._closing = True
         self._watchdog.stop()
@@ -317,22 +331,33 @@ class MicrophoneCapture:
         self._r = w
         if self._resampler is not None:
             chunk = self._resampler.resample_chunk(chunk)
+        speech: Float32 | None = None
         if self.processor is not None:
             self._produced += len(chunk)
             end_device = self._produced * self.rate / CAPTURE_RATE
-            chunk = self.processor.process(chunk, stamp_t - (stamp_w - end_device) / self.rate)
+            end_time = stamp_t - (stamp_w - end_device) / self.rate
+            if isinstance(self.processor, SpeechProcessor):
+                chunk, speech = self.processor.process_with_speech(chunk, end_time)
+            else:
+                chunk = self.processor.process(chunk, end_time)
         pending = np.concatenate((self._pending, chunk)) if len(self._pending) else chunk
+        pending_speech = self._join_speech(len(self._pending), chunk, speech)
         count = len(pending) // FRAME_SAMPLES
         out: list[AudioFrame] = []
         for k in range(count):
             index = self._emitted
             end = (index + 1) * FRAME_SAMPLES  # 16 kHz samples since start
             end_device = end * self.rate / CAPTURE_RATE
+            cut = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
+            heard = None if pending_speech is None else pending_speech[cut]
             out.append(
                 AudioFrame(
-                    pcm=to_int16(pending[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]),
+                    pcm=to_int16(pending[cut]),
                     t=stamp_t - (stamp_w - end_device) / self.rate,
                     offset=index * FRAME_SECONDS,
+                    speech=None
+                    if heard is None or np.array_equal(heard, pending[cut])
+                    else to_int16(heard),
                 )
             )
             self._emitted += 1
@@ -340,6 +365,9 @@ class MicrophoneCapture:
             self._last_frame = pending[(count - 1) * FRAME_SAMPLES : count * FRAME_SAMPLES].copy()
             self._looked = 0
         self._pending = pending[count * FRAME_SAMPLES :].copy()
+        self._pending_speech = (
+            None if pending_speech is None else pending_speech[count * FRAME_SAMPLES :].copy()
+        )
         # Wake again once the ring holds what completes the next frame (with a processor, at
         # every block: it holds part of what it was given back).
         missing = FRAME_SAMPLES - len(self._pending)

@@ -32,6 +32,15 @@ over a reply paused 200 ms in: 16 % of words wrong processed throughout, 12 % pa
 once the echo was gone; 3 % with no echo at all). Not with noise suppression on: it would come
 and go.
 
+The recognizer's version: AEC3's suppressor, which silences the echo for voice activity
+detection, also thins a user who talks over the reply (double talk), most of all the first
+words of an interruption. So beside AEC3 a linear filter of its own (``LinearEchoFilter``) learns
+the echo path from the same aligned far end, only while the microphone holds nothing but echo
+(AEC3 removed most of what it heard); once it cancels the echo by ``LINEAR_KNOWN_DB``, its
+output (the echo reduced, the voice untouched) is what the recognizer hears while the far end
+may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Not with noise
+suppression on: the user asked for the suppressed audio.
+
 Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
 the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
 stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
@@ -49,11 +58,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from assistant.audio.linear_echo import LinearEchoFilter
 from assistant.audio.reference import ReferenceTap, ReferenceTimeline
 from assistant.types import CAPTURE_RATE
 
@@ -91,6 +101,19 @@ NEAR_FLOOR = 1e-8
 ABOVE_NOISE = 10.0
 #: Measured chunks a stretch needs before its echo is judged.
 MIN_MEASURED = 20
+#: The linear filter learns from chunks in which AEC3 left at most this share of the power the
+#: microphone heard (13 dB removed: echo alone; a talking user keeps most of theirs)...
+ECHO_ONLY_SHARE = 0.05
+#: ...and its output reaches the recognizer once it removes this much of the echo (median dB).
+#: Less than AEC3 needs: the recognizer hears words through a residue 10 dB down.
+LINEAR_KNOWN_DB = 10.0
+#: A chunk the known filter cancels this much worse than its median holds more than echo.
+DOUBLE_TALK_MARGIN_DB = 6.0
+#: Of the last ``LINEAR_CHECKED`` chunks of echo alone (by AEC3), this many came out of the
+#: known filter louder than they went in: it learned a path that has moved since. (A voice
+#: cannot do that: it only adds to both sides.)
+LINEAR_CHECKED = 100
+LINEAR_MOVED = 50
 
 
 class AudioProcessor(Protocol):
@@ -99,6 +122,18 @@ class AudioProcessor(Protocol):
     def process(self, samples: Float32, end_time: float) -> Float32:
         """Take the next samples of the stream (the last one captured at ``end_time``) and
         return the processed stream's next samples: sample for sample, possibly later."""
+        ...
+
+
+@runtime_checkable
+class SpeechProcessor(AudioProcessor, Protocol):
+    """A processor that also gives the recognizer's version of what it returns."""
+
+    def process_with_speech(
+        self, samples: Float32, end_time: float
+    ) -> tuple[Float32, Float32 | None]:
+        """``process``, with the recognizer's version of the same samples beside (sample for
+        sample); None when it is the processed audio itself."""
         ...
 
 
@@ -180,6 +215,10 @@ class EchoStats:
     failures: int = 0
     #: Processors started: one per stretch of playback (see the module docstring).
     restarts: int = 0
+    #: The linear filter's median echo return loss enhancement over its last learning chunks.
+    linear_erle_db: float | None = None
+    #: Seconds of microphone audio the recognizer heard from the linear filter.
+    linear_seconds: float = 0.0
 
 
 class _NearClock:
@@ -249,6 +288,11 @@ class EchoCanceller:
         self._runs = 0  # the reference's runs when the far end was last fed
         self._broken = False  # the output's timing broke while it played
         self._noise = 1.0  # the microphone's noise power, tracked from below
+        self._linear = LinearEchoFilter(CHUNK)
+        self._linear_erle: deque[float] = deque(maxlen=100)
+        #: Per recent chunk of echo alone (by AEC3) while the filter was known: made louder.
+        self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
+        self._far_chunk: Int16 = np.zeros(CHUNK, dtype=np.int16)  # the last one fed
         self.stats = EchoStats()
         self._restart()
 
@@ -276,6 +320,12 @@ class EchoCanceller:
 
     def process(self, samples: Float32, end_time: float) -> Float32:
         """See ``AudioProcessor.process``."""
+        return self.process_with_speech(samples, end_time)[0]
+
+    def process_with_speech(
+        self, samples: Float32, end_time: float
+    ) -> tuple[Float32, Float32 | None]:
+        """See ``SpeechProcessor.process_with_speech``."""
         started = time.process_time()
         x = np.asarray(samples, dtype=np.float32)
         self._received += len(x)
@@ -283,6 +333,7 @@ class EchoCanceller:
         self._pending = np.concatenate((self._pending, x)) if len(self._pending) else x
         self._take_reference()
         out: list[Float32] = []
+        speech: list[Float32 | None] = []
         count = len(self._pending) // CHUNK
         processed = 0
         for k in range(count):
@@ -291,7 +342,8 @@ class EchoCanceller:
             if result is None:
                 self.stats.held += 1
                 break
-            out.append(result)
+            out.append(result[0])
+            speech.append(result[1])
             self._done += CHUNK
             processed += 1
         self._pending = self._pending[processed * CHUNK :].copy()
@@ -299,8 +351,11 @@ class EchoCanceller:
             self._reference.forget_before(self._cursor)
         self.stats.cpu_seconds += time.process_time() - started
         if not out:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(out)
+            return np.zeros(0, dtype=np.float32), None
+        if all(s is None for s in speech):
+            return np.concatenate(out), None
+        heard = [o if s is None else s for o, s in zip(out, speech, strict=True)]
+        return np.concatenate(out), np.concatenate(heard)
 
     # ----------------------------------------------------------------------------- internals
 
@@ -308,7 +363,11 @@ class EchoCanceller:
         for block, rate, played_at in self.tap.take():
             self._reference.add(block, rate, played_at)
 
-    def _process_chunk(self, chunk: Float32, captured_at: float) -> Float32 | None:
+    def _process_chunk(
+        self, chunk: Float32, captured_at: float
+    ) -> tuple[Float32, Float32 | None] | None:
+        """The chunk processed and the recognizer's version of it (None: the same), or None
+        when the far end it needs is not played yet."""
         near = _to_int16(chunk)
         raw_power = _power(near)
         far_power = 0.0
@@ -330,11 +389,60 @@ class EchoCanceller:
             self.stats.failures += 1
             if self.stats.failures == 1:
                 log.warning("audio processing failed; passing the microphone through: %s", exc)
-            return chunk.copy()
-        self._measure(raw_power, _power(near), far_power)
+            return chunk.copy(), None
+        processed_power = _power(near)
+        self._measure(raw_power, processed_power, far_power)
+        speech = self._linear_stage(chunk, raw_power, processed_power)
         if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
-            return chunk.copy()  # no echo left to remove (see the module docstring)
-        return near.astype(np.float32) * (1.0 / 32768.0)
+            return chunk.copy(), None  # no echo left to remove (see the module docstring)
+        return near.astype(np.float32) * (1.0 / 32768.0), speech
+
+    def _linear_stage(self, chunk: Float32, raw: float, processed: float) -> Float32 | None:
+        """Run the linear filter on the raw chunk (see the module docstring); its output when
+        the recognizer should hear it.
+
+        It learns from a chunk only when AEC3 found nothing but echo in it and, once the filter
+        is known to cancel, when the filter cancelled it about as well as it usually does: a
+        user who starts talking over a reply is sometimes suppressed whole by AEC3 for a moment,
+        but never looks like echo to a filter that has learned the echo. A filter that makes
+        most of such chunks louder learned a path that moved: it starts again."""
+        if not self.echo_cancellation or self.noise_suppression:
+            return None
+        far = self._far_chunk.astype(np.float64) * (1.0 / 32768.0)
+        out = self._linear.cancel(chunk.astype(np.float64), far)
+        stats = self.stats
+        aec3_echo_only = (
+            max(self._far_recent, default=0.0) >= FAR_ACTIVE
+            and raw >= ABOVE_NOISE * self._noise
+            and raw >= NEAR_FLOOR
+            and processed <= ECHO_ONLY_SHARE * raw
+        )
+        known = (
+            len(self._linear_erle) >= MIN_MEASURED
+            and stats.linear_erle_db is not None
+            and stats.linear_erle_db >= LINEAR_KNOWN_DB
+        )
+        if aec3_echo_only:
+            residual = float(out @ out) / len(out)
+            erle = 10.0 * np.log10(raw / max(residual, 1e-12))
+            typical = stats.linear_erle_db
+            if not known or typical is None or erle >= typical - DOUBLE_TALK_MARGIN_DB:
+                self._linear.learn()
+                self._linear_erle.append(erle)
+                if len(self._linear_erle) % 10 == 0:
+                    stats.linear_erle_db = float(np.median(self._linear_erle))
+            if known:
+                self._linear_worse.append(erle < 0.0)
+                if sum(self._linear_worse) >= LINEAR_MOVED:
+                    log.info("the linear echo filter no longer cancels the echo: it starts again")
+                    self._linear.reset()
+                    self._linear_erle.clear()
+                    self._linear_worse.clear()
+                    stats.linear_erle_db = None
+        if not known or self._quiet >= PASS_AFTER:
+            return None
+        stats.linear_seconds += CHUNK_SECONDS
+        return out.astype(np.float32)
 
     def _feed_far_end(self, captured_at: float) -> float | None:
         """Feed the far end played until ``LEAD`` after the chunk captured from ``captured_at``
@@ -351,6 +459,7 @@ class EchoCanceller:
                 self._cursor = cursor
                 return None
             far = _to_int16(self._reference.read(cursor, CHUNK))
+            self._far_chunk = far
             far_power = _power(far)
             self._begin_stretch(far_power)
             power = max(power, far_power)

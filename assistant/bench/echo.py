@@ -102,6 +102,8 @@ class RoomFigures:
     wer_refs: list[str] = field(default_factory=list)
     wer_clean: list[str] = field(default_factory=list)
     wer_aec: list[str] = field(default_factory=list)
+    #: What the recognizer hears of the same (``AudioFrame.speech``: the linear stage).
+    wer_speech: list[str] = field(default_factory=list)
     wer_raw: list[str] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
 
@@ -150,28 +152,41 @@ def onset(x: Float32, threshold: float = 0.02) -> float:
 
 
 def run_canceller(
-    far: Float32, near: Float32
-) -> tuple[Float32, EchoCanceller, npt.NDArray[np.bool_]]:
+    far: Float32, near: Float32, warm: tuple[Float32, Float32] | None = None
+) -> tuple[Float32, EchoCanceller, npt.NDArray[np.bool_], Float32]:
     """Process ``near`` (16 kHz) with ``far`` (16 kHz, played in step) as the far end; also
     says, per sample, whether the canceller knew the echo then (not ``uncertain``: the session
-    lets speech alone pause a reply only then)."""
+    lets speech alone pause a reply only then), and gives what the recognizer hears. ``warm``:
+    a (far, near) pair the canceller hears first, as the app's has heard earlier replies."""
     t0 = 1000.0
     clock = [t0]
     # Exact times: the far end of each 10 ms is played as the microphone captures it. Noise
     # suppression as the settings have it by default.
     canceller = EchoCanceller(now=lambda: clock[0], noise_suppression=NOISE_SUPPRESSION)
+    skip = 0
+    if warm is not None:
+        skip = len(warm[1]) // 160 * 160
+        far = np.concatenate((warm[0][:skip], far))
+        near = np.concatenate((warm[1][:skip], near))
     far48 = resample((far * 32767).astype(np.int16), CAPTURE_RATE, 48_000).astype(np.float32)
     far48 /= 32768.0
     out = []
+    heard = []
     known = np.zeros(len(near), dtype=bool)
     for k in range(len(near) // 160):
         t = t0 + k * 0.01
         canceller.tap.rendered(far48[k * 480 : (k + 1) * 480], 48_000, t)
         clock[0] = t + 0.03
-        out.append(canceller.process(near[k * 160 : (k + 1) * 160], t + 0.01))
+        processed, speech = canceller.process_with_speech(near[k * 160 : (k + 1) * 160], t + 0.01)
+        out.append(processed)
+        heard.append(processed if speech is None else speech)
         known[k * 160 : (k + 1) * 160] = not canceller.uncertain
-    y = np.concatenate(out)
-    return np.concatenate((y, np.zeros(len(near) - len(y), np.float32))), canceller, known
+
+    def whole(parts: list[Float32]) -> Float32:
+        y = np.concatenate(parts)
+        return np.concatenate((y, np.zeros(len(near) - len(y), np.float32)))[skip:]
+
+    return whole(out), canceller, known[skip:], whole(heard)
 
 
 def _power(x: Float32) -> npt.NDArray[np.float64]:
@@ -299,7 +314,7 @@ def signal_part(
             echo = RoomAcoustics(room, seed=i)(far)
             noise = (rng.standard_normal(len(far)) * 3e-4).astype(np.float32)
             near = echo + noise
-            out, canceller, known = run_canceller(far, near)
+            out, canceller, known, _ = run_canceller(far, near)
             first = onset(far)
             fig.erle_first.append(erle(near, out, echo, first, first + FIRST_SECONDS))
             fig.erle_settled.append(erle(near, out, echo, first + SETTLED_AFTER, 1e9))
@@ -311,18 +326,24 @@ def signal_part(
             fig.vad_off.append(vad_share(vad, near, echo))
             stats = canceller.stats
             fig.cpu_ms.append(1000 * stats.cpu_seconds / max(stats.processed_seconds, 1e-9))
-            # Double talk: a real voice over the reply, once the canceller has settled.
+            # Double talk: a real voice over the reply, once the canceller has settled and has
+            # heard another reply in the room (as the app's has, when the user talks over one).
             voice = voices[i % len(voices)]
             at = round((first + DOUBLE_TALK_AT) * CAPTURE_RATE)
             user = np.zeros(len(far), np.float32)
             end = min(len(far), at + len(voice.pcm))
             user[at:end] = voice.pcm[: end - at]
             mixed = near + user
-            out, _, _ = run_canceller(far, mixed)
+            before = replies[(i + 1) % len(replies)]
+            warm_far = np.concatenate((np.zeros(8000, np.float32), before, pad, pad))
+            hiss = np.random.default_rng(i).standard_normal(len(warm_far)) * 3e-4
+            warm_near = RoomAcoustics(room, seed=i)(warm_far) + hiss.astype(np.float32)
+            out, _, _, heard = run_canceller(far, mixed, warm=(warm_far, warm_near))
             span = slice(max(0, at - 3200), end + 4800)
             fig.wer_refs.append(voice.text)
             fig.wer_clean.append(clean[i % len(voices)])
             fig.wer_aec.append(_transcribe(whisper, out[span]))
+            fig.wer_speech.append(_transcribe(whisper, heard[span]))
             fig.wer_raw.append(_transcribe(whisper, mixed[span]))
         results[room] = fig
         print(f"  room {_name(room)}: done", flush=True)
@@ -351,6 +372,13 @@ class BargeIns:
     hyps: list[str] = field(default_factory=list)
     self_interruptions: int = 0
     phantom_turns: int = 0
+    #: Per phantom turn: when it started, against the end of the reply before it.
+    phantom_detail: list[str] = field(default_factory=list)
+    #: Per interruption: the share of frames of its first ``OVERLAP_SECONDS`` that the
+    #: recognizer heard from the canceller's linear stage (``AudioFrame.speech``).
+    linear_share: list[float] = field(default_factory=list)
+    #: The canceller's linear stage at the end: its ERLE (dB) and its restarts.
+    linear_erle_db: float | None = None
     failures: list[str] = field(default_factory=list)
     #: Per detected barge-in, where the onset -> silent time went (ms; see ``HOPS``).
     hops: list[tuple[float, float, float, float]] = field(default_factory=list)
@@ -361,6 +389,9 @@ class BargeIns:
 #: arrival in the conversation (device latency, block, canceller, loop); arrival to the reply's
 #: pause (detection and decision); the pause to the speaker going silent (rendering and the
 #: output's latency).
+#: The start of an interruption over which the reply and its echo may still be heard.
+OVERLAP_SECONDS = 0.4
+
 HOPS = ("onset->speech frame", "capture->conversation", "conversation->pause", "pause->silent")
 
 
@@ -432,6 +463,7 @@ async def barge_in_part(
     settings.echo_cancellation = "on"
     paused: list[float] = []  # every pause, in order
     started: list[float] = []
+    reply_ends: list[float] = []  # every time the state left SPEAKING
     finished: list[bool] = []
     speaking = asyncio.Event()
     ended = asyncio.Event()
@@ -452,6 +484,8 @@ async def barge_in_part(
                 if state is State.SPEAKING:
                     speaking.set()
                 else:
+                    if speaking.is_set():
+                        reply_ends.append(time.monotonic())
                     speaking.clear()
 
     with SoftwareRoom(room_path) as room, tempfile.TemporaryDirectory() as tmp:
@@ -482,6 +516,7 @@ async def barge_in_part(
             turns.append((begin - 0.1, end + 1.5))
             return begin
 
+        onsets: list[float] = []
         say(voices[0], room.now() + 0.3)  # the first question
         for trial in range(trials):
             try:
@@ -494,6 +529,7 @@ async def barge_in_part(
             before = len(finished)
             begin = say(voice, room.now() + 0.05)
             result.trials += 1
+            onsets.append(begin)
             ended.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), max(0.1, begin + 3.0 - time.monotonic()))
@@ -531,7 +567,27 @@ async def barge_in_part(
             return not any(a <= at <= b for a, b in spans)
 
         result.self_interruptions = sum(1 for p in paused if outside(p, talking))
-        result.phantom_turns = sum(1 for s in started if outside(s, turns))
+        for begin in onsets:
+            frames = [
+                item
+                for item, t, _ in mic.delivered.values()
+                if isinstance(item, AudioFrame) and begin <= t <= begin + OVERLAP_SECONDS
+            ]
+            if frames:
+                linear = sum(1 for f in frames if f.speech is not None)
+                result.linear_share.append(linear / len(frames))
+        canceller = app.echo.canceller
+        if canceller is not None:
+            result.linear_erle_db = canceller.stats.linear_erle_db
+        phantoms = [s for s in started if outside(s, turns)]
+        result.phantom_turns = len(phantoms)
+        for at in phantoms:
+            ends = [end for end in reply_ends if end <= at]
+            result.phantom_detail.append(
+                f"{at - ends[-1]:.2f} s after a reply stopped playing"
+                if ends
+                else "before any reply stopped playing"
+            )
         await app.close()
     return result
 
@@ -621,6 +677,16 @@ async def run(quick: bool) -> int:
         for ref, hyp in zip(got.refs, got.hyps, strict=True):
             if word_error_rate([ref], [hyp]) > 0:
                 print(f"  said:  {ref}\n  heard: {hyp}")
+        for detail in got.phantom_detail:
+            print(f"  phantom turn: {detail}")
+        if got.linear_share:
+            erle = "?" if got.linear_erle_db is None else f"{got.linear_erle_db:.1f} dB"
+            print(
+                f"  the recognizer heard the linear stage in "
+                f"{100 * float(np.mean(got.linear_share)):.0f} % of the frames of the "
+                f"interruptions' first {OVERLAP_SECONDS * 1000:.0f} ms (its ERLE at the end "
+                f"{erle})"
+            )
         for failure in got.failures:
             print(f"  FAILED: {failure}")
         total.trials += got.trials
@@ -683,13 +749,14 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
     print()
     print(
         f"{'room':<24}{'ERLE first 1.5 s':>17}{'ERLE settled':>14}{'VAD echo AEC/first/off':>24}"
-        f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}"
+        f"{'WER clean/AEC/raw':>21}{'CPU ms/s':>10}{'WER heard':>14}"
     )
     all_first, all_settled, all_vad, all_vad_first, all_cpu = [], [], [], [], []
     all_pause_known: list[float] = []
     refs: list[str] = []
     clean: list[str] = []
     aec: list[str] = []
+    speech: list[str] = []
     raw: list[str] = []
     for room, f in figures.items():
         wers = "/".join(
@@ -702,6 +769,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
             f"{100 * max(f.vad_on):>13.1f}/{100 * max(f.vad_first):.0f}"
             f"/{100 * max(f.vad_off):.0f} %"
             f"{wers + ' %':>21}{np.mean(f.cpu_ms):>10.1f}"
+            f"{word_error_rate(f.wer_refs, f.wer_speech) * 100:>12.0f} %"
         )
         for hit in f.vad_hits:
             state = "known" if hit.known else "not yet known"
@@ -723,6 +791,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
         all_cpu += f.cpu_ms
         refs += f.wer_refs
         aec += f.wer_aec
+        speech += f.wer_speech
         raw += f.wer_raw
     print(
         f"overall: ERLE first 1.5 s median {np.nanmedian(all_first):.1f} dB (min "
@@ -738,6 +807,7 @@ def _print_signal(figures: dict[EchoPath, RoomFigures]) -> None:
     print(
         f"user WER, talking through a whole reply: no echo {word_error_rate(refs, clean) * 100:.1f}"
         f" %; over the reply with AEC "
-        f"{word_error_rate(refs, aec) * 100:.1f} %, without AEC "
+        f"{word_error_rate(refs, aec) * 100:.1f} % (as the recognizer hears it, the linear stage "
+        f"once it cancels: {word_error_rate(refs, speech) * 100:.1f} %), without AEC "
         f"{word_error_rate(refs, raw) * 100:.1f} %"
     )

@@ -279,7 +279,7 @@ class SpeechSession(SessionCore[AgentReply]):
         if probability >= self.settings.vad.threshold or not self._detection.needs_vad:
             utterance.last_speech_at = frame.t
         utterance.live_seconds += len(frame.pcm) / CAPTURE_RATE
-        self._send_audio(utterance, frame.pcm)
+        self._send_audio(utterance, frame)
         if utterance.tentative:
             self._check_barge_in(utterance)
 
@@ -296,11 +296,13 @@ class SpeechSession(SessionCore[AgentReply]):
             return False
         return True
 
-    def _send_audio(self, utterance: _Utterance, pcm: PCM) -> None:
-        utterance.audio.append(pcm)
+    def _send_audio(self, utterance: _Utterance, frame: AudioFrame) -> None:
+        """The utterance keeps the frame for the pause judge; the engine, which recognizes
+        it, gets the frame as the recognizer should hear it."""
+        utterance.audio.append(frame.pcm)
         agent = self._link.current()
         if agent is not None:
-            self._push(agent, pcm)
+            self._push(agent, frame.heard)
 
     # ------------------------------------------------------------------- Parley's turn events
 
@@ -350,7 +352,7 @@ class SpeechSession(SessionCore[AgentReply]):
         if agent is not None:
             agent.clear()
         for frame in list(self._preroll):
-            self._send_audio(utterance, frame.pcm)
+            self._send_audio(utterance, frame)
 
     def _check_barge_in(self, utterance: _Utterance) -> None:
         start = utterance.turn.timeline.marks[Mark.SPEECH_START]

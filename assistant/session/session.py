@@ -378,12 +378,12 @@ class Session(SessionCore[Reply]):
                 await stt.clear()
                 for earlier in frames:
                     utterance.audio.append(earlier.pcm)
-                    await stt.push(earlier.pcm)
+                    await stt.push(earlier.heard)
                 if frames and frames[-1] is frame:
                     return
             utterance.audio.append(frame.pcm)
             utterance.last_frame_t = frame.t
-            await stt.push(frame.pcm)
+            await stt.push(frame.heard)
         except EngineError as exc:
             self.emit(
                 ErrorEvent(f"Speech recognition failed: {exc}", Source.STT, utterance.turn_id)

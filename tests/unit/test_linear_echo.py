@@ -1,0 +1,358 @@
+"""The recognizer's version of the microphone over a reply: the linear echo filter alone, the
+canceller handing its output out beside AEC3's once it cancels, the microphone cutting both into
+frames, and the conversations sending it to the recognizer while turn-taking judges the other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from assistant.audio.capture import MicrophoneCapture
+from assistant.audio.echo import CHUNK, PASS_AFTER, EchoCanceller
+from assistant.audio.linear_echo import LinearEchoFilter
+from assistant.audio.room import EchoPath, RoomAcoustics
+from assistant.engines.fake import FakeSTT
+from assistant.engines.fake_agent import FakeAgentSession, FakeSpeechAgent
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM
+from tests.scenario import Speech, Stage
+from tests.unit.test_echo import speechlike
+
+
+def db(signal: np.ndarray, residue: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(signal**2) / max(float(np.sum(residue**2)), 1e-20)))
+
+
+def run_filter(
+    flt: LinearEchoFilter, near: np.ndarray, far: np.ndarray, adapt: float
+) -> np.ndarray:
+    out = [
+        flt.process(near[k * CHUNK : (k + 1) * CHUNK], far[k * CHUNK : (k + 1) * CHUNK], adapt)
+        for k in range(len(near) // CHUNK)
+    ]
+    return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------- the filter
+
+
+@pytest.mark.parametrize("room", [EchoPath(40, -6, reverb=False), EchoPath(250, -12, reverb=True)])
+def test_the_filter_learns_a_room_echo_delayed_up_to_250_ms_with_its_reverberation(
+    room: EchoPath,
+) -> None:
+    far = speechlike(8.0, seed=4).astype(np.float64)
+    echo = RoomAcoustics(room)(far.astype(np.float32)).astype(np.float64)
+    out = run_filter(LinearEchoFilter(), echo, far, adapt=1.0)
+    first, last = slice(0, CAPTURE_RATE), slice(6 * CAPTURE_RATE, len(out))
+    assert db(echo[first], out[first]) < 10.0  # it learns: not there at once
+    # The loudspeaker's soft clipping is not linear: what is left of it stays.
+    assert db(echo[last], out[last]) >= 20.0
+
+
+def test_a_filter_told_not_to_learn_passes_the_microphone_unchanged() -> None:
+    far = speechlike(2.0, seed=1).astype(np.float64)
+    near = 0.5 * np.roll(far, 400)
+    out = run_filter(LinearEchoFilter(), near, far, adapt=0.0)
+    np.testing.assert_allclose(out, near[: len(out)], atol=1e-6)
+
+
+def test_a_voice_over_the_learned_echo_comes_through_whole() -> None:
+    far = speechlike(10.0, seed=2).astype(np.float64)
+    echo = RoomAcoustics(EchoPath(120, -6, reverb=True))(far.astype(np.float32))
+    echo = echo.astype(np.float64)
+    flt = LinearEchoFilter()
+    learn = 6 * CAPTURE_RATE
+    run_filter(flt, echo[:learn], far[:learn], adapt=1.0)
+    # The user talks over the rest; the caller stops the learning (double talk).
+    voice = speechlike(4.0, seed=9).astype(np.float64) * 0.7
+    out = run_filter(flt, echo[learn:] + voice, far[learn:], adapt=0.0)
+    # The echo is 20 dB down and the voice is not touched: the residue is the echo's.
+    assert db(voice, out - voice) >= 15.0
+    assert db(echo[learn:], out - voice) >= 18.0
+
+
+def test_a_filter_whose_echo_path_turned_over_starts_again() -> None:
+    far = speechlike(6.0, seed=3).astype(np.float64)
+    near = 0.5 * np.concatenate((np.zeros(800), far[:-800]))
+    flt = LinearEchoFilter()
+    run_filter(flt, near[: 4 * CAPTURE_RATE], far[: 4 * CAPTURE_RATE], adapt=1.0)
+    assert flt.resets == 0
+    # The echo inverted (another device with its polarity the other way): the estimate now
+    # doubles it. The filter notices within about a second and forgets what it learned.
+    rest = slice(4 * CAPTURE_RATE, len(far))
+    out = run_filter(flt, -near[rest], far[rest], adapt=0.0)
+    assert flt.resets >= 1
+    tail = slice(len(out) - CAPTURE_RATE // 2, len(out))
+    np.testing.assert_allclose(out[tail], -near[rest][tail], atol=1e-6)
+
+
+# ------------------------------------------------------------------------ the canceller
+
+
+class Suppressor:
+    """AEC3 as a user talking over a reply meets it: the echo 40 dB down, and the rest (the
+    voice) at ``keep`` of its level (its suppressor thins it; at the onset it may take it
+    whole). It is told each microphone chunk's echo, in order."""
+
+    def __init__(self, echoes: list[np.ndarray]) -> None:
+        self.echoes = echoes
+        self.keep = 1.0
+        self.calls = 0
+
+    def reverse(self, chunk: np.ndarray) -> None: ...
+
+    def set_delay_ms(self, ms: int) -> None: ...
+
+    def near(self, chunk: np.ndarray) -> None:
+        echo = np.rint(self.echoes[self.calls] * 32768.0)
+        self.calls += 1
+        rest = chunk.astype(np.float64) - echo
+        chunk[:] = np.clip(np.rint(rest * self.keep + echo / 100), -32768, 32767)
+
+
+class InStep:
+    """A canceller fed in step: far-end chunk k plays as microphone chunk k is captured and
+    is heard in it ``delay`` samples later at ``gain``; what the canceller hands out is kept."""
+
+    def __init__(self, noise_suppression: bool = False) -> None:
+        self.now = 0.0
+        self.t = 100.0
+        self.gain = 0.5
+        self.delay = 40
+        self.echoes: list[np.ndarray] = []
+        self.apm = Suppressor(self.echoes)
+        self.canceller = EchoCanceller(
+            now=lambda: self.now,
+            apm_factory=lambda cancel, suppress: self.apm,
+            noise_suppression=noise_suppression,
+        )
+        self._played = np.zeros(CHUNK, np.float32)
+        self.fed = self.returned = 0
+        #: Samples the canceller had taken but not handed back when the last ``play`` began:
+        #: where that stretch's first sample is in what it returned.
+        self.lag = 0
+
+    def play(
+        self, far: np.ndarray, voice: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        self.lag = self.fed - self.returned
+        got = []
+        for k in range(len(far) // CHUNK):
+            chunk = far[k * CHUNK : (k + 1) * CHUNK]
+            self._played = np.concatenate((self._played, chunk))[-CHUNK * 2 :]
+            echo = self.gain * self._played[CHUNK - self.delay : 2 * CHUNK - self.delay]
+            self.echoes.append(echo)
+            heard = echo if voice is None else echo + voice[k * CHUNK : (k + 1) * CHUNK]
+            self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
+            self.now = self.t + 0.02
+            got.append(self.canceller.process_with_speech(heard, self.t + 0.01))
+            self.fed += len(heard)
+            self.returned += len(got[-1][0])
+            self.t += 0.01
+        return got
+
+
+def heard_and_processed(
+    room: InStep, got: list[tuple[np.ndarray, np.ndarray | None]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the recognizer heard and what was processed, from the first sample of the last
+    stretch played on (the canceller hands chunks out late: the far end it needs is played
+    after the chunk's capture)."""
+    processed = np.concatenate([p for p, _ in got])[room.lag :]
+    return np.concatenate([p if s is None else s for p, s in got])[room.lag :], processed
+
+
+def test_the_recognizer_hears_the_linear_stage_once_it_cancels_the_echo() -> None:
+    room = InStep()
+    learning = room.play(speechlike(0.1, seed=1))
+    assert all(speech is None for _, speech in learning)  # not known yet: AEC3's output
+    room.play(speechlike(3.0, seed=2))
+    stats = room.canceller.stats
+    assert stats.linear_erle_db is not None and stats.linear_erle_db >= 20.0
+    # The user talks over the reply; AEC3 thins the voice to a third of its level.
+    room.apm.keep = 0.3
+    voice = speechlike(1.0, seed=8) * 0.5
+    got = room.play(speechlike(1.0, seed=3), voice)
+    heard, processed = heard_and_processed(room, got)
+    n = len(heard)
+    assert all(s is not None for _, s in got[1:])
+    assert db(voice[:n], processed - voice[:n]) < 4.0  # what turn-taking judges: thinned
+    assert db(voice[:n], heard - voice[:n]) >= 15.0  # what the recognizer hears: the voice
+    assert stats.linear_seconds >= 1.0
+
+
+def test_the_linear_stage_does_not_learn_a_voice_that_aec3_took_whole() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    # At a barge-in's onset AEC3 may suppress the voice whole for a moment, so those chunks
+    # look like echo alone to it; the linear stage, which knows the echo, sees more than
+    # echo and does not learn from them (a filter that learned the voice would cancel it).
+    voice = speechlike(2.0, seed=8) * 0.5
+    far = speechlike(2.0, seed=3)
+    onset = int(0.4 * CAPTURE_RATE)
+    room.apm.keep = 0.0
+    got = room.play(far[:onset], voice[:onset])
+    lag = room.lag
+    room.apm.keep = 0.3
+    got += room.play(far[onset:], voice[onset:])
+    room.lag = lag
+    heard, _ = heard_and_processed(room, got)
+    assert db(voice[: len(heard)], heard - voice[: len(heard)]) >= 15.0
+    assert room.canceller._linear.resets == 0
+
+
+def test_a_linear_stage_whose_echo_path_moved_learns_it_again() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert room.canceller.stats.linear_erle_db is not None
+    room.gain = 0.2  # the echo path moved: the learned filter takes out too much
+    got = room.play(speechlike(1.2, seed=4))
+    assert room.canceller._linear.resets == 1
+    assert got[-1][1] is None  # not known while it learns again
+    room.play(speechlike(3.0, seed=5))
+    erle = room.canceller.stats.linear_erle_db
+    assert erle is not None and erle >= 15.0
+
+
+def test_after_the_echo_has_died_away_the_microphone_passes_for_both() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    quiet = room.play(np.zeros(int((PASS_AFTER + 0.1) * CAPTURE_RATE), np.float32))
+    assert quiet[-1][1] is None
+
+
+def test_with_noise_suppression_the_recognizer_hears_the_suppressed_audio() -> None:
+    room = InStep(noise_suppression=True)
+    got = room.play(speechlike(3.0, seed=2))
+    assert all(speech is None for _, speech in got)
+    assert room.canceller.stats.linear_erle_db is None
+
+
+# ----------------------------------------------------------------------- the microphone
+
+
+class Stream:
+    streams: ClassVar[list[Any]] = []
+
+    def __init__(self, **kw: Any) -> None:
+        self.kw = kw
+        Stream.streams.append(self)
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TwoVersions:
+    """Processed: a quarter of the input; the recognizer's version: half of it, but only
+    from sample ``from_sample`` of the stream on (before that: the same as processed)."""
+
+    def __init__(self, from_sample: int) -> None:
+        self.from_sample = from_sample
+        self.seen = 0
+
+    def process(self, samples: np.ndarray, end_time: float) -> np.ndarray:
+        return self.process_with_speech(samples, end_time)[0]
+
+    def process_with_speech(
+        self, samples: np.ndarray, end_time: float
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        start, self.seen = self.seen, self.seen + len(samples)
+        if self.seen <= self.from_sample:
+            return samples * 0.25, None
+        index = np.arange(start, self.seen)
+        return samples * 0.25, np.where(index >= self.from_sample, samples * 0.5, samples * 0.25)
+
+
+async def test_frames_carry_the_recognizers_version_where_it_differs() -> None:
+    Stream.streams = []
+    mic = MicrophoneCapture(
+        samplerate=CAPTURE_RATE, stream_factory=Stream, processor=TwoVersions(700)
+    )
+    await mic.start()
+    x = ((np.arange(FRAME_SAMPLES * 3) % 997) / 2000.0).astype(np.float32)
+    for k in range(len(x) // 160):
+        Stream.streams[0].kw["callback"](x[k * 160 : (k + 1) * 160].reshape(-1, 1), 160, None, None)
+    frames = []
+    async for frame in mic.frames():
+        frames.append(frame)
+        if len(frames) == 2:
+            break
+    await mic.stop()
+    first, second = frames
+    assert first.speech is None  # samples 0-511: no other version
+    np.testing.assert_array_equal(first.heard, first.pcm)
+    assert second.speech is not None  # samples 512-1023: the other version from 700 on
+    expected = np.where(np.arange(512, 1024) >= 700, x[512:1024] * 0.5, x[512:1024] * 0.25).astype(
+        np.float32
+    )
+    np.testing.assert_allclose(second.speech / 32768.0, expected, atol=1e-4)
+    np.testing.assert_allclose(second.pcm / 32768.0, x[512:1024] * 0.25, atol=1e-4)
+
+
+# -------------------------------------------------------------------- the conversations
+
+
+class RecordingSTT(FakeSTT):
+    """The scripted recognizer, keeping every frame it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[PCM] = []
+
+    async def open(self, language: str) -> Any:
+        session = await super().open(language)
+        push = session.push
+
+        async def keep(pcm: PCM) -> None:
+            self.pushed.append(pcm)
+            await push(pcm)
+
+        session.push = keep  # type: ignore[method-assign]
+        return session
+
+
+def marked(pcm: PCM) -> PCM:
+    return np.full_like(pcm, 1234)
+
+
+@pytest.mark.parametrize("heard", [None, marked])
+async def test_the_recognizer_is_sent_the_frames_speech_and_turn_taking_the_frames_pcm(
+    tmp_path: Path, heard: Callable[[PCM], PCM] | None
+) -> None:
+    stt = RecordingSTT()
+    async with Stage(
+        tmp_path, mode="vad", script=[Speech(0.5, 1.5)], engines=(stt, None, None), heard=heard
+    ) as stage:
+        await stage.run_until(lambda: bool(stage.finished()), limit=30)
+    (turn,) = stage.finished()
+    assert turn.user_text  # the turn was taken from the frames' pcm (the VAD) and answered
+    assert stt.pushed
+    if heard is None:
+        assert not any(np.all(pcm == 1234) for pcm in stt.pushed)
+    else:
+        assert all(np.all(pcm == 1234) for pcm in stt.pushed)
+
+
+async def test_a_speech_to_speech_engine_is_sent_the_frames_speech(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pushed: list[PCM] = []
+    push = FakeAgentSession.push
+
+    def keep(self: FakeAgentSession, pcm: PCM) -> None:
+        pushed.append(pcm)
+        push(self, pcm)
+
+    monkeypatch.setattr(FakeAgentSession, "push", keep)
+    engine = FakeSpeechAgent(script=("What is a good name for a cat?",))
+    async with Stage(
+        tmp_path, mode="vad", script=[Speech(0.5, 1.5)], agent=engine, heard=marked
+    ) as stage:
+        await stage.run_until(lambda: bool(stage.finished()), limit=30)
+    (turn,) = stage.finished()
+    assert turn.user_text
+    assert pushed and all(np.all(pcm == 1234) for pcm in pushed)
