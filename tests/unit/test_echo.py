@@ -17,7 +17,7 @@ from assistant.audio.player import FakeClockDevice
 from assistant.audio.reference import ReferenceTap, ReferenceTimeline
 from assistant.audio.room import EchoPath, RoomAcoustics
 from assistant.audio.timing import DeviceDelay
-from assistant.types import CAPTURE_RATE, FRAME_SAMPLES
+from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 
 
 @dataclass
@@ -392,6 +392,35 @@ def test_noise_suppression_alone_needs_no_far_end() -> None:
     assert [c[0] for c in apms[0].calls] == ["near"] * 4
 
 
+async def frames_through(processor: Any, x: np.ndarray, count: int) -> tuple[list[AudioFrame], int]:
+    """The first ``count`` frames a microphone with ``processor`` cuts from ``x`` (16 kHz),
+    captured in the blocks it asks for, and that block size."""
+    streams: list[Any] = []
+
+    class Stream:
+        def __init__(self, **kw: Any) -> None:
+            self.kw = kw
+            streams.append(self)
+
+        def start(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    mic = MicrophoneCapture(samplerate=CAPTURE_RATE, stream_factory=Stream, processor=processor)
+    await mic.start()
+    block = streams[0].kw["blocksize"]
+    for k in range(len(x) // block):
+        chunk = x[k * block : (k + 1) * block].reshape(-1, 1)
+        streams[0].kw["callback"](chunk, block, None, None)
+    frames: list[AudioFrame] = []
+    async for frame in mic.frames():
+        frames.append(frame)
+        if len(frames) == count:
+            break
+    await mic.stop()
+    return frames, block
+
+
 async def test_the_microphone_cuts_frames_from_processed_audio_with_their_capture_times() -> None:
     class Late:
         """Gives back 0.25 of every sample, 100 samples late."""
@@ -404,29 +433,9 @@ async def test_the_microphone_cuts_frames_from_processed_audio_with_their_captur
             self.held = joined[len(joined) - 100 :]
             return joined[: len(joined) - 100] * 0.25
 
-    streams: list[Any] = []
-
-    class Stream:
-        def __init__(self, **kw: Any) -> None:
-            self.kw = kw
-            streams.append(self)
-
-        def start(self) -> None: ...
-
-        def close(self) -> None: ...
-
-    mic = MicrophoneCapture(samplerate=CAPTURE_RATE, stream_factory=Stream, processor=Late())
-    await mic.start()
-    assert streams[0].kw["blocksize"] == 160  # 10 ms blocks: the processor sees audio early
     x = (np.arange(FRAME_SAMPLES * 3) % 1000).astype(np.float32) / 4000.0
-    for k in range(len(x) // 160):
-        streams[0].kw["callback"](x[k * 160 : (k + 1) * 160].reshape(-1, 1), 160, None, None)
-    frames = []
-    async for frame in mic.frames():
-        frames.append(frame)
-        if len(frames) == 2:
-            break
-    await mic.stop()
+    frames, blocksize = await frames_through(Late(), x, 2)
+    assert blocksize == 160  # 10 ms blocks: the processor sees audio early
     expected = np.concatenate((np.zeros(100, np.float32), x))[: 2 * FRAME_SAMPLES] * 0.25
     got = np.concatenate([f.pcm for f in frames]).astype(np.float32) / 32768.0
     np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 
-from assistant.audio.capture import MicrophoneCapture
 from assistant.audio.echo import CHUNK, PASS_AFTER, EchoCanceller
 from assistant.audio.linear_echo import LinearEchoFilter
 from assistant.audio.room import EchoPath, RoomAcoustics
@@ -19,7 +18,7 @@ from assistant.engines.fake import FakeSTT
 from assistant.engines.fake_agent import FakeAgentSession, FakeSpeechAgent
 from assistant.types import CAPTURE_RATE, FRAME_SAMPLES, PCM
 from tests.scenario import Speech, Stage
-from tests.unit.test_echo import speechlike
+from tests.unit.test_echo import frames_through, speechlike
 
 
 def db(signal: np.ndarray, residue: np.ndarray) -> float:
@@ -234,18 +233,6 @@ def test_with_noise_suppression_the_recognizer_hears_the_suppressed_audio() -> N
 # ----------------------------------------------------------------------- the microphone
 
 
-class Stream:
-    streams: ClassVar[list[Any]] = []
-
-    def __init__(self, **kw: Any) -> None:
-        self.kw = kw
-        Stream.streams.append(self)
-
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class TwoVersions:
     """Processed: a quarter of the input; the recognizer's version: half of it, but only
     from sample ``from_sample`` of the stream on (before that: the same as processed)."""
@@ -268,20 +255,8 @@ class TwoVersions:
 
 
 async def test_frames_carry_the_recognizers_version_where_it_differs() -> None:
-    Stream.streams = []
-    mic = MicrophoneCapture(
-        samplerate=CAPTURE_RATE, stream_factory=Stream, processor=TwoVersions(700)
-    )
-    await mic.start()
     x = ((np.arange(FRAME_SAMPLES * 3) % 997) / 2000.0).astype(np.float32)
-    for k in range(len(x) // 160):
-        Stream.streams[0].kw["callback"](x[k * 160 : (k + 1) * 160].reshape(-1, 1), 160, None, None)
-    frames = []
-    async for frame in mic.frames():
-        frames.append(frame)
-        if len(frames) == 2:
-            break
-    await mic.stop()
+    frames, _ = await frames_through(TwoVersions(700), x, 2)
     first, second = frames
     assert first.speech is None  # samples 0-511: no other version
     np.testing.assert_array_equal(first.heard, first.pcm)
