@@ -297,10 +297,16 @@ class DecisionEcho:
         if not self._open:
             return ""
         held = self._held.lstrip(self._SEPARATORS if self._count else None)
-        if self.looping or held.startswith(self._DECISION_OPENINGS):
+        if self.looping or held.startswith(self._DECISION_OPENINGS) or self._connects(held):
             self.dropped = True
             held = ""
         return self._release(held)
+
+    def _connects(self, held: str) -> bool:
+        """``held`` is a connector after a dropped decision that leads to another one, cut
+        off by the end of the answer (", then -> {"tool": "get")."""
+        at = self._next_decision(held)
+        return bool(at and at > 0 and held[at:].startswith(self._DECISION_OPENINGS))
 
     def _next_decision(self, start: str) -> int | None:
         """Where in ``start`` (the held text, past separators) a decision may begin: 0 at once,

@@ -300,6 +300,12 @@ def test_a_short_connector_between_decisions_is_part_of_the_recital() -> None:
     assert echo.push('me", "arguments": {}}') == "" and echo.looping
 
 
+def test_a_connector_to_a_decision_cut_off_by_the_end_of_the_answer_is_not_spoken() -> None:
+    echo = DecisionEcho()
+    assert echo.push('{"tool": "none"}, then -> {"tool": "get') == ""
+    assert echo.flush() == "" and echo.dropped
+
+
 def test_a_decision_that_never_ends_is_abandoned_not_spoken() -> None:
     """Seen with the embedded model: a calculation whose expression was digits without end."""
     echo = DecisionEcho()
