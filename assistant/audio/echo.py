@@ -102,11 +102,22 @@ ABOVE_NOISE = 10.0
 #: Measured chunks a stretch needs before its echo is judged.
 MIN_MEASURED = 20
 #: The linear filter learns from chunks in which AEC3 left at most this share of the power the
-#: microphone heard (13 dB removed: echo alone; a talking user keeps most of theirs)...
+#: microphone heard (13 dB removed: echo alone; a talking user keeps most of theirs), or no
+#: more than the microphone's own noise (a quiet echo is less than 13 dB above it)...
 ECHO_ONLY_SHARE = 0.05
+NOISE_LEFT = 2.0
 #: ...and its output reaches the recognizer once it removes this much of the echo (median dB).
 #: Less than AEC3 needs: the recognizer hears words through a residue 10 dB down.
 LINEAR_KNOWN_DB = 10.0
+#: Far-end chunks waiting for the linear filter beyond which the oldest are dropped (its
+#: alignment moves: it learns again).
+FAR_QUEUE_LIMIT = 8
+#: The filter's learning chunks its echo return loss enhancement is the median over (the last
+#: third of a second of them: it follows the filter as it converges).
+LINEAR_MEASURED = 30
+#: Once known, the filter stays known until its ERLE falls this far below ``LINEAR_KNOWN_DB``
+#: (the recognizer's audio does not switch back and forth around the bound).
+LINEAR_KNOWN_HYSTERESIS_DB = 4.0
 #: A chunk the known filter cancels this much worse than its median holds more than echo.
 DOUBLE_TALK_MARGIN_DB = 6.0
 #: Of the last ``LINEAR_CHECKED`` chunks of echo alone (by AEC3), this many came out of the
@@ -289,10 +300,15 @@ class EchoCanceller:
         self._broken = False  # the output's timing broke while it played
         self._noise = 1.0  # the microphone's noise power, tracked from below
         self._linear = LinearEchoFilter(CHUNK)
-        self._linear_erle: deque[float] = deque(maxlen=100)
+        self._linear_erle: deque[float] = deque(maxlen=LINEAR_MEASURED)
+        self._linear_known = False
         #: Per recent chunk of echo alone (by AEC3) while the filter was known: made louder.
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
-        self._far_chunk: Int16 = np.zeros(CHUNK, dtype=np.int16)  # the last one fed
+        #: Far-end chunks fed to AEC3 that the linear filter has not taken yet. AEC3 takes the
+        #: far end in whatever steps the clocks allow (now and then none for a microphone
+        #: chunk, then two); the linear filter takes exactly one per microphone chunk, so its
+        #: far end keeps one alignment, however the clocks jitter.
+        self._far_queue: deque[Int16] = deque()
         self.stats = EchoStats()
         self._restart()
 
@@ -408,20 +424,24 @@ class EchoCanceller:
         most of such chunks louder learned a path that moved: it starts again."""
         if not self.echo_cancellation or self.noise_suppression:
             return None
-        far = self._far_chunk.astype(np.float64) * (1.0 / 32768.0)
+        played = self._far_queue.popleft() if self._far_queue else _SILENT_CHUNK
+        far = played.astype(np.float64) * (1.0 / 32768.0)
         out = self._linear.cancel(chunk.astype(np.float64), far)
         stats = self.stats
         aec3_echo_only = (
             max(self._far_recent, default=0.0) >= FAR_ACTIVE
             and raw >= ABOVE_NOISE * self._noise
             and raw >= NEAR_FLOOR
-            and processed <= ECHO_ONLY_SHARE * raw
+            and processed <= max(ECHO_ONLY_SHARE * raw, NOISE_LEFT * self._noise)
         )
-        known = (
-            len(self._linear_erle) >= MIN_MEASURED
-            and stats.linear_erle_db is not None
-            and stats.linear_erle_db >= LINEAR_KNOWN_DB
-        )
+        erle_now = stats.linear_erle_db
+        if erle_now is None or len(self._linear_erle) < MIN_MEASURED:
+            self._linear_known = False
+        elif erle_now >= LINEAR_KNOWN_DB:
+            self._linear_known = True
+        elif erle_now < LINEAR_KNOWN_DB - LINEAR_KNOWN_HYSTERESIS_DB:
+            self._linear_known = False
+        known = self._linear_known
         if aec3_echo_only:
             residual = float(out @ out) / len(out)
             erle = 10.0 * np.log10(raw / max(residual, 1e-12))
@@ -429,7 +449,7 @@ class EchoCanceller:
             if not known or typical is None or erle >= typical - DOUBLE_TALK_MARGIN_DB:
                 self._linear.learn()
                 self._linear_erle.append(erle)
-                if len(self._linear_erle) % 10 == 0:
+                if len(self._linear_erle) % 5 == 0:
                     stats.linear_erle_db = float(np.median(self._linear_erle))
             if known:
                 self._linear_worse.append(erle < 0.0)
@@ -459,7 +479,9 @@ class EchoCanceller:
                 self._cursor = cursor
                 return None
             far = _to_int16(self._reference.read(cursor, CHUNK))
-            self._far_chunk = far
+            self._far_queue.append(far)
+            if len(self._far_queue) > FAR_QUEUE_LIMIT:
+                self._far_queue.popleft()
             far_power = _power(far)
             self._begin_stretch(far_power)
             power = max(power, far_power)
@@ -535,6 +557,9 @@ class EchoCanceller:
                 _db(stats.erle_db),
             )
             self._restart()
+
+
+_SILENT_CHUNK: Int16 = np.zeros(CHUNK, dtype=np.int16)
 
 
 def _to_int16(x: Float32) -> Int16:

@@ -33,6 +33,8 @@ STEP = 1.0
 #: per bin, full scale 1.0).
 RELATIVE_FLOOR = 0.01
 FLOOR = 1e-10
+#: A filter whose output carries this many times the energy of its input has diverged.
+DIVERGED = 4.0
 #: Per block: the energies compared to tell a diverged filter fade over about half a second.
 DIVERGENCE_DECAY = 0.98
 #: Partitions constrained per block (see ``LinearEchoFilter._adapt``).
@@ -96,7 +98,7 @@ class LinearEchoFilter:
         # added more than it removed. Start again from nothing.
         self._near_energy = self._near_energy * DIVERGENCE_DECAY + float(heard @ heard)
         self._error_energy = self._error_energy * DIVERGENCE_DECAY + float(error @ error)
-        if self._error_energy > 2.0 * self._near_energy + 1e-9:
+        if self._error_energy > DIVERGED * self._near_energy + 1e-9:
             self.reset()
             self._last = None
             return heard.copy()
