@@ -113,7 +113,8 @@ LINEAR_KNOWN_DB = 10.0
 #: alignment moves: it learns again).
 FAR_QUEUE_LIMIT = 8
 #: The filter's learning chunks its echo return loss enhancement is the median over (the last
-#: third of a second of them: it follows the filter as it converges).
+#: third of a second of them: it follows the filter as it converges). Each stretch of playback
+#: starts the figure again, as for AEC3: the path may have moved between replies.
 LINEAR_MEASURED = 30
 #: Once known, the filter stays known until its ERLE falls this far below ``LINEAR_KNOWN_DB``
 #: (the recognizer's audio does not switch back and forth around the bound).
@@ -320,8 +321,17 @@ class EchoCanceller:
         self.stats.restarts += 1
         self._recheck()
 
+    def _forget_linear_figure(self) -> None:
+        """The linear filter is not known to cancel until it shows it again."""
+        self._linear_erle.clear()
+        self._linear_worse.clear()
+        self._linear_known = False
+        self.stats.linear_erle_db = None
+
     def _recheck(self) -> None:
-        """A new stretch of playback: the echo is uncertain until it shows cancelled."""
+        """A new stretch of playback: the echo is uncertain until it shows cancelled (by AEC3,
+        and by the linear filter before the recognizer hears it)."""
+        self._forget_linear_figure()
         self._erle: deque[float] = deque(maxlen=100)
         self._erl: deque[float] = deque(maxlen=100)
         self._settled = not self.echo_cancellation
@@ -456,9 +466,7 @@ class EchoCanceller:
                 if sum(self._linear_worse) >= LINEAR_MOVED:
                     log.info("the linear echo filter no longer cancels the echo: it starts again")
                     self._linear.reset()
-                    self._linear_erle.clear()
-                    self._linear_worse.clear()
-                    stats.linear_erle_db = None
+                    self._forget_linear_figure()
         if not known or self._quiet >= PASS_AFTER:
             return None
         stats.linear_seconds += CHUNK_SECONDS

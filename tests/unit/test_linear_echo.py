@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.audio.echo import CHUNK, PASS_AFTER, EchoCanceller
+from assistant.audio.echo import CHUNK, PASS_AFTER, REPLY_GAP, EchoCanceller
 from assistant.audio.linear_echo import LinearEchoFilter
 from assistant.audio.room import EchoPath, RoomAcoustics
 from assistant.engines.fake import FakeSTT
@@ -129,7 +129,7 @@ class InStep:
             apm_factory=lambda cancel, suppress: self.apm,
             noise_suppression=noise_suppression,
         )
-        self._played = np.zeros(CHUNK, np.float32)
+        self._played = np.zeros(CHUNK * 8, np.float32)
         self.fed = self.returned = 0
         #: Samples the canceller had taken but not handed back when the last ``play`` began:
         #: where that stretch's first sample is in what it returned.
@@ -142,8 +142,9 @@ class InStep:
         got = []
         for k in range(len(far) // CHUNK):
             chunk = far[k * CHUNK : (k + 1) * CHUNK]
-            self._played = np.concatenate((self._played, chunk))[-CHUNK * 2 :]
-            echo = self.gain * self._played[CHUNK - self.delay : 2 * CHUNK - self.delay]
+            self._played = np.concatenate((self._played, chunk))[-CHUNK * 8 :]
+            end = len(self._played) - self.delay
+            echo = self.gain * self._played[end - CHUNK : end]
             self.echoes.append(echo)
             heard = echo if voice is None else echo + voice[k * CHUNK : (k + 1) * CHUNK]
             self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
@@ -213,6 +214,21 @@ def test_a_linear_stage_whose_echo_path_moved_learns_it_again() -> None:
     assert room.canceller._linear.resets == 1
     assert got[-1][1] is None  # not known while it learns again
     room.play(speechlike(3.0, seed=5))
+    erle = room.canceller.stats.linear_erle_db
+    assert erle is not None and erle >= 15.0
+
+
+def test_each_reply_checks_the_linear_stage_again_before_the_recognizer_hears_it() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert room.canceller.stats.linear_erle_db is not None
+    # Between replies the sound server's delay moved: the echo comes 30 ms later.
+    room.play(np.zeros(int(REPLY_GAP * 1.5 * CAPTURE_RATE), np.float32))
+    room.delay = 40 + 480  # 30 ms at 16 kHz
+    first = room.play(speechlike(0.3, seed=6))
+    assert all(speech is None for _, speech in first)  # not shown to cancel this reply's echo
+    later = room.play(speechlike(3.0, seed=7))
+    assert later[-1][1] is not None  # learned again and shown
     erle = room.canceller.stats.linear_erle_db
     assert erle is not None and erle >= 15.0
 
