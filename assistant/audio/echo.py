@@ -110,7 +110,7 @@ NOISE_LEFT = 2.0
 #: Less than AEC3 needs: the recognizer hears words through a residue 10 dB down.
 LINEAR_KNOWN_DB = 10.0
 #: Far-end chunks waiting for the linear filter beyond which the oldest are dropped (its
-#: alignment moves: it learns again).
+#: alignment moves: it learns again). With the filter's memory, shorter than ``PASS_AFTER``.
 FAR_QUEUE_LIMIT = 8
 #: The filter's learning chunks its echo return loss enhancement is the median over (the last
 #: third of a second of them: it follows the filter as it converges). Each stretch of playback
@@ -435,6 +435,11 @@ class EchoCanceller:
         if not self.echo_cancellation or self.noise_suppression:
             return None
         played = self._far_queue.popleft() if self._far_queue else _SILENT_CHUNK
+        if self._quiet >= PASS_AFTER:
+            # The far end has been silent longer than the filter's memory: it would subtract
+            # nothing, learn nothing and only fill its history with more silence. Listening
+            # between replies costs no filtering.
+            return None
         far = played.astype(np.float64) * (1.0 / 32768.0)
         out = self._linear.cancel(chunk.astype(np.float64), far)
         stats = self.stats
@@ -467,7 +472,7 @@ class EchoCanceller:
                     log.info("the linear echo filter no longer cancels the echo: it starts again")
                     self._linear.reset()
                     self._forget_linear_figure()
-        if not known or self._quiet >= PASS_AFTER:
+        if not known:
             return None
         stats.linear_seconds += CHUNK_SECONDS
         return out.astype(np.float32)
