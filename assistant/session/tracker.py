@@ -35,7 +35,8 @@ command), so a leak of its own voice never becomes a turn; its length alone neve
 interruption (the reply stays paused until its words are known). While ``echo_uncertain`` is set
 (the input chain does not know yet that that voice is cancelled from the microphone) such
 speech is an *echo suspect* besides: the reply is not paused for it, and a long stretch of it
-does not count; only those words make it an interruption.
+does not count; only those words make it an interruption, and not when they are no more than
+what recognizers write for a muffled sound ("Thank you.": ``only_sign_offs``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ from enum import StrEnum
 from assistant.config import Settings
 from assistant.timeline import Mark, Timeline
 from assistant.turns import TurnEvent
-from assistant.turns.words import Interjection, classify_interjection, not_said, words_of
+from assistant.turns.words import (
+    Interjection,
+    classify_interjection,
+    not_said,
+    only_sign_offs,
+    words_of,
+)
 from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 
 #: Words the assistant did not say that make an echo suspect the user's (a stop command alone
@@ -554,8 +561,11 @@ class UserTurnTracker:
         foreign = not_said(text, utterance.own)
         kind = self._classify(foreign)
         few = len(words_of(foreign)) < MIN_FOREIGN_WORDS
-        if kind is Interjection.WORDS and utterance.echo_suspect and few:
-            return Interjection.NOTHING  # one stray word may be the echo misheard
+        if kind is Interjection.WORDS and utterance.echo_suspect:
+            if few or only_sign_offs(foreign, self.settings.language):
+                # One stray word may be the echo misheard; "Thank you." is what a recognizer
+                # makes of a muffled echo with no words in it.
+                return Interjection.NOTHING
         return kind
 
     def _interjection_ended(self, at: float, *, held: bool) -> Decision:

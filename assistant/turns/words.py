@@ -57,6 +57,27 @@ _STOPS: dict[str, str] = {
     "pt": "pare|para|espera|espere|chega|basta|stop|pausa|cala",
     "nl": "stop|wacht|halt|genoeg|stil|pauze|hou op",
 }
+# What Whisper-family recognizers write for sound with no words in it (a muffled echo, a hum):
+# the sign-offs of the video subtitles they learned from. Alone, over a reply whose echo may
+# not be cancelled yet, they are not taken for the user's words.
+_SIGN_OFFS: dict[str, str] = {
+    "en": "thank you|thanks|thank you very much|thank you so much|thanks for watching|"
+    "thank you for watching|thank you for listening|please subscribe|bye|bye bye|goodbye|"
+    "see you next time|you|i'm sorry|subtitles by the amara org community",
+    "de": "danke|vielen dank|danke schön|danke fürs zuschauen|tschüss|bis zum nächsten mal|"
+    "untertitel im auftrag des zdf|untertitel der amara org community",
+    "fr": "merci|merci beaucoup|merci d'avoir regardé|au revoir|à bientôt|"
+    "sous-titres réalisés par la communauté d'amara org",
+    "es": "gracias|muchas gracias|gracias por ver|adiós|hasta la próxima|"
+    "subtítulos realizados por la comunidad de amara org",
+    "it": "grazie|grazie mille|grazie a tutti|grazie per la visione|ciao|alla prossima|"
+    "sottotitoli creati dalla comunità amara org",
+    "pt": "obrigado|obrigada|muito obrigado|obrigado por assistir|tchau|até a próxima|"
+    "legendas pela comunidade amara org",
+    "nl": "dank je|dank u|bedankt|dank je wel|bedankt voor het kijken|doei|tot de volgende keer|"
+    "ondertiteling door de amara org gemeenschap",
+}
+
 #: A stop command is short; a longer utterance with a stop word in it is ordinary words.
 _STOP_MAX_WORDS = 3
 
@@ -137,6 +158,26 @@ def classify_interjection(text: str, language: str = "en") -> Interjection:
     if all(w in backchannels or _strip_accents(w) in backchannels for w in words):
         return Interjection.BACKCHANNEL
     return Interjection.WORDS
+
+
+def only_sign_offs(text: str, language: str = "en") -> bool:
+    """True when ``text`` has words and all of them make up recognizer sign-offs ("Thank you.",
+    "Thanks for watching!", each as often as it comes): see ``_SIGN_OFFS``."""
+    words = [_strip_accents(w) for w in words_of(text)]
+    if not words:
+        return False
+    entries = _SIGN_OFFS["en"].split("|") + _SIGN_OFFS.get(base_language(language), "").split("|")
+    phrases = sorted(
+        {tuple(_strip_accents(w) for w in words_of(p)) for p in entries if p},
+        key=len,
+        reverse=True,
+    )
+    # Words that only a choice of phrases covers ("thank you" + "you") end where they can.
+    ends = {0}
+    for i in range(len(words)):
+        if i in ends:
+            ends.update(i + len(p) for p in phrases if tuple(words[i : i + len(p)]) == p)
+    return len(words) in ends
 
 
 #: Words this short must match one the assistant said exactly ("what" is not "that").

@@ -33,7 +33,13 @@ from assistant.spoken import SpokenText
 from assistant.timeline import Budgets, Timeline, TimelineSnapshot
 from assistant.tools import calculate, default_tools
 from assistant.turns import FRAME_SECONDS, PushToTalk, VadEndpointing
-from assistant.turns.words import Interjection, classify_interjection, not_said, trails_off
+from assistant.turns.words import (
+    Interjection,
+    classify_interjection,
+    not_said,
+    only_sign_offs,
+    trails_off,
+)
 from assistant.types import AudioLook
 
 # ----------------------------------------------------------------------------------- timeline
@@ -466,6 +472,19 @@ def test_unfinished_sentences_are_told_by_their_last_word() -> None:
     assert trails_off("Je voudrais réserver une table pour", "fr")
     assert trails_off("Quisiera reservar una mesa para", "es")
     assert not trails_off("Quisiera reservar una mesa.", "es")
+
+
+def test_recognizer_sign_offs_are_told_from_words() -> None:
+    assert only_sign_offs("Thank you.")
+    assert only_sign_offs("Thank you. Thank you.")
+    assert only_sign_offs("Thanks for watching!")
+    assert only_sign_offs("Subtitles by the Amara.org community")
+    assert only_sign_offs("Vielen Dank.", "de") and only_sign_offs("Merci d’avoir regardé !", "fr")
+    assert only_sign_offs("Thank you.", "de")  # English is always understood
+    assert not only_sign_offs("")
+    assert not only_sign_offs("Thank you, but what about Rome?")
+    assert not only_sign_offs("Vielen Dank.", "en")  # another language's, unasked
+    assert not only_sign_offs("Tell me more")
 
 
 def test_an_echo_of_the_assistants_words_misheard_is_still_its_own() -> None:

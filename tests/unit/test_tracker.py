@@ -353,6 +353,23 @@ def test_while_echo_is_uncertain_words_the_assistant_did_not_say_interrupt() -> 
     assert w.tracker.phase is Phase.SPEAKING
 
 
+def test_while_echo_is_uncertain_a_recognizers_sign_off_is_not_the_users() -> None:
+    # Whisper writes "Thank you." for a muffled echo with no words in it.
+    w = echo_world()
+    (begin,) = w.event("start", 10.0)
+    assert w.tracker.on_partial("Thank you.") == []
+    assert w.tracker.phase is Phase.TENTATIVE
+    w.event("end", 11.0)
+    assert w.tracker.on_final(begin.utterance, "Thank you.") == Dismiss(Interjection.NOTHING)
+    # With more words it is the user's; once the echo is known, thanks are too.
+    w.event("start", 12.0)
+    assert w.tracker.on_partial("Thank you, but what about Rome") == [ConfirmBargeIn()]
+    w.event("end", 13.0)
+    w.tracker.echo_uncertain = False
+    w.event("start", 14.0)
+    assert w.tracker.on_partial("Thank you.") == [ConfirmBargeIn()]
+
+
 def test_while_echo_is_uncertain_a_stop_command_interrupts_alone() -> None:
     w = echo_world()
     w.event("start", 10.0)
