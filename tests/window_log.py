@@ -35,10 +35,10 @@ def record_common(record: EventLog, event: AppEvent) -> bool:
     match event:
         case Ready(ready=ready):
             record("ready", ready=ready)
-        case StateChanged(state=state):
-            record("state", state=state.value)
-        case FinalTranscript(turn_id=t, text=text):
-            record("final", turn=t, text=text)
+        case StateChanged(state=state, at=at):
+            record("state", state=state.value, at=at)
+        case FinalTranscript(turn_id=t, text=text, at=at):
+            record("final", turn=t, text=text, at=at)
         case ErrorEvent(message=message, source=source):
             record("error", message=message, source=source)
         case Notice(message=message, source=source):

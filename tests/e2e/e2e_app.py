@@ -10,12 +10,24 @@ latency panel shows, so the test can follow the conversation without reading pix
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import fields
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from assistant.app import Assistant
-from assistant.events import AppEvent, AudioStatus, EchoStatus, Loading, TurnFinished
+from assistant.events import (
+    AppEvent,
+    AudioStatus,
+    EchoStatus,
+    Loading,
+    PartialTranscript,
+    PlaybackPaused,
+    PlaybackResumed,
+    TurnFinished,
+    UserSpeechStarted,
+)
 from assistant.history import TurnRecord
 from tests.window_log import EventLog, log_events, run_logged
 from ui.main_window import MainWindow
@@ -42,6 +54,19 @@ def describe_window(record: EventLog) -> None:
     )
 
 
+#: What a failed test is explained by: when speech was heard, what as, and what it paused.
+TRACED = {
+    UserSpeechStarted: "speech",
+    PartialTranscript: "partial",
+    PlaybackPaused: "paused",
+    PlaybackResumed: "resumed",
+}
+
+
+def _at() -> float:
+    return time.monotonic()
+
+
 def observed_assistant(record: EventLog) -> Assistant:
     assistant = Assistant()
 
@@ -66,7 +91,11 @@ def observed_assistant(record: EventLog) -> Assistant:
             case Loading(component=part, fraction=fraction):
                 record("loading", part=part, fraction=fraction)
             case EchoStatus(cancelling=cancelling, settled=settled, detail=detail):
-                record("echo", cancelling=cancelling, settled=settled, detail=detail)
+                record("echo", cancelling=cancelling, settled=settled, detail=detail, at=_at())
+            case UserSpeechStarted() | PartialTranscript() | PlaybackPaused() | PlaybackResumed():
+                record(
+                    TRACED[type(event)], **{f.name: getattr(event, f.name) for f in fields(event)}
+                )
 
     log_events(assistant, record, log)
     return assistant

@@ -163,12 +163,53 @@ def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: A
             played = speaker.stop()
             heard = microphone.stop()
     runtime = time.monotonic() - started
+    try:
+        check_conversation(events, room.status(), played, heard, (interruption, lead), stories)
+    except AssertionError:
+        print(trace(events))
+        print(app_log(home))
+        raise
+    print(f"laptop scenario runtime {runtime:.0f} s")
+
+
+def trace(events: list[Event]) -> str:
+    """The conversation as the window saw it, one line an event, seconds from the first."""
+    kinds = {"state", "echo", "speech", "partial", "final", "paused", "resumed", "finished"}
+    timed = [e for e in events if "at" in e]
+    origin = timed[0]["at"] if timed else 0.0
+    lines = ["conversation:"]
+    for e in events:
+        if e["kind"] not in kinds:
+            continue
+        at = f"{e['at'] - origin:7.2f}" if "at" in e else "      -"
+        rest = {k: v for k, v in e.items() if k not in ("kind", "at", "timeline", "detail")}
+        lines.append(f"  {at} {e['kind']:<9} {rest}")
+    return "\n".join(lines)
+
+
+def app_log(home: Path) -> str:
+    """The app's own log (the echo canceller's and the session's lines)."""
+    path = home / "data" / "logs" / "parley.log"
+    if not path.exists():
+        return "no app log"
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "app log:\n" + "\n".join(f"  {line}" for line in lines if "ALSA" not in line)
+
+
+def check_conversation(
+    events: list[Event],
+    relay: dict[str, Any],
+    played: Int16,
+    heard: Int16,
+    said_over: tuple[Path, float],
+    stories: int,
+) -> None:
+    interruption, lead = said_over
     echo_status = [e for e in events if e["kind"] == "echo"]
     print(f"\necho status: {echo_status[-1] if echo_status else 'none reported'}")
     assert echo_status and echo_status[-1]["cancelling"], echo_status
 
     # The echo path as built: the speaker heard again 50-200 ms later.
-    relay = room.status()
     print(f"echo path: {relay}")
     assert 50 <= relay["delay_ms"] <= 200, relay
 
@@ -203,4 +244,3 @@ def test_on_laptop_speakers_parley_never_hears_itself(tmp_path: Path, request: A
     # tiny recognizer has heard "tell me about the weather" as "tell me I'm out of it wherever"
     # (5 of 9 words wrong) when the interruption was split at a pause after its first words.
     assert wer <= 0.6, answer["user"]
-    print(f"laptop scenario runtime {runtime:.0f} s")
