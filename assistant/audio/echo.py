@@ -38,8 +38,11 @@ words of an interruption. So beside AEC3 a linear filter of its own (``LinearEch
 the echo path from the same aligned far end, only while the microphone holds nothing but echo
 (AEC3 removed most of what it heard); once it cancels the echo by ``LINEAR_KNOWN_DB``, its
 output (the echo reduced, the voice untouched) is what the recognizer hears while the far end
-may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Not with noise
-suppression on: the user asked for the suppressed audio.
+may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Each stretch
+of playback shows the figure again (the path may have moved), in fewer chunks for a filter that
+was heard through the stretch before; between stretches the filter does not run, and the next
+one finds its far-end past silent. Not with noise suppression on: the user asked for the
+suppressed audio.
 
 Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
 the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
@@ -109,13 +112,24 @@ NOISE_LEFT = 2.0
 #: ...and its output reaches the recognizer once it removes this much of the echo (median dB).
 #: Less than AEC3 needs: the recognizer hears words through a residue 10 dB down.
 LINEAR_KNOWN_DB = 10.0
-#: Far-end chunks waiting for the linear filter beyond which the oldest are dropped (its
-#: alignment moves: it learns again). With the filter's memory, shorter than ``PASS_AFTER``.
-FAR_QUEUE_LIMIT = 8
+#: The linear filter's far end is read on by sample count (see ``_linear_far``); when that place
+#: is this far (samples: 20 ms) from where the devices' times put it, a stream slipped (lost
+#: audio): it is placed again and the filter learns the path again. Far more than the times'
+#: wobble (through PulseAudio the microphone's moved by up to 3 ms within a second); a smaller
+#: slip is a moved path, which the filter learns or is found out for (``LINEAR_MOVED``).
+LINEAR_SLIP = 320
+#: What the far end keeps of the audio played before what AEC3 was last fed (seconds): the
+#: linear filter's place may be a little behind it.
+FAR_KEPT = 0.05
 #: The filter's learning chunks its echo return loss enhancement is the median over (the last
 #: third of a second of them: it follows the filter as it converges). Each stretch of playback
 #: starts the figure again, as for AEC3: the path may have moved between replies.
 LINEAR_MEASURED = 30
+#: Learning chunks a new stretch's figure needs before the recognizer hears the filter: fewer
+#: for a filter that was heard through the stretch before (it has only to show that the path
+#: has not moved; with its far-end past silent, it cancels from the echo's first chunk).
+LINEAR_JUDGED = MIN_MEASURED
+LINEAR_JUDGED_AGAIN = 10
 #: Once known, the filter stays known until its ERLE falls this far below ``LINEAR_KNOWN_DB``
 #: (the recognizer's audio does not switch back and forth around the bound).
 LINEAR_KNOWN_HYSTERESIS_DB = 4.0
@@ -231,6 +245,8 @@ class EchoStats:
     linear_erle_db: float | None = None
     #: Seconds of microphone audio the recognizer heard from the linear filter.
     linear_seconds: float = 0.0
+    #: Times the linear filter's far end was placed again after a slip (see ``LINEAR_SLIP``).
+    linear_slips: int = 0
 
 
 class _NearClock:
@@ -302,14 +318,14 @@ class EchoCanceller:
         self._noise = 1.0  # the microphone's noise power, tracked from below
         self._linear = LinearEchoFilter(CHUNK)
         self._linear_erle: deque[float] = deque(maxlen=LINEAR_MEASURED)
+        self._linear_learned = 0  # chunks it learned from since the figure was forgotten
         self._linear_known = False
+        self._linear_trusted = False  # it was heard through the last stretch
+        self._linear_hushed = False  # its far-end past was made silent (see ``_linear_stage``)
         #: Per recent chunk of echo alone (by AEC3) while the filter was known: made louder.
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
-        #: Far-end chunks fed to AEC3 that the linear filter has not taken yet. AEC3 takes the
-        #: far end in whatever steps the clocks allow (now and then none for a microphone
-        #: chunk, then two); the linear filter takes exactly one per microphone chunk, so its
-        #: far end keeps one alignment, however the clocks jitter.
-        self._far_queue: deque[Int16] = deque()
+        #: Where the linear filter's far end goes on: (the reference's run, sample index in it).
+        self._linear_place: tuple[int, int] | None = None
         self.stats = EchoStats()
         self._restart()
 
@@ -320,10 +336,12 @@ class EchoCanceller:
         self._fresh = True  # it has not been through a whole stretch yet
         self.stats.restarts += 1
         self._recheck()
+        self._linear_trusted = False
 
     def _forget_linear_figure(self) -> None:
         """The linear filter is not known to cancel until it shows it again."""
         self._linear_erle.clear()
+        self._linear_learned = 0
         self._linear_worse.clear()
         self._linear_known = False
         self.stats.linear_erle_db = None
@@ -331,6 +349,14 @@ class EchoCanceller:
     def _recheck(self) -> None:
         """A new stretch of playback: the echo is uncertain until it shows cancelled (by AEC3,
         and by the linear filter before the recognizer hears it)."""
+        if self._linear_erle:
+            log.info(
+                "the linear echo stage learned from %d chunks of the last stretch (ERLE %s dB; %s)",
+                self._linear_learned,
+                _db(float(np.median(self._linear_erle))),
+                "the recognizer heard it" if self._linear_known else "not heard",
+            )
+        self._linear_trusted = self._linear_known
         self._forget_linear_figure()
         self._erle: deque[float] = deque(maxlen=100)
         self._erl: deque[float] = deque(maxlen=100)
@@ -338,6 +364,12 @@ class EchoCanceller:
         self._stretch_seconds = 0.0  # far-end seconds of the stretch
         self._heard = 0  # chunks of it in which the microphone heard anything
         self._measured = 0  # chunks of it in which it heard something above its noise
+
+    @property
+    def _linear_runs(self) -> bool:
+        """The linear filter runs beside AEC3 (not with noise suppression: see the module
+        docstring)."""
+        return self.echo_cancellation and not self.noise_suppression
 
     @property
     def uncertain(self) -> bool:
@@ -374,7 +406,7 @@ class EchoCanceller:
             processed += 1
         self._pending = self._pending[processed * CHUNK :].copy()
         if self._cursor is not None:
-            self._reference.forget_before(self._cursor)
+            self._reference.forget_before(self._cursor - FAR_KEPT)
         self.stats.cpu_seconds += time.process_time() - started
         if not out:
             return np.zeros(0, dtype=np.float32), None
@@ -415,15 +447,47 @@ class EchoCanceller:
             self.stats.failures += 1
             if self.stats.failures == 1:
                 log.warning("audio processing failed; passing the microphone through: %s", exc)
+            self._linear_far(captured_at)  # its far end keeps in step
             return chunk.copy(), None
         processed_power = _power(near)
         self._measure(raw_power, processed_power, far_power)
-        speech = self._linear_stage(chunk, raw_power, processed_power)
+        speech = self._linear_stage(chunk, captured_at, raw_power, processed_power)
         if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
             return chunk.copy(), None  # no echo left to remove (see the module docstring)
         return near.astype(np.float32) * (1.0 / 32768.0), speech
 
-    def _linear_stage(self, chunk: Float32, raw: float, processed: float) -> Float32 | None:
+    def _linear_far(self, captured_at: float) -> Int16 | None:
+        """The far end in step with the microphone chunk captured from ``captured_at`` (played
+        ``LEAD`` later), for the linear filter; None when it does not run.
+
+        AEC3 is fed the far end by time, and tolerates what the devices' reported times make
+        of it: a sample or two of wobble, a sample dropped or doubled where the reference's
+        correction moved. A linear filter does not, so its far end is read on from one place
+        in the reference's run by sample count, one chunk per microphone chunk, through
+        replies and the silences between them. It is placed by time at the start, when the
+        output starts a new run, and when it slipped ``LINEAR_SLIP`` from where the times put
+        it (audio was lost on one side): then the path it learned no longer lines up, and it
+        learns it again."""
+        if not self._linear_runs:
+            return None
+        run, index = self._reference.locate(captured_at + LEAD)
+        place = self._linear_place
+        if place is not None and place[0] == run and abs(place[1] - index) > LINEAR_SLIP:
+            self.stats.linear_slips += 1
+            if self._linear.updates:
+                log.info("the linear echo filter's far end slipped: it learns the path again")
+                self._linear.reset()
+                self._forget_linear_figure()
+                self._linear_trusted = False
+            place = None
+        if place is None or place[0] != run:
+            place = (run, index)
+        self._linear_place = (run, place[1] + CHUNK)
+        return _to_int16(self._reference.read_run(run, place[1], CHUNK))
+
+    def _linear_stage(
+        self, chunk: Float32, captured_at: float, raw: float, processed: float
+    ) -> Float32 | None:
         """Run the linear filter on the raw chunk (see the module docstring); its output when
         the recognizer should hear it.
 
@@ -432,14 +496,18 @@ class EchoCanceller:
         user who starts talking over a reply is sometimes suppressed whole by AEC3 for a moment,
         but never looks like echo to a filter that has learned the echo. A filter that makes
         most of such chunks louder learned a path that moved: it starts again."""
-        if not self.echo_cancellation or self.noise_suppression:
+        played = self._linear_far(captured_at)
+        if played is None:
             return None
-        played = self._far_queue.popleft() if self._far_queue else _SILENT_CHUNK
         if self._quiet >= PASS_AFTER:
             # The far end has been silent longer than the filter's memory: it would subtract
-            # nothing, learn nothing and only fill its history with more silence. Listening
-            # between replies costs no filtering.
+            # nothing and learn nothing. Listening between replies costs no filtering; the
+            # next reply finds a silent past, not the end of the last one.
+            if not self._linear_hushed:
+                self._linear.hush()
+                self._linear_hushed = True
             return None
+        self._linear_hushed = False
         far = played.astype(np.float64) * (1.0 / 32768.0)
         out = self._linear.cancel(chunk.astype(np.float64), far)
         stats = self.stats
@@ -450,9 +518,17 @@ class EchoCanceller:
             and processed <= max(ECHO_ONLY_SHARE * raw, NOISE_LEFT * self._noise)
         )
         erle_now = stats.linear_erle_db
-        if erle_now is None or len(self._linear_erle) < MIN_MEASURED:
+        judged = LINEAR_JUDGED_AGAIN if self._linear_trusted else LINEAR_JUDGED
+        if erle_now is None or len(self._linear_erle) < judged:
             self._linear_known = False
         elif erle_now >= LINEAR_KNOWN_DB:
+            if not self._linear_known:
+                log.info(
+                    "the recognizer hears the linear echo stage after %.1f s of playback "
+                    "(ERLE %s dB)",
+                    self._stretch_seconds,
+                    _db(erle_now),
+                )
             self._linear_known = True
         elif erle_now < LINEAR_KNOWN_DB - LINEAR_KNOWN_HYSTERESIS_DB:
             self._linear_known = False
@@ -463,6 +539,7 @@ class EchoCanceller:
             typical = stats.linear_erle_db
             if not known or typical is None or erle >= typical - DOUBLE_TALK_MARGIN_DB:
                 self._linear.learn()
+                self._linear_learned += 1
                 self._linear_erle.append(erle)
                 if len(self._linear_erle) % 5 == 0:
                     stats.linear_erle_db = float(np.median(self._linear_erle))
@@ -472,6 +549,7 @@ class EchoCanceller:
                     log.info("the linear echo filter no longer cancels the echo: it starts again")
                     self._linear.reset()
                     self._forget_linear_figure()
+                    self._linear_trusted = False
         if not known:
             return None
         stats.linear_seconds += CHUNK_SECONDS
@@ -492,9 +570,6 @@ class EchoCanceller:
                 self._cursor = cursor
                 return None
             far = _to_int16(self._reference.read(cursor, CHUNK))
-            self._far_queue.append(far)
-            if len(self._far_queue) > FAR_QUEUE_LIMIT:
-                self._far_queue.popleft()
             far_power = _power(far)
             self._begin_stretch(far_power)
             power = max(power, far_power)
@@ -570,9 +645,6 @@ class EchoCanceller:
                 _db(stats.erle_db),
             )
             self._restart()
-
-
-_SILENT_CHUNK: Int16 = np.zeros(CHUNK, dtype=np.int16)
 
 
 def _to_int16(x: Float32) -> Int16:

@@ -64,12 +64,24 @@ class LinearEchoFilter:
         self._near_energy = self._error_energy = 0.0
         self._last: tuple[Complex, Float64] | None = None  # the block ``learn`` learns from
         self.resets = 0
+        #: Blocks learned from since the last reset (0: it knows no path).
+        self.updates = 0
 
     def reset(self) -> None:
         """Forget the echo path (a new device, or a path that moved)."""
         self._weights[:] = 0
         self._near_energy = self._error_energy = 0.0
         self.resets += 1
+        self.updates = 0
+
+    def hush(self) -> None:
+        """The far end has been silent longer than the filter's memory: its past is silence
+        (what it learned of the path is kept)."""
+        self._history[:] = 0
+        self._power[:] = 0
+        self._power_sum[:] = 0
+        self._previous_far = np.zeros(self.block, np.float32)
+        self._last = None
 
     def process(self, near: npt.ArrayLike, far: npt.ArrayLike, adapt: float) -> Float64:
         """``cancel``, then ``learn`` at ``adapt`` unless it is 0."""
@@ -111,6 +123,7 @@ class LinearEchoFilter:
             return
         aged, error = self._last
         self._last = None
+        self.updates += 1
         n = self.block
         # Normalised by the far end's power in each bin over the filter's whole memory.
         power = np.maximum(self._power_sum, 0.0)

@@ -14,6 +14,11 @@ correction, so callback jitter never shifts the samples and a device clock that 
 the monotonic clock is followed. Two blocks in a row that do not follow (a stall, a new
 device), or a first block, start a new run at their own time. Times with no block read as
 silence: nothing was played then.
+
+Reading by time follows the correction, so what is read moves by a sample or two against the
+samples played as the device's reported times wobble (a sound server's by a few tenths of a
+millisecond). An adaptive linear filter needs the far end exactly as played: ``locate`` gives
+the place in the run that plays at a time, and ``read_run`` reads on from there by sample count.
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ class ReferenceTimeline:
     """Played audio at 16 kHz on the monotonic time axis (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._pieces: deque[tuple[float, Float32]] = deque()
+        #: (play time, samples, run, index of the first sample in its run) of each piece.
+        self._pieces: deque[tuple[float, Float32, int, int]] = deque()
         self._rate = 0
         self._resampler: Any = None
         self._run_start = 0.0  # play time of the run's first sample
@@ -125,8 +131,27 @@ class ReferenceTimeline:
     def read(self, t: float, n: int) -> Float32:
         """``n`` samples at 16 kHz played from ``t`` on; silence where nothing was played."""
         out = np.zeros(n, dtype=np.float32)
-        for start_t, x in self._pieces:
+        for start_t, x, _, _ in self._pieces:
             start = round((start_t - t) * CAPTURE_RATE)
+            a, b = max(0, start), min(n, start + len(x))
+            if a < b:
+                out[a:b] = x[a - start : b - start]
+        return out
+
+    def locate(self, t: float) -> tuple[int, int]:
+        """The current run and the index (16 kHz samples from its start) of the sample it plays
+        at ``t`` (by the run's times as now corrected)."""
+        start = self._run_start + self._correction
+        return self.runs, round((t - start) * CAPTURE_RATE)
+
+    def read_run(self, run: int, index: int, n: int) -> Float32:
+        """``n`` samples of run ``run`` from its sample ``index`` on, exactly as played;
+        silence where it has none (not played yet, forgotten, or another run)."""
+        out = np.zeros(n, dtype=np.float32)
+        for _, x, piece_run, first in self._pieces:
+            if piece_run != run:
+                continue
+            start = first - index
             a, b = max(0, start), min(n, start + len(x))
             if a < b:
                 out[a:b] = x[a - start : b - start]
@@ -153,6 +178,6 @@ class ReferenceTimeline:
         if len(y) == 0:
             return
         start = self._run_start + self._run_out / CAPTURE_RATE + self._correction
+        self._pieces.append((start, np.asarray(y, dtype=np.float32), self.runs, self._run_out))
         self._run_out += len(y)
-        self._pieces.append((start, np.asarray(y, dtype=np.float32)))
         self._known_until = max(self._known_until, start + len(y) / CAPTURE_RATE)

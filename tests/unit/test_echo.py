@@ -154,6 +154,24 @@ def test_callback_jitter_does_not_move_samples() -> None:
     np.testing.assert_allclose(got, ramp[8000:8160], atol=0.0015)
 
 
+def test_read_on_by_sample_count_the_far_end_is_exactly_what_was_played() -> None:
+    # What a linear filter needs: reading by time follows the wobble of the device's times
+    # (above: a few samples), reading on from one place by count does not.
+    timeline = ReferenceTimeline()
+    ramp = np.arange(16_000, dtype=np.float32) / 16_000
+    rng = np.random.default_rng(3)
+    for k in range(100):
+        jitter = rng.uniform(-0.004, 0.004)
+        timeline.add(ramp[k * 160 : (k + 1) * 160], CAPTURE_RATE, 1.0 + k * 0.01 + jitter)
+    run, index = timeline.locate(1.2)
+    assert run == timeline.runs and abs(index - 3200) <= 24
+    got = np.concatenate([timeline.read_run(run, index + k * 160, 160) for k in range(50)])
+    np.testing.assert_array_equal(got, ramp[index : index + 8000])
+    # Another run's samples, or none, read as silence.
+    assert not timeline.read_run(run + 1, index, 160).any()
+    assert not timeline.read_run(run, 16_000, 160).any()
+
+
 # ----------------------------------------------------------------------------- the canceller
 
 

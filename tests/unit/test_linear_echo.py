@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.audio.echo import CHUNK, PASS_AFTER, REPLY_GAP, EchoCanceller
+from assistant.audio.echo import CHUNK, LINEAR_JUDGED, PASS_AFTER, REPLY_GAP, EchoCanceller
 from assistant.audio.linear_echo import LinearEchoFilter
 from assistant.audio.room import EchoPath, RoomAcoustics
 from assistant.engines.fake import FakeSTT
@@ -56,6 +56,22 @@ def test_a_filter_told_not_to_learn_passes_the_microphone_unchanged() -> None:
     near = 0.5 * np.roll(far, 400)
     out = run_filter(LinearEchoFilter(), near, far, adapt=0.0)
     np.testing.assert_allclose(out, near[: len(out)], atol=1e-6)
+
+
+def test_a_hushed_filter_keeps_the_path_but_not_the_far_end_it_heard() -> None:
+    far = speechlike(6.0, seed=5).astype(np.float64)
+    echo = RoomAcoustics(EchoPath(120, -6, reverb=True))(far.astype(np.float32))
+    echo = echo.astype(np.float64)
+    flt = LinearEchoFilter()
+    run_filter(flt, echo, far, adapt=1.0)
+    silence = np.zeros(CHUNK)
+    # Right after the reply, its last half second still echoes in the filter's estimate...
+    assert np.abs(flt.cancel(silence, silence)).max() > 1e-4
+    # ...not once it is told the far end has been silent; what it learned still cancels.
+    flt.hush()
+    np.testing.assert_array_equal(flt.cancel(silence, silence), silence)
+    again = run_filter(flt, echo[: 2 * CAPTURE_RATE], far[: 2 * CAPTURE_RATE], adapt=0.0)
+    assert db(echo[CAPTURE_RATE : 2 * CAPTURE_RATE], again[CAPTURE_RATE:]) >= 20.0
 
 
 def test_a_voice_over_the_learned_echo_comes_through_whole() -> None:
@@ -122,6 +138,9 @@ class InStep:
         self.t = 100.0
         self.gain = 0.5
         self.delay = 40
+        #: How far each output block's reported play time may be off (seconds, uniform).
+        self.jitter = 0.0
+        self._rng = np.random.default_rng(11)
         self.echoes: list[np.ndarray] = []
         self.apm = Suppressor(self.echoes)
         self.canceller = EchoCanceller(
@@ -147,7 +166,8 @@ class InStep:
             echo = self.gain * self._played[end - CHUNK : end]
             self.echoes.append(echo)
             heard = echo if voice is None else echo + voice[k * CHUNK : (k + 1) * CHUNK]
-            self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
+            wobble = self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+            self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t + wobble)
             self.now = self.t + 0.02
             got.append(self.canceller.process_with_speech(heard, self.t + 0.01))
             self.fed += len(heard)
@@ -183,6 +203,34 @@ def test_the_recognizer_hears_the_linear_stage_once_it_cancels_the_echo() -> Non
     assert db(voice[:n], processed - voice[:n]) < 4.0  # what turn-taking judges: thinned
     assert db(voice[:n], heard - voice[:n]) >= 15.0  # what the recognizer hears: the voice
     assert stats.linear_seconds >= 1.0
+
+
+def test_the_linear_stage_learns_through_the_wobble_of_the_outputs_reported_times() -> None:
+    # A sound server reports play times a few milliseconds off, differently each block: read
+    # by time, the far end would move by samples against the echo, and the filter never
+    # learns it (it did not, through PulseAudio).
+    room = InStep()
+    room.jitter = 0.003
+    room.play(speechlike(4.0, seed=2))
+    erle = room.canceller.stats.linear_erle_db
+    assert erle is not None and erle >= 20.0
+    assert room.canceller.stats.linear_seconds > 2.0
+
+
+def test_when_the_microphone_stream_slips_the_linear_stage_is_placed_again_and_relearns() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert room.canceller.stats.linear_erle_db is not None
+    # The microphone's driver delivers 60 ms of audio twice: from here on, by sample count,
+    # the echo in it is of far end 60 ms earlier than before.
+    room.echoes.extend([np.zeros(CHUNK)] * 6)
+    room.canceller.process_with_speech(np.zeros(960, np.float32), room.t)
+    got = room.play(speechlike(0.3, seed=4))
+    stats = room.canceller.stats
+    assert stats.linear_slips == 1 and room.canceller._linear.resets == 1
+    assert got[-1][1] is None  # not heard while it learns the path again
+    room.play(speechlike(3.0, seed=5))
+    assert stats.linear_erle_db is not None and stats.linear_erle_db >= 20.0
 
 
 def test_the_linear_stage_does_not_learn_a_voice_that_aec3_took_whole() -> None:
@@ -229,6 +277,19 @@ def test_each_reply_checks_the_linear_stage_again_before_the_recognizer_hears_it
     assert all(speech is None for _, speech in first)  # not shown to cancel this reply's echo
     later = room.play(speechlike(3.0, seed=7))
     assert later[-1][1] is not None  # learned again and shown
+    erle = room.canceller.stats.linear_erle_db
+    assert erle is not None and erle >= 15.0
+
+
+def test_a_reply_in_an_unchanged_room_is_heard_through_the_linear_stage_sooner() -> None:
+    room = InStep()
+    first = room.play(speechlike(3.0, seed=2))
+    shown = next(k for k, (_, speech) in enumerate(first) if speech is not None)
+    room.play(np.zeros(int(REPLY_GAP * 1.5 * CAPTURE_RATE), np.float32))
+    # The next reply, the room as it was: the filter has only to show it still cancels.
+    again = room.play(speechlike(1.0, seed=6))
+    shown_again = next(k for k, (_, speech) in enumerate(again) if speech is not None)
+    assert shown_again < LINEAR_JUDGED < shown  # fewer chunks than a fresh figure needs
     erle = room.canceller.stats.linear_erle_db
     assert erle is not None and erle >= 15.0
 
