@@ -430,6 +430,8 @@ class EchoCanceller:
         raw_power = _power(near)
         far_power = 0.0
         if self.echo_cancellation:
+            if not self._linear_far_rendered(captured_at):
+                return None
             fed = self._feed_far_end(captured_at)
             if fed is None:
                 return None
@@ -455,6 +457,15 @@ class EchoCanceller:
         if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
             return chunk.copy(), None  # no echo left to remove (see the module docstring)
         return near.astype(np.float32) * (1.0 / 32768.0), speech
+
+    def _linear_far_rendered(self, captured_at: float) -> bool:
+        """The far end the linear filter takes with the chunk captured from ``captured_at`` has
+        been rendered, or it is too late to wait for it (then it reads as silence)."""
+        place = self._linear_place
+        if not self._linear_runs or place is None or place[0] != self._reference.runs:
+            return True
+        late = self._now() > captured_at + LEAD + CHUNK_SECONDS + GRACE
+        return late or self._reference.run_samples >= place[1] + CHUNK
 
     def _linear_far(self, captured_at: float) -> Int16 | None:
         """The far end in step with the microphone chunk captured from ``captured_at`` (played

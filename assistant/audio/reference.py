@@ -138,6 +138,11 @@ class ReferenceTimeline:
                 out[a:b] = x[a - start : b - start]
         return out
 
+    @property
+    def run_samples(self) -> int:
+        """16 kHz samples of the current run that can be read (``read_run``) so far."""
+        return self._run_out
+
     def locate(self, t: float) -> tuple[int, int]:
         """The current run and the index (16 kHz samples from its start) of the sample it plays
         at ``t`` (by the run's times as now corrected)."""
