@@ -189,13 +189,20 @@ def heard_and_processed(
     return np.concatenate([p if s is None else s for p, s in got])[room.lag :], processed
 
 
+def linear_erle(room: InStep) -> float:
+    """The linear stage's echo return loss enhancement, as the canceller last figured it."""
+    erle = room.canceller.stats.linear_erle_db
+    assert erle is not None, "the linear stage has not measured its ERLE"
+    return erle
+
+
 def test_the_recognizer_hears_the_linear_stage_once_it_cancels_the_echo() -> None:
     room = InStep()
     learning = room.play(speechlike(0.1, seed=1))
     assert all(speech is None for _, speech in learning)  # not known yet: AEC3's output
     room.play(speechlike(3.0, seed=2))
     stats = room.canceller.stats
-    assert stats.linear_erle_db is not None and stats.linear_erle_db >= 20.0
+    assert linear_erle(room) >= 20.0
     # The user talks over the reply; AEC3 thins the voice to a third of its level.
     room.apm.keep = 0.3
     voice = speechlike(1.0, seed=8) * 0.5
@@ -215,8 +222,7 @@ def test_the_linear_stage_learns_through_the_wobble_of_the_outputs_reported_time
     room = InStep()
     room.jitter = 0.003
     room.play(speechlike(4.0, seed=2))
-    erle = room.canceller.stats.linear_erle_db
-    assert erle is not None and erle >= 20.0
+    assert linear_erle(room) >= 20.0
     assert room.canceller.stats.linear_seconds > 2.0
 
 
@@ -228,8 +234,7 @@ def test_the_linear_stage_waits_for_its_far_end_when_the_reported_times_run_ahea
     room.play(speechlike(3.0, seed=2))
     room.reported_late = 0.015
     room.play(speechlike(3.0, seed=3))
-    erle = room.canceller.stats.linear_erle_db
-    assert erle is not None and erle >= 20.0
+    assert linear_erle(room) >= 20.0
 
 
 def test_when_the_microphone_stream_slips_the_linear_stage_is_placed_again_and_relearns() -> None:
@@ -245,7 +250,7 @@ def test_when_the_microphone_stream_slips_the_linear_stage_is_placed_again_and_r
     assert stats.linear_slips == 1 and room.canceller._linear.resets == 1
     assert got[-1][1] is None  # not heard while it learns the path again
     room.play(speechlike(3.0, seed=5))
-    assert stats.linear_erle_db is not None and stats.linear_erle_db >= 20.0
+    assert linear_erle(room) >= 20.0
 
 
 def test_the_linear_stage_does_not_learn_a_voice_that_aec3_took_whole() -> None:
@@ -277,8 +282,7 @@ def test_a_linear_stage_whose_echo_path_moved_learns_it_again() -> None:
     assert room.canceller._linear.resets == 1
     assert got[-1][1] is None  # not known while it learns again
     room.play(speechlike(3.0, seed=5))
-    erle = room.canceller.stats.linear_erle_db
-    assert erle is not None and erle >= 15.0
+    assert linear_erle(room) >= 15.0
 
 
 def test_each_reply_checks_the_linear_stage_again_before_the_recognizer_hears_it() -> None:
@@ -292,8 +296,7 @@ def test_each_reply_checks_the_linear_stage_again_before_the_recognizer_hears_it
     assert all(speech is None for _, speech in first)  # not shown to cancel this reply's echo
     later = room.play(speechlike(3.0, seed=7))
     assert later[-1][1] is not None  # learned again and shown
-    erle = room.canceller.stats.linear_erle_db
-    assert erle is not None and erle >= 15.0
+    assert linear_erle(room) >= 15.0
 
 
 def test_a_reply_in_an_unchanged_room_is_heard_through_the_linear_stage_sooner() -> None:
@@ -305,8 +308,7 @@ def test_a_reply_in_an_unchanged_room_is_heard_through_the_linear_stage_sooner()
     again = room.play(speechlike(1.0, seed=6))
     shown_again = next(k for k, (_, speech) in enumerate(again) if speech is not None)
     assert shown_again < LINEAR_JUDGED < shown  # fewer chunks than a fresh figure needs
-    erle = room.canceller.stats.linear_erle_db
-    assert erle is not None and erle >= 15.0
+    assert linear_erle(room) >= 15.0
 
 
 def test_after_the_echo_has_died_away_the_microphone_passes_for_both() -> None:
