@@ -346,6 +346,13 @@ class EchoCanceller:
         self._linear_known = False
         self.stats.linear_erle_db = None
 
+    def _linear_starts_again(self, why: str) -> None:
+        """The path the linear filter learned no longer lines up: it learns it from nothing."""
+        log.info("the linear echo filter starts again: %s", why)
+        self._linear.reset()
+        self._forget_linear_figure()
+        self._linear_trusted = False
+
     def _recheck(self) -> None:
         """A new stretch of playback: the echo is uncertain until it shows cancelled (by AEC3,
         and by the linear filter before the recognizer hears it)."""
@@ -486,10 +493,7 @@ class EchoCanceller:
         if place is not None and place[0] == run and abs(place[1] - index) > LINEAR_SLIP:
             self.stats.linear_slips += 1
             if self._linear.updates:
-                log.info("the linear echo filter's far end slipped: it learns the path again")
-                self._linear.reset()
-                self._forget_linear_figure()
-                self._linear_trusted = False
+                self._linear_starts_again("its far end slipped")
             place = None
         if place is None or place[0] != run:
             place = (run, index)
@@ -557,10 +561,7 @@ class EchoCanceller:
             if known:
                 self._linear_worse.append(erle < 0.0)
                 if sum(self._linear_worse) >= LINEAR_MOVED:
-                    log.info("the linear echo filter no longer cancels the echo: it starts again")
-                    self._linear.reset()
-                    self._forget_linear_figure()
-                    self._linear_trusted = False
+                    self._linear_starts_again("it no longer cancels the echo")
         if not known:
             return None
         stats.linear_seconds += CHUNK_SECONDS

@@ -132,10 +132,7 @@ class ReferenceTimeline:
         """``n`` samples at 16 kHz played from ``t`` on; silence where nothing was played."""
         out = np.zeros(n, dtype=np.float32)
         for start_t, x, _, _ in self._pieces:
-            start = round((start_t - t) * CAPTURE_RATE)
-            a, b = max(0, start), min(n, start + len(x))
-            if a < b:
-                out[a:b] = x[a - start : b - start]
+            _lay(out, x, round((start_t - t) * CAPTURE_RATE))
         return out
 
     @property
@@ -154,12 +151,8 @@ class ReferenceTimeline:
         silence where it has none (not played yet, forgotten, or another run)."""
         out = np.zeros(n, dtype=np.float32)
         for _, x, piece_run, first in self._pieces:
-            if piece_run != run:
-                continue
-            start = first - index
-            a, b = max(0, start), min(n, start + len(x))
-            if a < b:
-                out[a:b] = x[a - start : b - start]
+            if piece_run == run:
+                _lay(out, x, first - index)
         return out
 
     def forget_before(self, t: float) -> None:
@@ -186,3 +179,11 @@ class ReferenceTimeline:
         self._pieces.append((start, np.asarray(y, dtype=np.float32), self.runs, self._run_out))
         self._run_out += len(y)
         self._known_until = max(self._known_until, start + len(y) / CAPTURE_RATE)
+
+
+def _lay(out: Float32, x: Float32, start: int) -> None:
+    """Copy the samples ``x`` into ``out`` from its index ``start`` on (which may be negative),
+    as far as they overlap."""
+    a, b = max(0, start), min(len(out), start + len(x))
+    if a < b:
+        out[a:b] = x[a - start : b - start]

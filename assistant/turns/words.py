@@ -136,8 +136,9 @@ def _strip_accents(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _phrases(language: str) -> list[list[str]]:
-    entries = _STOPS["en"].split("|") + _STOPS.get(base_language(language), "").split("|")
+def _phrases(table: dict[str, str], language: str) -> list[list[str]]:
+    """The phrases ``table`` has for English and for ``language`` ("|" between them)."""
+    entries = table["en"].split("|") + table.get(base_language(language), "").split("|")
     return [p.split() for p in entries if p]
 
 
@@ -152,7 +153,9 @@ def classify_interjection(text: str, language: str = "en") -> Interjection:
     if not words:
         return Interjection.NOTHING
     folded = words + [_strip_accents(w) for w in words]
-    if len(words) <= _STOP_MAX_WORDS and any(_contains(folded, p) for p in _phrases(language)):
+    if len(words) <= _STOP_MAX_WORDS and any(
+        _contains(folded, p) for p in _phrases(_STOPS, language)
+    ):
         return Interjection.STOP
     backchannels = _vocabulary(_BACKCHANNELS, language)
     if all(w in backchannels or _strip_accents(w) in backchannels for w in words):
@@ -166,12 +169,7 @@ def only_sign_offs(text: str, language: str = "en") -> bool:
     words = [_strip_accents(w) for w in words_of(text)]
     if not words:
         return False
-    entries = _SIGN_OFFS["en"].split("|") + _SIGN_OFFS.get(base_language(language), "").split("|")
-    phrases = sorted(
-        {tuple(_strip_accents(w) for w in words_of(p)) for p in entries if p},
-        key=len,
-        reverse=True,
-    )
+    phrases = {tuple(map(_strip_accents, p)) for p in _phrases(_SIGN_OFFS, language)}
     # Words that only a choice of phrases covers ("thank you" + "you") end where they can.
     ends = {0}
     for i in range(len(words)):

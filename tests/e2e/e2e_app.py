@@ -63,10 +63,6 @@ TRACED = {
 }
 
 
-def _at() -> float:
-    return time.monotonic()
-
-
 def observed_assistant(record: EventLog) -> Assistant:
     assistant = Assistant()
 
@@ -91,7 +87,13 @@ def observed_assistant(record: EventLog) -> Assistant:
             case Loading(component=part, fraction=fraction):
                 record("loading", part=part, fraction=fraction)
             case EchoStatus(cancelling=cancelling, settled=settled, detail=detail):
-                record("echo", cancelling=cancelling, settled=settled, detail=detail, at=_at())
+                record(
+                    "echo",
+                    cancelling=cancelling,
+                    settled=settled,
+                    detail=detail,
+                    at=time.monotonic(),
+                )
             case UserSpeechStarted() | PartialTranscript() | PlaybackPaused() | PlaybackResumed():
                 record(
                     TRACED[type(event)], **{f.name: getattr(event, f.name) for f in fields(event)}
