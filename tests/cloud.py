@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import stat
 import subprocess
 import threading
 import time
@@ -183,9 +185,43 @@ def espeak_wav(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Files under ``root`` whose bytes contain ``needle``."""
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+def files_containing(
+    roots: Path | Sequence[Path], needle: str, since: float = 0.0, largest: int = 5_000_000
+) -> list[Path]:
+    """Regular files under ``roots`` changed at or after ``since`` whose bytes contain ``needle``.
+
+    The walk stays on each root's file system and never opens anything but a regular file: a
+    shared temporary directory may hold another program's chroot with ``/proc`` mounted in it,
+    where reading ``kmsg`` blocks for ever.
+    """
+    hits = []
+    for root in [roots] if isinstance(roots, Path) else roots:
+        device = root.stat().st_dev
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if _on_device(Path(dirpath, d), device)]
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    status = path.lstat()
+                    if (
+                        not stat.S_ISREG(status.st_mode)
+                        or status.st_mtime < since
+                        or status.st_size > largest
+                    ):
+                        continue
+                    if needle.encode() in path.read_bytes():
+                        hits.append(path)
+                except OSError:
+                    continue
+    return hits
+
+
+def _on_device(path: Path, device: int) -> bool:
+    try:
+        status = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(status.st_mode) and status.st_dev == device
 
 
 def served(

@@ -3,7 +3,6 @@ one, voices filtered by language with a spoken preview, and settings applied and
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from assistant import secrets
 from assistant.app import Assistant
 from assistant.config import Settings, load_settings
 from assistant.engines.base import Voice
+from tests.cloud import files_containing
 from tests.fakes.keyrings import LockedKeyring, MemoryKeyring, SlowKeyring, installed
 from tests.ui.helpers import fake_settings, noise_source, run, virtual_player
 from ui.settings_dialog import SettingsDialog
@@ -42,23 +42,6 @@ def memory_keyring(no_environment_keys):
 def no_keyring(no_environment_keys):
     with installed(fail.Keyring()):
         yield
-
-
-def files_containing(text: str, roots: list[Path], since: float) -> list[Path]:
-    hits = []
-    needle = text.encode()
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                path = Path(dirpath, name)
-                try:
-                    if path.stat().st_mtime < since or path.stat().st_size > 5_000_000:
-                        continue
-                    if needle in path.read_bytes():
-                        hits.append(path)
-                except OSError:
-                    continue
-    return hits
 
 
 def test_keys_go_to_the_keyring_and_never_to_disk(qtbot, memory_keyring, tmp_path):
@@ -90,7 +73,7 @@ def test_keys_go_to_the_keyring_and_never_to_disk(qtbot, memory_keyring, tmp_pat
     assert load_settings().settings.providers["openai"].url == "http://127.0.0.1:8080/v1"
     # Nowhere on disk: not in the settings, the data directory or any new temporary file.
     roots = [tmp_path, Path(tempfile.gettempdir())]
-    assert files_containing(SECRET, roots, started) == []
+    assert files_containing(roots, SECRET, since=started) == []
     for label in dialog.findChildren(QLabel):
         assert SECRET not in label.text()
 

@@ -395,7 +395,7 @@ async def test_the_recognizer_is_sent_the_frames_speech_and_turn_taking_the_fram
 ) -> None:
     stt = RecordingSTT()
     async with Stage(
-        tmp_path, mode="vad", script=[Speech(0.5, 1.5)], engines=(stt, None, None), heard=heard
+        tmp_path, mode="vad", script=[Speech(0.5, 1.5)], stt=stt, heard=heard
     ) as stage:
         await stage.run_until(lambda: bool(stage.finished()), limit=30)
     (turn,) = stage.finished()
