@@ -104,6 +104,12 @@ NEAR_FLOOR = 1e-8
 ABOVE_NOISE = 10.0
 #: Measured chunks a stretch needs before its echo is judged.
 MIN_MEASURED = 20
+#: Where the microphone heard none of the far end when the processor last settled, sound
+#: above its noise is the near end's own, not echo; for at most ``NEAR_END_SECONDS`` of a
+#: stretch (see ``EchoCanceller._near_end``).
+NEAR_END_SECONDS = 2.0
+#: Chunks after such a chunk that are the near end's too (its quieter syllables and its tail).
+NEAR_END_HOLD = 30
 #: The linear filter learns from chunks in which AEC3 left at most this share of the power the
 #: microphone heard (13 dB removed: echo alone; a talking user keeps most of theirs), or no
 #: more than the microphone's own noise (a quiet echo is less than 13 dB above it)...
@@ -334,6 +340,7 @@ class EchoCanceller:
         self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
         self._delay_ms = -1
         self._fresh = True  # it has not been through a whole stretch yet
+        self._no_echo = False  # it settled where the microphone heard none of the far end
         self.stats.restarts += 1
         self._recheck()
         self._linear_trusted = False
@@ -370,6 +377,8 @@ class EchoCanceller:
         self._settled = not self.echo_cancellation
         self._stretch_seconds = 0.0  # far-end seconds of the stretch
         self._heard = 0  # chunks of it in which the microphone heard anything
+        self._near_end_seconds = 0.0  # far-end seconds of it the near end drowned the echo
+        self._near_end_hold = 0  # chunks still to count as the near end's
         self._measured = 0  # chunks of it in which it heard something above its noise
 
     @property
@@ -620,7 +629,9 @@ class EchoCanceller:
         self._stretch_seconds += CHUNK_SECONDS
         # Digital silence and the microphone's own noise tell nothing: the echo may be on its
         # way, or the far end pausing between words.
-        if raw >= NEAR_FLOOR:
+        if raw >= NEAR_FLOOR and self._near_end(raw):
+            self._near_end_seconds += CHUNK_SECONDS
+        elif raw >= NEAR_FLOOR:
             self._heard += 1
             self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
             if raw >= ABOVE_NOISE * self._noise:
@@ -644,6 +655,7 @@ class EchoCanceller:
         if weak or cancelled:
             self._settled = True
             self._fresh = False
+            self._no_echo = weak
             log.info(
                 "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
                 self._stretch_seconds,
@@ -657,6 +669,25 @@ class EchoCanceller:
                 _db(stats.erle_db),
             )
             self._restart()
+
+    def _near_end(self, raw: float) -> bool:
+        """Whether the microphone's chunk is the near end's own sound (the user, the tail of
+        what they said, a door): where the processor last settled with the microphone hearing
+        none of the far end (headphones, or a speaker it does not reach), sound above its
+        noise, and the ``NEAR_END_HOLD`` chunks after such sound. AEC3 leaves that in, as it
+        should; counted as echo it would tell that the echo is no longer cancelled and throw
+        away a processor that cancels it (and a fresh one mutes the user's next words while it
+        learns). For at most ``NEAR_END_SECONDS`` of a stretch: sound that goes on may be echo
+        of a path that changed (a speaker the microphone now hears), and is judged."""
+        if not self._no_echo or self._near_end_seconds >= NEAR_END_SECONDS:
+            return False
+        if raw >= ABOVE_NOISE * self._noise:
+            self._near_end_hold = NEAR_END_HOLD
+            return True
+        if self._near_end_hold > 0:
+            self._near_end_hold -= 1
+            return True
+        return False
 
 
 def _to_int16(x: Float32) -> Int16:

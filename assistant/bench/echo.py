@@ -674,9 +674,7 @@ async def run(quick: bool) -> int:
             f"{got.phantom_turns}, WER of the interruptions {wer:.1f} %",
             flush=True,
         )
-        for ref, hyp in zip(got.refs, got.hyps, strict=True):
-            if word_error_rate([ref], [hyp]) > 0:
-                print(f"  said:  {ref}\n  heard: {hyp}")
+        _print_misheard(got)
         for detail in got.phantom_detail:
             print(f"  phantom turn: {detail}")
         if got.linear_share:
@@ -709,6 +707,7 @@ async def run(quick: bool) -> int:
         f"interruptions {quiet_wer:.1f} %",
         flush=True,
     )
+    _print_misheard(quiet)
     for failure in quiet.failures:
         print(f"  FAILED: {failure}")
     rate = 100.0 * total.detected / max(1, total.trials)
@@ -737,6 +736,12 @@ async def run(quick: bool) -> int:
         )
     print(TARGETS)
     return 0
+
+
+def _print_misheard(got: BargeIns) -> None:
+    for ref, hyp in zip(got.refs, got.hyps, strict=True):
+        if word_error_rate([ref], [hyp]) > 0:
+            print(f"  said:  {ref}\n  heard: {hyp}")
 
 
 def _pcts(values: list[float]) -> str:

@@ -289,14 +289,25 @@ class Room:
 
         return make
 
-    def play(self, far: np.ndarray, heard: float = 0.5, t: float | None = None) -> None:
+    def play(
+        self,
+        far: np.ndarray,
+        heard: float = 0.5,
+        t: float | None = None,
+        near: np.ndarray | None = None,
+    ) -> None:
+        """``far`` played; the microphone hears it at ``heard`` of its level, plus ``near``
+        (the near end's own sound, as long as ``far``)."""
         if t is not None:
             self.t = t
         for k in range(len(far) // CHUNK):
             chunk = far[k * CHUNK : (k + 1) * CHUNK]
             self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
             self.now = self.t + 0.02
-            self.canceller.process(chunk * heard, self.t + 0.01)
+            mic = chunk * heard
+            if near is not None:
+                mic = mic + near[k * CHUNK : (k + 1) * CHUNK]
+            self.canceller.process(mic, self.t + 0.01)
             self.t += 0.01
 
 
@@ -390,6 +401,36 @@ def test_a_microphone_that_hears_only_its_own_noise_has_no_echo_to_cancel() -> N
         room.canceller.process(noise[k * CHUNK : (k + 1) * CHUNK], room.t + 0.01)
         room.t += 0.01
     assert not room.canceller.uncertain and len(room.apms) == 1
+
+
+def test_the_near_ends_own_sound_at_a_replys_start_does_not_replace_the_processor() -> None:
+    # Headphones, or speakers the microphone does not hear: the processor settles on "no
+    # echo". The next reply starts while the user's last words (or a door, a cough) are still
+    # in the room; AEC3 rightly leaves them in, and counted as echo they would say the echo is
+    # no longer cancelled: a fresh processor would mute the user's next words while it learns.
+    room = Room(Passing)
+    noise = np.random.default_rng(4).standard_normal(CHUNK * 600).astype(np.float32) * 1e-3
+    room.play(speechlike(1.5), heard=0.0, near=noise[: CHUNK * 150])
+    assert not room.canceller.uncertain
+    room.play(np.zeros(CHUNK * 200, np.float32), near=noise[CHUNK * 150 : CHUNK * 350])
+    voice_tail = np.concatenate((0.5 * speechlike(0.8, seed=7), np.zeros(CHUNK * 170)))
+    room.play(speechlike(2.5, seed=2), heard=0.0, near=voice_tail + noise[CHUNK * 350 :])
+    assert len(room.apms) == 1 and not room.canceller.uncertain
+
+
+def test_sound_that_goes_on_where_there_was_no_echo_is_judged_as_a_moved_path() -> None:
+    # The same room, but the speaker now reaches the microphone (the headphones unplugged on
+    # the same device) and the processor passes that echo: after a while it is judged, and
+    # replaced.
+    room = Room(Passing)
+    noise = np.random.default_rng(4).standard_normal(CHUNK * 150).astype(np.float32) * 1e-3
+    room.play(speechlike(1.5), heard=0.0, near=noise)
+    assert not room.canceller.uncertain
+    room.play(np.zeros(CHUNK * 200, np.float32))
+    room.play(speechlike(1.5, seed=2), heard=0.5)
+    assert len(room.apms) == 1  # not yet: it may be the near end
+    room.play(speechlike(1.5, seed=3), heard=0.5)
+    assert len(room.apms) == 2
 
 
 def test_a_microphone_in_digital_silence_does_not_tell_that_the_echo_is_cancelled() -> None:
