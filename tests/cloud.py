@@ -195,6 +195,7 @@ def files_containing(
     where reading ``kmsg`` blocks for ever.
     """
     hits = []
+    wanted = needle.encode()
     for root in [roots] if isinstance(roots, Path) else roots:
         device = root.stat().st_dev
         for dirpath, dirs, files in os.walk(root):
@@ -209,7 +210,7 @@ def files_containing(
                         or status.st_size > largest
                     ):
                         continue
-                    if needle.encode() in path.read_bytes():
+                    if wanted in path.read_bytes():
                         hits.append(path)
                 except OSError:
                     continue

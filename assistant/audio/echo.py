@@ -629,12 +629,15 @@ class EchoCanceller:
         self._stretch_seconds += CHUNK_SECONDS
         # Digital silence and the microphone's own noise tell nothing: the echo may be on its
         # way, or the far end pausing between words.
-        if raw >= NEAR_FLOOR and self._near_end(raw):
+        above_noise = raw >= ABOVE_NOISE * self._noise
+        if raw < NEAR_FLOOR:
+            pass
+        elif self._near_end(above_noise):
             self._near_end_seconds += CHUNK_SECONDS
-        elif raw >= NEAR_FLOOR:
+        else:
             self._heard += 1
             self._erl.append(10.0 * np.log10(max(self._far_recent) / raw))
-            if raw >= ABOVE_NOISE * self._noise:
+            if above_noise:
                 self._erle.append(10.0 * np.log10(raw / max(processed, 1e-12)))
                 self._measured += 1
         if self._settled and self._heard % 50:
@@ -670,8 +673,9 @@ class EchoCanceller:
             )
             self._restart()
 
-    def _near_end(self, raw: float) -> bool:
-        """Whether the microphone's chunk is the near end's own sound (the user, the tail of
+    def _near_end(self, above_noise: bool) -> bool:
+        """Whether the microphone's chunk (``above_noise``: louder than ``ABOVE_NOISE`` times
+        its noise) is the near end's own sound (the user, the tail of
         what they said, a door): where the processor last settled with the microphone hearing
         none of the far end (headphones, or a speaker it does not reach), sound above its
         noise, and the ``NEAR_END_HOLD`` chunks after such sound. AEC3 leaves that in, as it
@@ -681,7 +685,7 @@ class EchoCanceller:
         of a path that changed (a speaker the microphone now hears), and is judged."""
         if not self._no_echo or self._near_end_seconds >= NEAR_END_SECONDS:
             return False
-        if raw >= ABOVE_NOISE * self._noise:
+        if above_noise:
             self._near_end_hold = NEAR_END_HOLD
             return True
         if self._near_end_hold > 0:

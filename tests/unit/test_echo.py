@@ -389,43 +389,46 @@ def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:
     assert not np.array_equal(suppressing.process(x, 200.0), x)
 
 
+def mic_noise(seconds: float) -> np.ndarray:
+    """The microphone's own noise, 60 dB below full scale."""
+    n = round(seconds * CAPTURE_RATE)
+    return np.random.default_rng(4).standard_normal(n).astype(np.float32) * 1e-3
+
+
 def test_a_microphone_that_hears_only_its_own_noise_has_no_echo_to_cancel() -> None:
     room = Room(Passing)
-    noise = np.random.default_rng(4).standard_normal(CHUNK * 150).astype(np.float32) * 1e-3
     tone = (0.1 * np.sin(np.arange(CHUNK * 150) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(
         np.float32
     )
-    for k in range(150):
-        room.canceller.tap.rendered(tone[k * CHUNK : (k + 1) * CHUNK], CAPTURE_RATE, room.t)
-        room.now = room.t + 0.02
-        room.canceller.process(noise[k * CHUNK : (k + 1) * CHUNK], room.t + 0.01)
-        room.t += 0.01
+    room.play(tone, heard=0.0, near=mic_noise(1.5))
     assert not room.canceller.uncertain and len(room.apms) == 1
 
 
-def test_the_near_ends_own_sound_at_a_replys_start_does_not_replace_the_processor() -> None:
-    # Headphones, or speakers the microphone does not hear: the processor settles on "no
-    # echo". The next reply starts while the user's last words (or a door, a cough) are still
-    # in the room; AEC3 rightly leaves them in, and counted as echo they would say the echo is
-    # no longer cancelled: a fresh processor would mute the user's next words while it learns.
+def settled_without_echo() -> Room:
+    """Headphones, or speakers the microphone does not hear: a room whose processor settled
+    on "no echo" over a first reply."""
     room = Room(Passing)
-    noise = np.random.default_rng(4).standard_normal(CHUNK * 600).astype(np.float32) * 1e-3
-    room.play(speechlike(1.5), heard=0.0, near=noise[: CHUNK * 150])
+    room.play(speechlike(1.5), heard=0.0, near=mic_noise(1.5))
     assert not room.canceller.uncertain
-    room.play(np.zeros(CHUNK * 200, np.float32), near=noise[CHUNK * 150 : CHUNK * 350])
+    return room
+
+
+def test_the_near_ends_own_sound_at_a_replys_start_does_not_replace_the_processor() -> None:
+    # The next reply starts while the user's last words (or a door, a cough) are still in the
+    # room; AEC3 rightly leaves them in, and counted as echo they would say the echo is no
+    # longer cancelled: a fresh processor would mute the user's next words while it learns.
+    room = settled_without_echo()
+    noise = mic_noise(4.5)
+    room.play(np.zeros(CHUNK * 200, np.float32), near=noise[: CHUNK * 200])
     voice_tail = np.concatenate((0.5 * speechlike(0.8, seed=7), np.zeros(CHUNK * 170)))
-    room.play(speechlike(2.5, seed=2), heard=0.0, near=voice_tail + noise[CHUNK * 350 :])
+    room.play(speechlike(2.5, seed=2), heard=0.0, near=voice_tail + noise[CHUNK * 200 :])
     assert len(room.apms) == 1 and not room.canceller.uncertain
 
 
 def test_sound_that_goes_on_where_there_was_no_echo_is_judged_as_a_moved_path() -> None:
-    # The same room, but the speaker now reaches the microphone (the headphones unplugged on
-    # the same device) and the processor passes that echo: after a while it is judged, and
-    # replaced.
-    room = Room(Passing)
-    noise = np.random.default_rng(4).standard_normal(CHUNK * 150).astype(np.float32) * 1e-3
-    room.play(speechlike(1.5), heard=0.0, near=noise)
-    assert not room.canceller.uncertain
+    # The speaker now reaches the microphone (the headphones unplugged on the same device) and
+    # the processor passes that echo: after a while it is judged, and replaced.
+    room = settled_without_echo()
     room.play(np.zeros(CHUNK * 200, np.float32))
     room.play(speechlike(1.5, seed=2), heard=0.5)
     assert len(room.apms) == 1  # not yet: it may be the near end
