@@ -708,10 +708,22 @@ class Assistant:
         self._set_ready(True)
 
     async def _reopen(
-        self, *, rebuild: frozenset[str], restart_input: bool = False, rescan: bool = False
+        self,
+        *,
+        rebuild: frozenset[str],
+        restart_input: bool = False,
+        rescan: bool = False,
+        lost: Player | None = None,
     ) -> None:
+        """A new session (and output) in place of the current one. With ``lost`` (a player
+        whose device went away), nothing is done if that player was replaced meanwhile: a
+        reopen that got in first (Retry) already did the work, and a second one would cut off
+        the turn the user has started since."""
         assert self._reopen_lock is not None
         async with self._reopen_lock:
+            if lost is not None and self._output.current is not lost:
+                return
+            self._output.replacing()
             if restart_input:
                 await self._input.stop()
             await self._close_session()
@@ -806,11 +818,11 @@ class Assistant:
             self._emit(Notice(line, Source.TOOLS))
         self._notify("Parley", line)
 
-    def _output_lost(self) -> None:
+    def _output_lost(self, player: Player) -> None:
         if not self._closed:
             # The device is tried once more (a silent player takes over if it cannot be opened,
             # or if it keeps failing) until Retry.
-            self.spawn(self._reopen(rebuild=frozenset()), Source.AUDIO_OUTPUT)
+            self.spawn(self._reopen(rebuild=frozenset(), lost=player), Source.AUDIO_OUTPUT)
 
     # ---------------------------------------------------------------------------------- events
 

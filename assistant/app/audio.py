@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -204,7 +205,12 @@ FLAPPING_SECONDS = 10.0
 
 
 class AudioOutput:
-    """Opens players; ``on_lost`` runs when an open device goes away during the conversation.
+    """Opens players; ``on_lost(player)`` runs when the open device goes away during the
+    conversation.
+
+    Only the player opened last counts: once ``replacing()`` says it is about to be closed and
+    replaced (Retry, a settings change), a loss it still reports (its watchdog giving up as the
+    user presses Retry) is old news, logged and otherwise ignored.
 
     A device that is lost again within ``FLAPPING_SECONDS`` of its last loss (it opens, then
     dies at once) is not opened again until ``retry()``: a silent player stands in, with one
@@ -217,7 +223,7 @@ class AudioOutput:
         *,
         emit: Callable[[AppEvent], None],
         on_change: Callable[[], None],
-        on_lost: Callable[[], None],
+        on_lost: Callable[[Player], None],
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._factory = factory
@@ -232,11 +238,17 @@ class AudioOutput:
         self.ok = False
         #: The system default plays because the chosen output device could not be opened.
         self.substituted = False
+        #: The player opened last, until ``replacing()`` (None: none, or being replaced).
+        self.current: Player | None = None
 
     def retry(self) -> None:
         """The user asked for the device again (Retry): open it next time, whatever it did."""
         self._held = self._told = False
         self._lost_at = None
+
+    def replacing(self) -> None:
+        """The current player is about to be closed and a new one opened."""
+        self.current = None
 
     async def open(self, settings: Settings) -> Player:
         """The configured output, or a silent virtual one (with a message) when it fails.
@@ -253,6 +265,7 @@ class AudioOutput:
             if not self._told:  # once per hold, however often the conversation is rebuilt
                 self._told = True
                 self._emit(ErrorEvent(messages.OUTPUT_KEEPS_FAILING, Source.AUDIO_OUTPUT))
+            self.current = silent
             return silent
         player = await self.open_quietly(settings)
         self.substituted = False
@@ -264,6 +277,7 @@ class AudioOutput:
                     Notice(messages.output_substituted(settings.output_device), Source.AUDIO_OUTPUT)
                 )
         self.ok = not isinstance(player, _Silent)
+        self.current = player
         self._on_change()
         if isinstance(player, _Silent):
             self._emit(ErrorEvent(messages.no_output(player.reason), Source.AUDIO_OUTPUT))
@@ -271,7 +285,7 @@ class AudioOutput:
             # Not part of the Player protocol: only players on a real device can lose it.
             listeners = getattr(player, "on_error", None)
             if isinstance(listeners, list):
-                listeners.append(self._lost)
+                listeners.append(functools.partial(self._lost, player))
         return player
 
     async def open_quietly(self, settings: Settings) -> Player:
@@ -286,7 +300,10 @@ class AudioOutput:
             await silent.start()
             return silent
 
-    def _lost(self, message: str) -> None:
+    def _lost(self, player: Player, message: str) -> None:
+        if player is not self.current:
+            log.info("a replaced audio output stopped (%s); its successor plays", message)
+            return
         now = self._clock.now()
         self._held = self._lost_at is not None and now - self._lost_at < FLAPPING_SECONDS
         self._told = self._told and self._held
@@ -294,7 +311,7 @@ class AudioOutput:
         self.ok = False
         self._on_change()
         self._emit(ErrorEvent(messages.output_lost(message), Source.AUDIO_OUTPUT))
-        self._on_lost()
+        self._on_lost(player)
 
 
 class _Silent(VirtualPlayer):

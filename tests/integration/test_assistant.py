@@ -13,7 +13,8 @@ import pytest
 
 from assistant.app import Assistant, EngineSet
 from assistant.audio.capture import MicrophoneCapture
-from assistant.audio.player import DevicePlayer
+from assistant.audio.player import DevicePlayer, VirtualPlayer
+from assistant.audio.push import PushSource
 from assistant.config import Settings, load_settings
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.events import (
@@ -203,6 +204,75 @@ async def test_everything_the_window_does_works_headless(card_assistant, tmp_pat
         ),
         ("Hello again",),
     }
+
+
+class _Speakers:
+    """Players for an assistant, each reporting its device lost when told to."""
+
+    def __init__(self) -> None:
+        self.opened: list[VirtualPlayer] = []
+
+    def __call__(self, _settings: Settings) -> VirtualPlayer:
+        self.opened.append(VirtualPlayer(pace="fast", record=False))
+        return self.opened[-1]
+
+    def lose(self, player: VirtualPlayer) -> None:
+        for listener in list(player.on_error):
+            listener("Audio output stopped: the output device was lost or disconnected.")
+
+
+class _Microphone(PushSource):
+    """Runs ``on_stop`` as it stops (the moment Retry is closing the old streams)."""
+
+    def __init__(self, on_stop: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_stop = on_stop
+
+    async def stop(self) -> None:
+        self._on_stop()
+        await asyncio.sleep(0.01)  # closing a stream takes a moment
+        await super().stop()
+
+
+@pytest.mark.parametrize("loss", ["before Retry", "while Retry closes the streams"])
+async def test_a_speaker_lost_as_retry_is_pressed_is_reopened_once(
+    tmp_path: Path, loss: str
+) -> None:
+    """The speaker's watchdog gives up on a dead device just as the user presses Retry: the
+    Retry's reopen replaces it, and no second reopen follows to cut off the user's next turn."""
+    speakers = _Speakers()
+    armed = False
+
+    def on_stop() -> None:
+        if armed:
+            speakers.lose(speakers.opened[0])
+
+    assistant = Assistant(
+        settings(),
+        history_dir=tmp_path / "conversations",
+        engine_factory=lambda _s: (FakeSTT(), FakeLLM(ttft=0.01), FakeTTS(realtime_factor=0)),
+        source_factory=lambda _s: _Microphone(on_stop),
+        player_factory=speakers,
+        persist=False,
+    )
+    seen = Recorder(assistant)
+    try:
+        await assistant.start()
+        await assistant.wait_ready(5)
+        if loss == "before Retry":
+            speakers.lose(speakers.opened[0])
+        else:
+            armed = True
+        await assistant.restart_audio()
+        armed = False
+        session = assistant.session
+        await asyncio.sleep(0.2)  # a second reopen would have begun by now
+        assert assistant.session is session and assistant.ready and assistant.speaker_ok
+        assert len(speakers.opened) == 2
+        assert assistant.submit_text("Are you still there?")
+        assert (await seen.turn(1)).assistant_text.startswith("You asked: Are you still there")
+    finally:
+        await assistant.close()
 
 
 async def test_tools_are_offered_and_their_calls_recorded(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ async def test_a_missing_output_device_becomes_a_silent_player_and_a_message() -
         no_device,
         emit=events.append,
         on_change=lambda: statuses.append(output.ok),
-        on_lost=lambda: None,
+        on_lost=lambda _player: None,
     )
     player = await output.open(Settings())
     assert isinstance(player, VirtualPlayer) and not output.ok
@@ -187,7 +187,11 @@ async def test_a_device_that_keeps_dying_is_not_reopened_until_retry() -> None:
         return opened[-1]
 
     output = AudioOutput(
-        dying, emit=events.append, on_change=lambda: None, on_lost=lambda: None, clock=clock
+        dying,
+        emit=events.append,
+        on_change=lambda: None,
+        on_lost=lambda _player: None,
+        clock=clock,
     )
     for _ in range(2):  # opened, lost at once, twice within a few seconds
         player = await output.open(Settings())
@@ -205,6 +209,38 @@ async def test_a_device_that_keeps_dying_is_not_reopened_until_retry() -> None:
     assert len(opened) == 3 and output.ok
     for p in (held, again, player):
         await p.close()
+
+
+async def test_only_the_player_opened_last_can_be_lost() -> None:
+    """A player being replaced (Retry was pressed as its watchdog gave up) is old news: its
+    loss says nothing, asks for no reopen and does not count towards "keeps failing"."""
+    events: list[AppEvent] = []
+    lost: list[object] = []
+    opened: list[VirtualPlayer] = []
+
+    def device(_settings: Settings) -> VirtualPlayer:
+        opened.append(VirtualPlayer(pace="fast", record=False))
+        return opened[-1]
+
+    def report_loss(player: VirtualPlayer) -> None:
+        for listener in player.on_error:
+            listener("Audio output stopped: the output device was lost or disconnected.")
+
+    output = AudioOutput(device, emit=events.append, on_change=lambda: None, on_lost=lost.append)
+    first = await output.open(Settings())
+    assert output.current is first
+    output.replacing()
+    report_loss(opened[0])
+    second = await output.open(Settings())
+    report_loss(opened[0])  # late, from a thread: the successor already plays
+    assert (events, lost, output.ok, output.current) == ([], [], True, second)
+    report_loss(opened[1])
+    assert lost == [second] and not output.ok
+    assert [e.source for e in events if isinstance(e, ErrorEvent)] == ["audio-output"]
+    third = await output.open(Settings())
+    assert output.ok and output.current is third  # one loss is not "keeps failing"
+    for player in (first, second, third):
+        await player.close()
 
 
 def frame(i: int) -> AudioFrame:
