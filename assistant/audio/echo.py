@@ -44,6 +44,14 @@ was heard through the stretch before; between stretches the filter does not run,
 one finds its far-end past silent. Not with noise suppression on: the user asked for the
 suppressed audio.
 
+Where the microphone hears none of the far end (headphones the output's name does not give
+away, a speaker it does not reach), a stretch of playback settles as "no echo", and the
+recognizer hears the microphone unprocessed for the rest of it: AEC3 does not know that there
+is no echo for seconds, and its suppressor takes 13 dB and more off the first words of a user
+who talks over a reply meanwhile (the first interruptions of a session lost their first word:
+"Another cold-hearted" for "Unless to be rather cold-hearted"). Turn-taking still judges AEC3's
+output, and the next stretch is judged again.
+
 Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
 the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
 stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
@@ -470,8 +478,11 @@ class EchoCanceller:
         processed_power = _power(near)
         self._measure(raw_power, processed_power, far_power)
         speech = self._linear_stage(chunk, captured_at, raw_power, processed_power)
-        if self.echo_cancellation and not self.noise_suppression and self._quiet >= PASS_AFTER:
-            return chunk.copy(), None  # no echo left to remove (see the module docstring)
+        if self.echo_cancellation and not self.noise_suppression:
+            if self._quiet >= PASS_AFTER:
+                return chunk.copy(), None  # no echo left to remove (see the module docstring)
+            if self._settled and self._no_echo:
+                speech = chunk.copy()  # nothing to remove: see the module docstring
         return near.astype(np.float32) * (1.0 / 32768.0), speech
 
     def _linear_far_rendered(self, captured_at: float) -> bool:
@@ -536,7 +547,8 @@ class EchoCanceller:
         out = self._linear.cancel(chunk.astype(np.float64), far)
         stats = self.stats
         aec3_echo_only = (
-            max(self._far_recent, default=0.0) >= FAR_ACTIVE
+            not (self._settled and self._no_echo)  # then it is the near end AEC3 thinned
+            and max(self._far_recent, default=0.0) >= FAR_ACTIVE
             and raw >= ABOVE_NOISE * self._noise
             and raw >= NEAR_FLOOR
             and processed <= max(ECHO_ONLY_SHARE * raw, NOISE_LEFT * self._noise)

@@ -389,6 +389,21 @@ def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:
     assert not np.array_equal(suppressing.process(x, 200.0), x)
 
 
+def to_pcm_float(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to 16 bits, as a processor hands it back."""
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.float32) / 32768.0
+
+
+def assert_passed(out: np.ndarray, expected: np.ndarray, *, exact: bool = True) -> None:
+    """``out`` is ``expected`` (to 16 bits unless ``exact``), a chunk or a few late: the
+    canceller holds back what it cannot process yet."""
+    for late in range(0, 4 * CHUNK, CHUNK):
+        got, want = out[late:], expected[: len(out) - late]
+        if np.array_equal(got, want) or (not exact and np.allclose(got, want, atol=1 / 32768)):
+            return
+    raise AssertionError("the audio did not pass unchanged")
+
+
 def mic_noise(seconds: float) -> np.ndarray:
     """The microphone's own noise, 60 dB below full scale."""
     n = round(seconds * CAPTURE_RATE)
@@ -411,6 +426,42 @@ def settled_without_echo() -> Room:
     room.play(speechlike(1.5), heard=0.0, near=mic_noise(1.5))
     assert not room.canceller.uncertain
     return room
+
+
+class Thinning(RecordingApm):
+    """Takes 12 dB off whatever it hears: AEC3's suppressor before it knows there is no echo."""
+
+    def near(self, chunk: np.ndarray) -> None:
+        chunk //= 4
+
+
+def test_where_the_microphone_hears_no_echo_the_recognizer_hears_it_unprocessed() -> None:
+    room = Room(Thinning)
+    far = speechlike(4.0)
+    noise = mic_noise(4.0)
+    canceller = room.canceller
+    voice = 0.3 * speechlike(1.5, seed=5)
+    heard, processed, speech = [], [], []
+    for k in range(len(far) // CHUNK):
+        canceller.tap.rendered(far[k * CHUNK : (k + 1) * CHUNK], CAPTURE_RATE, room.t)
+        room.now = room.t + 0.02
+        mic = noise[k * CHUNK : (k + 1) * CHUNK]  # none of the far end reaches it
+        if k >= 250:  # the user talks over the reply, once it settled on "no echo"
+            mic = mic + voice[(k - 250) * CHUNK : (k - 249) * CHUNK]
+        out, words = canceller.process_with_speech(mic, room.t + 0.01)
+        if k == 50:
+            assert words is None and canceller.uncertain  # not judged yet: AEC3's output
+        heard.append(mic)
+        processed.append(out)
+        speech.append(out if words is None else words)
+        room.t += 0.01
+    assert not canceller.uncertain
+    tail = slice(-CHUNK * 100, None)
+    mic_tail = np.concatenate(heard)[tail]
+    # Turn-taking judges the processed audio; the recognizer hears the voice whole.
+    assert np.mean(np.concatenate(processed)[tail] ** 2) < np.mean(mic_tail**2) / 10
+    assert_passed(np.concatenate(speech)[tail], to_pcm_float(mic_tail), exact=False)
+    assert canceller._linear_learned == 0  # nor does the linear stage take the voice for echo
 
 
 def test_the_near_ends_own_sound_at_a_replys_start_does_not_replace_the_processor() -> None:
