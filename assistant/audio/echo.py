@@ -396,6 +396,11 @@ class EchoCanceller:
         return self.echo_cancellation and not self.noise_suppression
 
     @property
+    def _hears_no_echo(self) -> bool:
+        """This stretch of playback showed that the microphone hears none of it."""
+        return self._settled and self._no_echo
+
+    @property
     def uncertain(self) -> bool:
         """The echo return loss is not known yet: speech heard may still be the speaker."""
         return not self._settled
@@ -481,7 +486,7 @@ class EchoCanceller:
         if self.echo_cancellation and not self.noise_suppression:
             if self._quiet >= PASS_AFTER:
                 return chunk.copy(), None  # no echo left to remove (see the module docstring)
-            if self._settled and self._no_echo:
+            if self._hears_no_echo:
                 speech = chunk.copy()  # nothing to remove: see the module docstring
         return near.astype(np.float32) * (1.0 / 32768.0), speech
 
@@ -547,7 +552,7 @@ class EchoCanceller:
         out = self._linear.cancel(chunk.astype(np.float64), far)
         stats = self.stats
         aec3_echo_only = (
-            not (self._settled and self._no_echo)  # then it is the near end AEC3 thinned
+            not self._hears_no_echo  # then it is the near end AEC3 thinned
             and max(self._far_recent, default=0.0) >= FAR_ACTIVE
             and raw >= ABOVE_NOISE * self._noise
             and raw >= NEAR_FLOOR
