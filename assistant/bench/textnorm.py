@@ -10,10 +10,14 @@ from num2words import num2words
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _NOT_WORD = re.compile(r"[^\w\s']")
+#: Words a transcriber writes one way or the other ("OK" or "okay"): one spelling each, so a
+#: variant is not counted as a different word.
+_SPELLINGS = {"en": {"ok": "okay", "alright": "all right"}}
 
 
 def normalize(text: str, language: str = "en") -> str:
-    """Lower-case words with numbers spelled out and punctuation removed."""
+    """Lower-case words with numbers spelled out, punctuation removed, and one spelling of
+    words written two ways."""
     lang = language.split("-")[0].lower()
 
     def spell(match: re.Match[str]) -> str:
@@ -28,7 +32,8 @@ def normalize(text: str, language: str = "en") -> str:
     text = _NUMBER.sub(spell, text)
     text = text.replace("-", " ")
     text = _NOT_WORD.sub(" ", text)
-    return " ".join(text.split())
+    spellings = _SPELLINGS.get(lang, {})
+    return " ".join(spellings.get(word, word) for word in text.split())
 
 
 def word_error_rate(references: list[str], hypotheses: list[str], language: str = "en") -> float:
