@@ -93,6 +93,11 @@ class RoomAcoustics:
         self._gain = float(10.0 ** (path.gain_db / 20.0))
         self._history = np.zeros(len(ir) - 1 + self._delay, dtype=np.float32)
 
+    @property
+    def memory(self) -> int:
+        """Samples after the last one played that still echo (the delay and the tail)."""
+        return len(self._history)
+
     def __call__(self, x: Float32) -> Float32:
         """The microphone's share of the next ``len(x)`` speaker samples (same length)."""
         n = len(x)
@@ -183,6 +188,7 @@ class SoftwareRoom:
         self._streams: list[_RoomStream] = []
         self._state: dict[int, dict[str, Any]] = {}
         self._speaker_end = 0  # grid index after the last speaker sample
+        self._echoed_end = 0  # grid index after the last sample the echo path was given
         self._mic_end = 0
         self._t0 = 0.0
         self._thread: threading.Thread | None = None
@@ -383,11 +389,25 @@ class SoftwareRoom:
             self._speaker[start:end] = y
             self._speaker_end = max(self._speaker_end, end)
         if self._acoustics is not None:
-            echo = self._acoustics(y)
-            reach = min(len(self._echo), end)
+            gap = start - self._echoed_end
+            if gap > 0:
+                # Nothing was played for a while (an underflow, a stream stopped): the room
+                # goes on echoing what was played before, through the silence.
+                self._echo_at(
+                    self._echoed_end, np.zeros(min(gap, self._acoustics.memory), np.float32)
+                )
+            self._echo_at(start, y)
+            self._echoed_end = end
+        return end
+
+    def _echo_at(self, start: int, y: Float32) -> None:
+        """Lay the echo of ``y``, played from grid index ``start``, on the microphone's way."""
+        assert self._acoustics is not None
+        echo = self._acoustics(y)
+        reach = min(len(self._echo), start + len(y))
+        if reach > start:
             with self._lock:
                 self._echo[start:reach] += echo[: reach - start]
-        return end
 
     def _tick_input(self, stream: _RoomStream, due: float) -> None:
         state = self._state[id(stream)]

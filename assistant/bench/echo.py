@@ -454,6 +454,7 @@ async def barge_in_part(
         State,
         StateChanged,
         TurnFinished,
+        TurnWithdrawn,
         UserSpeechStarted,
     )
 
@@ -467,7 +468,8 @@ async def barge_in_part(
     finished: list[bool] = []
     speaking = asyncio.Event()
     ended = asyncio.Event()
-    finals: list[tuple[float, str]] = []
+    finals: list[tuple[float, int, str]] = []
+    withdrawn: set[int] = set()  # turns whose words carried over into the next one's
 
     def on_event(event: AppEvent) -> None:
         match event:
@@ -478,8 +480,10 @@ async def barge_in_part(
             case TurnFinished(turn=turn):
                 finished.append(turn.interrupted)
                 ended.set()
-            case FinalTranscript(text=text):
-                finals.append((time.monotonic(), text))
+            case FinalTranscript(turn_id=turn_id, text=text):
+                finals.append((time.monotonic(), turn_id, text))
+            case TurnWithdrawn(turn_id=turn_id):
+                withdrawn.add(turn_id)
             case StateChanged(state=state):
                 if state is State.SPEAKING:
                     speaking.set()
@@ -548,7 +552,11 @@ async def barge_in_part(
                     await asyncio.wait_for(speaking.wait(), 30)
                 except TimeoutError:
                     pass
-                said = [text for at, text in finals if at >= begin and text]
+                said = [
+                    text
+                    for at, turn_id, text in finals
+                    if at >= begin and text and turn_id not in withdrawn
+                ]
                 result.refs.append(voice.text)
                 result.hyps.append(" ".join(said))
         await app.wait_idle(60)

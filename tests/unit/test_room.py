@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.audio.room import SoftwareRoom
+from assistant.audio.room import EchoPath, RoomAcoustics, SoftwareRoom
 from assistant.types import CAPTURE_RATE
 
 RATE = 48_000
@@ -42,8 +42,8 @@ def _last_sound(x: np.ndarray) -> float:
     return float(loud[-1] + 1) / CAPTURE_RATE if len(loud) else 0.0
 
 
-def _play(dues: list[float], blocks_of_tone: int) -> SoftwareRoom:
-    room = SoftwareRoom(None, output_latency=LATENCY)
+def _play(dues: list[float], blocks_of_tone: int, path: EchoPath | None = None) -> SoftwareRoom:
+    room = SoftwareRoom(path, output_latency=LATENCY)
     stream = room.output_stream(
         samplerate=RATE, blocksize=BLOCK, callback=_tone_then_silence(blocks_of_tone)
     )
@@ -90,3 +90,19 @@ def test_blocks_that_follow_each_other_play_without_a_gap_after_an_underflow() -
     assert len(tail) > 0.25 * CAPTURE_RATE
     whole = len(tail) // 16 * 16
     assert np.min(np.abs(tail[:whole]).reshape(-1, 16).max(axis=1)) > 0.05
+
+
+def test_the_room_echoes_what_was_played_before_an_underflow_through_the_gap() -> None:
+    # The tone stops at an underflow: a real room goes on echoing the tone's last 120 ms into
+    # the gap, and the echo of what comes after the gap is as late as any other.
+    path = EchoPath(delay_ms=120, gain_db=-6.0, reverb=True)
+    dues = [1.0 + k * PERIOD for k in range(10)]
+    dues += [dues[-1] + PERIOD + 0.2 + k * PERIOD for k in range(30)]
+    room = _play(dues, blocks_of_tone=40, path=path)
+    played = room.played(0.0, 3.0)
+    expected = RoomAcoustics(path)(played)
+    heard = room._echo[: len(played)]
+    gap_start = round((dues[9] + PERIOD + LATENCY) * CAPTURE_RATE)
+    echo_of_the_tone = heard[gap_start : gap_start + round(0.1 * CAPTURE_RATE)]
+    assert np.sqrt(np.mean(echo_of_the_tone**2)) > 0.05
+    assert np.max(np.abs(heard - expected)) < 1e-4
