@@ -361,10 +361,12 @@ class EchoCanceller:
         self._linear_known = False
         self.stats.linear_erle_db = None
 
-    def _linear_starts_again(self, why: str) -> None:
-        """The path the linear filter learned no longer lines up: it learns it from nothing."""
+    def _linear_starts_again(self, why: str, *, reset: bool = True) -> None:
+        """The path the linear filter learned no longer lines up: it learns it from nothing
+        (``reset``: it is told to forget it; it may have done so itself)."""
         log.info("the linear echo filter starts again: %s", why)
-        self._linear.reset()
+        if reset:
+            self._linear.reset()
         self._forget_linear_figure()
         self._linear_trusted = False
 
@@ -549,7 +551,10 @@ class EchoCanceller:
             return None
         self._linear_hushed = False
         far = played.astype(np.float64) * (1.0 / 32768.0)
+        resets = self._linear.resets
         out = self._linear.cancel(chunk.astype(np.float64), far)
+        if self._linear.resets != resets:  # it diverged: the path it learned is gone
+            self._linear_starts_again("it made the echo louder", reset=False)
         stats = self.stats
         aec3_echo_only = (
             not self._hears_no_echo  # then it is the near end AEC3 thinned

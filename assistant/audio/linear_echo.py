@@ -7,8 +7,11 @@ first syllables of an interruption: the recognizer then hears "I must" for "unle
 not expose its linear stage, so this module is one of its own: a partitioned-block
 frequency-domain adaptive filter (overlap-save, normalised LMS, the gradient constrained; the
 textbook MDF of Soo and Pang, as in SpeexDSP) that predicts the echo from the far end and
-subtracts it. Its output keeps the user's voice whole, with the echo reduced by 15-30 dB
-instead of gated.
+subtracts it. Its step is shared between the partitions in proportion to what each has learned
+(improved proportionate NLMS, in its partitioned form): an echo path is a delay and a decaying
+tail, so few partitions carry it, and they learn it in about half the time even steps take
+(a 250 ms path: about 1 s of speech instead of 2.5 s, after a reply starts or the path moved).
+Its output keeps the user's voice whole, with the echo reduced by 15-30 dB instead of gated.
 
 It only learns while the far end is playing and the near end holds nothing but its echo: the
 caller looks at each block's output (``cancel``) and then says whether to learn from it
@@ -37,6 +40,9 @@ FLOOR = 1e-10
 DIVERGED = 4.0
 #: Per block: the energies compared to tell a diverged filter fade over about half a second.
 DIVERGENCE_DECAY = 0.98
+#: How the step is shared between partitions: -1 evenly (NLMS), towards 1 in proportion to
+#: what each has learned (see ``LinearEchoFilter._shares``).
+PROPORTIONATE = -0.5
 #: Partitions constrained per block (see ``LinearEchoFilter._adapt``).
 CONSTRAINED = 4
 
@@ -117,6 +123,21 @@ class LinearEchoFilter:
         self._last = (aged, error)
         return error
 
+    def _shares(self) -> Float64:
+        """Each partition's share of the step (they sum to the partitions' count): in
+        proportion to what it has learned, plus an even part (IPNLMS). An echo path is a
+        delay and a decaying tail: most partitions stay near zero, and the few that carry
+        the echo learn it several times faster than with even steps."""
+        energy = np.einsum("pk,pk->p", self._weights.real, self._weights.real) + np.einsum(
+            "pk,pk->p", self._weights.imag, self._weights.imag
+        )
+        total = float(energy.sum())
+        p = self.partitions
+        if total <= 0.0:
+            return np.ones(p)
+        even = (1.0 - PROPORTIONATE) / 2.0
+        return p * (even / p + (1.0 + PROPORTIONATE) / 2.0 * energy / total)
+
     def learn(self, rate: float = 1.0) -> None:
         """Learn from the block ``cancel`` just took, at ``rate`` of the full step (0 to 1)."""
         if self._last is None:
@@ -125,12 +146,15 @@ class LinearEchoFilter:
         self._last = None
         self.updates += 1
         n = self.block
-        # Normalised by the far end's power in each bin over the filter's whole memory.
-        power = np.maximum(self._power_sum, 0.0)
+        shares = self._shares()
+        # Normalised by the far end's power in each bin over the filter's whole memory, each
+        # partition's weighted by its share of the step.
+        ages = (self._head + self._ages) % self.partitions
+        power = np.maximum(shares @ self._power[ages], 0.0)
         power = power + (RELATIVE_FLOOR * float(power.mean()) + FLOOR)
         error_spectrum = np.fft.rfft(np.concatenate((self._zeros, error.astype(np.float32))))
         gain = ((STEP * rate / (2 * n)) * error_spectrum / power).astype(np.complex64)
-        self._weights += np.conj(aged) * gain
+        self._weights += np.conj(aged) * (shares[:, None].astype(np.float32) * gain)
         # The constraint: each partition is a filter of ``block`` taps, not a circular one of
         # twice as many (an unconstrained filter settles on a worse solution). A few
         # partitions a block, in turn, as SpeexDSP does: the drift in between is small.
