@@ -61,14 +61,15 @@ class LinearEchoFilter:
         self._weights: Complex = np.zeros((partitions, bins), np.complex64)
         self._history: Complex = np.zeros((partitions, bins), np.complex64)
         self._power: Float32 = np.zeros((partitions, bins), np.float32)
-        self._power_sum: Float64 = np.zeros(bins)
         self._head = 0
         self._ages = np.arange(partitions)
         self._turn = 0  # the next partitions to constrain
         self._previous_far: Float32 = np.zeros(block, np.float32)
         self._zeros: Float32 = np.zeros(block, np.float32)
         self._near_energy = self._error_energy = 0.0
-        self._last: tuple[Complex, Float64] | None = None  # the block ``learn`` learns from
+        #: The block ``learn`` learns from: its partitions' order in the ring, the far end's
+        #: spectra in that order, the error.
+        self._last: tuple[npt.NDArray[np.int64], Complex, Float64] | None = None
         self.resets = 0
         #: Blocks learned from since the last reset (0: it knows no path).
         self.updates = 0
@@ -85,7 +86,6 @@ class LinearEchoFilter:
         (what it learned of the path is kept)."""
         self._history[:] = 0
         self._power[:] = 0
-        self._power_sum[:] = 0
         self._previous_far = np.zeros(self.block, np.float32)
         self._last = None
 
@@ -106,10 +106,9 @@ class LinearEchoFilter:
         self._previous_far = played
         head = self._head = (self._head - 1) % self.partitions
         self._history[head] = spectrum
-        power = (spectrum.real**2 + spectrum.imag**2) / (2 * n)
-        self._power_sum += power - self._power[head]
-        self._power[head] = power
-        aged = self._history[(head + self._ages) % self.partitions]  # newest first
+        self._power[head] = (spectrum.real**2 + spectrum.imag**2) / (2 * n)
+        order = (head + self._ages) % self.partitions  # newest first
+        aged = self._history[order]
         estimate = np.fft.irfft((aged * self._weights).sum(axis=0), 2 * n)[n:]
         error = heard - estimate
         # Diverged (or the path moved under it): over the last half second the estimate
@@ -120,7 +119,7 @@ class LinearEchoFilter:
             self.reset()
             self._last = None
             return heard.copy()
-        self._last = (aged, error)
+        self._last = (order, aged, error)
         return error
 
     def _shares(self) -> Float64:
@@ -128,9 +127,7 @@ class LinearEchoFilter:
         proportion to what it has learned, plus an even part (IPNLMS). An echo path is a
         delay and a decaying tail: most partitions stay near zero, and the few that carry
         the echo learn it several times faster than with even steps."""
-        energy = np.einsum("pk,pk->p", self._weights.real, self._weights.real) + np.einsum(
-            "pk,pk->p", self._weights.imag, self._weights.imag
-        )
+        energy = (self._weights.real**2 + self._weights.imag**2).sum(axis=1, dtype=np.float64)
         total = float(energy.sum())
         p = self.partitions
         if total <= 0.0:
@@ -142,15 +139,14 @@ class LinearEchoFilter:
         """Learn from the block ``cancel`` just took, at ``rate`` of the full step (0 to 1)."""
         if self._last is None:
             return
-        aged, error = self._last
+        order, aged, error = self._last
         self._last = None
         self.updates += 1
         n = self.block
         shares = self._shares()
         # Normalised by the far end's power in each bin over the filter's whole memory, each
         # partition's weighted by its share of the step.
-        ages = (self._head + self._ages) % self.partitions
-        power = np.maximum(shares @ self._power[ages], 0.0)
+        power = shares @ self._power[order]
         power = power + (RELATIVE_FLOOR * float(power.mean()) + FLOOR)
         error_spectrum = np.fft.rfft(np.concatenate((self._zeros, error.astype(np.float32))))
         gain = ((STEP * rate / (2 * n)) * error_spectrum / power).astype(np.complex64)
