@@ -23,6 +23,10 @@ on a path that moved, goes on trusting it for seconds while the echo passes thro
 echo is uncertain again until the stretch has shown it cancelled; if it has not after
 ``RECHECK_SECONDS``, the processor is replaced by a fresh one, which starts from its cautious
 initial state and converges within about a second.
+The near end's own sound in a stretch (a user who talks over
+the start of a reply, or over one that resumed after an underrun) is louder than any echo the
+room gave back for as loud a far end: it is left out of the check, or it would pass for echo
+that is not cancelled and throw away a processor that cancels it.
 
 Once the far end has been silent for ``PASS_AFTER`` seconds (the longest echo path and its
 reverberation), the microphone's audio passes unchanged; the processor still hears it. AEC3's
@@ -81,6 +85,7 @@ from assistant.types import CAPTURE_RATE
 log = logging.getLogger(__name__)
 
 Float32 = npt.NDArray[np.float32]
+Float64 = npt.NDArray[np.float64]
 Int16 = npt.NDArray[np.int16]
 
 #: Samples in one chunk the processor takes (10 ms).
@@ -113,9 +118,15 @@ ABOVE_NOISE = 10.0
 #: Measured chunks a stretch needs before its echo is judged.
 MIN_MEASURED = 20
 #: Where the microphone heard none of the far end when the processor last settled, sound
-#: above its noise is the near end's own, not echo; for at most ``NEAR_END_SECONDS`` of a
-#: stretch (see ``EchoCanceller._near_end``).
+#: above its noise is the near end's own, not echo; where it heard an echo, sound louder than
+#: ``NEAR_END_MARGIN`` times the loudest echo it heard then (for the far end's loudest chunk of
+#: the last ``ECHO_WINDOW``) is. For at most ``NEAR_END_SECONDS`` of a stretch (see
+#: ``EchoCanceller._near_end``).
 NEAR_END_SECONDS = 2.0
+NEAR_END_MARGIN = 4.0  # 6 dB
+#: The loudest echo is taken as this percentile of the chunks' echo return loss when the
+#: processor settled (not the very loudest: a near end may have been in one or two of them).
+LOUDEST_ECHO_PERCENTILE = 5.0
 #: Chunks after such a chunk that are the near end's too (its quieter syllables and its tail).
 NEAR_END_HOLD = 30
 #: The linear filter learns from chunks in which AEC3 left at most this share of the power the
@@ -132,6 +143,18 @@ LINEAR_KNOWN_DB = 10.0
 #: wobble (through PulseAudio the microphone's moved by up to 3 ms within a second); a smaller
 #: slip is a moved path, which the filter learns or is found out for (``LINEAR_MOVED``).
 LINEAR_SLIP = 320
+#: When the output starts a new run (an underrun), its first block's reported time places the
+#: linear filter's far end up to a millisecond off (the times settle later, by then the place is
+#: fixed by sample count): the path it learned is then off by as much, which undoes the
+#: cancellation above a few hundred Hz. It finds how far from the echo in the first
+#: ``REALIGN_CHUNKS`` chunks of echo alone (by AEC3) that follow each other, without learning from
+#: them, and moves the path by as much (up to ``REALIGN_MAX`` samples either way; a bigger slip
+#: is ``LINEAR_SLIP``'s). It gives up after ``REALIGN_PATIENCE`` chunks of far end.
+REALIGN_CHUNKS = 30
+REALIGN_MAX = 40
+REALIGN_PATIENCE = 300
+#: The echo and the filter's estimate of it must correlate this well at the best shift.
+REALIGN_CORRELATION = 0.5
 #: What the far end keeps of the audio played before what AEC3 was last fed (seconds): the
 #: linear filter's place may be a little behind it.
 FAR_KEPT = 0.05
@@ -261,6 +284,10 @@ class EchoStats:
     linear_seconds: float = 0.0
     #: Times the linear filter's far end was placed again after a slip (see ``LINEAR_SLIP``).
     linear_slips: int = 0
+    #: Times the linear filter's path was moved to a new run of the output (see
+    #: ``REALIGN_CHUNKS``), and by how many samples the last time.
+    linear_realigned: int = 0
+    linear_realigned_by: int = 0
 
 
 class _NearClock:
@@ -340,6 +367,13 @@ class EchoCanceller:
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
         #: Where the linear filter's far end goes on: (the reference's run, sample index in it).
         self._linear_place: tuple[int, int] | None = None
+        #: While the linear filter is aligned again on a new run of the output (see
+        #: ``REALIGN_CHUNKS``): the microphone's chunks and the filter's estimates of their
+        #: echo so far, and the far end's chunks waited through.
+        self._realign: tuple[list[Float64], list[Float64], list[int]] | None = None
+        #: The loudest echo the microphone heard when the processor last settled on an echo,
+        #: as a share of the far end's loudest chunk of the last ``ECHO_WINDOW`` (power).
+        self._loudest_echo: float | None = None
         self.stats = EchoStats()
         self._restart()
 
@@ -367,6 +401,7 @@ class EchoCanceller:
         log.info("the linear echo filter starts again: %s", why)
         if reset:
             self._linear.reset()
+        self._realign = None
         self._forget_linear_figure()
         self._linear_trusted = False
 
@@ -523,6 +558,8 @@ class EchoCanceller:
                 self._linear_starts_again("its far end slipped")
             place = None
         if place is None or place[0] != run:
+            if place is not None and self._linear.updates:
+                self._realign = ([], [], [0])  # see ``REALIGN_CHUNKS``
             place = (run, index)
         self._linear_place = (run, place[1] + CHUNK)
         return _to_int16(self._reference.read_run(run, place[1], CHUNK))
@@ -579,7 +616,9 @@ class EchoCanceller:
         elif erle_now < LINEAR_KNOWN_DB - LINEAR_KNOWN_HYSTERESIS_DB:
             self._linear_known = False
         known = self._linear_known
-        if aec3_echo_only:
+        if self._realign is not None and max(self._far_recent, default=0.0) >= FAR_ACTIVE:
+            self._realign_linear(chunk, out, aec3_echo_only)
+        if aec3_echo_only and self._realign is None:
             residual = float(out @ out) / len(out)
             erle = 10.0 * np.log10(raw / max(residual, 1e-12))
             typical = stats.linear_erle_db
@@ -597,6 +636,30 @@ class EchoCanceller:
             return None
         stats.linear_seconds += CHUNK_SECONDS
         return out.astype(np.float32)
+
+    def _realign_linear(self, chunk: Float32, out: Float64, echo_only: bool) -> None:
+        """Gather the next chunk for aligning the linear filter's path on a new run of the
+        output (see ``REALIGN_CHUNKS``); once there are enough, move it."""
+        assert self._realign is not None
+        heard, estimates, waited = self._realign
+        waited[0] += 1
+        if not echo_only:
+            heard.clear()  # the chunks must follow each other
+            estimates.clear()
+        else:
+            near = chunk.astype(np.float64)
+            heard.append(near)
+            estimates.append(near - out)
+        if len(heard) >= REALIGN_CHUNKS:
+            self._realign = None
+            moved = _best_shift(np.concatenate(heard), np.concatenate(estimates))
+            if moved:
+                self._linear.shift(moved)
+                self.stats.linear_realigned += 1
+                self.stats.linear_realigned_by = moved
+                log.info("the linear echo filter's path moved %+d samples with the output", moved)
+        elif waited[0] >= REALIGN_PATIENCE:
+            self._realign = None
 
     def _feed_far_end(self, captured_at: float) -> float | None:
         """Feed the far end played until ``LEAD`` after the chunk captured from ``captured_at``
@@ -654,7 +717,7 @@ class EchoCanceller:
         above_noise = raw >= ABOVE_NOISE * self._noise
         if raw < NEAR_FLOOR:
             pass
-        elif self._near_end(above_noise):
+        elif self._near_end(raw, above_noise):
             self._near_end_seconds += CHUNK_SECONDS
         else:
             self._heard += 1
@@ -681,6 +744,9 @@ class EchoCanceller:
             self._settled = True
             self._fresh = False
             self._no_echo = weak
+            if cancelled and self._erl:
+                erl = float(np.percentile(self._erl, LOUDEST_ECHO_PERCENTILE))
+                self._loudest_echo = 10.0 ** (-erl / 10.0)
             log.info(
                 "echo cancellation settled after %.1f s of playback (ERLE %s dB, ERL %s dB)",
                 self._stretch_seconds,
@@ -695,25 +761,55 @@ class EchoCanceller:
             )
             self._restart()
 
-    def _near_end(self, above_noise: bool) -> bool:
-        """Whether the microphone's chunk (``above_noise``: louder than ``ABOVE_NOISE`` times
-        its noise) is the near end's own sound (the user, the tail of
-        what they said, a door): where the processor last settled with the microphone hearing
-        none of the far end (headphones, or a speaker it does not reach), sound above its
-        noise, and the ``NEAR_END_HOLD`` chunks after such sound. AEC3 leaves that in, as it
-        should; counted as echo it would tell that the echo is no longer cancelled and throw
-        away a processor that cancels it (and a fresh one mutes the user's next words while it
-        learns). For at most ``NEAR_END_SECONDS`` of a stretch: sound that goes on may be echo
-        of a path that changed (a speaker the microphone now hears), and is judged."""
-        if not self._no_echo or self._near_end_seconds >= NEAR_END_SECONDS:
+    def _near_end(self, raw: float, above_noise: bool) -> bool:
+        """Whether the microphone's chunk (``raw`` its power; ``above_noise``: louder than
+        ``ABOVE_NOISE`` times its noise) is the near end's own sound (the user, the tail of
+        what they said, a door), not echo, while a processor that settled before checks a new
+        stretch of playback; and the ``NEAR_END_HOLD`` chunks after such sound (its quieter
+        syllables and its tail).
+
+        Where the processor last settled with the microphone hearing none of the far end
+        (headphones, or a speaker it does not reach), that is sound above its noise; where it
+        settled on an echo, sound ``NEAR_END_MARGIN`` louder than the loudest echo it heard
+        then for as loud a far end (the user talking over the start of a reply, or over one
+        that resumed after an underrun). AEC3 leaves that in, as it should; counted as echo
+        it would tell that the echo is no longer cancelled and throw away a processor that
+        cancels it (and a fresh one mutes the user's next words while it learns, and the
+        linear stage takes them for echo). For at most ``NEAR_END_SECONDS`` of a stretch:
+        sound that goes on may be echo of a path that changed (a speaker the microphone now
+        hears, the volume turned up), and is judged."""
+        if self._fresh or self._near_end_seconds >= NEAR_END_SECONDS:
             return False
-        if above_noise:
+        if self._no_echo:
+            louder = above_noise
+        elif self._loudest_echo is not None:
+            echo = self._loudest_echo * max(self._far_recent)
+            louder = above_noise and raw > NEAR_END_MARGIN * echo
+        else:
+            return False
+        if louder:
             self._near_end_hold = NEAR_END_HOLD
             return True
         if self._near_end_hold > 0:
             self._near_end_hold -= 1
             return True
         return False
+
+
+def _best_shift(heard: Float64, estimate: Float64) -> int:
+    """How many samples later than ``estimate`` the echo in ``heard`` comes (within
+    ``REALIGN_MAX``), or 0 when they do not correlate well enough to tell."""
+    n, m = len(heard), REALIGN_MAX
+    core = estimate[m : n - m]
+    energy = float(core @ core)
+    best, best_score = 0, -1.0
+    for lag in range(-m, m + 1):
+        part = heard[m + lag : n - m + lag]
+        norm = np.sqrt(energy * float(part @ part))
+        score = float(part @ core) / norm if norm > 0.0 else 0.0
+        if score > best_score:
+            best, best_score = lag, score
+    return best if best_score >= REALIGN_CORRELATION else 0
 
 
 def _to_int16(x: Float32) -> Int16:

@@ -89,6 +89,21 @@ class LinearEchoFilter:
         self._previous_far = np.zeros(self.block, np.float32)
         self._last = None
 
+    def shift(self, samples: int) -> None:
+        """The echo now arrives ``samples`` later against the far end (earlier when negative)
+        than the path learned says: move the path by as much. What is moved past either end
+        of the filter is lost."""
+        n, p = self.block, self.partitions
+        taps = np.fft.irfft(self._weights, 2 * n, axis=1)[:, :n].reshape(-1)
+        moved = np.zeros_like(taps)
+        if samples >= 0:
+            moved[samples:] = taps[: len(taps) - samples]
+        else:
+            moved[:samples] = taps[-samples:]
+        full = np.zeros((p, 2 * n), np.float32)
+        full[:, :n] = moved.reshape(p, n)
+        self._weights[:] = np.fft.rfft(full, axis=1)
+
     def process(self, near: npt.ArrayLike, far: npt.ArrayLike, adapt: float) -> Float64:
         """``cancel``, then ``learn`` at ``adapt`` unless it is 0."""
         out = self.cancel(near, far)

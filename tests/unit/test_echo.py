@@ -4,6 +4,7 @@ and the real WebRTC processor removing a real echo."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,6 +277,7 @@ class Room:
 
     def __init__(self, apm: type[RecordingApm] = Cancelling) -> None:
         self.apms: list[RecordingApm] = []
+        self.echoes: deque[np.ndarray] = deque()  # what the microphone heard of the far end
         self.now = 0.0
         self.t = 100.0
         self.canceller = EchoCanceller(
@@ -285,6 +287,8 @@ class Room:
     def _apm(self, kind: type[RecordingApm]) -> Any:
         def make(cancel: bool, suppress: bool) -> RecordingApm:
             self.apms.append(kind(cancel, suppress))
+            self.apms[-1].echoes = self.echoes
+            self.echoes.clear()
             return self.apms[-1]
 
         return make
@@ -308,6 +312,7 @@ class Room:
             self.canceller.tap.rendered(chunk, CAPTURE_RATE, self.t)
             self.now = self.t + 0.02
             mic = chunk * heard
+            self.echoes.append(mic)
             if near is not None:
                 mic = mic + near[k * CHUNK : (k + 1) * CHUNK]
             out, words = self.canceller.process_with_speech(mic, self.t + 0.01)
@@ -315,6 +320,17 @@ class Room:
             speech.append(out if words is None else words)
             self.t += 0.01
         return np.concatenate(processed), np.concatenate(speech)
+
+
+class KnowsTheEcho(RecordingApm):
+    """Removes 40 dB of the echo and leaves the near end's sound: a converged AEC3 (the room
+    tells it what echo each microphone chunk holds)."""
+
+    echoes: deque[np.ndarray]
+
+    def near(self, chunk: np.ndarray) -> None:
+        echo = np.rint(self.echoes.popleft() * 32768.0).astype(np.int16)
+        chunk -= echo - echo // 100
 
 
 class Passing(RecordingApm):
@@ -363,6 +379,39 @@ def test_a_break_in_the_outputs_timing_while_it_plays_makes_the_echo_uncertain()
     # An underrun: the output's blocks jump 80 ms ahead of where they followed each other.
     room.play(speechlike(0.5, seed=1), t=room.t + 0.08)
     assert room.canceller.uncertain
+
+
+def settled_on_an_echo() -> Room:
+    """A room whose processor cancels the echo (and leaves the near end), settled over a first
+    reply, then a silence: the next reply's echo is checked again."""
+    room = Room(KnowsTheEcho)
+    room.play(speechlike(2.0))
+    assert not room.canceller.uncertain
+    room.play(np.zeros(CHUNK * 200, np.float32))
+    return room
+
+
+def test_a_user_talking_over_the_start_of_a_reply_does_not_replace_the_processor() -> None:
+    # AEC3 rightly leaves the user in; counted as echo they would say the echo is no longer
+    # cancelled, and a fresh processor would mute their next words while it learns.
+    room = settled_on_an_echo()
+    reply = speechlike(2.5, seed=2)
+    voice = np.zeros_like(reply)
+    voice[: CHUNK * 150] = 2.0 * speechlike(1.5, seed=7)  # 12 dB over the echo, from the start
+    room.play(reply, near=voice)
+    assert len(room.apms) == 1 and not room.canceller.uncertain
+    assert room.canceller.stats.erle_db == pytest.approx(40.0, abs=1.0)
+
+
+def test_an_echo_path_that_moved_and_got_louder_is_judged_after_a_while() -> None:
+    # The volume turned up and the processor passes the echo (its path moved): louder than any
+    # echo before, it may be the near end at first, but not for long.
+    room = settled_on_an_echo()
+    room.apms[0].near = lambda chunk: None  # type: ignore[method-assign]
+    room.play(speechlike(1.5, seed=2), heard=2.0)
+    assert len(room.apms) == 1
+    room.play(speechlike(1.5, seed=3), heard=2.0)
+    assert len(room.apms) == 2
 
 
 def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:

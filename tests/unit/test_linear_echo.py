@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.audio.echo import CHUNK, LINEAR_JUDGED, PASS_AFTER, REPLY_GAP, EchoCanceller
+from assistant.audio.echo import (
+    CHUNK,
+    LINEAR_JUDGED,
+    PASS_AFTER,
+    REALIGN_CHUNKS,
+    REPLY_GAP,
+    EchoCanceller,
+)
 from assistant.audio.linear_echo import LinearEchoFilter
 from assistant.audio.room import EchoPath, RoomAcoustics
 from assistant.engines.fake import FakeSTT
@@ -251,6 +258,31 @@ def test_when_the_microphone_stream_slips_the_linear_stage_is_placed_again_and_r
     assert got[-1][1] is None  # not heard while it learns the path again
     room.play(speechlike(3.0, seed=5))
     assert linear_erle(room) >= 20.0
+
+
+def test_after_an_underrun_the_linear_stage_moves_its_path_to_where_the_output_resumed() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert linear_erle(room) >= 20.0
+    # The output runs dry for 80 ms; it resumes with its blocks' times reported 11 samples
+    # (0.7 ms) late, and the new run is placed by them: the far end the filter reads is now
+    # 11 samples off the path it learned.
+    silence = np.zeros(CHUNK, np.float32)
+    for _ in range(8):
+        room._played = np.concatenate((room._played, silence))[-CHUNK * 8 :]
+        room.echoes.append(np.zeros(CHUNK))
+        room.now = room.t + 0.02
+        room.canceller.process_with_speech(silence, room.t + 0.01)
+        room.t += 0.01
+    room.reported_late = 11 / CAPTURE_RATE
+    room.play(speechlike(REALIGN_CHUNKS * CHUNK / CAPTURE_RATE + 0.05, seed=3))
+    stats = room.canceller.stats
+    # The far end's samples come 11 samples sooner than the filter's place says.
+    assert stats.linear_realigned == 1 and stats.linear_realigned_by == -11
+    # Moved, not learned again: it cancels as well as before at once. (Learning the moved
+    # path takes it to 16 dB in a second.)
+    room.play(speechlike(0.4, seed=4))
+    assert linear_erle(room) >= 20.0 and room.canceller._linear.resets == 0
 
 
 def test_the_linear_stage_does_not_learn_a_voice_that_aec3_took_whole() -> None:
