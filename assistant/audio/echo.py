@@ -22,11 +22,10 @@ latency changes after an underrun, and between replies). AEC3 keeps the path it 
 on a path that moved, goes on trusting it for seconds while the echo passes through. So the
 echo is uncertain again until the stretch has shown it cancelled; if it has not after
 ``RECHECK_SECONDS``, the processor is replaced by a fresh one, which starts from its cautious
-initial state and converges within about a second.
-The near end's own sound in a stretch (a user who talks over
-the start of a reply, or over one that resumed after an underrun) is louder than any echo the
-room gave back for as loud a far end: it is left out of the check, or it would pass for echo
-that is not cancelled and throw away a processor that cancels it.
+initial state and converges within about a second. The near end's own sound in a stretch (a
+user who talks over the start of a reply, or over one that resumed after an underrun) is louder
+than any echo the room gave back for as loud a far end: it is left out of the check, or it would
+pass for echo that is not cancelled and throw away a processor that cancels it.
 
 Once the far end has been silent for ``PASS_AFTER`` seconds (the longest echo path and its
 reverberation), the microphone's audio passes unchanged; the processor still hears it. AEC3's
@@ -45,8 +44,9 @@ output (the echo reduced, the voice untouched) is what the recognizer hears whil
 may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Each stretch
 of playback shows the figure again (the path may have moved), in fewer chunks for a filter that
 was heard through the stretch before; between stretches the filter does not run, and the next
-one finds its far-end past silent. Not with noise suppression on: the user asked for the
-suppressed audio.
+one finds its far-end past silent. After an underrun, the path it learned is moved to where the
+output resumed (``REALIGN_CHUNKS``) rather than learned again. Not with noise suppression on:
+the user asked for the suppressed audio.
 
 Where the microphone hears none of the far end (headphones the output's name does not give
 away, a speaker it does not reach), a stretch of playback settles as "no echo", and the
@@ -585,6 +585,9 @@ class EchoCanceller:
             if not self._linear_hushed:
                 self._linear.hush()
                 self._linear_hushed = True
+                if self._realign is not None:  # its chunks must follow each other
+                    self._realign[0].clear()
+                    self._realign[1].clear()
             return None
         self._linear_hushed = False
         far = played.astype(np.float64) * (1.0 / 32768.0)

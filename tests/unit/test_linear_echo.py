@@ -96,6 +96,26 @@ def test_a_voice_over_the_learned_echo_comes_through_whole() -> None:
     assert db(echo[learn:], out - voice) >= 18.0
 
 
+@pytest.mark.parametrize("moved", [11, -23])
+def test_a_filter_told_that_the_echo_moved_cancels_it_where_it_is_now(moved: int) -> None:
+    far = speechlike(6.0, seed=6).astype(np.float64)
+    room = RoomAcoustics(EchoPath(120, -6, reverb=True))
+    echo = room(far.astype(np.float32)).astype(np.float64)
+    flt = LinearEchoFilter()
+    learn = 4 * CAPTURE_RATE
+    run_filter(flt, echo[:learn], far[:learn], adapt=1.0)
+    later = np.roll(echo, moved)[learn:]  # the same path, ``moved`` samples later
+    rest = far[learn:]
+    unmoved = LinearEchoFilter()
+    unmoved._weights[:] = flt._weights
+    flt.shift(moved)
+    out = run_filter(flt, later, rest, adapt=0.0)
+    stale = run_filter(unmoved, later, rest, adapt=0.0)
+    tail = slice(CAPTURE_RATE // 2, len(out))
+    assert db(later[tail], stale[tail]) < 10.0
+    assert db(later[tail], out[tail]) >= 20.0
+
+
 def test_a_filter_whose_echo_path_turned_over_starts_again() -> None:
     far = speechlike(6.0, seed=3).astype(np.float64)
     near = 0.5 * np.concatenate((np.zeros(800), far[:-800]))
