@@ -72,7 +72,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -290,6 +290,17 @@ class EchoStats:
     linear_realigned_by: int = 0
 
 
+@dataclass(slots=True)
+class _Realignment:
+    """Chunks gathered to align the linear filter's path on a new run of the output (see
+    ``REALIGN_CHUNKS``): the microphone's chunks of echo alone in a row, the filter's
+    estimates of their echo, and the chunks of far end waited through."""
+
+    heard: list[Float64] = field(default_factory=list)
+    estimates: list[Float64] = field(default_factory=list)
+    waited: int = 0
+
+
 class _NearClock:
     """Capture time of each sample of the microphone stream, smoothed against callback jitter."""
 
@@ -367,10 +378,8 @@ class EchoCanceller:
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
         #: Where the linear filter's far end goes on: (the reference's run, sample index in it).
         self._linear_place: tuple[int, int] | None = None
-        #: While the linear filter is aligned again on a new run of the output (see
-        #: ``REALIGN_CHUNKS``): the microphone's chunks and the filter's estimates of their
-        #: echo so far, and the far end's chunks waited through.
-        self._realign: tuple[list[Float64], list[Float64], list[int]] | None = None
+        #: While the linear filter is aligned again on a new run of the output.
+        self._realign: _Realignment | None = None
         #: The loudest echo the microphone heard when the processor last settled on an echo,
         #: as a share of the far end's loudest chunk of the last ``ECHO_WINDOW`` (power).
         self._loudest_echo: float | None = None
@@ -559,7 +568,7 @@ class EchoCanceller:
             place = None
         if place is None or place[0] != run:
             if place is not None and self._linear.updates:
-                self._realign = ([], [], [0])  # see ``REALIGN_CHUNKS``
+                self._realign = _Realignment()
             place = (run, index)
         self._linear_place = (run, place[1] + CHUNK)
         return _to_int16(self._reference.read_run(run, place[1], CHUNK))
@@ -585,9 +594,6 @@ class EchoCanceller:
             if not self._linear_hushed:
                 self._linear.hush()
                 self._linear_hushed = True
-                if self._realign is not None:  # its chunks must follow each other
-                    self._realign[0].clear()
-                    self._realign[1].clear()
             return None
         self._linear_hushed = False
         far = played.astype(np.float64) * (1.0 / 32768.0)
@@ -619,7 +625,7 @@ class EchoCanceller:
         elif erle_now < LINEAR_KNOWN_DB - LINEAR_KNOWN_HYSTERESIS_DB:
             self._linear_known = False
         known = self._linear_known
-        if self._realign is not None and max(self._far_recent, default=0.0) >= FAR_ACTIVE:
+        if self._realign is not None:
             self._realign_linear(chunk, out, aec3_echo_only)
         if aec3_echo_only and self._realign is None:
             residual = float(out @ out) / len(out)
@@ -643,25 +649,26 @@ class EchoCanceller:
     def _realign_linear(self, chunk: Float32, out: Float64, echo_only: bool) -> None:
         """Gather the next chunk for aligning the linear filter's path on a new run of the
         output (see ``REALIGN_CHUNKS``); once there are enough, move it."""
-        assert self._realign is not None
-        heard, estimates, waited = self._realign
-        waited[0] += 1
-        if not echo_only:
-            heard.clear()  # the chunks must follow each other
-            estimates.clear()
-        else:
+        gathered = self._realign
+        assert gathered is not None
+        if max(self._far_recent, default=0.0) >= FAR_ACTIVE:
+            gathered.waited += 1
+        if echo_only:
             near = chunk.astype(np.float64)
-            heard.append(near)
-            estimates.append(near - out)
-        if len(heard) >= REALIGN_CHUNKS:
+            gathered.heard.append(near)
+            gathered.estimates.append(near - out)
+        else:  # the chunks must follow each other: start again
+            gathered.heard.clear()
+            gathered.estimates.clear()
+        if len(gathered.heard) >= REALIGN_CHUNKS:
             self._realign = None
-            moved = _best_shift(np.concatenate(heard), np.concatenate(estimates))
+            moved = _best_shift(np.concatenate(gathered.heard), np.concatenate(gathered.estimates))
             if moved:
                 self._linear.shift(moved)
                 self.stats.linear_realigned += 1
                 self.stats.linear_realigned_by = moved
                 log.info("the linear echo filter's path moved %+d samples with the output", moved)
-        elif waited[0] >= REALIGN_PATIENCE:
+        elif gathered.waited >= REALIGN_PATIENCE:
             self._realign = None
 
     def _feed_far_end(self, captured_at: float) -> float | None:
@@ -802,17 +809,16 @@ class EchoCanceller:
 def _best_shift(heard: Float64, estimate: Float64) -> int:
     """How many samples later than ``estimate`` the echo in ``heard`` comes (within
     ``REALIGN_MAX``), or 0 when they do not correlate well enough to tell."""
-    n, m = len(heard), REALIGN_MAX
-    core = estimate[m : n - m]
-    energy = float(core @ core)
-    best, best_score = 0, -1.0
-    for lag in range(-m, m + 1):
-        part = heard[m + lag : n - m + lag]
-        norm = np.sqrt(energy * float(part @ part))
-        score = float(part @ core) / norm if norm > 0.0 else 0.0
-        if score > best_score:
-            best, best_score = lag, score
-    return best if best_score >= REALIGN_CORRELATION else 0
+    m = REALIGN_MAX
+    core = estimate[m : len(estimate) - m]
+    # Index k of each: ``heard`` from sample k on against ``core``, the lag k - m.
+    products = np.correlate(heard, core, "valid")
+    energies = np.convolve(heard * heard, np.ones(len(core)), "valid") * float(core @ core)
+    scores = np.divide(
+        products, np.sqrt(energies), out=np.zeros_like(products), where=energies > 0.0
+    )
+    best = int(np.argmax(scores))
+    return best - m if scores[best] >= REALIGN_CORRELATION else 0
 
 
 def _to_int16(x: Float32) -> Int16:

@@ -205,6 +205,19 @@ class InStep:
             self.t += 0.01
         return got
 
+    def underrun(self, chunks: int) -> None:
+        """The output runs dry for ``chunks``: the speaker plays silence and the tap gets no
+        blocks, while the microphone goes on capturing."""
+        silence = np.zeros(CHUNK, np.float32)
+        for _ in range(chunks):
+            self._played = np.concatenate((self._played, silence))[-CHUNK * 8 :]
+            self.echoes.append(np.zeros(CHUNK))
+            self.now = self.t + 0.02
+            got = self.canceller.process_with_speech(silence, self.t + 0.01)
+            self.fed += CHUNK
+            self.returned += len(got[0])
+            self.t += 0.01
+
 
 def heard_and_processed(
     room: InStep, got: list[tuple[np.ndarray, np.ndarray | None]]
@@ -287,13 +300,7 @@ def test_after_an_underrun_the_linear_stage_moves_its_path_to_where_the_output_r
     # The output runs dry for 80 ms; it resumes with its blocks' times reported 11 samples
     # (0.7 ms) late, and the new run is placed by them: the far end the filter reads is now
     # 11 samples off the path it learned.
-    silence = np.zeros(CHUNK, np.float32)
-    for _ in range(8):
-        room._played = np.concatenate((room._played, silence))[-CHUNK * 8 :]
-        room.echoes.append(np.zeros(CHUNK))
-        room.now = room.t + 0.02
-        room.canceller.process_with_speech(silence, room.t + 0.01)
-        room.t += 0.01
+    room.underrun(8)
     room.reported_late = 11 / CAPTURE_RATE
     room.play(speechlike(REALIGN_CHUNKS * CHUNK / CAPTURE_RATE + 0.05, seed=3))
     stats = room.canceller.stats
