@@ -318,6 +318,8 @@ class AudioStatus:
     microphone_ok: bool
     speaker_ok: bool
     at: float = field(default_factory=_now)
+    #: The microphone captures but sends only silence (withheld by the OS, or muted).
+    microphone_silent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ _HELP = {
         "microphone”, then restart Parley."
     ),
     "linux": (
-        "Parley hears nothing from the microphone. Check that it is connected, selected as the "
-        "input device and not muted in the sound settings (or in pavucontrol's Input Devices)."
+        "Check that the microphone is connected, selected as the input device and not muted in "
+        "the sound settings (or in pavucontrol's Input Devices)."
     ),
 }
 
@@ -77,10 +77,27 @@ def looks_denied(error: BaseException | str) -> bool:
     return any(marker in text for marker in _DENIED_MARKERS)
 
 
-def is_withheld_silence(pcm: npt.NDArray[np.floating], sample_rate: int) -> bool:
-    """True when ``pcm`` is at least ``SILENCE_SECONDS`` long and every sample is exactly zero.
+class WithheldWatch:
+    """Follows a microphone's raw samples, block by block, and tells when it has delivered
+    nothing but exact zeros for ``SILENCE_SECONDS`` (``withheld``) and when sound came back.
 
-    A real microphone, even in a silent room, never delivers exact digital zeros for that long;
-    an OS withholding the device does.
+    A real microphone, even in a silent room, never delivers exact digital zeros that long; an
+    OS withholding the device does, and so does one muted in hardware or by its driver.
     """
-    return len(pcm) >= SILENCE_SECONDS * sample_rate and not np.any(pcm)
+
+    def __init__(self, sample_rate: int) -> None:
+        self._limit = round(SILENCE_SECONDS * sample_rate)
+        self._zeros = 0  # exact zeros at the end of what was observed
+        self.withheld = False
+
+    def observe(self, block: npt.NDArray[np.floating]) -> bool:
+        """Take the next block of samples; True when ``withheld`` changed with it."""
+        nonzero = np.flatnonzero(block)
+        if len(nonzero):
+            self._zeros = len(block) - 1 - int(nonzero[-1])
+        else:
+            self._zeros += len(block)
+        withheld = self._zeros >= self._limit
+        changed = withheld != self.withheld
+        self.withheld = withheld
+        return changed

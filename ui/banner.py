@@ -111,6 +111,12 @@ class BannerArea(QWidget):
     def banners(self) -> list[Banner]:
         return list(self._banners)
 
+    def dismiss(self, message: str) -> None:
+        """Take away the banner showing ``message``, if one does (its cause went away)."""
+        for banner in list(self._banners):
+            if banner.message == message:
+                banner.dismiss()
+
     def clear(self, kind: str | None = None) -> None:
         for banner in list(self._banners):
             if kind is None or banner.kind == kind:

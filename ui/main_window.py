@@ -404,8 +404,8 @@ class MainWindow(QMainWindow):
                     if self._activity.doing is Doing.SWITCHING:
                         self._activity = None
                 self._update_indicator()
-            case AudioStatus(microphone_ok=mic_ok, speaker_ok=speaker_ok):
-                self._on_audio(mic_ok, speaker_ok)
+            case AudioStatus(microphone_ok=mic_ok, microphone_silent=silent):
+                self._on_audio(mic_ok, silent)
             case TurnModeChanged(mode=mode):
                 self._on_turn_mode(mode)
             case SettingsApplied(settings=settings):
@@ -637,6 +637,8 @@ class MainWindow(QMainWindow):
         action = None
         if "API key" in message:
             action = ("Open settings", lambda: self._open_settings_for(message))
+        elif message == app_messages.microphone_silent():
+            action = ("Microphone access…", self.show_microphone_help)
         if transient:
             self.banners.show_message(message, "info", action, timeout_ms=8000)
         else:
@@ -709,6 +711,8 @@ class MainWindow(QMainWindow):
             text = "Loading engines — you can type now; talking starts when they are ready."
         elif not a.microphone_ok:
             text = "No microphone — type your message above."
+        elif a.microphone_silent:
+            text = "The microphone sends only silence — see Help → Microphone access, or type."
         elif a.turn_mode == "vad":
             text = "Hands-free: just speak; Parley answers when you pause. Esc stops the answer."
         else:
@@ -727,10 +731,12 @@ class MainWindow(QMainWindow):
             self.loading_row.hide()
             self._loading.clear()
 
-    def _on_audio(self, mic_ok: bool, speaker_ok: bool) -> None:
+    def _on_audio(self, mic_ok: bool, silent: bool) -> None:
         self.ptt_button.setToolTip(
             "Hold to talk" if mic_ok else "No microphone: connect one and choose Retry, or type"
         )
+        if not silent:  # sound came back (or the microphone closed): the warning is past
+            self.banners.dismiss(app_messages.microphone_silent())
         self._update_hint()
 
     def _on_turn_mode(self, mode: str) -> None:

@@ -244,6 +244,11 @@ class Assistant:
         return self._input.ok
 
     @property
+    def microphone_silent(self) -> bool:
+        """The microphone captures but sends only silence (withheld by the OS, or muted)."""
+        return self._input.silent
+
+    @property
     def speaker_ok(self) -> bool:
         return self._output.ok
 
@@ -855,7 +860,9 @@ class Assistant:
         self._emit(Ready(ready))
 
     def _audio_changed(self) -> None:
-        self._emit(AudioStatus(self._input.ok, self._output.ok))
+        self._emit(
+            AudioStatus(self._input.ok, self._output.ok, microphone_silent=self._input.silent)
+        )
 
     def _echo_changed(self) -> None:
         if self._session is not None:

@@ -8,7 +8,9 @@ frame the conversation sees is processed audio; ``_pump`` lets it report after e
 ``AudioOutput`` opens the player and, when the device is missing, falls back to a silent virtual
 one so replies still arrive as text. Both report device trouble as ``ErrorEvent``s
 with the sources ``audio-input``/``audio-output`` (a view offers Retry for those) and call
-``on_change`` whenever whether they work may have changed.
+``on_change`` whenever whether they work may have changed. A microphone that opens but sends
+only exact zeros (the OS withholds it, or it is muted) is told once as a ``Notice`` with
+directions, and ``AudioInput.silent`` says so until sound comes back.
 
 Both take factories from the settings, so tests and headless callers plug in WAV files, arrays
 and virtual devices in place of the sound card.
@@ -92,6 +94,9 @@ class AudioInput:
         self.ok = False
         #: The system default is capturing because the chosen microphone could not be opened.
         self.substituted = False
+        #: The microphone is open but has sent only exact zeros for a while: the OS withholds
+        #: it (macOS without permission) or it is muted. Cleared when sound comes back.
+        self.silent = False
 
     @property
     def running(self) -> bool:
@@ -148,6 +153,7 @@ class AudioInput:
     async def stop(self) -> None:
         source, self._source = self._source, None
         task, self._task = self._task, None
+        self.silent = False
         if self._echo is not None:
             self._echo.detach_input()
         if source is not None:
@@ -179,6 +185,8 @@ class AudioInput:
                     if look is not None:
                         look(item)
                     continue
+                if isinstance(source, MicrophoneCapture) and source.withheld != self.silent:
+                    self._silence_changed(source.withheld)
                 await self._sink(item)
         except asyncio.CancelledError:
             raise
@@ -190,6 +198,15 @@ class AudioInput:
             if self._echo is not None:
                 self._echo.detach_input()
             self._set_ok(False)
+
+    def _silence_changed(self, silent: bool) -> None:
+        self.silent = silent
+        if silent:
+            log.warning("the microphone sends only exact zeros: withheld by the OS, or muted")
+            self._emit(Notice(messages.microphone_silent(), Source.AUDIO_INPUT))
+        else:
+            log.info("the microphone sends sound again")
+        self._on_change()
 
     def _lost(self, message: str) -> None:
         self._set_ok(False)

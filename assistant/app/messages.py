@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from assistant import mic_access
 from assistant.engines.base import EngineError
 
 NOT_READY = "Parley is still loading its engines; talking will work as soon as they are ready."
@@ -141,6 +142,11 @@ def output_lost(message: str) -> str:
 
 def input_lost(message: str) -> str:
     return f"{message} Choose Retry after reconnecting it, or type below."
+
+
+def microphone_silent() -> str:
+    """The microphone is open but delivers nothing but silence (see ``mic_access``)."""
+    return f"The microphone sends only silence. {mic_access.microphone_help()}"
 
 
 def _device_name(setting: str) -> str:

@@ -32,6 +32,7 @@ from assistant.audio.timing import DeviceDelay
 from assistant.audio.watchdog import CallbackWatchdog
 from assistant.audio.wav import WavError, read_wav, resample, to_int16
 from assistant.clock import SYSTEM_CLOCK, Clock
+from assistant.mic_access import WithheldWatch
 from assistant.types import PCM, AudioLook
 
 __all__ = [
@@ -155,6 +156,13 @@ class MicrophoneCapture:
         self._close_timeout = close_timeout
         self._watchdog = CallbackWatchdog(clock, self._lost)
         self._closer: asyncio.Future[bool] | None = None
+        self._silence = WithheldWatch(CAPTURE_RATE)
+
+    @property
+    def withheld(self) -> bool:
+        """The device has delivered nothing but exact zeros for a while: the OS withholds it,
+        or it is muted (see ``assistant.mic_access``)."""
+        return self._silence.withheld
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -197,6 +205,7 @@ class MicrophoneCapture:
         self._looked = 0
         self._stopped = self._closing = False
         self._wake = asyncio.Event()
+        self._silence = WithheldWatch(rate)
 
     # PortAudio's thread. Copies and bookkeeping only; never raises. Only a block that could be
     # used counts as a sign of life: a stream whose every block breaks is as good as dead.
@@ -329,6 +338,7 @@ class MicrophoneCapture:
         first = min(n, cap - i)
         chunk = np.concatenate((ring[i : i + first], ring[: n - first]))
         self._r = w
+        self._silence.observe(chunk)  # as the device gave it: no filter has touched it yet
         if self._resampler is not None:
             chunk = self._resampler.resample_chunk(chunk)
         speech: Float32 | None = None

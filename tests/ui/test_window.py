@@ -4,7 +4,9 @@ no audio devices, loading, hands-free, new conversation, settings applied live."
 from __future__ import annotations
 
 import asyncio
+import types
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
@@ -155,6 +157,48 @@ def test_typed_message_works_without_any_audio_device(qtbot, qloop, assistants):
     assert "No microphone" in window.hint_label.text()
     actions = [b.action_button.text() for b in window.banners.banners() if b.action_button]
     assert "Retry" in actions
+
+
+def test_a_microphone_sending_only_silence_is_explained_until_sound_comes_back(
+    qtbot, qloop, assistants
+):
+    """What a Mac user who has not allowed the microphone sees: exact zeros from the device."""
+    from assistant.app import messages
+    from assistant.audio.capture import MicrophoneCapture
+
+    callbacks = []
+
+    def stream(**kwargs):
+        callbacks.append(kwargs["callback"])
+        return types.SimpleNamespace(start=lambda: None, close=lambda: None)
+
+    def feed(block: np.ndarray) -> None:
+        callbacks[0](block.reshape(-1, 1), len(block), None, None)
+
+    assistant = assistants(
+        source_factory=lambda _s: MicrophoneCapture(samplerate=16_000, stream_factory=stream)
+    )
+    window = make_window(qtbot, assistant)
+    silent = messages.microphone_silent()
+    banners = []
+
+    async def scenario() -> None:
+        await started(assistant)
+        for _ in range(5):  # 2.5 s of exact zeros, in half-second callbacks
+            feed(np.zeros(8000, np.float32))
+            await asyncio.sleep(0.05)
+        await until(lambda: silent in window.banners.messages(), what="the silence banner")
+        [banner] = [b for b in window.banners.banners() if b.message == silent]
+        button = banner.action_button
+        banners.append((banner.kind, button.text() if button is not None else None))
+        assert "only silence" in window.hint_label.text()
+        feed(np.random.default_rng(0).normal(0, 1e-3, 8000).astype(np.float32))
+        await until(lambda: silent not in window.banners.messages(), what="sound again")
+        await assistant.close()
+
+    run(qloop, scenario(), 4 * PATIENCE)
+    assert banners == [("warning", "Microphone access…")]
+    assert "only silence" not in window.hint_label.text()
 
 
 class SlowLLM(FakeLLM):

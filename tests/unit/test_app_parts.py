@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from assistant.app.audio import AudioOutput
+from assistant.app import messages
+from assistant.app.audio import AudioInput, AudioOutput
 from assistant.app.engines import KINDS, EngineSet
 from assistant.app.settings import SettingsChange, compare
-from assistant.audio.frames import FRAME_SAMPLES, AudioFrame
+from assistant.audio.capture import MicrophoneCapture
+from assistant.audio.frames import CAPTURE_RATE, FRAME_SAMPLES, AudioFrame
 from assistant.audio.player import VirtualPlayer
 from assistant.audio.push import PushSource
 from assistant.clock import ManualClock
@@ -21,7 +23,7 @@ from assistant.config import ProviderSettings, Settings
 from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
-from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading, Source
+from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading, Notice, Source
 
 
 def changed(**changes: object) -> Settings:
@@ -274,3 +276,71 @@ async def test_stopping_releases_a_pusher_whose_frame_was_never_taken() -> None:
     with pytest.raises(RuntimeError, match="stopped"):
         await source.push(frame(1))
     assert [f async for f in source.frames()] == []
+
+
+async def test_a_microphone_that_sends_only_zeros_is_told_once_and_cleared_by_sound() -> None:
+    """macOS hands an app without microphone permission exact zeros; so does a muted device."""
+    streams: list[_InputStream] = []
+
+    def open_stream(**kw: object) -> _InputStream:
+        streams.append(_InputStream(kw))
+        return streams[-1]
+
+    events: list[AppEvent] = []
+    frames: list[AudioFrame] = []
+    seen = asyncio.Event()
+    want = [0]
+
+    async def sink(item: AudioFrame) -> None:
+        frames.append(item)
+        if len(frames) >= want[0]:
+            seen.set()
+
+    audio_input = AudioInput(
+        lambda _s: MicrophoneCapture(samplerate=CAPTURE_RATE, stream_factory=open_stream),
+        sink=sink,
+        emit=events.append,
+        on_change=lambda: None,
+        on_end=lambda: None,
+    )
+    await audio_input.start(Settings())
+    silences: list[bool] = []
+
+    async def capture(block: np.ndarray, seconds: float) -> None:
+        """``seconds`` of ``block`` repeated, in 0.5 s callbacks, each taken in full."""
+        for _ in range(round(seconds / 0.5)):
+            want[0] = len(frames) + len(block) // FRAME_SAMPLES
+            seen.clear()
+            streams[0].feed(block)
+            await asyncio.wait_for(seen.wait(), 20)
+            silences.append(audio_input.silent)
+
+    half = CAPTURE_RATE // 2
+    await capture(np.zeros(half, np.float32), 2.5)
+    await capture(np.random.default_rng(1).normal(0, 1e-4, half).astype(np.float32), 0.5)
+    await capture(np.zeros(half, np.float32), 1.0)  # quiet again, not for long
+    await audio_input.stop()
+    assert silences == [False, False, False, True, True, False, False, False]
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert [n.message for n in notices] == [messages.microphone_silent()]
+    assert notices[0].source is Source.AUDIO_INPUT
+    assert "Privacy" in notices[0].message or "muted" in notices[0].message  # where to look
+    assert not any(isinstance(e, ErrorEvent) for e in events)
+
+
+@dataclass
+class _InputStream:
+    """A sounddevice input stream that calls back when told to."""
+
+    kwargs: dict[str, object]
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def feed(self, block: np.ndarray) -> None:
+        callback = self.kwargs["callback"]
+        assert callable(callback)
+        callback(block.reshape(-1, 1), len(block), None, None)
