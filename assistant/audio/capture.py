@@ -92,7 +92,8 @@ class MicrophoneCapture:
     ADC timestamps (``delay``; the stream's nominal latency when the device gives none).
 
     ``processor`` (set before ``start``) runs on the loop on each stretch of 16 kHz audio before
-    frames are cut; its output may lag its input, and frames keep the times of their samples. A
+    frames are cut; its output may lag its input, and frames keep the times of their samples
+    (less the processor's ``latency``: what its filters' delay makes the samples older). A
     processor that also gives the recognizer's version of its output (``SpeechProcessor``) has
     it in the frames' ``speech``.
 
@@ -353,6 +354,7 @@ class MicrophoneCapture:
         pending = np.concatenate((self._pending, chunk)) if len(self._pending) else chunk
         pending_speech = self._join_speech(len(self._pending), chunk, speech)
         count = len(pending) // FRAME_SAMPLES
+        late = self.processor.latency if self.processor is not None else 0.0
         out: list[AudioFrame] = []
         for k in range(count):
             index = self._emitted
@@ -363,7 +365,7 @@ class MicrophoneCapture:
             out.append(
                 AudioFrame(
                     pcm=to_int16(pending[cut]),
-                    t=stamp_t - (stamp_w - end_device) / self.rate,
+                    t=stamp_t - (stamp_w - end_device) / self.rate - late,
                     offset=index * FRAME_SECONDS,
                     speech=None
                     if heard is None or np.array_equal(heard, pending[cut])

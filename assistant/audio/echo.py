@@ -56,6 +56,14 @@ who talks over a reply meanwhile (the first interruptions of a session lost thei
 "Another cold-hearted" for "Unless to be rather cold-hearted"). Turn-taking still judges AEC3's
 output, and the next stretch is judged again.
 
+Latency: AEC3 hands back what it took 128 samples (8 ms) later (it works in 4 ms blocks;
+noise suppression adds its own delay). Every other version of the microphone (passed as it is,
+the linear filter's output and what is measured against AEC3's output) is made as late
+(``Apm.latency``, measured once per configuration), so the one stream turn-taking and the
+recognizer hear never skips or repeats samples where it changes from one version to another
+(it did: 8 ms cut out of a word where the echo had died away, and the recognizer heard "0
+forward" for "go forward").
+
 Convergence: ``uncertain`` is True from the start, and from the start of each stretch, until
 the echo return loss is known: the far end has been playing for ``SETTLE_SECONDS`` of the
 stretch (``RECHECK_SECONDS`` for a processor that had settled before) and the median echo
@@ -68,6 +76,7 @@ stricter while it is uncertain.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -180,7 +189,13 @@ LINEAR_MOVED = 50
 
 
 class AudioProcessor(Protocol):
-    """A stage on the capture path, on 16 kHz float32 samples (see ``MicrophoneCapture``)."""
+    """A stage on the capture path, on 16 kHz float32 samples (see ``MicrophoneCapture``).
+
+    ``latency``: seconds by which what it returns sounds later than the samples it stands in
+    for (its filters' delay; not the samples it holds back, which come later anyway)."""
+
+    @property
+    def latency(self) -> float: ...
 
     def process(self, samples: Float32, end_time: float) -> Float32:
         """Take the next samples of the stream (the last one captured at ``end_time``) and
@@ -201,7 +216,11 @@ class SpeechProcessor(AudioProcessor, Protocol):
 
 
 class Apm(Protocol):
-    """The audio processing module: 10 ms int16 chunks at 16 kHz, processed in place."""
+    """The audio processing module: 10 ms int16 chunks at 16 kHz, processed in place.
+
+    ``latency``: how many samples later than its input its output is (its filters' delay)."""
+
+    latency: int
 
     def reverse(self, chunk: Int16) -> None: ...
 
@@ -237,6 +256,8 @@ class LiveKitApm:
         self._near_view: Int16 = np.frombuffer(self._near_bytes, dtype=np.int16)
         self._reverse_frame = rtc.AudioFrame(self._reverse_bytes, CAPTURE_RATE, 1, CHUNK)
         self._near_frame = rtc.AudioFrame(self._near_bytes, CAPTURE_RATE, 1, CHUNK)
+        #: Set by ``_livekit_apm`` (measured once per configuration).
+        self.latency = 0
 
     def reverse(self, chunk: Int16) -> None:
         self._reverse_view[:] = chunk
@@ -253,9 +274,44 @@ class LiveKitApm:
 
 ApmFactory = Callable[[bool, bool], Apm]
 
+#: The longest processing delay looked for when measuring one (samples; 30 ms).
+LATENCY_SEARCHED = 480
+
+
+@functools.cache
+def _latency_of(echo_cancellation: bool, noise_suppression: bool) -> int:
+    """How many samples WebRTC's processing delays the microphone's audio, measured once per
+    configuration on a processor of its own: AEC3 works in 4 ms blocks and returns what it
+    took 128 samples (8 ms) later at 16 kHz; noise suppression adds its own overlap. The
+    canceller delays every other version of the microphone by as much, or switching between
+    them would skip or repeat those samples in the middle of a word."""
+    apm = LiveKitApm(echo_cancellation=echo_cancellation, noise_suppression=noise_suppression)
+    probe = (np.random.default_rng(0).standard_normal(60 * CHUNK) * 3000.0).astype(np.int16)
+    out = np.empty_like(probe)
+    silence = np.zeros(CHUNK, np.int16)
+    for k in range(0, len(probe), CHUNK):
+        chunk = probe[k : k + CHUNK].copy()
+        apm.reverse(silence)
+        apm.near(chunk)
+        out[k : k + CHUNK] = chunk
+    x, y = probe.astype(np.float64), out.astype(np.float64)
+    tail = slice(LATENCY_SEARCHED, len(y))  # past the start, where the filters settle
+    scores = [
+        float(np.dot(y[tail], x[tail.start - lag : tail.stop - lag]))
+        for lag in range(LATENCY_SEARCHED + 1)
+    ]
+    lag = int(np.argmax(scores))
+    match = scores[lag] / (float(np.linalg.norm(y[tail]) * np.linalg.norm(x[tail])) + 1e-9)
+    if match < 0.5:
+        log.warning("could not measure the audio processing's delay (match %.2f)", match)
+        return 0
+    return lag
+
 
 def _livekit_apm(echo_cancellation: bool, noise_suppression: bool) -> Apm:
-    return LiveKitApm(echo_cancellation=echo_cancellation, noise_suppression=noise_suppression)
+    apm = LiveKitApm(echo_cancellation=echo_cancellation, noise_suppression=noise_suppression)
+    apm.latency = _latency_of(echo_cancellation, noise_suppression)
+    return apm
 
 
 @dataclass(slots=True)
@@ -299,6 +355,24 @@ class _Realignment:
     heard: list[Float64] = field(default_factory=list)
     estimates: list[Float64] = field(default_factory=list)
     waited: int = 0
+
+
+class _Late:
+    """A stream of samples made ``by`` samples later: what goes in comes out ``by`` samples
+    after it (silence first)."""
+
+    def __init__(self, by: int) -> None:
+        self._held: Float32 = np.zeros(by, np.float32)
+
+    def push(self, x: Float32) -> Float32:
+        if not len(self._held):
+            return x
+        joined = np.concatenate((self._held, x))
+        self._held = joined[len(x) :].copy()
+        return joined[: len(x)]
+
+    def clear(self) -> None:
+        self._held[:] = 0.0
 
 
 class _NearClock:
@@ -384,11 +458,18 @@ class EchoCanceller:
         #: as a share of the far end's loudest chunk of the last ``ECHO_WINDOW`` (power).
         self._loudest_echo: float | None = None
         self.stats = EchoStats()
+        self._latency = 0
+        self._raw_late = self._far_late = _Late(0)
         self._restart()
 
     def _restart(self) -> None:
         """A fresh processor; the echo is unknown again."""
         self._apm: Apm = self._apm_factory(self.echo_cancellation, self.noise_suppression)
+        if self._apm.latency != self._latency:
+            # Every other version of the microphone is as late as the processor's output.
+            self._latency = self._apm.latency
+            self._raw_late = _Late(self._latency)
+            self._far_late = _Late(self._latency)
         self._delay_ms = -1
         self._fresh = True  # it has not been through a whole stretch yet
         self._no_echo = False  # it settled where the microphone heard none of the far end
@@ -451,6 +532,11 @@ class EchoCanceller:
         """The echo return loss is not known yet: speech heard may still be the speaker."""
         return not self._settled
 
+    @property
+    def latency(self) -> float:
+        """See ``AudioProcessor.latency``: the processor's (``Apm.latency``)."""
+        return self._latency / CAPTURE_RATE
+
     def process(self, samples: Float32, end_time: float) -> Float32:
         """See ``AudioProcessor.process``."""
         return self.process_with_speech(samples, end_time)[0]
@@ -501,8 +587,6 @@ class EchoCanceller:
     ) -> tuple[Float32, Float32 | None] | None:
         """The chunk processed and the recognizer's version of it (None: the same), or None
         when the far end it needs is not played yet."""
-        near = _to_int16(chunk)
-        raw_power = _power(near)
         far_power = 0.0
         if self.echo_cancellation:
             if not self._linear_far_rendered(captured_at):
@@ -518,6 +602,11 @@ class EchoCanceller:
                     self._delay_ms = delay_ms
                 except RuntimeError:  # sometimes refused; AEC3 estimates the delay anyway
                     pass
+        near = _to_int16(chunk)
+        # The microphone as late as the processor's output (``Apm.latency``): what is measured
+        # against that output, and what passes instead of it, follows on sample for sample.
+        raw = self._raw_late.push(chunk)
+        raw_power = _power(_to_int16(raw))
         try:
             self._apm.near(near)
         except RuntimeError as exc:
@@ -525,15 +614,15 @@ class EchoCanceller:
             if self.stats.failures == 1:
                 log.warning("audio processing failed; passing the microphone through: %s", exc)
             self._linear_far(captured_at)  # its far end keeps in step
-            return chunk.copy(), None
+            return raw.copy(), None
         processed_power = _power(near)
         self._measure(raw_power, processed_power, far_power)
-        speech = self._linear_stage(chunk, captured_at, raw_power, processed_power)
+        speech = self._linear_stage(raw, captured_at, raw_power, processed_power)
         if self.echo_cancellation and not self.noise_suppression:
             if self._quiet >= PASS_AFTER:
-                return chunk.copy(), None  # no echo left to remove (see the module docstring)
+                return raw.copy(), None  # no echo left to remove (see the module docstring)
             if self._hears_no_echo:
-                speech = chunk.copy()  # nothing to remove: see the module docstring
+                speech = raw.copy()  # nothing to remove: see the module docstring
         return near.astype(np.float32) * (1.0 / 32768.0), speech
 
     def _linear_far_rendered(self, captured_at: float) -> bool:
@@ -571,7 +660,8 @@ class EchoCanceller:
                 self._realign = _Realignment()
             place = (run, index)
         self._linear_place = (run, place[1] + CHUNK)
-        return _to_int16(self._reference.read_run(run, place[1], CHUNK))
+        far = self._reference.read_run(run, place[1], CHUNK)
+        return _to_int16(self._far_late.push(far))  # as late as the microphone it goes with
 
     def _linear_stage(
         self, chunk: Float32, captured_at: float, raw: float, processed: float
@@ -593,6 +683,7 @@ class EchoCanceller:
             # next reply finds a silent past, not the end of the last one.
             if not self._linear_hushed:
                 self._linear.hush()
+                self._far_late.clear()
                 self._linear_hushed = True
             return None
         self._linear_hushed = False

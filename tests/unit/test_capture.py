@@ -442,6 +442,8 @@ async def test_microphone_whose_blocks_are_all_unusable_is_reported() -> None:
 
 async def test_a_microphone_with_a_processor_looks_between_its_frames() -> None:
     class Halve:
+        latency = 0.0
+
         def process(self, samples: np.ndarray, end_time: float) -> np.ndarray:
             return samples * 0.5
 

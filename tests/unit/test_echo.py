@@ -179,6 +179,8 @@ def test_read_on_by_sample_count_the_far_end_is_exactly_what_was_played() -> Non
 class RecordingApm:
     """Records the order of calls (a stand-in for the processor in alignment tests)."""
 
+    latency = 0
+
     def __init__(self, cancel: bool, suppress: bool) -> None:
         self.calls: list[tuple[str, float]] = []
 
@@ -444,6 +446,65 @@ def test_once_the_echo_has_died_away_the_microphone_passes_unchanged() -> None:
     assert not np.array_equal(suppressing.process(x, 200.0), x)
 
 
+class Late(RecordingApm):
+    """Removes 40 dB of whatever it hears and hands it back ``latency`` samples later, as AEC3
+    does (its blocks and filters delay the audio)."""
+
+    latency = 64
+
+    def __init__(self, cancel: bool, suppress: bool) -> None:
+        super().__init__(cancel, suppress)
+        self._held = np.zeros(self.latency, np.int16)
+
+    def near(self, chunk: np.ndarray) -> None:
+        joined = np.concatenate((self._held, chunk // 100))
+        self._held = joined[len(chunk) :].copy()
+        chunk[:] = joined[: len(chunk)]
+
+
+def talk_after_a_reply(room: Room, voice: np.ndarray) -> np.ndarray:
+    """A reply plays for a second, stops, and the user talks: what the canceller returned of
+    the user's words (processed while the reply's echo may linger, then passed)."""
+    sine = 0.1 * np.sin(np.arange(CAPTURE_RATE) * 2 * np.pi * 440 / CAPTURE_RATE)
+    room.play(sine.astype(np.float32))
+    out = []
+    for k in range(len(voice) // CHUNK):
+        room.canceller.tap.rendered(np.zeros(CHUNK, np.float32), CAPTURE_RATE, room.t)
+        room.now = room.t + 0.02
+        out.append(room.canceller.process(voice[k * CHUNK : (k + 1) * CHUNK], room.t + 0.01))
+        room.t += 0.01
+    return np.concatenate(out)
+
+
+def how_late(passed: np.ndarray, x: np.ndarray) -> int | None:
+    """How many samples before the end of ``x`` the end of ``passed`` is, where ``passed`` is
+    a run of ``x`` unchanged (None: it is not)."""
+    end = len(x)
+    return next(
+        (
+            late
+            for late in range(0, 6 * CHUNK)
+            if np.array_equal(passed, x[end - late - len(passed) : end - late])
+        ),
+        None,
+    )
+
+
+def test_the_microphone_passes_as_late_as_the_processor_returns_it() -> None:
+    """Switching from the processor's output to the microphone as it is must not skip the
+    samples the processor still held: a word cut there comes out as another word."""
+    room = Room(Late)
+    voice = speechlike(1.0, seed=9)
+    y = talk_after_a_reply(room, voice)
+    processed, passed = y[: 50 * CHUNK], y[-30 * CHUNK :]  # see the test above
+    late = how_late(passed, voice[: len(y)])
+    assert late is not None and late % CHUNK == Late.latency, late  # held chunks, and latency
+    # The processed part is exactly as late: one stream, nothing skipped where it changes.
+    expected = to_pcm_float(voice[: 50 * CHUNK - late])
+    got = processed[late:] * 100.0
+    assert np.allclose(got, expected, atol=101 / 32768), "the processed part is not as late"
+
+
 def to_pcm_float(x: np.ndarray) -> np.ndarray:
     """``x`` rounded to 16 bits, as a processor hands it back."""
     return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.float32) / 32768.0
@@ -581,6 +642,8 @@ async def test_the_microphone_cuts_frames_from_processed_audio_with_their_captur
     class Late:
         """Gives back 0.25 of every sample, 100 samples late."""
 
+        latency = 0.0
+
         def __init__(self) -> None:
             self.held = np.zeros(100, np.float32)
 
@@ -596,6 +659,31 @@ async def test_the_microphone_cuts_frames_from_processed_audio_with_their_captur
     got = np.concatenate([f.pcm for f in frames]).astype(np.float32) / 32768.0
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert frames[1].t - frames[0].t == pytest.approx(FRAME_SAMPLES / CAPTURE_RATE, abs=1e-9)
+
+
+async def test_frames_are_dated_back_by_the_processors_latency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a processor hands back 8 ms late was captured 8 ms earlier than its place in the
+    stream says: the frames' times tell when it was said."""
+    import types
+
+    import assistant.audio.capture as capture_module
+
+    frozen = types.SimpleNamespace(monotonic=lambda: 500.0)  # the capture's clock only
+    monkeypatch.setattr(capture_module, "time", frozen)
+
+    class Delaying:
+        def __init__(self, latency: float) -> None:
+            self.latency = latency
+
+        def process(self, samples: np.ndarray, end_time: float) -> np.ndarray:
+            return samples
+
+    x = np.zeros(FRAME_SAMPLES * 3, np.float32)
+    on_time, _ = await frames_through(Delaying(0.0), x, 2)
+    late, _ = await frames_through(Delaying(0.008), x, 2)
+    assert [a.t - b.t for a, b in zip(on_time, late, strict=True)] == pytest.approx([0.008] * 2)
 
 
 # ------------------------------------------------------------------------ the real processor
@@ -624,6 +712,27 @@ def test_webrtc_removes_a_room_echo_delayed_up_to_250_ms(room: EchoPath) -> None
     erle = 10 * np.log10(np.mean(echo[settled] ** 2) / max(np.mean(y[settled] ** 2), 1e-12))
     assert erle >= 20.0, erle
     assert not canceller.uncertain
+
+
+@needs_webrtc
+def test_webrtc_output_and_the_microphone_passed_after_it_are_one_stream() -> None:
+    """AEC3 hands back what it took 8 ms later; the microphone passed once the echo has died
+    away (and the recognizer's versions) are made as late, so nothing is skipped there."""
+    from assistant.audio import echo
+
+    room = Room()
+    room.canceller = EchoCanceller(now=lambda: room.now, noise_suppression=False)
+    latency = echo._livekit_apm(True, False).latency
+    assert latency == 128  # WebRTC's AEC3 at 16 kHz: measured, not assumed, by the canceller
+    voice = speechlike(1.0, seed=9)
+    y = talk_after_a_reply(room, voice)
+    late = how_late(y[-30 * CHUNK :], voice[: len(y)])
+    assert late is not None and late % CHUNK == latency, late
+    # Where AEC3 still processed the voice (the reply's echo might linger), it is as late.
+    processed = y[20 * CHUNK : 50 * CHUNK]
+    lags = range(late - CHUNK, late + CHUNK + 1)
+    scores = [abs(float(np.dot(processed, voice[20 * CHUNK - g : 50 * CHUNK - g]))) for g in lags]
+    assert lags[int(np.argmax(scores))] == late
 
 
 def test_echo_path_parses_the_command_line_form() -> None:

@@ -16,6 +16,8 @@ from assistant.events import EchoStatus, Notice, Source
 
 
 class NullApm:
+    latency = 0
+
     def __init__(self, cancel: bool, suppress: bool) -> None:
         pass
 

@@ -140,6 +140,8 @@ class Suppressor:
     voice) at ``keep`` of its level (its suppressor thins it; at the onset it may take it
     whole). It is told each microphone chunk's echo, in order."""
 
+    latency = 0
+
     def __init__(self, echoes: list[np.ndarray]) -> None:
         self.echoes = echoes
         self.keep = 1.0
@@ -410,6 +412,8 @@ def test_with_noise_suppression_the_recognizer_hears_the_suppressed_audio() -> N
 class TwoVersions:
     """Processed: a quarter of the input; the recognizer's version: half of it, but only
     from sample ``from_sample`` of the stream on (before that: the same as processed)."""
+
+    latency = 0.0
 
     def __init__(self, from_sample: int) -> None:
         self.from_sample = from_sample
