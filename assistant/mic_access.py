@@ -78,26 +78,32 @@ def looks_denied(error: BaseException | str) -> bool:
 
 
 class WithheldWatch:
-    """Follows a microphone's raw samples, block by block, and tells when it has delivered
-    nothing but exact zeros for ``SILENCE_SECONDS`` (``withheld``) and when sound came back.
+    """Follows a microphone's raw samples from the moment it opens, block by block, and tells
+    when it has delivered nothing but exact zeros for ``SILENCE_SECONDS`` (``withheld``) and
+    when sound came.
 
     A real microphone, even in a silent room, never delivers exact digital zeros that long; an
-    OS withholding the device does, and so does one muted in hardware or by its driver.
+    OS withholding the device does from the start, and so does one muted when it opened. Once
+    the device has sent sound it is not withheld: a virtual device (a sound server's monitor,
+    a routing tool) goes quiet with exact zeros whenever nothing plays into it.
     """
 
     def __init__(self, sample_rate: int) -> None:
         self._limit = round(SILENCE_SECONDS * sample_rate)
-        self._zeros = 0  # exact zeros at the end of what was observed
+        self._zeros = 0  # samples observed, all exact zeros
+        self._heard = False
         self.withheld = False
 
     def observe(self, block: npt.NDArray[np.floating]) -> bool:
         """Take the next block of samples; True when ``withheld`` changed with it."""
-        nonzero = np.flatnonzero(block)
-        if len(nonzero):
-            self._zeros = len(block) - 1 - int(nonzero[-1])
-        else:
-            self._zeros += len(block)
-        withheld = self._zeros >= self._limit
-        changed = withheld != self.withheld
-        self.withheld = withheld
-        return changed
+        if self._heard:
+            return False
+        if np.any(block):
+            self._heard = True
+            changed, self.withheld = self.withheld, False
+            return changed
+        self._zeros += len(block)
+        if self.withheld or self._zeros < self._limit:
+            return False
+        self.withheld = True
+        return True

@@ -95,7 +95,7 @@ class AudioInput:
         #: The system default is capturing because the chosen microphone could not be opened.
         self.substituted = False
         #: The microphone is open but has sent only exact zeros for a while: the OS withholds
-        #: it (macOS without permission) or it is muted. Cleared when sound comes back.
+        #: it (macOS without permission) or it is muted. Cleared when sound comes.
         self.silent = False
 
     @property
