@@ -109,6 +109,7 @@ class AudioInput:
         stands in for it, with a notice, and ``substituted`` is set until the next start.
         """
         self.substituted = False
+        self.silent = False
         try:
             source = await self._open(settings)
         except Exception as exc:
@@ -153,7 +154,9 @@ class AudioInput:
     async def stop(self) -> None:
         source, self._source = self._source, None
         task, self._task = self._task, None
-        self.silent = False
+        if self.silent:  # a closed microphone sends nothing to warn about
+            self.silent = False
+            self._on_change()
         if self._echo is not None:
             self._echo.detach_input()
         if source is not None:
@@ -185,7 +188,11 @@ class AudioInput:
                     if look is not None:
                         look(item)
                     continue
-                if isinstance(source, MicrophoneCapture) and source.withheld != self.silent:
+                if (
+                    isinstance(source, MicrophoneCapture)
+                    and source.withheld != self.silent
+                    and self._source is source  # not one being stopped
+                ):
                     self._silence_changed(source.withheld)
                 await self._sink(item)
         except asyncio.CancelledError:
@@ -214,6 +221,8 @@ class AudioInput:
 
     def _set_ok(self, ok: bool) -> None:
         self.ok = ok
+        if not ok:
+            self.silent = False  # no microphone: nothing sends silence
         self._on_change()
 
 

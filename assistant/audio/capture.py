@@ -92,8 +92,8 @@ class MicrophoneCapture:
     ADC timestamps (``delay``; the stream's nominal latency when the device gives none).
 
     ``processor`` (set before ``start``) runs on the loop on each stretch of 16 kHz audio before
-    frames are cut; its output may lag its input, and frames keep the times of their samples
-    (less the processor's ``latency``: what its filters' delay makes the samples older). A
+    frames are cut; its output may lag its input, and frames (and looks) keep the times of their
+    samples, less the processor's ``latency`` (what its filters' delay makes them older). A
     processor that also gives the recognizer's version of its output (``SpeechProcessor``) has
     it in the frames' ``speech``.
 
@@ -326,7 +326,8 @@ class MicrophoneCapture:
         stamp_w, stamp_t = self._stamp
         end_device = (self._emitted * FRAME_SAMPLES + fresh) * self.rate / CAPTURE_RATE
         window = np.concatenate((self._last_frame[fresh:], self._pending))
-        return AudioLook(to_int16(window), fresh, stamp_t - (stamp_w - end_device) / self.rate)
+        t = stamp_t - (stamp_w - end_device) / self.rate - self.processor.latency  # as frames
+        return AudioLook(to_int16(window), fresh, t)
 
     def _drain(self) -> list[AudioFrame]:
         """Take everything in the ring, resample it and cut whole frames (loop thread)."""

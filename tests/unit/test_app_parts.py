@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -326,6 +327,64 @@ async def test_a_microphone_that_sends_only_zeros_is_told_once_and_cleared_by_so
     assert notices[0].source is Source.AUDIO_INPUT
     assert "Privacy" in notices[0].message or "muted" in notices[0].message  # where to look
     assert not any(isinstance(e, ErrorEvent) for e in events)
+
+
+async def test_a_silent_microphone_being_stopped_or_lost_leaves_no_warning_behind() -> None:
+    streams: list[_InputStream] = []
+    events: list[AppEvent] = []
+    taken = asyncio.Event()
+    go_on = asyncio.Event()
+    go_on.set()
+    changed = asyncio.Event()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            changed.clear()
+            await asyncio.wait_for(changed.wait(), 20)
+
+    async def sink(item: AudioFrame) -> None:
+        taken.set()
+        await go_on.wait()  # a conversation busy with a frame
+
+    audio_input = AudioInput(
+        lambda _s: MicrophoneCapture(
+            samplerate=CAPTURE_RATE,
+            stream_factory=lambda **kw: streams.append(_InputStream(kw)) or streams[-1],
+        ),
+        sink=sink,
+        emit=events.append,
+        on_change=changed.set,
+        on_end=lambda: None,
+    )
+
+    async def silence_until_told(stream: _InputStream) -> None:
+        for _ in range(5):  # 2.5 s of exact zeros
+            taken.clear()
+            stream.feed(np.zeros(CAPTURE_RATE // 2, np.float32))
+            await asyncio.wait_for(taken.wait(), 20)
+        await until(lambda: audio_input.silent)
+
+    await audio_input.start(Settings())
+    await silence_until_told(streams[0])
+    # Stopped while the pump is inside a frame, with more frames of the muted device waiting.
+    go_on.clear()
+    taken.clear()
+    streams[0].feed(np.zeros(CAPTURE_RATE // 2, np.float32))
+    await asyncio.wait_for(taken.wait(), 20)
+    stopping = asyncio.ensure_future(audio_input.stop())
+    await asyncio.sleep(0)
+    go_on.set()
+    await stopping
+    assert not audio_input.silent
+    assert sum(isinstance(e, Notice) for e in events) == 1
+    # Opened again, still muted: told again (a new microphone); then it is lost.
+    await audio_input.start(Settings())
+    await silence_until_told(streams[1])
+    streams[1].kwargs["finished_callback"]()  # PortAudio: the stream ended by itself
+    await until(lambda: not audio_input.ok)
+    assert not audio_input.silent
+    assert sum(isinstance(e, Notice) for e in events) == 2
+    await audio_input.stop()
 
 
 @dataclass

@@ -440,9 +440,14 @@ async def test_microphone_whose_blocks_are_all_unusable_is_reported() -> None:
     assert errors == ["Audio input stopped: the microphone sends audio Parley cannot read."]
 
 
-async def test_a_microphone_with_a_processor_looks_between_its_frames() -> None:
+@pytest.mark.parametrize("latency", [0.0, 0.008])
+async def test_a_microphone_with_a_processor_looks_between_its_frames(latency: float) -> None:
     class Halve:
-        latency = 0.0
+        """Halves the audio; ``latency``: its filters' delay (frames and looks are dated back
+        by it alike)."""
+
+        def __init__(self) -> None:
+            self.latency = latency
 
         def process(self, samples: np.ndarray, end_time: float) -> np.ndarray:
             return samples * 0.5

@@ -735,6 +735,19 @@ def test_webrtc_output_and_the_microphone_passed_after_it_are_one_stream() -> No
     assert lags[int(np.argmax(scores))] == late
 
 
+@needs_webrtc
+def test_a_processor_that_refuses_the_latency_probe_is_taken_as_on_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from assistant.audio import echo
+
+    def refuse(self: object, chunk: np.ndarray) -> None:
+        raise RuntimeError("refused")
+
+    monkeypatch.setattr(echo.LiveKitApm, "near", refuse)
+    assert echo._latency_of.__wrapped__(True, False) == 0  # not cached: measured anew
+
+
 def test_echo_path_parses_the_command_line_form() -> None:
     assert EchoPath.parse("120") == EchoPath(120.0, -6.0)
     assert EchoPath.parse("80:-12") == EchoPath(80.0, -12.0)
