@@ -323,15 +323,25 @@ class MicrophoneCapture:
         if self.processor is None or fresh == 0 or fresh == self._looked:
             return None
         self._looked = fresh
-        stamp_w, stamp_t = self._stamp
-        end_device = (self._emitted * FRAME_SAMPLES + fresh) * self.rate / CAPTURE_RATE
         window = np.concatenate((self._last_frame[fresh:], self._pending))
-        t = stamp_t - (stamp_w - end_device) / self.rate - self.processor.latency  # as frames
+        t = self._heard_at(self._stamp, self._emitted * FRAME_SAMPLES + fresh)
         return AudioLook(to_int16(window), fresh, t)
+
+    def _captured_at(self, stamp: tuple[int, float], samples: int) -> float:
+        """When the 16 kHz sample before ``samples`` (counted from the start) was captured, by
+        the callback's ``stamp`` (read once per drain: the callback thread moves it)."""
+        stamp_w, stamp_t = stamp
+        return stamp_t - (stamp_w - samples * self.rate / CAPTURE_RATE) / self.rate
+
+    def _heard_at(self, stamp: tuple[int, float], samples: int) -> float:
+        """``_captured_at`` for the processed stream: what the processor returns there was
+        captured its ``latency`` earlier."""
+        late = self.processor.latency if self.processor is not None else 0.0
+        return self._captured_at(stamp, samples) - late
 
     def _drain(self) -> list[AudioFrame]:
         """Take everything in the ring, resample it and cut whole frames (loop thread)."""
-        stamp_w, stamp_t = self._stamp
+        stamp = self._stamp
         r, w = self._r, self._w
         ring = self._ring
         cap = len(ring)
@@ -346,8 +356,7 @@ class MicrophoneCapture:
         speech: Float32 | None = None
         if self.processor is not None:
             self._produced += len(chunk)
-            end_device = self._produced * self.rate / CAPTURE_RATE
-            end_time = stamp_t - (stamp_w - end_device) / self.rate
+            end_time = self._captured_at(stamp, self._produced)
             if isinstance(self.processor, SpeechProcessor):
                 chunk, speech = self.processor.process_with_speech(chunk, end_time)
             else:
@@ -355,18 +364,15 @@ class MicrophoneCapture:
         pending = np.concatenate((self._pending, chunk)) if len(self._pending) else chunk
         pending_speech = self._join_speech(len(self._pending), chunk, speech)
         count = len(pending) // FRAME_SAMPLES
-        late = self.processor.latency if self.processor is not None else 0.0
         out: list[AudioFrame] = []
         for k in range(count):
             index = self._emitted
-            end = (index + 1) * FRAME_SAMPLES  # 16 kHz samples since start
-            end_device = end * self.rate / CAPTURE_RATE
             cut = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
             heard = None if pending_speech is None else pending_speech[cut]
             out.append(
                 AudioFrame(
                     pcm=to_int16(pending[cut]),
-                    t=stamp_t - (stamp_w - end_device) / self.rate - late,
+                    t=self._heard_at(stamp, (index + 1) * FRAME_SAMPLES),
                     offset=index * FRAME_SECONDS,
                     speech=None
                     if heard is None or np.array_equal(heard, pending[cut])

@@ -375,9 +375,6 @@ class _Late:
         self._held = joined[len(x) :].copy()
         return joined[: len(x)]
 
-    def clear(self) -> None:
-        self._held[:] = 0.0
-
 
 class _NearClock:
     """Capture time of each sample of the microphone stream, smoothed against callback jitter."""
@@ -687,7 +684,6 @@ class EchoCanceller:
             # next reply finds a silent past, not the end of the last one.
             if not self._linear_hushed:
                 self._linear.hush()
-                self._far_late.clear()
                 self._linear_hushed = True
             return None
         self._linear_hushed = False
