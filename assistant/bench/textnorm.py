@@ -1,4 +1,5 @@
-"""Transcript normalization for word error rates: case, punctuation and digits don't count."""
+"""Word error rates: transcripts normalized (case, punctuation and digits don't count), and how
+far apart two rates measured on few utterances may be."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 import unicodedata
 
 import jiwer
+import numpy as np
+import numpy.typing as npt
 from num2words import num2words
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -44,3 +47,46 @@ def word_error_rate(references: list[str], hypotheses: list[str], language: str 
     if not pairs:
         return 0.0
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+def word_errors(
+    references: list[str], hypotheses: list[str], language: str = "en"
+) -> list[tuple[int, int]]:
+    """Per pair, after normalization: (word errors, words in the reference). Summed over
+    pairs they give ``word_error_rate``'s figure; kept apart they can be resampled."""
+    out = []
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        r, h = normalize(ref, language), normalize(hyp, language)
+        if not r:
+            out.append((0, 0))
+            continue
+        m = jiwer.process_words(r, h)
+        out.append((m.substitutions + m.deletions + m.insertions, len(r.split())))
+    return out
+
+
+def wer_gap_interval(
+    errors: list[tuple[int, int]],
+    baseline: list[tuple[int, int]],
+    *,
+    level: float = 0.9,
+    draws: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The ``level`` interval (WER points) of the corpus WER of ``errors`` minus that of
+    ``baseline`` (each a list of ``word_errors`` pairs, one an utterance), by resampling each
+    side's utterances with replacement (the bootstrap): how far the difference one run
+    measures may be from the one many runs would."""
+    if not errors or not baseline:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+
+    def wers(pairs: list[tuple[int, int]]) -> npt.NDArray[np.float64]:
+        table = np.array(pairs, dtype=np.float64)
+        picks = rng.integers(0, len(table), size=(draws, len(table)))
+        return 100.0 * table[picks, 0].sum(axis=1) / np.maximum(1.0, table[picks, 1].sum(axis=1))
+
+    gaps = wers(errors) - wers(baseline)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(gaps, [tail, 100.0 - tail])
+    return float(low), float(high)
