@@ -63,6 +63,8 @@ class FakeSTT:
     final_delays: list[float] = field(default_factory=list)
     #: How many times the words so far were asked for without ending the utterance.
     checkpoints: int = 0
+    #: Seconds of audio each ended utterance was given, in order.
+    heard_seconds: list[float] = field(default_factory=list)
     #: Whose time the latencies are spent on (a manual clock in turn-taking tests).
     clock: Clock = SYSTEM_CLOCK
     _counter: itertools.count[int] = field(default_factory=itertools.count)
@@ -113,6 +115,7 @@ class FakeSTTSession:
         seconds = self._samples / self.sample_rate
         long_enough = seconds >= self._engine.min_audio_seconds
         text = self._utterance_text() if long_enough else ""
+        self._engine.heard_seconds.append(seconds)
         self._reset()
         await self._engine.clock.sleep(self._engine.final_delay)
         failure, self._engine.fail_first_final = self._engine.fail_first_final, None

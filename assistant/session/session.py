@@ -918,12 +918,12 @@ class Session(SessionCore[Reply]):
                 self._dropped_speculations += 1
             reply.withdraw()
             self._reply = None
-            self._tracker.carry(reply.user_text)
+            carried = self._tracker.withdraw_reply(reply.turn_id, reply.user_text)
             settled = self._settling.pop(reply.turn_id, None)
             if settled is not None and self._confirmation.pending is None:
                 self._offer_confirmation(settled, reply.turn_id)  # the question is open again
-            log.info("turn %d withdrawn before any audio; its text carries over", reply.turn_id)
-            self.emit(TurnWithdrawn(reply.turn_id, reply.user_text))
+            log.info("turn %d withdrawn before any audio; its words carry over", reply.turn_id)
+            self.emit(TurnWithdrawn(reply.turn_id, carried))
         else:
             reply.interrupt()
         self._sync()

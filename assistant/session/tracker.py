@@ -4,7 +4,10 @@
 finals come in (with their times), typed decisions come out, and the session carries them out.
 It owns the open utterance, the speculative end of turn (a pause after which a reply is
 prepared but held), the utterances waiting for their final transcript, and the words carried
-over to the next turn when the user went on talking. Its phase is one enum:
+over to the next turn when the user went on talking. A sentence the user paused in and went
+on from is heard again whole: its audio opens the next utterance, and its own transcript is
+not used (up to ``REHEAR_MAX_SECONDS``; a longer one carries over as its words). Its phase is
+one enum:
 
 - ``IDLE``: nobody is talking (a reply may be in flight).
 - ``SPEAKING``: the user holds the floor.
@@ -61,6 +64,10 @@ from assistant.types import FRAME_SECONDS, PCM, AudioFrame
 #: Words the assistant did not say that make an echo suspect the user's (a stop command alone
 #: is enough; once the echo is known to be cancelled, one word is).
 MIN_FOREIGN_WORDS = 2
+#: A stretch of speech the user went on from after a pause is heard again, whole, with what
+#: follows (see ``UserTurnTracker.on_turn_event``) when it is at most this long; a longer one
+#: carries over as its transcript (the recognizer would hear it again for little gain).
+REHEAR_MAX_SECONDS = 20.0
 
 
 class Phase(StrEnum):
@@ -94,9 +101,13 @@ class Utterance:
     interjection: bool = False
     #: An interjection whose words were used (answered, or carried over to the next turn).
     words_used: bool = False
-    #: An interjection the user went on from before its words were used: its audio opens the
-    #: next utterance, so its own transcript is not used.
+    #: The user went on from it before its words were used (an interjection), or after a
+    #: pause mid-sentence: its audio opens the next utterance, so its own transcript is not
+    #: used.
     reheard: bool = False
+    #: The words carried over from before it that its answer took up (given back to the next
+    #: utterance when its reply is withdrawn and its audio heard again).
+    carried_in: str = ""
     #: Began while the assistant's voice may come back uncancelled: only words it did not say
     #: count (``own`` is what it said).
     echo_suspect: bool = False
@@ -250,6 +261,12 @@ class StopCommand:
 FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
 
 
+def _rehearable(utterance: Utterance) -> bool:
+    """A speculative utterance the user went on from is heard again with what follows."""
+    seconds = len(utterance.audio) * FRAME_SECONDS
+    return not utterance.interjection and 0 < seconds <= REHEAR_MAX_SECONDS
+
+
 def _frames_of(utterance: Utterance) -> list[AudioFrame]:
     """The audio an utterance sent to STT, as frames ending at its last frame's time."""
     n = len(utterance.audio)
@@ -299,6 +316,8 @@ class UserTurnTracker:
         #: Utterances that ended and wait for their final transcript, oldest first.
         self.finalizing: deque[Utterance] = deque()
         self.carry_over = ""
+        #: The last utterance whose audio opened the next one (see ``withdraw_reply``).
+        self._reheard: Utterance | None = None
         #: The open utterance talks over the assistant and is not yet known to be words.
         self._tentative = False
 
@@ -370,6 +389,15 @@ class UserTurnTracker:
                     # ...except an interjection whose words are unused: heard again, in front.
                     fragment.reheard = True
                     kept = [*_frames_of(fragment), *kept]
+                elif speculative is not None and _rehearable(speculative):
+                    # ...and a sentence the user paused in: both sides of the pause are heard
+                    # as one, so the recognizer has each side's context, and the word after
+                    # the pause is not cut off for want of the audio before it (heard apart,
+                    # "eight of spades, four of clubs" came back "eight of spades" and "of
+                    # close").
+                    speculative.reheard = True
+                    self._reheard = speculative
+                    kept = [*_frames_of(speculative), *kept]
                 ignore = speculative.turn_id if speculative is not None else None
                 out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
             return out
@@ -453,6 +481,10 @@ class UserTurnTracker:
     def on_final(self, utterance: Utterance, text: str) -> FinalOutcome:
         """The final transcript of an utterance that ended: answer it, or carry it over."""
         self._settled(utterance)
+        if utterance.reheard:  # its audio is transcribed again with what followed
+            if self.speculative is utterance:
+                self.speculative = None
+            return CarryOver(self.carry_over)
         text = text.strip()
         if utterance.interjection:
             return self._judge_interjection(utterance, text)
@@ -466,10 +498,11 @@ class UserTurnTracker:
                 self.speculative = None
             return StopCommand()
         if self.carry_over:
+            utterance.carried_in = self.carry_over
             text = f"{self.carry_over} {text}".strip()
             self.carry_over = ""
         talking_again = self.utterance is not None and not self._tentative
-        more = any(not u.interjection for u in self.finalizing)
+        more = any(not u.interjection and not u.reheard for u in self.finalizing)
         if utterance.withdrawn or talking_again or more:
             self.carry_over = text
             return CarryOver(text)
@@ -484,9 +517,16 @@ class UserTurnTracker:
         if self.speculative is utterance:
             self.speculative = None
 
-    def carry(self, text: str) -> None:
-        """A reply was withdrawn before it was heard: its question opens the next turn."""
-        self.carry_over = text
+    def withdraw_reply(self, turn_id: int, user_text: str) -> str:
+        """The reply to ``turn_id`` (to ``user_text``) was withdrawn before it was heard: its
+        question opens the next turn. Returns the words that carry over: ``user_text``, or,
+        when the next utterance hears that turn's audio again, only what it had carried in."""
+        reheard = self._reheard
+        if reheard is not None and reheard.turn_id == turn_id:
+            self.carry_over = reheard.carried_in
+        else:
+            self.carry_over = user_text
+        return self.carry_over
 
     def forget_carry_over(self) -> None:
         self.carry_over = ""
@@ -582,10 +622,6 @@ class UserTurnTracker:
         return JudgeInterjection(utterance, resume=resume)
 
     def _judge_interjection(self, utterance: Utterance, text: str) -> FinalOutcome:
-        if utterance.reheard:  # its audio is transcribed again with what followed
-            if self.speculative is utterance:
-                self.speculative = None
-            return CarryOver(self.carry_over)
         kind = self._classify_heard(utterance, text)
         still_open = utterance.withdrawn or self.utterance is not None
         if self.speculative is utterance and not (kind is Interjection.WORDS and not still_open):

@@ -60,7 +60,12 @@ async def test_a_pause_after_a_trailing_word_is_waited_out_however_it_sounded(
 ) -> None:
     """ "I'd like to book a table for" + pause + "four people at seven": one turn, although
     the audio model heard the first part as finished and the language model cannot read."""
-    stt = FakeSTT(script=("I'd like to book a table for", "four people at seven."))
+    stt = FakeSTT(
+        script=(
+            "I'd like to book a table for",
+            "I'd like to book a table for four people at seven.",
+        )
+    )
     end = 1.2 + pause
     script = [Speech(0, 1.2), Speech(end, end + 1.0)]
     stage = Stage(tmp_path, mode="vad", stt=stt, turn_model=ScriptedTurnModel(0.95), script=script)
@@ -79,7 +84,7 @@ async def test_a_pause_after_a_trailing_word_is_waited_out_however_it_sounded(
 
 async def test_words_the_language_model_reads_as_unfinished_wait_for_more(tmp_path) -> None:
     llm = FakeReadingLLM(reading=reads({"Remind me to call": 0.01}), ttft=0.05)
-    stt = FakeSTT(script=("Remind me to call", "my sister tomorrow."))
+    stt = FakeSTT(script=("Remind me to call", "Remind me to call my sister tomorrow."))
     script = [Speech(0, 1.0), Speech(2.0, 3.0)]  # a full second to think of who
     stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, turn_model=ScriptedTurnModel(0.9))
     for step in script:
@@ -114,7 +119,9 @@ async def test_finished_sound_with_an_unsure_reading_waits_longer(tmp_path) -> N
 async def test_a_slow_transcript_cannot_let_silence_cut_a_trailing_phrase(tmp_path) -> None:
     """The final transcript takes 0.8 s, far past the 300 ms end silence: the turn waits for
     the judge instead of ending on silence, and the words then keep it open."""
-    stt = FakeSTT(script=("Can you tell me the", "opening hours?"), final_delay=0.8)
+    stt = FakeSTT(
+        script=("Can you tell me the", "Can you tell me the opening hours?"), final_delay=0.8
+    )
     script = [Speech(0, 1.0), Speech(2.2, 3.0)]
     stage = Stage(tmp_path, mode="vad", stt=stt, script=script)
     await one_turn(stage)
@@ -162,7 +169,7 @@ async def test_a_speculative_reply_shows_nothing_before_the_turn_ends(tmp_path) 
     """Prepared during the pause, withdrawn when the user went on: no text, no audio, no error
     of it ever reaches the user."""
     llm = FakeLLM(ttft=0.02, tokens_per_second=400)
-    stt = FakeSTT(script=("Book a table", "for two people tonight."))
+    stt = FakeSTT(script=("Book a table", "Book a table for two people tonight."))
     stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, script=[Speech(0, 0.8)])
     stage.settings.vad.end_silence_ms = 900
     stage.add(Speech(1.4, 2.2))
@@ -174,7 +181,7 @@ async def test_a_speculative_reply_shows_nothing_before_the_turn_ends(tmp_path) 
 
 async def test_a_speculative_reply_that_fails_is_never_told_if_withdrawn(tmp_path) -> None:
     failing = FakeLLM(fail_before_first_token=EngineError("the model crashed"), ttft=0.02)
-    stt = FakeSTT(script=("Book a table", "for two people tonight."))
+    stt = FakeSTT(script=("Book a table", "Book a table for two people tonight."))
     stage = Stage(tmp_path, mode="vad", stt=stt, llm=failing, script=[Speech(0, 0.8)])
     stage.settings.vad.end_silence_ms = 900
     stage.add(Speech(1.4, 2.2))

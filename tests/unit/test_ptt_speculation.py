@@ -161,7 +161,7 @@ async def test_speculation_off_decodes_at_the_release(tmp_path) -> None:
 
 
 async def test_hands_free_turns_note_their_speculation(tmp_path) -> None:
-    stt = FakeSTT(script=("Book a table", "for two people tonight."))
+    stt = FakeSTT(script=("Book a table", "Book a table for two people tonight."))
     llm = FakeLLM(ttft=0.02, tokens_per_second=400)
     stage = Stage(tmp_path, mode="vad", stt=stt, llm=llm, script=[Speech(0, 0.8)])
     stage.settings.vad.end_silence_ms = 700

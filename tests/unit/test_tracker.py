@@ -11,6 +11,7 @@ from assistant.config import Settings
 from assistant.events import State
 from assistant.session import derive_state
 from assistant.session.tracker import (
+    REHEAR_MAX_SECONDS,
     Answer,
     Begin,
     CarryOver,
@@ -28,7 +29,7 @@ from assistant.session.tracker import (
 )
 from assistant.turns import TurnEvent
 from assistant.turns.words import Interjection
-from assistant.types import FRAME_SAMPLES, AudioFrame
+from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioFrame
 
 
 class World:
@@ -238,6 +239,56 @@ def test_pause_speculates_resume_withdraws_and_keeps_only_new_audio() -> None:
     assert withdraw == Withdraw(first) and first.withdrawn
     assert isinstance(again, Begin) and again.utterance.turn_id == first.turn_id + 1
     assert [f.t for f in again.utterance.preroll or []] == [11.2, 11.3]
+
+
+def paused_after(w: World, start: float, seconds: float):
+    """The user talked from ``start`` (their first frame sent to STT then) for ``seconds``, and
+    paused: the utterance, now speculative."""
+    (begin,) = w.event("start", start + 0.3)
+    utterance = begin.utterance
+    n = round(seconds / FRAME_SECONDS)
+    utterance.audio.extend(np.zeros(FRAME_SAMPLES, dtype=np.int16) for _ in range(n))
+    utterance.last_frame_t = start + (n - 1) * FRAME_SECONDS
+    w.event("pause", start + seconds)
+    return utterance
+
+
+def test_going_on_after_a_pause_hears_the_sentence_again_whole() -> None:
+    w = World()
+    w.tracker.carry_over = "Hello."  # from an earlier withdrawn turn
+    first = paused_after(w, 9.7, 1.3)
+    assert w.tracker.on_final(first, "Book a table") == Answer("Hello. Book a table", held=True)
+    _, again = w.event("resume", 11.4, preroll=[frame(10.9), frame(11.2), frame(11.3)])
+    # The pause's sentence opens the new utterance, followed by the audio after it.
+    times = [f.t for f in again.utterance.preroll or []]
+    assert len(times) == len(first.audio) + 2 and times[0] == pytest.approx(9.7)
+    assert times[-2:] == [11.2, 11.3] and times == sorted(times)
+    # Its held reply is withdrawn: only what it had carried in stays text.
+    assert w.tracker.withdraw_reply(first.turn_id, "Hello. Book a table") == "Hello."
+    (commit,) = w.event("end", 12.5)
+    assert w.tracker.on_final(commit.utterance, "Book a table for two.") == Answer(
+        "Hello. Book a table for two.", held=False
+    )
+
+
+def test_a_transcript_that_comes_after_the_user_went_on_is_not_used_twice() -> None:
+    w = World()
+    first = paused_after(w, 9.7, 1.3)
+    w.event("resume", 11.4)
+    assert w.tracker.on_final(first, "Book a table") == CarryOver("")  # heard again instead
+    (commit,) = w.event("end", 12.5)
+    assert w.tracker.on_final(commit.utterance, "Book a table for two.") == Answer(
+        "Book a table for two.", held=False
+    )
+
+
+def test_a_long_stretch_before_the_pause_carries_over_as_its_words() -> None:
+    w = World()
+    first = paused_after(w, 10.0, REHEAR_MAX_SECONDS + 1.0)
+    _, again = w.event("resume", 31.4, preroll=[frame(31.2)])
+    assert [f.t for f in again.utterance.preroll or []] == [31.2]
+    assert w.tracker.on_final(first, "A long story") == CarryOver("A long story")
+    assert w.tracker.withdraw_reply(first.turn_id, "A long story") == "A long story"
 
 
 def test_the_withdrawn_reply_does_not_count_as_the_assistant_talking() -> None:
