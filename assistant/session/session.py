@@ -377,11 +377,11 @@ class Session(SessionCore[Reply]):
                 frames, utterance.preroll = utterance.preroll, None
                 await stt.clear()
                 for earlier in frames:
-                    utterance.audio.append(earlier.pcm)
+                    utterance.frames.append(earlier)
                     await stt.push(earlier.heard)
                 if frames and frames[-1] is frame:
                     return
-            utterance.audio.append(frame.pcm)
+            utterance.frames.append(frame)
             utterance.last_frame_t = frame.t
             await stt.push(frame.heard)
         except EngineError as exc:
@@ -408,7 +408,7 @@ class Session(SessionCore[Reply]):
         if last is not None and self.clock.now() - last[1] <= ECHO_TAIL:
             texts.append(last[0])
         for reply in (*self._finishing, self._reply):
-            if reply is not None:
+            if reply is not None and not reply.held:  # a held one has not been heard
                 texts.append(reply.generation.text)
         return " ".join(t for t in texts if t)
 
@@ -421,6 +421,7 @@ class Session(SessionCore[Reply]):
 
     def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None:
         preroll = list(self._preroll)
+        self._tracker.rehears_audio = self._transcription.can_checkpoint
         self._apply(self._tracker.on_turn_event(event, explicit=explicit, preroll=preroll))
 
     def _apply(self, decisions: list[Decision]) -> None:
@@ -488,7 +489,8 @@ class Session(SessionCore[Reply]):
 
     async def _judge_pause(self, utterance: Utterance, words: asyncio.Future[str | None]) -> None:
         """Ask the end-of-turn judge about this pause; end now, or wait longer."""
-        pause = Pause(concat_audio(utterance.audio), words, self._reply_language())
+        audio = concat_audio([f.pcm for f in utterance.frames])
+        pause = Pause(audio, words, self._reply_language())
         try:
             verdict = await self._detection.judge_pause(pause)
         except Exception as exc:
@@ -575,6 +577,10 @@ class Session(SessionCore[Reply]):
             if not words.done():
                 words.set_result(None)
             self._tracker.on_final_failed(utterance)
+            if utterance.reheard:  # the next utterance is transcribing these words again
+                log.info("the final of turn %d, heard again, failed: %s", utterance.turn_id, exc)
+                self._sync()
+                return
             said = str(exc).strip().rstrip(".")
             message = (
                 "The speech recognizer gave no transcript; please try again."

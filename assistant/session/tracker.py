@@ -59,7 +59,7 @@ from assistant.turns.words import (
     only_sign_offs,
     words_of,
 )
-from assistant.types import FRAME_SECONDS, PCM, AudioFrame
+from assistant.types import FRAME_SECONDS, AudioFrame
 
 #: Words the assistant did not say that make an echo suspect the user's (a stop command alone
 #: is enough; once the echo is known to be cancelled, one word is).
@@ -87,8 +87,9 @@ class Utterance:
     last_speech_at: float = 0.0
     #: Audio from just before the start was detected; sent to STT ahead of the live frames.
     preroll: list[AudioFrame] | None = None
-    #: The audio sent to STT, kept for the end-of-turn judge.
-    audio: list[PCM] = field(default_factory=list)
+    #: The frames sent to STT (it took each one's ``heard`` version), kept for the
+    #: end-of-turn judge and to be heard again.
+    frames: list[AudioFrame] = field(default_factory=list)
     #: Capture time of the last frame sent to STT.
     last_frame_t: float = 0.0
     #: Ended speculatively: its reply is prepared but held until the end is confirmed.
@@ -108,6 +109,11 @@ class Utterance:
     #: The words carried over from before it that its answer took up (given back to the next
     #: utterance when its reply is withdrawn and its audio heard again).
     carried_in: str = ""
+    #: Its own final transcript, once known (kept for a reheard one: see ``opened_by``).
+    transcript: str | None = None
+    #: The utterance whose audio this one opens with (heard again): if this one gives no
+    #: words after all, that one's carry over as text.
+    opened_by: Utterance | None = None
     #: Began while the assistant's voice may come back uncancelled: only words it did not say
     #: count (``own`` is what it said).
     echo_suspect: bool = False
@@ -261,22 +267,6 @@ class StopCommand:
 FinalOutcome = Answer | CarryOver | Silence | Dismiss | StopCommand
 
 
-def _rehearable(utterance: Utterance) -> bool:
-    """A speculative utterance the user went on from is heard again with what follows."""
-    seconds = len(utterance.audio) * FRAME_SECONDS
-    return not utterance.interjection and 0 < seconds <= REHEAR_MAX_SECONDS
-
-
-def _frames_of(utterance: Utterance) -> list[AudioFrame]:
-    """The audio an utterance sent to STT, as frames ending at its last frame's time."""
-    n = len(utterance.audio)
-    end = utterance.last_frame_t
-    return [
-        AudioFrame(pcm, end - (n - 1 - i) * FRAME_SECONDS, 0.0)
-        for i, pcm in enumerate(utterance.audio)
-    ]
-
-
 def same_words(a: str, b: str) -> bool:
     """The two transcripts say the same words (case and punctuation aside)."""
     return words_of(a) == words_of(b)
@@ -308,6 +298,12 @@ class UserTurnTracker:
         #: The assistant's voice may come back through the microphone uncancelled (see the
         #: module docstring). Set by the session from the input chain.
         self.echo_uncertain = False
+        #: The recognizer decodes an utterance's audio whole when it ends (it can transcribe
+        #: the open one so far at any moment), so audio heard again costs it only decoding: a
+        #: sentence the user went on from after a pause is heard again whole. A streaming one
+        #: would take it again at the pace of speech (some are held to it), and its final come
+        #: seconds late: there the words carry over as text. Set by the session.
+        self.rehears_audio = False
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
@@ -388,18 +384,26 @@ class UserTurnTracker:
                 if fragment is not None and not fragment.words_used:
                     # ...except an interjection whose words are unused: heard again, in front.
                     fragment.reheard = True
-                    kept = [*_frames_of(fragment), *kept]
-                elif speculative is not None and _rehearable(speculative):
+                    kept = [*fragment.frames, *kept]
+                    ignore = speculative.turn_id if speculative is not None else None
+                    out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
+                elif speculative is not None and self._rehearable(speculative):
                     # ...and a sentence the user paused in: both sides of the pause are heard
                     # as one, so the recognizer has each side's context, and the word after
                     # the pause is not cut off for want of the audio before it (heard apart,
                     # "eight of spades, four of clubs" came back "eight of spades" and "of
                     # close").
-                    speculative.reheard = True
-                    self._reheard = speculative
-                    kept = [*_frames_of(speculative), *kept]
-                ignore = speculative.turn_id if speculative is not None else None
-                out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
+                    whole = [*speculative.frames, *kept]
+                    begun = self._begin(
+                        event, explicit=False, preroll=whole, ignore_reply=speculative.turn_id
+                    )
+                    if self.utterance is not None:
+                        speculative.reheard = True
+                        self.utterance.opened_by = self._reheard = speculative
+                    out += begun
+                else:
+                    ignore = speculative.turn_id if speculative is not None else None
+                    out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
             return out
         # "end"
         if self.utterance is not None:
@@ -476,16 +480,24 @@ class UserTurnTracker:
         if self._tentative:
             return self._false_interruption()  # the paused reply resumes
         self.utterance = None
+        self._gives_no_words(utterance)
         return [DropUtterance(utterance)]
 
     def on_final(self, utterance: Utterance, text: str) -> FinalOutcome:
         """The final transcript of an utterance that ended: answer it, or carry it over."""
         self._settled(utterance)
+        text = text.strip()
+        utterance.transcript = text
         if utterance.reheard:  # its audio is transcribed again with what followed
             if self.speculative is utterance:
                 self.speculative = None
             return CarryOver(self.carry_over)
-        text = text.strip()
+        outcome = self._outcome_of_final(utterance, text)
+        if isinstance(outcome, (Dismiss, Silence, StopCommand)):
+            self._gives_no_words(utterance)
+        return outcome
+
+    def _outcome_of_final(self, utterance: Utterance, text: str) -> FinalOutcome:
         if utterance.interjection:
             return self._judge_interjection(utterance, text)
         if utterance.own and self._classify_heard(utterance, text) is Interjection.NOTHING:
@@ -516,6 +528,24 @@ class UserTurnTracker:
         self._settled(utterance)
         if self.speculative is utterance:
             self.speculative = None
+        self._gives_no_words(utterance)
+
+    def _rehearable(self, utterance: Utterance) -> bool:
+        """A speculative utterance the user went on from is heard again with what follows."""
+        seconds = len(utterance.frames) * FRAME_SECONDS
+        return (
+            self.rehears_audio and not utterance.interjection and 0 < seconds <= REHEAR_MAX_SECONDS
+        )
+
+    def _gives_no_words(self, utterance: Utterance) -> None:
+        """``utterance`` was dropped, or its transcript failed or was not words to answer: the
+        earlier utterance it heard again (if any) carries over as its own words after all."""
+        earlier, utterance.opened_by = utterance.opened_by, None
+        if earlier is None:
+            return
+        earlier.reheard = False
+        if earlier.transcript:  # when its final comes later, it carries over as any would
+            self.carry_over = f"{self.carry_over} {earlier.transcript}".strip()
 
     def withdraw_reply(self, turn_id: int, user_text: str) -> str:
         """The reply to ``turn_id`` (to ``user_text``) was withdrawn before it was heard: its

@@ -48,6 +48,7 @@ class World:
             now=lambda: self.now,
             own_speech=lambda: self.said,
         )
+        self.tracker.rehears_audio = True  # as with the local recognizer
 
     def event(self, kind: str, at: float, *, explicit: bool = False, preroll=()) -> list:
         self.now = max(self.now, at)
@@ -169,7 +170,7 @@ def test_going_on_after_an_interjection_hears_it_again_with_what_follows(
     w.reply = 7
     (begin, _) = w.event("start", 10.0)
     fragment = begin.utterance
-    fragment.audio = [_sound(0, 1).pcm, _sound(0, 2).pcm, _sound(0, 3).pcm]
+    fragment.frames = [_sound(0, 1), _sound(0, 2), _sound(0, 3)]
     fragment.last_frame_t = 10.3
     (judge,) = w.event("pause", 10.3)
     assert judge == JudgeInterjection(fragment, resume=True)
@@ -193,7 +194,7 @@ def test_an_interjection_whose_words_were_answered_is_not_heard_again() -> None:
     w.reply = 7
     (begin, _) = w.event("start", 10.0)
     fragment = begin.utterance
-    fragment.audio = [_sound(0, 1).pcm]
+    fragment.frames = [_sound(0, 1)]
     fragment.last_frame_t = 10.3
     w.event("pause", 10.3)
     w.tracker.on_final(fragment, "What about the weather?")  # answered, held
@@ -205,7 +206,7 @@ def test_an_interjection_is_not_heard_again_after_its_speech_ended() -> None:
     w = World()
     w.reply = 7
     (begin, _) = w.event("start", 10.0)
-    begin.utterance.audio = [_sound(0, 1).pcm]
+    begin.utterance.frames = [_sound(0, 1)]
     w.event("pause", 10.3)
     w.event("end", 10.9)  # the noise is over; new speech is a new utterance
     (again, _) = w.event("start", 12.0, preroll=[_sound(11.9, 4)])
@@ -247,8 +248,8 @@ def paused_after(w: World, start: float, seconds: float):
     (begin,) = w.event("start", start + 0.3)
     utterance = begin.utterance
     n = round(seconds / FRAME_SECONDS)
-    utterance.audio.extend(np.zeros(FRAME_SAMPLES, dtype=np.int16) for _ in range(n))
-    utterance.last_frame_t = start + (n - 1) * FRAME_SECONDS
+    utterance.frames.extend(frame(start + i * FRAME_SECONDS) for i in range(n))
+    utterance.last_frame_t = utterance.frames[-1].t
     w.event("pause", start + seconds)
     return utterance
 
@@ -261,7 +262,7 @@ def test_going_on_after_a_pause_hears_the_sentence_again_whole() -> None:
     _, again = w.event("resume", 11.4, preroll=[frame(10.9), frame(11.2), frame(11.3)])
     # The pause's sentence opens the new utterance, followed by the audio after it.
     times = [f.t for f in again.utterance.preroll or []]
-    assert len(times) == len(first.audio) + 2 and times[0] == pytest.approx(9.7)
+    assert len(times) == len(first.frames) + 2 and times[0] == pytest.approx(9.7)
     assert times[-2:] == [11.2, 11.3] and times == sorted(times)
     # Its held reply is withdrawn: only what it had carried in stays text.
     assert w.tracker.withdraw_reply(first.turn_id, "Hello. Book a table") == "Hello."
@@ -289,6 +290,47 @@ def test_a_long_stretch_before_the_pause_carries_over_as_its_words() -> None:
     assert [f.t for f in again.utterance.preroll or []] == [31.2]
     assert w.tracker.on_final(first, "A long story") == CarryOver("A long story")
     assert w.tracker.withdraw_reply(first.turn_id, "A long story") == "A long story"
+
+
+def test_a_streaming_recognizer_gets_no_audio_twice_the_words_carry_over() -> None:
+    w = World()
+    w.tracker.rehears_audio = False  # it would take the audio again at the pace of speech
+    first = paused_after(w, 9.7, 1.3)
+    _, again = w.event("resume", 11.4, preroll=[frame(11.2)])
+    assert [f.t for f in again.utterance.preroll or []] == [11.2]
+    assert w.tracker.on_final(first, "Book a table") == CarryOver("Book a table")
+
+
+@pytest.mark.parametrize("how", ["dropped", "failed", "silent", "final-first-then-failed"])
+def test_when_the_sentence_heard_again_gives_no_words_the_first_part_carries_over(
+    how: str,
+) -> None:
+    w = World()
+    first = paused_after(w, 9.7, 1.3)
+    if how == "final-first-then-failed":
+        w.tracker.on_final(first, "Book a table")  # its held reply is then withdrawn:
+    _, again = w.event("resume", 11.4, preroll=[frame(11.2)])
+    if how == "final-first-then-failed":
+        assert w.tracker.withdraw_reply(first.turn_id, "Book a table") == ""
+    second = again.utterance
+    assert second.opened_by is first
+    if how == "dropped":  # the recognizer's stream broke while the user talked
+        w.tracker.drop_open()
+    else:
+        (commit,) = w.event("end", 12.5)
+        if how == "silent":
+            assert w.tracker.on_final(commit.utterance, "") == Silence()
+        else:
+            w.tracker.on_final_failed(commit.utterance)
+    if how == "final-first-then-failed":
+        assert w.tracker.carry_over == "Book a table"
+    else:  # its own final comes after all, and is not thrown away
+        assert w.tracker.on_final(first, "Book a table") == CarryOver("Book a table")
+    w.event("start", 14.0)  # the user says the rest
+    (end,) = w.event("end", 15.0)
+    assert w.tracker.on_final(end.utterance, "for two.") == Answer(
+        "Book a table for two.", held=False
+    )
 
 
 def test_the_withdrawn_reply_does_not_count_as_the_assistant_talking() -> None:
