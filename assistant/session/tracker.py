@@ -312,8 +312,6 @@ class UserTurnTracker:
         #: Utterances that ended and wait for their final transcript, oldest first.
         self.finalizing: deque[Utterance] = deque()
         self.carry_over = ""
-        #: The last utterance whose audio opened the next one (see ``withdraw_reply``).
-        self._reheard: Utterance | None = None
         #: The open utterance talks over the assistant and is not yet known to be words.
         self._tentative = False
 
@@ -381,29 +379,24 @@ class UserTurnTracker:
                 earlier = speculative or fragment
                 after = earlier.last_frame_t if earlier is not None else None
                 kept = [f for f in preroll if after is None or f.t > after]
+                sentence = None
                 if fragment is not None and not fragment.words_used:
                     # ...except an interjection whose words are unused: heard again, in front.
                     fragment.reheard = True
                     kept = [*fragment.frames, *kept]
-                    ignore = speculative.turn_id if speculative is not None else None
-                    out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
                 elif speculative is not None and self._rehearable(speculative):
                     # ...and a sentence the user paused in: both sides of the pause are heard
                     # as one, so the recognizer has each side's context, and the word after
                     # the pause is not cut off for want of the audio before it (heard apart,
                     # "eight of spades, four of clubs" came back "eight of spades" and "of
                     # close").
-                    whole = [*speculative.frames, *kept]
-                    begun = self._begin(
-                        event, explicit=False, preroll=whole, ignore_reply=speculative.turn_id
-                    )
-                    if self.utterance is not None:
-                        speculative.reheard = True
-                        self.utterance.opened_by = self._reheard = speculative
-                    out += begun
-                else:
-                    ignore = speculative.turn_id if speculative is not None else None
-                    out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
+                    sentence = speculative
+                    kept = [*speculative.frames, *kept]
+                ignore = speculative.turn_id if speculative is not None else None
+                out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
+                if sentence is not None and self.utterance is not None:  # it did begin
+                    sentence.reheard = True
+                    self.utterance.opened_by = sentence
             return out
         # "end"
         if self.utterance is not None:
@@ -551,7 +544,8 @@ class UserTurnTracker:
         """The reply to ``turn_id`` (to ``user_text``) was withdrawn before it was heard: its
         question opens the next turn. Returns the words that carry over: ``user_text``, or,
         when the next utterance hears that turn's audio again, only what it had carried in."""
-        reheard = self._reheard
+        # A withdrawal comes with the resume that began the utterance hearing it again.
+        reheard = self.utterance.opened_by if self.utterance is not None else None
         if reheard is not None and reheard.turn_id == turn_id:
             self.carry_over = reheard.carried_in
         else:
