@@ -374,6 +374,8 @@ class BargeIns:
     phantom_turns: int = 0
     #: Per phantom turn: when it started, against the end of the reply before it.
     phantom_detail: list[str] = field(default_factory=list)
+    #: Per interruption not detected: what it said, and what the app did.
+    missed_detail: list[str] = field(default_factory=list)
     #: Per interruption: the share of frames of its first ``OVERLAP_SECONDS`` that the
     #: recognizer heard from the canceller's linear stage (``AudioFrame.speech``).
     linear_share: list[float] = field(default_factory=list)
@@ -539,6 +541,15 @@ async def barge_in_part(
                 await asyncio.wait_for(ended.wait(), max(0.1, begin + 3.0 - time.monotonic()))
             pause = next((p for p in paused if p >= begin - 0.05), None)
             stopped = len(finished) > before and finished[before]
+            if pause is None or not stopped:
+                heard = "no pause"
+                if pause is not None:
+                    heard = f"paused {1000 * (pause - begin):.0f} ms in"
+                if len(finished) == before:
+                    ended_how = "the reply went on"
+                else:
+                    ended_how = f"the turn ended {'interrupted' if stopped else 'uninterrupted'}"
+                result.missed_detail.append(f"{voice.text[:32]!r}: {heard}, {ended_how}")
             if pause is not None and stopped:
                 result.detected += 1
                 silent = _silent_from(room, pause)
@@ -687,6 +698,8 @@ async def run(quick: bool) -> int:
             flush=True,
         )
         _print_misheard(got)
+        for detail in got.missed_detail:
+            print(f"  missed: {detail}")
         for detail in got.phantom_detail:
             print(f"  phantom turn: {detail}")
         if got.linear_share:
@@ -720,6 +733,8 @@ async def run(quick: bool) -> int:
         flush=True,
     )
     _print_misheard(quiet)
+    for detail in quiet.missed_detail:
+        print(f"  missed: {detail}")
     for failure in quiet.failures:
         print(f"  FAILED: {failure}")
     rate = 100.0 * total.detected / max(1, total.trials)
