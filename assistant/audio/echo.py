@@ -41,8 +41,7 @@ words of an interruption. So beside AEC3 a linear filter of its own (``LinearEch
 the echo path from the same aligned far end, only while the microphone holds nothing but echo
 (AEC3 removed most of what it heard); once it cancels the echo by ``LINEAR_KNOWN_DB``, its
 output (the echo reduced, the voice untouched) is what the recognizer hears while the far end
-may still echo (``process_with_speech``), with what it leaves of the echo alone taken down to
-AEC3's level (``RESIDUE_GATE_DB``). Turn-taking still judges AEC3's output. Each stretch
+may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Each stretch
 of playback shows the figure again (the path may have moved), in fewer chunks for a filter that
 was heard through the stretch before; between stretches the filter does not run, and the next
 one finds its far-end past silent. After an underrun, the path it learned is moved to where the
@@ -182,9 +181,6 @@ LINEAR_JUDGED_AGAIN = 10
 LINEAR_KNOWN_HYSTERESIS_DB = 4.0
 #: A chunk the known filter cancels this much worse than its median holds more than echo.
 DOUBLE_TALK_MARGIN_DB = 6.0
-#: A chunk of the recognizer's version that AEC3 found to be echo alone, and that the linear
-#: filter reduced by at least this much, is brought down to AEC3's level (see ``_residue_gate``).
-RESIDUE_GATE_DB = 12.0
 #: Of the last ``LINEAR_CHECKED`` chunks of echo alone (by AEC3), this many came out of the
 #: known filter louder than they went in: it learned a path that has moved since. (A voice
 #: cannot do that: it only adds to both sides.)
@@ -453,7 +449,6 @@ class EchoCanceller:
         self._linear_known = False
         self._linear_trusted = False  # it was heard through the last stretch
         self._linear_hushed = False  # its far-end past was made silent (see ``_linear_stage``)
-        self._residue_gain = 1.0  # the last chunk's (see ``_residue_gate``)
         #: Per recent chunk of echo alone (by AEC3) while the filter was known: made louder.
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
         #: Where the linear filter's far end goes on: (the reference's run, sample index in it).
@@ -690,7 +685,6 @@ class EchoCanceller:
             if not self._linear_hushed:
                 self._linear.hush()
                 self._linear_hushed = True
-            self._residue_gain = 1.0
             return None
         self._linear_hushed = False
         far = played.astype(np.float64) * (1.0 / 32768.0)
@@ -739,32 +733,9 @@ class EchoCanceller:
                 if sum(self._linear_worse) >= LINEAR_MOVED:
                     self._linear_starts_again("it no longer cancels the echo")
         if not known:
-            self._residue_gain = 1.0
             return None
         stats.linear_seconds += CHUNK_SECONDS
-        return self._residue_gate(out, raw, processed, aec3_echo_only).astype(np.float32)
-
-    def _residue_gate(self, out: Float64, raw: float, processed: float, echo_only: bool) -> Float64:
-        """The linear filter's output with what it left of an echo it cancelled taken down to
-        AEC3's level: in a chunk AEC3 found to be echo alone, and the filter reduced by
-        ``RESIDUE_GATE_DB`` or more. The filter leaves the echo's loud peaks 15-17 dB down
-        (a loudspeaker's distortion is not linear), and that residue just before a user
-        talks over a reply gets into the recognizer's first words: 96 interruptions in
-        software rooms, the reply stopped 140 ms in, tiny.en misheard 5.2 % of the words
-        without this and 4.1 % with it ("7 of Clopes" for "seven of clubs" in the two loud
-        rooms with a 250 ms echo path, right with it). A voice is not taken down with the
-        echo: AEC3 may thin it, but the filter's output is louder than that. The gain moves
-        across each chunk from the last chunk's, so the seams make no clicks."""
-        gain = 1.0
-        residual = float(out @ out) / len(out)
-        if echo_only and residual > 0.0:
-            reduced = 10.0 * np.log10(raw / max(residual, 1e-12))
-            if reduced >= RESIDUE_GATE_DB:
-                gain = min(1.0, float(np.sqrt(processed / residual)))
-        last, self._residue_gain = self._residue_gain, gain
-        if last == 1.0 and gain == 1.0:
-            return out
-        return out * np.linspace(last, gain, len(out), endpoint=False)
+        return out.astype(np.float32)
 
     def _realign_linear(self, chunk: Float32, out: Float64, echo_only: bool) -> None:
         """Gather the next chunk for aligning the linear filter's path on a new run of the

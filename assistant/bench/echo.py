@@ -468,6 +468,7 @@ async def barge_in_part(
     started: list[float] = []
     reply_ends: list[float] = []  # every time the state left SPEAKING
     finished: list[bool] = []
+    finished_at: list[float] = []
     speaking = asyncio.Event()
     ended = asyncio.Event()
     finals: list[tuple[float, int, str]] = []
@@ -481,6 +482,7 @@ async def barge_in_part(
                 started.append(at)
             case TurnFinished(turn=turn):
                 finished.append(turn.interrupted)
+                finished_at.append(time.monotonic())
                 ended.set()
             case FinalTranscript(turn_id=turn_id, text=text):
                 finals.append((time.monotonic(), turn_id, text))
@@ -534,6 +536,8 @@ async def barge_in_part(
             voice = voices[(trial + 1) % len(voices)]
             before = len(finished)
             begin = say(voice, room.now() + 0.05)
+            # 50 ms before the voice: close enough to tell the rule barge-in was judged by.
+            strict = app.echo.canceller is not None and app.echo.canceller.uncertain
             result.trials += 1
             onsets.append(begin)
             ended.clear()
@@ -542,14 +546,22 @@ async def barge_in_part(
             pause = next((p for p in paused if p >= begin - 0.05), None)
             stopped = len(finished) > before and finished[before]
             if pause is None or not stopped:
+                early = [p for p in paused if begin - 1.0 <= p < begin - 0.05]
                 heard = "no pause"
                 if pause is not None:
                     heard = f"paused {1000 * (pause - begin):.0f} ms in"
+                elif early:
+                    heard = f"paused {1000 * (begin - early[-1]):.0f} ms before the onset"
                 if len(finished) == before:
                     ended_how = "the reply went on"
                 else:
-                    ended_how = f"the turn ended {'interrupted' if stopped else 'uninterrupted'}"
-                result.missed_detail.append(f"{voice.text[:32]!r}: {heard}, {ended_how}")
+                    how = "interrupted" if stopped else "uninterrupted"
+                    late = 1000 * (finished_at[before] - begin)
+                    ended_how = f"the turn ended {how} {late:.0f} ms after the onset"
+                echo = "uncertain" if strict else "known"
+                result.missed_detail.append(
+                    f"{voice.text[:32]!r}: {heard}, {ended_how}; the echo {echo} at the onset"
+                )
             if pause is not None and stopped:
                 result.detected += 1
                 silent = _silent_from(room, pause)

@@ -17,7 +17,6 @@ from assistant.audio.echo import (
     PASS_AFTER,
     REALIGN_CHUNKS,
     REPLY_GAP,
-    RESIDUE_GATE_DB,
     EchoCanceller,
 )
 from assistant.audio.linear_echo import LinearEchoFilter
@@ -168,9 +167,6 @@ class InStep:
         self.t = 100.0
         self.gain = 0.5
         self.delay = 40
-        #: A loudspeaker's distortion: the far end soft-clipped (``tanh(drive * x) / drive``)
-        #: before it is heard; 0: none. No linear filter can cancel all of it.
-        self.drive = 0.0
         #: How far each output block's reported play time may be off (seconds, uniform).
         self.jitter = 0.0
         #: How late the output reports each block played (seconds).
@@ -199,8 +195,6 @@ class InStep:
             self._played = np.concatenate((self._played, chunk))[-CHUNK * 8 :]
             end = len(self._played) - self.delay
             echo = self.gain * self._played[end - CHUNK : end]
-            if self.drive:
-                echo = self.gain * np.tanh(self.drive * echo / self.gain) / self.drive
             self.echoes.append(echo)
             heard = echo if voice is None else echo + voice[k * CHUNK : (k + 1) * CHUNK]
             wobble = self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
@@ -261,38 +255,6 @@ def test_the_recognizer_hears_the_linear_stage_once_it_cancels_the_echo() -> Non
     assert db(voice[:n], processed - voice[:n]) < 4.0  # what turn-taking judges: thinned
     assert db(voice[:n], heard - voice[:n]) >= 15.0  # what the recognizer hears: the voice
     assert stats.linear_seconds >= 1.0
-
-
-def _distorted_echo_heard(gate_db: float, monkeypatch: pytest.MonkeyPatch) -> tuple[float, float]:
-    """A reply through a distorting loudspeaker, then a voice over it (AEC3 thinning it): how
-    far below the echo the recognizer heard what was left of it, and how far below the voice
-    what it heard with it (dB)."""
-    monkeypatch.setattr("assistant.audio.echo.RESIDUE_GATE_DB", gate_db)
-    room = InStep()
-    room.drive = 4.0
-    room.play(speechlike(3.0, seed=2))
-    got = room.play(speechlike(1.0, seed=3))
-    assert all(s is not None for _, s in got[1:])
-    heard, _ = heard_and_processed(room, got)
-    echo = np.concatenate(room.echoes[-len(got) :])[: len(heard)]
-    room.apm.keep = 0.3
-    voice = speechlike(1.0, seed=8) * 0.5
-    got = room.play(speechlike(1.0, seed=4), voice)
-    with_voice, _ = heard_and_processed(room, got)
-    n = len(with_voice)
-    return db(echo, heard), db(voice[:n], with_voice - voice[:n])
-
-
-def test_what_the_linear_stage_leaves_of_a_distorted_echo_alone_comes_down_to_aec3s_level(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    alone_erle, alone_voice = _distorted_echo_heard(float("inf"), monkeypatch)
-    gated_erle, gated_voice = _distorted_echo_heard(RESIDUE_GATE_DB, monkeypatch)
-    assert alone_erle < 20.0  # the linear filter cannot cancel the distortion
-    assert gated_erle >= alone_erle + 10.0
-    # A voice over the same echo is not taken down with it.
-    assert gated_voice >= 15.0
-    assert gated_voice >= alone_voice - 1.0
 
 
 def test_the_linear_stage_learns_through_the_wobble_of_the_outputs_reported_times() -> None:
