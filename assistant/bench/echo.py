@@ -709,9 +709,7 @@ async def run(quick: bool) -> int:
             f"{got.phantom_turns}, WER of the interruptions {wer:.1f} %",
             flush=True,
         )
-        _print_misheard(got)
-        for detail in got.missed_detail:
-            print(f"  missed: {detail}")
+        _print_misheard_and_missed(got)
         for detail in got.phantom_detail:
             print(f"  phantom turn: {detail}")
         if got.linear_share:
@@ -744,9 +742,7 @@ async def run(quick: bool) -> int:
         f"interruptions {quiet_wer:.1f} %",
         flush=True,
     )
-    _print_misheard(quiet)
-    for detail in quiet.missed_detail:
-        print(f"  missed: {detail}")
+    _print_misheard_and_missed(quiet)
     for failure in quiet.failures:
         print(f"  FAILED: {failure}")
     rate = 100.0 * total.detected / max(1, total.trials)
@@ -781,10 +777,13 @@ async def run(quick: bool) -> int:
     return 0
 
 
-def _print_misheard(got: BargeIns) -> None:
+def _print_misheard_and_missed(got: BargeIns) -> None:
+    """The interruptions the app misheard, then those it did not count as detected."""
     for ref, hyp in zip(got.refs, got.hyps, strict=True):
         if word_error_rate([ref], [hyp]) > 0:
             print(f"  said:  {ref}\n  heard: {hyp}")
+    for detail in got.missed_detail:
+        print(f"  missed: {detail}")
 
 
 def _pcts(values: list[float]) -> str:
