@@ -185,6 +185,7 @@ class Session(SessionCore[Reply]):
             reply_turn=self._reply_turn,
             now=self.clock.now,
             own_speech=self._own_speech,
+            rehears_audio=lambda: self._transcription.can_checkpoint,
         )
         #: (text, when its playback ended) of the last reply heard, for its echo tail.
         self._last_heard: tuple[str, float] | None = None
@@ -421,7 +422,6 @@ class Session(SessionCore[Reply]):
 
     def _on_turn_event(self, event: TurnEvent, *, explicit: bool) -> None:
         preroll = list(self._preroll)
-        self._tracker.rehears_audio = self._transcription.can_checkpoint
         self._apply(self._tracker.on_turn_event(event, explicit=explicit, preroll=preroll))
 
     def _apply(self, decisions: list[Decision]) -> None:

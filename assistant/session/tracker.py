@@ -280,6 +280,12 @@ class UserTurnTracker:
 
     ``reply_turn()`` tells the tracker which turn's reply is in flight (None if none), so it
     knows whether new speech talks over the assistant. ``settings`` is read live.
+    ``own_speech()`` is what the assistant said that may come back through the microphone.
+    ``rehears_audio()`` says whether the recognizer decodes an utterance's audio whole when it
+    ends (it can transcribe the open one so far at any moment), so that audio heard again costs
+    it only decoding: a sentence the user went on from after a pause is then heard again whole.
+    A streaming recognizer would take it again at the pace of speech (some are held to it), and
+    its final come seconds late: there the words carry over as text.
     """
 
     def __init__(
@@ -290,20 +296,16 @@ class UserTurnTracker:
         reply_turn: Callable[[], int | None],
         now: Callable[[], float],
         own_speech: Callable[[], str] = lambda: "",
+        rehears_audio: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self._reply_turn = reply_turn
         self._now = now
         self._own_speech = own_speech
+        self._rehears_audio = rehears_audio
         #: The assistant's voice may come back through the microphone uncancelled (see the
         #: module docstring). Set by the session from the input chain.
         self.echo_uncertain = False
-        #: The recognizer decodes an utterance's audio whole when it ends (it can transcribe
-        #: the open one so far at any moment), so audio heard again costs it only decoding: a
-        #: sentence the user went on from after a pause is heard again whole. A streaming one
-        #: would take it again at the pace of speech (some are held to it), and its final come
-        #: seconds late: there the words carry over as text. Set by the session.
-        self.rehears_audio = False
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
@@ -379,10 +381,10 @@ class UserTurnTracker:
                 earlier = speculative or fragment
                 after = earlier.last_frame_t if earlier is not None else None
                 kept = [f for f in preroll if after is None or f.t > after]
-                sentence = None
+                heard_again = None
                 if fragment is not None and not fragment.words_used:
                     # ...except an interjection whose words are unused: heard again, in front.
-                    fragment.reheard = True
+                    heard_again = fragment
                     kept = [*fragment.frames, *kept]
                 elif speculative is not None and self._rehearable(speculative):
                     # ...and a sentence the user paused in: both sides of the pause are heard
@@ -390,13 +392,14 @@ class UserTurnTracker:
                     # the pause is not cut off for want of the audio before it (heard apart,
                     # "eight of spades, four of clubs" came back "eight of spades" and "of
                     # close").
-                    sentence = speculative
+                    heard_again = speculative
                     kept = [*speculative.frames, *kept]
                 ignore = speculative.turn_id if speculative is not None else None
                 out += self._begin(event, explicit=False, preroll=kept, ignore_reply=ignore)
-                if sentence is not None and self.utterance is not None:  # it did begin
-                    sentence.reheard = True
-                    self.utterance.opened_by = sentence
+                if heard_again is not None and self.utterance is not None:  # it did begin
+                    heard_again.reheard = True
+                    if heard_again is speculative:
+                        self.utterance.opened_by = heard_again
             return out
         # "end"
         if self.utterance is not None:
@@ -527,7 +530,9 @@ class UserTurnTracker:
         """A speculative utterance the user went on from is heard again with what follows."""
         seconds = len(utterance.frames) * FRAME_SECONDS
         return (
-            self.rehears_audio and not utterance.interjection and 0 < seconds <= REHEAR_MAX_SECONDS
+            self._rehears_audio()
+            and not utterance.interjection
+            and 0 < seconds <= REHEAR_MAX_SECONDS
         )
 
     def _gives_no_words(self, utterance: Utterance) -> None:

@@ -41,14 +41,16 @@ class World:
         #: What the assistant said that may still come back through the microphone.
         self.said = ""
         self.settings = Settings()
+        #: The recognizer hears audio again cheaply (as the local one does).
+        self.rehears = True
         self.tracker = UserTurnTracker(
             self.settings,
             next_turn_id=1,
             reply_turn=lambda: self.reply,
             now=lambda: self.now,
             own_speech=lambda: self.said,
+            rehears_audio=lambda: self.rehears,
         )
-        self.tracker.rehears_audio = True  # as with the local recognizer
 
     def event(self, kind: str, at: float, *, explicit: bool = False, preroll=()) -> list:
         self.now = max(self.now, at)
@@ -294,7 +296,7 @@ def test_a_long_stretch_before_the_pause_carries_over_as_its_words() -> None:
 
 def test_a_streaming_recognizer_gets_no_audio_twice_the_words_carry_over() -> None:
     w = World()
-    w.tracker.rehears_audio = False  # it would take the audio again at the pace of speech
+    w.rehears = False  # it would take the audio again at the pace of speech
     first = paused_after(w, 9.7, 1.3)
     _, again = w.event("resume", 11.4, preroll=[frame(11.2)])
     assert [f.t for f in again.utterance.preroll or []] == [11.2]
