@@ -54,7 +54,7 @@ DIVERGENCE_DECAY = 0.98
 #: How the step is shared between partitions: -1 evenly (NLMS), towards 1 in proportion to
 #: what each has learned (see ``LinearEchoFilter._shares``).
 PROPORTIONATE = -0.5
-#: Partitions constrained per block (see ``LinearEchoFilter._adapt``).
+#: Partitions constrained per block (see ``LinearEchoFilter.learn``).
 CONSTRAINED = 4
 #: The loudspeaker's polynomial: the odd powers of the far end beside the far end itself (a
 #: loudspeaker's compression is odd: it treats a peak and a trough alike).
@@ -242,7 +242,8 @@ class LinearEchoFilter:
         """Fit the loudspeaker's coefficients again with the block ``cancel`` just took: by
         least squares, what each power of the far end through the path (``through``) explains
         of what the path left of the echo with no polynomial (the error plus what the present
-        coefficients took)."""
+        coefficients took: nearly, as the older blocks went in with their time's, and they
+        move slowly)."""
         n = self.block
         through = np.fft.irfft((self._basis[:, order] * self._weights).sum(axis=1), 2 * n)[
             :, n:
