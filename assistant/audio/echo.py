@@ -39,10 +39,10 @@ The recognizer's version: AEC3's suppressor, which silences the echo for voice a
 detection, also thins a user who talks over the reply (double talk), most of all the first
 words of an interruption. So beside AEC3 a filter of its own (``LinearEchoFilter``: a linear
 path after a learned loudspeaker polynomial) learns the echo path from the same aligned far end,
-only while the microphone holds nothing but echo
-(AEC3 removed most of what it heard); once it cancels the echo by ``LINEAR_KNOWN_DB``, its
-output (the echo reduced, the voice untouched) is what the recognizer hears while the far end
-may still echo (``process_with_speech``). Turn-taking still judges AEC3's output. Each stretch
+only while the microphone holds nothing but echo (AEC3 removed most of what it heard); once it
+cancels the echo by ``LINEAR_KNOWN_DB``, its output (the echo reduced, the voice untouched) is
+what the recognizer hears while the far end may still echo (``process_with_speech``).
+Turn-taking still judges AEC3's output. Each stretch
 of playback shows the figure again (the path may have moved), in fewer chunks for a filter that
 was heard through the stretch before; between stretches the filter does not run, and the next
 one finds its far-end past silent. After an underrun, the path it learned is moved to where the

@@ -101,16 +101,16 @@ class LinearEchoFilter:
         self._fit_matrix: Float64 = np.zeros((len(powers), len(powers)))
         self._fit_vector: Float64 = np.zeros(len(powers))
         self._fit_error = 0.0
-        self._loud = False  # the last block's far end peaked over ``POLYNOMIAL_PEAK``
         self._power: Float32 = np.zeros((partitions, bins), np.float32)
         self._head = 0
         self._ages = np.arange(partitions)
         self._turn = 0  # the next partitions to constrain
         self._zeros: Float32 = np.zeros(block, np.float32)
         self._near_energy = self._error_energy = 0.0
-        #: The block ``learn`` learns from: its partitions' order in the ring, the far end's
-        #: spectra in that order, the error.
-        self._last: tuple[npt.NDArray[np.int64], Complex, Float64] | None = None
+        #: The block ``learn`` learns from: its partitions' order in the ring, the path's input
+        #: spectra in that order, the error, and whether its far end peaked over
+        #: ``POLYNOMIAL_PEAK``.
+        self._last: tuple[npt.NDArray[np.int64], Complex, Float64, bool] | None = None
         self.resets = 0
         #: Blocks learned from since the last reset (0: it knows no path).
         self.updates = 0
@@ -168,7 +168,6 @@ class LinearEchoFilter:
         heard: Float64 = np.asarray(near, dtype=np.float64)
         n = self.block
         played = np.asarray(far, dtype=np.float64)
-        self._loud = float(np.max(np.abs(played), initial=0.0)) > POLYNOMIAL_PEAK
         basis = np.empty((1 + len(self._powers), n), np.float32)
         basis[0] = played
         power, exponent = played, 1
@@ -195,7 +194,8 @@ class LinearEchoFilter:
             self.reset()
             self._last = None
             return heard.copy()
-        self._last = (order, aged, error)
+        loud = float(np.max(np.abs(played), initial=0.0)) > POLYNOMIAL_PEAK
+        self._last = (order, aged, error, loud)
         return error
 
     def _shares(self) -> Float64:
@@ -215,11 +215,11 @@ class LinearEchoFilter:
         """Learn from the block ``cancel`` just took, at ``rate`` of the full step (0 to 1)."""
         if self._last is None:
             return
-        order, aged, error = self._last
+        order, aged, error, loud = self._last
         self._last = None
         self.updates += 1
         n = self.block
-        if self._powers and self._loud and self.updates > POLYNOMIAL_AFTER:
+        if self._powers and loud and self.updates > POLYNOMIAL_AFTER:
             self._fit_polynomial(order, error)
         shares = self._shares()
         # Normalised by the far end's power in each bin over the filter's whole memory, each
