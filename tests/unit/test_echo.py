@@ -13,7 +13,13 @@ import pytest
 import soxr
 
 from assistant.audio.capture import MicrophoneCapture
-from assistant.audio.echo import CHUNK, LEAD, EchoCanceller, processing_available
+from assistant.audio.echo import (
+    CHUNK,
+    LEAD,
+    SETTLE_SECONDS,
+    EchoCanceller,
+    processing_available,
+)
 from assistant.audio.player import FakeClockDevice
 from assistant.audio.reference import ReferenceTap, ReferenceTimeline
 from assistant.audio.room import EchoPath, RoomAcoustics
@@ -258,7 +264,7 @@ def test_echo_is_uncertain_until_the_far_end_has_played_and_the_echo_is_measured
         canceller.tap.rendered(far[k * 160 : (k + 1) * 160], CAPTURE_RATE, t)
         now[0] = t + 0.02
         canceller.process(far[k * 160 : (k + 1) * 160] * 0.5, t + 0.01)
-        if canceller.stats.far_end_seconds < 1.0:
+        if canceller.stats.far_end_seconds < SETTLE_SECONDS:
             assert canceller.uncertain
     assert not canceller.uncertain
     assert canceller.stats.erle_db == pytest.approx(40.0, abs=1.0)
@@ -528,10 +534,10 @@ def mic_noise(seconds: float) -> np.ndarray:
 
 def test_a_microphone_that_hears_only_its_own_noise_has_no_echo_to_cancel() -> None:
     room = Room(Passing)
-    tone = (0.1 * np.sin(np.arange(CHUNK * 150) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(
-        np.float32
-    )
-    room.play(tone, heard=0.0, near=mic_noise(1.5))
+    seconds = SETTLE_SECONDS + 0.5
+    n = round(seconds * CAPTURE_RATE)
+    tone = (0.1 * np.sin(np.arange(n) * 2 * np.pi * 440 / CAPTURE_RATE)).astype(np.float32)
+    room.play(tone, heard=0.0, near=mic_noise(seconds))
     assert not room.canceller.uncertain and len(room.apms) == 1
 
 
@@ -539,7 +545,8 @@ def settled_without_echo() -> Room:
     """Headphones, or speakers the microphone does not hear: a room whose processor settled
     on "no echo" over a first reply."""
     room = Room(Passing)
-    room.play(speechlike(1.5), heard=0.0, near=mic_noise(1.5))
+    seconds = SETTLE_SECONDS + 0.5
+    room.play(speechlike(seconds), heard=0.0, near=mic_noise(seconds))
     assert not room.canceller.uncertain
     return room
 
