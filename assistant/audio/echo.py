@@ -41,13 +41,17 @@ words of an interruption. So beside AEC3 a filter of its own (``LinearEchoFilter
 path after a learned loudspeaker polynomial) learns the echo path from the same aligned far end,
 only while the microphone holds nothing but echo (AEC3 removed most of what it heard); once it
 cancels the echo by ``LINEAR_KNOWN_DB``, its output (the echo reduced, the voice untouched) is
-what the recognizer hears while the far end may still echo (``process_with_speech``).
-Turn-taking still judges AEC3's output. Each stretch
-of playback shows the figure again (the path may have moved), in fewer chunks for a filter that
-was heard through the stretch before; between stretches the filter does not run, and the next
-one finds its far-end past silent. After an underrun, the path it learned is moved to where the
-output resumed (``REALIGN_CHUNKS``) rather than learned again. Not with noise suppression on:
-the user asked for the suppressed audio.
+what the recognizer hears while the far end may still echo (``process_with_speech``), chunk by
+chunk where it holds less than the microphone: a chunk that comes out of the filter louder than
+it went in holds more of what the filter got wrong than of the echo it took (early in its
+convergence the estimate of an echo that is not there, 10-15 dB over the microphone in the
+pauses of a reply; or a path that has just moved), and both hold the same voice sample for
+sample, so there the recognizer hears the microphone. Turn-taking still judges AEC3's output.
+Each stretch of playback shows the figure again (the path may have moved), in fewer chunks for a
+filter that was heard through the stretch before; between stretches the filter does not run,
+and the next one finds its far-end past silent. After an underrun, the path it learned is moved
+to where the output resumed (``REALIGN_CHUNKS``) rather than learned again. Not with noise
+suppression on: the user asked for the suppressed audio.
 
 Where the microphone hears none of the far end (headphones the output's name does not give
 away, a speaker it does not reach), a stretch of playback settles as "no echo", and the
@@ -169,6 +173,9 @@ REALIGN_MAX = 40
 REALIGN_PATIENCE = 300
 #: The echo and the filter's estimate of it must correlate this well at the best shift.
 REALIGN_CORRELATION = 0.5
+#: Where the recognizer's version changes from the linear filter's output to the microphone's
+#: chunk or back, it fades over the chunk (see ``EchoCanceller._quieter``): no click.
+_FADE_IN = (np.arange(CHUNK, dtype=np.float64) + 0.5) / CHUNK
 #: What the far end keeps of the audio played before what AEC3 was last fed (seconds): the
 #: linear filter's place may be a little behind it.
 FAR_KEPT = 0.05
@@ -353,6 +360,8 @@ class EchoStats:
     #: ``REALIGN_CHUNKS``), and by how many samples the last time.
     linear_realigned: int = 0
     linear_realigned_by: int = 0
+    #: Seconds of them in which it heard the microphone's chunk instead, which held less.
+    linear_passed_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -454,6 +463,7 @@ class EchoCanceller:
         self._linear_known = False
         self._linear_trusted = False  # it was heard through the last stretch
         self._linear_hushed = False  # its far-end past was made silent (see ``_linear_stage``)
+        self._linear_passed = False  # the recognizer heard the microphone instead (``_quieter``)
         #: Per recent chunk of echo alone (by AEC3) while the filter was known: made louder.
         self._linear_worse: deque[bool] = deque(maxlen=LINEAR_CHECKED)
         #: Where the linear filter's far end goes on: (the reference's run, sample index in it).
@@ -740,7 +750,20 @@ class EchoCanceller:
         if not known:
             return None
         stats.linear_seconds += CHUNK_SECONDS
-        return out.astype(np.float32)
+        return self._quieter(chunk, out)
+
+    def _quieter(self, raw: Float32, out: Float64) -> Float32:
+        """The recognizer's version of a chunk: the linear filter's output, or the microphone's
+        chunk where that holds less (see the module docstring), faded from one to the other
+        over the chunk where it changes."""
+        passed = float(out @ out) > float(raw.astype(np.float64) @ raw.astype(np.float64))
+        before, self._linear_passed = self._linear_passed, passed
+        if passed:
+            self.stats.linear_passed_seconds += CHUNK_SECONDS
+        if passed == before:
+            return raw.copy() if passed else out.astype(np.float32)
+        start, end = (out, raw) if passed else (raw.astype(np.float64), out)
+        return (start + (end - start) * _FADE_IN).astype(np.float32)
 
     def _realign_linear(self, chunk: Float32, out: Float64, echo_only: bool) -> None:
         """Gather the next chunk for aligning the linear filter's path on a new run of the

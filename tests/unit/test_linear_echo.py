@@ -286,6 +286,27 @@ def test_the_recognizer_hears_the_linear_stage_once_it_cancels_the_echo() -> Non
     assert stats.linear_seconds >= 1.0
 
 
+def test_where_the_linear_stage_adds_more_than_it_takes_the_recognizer_hears_the_microphone() -> (
+    None
+):
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert linear_erle(room) >= 20.0
+    # The speaker no longer reaches the microphone (turned away, unplugged mid-reply): what the
+    # filter subtracts is an echo that is not there, and all that is left of the reply.
+    room.gain = 0.0
+    voice = speechlike(1.0, seed=8) * 0.3
+    got = room.play(speechlike(1.0, seed=3), voice)
+    heard, _ = heard_and_processed(room, got)
+    n = len(heard)
+    assert all(s is not None for _, s in got[1:])  # still the recognizer's version
+    settled = slice(2 * CHUNK, n)  # after the chunk it fades in
+    np.testing.assert_allclose(heard[settled], voice[:n][settled], atol=1e-6)
+    assert room.canceller.stats.linear_passed_seconds >= 0.9
+    # Where it fades from one to the other, it does not jump.
+    assert np.max(np.abs(np.diff(heard[: 2 * CHUNK]))) < 0.05
+
+
 def test_the_linear_stage_learns_through_the_wobble_of_the_outputs_reported_times() -> None:
     # A sound server reports play times a few milliseconds off, differently each block: read
     # by time, the far end would move by samples against the echo, and the filter never
