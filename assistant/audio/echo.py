@@ -117,7 +117,7 @@ REPLY_GAP = 1.5
 #: AEC3 cancels most of the echo well within a second, but for a while its suppressor still
 #: lets the start of a word through after a pause in the far end (8-13 dB taken, not 40-50): a
 #: few 10 ms chunks loud enough to pause a reply. Over a fresh processor's first reply in the
-#: bench's 12 rooms (1,152 spoken replies), 7 of 8 such frames came between 1.0 and 1.35 s.
+#: bench's 12 rooms (1,152 spoken replies), 6 of 7 such frames came between 1.0 and 1.35 s.
 SETTLE_SECONDS = 1.5
 #: ...and before a processor that had settled is known to cancel a new stretch's echo too.
 RECHECK_SECONDS = 0.5
