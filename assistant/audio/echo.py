@@ -756,13 +756,14 @@ class EchoCanceller:
         """The recognizer's version of a chunk: the linear filter's output, or the microphone's
         chunk where that holds less (see the module docstring), faded from one to the other
         over the chunk where it changes."""
-        passed = float(out @ out) > float(raw.astype(np.float64) @ raw.astype(np.float64))
+        mic = raw.astype(np.float64)
+        passed = float(out @ out) > float(mic @ mic)
         before, self._linear_passed = self._linear_passed, passed
         if passed:
             self.stats.linear_passed_seconds += CHUNK_SECONDS
         if passed == before:
             return raw.copy() if passed else out.astype(np.float32)
-        start, end = (out, raw) if passed else (raw.astype(np.float64), out)
+        start, end = (out, mic) if passed else (mic, out)
         return (start + (end - start) * _FADE_IN).astype(np.float32)
 
     def _realign_linear(self, chunk: Float32, out: Float64, echo_only: bool) -> None:
