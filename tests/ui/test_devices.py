@@ -67,7 +67,12 @@ def test_a_microphone_plugged_in_later_is_listed_and_used(qtbot, qloop, assistan
         assert changes and changes[-1].devices.inputs == (HEADSET,)
         assert dialog.input_combo.findData(HEADSET.key) > 0  # the open dialog follows
         await until(lambda: assistant.microphone_ok, what="the microphone to be used")
-        assert any("USB Headset is connected" in n.message for n in notices)
+        # The notice follows once the audio chains have restarted, a step after the microphone
+        # is back.
+        await until(
+            lambda: any("USB Headset is connected" in n.message for n in notices),
+            what="the notice that the headset is used",
+        )
         assert "No microphone" not in window.hint_label.text()
         # Chosen by name, then unplugged: it stays chosen, marked as not connected.
         dialog.input_combo.setCurrentIndex(dialog.input_combo.findData(HEADSET.key))
