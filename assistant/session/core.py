@@ -61,12 +61,17 @@ class SessionOptions(TypedDict, total=False):
 
 
 class HeardReply(Protocol):
-    """A reply as the player's callbacks see it."""
+    """A reply as the player's callbacks and ``interrupt`` see it."""
 
     @property
     def turn_id(self) -> int: ...
 
+    @property
+    def finished(self) -> bool: ...
+
     def playback_started(self, at: float) -> None: ...
+
+    def playback_finished(self, position: float, cut: bool) -> None: ...
 
 
 class SessionCore[R: HeardReply](ABC):
@@ -255,8 +260,28 @@ class SessionCore[R: HeardReply](ABC):
             reply.playback_started(at)
             self._sync()
 
+    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
+        # A reply that has ended but is still being written to the history may yet hear its
+        # verdict (a speech-to-speech reply ends when the provider is done, before playout).
+        for reply in (self._reply, *self._finishing):
+            if reply is not None and reply.turn_id == turn_id:
+                reply.playback_finished(position, interrupted)
+
+    # -------------------------------------------------------------------------------- interruption
+
+    def interrupt(self, reason: str = "user") -> None:
+        """Stop the reply in flight now, whoever produces it, and keep only what was heard of
+        it (``reason`` is logged; ``"barge_in"`` may let a subclass withdraw a reply nobody has
+        heard). Nothing happens when no reply is in flight."""
+        reply = self._reply
+        if reply is None or reply.finished:
+            return
+        self._interrupt(reply, reason)
+        self._sync()
+
     @abstractmethod
-    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None: ...
+    def _interrupt(self, reply: R, reason: str) -> None:
+        """Stop ``reply`` (in flight, not finished) the subclass's way."""
 
     # ------------------------------------------------------------------------------------ history
 

@@ -612,21 +612,12 @@ class SpeechSession(SessionCore[AgentReply]):
         if agent is not None:
             agent.remember(turn_messages(record))
 
-    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
-        for reply in (self._reply, *self._finishing):
-            if reply is not None and reply.turn_id == turn_id:
-                reply.playback_finished(position, interrupted)
-
     # ------------------------------------------------------------------------- interruption
 
-    def interrupt(self, reason: str = "user") -> None:
-        """Stop the reply now; the engine and the record keep only what was heard."""
-        reply = self._reply
-        if reply is None or reply.finished:
-            return
+    def _interrupt(self, reply: AgentReply, reason: str) -> None:
+        """The engine and the record keep only what was heard."""
         log.info("turn %d interrupted (%s)", reply.turn_id, reason)
         reply.interrupt()
-        self._sync()
 
     # ------------------------------------------------------------------------- conversation
 

@@ -905,18 +905,10 @@ class Session(SessionCore[Reply]):
             reply.conversation, record, lambda r: self._extractions.complete(reply, r)
         )
 
-    def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
-        reply = self._reply
-        if reply is not None and reply.turn_id == turn_id:
-            reply.playback_finished(position, interrupted)
-
     # ----------------------------------------------------------------------------- interruption
 
-    def interrupt(self, reason: str = "user") -> None:
-        """Stop the reply now: LLM, TTS and queued audio; keep only what was heard."""
-        reply = self._reply
-        if reply is None or reply.finished:
-            return
+    def _interrupt(self, reply: Reply, reason: str) -> None:
+        """LLM, TTS and queued audio stop; the record keeps what was heard."""
         if reason == "barge_in" and reply.withdrawable and not reply.announcement:
             # Nothing was heard yet: the user was not done talking. Their words carry over to
             # the next turn instead of being answered separately.
@@ -932,7 +924,6 @@ class Session(SessionCore[Reply]):
             self.emit(TurnWithdrawn(reply.turn_id, carried))
         else:
             reply.interrupt()
-        self._sync()
 
     # ------------------------------------------------------------------------------ conversation
 
