@@ -634,6 +634,10 @@ class EchoCanceller:
         processed_power = _power(near)
         self._measure(raw_power, processed_power, far_power)
         speech = self._linear_stage(raw, captured_at, raw_power, processed_power)
+        if speech is None:
+            # The recognizer hears another version of this chunk: when the linear stage is
+            # heard again, it starts from its own output, not a fade from the microphone.
+            self._linear_passed = False
         if self.echo_cancellation and not self.noise_suppression:
             if self._quiet >= PASS_AFTER:
                 return raw.copy(), None  # no echo left to remove (see the module docstring)

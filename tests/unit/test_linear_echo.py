@@ -307,6 +307,25 @@ def test_where_the_linear_stage_adds_more_than_it_takes_the_recognizer_hears_the
     assert np.max(np.abs(np.diff(heard[: 2 * CHUNK]))) < 0.05
 
 
+def test_when_the_linear_stage_is_known_again_the_recognizer_hears_its_output_at_once() -> None:
+    room = InStep()
+    room.play(speechlike(3.0, seed=2))
+    assert linear_erle(room) >= 20.0
+    # The echo turns over (another device): the filter adds more than it takes, so the
+    # recognizer hears the microphone; it starts again, unheard while it learns the new path.
+    room.gain = -0.3
+    got = room.play(speechlike(6.0, seed=3))
+    assert room.canceller._linear.resets == 1
+    unheard = [speech is None for _, speech in got]
+    again = max(k for k in range(1, len(got)) if unheard[k - 1] and not unheard[k])
+    heard, _ = heard_and_processed(room, got)
+    mic = np.concatenate(room.echoes[-len(got) :])
+    first = slice((again - room.lag // CHUNK) * CHUNK, (again - room.lag // CHUNK + 1) * CHUNK)
+    # Its first chunk is the filter's output (17 dB taken), not a fade from the microphone
+    # heard before it started again (4 dB taken).
+    assert db(mic[first], heard[first]) >= 12.0
+
+
 def test_the_linear_stage_learns_through_the_wobble_of_the_outputs_reported_times() -> None:
     # A sound server reports play times a few milliseconds off, differently each block: read
     # by time, the far end would move by samples against the echo, and the filter never
