@@ -88,6 +88,9 @@ class Player(Protocol):
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 
+#: What a player reports (``on_error``) when its device vanishes mid-stream.
+OUTPUT_LOST = "Audio output stopped: the output device was lost or disconnected."
+
 
 def _put(ring: Float32, at: int, x: Float32) -> None:
     """Copy ``x`` into ``ring`` starting at absolute sample index ``at``, wrapping around."""
@@ -602,7 +605,7 @@ class DevicePlayer(BufferedPlayer):
         dead, self._stream = self._stream, None
         self._closer = asyncio.ensure_future(close_off_loop(dead, self._close_timeout))
         self._buf.abandon()
-        self._dispatch_error("Audio output stopped: the output device was lost or disconnected.")
+        self._dispatch_error(OUTPUT_LOST)
 
     async def close(self) -> None:
         self._closing = True

@@ -16,8 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from assistant.audio.player import OUTPUT_LOST, BufferedPlayer
+
 #: How much faster than real time the speaker plays.
 SPEEDUP = 8.0
+
+
+def report_output_lost(player: BufferedPlayer) -> None:
+    """Tell ``player``'s listeners its device vanished, as a ``DevicePlayer`` does when
+    PortAudio ends its stream (for players with no sound card behind them)."""
+    for listener in list(player.on_error):
+        listener(OUTPUT_LOST)
 
 
 class Unplugged(OSError):

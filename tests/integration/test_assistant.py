@@ -35,7 +35,7 @@ from assistant.events import (
 )
 from assistant.history import HistoryStore, TurnRecord
 from tests.conftest import ScriptVAD
-from tests.fakes.sound_card import FakeSoundCard
+from tests.fakes.sound_card import FakeSoundCard, report_output_lost
 
 
 class Recorder:
@@ -207,7 +207,7 @@ async def test_everything_the_window_does_works_headless(card_assistant, tmp_pat
 
 
 class _Speakers:
-    """Players for an assistant, each reporting its device lost when told to."""
+    """Players for an assistant, kept in the order they were opened."""
 
     def __init__(self) -> None:
         self.opened: list[VirtualPlayer] = []
@@ -215,10 +215,6 @@ class _Speakers:
     def __call__(self, _settings: Settings) -> VirtualPlayer:
         self.opened.append(VirtualPlayer(pace="fast", record=False))
         return self.opened[-1]
-
-    def lose(self, player: VirtualPlayer) -> None:
-        for listener in list(player.on_error):
-            listener("Audio output stopped: the output device was lost or disconnected.")
 
 
 class _Microphone(PushSource):
@@ -245,7 +241,7 @@ async def test_a_speaker_lost_as_retry_is_pressed_is_reopened_once(
 
     def on_stop() -> None:
         if armed:
-            speakers.lose(speakers.opened[0])
+            report_output_lost(speakers.opened[0])
 
     assistant = Assistant(
         settings(),
@@ -260,7 +256,7 @@ async def test_a_speaker_lost_as_retry_is_pressed_is_reopened_once(
         await assistant.start()
         await assistant.wait_ready(5)
         if loss == "before Retry":
-            speakers.lose(speakers.opened[0])
+            report_output_lost(speakers.opened[0])
         else:
             armed = True
         await assistant.restart_audio()

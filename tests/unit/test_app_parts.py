@@ -25,6 +25,7 @@ from assistant.engines.base import EngineError
 from assistant.engines.fake import FakeLLM, FakeSTT, FakeTTS
 from assistant.engines.fallback import FallbackTTS
 from assistant.events import AppEvent, AudioStatus, ErrorEvent, Loading, Notice, Source
+from tests.fakes.sound_card import report_output_lost
 
 
 def changed(**changes: object) -> Settings:
@@ -199,8 +200,7 @@ async def test_a_device_that_keeps_dying_is_not_reopened_until_retry() -> None:
     for _ in range(2):  # opened, lost at once, twice within a few seconds
         player = await output.open(Settings())
         await player.close()
-        for lost in opened[-1].on_error:
-            lost("Audio output stopped: the output device was lost or disconnected.")
+        report_output_lost(opened[-1])
         await clock.advance(1.0)
     held = await output.open(Settings())
     again = await output.open(Settings())
@@ -225,19 +225,15 @@ async def test_only_the_player_opened_last_can_be_lost() -> None:
         opened.append(VirtualPlayer(pace="fast", record=False))
         return opened[-1]
 
-    def report_loss(player: VirtualPlayer) -> None:
-        for listener in player.on_error:
-            listener("Audio output stopped: the output device was lost or disconnected.")
-
     output = AudioOutput(device, emit=events.append, on_change=lambda: None, on_lost=lost.append)
     first = await output.open(Settings())
     assert output.current is first
     output.replacing()
-    report_loss(opened[0])
+    report_output_lost(opened[0])
     second = await output.open(Settings())
-    report_loss(opened[0])  # late, from a thread: the successor already plays
+    report_output_lost(opened[0])  # late, from a thread: the successor already plays
     assert (events, lost, output.ok, output.current) == ([], [], True, second)
-    report_loss(opened[1])
+    report_output_lost(opened[1])
     assert lost == [second] and not output.ok
     assert [e.source for e in events if isinstance(e, ErrorEvent)] == ["audio-output"]
     third = await output.open(Settings())
