@@ -561,7 +561,7 @@ class EchoCanceller:
         self, samples: Float32, end_time: float
     ) -> tuple[Float32, Float32 | None]:
         """See ``SpeechProcessor.process_with_speech``."""
-        started = time.process_time()
+        started = time.thread_time()
         x = np.asarray(samples, dtype=np.float32)
         self._received += len(x)
         self._clock.update(self._received, end_time)
@@ -584,7 +584,7 @@ class EchoCanceller:
         self._pending = self._pending[processed * CHUNK :].copy()
         if self._cursor is not None:
             self._reference.forget_before(self._cursor - FAR_KEPT)
-        self.stats.cpu_seconds += time.process_time() - started
+        self.stats.cpu_seconds += time.thread_time() - started
         if not out:
             return np.zeros(0, dtype=np.float32), None
         if all(s is None for s in speech):
