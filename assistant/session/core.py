@@ -8,9 +8,10 @@ reply starts to be heard. That part lives here, once.
 
 A subclass sets ``_detection`` (from its ``_make_detection``) before any frame or key arrives,
 handles frames in ``_feed`` (with ``_meter`` and ``_listen`` for the level and the pre-roll) and
-turn events in ``_on_turn_event``, and says what state its parts are in (``_derive_state``) and
-whether anything is under way (``_busy``); ``_sync`` publishes both. Its constructor takes the
-parts every session shares as ``**options: Unpack[SessionOptions]`` and hands them on.
+turn events in ``_on_turn_event``, stops a reply its own way (``_interrupt``), and says what
+state its parts are in (``_derive_state``) and whether anything is under way (``_busy``);
+``_sync`` publishes both. Its constructor takes the parts every session shares as
+``**options: Unpack[SessionOptions]`` and hands them on.
 """
 
 from __future__ import annotations
