@@ -33,13 +33,14 @@ syllable of an interruption is often transcribed as nothing, or as other words).
 
 Echo: speech that starts while the assistant may be heard (``own_speech()`` is not empty: a
 reply in flight, or one that just ended) is judged by the words the assistant did not say
-(``assistant.turns.words.not_said``: at least ``MIN_FOREIGN_WORDS`` of them, or a stop
-command), so a leak of its own voice never becomes a turn; its length alone never makes it an
-interruption (the reply stays paused until its words are known). While ``echo_uncertain`` is set
-(the input chain does not know yet that that voice is cancelled from the microphone) such
-speech is an *echo suspect* besides: the reply is not paused for it, and a long stretch of it
-does not count; only those words make it an interruption, and not when they are no more than
-what recognizers write for a muffled sound ("Thank you.": ``only_sign_offs``).
+(``assistant.turns.words.not_said``), so a leak of its own voice never becomes a turn; its
+length alone never makes it an interruption (the reply stays paused until its words are known).
+While ``echo_uncertain`` is set (the input chain does not know yet that that voice is cancelled
+from the microphone) such speech is an *echo suspect* besides: the reply is not paused for it,
+and a long stretch of it does not count. A suspect's words, and those of speech that begins
+within ``ECHO_WORDS_GRACE`` of the echo becoming known, make it an interruption only when there
+are at least ``MIN_FOREIGN_WORDS`` of them (or a stop command), and not when they are no more
+than what recognizers write for a muffled sound ("Thank you.": ``only_sign_offs``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ MIN_FOREIGN_WORDS = 2
 #: follows (see ``UserTurnTracker.on_turn_event``) when it is at most this long; a longer one
 #: carries over as its transcript (the recognizer would hear it again for little gain).
 REHEAR_MAX_SECONDS = 20.0
+#: For this long after the input chain has come to know the echo (``echo_uncertain`` cleared),
+#: speech over the assistant pauses it as usual, but its words are judged as an echo suspect's:
+#: a canceller that has just settled can still let a word's onset through (most such leaks came
+#: within a third of a second of it; a recognizer writes "Thank you." for one).
+ECHO_WORDS_GRACE = 1.0
 
 
 class Phase(StrEnum):
@@ -117,6 +123,10 @@ class Utterance:
     #: Began while the assistant's voice may come back uncancelled: only words it did not say
     #: count (``own`` is what it said).
     echo_suspect: bool = False
+    #: Its words may hold a leak of the assistant's voice (an echo suspect, or begun within
+    #: ``ECHO_WORDS_GRACE`` of the echo becoming known): one stray word or a recognizer's
+    #: sign-off is not the user's.
+    echo_words: bool = False
     own: str = ""
     #: Push-to-talk: a preview of the words was asked for at a pause while the key was held,
     #: and nothing has been said since (the preview is then the final transcript).
@@ -303,9 +313,8 @@ class UserTurnTracker:
         self._now = now
         self._own_speech = own_speech
         self._rehears_audio = rehears_audio
-        #: The assistant's voice may come back through the microphone uncancelled (see the
-        #: module docstring). Set by the session from the input chain.
-        self.echo_uncertain = False
+        self._echo_uncertain = False
+        self._echo_known_at = float("-inf")
         self._next_turn_id = next_turn_id
         self.utterance: Utterance | None = None
         self.speculative: Utterance | None = None
@@ -318,6 +327,18 @@ class UserTurnTracker:
         self._tentative = False
 
     # ----------------------------------------------------------------------------------- state
+
+    @property
+    def echo_uncertain(self) -> bool:
+        """The assistant's voice may come back through the microphone uncancelled (see the
+        module docstring). Set by the session from the input chain."""
+        return self._echo_uncertain
+
+    @echo_uncertain.setter
+    def echo_uncertain(self, uncertain: bool) -> None:
+        if self._echo_uncertain and not uncertain:
+            self._echo_known_at = self._now()
+        self._echo_uncertain = uncertain
 
     @property
     def phase(self) -> Phase:
@@ -589,6 +610,7 @@ class UserTurnTracker:
         own = "" if explicit else self._own_speech()
         audible = bool(own.strip())  # the assistant is, or just was, heard in the room
         suspect = audible and self.echo_uncertain
+        just_known = self._now() - self._echo_known_at < ECHO_WORDS_GRACE
         timeline = Timeline(self.allocate_turn_id(), now=self._now)
         timeline.mark("speech_start", event.at)
         self.utterance = Utterance(
@@ -598,6 +620,7 @@ class UserTurnTracker:
             preroll=list(preroll),
             over_reply=talking or audible,
             echo_suspect=suspect,
+            echo_words=audible and (self.echo_uncertain or just_known),
             own=own,
         )
         self._tentative = (talking or audible) and not explicit
@@ -630,7 +653,7 @@ class UserTurnTracker:
         foreign = not_said(text, utterance.own)
         kind = self._classify(foreign)
         few = len(words_of(foreign)) < MIN_FOREIGN_WORDS
-        if kind is Interjection.WORDS and utterance.echo_suspect:
+        if kind is Interjection.WORDS and utterance.echo_words:
             if few or only_sign_offs(foreign, self.settings.language):
                 # One stray word may be the echo misheard; "Thank you." is what a recognizer
                 # makes of a muffled echo with no words in it.

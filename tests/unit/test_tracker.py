@@ -11,6 +11,7 @@ from assistant.config import Settings
 from assistant.events import State
 from assistant.session import derive_state
 from assistant.session.tracker import (
+    ECHO_WORDS_GRACE,
     REHEAR_MAX_SECONDS,
     Answer,
     Begin,
@@ -456,13 +457,60 @@ def test_while_echo_is_uncertain_a_recognizers_sign_off_is_not_the_users() -> No
     assert w.tracker.phase is Phase.TENTATIVE
     w.event("end", 11.0)
     assert w.tracker.on_final(begin.utterance, "Thank you.") == Dismiss(Interjection.NOTHING)
-    # With more words it is the user's; once the echo is known, thanks are too.
+    # With more words it is the user's; once the echo has been known a while, thanks are too.
     w.event("start", 12.0)
     assert w.tracker.on_partial("Thank you, but what about Rome") == [ConfirmBargeIn()]
     w.event("end", 13.0)
     w.tracker.echo_uncertain = False
-    w.event("start", 14.0)
+    w.event("start", 13.0 + ECHO_WORDS_GRACE)
     assert w.tracker.on_partial("Thank you.") == [ConfirmBargeIn()]
+
+
+def test_just_after_the_echo_becomes_known_speech_pauses_the_reply_but_a_sign_off_is_no_turn():
+    # A canceller that has just settled can still let the onset of a word through: the reply
+    # pauses for it at once, as for the user, and Whisper writes "Thank you." for it.
+    w = echo_world()
+    w.now = 10.0
+    w.tracker.echo_uncertain = False
+    begin, pause = w.event("start", 10.04)
+    assert isinstance(pause, TentativeBargeIn) and not begin.utterance.echo_suspect
+    assert w.tracker.on_partial("Thank you.") == []  # not confirmed by it...
+    (judge,) = w.event("end", 10.5)
+    assert judge == JudgeInterjection(begin.utterance, resume=True)  # ...and resumed after
+    assert w.tracker.on_final(begin.utterance, "Thank you.") == Dismiss(Interjection.NOTHING)
+    # One stray word is not enough either; the user's real words are.
+    (begin2, _) = w.event("start", 10.6)
+    w.event("end", 10.9)
+    assert w.tracker.on_final(begin2.utterance, "Why?") == Dismiss(Interjection.NOTHING)
+    (begin3, _) = w.event("start", 10.95)
+    assert w.tracker.on_partial("what about Rome") == [ConfirmBargeIn()]
+    # Once the echo has been known for ECHO_WORDS_GRACE, thanks and one word are the user's.
+    w.event("end", 11.0)
+    w.tracker.on_final(begin3.utterance, "What about Rome?")
+    w.reply = 8
+    (begin4, _) = w.event("start", 10.0 + ECHO_WORDS_GRACE)
+    w.event("end", 11.5)
+    assert w.tracker.on_final(begin4.utterance, "Thank you.") == Answer(
+        "Thank you.", held=False, barge_in=True
+    )
+
+
+def test_the_grace_after_the_echo_becomes_known_starts_again_each_time_it_does() -> None:
+    w = echo_world()
+    w.now = 10.0
+    w.tracker.echo_uncertain = False
+    w.now = 20.0
+    w.tracker.echo_uncertain = False  # still known: not a new start
+    (begin, _) = w.event("start", 20.1)
+    assert not begin.utterance.echo_words
+    w.event("end", 20.5)
+    w.tracker.on_final(begin.utterance, "What about Rome?")
+    w.reply = 8
+    w.tracker.echo_uncertain = True  # the next reply checks the echo again...
+    w.now = 30.0
+    w.tracker.echo_uncertain = False  # ...and knows it
+    (begin2, _) = w.event("start", 30.2)
+    assert begin2.utterance.echo_words and not begin2.utterance.echo_suspect
 
 
 def test_while_echo_is_uncertain_a_stop_command_interrupts_alone() -> None:

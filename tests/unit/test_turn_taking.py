@@ -26,6 +26,7 @@ from assistant.events import (
     TurnWithdrawn,
 )
 from assistant.session import Session
+from assistant.session.tracker import ECHO_WORDS_GRACE
 from assistant.tools import default_tools
 from assistant.types import FRAME_SAMPLES, FRAME_SECONDS, AudioLook
 from tests.scenario import T0, Do, Key, ScriptedTurnModel, Speech, Stage
@@ -193,6 +194,35 @@ async def test_backchannels_and_noises_never_stop_the_reply(tmp_path, said: str)
         return
     assert not turn.interrupted and turn.assistant_text == LONG_REPLY
     assert len(s.events(FinalTranscript)) == 1  # the backchannel took no turn
+
+
+@pytest.mark.parametrize(
+    ("after_known", "goes_on"), [(0.04, True), (ECHO_WORDS_GRACE + 0.1, False)]
+)
+async def test_just_after_the_echo_becomes_known_a_sign_off_lets_the_reply_go_on(
+    tmp_path, after_known: float, goes_on: bool
+) -> None:
+    # The canceller settles while the first reply plays; a moment later the onset of one of
+    # its words leaks through, and the recognizer writes "Thank you." for it. Later on the
+    # same words are the user's.
+    stt = FakeSTT(script=("Tell me a story.", "Thank you."), min_audio_seconds=0.05)
+    async with Stage(tmp_path, mode="vad", stt=stt, llm=long_llm(), script=[Speech(0, 1.0)]) as s:
+        s.session.set_echo_uncertain(True)
+        speaking = await s.run_until(lambda: s.session.state is State.SPEAKING)
+        known = speaking + 1.5
+        s.add(Do(known, lambda session: session.set_echo_uncertain(False)))
+        s.add(Speech(known + after_known, known + after_known + 0.25))
+        await s.run_until(lambda: bool(s.finished()), limit=30)
+        await s.run_to(s.now + 1)
+    first = s.finished()[0]
+    assert len(s.events(PlaybackPaused)) == 1  # paused at once either way
+    if goes_on:
+        assert len(s.events(PlaybackResumed)) == 1
+        assert not first.interrupted and first.assistant_text == LONG_REPLY
+        assert [e.text for e in s.events(FinalTranscript)] == ["Tell me a story."]
+    else:
+        assert first.interrupted
+        assert [e.text for e in s.events(FinalTranscript)][-1] == "Thank you."
 
 
 async def test_a_short_stop_stops_the_reply_and_is_not_answered(tmp_path) -> None:
