@@ -262,11 +262,11 @@ class SessionCore[R: HeardReply](ABC):
             self._sync()
 
     def _on_playback_finished(self, turn_id: int, position: float, interrupted: bool) -> None:
-        # A reply that has ended but is still being written to the history may yet hear its
-        # verdict (a speech-to-speech reply ends when the provider is done, before playout).
-        for reply in (self._reply, *self._finishing):
-            if reply is not None and reply.turn_id == turn_id:
-                reply.playback_finished(position, interrupted)
+        # Only the reply in flight waits for the verdict: one that has ended (and may still be
+        # being written to the history) stopped waiting when it ended.
+        reply = self._reply
+        if reply is not None and reply.turn_id == turn_id:
+            reply.playback_finished(position, interrupted)
 
     # -------------------------------------------------------------------------------- interruption
 
